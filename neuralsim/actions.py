@@ -1,0 +1,328 @@
+"""Actions: the SANA-WM camera key DSL, camera poses, Plücker rays, and action-space specs.
+
+The key DSL is the one of diffusers' ``pipelines.sana_wm.cam_utils`` (SANA-WM): comma-separated
+``<keys>-<frames>`` segments, keys from ``wasdijkl``, ``none-N`` for idle. ``"w-80,jw-40"`` is
+80 frames forward, then 40 frames forward while yawing left.
+
+    w / s   forward / back        a / d   strafe left / right
+    i / k   pitch up / down       j / l   yaw left / right
+
+Camera worlds in neuralsim use one canonical continuous action vector
+``[forward, strafe_right, yaw_right, pitch_up]`` in ``[-1, 1]``; a key set is the vector with
+±1 entries, so the DSL, the ``Box`` interface and the ``Discrete`` key-set interface are the same
+motion. Poses integrate exactly as ``cam_utils.action_string_to_c2w`` (OpenCV axes: +X right,
++Y down, +Z forward; translation on the horizontal XZ plane; pitch clamped), scaled by the
+magnitude of each action component.
+
+This module is shared by the real room (``neuralsim.envs.room``), the native world model and the
+official-model backend, so all three agree on what a key means.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+ALLOWED_KEYS = frozenset("wasdijkl")
+DEFAULT_TRANSLATION_SPEED = 0.05  # units per frame (cam_utils default)
+DEFAULT_ROTATION_SPEED_DEG = 1.2  # degrees per frame (cam_utils default)
+DEFAULT_PITCH_LIMIT_DEG = 85.0
+
+#: Names of the canonical camera action vector components.
+CAMERA_ACTION_NAMES = ("forward", "strafe_right", "yaw_right", "pitch_up")
+CAMERA_ACTION_DIM = len(CAMERA_ACTION_NAMES)
+
+#: The Discrete key-set interface: index -> keys held for that step.
+DISCRETE_KEYSETS: tuple[str, ...] = ("", "w", "s", "a", "d", "j", "l", "i", "k", "wj", "wl")
+
+
+def parse_action_string(action: str) -> list[frozenset[str]]:
+    """Parse a key-DSL string into the set of keys held on each frame.
+
+    Accepts exactly the strings diffusers' ``cam_utils._parse_action_string`` accepts (whitespace
+    ignored, the full-width comma ``，`` allowed, keys case-insensitive) and rejects the same ones.
+
+    Args:
+        action: e.g. ``"w-80,jw-40"`` or ``"none-8"``.
+
+    Returns:
+        One ``frozenset`` of keys per frame (empty set = idle).
+
+    Raises:
+        ValueError: naming the offending segment and the expected form.
+    """
+    if not isinstance(action, str):
+        raise TypeError(f"action must be a key-DSL string like 'w-80,jw-40', got {type(action).__name__}")
+    cleaned = "".join(action.replace("，", ",").split())
+    if not cleaned:
+        raise ValueError("action string is empty; expected '<keys>-<frames>' segments like 'w-80,jw-40'")
+    frames: list[frozenset[str]] = []
+    for segment in cleaned.split(","):
+        if not segment or "-" not in segment:
+            raise ValueError(f"Invalid action segment {segment!r}: expected '<keys>-<duration>' (keys from wasdijkl or 'none').")
+        keys_part, duration = segment.rsplit("-", 1)
+        if not duration.isdigit() or int(duration) <= 0:
+            raise ValueError(f"Action segment {segment!r} has a non-positive duration {duration!r}; expected a positive integer.")
+        keys_lower = keys_part.lower()
+        if keys_lower == "none":
+            keys: frozenset[str] = frozenset()
+        else:
+            bad = sorted({c for c in keys_lower if c not in ALLOWED_KEYS})
+            if bad:
+                raise ValueError(
+                    f"Action segment {segment!r} contains unknown keys {bad}; allowed: {''.join(sorted(ALLOWED_KEYS))}."
+                )
+            keys = frozenset(keys_lower)
+        frames.extend([keys] * int(duration))
+    return frames
+
+
+def keys_to_vector(keys: Sequence[str] | frozenset[str] | str) -> np.ndarray:
+    """Map held keys to the canonical camera action ``[forward, strafe_right, yaw_right, pitch_up]``."""
+    held = set(keys)
+    return np.array(
+        [
+            float("w" in held) - float("s" in held),
+            float("d" in held) - float("a" in held),
+            float("l" in held) - float("j" in held),
+            float("i" in held) - float("k" in held),
+        ],
+        dtype=np.float32,
+    )
+
+
+def vector_to_keys(vector: Sequence[float], threshold: float = 0.5) -> str:
+    """Inverse of :func:`keys_to_vector` (components beyond ``±threshold`` count as held keys)."""
+    f, r, y, p = (float(x) for x in vector[:CAMERA_ACTION_DIM])
+    keys = ""
+    keys += "w" if f > threshold else "s" if f < -threshold else ""
+    keys += "d" if r > threshold else "a" if r < -threshold else ""
+    keys += "l" if y > threshold else "j" if y < -threshold else ""
+    keys += "i" if p > threshold else "k" if p < -threshold else ""
+    return keys
+
+
+def action_string_to_vectors(action: str) -> np.ndarray:
+    """Key DSL -> ``[N, 4]`` float32 canonical camera actions, one row per frame."""
+    return np.stack([keys_to_vector(k) for k in parse_action_string(action)])
+
+
+def action_string_to_discrete(action: str) -> np.ndarray:
+    """Key DSL -> ``[N]`` int64 indices into :data:`DISCRETE_KEYSETS`.
+
+    Raises:
+        ValueError: if a frame holds a key combination the Discrete interface does not have.
+    """
+    index = {frozenset(k): i for i, k in enumerate(DISCRETE_KEYSETS)}
+    out = []
+    for keys in parse_action_string(action):
+        if keys not in index:
+            raise ValueError(
+                f"key combination {''.join(sorted(keys))!r} has no Discrete action; "
+                f"available: {[k or 'none' for k in DISCRETE_KEYSETS]}"
+            )
+        out.append(index[keys])
+    return np.asarray(out, dtype=np.int64)
+
+
+def vectors_to_action_string(vectors: np.ndarray) -> str:
+    """``[N, 4]`` canonical actions -> a compact key-DSL string (run-length encoded)."""
+    segments: list[list[Any]] = []
+    for v in np.asarray(vectors).reshape(-1, CAMERA_ACTION_DIM):
+        keys = vector_to_keys(v) or "none"
+        if segments and segments[-1][0] == keys:
+            segments[-1][1] += 1
+        else:
+            segments.append([keys, 1])
+    return ",".join(f"{k}-{n}" for k, n in segments)
+
+
+def _rot_x(angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def _rot_y(angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+@dataclass
+class CameraIntegrator:
+    """Integrates canonical camera actions into camera-to-world poses, as ``action_string_to_c2w``.
+
+    Keeps the pose and the accumulated pitch, so a rollout can be integrated one step at a time.
+    """
+
+    translation_speed: float = DEFAULT_TRANSLATION_SPEED
+    rotation_speed_deg: float = DEFAULT_ROTATION_SPEED_DEG
+    pitch_limit_deg: float = DEFAULT_PITCH_LIMIT_DEG
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self, c2w: np.ndarray | None = None, pitch_rad: float = 0.0) -> None:
+        self.c2w = np.eye(4) if c2w is None else np.asarray(c2w, dtype=np.float64).copy()
+        self.pitch = float(pitch_rad)
+
+    def step(self, action: Sequence[float]) -> np.ndarray:
+        """Advance one frame with ``action = [forward, strafe_right, yaw_right, pitch_up]``; returns the new c2w."""
+        f, r, y, p = (float(x) for x in action[:CAMERA_ACTION_DIM])
+        rot = math.radians(self.rotation_speed_deg)
+        limit = math.radians(self.pitch_limit_deg)
+        pitch_delta = rot * p
+        new_pitch = self.pitch + pitch_delta
+        if not (-limit <= new_pitch <= limit):
+            pitch_delta = 0.0
+        else:
+            self.pitch = new_pitch
+        R_new = _rot_y(rot * y) @ self.c2w[:3, :3] @ _rot_x(pitch_delta)
+        forward = R_new[:, 2].copy()
+        forward[1] = 0.0
+        right = R_new[:, 0].copy()
+        right[1] = 0.0
+        if (fn := float(np.linalg.norm(forward))) > 0:
+            forward /= fn
+        if (rn := float(np.linalg.norm(right))) > 0:
+            right /= rn
+        move = (forward * f + right * r) * self.translation_speed
+        new = np.eye(4)
+        new[:3, :3] = R_new
+        new[:3, 3] = self.c2w[:3, 3] + move
+        self.c2w = new
+        return new.copy()
+
+
+def action_string_to_c2w(
+    action: str,
+    *,
+    translation_speed: float = DEFAULT_TRANSLATION_SPEED,
+    rotation_speed_deg: float = DEFAULT_ROTATION_SPEED_DEG,
+    pitch_limit_deg: float = DEFAULT_PITCH_LIMIT_DEG,
+) -> np.ndarray:
+    """Key DSL -> ``[N+1, 4, 4]`` float32 camera-to-world poses (same numbers as diffusers' ``cam_utils``)."""
+    cam = CameraIntegrator(translation_speed, rotation_speed_deg, pitch_limit_deg)
+    poses = [cam.c2w.copy()]
+    for keys in parse_action_string(action):
+        poses.append(cam.step(keys_to_vector(keys)))
+    return np.stack(poses).astype(np.float32)
+
+
+def pose_to_camera_vector(c2w: np.ndarray, intrinsics: Sequence[float]) -> np.ndarray:
+    """The 20-number SANA-WM camera form: the flattened 4×4 c2w followed by ``fx, fy, cx, cy``."""
+    return np.concatenate([np.asarray(c2w, dtype=np.float32).reshape(16), np.asarray(intrinsics, dtype=np.float32)])
+
+
+def plucker_rays(intrinsics: np.ndarray, c2w: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Per-pixel Plücker coordinates ``(d, o × d)``, as ``cam_utils.compute_raymap(use_plucker=True)``.
+
+    Args:
+        intrinsics: ``[T, 4]`` ``fx, fy, cx, cy`` in pixels of the ``height × width`` grid.
+        c2w: ``[T, 4, 4]`` camera-to-world poses (OpenCV axes).
+
+    Returns:
+        ``[T, height, width, 6]`` float32.
+    """
+    intrinsics = np.asarray(intrinsics, dtype=np.float64).reshape(-1, 4)
+    c2w = np.asarray(c2w, dtype=np.float64).reshape(-1, 4, 4)
+    ys, xs = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij")
+    fx, fy, cx, cy = (intrinsics[:, i, None, None] for i in range(4))
+    dirs_cam = np.stack([(xs[None] - cx) / fx, (ys[None] - cy) / fy, np.ones((len(intrinsics), height, width))], axis=-1)
+    dirs = np.einsum("tij,thwj->thwi", c2w[:, :3, :3], dirs_cam)
+    dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+    origins = np.broadcast_to(c2w[:, None, None, :3, 3], dirs.shape)
+    return np.concatenate([dirs, np.cross(origins, dirs)], axis=-1).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Action-space specs: how a checkpoint stores the action space of the world it learned (JSON).
+# ---------------------------------------------------------------------------------------------
+
+
+def space_to_spec(space: Any) -> dict:
+    """Gymnasium ``Box``/``Discrete`` -> a JSON-serialisable dict stored in checkpoints and manifests."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Discrete):
+        return {"type": "discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, spaces.Box):
+        return {
+            "type": "box",
+            "shape": list(space.shape),
+            "low": np.asarray(space.low, dtype=np.float64).reshape(-1).tolist(),
+            "high": np.asarray(space.high, dtype=np.float64).reshape(-1).tolist(),
+            "dtype": str(space.dtype),
+        }
+    raise ValueError(f"action space {space!r} is not supported; expected gymnasium.spaces.Box or Discrete")
+
+
+def spec_to_space(spec: dict) -> Any:
+    """Inverse of :func:`space_to_spec`."""
+    from gymnasium import spaces
+
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if kind == "discrete":
+        return spaces.Discrete(int(spec["n"]), start=int(spec.get("start", 0)))
+    if kind == "box":
+        shape = tuple(int(s) for s in spec["shape"])
+        low = np.asarray(spec["low"], dtype=np.float32).reshape(shape)
+        high = np.asarray(spec["high"], dtype=np.float32).reshape(shape)
+        return spaces.Box(low=low, high=high, shape=shape, dtype=np.dtype(spec.get("dtype", "float32")))
+    raise ValueError(f"action spec {spec!r} is not valid; expected {{'type': 'box'|'discrete', ...}}")
+
+
+def action_dim(spec: dict) -> int:
+    """Length of the float vector the model is conditioned on (one-hot for Discrete)."""
+    if spec["type"] == "discrete":
+        return int(spec["n"])
+    return int(np.prod(spec["shape"]))
+
+
+def validate_actions(actions: Any, spec: dict, batch_size: int | None = None, name: str = "actions") -> np.ndarray:
+    """Check a batch of actions against a spec; returns ``[B, n]`` float32 (Box) or ``[B]`` int64 (Discrete).
+
+    Raises:
+        ValueError / TypeError naming ``name``, the received shape/dtype and the expected form.
+    """
+    arr = np.asarray(actions.detach().cpu() if hasattr(actions, "detach") else actions)
+    if spec["type"] == "discrete":
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        if arr.ndim != 1 or (batch_size is not None and arr.shape[0] != batch_size):
+            raise ValueError(f"{name} must have shape ({batch_size if batch_size is not None else 'B'},) of integers, got shape {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.integer):
+            if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+                arr = arr.astype(np.int64)
+            else:
+                raise TypeError(f"{name} must be integers in [{spec.get('start', 0)}, {spec.get('start', 0) + spec['n']}), got dtype {arr.dtype}")
+        lo = spec.get("start", 0)
+        if arr.size and (arr.min() < lo or arr.max() >= lo + spec["n"]):
+            raise ValueError(f"{name} must be integers in [{lo}, {lo + spec['n']}), got values in [{arr.min()}, {arr.max()}]")
+        return arr.astype(np.int64)
+    n = action_dim(spec)
+    if arr.ndim == 1 and batch_size in (None, 1) and arr.shape[0] == n:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != n or (batch_size is not None and arr.shape[0] != batch_size):
+        raise ValueError(f"{name} must have shape ({batch_size if batch_size is not None else 'B'}, {n}) of floats, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{name} must be a float array, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf; expected finite floats in [low, high]")
+    low = np.asarray(spec["low"], dtype=np.float32).reshape(1, n)
+    high = np.asarray(spec["high"], dtype=np.float32).reshape(1, n)
+    if np.any(arr < low - 1e-6) or np.any(arr > high + 1e-6):
+        raise ValueError(f"{name} out of the action space: expected values in [{low.min()}, {high.max()}], got [{arr.min()}, {arr.max()}]")
+    return arr
+
+
+def actions_to_vectors(actions: np.ndarray, spec: dict) -> np.ndarray:
+    """Validated actions -> ``[B, action_dim]`` float32 conditioning vectors (one-hot for Discrete)."""
+    if spec["type"] == "discrete":
+        out = np.zeros((len(actions), spec["n"]), dtype=np.float32)
+        out[np.arange(len(actions)), np.asarray(actions) - spec.get("start", 0)] = 1.0
+        return out
+    return np.asarray(actions, dtype=np.float32).reshape(len(actions), -1)
