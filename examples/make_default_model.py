@@ -1,0 +1,79 @@
+"""The recipe of the shipped default model: collect the MuJoCo room, train both stages, install it.
+
+    python examples/make_default_model.py --out runs/default --install
+
+Each stage is resumable (`--resume`): collection continues at the next episode, training from its last
+checkpoint with the same data order, so a killed run picks up where it stopped. With `--install` the
+trained model (config.json + model.safetensors + start_frames.safetensors) is copied into
+neuralsim/assets/default/, which is what `gym.make("SanaWM-v0")` loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Recipe:
+    out: str = "runs/default"
+    episodes: int = 240  # real-room episodes to learn from
+    max_steps: int = 200  # steps per episode
+    workers: int = 2
+    seed: int = 0
+    policy: str = "explore"
+    preset: str = "default"
+    ae_steps: int = 3000
+    steps: int = 6000  # dynamics steps
+    batch_size: int = 32
+    window: int = 8
+    resume: bool = False
+    install: bool = False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, value in vars(Recipe()).items():
+        if isinstance(value, bool):
+            parser.add_argument(f"--{name.replace('_', '-')}", action="store_true")
+        else:
+            parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    recipe = Recipe(**vars(parser.parse_args()))
+    out = Path(recipe.out)
+    data, model_dir = out / "data", out / "model"
+    t0 = time.perf_counter()
+
+    from neuralsim.data import collect
+
+    if not (data / "manifest.json").exists() or recipe.resume:
+        summary = collect("NeuralSimRoom-v0", data, episodes=recipe.episodes, policy=recipe.policy, workers=recipe.workers,
+                          seed=recipe.seed, max_steps=recipe.max_steps, resume=(data / "manifest.json").exists())
+        print("collected:", summary, flush=True)
+    t_collect = time.perf_counter() - t0
+
+    from neuralsim.train import TrainConfig, train
+
+    cfg = TrainConfig(stage="all", data=str(data), out=str(model_dir), preset=recipe.preset, steps=recipe.steps,
+                      ae_steps=recipe.ae_steps, batch_size=recipe.batch_size, window=recipe.window, seed=recipe.seed,
+                      resume=recipe.resume or (model_dir / "checkpoints" / "latest.json").exists())
+    train(cfg)
+    t_total = time.perf_counter() - t0
+    print(f"recipe done: collect {t_collect / 60:.1f} min, total {t_total / 60:.1f} min", flush=True)
+
+    if recipe.install:
+        assets = Path(__file__).resolve().parent.parent / "neuralsim" / "assets" / "default"
+        tmp = assets.with_name(".default-tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors", "start_frames.safetensors"):
+            shutil.copy2(model_dir / name, tmp / name)
+        shutil.rmtree(assets, ignore_errors=True)
+        tmp.rename(assets)
+        print(f"installed into {assets}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Where checkpoints live and how files are written safely.
+
+A checkpoint is a directory: ``config.json`` + ``model.safetensors`` (diffusers-style). Names
+(``"default"``) resolve to ``neuralsim/assets/<name>/``; ``"sana-wm-2.6b"`` is the official model
+served through diffusers and needs a user-provided directory. Every write is atomic: a temporary
+file in the same directory, flushed and fsynced, then ``os.replace`` — a crash leaves either the old
+file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+OFFICIAL_MODEL = "sana-wm-2.6b"
+UNSAFE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
+
+
+def shipped_models() -> list[str]:
+    """Names of the checkpoints shipped inside the package."""
+    if not ASSETS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in ASSETS_DIR.iterdir() if (p / "config.json").is_file() and (p / "model.safetensors").is_file())
+
+
+def available_models() -> dict[str, str]:
+    """Every model name neuralsim knows, with where it comes from."""
+    models = {name: str(ASSETS_DIR / name) for name in shipped_models()}
+    models[OFFICIAL_MODEL] = "official SANA-WM via diffusers (extra [sana]); pass checkpoint=DIR with its weights"
+    return models
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike, argument: str = "model") -> Path:
+    """Turn a shipped name or a directory into a checkpoint directory, with clear errors.
+
+    Raises:
+        FileNotFoundError: the directory or one of its files is missing (names which).
+        ValueError: a pickle-format file was offered, or the name is unknown (lists the known ones).
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    if path.suffix.lower() in UNSAFE_SUFFIXES:
+        raise ValueError(
+            f"{argument}={text!r} is a pickle-format file; neuralsim never unpickles files (it can run arbitrary code). "
+            "Expected a checkpoint directory with config.json + model.safetensors"
+        )
+    if not path.exists() and (ASSETS_DIR / text).is_dir() and os.sep not in text:
+        path = ASSETS_DIR / text
+    if not path.exists():
+        known = ", ".join(available_models())
+        raise (FileNotFoundError if (os.sep in text or text.startswith(".")) else ValueError)(
+            f"{argument}={text!r} is neither a checkpoint directory nor a known model name; known models: {known}"
+        )
+    if path.is_file():
+        raise ValueError(f"{argument}={text!r} is a file; expected a checkpoint directory with config.json + model.safetensors")
+    for required in ("config.json", "model.safetensors"):
+        if not (path / required).is_file():
+            raise FileNotFoundError(f"{argument}={text!r}: missing {required} in {path}; expected config.json + model.safetensors")
+    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` then atomically move the result to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+
+    atomic_write(path, write)
+
+
+def atomic_save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    atomic_write(path, lambda tmp: save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata))

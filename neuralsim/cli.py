@@ -1,0 +1,258 @@
+"""The ``neuralsim`` command line: ``info | collect | train | rollout | bench | eval``.
+
+Each subcommand is a thin layer over the library: argument parsing and validation here, the work
+in the module that owns it (``data``, ``train``, ``rollout``, ...), imported only when the
+subcommand runs so ``neuralsim --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from neuralsim import __version__
+
+
+class CLIError(Exception):
+    """A usage error reported as ``neuralsim <cmd>: error: ...`` with exit code 2."""
+
+
+def _positive_int(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {value}")
+        return value
+
+    return parse
+
+
+def _nonneg_int(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a non-negative integer, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a non-negative integer, got {value}")
+        return value
+
+    return parse
+
+
+def writable_dir(path: str | Path, option: str) -> Path:
+    """Create ``path`` if needed and check it is a writable directory; raise CLIError naming ``option``."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise CLIError(f"{option} {str(p)!r} exists and is not a directory; expected a directory path")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"{option} {str(p)!r} cannot be created ({exc.strerror}); expected a writable directory") from None
+    if not os.access(p, os.W_OK):
+        raise CLIError(f"{option} {str(p)!r} is not writable; expected a writable directory")
+    return p
+
+
+def writable_file(path: str | Path, option: str, suffixes: Sequence[str]) -> Path:
+    """Check the parent of an output file is writable and its suffix is one of ``suffixes``."""
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise CLIError(f"{option} {str(p)!r} must end with one of {', '.join(suffixes)}")
+    writable_dir(p.parent if str(p.parent) else ".", option)
+    return p
+
+
+# --------------------------------------------------------------------------------------------- info
+
+
+def cpu_capability() -> str:
+    import torch
+
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # older torch
+        return "unknown"
+
+
+def native_bf16() -> bool:
+    """True when bf16 matmuls run natively (AMX / AVX512-BF16 CPU, or CUDA)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    cap = cpu_capability().upper()
+    return "AMX" in cap or "BF16" in cap or cap == "AVX512_BF16"
+
+
+def run_info(args: argparse.Namespace) -> int:
+    import importlib.metadata as md
+
+    import torch
+
+    if args.preset:
+        from neuralsim.model import describe
+
+        from neuralsim.config import WorldModelConfig
+
+        facts = describe(WorldModelConfig.from_preset(args.preset))
+        print(json.dumps(facts, indent=2) if args.json else _format_facts(facts))
+        return 0
+
+    def version(dist: str) -> str | None:
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            return None
+
+    from neuralsim.checkpoints import available_models
+
+    facts = {
+        "neuralsim": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": version("numpy"),
+        "gymnasium": version("gymnasium"),
+        "stable-baselines3": version("stable-baselines3"),
+        "safetensors": version("safetensors"),
+        "mujoco (extra [mujoco])": version("mujoco"),
+        "diffusers (extra [sana])": version("diffusers"),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_capability": cpu_capability(),
+        "bf16_native": native_bf16(),
+        "models": available_models(),
+    }
+    print(json.dumps(facts, indent=2) if args.json else _format_facts(facts))
+    return 0
+
+
+def _format_facts(facts: dict, indent: int = 0) -> str:
+    lines = []
+    for key, value in facts.items():
+        if isinstance(value, dict):
+            lines.append(" " * indent + f"{key}:")
+            lines.append(_format_facts(value, indent + 2))
+        else:
+            lines.append(" " * indent + f"{key:<26}{'' if value is None else value}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- bench
+
+
+BENCHMARKS = ("throughput", "model_step", "room_speed", "fidelity", "long_rollout", "soak", "preset_2p6b")
+
+
+def _benchmarks_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent / "benchmarks"
+    for candidate in (Path.cwd() / "benchmarks", here):
+        if candidate.is_dir():
+            return candidate
+    raise CLIError("benchmarks/ not found: run `neuralsim bench` from a source checkout of neuralsim")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    directory = _benchmarks_dir()
+    names = BENCHMARKS if args.name == "all" else (args.name,)
+    status = 0
+    for name in names:
+        script = directory / f"{name}.py"
+        if not script.exists():
+            print(f"neuralsim bench: {name}: {script} not present in this checkout, skipped", file=sys.stderr)
+            status = status or 1
+            continue
+        cmd = [sys.executable, str(script)] + (["--quick"] if args.quick else []) + list(args.extra)
+        print("$ " + " ".join(cmd), flush=True)
+        status = subprocess.call(cmd) or status
+    return status
+
+
+# --------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neuralsim",
+        description="neuralsim: learn a world model of a Gymnasium env, then train agents inside it.",
+    )
+    parser.add_argument("--version", action="version", version=f"neuralsim {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("info", help="versions, device, bf16 support, available models (or --preset NAME facts)",
+                       description="Print versions, device, bf16 support and the available models. "
+                                   "With --preset NAME: parameter count per component and bf16 weight memory of a preset.")
+    p.add_argument("--preset", help="describe a model preset (e.g. default, paper-2.6b) instead")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_info)
+
+    p = sub.add_parser("collect", help="record rollouts of a Gymnasium env into a dataset (safetensors shards)",
+                       description="Record frames, actions, rewards and episode ends of any pixel Gymnasium env into "
+                                   "safetensors shards + manifest.json. Resumable after a crash with --resume.")
+    from neuralsim.data import add_collect_arguments, run_collect
+
+    add_collect_arguments(p)
+    p.set_defaults(func=run_collect)
+
+    p = sub.add_parser("train", help="train the autoencoder, the dynamics model, or both",
+                       description="Train a world model on a dataset made by `neuralsim collect`. Checkpoints are written "
+                                   "atomically to --out; --resume continues from the last one with the same data order. "
+                                   "Runs under `torchrun --nproc-per-node N` with DDP.")
+    from neuralsim.train import add_train_arguments, run_train
+
+    add_train_arguments(p)
+    p.set_defaults(func=run_train)
+
+    p = sub.add_parser("rollout", help="dream: roll a world model out to a GIF/MP4, or write dream episodes as a dataset",
+                       description="Roll out a world model from a real start frame, an image file or a prompt, driven by "
+                                   "a key-DSL action string or a policy. --out FILE.gif|.mp4 writes a video; --out DIR with "
+                                   "--episodes N writes dream episodes in the `collect` shard format.")
+    from neuralsim.rollout import add_rollout_arguments, run_rollout
+
+    add_rollout_arguments(p)
+    p.set_defaults(func=run_rollout)
+
+    p = sub.add_parser("bench", help="run a benchmark script (benchmarks/NAME.py), --quick for the short variant",
+                       description="Run benchmarks from a source checkout. Each prints a table and a JSON line and writes "
+                                   "benchmarks/results/NAME.json.")
+    p.add_argument("name", choices=BENCHMARKS + ("all",), help="which benchmark")
+    p.add_argument("--quick", action="store_true", help="the ~1 minute variant")
+    p.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed to the script")
+    p.set_defaults(func=run_bench)
+
+    p = sub.add_parser("eval", help="evaluations: policy transfer from dream to real",
+                       description="`neuralsim eval transfer`: train PPO in the dream and in the real room with the same "
+                                   "budget, evaluate both (and a random policy) in the real room.")
+    from neuralsim.evaluate import add_eval_arguments, run_eval
+
+    add_eval_arguments(p)
+    p.set_defaults(func=run_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as exc:
+        parser.exit(2, f"neuralsim {args.command}: error: {exc}\n")
+    except KeyboardInterrupt:
+        print(f"neuralsim {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,237 @@
+"""Dream rollouts: ``neuralsim rollout`` to a video, or to a dataset of synthetic episodes.
+
+A rollout starts from a real frame of the checkpoint's start set, an image file, or a prompt; it is
+driven by a key-DSL string (camera worlds, or Discrete key-set worlds) or a random policy. Video
+output is GIF or MP4 (imageio); directory output writes episodes in the same shard format as
+``neuralsim collect`` (frames, actions, predicted rewards/terminations, prompt), so the dream is a
+source of labelled data for other models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from neuralsim import actions as act
+from neuralsim.checkpoints import atomic_write
+
+VIDEO_SUFFIXES = (".gif", ".mp4")
+
+
+def load_start_frames(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """The start set shipped with a checkpoint: uint8 ``[N, H, W, 3]`` frames and their descriptions."""
+    from safetensors import safe_open
+
+    file = Path(path) / "start_frames.safetensors"
+    if not file.is_file():
+        return np.zeros((0,), dtype=np.uint8), []
+    with safe_open(str(file), framework="np") as f:
+        frames = f.get_tensor("frames")
+        meta = f.metadata() or {}
+    return frames, json.loads(meta.get("descriptions", "[]"))
+
+
+def read_image(path: str | Path, size: tuple[int, int], resize: bool = True) -> np.ndarray:
+    """Read an image file as uint8 ``[H, W, 3]``; resized (area/nearest) to ``size`` when ``resize``."""
+    import imageio.v3 as iio
+
+    try:
+        image = np.asarray(iio.imread(path))
+    except Exception as exc:  # imageio raises many types for unreadable files
+        raise ValueError(f"--image {str(path)!r} could not be read as an image ({exc})") from None
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] not in (3, 4):
+        raise ValueError(f"--image {str(path)!r} has shape {image.shape}; expected H×W×3 (RGB) or H×W×4")
+    image = image[..., :3]
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.shape[:2] != tuple(size):
+        if not resize:
+            raise ValueError(f"image has size {image.shape[:2]}, the model expects {tuple(size)}")
+        image = resize_image(image, size)
+    return image
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 ``[H, W, 3]`` to ``size`` with bilinear interpolation (torch, no extra dependency)."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    y = torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+    return y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def actions_from_string(keys: str, spec: dict, frames_per_step: int) -> np.ndarray:
+    """Key DSL -> one action per env step (an env step holds its action for ``frames_per_step`` frames)."""
+    if spec["type"] == "discrete":
+        per_frame = act.action_string_to_discrete(keys)
+    elif spec["type"] == "box" and act.action_dim(spec) == act.CAMERA_ACTION_DIM:
+        per_frame = act.action_string_to_vectors(keys)
+    else:
+        raise ValueError(f"--actions: a key-DSL string needs a camera world (Box(4)) or a Discrete key-set world; "
+                         f"this model's action space is {spec}")
+    return per_frame[::frames_per_step]
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: int = 15) -> None:
+    """Write uint8 ``[T, H, W, 3]`` to GIF or MP4, atomically."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if path.suffix.lower() == ".gif":
+        atomic_write(path, lambda tmp: iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0))
+    else:
+        try:
+            atomic_write(path, lambda tmp: iio.imwrite(tmp, frames, extension=".mp4", fps=fps, codec="libx264",
+                                                       macro_block_size=1))
+        except Exception as exc:
+            raise RuntimeError(f"writing MP4 needs imageio-ffmpeg: pip install 'neuralsim[video]' ({exc})") from None
+
+
+@torch.inference_mode()
+def dream(model: Any, steps: int, *, start: np.ndarray | None = None, prompt: str | None = None,
+          actions: np.ndarray | None = None, seed: int = 0, denoise_steps: int | None = None) -> dict:
+    """Roll a world model out for ``steps`` env steps from one start.
+
+    Args:
+        model: a ``WorldModel``.
+        start: uint8 ``[H, W, 3]`` first frame (or None to generate it from ``prompt``).
+        actions: ``[steps, ...]`` actions; None = uniformly random from the action space (seeded).
+
+    Returns:
+        dict with ``frames`` uint8 ``[1 + steps*k, H, W, 3]``, ``actions``, ``rewards`` ``[steps]``,
+        ``terminated`` ``[steps]`` (predicted), ``seconds``.
+    """
+    spec = model.config.action_spec
+    generator = torch.Generator().manual_seed(seed)
+    if actions is None:
+        space = act.spec_to_space(spec)
+        space.seed(seed)
+        actions = np.stack([space.sample() for _ in range(steps)])
+    actions = np.asarray(actions)[:steps]
+    frames_in = None if start is None else torch.from_numpy(np.ascontiguousarray(start))[None, None]
+    t0 = time.perf_counter()
+    state = model.init_state(1, frames=frames_in, prompt=prompt, generator=generator)
+    first = model.decode(state.last_latent[:, None])[0] if start is None else torch.from_numpy(start)[None]
+    chunks, rewards, terminated = [first.cpu().numpy()], [], []
+    for t in range(len(actions)):
+        latent, state = model.step(state, actions[t : t + 1], generator=generator, denoise_steps=denoise_steps)
+        chunk = model.decode(latent[:, None])[0]
+        chunks.append(chunk[-model.config.frames_per_latent :].cpu().numpy())
+        rewards.append(float(state.reward[0]))
+        terminated.append(bool(state.termination_prob[0] > 0.5))
+    seconds = time.perf_counter() - t0
+    return {"frames": np.concatenate(chunks), "actions": actions, "rewards": np.asarray(rewards, np.float32),
+            "terminated": np.asarray(terminated, bool), "seconds": seconds}
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def add_rollout_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="model name (see `neuralsim info`) or checkpoint directory")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--image", help="start from this image file (resized to the model's size)")
+    src.add_argument("--prompt", help="start from a text prompt (the model generates the first frame)")
+    src.add_argument("--start-index", type=int, default=None, help="start frame index in the checkpoint's start set")
+    drive = p.add_mutually_exclusive_group()
+    drive.add_argument("--actions", help="key-DSL string, e.g. 'w-40,l-20,d-10' (w/s forward/back, a/d strafe, "
+                                         "j/l yaw, i/k pitch)")
+    drive.add_argument("--policy", choices=("random",), help="drive with a random policy for --steps")
+    p.add_argument("--steps", type=int, default=None, help="env steps (default: length of --actions, else 64)")
+    p.add_argument("--episodes", type=int, default=1, help="with --out DIR: number of dream episodes to write")
+    p.add_argument("--out", required=True, help="FILE.gif | FILE.mp4 (a video) or DIR (dream episodes as shards)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--denoise-steps", type=int, default=None, help="Euler steps per frame (default: the model's)")
+    p.add_argument("--fps", type=int, default=15)
+    p.add_argument("--scale", type=int, default=4, help="video upscaling factor (nearest), for visibility")
+
+
+def run_rollout(args: argparse.Namespace) -> int:
+    from neuralsim.checkpoints import resolve_checkpoint
+    from neuralsim.cli import CLIError, writable_dir, writable_file
+    from neuralsim.model import WorldModel
+
+    for name in ("steps", "episodes", "fps", "scale", "denoise_steps"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise CLIError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    to_video = Path(args.out).suffix.lower() in VIDEO_SUFFIXES
+    if to_video:
+        writable_file(args.out, "--out", VIDEO_SUFFIXES)
+    elif Path(args.out).suffix:
+        raise CLIError(f"--out {args.out!r}: expected FILE.gif, FILE.mp4 or a directory")
+    else:
+        writable_dir(args.out, "--out")
+    try:
+        path = resolve_checkpoint(args.model, "--model")
+    except (ValueError, FileNotFoundError) as exc:
+        if args.model == "default":
+            raise CLIError("no default model is shipped in this install yet (neuralsim/assets/default is missing); "
+                           "train one with `neuralsim train all --data DIR --out DIR` and pass --model DIR") from None
+        raise CLIError(str(exc)) from None
+    model = WorldModel.from_pretrained(path).eval()
+    cfg = model.config
+    k = cfg.frames_per_latent
+    starts, descriptions = load_start_frames(path)
+
+    try:
+        keyed = None if args.actions is None else actions_from_string(args.actions, cfg.action_spec, k)
+    except ValueError as exc:
+        raise CLIError(f"--actions: {exc}") from None
+    steps = args.steps or (len(keyed) if keyed is not None else 64)
+
+    episodes = []
+    rng = np.random.default_rng(args.seed)
+    for e in range(args.episodes if not to_video else 1):
+        prompt, start = args.prompt, None
+        if args.image:
+            try:
+                start = read_image(args.image, tuple(cfg.image_size))
+            except ValueError as exc:
+                raise CLIError(str(exc)) from None
+        elif args.prompt is None:
+            if len(starts) == 0:
+                raise CLIError(f"{path} has no start_frames.safetensors; pass --image FILE or --prompt TEXT")
+            index = args.start_index if args.start_index is not None else int(rng.integers(len(starts)))
+            if not 0 <= index < len(starts):
+                raise CLIError(f"--start-index must be in [0, {len(starts)}), got {index}")
+            start = starts[index]
+            prompt = descriptions[index] if index < len(descriptions) else None
+        try:
+            result = dream(model, steps, start=start, prompt=prompt, actions=keyed, seed=args.seed + e,
+                           denoise_steps=args.denoise_steps)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        result["description"] = prompt or ""
+        episodes.append(result)
+
+    if to_video:
+        frames = episodes[0]["frames"]
+        if args.scale > 1:
+            frames = np.repeat(np.repeat(frames, args.scale, axis=1), args.scale, axis=2)
+        write_video(args.out, frames, fps=args.fps)
+    else:
+        from neuralsim.data import ShardWriter
+
+        writer = ShardWriter(args.out, {"env_id": f"dream:{path}", "image_size": list(cfg.image_size),
+                                         "action_spec": cfg.action_spec, "frames_per_step": k, "policy":
+                                         "keys" if keyed is not None else "random", "seed": args.seed})
+        for ep in episodes:
+            terminated = ep["terminated"]
+            writer.add_episode(frames=ep["frames"], actions=ep["actions"], rewards=ep["rewards"], terminated=terminated,
+                               truncated=~terminated & (np.arange(len(terminated)) == len(terminated) - 1),
+                               description=ep["description"])
+        writer.close()
+    total_steps = sum(len(ep["rewards"]) for ep in episodes)
+    seconds = sum(ep["seconds"] for ep in episodes)
+    print(json.dumps({"model": str(path), "out": args.out, "episodes": len(episodes), "steps": total_steps,
+                      "frames": int(sum(len(ep["frames"]) for ep in episodes)), "seconds": round(seconds, 3),
+                      "steps_per_s": round(total_steps / max(seconds, 1e-9), 1),
+                      "mean_predicted_reward": round(float(np.mean([ep["rewards"].mean() for ep in episodes])), 4)}))
+    return 0

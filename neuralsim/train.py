@@ -1,0 +1,602 @@
+"""Training: ``neuralsim train autoencoder|dynamics|all`` (single process, or DDP under torchrun).
+
+Read top to bottom like a CleanRL script: a config dataclass, a checkpoint format, one loop used by
+both stages. The model supplies the losses (``WorldModel.autoencoder_loss`` /
+``WorldModel.dynamics_loss`` return ``(loss, logs)``), so this file knows nothing about the model's
+insides beyond which parameters belong to which stage.
+
+Output directory layout (``--out DIR``)::
+
+    DIR/config.json, DIR/model.safetensors   the usable model (EMA weights): WorldModel.from_pretrained(DIR)
+    DIR/start_frames.safetensors             start frames + descriptions for env resets (from the dataset)
+    DIR/checkpoints/<stage>-<step>/          resumable state: model, EMA, optimizer, RNG, trainer_state.json
+    DIR/checkpoints/latest.json              pointer to the newest complete checkpoint (atomic)
+    DIR/logs/<stage>.csv (+ TensorBoard)     loss, lr, samples/s
+    DIR/samples/<stage>-<step>.gif           real | model side by side
+
+Resuming (``--resume``) restores weights, EMA, optimizer, the noise generator and the position in
+the data stream (batch ``i`` of the dataset iterator is a pure function of ``(seed, i)``), so an
+interrupted run reaches the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from neuralsim.checkpoints import atomic_save_safetensors, atomic_write, atomic_write_json
+
+STAGES = ("autoencoder", "dynamics")
+MAX_STEPS = 10_000_000
+
+
+class TrainingError(ValueError):
+    """Bad training input detected before any work starts."""
+
+
+@dataclass
+class TrainConfig:
+    """Every hyperparameter of a training run (logged in trainer_state.json)."""
+
+    stage: str = "all"  # autoencoder | dynamics | all
+    data: str = ""
+    out: str = ""
+    preset: str = "default"
+    init: str | None = None  # checkpoint to start from (dynamics: its trained autoencoder)
+    steps: int = 2000  # optimisation steps of the stage (dynamics steps for "all")
+    ae_steps: int | None = None  # autoencoder steps for "all" (default: steps // 2)
+    batch_size: int = 32
+    window: int = 8  # env steps per training window (latent frames = 1 + window)
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 100
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    dtype: str = "auto"  # auto | float32 | bfloat16 (autocast)
+    checkpoint_every: int = 200
+    sample_every: int = 500
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    resume: bool = False
+    progress: bool = True
+    camera: bool | None = None  # camera conditioning; None = from the dataset
+    start_frames: int = 32  # how many start frames to ship with the checkpoint
+    config_overrides: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def is_distributed() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto`` picks bf16 only where it is native (CUDA, or AMX/AVX512-BF16 CPUs); it is emulated and slow elsewhere."""
+    if name in ("float32", "fp32"):
+        return torch.float32
+    if name in ("bfloat16", "bf16"):
+        return torch.bfloat16
+    if name != "auto":
+        raise TrainingError(f"--dtype must be auto, float32 or bfloat16, got {name!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    from neuralsim.cli import native_bf16
+
+    return torch.bfloat16 if native_bf16() else torch.float32
+
+
+def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio * lr``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, total - cfg.warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def stage_parameters(model: nn.Module, stage: str) -> dict[str, nn.Parameter]:
+    """The parameters a stage trains: the autoencoder alone, or everything else."""
+    named = dict(model.named_parameters())
+    if stage == "autoencoder":
+        return {k: p for k, p in named.items() if k.startswith("autoencoder.")}
+    return {k: p for k, p in named.items() if not k.startswith("autoencoder.")}
+
+
+class StageLoss(nn.Module):
+    """Wraps a model's stage loss in ``forward`` so DDP can synchronise its gradients."""
+
+    def __init__(self, model: nn.Module, stage: str):
+        super().__init__()
+        self.model = model
+        self.stage = stage
+
+    def forward(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        if self.stage == "autoencoder":
+            return self.model.autoencoder_loss(batch["frames"], generator=generator)
+        with torch.no_grad():
+            latents = self.model.encode(batch["frames"])
+        return self.model.dynamics_loss(
+            latents, batch["actions"], batch["rewards"], batch["terminated"], batch.get("descriptions"), generator=generator
+        )
+
+
+class EMA:
+    """Exponential moving average of parameters, with the usual warmup ``min(decay, (1+n)/(10+n))``."""
+
+    def __init__(self, params: dict[str, nn.Parameter], decay: float):
+        self.decay = decay
+        self.shadow = {k: p.detach().clone().float() for k, p in params.items()}
+
+    @torch.no_grad()
+    def update(self, params: dict[str, nn.Parameter], step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, p in params.items():
+            self.shadow[k].mul_(d).add_(p.detach().float(), alpha=1 - d)
+
+
+# ------------------------------------------------------------------------- checkpoint format
+
+
+def _optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{pid}.{key}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    for pid, values in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(values)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(out: Path, stage: str, step: int, model: nn.Module, ema: EMA, opt: torch.optim.Optimizer,
+                    generator: torch.Generator, cfg: TrainConfig, extra: dict) -> Path:
+    """Write a complete resumable checkpoint into a temp dir, rename it into place, then move the pointer."""
+    root = out / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{stage}-{step:07d}"
+    tmp = root / f".tmp-{stage}-{step:07d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    model.save_pretrained(tmp / "model")
+    atomic_save_safetensors(tmp / "ema.safetensors", ema.shadow)
+    opt_tensors, opt_meta = _optimizer_to_tensors(opt)
+    opt_tensors["rng.noise"] = generator.get_state()
+    atomic_save_safetensors(tmp / "optimizer.safetensors", opt_tensors)
+    atomic_write_json(tmp / "trainer_state.json", {
+        "stage": stage, "step": step, "optimizer": opt_meta, "train_config": asdict(cfg), **extra,
+    })
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    atomic_write_json(root / "latest.json", {"stage": stage, "step": step, "path": final.name})
+    # Keep the newest few of this stage.
+    mine = sorted(p for p in root.glob(f"{stage}-*") if p.is_dir())
+    for old in mine[: -cfg.keep_checkpoints]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(out: Path) -> dict | None:
+    pointer = out / "checkpoints" / "latest.json"
+    if not pointer.is_file():
+        return None
+    info = json.loads(pointer.read_text())
+    path = out / "checkpoints" / info["path"]
+    if not (path / "trainer_state.json").is_file():
+        raise TrainingError(f"--resume: {pointer} points at {path}, which is incomplete; delete it to start over")
+    info["dir"] = path
+    info["state"] = json.loads((path / "trainer_state.json").read_text())
+    return info
+
+
+def export_model(model: nn.Module, ema: EMA | None, out: Path) -> None:
+    """Write the usable model (EMA weights) to ``out/config.json`` + ``out/model.safetensors``, file by file atomically."""
+    from safetensors.torch import load_file
+
+    tmp = out / f".tmp-export-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    if ema is not None:
+        tensors = load_file(tmp / "model.safetensors")
+        for name, value in ema.shadow.items():
+            tensors[name] = value.to(tensors[name].dtype)
+        atomic_save_safetensors(tmp / "model.safetensors", tensors)
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def batch_to_torch(batch: dict, device: torch.device) -> dict:
+    out = {}
+    for k, v in batch.items():
+        out[k] = torch.from_numpy(np.ascontiguousarray(v)).to(device) if isinstance(v, np.ndarray) else v
+    return out
+
+
+def data_stream(dataset: Any, cfg: TrainConfig, stage: str, start: int) -> Iterator[dict]:
+    # Each rank reads its own deterministic stream; batch i of rank r is a pure function of (seed, stage, r, i).
+    seed = cfg.seed * 1_000 + STAGES.index(stage) * 100 + rank()
+    window = 1 if stage == "autoencoder" and dataset.frames_per_step == 1 else cfg.window
+    return dataset.iter_windows(steps=window, batch_size=cfg.batch_size, seed=seed, start_index=start)
+
+
+# ------------------------------------------------------------------------------------ samples
+
+
+@torch.no_grad()
+def write_sample(model: nn.Module, batch: dict, stage: str, path: Path) -> None:
+    """A GIF of real | model side by side: reconstructions (autoencoder) or a dream rollout (dynamics)."""
+    import imageio.v3 as iio
+
+    was_training = model.training
+    model.eval()
+    frames = batch["frames"][:1]  # [1, T, H, W, 3]
+    if stage == "autoencoder":
+        fake = model.decode(model.encode(frames))
+    else:
+        k = model.config.frames_per_latent
+        generator = torch.Generator().manual_seed(0)
+        prompt = batch.get("descriptions", [None])[0] if model.config.text_width else None
+        state = model.init_state(1, frames=frames[:, :1], prompt=prompt, generator=generator)
+        latents = [model.encode(frames[:, :1])[:, 0]]
+        for t in range(batch["actions"].shape[1]):
+            latent, state = model.step(state, batch["actions"][:, t], generator=generator)
+            latents.append(latent)
+        fake = model.decode(torch.stack(latents, dim=1))[:, : frames.shape[1]]
+        del k
+    real = frames[0].cpu().numpy()
+    fake = fake[0].cpu().numpy()[: len(real)]
+    video = np.concatenate([real[: len(fake)], fake], axis=2)
+    video = np.repeat(np.repeat(video, 2, axis=1), 2, axis=2)  # 2x for visibility
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: iio.imwrite(tmp, video, extension=".gif", duration=100, loop=0))
+    model.train(was_training)
+
+
+# ------------------------------------------------------------------------------------ one stage
+
+
+def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, total_steps: int,
+                device: torch.device, resume_from: dict | None) -> None:
+    from tqdm import tqdm
+
+    out = Path(cfg.out)
+    params = stage_parameters(model, stage)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in params)
+    decay = [p for k, p in params.items() if p.ndim >= 2]
+    no_decay = [p for k, p in params.items() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.99),
+    )
+    ema = EMA(params, cfg.ema_decay)
+    generator = torch.Generator().manual_seed(cfg.seed * 7919 + STAGES.index(stage) * 31 + rank())
+    start = 0
+    if resume_from is not None and resume_from["stage"] == stage:
+        from safetensors.torch import load_file
+
+        ckpt = resume_from["dir"]
+        model.load_state_dict(load_file(ckpt / "model" / "model.safetensors"), strict=True)
+        ema.shadow = {k: v.float() for k, v in load_file(ckpt / "ema.safetensors").items()}
+        opt_tensors = load_file(ckpt / "optimizer.safetensors")
+        generator.set_state(opt_tensors.pop("rng.noise"))
+        _optimizer_from_tensors(opt, opt_tensors, resume_from["state"]["optimizer"])
+        start = int(resume_from["state"]["step"])
+        if rank() == 0:
+            print(f"resuming {stage} from step {start} ({ckpt})", flush=True)
+    if start >= total_steps:
+        return
+
+    loss_module: nn.Module = StageLoss(model, stage)
+    if world_size() > 1:
+        loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
+    dtype = resolve_dtype(cfg.dtype, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+
+    log_path = out / "logs" / f"{stage}.csv"
+    writer = None
+    if rank() == 0:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out / "logs" / "tensorboard"))
+        except ImportError:  # TensorBoard is optional ([tensorboard] extra); the CSV log always exists
+            writer = None
+    stream = data_stream(dataset, cfg, stage, start)
+    sample_batch = batch_to_torch(next(dataset.iter_windows(steps=cfg.window, batch_size=1, seed=cfg.seed + 999)), device)
+    model.train()
+    bar = tqdm(range(start, total_steps), initial=start, total=total_steps, desc=stage,
+               disable=not cfg.progress or rank() != 0, dynamic_ncols=True)
+    t_last, n_last = time.perf_counter(), 0
+    for step in bar:
+        batch = batch_to_torch(next(stream), device)
+        lr = lr_at(step, cfg, total_steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with autocast:
+            loss, logs = loss_module(batch, generator)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{stage} loss is {loss.item()} at step {step}; lower --lr or check the data")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
+        opt.step()
+        ema.update(params, step)
+        n_last += cfg.batch_size * world_size()
+        done = step + 1
+        if rank() == 0 and (done % cfg.log_every == 0 or done == total_steps):
+            now = time.perf_counter()
+            rate = n_last / max(now - t_last, 1e-9)
+            t_last, n_last = now, 0
+            row = {"step": done, "loss": float(loss.detach()), "lr": lr, "grad_norm": float(grad_norm),
+                   "samples_per_s": rate, **{k: float(v) for k, v in logs.items()}}
+            new_file = not log_path.exists()
+            with open(log_path, "a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(row))
+                if new_file:
+                    w.writeheader()
+                w.writerow(row)
+            if writer is not None:
+                for k, v in row.items():
+                    if k != "step":
+                        writer.add_scalar(f"{stage}/{k}", v, done)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", sps=f"{rate:.0f}")
+        if rank() == 0 and cfg.sample_every and (done % cfg.sample_every == 0 or done == total_steps):
+            write_sample(model, sample_batch, stage, out / "samples" / f"{stage}-{done:07d}.gif")
+        if done % cfg.checkpoint_every == 0 or done == total_steps:
+            if rank() == 0:
+                save_checkpoint(out, stage, done, model, ema, opt, generator, cfg, {"completed": done == total_steps})
+                export_model(_with_ema(model, ema), None, out)
+            if world_size() > 1:
+                dist.barrier()
+    bar.close()
+    if writer is not None:
+        writer.close()
+    # Continue with the EMA weights of this stage (what was exported).
+    with torch.no_grad():
+        named = dict(model.named_parameters())
+        for k, v in ema.shadow.items():
+            named[k].copy_(v.to(named[k].dtype))
+
+
+def _with_ema(model: nn.Module, ema: EMA) -> nn.Module:
+    """A copy of ``model`` carrying the EMA weights (for export; the live model keeps training)."""
+    import copy
+
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        named = dict(clone.named_parameters())
+        for k, v in ema.shadow.items():
+            named[k].copy_(v.to(named[k].dtype))
+    return clone
+
+
+# ------------------------------------------------------------------------------------ the run
+
+
+@torch.no_grad()
+def latent_statistics(model: nn.Module, dataset: Any, cfg: TrainConfig, batches: int = 8) -> tuple[float, float]:
+    """Mean/std of raw latents over a sample of the dataset, for the stored latent normalisation."""
+    model.set_latent_normalization(scale=1.0, shift=0.0)
+    stream = dataset.iter_windows(steps=cfg.window, batch_size=cfg.batch_size, seed=cfg.seed + 12345)
+    values = [model.encode(torch.from_numpy(next(stream)["frames"])).float().flatten() for _ in range(batches)]
+    flat = torch.cat(values)
+    return float(flat.std().clamp_min(1e-4)), float(flat.mean())
+
+
+def save_start_frames(dataset: Any, out: Path, count: int) -> None:
+    """Ship the first frames of ``count`` episodes (and their descriptions) as the env's default start set."""
+    n = min(count, dataset.num_episodes)
+    frames, descriptions = [], []
+    for i in range(n):
+        episode = dataset.episode(i)
+        frames.append(episode["frames"][0])
+        descriptions.append(episode.get("description", ""))
+    atomic_save_safetensors(out / "start_frames.safetensors", {"frames": torch.from_numpy(np.stack(frames))},
+                            metadata={"descriptions": json.dumps(descriptions)})
+
+
+def build_model(cfg: TrainConfig, dataset: Any) -> nn.Module:
+    from neuralsim.config import WorldModelConfig
+    from neuralsim.model import WorldModel
+
+    manifest = dataset.manifest
+    camera = cfg.camera
+    if camera is None:
+        camera = bool(manifest.get("camera", str(manifest.get("env_id", "")).startswith("NeuralSimRoom")
+                                   and dataset.action_spec.get("type") == "box"))
+    overrides = dict(
+        image_size=tuple(dataset.image_size),
+        action_spec=dataset.action_spec,
+        frames_per_latent=dataset.frames_per_step,
+        camera=camera,
+    )
+    overrides.update(cfg.config_overrides)
+    config = WorldModelConfig.from_preset(cfg.preset, **overrides)
+    config.provenance = {**getattr(config, "provenance", {}), "dataset": str(Path(cfg.data).resolve()),
+                         "env_id": manifest.get("env_id"), "env_kwargs": manifest.get("env_kwargs", {}),
+                         "preset": cfg.preset}
+    return WorldModel(config)
+
+
+def validate(cfg: TrainConfig) -> Any:
+    """Every check that can fail, before any work starts. Returns the opened dataset."""
+    from neuralsim.data import Dataset
+
+    if cfg.stage not in STAGES + ("all",):
+        raise TrainingError(f"stage must be one of autoencoder, dynamics, all; got {cfg.stage!r}")
+    for name in ("steps", "batch_size", "window", "checkpoint_every", "log_every"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or value <= 0 or value > MAX_STEPS:
+            raise TrainingError(f"--{name.replace('_', '-')} must be an integer in [1, {MAX_STEPS}], got {value!r}")
+    if cfg.ae_steps is not None and not (0 < cfg.ae_steps <= MAX_STEPS):
+        raise TrainingError(f"--ae-steps must be an integer in [1, {MAX_STEPS}], got {cfg.ae_steps!r}")
+    if not (0 < cfg.lr < 1):
+        raise TrainingError(f"--lr must be in (0, 1), got {cfg.lr}")
+    if not cfg.data:
+        raise TrainingError("--data is required: a dataset directory made by `neuralsim collect`")
+    data_path = Path(cfg.data)
+    if not (data_path / "manifest.json").is_file():
+        raise TrainingError(f"--data {cfg.data!r} is not a dataset: no manifest.json (make one with `neuralsim collect`)")
+    dataset = Dataset(data_path)
+    if dataset.num_episodes == 0 or dataset.num_steps == 0:
+        raise TrainingError(f"--data {cfg.data!r} is empty: 0 episodes")
+    out = Path(cfg.out)
+    if not cfg.out:
+        raise TrainingError("--out is required: the directory to write the model and checkpoints into")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainingError(f"--out {cfg.out!r} cannot be created ({exc.strerror}); expected a writable directory") from None
+    if not os.access(out, os.W_OK):
+        raise TrainingError(f"--out {cfg.out!r} is not writable; expected a writable directory")
+    if cfg.init:
+        from neuralsim.model import load_config
+
+        init_cfg = load_config(cfg.init)
+        dataset.validate_for(tuple(init_cfg.image_size), init_cfg.action_spec)
+    return dataset
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run a training job; returns the output directory (a loadable checkpoint)."""
+    from neuralsim.model import WorldModel
+
+    dataset = validate(cfg)
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+    if is_distributed() and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    out = Path(cfg.out)
+    resume_from = latest_checkpoint(out) if cfg.resume else None
+    if not cfg.resume and (out / "checkpoints" / "latest.json").exists():
+        raise TrainingError(f"--out {cfg.out!r} already holds a training run; pass --resume to continue it or use a new --out")
+
+    stages = STAGES if cfg.stage == "all" else (cfg.stage,)
+    # Which weights to start from: the resumed checkpoint, --init, the out dir (dynamics after autoencoder), or fresh.
+    if resume_from is not None:
+        model = WorldModel.from_pretrained(resume_from["dir"] / "model")
+    elif cfg.init:
+        model = WorldModel.from_pretrained(cfg.init)
+    elif stages == ("dynamics",):
+        if not (out / "model.safetensors").is_file():
+            raise TrainingError("dynamics needs a trained autoencoder: pass --init DIR, or run `neuralsim train autoencoder` "
+                                "with the same --out first")
+        model = WorldModel.from_pretrained(out)
+    else:
+        model = build_model(cfg, dataset)
+    dataset.validate_for(tuple(model.config.image_size), model.config.action_spec)
+    model.to(device)
+    if rank() == 0:
+        save_start_frames(dataset, out, cfg.start_frames)
+
+    for stage in stages:
+        total = cfg.steps if (stage == "dynamics" or cfg.stage != "all") else (cfg.ae_steps or max(1, cfg.steps // 2))
+        if resume_from is not None and STAGES.index(resume_from["stage"]) > STAGES.index(stage):
+            continue  # this stage finished before the interruption
+        if stage == "dynamics" and (resume_from is None or resume_from["stage"] != "dynamics") and "autoencoder" in stages:
+            scale, shift = latent_statistics(model, dataset, cfg)
+            model.set_latent_normalization(scale=scale, shift=shift)
+        train_stage(model, dataset, cfg, stage, total, device, resume_from)
+        if resume_from is not None and resume_from["stage"] == stage:
+            resume_from = None
+    if rank() == 0:
+        # The live model now carries the EMA weights; record how it was made and export it.
+        model.config.provenance = {**model.config.provenance,
+                                   "train_config": {k: v for k, v in asdict(cfg).items() if k != "progress"}}
+        export_model(model, None, out)
+    if world_size() > 1:
+        dist.barrier()
+    return out
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    p.add_argument("stage", choices=STAGES + ("all",), help="what to train")
+    p.add_argument("--data", required=True, help="dataset directory from `neuralsim collect`")
+    p.add_argument("--out", required=True, help="output directory (model + checkpoints + logs)")
+    p.add_argument("--preset", default=d.preset, help=f"model size preset (default {d.preset!r})")
+    p.add_argument("--init", default=None, help="start from this checkpoint (e.g. a trained autoencoder)")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimisation steps (of dynamics, for 'all')")
+    p.add_argument("--ae-steps", type=int, default=None, help="autoencoder steps for 'all' (default steps/2)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--window", type=int, default=d.window, help="env steps per training window")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--dtype", default=d.dtype, choices=("auto", "float32", "bfloat16"),
+                   help="autocast dtype; auto = bf16 only where native")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--sample-every", type=int, default=d.sample_every, help="sample GIF period (0 = never)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                   help="override a model config field, e.g. --set width=256 (repeatable)")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from neuralsim.cli import CLIError
+
+    overrides = {}
+    for item in args.set:
+        if "=" not in item:
+            raise CLIError(f"--set expects FIELD=JSON, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, preset=args.preset, init=args.init,
+                      steps=args.steps, ae_steps=args.ae_steps, batch_size=args.batch_size, window=args.window,
+                      lr=args.lr, seed=args.seed, dtype=args.dtype, checkpoint_every=args.checkpoint_every,
+                      sample_every=args.sample_every, resume=args.resume, progress=not args.no_progress,
+                      config_overrides=overrides)
+    try:
+        out = train(cfg)
+    except TrainingError as exc:
+        raise CLIError(str(exc)) from None
+    if rank() == 0:
+        print(f"model written to {out} (load with WorldModel.from_pretrained({str(out)!r}))")
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    return 0

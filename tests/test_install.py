@@ -1,0 +1,95 @@
+"""The install shape: import names, console script, CLI help and errors, version string, package layout."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import neuralsim
+
+ROOT = Path(__file__).resolve().parent.parent
+SUBCOMMANDS = ("info", "collect", "train", "rollout", "bench", "eval")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "neuralsim", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_version_string():
+    assert re.fullmatch(r"\d+\.\d+\.\d+", neuralsim.__version__)
+    assert run_cli("--version").stdout.strip() == f"neuralsim {neuralsim.__version__}"
+
+
+def test_import_names():
+    import neuralsim.agents
+    import neuralsim.envs
+
+    assert Path(neuralsim.envs.__file__).parent.name == "envs"
+    assert Path(neuralsim.agents.__file__).parent.name == "agents"
+    assert neuralsim.WorldModel.__name__ == "WorldModel"
+    assert neuralsim.WorldModelConfig.__name__ == "WorldModelConfig"
+    with pytest.raises(ImportError):
+        __import__("envs.registration")  # nothing named plain `envs` is importable as a package of ours
+
+
+def test_import_registers_envs_without_side_effects():
+    out = subprocess.run([sys.executable, "-c", "import gymnasium as gym, neuralsim; "
+                          "print(sorted(k for k in gym.registry if k in ('SanaWM-v0', 'NeuralSimRoom-v0')))"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['NeuralSimRoom-v0', 'SanaWM-v0']"
+    assert out.stderr == ""
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_subcommand_help(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert f"usage: neuralsim {command}" in result.stdout
+    assert len(result.stdout.splitlines()) > 3
+
+
+def test_console_script_installed():
+    script = Path(sys.executable).parent / "neuralsim"
+    assert script.exists(), "the `neuralsim` console script is not installed next to python"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and all(c in result.stdout for c in SUBCOMMANDS)
+
+
+def test_unknown_subcommand_and_option_fail_clearly():
+    bad = run_cli("fly")
+    assert bad.returncode == 2 and "invalid choice: 'fly'" in bad.stderr
+    bad = run_cli("info", "--frobnicate")
+    assert bad.returncode == 2 and "unrecognized arguments: --frobnicate" in bad.stderr
+
+
+def test_info_prints_real_facts():
+    import torch
+
+    result = run_cli("info", "--json")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    facts = json.loads(result.stdout)
+    assert facts["neuralsim"] == neuralsim.__version__
+    assert facts["torch"] == torch.__version__
+    assert facts["device"] in ("cpu", "cuda")
+    assert isinstance(facts["bf16_native"], bool)
+    assert "sana-wm-2.6b" in facts["models"]
+
+
+@pytest.mark.slow
+def test_wheel_contains_only_the_neuralsim_package(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    wheel = next(tmp_path.glob("neuralsim-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"neuralsim", f"neuralsim-{neuralsim.__version__}.dist-info"}, tops
+    assert "neuralsim/envs/registration.py" in names and "neuralsim/agents/__init__.py" in names
