@@ -14,6 +14,8 @@ from typing import Any
 
 import gymnasium as gym
 
+DEFAULT_MAX_EPISODE_STEPS = 200
+
 
 def _registered(env_id: str) -> bool:
     return env_id in gym.registry
@@ -25,14 +27,17 @@ def register_checkpoint(env_id: str, checkpoint: str, **kwargs: Any) -> None:
     Args:
         env_id: e.g. ``"MyRobotDream-v0"``.
         checkpoint: path of a checkpoint directory (``config.json`` + ``model.safetensors``) or a shipped name.
-        **kwargs: default keyword arguments of ``WorldModelEnv`` (``denoise_steps``, ``max_episode_steps``...).
+        **kwargs: default keyword arguments of ``WorldModelEnv`` (``denoise_steps``, ``obs_type``...);
+            ``max_episode_steps`` (default 200) becomes the spec's limit, as for ``SanaWM-v0``.
     """
     if not isinstance(env_id, str) or "-v" not in env_id:
         raise ValueError(f"env_id must look like 'Name-v0', got {env_id!r}")
+    max_episode_steps = kwargs.pop("max_episode_steps", DEFAULT_MAX_EPISODE_STEPS)
     gym.register(
         id=env_id,
         entry_point="neuralsim.envs.world_model_env:WorldModelEnv",
         vector_entry_point="neuralsim.envs.vector:WorldModelVectorEnv",
+        max_episode_steps=max_episode_steps,
         kwargs={"model": checkpoint, **kwargs},
         disable_env_checker=True,
     )
@@ -40,11 +45,13 @@ def register_checkpoint(env_id: str, checkpoint: str, **kwargs: Any) -> None:
 
 def register_envs() -> None:
     if not _registered("SanaWM-v0"):
-        # No TimeLimit wrapper: WorldModelEnv truncates at its own max_episode_steps.
+        # The spec's limit: gym.make wraps TimeLimit(200 or its max_episode_steps=N) and the env leaves truncation
+        # to it; gym.make_vec passes it to WorldModelVectorEnv, which truncates each env itself.
         gym.register(
             id="SanaWM-v0",
             entry_point="neuralsim.envs.world_model_env:WorldModelEnv",
             vector_entry_point="neuralsim.envs.vector:WorldModelVectorEnv",
+            max_episode_steps=DEFAULT_MAX_EPISODE_STEPS,
         )
     if not _registered("NeuralSimRoom-v0"):
         gym.register(id="NeuralSimRoom-v0", entry_point="neuralsim.envs.room:NeuralSimRoomEnv")

@@ -117,7 +117,7 @@ def dream(model: Any, steps: int, *, start: np.ndarray | None = None, prompt: st
     frames_in = None if start is None else torch.from_numpy(np.ascontiguousarray(start))[None, None]
     t0 = time.perf_counter()
     state = model.init_state(1, frames=frames_in, prompt=prompt, generator=generator)
-    first = model.decode(state.last_latent[:, None])[0] if start is None else torch.from_numpy(start)[None]
+    first = model.decode(state.latent[:, None])[0] if start is None else torch.from_numpy(start)[None]
     chunks, rewards, terminated = [first.cpu().numpy()], [], []
     for t in range(len(actions)):
         latent, state = model.step(state, actions[t : t + 1], generator=generator, denoise_steps=denoise_steps)

@@ -490,9 +490,11 @@ def validate(cfg: TrainConfig) -> Any:
     if not os.access(out, os.W_OK):
         raise TrainingError(f"--out {cfg.out!r} is not writable; expected a writable directory")
     if cfg.init:
-        from neuralsim.model import load_config
+        from neuralsim.checkpoints import resolve_checkpoint
+        from neuralsim.config import WorldModelConfig
 
-        init_cfg = load_config(cfg.init)
+        payload = json.loads((resolve_checkpoint(cfg.init, "--init") / "config.json").read_text())
+        init_cfg = WorldModelConfig.from_dict({k: v for k, v in payload.items() if not k.startswith("_")})
         dataset.validate_for(tuple(init_cfg.image_size), init_cfg.action_spec)
     return dataset
 

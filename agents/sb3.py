@@ -1,0 +1,148 @@
+"""Stable-Baselines3 on the batched dream: an SB3 ``VecEnv`` over ``WorldModelVectorEnv``.
+
+SB3's ``VecEnv`` is not the Gymnasium vector API: ``step`` returns 4 values (``dones`` = terminated
+or truncated) and resets a finished env in the *same* step, handing back the reset observation and
+the last one in ``infos[i]["terminal_observation"]`` (``infos[i]["TimeLimit.truncated"]`` tells
+truncation from termination, for bootstrapping). This adapter does that with the vector env's
+partial reset (``reset_mask``), so the NEXT_STEP autoreset of the underlying env is never used and
+every env step is a real transition.
+
+    >>> from stable_baselines3 import PPO
+    >>> from neuralsim.agents.sb3 import make_sb3_env
+    >>> venv = make_sb3_env(model="default", num_envs=16)
+    >>> model = PPO("CnnPolicy", venv, n_steps=128).learn(10_000)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
+from neuralsim.envs.vector import WorldModelVectorEnv
+
+
+class SB3VecEnv(VecEnv):
+    """SB3 ``VecEnv`` (SAME_STEP autoreset) over a :class:`~neuralsim.envs.vector.WorldModelVectorEnv`.
+
+    The N envs share one batched model, one seed and one RNG: ``seed(s)`` seeds the next
+    ``reset()`` of the whole batch (SB3 gets back ``[s, s+1, ...]`` as usual, only ``s`` is used);
+    ``get_attr``/``set_attr``/``env_method`` act on the one vector env and return one entry per
+    requested index.
+
+    Args:
+        vector_env: the batched dream to adapt.
+    """
+
+    def __init__(self, vector_env: WorldModelVectorEnv) -> None:
+        if not isinstance(vector_env, WorldModelVectorEnv):
+            raise TypeError(f"vector_env must be a neuralsim WorldModelVectorEnv, got {type(vector_env).__name__}")
+        self.venv = vector_env
+        self._actions: np.ndarray | None = None
+        super().__init__(vector_env.num_envs, vector_env.single_observation_space, vector_env.single_action_space)
+
+    # -------------------------------------------------------------------- core API
+
+    def reset(self) -> VecEnvObs:
+        seed = self._seeds[0]
+        options = dict(self._options[0]) if self._options[0] else None
+        obs, info = self.venv.reset(seed=seed, options=options)
+        self._reset_seeds()
+        self._reset_options()
+        self.reset_infos = self._split_info(info, np.ones(self.num_envs, dtype=bool))
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self) -> VecEnvStepReturn:
+        if self._actions is None:
+            raise RuntimeError("step_wait() called without step_async(actions)")
+        actions, self._actions = self._actions, None
+        if self.venv.core.action_spec["type"] == "discrete":
+            actions = np.asarray(actions).reshape(self.num_envs)
+        obs, rewards, terminated, truncated, info = self.venv.step(actions)
+        dones = terminated | truncated
+        infos = self._split_info(info, np.ones(self.num_envs, dtype=bool))
+        for i in range(self.num_envs):
+            infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+        if dones.any():
+            for i in np.flatnonzero(dones):
+                infos[i]["terminal_observation"] = obs[i]
+            obs, reset_info = self.venv.reset(options={"reset_mask": dones.copy()})
+            for i, extra in enumerate(self._split_info(reset_info, dones)):
+                if dones[i]:
+                    self.reset_infos[i] = extra
+        return obs, rewards.astype(np.float32), dones, infos
+
+    @staticmethod
+    def _split_info(info: dict, rows: np.ndarray) -> list[dict]:
+        """Gymnasium's batched info dict (arrays + ``_key`` masks) -> one dict per env."""
+        out: list[dict] = [{} for _ in range(len(rows))]
+        for key, value in info.items():
+            if key.startswith("_"):
+                continue
+            present = info.get(f"_{key}", rows)
+            for i in range(len(rows)):
+                if present[i]:
+                    out[i][key] = value[i]
+        return out
+
+    def close(self) -> None:
+        self.venv.close()
+
+    # -------------------------------------------------------------------- attributes and methods
+
+    def _indices(self, indices: VecEnvIndices) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        if isinstance(indices, int):
+            return [indices]
+        return list(indices)  # type: ignore[arg-type]
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        value = getattr(self.venv, attr_name)
+        return [value for _ in self._indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self.venv, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
+                   **method_kwargs: Any) -> list[Any]:
+        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        return [result for _ in self._indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
+        return [False for _ in self._indices(indices)]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        frames = self.venv._frames
+        if frames is None:
+            return [None] * self.num_envs
+        return [frame.copy() for frame in frames]
+
+
+def make_sb3_env(model: Any = "default", num_envs: int = 16, *, monitor: bool = True, seed: int | None = None,
+                 **env_kwargs: Any) -> VecEnv:
+    """A ready-to-train SB3 ``VecEnv`` over the batched dream.
+
+    Args:
+        model: as :class:`~neuralsim.envs.WorldModelEnv` (name, checkpoint directory or instance).
+        num_envs: batch size.
+        monitor: wrap in ``VecMonitor`` so SB3 logs episode returns and lengths.
+        seed: seed of the first ``reset()``.
+        **env_kwargs: other ``WorldModelVectorEnv`` arguments (``denoise_steps``, ``max_episode_steps``...).
+
+    Returns:
+        ``SB3VecEnv`` (inside ``VecMonitor`` when ``monitor``).
+    """
+    env_kwargs.setdefault("return_frames", False)  # SB3 never reads the decoded chunks
+    venv: VecEnv = SB3VecEnv(WorldModelVectorEnv(num_envs, model=model, **env_kwargs))
+    if seed is not None:
+        venv.seed(seed)
+    return VecMonitor(venv) if monitor else venv
+
+
+__all__ = ["SB3VecEnv", "make_sb3_env"]

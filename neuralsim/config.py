@@ -1,0 +1,339 @@
+"""`WorldModelConfig`: every number needed to rebuild a native neuralsim world model, plus named presets.
+
+The config is a plain dataclass that round-trips through JSON (``to_dict`` / ``from_dict``); a
+checkpoint's ``config.json`` is this dict plus the class name and the neuralsim version. Presets:
+
+- ``"default"``: the embedded model (64×64 rgb, 4-dim camera actions, 16 tokens per latent frame);
+  trains on a 2-core CPU and runs thousands of latent frames per second batched.
+- ``"tiny"``: for tests; every feature on (camera branch, temporal FFN conv, prompts), builds and
+  steps in milliseconds.
+- ``"paper-2.6b"``: our causal architecture at SANA-WM's dimensions (depth 20, width 2240, 20 heads
+  of 112, softmax blocks 3/7/11/15/19, FFN ratio 3, 128 latent channels, 32× space, 8× time, text
+  width 2304). Meant to be built on the ``meta`` device to count parameters and plan memory.
+
+``"sana-wm-2.6b"`` is reserved for the official model served through diffusers (``neuralsim.sana_wm``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from neuralsim.actions import CAMERA_ACTION_DIM, DISCRETE_KEYSETS, DEFAULT_ROTATION_SPEED_DEG, DEFAULT_TRANSLATION_SPEED
+
+#: The name of the official SANA-WM served through diffusers; not a native preset.
+OFFICIAL_MODEL_NAME = "sana-wm-2.6b"
+
+
+def default_action_spec() -> dict:
+    """``Box(-1, 1, (4,), float32)``: the canonical camera action ``[forward, strafe_right, yaw_right, pitch_up]``."""
+    return {"type": "box", "shape": [CAMERA_ACTION_DIM], "low": [-1.0] * CAMERA_ACTION_DIM,
+            "high": [1.0] * CAMERA_ACTION_DIM, "dtype": "float32"}
+
+
+@dataclass
+class WorldModelConfig:
+    """Hyperparameters of the native latent world model (autoencoder + causal dynamics + text + heads).
+
+    Shapes: frames ``[H, W, 3]`` uint8 → latent frames ``[latent_channels, H/spatial_stride, W/spatial_stride]``,
+    one token per latent pixel; the first raw frame is a latent frame alone, then ``frames_per_latent``
+    raw frames per latent frame (one env step = one latent frame, the action held for all its raw frames).
+    """
+
+    # --- frames and autoencoder -------------------------------------------------------------
+    image_size: tuple[int, int] = (64, 64)  # (H, W) of raw frames
+    spatial_stride: int = 16  # H/h = W/w; a power of two
+    frames_per_latent: int = 1  # raw frames per latent frame (after the first, which is alone)
+    latent_channels: int = 32
+    latent_scale: float | tuple[float, ...] = 1.0  # normalised = (raw - shift) * scale (scalar or per channel)
+    latent_shift: float | tuple[float, ...] = 0.0
+    ae_channels: tuple[int, ...] = (16, 32, 64, 96, 128)  # encoder width per level, full res → latent res
+    ae_decoder_channels: tuple[int, ...] = (128, 96, 48, 24, 12)  # decoder width per level, latent res → full res
+    ae_blocks: tuple[int, ...] = (0, 1, 1, 1, 1)  # residual blocks per encoder level
+    ae_decoder_blocks: tuple[int, ...] = (1, 1, 1, 0, 0)  # residual blocks per decoder level (decode cost is per env step)
+    ae_ssim_weight: float = 0.2  # weight of (1 - SSIM) in the autoencoder loss
+
+    # --- dynamics transformer ---------------------------------------------------------------
+    width: int = 128
+    depth: int = 6
+    num_heads: int = 4
+    softmax_blocks: tuple[int, ...] = (3,)  # indices of softmax-attention blocks; the rest are gated-delta-rule blocks
+    ffn_ratio: float = 2.0  # GLU conv FFN hidden width = ffn_ratio * width
+    ffn_temporal_kernel: int = 0  # causal temporal conv (frames) at the FFN output; 0 = off (SANA-WM: 3)
+    conv_k_size: int = 4  # causal depthwise conv over frames on GDN keys (per token position); 1 = off
+    gdn_chunk_size: int = 16  # frames scanned in parallel per chunk by the parallel GDN form
+    attention_sink_frames: int = 1  # softmax blocks: the first frames stay in the cache forever
+    attention_window: int = 4  # softmax blocks: most recent earlier frames kept in the cache
+    camera_branch: bool = False  # SANA-WM's second attention branch fed by Plücker rays (needs camera)
+
+    # --- conditioning -----------------------------------------------------------------------
+    action_spec: dict = field(default_factory=default_action_spec)  # neuralsim.actions.space_to_spec form
+    camera: bool = True  # Plücker-ray conditioning from poses integrated from the (camera) actions
+    camera_fovy_deg: float = 45.0  # vertical field of view used for the rays
+    camera_translation_speed: float = DEFAULT_TRANSLATION_SPEED  # CameraIntegrator units per raw frame
+    camera_rotation_speed_deg: float = DEFAULT_ROTATION_SPEED_DEG  # CameraIntegrator degrees per raw frame
+    text_width: int = 128  # width of prompt tokens given to the dynamics (SANA-WM: 2304, Gemma-2)
+    text_max_tokens: int = 32
+    text_vocab: int = 4096  # hash buckets of the built-in word tokenizer
+    text_hidden: int = 128  # width inside the built-in text encoder
+    text_layers: int = 1
+    prompt_dropout: float = 0.1  # training: probability a prompt is replaced by the null prompt
+
+    # --- diffusion --------------------------------------------------------------------------
+    denoise_steps: int = 2  # default Euler steps per latent frame at inference
+    context_noise: float = 0.05  # noise level of committed context frames (and the floor of training context noise)
+    flow_shift: float = 1.0  # timestep shift tau' = s*tau / (1 + (s-1)*tau), training and sampling
+    clean_context_prob: float = 0.5  # training: fraction of sequences whose prefix sits at context-noise level
+
+    # --- heads ------------------------------------------------------------------------------
+    reward_head: bool = True
+    termination_head: bool = True
+    reward_loss_weight: float = 1.0
+    termination_loss_weight: float = 0.1
+
+    # --- bookkeeping ------------------------------------------------------------------------
+    description: str = ""
+    provenance: dict = field(default_factory=dict)  # training data, steps, seeds, ... (free-form JSON)
+
+    def __post_init__(self) -> None:
+        # Normalise JSON lists to tuples so configs compare equal after a round trip.
+        self.image_size = tuple(int(s) for s in self.image_size)  # type: ignore[assignment]
+        for name in ("ae_channels", "ae_decoder_channels", "ae_blocks", "ae_decoder_blocks", "softmax_blocks"):
+            setattr(self, name, tuple(int(v) for v in getattr(self, name)))
+        for name in ("latent_scale", "latent_shift"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                setattr(self, name, tuple(float(v) for v in value))
+            else:
+                setattr(self, name, float(value))
+        self.action_spec = dict(self.action_spec)
+        self.provenance = dict(self.provenance)
+        self.validate()
+
+    # --- derived sizes ----------------------------------------------------------------------
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        """``(h, w)`` of a latent frame."""
+        return (self.image_size[0] // self.spatial_stride, self.image_size[1] // self.spatial_stride)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.latent_size[0] * self.latent_size[1]
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.num_heads
+
+    @property
+    def action_dim(self) -> int:
+        """Length of the conditioning vector of one action (one-hot for Discrete)."""
+        from neuralsim.actions import action_dim
+
+        return action_dim(self.action_spec)
+
+    def num_raw_frames(self, latent_frames: int) -> int:
+        """Raw frames that encode to ``latent_frames`` latent frames: ``1 + (latent_frames - 1) * frames_per_latent``."""
+        return 1 + (latent_frames - 1) * self.frames_per_latent
+
+    # --- validation -------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid field."""
+
+        def bad(name: str, expected: str) -> ValueError:
+            return ValueError(f"WorldModelConfig.{name}={getattr(self, name)!r} is invalid: expected {expected}")
+
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise bad("image_size", "(H, W) with positive ints")
+        s = self.spatial_stride
+        if s < 1 or s & (s - 1):
+            raise bad("spatial_stride", "a power of two >= 1")
+        if self.image_size[0] % s or self.image_size[1] % s:
+            raise ValueError(
+                f"WorldModelConfig.image_size={self.image_size} is not divisible by spatial_stride={s}; "
+                "expected both H and W to be multiples of the stride"
+            )
+        levels = int(math.log2(s)) + 1
+        if len(self.ae_channels) != levels or min(self.ae_channels) < 1:
+            raise bad("ae_channels", f"{levels} positive widths (one per level: log2(spatial_stride) + 1)")
+        if len(self.ae_decoder_channels) != levels or min(self.ae_decoder_channels) < 1:
+            raise bad("ae_decoder_channels", f"{levels} positive widths (one per level: log2(spatial_stride) + 1)")
+        for name in ("ae_blocks", "ae_decoder_blocks"):
+            if len(getattr(self, name)) != levels or min(getattr(self, name)) < 0:
+                raise bad(name, f"{levels} ints >= 0 (one per level: log2(spatial_stride) + 1)")
+        for name in ("frames_per_latent", "latent_channels", "width", "depth", "num_heads",
+                     "conv_k_size", "gdn_chunk_size", "text_width", "text_max_tokens", "text_hidden",
+                     "denoise_steps"):
+            if int(getattr(self, name)) < 1:
+                raise bad(name, "an int >= 1")
+        for name in ("latent_scale", "latent_shift"):
+            value = getattr(self, name)
+            if isinstance(value, tuple) and len(value) != self.latent_channels:
+                raise bad(name, f"a float or {self.latent_channels} floats (one per latent channel)")
+            if not all(math.isfinite(v) for v in (value if isinstance(value, tuple) else (value,))):
+                raise bad(name, "finite floats")
+        if self.width % self.num_heads:
+            raise ValueError(
+                f"WorldModelConfig.width={self.width} is not divisible by num_heads={self.num_heads}; "
+                "expected width % num_heads == 0"
+            )
+        if self.softmax_blocks and self.head_dim % 4:
+            raise bad("num_heads", f"a head dim (width/num_heads={self.head_dim}) divisible by 4 for 2-D RoPE")
+        if len(set(self.softmax_blocks)) != len(self.softmax_blocks) or any(
+            not 0 <= i < self.depth for i in self.softmax_blocks
+        ):
+            raise bad("softmax_blocks", f"distinct block indices in [0, depth={self.depth})")
+        if self.ffn_ratio <= 0:
+            raise bad("ffn_ratio", "a positive float")
+        if self.ffn_temporal_kernel < 0:
+            raise bad("ffn_temporal_kernel", "an int >= 0 (0 = off)")
+        if self.attention_sink_frames < 0 or self.attention_window < 0:
+            raise bad("attention_window" if self.attention_window < 0 else "attention_sink_frames", "an int >= 0")
+        if self.text_vocab < 3:
+            raise bad("text_vocab", "an int >= 3 (pad, start and at least one word bucket)")
+        if self.text_layers < 0:
+            raise bad("text_layers", "an int >= 0")
+        if not 0.0 <= self.context_noise < 1.0:
+            raise bad("context_noise", "a float in [0, 1)")
+        if self.flow_shift <= 0:
+            raise bad("flow_shift", "a positive float")
+        for name in ("prompt_dropout", "clean_context_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise bad(name, "a probability in [0, 1]")
+        for name in ("reward_loss_weight", "termination_loss_weight", "ae_ssim_weight"):
+            if getattr(self, name) < 0:
+                raise bad(name, "a float >= 0")
+        from neuralsim.actions import spec_to_space
+
+        try:
+            spec_to_space(self.action_spec)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"WorldModelConfig.action_spec={self.action_spec!r} is invalid: {exc}") from None
+        if self.camera:
+            spec = self.action_spec
+            box_ok = spec["type"] == "box" and [int(v) for v in spec["shape"]] == [CAMERA_ACTION_DIM]
+            discrete_ok = spec["type"] == "discrete" and int(spec["n"]) == len(DISCRETE_KEYSETS)
+            if not (box_ok or discrete_ok):
+                raise ValueError(
+                    f"WorldModelConfig.camera=True needs a camera action_spec: Box of shape ({CAMERA_ACTION_DIM},) "
+                    f"or Discrete({len(DISCRETE_KEYSETS)}) (neuralsim.actions.DISCRETE_KEYSETS); got {spec!r}"
+                )
+            if not 0.0 < self.camera_fovy_deg < 180.0:
+                raise bad("camera_fovy_deg", "a float in (0, 180)")
+        if self.camera_branch and not self.camera:
+            raise bad("camera_branch", "False when camera=False (the branch reads Plücker rays)")
+        if not isinstance(self.description, str):
+            raise bad("description", "a str")
+
+    # --- JSON -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (tuples become lists)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "WorldModelConfig":
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: if ``d`` has keys that are not fields (typos must not be silently ignored).
+        """
+        if not isinstance(d, dict):
+            raise TypeError(f"config must be a dict, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown WorldModelConfig field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "WorldModelConfig":
+        """A named preset (see :data:`PRESETS`), with fields overridden by keyword.
+
+        Raises:
+            ValueError: for an unknown name, for ``"sana-wm-2.6b"`` (the official model is not a native
+                config; use ``neuralsim.sana_wm``), or for unknown override fields.
+        """
+        if name == OFFICIAL_MODEL_NAME:
+            raise ValueError(
+                f"{OFFICIAL_MODEL_NAME!r} is the official SANA-WM served through diffusers (neuralsim.sana_wm), "
+                f"not a native WorldModelConfig preset; native presets: {sorted(PRESETS)} "
+                "('paper-2.6b' is our causal model at SANA-WM's dimensions)"
+            )
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
+        d = dict(PRESETS[name])
+        d.update(overrides)
+        return cls.from_dict(d)
+
+    def replace(self, **changes: Any) -> "WorldModelConfig":
+        """A copy with some fields changed (validated)."""
+        d = self.to_dict()
+        d.update(changes)
+        return WorldModelConfig.from_dict(d)
+
+
+#: Preset name -> field overrides of the dataclass defaults (which are the "default" preset).
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {
+        "description": "embedded default: 64x64 rgb, canonical 4-dim camera actions, 16 tokens per latent frame",
+    },
+    "tiny": {
+        "image_size": (32, 32),
+        "spatial_stride": 8,
+        "latent_channels": 8,
+        "ae_channels": (8, 8, 16, 16),
+        "ae_decoder_channels": (16, 16, 8, 8),
+        "ae_blocks": (0, 1, 1, 1),
+        "ae_decoder_blocks": (1, 1, 0, 0),
+        "width": 32,
+        "depth": 2,
+        "num_heads": 2,
+        "softmax_blocks": (1,),
+        "ffn_ratio": 2.0,
+        "ffn_temporal_kernel": 3,
+        "conv_k_size": 3,
+        "gdn_chunk_size": 4,
+        "attention_sink_frames": 1,
+        "attention_window": 2,
+        "camera_branch": True,
+        "text_width": 24,
+        "text_max_tokens": 8,
+        "text_vocab": 257,
+        "text_hidden": 16,
+        "text_layers": 1,
+        "description": "tiny: for tests (every feature on, builds and steps in milliseconds)",
+    },
+    "paper-2.6b": {
+        "image_size": (704, 1280),
+        "spatial_stride": 32,
+        "frames_per_latent": 8,
+        "latent_channels": 128,
+        "ae_channels": (64, 128, 256, 512, 512, 512),
+        "ae_decoder_channels": (512, 512, 256, 128, 64, 64),
+        "ae_blocks": (1, 2, 2, 2, 2, 2),
+        "ae_decoder_blocks": (2, 2, 2, 2, 2, 1),
+        "width": 2240,
+        "depth": 20,
+        "num_heads": 20,
+        "softmax_blocks": (3, 7, 11, 15, 19),
+        "ffn_ratio": 3.0,
+        "ffn_temporal_kernel": 3,
+        "conv_k_size": 4,
+        "gdn_chunk_size": 21,
+        "attention_sink_frames": 1,
+        "attention_window": 8,
+        "camera_branch": True,
+        "text_width": 2304,
+        "text_max_tokens": 300,
+        "text_vocab": 32768,
+        "text_hidden": 512,
+        "text_layers": 2,
+        "denoise_steps": 4,
+        "description": "our causal hybrid GDN/softmax architecture at SANA-WM's dimensions (2.6B dynamics)",
+    },
+}

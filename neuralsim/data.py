@@ -1,0 +1,1185 @@
+"""Datasets of pixel rollouts: collection from any Gymnasium env, the shard writer and reader, resume.
+
+A dataset is a directory::
+
+    manifest.json               {"format": "neuralsim-dataset", "version": 1, "env_id", "env_kwargs",
+                                 "image_size": [H, W], "action_spec", "frames_per_step": K, "policy",
+                                 "seed", "shards": [{"file", "episodes", "steps", "frames", "sha256",
+                                 "bytes"}], "episodes", "steps", "poses": bool, ...}
+    shard-000000.safetensors    concatenated episodes (below)
+    shard-000001.safetensors
+
+A shard holds ``frames`` uint8 ``[N_frames, H, W, 3]``, ``actions`` float32 ``[N_steps, A]`` (Box) or
+int64 ``[N_steps]`` (Discrete), ``rewards`` float32 ``[N_steps]``, ``terminated`` / ``truncated`` bool
+``[N_steps]``, ``frame_offsets`` / ``step_offsets`` int64 ``[E + 1]``, optionally ``poses`` float32
+``[N_frames, 4, 4]``, and the metadata ``descriptions`` / ``seeds`` (JSON lists, one per episode).
+An episode of ``n`` steps has ``1 + n * K`` frames: the first observation alone, then ``K`` frames
+per step while the action is held (the env is stepped ``K`` times; rewards are summed). When an
+episode ends inside a step, the remaining frames of that step repeat the last frame.
+
+Shards are written atomically (temp file, fsync, ``os.replace``) and only then listed in the
+manifest (rewritten atomically), so a killed collection loses at most the episodes of the shard
+being filled; ``collect(..., resume=True)`` checks the listed shards (size and sha256) and
+continues at the next episode. Episode ``i`` always uses env seed ``seed + i`` and a policy
+generator seeded by ``(seed, i)``, so the data do not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import struct
+import sys
+import time
+from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from neuralsim import actions as A
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "neuralsim-dataset"
+VERSION = 1
+MANIFEST = "manifest.json"
+POLICIES = ("random", "explore", "scripted")
+_TMP_MARK = ".tmp"
+
+
+class DatasetError(ValueError):
+    """A dataset on disk is missing, torn, corrupted or does not fit what it is used for."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers: atomic files, hashing, resizing
+# ---------------------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either the old file or the complete new one."""
+    tmp = path.with_name(f"{path.name}{_TMP_MARK}-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``[n_out, n_in]`` weights of area (box-filter) resampling along one axis."""
+    edges = np.arange(n_out + 1, dtype=np.float64) * (n_in / n_out)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    pixels = np.arange(n_in, dtype=np.float64)[None]
+    overlap = np.clip(np.minimum(hi, pixels + 1) - np.maximum(lo, pixels), 0.0, None)
+    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+_AREA_CACHE: dict[tuple[int, int], np.ndarray] = {}
+
+
+def resize_frame(frame: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Area-resample an rgb frame ``[h, w, 3]`` uint8 to ``size = (H, W)`` (pure numpy, anti-aliased)."""
+    H, W = int(size[0]), int(size[1])
+    h, w = frame.shape[:2]
+    if (h, w) == (H, W):
+        return frame
+    for key in ((h, H), (w, W)):
+        if key not in _AREA_CACHE:
+            _AREA_CACHE[key] = _area_matrix(*key)
+    rows, cols = _AREA_CACHE[(h, H)], _AREA_CACHE[(w, W)]
+    out = np.einsum("Hh,hwc->Hwc", rows, frame.astype(np.float32))
+    out = np.einsum("Ww,Hwc->HWc", cols, out)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _parse_image_size(value: Any, name: str = "image_size") -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = value.lower().replace("×", "x").split("x")
+        try:
+            nums = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"{name} must be an int or HxW like 64 or 64x96, got {value!r}") from None
+        value = nums[0] if len(nums) == 1 else tuple(nums)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    if (
+        not isinstance(value, Sequence)
+        or len(value) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        raise ValueError(f"{name} must be a positive int or (height, width) of positive ints, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Writer
+# ---------------------------------------------------------------------------------------------
+
+
+_ST_DTYPES = {np.dtype(np.uint8): "U8", np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.float32): "F32",
+              np.dtype(np.float64): "F64", np.dtype(np.bool_): "BOOL"}
+
+
+def safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """Serialise to the safetensors format with a deterministic byte layout.
+
+    ``safetensors.numpy.save`` orders the metadata map differently in every process, so equal data
+    would hash differently; here tensors are sorted by name and the header JSON is ordered.
+    """
+    header: dict[str, Any] = {"__metadata__": dict(metadata)}
+    chunks, offset = [], 0
+    for name in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[name])
+        if arr.dtype not in _ST_DTYPES:
+            raise TypeError(f"tensor {name!r} has dtype {arr.dtype}; supported: {sorted(str(d) for d in _ST_DTYPES)}")
+        data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _ST_DTYPES[arr.dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # align the data to 8 bytes, as safetensors does
+    return struct.pack("<Q", len(head)) + head + b"".join(chunks)
+
+
+def _shard_name(index: int) -> str:
+    return f"shard-{index:06d}.safetensors"
+
+
+def _load_manifest(path: Path) -> dict[str, Any]:
+    file = path / MANIFEST
+    if not file.is_file():
+        raise DatasetError(f"{file} not found: {path} is not a neuralsim dataset (run `neuralsim collect` first)")
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{file} is not valid JSON ({err})") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DatasetError(f"{file}: 'format' must be {FORMAT!r}, got {manifest.get('format') if isinstance(manifest, dict) else manifest!r}")
+    if manifest.get("version") != VERSION:
+        raise DatasetError(f"{file}: unsupported dataset version {manifest.get('version')!r}; this neuralsim reads version {VERSION}")
+    required = ("image_size", "action_spec", "frames_per_step", "shards", "episodes", "steps")
+    missing = [k for k in required if k not in manifest]
+    if missing:
+        raise DatasetError(f"{file} lacks the fields {missing}")
+    return manifest
+
+
+def _check_shard_file(path: Path, entry: dict[str, Any], full: bool) -> None:
+    file = path / str(entry.get("file", ""))
+    if not entry.get("file") or not file.is_file():
+        raise DatasetError(f"shard {file} listed in {path / MANIFEST} is missing")
+    size = file.stat().st_size
+    if "bytes" in entry and size != int(entry["bytes"]):
+        raise DatasetError(f"shard {file} is torn or corrupted: {size} bytes, the manifest says {entry['bytes']}")
+    if full and _sha256_file(file) != entry.get("sha256"):
+        raise DatasetError(f"shard {file} is corrupted: its sha256 does not match the manifest")
+
+
+class ShardWriter:
+    """Writes episodes into safetensors shards and keeps ``manifest.json`` up to date.
+
+    Used by :func:`collect` and by anything else that produces episodes (e.g. dream rollouts).
+
+    Args:
+        out: dataset directory (created; must be empty unless ``resume``).
+        manifest_fields: top-level manifest fields; needs ``image_size`` ``[H, W]``, ``action_spec``
+            (:func:`neuralsim.actions.space_to_spec`) and ``frames_per_step``; ``env_id``,
+            ``env_kwargs``, ``policy``, ``seed`` and any extra JSON fields are stored as given.
+        episodes_per_shard: episodes buffered before a shard is written.
+        resume: continue the dataset in ``out``: listed shards are verified (size, sha256), leftover
+            temp files and unlisted shards are removed; ``manifest_fields`` must match the manifest.
+
+    Example:
+        >>> with ShardWriter("data/mine", {"image_size": [64, 64], "action_spec": spec, "frames_per_step": 1}) as w:
+        ...     w.add_episode(frames, actions, rewards, terminated, truncated, "a red ball")
+    """
+
+    def __init__(
+        self,
+        out: str | Path,
+        manifest_fields: dict[str, Any],
+        *,
+        episodes_per_shard: int = 16,
+        resume: bool = False,
+    ) -> None:
+        if not isinstance(episodes_per_shard, (int, np.integer)) or episodes_per_shard <= 0:
+            raise ValueError(f"episodes_per_shard must be a positive integer, got {episodes_per_shard!r}")
+        for key in ("image_size", "action_spec", "frames_per_step"):
+            if key not in manifest_fields:
+                raise ValueError(f"manifest_fields must contain {key!r}; got keys {sorted(manifest_fields)}")
+        self.path = Path(out)
+        self.episodes_per_shard = int(episodes_per_shard)
+        fields = json.loads(json.dumps(manifest_fields))  # JSON-normalised (tuples -> lists)
+        self.image_size = tuple(int(s) for s in fields["image_size"])
+        self.frames_per_step = int(fields["frames_per_step"])
+        self.action_spec = fields["action_spec"]
+        A.spec_to_space(self.action_spec)  # raises on an invalid spec
+        existing = self.path.is_dir() and any(self.path.iterdir())
+        if existing and resume and (self.path / MANIFEST).exists():
+            self.manifest = _load_manifest(self.path)
+            for key, value in fields.items():
+                if key in ("shards", "episodes", "steps", "format", "version"):
+                    continue
+                if self.manifest.get(key) != value:
+                    raise ValueError(
+                        f"resume: the dataset in {self.path} was collected with {key}={self.manifest.get(key)!r}, "
+                        f"got {key}={value!r}; use the same settings or a new directory"
+                    )
+            self._recover()
+        elif existing:
+            hint = "it has no manifest.json to resume from" if resume else "pass resume=True (--resume) to continue it"
+            raise ValueError(f"out directory {self.path} is not empty; {hint}, or choose an empty directory")
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.manifest = {"format": FORMAT, "version": VERSION, **fields, "shards": [], "episodes": 0, "steps": 0}
+            self._write_manifest()
+        self._buffer: list[dict[str, Any]] = []
+
+    # -- recovery
+
+    def _recover(self) -> None:
+        listed = {s["file"] for s in self.manifest["shards"]}
+        for entry in self.manifest["shards"]:
+            _check_shard_file(self.path, entry, full=True)
+        for file in sorted(self.path.iterdir()):
+            if _TMP_MARK in file.name:
+                logger.info("resume: removing the leftover temp file %s", file)
+                file.unlink()
+            elif file.name.startswith("shard-") and file.name not in listed:
+                # Written but killed before the manifest listed it: its episodes are collected again.
+                logger.info("resume: removing the unlisted shard %s", file)
+                file.unlink()
+
+    @property
+    def num_episodes(self) -> int:
+        """Episodes written to listed shards plus those buffered."""
+        return int(self.manifest["episodes"]) + len(self._buffer)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.manifest["steps"]) + sum(len(e["rewards"]) for e in self._buffer)
+
+    # -- writing
+
+    def add_episode(
+        self,
+        frames: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        description: str,
+        poses: np.ndarray | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """Buffer one episode; a shard is written every ``episodes_per_shard`` episodes.
+
+        Args:
+            frames: ``[1 + n * K, H, W, 3]`` uint8.
+            actions: ``[n, *action_shape]`` (Box) or ``[n]`` integers (Discrete).
+            rewards, terminated, truncated: ``[n]``.
+            description: text of the episode (layout description, env id...).
+            poses: optional ``[1 + n * K, 4, 4]`` camera-to-world per frame.
+            seed: the env seed of the episode.
+        """
+        rewards = np.asarray(rewards, dtype=np.float32).reshape(-1)
+        n = len(rewards)
+        K = self.frames_per_step
+        H, W = self.image_size
+        frames = np.asarray(frames)
+        if n < 1:
+            raise ValueError("rewards must hold at least one step, got an empty array")
+        if frames.dtype != np.uint8 or frames.shape != (1 + n * K, H, W, 3):
+            raise ValueError(f"frames must be uint8 of shape {(1 + n * K, H, W, 3)} (1 + steps * frames_per_step), got {frames.dtype} {frames.shape}")
+        acts = A.validate_actions(np.asarray(actions).reshape(n, -1) if self.action_spec["type"] == "box" else actions, self.action_spec, batch_size=n)
+        terminated = np.asarray(terminated).reshape(-1).astype(bool)
+        truncated = np.asarray(truncated).reshape(-1).astype(bool)
+        if terminated.shape != (n,) or truncated.shape != (n,):
+            raise ValueError(f"terminated and truncated must have shape ({n},), got {terminated.shape} and {truncated.shape}")
+        if not isinstance(description, str):
+            raise TypeError(f"description must be a str, got {type(description).__name__}")
+        if poses is not None:
+            poses = np.asarray(poses, dtype=np.float32)
+            if poses.shape != (1 + n * K, 4, 4):
+                raise ValueError(f"poses must have shape {(1 + n * K, 4, 4)}, got {poses.shape}")
+        has_poses = self.manifest.get("poses")
+        if has_poses is None and self._buffer:
+            has_poses = self._buffer[0]["poses"] is not None
+        if has_poses is not None and has_poses != (poses is not None):
+            raise ValueError(f"poses must be given for every episode of a dataset or for none; this dataset has {'them' if has_poses else 'none'}")
+        self._buffer.append(
+            {"frames": frames, "actions": acts, "rewards": rewards, "terminated": terminated, "truncated": truncated,
+             "description": description, "poses": poses, "seed": None if seed is None else int(seed)}
+        )
+        if len(self._buffer) >= self.episodes_per_shard:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered episodes as one shard, then list it in the manifest."""
+        if not self._buffer:
+            return
+        eps = self._buffer
+        frame_offsets = np.cumsum([0] + [len(e["frames"]) for e in eps]).astype(np.int64)
+        step_offsets = np.cumsum([0] + [len(e["rewards"]) for e in eps]).astype(np.int64)
+        tensors = {
+            "frames": np.concatenate([e["frames"] for e in eps]),
+            "actions": np.concatenate([e["actions"] for e in eps]),
+            "rewards": np.concatenate([e["rewards"] for e in eps]),
+            "terminated": np.concatenate([e["terminated"] for e in eps]),
+            "truncated": np.concatenate([e["truncated"] for e in eps]),
+            "frame_offsets": frame_offsets,
+            "step_offsets": step_offsets,
+        }
+        if eps[0]["poses"] is not None:
+            tensors["poses"] = np.concatenate([e["poses"] for e in eps])
+        self.manifest["poses"] = eps[0]["poses"] is not None
+        metadata = {
+            "format": "neuralsim-shard",
+            "version": str(VERSION),
+            "descriptions": json.dumps([e["description"] for e in eps]),
+            "seeds": json.dumps([e["seed"] for e in eps]),
+        }
+        data = safetensors_bytes(tensors, metadata)
+        name = _shard_name(len(self.manifest["shards"]))
+        _atomic_write(self.path / name, data)
+        self.manifest["shards"].append(
+            {"file": name, "episodes": len(eps), "steps": int(step_offsets[-1]), "frames": int(frame_offsets[-1]),
+             "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        )
+        self.manifest["episodes"] = int(self.manifest["episodes"]) + len(eps)
+        self.manifest["steps"] = int(self.manifest["steps"]) + int(step_offsets[-1])
+        self._buffer = []
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        _atomic_write(self.path / MANIFEST, (json.dumps(self.manifest, indent=1) + "\n").encode())
+
+    def close(self) -> None:
+        """Write the last (possibly smaller) shard."""
+        self.flush()
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reader
+# ---------------------------------------------------------------------------------------------
+
+
+class Dataset:
+    """Read-only view of a dataset directory; shards are opened lazily (memory-mapped, small LRU).
+
+    Args:
+        path: dataset directory (``manifest.json`` + shards).
+        cache_shards: how many shards to keep open.
+        verify_on_load: hash each shard (sha256) the first time it is read, so a corrupted shard
+            raises :class:`DatasetError` instead of being read silently.
+
+    Raises:
+        DatasetError: missing/invalid manifest, missing or torn shard (size mismatch).
+    """
+
+    def __init__(self, path: str | Path, *, cache_shards: int = 4, verify_on_load: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise DatasetError(f"dataset path {self.path} is not a directory")
+        self.manifest = _load_manifest(self.path)
+        m = self.manifest
+        try:
+            self.image_size: tuple[int, int] = (int(m["image_size"][0]), int(m["image_size"][1]))
+            self.frames_per_step = int(m["frames_per_step"])
+            self.action_spec: dict[str, Any] = m["action_spec"]
+            A.spec_to_space(self.action_spec)
+        except (TypeError, ValueError, KeyError, IndexError) as err:
+            raise DatasetError(f"{self.path / MANIFEST}: invalid image_size/frames_per_step/action_spec ({err})") from err
+        self.cache_shards = max(1, int(cache_shards))
+        self.verify_on_load = verify_on_load
+        self._open: OrderedDict[int, Any] = OrderedDict()
+        self._verified: set[int] = set()
+        # Per-episode index: (shard, local episode) and step counts; read from the small offset tensors.
+        shard_of, local, steps, descriptions, seeds = [], [], [], [], []
+        self._offsets: list[tuple[np.ndarray, np.ndarray]] = []
+        for s, entry in enumerate(m["shards"]):
+            _check_shard_file(self.path, entry, full=False)
+            handle = self._handle(s, verify=False)
+            try:
+                frame_offsets = np.asarray(handle.get_tensor("frame_offsets"), dtype=np.int64)
+                step_offsets = np.asarray(handle.get_tensor("step_offsets"), dtype=np.int64)
+                meta = handle.metadata() or {}
+                descs = json.loads(meta.get("descriptions", "[]"))
+                shard_seeds = json.loads(meta.get("seeds", "null")) or [None] * int(entry["episodes"])
+            except Exception as err:  # safetensors / JSON errors: the shard is not what the manifest says
+                raise DatasetError(f"shard {self.path / entry['file']} is corrupted ({err})") from err
+            E = int(entry["episodes"])
+            if (
+                len(frame_offsets) != E + 1 or len(step_offsets) != E + 1 or len(descs) != E
+                or int(step_offsets[-1]) != int(entry["steps"]) or int(frame_offsets[-1]) != int(entry["frames"])
+                or np.any(np.diff(step_offsets) < 1)
+                or np.any(np.diff(frame_offsets) != 1 + np.diff(step_offsets) * self.frames_per_step)
+            ):
+                raise DatasetError(f"shard {self.path / entry['file']} is corrupted: its offsets do not match the manifest")
+            self._offsets.append((frame_offsets, step_offsets))
+            shard_of += [s] * E
+            local += list(range(E))
+            steps += np.diff(step_offsets).tolist()
+            descriptions += descs
+            seeds += list(shard_seeds)
+        if len(steps) != int(m["episodes"]) or sum(steps) != int(m["steps"]):
+            raise DatasetError(f"{self.path / MANIFEST}: totals (episodes={m['episodes']}, steps={m['steps']}) do not match its shards")
+        self._shard_of = np.asarray(shard_of, dtype=np.int64)
+        self._local = np.asarray(local, dtype=np.int64)
+        self.episode_steps = np.asarray(steps, dtype=np.int64)
+        self.descriptions: list[str] = descriptions
+        self.seeds: list[int | None] = seeds
+
+    # -- properties
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episode_steps)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.episode_steps.sum())
+
+    @property
+    def has_poses(self) -> bool:
+        """Whether shards hold per-frame camera ``poses``."""
+        return bool(self.manifest.get("poses", False))
+
+    def __len__(self) -> int:
+        return self.num_episodes
+
+    def __repr__(self) -> str:
+        return (f"Dataset({str(self.path)!r}, env_id={self.manifest.get('env_id')!r}, episodes={self.num_episodes}, "
+                f"steps={self.num_steps}, image_size={self.image_size}, frames_per_step={self.frames_per_step})")
+
+    # -- shard access
+
+    def _handle(self, s: int, verify: bool = True) -> Any:
+        from safetensors import safe_open
+
+        file = self.path / self.manifest["shards"][s]["file"]
+        if verify and self.verify_on_load and s not in self._verified:
+            _check_shard_file(self.path, self.manifest["shards"][s], full=True)
+            self._verified.add(s)
+        if s in self._open:
+            self._open.move_to_end(s)
+            return self._open[s]
+        try:
+            handle = safe_open(str(file), framework="np")
+        except Exception as err:
+            raise DatasetError(f"shard {file} is torn or corrupted ({err})") from err
+        self._open[s] = handle
+        while len(self._open) > self.cache_shards:
+            self._open.popitem(last=False)
+        return handle
+
+    def _read(self, s: int, name: str, start: int, stop: int) -> np.ndarray:
+        try:
+            return np.asarray(self._handle(s).get_slice(name)[start:stop])
+        except DatasetError:
+            raise
+        except Exception as err:
+            raise DatasetError(f"shard {self.path / self.manifest['shards'][s]['file']}: cannot read {name!r} ({err})") from err
+
+    def _check_index(self, i: int) -> int:
+        if not isinstance(i, (int, np.integer)) or not -self.num_episodes <= i < self.num_episodes:
+            raise IndexError(f"episode index must be an int in [0, {self.num_episodes}), got {i!r}")
+        return int(i) % self.num_episodes
+
+    def episode(self, i: int) -> dict[str, Any]:
+        """Episode ``i``: ``frames`` ``[1 + n*K, H, W, 3]`` uint8, ``actions``, ``rewards``, ``terminated``,
+        ``truncated`` (``[n]``), ``poses`` (if recorded), ``description``, ``seed``."""
+        i = self._check_index(i)
+        s, j = int(self._shard_of[i]), int(self._local[i])
+        fo, so = self._offsets[s]
+        out: dict[str, Any] = {
+            "frames": self._read(s, "frames", fo[j], fo[j + 1]),
+            "actions": self._read(s, "actions", so[j], so[j + 1]),
+            "rewards": self._read(s, "rewards", so[j], so[j + 1]),
+            "terminated": self._read(s, "terminated", so[j], so[j + 1]).astype(bool),
+            "truncated": self._read(s, "truncated", so[j], so[j + 1]).astype(bool),
+            "description": self.descriptions[i],
+            "seed": self.seeds[i],
+        }
+        if self.has_poses:
+            out["poses"] = self._read(s, "poses", fo[j], fo[j + 1])
+        return out
+
+    def verify(self) -> dict[str, Any]:
+        """Check every shard (size, sha256, tensor shapes); returns a summary.
+
+        Raises:
+            DatasetError: naming the first bad file.
+        """
+        H, W = self.image_size
+        for s, entry in enumerate(self.manifest["shards"]):
+            file = self.path / entry["file"]
+            _check_shard_file(self.path, entry, full=True)
+            self._verified.add(s)
+            handle = self._handle(s)
+            n_frames, n_steps = int(entry["frames"]), int(entry["steps"])
+            expected = {"frames": (n_frames, H, W, 3), "rewards": (n_steps,), "terminated": (n_steps,), "truncated": (n_steps,)}
+            if self.action_spec["type"] == "discrete":
+                expected["actions"] = (n_steps,)
+            else:
+                expected["actions"] = (n_steps, A.action_dim(self.action_spec))
+            if self.has_poses:
+                expected["poses"] = (n_frames, 4, 4)
+            for name, shape in expected.items():
+                got = tuple(handle.get_slice(name).get_shape())
+                if got != shape:
+                    raise DatasetError(f"shard {file}: {name!r} has shape {got}, expected {shape}")
+        return {"path": str(self.path), "shards": len(self.manifest["shards"]), "episodes": self.num_episodes, "steps": self.num_steps}
+
+    def validate_for(self, image_size: int | Sequence[int], action_spec: dict[str, Any]) -> None:
+        """Check that a model configured for ``image_size`` / ``action_spec`` can train on this dataset.
+
+        Raises:
+            DatasetError: naming both sides of the mismatch.
+        """
+        size = _parse_image_size(image_size, "image_size")
+        if size != self.image_size:
+            raise DatasetError(f"dataset {self.path} has image_size {list(self.image_size)}, the model expects {list(size)}")
+        mine, theirs = self.action_spec, action_spec
+        same = isinstance(theirs, dict) and mine.get("type") == theirs.get("type")
+        if same and mine["type"] == "discrete":
+            same = int(mine["n"]) == int(theirs["n"]) and int(mine.get("start", 0)) == int(theirs.get("start", 0))
+        elif same:
+            same = (
+                list(mine["shape"]) == list(theirs["shape"])
+                and np.allclose(mine["low"], theirs["low"]) and np.allclose(mine["high"], theirs["high"])
+            )
+        if not same:
+            raise DatasetError(f"dataset {self.path} has action_spec {mine}, the model expects {theirs}")
+
+    def iter_windows(self, steps: int, batch_size: int, seed: int, start_index: int = 0) -> Iterator[dict[str, Any]]:
+        """Infinite iterator of training windows, uniform over all valid (episode, start step) pairs.
+
+        Batch number ``i`` (counting from 0) depends only on ``(seed, i)``: pass ``start_index=i`` to
+        resume a training stream exactly. A window starts at a step boundary and spans ``steps`` steps.
+
+        Yields:
+            ``frames`` uint8 ``[B, 1 + steps*K, H, W, 3]``, ``actions`` ``[B, steps, A]`` float32 (Box) or
+            ``[B, steps]`` int64 (Discrete), ``rewards`` float32 ``[B, steps]``, ``terminated`` /
+            ``truncated`` bool ``[B, steps]``, ``descriptions`` (list of B str), ``episode`` / ``start``
+            int64 ``[B]``, and ``poses`` float32 ``[B, 1 + steps*K, 4, 4]`` when recorded.
+        """
+        for name, value, lo in (("steps", steps, 1), ("batch_size", batch_size, 1), ("seed", seed, 0), ("start_index", start_index, 0)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lo:
+                raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
+        counts = np.maximum(self.episode_steps - steps + 1, 0)
+        cumulative = np.cumsum(counts)
+        total = int(cumulative[-1]) if len(cumulative) else 0
+        if total == 0:
+            longest = int(self.episode_steps.max()) if self.num_episodes else 0
+            raise DatasetError(f"no episode of {self.path} has {steps} steps (the longest has {longest}); use a smaller steps")
+        K = self.frames_per_step
+        poses = self.has_poses
+        i = int(start_index)
+        while True:
+            rng = np.random.default_rng([int(seed), i])
+            draws = rng.integers(total, size=batch_size)
+            episodes = np.searchsorted(cumulative, draws, side="right")
+            starts = draws - (cumulative[episodes] - counts[episodes])
+            batch: dict[str, list[Any]] = {k: [] for k in ("frames", "actions", "rewards", "terminated", "truncated", "poses")}
+            for e, t in zip(episodes.tolist(), starts.tolist()):
+                s, j = int(self._shard_of[e]), int(self._local[e])
+                fo, so = self._offsets[s]
+                f0, s0 = int(fo[j]) + t * K, int(so[j]) + t
+                batch["frames"].append(self._read(s, "frames", f0, f0 + steps * K + 1))
+                for name in ("actions", "rewards", "terminated", "truncated"):
+                    batch[name].append(self._read(s, name, s0, s0 + steps))
+                if poses:
+                    batch["poses"].append(self._read(s, "poses", f0, f0 + steps * K + 1))
+            out: dict[str, Any] = {k: np.stack(v) for k, v in batch.items() if v}
+            out["terminated"] = out["terminated"].astype(bool)
+            out["truncated"] = out["truncated"].astype(bool)
+            out["descriptions"] = [self.descriptions[e] for e in episodes.tolist()]
+            out["episode"] = episodes.astype(np.int64)
+            out["start"] = starts.astype(np.int64)
+            yield out
+            i += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Policies
+# ---------------------------------------------------------------------------------------------
+
+
+def _sample_space(space: gym.Space, rng: np.random.Generator) -> Any:
+    if isinstance(space, gym.spaces.Discrete):
+        return np.int64(space.start + rng.integers(space.n))
+    low = np.where(np.isfinite(space.low), space.low, -1.0)
+    high = np.where(np.isfinite(space.high), space.high, 1.0)
+    return rng.uniform(low, high).astype(space.dtype)
+
+
+class _Policy:
+    """A data-collection policy: ``reset`` at every episode with its own generator, then ``act``."""
+
+    def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
+        self.env, self.rng = env, rng
+
+    def act(self, obs: Any, info: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+
+class RandomPolicy(_Policy):
+    """Uniform random actions."""
+
+    def act(self, obs: Any, info: dict[str, Any]) -> Any:
+        return _sample_space(self.env.action_space, self.rng)
+
+
+class StickyRandomPolicy(_Policy):
+    """Random actions held for a while (exploration fallback for any env): repeat with ``p_repeat``."""
+
+    def __init__(self, p_repeat: float = 0.8) -> None:
+        self.p_repeat = p_repeat
+
+    def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
+        super().reset(env, rng)
+        self.action: Any = None
+
+    def act(self, obs: Any, info: dict[str, Any]) -> Any:
+        if self.action is None or self.rng.random() >= self.p_repeat:
+            self.action = _sample_space(self.env.action_space, self.rng)
+        return self.action
+
+
+def _wrap(angle: float) -> float:
+    return math.remainder(angle, 2 * math.pi)
+
+
+class _RoomPolicy(_Policy):
+    """Base of the room policies: canonical camera vectors -> the env's action type; uses privileged state."""
+
+    def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
+        super().reset(env, rng)
+        self.room = env.unwrapped
+        self.rot = math.radians(self.room.rotation_speed_deg)
+        self.keysets = np.stack([A.keys_to_vector(k) for k in A.DISCRETE_KEYSETS])
+
+    def to_action(self, v: np.ndarray) -> Any:
+        v = np.clip(np.asarray(v, dtype=np.float32), -1.0, 1.0)
+        if isinstance(self.env.action_space, gym.spaces.Discrete):
+            return np.int64(np.argmin(((self.keysets - v) ** 2).sum(axis=1)))
+        return v
+
+    def steer(self, state: dict[str, Any], xy: np.ndarray) -> tuple[float, float]:
+        """``(yaw_right, forward)`` that turn toward ``xy`` and walk when roughly facing it."""
+        delta = xy - state["agent_xy"]
+        err = _wrap(math.atan2(delta[1], delta[0]) - state["agent_yaw"])  # > 0: target on the left
+        yaw_right = float(np.clip(-err / self.rot, -1.0, 1.0))
+        forward = 1.0 if abs(err) < 0.35 else (0.3 if abs(err) < 0.9 else 0.0)
+        return yaw_right, forward
+
+    def level_pitch(self, state: dict[str, Any]) -> float:
+        return float(np.clip(-state["pitch"] / self.rot, -1.0, 1.0))
+
+
+class RoomScriptedPolicy(_RoomPolicy):
+    """Heads for the target: turn toward it, walk when facing it, keep the camera level."""
+
+    def act(self, obs: Any, info: dict[str, Any]) -> Any:
+        s = self.room.privileged_state()
+        yaw_right, forward = self.steer(s, s["objects"][s["target"]])
+        return self.to_action([forward, 0.0, yaw_right, self.level_pitch(s)])
+
+
+class RoomExplorePolicy(_RoomPolicy):
+    """Coverage-oriented exploration of the room: persistent random modes.
+
+    Modes (drawn with the weights below, each held for a random duration): cruise (walk with a slow
+    drift), turn on the spot, approach an object and push it (so contacts happen), strafe, look
+    up/down and back, revisit (replay the last actions reversed and negated, returning near an
+    earlier pose), idle (watch the ball). Walls ahead interrupt walking modes with a turn.
+    """
+
+    MODES = ("cruise", "turn", "approach", "strafe", "look", "revisit", "idle")
+    WEIGHTS = (0.28, 0.15, 0.27, 0.1, 0.07, 0.1, 0.03)
+
+    def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
+        super().reset(env, rng)
+        self.mode, self.left, self.history, self.plan = "", 0, [], []
+        self.params: dict[str, Any] = {}
+
+    def _start(self, mode: str, state: dict[str, Any]) -> None:
+        rng = self.rng
+        self.mode, self.params, self.plan = mode, {}, []
+        if mode == "cruise":
+            self.left = int(rng.integers(10, 40))
+            self.params = {"forward": rng.uniform(0.5, 1.0), "drift": rng.uniform(-0.3, 0.3)}
+        elif mode == "turn":
+            self.left = int(rng.integers(4, 20))
+            self.params = {"yaw": rng.choice([-1.0, 1.0]) * rng.uniform(0.6, 1.0), "forward": rng.choice([0.0, rng.uniform(0.0, 0.4)])}
+        elif mode == "approach":
+            self.left = 80
+            self.params = {"object": int(rng.integers(len(state["objects"]))), "push": int(rng.integers(3, 15))}
+        elif mode == "strafe":
+            self.left = int(rng.integers(5, 20))
+            self.params = {"strafe": rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0), "forward": rng.uniform(-0.3, 0.5)}
+        elif mode == "look":
+            n = int(rng.integers(3, 9))
+            sign = rng.choice([-1.0, 1.0])
+            self.plan = [np.array([0, 0, 0, sign], np.float32)] * n + [np.array([0, 0, 0, -sign], np.float32)] * n
+            self.left = len(self.plan)
+        elif mode == "revisit":
+            n = min(len(self.history), int(rng.integers(10, 40)))
+            self.plan = [-v for v in reversed(self.history[-n:])] if n else []
+            self.left = len(self.plan)
+        else:  # idle
+            self.left = int(rng.integers(2, 8))
+
+    def _wall_ahead(self, state: dict[str, Any], forward: float, strafe: float) -> bool:
+        yaw = state["agent_yaw"]
+        c, s = math.cos(yaw), math.sin(yaw)
+        direction = np.array([forward * c + strafe * s, forward * s - strafe * c])
+        norm = float(np.linalg.norm(direction))
+        if norm < 1e-6:
+            return False
+        probe = state["agent_xy"] + direction / norm * 0.6
+        return bool(np.any(np.abs(probe) > state["room_half"] - 0.2))
+
+    def act(self, obs: Any, info: dict[str, Any]) -> Any:
+        s = self.room.privileged_state()
+        if self.left <= 0:
+            self._start(self.MODES[int(self.rng.choice(len(self.MODES), p=self.WEIGHTS))], s)
+        self.left -= 1
+        p = self.params
+        pitch = self.level_pitch(s) * 0.5
+        if self.mode == "cruise":
+            v = np.array([p["forward"], 0.0, p["drift"], pitch])
+        elif self.mode == "turn":
+            v = np.array([p["forward"], 0.0, p["yaw"], pitch])
+        elif self.mode == "approach":
+            target = s["objects"][p["object"]]
+            yaw_right, forward = self.steer(s, target)
+            if np.linalg.norm(target - s["agent_xy"]) < s["object_radii"][p["object"]] + 0.3:
+                p["push"] -= 1  # in contact: keep pushing for a few steps
+                if p["push"] <= 0:
+                    self.left = 0
+            v = np.array([forward, 0.0, yaw_right, pitch])
+        elif self.mode == "strafe":
+            v = np.array([p["forward"], p["strafe"], 0.0, pitch])
+        elif self.mode in ("look", "revisit"):
+            v = self.plan[len(self.plan) - self.left - 1] if self.plan else np.zeros(4)
+        else:
+            v = np.zeros(4)
+        if self.mode in ("cruise", "strafe", "turn") and self._wall_ahead(s, float(v[0]), float(v[1])):
+            self._start("turn", s)
+            v = np.array([0.0, 0.0, self.params["yaw"], pitch])
+        v = np.asarray(v, dtype=np.float64)
+        if self.mode not in ("look", "revisit"):
+            v[:3] += self.rng.normal(0.0, 0.1, size=3)
+        v = np.clip(v, -1.0, 1.0).astype(np.float32)
+        self.history.append(v)
+        del self.history[:-64]
+        return self.to_action(v)
+
+
+def make_policy(policy: str, env: gym.Env) -> _Policy:
+    """``"random"``, ``"explore"`` or ``"scripted"`` for ``env`` (room policies use its privileged state)."""
+    is_room = hasattr(env.unwrapped, "privileged_state")
+    if policy == "random":
+        return RandomPolicy()
+    if policy == "explore":
+        return RoomExplorePolicy() if is_room else StickyRandomPolicy()
+    if policy == "scripted":
+        if not is_room:
+            raise ValueError(f"policy 'scripted' needs an env with privileged_state() (NeuralSimRoom-v0), got {env.spec.id if env.spec else env}")
+        return RoomScriptedPolicy()
+    if Path(policy).exists():
+        raise ValueError(
+            f"policy {policy!r}: loading a saved SB3 policy is not supported yet (no safetensors policy format exists); "
+            f"use one of {', '.join(POLICIES)}"
+        )
+    raise ValueError(f"policy must be one of {', '.join(POLICIES)} or the path of a saved policy, got {policy!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Collection
+# ---------------------------------------------------------------------------------------------
+
+
+def _accepts_kwarg(env_id: str, name: str) -> bool:
+    try:
+        entry = gym.spec(env_id).entry_point
+        fn = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+        return name in inspect.signature(fn).parameters
+    except Exception:  # unknown or exotic entry points: assume not
+        return False
+
+
+def _is_image_space(space: gym.Space) -> bool:
+    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3 and space.shape[-1] == 3
+
+
+class _Recorder:
+    """One env + its frame source (rgb observation or ``render()``) + resizing; runs whole episodes."""
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any], image_size: tuple[int, int] | None) -> None:
+        self.env_id, self.env_kwargs, self.image_size = env_id, dict(env_kwargs), image_size
+        self.env = gym.make(env_id, **self.env_kwargs)
+        self.from_obs = _is_image_space(self.env.observation_space)
+        if not self.from_obs and self.env.render_mode != "rgb_array":
+            if "render_mode" in self.env_kwargs:
+                raise ValueError(
+                    f"env {env_id!r} has no rgb observations and env_kwargs render_mode={self.env_kwargs['render_mode']!r}; "
+                    "frames need render_mode='rgb_array'"
+                )
+            self.env.close()
+            self.env_kwargs["render_mode"] = "rgb_array"
+            self.env = gym.make(env_id, **self.env_kwargs)
+
+    def frame(self, obs: Any) -> np.ndarray:
+        frame = np.asarray(obs if self.from_obs else self.env.render())
+        if frame.ndim != 3 or frame.shape[-1] != 3:
+            raise ValueError(f"env {self.env_id!r} produced frames of shape {frame.shape}; expected (H, W, 3) rgb")
+        frame = frame.astype(np.uint8, copy=False)
+        return resize_frame(frame, self.image_size) if self.image_size else frame
+
+    def episode(self, policy: _Policy, index: int, seed: int, frames_per_step: int, max_steps: int) -> dict[str, Any]:
+        env, K = self.env, frames_per_step
+        env_seed = seed + index
+        obs, info = env.reset(seed=env_seed)
+        policy.reset(env, np.random.default_rng([seed, index]))
+        frames = [self.frame(obs)]
+        poses = [info["pose"]] if "pose" in info else None
+        description = info.get("description", self.env_id)
+        actions, rewards, terminated, truncated = [], [], [], []
+        for _ in range(max_steps):
+            action = policy.act(obs, info)
+            total, term, trunc = 0.0, False, False
+            for _k in range(K):
+                if term or trunc:  # ended inside the step: repeat the last frame
+                    frames.append(frames[-1])
+                    if poses is not None:
+                        poses.append(poses[-1])
+                    continue
+                obs, reward, term, trunc, info = env.step(action)
+                total += float(reward)
+                frames.append(self.frame(obs))
+                if poses is not None:
+                    poses.append(info["pose"])
+            actions.append(action)
+            rewards.append(total)
+            terminated.append(bool(term))
+            truncated.append(bool(trunc))
+            if term or trunc:
+                break
+        else:
+            truncated[-1] = not terminated[-1]  # cut at max_steps
+        return {
+            "frames": np.stack(frames),
+            "actions": np.asarray(actions),
+            "rewards": np.asarray(rewards, dtype=np.float32),
+            "terminated": np.asarray(terminated, dtype=bool),
+            "truncated": np.asarray(truncated, dtype=bool),
+            "description": str(description),
+            "poses": None if poses is None else np.stack(poses).astype(np.float32),
+            "seed": env_seed,
+        }
+
+
+# Worker process state (spawned processes: each builds its own env and OpenGL context).
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(env_id: str, env_kwargs: dict[str, Any], image_size: tuple[int, int] | None, policy: str, task: dict[str, int]) -> None:
+    recorder = _Recorder(env_id, env_kwargs, image_size)
+    _WORKER.update(recorder=recorder, policy=make_policy(policy, recorder.env), task=task)
+
+
+def _worker_episode(index: int) -> dict[str, Any]:
+    t = _WORKER["task"]
+    return _WORKER["recorder"].episode(_WORKER["policy"], index, t["seed"], t["frames_per_step"], t["max_steps"])
+
+
+def _reraise_broken_pool(results: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        yield from results
+    except BrokenProcessPool as err:
+        raise RuntimeError(
+            "collect: a worker process died (see its traceback above). Workers are spawned: the calling script must be "
+            "importable and guard its entry point with `if __name__ == '__main__':`, and the env must be registered on "
+            "import; or use workers=1."
+        ) from err
+
+
+def _check_positive(value: Any, name: str, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_writable(out: Path, name: str) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{name} {str(out)!r} exists and is not a directory")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{name} {str(out)!r} cannot be created: {str(probe)!r} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} {str(out)!r} is not writable (no write permission on {str(probe)!r})")
+
+
+def _validate_collect(
+    *, env_id: Any, out: Any, episodes: Any, policy: Any, frames_per_step: Any, workers: Any, seed: Any,
+    max_steps: Any, image_size: Any, env_kwargs: Any, resume: bool, episodes_per_shard: Any, cli: bool = False,
+) -> tuple[int, int] | None:
+    """Check collect's arguments before any work; errors name the argument (``--option`` on the CLI)."""
+
+    def n(name: str) -> str:
+        return "--" + name.replace("_", "-") if cli else name
+
+    if not isinstance(env_id, str) or not env_id:
+        raise ValueError(f"{n('env') if cli else 'env_id'} must be a Gymnasium id like 'CartPole-v1', got {env_id!r}")
+    _check_positive(episodes, n("episodes"))
+    _check_positive(frames_per_step, n("frames_per_step"))
+    _check_positive(workers, n("workers"))
+    _check_positive(max_steps, n("max_steps"), allow_none=True)
+    _check_positive(episodes_per_shard, n("episodes_per_shard"))
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"{n('seed')} must be a non-negative integer, got {seed!r}")
+    if not isinstance(policy, str) or (policy not in POLICIES and not Path(policy).exists()):
+        raise ValueError(f"{n('policy')} must be one of {', '.join(POLICIES)} or the path of a saved policy, got {policy!r}")
+    if env_kwargs is not None and not isinstance(env_kwargs, dict):
+        raise ValueError(f"{n('env_kwargs')} must be a dict (JSON object), got {env_kwargs!r}")
+    size = _parse_image_size(image_size, n("image_size"))
+    out_path = Path(out)
+    _check_writable(out_path, n("out"))
+    if out_path.is_dir() and any(out_path.iterdir()) and not resume:
+        raise ValueError(f"{n('out')} {str(out_path)!r} is not empty; pass {n('resume')} to continue a collection there, or choose an empty directory")
+    if env_id not in gym.registry:
+        raise ValueError(f"{n('env') if cli else 'env_id'} {env_id!r} is not a registered Gymnasium id (import its package first)")
+    return size
+
+
+def collect(
+    env_id: str,
+    out: str | Path,
+    episodes: int,
+    policy: str = "explore",
+    frames_per_step: int = 1,
+    workers: int = 1,
+    seed: int = 0,
+    max_steps: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    resume: bool = False,
+    episodes_per_shard: int = 16,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Record ``episodes`` episodes of ``env_id`` into the dataset directory ``out``.
+
+    Args:
+        env_id: any Gymnasium id with rgb observations or ``render_mode="rgb_array"``.
+        out: dataset directory (empty, or an interrupted collection with ``resume=True``).
+        episodes: total number of episodes the dataset should hold.
+        policy: ``"random"``, ``"explore"`` (room: coverage-oriented modes; other envs: sticky random
+            actions), ``"scripted"`` (room: heads for the target) or a path to a saved policy (not yet).
+        frames_per_step: ``K``: the env is stepped ``K`` times per recorded action (action held).
+        workers: processes collecting in parallel (episode ``i`` always uses env seed ``seed + i``).
+        seed: base seed.
+        max_steps: recorded steps per episode at most (default: the env's own limit).
+        image_size: stored ``(H, W)`` (or an int); envs with an ``image_size`` argument render at it,
+            others are area-resized. Default: the env's native frame size.
+        env_kwargs: keyword arguments of ``gym.make``.
+        resume: continue an interrupted collection in ``out``.
+        episodes_per_shard: episodes per shard file.
+        progress: show a tqdm bar with steps/s.
+
+    Returns:
+        Summary: ``out``, ``episodes`` (in the dataset), ``collected`` (this run), ``steps``,
+        ``seconds``, ``steps_per_s``, ``env_steps_per_s``, ``shards``.
+    """
+    size = _validate_collect(
+        env_id=env_id, out=out, episodes=episodes, policy=policy, frames_per_step=frames_per_step, workers=workers,
+        seed=seed, max_steps=max_steps, image_size=image_size, env_kwargs=env_kwargs, resume=resume,
+        episodes_per_shard=episodes_per_shard,
+    )
+    out = Path(out)
+    kwargs = dict(env_kwargs or {})
+    resize_to = size
+    if size is not None and "image_size" not in kwargs and _accepts_kwarg(env_id, "image_size"):
+        kwargs["image_size"] = list(size)  # the env renders at the requested size itself
+        resize_to = None
+    recorder = _Recorder(env_id, kwargs, resize_to)
+    kwargs = recorder.env_kwargs  # may have gained render_mode="rgb_array"
+    env = recorder.env
+    pol = make_policy(policy, env)  # checks the policy fits the env
+    first, _ = env.reset(seed=int(seed))
+    frame_shape = recorder.frame(first).shape
+    if max_steps is None:
+        max_steps = (env.spec.max_episode_steps if env.spec else None) or getattr(env.unwrapped, "max_episode_steps", None)
+        if not max_steps:
+            raise ValueError(f"max_steps is required: env {env_id!r} has no episode step limit")
+        max_steps = int(math.ceil(max_steps / frames_per_step))
+    fields = {
+        "env_id": env_id,
+        "env_kwargs": kwargs,
+        "image_size": [int(frame_shape[0]), int(frame_shape[1])],
+        "action_spec": A.space_to_spec(env.action_space),
+        "frames_per_step": int(frames_per_step),
+        "policy": policy,
+        "seed": int(seed),
+        "max_steps": int(max_steps),
+        "episodes_per_shard": int(episodes_per_shard),
+    }
+    writer = ShardWriter(out, fields, episodes_per_shard=episodes_per_shard, resume=resume)
+    start = writer.num_episodes
+    todo = list(range(start, episodes))
+    if start:
+        logger.info("resuming %s at episode %d of %d", out, start, episodes)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), unit="ep", desc=f"collect {env_id}", disable=not progress, dynamic_ncols=True)
+    t0, steps, env_steps = time.perf_counter(), 0, 0
+    pool: ProcessPoolExecutor | None = None
+    try:
+        if workers > 1 and len(todo) > 1:
+            recorder.env.close()
+            ctx = mp.get_context("spawn")  # never fork a process holding an OpenGL context
+            task = {"seed": int(seed), "frames_per_step": int(frames_per_step), "max_steps": int(max_steps)}
+            pool = ProcessPoolExecutor(
+                min(workers, len(todo)), mp_context=ctx, initializer=_worker_init, initargs=(env_id, kwargs, resize_to, policy, task)
+            )
+            results: Iterator[dict[str, Any]] = pool.map(_worker_episode, todo)  # in episode order
+        else:
+            results = (recorder.episode(pol, i, int(seed), int(frames_per_step), int(max_steps)) for i in todo)
+        for ep in _reraise_broken_pool(results):
+            writer.add_episode(ep["frames"], ep["actions"], ep["rewards"], ep["terminated"], ep["truncated"],
+                               ep["description"], poses=ep["poses"], seed=ep["seed"])
+            steps += len(ep["rewards"])
+            env_steps += len(ep["frames"]) - 1
+            bar.update(1)
+            bar.set_postfix(steps_per_s=f"{steps / max(time.perf_counter() - t0, 1e-9):.0f}")
+        writer.close()
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        recorder.env.close()
+    seconds = time.perf_counter() - t0
+    return {
+        "out": str(out),
+        "episodes": writer.num_episodes,
+        "collected": len(todo),
+        "resumed_from": start,
+        "steps": steps,
+        "env_steps": env_steps,
+        "seconds": round(seconds, 3),
+        "steps_per_s": round(steps / max(seconds, 1e-9), 1),
+        "env_steps_per_s": round(env_steps / max(seconds, 1e-9), 1),
+        "shards": len(writer.manifest["shards"]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI plumbing (used by neuralsim/cli.py; also `python -m neuralsim.data --env ... --out ...`)
+# ---------------------------------------------------------------------------------------------
+
+
+def add_collect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the options of ``neuralsim collect`` to ``parser``."""
+    parser.add_argument("--env", required=True, help="Gymnasium id, e.g. NeuralSimRoom-v0 or CartPole-v1")
+    parser.add_argument("--episodes", type=int, required=True, help="total episodes the dataset should hold")
+    parser.add_argument("--out", required=True, help="dataset directory (empty, or an interrupted one with --resume)")
+    parser.add_argument("--policy", default="explore", help="random | explore | scripted | PATH (default: explore)")
+    parser.add_argument("--frames-per-step", type=int, default=1, help="env steps (frames) per recorded action (default 1)")
+    parser.add_argument("--workers", type=int, default=1, help="parallel collection processes (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed: episode i uses seed + i (default 0)")
+    parser.add_argument("--max-steps", type=int, default=None, help="recorded steps per episode at most (default: the env's limit)")
+    parser.add_argument("--image-size", default=None, help="stored frame size: 64 or HxW like 64x96 (default: native)")
+    parser.add_argument("--env-kwargs", default=None, help="JSON object of gym.make keyword arguments")
+    parser.add_argument("--episodes-per-shard", type=int, default=16, help="episodes per shard file (default 16)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted collection in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    """Run ``neuralsim collect`` from parsed arguments; prints a JSON summary; returns the exit code."""
+    try:
+        env_kwargs = None
+        if args.env_kwargs is not None:
+            try:
+                env_kwargs = json.loads(args.env_kwargs)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"--env-kwargs must be a JSON object, got {args.env_kwargs!r} ({err})") from None
+        import neuralsim  # noqa: F401  (registers NeuralSimRoom-v0)
+
+        _validate_collect(
+            env_id=args.env, out=args.out, episodes=args.episodes, policy=args.policy, frames_per_step=args.frames_per_step,
+            workers=args.workers, seed=args.seed, max_steps=args.max_steps, image_size=args.image_size,
+            env_kwargs=env_kwargs, resume=args.resume, episodes_per_shard=args.episodes_per_shard, cli=True,
+        )
+        summary = collect(
+            args.env, args.out, args.episodes, policy=args.policy, frames_per_step=args.frames_per_step,
+            workers=args.workers, seed=args.seed, max_steps=args.max_steps, image_size=_parse_image_size(args.image_size),
+            env_kwargs=env_kwargs, resume=args.resume, episodes_per_shard=args.episodes_per_shard,
+            progress=not args.no_progress,
+        )
+    except ValueError as err:  # includes DatasetError
+        print(f"neuralsim collect: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m neuralsim.data", description="Record a dataset from a Gymnasium env.")
+    add_collect_arguments(parser)
+    return run_collect(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    # Run the imported module's main, so worker processes pickle neuralsim.data functions, not __main__'s.
+    from neuralsim import data as _data
+
+    raise SystemExit(_data.main())

@@ -1,0 +1,790 @@
+"""`WorldModel`: the native latent world model (encode → init_state → step → decode) and its checkpoints.
+
+A SANA-WM-style world model scaled by :class:`~neuralsim.config.WorldModelConfig`: a causal
+deep-compression autoencoder (``neuralsim.autoencoder``), a causal hybrid gated-delta-rule/softmax
+diffusion transformer with a constant-size streaming state (``neuralsim.dynamics``), flow matching
+with diffusion forcing and a few-step Euler sampler (``neuralsim.sampler``), an offline prompt
+encoder (``neuralsim.text``) and reward/termination heads.
+
+Example:
+    >>> model = WorldModel(WorldModelConfig.from_preset("tiny"))
+    >>> g = torch.Generator().manual_seed(0)
+    >>> state = model.init_state(2, frames=np.zeros((2, 1, 32, 32, 3), np.uint8), generator=g)
+    >>> latent, state = model.step(state, np.zeros((2, 4), np.float32), generator=g)
+    >>> frames = model.decode(latent[:, None], first_frame=False)  # (2, 1, 32, 32, 3) uint8
+    >>> reward, done_prob = model.predict_reward_termination(state)
+
+Streaming: ``step`` returns a *new* :class:`WorldState` and never modifies the one passed in, so
+states can be kept, cloned and branched. Its cost and size do not grow with the episode length.
+
+Mixed precision only through ``torch.autocast`` at the call site (the recurrent state stays fp32).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from neuralsim import __version__
+from neuralsim.actions import (
+    DEFAULT_PITCH_LIMIT_DEG,
+    DISCRETE_KEYSETS,
+    actions_to_vectors,
+    keys_to_vector,
+    validate_actions,
+)
+from neuralsim.autoencoder import Autoencoder, psnr, ssim
+from neuralsim.config import OFFICIAL_MODEL_NAME, WorldModelConfig
+from neuralsim.dynamics import DynamicsTransformer
+from neuralsim.sampler import (
+    add_context_noise,
+    add_noise,
+    diffusion_forcing_levels,
+    rand,
+    randn,
+    sampling_timesteps,
+    velocity_target,
+)
+from neuralsim.text import HashTextEncoder, TextEncoder, validate_prompts
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+_PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+
+
+class InputError(ValueError, TypeError):
+    """Bad input to a public method: both a ``ValueError`` and (for dtype problems) a ``TypeError``."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming state
+# ---------------------------------------------------------------------------------------------
+
+
+def _tree_map(fn: Callable[..., torch.Tensor], *trees: Any) -> Any:
+    first = trees[0]
+    if first is None:
+        return None
+    if isinstance(first, torch.Tensor):
+        return fn(*trees)
+    if isinstance(first, dict):
+        return {k: _tree_map(fn, *(t[k] for t in trees)) for k in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(_tree_map(fn, *xs) for xs in zip(*trees))
+    raise TypeError(f"unexpected {type(first).__name__} in WorldState")
+
+
+def _tree_leaves(tree: Any) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    _tree_map(lambda t: out.append(t) or t, tree)
+    return out
+
+
+@dataclass
+class WorldState:
+    """Everything a rollout carries between steps; every tensor has the batch as its first dim.
+
+    Attributes:
+        cache: per dynamics block: GDN ``{"S": [B, nh, D, D+1], "conv": [B, K-1, S, nh*D]}`` or softmax
+            ``{"k", "v": [B, nh, sink+window, S, D], "frame": [B, sink+window] int64}``, plus
+            ``"ffn": [B, Kt-1, S, width]`` with a temporal FFN conv. Fixed size.
+        text_kv: per block prompt keys/values ``[B, heads, L, head_dim]`` (computed once per episode).
+        text_mask: ``[B, L]`` bool; text_tokens: ``[B, L, text_width]``.
+        step: ``[B]`` int64, latent frames committed so far (per row: rows may be reset separately).
+        latent: ``[B, C, h, w]`` the last committed latent frame (normalised; decode it to see it).
+        reward, termination_prob: ``[B]`` predicted for the last committed frame (0 with heads off).
+        c2w, pitch: camera worlds: ``[B, 4, 4]`` float64 camera-to-world pose relative to the first
+            frame and ``[B]`` accumulated pitch (radians), as ``neuralsim.actions.CameraIntegrator``.
+    """
+
+    cache: list[dict[str, torch.Tensor]]
+    text_kv: list[tuple[torch.Tensor, torch.Tensor]]
+    text_mask: torch.Tensor
+    text_tokens: torch.Tensor
+    step: torch.Tensor
+    latent: torch.Tensor
+    reward: torch.Tensor
+    termination_prob: torch.Tensor
+    c2w: torch.Tensor | None = None
+    pitch: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.step.shape[0])
+
+    def _map(self, fn: Callable[..., torch.Tensor], *others: "WorldState") -> "WorldState":
+        return WorldState(**{f.name: _tree_map(fn, getattr(self, f.name), *(getattr(o, f.name) for o in others))
+                             for f in dataclasses.fields(self)})
+
+    def clone(self) -> "WorldState":
+        """A deep copy (tensors cloned)."""
+        return self._map(torch.clone)
+
+    def to(self, device: torch.device | str) -> "WorldState":
+        return self._map(lambda t: t.to(device))
+
+    def merge(self, mask: torch.Tensor | np.ndarray | Sequence[bool], other: "WorldState") -> "WorldState":
+        """A new state whose rows come from ``other`` where ``mask`` is True and from ``self`` elsewhere.
+
+        Args:
+            mask: ``[B]`` bool (e.g. the envs being reset).
+            other: a state with the same batch size (e.g. freshly initialised).
+        """
+        if not isinstance(other, WorldState):
+            raise TypeError(f"other must be a WorldState, got {type(other).__name__}")
+        mask = torch.as_tensor(np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask))
+        if mask.dtype != torch.bool or mask.shape != (self.batch_size,):
+            raise ValueError(f"mask must be a bool tensor of shape ({self.batch_size},), got {mask.dtype} {tuple(mask.shape)}")
+        if other.batch_size != self.batch_size:
+            raise ValueError(f"other has batch size {other.batch_size}, expected {self.batch_size}")
+        mask = mask.to(self.step.device)
+        return self._map(lambda s, o: torch.where(mask.view(-1, *([1] * (s.ndim - 1))), o.to(s.device), s), other)
+
+    def nbytes(self) -> int:
+        """Bytes held by all tensors of the state."""
+        return sum(t.numel() * t.element_size() for f in dataclasses.fields(self) for t in _tree_leaves(getattr(self, f.name)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Camera: CameraIntegrator, vectorised over the batch in torch (float64), and Plücker rays
+# ---------------------------------------------------------------------------------------------
+
+
+def _rot(axis: str, angle: torch.Tensor) -> torch.Tensor:
+    """Batched rotation matrices ``[B, 3, 3]`` about ``x`` or ``y``."""
+    c, s = angle.cos(), angle.sin()
+    one, zero = torch.ones_like(c), torch.zeros_like(c)
+    rows = ([one, zero, zero], [zero, c, -s], [zero, s, c]) if axis == "x" else ([c, zero, s], [zero, one, zero], [-s, zero, c])
+    return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
+
+
+def camera_step(c2w: torch.Tensor, pitch: torch.Tensor, action: torch.Tensor, *, translation_speed: float,
+                rotation_speed_deg: float, pitch_limit_deg: float = DEFAULT_PITCH_LIMIT_DEG) -> tuple[torch.Tensor, torch.Tensor]:
+    """One frame of ``neuralsim.actions.CameraIntegrator.step`` for a batch.
+
+    Args:
+        c2w: ``[B, 4, 4]`` float64; pitch: ``[B]`` float64 radians.
+        action: ``[B, 4]`` canonical ``[forward, strafe_right, yaw_right, pitch_up]``.
+
+    Returns:
+        ``(new c2w, new pitch)``.
+    """
+    f, r, y, p = action.double().unbind(-1)
+    rot, limit = math.radians(rotation_speed_deg), math.radians(pitch_limit_deg)
+    new_pitch = pitch + rot * p
+    inside = (new_pitch >= -limit) & (new_pitch <= limit)
+    pitch_delta = torch.where(inside, rot * p, torch.zeros_like(p))
+    pitch = torch.where(inside, new_pitch, pitch)
+    R = _rot("y", rot * y) @ c2w[:, :3, :3] @ _rot("x", pitch_delta)  # (B, 3, 3)
+    horizontal = torch.tensor([1.0, 0.0, 1.0], dtype=R.dtype, device=R.device)
+    forward, right = R[:, :, 2] * horizontal, R[:, :, 0] * horizontal  # y (down) component dropped
+    forward = forward / torch.where((n := forward.norm(dim=-1, keepdim=True)) > 0, n, torch.ones_like(n))
+    right = right / torch.where((n := right.norm(dim=-1, keepdim=True)) > 0, n, torch.ones_like(n))
+    new = torch.eye(4, dtype=c2w.dtype, device=c2w.device).repeat(c2w.shape[0], 1, 1)
+    new[:, :3, :3] = R
+    new[:, :3, 3] = c2w[:, :3, 3] + (forward * f[:, None] + right * r[:, None]) * translation_speed
+    return new, pitch
+
+
+def camera_intrinsics(height: int, width: int, fovy_deg: float) -> tuple[float, float, float, float]:
+    """Pinhole ``(fx, fy, cx, cy)`` in pixels of a ``height × width`` grid (square pixels, centred)."""
+    fy = 0.5 * height / math.tan(math.radians(fovy_deg) / 2)
+    return fy, fy, (width - 1) / 2, (height - 1) / 2
+
+
+def plucker_rays_torch(c2w: torch.Tensor, height: int, width: int, fovy_deg: float) -> torch.Tensor:
+    """Per-token Plücker rays ``(d, o × d)`` of poses ``c2w [B, 4, 4]`` → ``[B, height*width, 6]`` float32.
+
+    Same numbers as ``neuralsim.actions.plucker_rays`` with :func:`camera_intrinsics`.
+    """
+    fx, fy, cx, cy = camera_intrinsics(height, width, fovy_deg)
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64, device=c2w.device),
+                            torch.arange(width, dtype=torch.float64, device=c2w.device), indexing="ij")
+    dirs_cam = torch.stack([(xs - cx) / fx, (ys - cy) / fy, torch.ones_like(xs)], dim=-1).reshape(-1, 3)  # (S, 3)
+    dirs = torch.einsum("bij,sj->bsi", c2w[:, :3, :3].double(), dirs_cam)  # (B, S, 3)
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    origins = c2w[:, None, :3, 3].double().expand_as(dirs)
+    return torch.cat([dirs, torch.cross(origins, dirs, dim=-1)], dim=-1).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# The world model
+# ---------------------------------------------------------------------------------------------
+
+
+class _Head(nn.Module):
+    """Scalar prediction from the pooled features of a committed frame."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features).squeeze(-1)
+
+
+class WorldModel(nn.Module):
+    """The native neuralsim world model (see module docstring).
+
+    Args:
+        config: the architecture.
+        text_encoder: a :class:`~neuralsim.text.TextEncoder` to use instead of the built-in
+            :class:`~neuralsim.text.HashTextEncoder` (its ``width``/``max_tokens`` must match the
+            config; if it is an ``nn.Module`` its weights are part of the checkpoint).
+    """
+
+    def __init__(self, config: WorldModelConfig, text_encoder: TextEncoder | None = None) -> None:
+        super().__init__()
+        if not isinstance(config, WorldModelConfig):
+            raise TypeError(f"config must be a WorldModelConfig, got {type(config).__name__}")
+        self.config = config
+        self.autoencoder = Autoencoder(config)
+        self.dynamics = DynamicsTransformer(config)
+        if text_encoder is None:
+            text_encoder = HashTextEncoder(width=config.text_width, max_tokens=config.text_max_tokens,
+                                           vocab=config.text_vocab, hidden=config.text_hidden, layers=config.text_layers)
+        if text_encoder.width != config.text_width or text_encoder.max_tokens != config.text_max_tokens:
+            raise ValueError(f"text_encoder gives {text_encoder.max_tokens} tokens of width {text_encoder.width}; "
+                             f"the config expects {config.text_max_tokens} of width {config.text_width}")
+        self.text_encoder = text_encoder
+        self.null_text = nn.Parameter(torch.randn(config.text_width) * 0.02)  # the "no prompt" token
+        self.reward_head = _Head(config.width) if config.reward_head else None
+        self.termination_head = _Head(config.width) if config.termination_head else None
+
+    # --- small helpers ----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.null_text.device
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """``(C, h, w)`` of one latent frame."""
+        return (self.config.latent_channels, *self.config.latent_size)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _latent_affine(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        scale = torch.as_tensor(cfg.latent_scale, dtype=torch.float32, device=device).reshape(-1, 1, 1)
+        shift = torch.as_tensor(cfg.latent_shift, dtype=torch.float32, device=device).reshape(-1, 1, 1)
+        return scale, shift
+
+    def set_latent_normalization(self, scale: float | Sequence[float] | torch.Tensor,
+                                 shift: float | Sequence[float] | torch.Tensor) -> None:
+        """Store latent statistics: ``normalised = (raw - shift) * scale`` (floats or one per channel).
+
+        The trainer calls this after the autoencoder stage (e.g. ``scale = 1/std``, ``shift = mean``).
+        """
+
+        def as_field(x):
+            x = torch.as_tensor(x, dtype=torch.float64).reshape(-1).tolist()
+            return x[0] if len(x) == 1 else tuple(x)
+
+        self.config = self.config.replace(latent_scale=as_field(scale), latent_shift=as_field(shift))
+
+    def _frames_to_float(self, frames: Any, name: str = "frames") -> torch.Tensor:
+        """Validate uint8 ``[B, T, H, W, 3]`` (torch or numpy) → float ``[B, T, 3, H, W]`` in [-1, 1]."""
+        cfg = self.config
+        H, W = cfg.image_size
+        k = cfg.frames_per_latent
+        expected = f"uint8 [B, T, {H}, {W}, 3] with T = 1 + n*{k}"
+        if isinstance(frames, np.ndarray):
+            if frames.dtype != np.uint8:
+                raise InputError(f"{name} must be {expected}; got dtype {frames.dtype}")
+            frames = torch.from_numpy(np.ascontiguousarray(frames))
+        elif not isinstance(frames, torch.Tensor):
+            raise InputError(f"{name} must be a numpy array or torch tensor ({expected}); got {type(frames).__name__}")
+        if frames.dtype != torch.uint8:
+            raise InputError(f"{name} must be {expected}; got dtype {frames.dtype}")
+        if frames.ndim != 5 or tuple(frames.shape[2:]) != (H, W, 3) or frames.shape[1] < 1 or (frames.shape[1] - 1) % k:
+            raise InputError(f"{name} must be {expected}; got shape {tuple(frames.shape)}")
+        x = frames.to(self.device).permute(0, 1, 4, 2, 3).float()  # (B, T, 3, H, W)
+        return x / 127.5 - 1.0
+
+    def _tokens(self, latents: torch.Tensor) -> torch.Tensor:
+        """``[B, T, C, h, w]`` → ``[B, T, S, C]``."""
+        return latents.flatten(3).transpose(2, 3)
+
+    def _untokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, T, S, C]`` → ``[B, T, C, h, w]``."""
+        return tokens.transpose(2, 3).unflatten(3, self.config.latent_size)
+
+    # --- autoencoder ------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, frames: Any) -> torch.Tensor:
+        """Frames ``uint8 [B, T, H, W, 3]`` (``T = 1 + n*frames_per_latent``) → normalised latents
+        ``float32 [B, 1 + n, C, h, w]``. Causal (latent j sees only its own raw frames), deterministic."""
+        z = self.autoencoder.encode(self._frames_to_float(frames)).float()
+        scale, shift = self._latent_affine(z.device)
+        return (z - shift) * scale
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, *, first_frame: bool = True) -> torch.Tensor:
+        """Normalised latents ``[B, T_lat, C, h, w]`` → frames ``uint8 [B, T, H, W, 3]`` (torch).
+
+        Args:
+            first_frame: the first latent is the lone first frame (``T = 1 + (T_lat-1)*k``, the inverse
+                of :meth:`encode`); False for latents produced by :meth:`step` (``T = T_lat*k``).
+        """
+        C, h, w = self.latent_shape
+        if not isinstance(latents, torch.Tensor):
+            latents = torch.as_tensor(np.asarray(latents))
+        if latents.ndim != 5 or tuple(latents.shape[2:]) != (C, h, w) or not latents.is_floating_point():
+            raise InputError(f"latents must be float [B, T_lat, {C}, {h}, {w}], got {latents.dtype} {tuple(latents.shape)}")
+        scale, shift = self._latent_affine(self.device)
+        z = latents.to(self.device).float() / scale + shift
+        x = self.autoencoder.decode(z, first_frame=first_frame).float()  # (B, T, 3, H, W)
+        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 1, 3, 4, 2).contiguous()
+
+    # --- conditioning inputs ----------------------------------------------------------------
+    def _encode_text(self, prompts: list[str | None] | None, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validated prompts (None entries = no prompt) → ``(tokens [B, L, text_width], mask [B, L])``."""
+        cfg, L = self.config, self.config.text_max_tokens
+        tokens = torch.zeros(batch_size, L, cfg.text_width, device=self.device)
+        tokens[:, 0] = self.null_text
+        mask = torch.zeros(batch_size, L, dtype=torch.bool, device=self.device)
+        mask[:, 0] = True
+        rows = [i for i, p in enumerate(prompts or []) if p is not None]
+        if rows:
+            enc, enc_mask = self.text_encoder.encode([prompts[i] for i in rows])
+            index = torch.tensor(rows, device=self.device)
+            tokens = tokens.index_copy(0, index, enc.to(tokens.dtype))
+            mask = mask.index_copy(0, index, enc_mask.to(self.device))
+        return tokens, mask
+
+    def _validate_actions(self, actions: Any, batch_size: int, name: str) -> np.ndarray:
+        try:
+            return validate_actions(actions, self.config.action_spec, batch_size=batch_size, name=name)
+        except (TypeError, ValueError) as exc:
+            raise InputError(str(exc)) from None
+
+    def _action_inputs(self, actions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Validated actions ``[N]``/``[N, A]`` → ``(conditioning [N, A] float32, camera motion [N, 4] float64 or None)``."""
+        spec = self.config.action_spec
+        vec = torch.from_numpy(actions_to_vectors(actions, spec)).to(self.device)
+        if not self.config.camera:
+            return vec, None
+        if spec["type"] == "discrete":
+            table = np.stack([keys_to_vector(keys) for keys in DISCRETE_KEYSETS])
+            cam = table[np.asarray(actions) - spec.get("start", 0)]
+        else:
+            cam = np.asarray(actions, dtype=np.float64).reshape(len(actions), -1)
+        return vec, torch.from_numpy(np.asarray(cam, dtype=np.float64)).to(self.device)
+
+    def _advance_camera(self, c2w: torch.Tensor, pitch: torch.Tensor, motion: torch.Tensor | None,
+                        frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hold ``motion [B, 4]`` (None = still) for ``frames`` raw frames → ``(c2w, pitch, rays [B, S, 6*k])``.
+
+        The rays of a latent frame are those of its ``k`` raw poses (a lone first frame repeats its pose).
+        """
+        cfg = self.config
+        poses = []
+        for _ in range(frames):
+            if motion is not None:
+                c2w, pitch = camera_step(c2w, pitch, motion, translation_speed=cfg.camera_translation_speed,
+                                         rotation_speed_deg=cfg.camera_rotation_speed_deg)
+            poses.append(c2w)
+        poses = poses * (cfg.frames_per_latent // len(poses))  # first frame: its one pose k times
+        rays = torch.cat([plucker_rays_torch(p, *cfg.latent_size, cfg.camera_fovy_deg) for p in poses], dim=-1)
+        return c2w, pitch, rays
+
+    def _sequence_conditioning(self, batch_size: int, frames: int, actions: Any, name: str
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Actions between ``frames`` latent frames (``[B, frames-1, A]`` / ``[B, frames-1]``, or None) →
+        ``(action [B, T, A], known [B, T], rays [B, T, S, 6k] | None, final c2w, final pitch)``."""
+        cfg, B, T = self.config, batch_size, frames
+        action = torch.zeros(B, T, cfg.action_dim, device=self.device)
+        known = torch.zeros(B, T, dtype=torch.bool, device=self.device)
+        motion: torch.Tensor | None = None
+        if actions is not None:
+            arr = np.asarray(actions.detach().cpu() if isinstance(actions, torch.Tensor) else actions)
+            per_step = () if cfg.action_spec["type"] == "discrete" else (cfg.action_dim,)
+            if arr.shape != (B, T - 1, *per_step):
+                raise InputError(f"{name} must have shape {(B, T - 1, *per_step)} (the actions between the "
+                                 f"{T} latent frames), got {arr.shape}")
+        if actions is not None and T > 1:
+            flat = self._validate_actions(arr.reshape(B * (T - 1), *per_step), B * (T - 1), name)
+            vec, cam = self._action_inputs(flat)
+            action[:, 1:] = vec.view(B, T - 1, -1)
+            known[:, 1:] = True
+            motion = None if cam is None else cam.view(B, T - 1, 4)
+        if not cfg.camera:
+            return action, known, None, None, None
+        c2w = torch.eye(4, dtype=torch.float64, device=self.device).repeat(B, 1, 1)
+        pitch = torch.zeros(B, dtype=torch.float64, device=self.device)
+        c2w, pitch, rays0 = self._advance_camera(c2w, pitch, None, 1)
+        rays = [rays0]
+        for t in range(1, T):
+            c2w, pitch, r = self._advance_camera(c2w, pitch, None if motion is None else motion[:, t - 1], cfg.frames_per_latent)
+            rays.append(r)
+        return action, known, torch.stack(rays, dim=1), c2w, pitch
+
+    def _heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``features [..., d]`` → ``(reward (zeros if disabled), termination logit or None if disabled)``."""
+        zeros = features.new_zeros(features.shape[:-1]).float()
+        reward = self.reward_head(features).float() if self.reward_head is not None else zeros
+        logit = self.termination_head(features).float() if self.termination_head is not None else None
+        return reward, logit
+
+    @staticmethod
+    def _prob(logit: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(like) if logit is None else torch.sigmoid(logit)
+
+    # --- streaming --------------------------------------------------------------------------
+    def _generate(self, state: WorldState, action: torch.Tensor, known: torch.Tensor, rays: torch.Tensor | None,
+                  generator: torch.Generator | None, steps: int, **updates: Any) -> tuple[torch.Tensor, WorldState]:
+        """Denoise one latent frame against ``state`` (Euler, ``steps`` passes), then commit it (one pass)."""
+        cfg = self.config
+        B, S, C = state.batch_size, cfg.tokens_per_frame, cfg.latent_channels
+        inputs = dict(start=state.step, action=action, action_known=known, rays=rays, text=state.text_kv,
+                      text_mask=state.text_mask, cache=state.cache)
+        x = randn((B, 1, S, C), generator=generator, device=self.device)
+        taus = sampling_timesteps(steps, shift=cfg.flow_shift).tolist()
+        for tau, tau_next in zip(taus[:-1], taus[1:]):
+            v, _, _ = self.dynamics(x, torch.full((B, 1), tau, device=self.device), **inputs)
+            x = x + (tau_next - tau) * v.float()
+        if not bool(torch.isfinite(x).all()):
+            raise FloatingPointError(f"the world model produced a non-finite latent at step {int(state.step.max())}; "
+                                     "the state is corrupt (diverged weights or inputs?)")
+        x_ctx = add_context_noise(x, cfg.context_noise, generator=generator)
+        _, features, cache = self.dynamics(x_ctx, torch.full((B, 1), cfg.context_noise, device=self.device), **inputs)
+        reward, logit = self._heads(features[:, -1])
+        latent = self._untokens(x)[:, 0]  # (B, C, h, w)
+        new = dataclasses.replace(state, cache=cache, step=state.step + 1, latent=latent, reward=reward,
+                                  termination_prob=self._prob(logit, reward), **updates)
+        return latent, new
+
+    @torch.no_grad()
+    def init_state(self, batch_size: int, frames: Any = None, actions: Any = None, prompt: Any = None,
+                   generator: torch.Generator | None = None, denoise_steps: int | None = None) -> WorldState:
+        """Start ``batch_size`` rollouts.
+
+        Args:
+            frames: context ``uint8 [B, T, H, W, 3]``, ``T = 1 + n*frames_per_latent`` (encoded and committed
+                to the state in one parallel pass). None: the first frame is generated (from ``prompt``
+                if given, else unconditionally) with ``denoise_steps``.
+            actions: the actions between the context latent frames, ``[B, n, A]`` (Box) or ``[B, n]``
+                (Discrete); None = unknown (the null action, no camera motion).
+            prompt: a ``str`` for all rows, one ``str``/``None`` per row, or None.
+            generator: source of all sampling noise (context noise included).
+
+        Returns:
+            The state after the context; ``state.latent`` is the last context (or generated) latent frame.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        cfg, B = self.config, int(batch_size)
+        steps = self._check_steps(denoise_steps)
+        tokens, mask = self._encode_text(validate_prompts(prompt, B), B)
+        text_kv = [(k.float(), v.float()) for k, v in self.dynamics.text_kv(tokens)]
+        state = WorldState(
+            cache=self.dynamics.empty_cache(B, self.device), text_kv=text_kv, text_mask=mask, text_tokens=tokens.float(),
+            step=torch.zeros(B, dtype=torch.long, device=self.device),
+            latent=torch.zeros(B, *self.latent_shape, device=self.device),
+            reward=torch.zeros(B, device=self.device), termination_prob=torch.zeros(B, device=self.device),
+        )
+        if frames is None:
+            if actions is not None:
+                raise InputError("actions were given without frames; expected frames [B, T, H, W, 3] for them")
+            action, known, rays, c2w, pitch = self._sequence_conditioning(B, 1, None, "actions")
+            _, state = self._generate(state, action, known, rays, generator, steps, c2w=c2w, pitch=pitch)
+            return state
+        latents = self.encode(frames)  # (B, T_lat, C, h, w)
+        if latents.shape[0] != B:
+            raise InputError(f"frames has batch {latents.shape[0]} but batch_size={B}")
+        T = latents.shape[1]
+        action, known, rays, c2w, pitch = self._sequence_conditioning(B, T, actions, "actions")
+        x = add_context_noise(self._tokens(latents), cfg.context_noise, generator=generator)  # (B, T, S, C)
+        _, features, cache = self.dynamics(
+            x, torch.full((B, T), cfg.context_noise, device=self.device), start=state.step, action=action,
+            action_known=known, rays=rays, text=text_kv, text_mask=mask, cache=state.cache)
+        reward, logit = self._heads(features[:, -1])
+        return dataclasses.replace(state, cache=cache, step=state.step + T, latent=latents[:, -1], reward=reward,
+                                   termination_prob=self._prob(logit, reward), c2w=c2w, pitch=pitch)
+
+    def _check_steps(self, denoise_steps: int | None) -> int:
+        steps = self.config.denoise_steps if denoise_steps is None else denoise_steps
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise InputError(f"denoise_steps must be an int >= 1, got {denoise_steps!r}")
+        return int(steps)
+
+    @torch.no_grad()
+    def step(self, state: WorldState, actions: Any, generator: torch.Generator | None = None,
+             denoise_steps: int | None = None) -> tuple[torch.Tensor, WorldState]:
+        """Generate the next latent frame of every row and commit it.
+
+        Args:
+            state: from :meth:`init_state` or a previous step (not modified).
+            actions: ``[B, A]`` float (Box) or ``[B]`` int (Discrete), held for ``frames_per_latent`` raw frames.
+            generator: source of the sampling noise.
+            denoise_steps: Euler steps (default ``config.denoise_steps``).
+
+        Returns:
+            ``(latent [B, C, h, w] normalised, new state)``; reward and termination probability of the
+            step are in ``new_state.reward`` / ``new_state.termination_prob``
+            (:meth:`predict_reward_termination`).
+
+        Raises:
+            InputError (ValueError/TypeError): bad actions (shape, dtype, range, NaN, batch mismatch).
+            FloatingPointError: the generated latent is not finite.
+        """
+        if not isinstance(state, WorldState):
+            raise InputError(f"state must be a WorldState from init_state/step, got {type(state).__name__}")
+        steps = self._check_steps(denoise_steps)
+        vec, motion = self._action_inputs(self._validate_actions(actions, state.batch_size, "actions"))
+        rays, cam = None, {}
+        if self.config.camera:
+            c2w, pitch, rays = self._advance_camera(state.c2w, state.pitch, motion, self.config.frames_per_latent)
+            rays, cam = rays[:, None], {"c2w": c2w, "pitch": pitch}
+        known = torch.ones(state.batch_size, 1, dtype=torch.bool, device=self.device)
+        return self._generate(state, vec[:, None], known, rays, generator, steps, **cam)
+
+    def predict_reward_termination(self, state: WorldState) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(reward [B], termination probability [B])`` predicted for the last committed frame of ``state``
+        (filled by :meth:`step` and :meth:`init_state`; zeros when the config disables a head)."""
+        return state.reward, state.termination_prob
+
+    # --- training losses --------------------------------------------------------------------
+    def autoencoder_loss(self, frames: Any, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Reconstruction loss of uint8 frames ``[B, T, H, W, 3]``: L1 + L2 + w·(1 − SSIM).
+
+        The decoder sees latents with a little Gaussian noise (5% of their std) so it tolerates the
+        imperfect latents the dynamics produces.
+        """
+        cfg = self.config
+        groups = self.autoencoder.pack(self._frames_to_float(frames)).flatten(0, 1)  # (N, 3k, H, W)
+        z = self.autoencoder.encoder(groups)
+        noise = randn(tuple(z.shape), generator=generator, device=z.device, dtype=z.dtype)
+        recon = self.autoencoder.decoder(z + 0.05 * z.detach().std() * noise).float()
+        l1, mse = F.l1_loss(recon, groups), F.mse_loss(recon, groups)
+        s = ssim(recon.reshape(-1, 3, *cfg.image_size), groups.reshape(-1, 3, *cfg.image_size))
+        loss = l1 + mse + cfg.ae_ssim_weight * (1 - s)
+        logs = {"loss": loss.item(), "l1": l1.item(), "mse": mse.item(), "ssim": s.item(),
+                "psnr": psnr(recon.detach().clamp(-1, 1), groups), "latent_std": z.detach().float().std().item()}
+        return loss, logs
+
+    def dynamics_loss(self, latents: torch.Tensor, actions: Any, rewards: Any = None, terminated: Any = None,
+                      prompts: Sequence[str | None] | None = None, generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Teacher-forced diffusion-forcing loss on a batch of latent sequences (parallel form).
+
+        Args:
+            latents: normalised ``[B, T, C, h, w]`` (from :meth:`encode`).
+            actions: ``[B, T-1, A]`` (Box) / ``[B, T-1]`` (Discrete): action ``i`` leads from frame ``i`` to ``i+1``.
+            rewards: ``[B, T-1]`` float, reward of transition ``i`` (None: no reward loss).
+            terminated: ``[B, T-1]`` bool, transition ``i`` ended the episode (None: no termination loss).
+            prompts: one ``str``/``None`` per sequence, or None; replaced by the null prompt with
+                probability ``config.prompt_dropout``.
+            generator: source of noise levels, noise and prompt dropout.
+
+        Returns:
+            ``(loss, logs)``: flow-matching MSE on the velocity, plus weighted reward MSE and termination BCE.
+        """
+        cfg = self.config
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 5 or tuple(latents.shape[2:]) != self.latent_shape:
+            got = tuple(latents.shape) if hasattr(latents, "shape") else type(latents).__name__
+            raise InputError(f"latents must be a float tensor [B, T, {', '.join(map(str, self.latent_shape))}], got {got}")
+        B, T = latents.shape[:2]
+        x0 = self._tokens(latents.to(self.device).float())  # (B, T, S, C)
+        action, known, rays, _, _ = self._sequence_conditioning(B, T, actions, "actions")
+        tau = diffusion_forcing_levels(B, T, generator=generator, device=self.device, context_noise=cfg.context_noise,
+                                       clean_context_prob=cfg.clean_context_prob, shift=cfg.flow_shift)
+        noise = randn(tuple(x0.shape), generator=generator, device=self.device)
+        prompts = validate_prompts(prompts, B, name="prompts")
+        if prompts is not None and cfg.prompt_dropout > 0:
+            drop = rand((B,), generator=generator, device="cpu") < cfg.prompt_dropout
+            prompts = [None if d else p for p, d in zip(prompts, drop.tolist())]
+        tokens, mask = self._encode_text(prompts, B)
+        v, features, _ = self.dynamics(add_noise(x0, noise, tau), tau, start=torch.zeros(B, dtype=torch.long, device=self.device),
+                                       action=action, action_known=known, rays=rays, text=self.dynamics.text_kv(tokens),
+                                       text_mask=mask)
+        flow = F.mse_loss(v.float(), velocity_target(x0, noise))
+        loss, logs = flow, {"flow": flow.item()}
+        reward_pred, logit = self._heads(features[:, 1:])  # (B, T-1): frame i+1 closes transition i
+        if rewards is not None and self.reward_head is not None:
+            target = torch.as_tensor(np.asarray(rewards), dtype=torch.float32, device=self.device) if not isinstance(
+                rewards, torch.Tensor) else rewards.to(self.device, torch.float32)
+            if target.shape != (B, T - 1):
+                raise InputError(f"rewards must have shape {(B, T - 1)}, got {tuple(target.shape)}")
+            reward_mse = F.mse_loss(reward_pred, target)
+            loss = loss + cfg.reward_loss_weight * reward_mse
+            logs["reward_mse"] = reward_mse.item()
+        if terminated is not None and self.termination_head is not None:
+            target = torch.as_tensor(np.asarray(terminated.cpu() if isinstance(terminated, torch.Tensor) else terminated))
+            if tuple(target.shape) != (B, T - 1):
+                raise InputError(f"terminated must have shape {(B, T - 1)}, got {tuple(target.shape)}")
+            target = target.to(self.device, torch.float32)
+            bce = F.binary_cross_entropy_with_logits(logit, target)
+            loss = loss + cfg.termination_loss_weight * bce
+            logs["termination_bce"] = bce.item()
+            logs["termination_acc"] = ((logit > 0).float() == target).float().mean().item()
+        logs["loss"] = loss.item()
+        return loss, logs
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into directory ``path`` (created if needed).
+
+        Each file is written to a temporary name and renamed into place (atomic per file; weights
+        first, config last). Other files in the directory (e.g. optimizer state) are left alone.
+        """
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        tmp = path / f".{WEIGHTS_NAME}.tmp{os.getpid()}"
+        save_file(tensors, str(tmp), metadata={"format": "pt", "neuralsim_version": __version__})
+        os.replace(tmp, path / WEIGHTS_NAME)
+        payload = {"_class_name": type(self).__name__, "_neuralsim_version": __version__, **self.config.to_dict()}
+        tmp = path / f".{CONFIG_NAME}.tmp{os.getpid()}"
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path / CONFIG_NAME)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path_or_name: str | os.PathLike, device: torch.device | str | None = None) -> "WorldModel":
+        """Load a checkpoint directory, or a shipped model by name (``neuralsim/assets/<name>/``).
+
+        Raises:
+            ValueError: ``"sana-wm-2.6b"`` (use ``neuralsim.sana_wm``), a pickle file offered (never
+                unpickled), a config of another class, or tensors that disagree with the config (the
+                first mismatching tensor is named with expected and found shapes).
+            FileNotFoundError: no such directory or shipped name, or a missing file.
+        """
+        directory = resolve_checkpoint(path_or_name)
+        payload = json.loads((directory / CONFIG_NAME).read_text())
+        class_name = payload.get("_class_name", cls.__name__)
+        if class_name != cls.__name__:
+            raise ValueError(f"{directory / CONFIG_NAME} describes a {class_name!r}, not a {cls.__name__}")
+        config = WorldModelConfig.from_dict({k: v for k, v in payload.items() if not k.startswith("_")})
+        with torch.device("meta"):
+            model = cls(config)
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(directory / WEIGHTS_NAME), device=str(device or "cpu"))
+        expected = model.state_dict()
+        for name, t in expected.items():
+            if name not in tensors:
+                raise ValueError(f"{directory / WEIGHTS_NAME} lacks tensor {name!r} (expected shape {tuple(t.shape)}) "
+                                 "that its config.json requires")
+            if tuple(tensors[name].shape) != tuple(t.shape):
+                raise ValueError(f"{directory / WEIGHTS_NAME}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+                                 f"but config.json implies {tuple(t.shape)}")
+        extra = sorted(set(tensors) - set(expected))
+        if extra:
+            raise ValueError(f"{directory / WEIGHTS_NAME} has tensors the config does not define, first: {extra[0]!r}")
+        model = model.to_empty(device=device or "cpu")
+        model._rebuild_buffers()
+        model.load_state_dict(tensors, strict=True)
+        return model.eval()
+
+    def _rebuild_buffers(self) -> None:
+        """Recompute non-persistent buffers (RoPE tables) after ``to_empty``."""
+        from neuralsim.dynamics import rope_2d
+
+        for blk in self.dynamics.blocks:
+            if blk.attn.kind == "softmax":
+                cos, sin = rope_2d(*self.config.latent_size, blk.attn.head_dim)
+                blk.attn.rope_cos, blk.attn.rope_sin = cos.to(self.device), sin.to(self.device)
+
+
+def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:
+    """A checkpoint directory path, or a shipped model name → the directory (checked for its files)."""
+    if not isinstance(path_or_name, (str, os.PathLike)):
+        raise TypeError(f"path_or_name must be a str or path, got {type(path_or_name).__name__}")
+    text = os.fspath(path_or_name)
+    if text == OFFICIAL_MODEL_NAME:
+        raise ValueError(f"{OFFICIAL_MODEL_NAME!r} is the official SANA-WM served through diffusers; load it with "
+                         "neuralsim.sana_wm (extra [sana]), not WorldModel.from_pretrained")
+    path = Path(text)
+    if path.is_file():
+        if path.suffix.lower() in _PICKLE_SUFFIXES:
+            raise ValueError(f"{path} is a pickle-format file; neuralsim never unpickles. A checkpoint is a directory "
+                             f"with {CONFIG_NAME} + {WEIGHTS_NAME}")
+        if path.name in (CONFIG_NAME, WEIGHTS_NAME):
+            path = path.parent
+        else:
+            raise ValueError(f"{path} is a file; expected a checkpoint directory with {CONFIG_NAME} + {WEIGHTS_NAME}")
+    if not path.is_dir():
+        shipped = sorted(p.name for p in ASSETS_DIR.iterdir() if p.is_dir()) if ASSETS_DIR.is_dir() else []
+        if os.sep not in text and (ASSETS_DIR / text).is_dir():
+            path = ASSETS_DIR / text
+        else:
+            raise FileNotFoundError(f"no checkpoint directory {text!r} and no shipped model of that name; "
+                                    f"shipped models: {shipped}")
+    if not (path / WEIGHTS_NAME).is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
+        if pickles:
+            raise ValueError(f"{path} has {pickles} but no {WEIGHTS_NAME}; neuralsim never unpickles (convert the "
+                             "weights to safetensors)")
+        raise FileNotFoundError(f"{path} has no {WEIGHTS_NAME}")
+    if not (path / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{path} has no {CONFIG_NAME}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# describe
+# ---------------------------------------------------------------------------------------------
+
+
+def describe(config: WorldModelConfig | str) -> dict[str, Any]:
+    """Parameter counts per component and memory plan, computed on the ``meta`` device (no weights allocated).
+
+    Args:
+        config: a config or a preset name.
+
+    Returns:
+        JSON-serialisable dict: parameters per component (autoencoder/encoder/decoder, dynamics, text,
+        heads, total), bf16/fp32 weight bytes, streaming state bytes per env (fp32), tokens per latent frame.
+    """
+    if isinstance(config, str):
+        config = WorldModelConfig.from_preset(config)
+    with torch.device("meta"):
+        model = WorldModel(config)
+        cache = model.dynamics.empty_cache(1, "meta")
+
+    def count(module: nn.Module | None) -> int:
+        return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+    text = count(model.text_encoder) + model.null_text.numel()
+    heads = count(model.reward_head) + count(model.termination_head)
+    total = model.num_parameters()
+    L, nh, D = config.text_max_tokens, config.num_heads, config.head_dim
+    state_bytes = sum(t.numel() * t.element_size() for t in _tree_leaves(cache))
+    state_bytes += 4 * (config.depth * 2 * nh * L * D + L * config.text_width + L // 4)  # prompt k/v, tokens, mask
+    state_bytes += 4 * (config.latent_channels * config.tokens_per_frame + 2) + 8 * (16 + 2)
+    return {
+        "preset_description": config.description,
+        "parameters": {
+            "autoencoder": count(model.autoencoder),
+            "encoder": count(model.autoencoder.encoder),
+            "decoder": count(model.autoencoder.decoder),
+            "dynamics": count(model.dynamics),
+            "text": text,
+            "heads": heads,
+            "total": total,
+        },
+        "weights_bytes_bf16": 2 * total,
+        "weights_bytes_fp32": 4 * total,
+        "state_bytes_per_env_fp32": int(state_bytes),
+        "tokens_per_latent_frame": config.tokens_per_frame,
+        "latent_shape": list(model.latent_shape),
+        "image_size": list(config.image_size),
+        "frames_per_latent": config.frames_per_latent,
+        "gdn_blocks": config.depth - len(config.softmax_blocks),
+        "softmax_blocks": list(config.softmax_blocks),
+    }

@@ -1,0 +1,104 @@
+"""Checkpoints: exact safetensors round trip, mismatch errors, no pickle, name resolution, atomic writes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import neuralsim.model as model_module
+from neuralsim import __version__
+from neuralsim.config import WorldModelConfig
+from neuralsim.model import WorldModel
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def model() -> WorldModel:
+    torch.manual_seed(0)
+    m = WorldModel(WorldModelConfig.from_preset("tiny", provenance={"steps": 3}))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    m.set_latent_normalization(0.5, 0.1)
+    return m.eval()
+
+
+def _rollout(m: WorldModel) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 1, 32, 32, 3), dtype=np.uint8)
+    state = m.init_state(2, frames=frames, prompt="a red ball", generator=g)
+    latent, _ = m.step(state, np.zeros((2, 4), np.float32), generator=g)
+    return latent
+
+
+def test_round_trip_is_exact(model, tmp_path):
+    out = model.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]  # no temp files left
+    payload = json.loads((out / "config.json").read_text())
+    assert payload["_class_name"] == "WorldModel" and payload["_neuralsim_version"] == __version__
+    assert payload["latent_scale"] == 0.5 and payload["provenance"] == {"steps": 3}
+    loaded = WorldModel.from_pretrained(out)
+    assert loaded.config == model.config
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(_rollout(model), _rollout(loaded))
+    model.save_pretrained(out)  # overwriting an existing checkpoint works
+    assert WorldModel.from_pretrained(str(out / "model.safetensors")).num_parameters() == model.num_parameters()
+
+
+def test_tensor_config_mismatch_names_the_tensor(model, tmp_path):
+    out = model.save_pretrained(tmp_path / "ckpt")
+    payload = json.loads((out / "config.json").read_text())
+    payload["latent_channels"] = 6
+    (out / "config.json").write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match=r"autoencoder\.encoder\.conv_out\.weight.*\(8, 16, 1, 1\).*\(6, 16, 1, 1\)"):
+        WorldModel.from_pretrained(out)
+
+
+def test_unknown_config_key_and_wrong_class(model, tmp_path):
+    out = model.save_pretrained(tmp_path / "ckpt")
+    payload = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**payload, "bogus": 1}))
+    with pytest.raises(ValueError, match="bogus"):
+        WorldModel.from_pretrained(out)
+    (out / "config.json").write_text(json.dumps({**payload, "_class_name": "Other"}))
+    with pytest.raises(ValueError, match="Other"):
+        WorldModel.from_pretrained(out)
+
+
+def test_never_unpickles(model, tmp_path):
+    pt = tmp_path / "model.pt"
+    pt.write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(ValueError, match="never unpickles"):
+        WorldModel.from_pretrained(pt)
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(model.config.to_dict()))
+    (d / "model.pt").write_bytes(b"\x80\x04")
+    with pytest.raises(ValueError, match="never unpickles"):
+        WorldModel.from_pretrained(d)
+
+
+def test_missing_files_and_names(model, tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        WorldModel.from_pretrained("no-such-model")
+    with pytest.raises(ValueError, match="sana_wm"):
+        WorldModel.from_pretrained("sana-wm-2.6b")
+    out = model.save_pretrained(tmp_path / "ckpt")
+    (out / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        WorldModel.from_pretrained(out)
+    # a shipped name resolves to neuralsim/assets/<name>/
+    monkeypatch.setattr(model_module, "ASSETS_DIR", tmp_path / "assets")
+    model.save_pretrained(tmp_path / "assets" / "mini")
+    assert WorldModel.from_pretrained("mini").config == model.config

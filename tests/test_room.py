@@ -1,0 +1,293 @@
+"""NeuralSimRoom-v0: the spec in its docstring, Gymnasium conformance, determinism, key semantics, physics, task."""
+
+from __future__ import annotations
+
+import doctest
+import math
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mujoco")
+
+import gymnasium as gym  # noqa: E402
+from gymnasium.utils.env_checker import check_env  # noqa: E402
+
+import neuralsim  # noqa: E402,F401
+from neuralsim import actions as A  # noqa: E402
+from neuralsim.envs import room as room_module  # noqa: E402
+from neuralsim.envs.room import NeuralSimRoomEnv  # noqa: E402
+
+pytestmark = pytest.mark.mujoco
+
+
+def make(**kwargs) -> NeuralSimRoomEnv:
+    return gym.make("NeuralSimRoom-v0", **kwargs).unwrapped
+
+
+def open_space_seed(env: NeuralSimRoomEnv, clearance: float = 1.6) -> int:
+    """First seed whose objects are all ``clearance`` away from the room centre."""
+    for seed in range(200):
+        env.reset(seed=seed, options={"agent_xy": (0.0, 0.0)})
+        if np.all(np.linalg.norm(env.privileged_state()["objects"], axis=1) > clearance):
+            return seed
+    raise AssertionError("no open-space seed")
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = make(render_mode="rgb_array")
+    yield e
+    e.close()
+
+
+# ---------------------------------------------------------------------------------------------- spec
+
+
+def test_docstring_documents_the_real_spaces():
+    doc = NeuralSimRoomEnv.__doc__
+    for heading in ("Description", "Action Space", "Observation Space", "Rewards", "Starting State", "Episode End", "Arguments", "Version History"):
+        assert f"## {heading}" in doc
+    cont, disc, small = make(), make(action_type="discrete"), make(image_size=(48, 80))
+    assert str(cont.action_space) == "Box(-1.0, 1.0, (4,), float32)" and str(cont.action_space) in doc
+    assert str(disc.action_space) == f"Discrete({len(A.DISCRETE_KEYSETS)})" and str(disc.action_space) in doc
+    assert str(cont.observation_space) == "Box(0, 255, (64, 64, 3), uint8)" and str(cont.observation_space) in doc
+    assert small.observation_space.shape == (48, 80, 3)
+    table = [line for line in doc.splitlines() if line.strip().startswith("| keys")][0]
+    assert [c.strip() for c in table.split("|")[2:-1]] == [k or "none" for k in A.DISCRETE_KEYSETS]
+    assert f"{cont.translation_speed} m" in doc and f"{cont.rotation_speed_deg:g}°" in doc
+    assert f"``max_episode_steps`` ({NeuralSimRoomEnv().max_episode_steps})" in doc
+    for e in (cont, disc, small):
+        e.close()
+
+
+def test_docstring_example_runs():
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in finder.find(NeuralSimRoomEnv, "NeuralSimRoomEnv", globs={}):
+        runner.run(test)
+    assert runner.failures == 0 and runner.tries >= 5
+
+
+@pytest.mark.parametrize("kwargs", [{"render_mode": "rgb_array"}, {"action_type": "discrete", "image_size": (48, 80)}, {}])
+def test_check_env(kwargs):
+    e = make(**kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any checker warning fails
+        check_env(e)
+    e.close()
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match="action_type"):
+        make(action_type="keys")
+    with pytest.raises(ValueError, match="image_size"):
+        make(image_size=(64,))
+    with pytest.raises(ValueError, match="render_mode"):
+        NeuralSimRoomEnv(render_mode="human")
+    with pytest.raises(ValueError, match="max_episode_steps"):
+        NeuralSimRoomEnv(max_episode_steps=0)
+    e = make()
+    with pytest.raises(RuntimeError, match="reset"):
+        e.step(np.zeros(4, np.float32))
+    e.reset(seed=0)
+    with pytest.raises(ValueError, match="action must be 4 finite floats"):
+        e.step(np.zeros(3))
+    with pytest.raises(ValueError, match="agent_xy"):
+        e.reset(seed=0, options={"agent_xy": (10.0, 0.0)})
+    with pytest.raises(ValueError, match="unknown keys"):
+        e.reset(seed=0, options={"spawn": 1})
+    e.close()
+    d = make(action_type="discrete")
+    d.reset(seed=0)
+    with pytest.raises(ValueError, match=r"integer in \[0, 11\)"):
+        d.step(11)
+    d.close()
+
+
+def test_missing_mujoco_gives_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mujoco", None)
+    with pytest.raises(ImportError, match=r'pip install "neuralsim\[mujoco\]"'):
+        room_module._import_mujoco()
+
+
+# ---------------------------------------------------------------------------------------------- determinism
+
+
+def rollout(seed: int, n: int = 40, **kwargs) -> tuple[list[np.ndarray], list[float], list[str]]:
+    e = make(**kwargs)
+    obs, info = e.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    frames, rewards = [obs], []
+    for _ in range(n):
+        obs, r, term, trunc, info = e.step(rng.uniform(-1, 1, 4).astype(np.float32))
+        frames.append(obs)
+        rewards.append(r)
+        if term or trunc:
+            break
+    e.close()
+    return frames, rewards, [info["description"]]
+
+
+def test_same_seed_same_bits_other_seed_other_world():
+    a, b, c = rollout(7), rollout(7), rollout(8)
+    assert len(a[0]) == len(b[0]) and all(np.array_equal(x, y) for x, y in zip(a[0], b[0]))
+    assert a[1] == b[1] and a[2] == b[2]
+    assert not np.array_equal(a[0][0], c[0][0]) and a[2] != c[2]
+
+
+def test_unseeded_reset_draws_a_new_layout(env):
+    _, info0 = env.reset(seed=0)
+    _, info1 = env.reset()
+    _, info0_again = env.reset(seed=0)
+    assert info0["description"] != info1["description"]
+    assert info0["description"] == info0_again["description"]
+
+
+def test_discrete_keys_equal_continuous_key_vectors():
+    keys = "w-6,wl-4,a-3,i-2,j-5,s-2,d-3,k-2,wj-3,none-2"
+    cont, disc = make(), make(action_type="discrete")
+    oc, _ = cont.reset(seed=3)
+    od, _ = disc.reset(seed=3)
+    assert np.array_equal(oc, od)
+    fc, rc, *_ = cont.step_keys(keys)
+    fd, rd, *_ = disc.step_keys(keys)
+    assert np.array_equal(fc, fd) and np.array_equal(rc, rd)
+    cont.close()
+    disc.close()
+
+
+# ---------------------------------------------------------------------------------------------- camera & keys
+
+
+def relative(p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
+    return np.linalg.inv(p0.astype(np.float64)) @ p1.astype(np.float64)
+
+
+def test_info_contents(env):
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
+    assert set(info) >= {"description", "target", "pose", "camera", "intrinsics", "target_distance", "success"}
+    assert info["target"] in info["description"] and info["description"].endswith(f"target: {info['target']}")
+    assert any(f"{c} ball" in info["description"] for c in room_module.COLOURS)
+    pose = info["pose"]
+    assert pose.shape == (4, 4) and pose.dtype == np.float32
+    np.testing.assert_allclose(pose[:3, :3] @ pose[:3, :3].T, np.eye(3), atol=1e-5)
+    assert np.linalg.det(pose[:3, :3]) == pytest.approx(1.0, abs=1e-5)
+    assert pose[1, 3] == pytest.approx(-room_module.CAMERA_HEIGHT)  # +Y is down: the camera is above the floor
+    np.testing.assert_array_equal(info["camera"], A.pose_to_camera_vector(pose, info["intrinsics"]))
+    assert info["intrinsics"][2:].tolist() == [32.0, 32.0]
+    assert info["target_distance"] > 1.0 and info["success"] is False
+    np.testing.assert_array_equal(env.render(), obs)
+
+
+def test_yaw_and_pitch_follow_the_dsl_exactly():
+    e = make()
+    seed = open_space_seed(e)
+    _, info = e.reset(seed=seed, options={"agent_xy": (0.0, 0.0), "agent_yaw": 0.3})
+    p0 = info["pose"]
+    keys = "l-5,i-4,j-9,k-2,i-30"  # the last segment runs into the ±85° pitch limit
+    *_, info = e.step_keys(keys)
+    expected = A.action_string_to_c2w(keys, rotation_speed_deg=e.rotation_speed_deg)[-1]
+    np.testing.assert_allclose(relative(p0, info["pose"])[:3, :3], expected[:3, :3], atol=1e-4)
+    assert math.degrees(e.privileged_state()["pitch"]) == pytest.approx(84.0)
+    e.close()
+
+
+@pytest.mark.parametrize("keys,axis,sign", [("w", 2, 1), ("s", 2, -1), ("d", 0, 1), ("a", 0, -1)])
+def test_translation_keys_move_along_camera_axes(keys, axis, sign):
+    e = make()
+    seed = open_space_seed(e)
+    _, info0 = e.reset(seed=seed, options={"agent_xy": (0.0, 0.0), "agent_yaw": 1.0})
+    *_, info8 = e.step_keys(f"{keys}-8")
+    move = relative(info0["pose"], info8["pose"])[:3, 3]
+    full = 8 * e.translation_speed
+    assert 0.85 * full < sign * move[axis] < 1.01 * full  # physical: a little lag from rest
+    assert np.abs(np.delete(move, axis)).max() < 0.02 * full
+    # Same direction as the DSL integrator.
+    dsl = A.action_string_to_c2w(f"{keys}-8", translation_speed=e.translation_speed)[-1][:3, 3]
+    assert np.dot(dsl, move) / (np.linalg.norm(dsl) * np.linalg.norm(move)) > 0.999
+    e.close()
+
+
+def test_walls_block_the_agent():
+    e = make()
+    e.reset(seed=0, options={"agent_xy": (e.room_half - 0.5, 0.0), "agent_yaw": 0.0})  # facing the east wall
+    e.step_keys("w-40")
+    x = e.privileged_state()["agent_xy"][0]
+    assert e.room_half - room_module.AGENT_RADIUS - 0.03 < x < e.room_half
+    e.close()
+
+
+# ---------------------------------------------------------------------------------------------- physics & task
+
+
+def test_ball_moves_and_boxes_can_be_pushed():
+    e = make()
+    e.reset(seed=5)
+    s0 = e.privileged_state()
+    e.step_keys("none-20")
+    s1 = e.privileged_state()
+    assert np.linalg.norm(s1["objects"][0] - s0["objects"][0]) > 0.02  # the ball rolls by itself
+    np.testing.assert_allclose(s1["objects"][1:], s0["objects"][1:], atol=1e-3)  # boxes rest
+    # Walk into box 1 from 1 m away, aiming at its centre.
+    box = s1["objects"][1]
+    direction = -box / max(np.linalg.norm(box), 1e-6)  # start on the room-centre side of the box
+    start = box + direction * 1.0
+    yaw = math.atan2(-direction[1], -direction[0])
+    e.reset(seed=5, options={"agent_xy": tuple(start), "agent_yaw": yaw})
+    before = e.privileged_state()["objects"][1].copy()
+    e.step_keys("w-25")
+    after = e.privileged_state()["objects"][1]
+    assert np.linalg.norm(after - before) > 0.2
+    e.close()
+
+
+def test_reaching_the_target_terminates_with_bonus():
+    e = make()
+    _, info = e.reset(seed=2)
+    d0 = info["target_distance"]
+    total, steps = 0.0, 0
+    while True:
+        s = e.privileged_state()
+        delta = s["objects"][s["target"]] - s["agent_xy"]
+        err = math.remainder(math.atan2(delta[1], delta[0]) - s["agent_yaw"], 2 * math.pi)
+        yaw_right = float(np.clip(-err / math.radians(e.rotation_speed_deg), -1, 1))
+        _, r, term, trunc, info = e.step(np.array([1.0 if abs(err) < 0.3 else 0.0, 0.0, yaw_right, 0.0], np.float32))
+        total += r
+        steps += 1
+        if term or trunc:
+            break
+    assert term and not trunc and info["success"] and info["target_distance"] <= e.reach_radius
+    assert r >= e.success_bonus - 1.0
+    assert total == pytest.approx(e.progress_reward_scale * (d0 - info["target_distance"]) + e.success_bonus, rel=1e-4)
+    e.close()
+
+
+@pytest.mark.parametrize("via_make", [False, True])
+def test_truncation_at_max_episode_steps(via_make):
+    e = gym.make("NeuralSimRoom-v0", max_episode_steps=5) if via_make else NeuralSimRoomEnv(max_episode_steps=5)
+    e.reset(seed=0)
+    results = [e.step(np.zeros(4, np.float32)) for _ in range(5)]
+    assert [r[3] for r in results] == [False] * 4 + [True] and not any(r[2] for r in results)
+    e.close()
+    e = NeuralSimRoomEnv(max_episode_steps=None)
+    e.reset(seed=0)
+    assert not any(e.step(np.zeros(4, np.float32))[3] for _ in range(210))
+    e.close()
+
+
+def test_render_modes():
+    e = make()
+    obs, _ = e.reset(seed=0)
+    with pytest.warns(UserWarning, match="render_mode"):
+        assert e.render() is None
+    e.close()
+    e = make(render_mode="rgb_array", image_size=(48, 80))
+    obs, info = e.reset(seed=0)
+    frame = e.render()
+    assert frame.shape == (48, 80, 3) and np.array_equal(frame, obs) and frame is not obs
+    assert info["intrinsics"][2:].tolist() == [40.0, 24.0]
+    e.close()
