@@ -54,4 +54,6 @@ def register_envs() -> None:
             max_episode_steps=DEFAULT_MAX_EPISODE_STEPS,
         )
     if not _registered("NeuralSimRoom-v0"):
-        gym.register(id="NeuralSimRoom-v0", entry_point="neuralsim.envs.room:NeuralSimRoomEnv")
+        # Truncation by gymnasium's TimeLimit (so gym.make(..., max_episode_steps=N) works); the env's own limit is off.
+        gym.register(id="NeuralSimRoom-v0", entry_point="neuralsim.envs.room:NeuralSimRoomEnv",
+                     max_episode_steps=DEFAULT_MAX_EPISODE_STEPS, kwargs={"max_episode_steps": None})

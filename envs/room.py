@@ -564,6 +564,12 @@ class NeuralSimRoomEnv(gym.Env):
         delta = d.xpos[self._obj_body[self._target], :2] - d.xpos[self._agent_body, :2]
         return float(math.hypot(delta[0], delta[1]))
 
+    @property
+    def camera_spec(self) -> dict[str, float]:
+        """How one step of the canonical camera action moves the camera (recorded in datasets by ``collect``)."""
+        return {"translation_speed": self.translation_speed, "rotation_speed_deg": self.rotation_speed_deg,
+                "fovy_deg": FOVY_DEG}
+
     def camera_pose(self) -> np.ndarray:
         """``[4, 4]`` float32 camera-to-world of the current frame, OpenCV axes (+X right, +Y down, +Z forward)."""
         xmat = self.data.cam_xmat[self._cam_id].reshape(3, 3)  # columns: camera right, up, backward (MuJoCo)

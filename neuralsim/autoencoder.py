@@ -23,7 +23,8 @@ from neuralsim.config import WorldModelConfig
 
 
 def _groups(channels: int) -> int:
-    return next(g for g in (8, 4, 2, 1) if channels % g == 0)
+    """GroupNorm groups: up to 8, at least 4 channels per group where possible."""
+    return next((g for g in (8, 4, 2) if channels % g == 0 and channels // g >= 4), 1)
 
 
 class ResBlock(nn.Module):
@@ -78,14 +79,14 @@ class Decoder(nn.Module):
                 # upsample ×2 by sub-pixel conv: the conv runs at the low resolution (fast on CPUs)
                 layers += [nn.Conv2d(c, 4 * ch[i + 1], 3, padding=1), nn.PixelShuffle(2)]
             self.levels.append(nn.Sequential(*layers))
-        self.norm_out = nn.GroupNorm(_groups(ch[-1]), ch[-1])
+        # no norm before the output: with few channels a GroupNorm would erase absolute colour
         self.conv_out = nn.Conv2d(ch[-1], 3 * config.frames_per_latent, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(z)
         for level in self.levels:
             x = level(x)
-        return self.conv_out(F.silu(self.norm_out(x)))
+        return self.conv_out(F.silu(x))
 
 
 class Autoencoder(nn.Module):

@@ -49,10 +49,10 @@ class WorldModelConfig:
     latent_channels: int = 32
     latent_scale: float | tuple[float, ...] = 1.0  # normalised = (raw - shift) * scale (scalar or per channel)
     latent_shift: float | tuple[float, ...] = 0.0
-    ae_channels: tuple[int, ...] = (16, 32, 64, 96, 128)  # encoder width per level, full res → latent res
-    ae_decoder_channels: tuple[int, ...] = (128, 96, 48, 24, 12)  # decoder width per level, latent res → full res
-    ae_blocks: tuple[int, ...] = (0, 1, 1, 1, 1)  # residual blocks per encoder level
-    ae_decoder_blocks: tuple[int, ...] = (1, 1, 1, 0, 0)  # residual blocks per decoder level (decode cost is per env step)
+    ae_channels: tuple[int, ...] = (8, 16, 32, 64, 128)  # encoder width per level, full res → latent res
+    ae_decoder_channels: tuple[int, ...] = (96, 48, 24, 12, 8)  # decoder width per level, latent res → full res
+    ae_blocks: tuple[int, ...] = (0, 0, 0, 1, 1)  # residual blocks per encoder level
+    ae_decoder_blocks: tuple[int, ...] = (1, 1, 0, 0, 0)  # residual blocks per decoder level (decode cost is per env step)
     ae_ssim_weight: float = 0.2  # weight of (1 - SSIM) in the autoencoder loss
 
     # --- dynamics transformer ---------------------------------------------------------------
@@ -84,6 +84,7 @@ class WorldModelConfig:
     # --- diffusion --------------------------------------------------------------------------
     denoise_steps: int = 2  # default Euler steps per latent frame at inference
     context_noise: float = 0.05  # noise level of committed context frames (and the floor of training context noise)
+    fused_commit: bool = True  # the last denoise pass (input at context_noise) doubles as the commit pass
     flow_shift: float = 1.0  # timestep shift tau' = s*tau / (1 + (s-1)*tau), training and sampling
     clean_context_prob: float = 0.5  # training: fraction of sequences whose prefix sits at context-noise level
 
@@ -280,6 +281,10 @@ class WorldModelConfig:
 #: Preset name -> field overrides of the dataclass defaults (which are the "default" preset).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
+        # the camera of envs/room.py (NeuralSimRoom-v0): 70° vertical FOV, 0.08 m and 4° per step
+        "camera_fovy_deg": 70.0,
+        "camera_translation_speed": 0.08,
+        "camera_rotation_speed_deg": 4.0,
         "description": "embedded default: 64x64 rgb, canonical 4-dim camera actions, 16 tokens per latent frame",
     },
     "tiny": {

@@ -1070,6 +1070,10 @@ def collect(
         "max_steps": int(max_steps),
         "episodes_per_shard": int(episodes_per_shard),
     }
+    # Camera worlds describe their camera motion per step (the world model's Plücker conditioning uses it).
+    camera = getattr(env.unwrapped, "camera_spec", None)
+    if camera is not None:
+        fields["camera"] = {k: float(v) for k, v in dict(camera).items()}
     writer = ShardWriter(out, fields, episodes_per_shard=episodes_per_shard, resume=resume)
     start = writer.num_episodes
     todo = list(range(start, episodes))

@@ -135,7 +135,8 @@ def gated_delta_rule(
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
+    """adaLN: ``x * (1 + scale) + shift``."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 class RMSNorm(nn.Module):
@@ -205,7 +206,7 @@ class CausalFrameConv(nn.Module):
         if tail is None:
             tail = x.new_zeros(x.shape[0], K - 1, *x.shape[2:])
         xx = torch.cat([tail.to(x.dtype), x], dim=1)  # (B, K−1+T, S, C)
-        y = sum(xx[:, i : i + T] * self.weight[:, i] for i in range(K))
+        y = (xx.unfold(1, K, 1) * self.weight).sum(-1)  # windows (B, T, S, C, K) · taps (C, K)
         return y, xx[:, T:].float()
 
 
@@ -293,8 +294,11 @@ class Attention(nn.Module):
             if conv_tail is not None:
                 new_cache["conv"] = conv_tail
         q, k, v = (t.view(B, T, S, -1, D) for t in (q, k, v))  # (B, T, S, nh, D)
-        q = torch.cat([self.q_norm(q[..., :H, :])] + ([self.q_norm_cam(q[..., H:, :])] if self.camera_branch else []), dim=3)
-        k = torch.cat([self.k_norm(k[..., :H, :])] + ([self.k_norm_cam(k[..., H:, :])] if self.camera_branch else []), dim=3)
+        if self.camera_branch:  # separate norms for the main and the camera heads
+            q = torch.cat([self.q_norm(q[..., :H, :]), self.q_norm_cam(q[..., H:, :])], dim=3)
+            k = torch.cat([self.k_norm(k[..., :H, :]), self.k_norm_cam(k[..., H:, :])], dim=3)
+        else:
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = (t.permute(0, 3, 1, 2, 4) for t in (q, k, v))  # (B, nh, T, S, D)
         if self.kind == "gdn":
             o, gdn_cache = self._gdn(q, k, v, h, cache)

@@ -445,21 +445,30 @@ class WorldModel(nn.Module):
     # --- streaming --------------------------------------------------------------------------
     def _generate(self, state: WorldState, action: torch.Tensor, known: torch.Tensor, rays: torch.Tensor | None,
                   generator: torch.Generator | None, steps: int, **updates: Any) -> tuple[torch.Tensor, WorldState]:
-        """Denoise one latent frame against ``state`` (Euler, ``steps`` passes), then commit it (one pass)."""
+        """Denoise one latent frame against ``state`` with ``steps`` Euler passes and commit it.
+
+        Separate commit: after denoising, the clean frame is re-noised to ``context_noise`` and run
+        through the network once more to write it into the state (``steps + 1`` passes). Fused commit
+        (``config.fused_commit`` and ``steps >= 2``): the schedule ends ``[..., context_noise, 0]``,
+        so the last pass already sees the frame at the context level; its state update is kept
+        (``steps`` passes; the committed frame is the sample at ``context_noise``, as in training).
+        """
         cfg = self.config
         B, S, C = state.batch_size, cfg.tokens_per_frame, cfg.latent_channels
+        fused = cfg.fused_commit and steps >= 2 and cfg.context_noise > 0
         inputs = dict(start=state.step, action=action, action_known=known, rays=rays, text=state.text_kv,
                       text_mask=state.text_mask, cache=state.cache)
         x = randn((B, 1, S, C), generator=generator, device=self.device)
-        taus = sampling_timesteps(steps, shift=cfg.flow_shift).tolist()
+        taus = sampling_timesteps(steps, shift=cfg.flow_shift, end=cfg.context_noise if fused else 0.0).tolist()
         for tau, tau_next in zip(taus[:-1], taus[1:]):
-            v, _, _ = self.dynamics(x, torch.full((B, 1), tau, device=self.device), **inputs)
+            v, features, cache = self.dynamics(x, torch.full((B, 1), tau, device=self.device), **inputs)
             x = x + (tau_next - tau) * v.float()
         if not bool(torch.isfinite(x).all()):
             raise FloatingPointError(f"the world model produced a non-finite latent at step {int(state.step.max())}; "
                                      "the state is corrupt (diverged weights or inputs?)")
-        x_ctx = add_context_noise(x, cfg.context_noise, generator=generator)
-        _, features, cache = self.dynamics(x_ctx, torch.full((B, 1), cfg.context_noise, device=self.device), **inputs)
+        if not fused:
+            x_ctx = add_context_noise(x, cfg.context_noise, generator=generator)
+            _, features, cache = self.dynamics(x_ctx, torch.full((B, 1), cfg.context_noise, device=self.device), **inputs)
         reward, logit = self._heads(features[:, -1])
         latent = self._untokens(x)[:, 0]  # (B, C, h, w)
         new = dataclasses.replace(state, cache=cache, step=state.step + 1, latent=latent, reward=reward,

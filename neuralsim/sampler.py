@@ -66,12 +66,20 @@ def add_context_noise(x0: torch.Tensor, level: float, *, generator: torch.Genera
     return (1.0 - level) * x0 + level * noise
 
 
-def sampling_timesteps(steps: int, *, shift: float = 1.0, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``steps + 1`` decreasing noise levels from 1 to 0 (uniform, then shifted)."""
+def sampling_timesteps(steps: int, *, shift: float = 1.0, end: float = 0.0, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``steps + 1`` decreasing noise levels from 1 to 0.
+
+    The first ``steps`` levels run uniformly (then shifted) from 1 down to ``end``; the last is 0.
+    With ``end = 0`` this is the usual uniform schedule. With ``end = context_noise`` the input of
+    the last step sits exactly at the context level, so that pass can double as the commit pass
+    (see ``WorldModelConfig.fused_commit``): e.g. ``steps=2`` gives ``[1, end, 0]``.
+    """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"denoise_steps must be an int >= 1, got {steps!r}")
-    tau = torch.linspace(1.0, 0.0, steps + 1, device=device)
-    return shift_timesteps(tau, shift)
+    if end > 0 and steps > 1:
+        head = shift_timesteps(torch.linspace(1.0, 0.0, steps, device=device), shift) * (1.0 - end) + end
+        return torch.cat([head, torch.zeros(1, device=device)])
+    return shift_timesteps(torch.linspace(1.0, 0.0, steps + 1, device=device), shift)
 
 
 def euler_sample(

@@ -28,7 +28,6 @@ Install with ``pip install "neuralsim[sana]"``; ``import neuralsim`` does not ne
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,7 +49,6 @@ from neuralsim.actions import (
     validate_actions,
 )
 
-logger = logging.getLogger(__name__)
 
 NAME = "sana-wm-2.6b"
 INSTALL_HINT = 'pip install "neuralsim[sana]"'

@@ -47,6 +47,10 @@ class TrainingError(ValueError):
     """Bad training input detected before any work starts."""
 
 
+class StopTraining(Exception):
+    """Raised when ``stop_after`` ends a run early; the last checkpoint is resumable."""
+
+
 @dataclass
 class TrainConfig:
     """Every hyperparameter of a training run (logged in trainer_state.json)."""
@@ -76,6 +80,8 @@ class TrainConfig:
     progress: bool = True
     camera: bool | None = None  # camera conditioning; None = from the dataset
     start_frames: int = 32  # how many start frames to ship with the checkpoint
+    stop_after: int | None = None  # end this run at the first checkpoint at or after this step (resume later)
+    cache_latents: bool = True  # dynamics: encode the dataset once (frozen autoencoder) instead of every batch
     config_overrides: dict = field(default_factory=dict)
 
 
@@ -125,19 +131,59 @@ def stage_parameters(model: nn.Module, stage: str) -> dict[str, nn.Parameter]:
     return {k: p for k, p in named.items() if not k.startswith("autoencoder.")}
 
 
+class LatentCache:
+    """Every episode encoded once by the frozen autoencoder, so the dynamics stage never re-encodes.
+
+    A training window that starts at step ``s`` is ``[first frame alone, chunk s+1, ..., chunk s+T]``
+    (the autoencoder encodes each latent frame independently), so we keep, per episode, the latent of
+    every ``k``-frame chunk and, when ``k > 1``, of every step-boundary frame encoded alone.
+    """
+
+    def __init__(self, model: nn.Module, dataset: Any, chunk: int = 512):
+        self.k = dataset.frames_per_step
+        self.chunks: list[torch.Tensor] = []
+        self.alone: list[torch.Tensor] = []
+        with torch.no_grad():
+            for i in range(dataset.num_episodes):
+                frames = torch.from_numpy(dataset.episode(i)["frames"])  # (1 + n*k, H, W, 3)
+                n = (len(frames) - 1) // self.k
+                parts = [model.encode(frames[None, :1])[0]]
+                for a in range(0, n, chunk):  # chunks a+1 .. a+m, each of k frames
+                    b = min(n, a + chunk)
+                    group = frames[1 + a * self.k : 1 + b * self.k].reshape(b - a, self.k, *frames.shape[1:])
+                    parts.append(model.encode(torch.cat([group[:, :1], group], dim=1))[:, 1])
+                self.chunks.append(torch.cat(parts))  # (1 + n, C, h, w): [frame 0 alone, chunk 1..n]
+                if self.k > 1:
+                    boundary = frames[:: self.k]  # frame s*k for s = 0..n
+                    self.alone.append(torch.cat([model.encode(boundary[a : a + chunk, None])[:, 0]
+                                                 for a in range(0, len(boundary), chunk)]))
+
+    def windows(self, episodes: np.ndarray, starts: np.ndarray, steps: int) -> torch.Tensor:
+        """Latents ``[B, 1 + steps, C, h, w]`` of the windows a data batch describes."""
+        out = []
+        for e, s in zip(episodes.tolist(), starts.tolist()):
+            first = self.alone[e][s] if self.k > 1 else self.chunks[e][s]
+            out.append(torch.cat([first[None], self.chunks[e][s + 1 : s + 1 + steps]]))
+        return torch.stack(out)
+
+
 class StageLoss(nn.Module):
     """Wraps a model's stage loss in ``forward`` so DDP can synchronise its gradients."""
 
-    def __init__(self, model: nn.Module, stage: str):
+    def __init__(self, model: nn.Module, stage: str, cache: LatentCache | None = None):
         super().__init__()
         self.model = model
         self.stage = stage
+        self.cache = cache
 
     def forward(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         if self.stage == "autoencoder":
             return self.model.autoencoder_loss(batch["frames"], generator=generator)
-        with torch.no_grad():
-            latents = self.model.encode(batch["frames"])
+        if self.cache is not None:
+            latents = self.cache.windows(batch["episode"], batch["start"], batch["actions"].shape[1]).to(self.model.device)
+        else:
+            with torch.no_grad():
+                latents = self.model.encode(batch["frames"])
         return self.model.dynamics_loss(
             latents, batch["actions"], batch["rewards"], batch["terminated"], batch.get("descriptions"), generator=generator
         )
@@ -246,7 +292,8 @@ def export_model(model: nn.Module, ema: EMA | None, out: Path) -> None:
 def batch_to_torch(batch: dict, device: torch.device) -> dict:
     out = {}
     for k, v in batch.items():
-        out[k] = torch.from_numpy(np.ascontiguousarray(v)).to(device) if isinstance(v, np.ndarray) else v
+        keep_numpy = k in ("episode", "start")  # indices for the latent cache
+        out[k] = torch.from_numpy(np.ascontiguousarray(v)).to(device) if isinstance(v, np.ndarray) and not keep_numpy else v
     return out
 
 
@@ -325,7 +372,15 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
     if start >= total_steps:
         return
 
-    loss_module: nn.Module = StageLoss(model, stage)
+    cache = None
+    if stage == "dynamics" and cfg.cache_latents:
+        t0 = time.perf_counter()
+        model.eval()
+        cache = LatentCache(model, dataset)
+        if rank() == 0:
+            print(f"encoded {dataset.num_episodes} episodes into the latent cache in {time.perf_counter() - t0:.0f} s",
+                  flush=True)
+    loss_module: nn.Module = StageLoss(model, stage, cache)
     if world_size() > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -388,6 +443,9 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
                 export_model(_with_ema(model, ema), None, out)
             if world_size() > 1:
                 dist.barrier()
+        if cfg.stop_after is not None and cfg.stop_after <= done < total_steps and done % cfg.checkpoint_every == 0:
+            bar.close()
+            raise StopTraining(done)
     bar.close()
     if writer is not None:
         writer.close()
@@ -440,22 +498,30 @@ def build_model(cfg: TrainConfig, dataset: Any) -> nn.Module:
     from neuralsim.model import WorldModel
 
     manifest = dataset.manifest
-    camera = cfg.camera
-    if camera is None:
-        camera = bool(manifest.get("camera", str(manifest.get("env_id", "")).startswith("NeuralSimRoom")
-                                   and dataset.action_spec.get("type") == "box"))
-    overrides = dict(
+    camera_spec = manifest.get("camera")  # recorded by `collect` for camera worlds (e.g. the room)
+    camera = cfg.camera if cfg.camera is not None else camera_spec is not None
+    overrides: dict[str, Any] = dict(
         image_size=tuple(dataset.image_size),
         action_spec=dataset.action_spec,
         frames_per_latent=dataset.frames_per_step,
         camera=camera,
     )
+    if not camera:
+        overrides["camera_branch"] = False  # the camera branch reads Plücker rays, which need camera actions
+    if camera and camera_spec:
+        # collect steps the env once per recorded frame, so the env's per-step motion is the per-frame motion.
+        overrides.update(camera_translation_speed=camera_spec["translation_speed"],
+                         camera_rotation_speed_deg=camera_spec["rotation_speed_deg"],
+                         camera_fovy_deg=camera_spec["fovy_deg"])
     overrides.update(cfg.config_overrides)
     config = WorldModelConfig.from_preset(cfg.preset, **overrides)
     config.provenance = {**getattr(config, "provenance", {}), "dataset": str(Path(cfg.data).resolve()),
                          "env_id": manifest.get("env_id"), "env_kwargs": manifest.get("env_kwargs", {}),
                          "preset": cfg.preset}
-    return WorldModel(config)
+    # Seeded initialisation without touching the caller's global RNG state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return WorldModel(config)
 
 
 def validate(cfg: TrainConfig) -> Any:
@@ -571,6 +637,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--sample-every", type=int, default=d.sample_every, help="sample GIF period (0 = never)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--stop-after", type=int, default=None, help="end this run after N steps of the stage "
+                                                                 "(time boxing; continue later with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="override a model config field, e.g. --set width=256 (repeatable)")
@@ -592,11 +660,15 @@ def run_train(args: argparse.Namespace) -> int:
                       steps=args.steps, ae_steps=args.ae_steps, batch_size=args.batch_size, window=args.window,
                       lr=args.lr, seed=args.seed, dtype=args.dtype, checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every, resume=args.resume, progress=not args.no_progress,
+                      stop_after=args.stop_after,
                       config_overrides=overrides)
     try:
         out = train(cfg)
     except TrainingError as exc:
         raise CLIError(str(exc)) from None
+    except StopTraining as stop:
+        print(f"stopped after step {stop.args[0]} (--stop-after); continue with --resume")
+        return 0
     if rank() == 0:
         print(f"model written to {out} (load with WorldModel.from_pretrained({str(out)!r}))")
     if dist.is_available() and dist.is_initialized():

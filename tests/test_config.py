@@ -18,7 +18,8 @@ def test_presets_round_trip_through_json(name):
 
 
 def test_defaults_are_the_default_preset():
-    assert WorldModelConfig() == WorldModelConfig.from_preset("default").replace(description="")
+    room_camera = dict(camera_fovy_deg=70.0, camera_translation_speed=0.08, camera_rotation_speed_deg=4.0)
+    assert WorldModelConfig(**room_camera) == WorldModelConfig.from_preset("default").replace(description="")
     assert WorldModelConfig().action_spec == {"type": "box", "shape": [4], "low": [-1.0] * 4, "high": [1.0] * 4,
                                               "dtype": "float32"}
 

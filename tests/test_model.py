@@ -369,3 +369,54 @@ def test_describe_counts_and_builds_on_meta():
     assert p["total"] == WorldModel(WorldModelConfig.from_preset("default")).num_parameters()
     assert d["weights_bytes_bf16"] == 2 * p["total"] and d["tokens_per_latent_frame"] == 16
     assert describe("paper-2.6b")["parameters"]["dynamics"] > 2.5e9
+
+
+# --- sampler, fused commit, text ----------------------------------------------------------------
+
+
+def test_sampling_schedules():
+    from neuralsim.sampler import diffusion_forcing_levels, sampling_timesteps
+
+    assert sampling_timesteps(2).tolist() == [1.0, 0.5, 0.0]
+    torch.testing.assert_close(sampling_timesteps(3, end=0.05), torch.tensor([1.0, 0.525, 0.05, 0.0]))
+    assert sampling_timesteps(1, end=0.05).tolist() == [1.0, 0.0]
+    tau = diffusion_forcing_levels(64, 8, generator=_gen(), context_noise=0.05, clean_context_prob=1.0)
+    assert tau.shape == (64, 8) and (tau >= 0).all() and (tau <= 1).all()
+    assert (tau[:, 0] <= 0.1).all()  # every sequence starts with a context prefix when clean_context_prob=1
+    assert torch.equal(tau, diffusion_forcing_levels(64, 8, generator=_gen(), context_noise=0.05, clean_context_prob=1.0))
+
+
+@pytest.mark.parametrize("fused,steps,passes", [(True, 2, 2), (True, 3, 3), (True, 1, 2), (False, 2, 3)])
+def test_commit_pass_count(fused, steps, passes):
+    model = _model(fused_commit=fused)
+    state = model.init_state(1, frames=_frames(1, 1), generator=_gen())
+    calls = []
+    handle = model.dynamics.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        latent, new = model.step(state, np.zeros((1, 4), np.float32), generator=_gen(), denoise_steps=steps)
+    finally:
+        handle.remove()
+    assert len(calls) == passes and new.step.tolist() == [2] and torch.isfinite(latent).all()
+
+
+def test_hash_tokenizer_is_stable_and_truncates():
+    from neuralsim.text import START_ID, hash_tokenize
+
+    ids, mask = hash_tokenize(["a red ball", "A RED ball!", "one two three four five six seven eight nine"], vocab=257,
+                              max_tokens=8)
+    assert ids[0, 0] == START_ID and mask[0].tolist() == [True] * 4 + [False] * 4
+    assert torch.equal(ids[0, :4], ids[1, :4]) and ids[1, 4] != 0  # case-insensitive; "!" is a token
+    assert mask[2].all()  # truncated to max_tokens
+    again, _ = hash_tokenize(["a red ball"], vocab=257, max_tokens=8)
+    assert torch.equal(again[0], ids[0])
+
+
+def test_module_docstring_example_runs():
+    import neuralsim.model as mod
+
+    g = torch.Generator().manual_seed(0)
+    model = WorldModel(WorldModelConfig.from_preset("tiny"))
+    state = model.init_state(2, frames=np.zeros((2, 1, 32, 32, 3), np.uint8), generator=g)
+    latent, state = model.step(state, np.zeros((2, 4), np.float32), generator=g)
+    assert model.decode(latent[:, None], first_frame=False).shape == (2, 1, 32, 32, 3)
+    assert "init_state" in mod.__doc__

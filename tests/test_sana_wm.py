@@ -278,6 +278,10 @@ def test_protocol_attributes(parts):
     box = _backend(parts, action_type="box").action_space
     assert isinstance(box, spaces.Box) and box.shape == (4,)
     assert backend.config.latent_size == (2, 3) and backend.config.context_frames == 4
+    state = backend.init_state(1, frames=_image(), prompt="a red ball")
+    assert isinstance(state, SanaWMState) and state.batch_size == 1 and state.sink_pending
+    with pytest.raises(TypeError, match="SanaWMState"):
+        backend.step({"latents": None}, "w-8")
 
 
 def test_decode_needs_the_right_context(parts):
@@ -384,3 +388,14 @@ def test_without_diffusers_import_works_and_construction_names_the_extra():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert 'pip install "neuralsim[sana]"' in out.stdout
+
+
+def test_serves_world_model_env(parts):
+    """The backend drives the Gymnasium env (envs/world_model_env.py) end to end."""
+    world_model_env = pytest.importorskip("neuralsim.envs.world_model_env")
+    env = world_model_env.WorldModelEnv(model=_backend(parts, denoise_steps=1, guidance_scale=1.0))
+    obs, _ = env.reset(seed=0, options={"image": _image()[0, 0], "prompt": "a red ball"})
+    assert obs.shape == (H, W, 3) and env.action_space.n == len(DISCRETE_KEYSETS)
+    obs, reward, terminated, truncated, info = env.step(DISCRETE_KEYSETS.index("wl"))
+    assert obs.shape == (H, W, 3) and obs.dtype == np.uint8 and info["frames"].shape == (8, H, W, 3)
+    assert np.array_equal(obs, info["frames"][-1]) and not terminated and not truncated

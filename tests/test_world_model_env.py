@@ -148,6 +148,17 @@ def test_gym_make_registered_id(ckpt):
     assert truncated == [False, False, True]
 
 
+def test_register_checkpoint(ckpt):
+    from neuralsim.envs import register_checkpoint
+
+    register_checkpoint("TinyDreamTest-v0", str(ckpt), max_episode_steps=4, denoise_steps=1)
+    env = gym.make("TinyDreamTest-v0")
+    env.reset(seed=0)
+    assert env.spec.max_episode_steps == 4 and env.unwrapped.core.denoise_steps == 1
+    envs = gym.make_vec("TinyDreamTest-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    assert envs.max_episode_steps == 4 and envs.core.denoise_steps == 1
+
+
 # ------------------------------------------------------------------------------------ stepping
 
 

@@ -1,0 +1,148 @@
+"""Throughput of the native world model: latent frames/s per denoise pass and env-steps/s.
+
+For each dtype (fp32, bf16 through ``torch.autocast``) and batch size (1, 16, 64) it measures:
+
+- ``pass_fps``: latent frames/s of one dynamics pass (one Euler step of the next frame against the state);
+- ``step_sps``: ``WorldModel.step`` (all denoise passes + commit) in latent frames/s;
+- ``env_sps``: env-steps/s of ``step`` + ``decode`` (what a ``WorldModelEnv`` with rgb observations pays);
+- ``decode_fps`` / ``encode_fps``: the autoencoder alone, frames/s.
+
+Weights are random (speed does not depend on them) unless ``--model`` names a checkpoint. On a CPU
+without native bf16 (AVX2 only) bf16 is emulated and far slower than fp32: that is reported, not hidden.
+
+Usage::
+
+    python benchmarks/model_step.py            # full run (a few minutes on 2 cores)
+    python benchmarks/model_step.py --quick    # about a minute
+
+Prints a table, then one JSON object as the last line (also written to benchmarks/results/model_step.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuralsim.config import WorldModelConfig
+from neuralsim.model import WorldModel, describe
+
+
+def _timeit(fn, *, min_iters: int, max_seconds: float) -> float:
+    """Seconds per call: one warm-up call, then calls until ``min_iters`` done or ``max_seconds`` spent."""
+    fn()
+    times, start = [], time.perf_counter()
+    while len(times) < min_iters or (time.perf_counter() - start < max_seconds and len(times) < 10 * min_iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - start > max_seconds and times:
+            break
+    return float(np.median(times))
+
+
+def measure(model: WorldModel, batch: int, dtype: str, *, min_iters: int, max_seconds: float) -> dict:
+    cfg = model.config
+    H, W = cfg.image_size
+    g = torch.Generator().manual_seed(0)
+    frames = np.random.default_rng(0).integers(0, 256, (batch, 1, H, W, 3), dtype=np.uint8)
+    actions = np.zeros((batch, cfg.action_dim), np.float32) if cfg.action_spec["type"] == "box" else np.zeros(batch, np.int64)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+    with torch.no_grad(), ctx:
+        state = model.init_state(batch, frames=frames, generator=g)
+        latent, state = model.step(state, actions, generator=g)
+        # one dynamics pass of the next frame against the state
+        act, known, rays, _, _ = model._sequence_conditioning(batch, 2, actions[:, None], "actions")
+        x = torch.randn(batch, 1, cfg.tokens_per_frame, cfg.latent_channels, generator=g)
+        tau = torch.full((batch, 1), 0.5)
+        kw = dict(start=state.step, action=act[:, 1:], action_known=known[:, 1:], text=state.text_kv,
+                  text_mask=state.text_mask, cache=state.cache, rays=None if rays is None else rays[:, 1:])
+        t_pass = _timeit(lambda: model.dynamics(x, tau, **kw), min_iters=min_iters, max_seconds=max_seconds)
+        t_step = _timeit(lambda: model.step(state, actions, generator=g), min_iters=min_iters, max_seconds=max_seconds)
+        t_dec = _timeit(lambda: model.decode(latent[:, None], first_frame=False), min_iters=min_iters, max_seconds=max_seconds)
+        t_enc = _timeit(lambda: model.encode(frames), min_iters=min_iters, max_seconds=max_seconds)
+    return {
+        "dtype": dtype, "batch": batch,
+        "pass_fps": batch / t_pass, "step_sps": batch / t_step, "env_sps": batch / (t_step + t_dec),
+        "decode_fps": batch / t_dec * cfg.frames_per_latent, "encode_fps": batch / t_enc,
+        "pass_ms": 1e3 * t_pass, "step_ms": 1e3 * t_step, "decode_ms": 1e3 * t_dec,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="default", help="preset name or checkpoint directory (default: preset 'default')")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--quick", action="store_true", help="about a minute: fewer repeats, bf16 only at batch 1")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "model_step.json"))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    if Path(args.model).is_dir():
+        model = WorldModel.from_pretrained(args.model)
+        name = str(args.model)
+    else:
+        torch.manual_seed(0)  # a script may seed globally; the library never does
+        model = WorldModel(WorldModelConfig.from_preset(args.model)).eval()
+        name = f"preset:{args.model} (random weights)"
+    cfg = model.config
+    rows = []
+    for dtype in args.dtypes:
+        for batch in args.batch:
+            if args.quick and dtype == "bf16" and batch > 1:
+                continue
+            slow = dtype == "bf16" and torch.backends.cpu.get_cpu_capability() not in ("AVX512_BF16", "AMX")
+            budget = (2.0 if args.quick else 6.0) * (3 if slow else 1)
+            rows.append(measure(model, batch, dtype, min_iters=1 if (slow or args.quick) else 3, max_seconds=budget))
+            r = rows[-1]
+            print(f"{dtype:>5} B={batch:<3} pass {r['pass_fps']:9.0f} fr/s   step {r['step_sps']:8.0f} /s   "
+                  f"env (step+decode) {r['env_sps']:8.0f} /s   decode {r['decode_fps']:8.0f} fr/s   "
+                  f"encode {r['encode_fps']:8.0f} fr/s", file=sys.stderr, flush=True)
+
+    info = describe(cfg)
+    header = f"{'dtype':>5} {'batch':>5} {'pass fr/s':>10} {'step /s':>9} {'env /s':>9} {'decode fr/s':>12} {'encode fr/s':>12}"
+    print(f"\nmodel {name}: {info['parameters']['total']:,} params "
+          f"(dynamics {info['parameters']['dynamics']:,}, autoencoder {info['parameters']['autoencoder']:,}); "
+          f"{cfg.tokens_per_frame} tokens/latent frame; denoise_steps={cfg.denoise_steps}, fused_commit={cfg.fused_commit}")
+    print(header)
+    for r in rows:
+        print(f"{r['dtype']:>5} {r['batch']:>5} {r['pass_fps']:>10.0f} {r['step_sps']:>9.0f} {r['env_sps']:>9.0f} "
+              f"{r['decode_fps']:>12.0f} {r['encode_fps']:>12.0f}")
+    result = {
+        "benchmark": "model_step",
+        "model": name,
+        "quick": args.quick,
+        "parameters": info["parameters"],
+        "tokens_per_latent_frame": cfg.tokens_per_frame,
+        "denoise_steps": cfg.denoise_steps,
+        "fused_commit": cfg.fused_commit,
+        "rows": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
+        "machine": {
+            "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "platform": platform.platform(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        },
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as f:
+        json.dump(result, f, indent=2)
+    os.replace(f.name, out)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Training: both stages on a tiny synthetic dataset, exact resume, bad input, DDP replicas, latent cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from neuralsim.actions import space_to_spec
+from neuralsim.data import ShardWriter
+from neuralsim.model import WorldModel
+from neuralsim.train import LatentCache, TrainConfig, TrainingError, StopTraining, train
+
+import gymnasium as gym
+
+
+def make_dataset(path: Path, size: int = 32, episodes: int = 6, steps: int = 12, seed: int = 0) -> Path:
+    """Synthetic camera world: a coloured square that moves with the action, rewards = forward action."""
+    rng = np.random.default_rng(seed)
+    spec = space_to_spec(gym.spaces.Box(-1, 1, (4,), np.float32))
+    with ShardWriter(path, {"env_id": "synthetic", "image_size": [size, size], "action_spec": spec,
+                            "frames_per_step": 1}, episodes_per_shard=4) as writer:
+        for e in range(episodes):
+            actions = rng.uniform(-1, 1, (steps, 4)).astype(np.float32)
+            x, y = rng.integers(4, size - 12, 2)
+            frames = []
+            for t in range(steps + 1):
+                img = np.full((size, size, 3), 40 + 20 * e, np.uint8)
+                img[y : y + 8, x : x + 8] = (230, 60, 60)
+                frames.append(img)
+                if t < steps:
+                    x = int(np.clip(x + 3 * actions[t, 1], 0, size - 8))
+                    y = int(np.clip(y - 3 * actions[t, 0], 0, size - 8))
+            terminated = np.zeros(steps, bool)
+            truncated = np.zeros(steps, bool)
+            truncated[-1] = True
+            writer.add_episode(np.stack(frames), actions, actions[:, 0].copy(), terminated, truncated,
+                               f"a red square on a shade {e} background")
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "ds")
+
+
+def config(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(stage="all", data=str(data), out=str(out), preset="tiny", steps=4, ae_steps=4, batch_size=4, window=4,
+                warmup=2, checkpoint_every=2, sample_every=0, log_every=1, progress=False, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_train_all_writes_a_loadable_model_with_logs(dataset, tmp_path):
+    out = train(config(dataset, tmp_path / "run"))
+    model = WorldModel.from_pretrained(out)
+    assert model.config.image_size == (32, 32)
+    assert (out / "start_frames.safetensors").is_file()
+    assert (out / "checkpoints" / "latest.json").is_file()
+    rows = (out / "logs" / "dynamics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss,lr") and len(rows) == 5
+    assert json.loads((out / "config.json").read_text())["provenance"]["train_config"]["steps"] == 4
+    state = model.init_state(1, frames=np.zeros((1, 1, 32, 32, 3), np.uint8))
+    latent, _ = model.step(state, np.zeros((1, 4), np.float32))
+    assert torch.isfinite(latent).all()
+
+
+def test_loss_decreases_on_a_tiny_problem(dataset, tmp_path):
+    train(config(dataset, tmp_path / "run", stage="autoencoder", steps=60, lr=3e-3, checkpoint_every=60))
+    rows = [r.split(",") for r in (tmp_path / "run" / "logs" / "autoencoder.csv").read_text().splitlines()[1:]]
+    losses = [float(r[1]) for r in rows]
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(dataset, tmp_path):
+    straight = train(config(dataset, tmp_path / "straight", steps=6, ae_steps=4))
+    with pytest.raises(StopTraining):
+        train(config(dataset, tmp_path / "resumed", steps=6, ae_steps=4, stop_after=2))
+    # Interrupted in the autoencoder stage; resume runs the rest of it and all of dynamics.
+    resumed = train(config(dataset, tmp_path / "resumed", steps=6, ae_steps=4, resume=True))
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_seed_changes_the_run(dataset, tmp_path):
+    a = weights(train(config(dataset, tmp_path / "a", stage="autoencoder", seed=1)))
+    b = weights(train(config(dataset, tmp_path / "b", stage="autoencoder", seed=2)))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_latent_cache_matches_encoding_the_window(dataset):
+    from neuralsim.data import Dataset
+    from neuralsim.config import WorldModelConfig
+
+    ds = Dataset(dataset)
+    model = WorldModel(WorldModelConfig.from_preset("tiny", camera=False, camera_branch=False)).eval()
+    cache = LatentCache(model, ds)
+    batch = next(ds.iter_windows(steps=4, batch_size=3, seed=0))
+    expected = model.encode(torch.from_numpy(batch["frames"]))
+    torch.testing.assert_close(cache.windows(batch["episode"], batch["start"], 4), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"steps": 0}, "--steps must be an integer in [1,"),
+        ({"steps": -5}, "--steps must be an integer in [1,"),
+        ({"batch_size": 0}, "--batch-size must be"),
+        ({"stage": "everything"}, "stage must be one of"),
+        ({"lr": 5.0}, "--lr must be in (0, 1)"),
+    ],
+)
+def test_bad_arguments_fail_before_any_work(dataset, tmp_path, change, message):
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        train(config(dataset, out, **change))
+    assert not (out / "checkpoints").exists()
+
+
+def test_empty_or_missing_dataset_is_refused(tmp_path):
+    with pytest.raises(TrainingError, match="no manifest.json"):
+        train(config(tmp_path / "nothing", tmp_path / "run"))
+
+
+def test_dataset_of_another_image_size_than_init_is_refused(dataset, tmp_path):
+    from neuralsim.config import WorldModelConfig
+
+    other = tmp_path / "other"
+    WorldModel(WorldModelConfig.from_preset("tiny", image_size=(64, 64))).save_pretrained(other)
+    with pytest.raises(ValueError, match="image"):
+        train(config(dataset, tmp_path / "run", stage="dynamics", init=str(other)))
+
+
+def test_rerun_without_resume_is_refused(dataset, tmp_path):
+    train(config(dataset, tmp_path / "run", stage="autoencoder"))
+    with pytest.raises(TrainingError, match="--resume"):
+        train(config(dataset, tmp_path / "run", stage="autoencoder"))
+
+
+def test_dynamics_without_autoencoder_is_refused(dataset, tmp_path):
+    with pytest.raises(TrainingError, match="trained autoencoder"):
+        train(config(dataset, tmp_path / "run", stage="dynamics"))
+
+
+DDP_SCRIPT = r"""
+import sys, torch, torch.distributed as dist
+from neuralsim.train import TrainConfig, train
+import neuralsim.train as T
+cfg = TrainConfig(stage="autoencoder", data=sys.argv[1], out=sys.argv[2], preset="tiny", steps=3, batch_size=2,
+                  warmup=1, checkpoint_every=3, sample_every=0, progress=False)
+captured = {}
+original = T.train_stage
+def spy(model, *a, **k):
+    original(model, *a, **k)
+    captured["flat"] = torch.cat([p.detach().flatten() for p in model.parameters()])
+T.train_stage = spy
+train(cfg)
+flat = captured["flat"]
+gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
+dist.all_gather(gathered, flat)
+if dist.get_rank() == 0:
+    open(sys.argv[3], "w").write(str(all(torch.equal(gathered[0], g) for g in gathered)))
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_two_cpu_processes_keep_replicas_identical(dataset, tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    result_file = tmp_path / "result.txt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+                           str(script), str(dataset), str(tmp_path / "run"), str(result_file)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert result_file.read_text() == "True"
