@@ -83,7 +83,7 @@ def dream_rollout(model, context_frames: np.ndarray, context_actions: np.ndarray
     frames, rewards = [], []
     for t in range(actions.shape[1]):
         latent, state = model.step(state, torch.from_numpy(actions[:, t]), generator=g, denoise_steps=denoise_steps)
-        frames.append(model.decode(latent[:, None])[:, -1].numpy())
+        frames.append(model.decode(latent[:, None], first_frame=False)[:, -1].numpy())
         rewards.append(model_reward(state))
     return np.stack(frames, axis=1), np.stack(rewards, axis=1)
 
@@ -170,7 +170,7 @@ def main() -> None:
             latent, state = model.step(state, torch.from_numpy(sticky_actions(rng, 1, dim)), generator=g)
             finite &= bool(torch.isfinite(latent).all())
             if (t + 1) % max(1, args.long_steps // 10) == 0:
-                frame = model.decode(latent[:, None])[0, -1].numpy().astype(np.float64)
+                frame = model.decode(latent[:, None], first_frame=False)[0, -1].numpy().astype(np.float64)
                 stats.append({"step": t + 1, "mean": round(float(frame.mean()), 2), "std": round(float(frame.std()), 2)})
         long_seconds = time.perf_counter() - t_long
     real_std = float(np.stack(ctx_frames).astype(np.float64).std(axis=(2, 3, 4)).mean())

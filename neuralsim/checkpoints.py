@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
-OFFICIAL_MODEL = "sana-wm-2.6b"
+from neuralsim.config import OFFICIAL_MODEL_NAME as OFFICIAL_MODEL  # "sana-wm-2.6b"
 UNSAFE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 
 
@@ -35,31 +35,44 @@ def available_models() -> dict[str, str]:
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike, argument: str = "model") -> Path:
-    """Turn a shipped name or a directory into a checkpoint directory, with clear errors.
+    """Turn a shipped name, a checkpoint directory (or a file inside it) into the checkpoint directory.
 
     Raises:
-        FileNotFoundError: the directory or one of its files is missing (names which).
-        ValueError: a pickle-format file was offered, or the name is unknown (lists the known ones).
+        TypeError: not a str or path.
+        ValueError: ``"sana-wm-2.6b"`` (served by ``neuralsim.sana_wm``), a pickle-format file offered
+            (never unpickled), or a file that is not part of a checkpoint.
+        FileNotFoundError: no such directory or shipped name (lists the shipped ones), or a missing file.
     """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"{argument} must be a str or path, got {type(name_or_path).__name__}")
     text = os.fspath(name_or_path)
+    if text == OFFICIAL_MODEL:
+        raise ValueError(f"{argument}={text!r} is the official SANA-WM served through diffusers; load it with "
+                         "neuralsim.sana_wm (extra [sana]), not as a native checkpoint")
     path = Path(text)
     if path.suffix.lower() in UNSAFE_SUFFIXES:
-        raise ValueError(
-            f"{argument}={text!r} is a pickle-format file; neuralsim never unpickles files (it can run arbitrary code). "
-            "Expected a checkpoint directory with config.json + model.safetensors"
-        )
-    if not path.exists() and (ASSETS_DIR / text).is_dir() and os.sep not in text:
-        path = ASSETS_DIR / text
-    if not path.exists():
-        known = ", ".join(available_models())
-        raise (FileNotFoundError if (os.sep in text or text.startswith(".")) else ValueError)(
-            f"{argument}={text!r} is neither a checkpoint directory nor a known model name; known models: {known}"
-        )
+        raise ValueError(f"{argument}={text!r} is a pickle-format file; neuralsim never unpickles files (they can run "
+                         "arbitrary code). Expected a checkpoint directory with config.json + model.safetensors")
     if path.is_file():
-        raise ValueError(f"{argument}={text!r} is a file; expected a checkpoint directory with config.json + model.safetensors")
-    for required in ("config.json", "model.safetensors"):
-        if not (path / required).is_file():
-            raise FileNotFoundError(f"{argument}={text!r}: missing {required} in {path}; expected config.json + model.safetensors")
+        if path.name not in ("config.json", "model.safetensors"):
+            raise ValueError(f"{argument}={text!r} is a file; expected a checkpoint directory with config.json + "
+                             "model.safetensors")
+        path = path.parent
+    if not path.is_dir():
+        if os.sep not in text and (ASSETS_DIR / text).is_dir():
+            path = ASSETS_DIR / text
+        else:
+            raise FileNotFoundError(f"{argument}={text!r}: no checkpoint directory and no shipped model of that name; "
+                                    f"known models: {', '.join(available_models())}")
+    if not (path / "model.safetensors").is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in UNSAFE_SUFFIXES)
+        if pickles:
+            raise ValueError(f"{argument}={text!r}: {path} has {pickles} but no model.safetensors; neuralsim never "
+                             "unpickles (convert the weights to safetensors)")
+        raise FileNotFoundError(f"{argument}={text!r}: {path} has no model.safetensors; expected config.json + "
+                                "model.safetensors")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{argument}={text!r}: {path} has no config.json; expected config.json + model.safetensors")
     return path
 
 

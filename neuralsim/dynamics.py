@@ -301,10 +301,10 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = (t.permute(0, 3, 1, 2, 4) for t in (q, k, v))  # (B, nh, T, S, D)
         if self.kind == "gdn":
-            o, gdn_cache = self._gdn(q, k, v, h, cache)
+            o, mix_cache = self._gdn(q, k, v, h, cache)
         else:
-            o, gdn_cache = self._softmax(q, k, v, cache, start)
-        new_cache.update(gdn_cache)
+            o, mix_cache = self._softmax(q, k, v, cache, start)
+        new_cache.update(mix_cache)
         o = o.permute(0, 2, 3, 1, 4)  # (B, T, S, nh, D)
         out = self.proj(o[..., :H, :].reshape(B, T, S, d) * F.silu(self.output_gate(h)))
         if self.camera_branch:

@@ -44,7 +44,8 @@ from neuralsim.actions import (
     validate_actions,
 )
 from neuralsim.autoencoder import Autoencoder, psnr, ssim
-from neuralsim.config import OFFICIAL_MODEL_NAME, WorldModelConfig
+from neuralsim.checkpoints import resolve_checkpoint
+from neuralsim.config import WorldModelConfig
 from neuralsim.dynamics import DynamicsTransformer
 from neuralsim.sampler import (
     add_context_noise,
@@ -57,10 +58,8 @@ from neuralsim.sampler import (
 )
 from neuralsim.text import HashTextEncoder, TextEncoder, validate_prompts
 
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-_PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
 
 class InputError(ValueError, TypeError):
@@ -673,7 +672,7 @@ class WorldModel(nn.Module):
                 first mismatching tensor is named with expected and found shapes).
             FileNotFoundError: no such directory or shipped name, or a missing file.
         """
-        directory = resolve_checkpoint(path_or_name)
+        directory = resolve_checkpoint(path_or_name, "path_or_name")
         payload = json.loads((directory / CONFIG_NAME).read_text())
         class_name = payload.get("_class_name", cls.__name__)
         if class_name != cls.__name__:
@@ -710,41 +709,6 @@ class WorldModel(nn.Module):
                 blk.attn.rope_cos, blk.attn.rope_sin = cos.to(self.device), sin.to(self.device)
 
 
-def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:
-    """A checkpoint directory path, or a shipped model name → the directory (checked for its files)."""
-    if not isinstance(path_or_name, (str, os.PathLike)):
-        raise TypeError(f"path_or_name must be a str or path, got {type(path_or_name).__name__}")
-    text = os.fspath(path_or_name)
-    if text == OFFICIAL_MODEL_NAME:
-        raise ValueError(f"{OFFICIAL_MODEL_NAME!r} is the official SANA-WM served through diffusers; load it with "
-                         "neuralsim.sana_wm (extra [sana]), not WorldModel.from_pretrained")
-    path = Path(text)
-    if path.is_file():
-        if path.suffix.lower() in _PICKLE_SUFFIXES:
-            raise ValueError(f"{path} is a pickle-format file; neuralsim never unpickles. A checkpoint is a directory "
-                             f"with {CONFIG_NAME} + {WEIGHTS_NAME}")
-        if path.name in (CONFIG_NAME, WEIGHTS_NAME):
-            path = path.parent
-        else:
-            raise ValueError(f"{path} is a file; expected a checkpoint directory with {CONFIG_NAME} + {WEIGHTS_NAME}")
-    if not path.is_dir():
-        shipped = sorted(p.name for p in ASSETS_DIR.iterdir() if p.is_dir()) if ASSETS_DIR.is_dir() else []
-        if os.sep not in text and (ASSETS_DIR / text).is_dir():
-            path = ASSETS_DIR / text
-        else:
-            raise FileNotFoundError(f"no checkpoint directory {text!r} and no shipped model of that name; "
-                                    f"shipped models: {shipped}")
-    if not (path / WEIGHTS_NAME).is_file():
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
-        if pickles:
-            raise ValueError(f"{path} has {pickles} but no {WEIGHTS_NAME}; neuralsim never unpickles (convert the "
-                             "weights to safetensors)")
-        raise FileNotFoundError(f"{path} has no {WEIGHTS_NAME}")
-    if not (path / CONFIG_NAME).is_file():
-        raise FileNotFoundError(f"{path} has no {CONFIG_NAME}")
-    return path
-
-
 # ---------------------------------------------------------------------------------------------
 # describe
 # ---------------------------------------------------------------------------------------------
@@ -775,7 +739,8 @@ def describe(config: WorldModelConfig | str) -> dict[str, Any]:
     L, nh, D = config.text_max_tokens, config.num_heads, config.head_dim
     state_bytes = sum(t.numel() * t.element_size() for t in _tree_leaves(cache))
     state_bytes += 4 * (config.depth * 2 * nh * L * D + L * config.text_width + L // 4)  # prompt k/v, tokens, mask
-    state_bytes += 4 * (config.latent_channels * config.tokens_per_frame + 2) + 8 * (16 + 2)
+    state_bytes += 4 * (config.latent_channels * config.tokens_per_frame + 2) + 8  # latent, reward, termination, step
+    state_bytes += 8 * (16 + 1) if config.camera else 0  # c2w, pitch
     return {
         "preset_description": config.description,
         "parameters": {

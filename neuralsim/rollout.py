@@ -121,7 +121,7 @@ def dream(model: Any, steps: int, *, start: np.ndarray | None = None, prompt: st
     chunks, rewards, terminated = [first.cpu().numpy()], [], []
     for t in range(len(actions)):
         latent, state = model.step(state, actions[t : t + 1], generator=generator, denoise_steps=denoise_steps)
-        chunk = model.decode(latent[:, None])[0]
+        chunk = model.decode(latent[:, None], first_frame=False)[0]
         chunks.append(chunk[-model.config.frames_per_latent :].cpu().numpy())
         rewards.append(float(state.reward[0]))
         terminated.append(bool(state.termination_prob[0] > 0.5))

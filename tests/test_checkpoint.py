@@ -99,6 +99,8 @@ def test_missing_files_and_names(model, tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="config.json"):
         WorldModel.from_pretrained(out)
     # a shipped name resolves to neuralsim/assets/<name>/
-    monkeypatch.setattr(model_module, "ASSETS_DIR", tmp_path / "assets")
+    import neuralsim.checkpoints
+
+    monkeypatch.setattr(neuralsim.checkpoints, "ASSETS_DIR", tmp_path / "assets")
     model.save_pretrained(tmp_path / "assets" / "mini")
     assert WorldModel.from_pretrained("mini").config == model.config

@@ -107,7 +107,7 @@ def test_step_returns_new_state_and_leaves_input_untouched():
     state = model.init_state(2, frames=_frames(2, 1), generator=_gen())
     before = state.clone()
     _, new = model.step(state, np.zeros((2, 4), np.float32), generator=_gen())
-    assert new is not state and new.step.tolist() == [2, 2]
+    assert isinstance(new, WorldState) and new is not state and new.step.tolist() == [2, 2]
     for a, b in zip(state.cache, before.cache):
         for key in a:
             assert torch.equal(a[key], b[key])
@@ -321,6 +321,11 @@ def test_losses_backprop_to_every_trainable_part():
     for name in ("dynamics", "reward_head", "termination_head", "text_encoder"):
         grads = [p.grad for p in getattr(model, name).parameters()]
         assert any(g is not None and g.abs().sum() > 0 for g in grads), name
+    discrete = _model(action_spec={"type": "discrete", "n": 11, "start": 0})
+    loss, logs = discrete.dynamics_loss(discrete.encode(fr), np.array([[1, 9, 0], [2, 3, 4]]), generator=_gen())
+    assert math.isfinite(logs["flow"]) and "reward_mse" not in logs
+    with pytest.raises(ValueError, match="actions"):
+        discrete.dynamics_loss(discrete.encode(fr), np.zeros((2, 3, 4), np.float32), generator=_gen())
     same, _ = model.dynamics_loss(model.encode(fr), np.zeros((2, 3, 4), np.float32), rewards, term, None, _gen(3))
     again, _ = model.dynamics_loss(model.encode(fr), np.zeros((2, 3, 4), np.float32), rewards, term, None, _gen(3))
     assert same.item() == again.item()
@@ -369,6 +374,10 @@ def test_describe_counts_and_builds_on_meta():
     assert p["total"] == WorldModel(WorldModelConfig.from_preset("default")).num_parameters()
     assert d["weights_bytes_bf16"] == 2 * p["total"] and d["tokens_per_latent_frame"] == 16
     assert describe("paper-2.6b")["parameters"]["dynamics"] > 2.5e9
+    for overrides in ({}, {"camera": False, "camera_branch": False}):
+        model = _model(**overrides)
+        state = model.init_state(1, frames=_frames(1, 1), generator=_gen())
+        assert describe(model.config)["state_bytes_per_env_fp32"] == state.nbytes()
 
 
 # --- sampler, fused commit, text ----------------------------------------------------------------
