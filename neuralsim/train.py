@@ -473,12 +473,13 @@ def _with_ema(model: nn.Module, ema: EMA) -> nn.Module:
 
 @torch.no_grad()
 def latent_statistics(model: nn.Module, dataset: Any, cfg: TrainConfig, batches: int = 8) -> tuple[float, float]:
-    """Mean/std of raw latents over a sample of the dataset, for the stored latent normalisation."""
+    """``(scale, shift) = (1 / std, mean)`` of raw latents over a sample of the dataset: the model stores
+    ``normalised = (raw - shift) * scale`` so the dynamics sees unit-variance latents."""
     model.set_latent_normalization(scale=1.0, shift=0.0)
     stream = dataset.iter_windows(steps=cfg.window, batch_size=cfg.batch_size, seed=cfg.seed + 12345)
     values = [model.encode(torch.from_numpy(next(stream)["frames"])).float().flatten() for _ in range(batches)]
     flat = torch.cat(values)
-    return float(flat.std().clamp_min(1e-4)), float(flat.mean())
+    return 1.0 / float(flat.std().clamp_min(1e-4)), float(flat.mean())
 
 
 def save_start_frames(dataset: Any, out: Path, count: int) -> None:
@@ -574,11 +575,13 @@ def train(cfg: TrainConfig) -> Path:
     if is_distributed() and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     out = Path(cfg.out)
-    resume_from = latest_checkpoint(out) if cfg.resume else None
-    if not cfg.resume and (out / "checkpoints" / "latest.json").exists():
-        raise TrainingError(f"--out {cfg.out!r} already holds a training run; pass --resume to continue it or use a new --out")
-
     stages = STAGES if cfg.stage == "all" else (cfg.stage,)
+    existing = latest_checkpoint(out)
+    if existing is not None and not cfg.resume and existing["stage"] in stages:
+        raise TrainingError(f"--out {cfg.out!r} already holds a {existing['stage']} run; pass --resume to continue it "
+                            "or use a new --out")
+    # A finished autoencoder run in --out is where `train dynamics` starts, not something to resume.
+    resume_from = existing if cfg.resume and existing is not None and existing["stage"] in stages else None
     # Which weights to start from: the resumed checkpoint, --init, the out dir (dynamics after autoencoder), or fresh.
     if resume_from is not None:
         model = WorldModel.from_pretrained(resume_from["dir"] / "model")
@@ -600,7 +603,8 @@ def train(cfg: TrainConfig) -> Path:
         total = cfg.steps if (stage == "dynamics" or cfg.stage != "all") else (cfg.ae_steps or max(1, cfg.steps // 2))
         if resume_from is not None and STAGES.index(resume_from["stage"]) > STAGES.index(stage):
             continue  # this stage finished before the interruption
-        if stage == "dynamics" and (resume_from is None or resume_from["stage"] != "dynamics") and "autoencoder" in stages:
+        normalised = model.config.latent_scale != 1.0 or model.config.latent_shift != 0.0
+        if stage == "dynamics" and (resume_from is None or resume_from["stage"] != "dynamics") and not normalised:
             scale, shift = latent_statistics(model, dataset, cfg)
             model.set_latent_normalization(scale=scale, shift=shift)
         train_stage(model, dataset, cfg, stage, total, device, resume_from)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-import neuralsim.model as model_module
 from neuralsim import __version__
 from neuralsim.config import WorldModelConfig
 from neuralsim.model import WorldModel

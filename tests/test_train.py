@@ -187,3 +187,18 @@ def test_ddp_two_cpu_processes_keep_replicas_identical(dataset, tmp_path):
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert result_file.read_text() == "True"
+
+
+def test_dynamics_after_autoencoder_in_the_same_out_dir_normalises_latents(dataset, tmp_path):
+    from neuralsim.data import Dataset
+
+    out = tmp_path / "run"
+    train(config(dataset, out, stage="autoencoder"))
+    train(config(dataset, out, stage="dynamics"))
+    model = WorldModel.from_pretrained(out)
+    assert model.config.latent_scale != 1.0
+    batch = next(Dataset(dataset).iter_windows(steps=4, batch_size=6, seed=0))
+    latents = model.encode(torch.from_numpy(batch["frames"]))
+    assert abs(float(latents.mean())) < 0.5 and 0.5 < float(latents.std()) < 2.0
+    with pytest.raises(TrainingError, match="--resume"):
+        train(config(dataset, out, stage="dynamics"))
