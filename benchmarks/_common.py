@@ -1,0 +1,216 @@
+"""Helpers shared by the benchmark scripts (timing, the real room's step rate, model loading, results).
+
+Not a benchmark itself (``neuralsim bench`` runs only the names in ``neuralsim.cli.BENCHMARKS``).
+Scripts import it as ``from _common import ...``: Python puts a script's own directory on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+# ------------------------------------------------------------------------------------------ timing
+
+
+def timeit(fn: Callable[[], Any], *, min_iters: int, max_seconds: float) -> float:
+    """Median seconds per call: one warm-up call, then calls until ``min_iters`` done and ``max_seconds`` spent
+    (at most ``10 * min_iters`` calls)."""
+    fn()
+    times, start = [], time.perf_counter()
+    while len(times) < min_iters or (time.perf_counter() - start < max_seconds and len(times) < 10 * min_iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - start > max_seconds and len(times) >= min_iters:
+            break
+    return float(np.median(times))
+
+
+def best_rate(fn: Callable[[int], None], steps: int, repeats: int = 3) -> float:
+    """Best rate (calls/s) over ``repeats`` runs of ``fn(steps // repeats)`` (the CPU is shared: best = least disturbed)."""
+    fn(min(20, steps))  # warm-up
+    n = max(1, steps // repeats)
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(n)
+        rates.append(n / (time.perf_counter() - t0))
+    return max(rates)
+
+
+def room_step_loop(env: Any, rng: np.random.Generator, action_type: str = "continuous") -> Callable[[int], None]:
+    """``run(n)``: ``n`` steps of a NeuralSimRoom-v0 env with random actions, resetting when an episode ends."""
+    space = env.action_space
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            a = rng.uniform(-1, 1, 4).astype(np.float32) if action_type == "continuous" else int(rng.integers(space.n))
+            _, _, term, trunc, _ = env.step(a)
+            if term or trunc:
+                env.reset()
+
+    return run
+
+
+def room_steps_per_s(steps: int, image_size: int = 64, action_type: str = "continuous", seed: int = 0) -> float:
+    """Steps/s of one real ``NeuralSimRoom-v0`` (physics + 64x64 render), random actions, best of 3."""
+    import gymnasium as gym
+
+    import neuralsim  # noqa: F401  (registers NeuralSimRoom-v0)
+
+    env = gym.make("NeuralSimRoom-v0", image_size=image_size, action_type=action_type)
+    env.reset(seed=seed)
+    try:
+        return best_rate(room_step_loop(env, np.random.default_rng(seed), action_type), steps)
+    finally:
+        env.close()
+
+
+def matmul_peak(dtype: torch.dtype, size: int, *, min_iters: int, max_seconds: float) -> float:
+    """FLOP/s of a ``size``x``size`` @ ``size``x``size`` matmul in ``dtype`` (median over repeats)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=g).to(dtype)
+    b = torch.randn(size, size, generator=g).to(dtype)
+    out = torch.empty(size, size, dtype=dtype)
+    seconds = timeit(lambda: torch.mm(a, b, out=out), min_iters=min_iters, max_seconds=max_seconds)
+    return 2 * size**3 / seconds
+
+
+def bf16_native() -> bool:
+    """True where the CPU runs bf16 matmuls in hardware (AVX512-BF16 or AMX)."""
+    return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
+
+
+# ------------------------------------------------------------------------------------------ setup
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` when given (scripts only; the library never does)."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now (not the peak)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+
+def prepare_model(model: str, random_weights: bool, workdir: Path, *, start_frames: int = 8) -> dict[str, Any]:
+    """Resolve the world model a benchmark runs: a checkpoint dir, a shipped name, or the "default" preset with random weights.
+
+    ``random_weights`` (or ``model="default"`` while ``neuralsim/assets/default`` is not shipped yet):
+    the ``default`` preset with seeded random weights is saved to ``workdir`` with a start set of
+    ``start_frames`` real room frames, so the env loads it exactly like a trained checkpoint. Its
+    termination head is set to predict "never" (an untrained head says 0.5, which would end every
+    other episode and time resets instead of steps); episodes then end by truncation only.
+
+    Returns:
+        ``{"path": str (what to pass as model=), "name": str, "random_weights": bool, "note": str}``.
+    """
+    from neuralsim.checkpoints import ASSETS_DIR
+
+    note = ""
+    if not random_weights and model == "default" and not (ASSETS_DIR / "default").is_dir():
+        note = "neuralsim/assets/default is not shipped yet: measured the default preset with random weights"
+        warnings.warn(note, stacklevel=2)
+        random_weights = True
+    if not random_weights:
+        return {"path": model, "name": model, "random_weights": False, "note": note}
+
+    from safetensors.numpy import save_file
+
+    from neuralsim.config import WorldModelConfig
+    from neuralsim.model import WorldModel
+
+    preset = "default" if model in ("default", "") or Path(model).is_dir() else model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = WorldModel(WorldModelConfig.from_preset(preset)).eval()
+    if getattr(net, "termination_head", None) is not None:
+        with torch.no_grad():
+            last = net.termination_head.net[-1]
+            last.weight.zero_()
+            last.bias.fill_(-6.0)
+    path = workdir / f"{preset}-random"
+    net.save_pretrained(path)
+    frames, descriptions = room_frames(start_frames, net.config.image_size)
+    save_file({"frames": frames}, str(path / "start_frames.safetensors"),
+              metadata={"descriptions": json.dumps(descriptions)})
+    return {"path": str(path), "name": f"preset:{preset} (random weights)", "random_weights": True, "note": note}
+
+
+def room_frames(n: int, image_size: tuple[int, int], seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """``n`` first frames of the real room (seeds ``seed..seed+n-1``) and their descriptions; noise if MuJoCo is unavailable."""
+    try:
+        import gymnasium as gym
+
+        import neuralsim  # noqa: F401
+
+        env = gym.make("NeuralSimRoom-v0", image_size=image_size[0])
+        frames, texts = [], []
+        for i in range(n):
+            obs, info = env.reset(seed=seed + i)
+            frames.append(obs)
+            texts.append(str(info.get("description", "")))
+        env.close()
+        if frames[0].shape[:2] == tuple(image_size):
+            return np.stack(frames), texts
+    except Exception as exc:  # noqa: BLE001  (a benchmark still runs without the room)
+        warnings.warn(f"room frames unavailable ({exc}); using noise start frames", stacklevel=2)
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, *image_size, 3), dtype=np.uint8), [""] * n
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+def machine_info() -> dict[str, Any]:
+    """Versions, CPU capability, torch threads and load: stored next to every number."""
+    return {
+        "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def write_result(result: dict[str, Any], out: str | os.PathLike) -> None:
+    """Write ``result`` as indented JSON atomically (temp file + ``os.replace``) and print it as one line."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    os.replace(f.name, out)
+    print(json.dumps(result))
+
+
+def rounded(value: Any, digits: int = 4) -> Any:
+    """Floats rounded to ``digits`` significant digits, recursively (keeps JSON readable)."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}") if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
