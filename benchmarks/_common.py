@@ -24,10 +24,11 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # ------------------------------------------------------------------------------------------ timing
 
 
-def timeit(fn: Callable[[], Any], *, min_iters: int, max_seconds: float) -> float:
-    """Median seconds per call: one warm-up call, then calls until ``min_iters`` done and ``max_seconds`` spent
-    (at most ``10 * min_iters`` calls)."""
-    fn()
+def timeit(fn: Callable[[], Any], *, min_iters: int, max_seconds: float, warmup: bool = True) -> float:
+    """Median seconds per call: one warm-up call (unless ``warmup=False``), then calls until ``min_iters``
+    done and ``max_seconds`` spent (at most ``10 * min_iters`` calls)."""
+    if warmup:
+        fn()
     times, start = [], time.perf_counter()
     while len(times) < min_iters or (time.perf_counter() - start < max_seconds and len(times) < 10 * min_iters):
         t0 = time.perf_counter()

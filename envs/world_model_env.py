@@ -786,22 +786,28 @@ class WorldModelEnv(gym.Env):
                             "but call env.reset() to start a new episode")
             self._warned_done = True
         actions = self.core.check_actions(action, 1, name="action", single=True)
-        out = self.core.step(self._state, actions, self._generator, decode=decode)
-        prev_obs = self._obs
-        self._state, self._obs = out["state"], out["obs"][0]
+        # Nothing is committed until the step (model and reward_fn) succeeded: an error leaves the episode as it was.
+        gen_state = self._generator.get_state()
+        try:
+            out = self.core.step(self._state, actions, self._generator, decode=decode)
+            obs = out["obs"][0]
+            term_prob = float(out["termination_prob"][0])
+            info: dict[str, Any] = {"step": self._steps + 1, "model": self.core.model_name,
+                                    "predicted_reward": float(out["predicted_reward"][0]), "termination_prob": term_prob}
+            if out["frames"] is not None:
+                info["frames"] = out["frames"][0]
+            if self.reward_fn is None:
+                reward = info["predicted_reward"]
+            else:
+                user_action = actions[0] if self.core.action_spec["type"] == "box" else int(actions[0])
+                reward = self._user_reward(self._obs, user_action, obs, info)
+        except BaseException:
+            self._generator.set_state(gen_state)
+            raise
+        self._state, self._obs = out["state"], obs
         if out["frames"] is not None:
             self._frame = out["frames"][0, -1]
         self._steps += 1
-        term_prob = float(out["termination_prob"][0])
-        info: dict[str, Any] = {"step": self._steps, "model": self.core.model_name,
-                                "predicted_reward": float(out["predicted_reward"][0]), "termination_prob": term_prob}
-        if out["frames"] is not None:
-            info["frames"] = out["frames"][0]
-        if self.reward_fn is None:
-            reward = info["predicted_reward"]
-        else:
-            user_action = actions[0] if self.core.action_spec["type"] == "box" else int(actions[0])
-            reward = self._user_reward(prev_obs, user_action, self._obs, info)
         terminated = term_prob > 0.5
         truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
         self._needs_reset = terminated or truncated

@@ -25,12 +25,23 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'neuralsim' has no attribute {name!r}")
 
 
+def _map_source_checkout() -> None:
+    # Installed, envs/ and agents/ are neuralsim.envs / neuralsim.agents (setuptools package-dir). Imported
+    # straight from a source checkout (python run from the repository root), they sit beside this package:
+    # search the repository root for those two subpackages too.
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    root = here.parent
+    if not (here / "envs").is_dir() and (root / "envs" / "registration.py").is_file():
+        __path__.append(str(root))  # type: ignore[name-defined]
+
+
 def _register() -> None:
-    try:
-        from neuralsim.envs.registration import register_envs
-    except ImportError:  # envs not importable (e.g. partial source tree): registration is optional
-        return
+    from neuralsim.envs.registration import register_envs
+
     register_envs()
 
 
+_map_source_checkout()
 _register()

@@ -455,6 +455,7 @@ class Dataset:
                 or np.any(np.diff(frame_offsets) != 1 + np.diff(step_offsets) * self.frames_per_step)
             ):
                 raise DatasetError(f"shard {self.path / entry['file']} is corrupted: its offsets do not match the manifest")
+            self._check_shapes(handle, entry)
             self._offsets.append((frame_offsets, step_offsets))
             shard_of += [s] * E
             local += list(range(E))
@@ -468,6 +469,20 @@ class Dataset:
         self.episode_steps = np.asarray(steps, dtype=np.int64)
         self.descriptions: list[str] = descriptions
         self.seeds: list[int | None] = seeds
+
+    def _check_shapes(self, handle: Any, entry: dict[str, Any]) -> None:
+        """Frame size and action shape of a shard (from its header, no data read) must match the manifest."""
+        H, W = self.image_size
+        per_step = () if self.action_spec["type"] == "discrete" else (A.action_dim(self.action_spec),)
+        expected = {"frames": (int(entry["frames"]), H, W, 3), "actions": (int(entry["steps"]), *per_step)}
+        for name, shape in expected.items():
+            try:
+                got = tuple(handle.get_slice(name).get_shape())
+            except Exception as err:  # a missing tensor
+                raise DatasetError(f"shard {self.path / entry['file']} is corrupted: no {name!r} tensor ({err})") from err
+            if got != shape:
+                raise DatasetError(f"shard {self.path / entry['file']}: {name!r} has shape {got}, but {self.path / MANIFEST} "
+                                   f"implies {shape} (image_size={[H, W]}, action_spec={self.action_spec})")
 
     # -- properties
 

@@ -90,6 +90,24 @@ def _tree_leaves(tree: Any) -> list[torch.Tensor]:
     return out
 
 
+def _check_finite(before: "WorldState", **parts: Any) -> None:
+    """Raise ``FloatingPointError`` naming the first part (reward, termination, features, new state) with a NaN/inf.
+
+    One host sync for all parts; the state passed to ``step`` is left as it was, so callers can go back to it.
+    """
+    names, sums = [], []
+    for name, tree in parts.items():
+        for t in _tree_leaves(tree):
+            if t.is_floating_point():
+                names.append(name)
+                sums.append(t.sum(dtype=torch.float32))  # NaN/inf survive a sum (cheaper than isfinite(t).all())
+    finite = torch.isfinite(torch.stack(sums)) if sums else None
+    if finite is not None and not bool(finite.all()):
+        bad = names[finite.tolist().index(False)]
+        raise FloatingPointError(f"the world model produced a non-finite {bad} at step {int(before.step.max())}; "
+                                 "the new state is discarded (diverged weights or inputs?); the state passed in is unchanged")
+
+
 @dataclass
 class WorldState:
     """Everything a rollout carries between steps; every tensor has the batch as its first dim.
@@ -307,7 +325,8 @@ class WorldModel(nn.Module):
             raise InputError(f"{name} must be a numpy array or torch tensor ({expected}); got {type(frames).__name__}")
         if frames.dtype != torch.uint8:
             raise InputError(f"{name} must be {expected}; got dtype {frames.dtype}")
-        if frames.ndim != 5 or tuple(frames.shape[2:]) != (H, W, 3) or frames.shape[1] < 1 or (frames.shape[1] - 1) % k:
+        if (frames.ndim != 5 or tuple(frames.shape[2:]) != (H, W, 3) or frames.shape[0] < 1 or frames.shape[1] < 1
+                or (frames.shape[1] - 1) % k):
             raise InputError(f"{name} must be {expected}; got shape {tuple(frames.shape)}")
         x = frames.to(self.device).permute(0, 1, 4, 2, 3).float()  # (B, T, 3, H, W)
         return x / 127.5 - 1.0
@@ -469,6 +488,9 @@ class WorldModel(nn.Module):
             x_ctx = add_context_noise(x, cfg.context_noise, generator=generator)
             _, features, cache = self.dynamics(x_ctx, torch.full((B, 1), cfg.context_noise, device=self.device), **inputs)
         reward, logit = self._heads(features[:, -1])
+        # The recurrent GDN states plus the last hidden features (every new cache entry feeds them): cheap, one sync.
+        _check_finite(state, reward=reward, termination=logit, features=features[:, -1],
+                      state=[c["S"] for c in cache if "S" in c])
         latent = self._untokens(x)[:, 0]  # (B, C, h, w)
         new = dataclasses.replace(state, cache=cache, step=state.step + 1, latent=latent, reward=reward,
                                   termination_prob=self._prob(logit, reward), **updates)
@@ -673,16 +695,31 @@ class WorldModel(nn.Module):
             FileNotFoundError: no such directory or shipped name, or a missing file.
         """
         directory = resolve_checkpoint(path_or_name, "path_or_name")
-        payload = json.loads((directory / CONFIG_NAME).read_text())
+        try:
+            payload = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{directory / CONFIG_NAME} is not valid JSON ({exc}); expected the config.json "
+                             "written by save_pretrained") from None
+        if not isinstance(payload, dict):
+            raise ValueError(f"{directory / CONFIG_NAME} must hold a JSON object (the model config), "
+                             f"got {type(payload).__name__}")
         class_name = payload.get("_class_name", cls.__name__)
         if class_name != cls.__name__:
             raise ValueError(f"{directory / CONFIG_NAME} describes a {class_name!r}, not a {cls.__name__}")
-        config = WorldModelConfig.from_dict({k: v for k, v in payload.items() if not k.startswith("_")})
+        try:
+            config = WorldModelConfig.from_dict({k: v for k, v in payload.items() if not k.startswith("_")})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{directory / CONFIG_NAME}: {exc}") from None
         with torch.device("meta"):
             model = cls(config)
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        tensors = load_file(str(directory / WEIGHTS_NAME), device=str(device or "cpu"))
+        try:
+            tensors = load_file(str(directory / WEIGHTS_NAME), device=str(device or "cpu"))
+        except SafetensorError as exc:
+            raise ValueError(f"{directory / WEIGHTS_NAME} is not a valid safetensors file ({exc}); it may be torn "
+                             "(an interrupted copy) or corrupted: copy or save the checkpoint again") from None
         expected = model.state_dict()
         for name, t in expected.items():
             if name not in tensors:

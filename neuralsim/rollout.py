@@ -153,8 +153,9 @@ def add_rollout_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_rollout(args: argparse.Namespace) -> int:
-    from neuralsim.checkpoints import resolve_checkpoint
+    from neuralsim.checkpoints import ASSETS_DIR, resolve_checkpoint
     from neuralsim.cli import CLIError, writable_dir, writable_file
+    from neuralsim.text import validate_prompts
     from neuralsim.model import WorldModel
 
     for name in ("steps", "episodes", "fps", "scale", "denoise_steps"):
@@ -162,20 +163,16 @@ def run_rollout(args: argparse.Namespace) -> int:
         if value is not None and value <= 0:
             raise CLIError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     to_video = Path(args.out).suffix.lower() in VIDEO_SUFFIXES
-    if to_video:
-        writable_file(args.out, "--out", VIDEO_SUFFIXES)
-    elif Path(args.out).suffix:
+    if not to_video and Path(args.out).suffix:
         raise CLIError(f"--out {args.out!r}: expected FILE.gif, FILE.mp4 or a directory")
-    else:
-        writable_dir(args.out, "--out")
     try:
         path = resolve_checkpoint(args.model, "--model")
-    except (ValueError, FileNotFoundError) as exc:
-        if args.model == "default":
+        model = WorldModel.from_pretrained(path).eval()
+    except (ValueError, FileNotFoundError) as exc:  # also torn or mismatched weights
+        if args.model == "default" and not (ASSETS_DIR / "default").is_dir():
             raise CLIError("no default model is shipped in this install yet (neuralsim/assets/default is missing); "
                            "train one with `neuralsim train all --data DIR --out DIR` and pass --model DIR") from None
-        raise CLIError(str(exc)) from None
-    model = WorldModel.from_pretrained(path).eval()
+        raise CLIError(f"--model {args.model!r}: {exc}" if "--model" not in str(exc) else str(exc)) from None
     cfg = model.config
     k = cfg.frames_per_latent
     starts, descriptions = load_start_frames(path)
@@ -185,22 +182,36 @@ def run_rollout(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(f"--actions: {exc}") from None
     steps = args.steps or (len(keyed) if keyed is not None else 64)
+    image = None
+    if args.image:
+        try:
+            image = read_image(args.image, tuple(cfg.image_size))
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+    if args.prompt is not None:
+        try:
+            validate_prompts(args.prompt, name="--prompt")
+        except (TypeError, ValueError) as exc:
+            raise CLIError(str(exc)) from None
+    if image is None and args.prompt is None:
+        if len(starts) == 0:
+            raise CLIError(f"{path} has no start_frames.safetensors; pass --image FILE or --prompt TEXT")
+        if args.start_index is not None and not 0 <= args.start_index < len(starts):
+            raise CLIError(f"--start-index must be in [0, {len(starts)}), got {args.start_index}")
+    # Every input is valid: only now create the output location (a failed run leaves nothing behind).
+    if to_video:
+        writable_file(args.out, "--out", VIDEO_SUFFIXES)
+    else:
+        writable_dir(args.out, "--out")
 
     episodes = []
     rng = np.random.default_rng(args.seed)
     for e in range(args.episodes if not to_video else 1):
         prompt, start = args.prompt, None
-        if args.image:
-            try:
-                start = read_image(args.image, tuple(cfg.image_size))
-            except ValueError as exc:
-                raise CLIError(str(exc)) from None
+        if image is not None:
+            start = image
         elif args.prompt is None:
-            if len(starts) == 0:
-                raise CLIError(f"{path} has no start_frames.safetensors; pass --image FILE or --prompt TEXT")
             index = args.start_index if args.start_index is not None else int(rng.integers(len(starts)))
-            if not 0 <= index < len(starts):
-                raise CLIError(f"--start-index must be in [0, {len(starts)}), got {index}")
             start = starts[index]
             prompt = descriptions[index] if index < len(descriptions) else None
         try:

@@ -7,7 +7,8 @@ dynamics. Anything implementing :class:`TextEncoder` (``encode(list[str]) -> (to
 be plugged into ``WorldModel(config, text_encoder=...)`` instead, e.g. a frozen pretrained encoder.
 
 Prompt rules (:func:`validate_prompts`): a prompt must be a ``str`` (``bytes`` → ``TypeError``), not
-empty or blank (``ValueError``), at most :data:`MAX_PROMPT_BYTES` bytes of UTF-8 (``ValueError``).
+empty or blank (``ValueError``), at most :data:`MAX_PROMPT_BYTES` bytes of UTF-8 (``ValueError``),
+encodable as UTF-8 (a lone surrogate → ``ValueError``).
 Control characters (Unicode category ``Cc``: newlines, tabs, NUL, escapes) are replaced by spaces.
 Prompts longer than ``max_tokens`` tokens are truncated.
 """
@@ -62,7 +63,8 @@ def validate_prompts(prompt: str | Sequence[str | None] | None, batch_size: int 
 
     Raises:
         TypeError: a prompt is not a ``str`` (``bytes`` included).
-        ValueError: empty/blank prompt, a prompt over :data:`MAX_PROMPT_BYTES`, or a list of the wrong length.
+        ValueError: empty/blank prompt, a prompt over :data:`MAX_PROMPT_BYTES`, a lone surrogate (not UTF-8), or a
+            list of the wrong length.
     """
     if prompt is None:
         return None
@@ -85,7 +87,11 @@ def validate_prompts(prompt: str | Sequence[str | None] | None, batch_size: int 
             continue
         if not isinstance(p, str):
             raise TypeError(f"{where} must be a str, got {type(p).__name__}")
-        size = len(p.encode("utf-8"))
+        try:
+            size = len(p.encode("utf-8"))
+        except UnicodeEncodeError as exc:  # lone surrogates, e.g. from bytes.decode(errors="surrogateescape")
+            raise ValueError(f"{where} is not valid UTF-8 text: {p[exc.start:exc.end]!r} at index {exc.start} is a "
+                             "lone surrogate; decode the bytes with errors='replace' first") from None
         if size > MAX_PROMPT_BYTES:
             raise ValueError(f"{where} is {size} bytes of UTF-8; the limit is MAX_PROMPT_BYTES={MAX_PROMPT_BYTES}")
         p = clean_prompt(p)

@@ -527,7 +527,7 @@ def build_model(cfg: TrainConfig, dataset: Any) -> nn.Module:
 
 def validate(cfg: TrainConfig) -> Any:
     """Every check that can fail, before any work starts. Returns the opened dataset."""
-    from neuralsim.data import Dataset
+    from neuralsim.data import Dataset, DatasetError
 
     if cfg.stage not in STAGES + ("all",):
         raise TrainingError(f"stage must be one of autoencoder, dynamics, all; got {cfg.stage!r}")
@@ -544,9 +544,27 @@ def validate(cfg: TrainConfig) -> Any:
     data_path = Path(cfg.data)
     if not (data_path / "manifest.json").is_file():
         raise TrainingError(f"--data {cfg.data!r} is not a dataset: no manifest.json (make one with `neuralsim collect`)")
-    dataset = Dataset(data_path)
+    try:
+        dataset = Dataset(data_path)
+    except DatasetError as exc:  # torn/missing shard, shards that disagree with the manifest
+        raise TrainingError(f"--data {cfg.data!r}: {exc}") from None
     if dataset.num_episodes == 0 or dataset.num_steps == 0:
         raise TrainingError(f"--data {cfg.data!r} is empty: 0 episodes")
+    longest = int(dataset.episode_steps.max())
+    if cfg.window > longest:
+        raise TrainingError(f"--window {cfg.window} is longer than every episode of --data {cfg.data!r} (the longest "
+                            f"has {longest} steps); expected --window <= {longest}")
+    if cfg.init:  # before --out is created: a bad --init leaves nothing behind
+        from neuralsim.checkpoints import resolve_checkpoint
+        from neuralsim.config import WorldModelConfig
+
+        try:
+            payload = json.loads((resolve_checkpoint(cfg.init, "--init") / "config.json").read_text())
+            init_cfg = WorldModelConfig.from_dict({k: v for k, v in payload.items() if not k.startswith("_")})
+            dataset.validate_for(tuple(init_cfg.image_size), init_cfg.action_spec)
+        except (ValueError, FileNotFoundError) as exc:  # includes DatasetError and invalid JSON
+            raise TrainingError(f"--init {cfg.init!r} does not fit --data {cfg.data!r}: {exc}"
+                                if isinstance(exc, DatasetError) else str(exc)) from None
     out = Path(cfg.out)
     if not cfg.out:
         raise TrainingError("--out is required: the directory to write the model and checkpoints into")
@@ -556,13 +574,6 @@ def validate(cfg: TrainConfig) -> Any:
         raise TrainingError(f"--out {cfg.out!r} cannot be created ({exc.strerror}); expected a writable directory") from None
     if not os.access(out, os.W_OK):
         raise TrainingError(f"--out {cfg.out!r} is not writable; expected a writable directory")
-    if cfg.init:
-        from neuralsim.checkpoints import resolve_checkpoint
-        from neuralsim.config import WorldModelConfig
-
-        payload = json.loads((resolve_checkpoint(cfg.init, "--init") / "config.json").read_text())
-        init_cfg = WorldModelConfig.from_dict({k: v for k, v in payload.items() if not k.startswith("_")})
-        dataset.validate_for(tuple(init_cfg.image_size), init_cfg.action_spec)
     return dataset
 
 
@@ -594,7 +605,10 @@ def train(cfg: TrainConfig) -> Path:
         model = WorldModel.from_pretrained(out)
     else:
         model = build_model(cfg, dataset)
-    dataset.validate_for(tuple(model.config.image_size), model.config.action_spec)
+    try:
+        dataset.validate_for(tuple(model.config.image_size), model.config.action_spec)
+    except ValueError as exc:  # DatasetError: the model being continued was trained for another world
+        raise TrainingError(f"--data {cfg.data!r} does not fit the model in {str(out)!r}: {exc}") from None
     model.to(device)
     if rank() == 0:
         save_start_frames(dataset, out, cfg.start_frames)

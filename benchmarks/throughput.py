@@ -1,0 +1,351 @@
+"""Env-steps/s of the dream (``WorldModelVectorEnv``) against the real room, a DIAMOND-style denoiser and the matmul peak.
+
+What one run measures (all on this machine, same thread count, in the same process):
+
+- **dream**: env-steps/s of ``WorldModelVectorEnv(num_envs=B, model=..., dtype=...)`` with decoded
+  64x64 rgb observations and random actions (``env.step`` end to end: validation, all denoise
+  passes, commit, decode to uint8, heads, autoreset bookkeeping), at B = 1, 16, 64, fp32 and bf16
+  (``torch.autocast``; emulated and ~80x slower per matmul on a CPU without AVX512-BF16/AMX, so it
+  runs fewer steps there). Rate = B x steps / wall time of the timed steps.
+- **room**: steps/s of one real ``NeuralSimRoom-v0`` (MuJoCo physics + 64x64 render), random
+  actions (``_common.room_steps_per_s``, the loop of ``room_speed.py``).
+- **DIAMOND**: a DIAMOND-style pixel-space U-Net (``diamond_baseline.py``, ~4.4 M params, Atari
+  config) forward at the same batch sizes with random weights;
+  env-steps/s = B / (3 x forward time) (3 Euler steps per env step, its reward/end LSTM not counted).
+- **peak**: FLOP/s of large square matmuls (fp32 2048^3; bf16 smaller when emulated).
+- **MFU**: model FLOPs per env step (``torch.utils.flop_counter.FlopCounterMode`` over one
+  ``env.step``: matmuls, convolutions, attention; elementwise ops not counted) x env-steps/s,
+  divided by the matmul peak of the same dtype.
+
+Targets (issue 9), reported met or not: >= 2,000 env-steps/s at batch 64; >= 1.0x the real room;
+>= 100x DIAMOND at the same batch; >= 40 % of the fp32 matmul peak.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/throughput.py --quick --threads 1   # about a minute
+    python benchmarks/throughput.py                                         # full (several minutes)
+    python benchmarks/throughput.py --model path/to/checkpoint              # a trained checkpoint
+    python benchmarks/throughput.py --random-weights                        # the default preset, untrained
+    python benchmarks/throughput.py --profile --threads 1                   # torch.profiler of one batch-64 step
+
+Prints a table; the last line is one JSON object, also written to benchmarks/results/throughput.json
+(``--profile``: the profile tables go to benchmarks/results/profile_step.txt and profile_step.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (RESULTS_DIR, bf16_native, machine_info, matmul_peak, prepare_model, room_steps_per_s,  # noqa: E402
+                     rounded, set_threads, timeit, write_result)
+from diamond_baseline import build as build_diamond  # noqa: E402
+from diamond_baseline import example_inputs as diamond_inputs  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+TARGETS = {"env_sps_batch64": 2000.0, "vs_room": 1.0, "vs_diamond": 100.0, "mfu": 0.40}
+
+
+def count_flops(fn) -> int:
+    """FLOPs (matmul/conv/attention) of one call of ``fn``."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+# ------------------------------------------------------------------------------------------ dream
+
+
+def make_env(path: str, batch: int, dtype: str):
+    from neuralsim.envs import WorldModelVectorEnv
+
+    env = WorldModelVectorEnv(batch, model=path, dtype=dtype, max_episode_steps=200)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    return env
+
+
+def measure_dream(path: str, batch: int, dtype: str, *, min_steps: int, max_seconds: float,
+                  flops: float | None = None, warmup_steps: int = 2) -> dict:
+    """Env-steps/s of ``env.step`` on a ``WorldModelVectorEnv`` of ``batch`` envs (after ``warmup_steps`` steps,
+    the first of which counts the FLOPs unless ``flops`` per env step is given)."""
+    env = make_env(path, batch, dtype)
+    pool = [env.action_space.sample() for _ in range(16)]
+    if flops is None:
+        flops = count_flops(lambda: env.step(pool[0])) / batch
+        warmup_steps -= 1
+    for i in range(warmup_steps):
+        env.step(pool[i % len(pool)])
+    times, resets, start = [], 0, time.perf_counter()
+    while len(times) < min_steps or (time.perf_counter() - start < max_seconds and len(times) < 20 * min_steps):
+        t0 = time.perf_counter()
+        _, _, term, trunc, _ = env.step(pool[len(times) % len(pool)])
+        times.append(time.perf_counter() - t0)
+        resets += int(np.sum(term | trunc))
+        if time.perf_counter() - start > max_seconds and len(times) >= min_steps:
+            break
+    env.close()
+    total = float(np.sum(times))
+    return {
+        "dtype": dtype, "batch": batch, "steps": len(times),
+        "env_sps": batch * len(times) / total,  # headline: includes autoresets as they happen
+        "env_sps_median": batch / float(np.median(times)),
+        "step_ms": 1e3 * float(np.median(times)),
+        "episode_ends": resets,
+        "flops_per_env_step": flops,
+    }
+
+
+# ------------------------------------------------------------------------------------------ DIAMOND
+
+
+def measure_diamond(batch: int, dtype: str, *, min_iters: int, max_seconds: float, warmup: bool = True) -> dict:
+    """Forward time of the DIAMOND-style denoiser at ``batch``; env-steps/s = batch / (3 x forward)."""
+    net = build_diamond()
+    inputs = diamond_inputs(batch)
+    steps = net.config.denoise_steps
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else torch.autocast("cpu", enabled=False)
+    with torch.inference_mode(), ctx:
+        flops = count_flops(lambda: net(**diamond_inputs(1))) * batch  # FLOPs are linear in the batch
+        seconds = timeit(lambda: net(**inputs), min_iters=min_iters, max_seconds=max_seconds, warmup=warmup)
+    return {
+        "dtype": dtype, "batch": batch, "forward_ms": 1e3 * seconds,
+        "env_sps": batch / (steps * seconds), "flops_per_env_step": steps * flops / batch,
+    }
+
+
+# ------------------------------------------------------------------------------------------ profile
+
+
+def profile_step(path: str, batch: int, dtype: str, steps: int, out_dir: Path) -> dict:
+    """torch.profiler (CPU) over ``steps`` env steps at ``batch``; phases labelled by forward hooks on the model's modules."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    env = make_env(path, batch, dtype)
+    model = env.model.model
+    labels: dict[torch.nn.Module, str] = {}
+    for i, block in enumerate(model.dynamics.blocks):
+        kind = "softmax" if i in model.config.softmax_blocks else "gdn"
+        for name in ("attn", "cross_attn", "mlp"):
+            labels[getattr(block, name)] = f"phase: dynamics {name} ({kind})"
+    for name, module in model.dynamics.named_children():
+        if name != "blocks":
+            labels[module] = "phase: dynamics embed/final"
+    decoder = getattr(model.autoencoder, "decoder", model.autoencoder)
+    labels[decoder] = "phase: decoder"
+    for name in ("reward_head", "termination_head"):
+        if getattr(model, name, None) is not None:
+            labels[getattr(model, name)] = "phase: heads"
+    stack: list = []
+    handles = []
+    for module, label in labels.items():
+        def pre(_m, _i, label=label):
+            ctx = record_function(label)
+            ctx.__enter__()
+            stack.append(ctx)
+
+        def post(_m, _i, _o):
+            stack.pop().__exit__(None, None, None)
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    actions = env.action_space.sample()
+    for _ in range(2):
+        env.step(actions)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            with record_function("env.step"):
+                env.step(actions)
+        wall = (time.perf_counter() - t0) / steps
+    for h in handles:
+        h.remove()
+    env.close()
+
+    events = prof.key_averages()
+    step_us = sum(e.cpu_time_total for e in events if e.key == "env.step") / steps
+    phases = {e.key[len("phase: "):]: e.cpu_time_total / steps for e in events if e.key.startswith("phase: ")}
+    ops = sorted((e for e in events if not e.key.startswith(("phase: ", "env.step"))),
+                 key=lambda e: e.self_cpu_time_total, reverse=True)
+    top_ops = [{"op": e.key, "self_ms_per_step": e.self_cpu_time_total / steps / 1e3,
+                "pct": 100 * e.self_cpu_time_total / steps / step_us, "calls_per_step": e.count / steps} for e in ops[:20]]
+    phase_rows = [{"phase": k, "ms_per_step": v / 1e3, "pct": 100 * v / step_us}
+                  for k, v in sorted(phases.items(), key=lambda kv: -kv[1])]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
+    (out_dir / "profile_step.txt").write_text(
+        f"env.step of WorldModelVectorEnv, batch {batch}, {dtype}, {steps} steps, torch threads {torch.get_num_threads()}\n\n{text}\n")
+    print(f"\nprofile: batch {batch} {dtype}: {wall * 1e3:.1f} ms per env.step wall ({step_us / 1e3:.1f} ms under the profiler)")
+    print(f"{'phase (inclusive)':45s} {'ms/step':>9s} {'%':>6s}")
+    for r in phase_rows:
+        print(f"{r['phase']:45s} {r['ms_per_step']:9.2f} {r['pct']:6.1f}")
+    print(f"\n{'op (self time)':45s} {'ms/step':>9s} {'%':>6s} {'calls':>7s}")
+    for r in top_ops:
+        print(f"{r['op'][:45]:45s} {r['self_ms_per_step']:9.2f} {r['pct']:6.1f} {r['calls_per_step']:7.0f}")
+    return {"batch": batch, "dtype": dtype, "steps": steps, "wall_ms_per_step": wall * 1e3,
+            "profiled_ms_per_step": step_us / 1e3, "phases": phase_rows, "top_ops": top_ops}
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="default", help="checkpoint directory or shipped model name (default: default)")
+    parser.add_argument("--random-weights", action="store_true", help="the 'default' preset with random weights")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
+    parser.add_argument("--quick", action="store_true", help="about a minute: few steps per row")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--peak-size", type=int, default=2048, help="matmul size of the peak measurement")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["room", "diamond", "peak"], help="reference points to skip")
+    parser.add_argument("--profile", action="store_true", help="only profile env.step (batch --profile-batch, fp32)")
+    parser.add_argument("--profile-batch", type=int, default=64)
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/throughput.json)")
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    torch.manual_seed(0)  # scripts may seed globally; nothing below depends on it
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = prepare_model(args.model, args.random_weights, Path(tmp))
+        if args.profile:
+            prof = profile_step(model["path"], args.profile_batch, "fp32", 3 if args.quick else 10, RESULTS_DIR)
+            result = {"benchmark": "profile_step", "model": model["name"], "quick": args.quick, **prof,
+                      "machine": machine_info()}
+            write_result(rounded(result), args.out or RESULTS_DIR / "profile_step.json")
+            return result
+        rows = run_dream(model["path"], args)
+
+    slow_bf16 = not bf16_native()
+    ref: dict = {}
+    if "room" not in args.skip:
+        ref["room_sps"] = room_steps_per_s(300 if args.quick else 3000)
+        print(f"room: NeuralSimRoom-v0, 1 env: {ref['room_sps']:.0f} steps/s", file=sys.stderr, flush=True)
+    diamond = []
+    if "diamond" not in args.skip:
+        for dtype in args.dtypes:
+            if dtype == "bf16" and slow_bf16:
+                continue  # emulated bf16 U-Net at batch 64: minutes per forward, no information
+            for batch in args.batch:
+                # quick: the big batches run once, warmed up by the batch-1 row (a forward at 64 takes seconds)
+                diamond.append(measure_diamond(batch, dtype, min_iters=1 if (args.quick or batch > 1) else 3,
+                                               max_seconds=2.0 if args.quick else 8.0,
+                                               warmup=not (args.quick and batch > 1)))
+                d = diamond[-1]
+                print(f"DIAMOND {dtype} B={batch}: forward {d['forward_ms']:.1f} ms -> {d['env_sps']:.1f} env-steps/s",
+                      file=sys.stderr, flush=True)
+    peaks = {}
+    if "peak" not in args.skip:
+        for dtype in args.dtypes:
+            size = args.peak_size if not (dtype == "bf16" and slow_bf16) else (512 if args.quick else 1024)
+            peaks[dtype] = {"size": size, "flops_per_s": matmul_peak(
+                DTYPES[dtype], size, min_iters=1 if dtype == "bf16" and slow_bf16 else 3, max_seconds=2.0 if args.quick else 5.0)}
+            print(f"peak {dtype} {size}^3 matmul: {peaks[dtype]['flops_per_s'] / 1e9:.1f} GFLOP/s", file=sys.stderr, flush=True)
+
+    for r in rows:
+        d = next((d for d in diamond if d["batch"] == r["batch"] and d["dtype"] == r["dtype"]), None) or \
+            next((d for d in diamond if d["batch"] == r["batch"] and d["dtype"] == "fp32"), None)
+        r["vs_diamond"] = r["env_sps"] / d["env_sps"] if d else None
+        r["vs_room"] = r["env_sps"] / ref["room_sps"] if "room_sps" in ref else None
+        # MFU against the bf16 peak only where bf16 is native: emulated bf16 autocast runs many ops in fp32
+        peak = peaks.get(r["dtype"]) if (r["dtype"] == "fp32" or not slow_bf16) else None
+        r["achieved_flops_per_s"] = r["flops_per_env_step"] * r["env_sps"]
+        r["mfu"] = r["achieved_flops_per_s"] / peak["flops_per_s"] if peak else None
+        r["mfu_vs_fp32_peak"] = r["achieved_flops_per_s"] / peaks["fp32"]["flops_per_s"] if "fp32" in peaks else None
+    for d in diamond:
+        peak = peaks.get(d["dtype"])
+        d["mfu"] = d["flops_per_env_step"] * d["env_sps"] / peak["flops_per_s"] if peak else None
+
+    targets = evaluate_targets(rows, ref, diamond)
+    print_table(model["name"], rows, ref, diamond, peaks, targets)
+    result = {
+        "benchmark": "throughput", "model": model["name"], "random_weights": model["random_weights"],
+        "note": model["note"], "quick": args.quick, "threads": torch.get_num_threads(),
+        "rows": rows, "room": ref, "diamond": diamond, "matmul_peak": peaks, "targets": targets,
+        "diamond_parameters": sum(p.numel() for p in build_diamond().parameters()),
+        "machine": machine_info(),
+    }
+    write_result(rounded(result), args.out or RESULTS_DIR / "throughput.json")
+    return result
+
+
+def run_dream(path: str, args: argparse.Namespace) -> list[dict]:
+    slow_bf16 = not bf16_native()
+    rows = []
+    for dtype in args.dtypes:
+        for batch in args.batch:
+            slow = dtype == "bf16" and slow_bf16
+            if slow:  # emulated: one or a few steps give the order of magnitude
+                min_steps = {1: 3}.get(batch, 1) if args.quick else {1: 10}.get(batch, 3)
+            else:
+                min_steps = max(2, (40 if args.quick else 200) // batch)
+            known = next((r["flops_per_env_step"] for r in rows if r["batch"] == batch), None)  # FLOPs do not depend on dtype
+            rows.append(measure_dream(path, batch, dtype, min_steps=min_steps, max_seconds=2.0 if args.quick else 10.0,
+                                      flops=known, warmup_steps=1 if slow else 2))
+            r = rows[-1]
+            print(f"dream {dtype} B={batch}: {r['env_sps']:.1f} env-steps/s ({r['steps']} steps, {r['step_ms']:.1f} ms/step, "
+                  f"{r['flops_per_env_step'] / 1e6:.1f} MFLOP/env-step)", file=sys.stderr, flush=True)
+    return rows
+
+
+def evaluate_targets(rows: list[dict], ref: dict, diamond: list[dict]) -> dict:
+    """The issue's four targets at batch 64 (or the largest batch measured), best dtype for the dream."""
+    big = max(r["batch"] for r in rows)
+    at_big = [r for r in rows if r["batch"] == big]
+    best = max(at_big, key=lambda r: r["env_sps"])
+    fp32 = next((r for r in at_big if r["dtype"] == "fp32"), best)
+    out = {"batch": big, "best_dtype": best["dtype"],
+           "env_sps": {"value": best["env_sps"], "target": TARGETS["env_sps_batch64"],
+                       "met": best["env_sps"] >= TARGETS["env_sps_batch64"]}}
+    if "room_sps" in ref:
+        out["vs_room"] = {"value": best["env_sps"] / ref["room_sps"], "target": TARGETS["vs_room"],
+                          "met": best["env_sps"] / ref["room_sps"] >= TARGETS["vs_room"],
+                          "batch1_fp32": next((r["vs_room"] for r in rows if r["batch"] == 1 and r["dtype"] == "fp32"), None)}
+    if fp32.get("vs_diamond") is not None:
+        out["vs_diamond"] = {"value": fp32["vs_diamond"], "target": TARGETS["vs_diamond"],
+                             "met": fp32["vs_diamond"] >= TARGETS["vs_diamond"], "dtype": "fp32"}
+    if fp32.get("mfu_vs_fp32_peak") is not None:
+        out["mfu"] = {"value": fp32["mfu_vs_fp32_peak"], "target": TARGETS["mfu"],
+                      "met": fp32["mfu_vs_fp32_peak"] >= TARGETS["mfu"], "dtype": "fp32"}
+    return out
+
+
+def print_table(name: str, rows: list[dict], ref: dict, diamond: list[dict], peaks: dict, targets: dict) -> None:
+    print(f"\nthroughput: model {name}, torch threads {torch.get_num_threads()}, "
+          f"CPU {torch.backends.cpu.get_cpu_capability()}")
+    for dtype, p in peaks.items():
+        print(f"matmul peak {dtype} ({p['size']}^3): {p['flops_per_s'] / 1e9:.1f} GFLOP/s")
+    if "room_sps" in ref:
+        print(f"real room NeuralSimRoom-v0 (1 env): {ref['room_sps']:.0f} steps/s")
+    print(f"\n{'':8s}{'dtype':>5s} {'batch':>5s} {'env-steps/s':>12s} {'ms/step':>9s} {'MFLOP/step':>11s} "
+          f"{'MFU':>7s} {'x room':>8s} {'x DIAMOND':>10s}")
+
+    def fmt(v, spec):
+        return format(v, spec) if v is not None else format("-", ">" + spec.split(".")[0].lstrip(">"))
+
+    for r in rows:
+        print(f"{'dream':8s}{r['dtype']:>5s} {r['batch']:>5d} {r['env_sps']:12.1f} {r['step_ms']:9.1f} "
+              f"{r['flops_per_env_step'] / 1e6:11.1f} {fmt(None if r['mfu'] is None else 100 * r['mfu'], '6.2f')}% "
+              f"{fmt(r['vs_room'], '8.2f')} {fmt(r['vs_diamond'], '10.1f')}")
+    for d in diamond:
+        print(f"{'DIAMOND':8s}{d['dtype']:>5s} {d['batch']:>5d} {d['env_sps']:12.1f} {3 * d['forward_ms']:9.1f} "
+              f"{d['flops_per_env_step'] / 1e6:11.1f} {fmt(None if d['mfu'] is None else 100 * d['mfu'], '6.2f')}%")
+    print(f"\ntargets at batch {targets['batch']}:")
+    t = targets["env_sps"]
+    print(f"  env-steps/s >= {t['target']:.0f}: {t['value']:.0f} ({targets['best_dtype']}) -> {'met' if t['met'] else 'NOT met'}")
+    for key, label, scale, unit in (("vs_room", "x real room", 1, "x"), ("vs_diamond", "x DIAMOND", 1, "x"),
+                                    ("mfu", "of fp32 matmul peak", 100, "%")):
+        if key in targets:
+            t = targets[key]
+            print(f"  >= {t['target'] * scale:g}{unit} {label}: {t['value'] * scale:.2f}{unit} -> {'met' if t['met'] else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
