@@ -1,6 +1,12 @@
 """The recipe of the shipped default model: collect the MuJoCo room, train both stages, install it.
 
-    python examples/make_default_model.py --out runs/default --install
+    OMP_NUM_THREADS=1 python examples/make_default_model.py --out runs/default --install
+
+(One torch thread: on a 2-core machine two threads competing with the collection workers or anything
+else are far slower.) The shipped model was made with these defaults; the two training stages were run
+as `neuralsim train autoencoder` then `neuralsim train dynamics` into the same directory, which by
+construction is the computation of `train all` (same seeds, data order and weights at the stage
+boundary); this script has not been re-run end to end to confirm bit-identical weights.
 
 Each stage is resumable (`--resume`): collection continues at the next episode, training from its last
 checkpoint with the same data order, so a killed run picks up where it stopped. With `--install` the
@@ -26,8 +32,10 @@ class Recipe:
     seed: int = 0
     policy: str = "explore"
     preset: str = "default"
-    ae_steps: int = 3000
-    steps: int = 6000  # dynamics steps
+    ae_steps: int = 1800
+    ae_lr: float = 2e-3
+    steps: int = 1100  # dynamics steps
+    lr: float = 1e-3
     batch_size: int = 32
     window: int = 8
     resume: bool = False
@@ -57,7 +65,7 @@ def main() -> None:
     from neuralsim.train import TrainConfig, train
 
     cfg = TrainConfig(stage="all", data=str(data), out=str(model_dir), preset=recipe.preset, steps=recipe.steps,
-                      ae_steps=recipe.ae_steps, batch_size=recipe.batch_size, window=recipe.window, seed=recipe.seed,
+                      ae_steps=recipe.ae_steps, ae_lr=recipe.ae_lr, lr=recipe.lr, batch_size=recipe.batch_size, window=recipe.window, seed=recipe.seed,
                       resume=recipe.resume or (model_dir / "checkpoints" / "latest.json").exists())
     train(cfg)
     t_total = time.perf_counter() - t0

@@ -65,6 +65,7 @@ class TrainConfig:
     batch_size: int = 32
     window: int = 8  # env steps per training window (latent frames = 1 + window)
     lr: float = 1e-3
+    ae_lr: float | None = None  # autoencoder learning rate (default: lr)
     weight_decay: float = 0.01
     warmup: int = 100
     min_lr_ratio: float = 0.05
@@ -115,12 +116,13 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if native_bf16() else torch.float32
 
 
-def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
-    """Linear warmup, then cosine decay to ``min_lr_ratio * lr``."""
+def lr_at(step: int, cfg: TrainConfig, total: int, stage: str = "dynamics") -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio`` of the stage's peak learning rate."""
+    peak = cfg.ae_lr if stage == "autoencoder" and cfg.ae_lr is not None else cfg.lr
     if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
+        return peak * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, total - cfg.warmup))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return peak * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def stage_parameters(model: nn.Module, stage: str) -> dict[str, nn.Parameter]:
@@ -404,7 +406,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
     t_last, n_last = time.perf_counter(), 0
     for step in bar:
         batch = batch_to_torch(next(stream), device)
-        lr = lr_at(step, cfg, total_steps)
+        lr = lr_at(step, cfg, total_steps, stage)
         for group in opt.param_groups:
             group["lr"] = lr
         with autocast:
@@ -539,6 +541,8 @@ def validate(cfg: TrainConfig) -> Any:
         raise TrainingError(f"--ae-steps must be an integer in [1, {MAX_STEPS}], got {cfg.ae_steps!r}")
     if not (0 < cfg.lr < 1):
         raise TrainingError(f"--lr must be in (0, 1), got {cfg.lr}")
+    if cfg.ae_lr is not None and not (0 < cfg.ae_lr < 1):
+        raise TrainingError(f"--ae-lr must be in (0, 1), got {cfg.ae_lr}")
     if not cfg.data:
         raise TrainingError("--data is required: a dataset directory made by `neuralsim collect`")
     data_path = Path(cfg.data)
@@ -648,7 +652,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ae-steps", type=int, default=None, help="autoencoder steps for 'all' (default steps/2)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--window", type=int, default=d.window, help="env steps per training window")
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (dynamics; also autoencoder without --ae-lr)")
+    p.add_argument("--ae-lr", type=float, default=None, help="peak learning rate of the autoencoder stage")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--dtype", default=d.dtype, choices=("auto", "float32", "bfloat16"),
                    help="autocast dtype; auto = bf16 only where native")
@@ -676,7 +681,7 @@ def run_train(args: argparse.Namespace) -> int:
             overrides[key] = value
     cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, preset=args.preset, init=args.init,
                       steps=args.steps, ae_steps=args.ae_steps, batch_size=args.batch_size, window=args.window,
-                      lr=args.lr, seed=args.seed, dtype=args.dtype, checkpoint_every=args.checkpoint_every,
+                      lr=args.lr, ae_lr=args.ae_lr, seed=args.seed, dtype=args.dtype, checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every, resume=args.resume, progress=not args.no_progress,
                       stop_after=args.stop_after,
                       config_overrides=overrides)

@@ -1,0 +1,147 @@
+"""Constant memory and time over a long dream: step time and RSS at steps 100, 1,000, 10,000 of one rollout.
+
+One ``WorldModelEnv`` (batch 1, fp32, decoded rgb observations, no step limit) steps 10,000 times
+with seeded random actions in a single episode. At steps 100, 1,000 and 10,000 it records the
+median step time over the last 50 steps, the process RSS and the size of the streaming state;
+the ratios (10,000 / 100) are the constant-memory figure (1.0 = constant). A trace every 100 steps
+goes to the JSON for plots. Then a minute-scale rollout: 1,440 video frames (60 s at 24 fps;
+frames = env steps x ``frames_per_latent``) timed end to end, reset included.
+
+``--quick``: 1,000 steps (ratios 1,000 / 100) and a 240-frame rollout, well under a minute.
+
+    OMP_NUM_THREADS=1 python benchmarks/long_rollout.py --quick --threads 1
+    python benchmarks/long_rollout.py [--model DIR | --random-weights] [--threads N]
+
+Prints a table; the last line is one JSON object, also written to benchmarks/results/long_rollout.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS_DIR, machine_info, prepare_model, rounded, rss_bytes, set_threads, write_result  # noqa: E402
+
+MB = 2**20
+
+
+def make_env(path: str):
+    from neuralsim.envs import WorldModelEnv
+
+    return WorldModelEnv(path, max_episode_steps=None, dtype="float32")
+
+
+def state_bytes(env) -> int | None:
+    state = getattr(env.unwrapped, "_state", None)
+    return int(state.nbytes()) if hasattr(state, "nbytes") else None
+
+
+def long_rollout(path: str, steps: int, marks: list[int], window: int, trace_every: int, seed: int = 0) -> dict:
+    """One episode of ``steps`` env steps; step time (median of the last ``window``) and RSS at each mark."""
+    env = make_env(path)
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    times = np.zeros(steps)
+    points, trace, error = [], [], None
+    ends = 0
+    for i in range(1, steps + 1):
+        action = env.action_space.sample()
+        t0 = time.perf_counter()
+        try:
+            _, _, terminated, _, _ = env.step(action)  # no step limit; a predicted termination does not stop the dream
+        except FloatingPointError as exc:  # an untrained model may diverge; report where
+            error = f"step {i}: {exc}"
+            break
+        times[i - 1] = time.perf_counter() - t0
+        ends += int(terminated)
+        if i in marks or i % trace_every == 0:
+            row = {"step": i, "step_ms": 1e3 * float(np.median(times[max(0, i - window):i])),
+                   "rss_mb": rss_bytes() / MB, "state_bytes": state_bytes(env)}
+            if i in marks:
+                points.append(row)
+                print(f"step {i:>6}: {row['step_ms']:.2f} ms/step (median of {window}), RSS {row['rss_mb']:.1f} MB, "
+                      f"state {row['state_bytes']} B", file=sys.stderr, flush=True)
+            if i % trace_every == 0:
+                trace.append(row)
+    env.close()
+    first, last = (points[0], points[-1]) if len(points) >= 2 else (None, None)
+    ratios = None if first is None else {
+        "of": f"{last['step']} / {first['step']}",
+        "step_time": last["step_ms"] / first["step_ms"], "rss": last["rss_mb"] / first["rss_mb"],
+        "state_bytes": (last["state_bytes"] / first["state_bytes"]) if first["state_bytes"] else None,
+    }
+    return {"steps": steps, "window": window, "points": points, "ratios": ratios, "trace": trace,
+            "predicted_terminations": ends, "error": error,
+            "mean_step_ms": 1e3 * float(times[times > 0].mean()) if (times > 0).any() else None}
+
+
+def minute_rollout(path: str, frames: int, seed: int = 1) -> dict:
+    """Reset + ``frames // frames_per_latent`` steps, timed end to end (env construction excluded)."""
+    env = make_env(path)
+    k = env.unwrapped.core.frames_per_step
+    steps = max(1, frames // k)
+    rng = np.random.default_rng(seed)
+    env.action_space.seed(seed)
+    actions = [env.action_space.sample() for _ in range(steps)]
+    t0 = time.perf_counter()
+    env.reset(seed=int(rng.integers(2**31)))
+    for a in actions:
+        env.step(a)
+    wall = time.perf_counter() - t0
+    env.close()
+    return {"frames": steps * k, "env_steps": steps, "frames_per_latent": k, "wall_s": wall,
+            "frames_per_s": steps * k / wall, "realtime_factor_24fps": (steps * k / 24) / wall}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="default", help="checkpoint directory or shipped model name (default: default)")
+    parser.add_argument("--random-weights", action="store_true", help="the 'default' preset with random weights")
+    parser.add_argument("--quick", action="store_true", help="1,000 steps and a 240-frame rollout")
+    parser.add_argument("--steps", type=int, default=None, help="length of the long rollout (default 10,000; quick 1,000)")
+    parser.add_argument("--frames", type=int, default=None, help="frames of the timed rollout (default 1,440; quick 240)")
+    parser.add_argument("--window", type=int, default=50, help="steps per step-time median")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/long_rollout.json)")
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    steps = args.steps or (1000 if args.quick else 10000)
+    frames = args.frames or (240 if args.quick else 1440)
+    marks = [m for m in (100, 1000, 10000) if m <= steps] or [steps]
+    if marks[-1] != steps and steps not in marks:
+        marks.append(steps)
+    warnings.filterwarnings("ignore", message=".*after the episode ended.*")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = prepare_model(args.model, args.random_weights, Path(tmp))
+        long = long_rollout(model["path"], steps, marks, args.window, trace_every=100)
+        minute = minute_rollout(model["path"], frames)
+
+    print(f"\nlong rollout: model {model['name']}, 1 env, fp32, torch threads {torch.get_num_threads()}")
+    print(f"{'step':>7s} {'ms/step':>9s} {'RSS MB':>8s} {'state B':>9s}")
+    for p in long["points"]:
+        print(f"{p['step']:>7d} {p['step_ms']:9.2f} {p['rss_mb']:8.1f} {p['state_bytes'] or 0:9d}")
+    if long["ratios"]:
+        r = long["ratios"]
+        print(f"ratio {r['of']}: step time {r['step_time']:.3f}, RSS {r['rss']:.3f}, state {r['state_bytes']}")
+    if long["error"]:
+        print(f"stopped early: {long['error']}")
+    print(f"minute-scale: {minute['frames']} frames ({minute['env_steps']} env steps) in {minute['wall_s']:.1f} s "
+          f"= {minute['frames_per_s']:.0f} frames/s, {minute['realtime_factor_24fps']:.1f}x real time at 24 fps")
+    result = {"benchmark": "long_rollout", "model": model["name"], "random_weights": model["random_weights"],
+              "note": model["note"], "quick": args.quick, "threads": torch.get_num_threads(),
+              "long": long, "minute": minute, "machine": machine_info()}
+    write_result(rounded(result), args.out or RESULTS_DIR / "long_rollout.json")
+    return result
+
+
+if __name__ == "__main__":
+    main()
