@@ -26,7 +26,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -36,18 +35,8 @@ import torch
 from neuralsim.config import WorldModelConfig
 from neuralsim.model import WorldModel, describe
 
-
-def _timeit(fn, *, min_iters: int, max_seconds: float) -> float:
-    """Seconds per call: one warm-up call, then calls until ``min_iters`` done or ``max_seconds`` spent."""
-    fn()
-    times, start = [], time.perf_counter()
-    while len(times) < min_iters or (time.perf_counter() - start < max_seconds and len(times) < 10 * min_iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if time.perf_counter() - start > max_seconds and times:
-            break
-    return float(np.median(times))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import timeit as _timeit  # noqa: E402  (shared benchmark helpers)
 
 
 def measure(model: WorldModel, batch: int, dtype: str, *, min_iters: int, max_seconds: float) -> dict:

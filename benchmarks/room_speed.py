@@ -13,27 +13,19 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import gymnasium as gym
 import numpy as np
 
 import neuralsim  # noqa: F401  (registers NeuralSimRoom-v0)
 
-
-def _rate(fn: Callable[[int], None], steps: int, repeats: int = 3) -> float:
-    """Best rate over ``repeats`` runs of ``steps // repeats`` (the CPU is shared: best = least disturbed)."""
-    fn(min(20, steps))  # warm-up
-    n = max(1, steps // repeats)
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(n)
-        rates.append(n / (time.perf_counter() - t0))
-    return max(rates)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import best_rate as _rate  # noqa: E402  (shared benchmark helpers)
+from _common import room_step_loop  # noqa: E402
 
 
 def main() -> None:
@@ -50,16 +42,7 @@ def main() -> None:
     for action_type in ("continuous", "discrete"):
         env = gym.make("NeuralSimRoom-v0", image_size=args.image_size, action_type=action_type)
         env.reset(seed=0)
-        space = env.action_space
-
-        def run(n: int) -> None:
-            for _ in range(n):
-                a = rng.uniform(-1, 1, 4).astype(np.float32) if action_type == "continuous" else int(rng.integers(space.n))
-                _, _, term, trunc, _ = env.step(a)
-                if term or trunc:
-                    env.reset()
-
-        results[f"env_step_{action_type}"] = _rate(run, steps)
+        results[f"env_step_{action_type}"] = _rate(room_step_loop(env, rng, action_type), steps)
         if action_type == "continuous":
             room = env.unwrapped
             vectors = rng.uniform(-1, 1, (steps + 20, 4)).astype(np.float32)
