@@ -343,8 +343,15 @@ class WorldModel(nn.Module):
     @torch.no_grad()
     def encode(self, frames: Any) -> torch.Tensor:
         """Frames ``uint8 [B, T, H, W, 3]`` (``T = 1 + n*frames_per_latent``) → normalised latents
-        ``float32 [B, 1 + n, C, h, w]``. Causal (latent j sees only its own raw frames), deterministic."""
+        ``float32 [B, 1 + n, C, h, w]``. Causal (latent j sees only its own raw frames), deterministic.
+
+        Raises:
+            InputError (ValueError/TypeError): frames not uint8 ``[B, T, H, W, 3]`` with ``T = 1 + n*k``, B >= 1.
+            FloatingPointError: the autoencoder produced NaN/inf (diverged weights).
+        """
         z = self.autoencoder.encode(self._frames_to_float(frames)).float()
+        if not bool(torch.isfinite(z.sum())):
+            raise FloatingPointError("the autoencoder produced non-finite latents from finite frames (diverged weights?)")
         scale, shift = self._latent_affine(z.device)
         return (z - shift) * scale
 
@@ -483,7 +490,8 @@ class WorldModel(nn.Module):
             x = x + (tau_next - tau) * v.float()
         if not bool(torch.isfinite(x).all()):
             raise FloatingPointError(f"the world model produced a non-finite latent at step {int(state.step.max())}; "
-                                     "the state is corrupt (diverged weights or inputs?)")
+                                     "the new state is discarded (diverged weights or inputs?); the state passed in "
+                                     "is unchanged")
         if not fused:
             x_ctx = add_context_noise(x, cfg.context_noise, generator=generator)
             _, features, cache = self.dynamics(x_ctx, torch.full((B, 1), cfg.context_noise, device=self.device), **inputs)
@@ -541,6 +549,8 @@ class WorldModel(nn.Module):
             x, torch.full((B, T), cfg.context_noise, device=self.device), start=state.step, action=action,
             action_known=known, rays=rays, text=text_kv, text_mask=mask, cache=state.cache)
         reward, logit = self._heads(features[:, -1])
+        _check_finite(state, reward=reward, termination=logit, features=features[:, -1],
+                      state=[c["S"] for c in cache if "S" in c])
         return dataclasses.replace(state, cache=cache, step=state.step + T, latent=latents[:, -1], reward=reward,
                                    termination_prob=self._prob(logit, reward), c2w=c2w, pitch=pitch)
 
