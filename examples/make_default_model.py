@@ -40,6 +40,7 @@ class Recipe:
     window: int = 8
     resume: bool = False
     install: bool = False
+    install_only: bool = False  # skip collection and training: install the model already in OUT/model
 
 
 def main() -> None:
@@ -52,6 +53,9 @@ def main() -> None:
     recipe = Recipe(**vars(parser.parse_args()))
     out = Path(recipe.out)
     data, model_dir = out / "data", out / "model"
+    if recipe.install_only:
+        install(model_dir)
+        return
     t0 = time.perf_counter()
 
     from neuralsim.data import collect
@@ -72,15 +76,26 @@ def main() -> None:
     print(f"recipe done: collect {t_collect / 60:.1f} min, total {t_total / 60:.1f} min", flush=True)
 
     if recipe.install:
-        assets = Path(__file__).resolve().parent.parent / "neuralsim" / "assets" / "default"
-        tmp = assets.with_name(".default-tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for name in ("config.json", "model.safetensors", "start_frames.safetensors"):
-            shutil.copy2(model_dir / name, tmp / name)
-        shutil.rmtree(assets, ignore_errors=True)
-        tmp.rename(assets)
-        print(f"installed into {assets}")
+        install(model_dir)
+
+
+def install(model_dir: Path) -> None:
+    """Copy a trained model into neuralsim/assets/default/ (atomically: a temp dir renamed into place)."""
+    assets = Path(__file__).resolve().parent.parent / "neuralsim" / "assets" / "default"
+    tmp = assets.with_name(".default-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("config.json", "start_frames.safetensors"):
+        shutil.copy2(model_dir / name, tmp / name)
+    # Ship the weights in fp16 (half the bytes; from_pretrained casts them back to the model's fp32).
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(model_dir / "model.safetensors"))
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, str(tmp / "model.safetensors"),
+              metadata={"format": "pt", "note": "fp16 copy of the fp32 EMA weights"})
+    shutil.rmtree(assets, ignore_errors=True)
+    tmp.rename(assets)
+    print(f"installed into {assets}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ import gymnasium as gym
 import numpy as np
 
 from neuralsim import actions as A
+from neuralsim.checkpoints import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -65,26 +66,9 @@ class DatasetError(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` is either the old file or the complete new one."""
-    tmp = path.with_name(f"{path.name}{_TMP_MARK}-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _sha256_file(path: Path) -> str:

@@ -94,30 +94,8 @@ def test_vector_env_same_seed_identical_across_save_load(model, saved, tmp_path)
     assert _same(in_memory, _vector_run(WorldModelVectorEnv(4, model=str(second_generation), max_episode_steps=3), 11))
 
 
-_DIGEST_SCRIPT = r"""
-import hashlib, sys
-import numpy as np
-from neuralsim.envs import WorldModelEnv, WorldModelVectorEnv
-env = WorldModelEnv(sys.argv[1], max_episode_steps=None)
-env.action_space.seed(3)
-h = hashlib.sha256()
-obs, _ = env.reset(seed=3, options={"prompt": "a red ball near the blue wall"})
-h.update(obs.tobytes())
-for _ in range(6):
-    obs, reward, *_ = env.step(env.action_space.sample())
-    h.update(obs.tobytes()); h.update(np.float64(reward).tobytes())
-envs = WorldModelVectorEnv(4, model=sys.argv[1], max_episode_steps=3)
-envs.action_space.seed(11)
-obs, _ = envs.reset(seed=11)
-h.update(obs.tobytes())
-for _ in range(6):
-    obs, reward, *_ = envs.step(envs.action_space.sample())
-    h.update(obs.tobytes()); h.update(reward.tobytes())
-print(h.hexdigest())
-"""
-
-
-def _digest_here(path: Path) -> str:
+def _digest_here(path: str | Path) -> str:
+    """sha256 of a single-env and a vector-env rollout (run here and in a fresh process)."""
     env = WorldModelEnv(str(path), max_episode_steps=None)
     env.action_space.seed(3)
     h = hashlib.sha256()
@@ -141,8 +119,9 @@ def _digest_here(path: Path) -> str:
 def test_identical_in_a_fresh_process(saved):
     """No hidden process state (hash randomisation, global RNG, import order) leaks into a rollout."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "12345"}
-    proc = subprocess.run([sys.executable, "-c", _DIGEST_SCRIPT, str(saved)], capture_output=True, text=True,
-                          timeout=180, env=env)
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+              "from test_determinism import _digest_here; print(_digest_here(sys.argv[1]))")
+    proc = subprocess.run([sys.executable, "-c", script, str(saved)], capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     torch.manual_seed(987)  # the global RNG of this process is elsewhere: it must not matter
     np.random.seed(987)
