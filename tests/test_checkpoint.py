@@ -13,13 +13,6 @@ from neuralsim.config import WorldModelConfig
 from neuralsim.model import WorldModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture
 def model() -> WorldModel:

@@ -12,14 +12,6 @@ import torch.nn.functional as F
 from neuralsim.dynamics import gated_delta_rule, gdn_parallel, gdn_recurrent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and avoids OpenMP contention on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _inputs(B=2, H=3, T=8, S=5, D=8, Dv=9, seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -13,14 +13,6 @@ from neuralsim.config import WorldModelConfig
 from neuralsim.model import WorldModel, WorldState, camera_intrinsics, camera_step, describe, plucker_rays_torch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and avoids OpenMP contention on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _model(seed: int = 0, **overrides) -> WorldModel:
     torch.manual_seed(seed)  # tests may seed globally; the library never does

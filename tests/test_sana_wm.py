@@ -61,14 +61,6 @@ def _tiny_components(seed: int = 0) -> dict:
                 text_encoder=text_encoder, tokenizer=tokenizer)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared 2-core box they only oversubscribe."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def parts() -> dict:

@@ -21,13 +21,6 @@ from neuralsim.envs import WorldModelEnv, WorldModelVectorEnv  # noqa: E402
 N = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:

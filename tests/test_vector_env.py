@@ -30,13 +30,6 @@ def make_tiny_model(termination_bias: float = -6.0):
     return model.eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
