@@ -258,6 +258,20 @@ def save_checkpoint(out: Path, stage: str, step: int, model: nn.Module, ema: EMA
     return final
 
 
+def remove_stale_temp_files(out: Path) -> list[str]:
+    """Delete the temp files/dirs a killed run left in ``out`` and ``out/checkpoints`` (hidden names with
+    ``.tmp``; never pointed to by ``latest.json``). Called on ``--resume``; returns what was removed."""
+    removed = []
+    for directory in (out, out / "checkpoints"):
+        if not directory.is_dir():
+            continue
+        for path in directory.iterdir():
+            if path.name.startswith(".") and ".tmp" in path.name:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                removed.append(str(path))
+    return removed
+
+
 def latest_checkpoint(out: Path) -> dict | None:
     pointer = out / "checkpoints" / "latest.json"
     if not pointer.is_file():
@@ -597,6 +611,9 @@ def train(cfg: TrainConfig) -> Path:
                             "or use a new --out")
     # A finished autoencoder run in --out is where `train dynamics` starts, not something to resume.
     resume_from = existing if cfg.resume and existing is not None and existing["stage"] in stages else None
+    if cfg.resume and rank() == 0:
+        for path in remove_stale_temp_files(out):
+            print(f"--resume: removed {path} (left by an interrupted run)", flush=True)
     # Which weights to start from: the resumed checkpoint, --init, the out dir (dynamics after autoencoder), or fresh.
     if resume_from is not None:
         model = WorldModel.from_pretrained(resume_from["dir"] / "model")

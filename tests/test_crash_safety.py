@@ -28,7 +28,11 @@ from neuralsim.model import WorldModel
 
 ROOT = Path(__file__).resolve().parent.parent
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-needs_mujoco = pytest.mark.skipif(__import__("importlib").util.find_spec("mujoco") is None, reason="needs the [mujoco] extra")
+HAS_MUJOCO = __import__("importlib").util.find_spec("mujoco") is not None
+
+
+def needs_mujoco(test):
+    return pytest.mark.mujoco(pytest.mark.skipif(not HAS_MUJOCO, reason="needs the [mujoco] extra")(test))
 
 
 def _neuralsim(*args: str, **kw) -> subprocess.Popen:

@@ -275,3 +275,18 @@ def test_envs_surface_the_error_and_stay_usable(tiny_checkpoint):
     assert np.array_equal(obs, ref.step(np.ones(4, np.float32))[0]) and info["step"] == 2
     vobs, *_, vinfo = venv.step(np.ones((2, 4), np.float32))
     assert np.array_equal(vobs, vref.step(np.ones((2, 4), np.float32))[0]) and vinfo["step"].tolist() == [2, 2]
+
+
+def test_soak_script_smoke(tiny_checkpoint, tmp_path):
+    """benchmarks/soak.py end to end on the tiny checkpoint (a few steps), so the script cannot rot."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "soak.py"
+    spec = importlib.util.spec_from_file_location("soak", path)
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    result = soak.main(["--model", str(tiny_checkpoint), "--num-envs", "2", "--steps", "12", "--max-episode-steps", "4",
+                        "--obs-type", "latent", "--out", str(tmp_path / "soak.json")])
+    assert result["nonfinite_total"] == 0 and result["errors_total"] == 0 and result["episodes_ended"] >= 2
+    assert (tmp_path / "soak.json").is_file()

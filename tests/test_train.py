@@ -182,7 +182,12 @@ def test_ddp_two_cpu_processes_keep_replicas_identical(dataset, tmp_path):
     script.write_text(DDP_SCRIPT)
     result_file = tmp_path / "result.txt"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+    import socket
+
+    with socket.socket() as sock:  # a free port: a fixed one collides with other runs on the machine
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
                            str(script), str(dataset), str(tmp_path / "run"), str(result_file)],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
