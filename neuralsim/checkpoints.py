@@ -76,6 +76,20 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, argument: str = "model")
     return path
 
 
+def ensure_writable_dir(path: str | os.PathLike, option: str, error: type[Exception] = ValueError) -> Path:
+    """Create ``path`` if needed and check it is a writable directory; otherwise raise ``error`` naming ``option``."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise error(f"{option} {str(p)!r} exists and is not a directory; expected a directory path")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(f"{option} {str(p)!r} cannot be created ({exc.strerror}); expected a writable directory") from None
+    if not os.access(p, os.W_OK):
+        raise error(f"{option} {str(p)!r} is not writable; expected a writable directory")
+    return p
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

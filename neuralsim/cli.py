@@ -51,16 +51,9 @@ def _nonneg_int(name: str):
 
 def writable_dir(path: str | Path, option: str) -> Path:
     """Create ``path`` if needed and check it is a writable directory; raise CLIError naming ``option``."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise CLIError(f"{option} {str(p)!r} exists and is not a directory; expected a directory path")
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CLIError(f"{option} {str(p)!r} cannot be created ({exc.strerror}); expected a writable directory") from None
-    if not os.access(p, os.W_OK):
-        raise CLIError(f"{option} {str(p)!r} is not writable; expected a writable directory")
-    return p
+    from neuralsim.checkpoints import ensure_writable_dir
+
+    return ensure_writable_dir(path, option, CLIError)
 
 
 def writable_file(path: str | Path, option: str, suffixes: Sequence[str]) -> Path:

@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from neuralsim.checkpoints import atomic_save_safetensors, atomic_write, atomic_write_json
+from neuralsim.checkpoints import atomic_save_safetensors, atomic_write, atomic_write_json, ensure_writable_dir
 
 STAGES = ("autoencoder", "dynamics")
 MAX_STEPS = 10_000_000
@@ -586,12 +586,7 @@ def validate(cfg: TrainConfig) -> Any:
     out = Path(cfg.out)
     if not cfg.out:
         raise TrainingError("--out is required: the directory to write the model and checkpoints into")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TrainingError(f"--out {cfg.out!r} cannot be created ({exc.strerror}); expected a writable directory") from None
-    if not os.access(out, os.W_OK):
-        raise TrainingError(f"--out {cfg.out!r} is not writable; expected a writable directory")
+    ensure_writable_dir(out, "--out", TrainingError)
     return dataset
 
 
