@@ -686,7 +686,9 @@ class WorldModel(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         tmp = path / f".{WEIGHTS_NAME}.tmp{os.getpid()}"
-        save_file(tensors, str(tmp), metadata={"format": "pt", "neuralsim_version": __version__})
+        # One metadata key: safetensors orders a multi-key metadata map differently on every call, which would make
+        # equal weights give different bytes (the version is in config.json).
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
         os.replace(tmp, path / WEIGHTS_NAME)
         payload = {"_class_name": type(self).__name__, "_neuralsim_version": __version__, **self.config.to_dict()}
         tmp = path / f".{CONFIG_NAME}.tmp{os.getpid()}"
