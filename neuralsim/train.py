@@ -707,5 +707,6 @@ def run_train(args: argparse.Namespace) -> int:
     if rank() == 0:
         print(f"model written to {out} (load with WorldModel.from_pretrained({str(out)!r}))")
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # leave together: a rank tearing gloo down while another still talks to it aborts
         dist.destroy_process_group()
     return 0

@@ -173,6 +173,7 @@ gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
 dist.all_gather(gathered, flat)
 if dist.get_rank() == 0:
     open(sys.argv[3], "w").write(str(all(torch.equal(gathered[0], g) for g in gathered)))
+dist.barrier()  # leave together: a rank tearing gloo down while the other still talks to it aborts
 dist.destroy_process_group()
 """
 
