@@ -816,6 +816,22 @@ class RoomExplorePolicy(_RoomPolicy):
         return self.to_action(v)
 
 
+class SavedPolicyActor(_Policy):
+    """A policy saved by :func:`neuralsim.policy.save_policy`, sampling its actions with the episode's generator."""
+
+    def __init__(self, path: str | Path, env: gym.Env) -> None:
+        from neuralsim.policy import is_saved_policy, load_policy
+
+        if not is_saved_policy(path):
+            raise ValueError(f"policy {str(path)!r} is not a saved policy directory (policy.json + model.safetensors, "
+                             "written by neuralsim.policy.save_policy)")
+        self.policy = load_policy(path)
+        self.policy.check_env_spaces(env.observation_space, env.action_space)
+
+    def act(self, obs: Any, info: dict[str, Any]) -> Any:
+        return self.policy.act(obs, deterministic=False, rng=self.rng)
+
+
 def make_policy(policy: str, env: gym.Env) -> _Policy:
     """``"random"``, ``"explore"`` or ``"scripted"`` for ``env`` (room policies use its privileged state)."""
     is_room = hasattr(env.unwrapped, "privileged_state")
@@ -828,10 +844,7 @@ def make_policy(policy: str, env: gym.Env) -> _Policy:
             raise ValueError(f"policy 'scripted' needs an env with privileged_state() (NeuralSimRoom-v0), got {env.spec.id if env.spec else env}")
         return RoomScriptedPolicy()
     if Path(policy).exists():
-        raise ValueError(
-            f"policy {policy!r}: loading a saved SB3 policy is not supported yet (no safetensors policy format exists); "
-            f"use one of {', '.join(POLICIES)}"
-        )
+        return SavedPolicyActor(policy, env)
     raise ValueError(f"policy must be one of {', '.join(POLICIES)} or the path of a saved policy, got {policy!r}")
 
 
@@ -1020,7 +1033,8 @@ def collect(
         out: dataset directory (empty, or an interrupted collection with ``resume=True``).
         episodes: total number of episodes the dataset should hold.
         policy: ``"random"``, ``"explore"`` (room: coverage-oriented modes; other envs: sticky random
-            actions), ``"scripted"`` (room: heads for the target) or a path to a saved policy (not yet).
+            actions), ``"scripted"`` (room: heads for the target) or the directory of a policy saved by
+            :func:`neuralsim.policy.save_policy` (actions sampled from it, seeded per episode).
         frames_per_step: ``K``: the env is stepped ``K`` times per recorded action (action held).
         workers: processes collecting in parallel (episode ``i`` always uses env seed ``seed + i``).
         seed: base seed.

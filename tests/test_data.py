@@ -310,7 +310,7 @@ def test_unknown_or_unfit_policies(tmp_path):
         collect("CartPole-v1", tmp_path / "b", episodes=1, policy="scripted", progress=False)
     saved = tmp_path / "policy.safetensors"
     saved.write_bytes(b"")
-    with pytest.raises(ValueError, match="not supported yet"):
+    with pytest.raises(ValueError, match="is not a saved policy directory"):
         collect("CartPole-v1", tmp_path / "c", episodes=1, policy=str(saved), progress=False)
 
 

@@ -1,0 +1,115 @@
+"""Saved policies (neuralsim.policy): safetensors + JSON round trip, collection with a saved policy, bad files."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from stable_baselines3 import PPO
+
+from neuralsim.data import Dataset, collect
+from neuralsim.policy import load_policy, save_policy, space_from_json, space_to_json
+
+try:
+    import mujoco  # noqa: F401
+
+    needs_mujoco = pytest.mark.skipif(False, reason="")
+except ImportError:  # pragma: no cover
+    needs_mujoco = pytest.mark.skip(reason="needs the [mujoco] extra")
+
+
+@pytest.fixture(scope="module")
+def cartpole_policy(tmp_path_factory):
+    """A PPO MlpPolicy on CartPole (discrete) saved after a few updates."""
+    env = gym.make("CartPole-v1")
+    algo = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, policy_kwargs={"net_arch": [16]})
+    algo.learn(64)
+    path = save_policy(algo, tmp_path_factory.mktemp("p") / "cartpole", metadata={"steps": 64})
+    return algo, path
+
+
+def test_round_trip_matches_sb3(cartpole_policy):
+    algo, path = cartpole_policy
+    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", "policy.json"]
+    policy = load_policy(path)
+    obs = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    expected, _ = algo.predict(obs, deterministic=True)
+    assert np.array_equal(policy.act_batch(obs), expected)
+    assert policy.metadata == {"steps": 64}
+    assert policy.action_space == gym.spaces.Discrete(2)
+
+
+def test_sampling_is_seeded(cartpole_policy):
+    policy = load_policy(cartpole_policy[1])
+    obs = np.zeros((64, 4), np.float32)
+    a = policy.act_batch(obs, deterministic=False, rng=np.random.default_rng(1))
+    b = policy.act_batch(obs, deterministic=False, rng=np.random.default_rng(1))
+    assert np.array_equal(a, b) and set(np.unique(a)) <= {0, 1}
+    with pytest.raises(ValueError, match="rng must be a numpy Generator"):
+        policy.act_batch(obs, deterministic=False)
+
+
+@needs_mujoco
+def test_cnn_policy_on_room_images(tmp_path):
+    env = gym.make("NeuralSimRoom-v0")
+    algo = PPO("CnnPolicy", env, n_steps=32, batch_size=16, n_epochs=1, seed=0)
+    algo.learn(32)
+    policy = load_policy(save_policy(algo, tmp_path / "room"))
+    assert policy.observation_space.shape == (64, 64, 3)  # channel-last, as the env gives frames
+    obs, _ = env.reset(seed=3)
+    expected, _ = algo.predict(obs, deterministic=True)
+    np.testing.assert_allclose(policy.act(obs), expected, rtol=0, atol=1e-6)
+    assert policy.action_space.contains(policy.act(obs, deterministic=False, rng=np.random.default_rng(0)))
+    config = json.loads((tmp_path / "room" / "policy.json").read_text())
+    assert len(json.dumps(config)) < 2000  # uniform image bounds are stored once
+
+
+def test_collect_with_saved_policy_is_deterministic(cartpole_policy, tmp_path):
+    path = str(cartpole_policy[1])
+    kw = dict(episodes=2, image_size=16, max_steps=20, progress=False)
+    collect("CartPole-v1", tmp_path / "a", policy=path, **kw)
+    collect("CartPole-v1", tmp_path / "b", policy=path, **kw)
+    a, b = Dataset(tmp_path / "a").episode(1), Dataset(tmp_path / "b").episode(1)
+    assert np.array_equal(a["actions"], b["actions"]) and np.array_equal(a["frames"], b["frames"])
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["policy"] == path
+
+
+def test_collect_refuses_policy_of_other_spaces(cartpole_policy, tmp_path):
+    with pytest.raises(ValueError, match=r"expects observations of shape \(4,\)"):
+        collect("MountainCar-v0", tmp_path / "d", episodes=1, policy=str(cartpole_policy[1]), progress=False)
+
+
+def test_bad_policy_files(cartpole_policy, tmp_path):
+    with pytest.raises(FileNotFoundError, match="must be a directory with policy.json and model.safetensors"):
+        load_policy(tmp_path)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.safetensors").write_bytes((cartpole_policy[1] / "model.safetensors").read_bytes())
+    (bad / "policy.json").write_text("{not json")
+    with pytest.raises(ValueError, match="policy.json is not valid JSON"):
+        load_policy(bad)
+    config = json.loads((cartpole_policy[1] / "policy.json").read_text())
+    (bad / "policy.json").write_text(json.dumps({**config, "policy_class": "os.system"}))
+    with pytest.raises(ValueError, match="policy_class must be one of"):
+        load_policy(bad)
+    (bad / "policy.json").write_text(json.dumps({**config, "action_space": {"type": "discrete", "n": 5}}))
+    with pytest.raises(ValueError, match="does not fit a ActorCriticPolicy"):
+        load_policy(bad)
+    (bad / "policy.json").write_text(json.dumps(config))
+    (bad / "model.safetensors").write_bytes(b"torn")
+    with pytest.raises(ValueError, match="model.safetensors does not fit"):
+        load_policy(bad)
+
+
+def test_save_refuses_unstorable(tmp_path):
+    with pytest.raises(ValueError, match="algo_or_policy must hold one of"):
+        save_policy(object(), tmp_path / "x")
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+@pytest.mark.parametrize("space", [gym.spaces.Discrete(3, start=1), gym.spaces.Box(0, 255, (8, 8, 3), np.uint8),
+                                   gym.spaces.Box(np.array([-1.0, 0.0]), np.array([1.0, 2.0]), dtype=np.float32)])
+def test_space_json_round_trip(space):
+    assert space_from_json(json.loads(json.dumps(space_to_json(space)))) == space
