@@ -380,8 +380,6 @@ def check_prompts(prompt: Any, batch_size: int, name: str = "options['prompt']")
 
     if not isinstance(prompt, (str, list, tuple)):
         raise TypeError(f"{name} must be a str{' or a list of str' if batch_size > 1 else ''}, got {type(prompt).__name__}")
-    if isinstance(prompt, (list, tuple)) and batch_size == 1:
-        raise TypeError(f"{name} must be a str, got {type(prompt).__name__}")
     prompts = validate_prompts(list(prompt) if isinstance(prompt, tuple) else prompt, batch_size, name=name)
     if prompts is None or any(p is None for p in prompts):
         raise TypeError(f"{name} must hold str prompts, got None")

@@ -145,7 +145,7 @@ def _format_facts(facts: dict, indent: int = 0) -> str:
 # --------------------------------------------------------------------------------------------- bench
 
 
-BENCHMARKS = ("throughput", "model_step", "room_speed", "fidelity", "long_rollout", "soak", "preset_2p6b")
+BENCHMARKS = ("throughput", "model_step", "room_speed", "fidelity", "long_rollout", "soak", "preset_2p6b", "transfer")
 
 
 def _benchmarks_dir() -> Path:
@@ -215,6 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_rollout_arguments(p)
     p.set_defaults(func=run_rollout)
+
+    p = sub.add_parser("play", help="drive a dream live with the keyboard (pygame window), record it, log the keys",
+                       description="Open a window on a dream (side by side with the real env the model came from, if "
+                                   "any) and drive it with the keyboard: w/s/a/d/i/k/j/l in camera worlds, number keys "
+                                   "in Discrete worlds, arrows in other Box worlds. --record FILE.mp4|.gif records it; "
+                                   "--log FILE saves the actions as a key-DSL string that `neuralsim rollout --actions` "
+                                   "replays exactly (same --seed). Needs the [play] extra (pygame-ce).")
+    from neuralsim.play import add_play_arguments, run_play
+
+    add_play_arguments(p)
+    p.set_defaults(func=run_play)
 
     p = sub.add_parser("bench", help="run a benchmark script (benchmarks/NAME.py), --quick for the short variant",
                        description="Run benchmarks from a source checkout. Each prints a table and a JSON line and writes "

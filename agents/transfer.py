@@ -1,0 +1,485 @@
+"""Policy transfer: PPO trained only in the dream vs directly in the real world, both evaluated in the real world.
+
+This is the benchmark behind ``neuralsim eval transfer`` and ``examples/train_ppo_in_dream.py``:
+
+1. Train SB3 PPO (``CnnPolicy`` on the 64×64 rgb frames) for ``timesteps`` env steps inside the dream
+   (``SanaWM-v0``'s batched ``WorldModelVectorEnv``: the world model's reward and termination heads
+   are the only task signal), and with the same budget directly in the real env the model learned
+   (``NeuralSimRoom-v0``, read from the checkpoint's provenance), for each of ``seeds`` seeds.
+   Policies are saved along the way with :func:`neuralsim.policy.save_policy`.
+2. Evaluate the final policies, a random policy and two scripted ones in the real env over
+   ``episodes`` held-out layouts per seed: mean ± std return, success rate.
+3. Transfer score ``(dream - random) / (real - random)`` of mean real-world returns.
+4. Dream-vs-real agreement: every policy (checkpoints along both trainings, random, scripted) is also
+   evaluated *in the dream*, started from the same real first frames and descriptions; the
+   Spearman rank correlation of their dream and real returns says whether the dream ranks policies
+   as the real world does. For the policy where they disagree most, a GIF shows the same start in
+   both worlds side by side.
+
+Everything is written under ``workdir`` (policies, GIFs) and the figures to ``out`` (JSON), the
+last printed line being that JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+
+#: Evaluation layouts are drawn from seeds at and above this one (collection and training use small seeds).
+EVAL_SEED = 500_000
+#: PPO hyper-parameters for 64×64 rgb and ~10^5 steps (SB3 Atari-style defaults, shorter rollouts).
+PPO_KWARGS: dict[str, Any] = dict(n_steps=128, batch_size=256, n_epochs=4, learning_rate=2.5e-4, ent_coef=0.01,
+                                  gamma=0.99, gae_lambda=0.95, clip_range=0.2, vf_coef=0.5, max_grad_norm=0.5)
+QUICK_PPO_KWARGS: dict[str, Any] = {**PPO_KWARGS, "n_steps": 32, "batch_size": 64, "n_epochs": 1}
+
+ActFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+@dataclass
+class TransferConfig:
+    """Budgets of the transfer benchmark (``--quick``: :meth:`quick`)."""
+
+    model: str = "default"
+    timesteps: int = 100_000
+    seeds: int = 3
+    episodes: int = 20
+    num_envs: int = 16
+    checkpoints: int = 3
+    max_episode_steps: int = 200
+    eval_seed: int = EVAL_SEED
+    workdir: str = "runs/transfer"
+    out: str = "benchmarks/results/transfer.json"  # quick runs: transfer-quick.json (a smoke run, not a score)
+    ppo: dict[str, Any] = field(default_factory=lambda: dict(PPO_KWARGS))
+    quick: bool = False
+
+    @classmethod
+    def quick_config(cls, **overrides: Any) -> "TransferConfig":
+        base = dict(timesteps=512, seeds=1, episodes=3, num_envs=4, checkpoints=2, max_episode_steps=40,
+                    out="benchmarks/results/transfer-quick.json", ppo=dict(QUICK_PPO_KWARGS), quick=True)
+        return cls(**{**base, **overrides})
+
+    def validate(self, cli: bool = False) -> None:
+        """Raise ``ValueError`` naming the field (``--option`` when ``cli``) for a bad budget."""
+        opt = lambda name: f"--{name.replace('_', '-')}" if cli else name  # noqa: E731
+        for name in ("timesteps", "seeds", "episodes", "num_envs", "checkpoints", "max_episode_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{opt(name)} must be a positive integer, got {value!r}")
+        rollout = self.num_envs * int(self.ppo["n_steps"])
+        if self.timesteps < rollout:
+            raise ValueError(f"{opt('timesteps')} must be at least {opt('num_envs')} x n_steps = {rollout} (one PPO "
+                             f"rollout), got {self.timesteps}")
+
+
+# ---------------------------------------------------------------------------------------------- worlds
+
+
+def real_env_spec(model: str) -> tuple[str, dict[str, Any]]:
+    """The real env a world model was trained on (its checkpoint's provenance), default ``NeuralSimRoom-v0``."""
+    from neuralsim.checkpoints import resolve_checkpoint
+
+    config = json.loads((resolve_checkpoint(model) / "config.json").read_text())
+    provenance = config.get("provenance", {})
+    return provenance.get("env_id", "NeuralSimRoom-v0"), dict(provenance.get("env_kwargs", {}))
+
+
+def make_real_venv(env_id: str, env_kwargs: dict[str, Any], num_envs: int, seed: int, max_episode_steps: int) -> Any:
+    """SB3 ``DummyVecEnv`` of the real env (``Monitor`` per env, ``TimeLimit(max_episode_steps)``)."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    return make_vec_env(env_id, n_envs=num_envs, seed=seed, vec_env_cls=DummyVecEnv,
+                        env_kwargs={**env_kwargs, "max_episode_steps": max_episode_steps} if env_id == "NeuralSimRoom-v0"
+                        else env_kwargs)
+
+
+def make_dream_venv(model: str, num_envs: int, seed: int, max_episode_steps: int) -> Any:
+    """SB3 ``VecEnv`` over the batched dream (one model forward per step for all envs)."""
+    from neuralsim.agents.sb3 import make_sb3_env
+
+    return make_sb3_env(model=model, num_envs=num_envs, seed=seed, max_episode_steps=max_episode_steps)
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path) -> dict[str, Any]:
+    """Train PPO for ``cfg.timesteps`` env steps in ``world`` (``"dream"`` or ``"real"``), saving policies along the way.
+
+    Returns:
+        ``{"world", "seed", "wall_s", "env_steps", "env_steps_per_s", "rollout_env_steps_per_s",
+        "policies": [{"path", "steps"}...]}`` (the last policy is the final one).
+    """
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from neuralsim.policy import save_policy
+
+    if world == "dream":
+        venv = make_dream_venv(cfg.model, cfg.num_envs, seed, cfg.max_episode_steps)
+    elif world == "real":
+        env_id, env_kwargs = real_env_spec(cfg.model)
+        venv = make_real_venv(env_id, env_kwargs, cfg.num_envs, seed, cfg.max_episode_steps)
+    else:
+        raise ValueError(f"world must be 'dream' or 'real', got {world!r}")
+    rollout = cfg.num_envs * int(cfg.ppo["n_steps"])
+    total_rollouts = max(1, cfg.timesteps // rollout)
+    save_at = sorted({max(1, round(total_rollouts * (i + 1) / cfg.checkpoints)) for i in range(cfg.checkpoints)})
+    saved: list[dict[str, Any]] = []
+
+    class Along(BaseCallback):
+        """Saves the policy after the chosen rollouts; times rollout collection apart from the updates."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.rollouts, self.rollout_s, self.t0 = 0, 0.0, 0.0
+
+        def _on_rollout_start(self) -> None:
+            self.t0 = time.perf_counter()
+            if self.rollouts in save_at:  # the update after rollout n has run: policy n is final for it
+                path = save_policy(self.model, out_dir / f"step-{self.num_timesteps:07d}",
+                                   metadata={"world": world, "seed": seed, "steps": int(self.num_timesteps), "model": cfg.model})
+                saved.append({"path": str(path), "steps": int(self.num_timesteps)})
+
+        def _on_rollout_end(self) -> None:
+            self.rollout_s += time.perf_counter() - self.t0
+            self.rollouts += 1
+
+        def _on_step(self) -> bool:
+            return True
+
+    callback = Along()
+    algo = PPO("CnnPolicy", venv, seed=seed, device="cpu", verbose=0, **cfg.ppo)
+    t0 = time.perf_counter()
+    algo.learn(total_rollouts * rollout, callback=callback)
+    wall = time.perf_counter() - t0
+    final = save_policy(algo, out_dir / "final",
+                        metadata={"world": world, "seed": seed, "steps": int(algo.num_timesteps), "model": cfg.model})
+    saved.append({"path": str(final), "steps": int(algo.num_timesteps)})
+    venv.close()
+    return {"world": world, "seed": seed, "wall_s": wall, "env_steps": int(algo.num_timesteps),
+            "env_steps_per_s": algo.num_timesteps / wall, "rollout_env_steps_per_s": algo.num_timesteps / max(callback.rollout_s, 1e-9),
+            "policies": saved}
+
+
+# ---------------------------------------------------------------------------------------------- policies
+
+
+def saved_policy_fn(path: str | os.PathLike) -> ActFn:
+    """A saved policy acting deterministically (the usual PPO evaluation)."""
+    from neuralsim.policy import load_policy
+
+    policy = load_policy(path)
+    return lambda obs, rng: policy.act_batch(obs, deterministic=True)
+
+
+def random_policy_fn(action_space: gym.Space) -> ActFn:
+    def act(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if isinstance(action_space, gym.spaces.Discrete):
+            return action_space.start + rng.integers(action_space.n, size=len(obs))
+        return rng.uniform(action_space.low, action_space.high, size=(len(obs), *action_space.shape)).astype(action_space.dtype)
+
+    return act
+
+
+def constant_policy_fn(keys: str, action_space: gym.Space) -> ActFn:
+    """A scripted policy holding one key combination (``"w"``: walk forward; ``"l"``: turn on the spot)."""
+    from neuralsim import actions as A
+
+    if isinstance(action_space, gym.spaces.Discrete):
+        action: Any = A.DISCRETE_KEYSETS.index(keys) + action_space.start
+    else:
+        action = A.keys_to_vector(keys).astype(action_space.dtype)
+    return lambda obs, rng: np.stack([np.asarray(action)] * len(obs))
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def real_starts(env_id: str, env_kwargs: dict[str, Any], seeds: list[int]) -> tuple[np.ndarray, list[str]]:
+    """First frames and descriptions of the real env at ``seeds`` (the dream starts from them)."""
+    env = gym.make(env_id, **env_kwargs)
+    frames, prompts = [], []
+    for seed in seeds:
+        obs, info = env.reset(seed=seed)
+        frames.append(np.asarray(obs))
+        prompts.append(str(info.get("description", "")))
+    env.close()
+    return np.stack(frames), prompts
+
+
+def evaluate_real(act: ActFn, env_id: str, env_kwargs: dict[str, Any], seeds: list[int], max_steps: int,
+                  rng_seed: int = 0, record: int | None = None) -> dict[str, Any]:
+    """Run one episode per seed in the real env, all episodes stepped in lockstep (batched policy forwards).
+
+    Returns:
+        ``{"returns", "successes", "lengths"}`` (lists, one per seed) and, if ``record`` is an index,
+        ``"frames"`` of that episode.
+    """
+    envs = [gym.make(env_id, **env_kwargs) for _ in seeds]
+    obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, seeds)])
+    rng = np.random.default_rng(rng_seed)
+    n = len(seeds)
+    returns, lengths = np.zeros(n), np.zeros(n, dtype=int)
+    success, active = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
+    frames = [obs[record]] if record is not None else None
+    for _ in range(max_steps):
+        actions = act(obs, rng)
+        for i in np.flatnonzero(active):
+            o, r, term, trunc, info = envs[i].step(actions[i])
+            obs[i] = o
+            returns[i] += r
+            lengths[i] += 1
+            success[i] |= bool(info.get("success", term))
+            active[i] = not (term or trunc)
+        if frames is not None and lengths[record] > len(frames) - 1:
+            frames.append(obs[record].copy())
+        if not active.any():
+            break
+    for env in envs:
+        env.close()
+    out = {"returns": returns.tolist(), "successes": success.tolist(), "lengths": lengths.tolist()}
+    if frames is not None:
+        out["frames"] = np.stack(frames)
+    return out
+
+
+def evaluate_dream(act: ActFn, model: str, starts: np.ndarray, prompts: list[str], max_steps: int, seed: int = 0,
+                   record: int | None = None) -> dict[str, Any]:
+    """The same episodes in the dream: every env starts from a real first frame and its description."""
+    from neuralsim.envs.vector import WorldModelVectorEnv
+
+    n = len(starts)
+    venv = WorldModelVectorEnv(n, model=model, max_episode_steps=max_steps)
+    obs, _ = venv.reset(seed=seed, options={"image": starts, "prompt": prompts})
+    rng = np.random.default_rng(seed)
+    returns, lengths = np.zeros(n), np.zeros(n, dtype=int)
+    success, active = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
+    frames = [obs[record].copy()] if record is not None else None
+    while active.any():
+        obs, rewards, terminated, truncated, _ = venv.step(act(obs, rng))
+        returns[active] += rewards[active]
+        lengths[active] += 1
+        success[active] |= terminated[active]
+        if frames is not None and active[record]:
+            frames.append(obs[record].copy())
+        active &= ~(terminated | truncated)
+    venv.close()
+    out = {"returns": returns.tolist(), "successes": success.tolist(), "lengths": lengths.tolist()}
+    if frames is not None:
+        out["frames"] = np.stack(frames)
+    return out
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman rank correlation (ties get their average rank); NaN when either side is constant."""
+
+    def ranks(values: list[float]) -> np.ndarray:
+        v = np.asarray(values, dtype=np.float64)
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v))
+        for value in np.unique(v):  # average rank for ties
+            r[v == value] = r[v == value].mean()
+        return r
+
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def side_by_side_gif(path: Path, real: np.ndarray, dream: np.ndarray, scale: int = 3, fps: int = 15) -> Path:
+    """Real | dream frames of one episode as a GIF (the shorter episode holds its last frame)."""
+    from neuralsim.rollout import write_video
+
+    n = max(len(real), len(dream))
+    pad = lambda f: np.concatenate([f, np.repeat(f[-1:], n - len(f), axis=0)])  # noqa: E731
+    gap = np.full((n, real.shape[1], 2, 3), 255, np.uint8)
+    video = np.concatenate([pad(real), gap, pad(dream)], axis=2)
+    video = video.repeat(scale, axis=1).repeat(scale, axis=2)
+    write_video(path, video, fps=fps)
+    return path
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std()), "n": int(len(v))}
+
+
+# ---------------------------------------------------------------------------------------------- the benchmark
+
+
+def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train, evaluate, compare; returns the results dict (also written to ``cfg.out``)."""
+    from neuralsim.checkpoints import atomic_write_json
+
+    cfg.validate()
+    t_start = time.perf_counter()
+    env_id, env_kwargs = real_env_spec(cfg.model)
+    eval_kwargs = {**env_kwargs, "max_episode_steps": cfg.max_episode_steps} if env_id == "NeuralSimRoom-v0" else env_kwargs
+    probe = gym.make(env_id, **eval_kwargs)
+    action_space = probe.action_space
+    probe.close()
+    workdir = Path(cfg.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    # 1. Training: same budget in both worlds, for every seed.
+    runs: dict[str, list[dict[str, Any]]] = {"dream": [], "real": []}
+    for seed in range(cfg.seeds):
+        for world in ("dream", "real"):
+            log(f"training PPO in the {world} (seed {seed}, {cfg.timesteps:,} env steps, {cfg.num_envs} envs)...")
+            run = train_ppo(world, cfg, seed, workdir / f"{world}-seed{seed}")
+            log(f"  {run['wall_s']:.0f} s, {run['env_steps_per_s']:.0f} env-steps/s overall, "
+                f"{run['rollout_env_steps_per_s']:.0f} during rollouts")
+            runs[world].append(run)
+
+    # 2. Real-world evaluation of the final policies, random and scripted, on held-out layouts.
+    eval_seeds = [[cfg.eval_seed + 1000 * s + e for e in range(cfg.episodes)] for s in range(cfg.seeds)]
+    scripted = {"scripted: forward": constant_policy_fn("w", action_space), "scripted: turn": constant_policy_fn("l", action_space)}
+    methods: dict[str, list[tuple[ActFn, int]]] = {  # name -> (policy, evaluation seed block) per training seed
+        "PPO in dream": [(saved_policy_fn(r["policies"][-1]["path"]), s) for s, r in enumerate(runs["dream"])],
+        "PPO in real": [(saved_policy_fn(r["policies"][-1]["path"]), s) for s, r in enumerate(runs["real"])],
+        "random": [(random_policy_fn(action_space), s) for s in range(cfg.seeds)],
+        **{name: [(fn, s) for s in range(cfg.seeds)] for name, fn in scripted.items()},
+    }
+    rows = []
+    for name, instances in methods.items():
+        log(f"evaluating {name} in the real env ({cfg.seeds} x {cfg.episodes} episodes)...")
+        returns, successes = [], []
+        for act, s in instances:
+            res = evaluate_real(act, env_id, eval_kwargs, eval_seeds[s], cfg.max_episode_steps, rng_seed=s)
+            returns += res["returns"]
+            successes += res["successes"]
+        row = {"method": name, "return": summary(returns), "success_rate": float(np.mean(successes))}
+        world = {"PPO in dream": "dream", "PPO in real": "real"}.get(name)
+        if world:
+            row.update(train_wall_s=summary([r["wall_s"] for r in runs[world]]),
+                       train_env_steps_per_s=summary([r["env_steps_per_s"] for r in runs[world]]),
+                       rollout_env_steps_per_s=summary([r["rollout_env_steps_per_s"] for r in runs[world]]))
+        rows.append(row)
+    mean = {row["method"]: row["return"]["mean"] for row in rows}
+    gap = mean["PPO in real"] - mean["random"]
+    # Undefined unless real training beat random: the score's denominator is what there was to transfer.
+    score = (mean["PPO in dream"] - mean["random"]) / gap if gap > 1e-9 else float("nan")
+
+    # 3. Dream-vs-real agreement over policies of varied quality (seed 0's checkpoints, random, scripted).
+    agree_seeds = eval_seeds[0]
+    starts, prompts = real_starts(env_id, eval_kwargs, agree_seeds)
+    candidates: list[tuple[str, ActFn]] = []
+    for world in ("dream", "real"):
+        for p in runs[world][0]["policies"]:
+            candidates.append((f"PPO in {world} @ {p['steps']:,}", saved_policy_fn(p["path"])))
+    candidates += [("random", random_policy_fn(action_space)), *scripted.items()]
+    agreement = []
+    for name, act in candidates:
+        log(f"agreement: {name} in the real env and in the dream...")
+        real = evaluate_real(act, env_id, eval_kwargs, agree_seeds, cfg.max_episode_steps, rng_seed=7)
+        dream = evaluate_dream(act, cfg.model, starts, prompts, cfg.max_episode_steps, seed=7)
+        agreement.append({"policy": name, "real_return": float(np.mean(real["returns"])),
+                          "dream_return": float(np.mean(dream["returns"])),
+                          "real_success": float(np.mean(real["successes"])), "dream_success": float(np.mean(dream["successes"])),
+                          "_act": act})
+    rho = spearman([a["real_return"] for a in agreement], [a["dream_return"] for a in agreement])
+
+    # 4. Where dream and real disagree most (returns scaled by their spread), the same start in both, side by side.
+    spread = lambda k: max(np.ptp([a[k] for a in agreement]), 1e-9)  # noqa: E731
+    worst = max(agreement, key=lambda a: abs(a["real_return"] / spread("real_return") - a["dream_return"] / spread("dream_return")))
+    real_ep = evaluate_real(worst["_act"], env_id, eval_kwargs, agree_seeds[:1], cfg.max_episode_steps, rng_seed=7, record=0)
+    dream_ep = evaluate_dream(worst["_act"], cfg.model, starts[:1], prompts[:1], cfg.max_episode_steps, seed=7, record=0)
+    gif = side_by_side_gif(workdir / "disagreement.gif", real_ep["frames"], dream_ep["frames"])
+    for a in agreement:
+        del a["_act"]
+
+    results = {
+        "benchmark": "transfer", "quick": cfg.quick, "model": cfg.model, "real_env": env_id,
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workdir")},
+        "rows": rows, "transfer_score": None if math.isnan(score) else round(score, 3),
+        "dream_vs_real_training_speed": round(rows[0]["train_env_steps_per_s"]["mean"] / rows[1]["train_env_steps_per_s"]["mean"], 3),
+        "agreement": agreement, "spearman": None if math.isnan(rho) else round(rho, 3),
+        "disagreement_gif": {"path": str(gif), "policy": worst["policy"], "seed": agree_seeds[0],
+                             "real_return": float(real_ep["returns"][0]), "dream_return": float(dream_ep["returns"][0])},
+        "wall_s": round(time.perf_counter() - t_start, 1),
+    }
+    atomic_write_json(cfg.out, results)
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    lines = [f"transfer benchmark: world model {results['model']!r}, real env {results['real_env']}, "
+             f"{results['config']['timesteps']:,} PPO env steps x {results['config']['seeds']} seeds, "
+             f"{results['config']['episodes']} real episodes per seed",
+             f"{'method':<20}{'real return':>18}{'success':>9}{'train wall s':>14}{'train env-steps/s':>19}"]
+    for row in results["rows"]:
+        ret = f"{row['return']['mean']:.2f} ± {row['return']['std']:.2f}"
+        wall = f"{row['train_wall_s']['mean']:.0f}" if "train_wall_s" in row else "-"
+        sps = f"{row['train_env_steps_per_s']['mean']:.0f}" if "train_env_steps_per_s" in row else "-"
+        lines.append(f"{row['method']:<20}{ret:>18}{row['success_rate']:>9.2f}{wall:>14}{sps:>19}")
+    score = results["transfer_score"]
+    lines.append(f"transfer score (dream - random) / (real - random): {'n/a (real PPO did not beat random)' if score is None else score}")
+    lines.append(f"dream training speed / real training speed: {results['dream_vs_real_training_speed']}x")
+    lines.append("")
+    lines.append(f"{'policy (agreement)':<28}{'real return':>13}{'dream return':>14}")
+    for a in results["agreement"]:
+        lines.append(f"{a['policy']:<28}{a['real_return']:>13.2f}{a['dream_return']:>14.2f}")
+    lines.append(f"Spearman rank correlation dream vs real: {results['spearman']}")
+    g = results["disagreement_gif"]
+    lines.append(f"largest disagreement: {g['policy']} (real {g['real_return']:.2f}, dream {g['dream_return']:.2f}) -> {g['path']}")
+    return "\n".join(lines)
+
+
+def add_transfer_arguments(t: argparse.ArgumentParser) -> None:
+    d = TransferConfig()
+    t.add_argument("--model", default=d.model, help="world model name or checkpoint dir (default: default)")
+    t.add_argument("--timesteps", type=int, default=None, help=f"PPO env steps in each world (default {d.timesteps:,})")
+    t.add_argument("--seeds", type=int, default=None, help=f"training seeds (default {d.seeds})")
+    t.add_argument("--episodes", type=int, default=None, help=f"real evaluation episodes per seed (default {d.episodes})")
+    t.add_argument("--num-envs", type=int, default=None, help=f"parallel envs while training (default {d.num_envs})")
+    t.add_argument("--checkpoints", type=int, default=None, help=f"policies saved along each training (default {d.checkpoints})")
+    t.add_argument("--max-episode-steps", type=int, default=None, help=f"episode limit (default {d.max_episode_steps})")
+    t.add_argument("--workdir", default=d.workdir, help="where policies and GIFs go (default runs/transfer)")
+    t.add_argument("--out", default=None, help="results JSON (default benchmarks/results/transfer.json; "
+                                              "transfer-quick.json with --quick)")
+    t.add_argument("--quick", action="store_true", help="tiny budgets: the whole pipeline in a few minutes (not a score)")
+
+
+def config_from_args(args: argparse.Namespace) -> TransferConfig:
+    overrides = {k: getattr(args, k) for k in ("timesteps", "seeds", "episodes", "num_envs", "checkpoints", "max_episode_steps")
+                 if getattr(args, k, None) is not None}
+    base = dict(model=args.model, workdir=args.workdir, **overrides)
+    if args.out is not None:
+        base["out"] = args.out
+    return TransferConfig.quick_config(**base) if args.quick else TransferConfig(**base)
+
+
+def run_transfer(args: argparse.Namespace) -> int:
+    """``neuralsim eval transfer``: prints the table, then the results as one JSON line."""
+    from neuralsim.checkpoints import resolve_checkpoint
+    from neuralsim.cli import CLIError, writable_dir, writable_file
+
+    try:
+        cfg = config_from_args(args)
+        cfg.validate(cli=True)
+        resolve_checkpoint(cfg.model, "--model")
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from None
+    writable_file(cfg.out, "--out", (".json",))
+    writable_dir(cfg.workdir, "--workdir")
+    results = run_transfer_benchmark(cfg, log=lambda msg: print(msg, flush=True))
+    print(format_table(results))
+    print(json.dumps(results))
+    return 0
+
+
+__all__ = ["TransferConfig", "train_ppo", "evaluate_real", "evaluate_dream", "spearman", "run_transfer_benchmark",
+           "format_table", "run_transfer"]

@@ -1,0 +1,105 @@
+"""The policy-transfer pipeline (neuralsim.agents.transfer, `neuralsim eval transfer`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import neuralsim  # noqa: F401
+from neuralsim.agents.transfer import (TransferConfig, constant_policy_fn, evaluate_dream, evaluate_real, format_table,
+                                       random_policy_fn, run_transfer_benchmark, side_by_side_gif, spearman)
+from neuralsim.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+mujoco = pytest.importorskip("mujoco")
+
+
+def test_spearman():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833)  # ties share their average rank
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="episodes must be a positive integer, got 0"):
+        TransferConfig(episodes=0).validate()
+    with pytest.raises(ValueError, match=r"--timesteps must be at least --num-envs x n_steps = 2048"):
+        TransferConfig(timesteps=100).validate(cli=True)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--timesteps", "0"], "--timesteps must be a positive integer, got 0"),
+    (["--num-envs", "64", "--timesteps", "1000"], "--timesteps must be at least --num-envs x n_steps = 8192"),
+    (["--model", "no-such-model"], "--model='no-such-model': no checkpoint directory"),
+    (["--out", "results.txt"], "--out 'results.txt' must end with one of .json"),
+])
+def test_cli_bad_input(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "transfer", *argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing trained or written
+
+
+def test_evaluate_real_is_deterministic_and_batched():
+    space = gym.spaces.Box(-1, 1, (4,), np.float32)
+    seeds = [500_000, 500_001, 500_002]
+    a = evaluate_real(random_policy_fn(space), "NeuralSimRoom-v0", {"max_episode_steps": 15}, seeds, max_steps=15, rng_seed=1)
+    b = evaluate_real(random_policy_fn(space), "NeuralSimRoom-v0", {"max_episode_steps": 15}, seeds, max_steps=15, rng_seed=1)
+    assert a == b and len(a["returns"]) == 3 and max(a["lengths"]) <= 15
+    turn = evaluate_real(constant_policy_fn("l", space), "NeuralSimRoom-v0", {"max_episode_steps": 10}, seeds, 10, record=1)
+    assert turn["returns"] == pytest.approx([0, 0, 0], abs=1e-6)  # turning on the spot makes no progress
+    assert turn["frames"].shape == (11, 64, 64, 3)
+
+
+def test_evaluate_dream_starts_from_given_frames(tiny_checkpoint):
+    starts = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    space = gym.spaces.Box(-1, 1, (4,), np.float32)
+    out = evaluate_dream(constant_policy_fn("w", space), str(tiny_checkpoint), starts, ["a red ball", "a green box"],
+                         max_steps=5, seed=0, record=0)
+    again = evaluate_dream(constant_policy_fn("w", space), str(tiny_checkpoint), starts, ["a red ball", "a green box"],
+                           max_steps=5, seed=0)
+    assert out["returns"] == again["returns"] and out["lengths"] == [5, 5]
+    assert out["frames"].shape == (6, 32, 32, 3)
+
+
+def test_side_by_side_gif(tmp_path):
+    import imageio.v3 as iio
+
+    real = np.arange(5, dtype=np.uint8)[:, None, None, None].repeat(8, 1).repeat(8, 2).repeat(3, 3) * 40
+    dream = np.full((3, 8, 8, 3), 200, np.uint8)
+    video = iio.imread(side_by_side_gif(tmp_path / "pair.gif", real, dream, scale=2))
+    assert video.shape[:3] == (5, 16, 36)  # the shorter episode holds its last frame; a 2-pixel gap between
+
+
+@pytest.mark.slow
+def test_quick_pipeline_end_to_end(tmp_path):
+    cfg = TransferConfig.quick_config(workdir=str(tmp_path / "work"), out=str(tmp_path / "transfer.json"), timesteps=256,
+                                      episodes=2, max_episode_steps=20)
+    results = run_transfer_benchmark(cfg, log=lambda msg: None)
+    assert json.loads((tmp_path / "transfer.json").read_text()) == json.loads(json.dumps(results))
+    assert [r["method"] for r in results["rows"]][:3] == ["PPO in dream", "PPO in real", "random"]
+    assert len(results["agreement"]) >= 5 and (tmp_path / "work" / "disagreement.gif").stat().st_size > 0
+    assert (tmp_path / "work" / "dream-seed0" / "final" / "policy.json").is_file()
+    table = format_table(results)
+    assert "transfer score" in table and "Spearman" in table
+
+
+@pytest.mark.slow
+def test_example_trains_in_dream_and_evaluates_in_real(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "train_ppo_in_dream.py"), "--timesteps", "256",
+                          "--num-envs", "2", "--episodes", "2", "--out", str(tmp_path / "ppo")],
+                         capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    last = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(last["real"]) == {"PPO trained in the dream", "random"}
+    assert (tmp_path / "ppo" / "model.safetensors").is_file()
