@@ -55,6 +55,13 @@ def main() -> None:
             results["reset_ms"] = 1000 * (time.perf_counter() - t0) / n_resets
         env.close()
 
+    soft = gym.make("NeuralSimRoom-v0", image_size=args.image_size, soft_body=True)
+    soft.reset(seed=0)
+    results["env_step_soft_body"] = _rate(room_step_loop(soft, rng, "continuous"), steps)
+    vectors = rng.uniform(-1, 1, (steps + 20, 4)).astype(np.float32)
+    results["physics_only_soft_body"] = _rate(lambda n: [soft.unwrapped._simulate(v) for v in vectors[:n]], steps)
+    soft.close()
+
     from neuralsim.data import collect
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,6 +75,8 @@ def main() -> None:
         ("env.step, discrete actions", results["env_step_discrete"], "steps/s"),
         ("physics only (5 MuJoCo steps per env step)", results["physics_only"], "steps/s"),
         ("render only (64x64 rgb read-back)" if args.image_size == 64 else "render only", results["render_only"], "frames/s"),
+        ("env.step with soft_body=True (flex cube)", results["env_step_soft_body"], "steps/s"),
+        ("physics only with soft_body=True", results["physics_only_soft_body"], "steps/s"),
         ("reset (new layout)", results["reset_ms"], "ms"),
         ("collect, explore policy, 1 worker (incl. shard writing)", results["collect_explore_1_worker"], "steps/s"),
     ]

@@ -48,6 +48,10 @@ CEILING_HEIGHT = 2.0
 TIMESTEP = 0.01
 FRAME_SKIP = 5  # physics steps per env step -> 20 env steps per simulated second
 FOVY_DEG = 70.0
+# The optional soft body: a MuJoCo flex cube (2x2x2 vertices held by edge-length equality constraints) that
+# squashes and wobbles when pushed. 8 vertices keep it cheap; see benchmarks/room_speed.py for its cost.
+SOFT_HALF = 0.1
+SOFT_VERTEX_RADIUS = 0.03
 
 _INSTALL_HINT = 'NeuralSimRoom-v0 needs MuJoCo: pip install "neuralsim[mujoco]"'
 
@@ -137,7 +141,7 @@ class _OffscreenRenderer:
         _OffscreenRenderer._current = None
 
 
-def _build_mjcf(room_half: float, height: int, width: int) -> str:
+def _build_mjcf(room_half: float, height: int, width: int, soft_body: bool = False) -> str:
     """The fixed structure of the room; colours, textures and positions are set per reset."""
     L, t = room_half, 0.1
     h = WALL_HEIGHT / 2
@@ -161,6 +165,12 @@ def _build_mjcf(room_half: float, height: int, width: int) -> str:
         else:
             geom = f'<geom name="{name}" type="box" size="{r} {r} {r}" mass="{8 * r ** 3 * 300:.3f}" friction="0.7" rgba="0 1 0 1" material="mat_object"/>'
         objects.append(f'    <body name="{name}" pos="0 0 {r}"><freejoint name="{name}_free"/>{geom}</body>')
+    if soft_body:  # built at the origin; reset shifts its vertices to the layout's position
+        objects.append(
+            f'    <flexcomp name="soft" type="grid" dim="3" count="2 2 2" spacing="{2 * SOFT_HALF} {2 * SOFT_HALF} {2 * SOFT_HALF}" '
+            f'pos="0 0 {SOFT_HALF + SOFT_VERTEX_RADIUS}" radius="{SOFT_VERTEX_RADIUS}" mass="0.4" rgba="1 0 1 1">'
+            '<edge equality="true" damping="0.2" solref="0.08 0.5"/><contact condim="3" selfcollide="none"/></flexcomp>'
+        )
     object_xml = "\n".join(objects)
     off_w, off_h = max(width, 64), max(height, 64)
     return f"""
@@ -312,6 +322,10 @@ class NeuralSimRoomEnv(gym.Env):
     * ``room_size``: side of the square room in metres (default 5).
     * ``translation_speed`` (m per step, 0.08), ``rotation_speed_deg`` (yaw/pitch ° per step, 4).
     * ``reach_radius`` (0.5), ``progress_reward_scale`` (10), ``success_bonus`` (10).
+    * ``soft_body``: add a soft cube (a MuJoCo flex: 2×2×2 vertices held by edge-length equality
+      constraints) that squashes and wobbles when pushed; drawn after the rest of the layout, so a
+      seed gives the same room with and without it. Off by default: the shipped model was trained
+      without it, and it costs ~20-50 % of the physics speed (``benchmarks/room_speed.py``).
 
     Needs MuJoCo (``pip install "neuralsim[mujoco]"``). Rendering is headless: ``MUJOCO_GL=egl``
     unless set (``osmesa`` when only OSMesa is present); ``LP_NUM_THREADS=0`` unless set.
@@ -335,6 +349,7 @@ class NeuralSimRoomEnv(gym.Env):
         reach_radius: float = 0.5,
         progress_reward_scale: float = 10.0,
         success_bonus: float = 10.0,
+        soft_body: bool = False,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -380,7 +395,8 @@ class NeuralSimRoomEnv(gym.Env):
 
         self._mujoco = _import_mujoco()
         mj = self._mujoco
-        self.model = mj.MjModel.from_xml_string(_build_mjcf(self.room_half, H, W))
+        self.soft_body = bool(soft_body)
+        self.model = mj.MjModel.from_xml_string(_build_mjcf(self.room_half, H, W, self.soft_body))
         self.data = mj.MjData(self.model)
         self._renderer: _OffscreenRenderer | None = None  # created on first reset (an OpenGL context)
         self._scene_option = mj.MjvOption()
@@ -408,6 +424,11 @@ class NeuralSimRoomEnv(gym.Env):
             "plain": idx(obj.mjOBJ_TEXTURE, "tex_wall_plain"),
         }
         self._tex_role = int(mj.mjtTextureRole.mjTEXROLE_RGB)
+        if self.soft_body:  # each flex vertex is a body with x, y, z slide joints (offsets from its rest position)
+            bodies = self.model.flex_vertbodyid
+            self._soft_qpos = np.array([[int(self.model.jnt_qposadr[j]) for j in range(self.model.njnt)
+                                         if self.model.jnt_bodyid[j] == b] for b in bodies])
+            self._soft_bodies = np.asarray(bodies)
 
         self.layout: dict[str, Any] = {}
         self._yaw = 0.0
@@ -450,7 +471,7 @@ class NeuralSimRoomEnv(gym.Env):
                 break
         heading, speed = rng.uniform(-math.pi, math.pi), rng.uniform(0.0, 0.8)
         ball_velocity = speed * np.array([math.cos(heading), math.sin(heading)])
-        return {
+        layout: dict[str, Any] = {
             "floor_colour": floor_colour,
             "floor_texture": floor_texture,
             "wall_colours": dict(zip(WALLS, wall_colours)),
@@ -464,6 +485,16 @@ class NeuralSimRoomEnv(gym.Env):
             "agent_position": agent.tolist(),
             "agent_yaw": float(rng.uniform(-math.pi, math.pi)),
         }
+        if self.soft_body:  # drawn after everything else: layouts of the same seed agree with and without it
+            r = SOFT_HALF * math.sqrt(2) + SOFT_VERTEX_RADIUS
+            for _attempt in range(1000):
+                p = rng.uniform(-L + r + 0.15, L - r - 0.15, size=2)
+                clear = all(np.linalg.norm(p - q) >= r + OBJECTS[j][2] + 0.3 for j, q in enumerate(positions))
+                if clear and np.linalg.norm(p - agent) >= r + AGENT_RADIUS + 0.3:
+                    break
+            layout["soft_position"] = p.tolist()
+            layout["soft_colour"] = pick(OBJECT_COLOURS, 1, exclude=(floor_colour, *object_colours))[0]
+        return layout
 
     def _where(self, xy: Sequence[float], walls: dict[str, str]) -> str:
         L, near = self.room_half, 0.4 * self.room_half
@@ -487,6 +518,9 @@ class NeuralSimRoomEnv(gym.Env):
             f"{_article(colour)} {colour} {kind} {self._where(xy, walls)}"
             for (_, kind, _), colour, xy in zip(OBJECTS, layout["object_colours"], layout["object_positions"])
         ]
+        if "soft_position" in layout:
+            things.append(f"{_article(layout['soft_colour'])} {layout['soft_colour']} soft cube "
+                          f"{self._where(layout['soft_position'], walls)}")
         return "; ".join([room, *things, f"target: {self._target_name(layout)}"])
 
     @staticmethod
@@ -511,6 +545,10 @@ class NeuralSimRoomEnv(gym.Env):
                 d.qvel[self._obj_qvel[i] : self._obj_qvel[i] + 2] = layout["ball_velocity"]
         ax, ay = layout["agent_position"]
         d.qpos[self._agent_qpos] = [ax, ay, layout["agent_yaw"]]
+        if self.soft_body:
+            m.flex_rgba[0, :3] = COLOURS[layout["soft_colour"]]
+            d.qpos[self._soft_qpos[:, 0]] = layout["soft_position"][0]  # x and y slides; z stays at rest
+            d.qpos[self._soft_qpos[:, 1]] = layout["soft_position"][1]
 
     # ------------------------------------------------------------------ simulation
 

@@ -71,7 +71,8 @@ def test_docstring_example_runs():
     assert runner.failures == 0 and runner.tries >= 5
 
 
-@pytest.mark.parametrize("kwargs", [{"render_mode": "rgb_array"}, {"action_type": "discrete", "image_size": (48, 80)}, {}])
+@pytest.mark.parametrize("kwargs", [{"render_mode": "rgb_array"}, {"action_type": "discrete", "image_size": (48, 80)}, {},
+                                    {"soft_body": True}])
 def test_check_env(kwargs):
     e = make(**kwargs)
     with warnings.catch_warnings():
@@ -243,6 +244,33 @@ def test_ball_moves_and_boxes_can_be_pushed():
     after = e.privileged_state()["objects"][1]
     assert np.linalg.norm(after - before) > 0.2
     e.close()
+
+
+def test_soft_body_same_layout_and_deforms_when_pushed():
+    soft, plain = make(soft_body=True), make()
+    _, info = soft.reset(seed=4)
+    plain.reset(seed=4)
+    assert {k: v for k, v in soft.layout.items() if not k.startswith("soft") and k != "description"} == \
+        {k: v for k, v in plain.layout.items() if k != "description"}  # drawn last: the rest of the room is unchanged
+    assert f"a {soft.layout['soft_colour']} soft cube" in info["description"] or \
+        f"an {soft.layout['soft_colour']} soft cube" in info["description"]
+    cube = np.asarray(soft.layout["soft_position"])
+    direction = -cube / max(np.linalg.norm(cube), 1e-6)  # walk at it from the room-centre side
+    start = cube + direction * 0.8
+    soft.reset(seed=4, options={"agent_xy": tuple(start), "agent_yaw": math.atan2(-direction[1], -direction[0])})
+    rest = soft.data.flexvert_xpos.copy()
+    edges = lambda v: np.linalg.norm(v[None] - v[:, None], axis=-1)[np.triu_indices(8, 1)]  # noqa: E731
+    frames, squash = [], 0.0
+    for _ in range(25):
+        frames.append(soft.step(np.array([1, 0, 0, 0], np.float32))[0])
+        squash = max(squash, np.abs(edges(soft.data.flexvert_xpos) - edges(rest)).max())
+    assert np.linalg.norm(soft.data.flexvert_xpos.mean(0)[:2] - rest.mean(0)[:2]) > 0.1  # pushed
+    assert squash > 0.05  # and squashed: distances between its vertices changed by centimetres
+    again = make(soft_body=True)
+    again.reset(seed=4, options={"agent_xy": tuple(start), "agent_yaw": math.atan2(-direction[1], -direction[0])})
+    np.testing.assert_array_equal(again.step_keys("w-25")[0], np.stack(frames))  # deterministic
+    for e in (soft, plain, again):
+        e.close()
 
 
 def test_reaching_the_target_terminates_with_bonus():
