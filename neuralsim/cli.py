@@ -1,4 +1,4 @@
-"""The ``neuralsim`` command line: ``info | collect | train | rollout | bench | eval``.
+"""The ``neuralsim`` command line: ``info | collect | train | rollout | play | bench | eval``.
 
 Each subcommand is a thin layer over the library: argument parsing and validation here, the work
 in the module that owns it (``data``, ``train``, ``rollout``, ...), imported only when the

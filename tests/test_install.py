@@ -13,7 +13,7 @@ import pytest
 import neuralsim
 
 ROOT = Path(__file__).resolve().parent.parent
-SUBCOMMANDS = ("info", "collect", "train", "rollout", "bench", "eval")
+SUBCOMMANDS = ("info", "collect", "train", "rollout", "play", "bench", "eval")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
