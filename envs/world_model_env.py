@@ -159,7 +159,8 @@ def load_start_set(path: Path | None, image_size: tuple[int, int]) -> tuple[np.n
     empty = np.zeros((0, *image_size, 3), dtype=np.uint8)
     if path is None:
         return empty, []
-    from neuralsim.rollout import load_start_frames, resize_image
+    from neuralsim.data import resize_frame
+    from neuralsim.rollout import load_start_frames
 
     frames, descriptions = load_start_frames(path)
     if frames.size == 0:
@@ -168,7 +169,7 @@ def load_start_set(path: Path | None, image_size: tuple[int, int]) -> tuple[np.n
         raise ValueError(f"{path}/start_frames.safetensors: 'frames' must be uint8 [N, H, W, 3], "
                          f"got {frames.dtype} {frames.shape}")
     if tuple(frames.shape[1:3]) != tuple(image_size):
-        frames = np.stack([resize_image(f, image_size) for f in frames])
+        frames = np.stack([resize_frame(f, image_size) for f in frames])
     return np.ascontiguousarray(frames), [str(d) for d in descriptions]
 
 
@@ -367,10 +368,10 @@ def check_image(image: Any, image_size: tuple[int, int], *, resize: bool, name: 
         if not resize:
             raise ValueError(f"{name} has size {tuple(image.shape[-3:-1])} but the model expects {tuple(image_size)} "
                              f"(H, W); pass options={{'resize': True}} to resize it")
-        from neuralsim.rollout import resize_image
+        from neuralsim.data import resize_frame
 
         flat = image.reshape(-1, *image.shape[-3:])
-        image = np.stack([resize_image(f, image_size) for f in flat]).reshape(*image.shape[:-3], *image_size, 3)
+        image = np.stack([resize_frame(f, image_size) for f in flat]).reshape(*image.shape[:-3], *image_size, 3)
     return np.ascontiguousarray(image)
 
 

@@ -20,6 +20,7 @@ import torch
 
 from neuralsim import actions as act
 from neuralsim.checkpoints import atomic_write
+from neuralsim.data import resize_frame
 
 VIDEO_SUFFIXES = (".gif", ".mp4")
 
@@ -55,15 +56,8 @@ def read_image(path: str | Path, size: tuple[int, int], resize: bool = True) -> 
     if image.shape[:2] != tuple(size):
         if not resize:
             raise ValueError(f"image has size {image.shape[:2]}, the model expects {tuple(size)}")
-        image = resize_image(image, size)
+        image = resize_frame(image, size)  # the same area resampling as `collect`, so images look like training data
     return image
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize uint8 ``[H, W, 3]`` to ``size`` with bilinear interpolation (torch, no extra dependency)."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    y = torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
-    return y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def actions_from_string(keys: str, spec: dict, frames_per_step: int) -> np.ndarray:
