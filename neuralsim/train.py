@@ -83,6 +83,8 @@ class TrainConfig:
     start_frames: int = 32  # how many start frames to ship with the checkpoint
     stop_after: int | None = None  # end this run at the first checkpoint at or after this step (resume later)
     cache_latents: bool = True  # dynamics: encode the dataset once (frozen autoencoder) instead of every batch
+    self_forcing: float = 0.0  # dynamics: fraction of batches whose history is the model's own rollout
+    self_forcing_frames: int = 4  # the longest own rollout (latent frames) used as history
     config_overrides: dict = field(default_factory=dict)
 
 
@@ -170,13 +172,40 @@ class LatentCache:
 
 
 class StageLoss(nn.Module):
-    """Wraps a model's stage loss in ``forward`` so DDP can synchronise its gradients."""
+    """Wraps a model's stage loss in ``forward`` so DDP can synchronise its gradients.
 
-    def __init__(self, model: nn.Module, stage: str, cache: LatentCache | None = None):
+    Self-forcing (dynamics, ``self_forcing > 0``): for that fraction of batches the model first rolls
+    out ``K`` frames itself (no gradient, ``denoise_steps`` as at inference) from the window's first
+    frame and real actions; the loss then treats that rollout as the history of the real frames after
+    it (:meth:`WorldModel.dynamics_loss` ``own_frames``), as SANA-WM's self-forcing stage trains on
+    the model's own rollouts to stop drift from compounding.
+    """
+
+    def __init__(self, model: nn.Module, stage: str, cache: LatentCache | None = None, self_forcing: float = 0.0,
+                 self_forcing_frames: int = 4):
         super().__init__()
         self.model = model
         self.stage = stage
         self.cache = cache
+        self.self_forcing = self_forcing
+        self.self_forcing_frames = self_forcing_frames
+
+    @torch.no_grad()
+    def own_rollout(self, latents: torch.Tensor, batch: dict, frames: int, generator: torch.Generator) -> torch.Tensor:
+        """The model's own latent frames ``1..frames`` from real frame 0 and the batch's actions."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            state = model.init_state(latents.shape[0], latents=latents[:, :1], prompt=batch.get("descriptions"),
+                                     generator=generator)
+            own = []
+            for t in range(frames):
+                latent, state = model.step(state, batch["actions"][:, t], generator=generator)
+                own.append(latent)
+        finally:
+            model.train(was_training)
+        return torch.stack(own, dim=1)
 
     def forward(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         if self.stage == "autoencoder":
@@ -186,8 +215,16 @@ class StageLoss(nn.Module):
         else:
             with torch.no_grad():
                 latents = self.model.encode(batch["frames"])
+        own = None
+        T = latents.shape[1]
+        if self.self_forcing > 0 and T >= 3:
+            draw = torch.rand((2,), generator=generator)
+            if float(draw[0]) < self.self_forcing:
+                frames = 1 + int(float(draw[1]) * min(self.self_forcing_frames, T - 2))
+                own = self.own_rollout(latents, batch, frames, generator)
         return self.model.dynamics_loss(
-            latents, batch["actions"], batch["rewards"], batch["terminated"], batch.get("descriptions"), generator=generator
+            latents, batch["actions"], batch["rewards"], batch["terminated"], batch.get("descriptions"), generator=generator,
+            own_frames=own,
         )
 
 
@@ -396,7 +433,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
         if rank() == 0:
             print(f"encoded {dataset.num_episodes} episodes into the latent cache in {time.perf_counter() - t0:.0f} s",
                   flush=True)
-    loss_module: nn.Module = StageLoss(model, stage, cache)
+    loss_module: nn.Module = StageLoss(model, stage, cache, cfg.self_forcing, cfg.self_forcing_frames)
     if world_size() > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -555,6 +592,11 @@ def validate(cfg: TrainConfig) -> Any:
         raise TrainingError(f"--ae-steps must be an integer in [1, {MAX_STEPS}], got {cfg.ae_steps!r}")
     if not (0 < cfg.lr < 1):
         raise TrainingError(f"--lr must be in (0, 1), got {cfg.lr}")
+    if not (isinstance(cfg.self_forcing, (int, float)) and 0.0 <= cfg.self_forcing <= 1.0):
+        raise TrainingError(f"--self-forcing must be a fraction in [0, 1], got {cfg.self_forcing!r}")
+    if cfg.self_forcing > 0 and not (isinstance(cfg.self_forcing_frames, int) and 1 <= cfg.self_forcing_frames <= cfg.window - 1):
+        raise TrainingError(f"--self-forcing-frames must be an integer in [1, --window - 1 = {cfg.window - 1}], "
+                            f"got {cfg.self_forcing_frames!r}")
     if cfg.ae_lr is not None and not (0 < cfg.ae_lr < 1):
         raise TrainingError(f"--ae-lr must be in (0, 1), got {cfg.ae_lr}")
     if not cfg.data:
@@ -674,6 +716,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.add_argument("--stop-after", type=int, default=None, help="end this run after N steps of the stage "
                                                                  "(time boxing; continue later with --resume)")
+    p.add_argument("--self-forcing", type=float, default=d.self_forcing,
+                   help="dynamics: fraction of batches trained on the model's own rollout as history (0 = teacher "
+                        "forcing only; e.g. 0.5 to fine-tune a trained model against drift)")
+    p.add_argument("--self-forcing-frames", type=int, default=d.self_forcing_frames,
+                   help=f"the longest own rollout used as history, in latent frames (default {d.self_forcing_frames})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="override a model config field, e.g. --set width=256 (repeatable)")
@@ -695,8 +742,8 @@ def run_train(args: argparse.Namespace) -> int:
                       steps=args.steps, ae_steps=args.ae_steps, batch_size=args.batch_size, window=args.window,
                       lr=args.lr, ae_lr=args.ae_lr, seed=args.seed, dtype=args.dtype, checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every, resume=args.resume, progress=not args.no_progress,
-                      stop_after=args.stop_after,
-                      config_overrides=overrides)
+                      stop_after=args.stop_after, self_forcing=args.self_forcing,
+                      self_forcing_frames=args.self_forcing_frames, config_overrides=overrides)
     try:
         out = train(cfg)
     except TrainingError as exc:

@@ -1,0 +1,96 @@
+"""Self-forcing: training on the model's own rollouts (WorldModel.dynamics_loss own_frames, train --self-forcing)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neuralsim.train import StageLoss, StopTraining, TrainingError, train
+from test_train import config, make_dataset, weights
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("sf") / "ds")
+
+
+def test_init_state_from_latents_equals_from_frames(make_model):
+    model = make_model
+    frames = np.random.default_rng(0).integers(0, 256, (2, 3, 32, 32, 3), dtype=np.uint8)
+    actions = np.zeros((2, 1, 4), np.float32)  # tiny: 2 frames per latent -> 2 latent frames
+    a = model.init_state(2, frames=frames, actions=actions, generator=torch.Generator().manual_seed(0))
+    b = model.init_state(2, latents=model.encode(frames), actions=actions, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a.latent, b.latent)
+    torch.testing.assert_close(a.reward, b.reward)
+    with pytest.raises(ValueError, match="frames or as latents, not both"):
+        model.init_state(2, frames=frames, latents=model.encode(frames))
+    with pytest.raises(ValueError, match=r"latents must be a float tensor \[B, T, "):
+        model.init_state(2, latents=torch.zeros(2, 3, 1, 1))
+
+
+@pytest.fixture
+def make_model():
+    from conftest import make_tiny_model
+
+    return make_tiny_model()
+
+
+def test_own_frames_loss_masks_the_own_history(make_model):
+    model = make_model
+    torch.manual_seed(0)
+    with torch.no_grad():  # an untrained model's zero-initialised output layers would hide any dependence
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    latents = torch.randn(2, 5, *model.latent_shape)
+    actions = np.zeros((2, 4, 4), np.float32)
+    teacher, _ = model.dynamics_loss(latents, actions, generator=g())
+    same, _ = model.dynamics_loss(latents, actions, generator=g(), own_frames=latents[:, 1:3])
+    other, _ = model.dynamics_loss(latents, actions, generator=g(), own_frames=latents[:, 1:3] + 1.0)
+    assert torch.isfinite(teacher) and torch.isfinite(same) and torch.isfinite(other)
+    assert not torch.equal(same, other)  # the own history conditions the later frames
+    for bad in (latents[:, 1:5], latents[:, :0], torch.zeros(2, 2, 3)):
+        with pytest.raises(ValueError, match="own_frames must be"):
+            model.dynamics_loss(latents, actions, generator=g(), own_frames=bad)
+
+
+def test_stage_loss_rolls_the_model_out(dataset):
+    from conftest import make_tiny_model
+    from neuralsim.data import Dataset
+    from neuralsim.train import batch_to_torch
+
+    model = make_tiny_model(frames_per_latent=1).train()
+    batch = batch_to_torch(next(Dataset(dataset).iter_windows(steps=4, batch_size=2, seed=0)), torch.device("cpu"))
+    loss = StageLoss(model, "dynamics", None, self_forcing=1.0, self_forcing_frames=3)
+    own = loss.own_rollout(model.encode(batch["frames"]), batch, 3, torch.Generator().manual_seed(0))
+    assert own.shape == (2, 3, *model.latent_shape) and not own.requires_grad
+    assert model.training  # rolled out in eval mode, then put back
+    value, logs = loss(batch, torch.Generator().manual_seed(0))
+    value.backward()
+    assert torch.isfinite(value) and "flow" in logs
+
+
+def test_self_forcing_training_runs_and_resumes_exactly(dataset, tmp_path):
+    import shutil
+
+    train(config(dataset, tmp_path / "ae", stage="autoencoder", steps=4))
+    for name in ("straight", "resumed", "teacher"):
+        shutil.copytree(tmp_path / "ae", tmp_path / name)
+    kw = dict(stage="dynamics", steps=6, self_forcing=0.5, self_forcing_frames=2)
+    straight = train(config(dataset, tmp_path / "straight", **kw))
+    with pytest.raises(StopTraining):
+        train(config(dataset, tmp_path / "resumed", stop_after=2, **kw))
+    resumed = train(config(dataset, tmp_path / "resumed", resume=True, **kw))
+    a, b = weights(straight), weights(resumed)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    teacher = weights(train(config(dataset, tmp_path / "teacher", stage="dynamics", steps=6)))
+    assert any(not torch.equal(a[n], teacher[n]) for n in a)  # self-forcing changed the run
+
+
+@pytest.mark.parametrize("change,message", [({"self_forcing": 1.5}, "--self-forcing must be a fraction in"),
+                                            ({"self_forcing": 0.5, "self_forcing_frames": 4}, "--self-forcing-frames must be")])
+def test_bad_self_forcing_arguments(dataset, tmp_path, change, message):
+    with pytest.raises(TrainingError, match=message):
+        train(config(dataset, tmp_path / "x", **change))
