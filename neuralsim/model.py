@@ -506,7 +506,8 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def init_state(self, batch_size: int, frames: Any = None, actions: Any = None, prompt: Any = None,
-                   generator: torch.Generator | None = None, denoise_steps: int | None = None) -> WorldState:
+                   generator: torch.Generator | None = None, denoise_steps: int | None = None, *,
+                   latents: torch.Tensor | None = None) -> WorldState:
         """Start ``batch_size`` rollouts.
 
         Args:
@@ -517,6 +518,8 @@ class WorldModel(nn.Module):
                 (Discrete); None = unknown (the null action, no camera motion).
             prompt: a ``str`` for all rows, one ``str``/``None`` per row, or None.
             generator: source of all sampling noise (context noise included).
+            latents: instead of ``frames``, the context as normalised latents ``[B, T_lat, C, h, w]``
+                (from :meth:`encode`; used by self-forcing training, which has them cached).
 
         Returns:
             The state after the context; ``state.latent`` is the last context (or generated) latent frame.
@@ -533,13 +536,20 @@ class WorldModel(nn.Module):
             latent=torch.zeros(B, *self.latent_shape, device=self.device),
             reward=torch.zeros(B, device=self.device), termination_prob=torch.zeros(B, device=self.device),
         )
-        if frames is None:
+        if frames is not None and latents is not None:
+            raise InputError("pass the context as frames or as latents, not both")
+        if frames is None and latents is None:
             if actions is not None:
                 raise InputError("actions were given without frames; expected frames [B, T, H, W, 3] for them")
             action, known, rays, c2w, pitch = self._sequence_conditioning(B, 1, None, "actions")
             _, state = self._generate(state, action, known, rays, generator, steps, c2w=c2w, pitch=pitch)
             return state
-        latents = self.encode(frames)  # (B, T_lat, C, h, w)
+        if latents is None:
+            latents = self.encode(frames)  # (B, T_lat, C, h, w)
+        elif not isinstance(latents, torch.Tensor) or latents.ndim != 5 or tuple(latents.shape[2:]) != self.latent_shape:
+            got = tuple(latents.shape) if hasattr(latents, "shape") else type(latents).__name__
+            raise InputError(f"latents must be a float tensor [B, T, {', '.join(map(str, self.latent_shape))}], got {got}")
+        latents = latents.to(self.device).float()
         if latents.shape[0] != B:
             raise InputError(f"frames has batch {latents.shape[0]} but batch_size={B}")
         T = latents.shape[1]
@@ -616,9 +626,9 @@ class WorldModel(nn.Module):
         return loss, logs
 
     def dynamics_loss(self, latents: torch.Tensor, actions: Any, rewards: Any = None, terminated: Any = None,
-                      prompts: Sequence[str | None] | None = None, generator: torch.Generator | None = None
-                      ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Teacher-forced diffusion-forcing loss on a batch of latent sequences (parallel form).
+                      prompts: Sequence[str | None] | None = None, generator: torch.Generator | None = None,
+                      own_frames: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Diffusion-forcing loss on a batch of latent sequences (parallel form), teacher-forced or self-forced.
 
         Args:
             latents: normalised ``[B, T, C, h, w]`` (from :meth:`encode`).
@@ -628,6 +638,12 @@ class WorldModel(nn.Module):
             prompts: one ``str``/``None`` per sequence, or None; replaced by the null prompt with
                 probability ``config.prompt_dropout``.
             generator: source of noise levels, noise and prompt dropout.
+            own_frames: self-forcing, ``[B, K, C, h, w]``: the model's own rollout of frames ``1..K`` (from
+                frame 0 and the same actions). They replace the real frames ``1..K`` as inputs, held with frame 0
+                at the context-noise level, and the flow loss covers frames ``K+1..`` only: the model learns
+                to continue, and pull back toward the data, the drifted history it meets in a long rollout.
+                The reward/termination heads see every transition (their targets stay the real ones), so
+                they learn to read dreamed frames too.
 
         Returns:
             ``(loss, logs)``: flow-matching MSE on the velocity, plus weighted reward MSE and termination BCE.
@@ -647,10 +663,23 @@ class WorldModel(nn.Module):
             drop = rand((B,), generator=generator, device="cpu") < cfg.prompt_dropout
             prompts = [None if d else p for p, d in zip(prompts, drop.tolist())]
         tokens, mask = self._encode_text(prompts, B)
-        v, features, _ = self.dynamics(add_noise(x0, noise, tau), tau, start=torch.zeros(B, dtype=torch.long, device=self.device),
-                                       action=action, action_known=known, rays=rays, text=self.dynamics.text_kv(tokens),
-                                       text_mask=mask)
-        flow = F.mse_loss(v.float(), velocity_target(x0, noise))
+        inputs, weight = x0, torch.ones(B, T, device=self.device)
+        if own_frames is not None:
+            K = own_frames.shape[1] if isinstance(own_frames, torch.Tensor) and own_frames.ndim == 5 else -1
+            if not 1 <= K <= T - 2 or tuple(own_frames.shape[2:]) != self.latent_shape or own_frames.shape[0] != B:
+                got = tuple(own_frames.shape) if hasattr(own_frames, "shape") else type(own_frames).__name__
+                raise InputError(f"own_frames must be [B={B}, K, {', '.join(map(str, self.latent_shape))}] with "
+                                 f"1 <= K <= T-2 = {T - 2}, got {got}")
+            own = self._tokens(own_frames.to(self.device).float())
+            inputs = torch.cat([x0[:, :1], own, x0[:, 1 + K:]], dim=1)
+            tau = tau.clone()
+            tau[:, : 1 + K] = cfg.context_noise
+            weight[:, : 1 + K] = 0.0
+        v, features, _ = self.dynamics(add_noise(inputs, noise, tau), tau,
+                                       start=torch.zeros(B, dtype=torch.long, device=self.device), action=action,
+                                       action_known=known, rays=rays, text=self.dynamics.text_kv(tokens), text_mask=mask)
+        err = (v.float() - velocity_target(x0, noise)).pow(2).mean(dim=(2, 3))  # (B, T)
+        flow = (err * weight).sum() / weight.sum()
         loss, logs = flow, {"flow": flow.item()}
         reward_pred, logit = self._heads(features[:, 1:])  # (B, T-1): frame i+1 closes transition i
         if rewards is not None and self.reward_head is not None:
