@@ -27,6 +27,8 @@ Usage::
     python benchmarks/throughput.py --model path/to/checkpoint              # a trained checkpoint
     python benchmarks/throughput.py --random-weights                        # the default preset, untrained
     python benchmarks/throughput.py --profile --threads 1                   # torch.profiler of one batch-64 step
+    python benchmarks/throughput.py --quick --denoise-steps 3 --dtypes fp32  # another number of Euler steps
+    python benchmarks/throughput.py --quick --compile --dtypes fp32         # WorldModel.compile_streaming()
 
 Prints a table; the last line is one JSON object, also written to benchmarks/results/throughput.json
 (``--profile``: benchmarks/results/profile_step.json and the full torch.profiler table in profile_step.txt).
@@ -64,23 +66,32 @@ def count_flops(fn) -> int:
 # ------------------------------------------------------------------------------------------ dream
 
 
-def make_env(path: str, batch: int, dtype: str):
+def make_env(path: str, batch: int, dtype: str, *, denoise_steps: int | None = None, compile: bool = False):
+    """A ``WorldModelVectorEnv`` of ``batch`` envs, reset with seed 0 (``compile``: its model runs
+    ``WorldModel.compile_streaming()``; the first steps then compile)."""
     from neuralsim.envs import WorldModelVectorEnv
 
-    env = WorldModelVectorEnv(batch, model=path, dtype=dtype, max_episode_steps=200)
+    env = WorldModelVectorEnv(batch, model=path, dtype=dtype, max_episode_steps=200, denoise_steps=denoise_steps)
+    if compile:
+        env.core.backend.model.compile_streaming()
     env.reset(seed=0)
     env.action_space.seed(0)
     return env
 
 
 def measure_dream(path: str, batch: int, dtype: str, *, min_steps: int, max_seconds: float,
-                  flops: float | None = None, warmup_steps: int = 2) -> dict:
+                  flops: float | None = None, warmup_steps: int = 2, denoise_steps: int | None = None,
+                  compile: bool = False) -> dict:
     """Env-steps/s of ``env.step`` on a ``WorldModelVectorEnv`` of ``batch`` envs (after ``warmup_steps`` steps,
     the first of which counts the FLOPs unless ``flops`` per env step is given)."""
-    env = make_env(path, batch, dtype)
+    env = make_env(path, batch, dtype, denoise_steps=denoise_steps, compile=compile)
+    if compile:
+        t0 = time.perf_counter()
+        env.step(env.action_space.sample())  # compiles
+        compile_s = time.perf_counter() - t0
     pool = [env.action_space.sample() for _ in range(16)]
     if flops is None:
-        flops = count_flops(lambda: env.step(pool[0])) / batch
+        flops = count_flops(lambda: env.step(pool[0])) / batch  # (a compiled model: counted on the eager path)
         warmup_steps -= 1
     for i in range(warmup_steps):
         env.step(pool[i % len(pool)])
@@ -101,6 +112,7 @@ def measure_dream(path: str, batch: int, dtype: str, *, min_steps: int, max_seco
         "step_ms": 1e3 * float(np.median(times)),
         "episode_ends": resets,
         "flops_per_env_step": flops,
+        **({"compile_s": compile_s} if compile else {}),
     }
 
 
@@ -125,11 +137,12 @@ def measure_diamond(batch: int, dtype: str, *, min_iters: int, max_seconds: floa
 # ------------------------------------------------------------------------------------------ profile
 
 
-def profile_step(path: str, batch: int, dtype: str, steps: int, text_out: Path) -> dict:
-    """torch.profiler (CPU) over ``steps`` env steps at ``batch``; phases labelled by forward hooks on the model's modules."""
+def profile_step(path: str, batch: int, dtype: str, steps: int, text_out: Path, denoise_steps: int | None = None) -> dict:
+    """torch.profiler (CPU) over ``steps`` env steps at ``batch``; phases labelled by forward hooks on the model's modules
+    (attention and ``prepare_frame``, which ``step`` calls as methods, by wrapping them for the duration)."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    env = make_env(path, batch, dtype)
+    env = make_env(path, batch, dtype, denoise_steps=denoise_steps)
     model = env.model.model
     labels: dict[torch.nn.Module, str] = {}
     for i, block in enumerate(model.dynamics.blocks):
@@ -156,6 +169,23 @@ def profile_step(path: str, batch: int, dtype: str, steps: int, text_out: Path) 
             stack.pop().__exit__(None, None, None)
 
         handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    patched = []  # step() runs attention through Attention.forward_frame (no module call): label it by wrapping
+    for i, block in enumerate(model.dynamics.blocks):
+        kind = "softmax" if i in model.config.softmax_blocks else "gdn"
+
+        def labelled(*args, _f=block.attn.forward_frame, _label=f"phase: dynamics attn ({kind})", **kwargs):
+            with record_function(_label):
+                return _f(*args, **kwargs)
+
+        block.attn.forward_frame = labelled
+        patched.append(block.attn)
+    prepare = model.dynamics.prepare_frame
+
+    def labelled_prepare(*args, **kwargs):
+        with record_function("phase: dynamics prepare_frame"):
+            return prepare(*args, **kwargs)
+
+    model.dynamics.prepare_frame = labelled_prepare
     actions = env.action_space.sample()
     for _ in range(2):
         env.step(actions)
@@ -167,6 +197,9 @@ def profile_step(path: str, batch: int, dtype: str, steps: int, text_out: Path) 
         wall = (time.perf_counter() - t0) / steps
     for h in handles:
         h.remove()
+    for attn in patched:
+        del attn.forward_frame
+    del model.dynamics.prepare_frame
     env.close()
 
     events = prof.key_averages()
@@ -208,6 +241,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip", nargs="*", default=[], choices=["room", "diamond", "peak"], help="reference points to skip")
     parser.add_argument("--profile", action="store_true", help="only profile env.step (batch --profile-batch, fp32)")
     parser.add_argument("--profile-batch", type=int, default=64)
+    parser.add_argument("--denoise-steps", type=int, default=None, help="Euler steps per env step (default: the model's)")
+    parser.add_argument("--compile", action="store_true", help="the dream through WorldModel.compile_streaming() "
+                        "(fp32 rows; compiling takes about a minute per batch size, not timed)")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/throughput.json)")
     args = parser.parse_args(argv)
     set_threads(args.threads)
@@ -217,7 +253,8 @@ def main(argv: list[str] | None = None) -> dict:
         model = prepare_model(args.model, args.random_weights, Path(tmp))
         if args.profile:
             out = Path(args.out or RESULTS_DIR / "profile_step.json")
-            prof = profile_step(model["path"], args.profile_batch, "fp32", 3 if args.quick else 10, out.with_suffix(".txt"))
+            prof = profile_step(model["path"], args.profile_batch, "fp32", 3 if args.quick else 10, out.with_suffix(".txt"),
+                                args.denoise_steps)
             result = {"benchmark": "profile_step", "model": model["name"], "quick": args.quick, **prof,
                       "threads": torch.get_num_threads(), "machine": machine_info()}
             write_result(rounded(result), out)
@@ -274,6 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "throughput", "model": model["name"], "random_weights": model["random_weights"],
         "note": model["note"], "quick": args.quick, "threads": torch.get_num_threads(),
+        "denoise_steps": args.denoise_steps, "compiled": args.compile,
         "rows": rows, "room": ref, "diamond": diamond, "matmul_peak": peaks, "targets": targets,
         "diamond_parameters": diamond_params,
         "machine": machine_info(),
@@ -302,7 +340,8 @@ def run_dream(path: str, args: argparse.Namespace) -> list[dict]:
                 min_steps = max(2, (40 if args.quick else 200) // batch)
             known = next((r["flops_per_env_step"] for r in rows if r["batch"] == batch), None)  # FLOPs do not depend on dtype
             rows.append(measure_dream(path, batch, dtype, min_steps=min_steps, max_seconds=2.0 if args.quick else 10.0,
-                                      flops=known, warmup_steps=1 if slow else 2))
+                                      flops=known, warmup_steps=1 if slow else 2, denoise_steps=args.denoise_steps,
+                                      compile=args.compile and dtype == "fp32"))
             r = rows[-1]
             print(f"dream {dtype} B={batch}: {r['env_sps']:.1f} env-steps/s ({r['steps']} steps, {r['step_ms']:.1f} ms/step, "
                   f"{r['flops_per_env_step'] / 1e6:.1f} MFLOP/env-step)", file=sys.stderr, flush=True)

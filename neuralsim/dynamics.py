@@ -28,13 +28,17 @@ with a constant-size streaming state:
 
 Two forms of the same computation: ``forward`` over ``T`` frames at once from a cache (``None`` =
 empty; training uses the parallel GDN form), or one frame at a time (streaming, the recurrent
-form). The test suite checks they agree. Streaming state per block (all fixed size):
+form). The test suite checks they agree. ``WorldModel.step`` runs a per-frame twin of the streaming form
+(``prepare_frame`` once per new frame, then ``forward_frame`` per denoise pass: the action, Plücker and
+cache-dependent terms computed once, the new cache built only by the committing pass), checked against
+``forward`` in tests/test_perf_equivalence.py. Streaming state per block (all fixed size):
 ``{"S", "conv"}`` (GDN), ``{"k", "v", "frame"}`` (softmax), ``{"ffn"}`` (temporal conv tail).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -68,12 +72,26 @@ def gdn_recurrent(
         state = k.new_zeros(B, H, Dk, v.shape[-1])
     outs = []
     for t in range(T):
-        decayed = gamma[:, :, t, None, None] * state  # S' = γ S            (B, H, Dk, Dv)
-        k_t = k[:, :, t]  # (B, H, S, Dk)
-        delta = v[:, :, t] - k_t @ decayed  # v_s − S'ᵀ k_s            (B, H, S, Dv)
-        state = decayed + beta[:, :, t, None, None] * (k_t.transpose(-1, -2) @ delta)  # (B, H, Dk, Dv)
-        outs.append(q[:, :, t] @ state)  # (B, H, S, Dv)
+        o, state = gdn_frame(q[:, :, t], k[:, :, t], v[:, :, t], beta=beta[:, :, t], gamma=gamma[:, :, t], state=state)
+        outs.append(o)
     return torch.stack(outs, dim=2), state
+
+
+def gdn_frame(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, beta: torch.Tensor, gamma: torch.Tensor, state: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One frame of the rule (the body of :func:`gdn_recurrent`).
+
+    Args:
+        q, k: ``[B, H, S, Dk]``; v: ``[B, H, S, Dv]``; beta, gamma: ``[B, H]``; state: ``[B, H, Dk, Dv]``.
+
+    Returns:
+        ``(o [B, H, S, Dv], new state [B, H, Dk, Dv])``.
+    """
+    decayed = gamma[:, :, None, None] * state  # S' = γ S                (B, H, Dk, Dv)
+    delta = v - k @ decayed  # v_s − S'ᵀ k_s                               (B, H, S, Dv)
+    state = decayed + beta[:, :, None, None] * (k.transpose(-1, -2) @ delta)  # (B, H, Dk, Dv)
+    return q @ state, state
 
 
 def gdn_parallel(
@@ -126,6 +144,17 @@ def gated_delta_rule(
             o, state = gdn_recurrent(q, k, v, beta=beta, gamma=gamma, state=state)
         else:
             o, state = gdn_parallel(q, k, v, beta=beta, gamma=gamma, state=state, chunk_size=chunk_size)
+    return o.to(dtype), state
+
+
+def gated_delta_rule_frame(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, beta: torch.Tensor, gamma: torch.Tensor, state: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`gated_delta_rule` for a single frame (shapes of :func:`gdn_frame`): fp32, autocast off."""
+    dtype = v.dtype
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        o, state = gdn_frame(q.float(), k.float(), v.float(), beta=beta.float(), gamma=gamma.float(),
+                             state=state.float())
     return o.to(dtype), state
 
 
@@ -311,6 +340,108 @@ class Attention(nn.Module):
             out = out + self.out_proj_cam(o[..., H:, :].reshape(B, T, S, d))
         return out, new_cache
 
+    # --- streaming fast path: one new frame, several denoise passes against the same cache --------------------
+
+    def prepare_frame(self, cache: Cache, start: torch.Tensor, dtype: torch.dtype) -> Cache:
+        """What every denoise pass of the next frame shares, computed once per frame (see :meth:`forward_frame`).
+
+        GDN: the conv taps over the past frames (``conv_past``); softmax: the attention bias of the new frame
+        against the cache (``bias``). ``dtype``: the activations' dtype (the autocast dtype, else fp32).
+        """
+        ctx = dict(cache)
+        if self.kind == "gdn":
+            w, K = self.conv_k.weight.t().contiguous(), self.conv_k.kernel  # one row per tap  (K, C)
+            ctx["conv_last"] = w[-1]
+            if K > 1:
+                tail = cache["conv"].to(dtype)  # (B, K−1, S, C)
+                past = tail[:, 0] * w[0]
+                for i in range(1, K - 1):
+                    past = past + tail[:, i] * w[i]
+                ctx["conv_past"] = past[:, None]  # Σ_{i<K−1} w_i ⊙ x_{t−K+1+i}      (B, 1, S, C)
+        else:
+            S = cache["k"].shape[3]
+            k_frame = torch.cat([cache["frame"], start[:, None]], dim=1)  # the cache's frames, then the new one
+            bias = self.slot_bias_mask(start[:, None], k_frame)  # (B, nh, 1, Tk)
+            ctx["bias"] = bias.repeat_interleave(S, dim=2).repeat_interleave(S, dim=3)  # (B, nh, S, Tk*S)
+        return ctx
+
+    def forward_frame(self, h: torch.Tensor, *, cam: torch.Tensor | None, ctx: Cache, start: torch.Tensor,
+                      commit: bool) -> tuple[torch.Tensor, Cache | None]:
+        """:meth:`forward` for one frame (``h [B, 1, S, d]``) against :meth:`prepare_frame`'s context.
+
+        Same numbers as ``forward(h, cache=..., start=...)``; the new cache is built only when ``commit``.
+        """
+        B, T, S, d = h.shape
+        H, D = self.heads, self.head_dim
+        q, k, v = self.qkv(h).chunk(3, dim=-1)  # each (B, 1, S, d)
+        if self.camera_branch:
+            q = torch.cat([q, self.q_proj_cam(cam)], dim=-1)  # (B, 1, S, 2d)
+            k = torch.cat([k, self.k_proj_cam(cam)], dim=-1)
+            v = torch.cat([v, self.v_proj_cam(cam)], dim=-1)
+        new_cache: Cache = {}
+        if self.kind == "gdn":
+            if self.conv_k.kernel > 1:
+                if commit:  # the tail keeps the raw (pre-conv) keys, as CausalFrameConv
+                    new_cache["conv"] = torch.cat([ctx["conv"][:, 1:].to(k.dtype), k], dim=1).float()
+                k = ctx["conv_past"] + k * ctx["conv_last"]  # (B, 1, S, C)
+            else:
+                k = k * ctx["conv_last"]
+        q, k, v = (t.view(B, T, S, -1, D) for t in (q, k, v))  # (B, 1, S, nh, D)
+        if self.camera_branch:
+            q = torch.cat([self.q_norm(q[..., :H, :]), self.q_norm_cam(q[..., H:, :])], dim=3)
+            k = torch.cat([self.k_norm(k[..., :H, :]), self.k_norm_cam(k[..., H:, :])], dim=3)
+        else:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (t.permute(0, 3, 1, 2, 4) for t in (q, k, v))  # (B, nh, 1, S, D)
+        if self.kind == "gdn":
+            o, state = self._gdn_frame(q, k, v, h, ctx["S"])
+            if commit:
+                new_cache["S"] = state
+        else:
+            q, k = apply_rope(q, self.rope_cos, self.rope_sin), apply_rope(k, self.rope_cos, self.rope_sin)
+            keys = torch.cat([ctx["k"].to(k.dtype), k], dim=2)  # (B, nh, slots+1, S, D)
+            values = torch.cat([ctx["v"].to(v.dtype), v], dim=2)
+            o = F.scaled_dot_product_attention(q.flatten(2, 3), keys.flatten(2, 3), values.flatten(2, 3),
+                                               attn_mask=ctx["bias"].to(q.dtype)).unsqueeze(2)  # (B, nh, 1, S, D)
+            if commit:
+                new_cache.update(self._update_cache_frame(ctx, k, v, start))
+        o = o.permute(0, 2, 3, 1, 4)  # (B, 1, S, nh, D)
+        out = self.proj(o[..., :H, :].reshape(B, T, S, d) * F.silu(self.output_gate(h)))
+        if self.camera_branch:
+            out = out + self.out_proj_cam(o[..., H:, :].reshape(B, T, S, d))
+        return out, (new_cache if commit else None)
+
+    def _gdn_frame(self, q, k, v, h, state):
+        """:meth:`_gdn` for one frame: ``q, k, v [B, nh, 1, S, D]`` → ``(o [B, nh, 1, S, D], new state)``."""
+        B, nh, T, S, D = q.shape
+        q = F.relu(q)
+        k = F.relu(k) * (D * S) ** -0.5  # algebraic key scaling: Σ_s β‖k_s‖² ≤ 1
+        pooled = h.mean(dim=2)  # frame mean token                        (B, 1, d)
+        beta = torch.sigmoid(self.beta_proj(pooled))  # (B, 1, H)
+        gamma = torch.exp(-self.A_log.exp() * F.softplus(self.gate_proj(pooled) + self.dt_bias))  # (B, 1, H)
+        repeat = nh // self.heads  # the camera heads share the gates
+        beta, gamma = (g.transpose(1, 2).repeat(1, repeat, 1) for g in (beta, gamma))  # (B, nh, 1)
+        v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)  # values + normaliser column   (B, nh, 1, S, D+1)
+        o, state = gated_delta_rule_frame(q[:, :, 0], k[:, :, 0], v1[:, :, 0], beta=beta[:, :, 0], gamma=gamma[:, :, 0],
+                                          state=state)
+        o = o[..., :D] / o[..., D:].clamp_min(1.0)  # Sᵀq / max(zᵀq, 1)     (B, nh, S, D)
+        return o.unsqueeze(2), state
+
+    def _update_cache_frame(self, cache: Cache, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor) -> Cache:
+        """:meth:`_update_cache` for one new frame ``k, v [B, nh, 1, S, D]`` (no gather: it is a sink frame or not)."""
+        k, v = k.float(), v.float()
+        sink, out = self.sink, {}
+        is_new = torch.arange(sink, device=k.device)[None] == start[:, None]  # sink slot i takes frame i  (B, sink)
+        win_frame = torch.where(start >= sink, start, -1)[:, None]  # (B, 1)
+        for name, new in (("k", k), ("v", v)):
+            old = cache[name]
+            sink_part = torch.where(is_new[:, None, :, None, None], new, old[:, :, :sink])  # (B, nh, sink, S, D)
+            window = [old[:, :, sink + 1:], new] if self.window else []  # the window slides by one frame
+            out[name] = torch.cat([sink_part, *window], dim=2)  # (B, nh, sink+window, S, D)
+        sink_f = torch.where(is_new, start[:, None], cache["frame"][:, :sink])
+        out["frame"] = torch.cat([sink_f, *([cache["frame"][:, sink + 1:], win_frame] if self.window else [])], dim=1)
+        return out
+
     def _gdn(self, q, k, v, h, cache):
         B, nh, T, S, D = q.shape
         q = F.relu(q)
@@ -472,6 +603,55 @@ class Block(nn.Module):
             new_cache["ffn"] = ffn_tail
         return x + gate_mlp * m, new_cache
 
+    def forward_frame(self, x: torch.Tensor, t6: torch.Tensor, *, ctx: Cache, plucker: torch.Tensor | None,
+                      text: tuple[torch.Tensor, torch.Tensor], text_mask: torch.Tensor, start: torch.Tensor,
+                      commit: bool) -> tuple[torch.Tensor, Cache | None]:
+        """:meth:`forward` for one frame ``x [B, 1, S, d]`` against the block's :meth:`prepare_frame` context."""
+        mods = (self.scale_shift_table + t6).unsqueeze(2)  # (B, 1, 1, 6, d)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods.unbind(3)  # each (B, 1, 1, d)
+        h = modulate(self.norm1(x), shift_msa, scale_msa)
+        cam = h + plucker if self.attn.camera_branch else None
+        a, new_cache = self.attn.forward_frame(h, cam=cam, ctx=ctx, start=start, commit=commit)
+        x = x + gate_msa * a
+        if self.plucker_proj is not None:
+            x = x + ctx["plucker"]
+        x = x + self.cross_attn(x, *text, text_mask)
+        m, ffn_tail = self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp), ctx.get("ffn"))
+        if commit and ffn_tail is not None:
+            new_cache["ffn"] = ffn_tail
+        return x + gate_mlp * m, new_cache
+
+    def prepare_frame(self, cache: Cache, *, plucker: torch.Tensor | None, start: torch.Tensor,
+                      dtype: torch.dtype) -> Cache:
+        """The attention's per-frame context plus the Plücker injection ``plucker_proj(plucker)`` (action-dependent,
+        the same in every denoise pass)."""
+        ctx = self.attn.prepare_frame(cache, start, dtype)
+        if self.plucker_proj is not None:
+            ctx["plucker"] = self.plucker_proj(plucker)
+        return ctx
+
+
+@dataclass
+class FrameContext:
+    """What the denoise passes of one new latent frame share: built once per env step by
+    :meth:`DynamicsTransformer.prepare_frame`, read (never modified) by :meth:`DynamicsTransformer.forward_frame`.
+
+    Attributes:
+        start: ``[B]`` int64 index of the new frame.
+        cond: ``[B, 1, d]`` action embedding (or the learned null action).
+        plucker: ``[B, 1, S, d]`` embedded Plücker rays (camera worlds) or None.
+        blocks: per block its cache entries plus precomputed terms (conv taps over past frames, attention
+            bias against the cache, Plücker injection).
+        text, text_mask: the prompt's per-block keys/values and mask (as in ``forward``).
+    """
+
+    start: torch.Tensor
+    cond: torch.Tensor
+    plucker: torch.Tensor | None
+    blocks: list[Cache]
+    text: list[tuple[torch.Tensor, torch.Tensor]]
+    text_mask: torch.Tensor
+
 
 class FinalLayer(nn.Module):
     def __init__(self, width: int, out_channels: int) -> None:
@@ -543,14 +723,16 @@ class DynamicsTransformer(nn.Module):
         x: torch.Tensor,
         tau: torch.Tensor,
         *,
-        start: torch.Tensor,
-        action: torch.Tensor,
-        action_known: torch.Tensor,
-        rays: torch.Tensor | None,
-        text: list[tuple[torch.Tensor, torch.Tensor]],
-        text_mask: torch.Tensor,
+        start: torch.Tensor | None = None,
+        action: torch.Tensor | None = None,
+        action_known: torch.Tensor | None = None,
+        rays: torch.Tensor | None = None,
+        text: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        text_mask: torch.Tensor | None = None,
         cache: list[Cache] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, list[Cache]]:
+        frame: FrameContext | None = None,
+        commit: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[Cache] | None]:
         """Velocity of ``T`` new latent frames given the cache of the frames before them.
 
         Args:
@@ -561,11 +743,18 @@ class DynamicsTransformer(nn.Module):
             rays: ``[B, T, S, 6k]`` Plücker rays of the frames' raw poses (camera worlds) or None.
             text: per block ``(k, v)`` from :meth:`text_kv`; ``text_mask [B, L]`` bool.
             cache: per block state (:meth:`empty_cache` layout) or None for an empty one.
+            frame, commit: instead of the inputs above, one new frame (``T = 1``) against the context of
+                :meth:`prepare_frame`: runs :meth:`forward_frame` (same numbers, less work per denoise pass).
 
         Returns:
             ``(velocity [B, T, S, C], features [B, T, d] (token mean of the last hidden state, for the
-            heads), new cache after these frames)``.
+            heads), new cache after these frames)``; with ``frame`` and ``commit=False`` features and cache are None.
         """
+        if frame is not None:
+            return self.forward_frame(x, tau, frame, commit=commit)
+        if start is None or action is None or action_known is None or text is None or text_mask is None:
+            raise TypeError("DynamicsTransformer.forward needs start, action, action_known, text and text_mask "
+                            "(or frame= from prepare_frame)")
         B, T, S, _ = x.shape
         c = self.t_embedder(tau) + torch.where(action_known[..., None], self.action_embedder(action), self.null_action)  # (B, T, d)
         t6 = self.t_block(c).unflatten(-1, (6, -1))  # (B, T, 6, d)
@@ -577,3 +766,48 @@ class DynamicsTransformer(nn.Module):
                                cache=None if cache is None else cache[i], start=start)
             new_cache.append(blk_cache)
         return self.final_layer(h, c), h.mean(dim=2), new_cache
+
+    # --- streaming fast path ----------------------------------------------------------------------------------
+    # Generating one latent frame runs the network `denoise_steps` times on the same frame against the same
+    # cache; only the noisy input and the noise level change. The twin below computes what does not depend on
+    # them once per frame (action and Plücker embeddings and their per-block projections, conv taps over past
+    # frames, the attention bias against the cache) and builds the new cache only in the pass that commits.
+    # `forward` with T = 1 is its reference (tests/test_perf_equivalence.py).
+
+    def prepare_frame(
+        self,
+        *,
+        start: torch.Tensor,
+        action: torch.Tensor,
+        action_known: torch.Tensor,
+        rays: torch.Tensor | None,
+        text: list[tuple[torch.Tensor, torch.Tensor]],
+        text_mask: torch.Tensor,
+        cache: list[Cache],
+    ) -> FrameContext:
+        """The shared part of every pass over the next frame (arguments as :meth:`forward` with ``T = 1``)."""
+        device_type = action.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else torch.float32
+        cond = torch.where(action_known[..., None], self.action_embedder(action), self.null_action)  # (B, 1, d)
+        plucker = self.plucker_embedder(rays) if self.plucker_embedder is not None else None  # (B, 1, S, d)
+        blocks = [blk.prepare_frame(c, plucker=plucker, start=start, dtype=dtype) for blk, c in zip(self.blocks, cache)]
+        return FrameContext(start=start, cond=cond, plucker=plucker, blocks=blocks, text=text, text_mask=text_mask)
+
+    def forward_frame(self, x: torch.Tensor, tau: torch.Tensor, ctx: FrameContext, *, commit: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, list[Cache] | None]:
+        """``forward`` for one new frame ``x [B, 1, S, C]`` at ``tau [B, 1]`` against ``ctx`` (:meth:`prepare_frame`).
+
+        Returns:
+            ``(velocity [B, 1, S, C], features [B, 1, d] or None, new cache or None)``: features and the new
+            cache only when ``commit`` (the pass whose state update is kept).
+        """
+        c = self.t_embedder(tau) + ctx.cond  # (B, 1, d)
+        t6 = self.t_block(c).unflatten(-1, (6, -1))  # (B, 1, 6, d)
+        h = self.x_embedder(x) + self.pos_embed  # (B, 1, S, d)
+        new_cache = []
+        for i, blk in enumerate(self.blocks):
+            h, blk_cache = blk.forward_frame(h, t6, ctx=ctx.blocks[i], plucker=ctx.plucker, text=ctx.text[i],
+                                             text_mask=ctx.text_mask, start=ctx.start, commit=commit)
+            new_cache.append(blk_cache)
+        out = self.final_layer(h, c)
+        return (out, h.mean(dim=2), new_cache) if commit else (out, None, None)

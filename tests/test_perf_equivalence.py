@@ -1,0 +1,153 @@
+"""The speed paths give the numbers of the reference paths (issue 9: fast, with fidelity kept).
+
+- ``WorldModel.step`` runs the per-frame twin of the dynamics (``DynamicsTransformer.prepare_frame`` +
+  ``forward_frame``: per-step work done once, the new cache built only in the committing pass);
+  ``model.fast_streaming = False`` runs the reference ``DynamicsTransformer.forward``. A 50-step rollout of
+  the shipped model must agree to 1e-5 (latents, rewards, termination, the whole streaming state).
+- ``WorldModel.decode`` hands the decoder channels-last tensors (``channels_last_decode``).
+- ``WorldModel.compile_streaming()`` (optional, slow to compile): deterministic and close to eager.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_model
+
+from neuralsim.model import WorldModel, _tree_leaves
+
+ATOL = 1e-5
+
+
+def _rollout(model: WorldModel, *, fast: bool, steps: int, batch: int = 2, seed: int = 0, denoise_steps=None,
+             frames: bool = True, prompts=None):
+    """Latents, rewards, termination probabilities of ``steps`` steps, and the final state."""
+    model.fast_streaming = fast
+    cfg = model.config
+    rng = np.random.default_rng(seed)
+    g = torch.Generator().manual_seed(seed)
+    h, w = cfg.image_size
+    context = rng.integers(0, 256, (batch, 1, h, w, 3), dtype=np.uint8) if frames else None
+    actions = rng.uniform(-1, 1, (steps, batch, cfg.action_dim)).astype(np.float32)
+    out = []
+    try:
+        with torch.inference_mode():
+            state = model.init_state(batch, frames=context, prompt=prompts, generator=g, denoise_steps=denoise_steps)
+            for t in range(steps):
+                latent, state = model.step(state, actions[t], generator=g, denoise_steps=denoise_steps)
+                out.append(torch.cat([latent.flatten(1), state.reward[:, None], state.termination_prob[:, None]], 1))
+    finally:
+        model.fast_streaming = True
+    return torch.stack(out), state
+
+
+def _assert_same(a, b, atol=ATOL):
+    (xa, sa), (xb, sb) = a, b
+    assert torch.isfinite(xa).all()
+    assert (xa - xb).abs().max().item() <= atol, (xa - xb).abs().max().item()
+    leaves_a, leaves_b = _tree_leaves(sa.cache), _tree_leaves(sb.cache)
+    assert len(leaves_a) == len(leaves_b)
+    for ta, tb in zip(leaves_a, leaves_b):
+        assert ta.shape == tb.shape and ta.dtype == tb.dtype
+        assert (ta.float() - tb.float()).abs().max().item() <= atol
+    assert torch.equal(sa.step, sb.step)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return WorldModel.from_pretrained("default")
+
+
+def test_fast_step_equals_reference_on_shipped_model(shipped):
+    prompts = ["a red ball near the blue wall", None]
+    ref = _rollout(shipped, fast=False, steps=50, prompts=prompts)
+    fast = _rollout(shipped, fast=True, steps=50, prompts=prompts)
+    _assert_same(fast, ref)
+
+
+def test_channels_last_decode_equals_reference(shipped):
+    latents = torch.randn(3, 2, *shipped.latent_shape, generator=torch.Generator().manual_seed(0))
+    scale, shift = shipped._latent_affine(shipped.device)
+    with torch.inference_mode():
+        reference = shipped.autoencoder.decode(latents / scale + shift, first_frame=False).float()
+        z = (latents / scale + shift).permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+        fast = shipped.autoencoder.decode(z, first_frame=False).float()
+        assert (fast - reference).abs().max().item() <= ATOL
+        shipped.channels_last_decode = False
+        frames_ref = shipped.decode(latents, first_frame=False)
+        shipped.channels_last_decode = True
+        frames = shipped.decode(latents, first_frame=False)
+    assert frames.shape == frames_ref.shape and frames.is_contiguous()
+    assert (frames.int() - frames_ref.int()).abs().max().item() <= 1  # uint8 rounding of equal floats
+
+
+@pytest.mark.parametrize("overrides,denoise_steps", [
+    ({}, None),  # tiny: camera branch, temporal FFN conv, key conv 3, sink 1, window 2, fused commit
+    ({"fused_commit": False}, 2),  # separate commit pass
+    ({}, 1),  # one step: separate commit pass
+    ({}, 3),
+    ({"attention_sink_frames": 0, "conv_k_size": 1, "ffn_temporal_kernel": 0, "camera_branch": False}, None),
+    ({"attention_sink_frames": 2, "attention_window": 1, "conv_k_size": 4}, None),
+])
+def test_fast_step_equals_reference_tiny(overrides, denoise_steps):
+    model = make_tiny_model(**overrides)
+    ref = _rollout(model, fast=False, steps=8, batch=3, denoise_steps=denoise_steps)
+    fast = _rollout(model, fast=True, steps=8, batch=3, denoise_steps=denoise_steps)
+    _assert_same(fast, ref)
+
+
+def test_fast_step_equals_reference_prompt_only_start():
+    model = make_tiny_model()
+    kwargs = dict(steps=5, batch=2, frames=False, prompts=["a green box", None])
+    _assert_same(_rollout(model, fast=True, **kwargs), _rollout(model, fast=False, **kwargs))
+
+
+def test_fast_step_bf16_autocast_matches_reference():
+    model = make_tiny_model()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = _rollout(model, fast=False, steps=3, batch=2)
+        fast = _rollout(model, fast=True, steps=3, batch=2)
+    _assert_same(fast, ref, atol=1e-3)  # the same bf16 ops, in a different order in a few places
+
+
+def test_every_pass_is_a_module_call():
+    """Forward hooks on the dynamics see each denoise pass of the fast path (profilers rely on it)."""
+    model = make_tiny_model()
+    calls = []
+    handle = model.dynamics.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        _rollout(model, fast=True, steps=2, batch=1)
+    finally:
+        handle.remove()
+    assert len(calls) == 1 + 2 * 2  # context pass + (2 fused passes) x 2 steps
+
+
+def test_compile_streaming_argument_checked():
+    model = make_tiny_model()
+    with pytest.raises(TypeError, match="enabled"):
+        model.compile_streaming("yes")
+    assert model.compile_streaming(False)._compiled_frame is None
+
+
+@pytest.mark.slow
+def test_compile_streaming_is_deterministic_and_close_to_eager():
+    model, other = make_tiny_model(), make_tiny_model()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # another model: the tiny one starts with zero output projections, so add noise
+        for p in other.dynamics.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    eager, eager_other = _rollout(model, fast=True, steps=4, batch=2), _rollout(other, fast=True, steps=4, batch=2)
+    assert (eager[0] - eager_other[0]).abs().max() > 1e-3
+    model.compile_streaming()
+    other.compile_streaming()
+    try:
+        first = _rollout(model, fast=True, steps=4, batch=2)
+        second = _rollout(model, fast=True, steps=4, batch=2)
+        compiled_other = _rollout(other, fast=True, steps=4, batch=2)
+    finally:
+        model.compile_streaming(False)
+        other.compile_streaming(False)
+    assert torch.equal(first[0], second[0])
+    _assert_same(first, eager, atol=1e-4)
+    _assert_same(compiled_other, eager_other, atol=1e-4)  # each model keeps its own frozen weights
