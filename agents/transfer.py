@@ -232,7 +232,7 @@ def evaluate_real(act: ActFn, env_id: str, env_kwargs: dict[str, Any], seeds: li
     n = len(seeds)
     returns, lengths = np.zeros(n), np.zeros(n, dtype=int)
     success, active = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
-    frames = [obs[record]] if record is not None else None
+    frames = [obs[record].copy()] if record is not None else None
     for _ in range(max_steps):
         actions = act(obs, rng)
         for i in np.flatnonzero(active):
@@ -299,7 +299,7 @@ def spearman(x: list[float], y: list[float]) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def side_by_side_gif(path: Path, real: np.ndarray, dream: np.ndarray, scale: int = 3, fps: int = 15) -> Path:
+def side_by_side_gif(path: Path, real: np.ndarray, dream: np.ndarray, scale: int = 2, fps: int = 15) -> Path:
     """Real | dream frames of one episode as a GIF (the shorter episode holds its last frame)."""
     from neuralsim.rollout import write_video
 

@@ -322,6 +322,9 @@ class NeuralSimRoomEnv(gym.Env):
     * ``room_size``: side of the square room in metres (default 5).
     * ``translation_speed`` (m per step, 0.08), ``rotation_speed_deg`` (yaw/pitch ° per step, 4).
     * ``reach_radius`` (0.5), ``progress_reward_scale`` (10), ``success_bonus`` (10).
+    * ``target``: ``None`` (the target object is drawn per layout: its identity is only in the
+      description, not visible as such in the pixels) or an object name (``"ball"``, ``"box0"``,
+      ``"box1"``, ``"box2"``) that is the target of every layout, so a pixel-only policy can tell it.
     * ``soft_body``: add a soft cube (a MuJoCo flex: 2×2×2 vertices held by edge-length equality
       constraints) that squashes and wobbles when pushed; drawn after the rest of the layout, so a
       seed gives the same room with and without it. Off by default: the shipped model was trained
@@ -350,6 +353,7 @@ class NeuralSimRoomEnv(gym.Env):
         progress_reward_scale: float = 10.0,
         success_bonus: float = 10.0,
         soft_body: bool = False,
+        target: str | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -395,6 +399,10 @@ class NeuralSimRoomEnv(gym.Env):
 
         self._mujoco = _import_mujoco()
         mj = self._mujoco
+        names = [name for name, _, _ in OBJECTS]
+        if target is not None and target not in names:
+            raise ValueError(f"target must be None (drawn per layout) or one of {names}, got {target!r}")
+        self.fixed_target = None if target is None else names.index(target)
         self.soft_body = bool(soft_body)
         self.model = mj.MjModel.from_xml_string(_build_mjcf(self.room_half, H, W, self.soft_body))
         self.data = mj.MjData(self.model)
@@ -462,7 +470,9 @@ class NeuralSimRoomEnv(gym.Env):
                 if all(np.linalg.norm(p - q) >= r + OBJECTS[j][2] + 0.4 for j, q in enumerate(positions)):
                     break
             positions.append(p)
-        target = int(rng.integers(len(OBJECTS)))
+        target = int(rng.integers(len(OBJECTS)))  # drawn even when fixed: the rest of the layout stays the same
+        if self.fixed_target is not None:
+            target = self.fixed_target
         margin = AGENT_RADIUS + 0.2
         for _attempt in range(1000):
             agent = rng.uniform(-L + margin, L - margin, size=2)

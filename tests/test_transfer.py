@@ -59,6 +59,8 @@ def test_evaluate_real_is_deterministic_and_batched():
     turn = evaluate_real(constant_policy_fn("l", space), "NeuralSimRoom-v0", {"max_episode_steps": 10}, seeds, 10, record=1)
     assert turn["returns"] == pytest.approx([0, 0, 0], abs=1e-6)  # turning on the spot makes no progress
     assert turn["frames"].shape == (11, 64, 64, 3)
+    first = gym.make("NeuralSimRoom-v0").reset(seed=seeds[1])[0]
+    assert np.array_equal(turn["frames"][0], first) and not np.array_equal(turn["frames"][-1], first)
 
 
 def test_evaluate_dream_starts_from_given_frames(tiny_checkpoint):
