@@ -3,7 +3,8 @@
 Protocol: for each held-out seed, 16 real context frames from NeuralSimRoom-v0 (sticky random
 actions), then the same action sequence in the real room and in the dream (all seeds batched).
 Reported: PSNR / SSIM at horizons 1, 4, 16, 64, 256; the reward head's sign accuracy on the first
-16 dream steps (steps whose real reward is clearly non-zero); a revisit test (yaw out and back: the
+16 dream steps (steps whose real reward is clearly non-zero) and its correlation with the real reward over steps 1-4
+and 5-16; a revisit test (yaw out and back: the
 frame on return vs the real one and vs the dream's own first visit); a long rollout checked for
 collapse (NaN, frame statistics in range). A PNG of PSNR vs horizon when matplotlib is installed.
 
@@ -148,6 +149,13 @@ def main() -> None:
     dr = dream_rewards[:, :16]
     mask = np.abs(rr) > 0.05
     sign_acc = float((np.sign(rr[mask]) == np.sign(dr[mask])).mean()) if mask.any() else float("nan")
+    # Pearson correlation of dreamed and real rewards over the first dream steps and later ones (how long the head
+    # keeps tracking the task as the dream drifts).
+    all_rr = np.stack(real_rewards)[:, : dream_rewards.shape[1]]
+
+    def reward_corr(a: int, b: int) -> float:
+        x, y = all_rr[:, a:b].ravel(), dream_rewards[:, a:b].ravel()
+        return float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else float("nan")
 
     # 3. Revisit: yaw right then back by the same amount; compare the frame on return.
     from neuralsim.actions import action_string_to_vectors
@@ -188,6 +196,7 @@ def main() -> None:
         **{f"copy_last_frame_psnr_t{h}": round(copy_last[h], 2) for h in horizons},
         "autoencoder_psnr": round(ae_psnr, 2),
         "reward_sign_accuracy": round(sign_acc, 3), "reward_sign_samples": int(mask.sum()),
+        "reward_corr_t1_4": round(reward_corr(0, 4), 3), "reward_corr_t5_16": round(reward_corr(4, 16), 3),
         "revisit_psnr_vs_real": round(float(np.mean(revisit_real)), 2),
         "revisit_psnr_vs_first_visit": round(float(np.mean(revisit_self)), 2),
         "revisit_real_return_vs_start_psnr": round(float(np.mean(revisit_dream)), 2),
@@ -199,7 +208,8 @@ def main() -> None:
     print(f"{'horizon':>8} {'PSNR dB':>9} {'±':>6} {'SSIM':>6} {'copy-last PSNR':>15}")
     for h in horizons:
         print(f"{h:>8} {per_h[h]['psnr']:>9.2f} {per_h[h]['psnr_std']:>6.2f} {per_h[h]['ssim']:>6.3f} {copy_last[h]:>15.2f}")
-    print(f"autoencoder round trip {ae_psnr:.2f} dB (the ceiling); reward sign accuracy {sign_acc:.3f} over {int(mask.sum())} steps; revisit PSNR vs real "
+    print(f"autoencoder round trip {ae_psnr:.2f} dB (the ceiling); reward sign accuracy {sign_acc:.3f} over {int(mask.sum())} steps, "
+          f"reward correlation {result['reward_corr_t1_4']} (steps 1-4) / {result['reward_corr_t5_16']} (5-16); revisit PSNR vs real "
           f"{result['revisit_psnr_vs_real']:.2f} dB, vs first visit {result['revisit_psnr_vs_first_visit']:.2f} dB; "
           f"{args.long_steps}-step rollout finite={finite} collapsed={collapsed}")
     RESULTS.mkdir(parents=True, exist_ok=True)

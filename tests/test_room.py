@@ -246,6 +246,16 @@ def test_ball_moves_and_boxes_can_be_pushed():
     e.close()
 
 
+def test_fixed_target():
+    e = make(target="ball")
+    for seed in range(5):
+        _, info = e.reset(seed=seed)
+        assert e.layout["target"] == 0 and info["target"].endswith(" ball") and info["description"].endswith(info["target"])
+    e.close()
+    with pytest.raises(ValueError, match=r"target must be None \(drawn per layout\) or one of \['ball', 'box0'"):
+        make(target="sofa")
+
+
 def test_soft_body_same_layout_and_deforms_when_pushed():
     soft, plain = make(soft_body=True), make()
     _, info = soft.reset(seed=4)
