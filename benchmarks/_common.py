@@ -18,6 +18,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from neuralsim.device import bf16_is_native
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -96,8 +98,8 @@ def matmul_peak(dtype: torch.dtype, size: int, *, min_iters: int, max_seconds: f
 
 
 def bf16_native() -> bool:
-    """True where the CPU runs bf16 matmuls in hardware (AVX512-BF16 or AMX)."""
-    return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
+    """True where the CPU runs bf16 matmuls in hardware (AVX512-BF16 or AMX): :func:`neuralsim.device.bf16_is_native`."""
+    return bf16_is_native(torch.device("cpu"))
 
 
 # ------------------------------------------------------------------------------------------ setup

@@ -126,6 +126,9 @@ class WorldModelVectorEnv(VectorEnv):
         """Reset all envs (or only ``options["reset_mask"]``); returns ``(obs [N, ...], info)``."""
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an int or None (one seed for the whole batch), got {type(seed).__name__}")
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
+        # Everything is validated before super().reset reseeds np_random: a rejected reset changes nothing.
         options = dict(options or {})
         mask = self._check_reset_mask(options.pop("reset_mask", None))
         n = int(mask.sum())

@@ -24,6 +24,7 @@ import torch
 from gymnasium import spaces
 
 from neuralsim import actions as act
+from neuralsim.device import bf16_is_native, resolve_dtype  # noqa: F401  (re-exported)
 
 OFFICIAL_MODEL = "sana-wm-2.6b"
 #: Finite bound of the latent observation Box (normalised latents are O(1); the sampler clamps far below).
@@ -34,34 +35,8 @@ RewardFn = Callable[[np.ndarray, Any, np.ndarray, dict], float]
 
 
 # ----------------------------------------------------------------------------------------------
-# Loading and dtype
+# Loading (dtype decisions: neuralsim.device, re-exported above)
 # ----------------------------------------------------------------------------------------------
-
-
-def bf16_is_native(device: torch.device) -> bool:
-    """True where bf16 matmuls run at hardware speed (CUDA with bf16, or a CPU with AVX512-BF16/AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
-    return False
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """``"auto"`` -> bf16 only where it is native, else fp32; names and ``torch.dtype`` pass through (checked)."""
-    names = {"auto": None, "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if isinstance(dtype, torch.dtype):
-        resolved = dtype
-    elif isinstance(dtype, str) and dtype in names:
-        resolved = names[dtype] or (torch.bfloat16 if bf16_is_native(device) else torch.float32)
-    else:
-        raise ValueError(f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16' (or a torch.dtype), got {dtype!r}")
-    if resolved not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {resolved}")
-    if resolved == torch.float16 and device.type != "cuda":
-        raise ValueError(f"dtype=float16 needs a CUDA device, got device={str(device)!r}; use 'bfloat16' or 'float32'")
-    return resolved
 
 
 def known_model_names() -> list[str]:
@@ -754,6 +729,9 @@ class WorldModelEnv(gym.Env):
     # -------------------------------------------------------------------- gym API
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        # Options first: a rejected reset must not reseed np_random (the next valid reset() continues as if
+        # the failed call never happened), then the usual super().reset(seed=seed).
+        parsed = self.core.parse_options(options, 1)
         super().reset(seed=seed)
         if self.spec is not None and self._limit_owner is None:
             # Made by gym.make from an id with a registered limit: gymnasium's TimeLimit (200, or gym.make's
@@ -762,7 +740,6 @@ class WorldModelEnv(gym.Env):
             self._limit_owner = "TimeLimit" if registered is not None and registered.max_episode_steps else "env"
             if self._limit_owner == "TimeLimit":
                 self.max_episode_steps = None
-        parsed = self.core.parse_options(options, 1)
         generator = self.core.make_generator(self.np_random)
         state, obs, rgb, start_info = self.core.start(1, self.np_random, generator, parsed)
         self._state, self._generator = state, generator

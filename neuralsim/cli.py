@@ -69,22 +69,17 @@ def writable_file(path: str | Path, option: str, suffixes: Sequence[str]) -> Pat
 
 
 def cpu_capability() -> str:
-    import torch
+    """Alias of :func:`neuralsim.device.cpu_capability` (imported lazily: torch is heavy)."""
+    from neuralsim.device import cpu_capability as capability
 
-    try:
-        return str(torch.backends.cpu.get_cpu_capability())
-    except Exception:  # older torch
-        return "unknown"
+    return capability()
 
 
 def native_bf16() -> bool:
-    """True when bf16 matmuls run natively (AMX / AVX512-BF16 CPU, or CUDA)."""
-    import torch
+    """True when bf16 matmuls run natively on the default device: :func:`neuralsim.device.bf16_is_native`."""
+    from neuralsim.device import bf16_is_native
 
-    if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
-    cap = cpu_capability().upper()
-    return "AMX" in cap or "BF16" in cap or cap == "AVX512_BF16"
+    return bf16_is_native()
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -175,12 +170,51 @@ def run_bench(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _LazySubParsers(argparse._SubParsersAction):
+    """Subcommands whose arguments are added only when that subcommand is parsed.
+
+    The argument-adding functions live in the modules that do the work (``neuralsim.train`` imports
+    torch, ``neuralsim.evaluate`` gymnasium's RL side, ...); importing them all for ``neuralsim --help``
+    took ~2 s. A subparser registered with :func:`_lazy` imports its module on first use instead.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        _load(self._name_parser_map.get(values[0]))
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _lazy(p: argparse.ArgumentParser, module: str, add_arguments: str, run: str) -> None:
+    """Defer ``module.add_arguments(p)`` and ``p.set_defaults(func=module.run)`` until ``p`` is used."""
+    p._neuralsim_pending = (module, add_arguments, run)  # type: ignore[attr-defined]
+
+
+def _load(p: argparse.ArgumentParser | None) -> None:
+    pending = getattr(p, "_neuralsim_pending", None)
+    if pending is None:
+        return
+    import importlib
+
+    module_name, add_arguments, run = pending
+    module = importlib.import_module(module_name)
+    getattr(module, add_arguments)(p)
+    p.set_defaults(func=getattr(module, run))
+    del p._neuralsim_pending  # type: ignore[union-attr]
+
+
+def build_parser(*, lazy: bool = True) -> argparse.ArgumentParser:
+    """The ``neuralsim`` parser.
+
+    Args:
+        lazy: add a subcommand's arguments (importing its module) only when it is parsed, so
+            ``neuralsim --help`` stays fast; ``False`` adds every subcommand's arguments now (for
+            introspecting the full parser).
+    """
     parser = argparse.ArgumentParser(
         prog="neuralsim",
         description="neuralsim: learn a world model of a Gymnasium env, then train agents inside it.",
     )
     parser.add_argument("--version", action="version", version=f"neuralsim {__version__}")
+    parser.register("action", "parsers", _LazySubParsers)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("info", help="versions, device, bf16 support, available models (or --preset NAME facts)",
@@ -193,28 +227,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collect", help="record rollouts of a Gymnasium env into a dataset (safetensors shards)",
                        description="Record frames, actions, rewards and episode ends of any pixel Gymnasium env into "
                                    "safetensors shards + manifest.json. Resumable after a crash with --resume.")
-    from neuralsim.data import add_collect_arguments, run_collect
-
-    add_collect_arguments(p)
-    p.set_defaults(func=run_collect)
+    _lazy(p, "neuralsim.data", "add_collect_arguments", "run_collect")
 
     p = sub.add_parser("train", help="train the autoencoder, the dynamics model, or both",
                        description="Train a world model on a dataset made by `neuralsim collect`. Checkpoints are written "
                                    "atomically to --out; --resume continues from the last one with the same data order. "
                                    "Runs under `torchrun --nproc-per-node N` with DDP.")
-    from neuralsim.train import add_train_arguments, run_train
-
-    add_train_arguments(p)
-    p.set_defaults(func=run_train)
+    _lazy(p, "neuralsim.train", "add_train_arguments", "run_train")
 
     p = sub.add_parser("rollout", help="dream: roll a world model out to a GIF/MP4, or write dream episodes as a dataset",
                        description="Roll out a world model from a real start frame, an image file or a prompt, driven by "
                                    "a key-DSL action string or a policy. --out FILE.gif|.mp4 writes a video; --out DIR with "
                                    "--episodes N writes dream episodes in the `collect` shard format.")
-    from neuralsim.rollout import add_rollout_arguments, run_rollout
-
-    add_rollout_arguments(p)
-    p.set_defaults(func=run_rollout)
+    _lazy(p, "neuralsim.rollout", "add_rollout_arguments", "run_rollout")
 
     p = sub.add_parser("play", help="drive a dream live with the keyboard (pygame window), record it, log the keys",
                        description="Open a window on a dream (side by side with the real env the model came from, if "
@@ -222,10 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "in Discrete worlds, arrows in other Box worlds. --record FILE.mp4|.gif records it; "
                                    "--log FILE saves the actions as a key-DSL string that `neuralsim rollout --actions` "
                                    "replays exactly (same --seed). Needs the [play] extra (pygame-ce).")
-    from neuralsim.play import add_play_arguments, run_play
-
-    add_play_arguments(p)
-    p.set_defaults(func=run_play)
+    _lazy(p, "neuralsim.play", "add_play_arguments", "run_play")
 
     p = sub.add_parser("bench", help="run a benchmark script (benchmarks/NAME.py), --quick for the short variant",
                        description="Run benchmarks from a source checkout. Each prints a table and a JSON line and writes "
@@ -238,10 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluations: policy transfer from dream to real",
                        description="`neuralsim eval transfer`: train PPO in the dream and in the real room with the same "
                                    "budget, evaluate both (and a random policy) in the real room.")
-    from neuralsim.evaluate import add_eval_arguments, run_eval
-
-    add_eval_arguments(p)
-    p.set_defaults(func=run_eval)
+    _lazy(p, "neuralsim.evaluate", "add_eval_arguments", "run_eval")
+    if not lazy:
+        for p in sub.choices.values():
+            _load(p)
     return parser
 
 

@@ -678,8 +678,7 @@ def run_play(args: argparse.Namespace) -> int:
     from neuralsim.checkpoints import ASSETS_DIR, resolve_checkpoint
     from neuralsim.cli import CLIError, writable_file
     from neuralsim.envs.world_model_env import DreamCore
-    from neuralsim.rollout import read_image
-    from neuralsim.text import validate_prompts
+    from neuralsim.rollout import parse_start_inputs
 
     for name in ("steps", "fps", "scale", "denoise_steps"):
         value = getattr(args, name)
@@ -708,24 +707,10 @@ def run_play(args: argparse.Namespace) -> int:
         raise CLIError(str(exc) if "--model" in str(exc) else f"--model {args.model!r}: {exc}") from None
     model_arg = str(Path(args.model).resolve()) if Path(args.model).is_dir() else args.model
 
-    image = None
-    if args.image is not None:
-        try:
-            image = read_image(args.image, tuple(core.image_size))
-        except ValueError as exc:
-            raise CLIError(str(exc)) from None
-    if args.prompt is not None:
-        try:
-            validate_prompts(args.prompt, name="--prompt")
-        except (TypeError, ValueError) as exc:
-            raise CLIError(str(exc)) from None
-        if not core.backend.text_conditioned:
-            raise CLIError(f"--prompt: model {args.model!r} has no text conditioning; start from --image FILE instead")
-    if image is None and args.prompt is None:
-        if len(core.start_frames) == 0:
-            raise CLIError(f"{path} has no start_frames.safetensors; pass --image FILE or --prompt TEXT")
-        if args.start_index is not None and not 0 <= args.start_index < len(core.start_frames):
-            raise CLIError(f"--start-index must be in [0, {len(core.start_frames)}), got {args.start_index}")
+    image = parse_start_inputs(args.image, args.prompt, image_size=tuple(core.image_size),
+                               num_start_frames=len(core.start_frames), start_index=args.start_index, checkpoint=path)
+    if args.prompt is not None and not core.backend.text_conditioned:
+        raise CLIError(f"--prompt: model {args.model!r} has no text conditioning; start from --image FILE instead")
     script = None
     if args.actions is not None:
         try:

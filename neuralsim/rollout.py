@@ -146,10 +146,50 @@ def add_rollout_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=int, default=4, help="video upscaling factor (nearest), for visibility")
 
 
+def parse_start_inputs(image: str | None, prompt: str | None, *, image_size: tuple[int, int], num_start_frames: int,
+                       start_index: int | None, checkpoint: str | Path) -> np.ndarray | None:
+    """Check the CLI's start of a dream (``--image`` / ``--prompt`` / the start set); shared by rollout and play.
+
+    Args:
+        image: the ``--image`` path, or None.
+        prompt: the ``--prompt`` text, or None.
+        image_size: ``(H, W)`` the model expects; the image is resized to it.
+        num_start_frames: how many frames the checkpoint's start set holds.
+        start_index: the ``--start-index``, or None.
+        checkpoint: the checkpoint directory, named in the "no start frames" message.
+
+    Returns:
+        The ``--image`` as uint8 ``[H, W, 3]``, or None without ``--image``.
+
+    Raises:
+        CLIError: an unreadable image, an invalid prompt, or (without either) an empty start set or
+            a ``--start-index`` outside it.
+    """
+    from neuralsim.cli import CLIError
+    from neuralsim.text import validate_prompts
+
+    frame = None
+    if image is not None:
+        try:
+            frame = read_image(image, tuple(image_size))
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+    if prompt is not None:
+        try:
+            validate_prompts(prompt, name="--prompt")
+        except (TypeError, ValueError) as exc:
+            raise CLIError(str(exc)) from None
+    if frame is None and prompt is None:
+        if num_start_frames == 0:
+            raise CLIError(f"{checkpoint} has no start_frames.safetensors; pass --image FILE or --prompt TEXT")
+        if start_index is not None and not 0 <= start_index < num_start_frames:
+            raise CLIError(f"--start-index must be in [0, {num_start_frames}), got {start_index}")
+    return frame
+
+
 def run_rollout(args: argparse.Namespace) -> int:
     from neuralsim.checkpoints import ASSETS_DIR, resolve_checkpoint
     from neuralsim.cli import CLIError, writable_dir, writable_file
-    from neuralsim.text import validate_prompts
     from neuralsim.model import WorldModel
 
     for name in ("steps", "episodes", "fps", "scale", "denoise_steps"):
@@ -176,22 +216,8 @@ def run_rollout(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(f"--actions: {exc}") from None
     steps = args.steps or (len(keyed) if keyed is not None else 64)
-    image = None
-    if args.image:
-        try:
-            image = read_image(args.image, tuple(cfg.image_size))
-        except ValueError as exc:
-            raise CLIError(str(exc)) from None
-    if args.prompt is not None:
-        try:
-            validate_prompts(args.prompt, name="--prompt")
-        except (TypeError, ValueError) as exc:
-            raise CLIError(str(exc)) from None
-    if image is None and args.prompt is None:
-        if len(starts) == 0:
-            raise CLIError(f"{path} has no start_frames.safetensors; pass --image FILE or --prompt TEXT")
-        if args.start_index is not None and not 0 <= args.start_index < len(starts):
-            raise CLIError(f"--start-index must be in [0, {len(starts)}), got {args.start_index}")
+    image = parse_start_inputs(args.image or None, args.prompt, image_size=tuple(cfg.image_size),
+                               num_start_frames=len(starts), start_index=args.start_index, checkpoint=path)
     # Every input is valid: only now create the output location (a failed run leaves nothing behind).
     if to_video:
         writable_file(args.out, "--out", VIDEO_SUFFIXES)

@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from neuralsim import device as device_lib
 from neuralsim.checkpoints import atomic_save_safetensors, atomic_write, atomic_write_json, ensure_writable_dir
 
 STAGES = ("autoencoder", "dynamics")
@@ -103,19 +104,15 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto`` picks bf16 only where it is native (CUDA, or AMX/AVX512-BF16 CPUs); it is emulated and slow elsewhere."""
-    if name in ("float32", "fp32"):
-        return torch.float32
-    if name in ("bfloat16", "bf16"):
-        return torch.bfloat16
-    if name != "auto":
-        raise TrainingError(f"--dtype must be auto, float32 or bfloat16, got {name!r}")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    from neuralsim.cli import native_bf16
+#: ``--dtype`` names training accepts (no float16: training autocasts to bf16 only).
+TRAIN_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16")
 
-    return torch.bfloat16 if native_bf16() else torch.float32
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``--dtype``: ``auto`` picks bf16 only where it is native (see :func:`neuralsim.device.bf16_is_native`)."""
+    if name not in TRAIN_DTYPES:
+        raise TrainingError(f"--dtype must be auto, float32 or bfloat16, got {name!r}")
+    return device_lib.resolve_dtype(name, device)
 
 
 def lr_at(step: int, cfg: TrainConfig, total: int, stage: str = "dynamics") -> float:

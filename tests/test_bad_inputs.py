@@ -18,6 +18,7 @@ import shutil
 import struct
 import subprocess
 import sys
+from copy import deepcopy
 from pathlib import Path
 
 import gymnasium as gym
@@ -216,6 +217,26 @@ def test_env_reset_bad_options(env, case):
     obs, reward, *_, info = env.step(GOOD)  # the running episode is untouched
     assert np.array_equal(obs, ref_obs) and reward == ref_reward and info["step"] == 2
     assert np.array_equal(_env_reference(env)[0], ref_obs)  # and a seeded reset is as fresh as ever
+
+
+@pytest.mark.parametrize("options", [{"image": _frames((16, 16, 3))}, {"prompt": ""}, {"bogus": 1}, "not a dict"],
+                         ids=["image", "prompt", "unknown-key", "not-a-dict"])
+@pytest.mark.parametrize("vector", [False, True], ids=["env", "vector"])
+def test_rejected_seeded_reset_does_not_reseed(env, venv, vector, options):
+    """reset(seed=S, options=bad) raises before reseeding: the next unseeded reset() continues the old stream."""
+    e = venv if vector else env
+
+    def unseeded_after(bad: bool) -> tuple[np.ndarray, dict]:
+        e.reset(seed=5)
+        if bad:
+            with pytest.raises((TypeError, ValueError), match="options"):
+                e.reset(seed=11, options=options)
+        obs, _ = e.reset()
+        return obs, deepcopy(e.np_random.bit_generator.state)
+
+    ref_obs, ref_rng = unseeded_after(bad=False)
+    obs, rng = unseeded_after(bad=True)
+    assert rng == ref_rng and np.array_equal(obs, ref_obs)
 
 
 def test_env_reward_fn_errors_leave_the_episode_intact(tiny_checkpoint, env):

@@ -2,46 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from gymnasium.vector import AutoresetMode
 
 import neuralsim  # noqa: F401
 from neuralsim.envs import WorldModelEnv, WorldModelVectorEnv
 
-K = 2
+from conftest import TINY_FRAMES_PER_STEP, make_tiny_model
+
+K = TINY_FRAMES_PER_STEP
 N = 4
 
 
-def make_tiny_model(termination_bias: float = -6.0):
-    from neuralsim.config import WorldModelConfig
-    from neuralsim.model import WorldModel
-
-    torch.manual_seed(0)
-    model = WorldModel(WorldModelConfig.from_preset("tiny", frames_per_latent=K))
-    with torch.no_grad():
-        model.termination_head.net[-1].weight.zero_()
-        model.termination_head.net[-1].bias.fill_(termination_bias)
-    return model.eval()
-
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    from safetensors.numpy import save_file
-
-    path = tmp_path_factory.mktemp("tiny")
-    model = make_tiny_model()
-    model.save_pretrained(path)
-    frames = np.random.default_rng(0).integers(0, 256, (3, *model.config.image_size, 3), dtype=np.uint8)
-    save_file({"frames": frames}, str(path / "start_frames.safetensors"),
-              metadata={"descriptions": json.dumps(["a red ball", "a green box", "a yellow room"])})
-    return path
+@pytest.fixture()
+def ckpt(tiny_checkpoint) -> Path:
+    """conftest's session-wide tiny checkpoint (read-only)."""
+    return tiny_checkpoint
 
 
 @pytest.fixture()

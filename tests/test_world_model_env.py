@@ -21,42 +21,17 @@ import neuralsim  # noqa: F401  (registers SanaWM-v0)
 from neuralsim.envs import WorldModelEnv
 from neuralsim.envs.world_model_env import resolve_dtype
 
+from conftest import TINY_FRAMES_PER_STEP, make_tiny_model
+
 ROOT = Path(__file__).resolve().parent.parent
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-K = 2  # frames per latent frame (env step) of the test checkpoint
+K = TINY_FRAMES_PER_STEP  # frames per latent frame (env step) of the test checkpoint
 
 
-def make_tiny_model(termination_bias: float = -6.0, **overrides):
-    """The "tiny" preset with 2 frames per step; the termination head is made confident (random heads sit at 0.5)."""
-    from neuralsim.config import WorldModelConfig
-    from neuralsim.model import WorldModel
-
-    torch.manual_seed(0)
-    model = WorldModel(WorldModelConfig.from_preset("tiny", **{"frames_per_latent": K, **overrides}))
-    with torch.no_grad():
-        last = model.termination_head.net[-1]
-        last.weight.zero_()
-        last.bias.fill_(termination_bias)
-    return model.eval()
-
-
-def save_tiny_checkpoint(path: Path, **overrides) -> Path:
-    """``config.json`` + ``model.safetensors`` + a 3-frame ``start_frames.safetensors`` with descriptions."""
-    from safetensors.numpy import save_file
-
-    model = make_tiny_model(**overrides)
-    model.save_pretrained(path)
-    h, w = model.config.image_size
-    frames = np.random.default_rng(0).integers(0, 256, (3, h, w, 3), dtype=np.uint8)
-    save_file({"frames": frames}, str(path / "start_frames.safetensors"),
-              metadata={"descriptions": json.dumps(["a red ball near the blue wall", "a green box", "a yellow room"])})
-    return path
-
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+@pytest.fixture()
+def ckpt(tiny_checkpoint) -> Path:
+    """conftest's session-wide tiny checkpoint (read-only)."""
+    return tiny_checkpoint
 
 
 @pytest.fixture()
@@ -210,6 +185,29 @@ def test_step_keys_drives_the_camera(env):
     assert info["step"] == 3 and len(frames) == 6 and np.array_equal(frames[-1], obs)
     with pytest.raises(ValueError, match="unknown keys"):
         env.step_keys("x-8")
+
+
+@pytest.mark.parametrize("capability, native", [("AVX2", False), ("AVX512", False), ("AVX512_BF16", True),
+                                                  ("AMX", True), ("unknown", False)])
+def test_auto_dtype_is_decided_in_one_place(monkeypatch, capability, native):
+    import neuralsim.device as device
+    from neuralsim import cli, train
+    from neuralsim.envs import world_model_env
+
+    assert world_model_env.resolve_dtype is device.resolve_dtype and world_model_env.bf16_is_native is device.bf16_is_native
+    monkeypatch.setattr(device, "cpu_capability", lambda: capability)
+    cpu = torch.device("cpu")
+    expected = torch.bfloat16 if native else torch.float32
+    assert device.bf16_is_native(cpu) is native and cli.cpu_capability() == capability
+    assert device.resolve_dtype("auto", cpu) == train.resolve_dtype("auto", cpu) == expected
+    if not torch.cuda.is_available():
+        assert cli.native_bf16() is native
+    assert device.resolve_dtype("fp32", cpu) == train.resolve_dtype("float32", cpu) == torch.float32
+    assert device.resolve_dtype(torch.bfloat16, cpu) == train.resolve_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(train.TrainingError, match="--dtype must be auto, float32 or bfloat16, got 'float16'"):
+        train.resolve_dtype("float16", cpu)
+    with pytest.raises(ValueError, match="dtype must be 'auto'.*got 'int8'"):
+        device.resolve_dtype("int8", cpu)
 
 
 def test_dtypes(ckpt):

@@ -1,0 +1,83 @@
+"""Device and dtype decisions, in one place: is bf16 native here, and what ``dtype="auto"`` means.
+
+bf16 is only worth it where the hardware runs it: on CUDA with bf16 support, or on a CPU whose
+capability (``torch.backends.cpu.get_cpu_capability()``) is ``AVX512_BF16`` or ``AMX``. Elsewhere
+(e.g. an AVX2 CPU) a bf16 matmul is emulated and ~100x slower than fp32, so ``"auto"`` picks fp32.
+
+Core layer: imports only torch. The env, the trainer, the CLI and the benchmarks all use it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: CPU capabilities (``torch.backends.cpu.get_cpu_capability()``) with hardware bf16 matmuls.
+NATIVE_BF16_CPU_CAPABILITIES = ("AVX512_BF16", "AMX")
+
+#: Accepted dtype names; ``None`` marks ``"auto"``.
+DTYPE_NAMES: dict[str, torch.dtype | None] = {
+    "auto": None,
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}
+
+
+def cpu_capability() -> str:
+    """The CPU's vector capability as torch reports it (``"AVX2"``, ``"AVX512"``, ...), or ``"unknown"``."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # older torch without torch.backends.cpu.get_cpu_capability
+        return "unknown"
+
+
+def bf16_is_native(device: torch.device | str | None = None) -> bool:
+    """True where bf16 matmuls run at hardware speed on ``device``.
+
+    Args:
+        device: the device to ask about. ``None`` means the default compute device: CUDA if
+            available, else the CPU.
+
+    Returns:
+        ``True`` on CUDA with bf16 support, or on a CPU with AVX512-BF16/AMX; ``False`` otherwise.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return cpu_capability() in NATIVE_BF16_CPU_CAPABILITIES
+    return False
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str) -> torch.dtype:
+    """Turn a dtype name (or ``torch.dtype``) into the compute dtype to use on ``device``.
+
+    Args:
+        dtype: ``"auto"`` (bf16 only where :func:`bf16_is_native`, else fp32), a name from
+            :data:`DTYPE_NAMES` (``"float32"``/``"fp32"``, ``"bfloat16"``/``"bf16"``,
+            ``"float16"``/``"fp16"``), or a ``torch.dtype`` among float32, bfloat16, float16.
+        device: where the computation runs; float16 needs CUDA.
+
+    Returns:
+        ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``.
+
+    Raises:
+        ValueError: naming ``dtype`` on an unknown name or dtype, or float16 off CUDA.
+    """
+    device = torch.device(device)
+    if isinstance(dtype, torch.dtype):
+        resolved = dtype
+    elif isinstance(dtype, str) and dtype in DTYPE_NAMES:
+        resolved = DTYPE_NAMES[dtype] or (torch.bfloat16 if bf16_is_native(device) else torch.float32)
+    else:
+        raise ValueError(f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16' (or a torch.dtype), got {dtype!r}")
+    if resolved not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {resolved}")
+    if resolved == torch.float16 and device.type != "cuda":
+        raise ValueError(f"dtype=float16 needs a CUDA device, got device={str(device)!r}; use 'bfloat16' or 'float32'")
+    return resolved
+
+
+__all__ = ["NATIVE_BF16_CPU_CAPABILITIES", "DTYPE_NAMES", "cpu_capability", "bf16_is_native", "resolve_dtype"]
