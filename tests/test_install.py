@@ -54,6 +54,15 @@ def test_subcommand_help(command):
     assert len(result.stdout.splitlines()) > 3
 
 
+def test_top_level_help_does_not_import_torch():
+    # Subcommand modules load only when their subcommand runs, so `neuralsim --help` stays instant.
+    code = ("import sys\nfrom neuralsim.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_console_script_installed():
     script = Path(sys.executable).parent / "neuralsim"
     assert script.exists(), "the `neuralsim` console script is not installed next to python"
