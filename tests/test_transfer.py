@@ -105,3 +105,14 @@ def test_example_trains_in_dream_and_evaluates_in_real(tmp_path):
     last = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(last["real"]) == {"PPO trained in the dream", "random"}
     assert (tmp_path / "ppo" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_room_baseline_example(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "train_ppo_in_room.py"), "--timesteps", "256",
+                          "--num-envs", "2", "--episodes", "2", "--target", "ball", "--action-type", "discrete",
+                          "--out", str(tmp_path / "ppo")],
+                         capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    last = json.loads(out.stdout.strip().splitlines()[-1])
+    assert last["room_kwargs"] == {"action_type": "discrete", "target": "ball"} and "random" in last["real"]
