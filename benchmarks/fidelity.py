@@ -100,6 +100,9 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=1_000_000, help="held out: collection uses small seeds")
     parser.add_argument("--long-steps", type=int, default=10_000)
     parser.add_argument("--denoise-steps", type=int, default=None)
+    parser.add_argument("--context-noise", type=float, default=None,
+                        help="override the noise level committed frames are held at (inference-time ablation; "
+                             "0 disables the fused commit, so a separate clean commit pass runs)")
     parser.add_argument("--quick", action="store_true", help="8 seeds, horizons up to 64, 1,000-step collapse check")
     parser.add_argument("--name", default="fidelity", help="results file name")
     args = parser.parse_args()
@@ -115,6 +118,8 @@ def main() -> None:
 
     t0 = time.perf_counter()
     model = WorldModel.from_pretrained(args.model).eval()
+    if args.context_noise is not None:
+        model.config.context_noise = float(args.context_noise)
     dim = model.config.action_dim
     env = gym.make("NeuralSimRoom-v0", max_episode_steps=100_000, reach_radius=1e-3,
                    image_size=tuple(model.config.image_size)).unwrapped
@@ -190,7 +195,7 @@ def main() -> None:
 
     result = {
         "model": args.model, "seeds": args.seeds, "context_frames": CONTEXT,
-        "denoise_steps": args.denoise_steps or model.config.denoise_steps,
+        "denoise_steps": args.denoise_steps or model.config.denoise_steps, "context_noise": model.config.context_noise,
         **{f"psnr_t{h}": round(per_h[h]["psnr"], 2) for h in horizons},
         **{f"ssim_t{h}": round(per_h[h]["ssim"], 3) for h in horizons},
         **{f"copy_last_frame_psnr_t{h}": round(copy_last[h], 2) for h in horizons},
