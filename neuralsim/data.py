@@ -866,7 +866,7 @@ def _is_image_space(space: gym.Space) -> bool:
     return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3 and space.shape[-1] == 3
 
 
-class _Recorder:
+class FrameRecorder:
     """One env + its frame source (rgb observation or ``render()``) + resizing; runs whole episodes."""
 
     def __init__(self, env_id: str, env_kwargs: dict[str, Any], image_size: tuple[int, int] | None) -> None:
@@ -938,7 +938,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(env_id: str, env_kwargs: dict[str, Any], image_size: tuple[int, int] | None, policy: str, task: dict[str, int]) -> None:
-    recorder = _Recorder(env_id, env_kwargs, image_size)
+    recorder = FrameRecorder(env_id, env_kwargs, image_size)
     _WORKER.update(recorder=recorder, policy=make_policy(policy, recorder.env), task=task)
 
 
@@ -1061,7 +1061,7 @@ def collect(
     if size is not None and "image_size" not in kwargs and _accepts_kwarg(env_id, "image_size"):
         kwargs["image_size"] = list(size)  # the env renders at the requested size itself
         resize_to = None
-    recorder = _Recorder(env_id, kwargs, resize_to)
+    recorder = FrameRecorder(env_id, kwargs, resize_to)
     kwargs = recorder.env_kwargs  # may have gained render_mode="rgb_array"
     env = recorder.env
     pol = make_policy(policy, env)  # checks the policy fits the env

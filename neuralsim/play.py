@@ -204,10 +204,10 @@ class RealEnv:
     """
 
     def __init__(self, env_id: str, env_kwargs: dict, image_size: tuple[int, int], frames_per_step: int) -> None:
-        from neuralsim.data import _Recorder  # the frame source and resizing of `neuralsim collect`
+        from neuralsim.data import FrameRecorder  # the frame source and resizing `neuralsim collect` uses
 
         self.env_id = env_id
-        self.recorder = _Recorder(env_id, env_kwargs, tuple(image_size))
+        self.recorder = FrameRecorder(env_id, env_kwargs, tuple(image_size))
         self.env = self.recorder.env
         self.frames_per_step = int(frames_per_step)
         self.ended, self.total_reward, self.last = False, 0.0, None
