@@ -93,14 +93,19 @@ def real_env_spec(model: str) -> tuple[str, dict[str, Any]]:
     return provenance.get("env_id", "NeuralSimRoom-v0"), dict(provenance.get("env_kwargs", {}))
 
 
-def make_real_venv(env_id: str, env_kwargs: dict[str, Any], num_envs: int, seed: int, max_episode_steps: int) -> Any:
-    """SB3 ``DummyVecEnv`` of the real env (``Monitor`` per env, ``TimeLimit(max_episode_steps)``)."""
+def make_real_venv(env_id: str, env_kwargs: dict[str, Any], num_envs: int, seed: int, max_episode_steps: int,
+                   keysets: tuple[str, ...] | None = None) -> Any:
+    """SB3 ``DummyVecEnv`` of the real env (``Monitor`` per env, ``TimeLimit(max_episode_steps)``; ``keysets``:
+    discrete key-set actions through :class:`~neuralsim.agents.wrappers.KeySetActions`)."""
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv
 
+    from neuralsim.agents.wrappers import KeySetActions
+
     return make_vec_env(env_id, n_envs=num_envs, seed=seed, vec_env_cls=DummyVecEnv,
                         env_kwargs={**env_kwargs, "max_episode_steps": max_episode_steps} if env_id == "NeuralSimRoom-v0"
-                        else env_kwargs)
+                        else env_kwargs, wrapper_class=None if keysets is None else KeySetActions,
+                        wrapper_kwargs=None if keysets is None else {"keysets": keysets})
 
 
 def make_dream_venv(model: str, num_envs: int, seed: int, max_episode_steps: int) -> Any:
@@ -219,14 +224,18 @@ def real_starts(env_id: str, env_kwargs: dict[str, Any], seeds: list[int]) -> tu
 
 
 def evaluate_real(act: ActFn, env_id: str, env_kwargs: dict[str, Any], seeds: list[int], max_steps: int,
-                  rng_seed: int = 0, record: int | None = None) -> dict[str, Any]:
+                  rng_seed: int = 0, record: int | None = None, keysets: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Run one episode per seed in the real env, all episodes stepped in lockstep (batched policy forwards).
 
     Returns:
         ``{"returns", "successes", "lengths"}`` (lists, one per seed) and, if ``record`` is an index,
         ``"frames"`` of that episode.
     """
+    from neuralsim.agents.wrappers import KeySetActions
+
     envs = [gym.make(env_id, **env_kwargs) for _ in seeds]
+    if keysets is not None:
+        envs = [KeySetActions(env, keysets) for env in envs]
     obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, seeds)])
     rng = np.random.default_rng(rng_seed)
     n = len(seeds)

@@ -1,0 +1,53 @@
+"""Action wrappers for agents: a small discrete key set over a camera world's continuous actions.
+
+PPO explores a handful of discrete choices far better than a 4-dim Gaussian, and a camera world's
+pitch keys are a trap for it (a pitched-up camera sees only the ceiling). ``KeySetActions`` exposes
+``Discrete(len(keysets))`` and maps each choice to the canonical camera vector of its keys
+(``[forward, strafe_right, yaw_right, pitch_up]``, the key DSL of :mod:`neuralsim.actions`), so the same
+agent runs in ``NeuralSimRoom-v0`` (continuous) and in ``SanaWM-v0``.
+
+    >>> env = KeySetActions(gym.make("NeuralSimRoom-v0"), ("w", "j", "l", "wj", "wl"))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from neuralsim import actions as A
+
+#: Walk and turn: no strafing, no pitch, no standing still.
+WALK_AND_TURN = ("w", "j", "l", "wj", "wl")
+
+
+class KeySetActions(gym.ActionWrapper):
+    """``Discrete(n)`` actions, each a key combination, over a camera world's ``Box(-1, 1, (4,))`` actions.
+
+    Args:
+        env: an env whose action space is the canonical camera ``Box(4)``.
+        keysets: one key string per discrete action (``"w"``, ``"wl"``, ``""`` for no key...).
+    """
+
+    def __init__(self, env: gym.Env, keysets: Sequence[str] = WALK_AND_TURN) -> None:
+        super().__init__(env)
+        space = env.action_space
+        if not (isinstance(space, gym.spaces.Box) and space.shape == (A.CAMERA_ACTION_DIM,)):
+            raise ValueError(f"env must have the camera action space Box(-1, 1, (4,)), got {space}")
+        keysets = tuple(keysets)
+        bad = [k for k in keysets if not isinstance(k, str) or set(k) - set("wsadijkl")]
+        if not keysets or bad:
+            raise ValueError(f"keysets must be non-empty key strings over 'wsadijkl', got {list(keysets)!r}")
+        self.keysets = keysets
+        self.vectors = np.stack([A.keys_to_vector(k) for k in keysets]).astype(space.dtype)
+        self.action_space = gym.spaces.Discrete(len(keysets))
+
+    def action(self, action: Any) -> np.ndarray:
+        index = int(np.asarray(action).reshape(-1)[0])
+        if not 0 <= index < len(self.keysets):
+            raise ValueError(f"action must be an integer in [0, {len(self.keysets)}), got {action!r}")
+        return self.vectors[index]
+
+
+__all__ = ["KeySetActions", "WALK_AND_TURN"]
