@@ -22,7 +22,7 @@ from neuralsim import actions as A
 WALK_AND_TURN = ("w", "j", "l", "wj", "wl")
 
 
-class KeySetActions(gym.ActionWrapper):
+class KeySetActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     """``Discrete(n)`` actions, each a key combination, over a camera world's ``Box(-1, 1, (4,))`` actions.
 
     Args:
@@ -31,7 +31,8 @@ class KeySetActions(gym.ActionWrapper):
     """
 
     def __init__(self, env: gym.Env, keysets: Sequence[str] = WALK_AND_TURN) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, keysets=tuple(keysets))
+        gym.ActionWrapper.__init__(self, env)
         space = env.action_space
         if not (isinstance(space, gym.spaces.Box) and space.shape == (A.CAMERA_ACTION_DIM,)):
             raise ValueError(f"env must have the camera action space Box(-1, 1, (4,)), got {space}")
