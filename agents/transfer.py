@@ -60,6 +60,7 @@ class TransferConfig:
     workdir: str = "runs/transfer"
     out: str = "benchmarks/results/transfer.json"  # quick runs: transfer-quick.json (a smoke run, not a score)
     ppo: dict[str, Any] = field(default_factory=lambda: dict(PPO_KWARGS))
+    keys: tuple[str, ...] | None = None  # discrete key-set actions in both worlds (agents.wrappers); None: the Box(4)
     quick: bool = False
 
     @classmethod
@@ -75,6 +76,10 @@ class TransferConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{opt(name)} must be a positive integer, got {value!r}")
+        if self.keys is not None and (not self.keys or any(not isinstance(k, str) or set(k) - set("wsadijkl")
+                                                           for k in self.keys)):
+            raise ValueError(f"{opt('keys')} must be comma-separated key sets over 'wsadijkl' (e.g. w,j,l,wj,wl), "
+                             f"got {list(self.keys)!r}")
         rollout = self.num_envs * int(self.ppo["n_steps"])
         if self.timesteps < rollout:
             raise ValueError(f"{opt('timesteps')} must be at least {opt('num_envs')} x n_steps = {rollout} (one PPO "
@@ -132,9 +137,13 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path) -> dict
 
     if world == "dream":
         venv = make_dream_venv(cfg.model, cfg.num_envs, seed, cfg.max_episode_steps)
+        if cfg.keys is not None:
+            from neuralsim.agents.wrappers import KeySetVecActions
+
+            venv = KeySetVecActions(venv, cfg.keys)
     elif world == "real":
         env_id, env_kwargs = real_env_spec(cfg.model)
-        venv = make_real_venv(env_id, env_kwargs, cfg.num_envs, seed, cfg.max_episode_steps)
+        venv = make_real_venv(env_id, env_kwargs, cfg.num_envs, seed, cfg.max_episode_steps, keysets=cfg.keys)
     else:
         raise ValueError(f"world must be 'dream' or 'real', got {world!r}")
     rollout = cfg.num_envs * int(cfg.ppo["n_steps"])
@@ -197,12 +206,13 @@ def random_policy_fn(action_space: gym.Space) -> ActFn:
     return act
 
 
-def constant_policy_fn(keys: str, action_space: gym.Space) -> ActFn:
-    """A scripted policy holding one key combination (``"w"``: walk forward; ``"l"``: turn on the spot)."""
+def constant_policy_fn(keys: str, action_space: gym.Space, keysets: tuple[str, ...] | None = None) -> ActFn:
+    """A scripted policy holding one key combination (``"w"``: walk forward; ``"l"``: turn on the spot); ``keysets``:
+    the discrete key sets the action space stands for (default: the room's ``DISCRETE_KEYSETS``)."""
     from neuralsim import actions as A
 
     if isinstance(action_space, gym.spaces.Discrete):
-        action: Any = A.DISCRETE_KEYSETS.index(keys) + action_space.start
+        action: Any = tuple(keysets or A.DISCRETE_KEYSETS).index(keys) + action_space.start
     else:
         action = A.keys_to_vector(keys).astype(action_space.dtype)
     return lambda obs, rng: np.stack([np.asarray(action)] * len(obs))
@@ -264,8 +274,9 @@ def evaluate_real(act: ActFn, env_id: str, env_kwargs: dict[str, Any], seeds: li
 
 
 def evaluate_dream(act: ActFn, model: str, starts: np.ndarray, prompts: list[str], max_steps: int, seed: int = 0,
-                   record: int | None = None) -> dict[str, Any]:
+                   record: int | None = None, keysets: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The same episodes in the dream: every env starts from a real first frame and its description."""
+    from neuralsim import actions as A
     from neuralsim.envs.vector import WorldModelVectorEnv
 
     n = len(starts)
@@ -276,7 +287,10 @@ def evaluate_dream(act: ActFn, model: str, starts: np.ndarray, prompts: list[str
     success, active = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
     frames = [obs[record].copy()] if record is not None else None
     while active.any():
-        obs, rewards, terminated, truncated, _ = venv.step(act(obs, rng))
+        actions = act(obs, rng)
+        if keysets is not None:  # discrete key sets -> the dream's camera vectors
+            actions = np.stack([A.keys_to_vector(keysets[int(i)]) for i in actions])
+        obs, rewards, terminated, truncated, _ = venv.step(actions)
         returns[active] += rewards[active]
         lengths[active] += 1
         success[active] |= terminated[active]
@@ -338,8 +352,9 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
     env_id, env_kwargs = real_env_spec(cfg.model)
     eval_kwargs = {**env_kwargs, "max_episode_steps": cfg.max_episode_steps} if env_id == "NeuralSimRoom-v0" else env_kwargs
     probe = gym.make(env_id, **eval_kwargs)
-    action_space = probe.action_space
+    action_space = probe.action_space if cfg.keys is None else gym.spaces.Discrete(len(cfg.keys))
     probe.close()
+    keys = cfg.keys
     workdir = Path(cfg.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -355,7 +370,8 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
 
     # 2. Real-world evaluation of the final policies, random and scripted, on held-out layouts.
     eval_seeds = [[cfg.eval_seed + 1000 * s + e for e in range(cfg.episodes)] for s in range(cfg.seeds)]
-    scripted = {"scripted: forward": constant_policy_fn("w", action_space), "scripted: turn": constant_policy_fn("l", action_space)}
+    scripted = {f"scripted: {name}": constant_policy_fn(k, action_space, keys)
+                for name, k in (("forward", "w"), ("turn", "l")) if keys is None or k in keys}
     methods: dict[str, list[tuple[ActFn, int]]] = {  # name -> (policy, evaluation seed block) per training seed
         "PPO in dream": [(saved_policy_fn(r["policies"][-1]["path"]), s) for s, r in enumerate(runs["dream"])],
         "PPO in real": [(saved_policy_fn(r["policies"][-1]["path"]), s) for s, r in enumerate(runs["real"])],
@@ -367,7 +383,7 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
         log(f"evaluating {name} in the real env ({cfg.seeds} x {cfg.episodes} episodes)...")
         returns, successes = [], []
         for act, s in instances:
-            res = evaluate_real(act, env_id, eval_kwargs, eval_seeds[s], cfg.max_episode_steps, rng_seed=s)
+            res = evaluate_real(act, env_id, eval_kwargs, eval_seeds[s], cfg.max_episode_steps, rng_seed=s, keysets=keys)
             returns += res["returns"]
             successes += res["successes"]
         row = {"method": name, "return": summary(returns), "success_rate": float(np.mean(successes))}
@@ -393,8 +409,8 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
     agreement = []
     for name, act in candidates:
         log(f"agreement: {name} in the real env and in the dream...")
-        real = evaluate_real(act, env_id, eval_kwargs, agree_seeds, cfg.max_episode_steps, rng_seed=7)
-        dream = evaluate_dream(act, cfg.model, starts, prompts, cfg.max_episode_steps, seed=7)
+        real = evaluate_real(act, env_id, eval_kwargs, agree_seeds, cfg.max_episode_steps, rng_seed=7, keysets=keys)
+        dream = evaluate_dream(act, cfg.model, starts, prompts, cfg.max_episode_steps, seed=7, keysets=keys)
         agreement.append({"policy": name, "real_return": float(np.mean(real["returns"])),
                           "dream_return": float(np.mean(dream["returns"])),
                           "real_success": float(np.mean(real["successes"])), "dream_success": float(np.mean(dream["successes"])),
@@ -404,8 +420,10 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
     # 4. Where dream and real disagree most (returns scaled by their spread), the same start in both, side by side.
     spread = lambda k: max(np.ptp([a[k] for a in agreement]), 1e-9)  # noqa: E731
     worst = max(agreement, key=lambda a: abs(a["real_return"] / spread("real_return") - a["dream_return"] / spread("dream_return")))
-    real_ep = evaluate_real(worst["_act"], env_id, eval_kwargs, agree_seeds[:1], cfg.max_episode_steps, rng_seed=7, record=0)
-    dream_ep = evaluate_dream(worst["_act"], cfg.model, starts[:1], prompts[:1], cfg.max_episode_steps, seed=7, record=0)
+    real_ep = evaluate_real(worst["_act"], env_id, eval_kwargs, agree_seeds[:1], cfg.max_episode_steps, rng_seed=7, record=0,
+                           keysets=keys)
+    dream_ep = evaluate_dream(worst["_act"], cfg.model, starts[:1], prompts[:1], cfg.max_episode_steps, seed=7, record=0,
+                              keysets=keys)
     gif = side_by_side_gif(workdir / "disagreement.gif", real_ep["frames"], dream_ep["frames"])
     for a in agreement:
         del a["_act"]
@@ -459,6 +477,8 @@ def add_transfer_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--workdir", default=d.workdir, help="where policies and GIFs go (default runs/transfer)")
     t.add_argument("--out", default=None, help="results JSON (default benchmarks/results/transfer.json; "
                                               "transfer-quick.json with --quick)")
+    t.add_argument("--keys", default=None, help="discrete key-set actions in both worlds, comma-separated, e.g. "
+                                               "w,j,l,wj,wl (default: the continuous Box(4) camera actions)")
     t.add_argument("--quick", action="store_true", help="tiny budgets: the whole pipeline in a few minutes (not a score)")
 
 
@@ -466,6 +486,8 @@ def config_from_args(args: argparse.Namespace) -> TransferConfig:
     overrides = {k: getattr(args, k) for k in ("timesteps", "seeds", "episodes", "num_envs", "checkpoints", "max_episode_steps")
                  if getattr(args, k, None) is not None}
     base = dict(model=args.model, workdir=args.workdir, **overrides)
+    if getattr(args, "keys", None):
+        base["keys"] = tuple(args.keys.split(","))
     if args.out is not None:
         base["out"] = args.out
     return TransferConfig.quick_config(**base) if args.quick else TransferConfig(**base)

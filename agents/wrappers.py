@@ -51,4 +51,31 @@ class KeySetActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         return self.vectors[index]
 
 
-__all__ = ["KeySetActions", "WALK_AND_TURN"]
+class KeySetVecActions:
+    """The same mapping for an SB3 ``VecEnv`` (e.g. the batched dream of :func:`neuralsim.agents.sb3.make_sb3_env`)."""
+
+    def __new__(cls, venv: Any, keysets: Sequence[str] = WALK_AND_TURN) -> Any:
+        from stable_baselines3.common.vec_env import VecEnvWrapper
+
+        vectors = np.stack([A.keys_to_vector(k) for k in keysets]).astype(np.float32)
+
+        class _Wrapper(VecEnvWrapper):
+            def __init__(self) -> None:
+                super().__init__(venv, action_space=gym.spaces.Discrete(len(keysets)))
+                self.keysets = tuple(keysets)
+
+            def step_async(self, actions: np.ndarray) -> None:
+                self.venv.step_async(vectors[np.asarray(actions, dtype=np.int64).reshape(-1)])
+
+            def step_wait(self) -> Any:
+                return self.venv.step_wait()
+
+            def reset(self) -> Any:
+                return self.venv.reset()
+
+        if not (isinstance(venv.action_space, gym.spaces.Box) and venv.action_space.shape == (A.CAMERA_ACTION_DIM,)):
+            raise ValueError(f"venv must have the camera action space Box(-1, 1, (4,)), got {venv.action_space}")
+        return _Wrapper()
+
+
+__all__ = ["KeySetActions", "KeySetVecActions", "WALK_AND_TURN"]

@@ -33,6 +33,21 @@ def test_config_validation_names_the_field():
         TransferConfig(episodes=0).validate()
     with pytest.raises(ValueError, match=r"--timesteps must be at least --num-envs x n_steps = 2048"):
         TransferConfig(timesteps=100).validate(cli=True)
+    with pytest.raises(ValueError, match=r"--keys must be comma-separated key sets over 'wsadijkl'"):
+        TransferConfig(keys=("w", "q")).validate(cli=True)
+
+
+def test_dream_venv_with_key_sets(tiny_checkpoint):
+    from neuralsim.agents.sb3 import make_sb3_env
+    from neuralsim.agents.wrappers import KeySetVecActions
+
+    venv = KeySetVecActions(make_sb3_env(model=str(tiny_checkpoint), num_envs=3, seed=0), ("w", "l", "wj"))
+    assert venv.action_space == gym.spaces.Discrete(3)
+    obs = venv.reset()
+    obs, rewards, dones, infos = venv.step(np.array([0, 1, 2]))
+    assert obs.shape == (3, 32, 32, 3) and rewards.shape == (3,)
+    with pytest.raises(ValueError, match="venv must have the camera action space"):
+        KeySetVecActions(venv, ("w",))
 
 
 @pytest.mark.parametrize("argv,message", [
