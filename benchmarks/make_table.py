@@ -137,6 +137,8 @@ def model_step(r: dict) -> str:
 def room_speed(r: dict) -> str:
     names = {"env_step_continuous": "env.step, continuous actions (steps/s)", "env_step_discrete": "env.step, discrete (steps/s)",
              "physics_only": "physics only (steps/s)", "render_only": "render only (frames/s)", "reset_ms": "reset (ms)",
+             "env_step_soft_body": "env.step with soft_body=True (steps/s)",
+             "physics_only_soft_body": "physics only with soft_body=True (steps/s)",
              "collect_explore_1_worker": "collect, 1 worker (steps/s)"}
     out = [f"### Real room (`room_speed.py`)\n\n_{'**quick**' if r.get('quick') else 'full'} run, "
            f"load {r.get('load_average_1min')}_\n"]
@@ -144,10 +146,24 @@ def room_speed(r: dict) -> str:
     return "\n".join(out)
 
 
-def generic(r: dict) -> str:
+def fidelity(runs: list[tuple[str, dict]]) -> str:
+    """Every ``fidelity*.json`` in one comparison table (the full run and the ``--quick`` ablations)."""
+    horizons = (1, 4, 16, 64, 256)
+    rows = []
+    for stem, r in runs:
+        rows.append([stem, r.get("model"), r.get("seeds"), r.get("denoise_steps"), r.get("context_noise", "")]
+                    + [num(r.get(f"psnr_t{h}"), 2) if f"psnr_t{h}" in r else "" for h in horizons]
+                    + [num(r.get("revisit_psnr_vs_real"), 2), num(r.get("reward_sign_accuracy"), 3),
+                       num(r.get("reward_corr_t1_4"), 3) if "reward_corr_t1_4" in r else "",
+                       "collapsed" if r.get("long_rollout_collapsed") else "ok"])
+    head = ["file", "model", "seeds", "denoise steps", "context noise", *(f"PSNR t+{h}" for h in horizons),
+            "revisit PSNR", "reward sign acc.", "reward corr. 1-4", "long rollout"]
+    return "### Fidelity (`fidelity.py`)\n\nPSNR in dB against the real room; see the top of this page for the protocol.\n\n" + table(head, rows)
+
+
+def generic(r: dict, name: str = "?") -> str:
     flat = [(k, v) for k, v in r.items() if isinstance(v, (int, float, str)) and k != "benchmark"]
-    return f"### {r.get('benchmark', '?')}\n\n" + table(["key", "value"], [[k, num(v) if not isinstance(v, str) else v]
-                                                                           for k, v in flat])
+    return f"### {name}\n\n" + table(["key", "value"], [[k, num(v) if not isinstance(v, str) else v] for k, v in flat])
 
 
 FORMATTERS: dict[str, Callable[[dict], str]] = {
@@ -159,7 +175,7 @@ ORDER = ["throughput", "long_rollout", "profile_step", "model_step", "room_speed
 
 def render(names: list[str] | None = None, results: Path = RESULTS) -> str:
     files = sorted(results.glob("*.json"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else len(ORDER), p.stem))
-    parts = []
+    parts, fidelity_runs = [], []
     for path in files:
         if names and path.stem not in names:
             continue
@@ -168,7 +184,14 @@ def render(names: list[str] | None = None, results: Path = RESULTS) -> str:
         except (OSError, json.JSONDecodeError) as exc:
             parts.append(f"### {path.stem}\n\n(unreadable: {exc})")
             continue
-        parts.append(FORMATTERS.get(path.stem, generic)(r))
+        if path.stem.startswith("fidelity"):
+            fidelity_runs.append((path.stem, r))
+        elif path.stem in FORMATTERS:
+            parts.append(FORMATTERS[path.stem](r))
+        else:
+            parts.append(generic(r, path.stem))
+    if fidelity_runs:
+        parts.insert(min(len(parts), len(ORDER)), fidelity(fidelity_runs))
     return "\n\n".join(parts) + "\n"
 
 
