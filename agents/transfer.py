@@ -276,11 +276,12 @@ def evaluate_real(act: ActFn, env_id: str, env_kwargs: dict[str, Any], seeds: li
 def evaluate_dream(act: ActFn, model: str, starts: np.ndarray, prompts: list[str], max_steps: int, seed: int = 0,
                    record: int | None = None, keysets: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The same episodes in the dream: every env starts from a real first frame and its description."""
-    from neuralsim import actions as A
+    from neuralsim.agents.wrappers import keyset_vectors
     from neuralsim.envs.vector import WorldModelVectorEnv
 
     n = len(starts)
     venv = WorldModelVectorEnv(n, model=model, max_episode_steps=max_steps)
+    vectors = None if keysets is None else keyset_vectors(keysets, venv.single_action_space, name="model")
     obs, _ = venv.reset(seed=seed, options={"image": starts, "prompt": prompts})
     rng = np.random.default_rng(seed)
     returns, lengths = np.zeros(n), np.zeros(n, dtype=int)
@@ -288,8 +289,8 @@ def evaluate_dream(act: ActFn, model: str, starts: np.ndarray, prompts: list[str
     frames = [obs[record].copy()] if record is not None else None
     while active.any():
         actions = act(obs, rng)
-        if keysets is not None:  # discrete key sets -> the dream's camera vectors
-            actions = np.stack([A.keys_to_vector(keysets[int(i)]) for i in actions])
+        if vectors is not None:  # discrete key sets -> the dream's camera vectors
+            actions = vectors[np.asarray(actions, dtype=np.int64)]
         obs, rewards, terminated, truncated, _ = venv.step(actions)
         returns[active] += rewards[active]
         lengths[active] += 1

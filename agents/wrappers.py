@@ -15,11 +15,23 @@ from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from neuralsim import actions as A
 
 #: Walk and turn: no strafing, no pitch, no standing still.
 WALK_AND_TURN = ("w", "j", "l", "wj", "wl")
+
+
+def keyset_vectors(keysets: Sequence[str], action_space: gym.Space, name: str = "env") -> np.ndarray:
+    """Check ``keysets`` and a camera action space; ``[len(keysets), 4]`` canonical camera vectors, one per key set."""
+    if not (isinstance(action_space, gym.spaces.Box) and action_space.shape == (A.CAMERA_ACTION_DIM,)):
+        raise ValueError(f"{name} must have the camera action space Box(-1, 1, (4,)), got {action_space}")
+    keysets = tuple(keysets)
+    bad = [k for k in keysets if not isinstance(k, str) or set(k) - set("wsadijkl")]
+    if not keysets or bad:
+        raise ValueError(f"keysets must be non-empty key strings over 'wsadijkl', got {list(keysets)!r}")
+    return np.stack([A.keys_to_vector(k) for k in keysets]).astype(action_space.dtype)
 
 
 class KeySetActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
@@ -33,16 +45,9 @@ class KeySetActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     def __init__(self, env: gym.Env, keysets: Sequence[str] = WALK_AND_TURN) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, keysets=tuple(keysets))
         gym.ActionWrapper.__init__(self, env)
-        space = env.action_space
-        if not (isinstance(space, gym.spaces.Box) and space.shape == (A.CAMERA_ACTION_DIM,)):
-            raise ValueError(f"env must have the camera action space Box(-1, 1, (4,)), got {space}")
-        keysets = tuple(keysets)
-        bad = [k for k in keysets if not isinstance(k, str) or set(k) - set("wsadijkl")]
-        if not keysets or bad:
-            raise ValueError(f"keysets must be non-empty key strings over 'wsadijkl', got {list(keysets)!r}")
-        self.keysets = keysets
-        self.vectors = np.stack([A.keys_to_vector(k) for k in keysets]).astype(space.dtype)
-        self.action_space = gym.spaces.Discrete(len(keysets))
+        self.vectors = keyset_vectors(keysets, env.action_space)
+        self.keysets = tuple(keysets)
+        self.action_space = gym.spaces.Discrete(len(self.keysets))
 
     def action(self, action: Any) -> np.ndarray:
         index = int(np.asarray(action).reshape(-1)[0])
@@ -51,31 +56,22 @@ class KeySetActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         return self.vectors[index]
 
 
-class KeySetVecActions:
+class KeySetVecActions(VecEnvWrapper):
     """The same mapping for an SB3 ``VecEnv`` (e.g. the batched dream of :func:`neuralsim.agents.sb3.make_sb3_env`)."""
 
-    def __new__(cls, venv: Any, keysets: Sequence[str] = WALK_AND_TURN) -> Any:
-        from stable_baselines3.common.vec_env import VecEnvWrapper
+    def __init__(self, venv: VecEnv, keysets: Sequence[str] = WALK_AND_TURN) -> None:
+        self.vectors = keyset_vectors(keysets, venv.action_space, name="venv")
+        self.keysets = tuple(keysets)
+        super().__init__(venv, action_space=gym.spaces.Discrete(len(self.keysets)))
 
-        vectors = np.stack([A.keys_to_vector(k) for k in keysets]).astype(np.float32)
+    def step_async(self, actions: np.ndarray) -> None:
+        self.venv.step_async(self.vectors[np.asarray(actions, dtype=np.int64).reshape(-1)])
 
-        class _Wrapper(VecEnvWrapper):
-            def __init__(self) -> None:
-                super().__init__(venv, action_space=gym.spaces.Discrete(len(keysets)))
-                self.keysets = tuple(keysets)
+    def step_wait(self) -> Any:
+        return self.venv.step_wait()
 
-            def step_async(self, actions: np.ndarray) -> None:
-                self.venv.step_async(vectors[np.asarray(actions, dtype=np.int64).reshape(-1)])
-
-            def step_wait(self) -> Any:
-                return self.venv.step_wait()
-
-            def reset(self) -> Any:
-                return self.venv.reset()
-
-        if not (isinstance(venv.action_space, gym.spaces.Box) and venv.action_space.shape == (A.CAMERA_ACTION_DIM,)):
-            raise ValueError(f"venv must have the camera action space Box(-1, 1, (4,)), got {venv.action_space}")
-        return _Wrapper()
+    def reset(self) -> Any:
+        return self.venv.reset()
 
 
-__all__ = ["KeySetActions", "KeySetVecActions", "WALK_AND_TURN"]
+__all__ = ["KeySetActions", "KeySetVecActions", "WALK_AND_TURN", "keyset_vectors"]
