@@ -131,6 +131,32 @@ class _OffscreenRenderer:
         mj.mjr_readPixels(self.buffer, None, self.rect, self.mjr)
         return self.buffer[::-1].copy()  # OpenGL rows are bottom-up
 
+    def render_segmentation(self, model: Any, data: Any, option: Any) -> np.ndarray:
+        """``[H, W, 2]`` int32 ``(object id, object type)`` of every pixel (``-1`` for none), MuJoCo's segmentation
+        render (``mjRND_SEGMENT`` + ``mjRND_IDCOLOR``) of the same camera and context. The scene flags are
+        restored afterwards, so the rgb frames of :meth:`render` do not change."""
+        mj = self.mj
+        if _OffscreenRenderer._current != id(self):
+            self.context.make_current()
+            _OffscreenRenderer._current = id(self)
+        flags = self.scene.flags.copy()
+        try:
+            self.scene.flags[mj.mjtRndFlag.mjRND_SEGMENT] = True
+            self.scene.flags[mj.mjtRndFlag.mjRND_IDCOLOR] = True
+            mj.mjv_updateScene(model, data, option, None, self.camera, self.catmask, self.scene)
+            mj.mjr_render(self.rect, self.scene, self.mjr)
+            rgb = np.empty_like(self.buffer)
+            mj.mjr_readPixels(rgb, None, self.rect, self.mjr)
+        finally:
+            self.scene.flags[:] = flags
+        seg = rgb[::-1].astype(np.int64)
+        segid = seg[..., 0] + seg[..., 1] * 256 + seg[..., 2] * 65536  # 0: background, else scene geom index + 1
+        table = np.full((self.scene.ngeom + 1, 2), -1, dtype=np.int32)
+        for g in self.scene.geoms[: self.scene.ngeom]:
+            if g.segid >= 0:
+                table[g.segid + 1] = (g.objid, g.objtype)
+        return table[np.clip(segid, 0, self.scene.ngeom)]
+
     def close(self) -> None:
         if self.context is None:
             return
@@ -721,6 +747,22 @@ class NeuralSimRoomEnv(gym.Env):
             if terminated or truncated:
                 break
         return np.stack(frames), np.asarray(rewards, dtype=np.float32), terminated, truncated, info
+
+    def object_mask(self) -> np.ndarray:
+        """``[H, W]`` bool: the pixels of the current frame that show a task object (the ball, the boxes, the soft
+        cube when present), from MuJoCo's segmentation render of the same camera and state.
+
+        Computed only when called (one extra render; ``step``'s frames and speed are unchanged). Used by
+        ``benchmarks/fidelity.py`` to score the objects alone.
+        """
+        if self._renderer is None or self._last_frame is None:
+            raise RuntimeError("call reset() before object_mask()")
+        seg = self._renderer.render_segmentation(self.model, self.data, self._scene_option)
+        objtype = self._mujoco.mjtObj
+        mask = (seg[..., 1] == int(objtype.mjOBJ_GEOM)) & np.isin(seg[..., 0], self._obj_geom)
+        if self.soft_body:
+            mask |= seg[..., 1] == int(objtype.mjOBJ_FLEX)
+        return mask
 
     def privileged_state(self) -> dict[str, Any]:
         """Ground truth for scripted/exploring data-collection policies (not an observation).
