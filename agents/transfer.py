@@ -93,9 +93,11 @@ def real_env_spec(model: str) -> tuple[str, dict[str, Any]]:
     """The real env a world model was trained on (its checkpoint's provenance), default ``NeuralSimRoom-v0``."""
     from neuralsim.checkpoints import resolve_checkpoint
 
-    config = json.loads((resolve_checkpoint(model) / "config.json").read_text())
-    provenance = config.get("provenance", {})
-    return provenance.get("env_id", "NeuralSimRoom-v0"), dict(provenance.get("env_kwargs", {}))
+    from neuralsim.checkpoints import provenance_env
+
+    path = resolve_checkpoint(model) / "config.json"
+    env_id, env_kwargs = provenance_env(json.loads(path.read_text()), str(path))  # never 'module:Id' from a file
+    return (env_id, env_kwargs) if env_id is not None else ("NeuralSimRoom-v0", {})
 
 
 def make_real_venv(env_id: str, env_kwargs: dict[str, Any], num_envs: int, seed: int, max_episode_steps: int,

@@ -76,6 +76,45 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, argument: str = "model")
     return path
 
 
+def provenance_env(config: Any, source: str) -> tuple[str | None, dict[str, Any]]:
+    """The source env a checkpoint records (``config.provenance`` ``env_id`` / ``env_kwargs``), checked as data.
+
+    A checkpoint is data: nothing in it may choose code. ``gym.make("module:Id")`` imports ``module``, so an
+    ``env_id`` read from a checkpoint must be an id already in ``gym.registry`` (registered by code the user
+    imported), never the ``module:Id`` form; ``env_kwargs`` must be a JSON object with string keys.
+
+    Args:
+        config: a ``WorldModelConfig``, or the ``config.json`` dict.
+        source: where the config came from, for messages (e.g. ``"config.json of 'ckpt/'"``).
+
+    Returns:
+        ``(env_id, env_kwargs)``; ``env_id`` is None when the checkpoint records no real env (none, or a
+        ``dream:`` dataset).
+
+    Raises:
+        ValueError: the recorded id has a ``module:`` part, is not registered, or ``env_kwargs`` is not an object.
+    """
+    import gymnasium as gym
+
+    provenance = config.get("provenance") if isinstance(config, dict) else getattr(config, "provenance", None)
+    if not isinstance(provenance, dict):
+        return None, {}
+    env_id, env_kwargs = provenance.get("env_id"), provenance.get("env_kwargs") or {}
+    if env_id is None or (isinstance(env_id, str) and (not env_id or env_id.startswith("dream:"))):
+        return None, {}
+    if not isinstance(env_id, str) or ":" in env_id:
+        raise ValueError(f"{source}: provenance.env_id={env_id!r} is not a plain registered Gymnasium id; a "
+                         "checkpoint is data and never chooses a module to import (the 'module:Id' form is "
+                         "refused; import the env's package yourself)")
+    if env_id not in gym.registry:
+        raise ValueError(f"{source}: provenance.env_id={env_id!r} is not a registered Gymnasium id; import the "
+                         "package that registers it first (a checkpoint never imports code)")
+    if not isinstance(env_kwargs, dict) or not all(isinstance(k, str) for k in env_kwargs):
+        raise ValueError(f"{source}: provenance.env_kwargs must be a JSON object of gym.make keyword arguments, "
+                         f"got {type(env_kwargs).__name__}")
+    return env_id, dict(env_kwargs)
+
+
 def ensure_writable_dir(path: str | os.PathLike, option: str, error: type[Exception] = ValueError) -> Path:
     """Create ``path`` if needed and check it is a writable directory; otherwise raise ``error`` naming ``option``."""
     p = Path(path)

@@ -215,12 +215,16 @@ class RealEnv:
     @classmethod
     def for_model(cls, core: Any) -> tuple["RealEnv | None", str]:
         """The real env of ``core``'s checkpoint, or ``(None, why not)``."""
-        provenance = getattr(core.config, "provenance", None) or {}
-        env_id = provenance.get("env_id")
-        if not isinstance(env_id, str) or not env_id or env_id.startswith("dream:"):
+        from neuralsim.checkpoints import provenance_env
+
+        try:  # a checkpoint is data: only an id already registered, never 'module:Id' (gym.make would import it)
+            env_id, env_kwargs = provenance_env(core.config, "the checkpoint's config.json")
+        except ValueError as exc:
+            return None, str(exc)
+        if env_id is None:
             return None, "the checkpoint records no source env (config.provenance.env_id)"
         try:
-            real = cls(env_id, dict(provenance.get("env_kwargs") or {}), core.image_size, core.frames_per_step)
+            real = cls(env_id, env_kwargs, core.image_size, core.frames_per_step)
             real.reset(seed=0)  # renders once: a missing GL backend shows up now, not mid-session
         except Exception as exc:  # unregistered id, missing extra (mujoco), no GL context, ...
             return None, f"{env_id} could not be created ({type(exc).__name__}: {exc})"

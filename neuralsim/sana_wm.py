@@ -441,8 +441,12 @@ class SanaWMBackend:
             scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(root, subfolder="scheduler")
         text_encoder = tokenizer = None
         if load_text_encoder and (root / "text_encoder").is_dir():
-            index = json.loads((root / "model_index.json").read_text()) if (root / "model_index.json").is_file() else {}
-            text_cls = index.get("text_encoder", [None, None])[1]
+            index_path = root / "model_index.json"
+            try:
+                index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{index_path} is not valid JSON ({exc})") from None
+            text_cls = _text_encoder_class(index, str(index_path))
             text_encoder, tokenizer = _load_text_encoder(root / "text_encoder", root / "tokenizer", dt, text_cls)
         return cls(transformer, vae, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer,
                    device=dev, **options)
@@ -863,16 +867,38 @@ class SanaWMBackend:
         return cond, cond_mask, neg_e, neg_m
 
 
+# Text-encoder classes a model_index.json may name. The file is data: its class name is looked up only in
+# this list (never getattr on a module with a name from a file), and no repository code is ever trusted.
+TEXT_ENCODER_CLASSES = ("Gemma2Model", "Gemma2ForCausalLM", "GemmaModel", "GemmaForCausalLM")
+
+
+def _text_encoder_class(index: Any, where: str) -> str | None:
+    """The text-encoder class ``model_index.json`` names, checked against :data:`TEXT_ENCODER_CLASSES`."""
+    entry = index.get("text_encoder") if isinstance(index, dict) else None
+    if entry is None:
+        return None
+    if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == "transformers" and isinstance(entry[1], str)):
+        raise ValueError(f"{where}: 'text_encoder' must be [\"transformers\", CLASS], got {entry!r}")
+    if entry[1] not in TEXT_ENCODER_CLASSES:
+        raise ValueError(f"{where}: text_encoder class {entry[1]!r} is not one neuralsim loads; expected one of "
+                         f"{list(TEXT_ENCODER_CLASSES)}")
+    return entry[1]
+
+
 def _load_text_encoder(text_dir: Path, tokenizer_dir: Path, dtype: torch.dtype, class_name: str | None = None) -> tuple[Any, Any]:
-    """Gemma-2 + tokenizer with transformers (the class model_index.json names, else a causal LM), safetensors only."""
+    """Gemma-2 + tokenizer with transformers (the allow-listed class model_index.json names, else a causal LM),
+    safetensors only, ``trust_remote_code=False``: nothing in the directory can choose code."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _check_safetensors_dir(text_dir, "text_encoder")
-    model_cls = getattr(transformers, class_name, None) if class_name else None
-    model = (model_cls or AutoModelForCausalLM).from_pretrained(text_dir, dtype=dtype, use_safetensors=True)
+    if class_name is not None and class_name not in TEXT_ENCODER_CLASSES:
+        raise ValueError(f"text_encoder class {class_name!r} is not one neuralsim loads; expected one of "
+                         f"{list(TEXT_ENCODER_CLASSES)}")
+    model_cls = getattr(transformers, class_name) if class_name else AutoModelForCausalLM
+    model = model_cls.from_pretrained(text_dir, dtype=dtype, use_safetensors=True, trust_remote_code=False)
     tok_dir = tokenizer_dir if tokenizer_dir.is_dir() else text_dir
-    return model.eval(), AutoTokenizer.from_pretrained(tok_dir)
+    return model.eval(), AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=False)
 
 
 def param_count(module: torch.nn.Module) -> int:

@@ -21,6 +21,7 @@ from diffusers.pipelines.sana_wm.cam_utils import action_string_to_c2w, prepare_
 from PIL import Image  # noqa: E402
 
 from neuralsim.actions import DISCRETE_KEYSETS  # noqa: E402
+from neuralsim import sana_wm  # noqa: E402
 from neuralsim.sana_wm import SanaWMBackend, SanaWMState  # noqa: E402
 
 pytestmark = pytest.mark.sana
@@ -391,3 +392,35 @@ def test_serves_world_model_env(parts):
     obs, reward, terminated, truncated, info = env.step(DISCRETE_KEYSETS.index("wl"))
     assert obs.shape == (H, W, 3) and obs.dtype == np.uint8 and info["frames"].shape == (8, H, W, 3)
     assert np.array_equal(obs, info["frames"][-1]) and not terminated and not truncated
+
+
+@pytest.mark.parametrize("entry", [["transformers", "pipeline"], ["transformers", "AutoModel"], ["os", "system"], "Gemma2Model"])
+def test_model_index_class_names_are_allow_listed(parts, tmp_path, entry):
+    """Issue 24 #1: model_index.json is data; its text-encoder class name was used with getattr on transformers."""
+    SanaWMPipeline(**parts).save_pretrained(tmp_path, safe_serialization=True)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["text_encoder"][1] in sana_wm.TEXT_ENCODER_CLASSES  # what diffusers writes loads
+    index["text_encoder"] = entry
+    (tmp_path / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=r"model_index\.json: .*(not one neuralsim loads|must be \[)"):
+        SanaWMBackend.from_pretrained(tmp_path, dtype="fp32", device="cpu", image_size=(H, W), intrinsics=INTRINSICS)
+
+
+def test_text_encoder_never_trusts_remote_code(parts, tmp_path, monkeypatch):
+    """Issue 24 #1: the text encoder and tokenizer load with trust_remote_code=False."""
+    import transformers
+
+    SanaWMPipeline(**parts).save_pretrained(tmp_path, safe_serialization=True)
+    seen = []
+    for cls in (transformers.Gemma2ForCausalLM, transformers.AutoTokenizer):
+        original = cls.from_pretrained.__func__
+
+        def spy(klass, *args, _original=original, **kwargs):
+            seen.append((klass.__name__, kwargs.get("trust_remote_code", "missing")))
+            return _original(klass, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
+    SanaWMBackend.from_pretrained(tmp_path, dtype="fp32", device="cpu", image_size=(H, W), intrinsics=INTRINSICS,
+                                  max_sequence_length=SEQ)
+    assert {name for name, _ in seen} == {"Gemma2ForCausalLM", "AutoTokenizer"}
+    assert all(trust is False for _, trust in seen)
