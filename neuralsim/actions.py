@@ -35,6 +35,10 @@ DEFAULT_PITCH_LIMIT_DEG = 85.0
 CAMERA_ACTION_NAMES = ("forward", "strafe_right", "yaw_right", "pitch_up")
 CAMERA_ACTION_DIM = len(CAMERA_ACTION_NAMES)
 
+#: Most frames one key-DSL string may expand to (an hour at 25 fps is 90,000). ``"w-100000000"`` is 11
+#: characters; expanded, it is one object per frame (tens of GB), so the total is checked before expanding.
+MAX_ACTION_FRAMES = 100_000
+
 #: The Discrete key-set interface: index -> keys held for that step.
 DISCRETE_KEYSETS: tuple[str, ...] = ("", "w", "s", "a", "d", "j", "l", "i", "k", "wj", "wl")
 
@@ -42,8 +46,9 @@ DISCRETE_KEYSETS: tuple[str, ...] = ("", "w", "s", "a", "d", "j", "l", "i", "k",
 def parse_action_string(action: str) -> list[frozenset[str]]:
     """Parse a key-DSL string into the set of keys held on each frame.
 
-    Accepts exactly the strings diffusers' ``cam_utils._parse_action_string`` accepts (whitespace
-    ignored, the full-width comma ``，`` allowed, keys case-insensitive) and rejects the same ones.
+    Accepts the strings diffusers' ``cam_utils._parse_action_string`` accepts (whitespace ignored, the
+    full-width comma ``，`` allowed, keys case-insensitive) and rejects the same ones, with one bound of
+    its own: at most :data:`MAX_ACTION_FRAMES` frames in all (checked before anything is expanded).
 
     Args:
         action: e.g. ``"w-80,jw-40"`` or ``"none-8"``.
@@ -59,13 +64,25 @@ def parse_action_string(action: str) -> list[frozenset[str]]:
     cleaned = "".join(action.replace("，", ",").split())
     if not cleaned:
         raise ValueError("action string is empty; expected '<keys>-<frames>' segments like 'w-80,jw-40'")
-    frames: list[frozenset[str]] = []
+    segments: list[tuple[frozenset[str], int]] = []
+    total = 0
     for segment in cleaned.split(","):
         if not segment or "-" not in segment:
-            raise ValueError(f"Invalid action segment {segment!r}: expected '<keys>-<duration>' (keys from wasdijkl or 'none').")
+            raise ValueError(f"Invalid action segment {segment[:40]!r}: expected '<keys>-<duration>' (keys from wasdijkl or 'none').")
         keys_part, duration = segment.rsplit("-", 1)
-        if not duration.isdigit() or int(duration) <= 0:
-            raise ValueError(f"Action segment {segment!r} has a non-positive duration {duration!r}; expected a positive integer.")
+        if not duration.isdigit():
+            raise ValueError(f"Action segment {segment[:40]!r} has a non-positive duration {duration[:20]!r}; expected a positive integer.")
+        try:  # str.isdigit accepts '²', which int() refuses; past 4,300 digits int() refuses too
+            n = int(duration) if len(duration) <= 4000 else MAX_ACTION_FRAMES + 1
+        except ValueError:
+            raise ValueError(f"Action segment {segment[:40]!r} has a duration {duration[:20]!r} that is not a decimal "
+                             "integer; expected a positive integer.") from None
+        if n <= 0:
+            raise ValueError(f"Action segment {segment[:40]!r} has a non-positive duration {duration[:20]!r}; expected a positive integer.")
+        total += n
+        if total > MAX_ACTION_FRAMES:
+            raise ValueError(f"action string expands to more than MAX_ACTION_FRAMES={MAX_ACTION_FRAMES} frames "
+                             f"(at segment {segment[:40]!r}); split the rollout into shorter strings")
         keys_lower = keys_part.lower()
         if keys_lower == "none":
             keys: frozenset[str] = frozenset()
@@ -73,11 +90,11 @@ def parse_action_string(action: str) -> list[frozenset[str]]:
             bad = sorted({c for c in keys_lower if c not in ALLOWED_KEYS})
             if bad:
                 raise ValueError(
-                    f"Action segment {segment!r} contains unknown keys {bad}; allowed: {''.join(sorted(ALLOWED_KEYS))}."
+                    f"Action segment {segment[:40]!r} contains unknown keys {bad[:20]}; allowed: {''.join(sorted(ALLOWED_KEYS))}."
                 )
             keys = frozenset(keys_lower)
-        frames.extend([keys] * int(duration))
-    return frames
+        segments.append((keys, n))
+    return [keys for keys, n in segments for _ in range(n)]
 
 
 def keys_to_vector(keys: Sequence[str] | frozenset[str] | str) -> np.ndarray:

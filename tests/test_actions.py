@@ -46,8 +46,8 @@ def test_parse_valid(s):
 
 @pytest.mark.parametrize("s", INVALID)
 def test_parse_invalid_raises_valueerror_naming_segment(s):
-    # "w-²": str.isdigit accepts '²' and int() then fails, exactly as in cam_utils (message from int()).
-    with pytest.raises(ValueError, match="invalid literal" if "\u00b2" in s else "action|segment"):
+    # "w-²": str.isdigit accepts '²' and int() then fails; rejected as in cam_utils, with a message naming the segment.
+    with pytest.raises(ValueError, match="not a decimal integer" if "\u00b2" in s else "action|segment"):
         A.parse_action_string(s)
 
 
@@ -158,3 +158,15 @@ def test_space_specs_round_trip_and_validation():
         A.validate_actions([11], A.space_to_spec(spaces.Discrete(11)))
     with pytest.raises(ValueError, match="not supported"):
         A.space_to_spec(spaces.MultiBinary(3))
+
+
+@pytest.mark.parametrize("s", ["w-100000000", "w-60000,s-60000", "w-" + "9" * 5000, "w-1," * 3 + "none-99999"])
+def test_key_dsl_bomb_is_refused_before_expanding(s):
+    """Issue 24 #7: 'w-100000000' expanded to one object per frame (~35 GB or a bare MemoryError)."""
+    import time
+
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match=r"more than MAX_ACTION_FRAMES=100000 frames .*split the rollout"):
+        A.parse_action_string(s)
+    assert time.perf_counter() - t < 0.5
+    assert len(A.parse_action_string(f"w-{A.MAX_ACTION_FRAMES - 1},s-1")) == A.MAX_ACTION_FRAMES  # the bound itself is fine

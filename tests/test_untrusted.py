@@ -66,3 +66,17 @@ def test_1_transfer_reads_the_checkpoint_env_as_data(tiny_checkpoint, tmp_path, 
     good = _copy_with_config(tiny_checkpoint, tmp_path / "good", provenance={"env_id": "CartPole-v1",
                                                                              "env_kwargs": {"render_mode": "rgb_array"}})
     assert real_env_spec(str(good)) == ("CartPole-v1", {"render_mode": "rgb_array"})
+
+
+def test_7_key_dsl_bomb_in_step_keys(tiny_checkpoint):
+    """#7: `env.step_keys("w-100000000")` built one object per frame before stepping; now one clear error."""
+    from neuralsim.envs.world_model_env import WorldModelEnv
+
+    env = WorldModelEnv(str(tiny_checkpoint))
+    ref = env.reset(seed=0)[0]
+    with pytest.raises(ValueError, match=r"more than MAX_ACTION_FRAMES=100000 frames"):
+        env.step_keys("w-100000000")
+    env.reset(seed=0)
+    assert np.array_equal(env.reset(seed=0)[0], ref)
+    assert len(env.step_keys("w-4")[-1]) == 4  # still usable
+    env.close()
