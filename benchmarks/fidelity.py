@@ -1,57 +1,119 @@
-"""Fidelity of a world model against the real room (DESIGN.md §6).
+"""Fidelity of a world model against the real room (DESIGN.md §6, §9), measured so that it cannot flatter the model.
 
-Protocol: for each held-out seed, 16 real context frames from NeuralSimRoom-v0 (sticky random
-actions), then the same action sequence in the real room and in the dream (all seeds batched).
-Reported: PSNR / SSIM at horizons 1, 4, 16, 64, 256; the reward head's sign accuracy on the first
-16 dream steps (steps whose real reward is clearly non-zero) and its correlation with the real reward over steps 1-4
-and 5-16; a revisit test (yaw out and back: the
-frame on return vs the real one and vs the dream's own first visit); a long rollout checked for
-collapse (NaN, frame statistics in range). A PNG of PSNR vs horizon when matplotlib is installed.
+Protocol. For each held-out seed (from 1,000,000; collection uses small seeds) a real start in
+``NeuralSimRoom-v0``: 16 real context frames (``1 + n*frames_per_latent`` raw frames), encoded into
+the dream with ``model.init_state(frames=..., actions=..., prompt=info["description"])``; then the
+same actions in the real room and in the dream, all seeds in one model batch. Two action
+protocols, each driving its own context and future:
 
-    python benchmarks/fidelity.py [--model default] [--seeds 32] [--quick]
+* ``explore``: the collection policy (``neuralsim.data.make_policy("explore", env)``, which reads the
+  real room's privileged state); its actions are recorded on the real room and replayed in the dream.
+* ``sticky``: sticky-random camera actions (a new uniform action with probability 0.1 per step).
 
-Last line: one JSON object, also written to benchmarks/results/fidelity.json.
+Reported per protocol and horizon (env steps 1, 4, 16, 64, and 256 in the full run): the dream's
+PSNR **pooled** over seeds (``10·log10(255²/MSE)`` with the MSE averaged over seeds first; the per-image
+mean and median beside it: an identical frame scores ~148 dB per image, so a mean alone flatters
+still scenes), SSIM, **object PSNR** (only the pixels of the ball, the boxes and the soft cube, from
+MuJoCo's segmentation render of the same real frame, ``NeuralSimRoomEnv.object_mask()``), and a
+**sharpness ratio** (mean of the top 5 % luminance gradients ``|dx|+|dy|`` of the dream over that of
+the autoencoder's round trip of the real frame: decoder colour noise cannot raise it above what the
+autoencoder itself delivers). Baselines from the same frames: copy-last-frame (the last real context
+frame held forever) and copy-last-frame through the autoencoder. The autoencoder's own pooled and
+object PSNR on the real frames bound what any dynamics can reach.
+
+Tests: **idle** (16 zero actions after the explore context: dream vs the real frames, which are not
+frozen: the agent's velocity decays over a step or two and a rolling ball keeps rolling; drop = AE
+round-trip PSNR of the start frame minus the dream's PSNR, both pooled);
+**yaw** (``l`` and ``j`` held 8 steps: the per-step horizontal image shift of the dream over the real
+one, estimated to 1/8 px by minimising the MSE over shifts of the middle rows, pooled over seeds);
+**ablations** (horizons 1, 4, 16: future actions zeroed, Plücker rays removed via
+``model.ablate_rays``, prompt removed); **revisit** (yaw 20 steps right and back: the frame on
+return vs the real one); **reward head** (Pearson of dreamed vs real reward over dream steps 1-16,
+termination F1 at probability > 0.5 vs "the real agent is within reach of the target"); a **long
+rollout** checked for NaN and collapse. ``gates`` evaluates the acceptance thresholds of the issue.
+
+Outputs: a table, PNG strips ``docs/fidelity_strip_{explore,sticky}.png`` (pairs of rows real / dream
+for 4 seeds; columns t = 0, 1, 2, 4, 8, 16, 32 where t = 0 is the last context frame, real / its
+autoencoder round trip), a PSNR-vs-horizon plot when matplotlib is installed, and as the last line
+one JSON object, also written to ``benchmarks/results/<name>.json``.
+
+    python benchmarks/fidelity.py [--model default] [--seeds 32] [--quick] [--name fidelity]
+
+``--quick``: 8 seeds, horizons up to 64, a 1,000-step long rollout (~1-2 minutes on one thread).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import inspect
+import math
+import sys
 import time
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when imported as a module (tests)
+from _common import RESULTS_DIR, machine_info, rounded, write_result  # noqa: E402
+
 HORIZONS = (1, 4, 16, 64, 256)
-CONTEXT = 16
-RESULTS = Path(__file__).resolve().parent / "results"
+QUICK_HORIZONS = (1, 4, 16, 64)
+ABLATION_HORIZONS = (1, 4, 16)
+STRIP_TIMES = (0, 1, 2, 4, 8, 16, 32)
+STRIP_SEEDS = 4
+CONTEXT = 16  # real context frames (the encoder takes 1 + n*frames_per_latent of them)
+IDLE_STEPS = 16
+YAW_STEPS = 8
+REVISIT_LOOP = "l-20,j-20"
+MAX_REVISIT_SEEDS = 8
+REWARD_STEPS = 16
+PROTOCOLS = ("explore", "sticky")
+DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
+MSE_FLOOR = 1e-10  # per-image PSNR of identical images: 10*log10(255^2/1e-10) = 148 dB (finite, for JSON)
 
 
-def sticky_actions(rng: np.random.Generator, n: int, dim: int, persistence: float = 0.9) -> np.ndarray:
-    """Temporally correlated random camera actions (the kind of motion the dataset holds)."""
-    out = np.zeros((n, dim), np.float32)
-    a = rng.uniform(-1, 1, dim).astype(np.float32)
-    for t in range(n):
-        if rng.random() > persistence:
-            a = rng.uniform(-1, 1, dim).astype(np.float32)
-        out[t] = a
-    return out
+# ------------------------------------------------------------------------------------------ metrics
+
+
+def _mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-image MSE of uint8 images ``[..., H, W, 3]`` → ``[...]`` float64."""
+    return ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean(axis=(-3, -2, -1))
+
+
+def _db(mse: float | np.ndarray) -> np.ndarray:
+    return 10 * np.log10(255.0**2 / np.maximum(mse, MSE_FLOOR))
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image PSNR (dB) of uint8 images ``[..., H, W, 3]``."""
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean(axis=(-3, -2, -1))
-    return 10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
+    """Per-image PSNR (dB) of uint8 images ``[..., H, W, 3]`` (identical images: 148 dB)."""
+    return _db(_mse(a, b))
+
+
+def psnr_stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """``pooled`` (MSE averaged over the images first), ``mean`` and ``median`` of the per-image PSNR of ``[N, H, W, 3]``."""
+    mse = _mse(a, b)
+    per_image = _db(mse)
+    return {"pooled": float(_db(mse.mean())), "mean": float(per_image.mean()), "median": float(np.median(per_image))}
+
+
+def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float | None:
+    """PSNR over the pixels where ``mask [N, H, W]`` is true, pooled over all images (None: no such pixel)."""
+    if not mask.any():
+        return None
+    err = (a.astype(np.float64) - b.astype(np.float64)) ** 2  # (N, H, W, 3)
+    return float(_db(err[mask].mean()))
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image SSIM (Gaussian window 11, sigma 1.5, on luma-free rgb mean) of uint8 ``[N, H, W, 3]``."""
+    """Per-image SSIM (Gaussian window 11, sigma 1.5, per rgb channel, averaged) of uint8 ``[N, H, W, 3]``."""
     x = torch.from_numpy(a).double().permute(0, 3, 1, 2) / 255
     y = torch.from_numpy(b).double().permute(0, 3, 1, 2) / 255
-    g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5**2))
-    g = (g / g.sum())
-    w = (g[:, None] * g[None, :]).expand(3, 1, 11, 11)
+    size = min(11, x.shape[-1], x.shape[-2])
+    g = torch.exp(-((torch.arange(size, dtype=torch.float64) - (size - 1) / 2) ** 2) / (2 * 1.5**2))
+    g = g / g.sum()
+    w = (g[:, None] * g[None, :]).expand(3, 1, size, size)
 
     def blur(z: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.conv2d(z, w, groups=3)
@@ -63,182 +125,610 @@ def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return s.mean(dim=(1, 2, 3)).numpy()
 
 
-def real_rollout(env, seed: int, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Frames ``[1 + len(actions), H, W, 3]`` and rewards of the real room under ``actions``."""
-    obs, _ = env.reset(seed=seed)
-    frames, rewards = [obs], []
-    for a in actions:
-        obs, r, _, _, _ = env.step(a)
+def luminance(frames: np.ndarray) -> np.ndarray:
+    """``[..., H, W, 3]`` uint8 → ``[..., H, W]`` float64 luma (BT.601)."""
+    return frames.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+
+
+def sharpness(frames: np.ndarray, top: float = 0.05) -> np.ndarray:
+    """Per image of ``[N, H, W, 3]``: the mean of the top ``top`` fraction of luminance gradient magnitudes ``|dx| + |dy|``."""
+    y = luminance(frames)
+    grad = np.abs(np.diff(y, axis=-1))[..., :-1, :] + np.abs(np.diff(y, axis=-2))[..., :, :-1]  # (N, H-1, W-1)
+    flat = np.sort(grad.reshape(len(frames), -1), axis=1)
+    k = max(1, int(round(top * flat.shape[1])))
+    return flat[:, -k:].mean(axis=1)
+
+
+def shift_curve(prev: np.ndarray, nxt: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """MSE of ``nxt(x)`` vs ``prev(x - d)`` for every candidate horizontal shift ``d`` (px, fractional: linear
+    interpolation), on the luminance of the middle half of the rows, summed over the pairs ``[N, H, W, 3]``.
+
+    The content of a frame moves by ``d`` between ``prev`` and ``nxt``: yaw right (``l``) moves it left (d < 0).
+    """
+    a, b = luminance(prev), luminance(nxt)
+    H, W = a.shape[-2:]
+    a, b = a[:, H // 4 : H - H // 4], b[:, H // 4 : H - H // 4]
+    margin = int(math.ceil(np.abs(shifts).max())) + 1
+    x = np.arange(margin, W - margin)
+    curve = np.empty(len(shifts))
+    for i, d in enumerate(shifts):
+        src = x - d
+        lo = np.floor(src).astype(int)
+        frac = src - lo
+        shifted = a[..., lo] * (1 - frac) + a[..., lo + 1] * frac  # prev(x - d)
+        curve[i] = ((b[..., x] - shifted) ** 2).mean(axis=(-2, -1)).sum()
+    return curve
+
+
+def horizontal_shift(prev: np.ndarray, nxt: np.ndarray, max_shift: float, step: float = 0.125) -> float:
+    """The horizontal shift (px) between frames ``prev`` and ``nxt`` ``[N, H, W, 3]`` that minimises their MSE
+    pooled over the N pairs (the same camera motion in every pair)."""
+    shifts = np.arange(-max_shift, max_shift + step / 2, step)
+    return float(shifts[int(np.argmin(shift_curve(prev, nxt, shifts)))])
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Pearson correlation of two flat arrays (None when either is constant)."""
+    x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
+    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def f1_score(pred: np.ndarray, label: np.ndarray) -> float | None:
+    """F1 of boolean predictions vs labels (None when there is no positive label)."""
+    pred, label = np.asarray(pred, bool).ravel(), np.asarray(label, bool).ravel()
+    if not label.any():
+        return None
+    tp = int((pred & label).sum())
+    return 2 * tp / (2 * tp + int((pred & ~label).sum()) + int((~pred & label).sum()))
+
+
+# ------------------------------------------------------------------------------------------ real room
+
+
+def sticky_actions(rng: np.random.Generator, n: int, dim: int, persistence: float = 0.9) -> np.ndarray:
+    """``[n, dim]`` float32 temporally correlated random camera actions (a new uniform action with prob. 1 - persistence)."""
+    out = np.zeros((n, dim), np.float32)
+    a = rng.uniform(-1, 1, dim).astype(np.float32)
+    for t in range(n):
+        if rng.random() > persistence:
+            a = rng.uniform(-1, 1, dim).astype(np.float32)
+        out[t] = a
+    return out
+
+
+def real_episode(env: Any, seed: int, steps: int, k: int, *, reach: float, raw_frames: int,
+                 actions: np.ndarray | None = None, policy: Any = None, mask_steps: Sequence[int] = ()) -> dict[str, Any]:
+    """Run the real room from ``reset(seed)`` for ``steps`` env steps of the world model (each = ``k`` room steps with
+    the action held, as ``neuralsim.data.FrameRecorder``), driven by ``policy`` (which sees the real room) or ``actions``.
+
+    Returns:
+        ``raw`` (``[raw_frames, H, W, 3]``: the first room frames, for the context), ``obs`` (``[1 + steps, H, W, 3]``:
+        the frame after every step), ``actions [steps, 4]``, ``rewards [steps]`` (summed over the ``k`` room steps,
+        plus the success bonus when the target is within ``reach``, as in the collected data), ``terminated [steps]``
+        (within ``reach`` of the target: the room runs with a tiny reach radius so it never stops),
+        ``masks`` (step → ``[H, W]`` object mask of that frame), ``description``.
+    """
+    obs, info = env.reset(seed=seed)
+    if policy is not None:
+        policy.reset(env, np.random.default_rng(seed))
+    raw, frames, acts, rewards, terminated = [obs], [obs], [], [], []
+    masks = {0: env.object_mask()} if 0 in mask_steps else {}
+    for t in range(steps):
+        a = np.asarray(policy.act(obs, info) if policy is not None else actions[t], np.float32)
+        total, reached = 0.0, False
+        for _ in range(k):
+            obs, reward, _, _, info = env.step(a)
+            total += float(reward)
+            reached |= info["target_distance"] <= reach
+            if len(raw) < raw_frames:
+                raw.append(obs)
+        acts.append(a)
+        rewards.append(total + (env.success_bonus if reached else 0.0))
+        terminated.append(reached)
         frames.append(obs)
-        rewards.append(r)
-    return np.stack(frames), np.asarray(rewards, np.float32)
+        if t + 1 in mask_steps:
+            masks[t + 1] = env.object_mask()
+    return {"raw": np.stack(raw), "obs": np.stack(frames), "actions": np.stack(acts) if acts else np.zeros((0, 4), np.float32),
+            "rewards": np.asarray(rewards, np.float32), "terminated": np.asarray(terminated, bool), "masks": masks,
+            "description": str(info.get("description", ""))}
 
 
-@torch.inference_mode()
-def dream_rollout(model, context_frames: np.ndarray, context_actions: np.ndarray, actions: np.ndarray, seed: int,
-                  denoise_steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Batched dream: context ``[B, T, H, W, 3]`` + ``[B, T-1, A]``, then ``actions [B, N, A]`` → frames ``[B, N, H, W, 3]``."""
+# ------------------------------------------------------------------------------------------ dream
+
+
+def ae_roundtrip(model: Any, frames: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """``[N, H, W, 3]`` uint8 → the autoencoder's round trip of each frame alone (``decode(encode(x[:, None]))``)."""
+    out = []
+    for i in range(0, len(frames), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(frames[i : i + chunk]))[:, None]
+        out.append(model.decode(model.encode(x))[:, -1].numpy())
+    return np.concatenate(out) if out else frames.copy()
+
+
+def dream_rollout(model: Any, context: np.ndarray, context_actions: np.ndarray, actions: np.ndarray,
+                  prompts: list[str] | None, seed: int, denoise_steps: int | None) -> dict[str, np.ndarray]:
+    """Batched dream: context ``[B, T, H, W, 3]`` uint8 + ``[B, T_lat-1, 4]``, then ``actions [B, N, 4]``.
+
+    Returns:
+        ``frames [B, N, H, W, 3]`` (the last decoded frame of every step), ``rewards [B, N]``, ``termination [B, N]``.
+    """
     g = torch.Generator().manual_seed(seed)
-    state = model.init_state(len(context_frames), frames=torch.from_numpy(context_frames),
-                             actions=torch.from_numpy(context_actions), generator=g)
-    frames, rewards = [], []
+    state = model.init_state(len(context), frames=torch.from_numpy(np.ascontiguousarray(context)),
+                             actions=np.ascontiguousarray(context_actions, np.float32), prompt=prompts, generator=g)
+    frames, rewards, term = [], [], []
     for t in range(actions.shape[1]):
-        latent, state = model.step(state, torch.from_numpy(actions[:, t]), generator=g, denoise_steps=denoise_steps)
+        latent, state = model.step(state, np.ascontiguousarray(actions[:, t], np.float32), generator=g,
+                                   denoise_steps=denoise_steps)
         frames.append(model.decode(latent[:, None], first_frame=False)[:, -1].numpy())
-        rewards.append(model_reward(state))
-    return np.stack(frames, axis=1), np.stack(rewards, axis=1)
+        rewards.append(state.reward.float().cpu().numpy().reshape(-1))
+        term.append(state.termination_prob.float().cpu().numpy().reshape(-1))
+    n = actions.shape[1]
+    empty = np.zeros((len(context), 0), np.float32)
+    return {"frames": np.stack(frames, 1) if n else np.zeros((len(context), 0, *context.shape[2:]), np.uint8),
+            "rewards": np.stack(rewards, 1) if n else empty, "termination": np.stack(term, 1) if n else empty}
 
 
-def model_reward(state) -> np.ndarray:
-    return np.asarray(state.reward, dtype=np.float32).reshape(-1)
+# ------------------------------------------------------------------------------------------ protocols
 
 
-def main() -> None:
+def run_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], horizons: Sequence[int], *, k: int, n_ctx: int,
+                 reach: float, dream_seed: int, denoise_steps: int | None) -> dict[str, Any]:
+    """Real episodes of one action protocol for every seed, the dream of the same actions, its baselines and ablations.
+
+    Returns a dict of arrays (``context``, ``real`` ``[B, H_max, ...]``, ``dream``, ``masks`` per horizon, rewards...)
+    and the flat metrics under ``"metrics"``.
+    """
+    from neuralsim.data import make_policy
+
+    H = max(max(horizons), max(STRIP_TIMES))
+    steps = n_ctx - 1 + H
+    raw_frames = 1 + (n_ctx - 1) * k
+    mask_steps = [n_ctx - 1 + h for h in horizons]
+    episodes = []
+    for seed in seeds:
+        if name == "explore":
+            ep = real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames, policy=make_policy("explore", env),
+                              mask_steps=mask_steps)
+        else:
+            acts = sticky_actions(np.random.default_rng(seed), steps, 4)
+            ep = real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames, actions=acts, mask_steps=mask_steps)
+        episodes.append(ep)
+    context = np.stack([ep["raw"] for ep in episodes])  # (B, 1 + (n_ctx-1)k, H, W, 3)
+    ctx_actions = np.stack([ep["actions"][: n_ctx - 1] for ep in episodes])  # (B, n_ctx-1, 4)
+    future_actions = np.stack([ep["actions"][n_ctx - 1 :] for ep in episodes])  # (B, H, 4)
+    real = np.stack([ep["obs"][n_ctx:] for ep in episodes])  # (B, H, H_img, W, 3): frame after dream step t at t-1
+    last = context[:, -1]
+    prompts = [ep["description"] for ep in episodes]
+    masks = {h: np.stack([ep["masks"][n_ctx - 1 + h] for ep in episodes]) for h in horizons}
+    out = {"context": context, "ctx_actions": ctx_actions, "actions": future_actions, "real": real, "prompts": prompts,
+           "masks": masks, "real_rewards": np.stack([ep["rewards"][n_ctx - 1 :] for ep in episodes]),
+           "real_terminated": np.stack([ep["terminated"][n_ctx - 1 :] for ep in episodes]), "seeds": list(seeds)}
+    d = dream_rollout(model, context, ctx_actions, future_actions, prompts, dream_seed, denoise_steps)
+    out.update(dream=d["frames"], dream_rewards=d["rewards"], dream_termination=d["termination"])
+    last_ae = ae_roundtrip(model, last)
+    out["last_ae"] = last_ae
+    real_h = np.concatenate([real[:, h - 1] for h in horizons])
+    ae_h = ae_roundtrip(model, real_h).reshape(len(horizons), len(seeds), *real.shape[2:])
+    out["real_ae"] = {h: ae_h[i] for i, h in enumerate(horizons)}
+
+    m: dict[str, Any] = {}
+    for h in horizons:
+        r, dr, ae = real[:, h - 1], d["frames"][:, h - 1], out["real_ae"][h]
+        s = psnr_stats(dr, r)
+        c = psnr_stats(np.broadcast_to(last, r.shape), r)
+        m[f"psnr_pooled_{name}_t{h}"], m[f"psnr_mean_{name}_t{h}"], m[f"psnr_median_{name}_t{h}"] = s["pooled"], s["mean"], s["median"]
+        m[f"copy_last_pooled_{name}_t{h}"], m[f"copy_last_mean_{name}_t{h}"] = c["pooled"], c["mean"]
+        m[f"copy_last_ae_pooled_{name}_t{h}"] = psnr_stats(last_ae, r)["pooled"]
+        m[f"ssim_{name}_t{h}"] = float(ssim(dr, r).mean())
+        m[f"object_psnr_{name}_t{h}"] = masked_psnr(dr, r, masks[h])
+        m[f"copy_last_object_psnr_{name}_t{h}"] = masked_psnr(np.broadcast_to(last, r.shape), r, masks[h])
+        m[f"object_pixel_fraction_{name}_t{h}"] = float(masks[h].mean())
+        m[f"sharpness_vs_ae_{name}_t{h}"] = float(sharpness(dr).mean() / max(sharpness(ae).mean(), 1e-9))
+    out["metrics"] = m
+    return out
+
+
+def run_ablations(name: str, model: Any, p: dict[str, Any], *, dream_seed: int, denoise_steps: int | None) -> dict[str, Any]:
+    """Dreams of protocol ``p`` over ``ABLATION_HORIZONS`` with future actions zeroed, rays removed
+    (``model.ablate_rays``; None where the model lacks it) and prompt removed: pooled PSNR per horizon."""
+    H = max(ABLATION_HORIZONS)
+    acts = p["actions"][:, :H]
+    variants: dict[str, Callable[[], dict[str, np.ndarray] | None]] = {
+        "no_actions": lambda: dream_rollout(model, p["context"], p["ctx_actions"], np.zeros_like(acts), p["prompts"],
+                                            dream_seed, denoise_steps),
+        "no_rays": lambda: _without_rays(model, lambda: dream_rollout(model, p["context"], p["ctx_actions"], acts,
+                                                                      p["prompts"], dream_seed, denoise_steps)),
+        "no_prompt": lambda: dream_rollout(model, p["context"], p["ctx_actions"], acts, None, dream_seed, denoise_steps),
+    }
+    m: dict[str, Any] = {}
+    for variant, fn in variants.items():
+        d = fn()
+        for h in ABLATION_HORIZONS:
+            m[f"ablation_{variant}_psnr_pooled_{name}_t{h}"] = (
+                None if d is None else psnr_stats(d["frames"][:, h - 1], p["real"][:, h - 1])["pooled"])
+    return m
+
+
+def _without_rays(model: Any, fn: Callable[[], Any]) -> Any:
+    """``fn()`` with ``model.ablate_rays = True`` (restored to False after); None when the model has no such switch."""
+    if not hasattr(model, "ablate_rays"):
+        return None
+    model.ablate_rays = True
+    try:
+        return fn()
+    finally:
+        model.ablate_rays = False
+
+
+def idle_and_yaw(model: Any, env: Any, p: dict[str, Any], *, k: int, reach: float, dream_seed: int,
+                 denoise_steps: int | None, rotation_px: float) -> dict[str, Any]:
+    """From the explore contexts: 16 idle steps, and ``l`` / ``j`` held ``YAW_STEPS`` steps, real and dreamed
+    (one model batch of 3B rows). Returns the idle drops, the yaw shifts and ratios, and the no-rays yaw ratio."""
+    from neuralsim.actions import keys_to_vector
+
+    B, n_ctx = len(p["seeds"]), p["ctx_actions"].shape[1] + 1
+    raw_frames = p["context"].shape[1]
+    branches = {"idle": np.zeros(4, np.float32), "l": keys_to_vector("l").astype(np.float32),
+                "j": keys_to_vector("j").astype(np.float32)}
+    real: dict[str, np.ndarray] = {}
+    replay_ok = True
+    for key, vec in branches.items():
+        n = IDLE_STEPS if key == "idle" else YAW_STEPS
+        frames = []
+        for i, seed in enumerate(p["seeds"]):
+            acts = np.concatenate([p["ctx_actions"][i], np.repeat(vec[None], n, 0)])
+            ep = real_episode(env, seed, len(acts), k, reach=reach, raw_frames=raw_frames, actions=acts)
+            replay_ok &= bool(np.array_equal(ep["raw"], p["context"][i]))
+            frames.append(ep["obs"][n_ctx - 1 :])  # (1 + n, H, W, 3): start frame, then the branch
+        real[key] = np.stack(frames)
+    start = p["context"][:, -1]
+    start_ae = p["last_ae"]
+
+    def dream_branches() -> dict[str, np.ndarray]:
+        acts = np.concatenate([np.broadcast_to(vec, (B, IDLE_STEPS, 4)) for vec in branches.values()])
+        d = dream_rollout(model, np.concatenate([p["context"]] * 3), np.concatenate([p["ctx_actions"]] * 3), acts,
+                          p["prompts"] * 3, dream_seed, denoise_steps)["frames"]
+        return {key: d[i * B : (i + 1) * B] for i, key in enumerate(branches)}
+
+    dream = dream_branches()
+    m: dict[str, Any] = {}
+    ae_start = psnr_stats(start_ae, start)["pooled"]
+    m["idle_ae_start_psnr_pooled"] = ae_start
+    for t in (1, IDLE_STEPS):
+        m[f"idle_drop_db_t{t}"] = ae_start - psnr_stats(dream["idle"][:, t - 1], real["idle"][:, t])["pooled"]
+    # The real room is not frozen under idle actions: the agent's velocity decays over the first step or two and a
+    # rolling ball keeps rolling; hence the real frames (not the start frame) are the reference above.
+    m[f"idle_real_change_psnr_t{IDLE_STEPS}"] = psnr_stats(real["idle"][:, IDLE_STEPS], start)["pooled"]
+    m["idle_real_still_after_t2_fraction"] = float(np.mean([np.array_equal(r[-1], r[2]) for r in real["idle"]]))
+
+    max_shift = min(max(3.0, 2.5 * rotation_px * k), start.shape[2] / 4)
+
+    def shifts(frames_real: np.ndarray, frames_dream: np.ndarray, first_dream: np.ndarray) -> tuple[float, float]:
+        seq_d = np.concatenate([first_dream[:, None], frames_dream[:, :YAW_STEPS]], 1)
+        r = [horizontal_shift(frames_real[:, t], frames_real[:, t + 1], max_shift) for t in range(YAW_STEPS)]
+        dr = [horizontal_shift(seq_d[:, t], seq_d[:, t + 1], max_shift) for t in range(YAW_STEPS)]
+        return float(np.mean(r)), float(np.mean(dr))
+
+    num = den = 0.0
+    for key, sign in (("l", -1.0), ("j", 1.0)):  # yaw right moves the image content left
+        real_shift, dream_shift = shifts(real[key], dream[key], start_ae)
+        m[f"yaw_real_shift_px_{key}"], m[f"yaw_dream_shift_px_{key}"] = real_shift, dream_shift
+        m[f"yaw_shift_ratio_{key}"] = dream_shift / real_shift if abs(real_shift) > 1e-6 else None
+        num, den = num + sign * dream_shift, den + sign * real_shift
+    m["yaw_shift_ratio"] = num / den if abs(den) > 1e-6 else None
+    m["yaw_max_shift_px"] = max_shift
+    no_rays = _without_rays(model, dream_branches)
+    if no_rays is None:
+        m["ablation_no_rays_yaw_shift_ratio"] = None
+    else:
+        num = den = 0.0
+        for key, sign in (("l", -1.0), ("j", 1.0)):
+            real_shift, dream_shift = shifts(real[key], no_rays[key], start_ae)
+            num, den = num + sign * dream_shift, den + sign * real_shift
+        m["ablation_no_rays_yaw_shift_ratio"] = num / den if abs(den) > 1e-6 else None
+    m["replay_matches_context"] = replay_ok
+    return m
+
+
+def revisit_test(model: Any, env: Any, seeds: Sequence[int], *, k: int, n_ctx: int, reach: float, dream_seed: int,
+                 denoise_steps: int | None) -> dict[str, Any]:
+    """Yaw right 20 steps and back after a calm sticky context (all seeds batched): the frame on return vs the real one."""
+    from neuralsim.actions import action_string_to_vectors
+
+    loop = action_string_to_vectors(REVISIT_LOOP)[:, :4].astype(np.float32)
+    raw_frames = 1 + (n_ctx - 1) * k
+    eps = []
+    for seed in seeds:
+        acts = np.concatenate([sticky_actions(np.random.default_rng(seed), n_ctx - 1, 4) * 0.5, loop])
+        eps.append(real_episode(env, seed, len(acts), k, reach=reach, raw_frames=raw_frames, actions=acts))
+    context = np.stack([ep["raw"] for ep in eps])
+    d = dream_rollout(model, context, np.stack([ep["actions"][: n_ctx - 1] for ep in eps]),
+                      np.stack([ep["actions"][n_ctx - 1 :] for ep in eps]), [ep["description"] for ep in eps],
+                      dream_seed, denoise_steps)["frames"]
+    real_end = np.stack([ep["obs"][-1] for ep in eps])
+    start_ae = ae_roundtrip(model, context[:, -1])
+    return {"revisit_psnr_vs_real": psnr_stats(d[:, -1], real_end)["pooled"],
+            "revisit_psnr_vs_real_mean": psnr_stats(d[:, -1], real_end)["mean"],
+            "revisit_psnr_vs_first_visit": psnr_stats(d[:, -1], start_ae)["pooled"],
+            "revisit_real_return_vs_start_psnr": psnr_stats(real_end, context[:, -1])["pooled"],
+            "revisit_seeds": len(seeds)}
+
+
+def long_rollout(model: Any, start: np.ndarray, prompt: str, steps: int, *, real_std: float, dream_seed: int,
+                 denoise_steps: int | None) -> dict[str, Any]:
+    """One dream of ``steps`` sticky-random steps from one real frame ``[H, W, 3]``: finite? collapsed (frame std
+    below a quarter of the real frames', or mean out of 5..250, at any of 10 checkpoints)?"""
+    g = torch.Generator().manual_seed(dream_seed)
+    rng = np.random.default_rng(dream_seed)
+    state = model.init_state(1, frames=torch.from_numpy(start[None, None].copy()), prompt=[prompt], generator=g)
+    stats, finite = [], True
+    t0 = time.perf_counter()
+    actions = sticky_actions(rng, steps, 4)
+    for t in range(steps):
+        latent, state = model.step(state, actions[t : t + 1], generator=g, denoise_steps=denoise_steps)
+        finite &= bool(torch.isfinite(latent).all())
+        if (t + 1) % max(1, steps // 10) == 0:
+            frame = model.decode(latent[:, None], first_frame=False)[0, -1].numpy().astype(np.float64)
+            stats.append({"step": t + 1, "mean": round(float(frame.mean()), 2), "std": round(float(frame.std()), 2)})
+    seconds = time.perf_counter() - t0
+    collapsed = (not finite) or any(s["std"] < 0.25 * real_std or not 5 < s["mean"] < 250 for s in stats)
+    return {"long_rollout_steps": steps, "long_rollout_finite": finite, "long_rollout_collapsed": collapsed,
+            "long_rollout_frame_stats": stats, "real_frame_std": real_std,
+            "long_rollout_steps_per_s": steps / max(seconds, 1e-9)}
+
+
+def reward_metrics(protocols: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Reward head: Pearson of dreamed vs real reward over dream steps 1-16; termination F1 (prob > 0.5 vs the real
+    agent within reach of the target). Pooled over both protocols, and per protocol."""
+    m: dict[str, Any] = {}
+    pooled = {"rr": [], "dr": [], "rt": [], "dt": []}
+    for name, p in protocols.items():
+        rr, dr = p["real_rewards"][:, :REWARD_STEPS], p["dream_rewards"][:, :REWARD_STEPS]
+        rt, dt = p["real_terminated"][:, :REWARD_STEPS], p["dream_termination"][:, :REWARD_STEPS] > 0.5
+        m[f"reward_corr_t1_16_{name}"] = pearson(rr, dr)
+        m[f"termination_f1_{name}"] = f1_score(dt, rt)
+        for key, v in zip(pooled, (rr, dr, rt, dt)):
+            pooled[key].append(v.ravel())
+    cat = {key: np.concatenate(v) for key, v in pooled.items()}
+    m["reward_corr_t1_16"] = pearson(cat["rr"], cat["dr"])
+    m["termination_f1"] = f1_score(cat["dt"], cat["rt"])
+    m["termination_positives"] = int(cat["rt"].sum())
+    m["termination_predicted"] = int(cat["dt"].sum())
+    return m
+
+
+# ------------------------------------------------------------------------------------------ outputs
+
+
+def save_strip(path: Path, p: dict[str, Any], times: Sequence[int], seeds: int = STRIP_SEEDS, scale: int = 2) -> None:
+    """PNG: for each of the first ``seeds`` seeds a real row over a dream row; columns ``times`` (0 = last context
+    frame: real / its autoencoder round trip), upscaled ``scale``×; white gaps between seeds."""
+    import imageio.v3 as iio
+
+    rows = []
+    H, W = p["real"].shape[2:4]
+    gap = np.full((4, (W + 2) * len(times), 3), 255, np.uint8)
+    for i in range(min(seeds, len(p["seeds"]))):
+        for kind, first in (("real", p["context"][i, -1]), ("dream", p["last_ae"][i])):
+            tiles = [first if t == 0 else p[kind][i, t - 1] for t in times]
+            rows.append(np.concatenate([np.pad(x, ((0, 0), (1, 1), (0, 0)), constant_values=255) for x in tiles], 1))
+        rows.append(gap)
+    image = np.concatenate(rows[:-1], 0).repeat(scale, 0).repeat(scale, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, image)
+
+
+def evaluate_gates(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The acceptance gates of the fidelity issue: ``{name: {"value", "threshold", "pass"}}`` (None value: fails)."""
+    gates: dict[str, dict[str, Any]] = {}
+
+    def diff(a: str, b: str) -> float | None:
+        return None if r.get(a) is None or r.get(b) is None else r[a] - r[b]
+
+    def add(name: str, value: Any, threshold: Any, ok: Callable[[Any], bool]) -> None:
+        gates[name] = {"value": value, "threshold": threshold, "pass": value is not None and bool(ok(value))}
+
+    for proto, margins in (("explore", {1: 3.0, 4: 4.0, 16: 3.0}), ("sticky", {1: 2.0, 4: 2.0, 16: 2.0})):
+        for h, margin in margins.items():
+            add(f"dream_minus_copy_last_{proto}_t{h}", diff(f"psnr_pooled_{proto}_t{h}", f"copy_last_pooled_{proto}_t{h}"),
+                f">= {margin}", lambda v, m=margin: v >= m)
+    add("idle_drop_db_t1", r.get("idle_drop_db_t1"), "<= 1", lambda v: v <= 1)
+    add("idle_drop_db_t16", r.get("idle_drop_db_t16"), "<= 2", lambda v: v <= 2)
+    add("yaw_shift_ratio", r.get("yaw_shift_ratio"), "0.85..1.15", lambda v: 0.85 <= v <= 1.15)
+    add("sharpness_vs_ae_explore_t16", r.get("sharpness_vs_ae_explore_t16"), ">= 0.75", lambda v: v >= 0.75)
+    add("sharpness_vs_ae_sticky_t16", r.get("sharpness_vs_ae_sticky_t16"), ">= 0.6", lambda v: v >= 0.6)
+    add("object_psnr_explore_t4", r.get("object_psnr_explore_t4"), ">= 22", lambda v: v >= 22)
+    add("ae_psnr_pooled", r.get("ae_psnr_pooled"), ">= 34", lambda v: v >= 34)
+    add("ae_object_psnr", r.get("ae_object_psnr"), ">= 27", lambda v: v >= 27)
+    add("revisit_psnr_vs_real", r.get("revisit_psnr_vs_real"), ">= 22", lambda v: v >= 22)
+    add("long_rollout_ok", bool(r.get("long_rollout_finite")) and not r.get("long_rollout_collapsed"), "finite, not collapsed",
+        lambda v: v)
+    return gates
+
+
+def _f(v: Any, digits: int = 2) -> str:
+    return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+def print_report(r: dict[str, Any], horizons: Sequence[int]) -> None:
+    """The human-readable table (the JSON follows as the last line)."""
+    for proto in PROTOCOLS:
+        print(f"\n{proto}: dream vs real, PSNR dB ({r['seeds']} seeds; pooled = MSE averaged over seeds first)")
+        head = ["t", "pooled", "mean", "median", "copy", "copyAE", "obj", "copyObj", "SSIM", "sharp/AE"]
+        print(" ".join(f"{h:>8}" for h in head))
+        for h in horizons:
+            vals = [r.get(f"psnr_pooled_{proto}_t{h}"), r.get(f"psnr_mean_{proto}_t{h}"), r.get(f"psnr_median_{proto}_t{h}"),
+                    r.get(f"copy_last_pooled_{proto}_t{h}"), r.get(f"copy_last_ae_pooled_{proto}_t{h}"),
+                    r.get(f"object_psnr_{proto}_t{h}"), r.get(f"copy_last_object_psnr_{proto}_t{h}")]
+            extra = [_f(r.get(f"ssim_{proto}_t{h}"), 3), _f(r.get(f"sharpness_vs_ae_{proto}_t{h}"), 3)]
+            print(" ".join(f"{x:>8}" for x in [str(h), *(_f(v) for v in vals), *extra]))
+        print("  ablations (pooled PSNR): " + "; ".join(
+            f"t+{h}: actions 0 {_f(r.get(f'ablation_no_actions_psnr_pooled_{proto}_t{h}'))}, "
+            f"no rays {_f(r.get(f'ablation_no_rays_psnr_pooled_{proto}_t{h}'))}, "
+            f"no prompt {_f(r.get(f'ablation_no_prompt_psnr_pooled_{proto}_t{h}'))}" for h in ABLATION_HORIZONS))
+    print(f"\nautoencoder round trip: pooled {_f(r['ae_psnr_pooled'])} dB, objects {_f(r['ae_object_psnr'])} dB, "
+          f"sharpness AE/real {_f(r['ae_sharpness_ratio'], 3)}")
+    print(f"idle: drop {_f(r['idle_drop_db_t1'])} dB at t+1, {_f(r['idle_drop_db_t16'])} dB at t+16 "
+          f"(AE start {_f(r['idle_ae_start_psnr_pooled'])} dB; real t+16 vs start {_f(r['idle_real_change_psnr_t16'])} dB)")
+    print(f"yaw: shift/step real {_f(r['yaw_real_shift_px_l'])} / {_f(r['yaw_real_shift_px_j'])} px (l/j), dream "
+          f"{_f(r['yaw_dream_shift_px_l'])} / {_f(r['yaw_dream_shift_px_j'])} px; ratio {_f(r['yaw_shift_ratio'], 3)} "
+          f"(l {_f(r['yaw_shift_ratio_l'], 3)}, j {_f(r['yaw_shift_ratio_j'], 3)}; rays removed {_f(r['ablation_no_rays_yaw_shift_ratio'], 3)})")
+    print(f"revisit: vs real {_f(r['revisit_psnr_vs_real'])} dB, vs first visit {_f(r['revisit_psnr_vs_first_visit'])} dB")
+    print(f"reward corr t1-16 {_f(r['reward_corr_t1_16'], 3)}; termination F1 {_f(r['termination_f1'], 3)} "
+          f"({r['termination_positives']} positives, {r['termination_predicted']} predicted)")
+    print(f"long rollout {r['long_rollout_steps']} steps: finite={r['long_rollout_finite']} collapsed={r['long_rollout_collapsed']}")
+    print("\ngates:")
+    for name, g in r["gates"].items():
+        print(f"  {'PASS' if g['pass'] else 'fail'}  {name:<34} {_f(g['value'], 3) if not isinstance(g['value'], bool) else g['value']:>8}  {g['threshold']}")
+
+
+def plot(r: dict[str, Any], horizons: Sequence[int], path: Path) -> str | None:
+    """PSNR (pooled) vs horizon, dream and copy-last, both protocols (None without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for proto, colour in zip(PROTOCOLS, ("C0", "C1")):
+        ax.plot(horizons, [r[f"psnr_pooled_{proto}_t{h}"] for h in horizons], "o-", color=colour, label=f"dream ({proto})")
+        ax.plot(horizons, [r[f"copy_last_pooled_{proto}_t{h}"] for h in horizons], "s--", color=colour, alpha=0.6,
+                label=f"copy last ({proto})")
+    ax.axhline(r["ae_psnr_pooled"], color="grey", lw=0.8, ls=":", label="autoencoder")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("horizon (env steps)")
+    ax.set_ylabel("pooled PSNR (dB)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def _display_path(path: Path) -> str:
+    """``path`` relative to the repository root when inside it (as results JSONs name files), else absolute."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path.resolve())
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--seeds", type=int, default=32)
+    parser.add_argument("--model", default="default", help="checkpoint directory or shipped name")
+    parser.add_argument("--seeds", type=int, default=None, help="held-out seeds (default 32; --quick 8)")
     parser.add_argument("--first-seed", type=int, default=1_000_000, help="held out: collection uses small seeds")
-    parser.add_argument("--long-steps", type=int, default=10_000)
+    parser.add_argument("--long-steps", type=int, default=None, help="long-rollout steps (default 10,000; --quick 1,000)")
     parser.add_argument("--denoise-steps", type=int, default=None)
     parser.add_argument("--context-noise", type=float, default=None,
                         help="override the noise level committed frames are held at (inference-time ablation; "
                              "0 disables the fused commit, so a separate clean commit pass runs)")
-    parser.add_argument("--quick", action="store_true", help="8 seeds, horizons up to 64, 1,000-step collapse check")
-    parser.add_argument("--name", default="fidelity", help="results file name")
-    args = parser.parse_args()
-    if args.quick:
-        args.seeds, args.long_steps = 8, 1000
-    horizons = [h for h in HORIZONS if not args.quick or h <= 64]
-    H = max(horizons)
+    parser.add_argument("--dtype", default="auto", help="compute dtype via autocast: auto (bf16 only where native), float32, bfloat16")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
+    parser.add_argument("--quick", action="store_true", help="8 seeds, horizons up to 64, 1,000-step long rollout")
+    parser.add_argument("--name", default=None, help="results file name (default fidelity; --quick: fidelity_quick)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--strips-dir", type=Path, default=DOCS_DIR, help="where fidelity_strip_<protocol>.png go")
+    args = parser.parse_args(argv)
+    args.seeds = args.seeds if args.seeds is not None else (8 if args.quick else 32)
+    args.long_steps = args.long_steps if args.long_steps is not None else (1000 if args.quick else 10_000)
+    args.name = args.name or ("fidelity_quick" if args.quick else "fidelity")
+    if args.seeds < 1 or args.long_steps < 1:
+        parser.error(f"--seeds and --long-steps must be >= 1, got {args.seeds} and {args.long_steps}")
+    return args
 
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads or 1)
     import gymnasium as gym
 
     import neuralsim  # noqa: F401  (registers the envs)
+    from neuralsim.device import cpu_capability, resolve_dtype
     from neuralsim.model import WorldModel
 
     t0 = time.perf_counter()
     model = WorldModel.from_pretrained(args.model).eval()
     if args.context_noise is not None:
         model.config.context_noise = float(args.context_noise)
-    dim = model.config.action_dim
-    env = gym.make("NeuralSimRoom-v0", max_episode_steps=100_000, reach_radius=1e-3,
-                   image_size=tuple(model.config.image_size)).unwrapped
+    cfg = model.config
+    if cfg.action_spec.get("type") != "box" or cfg.action_dim != 4:
+        raise ValueError(f"fidelity.py needs a model of the room's 4-dim camera actions, got action_spec {cfg.action_spec}")
+    dtype = resolve_dtype(args.dtype, "cpu")
+    k = int(cfg.frames_per_latent)
+    n_ctx = 1 + (CONTEXT - 1) // k  # latent context frames: 1 + n*k <= CONTEXT raw frames
+    horizons = QUICK_HORIZONS if args.quick else HORIZONS
+    seeds = [args.first_seed + i for i in range(args.seeds)]
+    # A tiny reach radius: the real room never terminates, so every horizon has a frame; the termination labels and
+    # the success bonus use the room's default radius (that of the collected data).
+    env = gym.make("NeuralSimRoom-v0", image_size=tuple(cfg.image_size), reach_radius=1e-3).unwrapped
+    reach = float(inspect.signature(type(env)).parameters["reach_radius"].default)
+    rotation_px = 0.5 * cfg.image_size[0] / math.tan(math.radians(cfg.camera_fovy_deg) / 2) * math.tan(
+        math.radians(env.rotation_speed_deg))
 
-    # 1. Open-loop PSNR/SSIM vs horizon.
-    ctx_frames, ctx_actions, fut_actions, real_future, real_rewards = [], [], [], [], []
-    for i in range(args.seeds):
-        seed = args.first_seed + i
-        acts = sticky_actions(np.random.default_rng(seed), CONTEXT - 1 + H, dim)
-        frames, rewards = real_rollout(env, seed, acts)
-        ctx_frames.append(frames[:CONTEXT])
-        ctx_actions.append(acts[: CONTEXT - 1])
-        fut_actions.append(acts[CONTEXT - 1:])
-        real_future.append(frames[CONTEXT:])
-        real_rewards.append(rewards[CONTEXT - 1:])
-    dream, dream_rewards = dream_rollout(model, np.stack(ctx_frames), np.stack(ctx_actions), np.stack(fut_actions), 0,
-                                         args.denoise_steps)
-    real = np.stack(real_future)
-    per_h = {}
-    for h in horizons:
-        p = psnr(dream[:, h - 1], real[:, h - 1])
-        s = ssim(dream[:, h - 1], real[:, h - 1])
-        per_h[h] = {"psnr": float(p.mean()), "psnr_std": float(p.std()), "ssim": float(s.mean())}
-    copy_last = {h: float(psnr(np.stack(ctx_frames)[:, -1], real[:, h - 1]).mean()) for h in horizons}
-    # The autoencoder's round trip bounds what any dynamics can reach.
-    with torch.inference_mode():
-        recon = model.decode(model.encode(torch.from_numpy(real[:, :H:8].reshape(-1, 1, *real.shape[2:]))))[:, -1].numpy()
-    ae_psnr = float(psnr(recon, real[:, :H:8].reshape(-1, *real.shape[2:])).mean())
+    result: dict[str, Any] = {"benchmark": "fidelity", "model": args.model, "quick": args.quick, "seeds": args.seeds,
+                              "first_seed": args.first_seed, "context_frames": 1 + (n_ctx - 1) * k,
+                              "frames_per_latent": k, "horizons": list(horizons),
+                              "denoise_steps": args.denoise_steps or cfg.denoise_steps, "context_noise": cfg.context_noise,
+                              "device": "cpu", "dtype": str(dtype).replace("torch.", ""), "cpu_capability": cpu_capability(),
+                              "threads": torch.get_num_threads()}
+    autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)
+    with torch.no_grad(), autocast:
+        # 1. Both action protocols: real, dream, baselines, ablations.
+        protocols = {}
+        for i, name in enumerate(PROTOCOLS):
+            p = run_protocol(name, model, env, seeds, horizons, k=k, n_ctx=n_ctx, reach=reach, dream_seed=i,
+                             denoise_steps=args.denoise_steps)
+            result.update(p["metrics"])
+            result.update(run_ablations(name, model, p, dream_seed=i, denoise_steps=args.denoise_steps))
+            protocols[name] = p
+        # 2. The autoencoder's own fidelity on the same real frames (every horizon, both protocols).
+        real_all = np.concatenate([p["real"][:, h - 1] for p in protocols.values() for h in horizons])
+        ae_all = np.concatenate([p["real_ae"][h] for p in protocols.values() for h in horizons])
+        mask_all = np.concatenate([p["masks"][h] for p in protocols.values() for h in horizons])
+        ae = psnr_stats(ae_all, real_all)
+        result.update(ae_psnr_pooled=ae["pooled"], ae_psnr_mean=ae["mean"], ae_object_psnr=masked_psnr(ae_all, real_all, mask_all),
+                      ae_sharpness_ratio=float(sharpness(ae_all).mean() / max(sharpness(real_all).mean(), 1e-9)))
+        # 3. Idle and yaw tests from the explore contexts; revisit; reward head; long rollout.
+        result.update(idle_and_yaw(model, env, protocols["explore"], k=k, reach=reach, dream_seed=2,
+                                   denoise_steps=args.denoise_steps, rotation_px=rotation_px))
+        result.update(revisit_test(model, env, [args.first_seed + 500 + i for i in range(min(args.seeds, MAX_REVISIT_SEEDS))],
+                                   k=k, n_ctx=n_ctx, reach=reach, dream_seed=3, denoise_steps=args.denoise_steps))
+        result.update(reward_metrics(protocols))
+        sticky = protocols["sticky"]
+        real_std = float(sticky["context"].astype(np.float64).std(axis=(2, 3, 4)).mean())
+        result.update(long_rollout(model, sticky["context"][0, 0], sticky["prompts"][0], args.long_steps, real_std=real_std,
+                                   dream_seed=4, denoise_steps=args.denoise_steps))
+    env.close()
 
-    # 2. Reward head sign accuracy (first 16 dream steps, where the real reward is clearly non-zero).
-    rr = np.stack(real_rewards)[:, :16]
-    dr = dream_rewards[:, :16]
-    mask = np.abs(rr) > 0.05
-    sign_acc = float((np.sign(rr[mask]) == np.sign(dr[mask])).mean()) if mask.any() else float("nan")
-    # Pearson correlation of dreamed and real rewards over the first dream steps and later ones (how long the head
-    # keeps tracking the task as the dream drifts).
-    all_rr = np.stack(real_rewards)[:, : dream_rewards.shape[1]]
-
-    def reward_corr(a: int, b: int) -> float:
-        x, y = all_rr[:, a:b].ravel(), dream_rewards[:, a:b].ravel()
-        return float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else float("nan")
-
-    # 3. Revisit: yaw right then back by the same amount; compare the frame on return.
-    from neuralsim.actions import action_string_to_vectors
-
-    loop = action_string_to_vectors("l-20,j-20")[:, :dim]
-    revisit_real, revisit_dream, revisit_self = [], [], []
-    for i in range(min(args.seeds, 8)):
-        seed = args.first_seed + 500 + i
-        acts = np.concatenate([sticky_actions(np.random.default_rng(seed), CONTEXT - 1, dim) * 0.5, loop])
-        frames, _ = real_rollout(env, seed, acts)
-        d, _ = dream_rollout(model, frames[None, :CONTEXT], acts[None, : CONTEXT - 1], acts[None, CONTEXT - 1:], seed,
-                             args.denoise_steps)
-        revisit_real.append(psnr(d[0, -1], frames[-1]))
-        revisit_self.append(psnr(d[0, -1], model.decode(model.encode(frames[None, CONTEXT - 1 : CONTEXT]))[0, -1].numpy()))
-        revisit_dream.append(psnr(frames[-1], frames[CONTEXT - 1]))
-    # 4. Collapse check: a long random rollout.
-    g = torch.Generator().manual_seed(1)
-    rng = np.random.default_rng(1)
-    with torch.inference_mode():
-        state = model.init_state(1, frames=torch.from_numpy(np.stack(ctx_frames)[:1, :1]), generator=g)
-        stats, finite = [], True
-        t_long = time.perf_counter()
-        for t in range(args.long_steps):
-            latent, state = model.step(state, torch.from_numpy(sticky_actions(rng, 1, dim)), generator=g)
-            finite &= bool(torch.isfinite(latent).all())
-            if (t + 1) % max(1, args.long_steps // 10) == 0:
-                frame = model.decode(latent[:, None], first_frame=False)[0, -1].numpy().astype(np.float64)
-                stats.append({"step": t + 1, "mean": round(float(frame.mean()), 2), "std": round(float(frame.std()), 2)})
-        long_seconds = time.perf_counter() - t_long
-    real_std = float(np.stack(ctx_frames).astype(np.float64).std(axis=(2, 3, 4)).mean())
-    collapsed = (not finite) or any(s["std"] < 0.25 * real_std or not 5 < s["mean"] < 250 for s in stats)
-
-    result = {
-        "model": args.model, "seeds": args.seeds, "context_frames": CONTEXT,
-        "denoise_steps": args.denoise_steps or model.config.denoise_steps, "context_noise": model.config.context_noise,
-        **{f"psnr_t{h}": round(per_h[h]["psnr"], 2) for h in horizons},
-        **{f"ssim_t{h}": round(per_h[h]["ssim"], 3) for h in horizons},
-        **{f"copy_last_frame_psnr_t{h}": round(copy_last[h], 2) for h in horizons},
-        "autoencoder_psnr": round(ae_psnr, 2),
-        "reward_sign_accuracy": round(sign_acc, 3), "reward_sign_samples": int(mask.sum()),
-        "reward_corr_t1_4": round(reward_corr(0, 4), 3), "reward_corr_t5_16": round(reward_corr(4, 16), 3),
-        "revisit_psnr_vs_real": round(float(np.mean(revisit_real)), 2),
-        "revisit_psnr_vs_first_visit": round(float(np.mean(revisit_self)), 2),
-        "revisit_real_return_vs_start_psnr": round(float(np.mean(revisit_dream)), 2),
-        "long_rollout_steps": args.long_steps, "long_rollout_finite": finite, "long_rollout_collapsed": collapsed,
-        "long_rollout_frame_stats": stats, "real_frame_std": round(real_std, 2),
-        "long_rollout_steps_per_s": round(args.long_steps / long_seconds, 1),
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    print(f"{'horizon':>8} {'PSNR dB':>9} {'±':>6} {'SSIM':>6} {'copy-last PSNR':>15}")
-    for h in horizons:
-        print(f"{h:>8} {per_h[h]['psnr']:>9.2f} {per_h[h]['psnr_std']:>6.2f} {per_h[h]['ssim']:>6.3f} {copy_last[h]:>15.2f}")
-    print(f"autoencoder round trip {ae_psnr:.2f} dB (the ceiling); reward sign accuracy {sign_acc:.3f} over {int(mask.sum())} steps, "
-          f"reward correlation {result['reward_corr_t1_4']} (steps 1-4) / {result['reward_corr_t5_16']} (5-16); revisit PSNR vs real "
-          f"{result['revisit_psnr_vs_real']:.2f} dB, vs first visit {result['revisit_psnr_vs_first_visit']:.2f} dB; "
-          f"{args.long_steps}-step rollout finite={finite} collapsed={collapsed}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot(horizons, [per_h[h]["psnr"] for h in horizons], "o-", label="dream vs real")
-        ax.plot(horizons, [copy_last[h] for h in horizons], "s--", label="copy last context frame")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("horizon (env steps)")
-        ax.set_ylabel("PSNR (dB)")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(RESULTS / f"{args.name}.png", dpi=120)
-        result["plot"] = f"benchmarks/results/{args.name}.png"
-    except ImportError:
-        result["plot"] = None
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    # 4. Strips, plot, gates, table, JSON.
+    times = [t for t in STRIP_TIMES if t <= protocols["explore"]["real"].shape[1]]
+    strips = {}
+    for name, p in protocols.items():
+        path = args.strips_dir / f"fidelity_strip_{name}.png"
+        save_strip(path, p, times)
+        strips[name] = _display_path(path)
+    result["strips"] = strips
+    plotted = plot(result, horizons, args.results_dir / f"{args.name}.png")
+    result["plot"] = None if plotted is None else _display_path(Path(plotted))
+    result["seconds"] = time.perf_counter() - t0
+    result["machine"] = machine_info()
+    result["gates"] = evaluate_gates(result)
+    result["gates_passed"] = f"{sum(g['pass'] for g in result['gates'].values())}/{len(result['gates'])}"
+    result = rounded(result)
+    print_report(result, horizons)
+    write_result(result, args.results_dir / f"{args.name}.json")
+    return result
 
 
 if __name__ == "__main__":

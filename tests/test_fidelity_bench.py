@@ -1,0 +1,121 @@
+"""benchmarks/fidelity.py: its metrics on known inputs, the room's object mask, and the whole script on the tiny checkpoint."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "fidelity.py"
+
+
+def _load_fidelity():
+    spec = importlib.util.spec_from_file_location("fidelity_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pooled_psnr_is_not_flattered_by_identical_frames():
+    F = _load_fidelity()
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    b = a.copy()
+    b[1:] = np.clip(b[1:].astype(int) + rng.integers(-20, 21, b[1:].shape), 0, 255).astype(np.uint8)
+    s = F.psnr_stats(b, a)
+    assert s["mean"] > 50  # one identical frame (148 dB) drags the mean up
+    mse = ((b.astype(float) - a) ** 2).mean()
+    assert s["pooled"] == pytest.approx(10 * math.log10(255**2 / mse))
+    assert s["pooled"] < 30
+    mask = np.zeros((4, 16, 16), bool)
+    assert F.masked_psnr(b, a, mask) is None
+    mask[0] = True
+    assert F.masked_psnr(b, a, mask) > 140  # only the identical frame's pixels
+
+
+@pytest.mark.parametrize("true_shift", [-3.0, -1.5, 2.25])
+def test_horizontal_shift_recovers_a_known_shift(true_shift):
+    F = _load_fidelity()
+    rng = np.random.default_rng(1)
+    wide = rng.integers(0, 256, (3, 48, 96, 3)).astype(np.float64)
+    wide = (wide + np.roll(wide, 1, 2) + np.roll(wide, 2, 2)) / 3  # smooth a little: interpolation stays accurate
+    x = np.arange(16, 80)
+    prev = wide[:, :, x].round().astype(np.uint8)
+    src = x - true_shift  # nxt(x) = prev(x - d)
+    lo = np.floor(src).astype(int)
+    frac = src - lo
+    nxt = (wide[:, :, lo] * (1 - frac)[:, None] + wide[:, :, lo + 1] * frac[:, None]).round().astype(np.uint8)
+    assert F.horizontal_shift(prev, nxt, max_shift=6.0) == pytest.approx(true_shift, abs=0.2)
+
+
+def test_sharpness_and_scores():
+    F = _load_fidelity()
+    sharp = np.zeros((1, 16, 16, 3), np.uint8)
+    sharp[:, :, 8:] = 255
+    blurry = np.repeat(np.linspace(0, 255, 16).astype(np.uint8)[None, None, :, None], 16, 1).repeat(3, 3)
+    assert F.sharpness(sharp)[0] > 5 * F.sharpness(blurry)[0]
+    assert F.f1_score(np.array([1, 0, 1]), np.array([1, 0, 0])) == pytest.approx(2 / 3)
+    assert F.f1_score(np.array([1, 0]), np.array([0, 0])) is None
+    assert F.pearson(np.ones(4), np.arange(4)) is None
+
+
+def test_room_object_mask_marks_objects_and_leaves_frames_unchanged():
+    pytest.importorskip("mujoco")
+    import gymnasium as gym
+
+    import neuralsim  # noqa: F401
+
+    env = gym.make("NeuralSimRoom-v0", soft_body=True).unwrapped
+    ref = gym.make("NeuralSimRoom-v0", soft_body=True).unwrapped
+    with pytest.raises(RuntimeError, match="reset"):
+        env.object_mask()
+    obs, _ = env.reset(seed=3)
+    assert np.array_equal(obs, ref.reset(seed=3)[0])
+    seen = 0
+    for _ in range(30):
+        obs, *_ = env.step(np.array([0, 0, 1, 0], np.float32))
+        mask = env.object_mask()
+        assert mask.shape == obs.shape[:2] and mask.dtype == bool
+        seen += int(mask.sum())
+        assert np.array_equal(obs, ref.step(np.array([0, 0, 1, 0], np.float32))[0])  # rendering the mask changes no frame
+        if mask.any():  # object pixels carry object colours, not the floor's
+            assert not np.array_equal(obs[mask].mean(0).round(), obs[~mask].mean(0).round())
+    assert seen > 0
+    env.close()
+    ref.close()
+
+
+def test_fidelity_script_on_tiny_checkpoint(tiny_checkpoint, tmp_path):
+    """The whole benchmark (2 seeds, short long rollout; ~15 s) on the tiny checkpoint: every documented key is there
+    and finite or None; strips and JSON are written where asked, nothing in the repository."""
+    pytest.importorskip("mujoco")
+    import json
+
+    F = _load_fidelity()
+    result = F.main(["--model", str(tiny_checkpoint), "--quick", "--seeds", "2", "--long-steps", "20",
+                     "--results-dir", str(tmp_path), "--strips-dir", str(tmp_path), "--name", "fid"])
+    keys = ["ae_psnr_pooled", "ae_object_psnr", "idle_drop_db_t1", "idle_drop_db_t16", "yaw_shift_ratio",
+            "yaw_shift_ratio_l", "yaw_shift_ratio_j", "revisit_psnr_vs_real", "long_rollout_finite",
+            "long_rollout_collapsed", "reward_corr_t1_16", "termination_f1", "device", "dtype", "cpu_capability",
+            "seeds", "denoise_steps", "model", "seconds", "ablation_no_rays_yaw_shift_ratio"]
+    for proto in ("explore", "sticky"):
+        for h in (1, 4, 16, 64):
+            keys += [f"psnr_pooled_{proto}_t{h}", f"psnr_mean_{proto}_t{h}", f"psnr_median_{proto}_t{h}",
+                     f"copy_last_pooled_{proto}_t{h}", f"copy_last_ae_pooled_{proto}_t{h}", f"object_psnr_{proto}_t{h}",
+                     f"ssim_{proto}_t{h}", f"sharpness_vs_ae_{proto}_t{h}"]
+        for h in (1, 4, 16):
+            keys += [f"ablation_{v}_psnr_pooled_{proto}_t{h}" for v in ("no_actions", "no_rays", "no_prompt")]
+    missing = [k for k in keys if k not in result]
+    assert not missing
+    for k in keys:
+        v = result[k]
+        assert v is None or isinstance(v, (str, bool)) or math.isfinite(v), (k, v)
+    assert result["psnr_pooled_explore_t1"] is not None and result["seeds"] == 2
+    assert set(result["gates"]) >= {"idle_drop_db_t1", "yaw_shift_ratio", "ae_psnr_pooled", "long_rollout_ok"}
+    assert all(set(g) == {"value", "threshold", "pass"} for g in result["gates"].values())
+    assert json.loads((tmp_path / "fid.json").read_text())["psnr_pooled_sticky_t16"] == result["psnr_pooled_sticky_t16"]
+    for proto in ("explore", "sticky"):
+        assert (tmp_path / f"fidelity_strip_{proto}.png").stat().st_size > 0
