@@ -581,7 +581,7 @@ def print_report(r: dict[str, Any], horizons: Sequence[int]) -> None:
     print(f"long rollout {r['long_rollout_steps']} steps: finite={r['long_rollout_finite']} collapsed={r['long_rollout_collapsed']}")
     print("\ngates:")
     for name, g in r["gates"].items():
-        print(f"  {'PASS' if g['pass'] else 'fail'}  {name:<34} {_f(g['value'], 3) if not isinstance(g['value'], bool) else g['value']:>8}  {g['threshold']}")
+        print(f"  {'PASS' if g['pass'] else 'fail'}  {name:<34} {_f(g['value'], 3) if not isinstance(g['value'], bool) else str(g['value']):>8}  {g['threshold']}")
 
 
 def plot(r: dict[str, Any], horizons: Sequence[int], path: Path) -> str | None:
