@@ -52,7 +52,7 @@ class WorldModelVectorEnv(VectorEnv):
     Args:
         num_envs: batch size N.
         model, checkpoint, obs_type, denoise_steps, max_episode_steps, reward_fn, device, dtype,
-            random_weights: as :class:`~neuralsim.envs.WorldModelEnv`.
+            random_weights, num_threads: as :class:`~neuralsim.envs.WorldModelEnv`.
         render_mode: ``None`` or ``"rgb_array"`` (``render()`` returns a tuple of N frames).
         return_frames: put the decoded chunks in ``info["frames"]`` (rgb obs decode them anyway).
 
@@ -83,6 +83,7 @@ class WorldModelVectorEnv(VectorEnv):
         dtype: str | torch.dtype = "auto",
         random_weights: bool = False,
         return_frames: bool = True,
+        num_threads: int | str | None = "auto",
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs <= 0:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -94,7 +95,7 @@ class WorldModelVectorEnv(VectorEnv):
         if reward_fn is not None and not callable(reward_fn):
             raise TypeError(f"reward_fn must be callable(obs, action, next_obs, info) -> float, got {type(reward_fn).__name__}")
         self.core = DreamCore(model, checkpoint=checkpoint, obs_type=obs_type, denoise_steps=denoise_steps,
-                              device=device, dtype=dtype, random_weights=random_weights)
+                              device=device, dtype=dtype, random_weights=random_weights, num_threads=num_threads)
         self.num_envs = int(num_envs)
         self.render_mode = render_mode
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)

@@ -25,6 +25,7 @@ from gymnasium import spaces
 
 from neuralsim import actions as act
 from neuralsim.device import bf16_is_native, resolve_dtype  # noqa: F401  (re-exported)
+from neuralsim.limits import MAX_DENOISE_STEPS
 
 OFFICIAL_MODEL = "sana-wm-2.6b"
 #: Finite bound of the latent observation Box (normalised latents are O(1); the sampler clamps far below).
@@ -386,11 +387,16 @@ class DreamCore:
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as exc:
             raise ValueError(f"device must be a torch device like 'cpu' or 'cuda:0', got {device!r}") from exc
+        num_threads: int | str | None = "auto",
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={str(device)!r} but CUDA is not available here; use device='cpu'")
         if denoise_steps is not None and (isinstance(denoise_steps, bool) or not isinstance(denoise_steps, (int, np.integer))
-                                          or denoise_steps <= 0):
-            raise ValueError(f"denoise_steps must be a positive int or None (the model's default), got {denoise_steps!r}")
+        from neuralsim.runtime import apply_thread_policy
+
+        apply_thread_policy(num_threads)  # validates num_threads; see neuralsim.runtime
+                                          or not 0 < denoise_steps <= MAX_DENOISE_STEPS):
+            raise ValueError(f"denoise_steps must be an int in [1, {MAX_DENOISE_STEPS}] or None (the model's default), "
+                             f"got {denoise_steps!r}")
         self.dtype = resolve_dtype(dtype, self.device)
         self.obs_type = obs_type
         self.denoise_steps = None if denoise_steps is None else int(denoise_steps)
@@ -681,6 +687,10 @@ class WorldModelEnv(gym.Env):
         denoise_steps: int | None = None,
         max_episode_steps: int | None = 200,
         reward_fn: RewardFn | None = None,
+    * ``num_threads``: torch CPU threads (process-wide). ``"auto"`` (default): ``NEURALSIM_NUM_THREADS``
+      if set; else, unless ``OMP_NUM_THREADS`` is set, lower torch's count to half the CPUs (1 to 4),
+      which keeps a busy 2-core laptop fast; an int sets it; ``None`` leaves torch alone
+      (:func:`neuralsim.runtime.apply_thread_policy`).
         render_mode: str | None = None,
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = "auto",
@@ -694,7 +704,7 @@ class WorldModelEnv(gym.Env):
         if reward_fn is not None and not callable(reward_fn):
             raise TypeError(f"reward_fn must be callable(obs, action, next_obs, info) -> float, got {type(reward_fn).__name__}")
         self.core = DreamCore(model, checkpoint=checkpoint, obs_type=obs_type, denoise_steps=denoise_steps,
-                              device=device, dtype=dtype, random_weights=random_weights)
+                              device=device, dtype=dtype, random_weights=random_weights, num_threads=num_threads)
         self.render_mode = render_mode
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self._limit_owner: str | None = None  # "env" or "TimeLimit", decided at the first reset
@@ -702,6 +712,7 @@ class WorldModelEnv(gym.Env):
         self.observation_space = self.core.single_observation_space
         self.action_space = self.core.single_action_space
         self._state: Any = None
+        num_threads: int | str | None = "auto",
         self._generator: torch.Generator | None = None
         self._obs: np.ndarray | None = None
         self._frame: np.ndarray | None = None  # last rgb frame, for render()
@@ -837,7 +848,9 @@ class WorldModelEnv(gym.Env):
         return None
 
     def _render_human(self) -> None:
-        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+        from neuralsim.runtime import quiet_headless_sdl
+
+        quiet_headless_sdl()  # no SDL "XDG_RUNTIME_DIR is invalid" / ALSA noise headless; hides the banner
         try:
             import pygame
         except ImportError as exc:

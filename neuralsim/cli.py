@@ -261,6 +261,11 @@ def build_parser(*, lazy: bool = True) -> argparse.ArgumentParser:
                        description="`neuralsim eval transfer`: train PPO in the dream and in the real room with the same "
                                    "budget, evaluate both (and a random policy) in the real room.")
     _lazy(p, "neuralsim.evaluate", "add_eval_arguments", "run_eval")
+    for name, p in sub.choices.items():
+        if name != "bench":  # bench passes --threads on to its script
+            p.add_argument("--threads", type=_positive_int("--threads"), default=None,
+                           help="torch CPU threads (default: $OMP_NUM_THREADS if set, else half the CPUs, 1 to 4; "
+                                "see neuralsim.runtime)")
     if not lazy:
         for p in sub.choices.values():
             _load(p)
@@ -268,9 +273,17 @@ def build_parser(*, lazy: bool = True) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from neuralsim.runtime import quiet_headless_sdl, set_thread_defaults
+
+    quiet_headless_sdl()  # before anything imports pygame (play, classic-control renderers in collect)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command != "bench":  # benchmarks take their own --threads
+            try:
+                set_thread_defaults(getattr(args, "threads", None))
+            except ValueError as exc:  # a bad NEURALSIM_NUM_THREADS
+                raise CLIError(str(exc)) from None
         return int(args.func(args) or 0)
     except CLIError as exc:
         parser.exit(2, f"neuralsim {args.command}: error: {exc}\n")

@@ -145,6 +145,11 @@ class WorldModelConfig:
         def bad(name: str, expected: str) -> ValueError:
             return ValueError(f"WorldModelConfig.{name}={getattr(self, name)!r} is invalid: expected {expected}")
 
+        from neuralsim.limits import MAX_TOKENS_PER_FRAME, check_config_values
+
+        # types, NaN/inf and upper bounds (neuralsim.limits.CONFIG_LIMITS) first: nothing is sized from a bad value
+        check_config_values({f.name: str(f.type) for f in dataclasses.fields(self)}, vars(self))
+
         if len(self.image_size) != 2 or min(self.image_size) < 1:
             raise bad("image_size", "(H, W) with positive ints")
         s = self.spatial_stride
@@ -226,6 +231,9 @@ class WorldModelConfig:
             raise bad("camera_branch", "False when camera=False (the branch reads Plücker rays)")
         if not isinstance(self.description, str):
             raise bad("description", "a str")
+        if self.tokens_per_frame > MAX_TOKENS_PER_FRAME:
+            raise bad("image_size", f"at most MAX_TOKENS_PER_FRAME={MAX_TOKENS_PER_FRAME} tokens per latent frame "
+                      f"(image_size / spatial_stride / patch_size gives {self.tokens_per_frame})")
 
     # --- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -241,7 +249,9 @@ class WorldModelConfig:
         """Inverse of :meth:`to_dict`.
 
         Raises:
-            ValueError: if ``d`` has keys that are not fields (typos must not be silently ignored).
+            ValueError: if ``d`` has keys that are not fields (typos must not be silently ignored), or a value
+                that is NaN/inf or beyond :data:`neuralsim.limits.CONFIG_LIMITS`.
+            TypeError: a value of the wrong JSON type (named with the field).
         """
         if not isinstance(d, dict):
             raise TypeError(f"config must be a dict, got {type(d).__name__}")
@@ -249,6 +259,10 @@ class WorldModelConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown WorldModelConfig field(s) {unknown}; known fields: {sorted(known)}")
+        from neuralsim.limits import check_config_values
+
+        # JSON types before construction: a string "false" is not False, "abc" is not an image size
+        check_config_values({f.name: str(f.type) for f in dataclasses.fields(cls)}, d)
         return cls(**d)
 
     @classmethod

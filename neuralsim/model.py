@@ -400,6 +400,9 @@ class WorldModel(nn.Module):
         Args:
             first_frame: the first latent is the lone first frame (``T = 1 + (T_lat-1)*k``, the inverse
                 of :meth:`encode`); False for latents produced by :meth:`step` (``T = T_lat*k``).
+
+        Raises:
+            FloatingPointError: the decoder produced NaN/inf pixels (never silently clamped to black frames).
         """
         C, h, w = self.latent_shape
         if not isinstance(latents, torch.Tensor):
@@ -411,6 +414,10 @@ class WorldModel(nn.Module):
         if self.channels_last_decode:  # channels-last storage (B, T, h, w, C) viewed as [B, T, C, h, w]
             z = z.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
         x = self.autoencoder.decode(z, first_frame=first_frame).float()  # (B, T, 3, H, W)
+        if not bool(torch.isfinite(x.sum())):  # clamp would turn NaN into black frames and hide it
+            raise FloatingPointError("the autoencoder produced non-finite pixels from finite latents (diverged or "
+                                     "corrupted decoder weights?)" if bool(torch.isfinite(z.sum())) else
+                                     "decode got non-finite latents (NaN/inf)")
         return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 1, 3, 4, 2).contiguous()
 
     # --- conditioning inputs ----------------------------------------------------------------
@@ -801,12 +808,24 @@ class WorldModel(nn.Module):
             raise ValueError(f"{directory / CONFIG_NAME} describes a {class_name!r}, not a {cls.__name__}")
         try:
             config = WorldModelConfig.from_dict({k: v for k, v in payload.items() if not k.startswith("_")})
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:  # types, NaN and neuralsim.limits bounds: checked before building
             raise ValueError(f"{directory / CONFIG_NAME}: {exc}") from None
+        from safetensors import SafetensorError, safe_open
+        from safetensors.torch import load_file
+
+        try:  # the header alone (no tensor is read): every block the config asks for has at least one tensor
+            with safe_open(str(directory / WEIGHTS_NAME), framework="pt") as f:
+                stored = len(list(f.keys()))
+        except SafetensorError as exc:
+            raise ValueError(f"{directory / WEIGHTS_NAME} is not a valid safetensors file ({exc}); it may be torn "
+                             "(an interrupted copy) or corrupted: copy or save the checkpoint again") from None
+        blocks = config.depth + config.text_layers + sum(config.ae_blocks) + sum(config.ae_decoder_blocks)
+        if blocks > stored:
+            raise ValueError(f"{directory / CONFIG_NAME} asks for {blocks} blocks (depth={config.depth}, text_layers="
+                             f"{config.text_layers}, ae_blocks, ae_decoder_blocks) but {WEIGHTS_NAME} holds only "
+                             f"{stored} tensors; the config does not belong to these weights")
         with torch.device("meta"):
             model = cls(config)
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
         try:
             tensors = load_file(str(directory / WEIGHTS_NAME), device=str(device or "cpu"))

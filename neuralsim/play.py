@@ -56,7 +56,9 @@ class NoDisplayError(RuntimeError):
 
 def import_pygame() -> Any:
     """pygame, imported only when a window is needed; ImportError with the install hint otherwise."""
-    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    from neuralsim.runtime import quiet_headless_sdl
+
+    quiet_headless_sdl()  # no SDL "XDG_RUNTIME_DIR is invalid" / ALSA noise headless; hides the banner
     try:
         import pygame
     except ImportError as exc:

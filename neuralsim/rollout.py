@@ -192,10 +192,16 @@ def run_rollout(args: argparse.Namespace) -> int:
     from neuralsim.cli import CLIError, writable_dir, writable_file
     from neuralsim.model import WorldModel
 
+    from neuralsim.limits import MAX_DENOISE_STEPS
+
     for name in ("steps", "episodes", "fps", "scale", "denoise_steps"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise CLIError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if args.denoise_steps is not None and args.denoise_steps > MAX_DENOISE_STEPS:
+        raise CLIError(f"--denoise-steps must be at most {MAX_DENOISE_STEPS}, got {args.denoise_steps}")
+    if args.steps is not None and args.steps > act.MAX_ACTION_FRAMES:  # actions and frames are kept in memory
+        raise CLIError(f"--steps must be at most {act.MAX_ACTION_FRAMES}, got {args.steps}")
     to_video = Path(args.out).suffix.lower() in VIDEO_SUFFIXES
     if not to_video and Path(args.out).suffix:
         raise CLIError(f"--out {args.out!r}: expected FILE.gif, FILE.mp4 or a directory")
@@ -239,6 +245,8 @@ def run_rollout(args: argparse.Namespace) -> int:
                            denoise_steps=args.denoise_steps)
         except ValueError as exc:
             raise CLIError(str(exc)) from None
+        except FloatingPointError as exc:  # NaN/inf weights: no GIF of black frames, no exit 0
+            raise CLIError(f"--model {args.model!r}: {exc}") from None
         result["description"] = prompt or ""
         episodes.append(result)
 

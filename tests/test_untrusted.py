@@ -80,3 +80,90 @@ def test_7_key_dsl_bomb_in_step_keys(tiny_checkpoint):
     assert np.array_equal(env.reset(seed=0)[0], ref)
     assert len(env.step_keys("w-4")[-1]) == 4  # still usable
     env.close()
+
+
+def _poison_decoder(src: Path, dst: Path) -> Path:
+    """A copy of checkpoint ``src`` with one NaN in the last decoder weight (written straight into the safetensors)."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    tensors = load_file(str(dst / "model.safetensors"))
+    name = [k for k in tensors if k.startswith("autoencoder.decoder") and k.endswith("weight")][-1]
+    tensors[name].view(-1)[0] = float("nan")
+    save_file(tensors, str(dst / "model.safetensors"))
+    return dst
+
+
+def test_10_nan_decoder_weight_is_an_error_not_black_frames(tiny_checkpoint, tmp_path):
+    """#10: a NaN decoder weight decoded to all-black frames (clamp hides NaN) and `rollout` exited 0."""
+    import torch
+
+    from neuralsim.model import WorldModel
+
+    model = WorldModel.from_pretrained(_poison_decoder(tiny_checkpoint, tmp_path / "nan"))
+    C, h, w = model.latent_shape
+    with pytest.raises(FloatingPointError, match="non-finite pixels from finite latents"):
+        model.decode(torch.zeros(1, 1, C, h, w))
+    clean = WorldModel.from_pretrained(tiny_checkpoint)
+    with pytest.raises(FloatingPointError, match="non-finite latents"):
+        clean.decode(torch.full((1, 1, C, h, w), float("nan")))
+    assert clean.decode(torch.zeros(1, 1, C, h, w)).dtype == torch.uint8
+
+
+def test_10_rollout_of_a_nan_decoder_fails_and_writes_nothing(tiny_checkpoint, tmp_path, capsys):
+    from neuralsim.cli import main
+
+    ckpt = _poison_decoder(tiny_checkpoint, tmp_path / "nan")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rollout", "--model", str(ckpt), "--actions", "w-4", "--out", str(out / "dream.gif")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "rollout: error: --model" in err and "non-finite pixels" in err and "Traceback" not in err
+    assert listing(out) == []
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"depth": 20000}, r"depth=20000 is invalid: expected at most 256"),
+    ({"depth": 200}, r"asks for \d+ blocks \(depth=200.*holds only \d+ tensors"),
+    ({"denoise_steps": 1e9}, r"denoise_steps=1000000000.0 is invalid: expected an int"),
+    ({"denoise_steps": 10**9}, r"denoise_steps=1000000000 is invalid: expected at most 1000"),
+    ({"image_size": [2048, 2048]}, r"image_size=.* at most MAX_TOKENS_PER_FRAME=4096"),
+    ({"text_layers": 10**6}, r"text_layers=1000000 is invalid: expected at most 64"),
+    ({"action_spec": {"type": "discrete", "n": 10**12}}, r"action_spec describes 1000000000000 .*MAX_ACTION_ELEMENTS"),
+], ids=["depth-20000", "depth-200", "denoise-1e9", "denoise-int", "image-4M-tokens", "text-layers", "discrete-1e12"])
+def test_8_config_bombs_are_refused_before_building(tiny_checkpoint, tmp_path, changes, match):
+    """#8: config.json `"depth": 20000` built the module (125 s, 2.7 GB) before the weights were looked at;
+    `"denoise_steps": 1e9` allocated 4 GB at the first step, then ran a billion Euler steps."""
+    import time
+    import tracemalloc
+
+    from neuralsim.model import WorldModel
+
+    ckpt = _copy_with_config(tiny_checkpoint, tmp_path / "ckpt", **changes)
+    tracemalloc.start()
+    t = time.perf_counter()
+    try:
+        with pytest.raises(ValueError, match=match) as info:
+            WorldModel.from_pretrained(ckpt)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(ckpt / "config.json") in str(info.value)
+    assert time.perf_counter() - t < 5.0 and peak < 50 * 2**20
+
+
+def test_8_denoise_steps_and_rollout_steps_are_bounded(tiny_checkpoint, tmp_path, capsys):
+    """#8: the step count a caller asks for is bounded like the one a config asks for."""
+    from neuralsim.cli import main
+    from neuralsim.envs.world_model_env import WorldModelEnv
+
+    with pytest.raises(ValueError, match=r"denoise_steps must be an int in \[1, 1000\]"):
+        WorldModelEnv(str(tiny_checkpoint), denoise_steps=10**9)
+    for args, message in ((["--denoise-steps", "1000000000"], "--denoise-steps must be at most 1000"),
+                          (["--steps", "1000000000"], "--steps must be at most 100000")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["rollout", "--model", str(tiny_checkpoint), *args, "--out", str(tmp_path / "d.gif")])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert listing(tmp_path) == []
