@@ -319,9 +319,13 @@ class OfficialBackend(Backend):
 # ----------------------------------------------------------------------------------------------
 
 
-def check_image(image: Any, image_size: tuple[int, int], *, resize: bool, name: str = "options['image']",
+def check_image(image: Any, image_size: tuple[int, int], *, resize: bool | str, name: str = "options['image']",
                 max_ndim: int = 4) -> np.ndarray:
     """Validate a start image: uint8 ``[H, W, 3]`` or ``[T, H, W, 3]`` (``[..., H, W, 3]`` up to ``max_ndim``).
+
+    Args:
+        resize: ``False`` (a differently sized image is an error), ``True`` (squash) or a mode of
+            :func:`neuralsim.data.resize_frame` (``"pad"``, ``"crop"``, ``"squash"``).
 
     Returns:
         uint8 array with the same leading dims and ``(H, W)`` = ``image_size`` (resized when ``resize``).
@@ -344,10 +348,13 @@ def check_image(image: Any, image_size: tuple[int, int], *, resize: bool, name: 
         if not resize:
             raise ValueError(f"{name} has size {tuple(image.shape[-3:-1])} but the model expects {tuple(image_size)} "
                              f"(H, W); pass options={{'resize': True}} to resize it")
-        from neuralsim.data import resize_frame
+        from neuralsim.data import RESIZE_MODES, resize_frame
 
+        mode = "squash" if resize is True else str(resize)
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"options['resize'] must be a bool or one of {', '.join(RESIZE_MODES)}, got {resize!r}")
         flat = image.reshape(-1, *image.shape[-3:])
-        image = np.stack([resize_frame(f, image_size) for f in flat]).reshape(*image.shape[:-3], *image_size, 3)
+        image = np.stack([resize_frame(f, image_size, mode=mode) for f in flat]).reshape(*image.shape[:-3], *image_size, 3)
     return np.ascontiguousarray(image)
 
 
@@ -380,20 +387,20 @@ class DreamCore:
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = "auto",
         random_weights: bool = False,
+        num_threads: int | str | None = "auto",
     ) -> None:
         if obs_type not in ("rgb", "latent"):
             raise ValueError(f"obs_type must be 'rgb' or 'latent', got {obs_type!r}")
+        from neuralsim.runtime import apply_thread_policy
+
+        apply_thread_policy(num_threads)  # validates num_threads; see neuralsim.runtime
         try:
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as exc:
             raise ValueError(f"device must be a torch device like 'cpu' or 'cuda:0', got {device!r}") from exc
-        num_threads: int | str | None = "auto",
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={str(device)!r} but CUDA is not available here; use device='cpu'")
         if denoise_steps is not None and (isinstance(denoise_steps, bool) or not isinstance(denoise_steps, (int, np.integer))
-        from neuralsim.runtime import apply_thread_policy
-
-        apply_thread_policy(num_threads)  # validates num_threads; see neuralsim.runtime
                                           or not 0 < denoise_steps <= MAX_DENOISE_STEPS):
             raise ValueError(f"denoise_steps must be an int in [1, {MAX_DENOISE_STEPS}] or None (the model's default), "
                              f"got {denoise_steps!r}")
@@ -418,6 +425,13 @@ class DreamCore:
     @property
     def config(self) -> Any:
         return self.backend.model.config
+
+    @property
+    def resize_mode(self) -> str:
+        """How real frames became the model's ``image_size`` when its dataset was collected (``"squash"`` if unrecorded)."""
+        provenance = getattr(self.config, "provenance", None)
+        mode = provenance.get("resize") if isinstance(provenance, dict) else None
+        return mode if mode in ("pad", "crop", "squash") else "squash"
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == torch.float32 or isinstance(self.backend, OfficialBackend):  # the official model is cast
@@ -470,11 +484,13 @@ class DreamCore:
         if unknown:
             raise ValueError(f"options has unknown keys {unknown}; expected some of {list(RESET_OPTION_KEYS)}")
         resize = options.get("resize", False)
-        if not isinstance(resize, (bool, np.bool_)):
-            raise TypeError(f"options['resize'] must be a bool, got {type(resize).__name__}")
+        if not isinstance(resize, (bool, np.bool_)) and resize not in ("pad", "crop", "squash"):
+            raise TypeError(f"options['resize'] must be a bool or one of 'pad', 'crop', 'squash', got {resize!r}")
+        if resize is True or isinstance(resize, np.bool_) and resize:
+            resize = self.resize_mode
         image = None
         if options.get("image") is not None:
-            image = check_image(options["image"], self.image_size, resize=bool(resize), max_ndim=4 if batch_size == 1 else 5)
+            image = check_image(options["image"], self.image_size, resize=resize or False, max_ndim=4 if batch_size == 1 else 5)
             if batch_size == 1:
                 image = image.reshape(1, -1, *image.shape[-3:])  # [1, T, H, W, 3]
             elif image.ndim == 3:
@@ -625,7 +641,8 @@ class WorldModelEnv(gym.Env):
 
     ``reset(seed, options)``: ``options={"image": uint8 (H, W, 3) or (T, H, W, 3)}`` starts from
     that frame or clip (T = 1 + m·k; ``"actions"``: the m actions between its latent frames;
-    ``"resize": True`` resizes a differently sized image), ``{"prompt": str}`` generates the first
+    ``"resize": True`` resizes a differently sized image the way the model's training frames were,
+    ``provenance["resize"]``: ``"pad"``, ``"crop"`` or ``"squash"``, or name the mode), ``{"prompt": str}`` generates the first
     frame from text (text-conditioned models), both together condition the image start on the
     prompt. Without either, a frame is drawn with ``self.np_random`` from the checkpoint's start
     set (real frames, with their descriptions as prompt when the model is text-conditioned). All
@@ -670,6 +687,10 @@ class WorldModelEnv(gym.Env):
       fp32 elsewhere), ``"float32"``, ``"bfloat16"``.
     * ``random_weights``: build the named preset (``"default"``, ``"tiny"``, ...) or the official
       architecture with random weights (timing, plumbing).
+    * ``num_threads``: torch CPU threads (process-wide). ``"auto"`` (default): ``NEURALSIM_NUM_THREADS``
+      if set; else, unless ``OMP_NUM_THREADS`` is set, lower torch's count to half the CPUs (1 to 4),
+      which keeps a busy 2-core laptop fast; an int sets it; ``None`` leaves torch alone
+      (:func:`neuralsim.runtime.apply_thread_policy`).
 
     ## Version History
 
@@ -687,14 +708,11 @@ class WorldModelEnv(gym.Env):
         denoise_steps: int | None = None,
         max_episode_steps: int | None = 200,
         reward_fn: RewardFn | None = None,
-    * ``num_threads``: torch CPU threads (process-wide). ``"auto"`` (default): ``NEURALSIM_NUM_THREADS``
-      if set; else, unless ``OMP_NUM_THREADS`` is set, lower torch's count to half the CPUs (1 to 4),
-      which keeps a busy 2-core laptop fast; an int sets it; ``None`` leaves torch alone
-      (:func:`neuralsim.runtime.apply_thread_policy`).
         render_mode: str | None = None,
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = "auto",
         random_weights: bool = False,
+        num_threads: int | str | None = "auto",
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
@@ -712,7 +730,6 @@ class WorldModelEnv(gym.Env):
         self.observation_space = self.core.single_observation_space
         self.action_space = self.core.single_action_space
         self._state: Any = None
-        num_threads: int | str | None = "auto",
         self._generator: torch.Generator | None = None
         self._obs: np.ndarray | None = None
         self._frame: np.ndarray | None = None  # last rgb frame, for render()

@@ -3,7 +3,8 @@
 A dataset is a directory::
 
     manifest.json               {"format": "neuralsim-dataset", "version": 1, "env_id", "env_kwargs",
-                                 "image_size": [H, W], "action_spec", "frames_per_step": K, "policy",
+                                 "image_size": [H, W], "resize": "pad"|"crop"|"squash" (absent:
+                                 squash), "native_image_size": [h, w], "action_spec", "frames_per_step": K, "policy",
                                  "seed", "shards": [{"file", "episodes", "steps", "frames", "sha256",
                                  "bytes"}], "episodes", "steps", "poses": bool, ...}
     shard-000000.safetensors    concatenated episodes (below)
@@ -62,6 +63,10 @@ class DatasetError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
+#: Manifest fields added after version 1 was fixed: their meaning when absent (None: unknown, not compared).
+_LEGACY_MANIFEST: dict[str, Any] = {"resize": "squash", "native_image_size": None}
+
+
 # Small helpers: atomic files, hashing, resizing
 # ---------------------------------------------------------------------------------------------
 
@@ -134,6 +139,10 @@ def _parse_image_size(value: Any, name: str = "image_size") -> tuple[int, int] |
 
 _ST_DTYPES = {np.dtype(np.uint8): "U8", np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.float32): "F32",
               np.dtype(np.float64): "F64", np.dtype(np.bool_): "BOOL"}
+    if tuple(frame.shape[:2]) == (H, W):
+        return frame
+    if mode != "squash":
+        frame = _fit_aspect(frame, H, W, mode)
 
 
 def safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
@@ -276,6 +285,10 @@ class ShardWriter:
         return int(self.manifest["steps"]) + sum(len(e["rewards"]) for e in self._buffer)
 
     # -- writing
+                if key in _LEGACY_MANIFEST and key not in self.manifest:  # a dataset from before the field existed
+                    if _LEGACY_MANIFEST[key] is None:
+                        continue
+                    self.manifest[key] = _LEGACY_MANIFEST[key]
 
     def add_episode(
         self,
@@ -767,7 +780,7 @@ class RoomExplorePolicy(_RoomPolicy):
             self.plan = [-v for v in reversed(self.history[-n:])] if n else []
             self.left = len(self.plan)
         else:  # idle
-            self.left = int(rng.integers(2, 8))
+            self.left = int(rng.integers(4, 17))
 
     def _wall_ahead(self, state: dict[str, Any], forward: float, strafe: float) -> bool:
         yaw = state["agent_yaw"]
@@ -855,7 +868,7 @@ def make_policy(policy: str, env: gym.Env) -> _Policy:
 
 def _accepts_kwarg(env_id: str, name: str) -> bool:
     try:
-        entry = gym.spec(env_id).entry_point
+        entry = env_spec(env_id).entry_point
         fn = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
         return name in inspect.signature(fn).parameters
     except Exception:  # unknown or exotic entry points: assume not
@@ -867,7 +880,7 @@ def _is_image_space(space: gym.Space) -> bool:
 
 
 class FrameRecorder:
-    """One env + its frame source (rgb observation or ``render()``) + resizing; runs whole episodes."""
+    """One env + its frame source (rgb observation or ``render()``) + resizing; runs whole episodes.
 
     def __init__(self, env_id: str, env_kwargs: dict[str, Any], image_size: tuple[int, int] | None) -> None:
         self.env_id, self.env_kwargs, self.image_size = env_id, dict(env_kwargs), image_size
@@ -888,7 +901,7 @@ class FrameRecorder:
         if frame.ndim != 3 or frame.shape[-1] != 3:
             raise ValueError(f"env {self.env_id!r} produced frames of shape {frame.shape}; expected (H, W, 3) rgb")
         frame = frame.astype(np.uint8, copy=False)
-        return resize_frame(frame, self.image_size) if self.image_size else frame
+        return resize_frame(frame, self.image_size, mode=self.resize) if self.image_size else frame
 
     def episode(self, policy: _Policy, index: int, seed: int, frames_per_step: int, max_steps: int) -> dict[str, Any]:
         env, K = self.env, frames_per_step
@@ -912,6 +925,49 @@ class FrameRecorder:
                 total += float(reward)
                 frames.append(self.frame(obs))
                 if poses is not None:
+#: Namespaces of well-known env packages that gymnasium 1.x no longer imports by itself: the module to name.
+_KNOWN_NAMESPACES = {"ALE": "ale_py"}
+
+
+def env_spec(env_id: str, *, name: str = "env_id") -> gym.envs.registration.EnvSpec:
+    """The ``EnvSpec`` of a Gymnasium id, accepting ``"module:id"`` exactly as ``gym.make`` does.
+
+    ``"ale_py:ALE/Breakout-v5"`` imports ``ale_py`` (which registers its envs) and looks up
+    ``ALE/Breakout-v5``.
+
+    Args:
+        env_id: ``"ID"`` or ``"MODULE:ID"``.
+        name: the argument's name in error messages (``--env`` on the CLI).
+
+    Raises:
+        ValueError: one line: the module cannot be imported, or gymnasium's own error for the id plus a hint.
+    """
+    module, _, bare = env_id.rpartition(":")
+    if module:
+        import importlib
+
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            extra = ' (Atari: pip install "neuralsim[atari]")' if module == "ale_py" else ""
+            raise ValueError(f"{name} {env_id!r}: cannot import module {module!r} ({err}); install the package that "
+                             f"provides it{extra}") from None
+    try:
+        return gym.spec(bare)
+    except gym.error.Error as err:
+        gym_message = " ".join(str(err).split())
+        namespace = bare.split("/")[0] if "/" in bare else None
+        if module:
+            hint = f"importing {module!r} did not register {bare!r} (gymnasium.pprint_registry() lists what is registered)"
+        elif namespace in _KNOWN_NAMESPACES:
+            hint = f"its package registers it on import: --env {_KNOWN_NAMESPACES[namespace]}:{bare}"
+        else:
+            hint = ("if another package provides it, name the module that registers it, as gym.make accepts: "
+                    "MODULE:ID, e.g. ale_py:ALE/Breakout-v5")
+        raise ValueError(f"{name} {env_id!r} is not a registered Gymnasium id: gymnasium says: {gym_message} "
+                         f"Hint: {hint}") from None
+
+
                     poses.append(info["pose"])
             actions.append(action)
             rewards.append(total)
@@ -937,8 +993,9 @@ class FrameRecorder:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(env_id: str, env_kwargs: dict[str, Any], image_size: tuple[int, int] | None, policy: str, task: dict[str, int]) -> None:
-    recorder = FrameRecorder(env_id, env_kwargs, image_size)
+def _worker_init(env_id: str, env_kwargs: dict[str, Any], image_size: tuple[int, int] | None, policy: str,
+                 task: dict[str, Any]) -> None:
+    recorder = FrameRecorder(env_id, env_kwargs, image_size, resize=task.get("resize", "squash"))
     _WORKER.update(recorder=recorder, policy=make_policy(policy, recorder.env), task=task)
 
 
@@ -1006,8 +1063,7 @@ def _validate_collect(
     _check_writable(out_path, n("out"))
     if out_path.is_dir() and any(out_path.iterdir()) and not resume:
         raise ValueError(f"{n('out')} {str(out_path)!r} is not empty; pass {n('resume')} to continue a collection there, or choose an empty directory")
-    if env_id not in gym.registry:
-        raise ValueError(f"{n('env') if cli else 'env_id'} {env_id!r} is not a registered Gymnasium id (import its package first)")
+    env_spec(env_id, name=n("env") if cli else "env_id")  # "module:id" imports module, as gym.make does
     return size
 
 
@@ -1020,7 +1076,7 @@ def collect(
     workers: int = 1,
     seed: int = 0,
     max_steps: int | None = None,
-    image_size: int | tuple[int, int] | None = None,
+    image_size: int | tuple[int, int] | None = DEFAULT_IMAGE_SIZE,
     env_kwargs: dict[str, Any] | None = None,
     resume: bool = False,
     episodes_per_shard: int = 16,
@@ -1029,7 +1085,8 @@ def collect(
     """Record ``episodes`` episodes of ``env_id`` into the dataset directory ``out``.
 
     Args:
-        env_id: any Gymnasium id with rgb observations or ``render_mode="rgb_array"``.
+        env_id: any Gymnasium id with rgb observations or ``render_mode="rgb_array"``; ``"module:id"``
+            (e.g. ``"ale_py:ALE/Breakout-v5"``) imports ``module`` first, exactly as ``gym.make`` does.
         out: dataset directory (empty, or an interrupted collection with ``resume=True``).
         episodes: total number of episodes the dataset should hold.
         policy: ``"random"``, ``"explore"`` (room: coverage-oriented modes; other envs: sticky random
@@ -1039,8 +1096,9 @@ def collect(
         workers: processes collecting in parallel (episode ``i`` always uses env seed ``seed + i``).
         seed: base seed.
         max_steps: recorded steps per episode at most (default: the env's own limit).
-        image_size: stored ``(H, W)`` (or an int); envs with an ``image_size`` argument render at it,
-            others are area-resized. Default: the env's native frame size.
+        image_size: stored ``(H, W)`` (or an int), default 64×64 (the default model preset's size);
+            ``None`` keeps the env's own frame size. Envs with an ``image_size`` argument render at it,
+            others are area-resized as ``resize`` says.
         env_kwargs: keyword arguments of ``gym.make``.
         resume: continue an interrupted collection in ``out``.
         episodes_per_shard: episodes per shard file.
@@ -1053,15 +1111,16 @@ def collect(
     size = _validate_collect(
         env_id=env_id, out=out, episodes=episodes, policy=policy, frames_per_step=frames_per_step, workers=workers,
         seed=seed, max_steps=max_steps, image_size=image_size, env_kwargs=env_kwargs, resume=resume,
-        episodes_per_shard=episodes_per_shard,
+        episodes_per_shard=episodes_per_shard, resize=resize,
     )
     out = Path(out)
+    resize: Any = "pad",
     kwargs = dict(env_kwargs or {})
     resize_to = size
     if size is not None and "image_size" not in kwargs and _accepts_kwarg(env_id, "image_size"):
         kwargs["image_size"] = list(size)  # the env renders at the requested size itself
         resize_to = None
-    recorder = FrameRecorder(env_id, kwargs, resize_to)
+    recorder = FrameRecorder(env_id, kwargs, resize_to, resize=resize)
     kwargs = recorder.env_kwargs  # may have gained render_mode="rgb_array"
     env = recorder.env
     pol = make_policy(policy, env)  # checks the policy fits the env
@@ -1101,8 +1160,9 @@ def collect(
     try:
         if workers > 1 and len(todo) > 1:
             recorder.env.close()
+    resize: str = "pad",
             ctx = mp.get_context("spawn")  # never fork a process holding an OpenGL context
-            task = {"seed": int(seed), "frames_per_step": int(frames_per_step), "max_steps": int(max_steps)}
+            task = {"seed": int(seed), "frames_per_step": int(frames_per_step), "max_steps": int(max_steps), "resize": resize}
             pool = ProcessPoolExecutor(
                 min(workers, len(todo)), mp_context=ctx, initializer=_worker_init, initargs=(env_id, kwargs, resize_to, policy, task)
             )
@@ -1121,6 +1181,10 @@ def collect(
         bar.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        resize: frames of another aspect ratio than ``image_size``: ``"pad"`` (default: black borders,
+            nothing cut, nothing stretched), ``"crop"`` (centre crop) or ``"squash"`` (stretch).
+            Recorded as ``manifest["resize"]`` and used again wherever real frames meet the model
+            (``neuralsim play``'s real panel, ``WorldModelEnv.reset(options={"image": ..., "resize": True})``).
         recorder.env.close()
     seconds = time.perf_counter() - t0
     return {
@@ -1142,9 +1206,12 @@ def collect(
 # ---------------------------------------------------------------------------------------------
 
 
+    native_shape = np.asarray(first if recorder.from_obs else env.render()).shape
 def add_collect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the options of ``neuralsim collect`` to ``parser``."""
-    parser.add_argument("--env", required=True, help="Gymnasium id, e.g. NeuralSimRoom-v0 or CartPole-v1")
+    parser.add_argument("--env", required=True,
+                        help="Gymnasium id, e.g. NeuralSimRoom-v0 or CartPole-v1; MODULE:ID imports MODULE first, as "
+                             "gym.make does (e.g. ale_py:ALE/Breakout-v5)")
     parser.add_argument("--episodes", type=int, required=True, help="total episodes the dataset should hold")
     parser.add_argument("--out", required=True, help="dataset directory (empty, or an interrupted one with --resume)")
     parser.add_argument("--policy", default="explore", help="random | explore | scripted | PATH (default: explore)")
@@ -1152,6 +1219,8 @@ def add_collect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--workers", type=int, default=1, help="parallel collection processes (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="base seed: episode i uses seed + i (default 0)")
     parser.add_argument("--max-steps", type=int, default=None, help="recorded steps per episode at most (default: the env's limit)")
+        "native_image_size": [int(native_shape[0]), int(native_shape[1])],  # the env's own frames
+        "resize": resize,  # how frames of another aspect became image_size (absent in old datasets: squash)
     parser.add_argument("--image-size", default=None, help="stored frame size: 64 or HxW like 64x96 (default: native)")
     parser.add_argument("--env-kwargs", default=None, help="JSON object of gym.make keyword arguments")
     parser.add_argument("--episodes-per-shard", type=int, default=16, help="episodes per shard file (default 16)")
@@ -1173,14 +1242,14 @@ def run_collect(args: argparse.Namespace) -> int:
 
         _validate_collect(
             env_id=args.env, out=args.out, episodes=args.episodes, policy=args.policy, frames_per_step=args.frames_per_step,
-            workers=args.workers, seed=args.seed, max_steps=args.max_steps, image_size=args.image_size,
+            workers=args.workers, seed=args.seed, max_steps=args.max_steps, image_size=image_size,
             env_kwargs=env_kwargs, resume=args.resume, episodes_per_shard=args.episodes_per_shard, cli=True,
         )
         summary = collect(
             args.env, args.out, args.episodes, policy=args.policy, frames_per_step=args.frames_per_step,
-            workers=args.workers, seed=args.seed, max_steps=args.max_steps, image_size=_parse_image_size(args.image_size),
+            workers=args.workers, seed=args.seed, max_steps=args.max_steps, image_size=_parse_image_size(image_size),
             env_kwargs=env_kwargs, resume=args.resume, episodes_per_shard=args.episodes_per_shard,
-            progress=not args.no_progress,
+            progress=not args.no_progress, resize=args.resize,
         )
     except ValueError as err:  # includes DatasetError
         print(f"neuralsim collect: error: {err}", file=sys.stderr)
@@ -1200,3 +1269,20 @@ if __name__ == "__main__":
     from neuralsim import data as _data
 
     raise SystemExit(_data.main())
+        "image_size": list(writer.manifest["image_size"]),
+        "native_image_size": writer.manifest.get("native_image_size"),
+        "resize": writer.manifest.get("resize", _LEGACY_MANIFEST["resize"]),
+        native = str(args.image_size).strip().lower() == "native"
+        image_size = None if native else args.image_size
+            resize=args.resize,
+    except (TypeError, gym.error.Error) as err:  # gym.make refused --env-kwargs (or the env's own checks)
+        print(f"neuralsim collect: error: gym.make({args.env!r}, **--env-kwargs) failed: {' '.join(str(err).split())}",
+              file=sys.stderr)
+        return 2
+    native_size, size = summary.get("native_image_size"), summary.get("image_size")
+    if native_size and size and list(native_size) != list(size):
+        how = {"pad": "aspect kept, black borders", "crop": "aspect kept, sides cut", "squash": "stretched"}[summary["resize"]]
+        same_aspect = native_size[0] * size[1] == native_size[1] * size[0]
+        print(f"neuralsim collect: note: {args.env} frames are {native_size[0]}x{native_size[1]}, stored at "
+              f"{size[0]}x{size[1]}" + ("" if same_aspect else f" (--resize {summary['resize']}: {how})")
+              + "; --image-size HxW or native to change", file=sys.stderr)

@@ -205,11 +205,12 @@ class RealEnv:
     env's episode ends, its last frame is repeated.
     """
 
-    def __init__(self, env_id: str, env_kwargs: dict, image_size: tuple[int, int], frames_per_step: int) -> None:
+    def __init__(self, env_id: str, env_kwargs: dict, image_size: tuple[int, int], frames_per_step: int,
+                 resize: str = "squash") -> None:
         from neuralsim.data import FrameRecorder  # the frame source and resizing `neuralsim collect` uses
 
         self.env_id = env_id
-        self.recorder = FrameRecorder(env_id, env_kwargs, tuple(image_size))
+        self.recorder = FrameRecorder(env_id, env_kwargs, tuple(image_size), resize=resize)
         self.env = self.recorder.env
         self.frames_per_step = int(frames_per_step)
         self.ended, self.total_reward, self.last = False, 0.0, None
@@ -226,7 +227,8 @@ class RealEnv:
         if env_id is None:
             return None, "the checkpoint records no source env (config.provenance.env_id)"
         try:
-            real = cls(env_id, env_kwargs, core.image_size, core.frames_per_step)
+            resize = (getattr(core.config, "provenance", None) or {}).get("resize", "squash")  # as collect stored it
+            real = cls(env_id, env_kwargs, core.image_size, core.frames_per_step, resize=resize)
             real.reset(seed=0)  # renders once: a missing GL backend shows up now, not mid-session
         except Exception as exc:  # unregistered id, missing extra (mujoco), no GL context, ...
             return None, f"{env_id} could not be created ({type(exc).__name__}: {exc})"

@@ -568,11 +568,37 @@ def build_model(cfg: TrainConfig, dataset: Any) -> nn.Module:
     config = WorldModelConfig.from_preset(cfg.preset, **overrides)
     config.provenance = {**getattr(config, "provenance", {}), "dataset": str(Path(cfg.data).resolve()),
                          "env_id": manifest.get("env_id"), "env_kwargs": manifest.get("env_kwargs", {}),
+                         "resize": getattr(dataset, "resize", "squash"),  # how real frames become image_size
                          "preset": cfg.preset}
     # Seeded initialisation without touching the caller's global RNG state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return WorldModel(config)
+
+
+def check_frame_size(dataset: Any, cfg: TrainConfig) -> None:
+    """Refuse, naming the flag that fixes it, a dataset whose frame size the preset cannot build a model for."""
+    from neuralsim.config import WorldModelConfig
+
+    size = tuple(dataset.image_size)
+    overrides = {k: v for k, v in cfg.config_overrides.items() if k != "image_size"}
+    try:
+        preset = WorldModelConfig.from_preset(cfg.preset, **overrides)
+    except (ValueError, TypeError, KeyError):
+        return  # a bad --preset or --set: build_model reports it
+    try:
+        WorldModelConfig.from_preset(cfg.preset, **{**overrides, "image_size": size})
+    except (ValueError, TypeError) as exc:
+        if "image_size" not in str(exc):
+            return  # not about the frame size: build_model reports it
+        stride = int(preset.spatial_stride)
+        native = dataset.manifest.get("native_image_size")
+        raise TrainingError(
+            f"--data {cfg.data!r} holds {size[0]}x{size[1]} frames"
+            + (f" (the env renders {native[0]}x{native[1]})" if native and list(native) != list(size) else "")
+            + f", which the {cfg.preset!r} preset cannot use: height and width must be multiples of {stride}. "
+            f"Collect the dataset again with `neuralsim collect --image-size 64` (the default; or HxW, multiples of "
+            f"{stride}) and `--resize pad|crop|squash` for the aspect ratio") from None
 
 
 def validate(cfg: TrainConfig) -> Any:
@@ -607,6 +633,8 @@ def validate(cfg: TrainConfig) -> Any:
         raise TrainingError(f"--data {cfg.data!r}: {exc}") from None
     if dataset.num_episodes == 0 or dataset.num_steps == 0:
         raise TrainingError(f"--data {cfg.data!r} is empty: 0 episodes")
+    if not cfg.init:
+        check_frame_size(dataset, cfg)
     longest = int(dataset.episode_steps.max())
     if cfg.window > longest:
         raise TrainingError(f"--window {cfg.window} is longer than every episode of --data {cfg.data!r} (the longest "

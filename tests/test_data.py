@@ -262,6 +262,74 @@ def test_resize_frame():
     assert resize_frame(img, (4, 6)) is img
 
 
+def test_resize_modes_keep_or_stretch_the_aspect():
+    wide = np.full((20, 40, 3), 200, np.uint8)  # 1:2 frame into a square
+    padded = resize_frame(wide, (8, 8), mode="pad")
+    assert padded.shape == (8, 8, 3)
+    assert np.all(padded[:2] == 0) and np.all(padded[-2:] == 0) and np.all(padded[2:6] == 200)  # black bars top/bottom
+    assert np.all(resize_frame(wide, (8, 8), mode="crop") == 200)  # the centre square, nothing black
+    assert np.all(resize_frame(wide, (8, 8), mode="squash") == 200)
+    tall = np.full((40, 20, 3), 9, np.uint8)
+    padded = resize_frame(tall, (8, 8), mode="pad")
+    assert np.all(padded[:, :2] == 0) and np.all(padded[:, 2:6] == 9)  # bars left/right
+    with pytest.raises(ValueError, match="mode must be one of pad, crop, squash"):
+        resize_frame(wide, (8, 8), mode="stretch")
+
+
+def test_collect_records_the_resize_policy_and_old_manifests_still_load(tmp_path):
+    summary = collect("CartPole-v1", tmp_path / "cp", episodes=1, max_steps=3, progress=False)  # 400x600 frames
+    assert summary["image_size"] == [64, 64] and summary["native_image_size"] == [400, 600] and summary["resize"] == "pad"
+    ds = Dataset(tmp_path / "cp")
+    assert ds.resize == "pad" and ds.manifest["resize"] == "pad"
+    frame = ds.episode(0)["frames"][0]
+    assert frame[:8].max() == 0 and frame[-8:].max() == 0 and frame[24:40].min() > 0  # aspect kept: black bars
+    manifest = json.loads((tmp_path / "cp" / "manifest.json").read_text())
+    del manifest["resize"], manifest["native_image_size"]  # a dataset written before the fields existed
+    (tmp_path / "cp" / "manifest.json").write_text(json.dumps(manifest))
+    assert Dataset(tmp_path / "cp").resize == "squash"
+    again = collect("CartPole-v1", tmp_path / "cp", episodes=2, max_steps=3, progress=False, resize="squash", resume=True)
+    assert again["episodes"] == 2  # an old collection resumes (its frames were squashed)
+
+
+def test_collect_accepts_module_colon_id(tmp_path, capsys):
+    # gym.make's "module:id": the module is imported (registering its envs), then the id is looked up.
+    parser = add_collect_arguments(argparse.ArgumentParser())
+    argv = ["--env", "gymnasium.envs.classic_control:CartPole-v1", "--episodes", "1", "--max-steps", "2",
+            "--image-size", "32", "--env-kwargs", '{"sutton_barto_reward": true}', "--no-progress"]
+    assert run_collect(parser.parse_args([*argv, "--out", str(tmp_path / "d")])) == 0
+    ds = Dataset(tmp_path / "d")
+    assert ds.manifest["env_id"] == "gymnasium.envs.classic_control:CartPole-v1"
+    assert ds.manifest["env_kwargs"]["sutton_barto_reward"] is True and ds.image_size == (32, 32)
+    assert "stored at 32x32 (--resize pad" in capsys.readouterr().err  # the resize is said, not silent
+
+
+@pytest.mark.parametrize(
+    "env, needles",
+    [
+        ("NoSuchEnv-v9", ["is not a registered Gymnasium id", "gymnasium says: Environment `NoSuchEnv` doesn't exist",
+                          "MODULE:ID"]),
+        ("ALE/Breakout-v5", ["Namespace ALE not found", "--env ale_py:ALE/Breakout-v5"]),
+        ("no_such_module_xyz:Foo-v0", ["cannot import module 'no_such_module_xyz'"]),
+        ("gymnasium:NoSuchEnv-v9", ["importing 'gymnasium' did not register 'NoSuchEnv-v9'"]),
+    ],
+)
+def test_unknown_env_gets_gymnasiums_error_and_a_hint(tmp_path, capsys, env, needles):
+    parser = add_collect_arguments(argparse.ArgumentParser())
+    assert run_collect(parser.parse_args(["--env", env, "--episodes", "1", "--out", str(tmp_path / "d")])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neuralsim collect: error: --env") and err.count("\n") == 1, err  # one line, no traceback
+    assert all(n in err for n in needles), err
+    assert not (tmp_path / "d").exists()
+
+
+def test_env_kwargs_gym_make_refuses_are_one_line(tmp_path, capsys):
+    parser = add_collect_arguments(argparse.ArgumentParser())
+    argv = ["--env", "CartPole-v1", "--episodes", "1", "--env-kwargs", '{"no_such_kwarg": 1}', "--out", str(tmp_path / "d")]
+    assert run_collect(parser.parse_args(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neuralsim collect: error: gym.make('CartPole-v1', **--env-kwargs) failed") and "no_such_kwarg" in err
+
+
 def test_cartpole_end_to_end(tmp_path):
     summary = collect("CartPole-v1", tmp_path / "cp", episodes=3, policy="explore", frames_per_step=2, image_size=32,
                       max_steps=15, episodes_per_shard=2, progress=False)
@@ -386,6 +454,7 @@ def test_sigkill_mid_collection_then_resume(tmp_path):
         (["--episodes", "2", "--policy", "greedy"], "--policy"),
         (["--episodes", "2", "--seed", "-1"], "--seed"),
         (["--episodes", "2", "--env-kwargs", "{bad"], "--env-kwargs"),
+        (["--episodes", "2", "--env-kwargs", "[1, 2]"], "--env-kwargs"),
     ],
 )
 def test_cli_errors_name_the_option(tmp_path, capsys, argv, option):

@@ -144,6 +144,19 @@ def test_dataset_of_another_image_size_than_init_is_refused(dataset, tmp_path):
         train(config(dataset, tmp_path / "run", stage="dynamics", init=str(other)))
 
 
+def test_frames_the_preset_cannot_use_are_refused_naming_the_collect_flag(tmp_path, capsys):
+    from neuralsim.cli import main
+
+    data = make_dataset(tmp_path / "odd", size=36, episodes=1, steps=5)  # 36 is not a multiple of 8 (tiny) or 16
+    with pytest.raises(TrainingError, match=r"36x36 frames.*'tiny' preset cannot use.*multiples of 8.*--image-size"):
+        train(config(data, tmp_path / "run"))
+    with pytest.raises(SystemExit) as exit_info:  # the CLI: one error line, exit 2, no traceback, nothing written
+        main(["train", "all", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("neuralsim train: error: ") and err.count("\n") == 1
+    assert "neuralsim collect --image-size 64" in err and not (tmp_path / "run").exists()
+
+
 def test_rerun_without_resume_is_refused(dataset, tmp_path):
     train(config(dataset, tmp_path / "run", stage="autoencoder"))
     with pytest.raises(TrainingError, match="--resume"):
