@@ -55,7 +55,16 @@ FORMAT = "neuralsim-dataset"
 VERSION = 1
 MANIFEST = "manifest.json"
 POLICIES = ("random", "explore", "scripted")
+#: How a frame of another aspect ratio becomes ``image_size``: ``pad`` (keep the aspect, black borders),
+#: ``crop`` (keep the aspect, cut the sides), ``squash`` (stretch). Datasets without the field were squashed.
+RESIZE_MODES = ("pad", "crop", "squash")
+#: ``collect``'s default stored frame size: the size of the shipped model and the ``default`` preset.
+DEFAULT_IMAGE_SIZE = (64, 64)
 _TMP_MARK = ".tmp"
+
+
+#: Manifest fields added after version 1 was fixed: their meaning when absent (None: unknown, not compared).
+_LEGACY_MANIFEST: dict[str, Any] = {"resize": "squash", "native_image_size": None}
 
 
 class DatasetError(ValueError):
@@ -63,10 +72,6 @@ class DatasetError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-#: Manifest fields added after version 1 was fixed: their meaning when absent (None: unknown, not compared).
-_LEGACY_MANIFEST: dict[str, Any] = {"resize": "squash", "native_image_size": None}
-
-
 # Small helpers: atomic files, hashing, resizing
 # ---------------------------------------------------------------------------------------------
 
@@ -96,9 +101,48 @@ def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
 _AREA_CACHE: dict[tuple[int, int], np.ndarray] = {}
 
 
-def resize_frame(frame: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Area-resample an rgb frame ``[h, w, 3]`` uint8 to ``size = (H, W)`` (pure numpy, anti-aliased)."""
+def _fit_aspect(frame: np.ndarray, H: int, W: int, mode: str) -> np.ndarray:
+    """Pad (black, centred) or centre-crop ``frame`` ``[h, w, C]`` to the aspect ratio ``H : W``."""
+    h, w = frame.shape[:2]
+    if h * W == w * H:
+        return frame
+    wider = w * H > h * W  # the frame is wider than the target
+    if mode == "pad":
+        if wider:
+            new_h = int(round(w * H / W))
+            top = (new_h - h) // 2
+            return np.pad(frame, ((top, new_h - h - top), (0, 0), (0, 0)))
+        new_w = int(round(h * W / H))
+        left = (new_w - w) // 2
+        return np.pad(frame, ((0, 0), (left, new_w - w - left), (0, 0)))
+    if wider:  # crop
+        new_w = max(1, int(round(h * W / H)))
+        left = (w - new_w) // 2
+        return frame[:, left:left + new_w]
+    new_h = max(1, int(round(w * H / W)))
+    top = (h - new_h) // 2
+    return frame[top:top + new_h]
+
+
+def resize_frame(frame: np.ndarray, size: Sequence[int], *, mode: str = "squash") -> np.ndarray:
+    """Area-resample an rgb frame ``[h, w, 3]`` uint8 to ``size = (H, W)`` (pure numpy, anti-aliased).
+
+    Args:
+        frame: ``[h, w, 3]`` uint8.
+        size: ``(H, W)``.
+        mode: what to do when ``h : w`` differs from ``H : W``: ``"pad"`` (black borders, centred),
+            ``"crop"`` (centre crop) or ``"squash"`` (stretch). One of :data:`RESIZE_MODES`.
+
+    Returns:
+        ``[H, W, 3]`` uint8 (``frame`` itself when it already has that size).
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(RESIZE_MODES)}, got {mode!r}")
     H, W = int(size[0]), int(size[1])
+    if tuple(frame.shape[:2]) == (H, W):
+        return frame
+    if mode != "squash":
+        frame = _fit_aspect(frame, H, W, mode)
     h, w = frame.shape[:2]
     if (h, w) == (H, W):
         return frame
@@ -139,10 +183,6 @@ def _parse_image_size(value: Any, name: str = "image_size") -> tuple[int, int] |
 
 _ST_DTYPES = {np.dtype(np.uint8): "U8", np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.float32): "F32",
               np.dtype(np.float64): "F64", np.dtype(np.bool_): "BOOL"}
-    if tuple(frame.shape[:2]) == (H, W):
-        return frame
-    if mode != "squash":
-        frame = _fit_aspect(frame, H, W, mode)
 
 
 def safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
@@ -245,6 +285,10 @@ class ShardWriter:
             for key, value in fields.items():
                 if key in ("shards", "episodes", "steps", "format", "version"):
                     continue
+                if key in _LEGACY_MANIFEST and key not in self.manifest:  # a dataset from before the field existed
+                    if _LEGACY_MANIFEST[key] is None:
+                        continue
+                    self.manifest[key] = _LEGACY_MANIFEST[key]
                 if self.manifest.get(key) != value:
                     raise ValueError(
                         f"resume: the dataset in {self.path} was collected with {key}={self.manifest.get(key)!r}, "
@@ -285,10 +329,6 @@ class ShardWriter:
         return int(self.manifest["steps"]) + sum(len(e["rewards"]) for e in self._buffer)
 
     # -- writing
-                if key in _LEGACY_MANIFEST and key not in self.manifest:  # a dataset from before the field existed
-                    if _LEGACY_MANIFEST[key] is None:
-                        continue
-                    self.manifest[key] = _LEGACY_MANIFEST[key]
 
     def add_episode(
         self,
@@ -426,6 +466,10 @@ class Dataset:
             A.spec_to_space(self.action_spec)
         except (TypeError, ValueError, KeyError, IndexError) as err:
             raise DatasetError(f"{self.path / MANIFEST}: invalid image_size/frames_per_step/action_spec ({err})") from err
+        #: how frames of another aspect became ``image_size`` (datasets from before the field: squashed)
+        self.resize: str = m.get("resize", _LEGACY_MANIFEST["resize"])
+        if self.resize not in RESIZE_MODES:
+            raise DatasetError(f"{self.path / MANIFEST}: resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
         self.cache_shards = max(1, int(cache_shards))
         self.verify_on_load = verify_on_load
         self._open: OrderedDict[int, Any] = OrderedDict()
@@ -881,50 +925,6 @@ def _is_image_space(space: gym.Space) -> bool:
 
 class FrameRecorder:
     """One env + its frame source (rgb observation or ``render()``) + resizing; runs whole episodes.
-
-    def __init__(self, env_id: str, env_kwargs: dict[str, Any], image_size: tuple[int, int] | None) -> None:
-        self.env_id, self.env_kwargs, self.image_size = env_id, dict(env_kwargs), image_size
-        self.env = gym.make(env_id, **self.env_kwargs)
-        self.from_obs = _is_image_space(self.env.observation_space)
-        if not self.from_obs and self.env.render_mode != "rgb_array":
-            if "render_mode" in self.env_kwargs:
-                raise ValueError(
-                    f"env {env_id!r} has no rgb observations and env_kwargs render_mode={self.env_kwargs['render_mode']!r}; "
-                    "frames need render_mode='rgb_array'"
-                )
-            self.env.close()
-            self.env_kwargs["render_mode"] = "rgb_array"
-            self.env = gym.make(env_id, **self.env_kwargs)
-
-    def frame(self, obs: Any) -> np.ndarray:
-        frame = np.asarray(obs if self.from_obs else self.env.render())
-        if frame.ndim != 3 or frame.shape[-1] != 3:
-            raise ValueError(f"env {self.env_id!r} produced frames of shape {frame.shape}; expected (H, W, 3) rgb")
-        frame = frame.astype(np.uint8, copy=False)
-        return resize_frame(frame, self.image_size, mode=self.resize) if self.image_size else frame
-
-    def episode(self, policy: _Policy, index: int, seed: int, frames_per_step: int, max_steps: int) -> dict[str, Any]:
-        env, K = self.env, frames_per_step
-        env_seed = seed + index
-        obs, info = env.reset(seed=env_seed)
-        policy.reset(env, np.random.default_rng([seed, index]))
-        frames = [self.frame(obs)]
-        poses = [info["pose"]] if "pose" in info else None
-        description = info.get("description", self.env_id)
-        actions, rewards, terminated, truncated = [], [], [], []
-        for _ in range(max_steps):
-            action = policy.act(obs, info)
-            total, term, trunc = 0.0, False, False
-            for _k in range(K):
-                if term or trunc:  # ended inside the step: repeat the last frame
-                    frames.append(frames[-1])
-                    if poses is not None:
-                        poses.append(poses[-1])
-                    continue
-                obs, reward, term, trunc, info = env.step(action)
-                total += float(reward)
-                frames.append(self.frame(obs))
-                if poses is not None:
 #: Namespaces of well-known env packages that gymnasium 1.x no longer imports by itself: the module to name.
 _KNOWN_NAMESPACES = {"ALE": "ale_py"}
 
@@ -968,6 +968,65 @@ def env_spec(env_id: str, *, name: str = "env_id") -> gym.envs.registration.EnvS
                          f"Hint: {hint}") from None
 
 
+
+    Args:
+        env_id: Gymnasium id (``"MODULE:ID"`` accepted, as ``gym.make``).
+        env_kwargs: ``gym.make`` keyword arguments (``render_mode="rgb_array"`` is added when frames
+            come from ``render()``).
+        image_size: ``(H, W)`` frames are resized to, or ``None`` for the env's own size.
+        resize: how a frame of another aspect becomes ``image_size``: one of :data:`RESIZE_MODES`
+            (a dataset's ``manifest["resize"]``, a model's ``provenance["resize"]``).
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any], image_size: tuple[int, int] | None,
+                 resize: str = "squash") -> None:
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+        self.env_id, self.env_kwargs, self.image_size, self.resize = env_id, dict(env_kwargs), image_size, resize
+        from neuralsim.runtime import quiet_headless_sdl
+
+        quiet_headless_sdl()  # classic-control renderers import pygame
+        self.env = gym.make(env_id, **self.env_kwargs)
+        self.from_obs = _is_image_space(self.env.observation_space)
+        if not self.from_obs and self.env.render_mode != "rgb_array":
+            if "render_mode" in self.env_kwargs:
+                raise ValueError(
+                    f"env {env_id!r} has no rgb observations and env_kwargs render_mode={self.env_kwargs['render_mode']!r}; "
+                    "frames need render_mode='rgb_array'"
+                )
+            self.env.close()
+            self.env_kwargs["render_mode"] = "rgb_array"
+            self.env = gym.make(env_id, **self.env_kwargs)
+
+    def frame(self, obs: Any) -> np.ndarray:
+        frame = np.asarray(obs if self.from_obs else self.env.render())
+        if frame.ndim != 3 or frame.shape[-1] != 3:
+            raise ValueError(f"env {self.env_id!r} produced frames of shape {frame.shape}; expected (H, W, 3) rgb")
+        frame = frame.astype(np.uint8, copy=False)
+        return resize_frame(frame, self.image_size, mode=self.resize) if self.image_size else frame
+
+    def episode(self, policy: _Policy, index: int, seed: int, frames_per_step: int, max_steps: int) -> dict[str, Any]:
+        env, K = self.env, frames_per_step
+        env_seed = seed + index
+        obs, info = env.reset(seed=env_seed)
+        policy.reset(env, np.random.default_rng([seed, index]))
+        frames = [self.frame(obs)]
+        poses = [info["pose"]] if "pose" in info else None
+        description = info.get("description", self.env_id)
+        actions, rewards, terminated, truncated = [], [], [], []
+        for _ in range(max_steps):
+            action = policy.act(obs, info)
+            total, term, trunc = 0.0, False, False
+            for _k in range(K):
+                if term or trunc:  # ended inside the step: repeat the last frame
+                    frames.append(frames[-1])
+                    if poses is not None:
+                        poses.append(poses[-1])
+                    continue
+                obs, reward, term, trunc, info = env.step(action)
+                total += float(reward)
+                frames.append(self.frame(obs))
+                if poses is not None:
                     poses.append(info["pose"])
             actions.append(action)
             rewards.append(total)
@@ -1054,6 +1113,7 @@ def _validate_collect(
     _check_positive(episodes_per_shard, n("episodes_per_shard"))
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"{n('seed')} must be a non-negative integer, got {seed!r}")
+    resize: Any = "pad",
     if not isinstance(policy, str) or (policy not in POLICIES and not Path(policy).exists()):
         raise ValueError(f"{n('policy')} must be one of {', '.join(POLICIES)} or the path of a saved policy, got {policy!r}")
     if env_kwargs is not None and not isinstance(env_kwargs, dict):
@@ -1074,6 +1134,8 @@ def collect(
     policy: str = "explore",
     frames_per_step: int = 1,
     workers: int = 1,
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"{n('resize')} must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
     seed: int = 0,
     max_steps: int | None = None,
     image_size: int | tuple[int, int] | None = DEFAULT_IMAGE_SIZE,
@@ -1096,6 +1158,7 @@ def collect(
         workers: processes collecting in parallel (episode ``i`` always uses env seed ``seed + i``).
         seed: base seed.
         max_steps: recorded steps per episode at most (default: the env's own limit).
+    resize: str = "pad",
         image_size: stored ``(H, W)`` (or an int), default 64×64 (the default model preset's size);
             ``None`` keeps the env's own frame size. Envs with an ``image_size`` argument render at it,
             others are area-resized as ``resize`` says.
@@ -1114,10 +1177,13 @@ def collect(
         episodes_per_shard=episodes_per_shard, resize=resize,
     )
     out = Path(out)
-    resize: Any = "pad",
     kwargs = dict(env_kwargs or {})
     resize_to = size
     if size is not None and "image_size" not in kwargs and _accepts_kwarg(env_id, "image_size"):
+        resize: frames of another aspect ratio than ``image_size``: ``"pad"`` (default: black borders,
+            nothing cut, nothing stretched), ``"crop"`` (centre crop) or ``"squash"`` (stretch).
+            Recorded as ``manifest["resize"]`` and used again wherever real frames meet the model
+            (``neuralsim play``'s real panel, ``WorldModelEnv.reset(options={"image": ..., "resize": True})``).
         kwargs["image_size"] = list(size)  # the env renders at the requested size itself
         resize_to = None
     recorder = FrameRecorder(env_id, kwargs, resize_to, resize=resize)
@@ -1140,6 +1206,7 @@ def collect(
         "policy": policy,
         "seed": int(seed),
         "max_steps": int(max_steps),
+    native_shape = np.asarray(first if recorder.from_obs else env.render()).shape
         "episodes_per_shard": int(episodes_per_shard),
     }
     # Camera worlds describe their camera motion per step (the world model's Plücker conditioning uses it).
@@ -1150,6 +1217,8 @@ def collect(
     start = writer.num_episodes
     todo = list(range(start, episodes))
     if start:
+        "native_image_size": [int(native_shape[0]), int(native_shape[1])],  # the env's own frames
+        "resize": resize,  # how frames of another aspect became image_size (absent in old datasets: squash)
         logger.info("resuming %s at episode %d of %d", out, start, episodes)
 
     from tqdm.auto import tqdm
@@ -1160,7 +1229,6 @@ def collect(
     try:
         if workers > 1 and len(todo) > 1:
             recorder.env.close()
-    resize: str = "pad",
             ctx = mp.get_context("spawn")  # never fork a process holding an OpenGL context
             task = {"seed": int(seed), "frames_per_step": int(frames_per_step), "max_steps": int(max_steps), "resize": resize}
             pool = ProcessPoolExecutor(
@@ -1181,10 +1249,6 @@ def collect(
         bar.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-        resize: frames of another aspect ratio than ``image_size``: ``"pad"`` (default: black borders,
-            nothing cut, nothing stretched), ``"crop"`` (centre crop) or ``"squash"`` (stretch).
-            Recorded as ``manifest["resize"]`` and used again wherever real frames meet the model
-            (``neuralsim play``'s real panel, ``WorldModelEnv.reset(options={"image": ..., "resize": True})``).
         recorder.env.close()
     seconds = time.perf_counter() - t0
     return {
@@ -1206,23 +1270,28 @@ def collect(
 # ---------------------------------------------------------------------------------------------
 
 
-    native_shape = np.asarray(first if recorder.from_obs else env.render()).shape
 def add_collect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the options of ``neuralsim collect`` to ``parser``."""
     parser.add_argument("--env", required=True,
                         help="Gymnasium id, e.g. NeuralSimRoom-v0 or CartPole-v1; MODULE:ID imports MODULE first, as "
                              "gym.make does (e.g. ale_py:ALE/Breakout-v5)")
     parser.add_argument("--episodes", type=int, required=True, help="total episodes the dataset should hold")
+        "image_size": list(writer.manifest["image_size"]),
+        "native_image_size": writer.manifest.get("native_image_size"),
+        "resize": writer.manifest.get("resize", _LEGACY_MANIFEST["resize"]),
     parser.add_argument("--out", required=True, help="dataset directory (empty, or an interrupted one with --resume)")
     parser.add_argument("--policy", default="explore", help="random | explore | scripted | PATH (default: explore)")
     parser.add_argument("--frames-per-step", type=int, default=1, help="env steps (frames) per recorded action (default 1)")
     parser.add_argument("--workers", type=int, default=1, help="parallel collection processes (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="base seed: episode i uses seed + i (default 0)")
     parser.add_argument("--max-steps", type=int, default=None, help="recorded steps per episode at most (default: the env's limit)")
-        "native_image_size": [int(native_shape[0]), int(native_shape[1])],  # the env's own frames
-        "resize": resize,  # how frames of another aspect became image_size (absent in old datasets: squash)
-    parser.add_argument("--image-size", default=None, help="stored frame size: 64 or HxW like 64x96 (default: native)")
-    parser.add_argument("--env-kwargs", default=None, help="JSON object of gym.make keyword arguments")
+    parser.add_argument("--image-size", default="64",
+                        help="stored frame size: 64 or HxW like 64x96, or 'native' for the env's own size (default 64: the "
+                             "default model preset's size; train needs multiples of 16)")
+    parser.add_argument("--resize", choices=RESIZE_MODES, default="pad",
+                        help="frames of another aspect ratio: pad (default: keep the aspect, black borders), crop (keep "
+                             "the aspect, cut the sides) or squash (stretch); recorded in the manifest")
+    parser.add_argument("--env-kwargs", default=None, help='JSON object of gym.make keyword arguments, e.g. \'{"frameskip": 4}\'')
     parser.add_argument("--episodes-per-shard", type=int, default=16, help="episodes per shard file (default 16)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted collection in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -1255,10 +1324,13 @@ def run_collect(args: argparse.Namespace) -> int:
         print(f"neuralsim collect: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(summary))
+        native = str(args.image_size).strip().lower() == "native"
+        image_size = None if native else args.image_size
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+            resize=args.resize,
     parser = argparse.ArgumentParser(prog="python -m neuralsim.data", description="Record a dataset from a Gymnasium env.")
     add_collect_arguments(parser)
     return run_collect(parser.parse_args(argv))
@@ -1269,12 +1341,6 @@ if __name__ == "__main__":
     from neuralsim import data as _data
 
     raise SystemExit(_data.main())
-        "image_size": list(writer.manifest["image_size"]),
-        "native_image_size": writer.manifest.get("native_image_size"),
-        "resize": writer.manifest.get("resize", _LEGACY_MANIFEST["resize"]),
-        native = str(args.image_size).strip().lower() == "native"
-        image_size = None if native else args.image_size
-            resize=args.resize,
     except (TypeError, gym.error.Error) as err:  # gym.make refused --env-kwargs (or the env's own checks)
         print(f"neuralsim collect: error: gym.make({args.env!r}, **--env-kwargs) failed: {' '.join(str(err).split())}",
               file=sys.stderr)
