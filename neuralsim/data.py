@@ -824,7 +824,7 @@ class RoomExplorePolicy(_RoomPolicy):
             self.plan = [-v for v in reversed(self.history[-n:])] if n else []
             self.left = len(self.plan)
         else:  # idle
-            self.left = int(rng.integers(4, 17))
+            self.left = int(rng.integers(2, 8))
 
     def _wall_ahead(self, state: dict[str, Any], forward: float, strafe: float) -> bool:
         yaw = state["agent_yaw"]
@@ -910,21 +910,6 @@ def make_policy(policy: str, env: gym.Env) -> _Policy:
 # ---------------------------------------------------------------------------------------------
 
 
-def _accepts_kwarg(env_id: str, name: str) -> bool:
-    try:
-        entry = env_spec(env_id).entry_point
-        fn = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
-        return name in inspect.signature(fn).parameters
-    except Exception:  # unknown or exotic entry points: assume not
-        return False
-
-
-def _is_image_space(space: gym.Space) -> bool:
-    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3 and space.shape[-1] == 3
-
-
-class FrameRecorder:
-    """One env + its frame source (rgb observation or ``render()``) + resizing; runs whole episodes.
 #: Namespaces of well-known env packages that gymnasium 1.x no longer imports by itself: the module to name.
 _KNOWN_NAMESPACES = {"ALE": "ale_py"}
 
@@ -968,6 +953,21 @@ def env_spec(env_id: str, *, name: str = "env_id") -> gym.envs.registration.EnvS
                          f"Hint: {hint}") from None
 
 
+def _accepts_kwarg(env_id: str, name: str) -> bool:
+    try:
+        entry = env_spec(env_id).entry_point
+        fn = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+        return name in inspect.signature(fn).parameters
+    except Exception:  # unknown or exotic entry points: assume not
+        return False
+
+
+def _is_image_space(space: gym.Space) -> bool:
+    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3 and space.shape[-1] == 3
+
+
+class FrameRecorder:
+    """One env + its frame source (rgb observation or ``render()``) + resizing; runs whole episodes.
 
     Args:
         env_id: Gymnasium id (``"MODULE:ID"`` accepted, as ``gym.make``).
@@ -1098,6 +1098,7 @@ def _check_writable(out: Path, name: str) -> None:
 def _validate_collect(
     *, env_id: Any, out: Any, episodes: Any, policy: Any, frames_per_step: Any, workers: Any, seed: Any,
     max_steps: Any, image_size: Any, env_kwargs: Any, resume: bool, episodes_per_shard: Any, cli: bool = False,
+    resize: Any = "pad",
 ) -> tuple[int, int] | None:
     """Check collect's arguments before any work; errors name the argument (``--option`` on the CLI)."""
 
@@ -1113,12 +1114,13 @@ def _validate_collect(
     _check_positive(episodes_per_shard, n("episodes_per_shard"))
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"{n('seed')} must be a non-negative integer, got {seed!r}")
-    resize: Any = "pad",
     if not isinstance(policy, str) or (policy not in POLICIES and not Path(policy).exists()):
         raise ValueError(f"{n('policy')} must be one of {', '.join(POLICIES)} or the path of a saved policy, got {policy!r}")
     if env_kwargs is not None and not isinstance(env_kwargs, dict):
         raise ValueError(f"{n('env_kwargs')} must be a dict (JSON object), got {env_kwargs!r}")
     size = _parse_image_size(image_size, n("image_size"))
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"{n('resize')} must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
     out_path = Path(out)
     _check_writable(out_path, n("out"))
     if out_path.is_dir() and any(out_path.iterdir()) and not resume:
@@ -1134,8 +1136,6 @@ def collect(
     policy: str = "explore",
     frames_per_step: int = 1,
     workers: int = 1,
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"{n('resize')} must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
     seed: int = 0,
     max_steps: int | None = None,
     image_size: int | tuple[int, int] | None = DEFAULT_IMAGE_SIZE,
@@ -1143,6 +1143,7 @@ def collect(
     resume: bool = False,
     episodes_per_shard: int = 16,
     progress: bool = True,
+    resize: str = "pad",
 ) -> dict[str, Any]:
     """Record ``episodes`` episodes of ``env_id`` into the dataset directory ``out``.
 
@@ -1158,7 +1159,6 @@ def collect(
         workers: processes collecting in parallel (episode ``i`` always uses env seed ``seed + i``).
         seed: base seed.
         max_steps: recorded steps per episode at most (default: the env's own limit).
-    resize: str = "pad",
         image_size: stored ``(H, W)`` (or an int), default 64×64 (the default model preset's size);
             ``None`` keeps the env's own frame size. Envs with an ``image_size`` argument render at it,
             others are area-resized as ``resize`` says.
@@ -1166,6 +1166,10 @@ def collect(
         resume: continue an interrupted collection in ``out``.
         episodes_per_shard: episodes per shard file.
         progress: show a tqdm bar with steps/s.
+        resize: frames of another aspect ratio than ``image_size``: ``"pad"`` (default: black borders,
+            nothing cut, nothing stretched), ``"crop"`` (centre crop) or ``"squash"`` (stretch).
+            Recorded as ``manifest["resize"]`` and used again wherever real frames meet the model
+            (``neuralsim play``'s real panel, ``WorldModelEnv.reset(options={"image": ..., "resize": True})``).
 
     Returns:
         Summary: ``out``, ``episodes`` (in the dataset), ``collected`` (this run), ``steps``,
@@ -1180,10 +1184,6 @@ def collect(
     kwargs = dict(env_kwargs or {})
     resize_to = size
     if size is not None and "image_size" not in kwargs and _accepts_kwarg(env_id, "image_size"):
-        resize: frames of another aspect ratio than ``image_size``: ``"pad"`` (default: black borders,
-            nothing cut, nothing stretched), ``"crop"`` (centre crop) or ``"squash"`` (stretch).
-            Recorded as ``manifest["resize"]`` and used again wherever real frames meet the model
-            (``neuralsim play``'s real panel, ``WorldModelEnv.reset(options={"image": ..., "resize": True})``).
         kwargs["image_size"] = list(size)  # the env renders at the requested size itself
         resize_to = None
     recorder = FrameRecorder(env_id, kwargs, resize_to, resize=resize)
@@ -1191,6 +1191,7 @@ def collect(
     env = recorder.env
     pol = make_policy(policy, env)  # checks the policy fits the env
     first, _ = env.reset(seed=int(seed))
+    native_shape = np.asarray(first if recorder.from_obs else env.render()).shape
     frame_shape = recorder.frame(first).shape
     if max_steps is None:
         max_steps = (env.spec.max_episode_steps if env.spec else None) or getattr(env.unwrapped, "max_episode_steps", None)
@@ -1201,12 +1202,13 @@ def collect(
         "env_id": env_id,
         "env_kwargs": kwargs,
         "image_size": [int(frame_shape[0]), int(frame_shape[1])],
+        "native_image_size": [int(native_shape[0]), int(native_shape[1])],  # the env's own frames
+        "resize": resize,  # how frames of another aspect became image_size (absent in old datasets: squash)
         "action_spec": A.space_to_spec(env.action_space),
         "frames_per_step": int(frames_per_step),
         "policy": policy,
         "seed": int(seed),
         "max_steps": int(max_steps),
-    native_shape = np.asarray(first if recorder.from_obs else env.render()).shape
         "episodes_per_shard": int(episodes_per_shard),
     }
     # Camera worlds describe their camera motion per step (the world model's Plücker conditioning uses it).
@@ -1217,8 +1219,6 @@ def collect(
     start = writer.num_episodes
     todo = list(range(start, episodes))
     if start:
-        "native_image_size": [int(native_shape[0]), int(native_shape[1])],  # the env's own frames
-        "resize": resize,  # how frames of another aspect became image_size (absent in old datasets: squash)
         logger.info("resuming %s at episode %d of %d", out, start, episodes)
 
     from tqdm.auto import tqdm
@@ -1262,6 +1262,9 @@ def collect(
         "steps_per_s": round(steps / max(seconds, 1e-9), 1),
         "env_steps_per_s": round(env_steps / max(seconds, 1e-9), 1),
         "shards": len(writer.manifest["shards"]),
+        "image_size": list(writer.manifest["image_size"]),
+        "native_image_size": writer.manifest.get("native_image_size"),
+        "resize": writer.manifest.get("resize", _LEGACY_MANIFEST["resize"]),
     }
 
 
@@ -1276,9 +1279,6 @@ def add_collect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                         help="Gymnasium id, e.g. NeuralSimRoom-v0 or CartPole-v1; MODULE:ID imports MODULE first, as "
                              "gym.make does (e.g. ale_py:ALE/Breakout-v5)")
     parser.add_argument("--episodes", type=int, required=True, help="total episodes the dataset should hold")
-        "image_size": list(writer.manifest["image_size"]),
-        "native_image_size": writer.manifest.get("native_image_size"),
-        "resize": writer.manifest.get("resize", _LEGACY_MANIFEST["resize"]),
     parser.add_argument("--out", required=True, help="dataset directory (empty, or an interrupted one with --resume)")
     parser.add_argument("--policy", default="explore", help="random | explore | scripted | PATH (default: explore)")
     parser.add_argument("--frames-per-step", type=int, default=1, help="env steps (frames) per recorded action (default 1)")
@@ -1309,10 +1309,13 @@ def run_collect(args: argparse.Namespace) -> int:
                 raise ValueError(f"--env-kwargs must be a JSON object, got {args.env_kwargs!r} ({err})") from None
         import neuralsim  # noqa: F401  (registers NeuralSimRoom-v0)
 
+        native = str(args.image_size).strip().lower() == "native"
+        image_size = None if native else args.image_size
         _validate_collect(
             env_id=args.env, out=args.out, episodes=args.episodes, policy=args.policy, frames_per_step=args.frames_per_step,
             workers=args.workers, seed=args.seed, max_steps=args.max_steps, image_size=image_size,
             env_kwargs=env_kwargs, resume=args.resume, episodes_per_shard=args.episodes_per_shard, cli=True,
+            resize=args.resize,
         )
         summary = collect(
             args.env, args.out, args.episodes, policy=args.policy, frames_per_step=args.frames_per_step,
@@ -1323,24 +1326,6 @@ def run_collect(args: argparse.Namespace) -> int:
     except ValueError as err:  # includes DatasetError
         print(f"neuralsim collect: error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(summary))
-        native = str(args.image_size).strip().lower() == "native"
-        image_size = None if native else args.image_size
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-            resize=args.resize,
-    parser = argparse.ArgumentParser(prog="python -m neuralsim.data", description="Record a dataset from a Gymnasium env.")
-    add_collect_arguments(parser)
-    return run_collect(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    # Run the imported module's main, so worker processes pickle neuralsim.data functions, not __main__'s.
-    from neuralsim import data as _data
-
-    raise SystemExit(_data.main())
     except (TypeError, gym.error.Error) as err:  # gym.make refused --env-kwargs (or the env's own checks)
         print(f"neuralsim collect: error: gym.make({args.env!r}, **--env-kwargs) failed: {' '.join(str(err).split())}",
               file=sys.stderr)
@@ -1352,3 +1337,18 @@ if __name__ == "__main__":
         print(f"neuralsim collect: note: {args.env} frames are {native_size[0]}x{native_size[1]}, stored at "
               f"{size[0]}x{size[1]}" + ("" if same_aspect else f" (--resize {summary['resize']}: {how})")
               + "; --image-size HxW or native to change", file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m neuralsim.data", description="Record a dataset from a Gymnasium env.")
+    add_collect_arguments(parser)
+    return run_collect(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    # Run the imported module's main, so worker processes pickle neuralsim.data functions, not __main__'s.
+    from neuralsim import data as _data
+
+    raise SystemExit(_data.main())
