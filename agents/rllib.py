@@ -13,21 +13,35 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import gymnasium as gym
+import numpy as np
+
 from neuralsim.envs.world_model_env import WorldModelEnv
 
 _INSTALL_HINT = 'RLlib support needs Ray: pip install "neuralsim[rllib]"'
 
 
-def env_creator(env_config: Mapping[str, Any] | None = None) -> WorldModelEnv:
+def env_creator(env_config: Mapping[str, Any] | None = None) -> gym.Env:
     """Build a :class:`~neuralsim.envs.WorldModelEnv` from an RLlib ``env_config``.
+
+    RLlib's default torch encoders feed observations to their conv layers as they come, so rgb
+    frames are given to RLlib as float32 in ``[0, 1]`` (``Box(0, 1, (H, W, 3), float32)``) unless
+    ``env_config["float_obs"]`` is False.
 
     Args:
         env_config: ``WorldModelEnv`` keyword arguments (``model``, ``obs_type``, ``denoise_steps``,
-            ``max_episode_steps``, ``device``...). RLlib's ``EnvContext`` extras (worker index...)
-            are attributes, not keys, so the mapping passes through as is.
+            ``max_episode_steps``, ``device``...) and ``float_obs`` (default True). RLlib's
+            ``EnvContext`` extras (worker index...) are attributes, not keys.
     """
     kwargs = dict(env_config or {})
-    return WorldModelEnv(**kwargs)
+    float_obs = bool(kwargs.pop("float_obs", True))
+    env: gym.Env = WorldModelEnv(**kwargs)
+    space = env.observation_space
+    if float_obs and isinstance(space, gym.spaces.Box) and space.dtype == np.uint8:
+        env = gym.wrappers.TransformObservation(
+            env, lambda obs: obs.astype(np.float32) / np.float32(255.0),
+            gym.spaces.Box(0.0, 1.0, space.shape, np.float32))
+    return env
 
 
 def register_rllib_env(name: str = "SanaWM-v0") -> str:
