@@ -36,6 +36,14 @@ _POLICY_CLASSES = {
 }
 _FEATURE_EXTRACTORS = ("NatureCNN", "FlattenExtractor")
 _ACTIVATIONS = ("Tanh", "ReLU", "ELU", "LeakyReLU", "GELU", "SiLU")
+# The ActorCriticPolicy keyword arguments a policy.json may set (SB3 2.x), with their JSON types.
+_POLICY_KWARGS = {"net_arch": (list, dict), "activation_fn": str, "ortho_init": bool, "use_sde": bool,
+                  "log_std_init": (int, float), "full_std": bool, "use_expln": bool, "squash_output": bool,
+                  "features_extractor_class": str, "features_extractor_kwargs": dict,
+                  "share_features_extractor": bool, "normalize_images": bool}
+#: Bounds checked before a network is built from a policy.json: a 500-byte file once asked for a 9 GB network.
+MAX_SPACE_ELEMENTS = 1 << 22  # observation elements (e.g. 1024 x 1024 x 4); action elements / Discrete n
+MAX_LAYER_WIDTH = 1 << 16
 
 
 def space_to_json(space: spaces.Space, name: str = "space") -> dict[str, Any]:
@@ -51,20 +59,111 @@ def space_to_json(space: spaces.Space, name: str = "space") -> dict[str, Any]:
     raise ValueError(f"{name} must be a gymnasium Box or Discrete space, got {space!r}")
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def space_from_json(spec: Any, name: str = "space") -> spaces.Space:
-    """Inverse of :func:`space_to_json`."""
+    """Inverse of :func:`space_to_json`; every field is checked (type, size at most :data:`MAX_SPACE_ELEMENTS`)
+    before anything is allocated.
+
+    Raises:
+        ValueError: naming ``name`` and the field (``name.shape``, ``name.low``, ...).
+    """
     kind = spec.get("type") if isinstance(spec, dict) else None
     if kind == "discrete":
-        return spaces.Discrete(int(spec["n"]), start=int(spec.get("start", 0)))
+        n, start = spec.get("n"), spec.get("start", 0)
+        if not _is_int(n) or not 1 <= n <= MAX_SPACE_ELEMENTS:
+            raise ValueError(f"{name}.n must be an int in [1, {MAX_SPACE_ELEMENTS}], got {n!r}")
+        if not _is_int(start) or abs(start) > 2**62:
+            raise ValueError(f"{name}.start must be an int, got {start!r}")
+        return spaces.Discrete(n, start=start)
     if kind == "box":
-        shape, dtype = tuple(int(s) for s in spec["shape"]), np.dtype(spec["dtype"])
+        shape = spec.get("shape")
+        if not isinstance(shape, list) or not 1 <= len(shape) <= 4 or not all(_is_int(d) and d >= 1 for d in shape):
+            raise ValueError(f"{name}.shape must be a list of 1 to 4 positive ints, got {shape!r}")
+        if int(np.prod(shape, dtype=np.float64)) > MAX_SPACE_ELEMENTS:
+            raise ValueError(f"{name}.shape {shape} has {int(np.prod(shape, dtype=np.float64))} elements; at most "
+                             f"MAX_SPACE_ELEMENTS={MAX_SPACE_ELEMENTS}")
+        if spec.get("dtype") not in ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"):
+            raise ValueError(f"{name}.dtype must be a numeric numpy dtype name like 'float32' or 'uint8', "
+                             f"got {spec.get('dtype')!r}")
+        shape, dtype = tuple(shape), np.dtype(spec["dtype"])
+        size = int(np.prod(shape))
 
-        def bound(value: Any) -> np.ndarray:
-            array = np.asarray(value, dtype=np.float64)
-            return (np.full(shape, float(array)) if array.ndim == 0 else array.reshape(shape)).astype(dtype)
+        def bound(key: str) -> np.ndarray:
+            value = spec.get(key)
+            if isinstance(value, list) and len(value) == size and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                                      for v in value):
+                array = np.asarray(value, dtype=np.float64).reshape(shape)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                array = np.full(shape, float(value))
+            else:
+                raise ValueError(f"{name}.{key} must be a number or a list of {size} numbers (one per element)")
+            if np.isnan(array).any():
+                raise ValueError(f"{name}.{key} contains NaN")
+            return array.astype(dtype)
 
-        return spaces.Box(low=bound(spec["low"]), high=bound(spec["high"]), shape=shape, dtype=dtype)
-    raise ValueError(f"{name} must be {{'type': 'box'|'discrete', ...}}, got {spec!r}")
+        low, high = bound("low"), bound("high")
+        if (low > high).any():
+            raise ValueError(f"{name}: low must be <= high everywhere")
+        return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
+    raise ValueError(f"{name} must be {{'type': 'box'|'discrete', ...}}, got {str(spec)[:200]}")
+
+
+def _min_weights(obs: spaces.Space, action: spaces.Space, kwargs: dict[str, Any], policy_class: str) -> int:
+    """A lower bound on the weights (matrices only, biases not counted) of the network ``policy.json`` describes,
+    computed without building it: checked against ``model.safetensors`` before anything is allocated."""
+    obs_size = int(np.prod(obs.shape)) if isinstance(obs, spaces.Box) else int(obs.n)
+    default_extractor = "NatureCNN" if policy_class == "ActorCriticCnnPolicy" else "FlattenExtractor"
+    extractor = kwargs.get("features_extractor_class", default_extractor)
+    total = 0
+    if extractor == "NatureCNN" and isinstance(obs, spaces.Box) and len(obs.shape) == 3:
+        c, h, w = obs.shape  # SB3 image policies are channel-first
+        for k, stride in ((8, 4), (4, 2), (3, 1)):
+            h, w = (h - k) // stride + 1, (w - k) // stride + 1
+        features = int((kwargs.get("features_extractor_kwargs") or {}).get("features_dim", 512))
+        total += c * 32 * 64 + 32 * 64 * 16 + 64 * 64 * 9 + max(h, 0) * max(w, 0) * 64 * features
+    else:
+        features = obs_size
+    arch = kwargs.get("net_arch")
+    if arch is None:  # SB3's defaults: no hidden layers after NatureCNN, else [64, 64]
+        arch = [] if extractor == "NatureCNN" else [64, 64]
+    pi, vf = (arch.get("pi", []), arch.get("vf", [])) if isinstance(arch, dict) else (arch, arch)
+    for layers, out in ((pi, int(np.prod(getattr(action, "shape", ()) or (1,))) if isinstance(action, spaces.Box)
+                         else int(action.n)), (vf, 1)):
+        width = features
+        for n in [*layers, out]:
+            total += width * int(n)
+            width = int(n)
+    return total
+
+
+def _check_kwargs(kwargs: Any, where: str) -> dict[str, Any]:
+    """``policy_kwargs`` of a policy.json: known keys, JSON types, bounded layer widths."""
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{where}: policy_kwargs must be a JSON object, got {type(kwargs).__name__}")
+    for key, value in kwargs.items():
+        if key not in _POLICY_KWARGS:
+            raise ValueError(f"{where}: policy_kwargs[{key!r}] is not an option neuralsim restores; known: "
+                             f"{sorted(_POLICY_KWARGS)}")
+        if not isinstance(value, _POLICY_KWARGS[key]) or (_POLICY_KWARGS[key] is not bool and isinstance(value, bool)):
+            raise ValueError(f"{where}: policy_kwargs[{key!r}]={repr(value)[:80]} has the wrong type "
+                             f"{type(value).__name__}")
+    arch = kwargs.get("net_arch")
+    layers = [arch] if isinstance(arch, list) else list(arch.values()) if isinstance(arch, dict) else []
+    if isinstance(arch, dict) and not set(arch) <= {"pi", "vf"}:
+        raise ValueError(f"{where}: policy_kwargs['net_arch'] must be a list of widths or {{'pi': [...], 'vf': [...]}}")
+    for widths in layers:
+        if not isinstance(widths, list) or len(widths) > 64 or not all(_is_int(n) and 1 <= n <= MAX_LAYER_WIDTH
+                                                                      for n in widths):
+            raise ValueError(f"{where}: policy_kwargs['net_arch'] must hold at most 64 layer widths in "
+                             f"[1, {MAX_LAYER_WIDTH}], got {str(widths)[:80]}")
+    fx = kwargs.get("features_extractor_kwargs") or {}
+    if set(fx) - {"features_dim"} or not (_is_int(fx.get("features_dim", 1)) and 1 <= fx.get("features_dim", 1) <= MAX_LAYER_WIDTH):
+        raise ValueError(f"{where}: policy_kwargs['features_extractor_kwargs'] may only set features_dim, an int in "
+                         f"[1, {MAX_LAYER_WIDTH}]; got {str(fx)[:80]}")
+    return kwargs
 
 
 def _kwargs_to_json(policy_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -239,13 +338,31 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     name = config.get("policy_class")
     if name not in _POLICY_CLASSES:
         raise ValueError(f"policy {str(root)!r}: policy_class must be one of {sorted(_POLICY_CLASSES)}, got {name!r}")
+    # Everything in policy.json is checked, and the network's size held against the weights file's header,
+    # before anything is built: a small file must not be able to ask for a huge network.
+    where = f"policy {str(root)!r}: {CONFIG_NAME}"
+    obs_space = space_from_json(config.get("observation_space"), f"{where}: observation_space")
+    action_space = space_from_json(config.get("action_space"), f"{where}: action_space")
+    kwargs = _check_kwargs(config.get("policy_kwargs", {}), where)
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            stored = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"policy {str(root)!r}: {WEIGHTS_NAME} is not a valid safetensors file ({exc}); it may be "
+                         "torn or corrupted") from None
+    needed = _min_weights(obs_space, action_space, kwargs, name)
+    if needed > stored:
+        raise ValueError(f"{where} describes a network of at least {needed} weights (observation_space "
+                         f"{obs_space.shape}, net_arch {kwargs.get('net_arch')}), but {WEIGHTS_NAME} holds {stored}; "
+                         "the files do not belong together")
     policy_cls = getattr(importlib.import_module(_POLICY_CLASSES[name]), name)
-    policy = policy_cls(
-        space_from_json(config["observation_space"], "observation_space"),
-        space_from_json(config["action_space"], "action_space"),
-        lambda _progress: 0.0,
-        **_kwargs_from_json(config.get("policy_kwargs", {})),
-    )
+    try:
+        policy = policy_cls(obs_space, action_space, lambda _progress: 0.0, **_kwargs_from_json(kwargs))
+    except (AssertionError, TypeError, ValueError) as exc:  # e.g. NatureCNN on a non-image space
+        raise ValueError(f"{where}: SB3 cannot build a {name} from these spaces and policy_kwargs "
+                         f"({str(exc)[:300]})") from None
     try:
         load_model(policy, str(weights_path), strict=True, device=str(device))
     except Exception as exc:  # missing/unexpected keys, wrong shapes, torn file

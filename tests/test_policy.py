@@ -95,12 +95,54 @@ def test_bad_policy_files(cartpole_policy, tmp_path):
     with pytest.raises(ValueError, match="policy_class must be one of"):
         load_policy(bad)
     (bad / "policy.json").write_text(json.dumps({**config, "action_space": {"type": "discrete", "n": 5}}))
-    with pytest.raises(ValueError, match="does not fit a ActorCriticPolicy"):
+    with pytest.raises(ValueError, match="does not fit a ActorCriticPolicy|at least 224 weights .* holds 211"):
         load_policy(bad)
     (bad / "policy.json").write_text(json.dumps(config))
     (bad / "model.safetensors").write_bytes(b"torn")
-    with pytest.raises(ValueError, match="model.safetensors does not fit"):
+    with pytest.raises(ValueError, match="model.safetensors (does not fit|is not a valid safetensors file)"):
         load_policy(bad)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"observation_space": {"type": "box", "shape": [2000, 2000, 3], "dtype": "uint8", "low": 0, "high": 255}},
+     r"observation_space\.shape \[2000, 2000, 3\] has 12000000 elements; at most MAX_SPACE_ELEMENTS"),
+    ({"observation_space": {"type": "box", "shape": [1024, 1024, 3], "dtype": "float32", "low": -1, "high": 1}},
+     r"at least \d{9} weights \(observation_space \(1024, 1024, 3\).* holds 211; the files do not belong"),
+    ({"policy_kwargs": {"net_arch": [65536, 65536, 65536]}}, r"at least \d+ weights .*net_arch \[65536"),
+    ({"policy_kwargs": {"net_arch": [10**9]}}, r"net_arch'\] must hold at most 64 layer widths in \[1, 65536\]"),
+    ({"policy_kwargs": {"net_arch": [16], "optimizer_class": "os.system"}}, r"policy_kwargs\['optimizer_class'\] is not an option"),
+    ({"policy_kwargs": {"net_arch": "16"}}, r"policy_kwargs\['net_arch'\]='16' has the wrong type str"),
+    ({"policy_kwargs": {"ortho_init": "false"}}, r"policy_kwargs\['ortho_init'\]='false' has the wrong type str"),
+    ({"action_space": {"type": "discrete", "n": 10**12}}, r"action_space\.n must be an int in \[1, 4194304\]"),
+    ({"action_space": {"type": "box", "shape": [2], "dtype": "object", "low": 0, "high": 1}}, r"action_space\.dtype must be"),
+    ({"observation_space": {"type": "box", "shape": [4], "dtype": "float32", "low": [0, 1], "high": 1}},
+     r"observation_space\.low must be a number or a list of 4 numbers"),
+    ({"observation_space": {"type": "box", "shape": [4], "dtype": "float32", "low": "nan", "high": 1}},
+     r"observation_space\.low must be a number"),
+    ({"observation_space": None}, r"policy\.json: observation_space must be \{'type'"),
+], ids=["obs-2000x2000x3", "obs-1024x1024x3-mlp", "net-arch-65536", "net-arch-1e9", "optimizer-class", "net-arch-str",
+        "ortho-init-str", "discrete-1e12", "dtype-object", "low-length", "low-str", "obs-null"])
+def test_policy_json_is_checked_before_building(cartpole_policy, tmp_path, change, match):
+    """Issue 24 #9: a 500-byte policy.json with observation_space [2000, 2000, 3] built a > 9 GB network before
+    anything was checked; other tampered fields gave raw errors naming neither the file nor the field."""
+    import time
+    import tracemalloc
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.safetensors").write_bytes((cartpole_policy[1] / "model.safetensors").read_bytes())
+    config = json.loads((cartpole_policy[1] / "policy.json").read_text())
+    (bad / "policy.json").write_text(json.dumps({**config, **change}))
+    assert len((bad / "policy.json").read_bytes()) < 1000
+    tracemalloc.start()
+    t = time.perf_counter()
+    try:
+        with pytest.raises(ValueError, match=match) as info:
+            load_policy(bad)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "policy.json" in str(info.value) and time.perf_counter() - t < 2.0 and peak < 64 * 2**20
 
 
 def test_save_refuses_unstorable(tmp_path):
