@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -437,8 +438,12 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
         "rows": rows, "transfer_score": None if math.isnan(score) else round(score, 3),
         "dream_vs_real_training_speed": round(rows[0]["train_env_steps_per_s"]["mean"] / rows[1]["train_env_steps_per_s"]["mean"], 3),
         "agreement": agreement, "spearman": None if math.isnan(rho) else round(rho, 3),
+        # real_return / dream_return: the policy's means in the agreement table (what "largest" was judged on);
+        # the GIF shows one of those episodes (the first start), whose own returns are gif_real/dream_return.
         "disagreement_gif": {"path": str(gif), "policy": worst["policy"], "seed": agree_seeds[0],
-                             "real_return": float(real_ep["returns"][0]), "dream_return": float(dream_ep["returns"][0])},
+                             "real_return": worst["real_return"], "dream_return": worst["dream_return"],
+                             "episodes": len(agree_seeds),
+                             "gif_real_return": float(real_ep["returns"][0]), "gif_dream_return": float(dream_ep["returns"][0])},
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
     atomic_write_json(cfg.out, results)
@@ -464,7 +469,9 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(f"{a['policy']:<28}{a['real_return']:>13.2f}{a['dream_return']:>14.2f}")
     lines.append(f"Spearman rank correlation dream vs real: {results['spearman']}")
     g = results["disagreement_gif"]
-    lines.append(f"largest disagreement: {g['policy']} (real {g['real_return']:.2f}, dream {g['dream_return']:.2f}) -> {g['path']}")
+    lines.append(f"largest disagreement: {g['policy']} (mean return real {g['real_return']:.2f}, dream "
+                 f"{g['dream_return']:.2f}, as in the table); GIF of its first episode (seed {g['seed']}: real "
+                 f"{g['gif_real_return']:.2f}, dream {g['gif_dream_return']:.2f}) -> {g['path']}")
     return "\n".join(lines)
 
 
@@ -477,9 +484,9 @@ def add_transfer_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--num-envs", type=int, default=None, help=f"parallel envs while training (default {d.num_envs})")
     t.add_argument("--checkpoints", type=int, default=None, help=f"policies saved along each training (default {d.checkpoints})")
     t.add_argument("--max-episode-steps", type=int, default=None, help=f"episode limit (default {d.max_episode_steps})")
-    t.add_argument("--workdir", default=d.workdir, help="where policies and GIFs go (default runs/transfer)")
-    t.add_argument("--out", default=None, help="results JSON (default benchmarks/results/transfer.json; "
-                                              "transfer-quick.json with --quick)")
+    t.add_argument("--workdir", default=None, help=f"where policies and GIFs go (default {d.workdir}; with --quick a new "
+                                                  "temporary directory, so a smoke run leaves nothing in the current one)")
+    t.add_argument("--out", default=None, help="results JSON (default WORKDIR/transfer.json; transfer-quick.json with --quick)")
     t.add_argument("--keys", default=None, help="discrete key-set actions in both worlds, comma-separated, e.g. "
                                                "w,j,l,wj,wl (default: the continuous Box(4) camera actions)")
     t.add_argument("--quick", action="store_true", help="tiny budgets: the whole pipeline in a few minutes (not a score)")
@@ -488,11 +495,14 @@ def add_transfer_arguments(t: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TransferConfig:
     overrides = {k: getattr(args, k) for k in ("timesteps", "seeds", "episodes", "num_envs", "checkpoints", "max_episode_steps")
                  if getattr(args, k, None) is not None}
-    base = dict(model=args.model, workdir=args.workdir, **overrides)
+    workdir = args.workdir
+    if workdir is None:
+        workdir = tempfile.mkdtemp(prefix="neuralsim-transfer-quick-") if args.quick else TransferConfig.workdir
+    base = dict(model=args.model, workdir=workdir, **overrides)
     if getattr(args, "keys", None):
         base["keys"] = tuple(args.keys.split(","))
-    if args.out is not None:
-        base["out"] = args.out
+    base["out"] = args.out if args.out is not None else str(Path(workdir) / ("transfer-quick.json" if args.quick
+                                                                              else "transfer.json"))
     return TransferConfig.quick_config(**base) if args.quick else TransferConfig(**base)
 
 
@@ -511,6 +521,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     writable_dir(cfg.workdir, "--workdir")
     results = run_transfer_benchmark(cfg, log=lambda msg: print(msg, flush=True))
     print(format_table(results))
+    print(f"results: {cfg.out}; policies and GIF: {cfg.workdir}")
     print(json.dumps(results))
     return 0
 

@@ -109,6 +109,27 @@ def test_quick_pipeline_end_to_end(tmp_path):
     assert (tmp_path / "work" / "dream-seed0" / "final" / "policy.json").is_file()
     table = format_table(results)
     assert "transfer score" in table and "Spearman" in table
+    g = results["disagreement_gif"]  # the numbers printed for the largest disagreement are that policy's table row
+    row = next(a for a in results["agreement"] if a["policy"] == g["policy"])
+    assert (g["real_return"], g["dream_return"]) == (row["real_return"], row["dream_return"])
+    assert f"mean return real {row['real_return']:.2f}, dream {row['dream_return']:.2f}, as in the table" in table
+
+
+def test_quick_run_writes_nothing_into_the_working_directory(tmp_path, monkeypatch):
+    import argparse
+    import tempfile
+
+    from neuralsim.agents.transfer import add_transfer_arguments, config_from_args
+
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser()
+    add_transfer_arguments(parser)
+    cfg = config_from_args(parser.parse_args(["--quick"]))
+    assert Path(cfg.workdir).parent == Path(tempfile.gettempdir()) and Path(cfg.out).parent == Path(cfg.workdir)
+    assert Path(cfg.out).name == "transfer-quick.json" and list(tmp_path.iterdir()) == []
+    Path(cfg.workdir).rmdir()
+    full = config_from_args(parser.parse_args(["--workdir", "w"]))
+    assert (full.workdir, full.out) == ("w", str(Path("w") / "transfer.json"))
 
 
 @pytest.mark.slow
