@@ -19,6 +19,20 @@ ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 from neuralsim.config import OFFICIAL_MODEL_NAME as OFFICIAL_MODEL  # "sana-wm-2.6b"
 UNSAFE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 
+#: ``config.json`` fields that shape what a loaded model does, that no weight's shape pins down, and that every
+#: ``config.json`` written by ``save_pretrained`` holds. A config.json without one is refused rather than filled
+#: with the dataclass default, which is not what the model was trained with (issue 24 #11: a config without the
+#: camera fields loaded with 0.05 / 1.2° / 45° instead of the room's 0.08 / 4° / 70° and dreamt other frames).
+#: Fields added to ``WorldModelConfig`` later (``patch_size``, ``prev_frame_input``, ``prediction``,
+#: ``ae_edge_weight``, ...) are not listed: their defaults are the behaviour of the checkpoints written before
+#: them, so older checkpoints keep loading.
+REQUIRED_CONFIG_FIELDS = (
+    "image_size", "spatial_stride", "frames_per_latent", "latent_scale", "latent_shift", "num_heads",
+    "softmax_blocks", "attention_sink_frames", "attention_window", "camera_branch", "action_spec", "camera",
+    "camera_fovy_deg", "camera_translation_speed", "camera_rotation_speed_deg", "text_max_tokens",
+    "denoise_steps", "context_noise", "fused_commit", "flow_shift",
+)
+
 
 def shipped_models() -> list[str]:
     """Names of the checkpoints shipped inside the package."""

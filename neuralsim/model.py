@@ -806,6 +806,12 @@ class WorldModel(nn.Module):
         class_name = payload.get("_class_name", cls.__name__)
         if class_name != cls.__name__:
             raise ValueError(f"{directory / CONFIG_NAME} describes a {class_name!r}, not a {cls.__name__}")
+        from neuralsim.checkpoints import REQUIRED_CONFIG_FIELDS
+
+        missing = [name for name in REQUIRED_CONFIG_FIELDS if name not in payload]
+        if missing:  # no default stands in for what the model was trained with
+            raise ValueError(f"{directory / CONFIG_NAME} lacks field(s) {missing}, which shape what the model does and "
+                             "have no safe default; expected the complete config.json written by save_pretrained")
         try:
             config = WorldModelConfig.from_dict({k: v for k, v in payload.items() if not k.startswith("_")})
         except (TypeError, ValueError) as exc:  # types, NaN and neuralsim.limits bounds: checked before building

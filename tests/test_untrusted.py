@@ -167,3 +167,17 @@ def test_8_denoise_steps_and_rollout_steps_are_bounded(tiny_checkpoint, tmp_path
             main(["rollout", "--model", str(tiny_checkpoint), *args, "--out", str(tmp_path / "d.gif")])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert listing(tmp_path) == []
+
+
+def test_11_config_missing_camera_fields_is_refused(tiny_checkpoint, tmp_path):
+    """#11: a config.json without the camera fields loaded with the dataclass defaults (0.05 / 1.2 / 45 instead of
+    the trained 0.08 / 4.0 / 70) and dreamt different frames."""
+    from neuralsim.model import WorldModel
+
+    ckpt = _copy_with_config(tiny_checkpoint, tmp_path / "ckpt", camera_translation_speed=None,
+                             camera_rotation_speed_deg=None, camera_fovy_deg=None)
+    with pytest.raises(ValueError, match=r"config\.json lacks field\(s\) \['camera_fovy_deg', 'camera_translation_speed', "
+                                         r"'camera_rotation_speed_deg'\], which shape what the model does"):
+        WorldModel.from_pretrained(ckpt)
+    WorldModel.from_pretrained(tiny_checkpoint)  # save_pretrained writes every field
+    WorldModel.from_pretrained("default")  # the shipped model too (it predates some newer, optional fields)
