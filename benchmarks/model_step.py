@@ -109,11 +109,13 @@ def measure(model: WorldModel, batch: int, dtype: str, *, min_iters: int, max_se
         state = model.init_state(batch, frames=frames, generator=g)
         latent, state = model.step(state, actions, generator=g)
         # one dynamics pass of the next frame against the state
-        act, known, rays, _, _ = model._sequence_conditioning(batch, 2, actions[:, None], "actions")
-        x = torch.randn(batch, 1, cfg.tokens_per_frame, cfg.latent_channels, generator=g)
+        act, known, rays, _, _, rel = model._sequence_conditioning(batch, 2, actions[:, None], "actions")
+        x = torch.randn(batch, 1, cfg.tokens_per_frame, cfg.token_channels, generator=g)
         tau = torch.full((batch, 1), 0.5)
         kw = dict(start=state.step, action=act[:, 1:], action_known=known[:, 1:], text=state.text_kv,
                   text_mask=state.text_mask, cache=state.cache, rays=None if rays is None else rays[:, 1:])
+        if cfg.prev_frame_input:
+            kw.update(prev=model._tokens(state.latent[:, None]), rel_rays=None if rel is None else rel[:, 1:])
         frame = model.dynamics.prepare_frame(**kw)  # what every denoise pass of the frame shares
         t_pass = _timeit(lambda: model.dynamics(x, tau, frame=frame, commit=False), min_iters=min_iters, max_seconds=max_seconds)
         t_step = _timeit(lambda: model.step(state, actions, generator=g), min_iters=min_iters, max_seconds=max_seconds)

@@ -54,8 +54,12 @@ class WorldModelConfig:
     ae_blocks: tuple[int, ...] = (0, 0, 0, 1, 1)  # residual blocks per encoder level
     ae_decoder_blocks: tuple[int, ...] = (1, 1, 0, 0, 0)  # residual blocks per decoder level (decode cost is per env step)
     ae_ssim_weight: float = 0.2  # weight of (1 - SSIM) in the autoencoder loss
+    ae_edge_weight: float = 0.0  # extra L1/L2 weight on edge pixels (small objects are mostly boundary at 64x64)
 
     # --- dynamics transformer ---------------------------------------------------------------
+    patch_size: int = 1  # p x p latent pixels per token (DiT's patchify): tokens per frame = (h/p)(w/p)
+    prev_frame_input: bool = False  # every token also reads the previous clean latent, the relative camera rays and the action
+    prediction: str = "velocity"  # "velocity" (v = eps - x0) or "x0_residual" (x0 = previous latent + output)
     width: int = 128
     depth: int = 6
     num_heads: int = 4
@@ -120,8 +124,18 @@ class WorldModelConfig:
         return (self.image_size[0] // self.spatial_stride, self.image_size[1] // self.spatial_stride)
 
     @property
+    def token_grid(self) -> tuple[int, int]:
+        """``(h/p, w/p)``: the grid of tokens of one latent frame (``p = patch_size``)."""
+        return (self.latent_size[0] // self.patch_size, self.latent_size[1] // self.patch_size)
+
+    @property
     def tokens_per_frame(self) -> int:
-        return self.latent_size[0] * self.latent_size[1]
+        return self.token_grid[0] * self.token_grid[1]
+
+    @property
+    def token_channels(self) -> int:
+        """Numbers per token: ``latent_channels * patch_size**2``."""
+        return self.latent_channels * self.patch_size**2
 
     @property
     def head_dim(self) -> int:
@@ -160,6 +174,15 @@ class WorldModelConfig:
                 f"WorldModelConfig.image_size={self.image_size} is not divisible by spatial_stride={s}; "
                 "expected both H and W to be multiples of the stride"
             )
+        p = self.patch_size
+        if isinstance(p, bool) or not isinstance(p, int) or p < 1 or self.latent_size[0] % p or self.latent_size[1] % p:
+            raise bad("patch_size", f"an int >= 1 dividing the latent size {self.latent_size}")
+        if self.prediction not in ("velocity", "x0_residual"):
+            raise bad("prediction", "'velocity' or 'x0_residual'")
+        if not isinstance(self.prev_frame_input, bool):
+            raise bad("prev_frame_input", "a bool")
+        if self.prediction == "x0_residual" and not self.prev_frame_input:
+            raise bad("prediction", "'velocity' when prev_frame_input=False (the residual is added to the previous frame)")
         levels = int(math.log2(s)) + 1
         if len(self.ae_channels) != levels or min(self.ae_channels) < 1:
             raise bad("ae_channels", f"{levels} positive widths (one per level: log2(spatial_stride) + 1)")
@@ -207,7 +230,7 @@ class WorldModelConfig:
         for name in ("prompt_dropout", "clean_context_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise bad(name, "a probability in [0, 1]")
-        for name in ("reward_loss_weight", "termination_loss_weight", "ae_ssim_weight"):
+        for name in ("reward_loss_weight", "termination_loss_weight", "ae_ssim_weight", "ae_edge_weight"):
             if getattr(self, name) < 0:
                 raise bad(name, "a float >= 0")
         from neuralsim.actions import spec_to_space
@@ -299,7 +322,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "camera_fovy_deg": 70.0,
         "camera_translation_speed": 0.08,
         "camera_rotation_speed_deg": 4.0,
-        "description": "embedded default: 64x64 rgb, canonical 4-dim camera actions, 16 tokens per latent frame",
+        # 8x autoencoder (8x8x16 latents keep the ball, the boxes and the wall stripes), 2x2 patches: 16 tokens
+        "spatial_stride": 8,
+        "latent_channels": 16,
+        "ae_channels": (16, 32, 64, 128),
+        "ae_blocks": (0, 1, 1, 2),
+        "ae_decoder_channels": (96, 48, 24, 12),
+        "ae_decoder_blocks": (1, 0, 0, 0),  # the decoder runs every env step: its width stays at low resolution
+        "ae_edge_weight": 1.0,
+        "patch_size": 2,
+        # dynamics that start from the last frame: x0 = previous latent + correction, previous latent, relative
+        # camera rays and the action in every token; training weighted toward the high noise levels that decide
+        # a frame in 1-2 steps
+        "prev_frame_input": True,
+        "prediction": "x0_residual",
+        "flow_shift": 3.0,
+        "description": "embedded default: 64x64 rgb, canonical 4-dim camera actions, 8x8x16 latents, 16 tokens per latent frame",
     },
     "tiny": {
         "image_size": (32, 32),
@@ -320,6 +358,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "attention_sink_frames": 1,
         "attention_window": 2,
         "camera_branch": True,
+        "prev_frame_input": True,
+        "prediction": "x0_residual",
         "text_width": 24,
         "text_max_tokens": 8,
         "text_vocab": 257,

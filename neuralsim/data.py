@@ -788,11 +788,14 @@ class RoomExplorePolicy(_RoomPolicy):
     Modes (drawn with the weights below, each held for a random duration): cruise (walk with a slow
     drift), turn on the spot, approach an object and push it (so contacts happen), strafe, look
     up/down and back, revisit (replay the last actions reversed and negated, returning near an
-    earlier pose), idle (watch the ball). Walls ahead interrupt walking modes with a turn.
+    earlier pose), idle (exactly zero actions: a person who lets go of the keys, so a world model
+    learns that a still camera sees a still room), slow (small held speeds, as a careful player),
+    sticky (sticky-random actions over all four axes, the motion of a random agent). Walls ahead
+    interrupt walking modes with a turn.
     """
 
-    MODES = ("cruise", "turn", "approach", "strafe", "look", "revisit", "idle")
-    WEIGHTS = (0.28, 0.15, 0.27, 0.1, 0.07, 0.1, 0.03)
+    MODES = ("cruise", "turn", "approach", "strafe", "look", "revisit", "idle", "slow", "sticky")
+    WEIGHTS = (0.22, 0.13, 0.2, 0.08, 0.05, 0.08, 0.10, 0.07, 0.07)
 
     def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
         super().reset(env, rng)
@@ -823,8 +826,14 @@ class RoomExplorePolicy(_RoomPolicy):
             n = min(len(self.history), int(rng.integers(10, 40)))
             self.plan = [-v for v in reversed(self.history[-n:])] if n else []
             self.left = len(self.plan)
+        elif mode == "slow":
+            self.left = int(rng.integers(5, 25))
+            self.params = {"v": rng.uniform(-0.3, 0.3, size=3) * (rng.random(3) < 0.6)}
+        elif mode == "sticky":
+            self.left = int(rng.integers(10, 40))
+            self.params = {"v": rng.uniform(-1.0, 1.0, size=4)}
         else:  # idle
-            self.left = int(rng.integers(2, 8))
+            self.left = int(rng.integers(4, 17))
 
     def _wall_ahead(self, state: dict[str, Any], forward: float, strafe: float) -> bool:
         yaw = state["agent_yaw"]
@@ -859,13 +868,19 @@ class RoomExplorePolicy(_RoomPolicy):
             v = np.array([p["forward"], p["strafe"], 0.0, pitch])
         elif self.mode in ("look", "revisit"):
             v = self.plan[len(self.plan) - self.left - 1] if self.plan else np.zeros(4)
+        elif self.mode == "slow":
+            v = np.array([*p["v"], pitch])
+        elif self.mode == "sticky":
+            if self.rng.random() > 0.9:  # persistence 0.9, as a sticky-random agent
+                p["v"] = self.rng.uniform(-1.0, 1.0, size=4)
+            v = p["v"].copy()
         else:
             v = np.zeros(4)
-        if self.mode in ("cruise", "strafe", "turn") and self._wall_ahead(s, float(v[0]), float(v[1])):
+        if self.mode in ("cruise", "strafe", "turn", "slow") and self._wall_ahead(s, float(v[0]), float(v[1])):
             self._start("turn", s)
             v = np.array([0.0, 0.0, self.params["yaw"], pitch])
         v = np.asarray(v, dtype=np.float64)
-        if self.mode not in ("look", "revisit"):
+        if self.mode not in ("look", "revisit", "idle", "sticky"):
             v[:3] += self.rng.normal(0.0, 0.1, size=3)
         v = np.clip(v, -1.0, 1.0).astype(np.float32)
         self.history.append(v)

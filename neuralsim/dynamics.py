@@ -303,7 +303,7 @@ class Attention(nn.Module):
         else:
             self.sink, self.window = config.attention_sink_frames, config.attention_window
             self.slot_bias = nn.Parameter(torch.zeros(n_heads, 1 + self.window + self.sink))
-            cos, sin = rope_2d(*config.latent_size, self.head_dim)
+            cos, sin = rope_2d(*config.token_grid, self.head_dim)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
 
@@ -551,7 +551,7 @@ class GLUConvFFN(nn.Module):
         super().__init__()
         d = config.width
         hidden = int(round(config.ffn_ratio * d))
-        self.grid = config.latent_size
+        self.grid = config.token_grid
         self.inverted_conv = nn.Linear(d, 2 * hidden)  # a 1×1 conv on the token grid
         self.depth_conv = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden)
         self.point_conv = nn.Linear(hidden, d, bias=False)
@@ -640,6 +640,8 @@ class FrameContext:
         start: ``[B]`` int64 index of the new frame.
         cond: ``[B, 1, d]`` action embedding (or the learned null action).
         plucker: ``[B, 1, S, d]`` embedded Plücker rays (camera worlds) or None.
+        token_input: ``[B, 1, S, d]`` with ``prev_frame_input``: the embedded previous latent, relative rays
+            and action, added to every pass's input tokens; else None.
         blocks: per block its cache entries plus precomputed terms (conv taps over past frames, attention
             bias against the cache, Plücker injection).
         text, text_mask: the prompt's per-block keys/values and mask (as in ``forward``).
@@ -651,6 +653,7 @@ class FrameContext:
     blocks: list[Cache]
     text: list[tuple[torch.Tensor, torch.Tensor]]
     text_mask: torch.Tensor
+    token_input: torch.Tensor | None = None  # [B, 1, S, d] embedded previous latent, relative rays and action
 
 
 class FinalLayer(nn.Module):
@@ -678,8 +681,17 @@ class DynamicsTransformer(nn.Module):
     def __init__(self, config: WorldModelConfig) -> None:
         super().__init__()
         self.config = config
-        d, C = config.width, config.latent_channels
+        d, C = config.width, config.token_channels
         self.x_embedder = nn.Linear(C, d)
+        # prev_frame_input: the direct path from the last frame. Every token of frame t reads the clean latent of
+        # frame t-1 at its position, the rays of frame t's camera seen from frame t-1's camera (where each pixel
+        # comes from) and the action, not only through the recurrent memory and a global modulation.
+        self.prev_embedder = self.ray_embedder = self.action_input = None
+        if config.prev_frame_input:
+            self.prev_embedder = nn.Linear(C, d)
+            self.action_input = nn.Linear(config.action_dim, d)
+            if config.camera:
+                self.ray_embedder = nn.Linear(6 * config.frames_per_latent, d)
         self.pos_embed = nn.Parameter(torch.randn(config.tokens_per_frame, d) * 0.02)
         self.t_embedder = TimestepEmbedder(d)
         self.action_embedder = nn.Sequential(nn.Linear(config.action_dim, d), nn.SiLU(), nn.Linear(d, d))
@@ -694,6 +706,28 @@ class DynamicsTransformer(nn.Module):
         self.attention_y_norm = RMSNorm(d, eps=1e-5)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.depth))
         self.final_layer = FinalLayer(d, C)
+
+    def token_input(self, prev: torch.Tensor | None, rel_rays: torch.Tensor | None, action: torch.Tensor,
+                    action_known: torch.Tensor) -> torch.Tensor | None:
+        """The input of each token that does not depend on its noisy latent (``prev_frame_input``; else None).
+
+        Args:
+            prev: ``[B, T, S, C]`` the previous latent frame's tokens (zeros before the first frame).
+            rel_rays: ``[B, T, S, 6k]`` Plücker rays of frame t's poses in frame t-1's camera, or None.
+            action, action_known: as in :meth:`forward`.
+
+        Returns:
+            ``[B, T, S, d]`` or None.
+        """
+        if self.prev_embedder is None:
+            return None
+        if prev is None:
+            raise TypeError("DynamicsTransformer with prev_frame_input needs prev (the previous latent frame's tokens)")
+        act = torch.where(action_known[..., None], self.action_input(action), 0.0)  # (B, T, d)
+        out = self.prev_embedder(prev) + act[:, :, None]
+        if self.ray_embedder is not None and rel_rays is not None:
+            out = out + self.ray_embedder(rel_rays)
+        return out
 
     def text_kv(self, tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Prompt tokens ``[B, L, text_width]`` → per block cross-attention ``(k, v)`` (cache once per episode)."""
@@ -732,6 +766,8 @@ class DynamicsTransformer(nn.Module):
         cache: list[Cache] | None = None,
         frame: FrameContext | None = None,
         commit: bool = True,
+        prev: torch.Tensor | None = None,
+        rel_rays: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, list[Cache] | None]:
         """Velocity of ``T`` new latent frames given the cache of the frames before them.
 
@@ -745,9 +781,10 @@ class DynamicsTransformer(nn.Module):
             cache: per block state (:meth:`empty_cache` layout) or None for an empty one.
             frame, commit: instead of the inputs above, one new frame (``T = 1``) against the context of
                 :meth:`prepare_frame`: runs :meth:`forward_frame` (same numbers, less work per denoise pass).
+            prev, rel_rays: with ``prev_frame_input``, see :meth:`token_input`.
 
         Returns:
-            ``(velocity [B, T, S, C], features [B, T, d] (token mean of the last hidden state, for the
+            ``(output [B, T, S, C] (the velocity, or the x0 correction for ``prediction="x0_residual"``), features [B, T, d] (token mean of the last hidden state, for the
             heads), new cache after these frames)``; with ``frame`` and ``commit=False`` features and cache are None.
         """
         if frame is not None:
@@ -759,6 +796,9 @@ class DynamicsTransformer(nn.Module):
         c = self.t_embedder(tau) + torch.where(action_known[..., None], self.action_embedder(action), self.null_action)  # (B, T, d)
         t6 = self.t_block(c).unflatten(-1, (6, -1))  # (B, T, 6, d)
         h = self.x_embedder(x) + self.pos_embed  # (B, T, S, d)
+        extra = self.token_input(prev, rel_rays, action, action_known)
+        if extra is not None:
+            h = h + extra
         plucker = self.plucker_embedder(rays) if self.plucker_embedder is not None else None  # (B, T, S, d)
         new_cache = []
         for i, blk in enumerate(self.blocks):
@@ -784,6 +824,8 @@ class DynamicsTransformer(nn.Module):
         text: list[tuple[torch.Tensor, torch.Tensor]],
         text_mask: torch.Tensor,
         cache: list[Cache],
+        prev: torch.Tensor | None = None,
+        rel_rays: torch.Tensor | None = None,
     ) -> FrameContext:
         """The shared part of every pass over the next frame (arguments as :meth:`forward` with ``T = 1``)."""
         device_type = action.device.type
@@ -791,7 +833,11 @@ class DynamicsTransformer(nn.Module):
         cond = torch.where(action_known[..., None], self.action_embedder(action), self.null_action)  # (B, 1, d)
         plucker = self.plucker_embedder(rays) if self.plucker_embedder is not None else None  # (B, 1, S, d)
         blocks = [blk.prepare_frame(c, plucker=plucker, start=start, dtype=dtype) for blk, c in zip(self.blocks, cache)]
-        return FrameContext(start=start, cond=cond, plucker=plucker, blocks=blocks, text=text, text_mask=text_mask)
+        token_input = self.token_input(prev, rel_rays, action, action_known)
+        if token_input is not None:
+            token_input = token_input + self.pos_embed  # (B, 1, S, d)
+        return FrameContext(start=start, cond=cond, plucker=plucker, blocks=blocks, text=text, text_mask=text_mask,
+                            token_input=token_input)
 
     def forward_frame(self, x: torch.Tensor, tau: torch.Tensor, ctx: FrameContext, *, commit: bool
                       ) -> tuple[torch.Tensor, torch.Tensor | None, list[Cache] | None]:
@@ -803,7 +849,7 @@ class DynamicsTransformer(nn.Module):
         """
         c = self.t_embedder(tau) + ctx.cond  # (B, 1, d)
         t6 = self.t_block(c).unflatten(-1, (6, -1))  # (B, 1, 6, d)
-        h = self.x_embedder(x) + self.pos_embed  # (B, 1, S, d)
+        h = self.x_embedder(x) + (self.pos_embed if ctx.token_input is None else ctx.token_input)  # (B, 1, S, d)
         new_cache = []
         for i, blk in enumerate(self.blocks):
             h, blk_cache = blk.forward_frame(h, t6, ctx=ctx.blocks[i], plucker=ctx.plucker, text=ctx.text[i],

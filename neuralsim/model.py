@@ -285,6 +285,9 @@ class WorldModel(nn.Module):
         # (1.5x at 16-64 frames of contiguous latents; `step`'s latents already come in this layout). Same
         # numbers up to float rounding: a uint8 pixel may differ by 1 level.
         self.channels_last_decode = True
+        # Ablation switch (benchmarks/fidelity.py): True zeroes every camera ray the dynamics reads (absolute and
+        # relative), so a run measures what the ray path contributes.
+        self.ablate_rays = False
         self._compiled_frame: Callable[..., Any] | None = None  # set by compile_streaming()
 
     # --- small helpers ----------------------------------------------------------------------
@@ -370,12 +373,38 @@ class WorldModel(nn.Module):
         return x / 127.5 - 1.0
 
     def _tokens(self, latents: torch.Tensor) -> torch.Tensor:
-        """``[B, T, C, h, w]`` → ``[B, T, S, C]``."""
-        return latents.flatten(3).transpose(2, 3)
+        """``[B, T, C, h, w]`` → ``[B, T, S, C p²]``: ``p × p`` patches (``patch_size``), row-major."""
+        p = self.config.patch_size
+        if p == 1:
+            return latents.flatten(3).transpose(2, 3)
+        B, T, C, h, w = latents.shape
+        x = latents.reshape(B, T, C, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)  # (B, T, gh, gw, C, p, p)
+        return x.reshape(B, T, (h // p) * (w // p), C * p * p)
 
     def _untokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``[B, T, S, C]`` → ``[B, T, C, h, w]``."""
-        return tokens.transpose(2, 3).unflatten(3, self.config.latent_size)
+        """``[B, T, S, C p²]`` → ``[B, T, C, h, w]`` (inverse of :meth:`_tokens`)."""
+        p = self.config.patch_size
+        if p == 1:
+            return tokens.transpose(2, 3).unflatten(3, self.config.latent_size)
+        B, T = tokens.shape[:2]
+        (gh, gw), C = self.config.token_grid, self.config.latent_channels
+        x = tokens.reshape(B, T, gh, gw, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)  # (B, T, C, gh, p, gw, p)
+        return x.reshape(B, T, C, gh * p, gw * p)
+
+    def _prev_tokens(self, tokens: torch.Tensor, generator: torch.Generator | None,
+                     levels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The previous frame of every frame of ``tokens [B, T, S, C]`` (zeros before the first) →
+        ``(input: noise-augmented at the context level (or per-frame ``levels [B, T]``), residual base: clean)``."""
+        base = torch.cat([torch.zeros_like(tokens[:, :1]), tokens[:, :-1]], dim=1)
+        if levels is None:
+            return add_context_noise(base, self.config.context_noise, generator=generator), base
+        return add_noise(base, randn(tuple(base.shape), generator=generator, device=base.device), levels), base
+
+    def _output_to_velocity(self, out: torch.Tensor, x: torch.Tensor, tau: float, base: torch.Tensor | None) -> torch.Tensor:
+        """The network's output → the flow velocity at ``x`` (``tau > 0``): ``x0_residual`` predicts ``x0 = base + out``."""
+        if self.config.prediction == "velocity":
+            return out.float()
+        return (x - (base + out.float())) / tau
 
     # --- autoencoder ------------------------------------------------------------------------
     @torch.no_grad()
@@ -456,26 +485,35 @@ class WorldModel(nn.Module):
         return vec, torch.from_numpy(np.asarray(cam, dtype=np.float64)).to(self.device)
 
     def _advance_camera(self, c2w: torch.Tensor, pitch: torch.Tensor, motion: torch.Tensor | None,
-                        frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Hold ``motion [B, 4]`` (None = still) for ``frames`` raw frames → ``(c2w, pitch, rays [B, S, 6*k])``.
+                        frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hold ``motion [B, 4]`` (None = still) for ``frames`` raw frames →
+        ``(c2w, pitch, rays [B, S, 6*k], relative rays [B, S, 6*k])``.
 
-        The rays of a latent frame are those of its ``k`` raw poses (a lone first frame repeats its pose).
+        The rays of a latent frame are those of its ``k`` raw poses (a lone first frame repeats its pose), one
+        per token; the relative rays are the same poses seen from the camera before the motion (the previous
+        latent frame's), so they say where each token's content comes from. Both are zeros with ``ablate_rays``.
         """
         cfg = self.config
-        poses = []
+        start, poses = c2w, []
         for _ in range(frames):
             if motion is not None:
                 c2w, pitch = camera_step(c2w, pitch, motion, translation_speed=cfg.camera_translation_speed,
                                          rotation_speed_deg=cfg.camera_rotation_speed_deg)
             poses.append(c2w)
         poses = poses * (cfg.frames_per_latent // len(poses))  # first frame: its one pose k times
-        rays = torch.cat([plucker_rays_torch(p, *cfg.latent_size, cfg.camera_fovy_deg) for p in poses], dim=-1)
-        return c2w, pitch, rays
+        rays = torch.cat([plucker_rays_torch(p, *cfg.token_grid, cfg.camera_fovy_deg) for p in poses], dim=-1)
+        to_start = torch.linalg.inv(start.double())
+        rel = torch.cat([plucker_rays_torch(to_start @ p, *cfg.token_grid, cfg.camera_fovy_deg) for p in poses], dim=-1)
+        if self.ablate_rays:
+            rays, rel = torch.zeros_like(rays), torch.zeros_like(rel)
+        return c2w, pitch, rays, rel
 
     def _sequence_conditioning(self, batch_size: int, frames: int, actions: Any, name: str
-                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None,
+                                          torch.Tensor | None, torch.Tensor | None]:
         """Actions between ``frames`` latent frames (``[B, frames-1, A]`` / ``[B, frames-1]``, or None) →
-        ``(action [B, T, A], known [B, T], rays [B, T, S, 6k] | None, final c2w, final pitch)``."""
+        ``(action [B, T, A], known [B, T], rays [B, T, S, 6k] | None, final c2w, final pitch,
+        relative rays [B, T, S, 6k] | None)``."""
         cfg, B, T = self.config, batch_size, frames
         action = torch.zeros(B, T, cfg.action_dim, device=self.device)
         known = torch.zeros(B, T, dtype=torch.bool, device=self.device)
@@ -493,15 +531,17 @@ class WorldModel(nn.Module):
             known[:, 1:] = True
             motion = None if cam is None else cam.view(B, T - 1, 4)
         if not cfg.camera:
-            return action, known, None, None, None
+            return action, known, None, None, None, None
         c2w = torch.eye(4, dtype=torch.float64, device=self.device).repeat(B, 1, 1)
         pitch = torch.zeros(B, dtype=torch.float64, device=self.device)
-        c2w, pitch, rays0 = self._advance_camera(c2w, pitch, None, 1)
-        rays = [rays0]
+        c2w, pitch, rays0, rel0 = self._advance_camera(c2w, pitch, None, 1)
+        rays, rels = [rays0], [rel0]
         for t in range(1, T):
-            c2w, pitch, r = self._advance_camera(c2w, pitch, None if motion is None else motion[:, t - 1], cfg.frames_per_latent)
+            c2w, pitch, r, rel = self._advance_camera(c2w, pitch, None if motion is None else motion[:, t - 1],
+                                                      cfg.frames_per_latent)
             rays.append(r)
-        return action, known, torch.stack(rays, dim=1), c2w, pitch
+            rels.append(rel)
+        return action, known, torch.stack(rays, dim=1), c2w, pitch, torch.stack(rels, dim=1)
 
     def _heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``features [..., d]`` → ``(reward (zeros if disabled), termination logit or None if disabled)``."""
@@ -516,7 +556,8 @@ class WorldModel(nn.Module):
 
     # --- streaming --------------------------------------------------------------------------
     def _generate(self, state: WorldState, action: torch.Tensor, known: torch.Tensor, rays: torch.Tensor | None,
-                  generator: torch.Generator | None, steps: int, **updates: Any) -> tuple[torch.Tensor, WorldState]:
+                  generator: torch.Generator | None, steps: int, rel_rays: torch.Tensor | None = None,
+                  **updates: Any) -> tuple[torch.Tensor, WorldState]:
         """Denoise one latent frame against ``state`` with ``steps`` Euler passes and commit it.
 
         Separate commit: after denoising, the clean frame is re-noised to ``context_noise`` and run
@@ -526,10 +567,15 @@ class WorldModel(nn.Module):
         (``steps`` passes; the committed frame is the sample at ``context_noise``, as in training).
         """
         cfg = self.config
-        B, S, C = state.batch_size, cfg.tokens_per_frame, cfg.latent_channels
+        B, S, C = state.batch_size, cfg.tokens_per_frame, cfg.token_channels
         fused = cfg.fused_commit and steps >= 2 and cfg.context_noise > 0
         inputs = dict(start=state.step, action=action, action_known=known, rays=rays, text=state.text_kv,
                       text_mask=state.text_mask, cache=state.cache)
+        base = None
+        if cfg.prev_frame_input:  # the last committed frame (zeros before the first), lightly noised as in training
+            base = self._tokens(state.latent[:, None].float())  # (B, 1, S, C)
+            prev = add_context_noise(base, cfg.context_noise, generator=generator)
+            inputs.update(prev=prev, rel_rays=rel_rays)
         if self.fast_streaming:  # the per-frame twin of `dynamics.forward` (same numbers; see dynamics.prepare_frame)
             frame = self.dynamics.prepare_frame(**inputs)
             compiled = self._compiled_frame
@@ -545,8 +591,8 @@ class WorldModel(nn.Module):
         x = randn((B, 1, S, C), generator=generator, device=self.device)
         taus = sampling_timesteps(steps, shift=cfg.flow_shift, end=cfg.context_noise if fused else 0.0).tolist()
         for i, (tau, tau_next) in enumerate(zip(taus[:-1], taus[1:])):
-            v, features, cache = net(x, tau, fused and i == steps - 1)
-            x = x + (tau_next - tau) * v.float()
+            out, features, cache = net(x, tau, fused and i == steps - 1)
+            x = x + (tau_next - tau) * self._output_to_velocity(out, x, tau, base)
         if not bool(torch.isfinite(x).all()):
             raise FloatingPointError(f"the world model produced a non-finite latent at step {int(state.step.max())}; "
                                      "the new state is discarded (diverged weights or inputs?); the state passed in "
@@ -600,8 +646,8 @@ class WorldModel(nn.Module):
         if frames is None and latents is None:
             if actions is not None:
                 raise InputError("actions were given without frames; expected frames [B, T, H, W, 3] for them")
-            action, known, rays, c2w, pitch = self._sequence_conditioning(B, 1, None, "actions")
-            _, state = self._generate(state, action, known, rays, generator, steps, c2w=c2w, pitch=pitch)
+            action, known, rays, c2w, pitch, rel = self._sequence_conditioning(B, 1, None, "actions")
+            _, state = self._generate(state, action, known, rays, generator, steps, rel_rays=rel, c2w=c2w, pitch=pitch)
             return state
         if latents is None:
             latents = self.encode(frames)  # (B, T_lat, C, h, w)
@@ -612,11 +658,13 @@ class WorldModel(nn.Module):
         if latents.shape[0] != B:
             raise InputError(f"frames has batch {latents.shape[0]} but batch_size={B}")
         T = latents.shape[1]
-        action, known, rays, c2w, pitch = self._sequence_conditioning(B, T, actions, "actions")
-        x = add_context_noise(self._tokens(latents), cfg.context_noise, generator=generator)  # (B, T, S, C)
+        action, known, rays, c2w, pitch, rel = self._sequence_conditioning(B, T, actions, "actions")
+        tokens = self._tokens(latents)  # (B, T, S, C)
+        x = add_context_noise(tokens, cfg.context_noise, generator=generator)
+        prev = self._prev_tokens(tokens, generator)[0] if cfg.prev_frame_input else None
         _, features, cache = self.dynamics(
             x, torch.full((B, T), cfg.context_noise, device=self.device), start=state.step, action=action,
-            action_known=known, rays=rays, text=text_kv, text_mask=mask, cache=state.cache)
+            action_known=known, rays=rays, text=text_kv, text_mask=mask, cache=state.cache, prev=prev, rel_rays=rel)
         reward, logit = self._heads(features[:, -1])
         _check_finite(state, reward=reward, termination=logit, features=features[:, -1],
                       state=[c["S"] for c in cache if "S" in c])
@@ -655,8 +703,8 @@ class WorldModel(nn.Module):
         vec, motion = self._action_inputs(self._validate_actions(actions, state.batch_size, "actions"))
         rays, cam = None, {}
         if self.config.camera:
-            c2w, pitch, rays = self._advance_camera(state.c2w, state.pitch, motion, self.config.frames_per_latent)
-            rays, cam = rays[:, None], {"c2w": c2w, "pitch": pitch}
+            c2w, pitch, rays, rel = self._advance_camera(state.c2w, state.pitch, motion, self.config.frames_per_latent)
+            rays, cam = rays[:, None], {"c2w": c2w, "pitch": pitch, "rel_rays": rel[:, None]}
         known = torch.ones(state.batch_size, 1, dtype=torch.bool, device=self.device)
         return self._generate(state, vec[:, None], known, rays, generator, steps, **cam)
 
@@ -667,7 +715,8 @@ class WorldModel(nn.Module):
 
     # --- training losses --------------------------------------------------------------------
     def autoencoder_loss(self, frames: Any, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Reconstruction loss of uint8 frames ``[B, T, H, W, 3]``: L1 + L2 + w·(1 − SSIM).
+        """Reconstruction loss of uint8 frames ``[B, T, H, W, 3]``: L1 + L2 + w·(1 − SSIM), the L1 and L2
+        terms weighted up on edge pixels by ``config.ae_edge_weight`` (weights normalised to mean 1).
 
         The decoder sees latents with a little Gaussian noise (5% of their std) so it tolerates the
         imperfect latents the dynamics produces.
@@ -677,8 +726,18 @@ class WorldModel(nn.Module):
         z = self.autoencoder.encoder(groups)
         noise = randn(tuple(z.shape), generator=generator, device=z.device, dtype=z.dtype)
         recon = self.autoencoder.decoder(z + 0.05 * z.detach().std() * noise).float()
-        l1, mse = F.l1_loss(recon, groups), F.mse_loss(recon, groups)
-        s = ssim(recon.reshape(-1, 3, *cfg.image_size), groups.reshape(-1, 3, *cfg.image_size))
+        weight = 1.0
+        if cfg.ae_edge_weight > 0:  # edge pixels weigh more: at 64x64 a small object is mostly boundary
+            luma = groups.reshape(-1, 3, *cfg.image_size).mean(dim=1, keepdim=True)  # (N*k, 1, H, W)
+            grad = F.pad((luma[..., :, 1:] - luma[..., :, :-1]).abs(), (0, 1)) + F.pad((luma[..., 1:, :] - luma[..., :-1, :]).abs(), (0, 0, 0, 1))
+            grad = F.max_pool2d(grad, 3, stride=1, padding=1)  # both sides of an edge
+            weight = 1.0 + cfg.ae_edge_weight * grad / grad.mean().clamp_min(1e-6)
+            weight = (weight / weight.mean()).reshape(groups.shape[0], -1, 1, *cfg.image_size)  # mean 1
+            weight = weight.expand(-1, -1, 3, -1, -1).reshape(groups.shape)
+        l1 = (weight * (recon - groups).abs()).mean()
+        mse = (weight * (recon - groups).pow(2)).mean()
+        with torch.autocast(device_type=recon.device.type, enabled=False):  # bf16 variances go negative: NaN SSIM
+            s = ssim(recon.reshape(-1, 3, *cfg.image_size), groups.reshape(-1, 3, *cfg.image_size))
         loss = l1 + mse + cfg.ae_ssim_weight * (1 - s)
         logs = {"loss": loss.item(), "l1": l1.item(), "mse": mse.item(), "ssim": s.item(),
                 "psnr": psnr(recon.detach().clamp(-1, 1), groups), "latent_std": z.detach().float().std().item()}
@@ -713,7 +772,7 @@ class WorldModel(nn.Module):
             raise InputError(f"latents must be a float tensor [B, T, {', '.join(map(str, self.latent_shape))}], got {got}")
         B, T = latents.shape[:2]
         x0 = self._tokens(latents.to(self.device).float())  # (B, T, S, C)
-        action, known, rays, _, _ = self._sequence_conditioning(B, T, actions, "actions")
+        action, known, rays, _, _, rel = self._sequence_conditioning(B, T, actions, "actions")
         tau = diffusion_forcing_levels(B, T, generator=generator, device=self.device, context_noise=cfg.context_noise,
                                        clean_context_prob=cfg.clean_context_prob, shift=cfg.flow_shift)
         noise = randn(tuple(x0.shape), generator=generator, device=self.device)
@@ -734,10 +793,18 @@ class WorldModel(nn.Module):
             tau = tau.clone()
             tau[:, : 1 + K] = cfg.context_noise
             weight[:, : 1 + K] = 0.0
-        v, features, _ = self.dynamics(add_noise(inputs, noise, tau), tau,
-                                       start=torch.zeros(B, dtype=torch.long, device=self.device), action=action,
-                                       action_known=known, rays=rays, text=self.dynamics.text_kv(tokens), text_mask=mask)
-        err = (v.float() - velocity_target(x0, noise)).pow(2).mean(dim=(2, 3))  # (B, T)
+        prev = base = None
+        if cfg.prev_frame_input:  # the previous frame as the model sees it (real or own), noise-augmented around inference's level
+            prev_levels = rand((B, T), generator=generator, device=self.device) * (2.0 * cfg.context_noise)
+            prev, base = self._prev_tokens(inputs, generator, prev_levels)
+        out, features, _ = self.dynamics(add_noise(inputs, noise, tau), tau,
+                                         start=torch.zeros(B, dtype=torch.long, device=self.device), action=action,
+                                         action_known=known, rays=rays, text=self.dynamics.text_kv(tokens), text_mask=mask,
+                                         prev=prev, rel_rays=rel)
+        if cfg.prediction == "x0_residual":  # x0 error: weights every noise level alike (velocity MSE = x0 MSE / tau²)
+            err = (base + out.float() - x0).pow(2).mean(dim=(2, 3))  # (B, T)
+        else:
+            err = (out.float() - velocity_target(x0, noise)).pow(2).mean(dim=(2, 3))  # (B, T)
         flow = (err * weight).sum() / weight.sum()
         loss, logs = flow, {"flow": flow.item()}
         reward_pred, logit = self._heads(features[:, 1:])  # (B, T-1): frame i+1 closes transition i

@@ -40,23 +40,25 @@ def _gen(seed: int = 0) -> torch.Generator:
 def test_teacher_forced_parallel_equals_streaming(T):
     model = _model()
     dyn, cfg = model.dynamics, model.config
-    B, S, C = 2, cfg.tokens_per_frame, cfg.latent_channels
+    B, S, C = 2, cfg.tokens_per_frame, cfg.token_channels
     g = _gen(1)
     x = torch.randn(B, T, S, C, generator=g)
+    prev = torch.randn(B, T, S, C, generator=g)
     tau = torch.rand(B, T, generator=g)
     actions = torch.rand(B, T - 1, 4, generator=g) * 2 - 1
-    action, known, rays, _, _ = model._sequence_conditioning(B, T, actions.numpy(), "actions")
+    action, known, rays, _, _, rel = model._sequence_conditioning(B, T, actions.numpy(), "actions")
     tokens, mask = model._encode_text(["a red ball near the blue wall", None], B)
     text = dyn.text_kv(tokens)
     with torch.no_grad():
         v_par, f_par, cache_par = dyn(x, tau, start=torch.zeros(B, dtype=torch.long), action=action, action_known=known,
-                                      rays=rays, text=text, text_mask=mask)
+                                      rays=rays, text=text, text_mask=mask, prev=prev, rel_rays=rel)
         cache = dyn.empty_cache(B)
         v_seq, f_seq = [], []
         for t in range(T):
             sl = slice(t, t + 1)
             v, f, cache = dyn(x[:, sl], tau[:, sl], start=torch.full((B,), t), action=action[:, sl],
-                              action_known=known[:, sl], rays=rays[:, sl], text=text, text_mask=mask, cache=cache)
+                              action_known=known[:, sl], rays=rays[:, sl], text=text, text_mask=mask, cache=cache,
+                              prev=prev[:, sl], rel_rays=rel[:, sl])
             v_seq.append(v)
             f_seq.append(f)
     torch.testing.assert_close(torch.cat(v_seq, 1), v_par, rtol=1e-4, atol=1e-5)

@@ -254,9 +254,11 @@ def test_envs_surface_the_error_and_stay_usable(tiny_checkpoint):
     model = WorldModel.from_pretrained(tiny_checkpoint)
     weight = model.dynamics.blocks[0].attn.qkv.weight
     original = weight.detach().clone()
-    env, ref = WorldModelEnv(model, max_episode_steps=None), WorldModelEnv(str(tiny_checkpoint), max_episode_steps=None)
+    # the references start the same way (a model instance has no start set: its first frame is generated)
+    reference = WorldModel.from_pretrained(tiny_checkpoint)
+    env, ref = WorldModelEnv(model, max_episode_steps=None), WorldModelEnv(reference, max_episode_steps=None)
     venv = WorldModelVectorEnv(2, model=model, max_episode_steps=None)
-    vref = WorldModelVectorEnv(2, model=str(tiny_checkpoint), max_episode_steps=None)
+    vref = WorldModelVectorEnv(2, model=reference, max_episode_steps=None)
     for e in (env, ref):
         e.reset(seed=1)
         e.step(np.zeros(4, np.float32))
