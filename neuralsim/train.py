@@ -26,6 +26,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -292,18 +293,63 @@ def save_checkpoint(out: Path, stage: str, step: int, model: nn.Module, ema: EMA
     return final
 
 
+# The exact names of the temporaries a training run makes (nothing else is ever deleted on --resume): the export
+# and checkpoint staging directories, and checkpoints.atomic_write's ``.<file>.<8 random chars>.tmp`` of the files
+# train writes there. A user's own ``.tmp/`` or ``notes.tmp.txt`` in --out matches none of them.
+_OWN_TEMP_NAMES = {
+    "": re.compile(r"\.tmp-export-\d+|\.(config\.json|model\.safetensors|start_frames\.safetensors)\.[a-z0-9_]{8}\.tmp"),
+    "checkpoints": re.compile(r"\.tmp-(autoencoder|dynamics)-\d{7}-\d+|\.latest\.json\.[a-z0-9_]{8}\.tmp"),
+    "samples": re.compile(r"\.(autoencoder|dynamics)-\d{7}\.gif\.[a-z0-9_]{8}\.tmp"),
+}
+
+
 def remove_stale_temp_files(out: Path) -> list[str]:
-    """Delete the temp files/dirs a killed run left in ``out`` and ``out/checkpoints`` (hidden names with
-    ``.tmp``; never pointed to by ``latest.json``). Called on ``--resume``; returns what was removed."""
+    """Delete the temp files/dirs a killed run left in ``out`` and ``out/checkpoints``: only names matching the
+    exact patterns train itself creates (never pointed to by ``latest.json``). Called on ``--resume``; returns
+    what was removed."""
     removed = []
-    for directory in (out, out / "checkpoints"):
+    for sub, pattern in _OWN_TEMP_NAMES.items():
+        directory = out / sub if sub else out
         if not directory.is_dir():
             continue
-        for path in directory.iterdir():
-            if path.name.startswith(".") and ".tmp" in path.name:
+        for path in sorted(directory.iterdir()):
+            if pattern.fullmatch(path.name) and not path.is_symlink():
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
                 removed.append(str(path))
     return removed
+
+
+# TrainConfig fields a --resume must agree on with the run it continues (flag names for messages). The others
+# (--out, --resume, --stop-after, --checkpoint-every, --sample-every, logging, progress, start frames) change no
+# weight and are applied as given.
+_RESUME_MUST_MATCH = {
+    "stage": "stage", "preset": "--preset", "init": "--init", "steps": "--steps", "ae_steps": "--ae-steps",
+    "batch_size": "--batch-size", "window": "--window", "lr": "--lr", "ae_lr": "--ae-lr", "seed": "--seed",
+    "dtype": "--dtype", "self_forcing": "--self-forcing", "self_forcing_frames": "--self-forcing-frames",
+    "config_overrides": "--set", "weight_decay": "weight_decay", "warmup": "warmup", "min_lr_ratio": "min_lr_ratio",
+    "grad_clip": "grad_clip", "ema_decay": "ema_decay", "camera": "camera", "cache_latents": "cache_latents",
+}
+
+
+def check_resume_matches(cfg: TrainConfig, resume_from: dict) -> None:
+    """Refuse a ``--resume`` whose options differ from those of the run it continues, naming each one."""
+    saved = resume_from["state"].get("train_config") or {}
+
+    def norm(value: Any) -> Any:
+        return json.loads(json.dumps(value))  # tuples and lists compare equal, as after the JSON round trip
+
+    differ = [f"{flag} {norm(getattr(cfg, name))!r} (the run has {norm(saved[name])!r})"
+              for name, flag in _RESUME_MUST_MATCH.items()
+              if name in saved and norm(getattr(cfg, name)) != norm(saved[name])]
+    data_path = resume_from["state"].get("data_path")
+    here = str(Path(cfg.data).resolve())
+    if data_path is not None and data_path != here:
+        differ.insert(0, f"--data {cfg.data!r} (the run trains on {data_path!r})")
+    elif data_path is None and "data" in saved and str(Path(saved["data"]).resolve()) != here:
+        differ.insert(0, f"--data {cfg.data!r} (the run has {saved['data']!r})")
+    if differ:
+        raise TrainingError(f"--resume: {'; '.join(differ)}: a resumed run continues with the options it was started "
+                            f"with; give the same ones, or train into a new --out")
 
 
 def latest_checkpoint(out: Path) -> dict | None:
@@ -419,7 +465,8 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
         start = int(resume_from["state"]["step"])
         if rank() == 0:
             print(f"resuming {stage} from step {start} ({ckpt})", flush=True)
-    if start >= total_steps:
+    if start >= total_steps:  # finished before the interruption: continue, as an uninterrupted run does, from its EMA
+        _load_ema(model, ema)
         return
 
     cache = None
@@ -489,7 +536,8 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
             write_sample(model, sample_batch, stage, out / "samples" / f"{stage}-{done:07d}.gif")
         if done % cfg.checkpoint_every == 0 or done == total_steps:
             if rank() == 0:
-                save_checkpoint(out, stage, done, model, ema, opt, generator, cfg, {"completed": done == total_steps})
+                save_checkpoint(out, stage, done, model, ema, opt, generator, cfg, {
+                    "completed": done == total_steps, "data_path": str(Path(cfg.data).resolve())})
                 export_model(_with_ema(model, ema), None, out)
             if world_size() > 1:
                 dist.barrier()
@@ -499,7 +547,11 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
     bar.close()
     if writer is not None:
         writer.close()
-    # Continue with the EMA weights of this stage (what was exported).
+    _load_ema(model, ema)  # continue with the EMA weights of this stage (what was exported)
+
+
+def _load_ema(model: nn.Module, ema: EMA) -> None:
+    """Copy the EMA weights into ``model`` (the live model continues from them after a stage)."""
     with torch.no_grad():
         named = dict(model.named_parameters())
         for k, v in ema.shadow.items():
@@ -673,6 +725,8 @@ def train(cfg: TrainConfig) -> Path:
                             "or use a new --out")
     # A finished autoencoder run in --out is where `train dynamics` starts, not something to resume.
     resume_from = existing if cfg.resume and existing is not None and existing["stage"] in stages else None
+    if resume_from is not None:
+        check_resume_matches(cfg, resume_from)  # before anything in --out is touched
     if cfg.resume and rank() == 0:
         for path in remove_stale_temp_files(out):
             print(f"--resume: removed {path} (left by an interrupted run)", flush=True)
