@@ -35,6 +35,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import re
 import struct
 import sys
 import time
@@ -60,7 +61,10 @@ POLICIES = ("random", "explore", "scripted")
 RESIZE_MODES = ("pad", "crop", "squash")
 #: ``collect``'s default stored frame size: the size of the shipped model and the ``default`` preset.
 DEFAULT_IMAGE_SIZE = (64, 64)
-_TMP_MARK = ".tmp"
+#: The temporaries a ShardWriter makes (checkpoints.atomic_write: ``.<file>.<8 random chars>.tmp``); on resume
+#: only names of exactly this form are deleted, never a user's ``notes.tmp.csv`` or ``shard-NOTES.md``.
+_OWN_TEMP = re.compile(r"\.(manifest\.json|shard-\d{6}\.safetensors)\.[a-z0-9_]{8}\.tmp")
+_SHARD_NAME = re.compile(r"shard-\d{6}\.safetensors")
 
 
 #: Manifest fields added after version 1 was fixed: their meaning when absent (None: unknown, not compared).
@@ -210,6 +214,19 @@ def _shard_name(index: int) -> str:
     return f"shard-{index:06d}.safetensors"
 
 
+def _is_neuralsim_shard(path: Path) -> bool:
+    """True when ``path`` is a regular file whose safetensors header says ``format: neuralsim-shard``."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n)) if 0 < n <= 1 << 24 else {}
+    except (OSError, ValueError):
+        return False
+    return isinstance(header, dict) and (header.get("__metadata__") or {}).get("format") == "neuralsim-shard"
+
+
 def _load_manifest(path: Path) -> dict[str, Any]:
     file = path / MANIFEST
     if not file.is_file():
@@ -307,14 +324,20 @@ class ShardWriter:
     # -- recovery
 
     def _recover(self) -> None:
+        """Delete what an interrupted writer provably left: its temp files, and the one shard it had written but
+        not yet listed (the next index, with a neuralsim shard header). Anything else is the user's and stays."""
         listed = {s["file"] for s in self.manifest["shards"]}
         for entry in self.manifest["shards"]:
             _check_shard_file(self.path, entry, full=True)
+        pending = _shard_name(len(self.manifest["shards"]))
         for file in sorted(self.path.iterdir()):
-            if _TMP_MARK in file.name:
+            if _OWN_TEMP.fullmatch(file.name) and file.is_file() and not file.is_symlink():
                 logger.info("resume: removing the leftover temp file %s", file)
                 file.unlink()
-            elif file.name.startswith("shard-") and file.name not in listed:
+            elif _SHARD_NAME.fullmatch(file.name) and file.name not in listed:
+                if file.name != pending or not _is_neuralsim_shard(file):
+                    raise ValueError(f"resume: {file} is not listed in {self.path / MANIFEST} and is not the shard an "
+                                     "interrupted collect was writing; move it out of the dataset directory")
                 # Written but killed before the manifest listed it: its episodes are collected again.
                 logger.info("resume: removing the unlisted shard %s", file)
                 file.unlink()

@@ -390,16 +390,36 @@ def test_resume_cleans_leftovers_and_continues(tmp_path):
     kw = dict(env_id="CartPole-v1", episodes=5, image_size=16, max_steps=6, episodes_per_shard=2, progress=False)
     collect(out=tmp_path / "ref", **kw)
     collect(out=out, **{**kw, "episodes": 4})
-    (out / "shard-000002.safetensors").write_bytes(b"half a shard")  # written, never listed
-    (out / "shard-000002.safetensors.tmp-123").write_bytes(b"torn")
+    # What a kill leaves: the next shard complete but never listed, and atomic_write's temporaries.
+    (out / "shard-000002.safetensors").write_bytes((tmp_path / "ref" / "shard-000002.safetensors").read_bytes())
+    (out / ".shard-000002.safetensors.ab12cd_9.tmp").write_bytes(b"torn")
+    (out / ".manifest.json.zz0099xy.tmp").write_bytes(b"{")
+    # The user's files in the dataset directory (issue 24 #5: they were deleted): never touched.
+    users = {"shard-NOTES.md": "notes", "analysis.tmp.csv": "a,b", ".tmp": "x", "shard-000002.safetensors.tmp-123": "y"}
+    for name, text in users.items():
+        (out / name).write_text(text)
     with pytest.raises(ValueError, match="not empty"):
         collect(out=out, **kw)
     with pytest.raises(ValueError, match="collected with seed=0, got seed=1"):
         collect(out=out, seed=1, resume=True, **kw)
     summary = collect(out=out, resume=True, **kw)
     assert summary["resumed_from"] == 4 and summary["collected"] == 1
-    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+    assert sorted(p.name for p in out.iterdir() if ".tmp" in p.name) == sorted(n for n in users if ".tmp" in n)
+    assert all((out / name).read_text() == text for name, text in users.items())
     assert Dataset(out).manifest["shards"] == Dataset(tmp_path / "ref").manifest["shards"]
+
+
+def test_resume_refuses_a_foreign_file_with_a_shard_name(tmp_path):
+    """Issue 24 #5: an unlisted `shard-*` that an interrupted collect cannot have written is not deleted."""
+    out = tmp_path / "d"
+    kw = dict(env_id="CartPole-v1", episodes=3, image_size=16, max_steps=6, episodes_per_shard=2, progress=False)
+    collect(out=out, **{**kw, "episodes": 2})
+    for name in ("shard-000001.safetensors", "shard-000005.safetensors"):  # not ours / not the pending index
+        (out / name).write_bytes(b"the user's")
+        with pytest.raises(ValueError, match=rf"resume: .*{name} is not listed in .*manifest.json and is not the shard"):
+            collect(out=out, resume=True, **kw)
+        assert (out / name).read_bytes() == b"the user's"
+        (out / name).unlink()
 
 
 @needs_mujoco
