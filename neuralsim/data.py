@@ -1090,8 +1090,29 @@ class FrameRecorder:
 _WORKER: dict[str, Any] = {}
 
 
+def _die_with_parent(parent_pid: int | None) -> None:
+    """Make a collect worker end when the collect process does, however it ends.
+
+    A SIGKILLed parent cannot shut its pool down: its workers (and the resource tracker) would wait forever on
+    the task pipe while holding the parent's stdout/stderr, so a caller reading that output hangs. On Linux the
+    kernel sends the worker SIGKILL when its parent dies (``PR_SET_PDEATHSIG``); a parent already gone by now
+    ends the worker at once. Elsewhere this is a no-op (the parent's own shutdown path still ends the pool).
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # no libc symbol: keep the portable behaviour
+            pass
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
+
+
 def _worker_init(env_id: str, env_kwargs: dict[str, Any], image_size: tuple[int, int] | None, policy: str,
                  task: dict[str, Any]) -> None:
+    _die_with_parent(task.get("parent_pid"))
     recorder = FrameRecorder(env_id, env_kwargs, image_size, resize=task.get("resize", "squash"))
     _WORKER.update(recorder=recorder, policy=make_policy(policy, recorder.env), task=task)
 
@@ -1268,7 +1289,8 @@ def collect(
         if workers > 1 and len(todo) > 1:
             recorder.env.close()
             ctx = mp.get_context("spawn")  # never fork a process holding an OpenGL context
-            task = {"seed": int(seed), "frames_per_step": int(frames_per_step), "max_steps": int(max_steps), "resize": resize}
+            task = {"seed": int(seed), "frames_per_step": int(frames_per_step), "max_steps": int(max_steps), "resize": resize,
+                    "parent_pid": os.getpid()}  # workers die with this process (_die_with_parent)
             pool = ProcessPoolExecutor(
                 min(workers, len(todo)), mp_context=ctx, initializer=_worker_init, initargs=(env_id, kwargs, resize_to, policy, task)
             )

@@ -168,3 +168,54 @@ def test_sigkill_train_twice_then_resume(tmp_path):
     a, b = load_file(str(out / "model.safetensors")), load_file(str(ref / "model.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     assert json.loads((out / "config.json").read_text())["latent_scale"] == json.loads((ref / "config.json").read_text())["latent_scale"]
+
+
+def _children(pid: int) -> set[int]:
+    """Every live descendant of ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {c for c, p in parents.items() if p in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux-only")
+def test_sigkill_collect_with_workers_leaves_no_process_behind(tmp_path):
+    """Issue 24 #6: SIGKILL of `collect --workers 2` left both workers and the resource tracker alive, deadlocked
+    on a pipe that held the parent's stdout/stderr (a caller waiting on the output hung)."""
+    proc = _neuralsim("collect", "--env", "CartPole-v1", "--episodes", "400", "--workers", "2", "--image-size", "16",
+                      "--max-steps", "200", "--out", str(tmp_path / "d"), "--no-progress")
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(_children(proc.pid)) < 3:  # 2 workers + tracker
+        time.sleep(0.05)
+    time.sleep(1.0)  # the workers are stepping episodes
+    descendants = _children(proc.pid)
+    assert proc.poll() is None and len(descendants) >= 2, "collect ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    try:
+        proc.communicate(timeout=60)  # returns only when every holder of the output pipes is gone
+    except subprocess.TimeoutExpired:
+        for pid in descendants:
+            os.kill(pid, signal.SIGKILL)
+        pytest.fail("the parent's stdout/stderr stayed open after SIGKILL: its worker processes are still alive")
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(p) for p in descendants):
+        time.sleep(0.1)
+    assert not [p for p in descendants if _alive(p)]
