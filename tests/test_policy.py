@@ -152,6 +152,6 @@ def test_save_refuses_unstorable(tmp_path):
 
 
 @pytest.mark.parametrize("space", [gym.spaces.Discrete(3, start=1), gym.spaces.Box(0, 255, (8, 8, 3), np.uint8),
-                                   gym.spaces.Box(np.array([-1.0, 0.0]), np.array([1.0, 2.0]), dtype=np.float32)])
+                                   gym.spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, 2.0], np.float32), dtype=np.float32)])
 def test_space_json_round_trip(space):
     assert space_from_json(json.loads(json.dumps(space_to_json(space)))) == space

@@ -251,6 +251,24 @@ def test_reset_from_image_and_context_clip(env):
     assert obs.shape == (h, w, 3)
 
 
+def test_reset_resizes_a_real_frame_as_the_training_frames_were(monkeypatch):
+    import neuralsim.data as data
+
+    model = make_tiny_model()
+    model.config.provenance = {**(model.config.provenance or {}), "resize": "pad"}  # as `collect` recorded it
+    env = WorldModelEnv(model)
+    assert env.core.resize_mode == "pad"
+    modes = []
+    real_resize = data.resize_frame
+    monkeypatch.setattr(data, "resize_frame", lambda f, size, *, mode="squash": modes.append(mode) or real_resize(f, size, mode=mode))
+    wide = np.full((40, 80, 3), 200, np.uint8)
+    env.reset(seed=0, options={"image": wide, "resize": True})
+    env.reset(seed=0, options={"image": wide, "resize": "crop"})
+    assert modes == ["pad", "crop"]
+    with pytest.raises(TypeError, match=r"options\['resize'\] must be a bool or one of 'pad', 'crop', 'squash'"):
+        env.reset(options={"image": wide, "resize": "stretch"})
+
+
 def test_reset_from_prompt_generates_the_first_frame(env):
     obs, info = env.reset(seed=0, options={"prompt": "a red ball near the blue wall"})
     assert obs.shape == env.observation_space.shape and info["prompt"] == "a red ball near the blue wall"
@@ -374,7 +392,13 @@ def test_rllib_creator_without_ray(ckpt):
     from neuralsim.agents import rllib
 
     env = rllib.env_creator({"model": str(ckpt), "max_episode_steps": 3})
-    assert isinstance(env, WorldModelEnv) and env.max_episode_steps == 3
+    assert isinstance(env.unwrapped, WorldModelEnv) and env.unwrapped.max_episode_steps == 3
+    # RLlib's torch conv encoders take float frames: rgb comes as float32 in [0, 1] unless float_obs=False
+    assert env.observation_space == gym.spaces.Box(0.0, 1.0, (32, 32, 3), np.float32)
+    obs, _ = env.reset(seed=0)
+    assert obs.dtype == np.float32 and 0.0 <= obs.min() and obs.max() <= 1.0
+    raw = rllib.env_creator({"model": str(ckpt), "float_obs": False})
+    assert isinstance(raw, WorldModelEnv) and raw.observation_space.dtype == np.uint8
     try:
         import ray  # noqa: F401
     except ImportError:

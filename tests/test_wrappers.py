@@ -25,6 +25,7 @@ def test_maps_keys_to_camera_vectors(tiny_checkpoint):
     assert obs.shape == (32, 32, 3)
 
 
+@pytest.mark.filterwarnings("ignore:.*is different from the unwrapped version:UserWarning")  # the wrapper is what is checked
 def test_same_as_the_continuous_action_in_the_room():
     a = KeySetActions(gym.make("NeuralSimRoom-v0"), WALK_AND_TURN)
     b = gym.make("NeuralSimRoom-v0")
