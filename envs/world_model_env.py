@@ -484,8 +484,9 @@ class DreamCore:
         if unknown:
             raise ValueError(f"options has unknown keys {unknown}; expected some of {list(RESET_OPTION_KEYS)}")
         resize = options.get("resize", False)
-        if not isinstance(resize, (bool, np.bool_)) and resize not in ("pad", "crop", "squash"):
-            raise TypeError(f"options['resize'] must be a bool or one of 'pad', 'crop', 'squash', got {resize!r}")
+        if not isinstance(resize, (bool, np.bool_)) and not (isinstance(resize, str) and resize in ("pad", "crop", "squash")):
+            raise TypeError(f"options['resize'] must be a bool or one of 'pad', 'crop', 'squash', got "
+                            f"{type(resize).__name__} {repr(resize)[:60]}")
         if resize is True or isinstance(resize, np.bool_) and resize:
             resize = self.resize_mode
         image = None
