@@ -61,7 +61,7 @@ def neuralize(tmp_path: Path, env: str, env_kwargs: dict, dream_id: str, *, max_
 def test_neuralize_a_mujoco_env_rendered_as_rgb_array(tmp_path):
     pytest.importorskip("mujoco", reason="needs the [mujoco] extra")
     # 96x64 frames (3:2) from render(): padded to 64x64, not squashed.
-    manifest, dream = neuralize(tmp_path, "InvertedPendulum-v5", {"width": 96, "height": 64}, "InvertedPendulumDream-v0")
+    manifest, dream = neuralize(tmp_path, "HalfCheetah-v5", {"width": 96, "height": 64}, "HalfCheetahDream-v0")
     assert manifest["native_image_size"] == [64, 96] and manifest["env_kwargs"]["render_mode"] == "rgb_array"
     dream.close()
 
