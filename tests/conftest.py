@@ -27,13 +27,16 @@ TINY_FRAMES_PER_STEP = 2  # frames per latent frame (env step) of the tiny test 
 
 def make_tiny_model(termination_bias: float = -6.0, **overrides):
     """The "tiny" preset (32x32, seeded init) with 2 frames per step; the termination head is made confident
-    (an untrained head sits at 0.5, which would end every other episode)."""
+    (an untrained head sits at 0.5, which would end every other episode), and the zero-initialised output layer
+    gets small random weights, so the dream depends on the sampling noise as a trained one does (at init an
+    ``x0_residual`` model copies the last frame whatever the seed)."""
     from neuralsim.config import WorldModelConfig
     from neuralsim.model import WorldModel
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = WorldModel(WorldModelConfig.from_preset("tiny", **{"frames_per_latent": TINY_FRAMES_PER_STEP, **overrides}))
+        torch.nn.init.normal_(model.dynamics.final_layer.linear.weight, std=0.05)
     with torch.no_grad():
         last = model.termination_head.net[-1]
         last.weight.zero_()
