@@ -19,8 +19,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "neuralsim", *args], capture_output=True, text=True, timeout=900)
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "neuralsim", *args], capture_output=True, text=True, timeout=900, cwd=cwd)
     assert result.returncode == 0, f"neuralsim {' '.join(args)} failed:\n{result.stderr[-4000:]}"
     assert "Traceback" not in result.stderr and "error" not in result.stderr.lower(), result.stderr[-2000:]
     return result
@@ -35,11 +35,11 @@ def neuralize(tmp_path: Path, env: str, env_kwargs: dict, dream_id: str, *, max_
 
     data, run = tmp_path / "data", tmp_path / "run"
     collected = cli("collect", "--env", env, "--env-kwargs", json.dumps(env_kwargs), "--episodes", "3",
-                    "--max-steps", str(max_steps), "--policy", "random", "--out", str(data), "--no-progress")
+                    "--max-steps", str(max_steps), "--policy", "random", "--out", str(data), "--no-progress", cwd=tmp_path)
     summary = json.loads(collected.stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 3 and summary["image_size"] == [64, 64]
     cli("train", "all", "--data", str(data), "--out", str(run), "--preset", "tiny", "--ae-steps", "3", "--steps", "3",
-        "--batch-size", "2", "--window", "4", "--checkpoint-every", "3", "--sample-every", "0", "--no-progress")
+        "--batch-size", "2", "--window", "4", "--checkpoint-every", "3", "--sample-every", "0", "--no-progress", cwd=tmp_path)
     manifest = json.loads((data / "manifest.json").read_text())
     config = json.loads((run / "config.json").read_text())
     assert config["provenance"]["env_id"] == env and config["provenance"]["resize"] == manifest["resize"] == "pad"
@@ -58,17 +58,19 @@ def neuralize(tmp_path: Path, env: str, env_kwargs: dict, dream_id: str, *, max_
     return manifest, dream
 
 
-def test_neuralize_a_mujoco_env_rendered_as_rgb_array(tmp_path):
+def test_neuralize_a_mujoco_env_rendered_as_rgb_array(tmp_path, monkeypatch):
     pytest.importorskip("mujoco", reason="needs the [mujoco] extra")
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes MUJOCO_LOG.TXT into the working directory when it warns
     # 96x64 frames (3:2) from render(): padded to 64x64, not squashed.
-    manifest, dream = neuralize(tmp_path, "HalfCheetah-v5", {"width": 96, "height": 64}, "HalfCheetahDream-v0")
+    manifest, dream = neuralize(tmp_path, "Hopper-v5", {"width": 96, "height": 64}, "HopperDream-v0")
     assert manifest["native_image_size"] == [64, 96] and manifest["env_kwargs"]["render_mode"] == "rgb_array"
     dream.close()
 
 
 @pytest.mark.atari
-def test_neuralize_an_atari_game(tmp_path):
+def test_neuralize_an_atari_game(tmp_path, monkeypatch):
     pytest.importorskip("ale_py", reason="needs the [atari] extra (ale-py)")
+    monkeypatch.chdir(tmp_path)
     manifest, dream = neuralize(tmp_path, "ale_py:ALE/Breakout-v5", {"frameskip": 4, "repeat_action_probability": 0.0},
                                 "BreakoutDream-v0", max_steps=32)
     assert manifest["native_image_size"] == [210, 160]  # 210x160 frames, padded to 64x64 (aspect kept)
