@@ -41,7 +41,9 @@ class WorldModelVectorEnv(VectorEnv):
       float32, ``"frames"`` uint8 ``[N, k, H, W, 3]`` (when decoded), each with a ``"_key"`` mask that
       is False for envs that were autoreset in this step.
     * ``reset(seed=int, options=...)``: one seed for the batch (a ``torch.Generator`` and
-      ``np_random`` shared by all envs, so the same seed and actions replay bit-identically).
+      ``np_random`` shared by all envs, so the same seed and actions replay bit-identically at the
+      same torch thread count; another ``num_threads`` may change a rare pixel by one level: float
+      sums split by thread, see :class:`~neuralsim.envs.WorldModelEnv`'s Starting State).
       Resets of some envs (autoreset, ``reset_mask``) draw their noise from a generator of their
       own, so they do not shift the others' noise: rows never interact.
       ``options``: ``"reset_mask"`` (bool ``[N]``: reset only these envs; the others keep their

@@ -648,7 +648,11 @@ class WorldModelEnv(gym.Env):
     prompt. Without either, a frame is drawn with ``self.np_random`` from the checkpoint's start
     set (real frames, with their descriptions as prompt when the model is text-conditioned). All
     sampling noise comes from a ``torch.Generator`` seeded from ``self.np_random`` in ``reset``:
-    the same seed and actions give bit-identical frames on a CPU.
+    the same seed and actions give bit-identical frames on a CPU *at the same torch thread count*.
+    Another ``num_threads`` may change a rare pixel by one level (measured: the shipped model, a
+    4-env batch, 6 steps, 1 vs 2 threads: 6 pixels in a million differ, by 1/255): MKL's matmuls and
+    ATen's reductions split their sums by thread, and float addition is not associative (the
+    difference stays with oneDNN disabled). Pin ``num_threads`` (or ``OMP_NUM_THREADS``) to reproduce a run.
 
     ## Episode End
 

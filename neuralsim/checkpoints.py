@@ -9,6 +9,7 @@ file or the new one, never a torn one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -129,11 +130,25 @@ def provenance_env(config: Any, source: str) -> tuple[str | None, dict[str, Any]
     return env_id, dict(env_kwargs)
 
 
-def ensure_writable_dir(path: str | os.PathLike, option: str, error: type[Exception] = ValueError) -> Path:
-    """Create ``path`` if needed and check it is a writable directory; otherwise raise ``error`` naming ``option``."""
+def ensure_writable_dir(path: str | os.PathLike, option: str, error: type[Exception] = ValueError, *,
+                        create: bool = True) -> Path:
+    """Create ``path`` if needed and check it is a writable directory; otherwise raise ``error`` naming ``option``.
+
+    With ``create=False`` nothing is created: the nearest existing ancestor must be a writable directory (so a
+    command can check its ``--out`` with its other inputs and make it only once they are all valid).
+    """
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise error(f"{option} {str(p)!r} exists and is not a directory; expected a directory path")
+    if not create:
+        probe = p.absolute()
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise error(f"{option} {str(p)!r} cannot be created ({os.strerror(errno.ENOTDIR)}); expected a writable directory")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise error(f"{option} {str(p)!r} is not writable; expected a writable directory")
+        return p
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -160,19 +175,41 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the final file gets the usual permissions
     try:
         write(tmp)
+        # mkstemp makes 0600, and so does safetensors' save_file, which replaces the file: set the usual mode after
+        os.chmod(tmp, default_file_mode())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)  # make the rename itself durable
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if _is_disk_full(exc) and not getattr(exc, "filename", None):  # name the file (write() errors name none)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
         raise
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC / EDQUOT, also as safetensors' Rust ``IoError(Os { code: 28, ... })`` text."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    text = str(exc)
+    return type(exc).__name__ == "SafetensorError" and ("code: 28" in text or "No space left" in text)
+
+
+def default_file_mode() -> int:
+    """``0o666 & ~umask``: the mode ``open(path, "w")`` gives a new file (config.json's), e.g. 0644."""
+    try:  # Linux: read the umask without changing it (os.umask(0) would race with other threads creating files)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> None:

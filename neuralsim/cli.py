@@ -3,6 +3,11 @@
 Each subcommand is a thin layer over the library: argument parsing and validation here, the work
 in the module that owns it (``data``, ``train``, ``rollout``, ...), imported only when the
 subcommand runs so ``neuralsim --help`` is instant.
+
+Errors the user can fix (a bad option or file, a full disk, a batch that does not fit in memory) end the command
+with one ``neuralsim CMD: error: ...`` line and exit code 2, and an ``--out`` this run created but wrote nothing
+into is removed again: :func:`user_error_message` is the one place that decides which. Anything else is a bug
+and keeps its traceback; ``NEURALSIM_TRACEBACK=1`` shows the traceback of a user error too.
 """
 
 from __future__ import annotations
@@ -17,10 +22,86 @@ from pathlib import Path
 from typing import Sequence
 
 from neuralsim import __version__
+from neuralsim.limits import MAX_SEED
 
 
 class CLIError(Exception):
     """A usage error reported as ``neuralsim <cmd>: error: ...`` with exit code 2."""
+
+
+def user_error_message(exc: BaseException, args: argparse.Namespace | None = None) -> str | None:
+    """The one-line ``error:`` message for an exception the user can fix, or ``None`` for a bug.
+
+    User errors: :class:`CLIError`; ``ValueError`` / ``TypeError`` (the library's checks of options, files and
+    configs, e.g. ``DatasetError``, ``TrainingError``, ``InputError``, an unknown preset or ``--set`` field);
+    a full disk (``ENOSPC``/``EDQUOT``, named by the file being written); and running out of memory.
+    """
+    import errno
+
+    if isinstance(exc, (CLIError, ValueError, TypeError)):
+        return " ".join(str(exc).split()) or type(exc).__name__
+    out = getattr(args, "out", None)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        where = repr(exc.filename) if exc.filename else (f"into --out {out!r}" if out else "a file")
+        return (f"no space left on the device while writing {where} ({exc.strerror}); free some space or write "
+                "elsewhere" + (", then run again with --resume" if out and getattr(args, "command", "") in
+                               ("collect", "train") else ""))
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and (
+            type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc))):
+        hint = "; try a smaller --batch-size" if hasattr(args, "batch_size") else ""
+        return f"out of memory ({type(exc).__name__}: {' '.join(str(exc).split())[:200] or 'no details'}){hint}"
+    return None
+
+
+def _new_dirs(path: str | Path | None) -> Path | None:
+    """The topmost of ``path`` and its ancestors that does not exist yet (what a mkdir -p would create)."""
+    if not path:
+        return None
+    p = Path(path).absolute()
+    if p.exists() or p.is_symlink():
+        return None
+    while not p.parent.exists() and p.parent != p.parent.parent:
+        p = p.parent
+    return p
+
+
+#: Files a run makes before any work and that hold none: a dataset writer's lock (``neuralsim.data.LOCK``, empty).
+_NO_WORK_FILES = {".neuralsim.lock"}
+
+
+def _is_locked(file: Path) -> bool:
+    """True when another process holds the ``flock`` on ``file``."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _remove_if_empty(top: Path | None) -> None:
+    """Remove ``top`` if it holds nothing but empty directories (and empty lock files): files may hold work."""
+    if top is None or not top.is_dir() or top.is_symlink():
+        return
+    markers = []
+    for root, dirs, files in os.walk(top):
+        for name in files:
+            file = Path(root, name)
+            if name not in _NO_WORK_FILES or file.is_symlink() or file.stat().st_size or _is_locked(file):
+                return  # work, or a lock another live run holds
+            markers.append(file)
+        if any(Path(root, d).is_symlink() for d in dirs):
+            return
+    for file in markers:
+        file.unlink()
+    for root, _, _ in sorted(os.walk(top), key=lambda entry: -len(Path(entry[0]).parts)):
+        os.rmdir(root)
 
 
 def _positive_int(name: str):
@@ -92,7 +173,11 @@ def run_info(args: argparse.Namespace) -> int:
 
         from neuralsim.config import WorldModelConfig
 
-        facts = describe(WorldModelConfig.from_preset(args.preset))
+        try:
+            config = WorldModelConfig.from_preset(args.preset)
+        except ValueError as exc:
+            raise CLIError(f"--preset {args.preset!r}: {exc}") from None
+        facts = describe(config)
         print(json.dumps(facts, indent=2) if args.json else _format_facts(facts))
         return 0
 
@@ -144,8 +229,13 @@ BENCHMARKS = ("throughput", "model_step", "room_speed", "fidelity", "long_rollou
 
 
 def _benchmarks_dir() -> Path:
+    """The package's own ``benchmarks/`` (beside ``neuralsim/``); ``./benchmarks`` only when the package has none.
+
+    Never a ``./benchmarks/NAME.py`` of the current directory ahead of the package's: ``bench`` runs code, and the
+    directory a user happens to stand in must not choose it.
+    """
     here = Path(__file__).resolve().parent.parent / "benchmarks"
-    for candidate in (Path.cwd() / "benchmarks", here):
+    for candidate in (here, Path.cwd() / "benchmarks"):
         if candidate.is_dir():
             return candidate
     raise CLIError("benchmarks/ not found: run `neuralsim bench` from a source checkout of neuralsim")
@@ -278,15 +368,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_headless_sdl()  # before anything imports pygame (play, classic-control renderers in collect)
     parser = build_parser()
     args = parser.parse_args(argv)
+    created = _new_dirs(getattr(args, "out", None))  # what a failed run may have made and must not leave
     try:
+        seed = getattr(args, "seed", None)
+        if isinstance(seed, int) and not 0 <= seed <= MAX_SEED:  # every subcommand's --seed, in one place
+            raise CLIError(f"--seed must be an integer in [0, {MAX_SEED}], got {seed}")
         if args.command != "bench":  # benchmarks take their own --threads
             try:
                 set_thread_defaults(getattr(args, "threads", None))
             except ValueError as exc:  # a bad NEURALSIM_NUM_THREADS
                 raise CLIError(str(exc)) from None
-        return int(args.func(args) or 0)
-    except CLIError as exc:
-        parser.exit(2, f"neuralsim {args.command}: error: {exc}\n")
+        status = int(args.func(args) or 0)
+        if status == 2:  # a subcommand that printed its own error line
+            _remove_if_empty(created)
+        return status
+    except Exception as exc:  # the one place that turns a user's error into one line and exit code 2
+        message = user_error_message(exc, args)
+        if message is None or os.environ.get("NEURALSIM_TRACEBACK") == "1":
+            raise
+        _remove_if_empty(created)
+        parser.exit(2, f"neuralsim {args.command}: error: {message}\n")
     except KeyboardInterrupt:
         print(f"neuralsim {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -65,6 +65,9 @@ DEFAULT_IMAGE_SIZE = (64, 64)
 #: only names of exactly this form are deleted, never a user's ``notes.tmp.csv`` or ``shard-NOTES.md``.
 _OWN_TEMP = re.compile(r"\.(manifest\.json|shard-\d{6}\.safetensors)\.[a-z0-9_]{8}\.tmp")
 _SHARD_NAME = re.compile(r"shard-\d{6}\.safetensors")
+#: The lock a ShardWriter holds (``fcntl.flock``) on its dataset directory while it writes: a second writer (two
+#: ``collect`` runs on one directory) is refused. The kernel drops it when the process ends, SIGKILL included.
+LOCK = ".neuralsim.lock"
 
 
 #: Manifest fields added after version 1 was fixed: their meaning when absent (None: unknown, not compared).
@@ -210,6 +213,22 @@ def safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str]) 
     return struct.pack("<Q", len(head)) + head + b"".join(chunks)
 
 
+def _lock_directory(path: Path) -> int | None:
+    """Take the exclusive writer lock on dataset ``path`` (held until the fd is closed or the process ends)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no lock
+        return None
+    fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise DatasetError(f"{path} is being written by another process (it holds {path / LOCK}); wait for that "
+                           "collect to end or stop it, or write into another directory") from None
+    return fd
+
+
 def _shard_name(index: int) -> str:
     return f"shard-{index:06d}.safetensors"
 
@@ -237,19 +256,97 @@ def _load_manifest(path: Path) -> dict[str, Any]:
         raise DatasetError(f"{file} is not valid JSON ({err})") from err
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DatasetError(f"{file}: 'format' must be {FORMAT!r}, got {manifest.get('format') if isinstance(manifest, dict) else manifest!r}")
-    if manifest.get("version") != VERSION:
+    if manifest.get("version") != VERSION or not _is_count(manifest.get("version")):  # True == 1 to Python
         raise DatasetError(f"{file}: unsupported dataset version {manifest.get('version')!r}; this neuralsim reads version {VERSION}")
     required = ("image_size", "action_spec", "frames_per_step", "shards", "episodes", "steps")
     missing = [k for k in required if k not in manifest]
     if missing:
         raise DatasetError(f"{file} lacks the fields {missing}")
+    _check_manifest_fields(file, manifest)
     return manifest
+
+
+def _is_count(value: Any, minimum: int = 0) -> bool:
+    """A JSON integer (never a bool or a float) of at least ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_manifest_fields(file: Path, m: dict[str, Any]) -> None:
+    """Type-check every field neuralsim reads from a manifest; errors name ``file`` and the field.
+
+    A manifest is data from disk: a ``null``, a string or a nested list where a count belongs must give a
+    :class:`DatasetError` naming the field, never a bare ``TypeError`` from deep inside the reader.
+    """
+    from neuralsim.limits import MAX_ACTION_ELEMENTS
+
+    def bad(field: str, value: Any, expected: str) -> DatasetError:
+        return DatasetError(f"{file}: {field} must be {expected}, got {value!r}"[:600])
+
+    size = m["image_size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_count(v, 1) for v in size)):
+        raise bad("image_size", size, "[height, width] of positive integers")
+    native = m.get("native_image_size")
+    if native is not None and not (isinstance(native, list) and len(native) == 2 and all(_is_count(v, 1) for v in native)):
+        raise bad("native_image_size", native, "null or [height, width] of positive integers")
+    if not _is_count(m["frames_per_step"], 1):
+        raise bad("frames_per_step", m["frames_per_step"], "a positive integer")
+    for field in ("episodes", "steps"):
+        if not _is_count(m[field]):
+            raise bad(field, m[field], "a non-negative integer")
+    spec = m["action_spec"]
+    if not isinstance(spec, dict):
+        raise bad("action_spec", spec, "an object like {'type': 'box'|'discrete', ...}")
+    try:
+        elements = A.action_dim(spec) if spec.get("type") in ("box", "discrete") else 0
+        if elements > MAX_ACTION_ELEMENTS:
+            raise ValueError(f"{elements} action elements; expected at most MAX_ACTION_ELEMENTS={MAX_ACTION_ELEMENTS}")
+        A.spec_to_space(spec)
+    except Exception as err:  # KeyError, TypeError, ValueError, OverflowError from numpy/gymnasium: all one answer
+        raise DatasetError(f"{file}: action_spec {spec!r} is not a valid action space ({type(err).__name__}: {err})"[:600]) from None
+    if "resize" in m and m["resize"] not in RESIZE_MODES:
+        raise bad("resize", m["resize"], f"one of {', '.join(RESIZE_MODES)}")
+    if "poses" in m and not isinstance(m["poses"], bool):
+        raise bad("poses", m["poses"], "true or false")
+    for field, kind, expected in (("env_id", str, "a string"), ("env_kwargs", dict, "an object"),
+                                  ("policy", str, "a string"), ("camera", dict, "an object")):
+        if m.get(field) is not None and not isinstance(m[field], kind):
+            raise bad(field, m[field], f"{expected} or null")
+    for field in ("seed", "max_steps", "episodes_per_shard"):
+        if m.get(field) is not None and not _is_count(m[field]):
+            raise bad(field, m[field], "a non-negative integer or null")
+    shards = m["shards"]
+    if not isinstance(shards, list):
+        raise bad("shards", shards, "a list of shard entries")
+    for i, entry in enumerate(shards):
+        where = f"shards[{i}]"
+        if not isinstance(entry, dict):
+            raise bad(where, entry, "an object {'file', 'episodes', 'steps', 'frames', 'sha256', 'bytes'}")
+        name = entry.get("file")
+        if not isinstance(name, str) or not _SHARD_NAME.fullmatch(name):
+            raise bad(f"{where}.file", name, "a shard file name inside the dataset directory, like 'shard-000000.safetensors'")
+        for field, minimum in (("episodes", 1), ("steps", 1), ("frames", 1), ("bytes", 0)):
+            if not _is_count(entry.get(field), minimum):
+                raise bad(f"{where}.{field}", entry.get(field), f"an integer >= {minimum}")
+        digest = entry.get("sha256")
+        if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+            raise bad(f"{where}.sha256", digest, "64 lowercase hex digits")
+
+
+def _shard_path(path: Path, entry: dict[str, Any]) -> Path:
+    """The file of a manifest shard entry, refused if it (or a symlink it is) leaves the dataset directory."""
+    name = str(entry.get("file", ""))
+    file = path / name
+    if not _SHARD_NAME.fullmatch(name) or not file.resolve().is_relative_to(path.resolve()):
+        raise DatasetError(f"shard {file} listed in {path / MANIFEST} leaves the dataset directory {path}; "
+                           "expected a shard file inside it")
+    return file
 
 
 def _check_shard_file(path: Path, entry: dict[str, Any], full: bool) -> None:
     file = path / str(entry.get("file", ""))
     if not entry.get("file") or not file.is_file():
         raise DatasetError(f"shard {file} listed in {path / MANIFEST} is missing")
+    _shard_path(path, entry)
     size = file.stat().st_size
     if "bytes" in entry and size != int(entry["bytes"]):
         raise DatasetError(f"shard {file} is torn or corrupted: {size} bytes, the manifest says {entry['bytes']}")
@@ -296,8 +393,19 @@ class ShardWriter:
         self.frames_per_step = int(fields["frames_per_step"])
         self.action_spec = fields["action_spec"]
         A.spec_to_space(self.action_spec)  # raises on an invalid spec
-        existing = self.path.is_dir() and any(self.path.iterdir())
+        self._lock: int | None = None
+        try:
+            self._open_directory(fields, resume)
+        except BaseException:
+            self._unlock()  # now, not when the garbage collector gets to it: a caller may look at the directory
+            raise
+        self._buffer: list[dict[str, Any]] = []
+
+    def _open_directory(self, fields: dict[str, Any], resume: bool) -> None:
+        """Lock the dataset directory, then start it (empty) or check and recover it (``resume``)."""
+        existing = self.path.is_dir() and any(p.name != LOCK for p in self.path.iterdir())
         if existing and resume and (self.path / MANIFEST).exists():
+            self._lock = _lock_directory(self.path)  # before reading: another writer may be mid-shard
             self.manifest = _load_manifest(self.path)
             for key, value in fields.items():
                 if key in ("shards", "episodes", "steps", "format", "version"):
@@ -317,9 +425,13 @@ class ShardWriter:
             raise ValueError(f"out directory {self.path} is not empty; {hint}, or choose an empty directory")
         else:
             self.path.mkdir(parents=True, exist_ok=True)
+            self._lock = _lock_directory(self.path)
+            if (self.path / MANIFEST).exists():  # another writer started here between the check and the lock
+                self._unlock()
+                raise ValueError(f"out directory {self.path} is not empty; pass resume=True (--resume) to continue it, "
+                                 "or choose an empty directory")
             self.manifest = {"format": FORMAT, "version": VERSION, **fields, "shards": [], "episodes": 0, "steps": 0}
             self._write_manifest()
-        self._buffer: list[dict[str, Any]] = []
 
     # -- recovery
 
@@ -447,8 +559,20 @@ class ShardWriter:
         _atomic_write(self.path / MANIFEST, (json.dumps(self.manifest, indent=1) + "\n").encode())
 
     def close(self) -> None:
-        """Write the last (possibly smaller) shard."""
-        self.flush()
+        """Write the last (possibly smaller) shard and release the directory's writer lock."""
+        try:
+            self.flush()
+        finally:
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the only fd drops the flock
+            self._lock = None
+
+    def __del__(self) -> None:  # a writer dropped after an error (collect interrupted, __init__ refused)
+        if getattr(self, "_lock", None) is not None:
+            self._unlock()
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -456,6 +580,8 @@ class ShardWriter:
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         if exc_type is None:
             self.close()
+        else:
+            self._unlock()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -509,6 +635,12 @@ class Dataset:
                 meta = handle.metadata() or {}
                 descs = json.loads(meta.get("descriptions", "[]"))
                 shard_seeds = json.loads(meta.get("seeds", "null")) or [None] * int(entry["episodes"])
+                if not (isinstance(descs, list) and all(isinstance(d, str) for d in descs)):
+                    raise ValueError(f"metadata 'descriptions' must be a JSON list of strings, got {str(descs)[:80]!r}")
+                if not (isinstance(shard_seeds, list) and all(v is None or _is_count(abs(v) if isinstance(v, int) else v) for v in shard_seeds)
+                        and len(shard_seeds) == int(entry["episodes"])):
+                    raise ValueError(f"metadata 'seeds' must be a JSON list of {entry['episodes']} integers or "
+                                     f"nulls, got {str(shard_seeds)[:80]!r}")
             except Exception as err:  # safetensors / JSON errors: the shard is not what the manifest says
                 raise DatasetError(f"shard {self.path / entry['file']} is corrupted ({err})") from err
             E = int(entry["episodes"])

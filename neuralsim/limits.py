@@ -54,6 +54,9 @@ CONFIG_LIMITS: dict[str, float] = {
 #: with it and no weight depends on it, so ``image_size`` alone could ask for any amount of work.
 MAX_TOKENS_PER_FRAME = 4096
 
+#: Largest seed a command line accepts (numpy's classic seed range; streams derive their seeds from it).
+MAX_SEED = 2**32 - 1
+
 #: Euler steps per latent frame a caller or config may ask for.
 MAX_DENOISE_STEPS = int(CONFIG_LIMITS["denoise_steps"])
 

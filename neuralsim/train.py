@@ -39,7 +39,9 @@ import torch.distributed as dist
 from torch import nn
 
 from neuralsim import device as device_lib
-from neuralsim.checkpoints import atomic_save_safetensors, atomic_write, atomic_write_json, ensure_writable_dir
+from neuralsim.checkpoints import (atomic_save_safetensors, atomic_write, atomic_write_json, default_file_mode,
+                                   ensure_writable_dir)
+from neuralsim.limits import MAX_SEED
 
 STAGES = ("autoencoder", "dynamics")
 MAX_STEPS = 10_000_000
@@ -276,6 +278,8 @@ def save_checkpoint(out: Path, stage: str, step: int, model: nn.Module, ema: EMA
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     model.save_pretrained(tmp / "model")
+    for f in (tmp / "model").iterdir():
+        os.chmod(f, default_file_mode())  # save_pretrained's safetensors file is 0600; config.json is 0644
     atomic_save_safetensors(tmp / "ema.safetensors", ema.shadow)
     opt_tensors, opt_meta = _optimizer_to_tensors(opt)
     opt_tensors["rng.noise"] = generator.get_state()
@@ -378,6 +382,7 @@ def export_model(model: nn.Module, ema: EMA | None, out: Path) -> None:
             tensors[name] = value.to(tensors[name].dtype)
         atomic_save_safetensors(tmp / "model.safetensors", tensors)
     for f in tmp.iterdir():
+        os.chmod(f, default_file_mode())  # save_pretrained's safetensors file is 0600; config.json is 0644
         os.replace(f, out / f.name)
     tmp.rmdir()
 
@@ -596,9 +601,9 @@ def save_start_frames(dataset: Any, out: Path, count: int) -> None:
                             metadata={"descriptions": json.dumps(descriptions)})
 
 
-def build_model(cfg: TrainConfig, dataset: Any) -> nn.Module:
+def model_config(cfg: TrainConfig, dataset: Any) -> Any:
+    """The ``WorldModelConfig`` a fresh run builds: the preset, the dataset's world, then ``--set`` overrides."""
     from neuralsim.config import WorldModelConfig
-    from neuralsim.model import WorldModel
 
     manifest = dataset.manifest
     camera_spec = manifest.get("camera")  # recorded by `collect` for camera worlds (e.g. the room)
@@ -622,6 +627,13 @@ def build_model(cfg: TrainConfig, dataset: Any) -> nn.Module:
                          "env_id": manifest.get("env_id"), "env_kwargs": manifest.get("env_kwargs", {}),
                          "resize": getattr(dataset, "resize", "squash"),  # how real frames become image_size
                          "preset": cfg.preset}
+    return config
+
+
+def build_model(cfg: TrainConfig, dataset: Any) -> nn.Module:
+    from neuralsim.model import WorldModel
+
+    config = model_config(cfg, dataset)
     # Seeded initialisation without touching the caller's global RNG state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -665,6 +677,8 @@ def validate(cfg: TrainConfig) -> Any:
             raise TrainingError(f"--{name.replace('_', '-')} must be an integer in [1, {MAX_STEPS}], got {value!r}")
     if cfg.ae_steps is not None and not (0 < cfg.ae_steps <= MAX_STEPS):
         raise TrainingError(f"--ae-steps must be an integer in [1, {MAX_STEPS}], got {cfg.ae_steps!r}")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed <= MAX_SEED:
+        raise TrainingError(f"--seed must be an integer in [0, {MAX_SEED}], got {cfg.seed!r}")
     if not (0 < cfg.lr < 1):
         raise TrainingError(f"--lr must be in (0, 1), got {cfg.lr}")
     if not (isinstance(cfg.self_forcing, (int, float)) and 0.0 <= cfg.self_forcing <= 1.0):
@@ -687,6 +701,15 @@ def validate(cfg: TrainConfig) -> Any:
         raise TrainingError(f"--data {cfg.data!r} is empty: 0 episodes")
     if not cfg.init:
         check_frame_size(dataset, cfg)
+        try:  # a bad --preset or --set is refused here, before --out exists
+            model_config(cfg, dataset)
+        except (ValueError, TypeError, KeyError) as exc:
+            from neuralsim.config import PRESETS
+
+            option = f"--preset {cfg.preset!r}" if cfg.preset not in PRESETS else "--set " + " ".join(
+                f"{k}={json.dumps(v)}" for k, v in cfg.config_overrides.items())
+            raise TrainingError(f"{option}: {exc}") from None
+    check_batch_memory(dataset, cfg)
     longest = int(dataset.episode_steps.max())
     if cfg.window > longest:
         raise TrainingError(f"--window {cfg.window} is longer than every episode of --data {cfg.data!r} (the longest "
@@ -705,8 +728,24 @@ def validate(cfg: TrainConfig) -> Any:
     out = Path(cfg.out)
     if not cfg.out:
         raise TrainingError("--out is required: the directory to write the model and checkpoints into")
-    ensure_writable_dir(out, "--out", TrainingError)
+    ensure_writable_dir(out, "--out", TrainingError, create=False)  # made by train() once the weights are loaded
     return dataset
+
+
+def check_batch_memory(dataset: Any, cfg: TrainConfig) -> None:
+    """Refuse a --batch-size whose float32 pixels alone would not fit in half of this machine's memory."""
+    H, W = dataset.image_size
+    frames = cfg.batch_size * (1 + cfg.window * dataset.frames_per_step)
+    need = frames * H * W * 3 * 4  # float32 pixels of one batch (the model's activations come on top)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf: no check
+        return
+    if need > total // 2:
+        fits = max(1, (total // 2) // max(1, need // cfg.batch_size))
+        raise TrainingError(f"--batch-size {cfg.batch_size} is too large: one batch of {frames} frames of {H}x{W} needs "
+                            f"{need / 2**30:.1f} GiB as float32 pixels alone, more than half of this machine's "
+                            f"{total / 2**30:.1f} GiB; expected --batch-size <= {fits} (with --window {cfg.window})")
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -734,7 +773,10 @@ def train(cfg: TrainConfig) -> Path:
     if resume_from is not None:
         model = WorldModel.from_pretrained(resume_from["dir"] / "model")
     elif cfg.init:
-        model = WorldModel.from_pretrained(cfg.init)
+        try:  # config.json was checked by validate(); the weights are checked here, still before --out exists
+            model = WorldModel.from_pretrained(cfg.init)
+        except (ValueError, FileNotFoundError) as exc:
+            raise TrainingError(str(exc) if "--init" in str(exc) else f"--init {cfg.init!r}: {exc}") from None
     elif stages == ("dynamics",):
         if not (out / "model.safetensors").is_file():
             raise TrainingError("dynamics needs a trained autoencoder: pass --init DIR, or run `neuralsim train autoencoder` "
@@ -746,6 +788,7 @@ def train(cfg: TrainConfig) -> Path:
         dataset.validate_for(tuple(model.config.image_size), model.config.action_spec)
     except ValueError as exc:  # DatasetError: the model being continued was trained for another world
         raise TrainingError(f"--data {cfg.data!r} does not fit the model in {str(out)!r}: {exc}") from None
+    ensure_writable_dir(out, "--out", TrainingError)  # every input is valid: now --out may be made
     model.to(device)
     if rank() == 0:
         save_start_frames(dataset, out, cfg.start_frames)

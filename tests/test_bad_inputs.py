@@ -553,10 +553,29 @@ CLI_CASES = [
      r"--out '\S+/file' exists and is not a directory; expected a directory path"),
     ("X11-rollout-missing-image", ["rollout", "--model", "{ckpt}", "--image", "{tmp}/none.png", "--out", "{tmp}/dream"], "--image",
      r"--image '\S+none\.png' could not be read as an image"),
+    # issue 24's weak answers: each was a traceback, most left a half-made --out
+    ("X12-train-unknown-preset", ["train", "all", "--data", "{data}", "--out", "{tmp}/run/deep", "--preset", "huge"], "--preset",
+     r"--preset 'huge': unknown preset 'huge'; available: \['default', 'paper-2\.6b', 'tiny'\]"),
+    ("X13-train-misspelled-set", ["train", "all", "--data", "{data}", "--out", "{tmp}/run", "--preset", "tiny", "--set", "widht=64"],
+     "--set", r"--set widht=64: unknown WorldModelConfig field\(s\) \['widht'\]; known fields"),
+    ("X14-train-negative-seed", ["train", "all", "--data", "{data}", "--out", "{tmp}/run", "--preset", "tiny", "--seed", "-1"],
+     "--seed", r"--seed must be an integer in \[0, 4294967295\], got -1"),
+    ("X15-rollout-negative-seed", ["rollout", "--model", "{ckpt}", "--out", "{tmp}/dream", "--steps", "1", "--seed", "-1"],
+     "--seed", r"--seed must be an integer in \[0, 4294967295\], got -1"),
+    ("X16-train-oversized-batch", ["train", "all", "--data", "{data}", "--out", "{tmp}/run", "--preset", "tiny",
+                                   "--batch-size", "9000000"], "--batch-size",
+     r"--batch-size 9000000 is too large: one batch of \d+ frames of 32x32 needs [\d.]+ GiB as float32 pixels alone, more "
+     r"than half of this machine's [\d.]+ GiB; expected --batch-size <= \d+"),
+    ("X17-train-mismatched-init", ["train", "dynamics", "--data", "{data}", "--out", "{tmp}/run", "--init", "{badinit}"], "--init",
+     r"--init '\S+badinit': \S+model\.safetensors: tensor '\S+' has shape \(\d+, \d+\), but config\.json implies"),
+    ("X18-collect-env-kwargs-rejected", ["collect", "--env", "CartPole-v1", "--episodes", "1", "--out", "{tmp}/d",
+                                         "--env-kwargs", '{{"bogus": 1}}'], "--env-kwargs",
+     r"gym\.make\('CartPole-v1', \*\*--env-kwargs\) failed: .*unexpected keyword argument 'bogus'"),
+    ("X19-info-unknown-preset", ["info", "--preset", "huge"], "--preset", r"--preset 'huge': unknown preset 'huge'; available"),
 ]
 
 
-FAST_CLI = ("X1", "X5", "X9", "X11")  # one subprocess costs ~2-4 s here (importing torch): the rest run with -m slow
+FAST_CLI = ("X1", "X5", "X9", "X11", "X12", "X16")  # one subprocess costs ~2-4 s here (importing torch): the rest run with -m slow
 
 
 @pytest.mark.parametrize("case", [c if c[0].split("-")[0] in FAST_CLI else pytest.param(c, marks=pytest.mark.slow)
@@ -567,8 +586,11 @@ def test_cli_bad_arguments(datasets, tiny_checkpoint, tmp_path, case):
     blocker.write_text("not a directory")
     (tmp_path / "w.pt").write_bytes(_booby_trapped_pickle(tmp_path / "UNPICKLED"))
     torn = _break(Path(shutil.copytree(tiny_checkpoint, tmp_path / "torn")), "truncated")
+    badinit = Path(shutil.copytree(tiny_checkpoint, tmp_path / "badinit"))  # config.json width doubled: weights mismatch
+    config = json.loads((badinit / "config.json").read_text())
+    (badinit / "config.json").write_text(json.dumps({**config, "width": 2 * config["width"]}))
     names = {"tmp": tmp_path, "file": blocker, "ckpt": tiny_checkpoint, "torn": torn, "data": datasets["good"],
-             "torndata": datasets["torn"]}
+             "torndata": datasets["torn"], "badinit": badinit}
     before = listing(tmp_path)
     proc = _cli(*(a.format(**names) for a in argv))
     command = argv[0]
@@ -590,6 +612,27 @@ def test_cli_rollout_still_works_after_the_checks(tiny_checkpoint, tmp_path, cap
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 2
 
 
+@pytest.mark.parametrize("out", ["dream", "a.gif"])
+def test_cli_full_disk_is_one_error_line(tiny_checkpoint, tmp_path, capsys, monkeypatch, out):
+    """X20: a full disk (ENOSPC while writing) was a traceback; now one line naming the file, nothing half-made."""
+    import errno
+
+    from neuralsim.cli import main
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what fsync/write say on a full disk: no file name
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rollout", "--model", str(tiny_checkpoint), "--out", str(tmp_path / out), "--steps", "2", "--denoise-steps", "1"])
+    err = capsys.readouterr().err
+    written = "manifest.json" if out == "dream" else "a.gif"
+    assert exit_info.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert re.search(rf"neuralsim rollout: error: no space left on the device while writing '\S+/{re.escape(written)}' "
+                     r"\(No space left on device\); free some space or write elsewhere", err), err
+    assert listing(tmp_path) == []  # no temp file, no empty --out, no lock file
+
+
 # ------------------------------------------------------------------------------------ the catalogue is documented
 
 
@@ -597,7 +640,7 @@ def test_readme_lists_every_case():
     readme = (ROOT / "tests" / "README.md").read_text()
     ids = [c[0] for group in (MODEL_STEP_CASES, IMAGE_CASES, ENV_STEP_CASES, ENV_RESET_CASES, VECTOR_CASES, PROMPT_CASES,
                               CHECKPOINT_CASES, DATASET_CASES, TRAIN_CASES, CLI_CASES) for c in group]
-    ids += ["R1", "R2", "P10", "K10", "K11", "D4"]
+    ids += ["R1", "R2", "P10", "K10", "K11", "D4", "X20"]
     assert len(ids) == len(set(ids)) >= 30
     missing = [i for i in ids if f"| {i.split('-')[0]} |" not in readme]
     assert not missing, f"tests/README.md lacks catalogue rows for {missing}"

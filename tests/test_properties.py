@@ -153,11 +153,14 @@ def test_policy_json_loads_or_fails_clearly(saved_policy, tmp_path_factory, obse
 
 # ------------------------------------------------------------------------------------------------ manifest
 
-@pytest.mark.xfail(reason="issue 24 (open): data._load_manifest does not check field types yet, e.g. "
-                          "'shards': null gives a raw TypeError naming neither the file nor the field", strict=False)
 @SLOW
 @given(changes=st.dictionaries(st.sampled_from(["format", "version", "image_size", "action_spec", "frames_per_step",
-                                                "shards", "episodes", "steps"]), json_values, min_size=1, max_size=3))
+                                                "shards", "episodes", "steps", "resize", "poses", "env_kwargs"]),
+                                json_values, min_size=1, max_size=3)
+               | st.fixed_dictionaries({"shard_entry": st.dictionaries(
+                   st.sampled_from(["file", "episodes", "steps", "frames", "sha256", "bytes"]),
+                   json_values | st.sampled_from(["../x", "/etc/passwd", "shard-000001.safetensors", "."]),
+                   min_size=1, max_size=3)}))
 def test_manifest_opens_or_fails_clearly(tmp_path_factory, changes):
     from neuralsim.data import Dataset, DatasetError, ShardWriter
 
@@ -167,6 +170,8 @@ def test_manifest_opens_or_fails_clearly(tmp_path_factory, changes):
         w.add_episode(np.zeros((3, 8, 8, 3), np.uint8), np.zeros(2, np.int64), np.zeros(2, np.float32),
                       np.zeros(2, bool), np.array([False, True]), "")
     manifest = json.loads((root / "manifest.json").read_text())
+    if "shard_entry" in changes:  # the fields of one listed shard (file name, counts, sha256, bytes)
+        manifest["shards"][0].update(changes.pop("shard_entry"))
     (root / "manifest.json").write_text(json.dumps({**manifest, **changes}))
     try:
         Dataset(root).verify()
