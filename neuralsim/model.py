@@ -44,7 +44,7 @@ from neuralsim.actions import (
     validate_actions,
 )
 from neuralsim.autoencoder import Autoencoder, psnr, ssim
-from neuralsim.checkpoints import resolve_checkpoint
+from neuralsim.checkpoints import default_file_mode, resolve_checkpoint
 from neuralsim.config import WorldModelConfig
 from neuralsim.dynamics import DynamicsTransformer
 from neuralsim.sampler import (
@@ -844,6 +844,7 @@ class WorldModel(nn.Module):
         # One metadata key: safetensors orders a multi-key metadata map differently on every call, which would make
         # equal weights give different bytes (the version is in config.json).
         save_file(tensors, str(tmp), metadata={"format": "pt"})
+        os.chmod(tmp, default_file_mode())  # safetensors writes 0600; as readable as config.json
         os.replace(tmp, path / WEIGHTS_NAME)
         payload = {"_class_name": type(self).__name__, "_neuralsim_version": __version__, **self.config.to_dict()}
         tmp = path / f".{CONFIG_NAME}.tmp{os.getpid()}"
@@ -927,7 +928,7 @@ class WorldModel(nn.Module):
 
         for blk in self.dynamics.blocks:
             if blk.attn.kind == "softmax":
-                cos, sin = rope_2d(*self.config.latent_size, blk.attn.head_dim)
+                cos, sin = rope_2d(*self.config.token_grid, blk.attn.head_dim)
                 blk.attn.rope_cos, blk.attn.rope_sin = cos.to(self.device), sin.to(self.device)
 
 

@@ -390,9 +390,6 @@ def test_exported_files_are_as_readable_as_config_json(tiny_checkpoint, tmp_path
         os.umask(old)
 
 
-@pytest.mark.xfail(reason="WorldModel.save_pretrained (neuralsim/model.py, another session's file) writes model.safetensors "
-                          "with safetensors' save_file, which makes it 0600; it needs os.chmod(tmp, default_file_mode()) "
-                          "before its os.replace. train's export and checkpoints already apply it", strict=False)
 def test_save_pretrained_weights_are_as_readable_as_config_json(tiny_checkpoint, tmp_path):
     import os
 
