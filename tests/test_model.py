@@ -423,3 +423,74 @@ def test_module_docstring_example_runs():
     latent, state = model.step(state, np.zeros((2, 4), np.float32), generator=g)
     assert model.decode(latent[:, None], first_frame=False).shape == (2, 1, 32, 32, 3)
     assert "init_state" in mod.__doc__
+
+
+# --- the direct path from the last frame (prev_frame_input, x0_residual, patch_size) -------------------------------
+
+
+def _stepped(model, seed: int = 0, steps: int = 3):
+    g = _gen(seed)
+    frames = np.random.default_rng(seed).integers(0, 256, (2, 2, 32, 32, 3), dtype=np.uint8)
+    state = model.init_state(2, frames=frames, actions=np.zeros((2, 1, 4), np.float32), generator=g)
+    latents = []
+    for t in range(steps):
+        latent, state = model.step(state, np.full((2, 4), 0.5 * (-1) ** t, np.float32), generator=g)
+        latents.append(latent)
+    return state, torch.stack(latents, 1)
+
+
+def test_patchify_round_trips_and_a_patched_model_saves_and_loads(tmp_path):
+    cfg = WorldModelConfig.from_preset("tiny", frames_per_latent=1, patch_size=2)
+    torch.manual_seed(0)
+    model = WorldModel(cfg).eval()
+    torch.nn.init.normal_(model.dynamics.final_layer.linear.weight, std=0.05)
+    assert cfg.token_grid == (2, 2) and cfg.tokens_per_frame == 4 and cfg.token_channels == 4 * cfg.latent_channels
+    latents = torch.randn(2, 3, *model.latent_shape)
+    tokens = model._tokens(latents)
+    assert tokens.shape == (2, 3, 4, 4 * cfg.latent_channels)
+    torch.testing.assert_close(model._untokens(tokens), latents, rtol=0, atol=0)
+    # a token holds one 2x2 patch: token 1 is rows 0-1, columns 2-3 of the latent grid
+    torch.testing.assert_close(tokens[0, 0, 1].view(cfg.latent_channels, 2, 2), latents[0, 0, :, 0:2, 2:4])
+    model.save_pretrained(tmp_path / "m")
+    again = WorldModel.from_pretrained(tmp_path / "m")
+    _, a = _stepped(model)
+    _, b = _stepped(again)
+    torch.testing.assert_close(a, b)
+
+
+def test_x0_residual_model_copies_the_last_frame_at_init():
+    """Zero-initialised output: "nothing changes" is what an untrained x0_residual model does, at any action."""
+    cfg = WorldModelConfig.from_preset("tiny", frames_per_latent=1)
+    assert cfg.prev_frame_input and cfg.prediction == "x0_residual"
+    model = WorldModel(cfg).eval()
+    g = _gen(0)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 1, 32, 32, 3), dtype=np.uint8)
+    state = model.init_state(2, frames=frames, generator=g)
+    start = state.latent.clone()
+    for t in range(4):
+        latent, state = model.step(state, np.ones((2, 4), np.float32), generator=g)
+        torch.testing.assert_close(latent, start, rtol=0, atol=1e-6)
+
+
+def test_ray_ablation_changes_the_dream_and_is_off_by_default():
+    model = _model()
+    torch.nn.init.normal_(model.dynamics.ray_embedder.weight, std=0.5)
+    assert model.ablate_rays is False
+    _, with_rays = _stepped(model)
+    model.ablate_rays = True
+    _, without = _stepped(model)
+    model.ablate_rays = False
+    _, again = _stepped(model)
+    assert not torch.allclose(with_rays, without)
+    torch.testing.assert_close(with_rays, again)
+
+
+def test_velocity_models_keep_their_behaviour():
+    """Fields added later default to off: a config without them is the first shipped model's architecture."""
+    cfg = WorldModelConfig.from_preset("tiny", prev_frame_input=False, prediction="velocity")
+    model = WorldModel(cfg)
+    assert model.dynamics.prev_embedder is None and model.dynamics.ray_embedder is None
+    with pytest.raises(ValueError, match="prediction"):
+        WorldModelConfig.from_preset("tiny", prev_frame_input=False, prediction="x0_residual")
+    with pytest.raises(ValueError, match="patch_size"):
+        WorldModelConfig.from_preset("tiny", patch_size=3)
