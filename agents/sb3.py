@@ -11,6 +11,11 @@ every env step is a real transition.
     >>> from neuralsim.agents.sb3 import make_sb3_env
     >>> venv = make_sb3_env(model="default", num_envs=16)
     >>> model = PPO("CnnPolicy", venv, n_steps=128).learn(10_000)
+
+Latent observations (``obs_type="latent"``: nothing is decoded) with a small conv net over ``[C, h, w]``:
+
+    >>> venv = make_sb3_env(model="default", num_envs=16, obs_type="latent")
+    >>> model = PPO("MlpPolicy", venv, policy_kwargs=latent_policy_kwargs()).learn(10_000)
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from neuralsim.envs.vector import WorldModelVectorEnv
+from neuralsim.policy import LatentCNN
 
 
 class SB3VecEnv(VecEnv):
@@ -133,7 +139,8 @@ def make_sb3_env(model: Any = "default", num_envs: int = 16, *, monitor: bool = 
         num_envs: batch size.
         monitor: wrap in ``VecMonitor`` so SB3 logs episode returns and lengths.
         seed: seed of the first ``reset()``.
-        **env_kwargs: other ``WorldModelVectorEnv`` arguments (``denoise_steps``, ``max_episode_steps``...).
+        **env_kwargs: other ``WorldModelVectorEnv`` arguments (``denoise_steps``, ``max_episode_steps``,
+            ``obs_type="latent"``: latent observations, nothing decoded; use :func:`latent_policy_kwargs`).
 
     Returns:
         ``SB3VecEnv`` (inside ``VecMonitor`` when ``monitor``).
@@ -145,4 +152,25 @@ def make_sb3_env(model: Any = "default", num_envs: int = 16, *, monitor: bool = 
     return VecMonitor(venv) if monitor else venv
 
 
-__all__ = ["SB3VecEnv", "make_sb3_env"]
+def latent_policy_kwargs(features_dim: int = 256, net_arch: list[int] | dict[str, list[int]] | None = None) -> dict[str, Any]:
+    """``policy_kwargs`` of an SB3 ``"MlpPolicy"`` over latent observations ``[C, h, w]`` (:class:`~neuralsim.policy.LatentCNN`).
+
+    The same policy acts in the dream (``obs_type="latent"``) and in a real env observed through
+    :class:`~neuralsim.envs.latent.LatentObservation`; :func:`neuralsim.policy.save_policy` stores it.
+
+    Args:
+        features_dim: width of the extractor's output.
+        net_arch: SB3's ``net_arch`` after the extractor (default: SB3's, ``[64, 64]`` for actor and critic).
+
+    Returns:
+        ``{"features_extractor_class": LatentCNN, "features_extractor_kwargs": {"features_dim": ...}[, "net_arch": ...]}``.
+    """
+    if isinstance(features_dim, bool) or not isinstance(features_dim, int) or features_dim <= 0:
+        raise ValueError(f"features_dim must be a positive int, got {features_dim!r}")
+    kwargs: dict[str, Any] = {"features_extractor_class": LatentCNN, "features_extractor_kwargs": {"features_dim": features_dim}}
+    if net_arch is not None:
+        kwargs["net_arch"] = net_arch
+    return kwargs
+
+
+__all__ = ["LatentCNN", "SB3VecEnv", "latent_policy_kwargs", "make_sb3_env"]

@@ -2,7 +2,10 @@
 
 This is the benchmark behind ``neuralsim eval transfer`` and ``examples/train_ppo_in_dream.py``:
 
-1. Train SB3 PPO (``CnnPolicy`` on the 64×64 rgb frames) for ``timesteps`` env steps inside the dream
+1. Train SB3 PPO (``CnnPolicy`` on the 64×64 rgb frames; with ``obs="latent"`` an ``MlpPolicy`` with
+   :class:`~neuralsim.policy.LatentCNN` on the model's latent frames, the real env's frames encoded by the
+   checkpoint's encoder through :class:`~neuralsim.envs.latent.LatentObservation`, so no dream frame is
+   decoded for the agent) for ``timesteps`` env steps inside the dream
    (``SanaWM-v0``'s batched ``WorldModelVectorEnv``: the world model's reward and termination heads
    are the only task signal), and with the same budget directly in the real env the model learned
    (``NeuralSimRoom-v0``, read from the checkpoint's provenance), for each of ``seeds`` seeds.
@@ -62,6 +65,7 @@ class TransferConfig:
     out: str = "benchmarks/results/transfer.json"  # quick runs: transfer-quick.json (a smoke run, not a score)
     ppo: dict[str, Any] = field(default_factory=lambda: dict(PPO_KWARGS))
     keys: tuple[str, ...] | None = None  # discrete key-set actions in both worlds (agents.wrappers); None: the Box(4)
+    obs: str = "rgb"  # "latent": the agent observes latent frames (dream: obs_type="latent"; real: LatentObservation)
     quick: bool = False
 
     @classmethod
@@ -81,6 +85,8 @@ class TransferConfig:
                                                            for k in self.keys)):
             raise ValueError(f"{opt('keys')} must be comma-separated key sets over 'wsadijkl' (e.g. w,j,l,wj,wl), "
                              f"got {list(self.keys)!r}")
+        if self.obs not in ("rgb", "latent"):
+            raise ValueError(f"{opt('obs')} must be 'rgb' or 'latent', got {self.obs!r}")
         rollout = self.num_envs * int(self.ppo["n_steps"])
         if self.timesteps < rollout:
             raise ValueError(f"{opt('timesteps')} must be at least {opt('num_envs')} x n_steps = {rollout} (one PPO "
@@ -101,33 +107,47 @@ def real_env_spec(model: str) -> tuple[str, dict[str, Any]]:
     return (env_id, env_kwargs) if env_id is not None else ("NeuralSimRoom-v0", {})
 
 
+def wrap_real_env(env: gym.Env, keysets: tuple[str, ...] | None = None, encoder: Any = None) -> gym.Env:
+    """The real env as the agent sees it: ``keysets``: discrete key-set actions
+    (:class:`~neuralsim.agents.wrappers.KeySetActions`); ``encoder``: a :class:`~neuralsim.envs.latent.FrameEncoder`,
+    latent observations (:class:`~neuralsim.envs.latent.LatentObservation`, outermost)."""
+    from neuralsim.agents.wrappers import KeySetActions
+    from neuralsim.envs.latent import LatentObservation
+
+    if keysets is not None:
+        env = KeySetActions(env, keysets)
+    return env if encoder is None else LatentObservation(env, encoder=encoder)
+
+
 def make_real_venv(env_id: str, env_kwargs: dict[str, Any], num_envs: int, seed: int, max_episode_steps: int,
-                   keysets: tuple[str, ...] | None = None) -> Any:
-    """SB3 ``DummyVecEnv`` of the real env (``Monitor`` per env, ``TimeLimit(max_episode_steps)``; ``keysets``:
-    discrete key-set actions through :class:`~neuralsim.agents.wrappers.KeySetActions`)."""
+                   keysets: tuple[str, ...] | None = None, encoder: Any = None) -> Any:
+    """SB3 ``DummyVecEnv`` of the real env (``Monitor`` per env, ``TimeLimit(max_episode_steps)``; ``keysets``,
+    ``encoder``: as :func:`wrap_real_env`, one encoder shared by all envs)."""
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from neuralsim.agents.wrappers import KeySetActions
-
     return make_vec_env(env_id, n_envs=num_envs, seed=seed, vec_env_cls=DummyVecEnv,
                         env_kwargs={**env_kwargs, "max_episode_steps": max_episode_steps} if env_id == "NeuralSimRoom-v0"
-                        else env_kwargs, wrapper_class=None if keysets is None else KeySetActions,
-                        wrapper_kwargs=None if keysets is None else {"keysets": keysets})
+                        else env_kwargs, wrapper_class=wrap_real_env,
+                        wrapper_kwargs={"keysets": keysets, "encoder": encoder})
 
 
-def make_dream_venv(model: str, num_envs: int, seed: int, max_episode_steps: int) -> Any:
-    """SB3 ``VecEnv`` over the batched dream (one model forward per step for all envs)."""
+def make_dream_venv(model: str, num_envs: int, seed: int, max_episode_steps: int, obs_type: str = "rgb") -> Any:
+    """SB3 ``VecEnv`` over the batched dream (one model forward per step for all envs; ``obs_type="latent"``:
+    nothing decoded)."""
     from neuralsim.agents.sb3 import make_sb3_env
 
-    return make_sb3_env(model=model, num_envs=num_envs, seed=seed, max_episode_steps=max_episode_steps)
+    return make_sb3_env(model=model, num_envs=num_envs, seed=seed, max_episode_steps=max_episode_steps, obs_type=obs_type)
 
 
 # ---------------------------------------------------------------------------------------------- training
 
 
-def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path) -> dict[str, Any]:
+def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path, encoder: Any = None) -> dict[str, Any]:
     """Train PPO for ``cfg.timesteps`` env steps in ``world`` (``"dream"`` or ``"real"``), saving policies along the way.
+
+    With ``cfg.obs == "latent"`` the real env is observed through ``encoder`` (a
+    :class:`~neuralsim.envs.latent.FrameEncoder` of ``cfg.model``; built here when None).
 
     Returns:
         ``{"world", "seed", "wall_s", "env_steps", "env_steps_per_s", "rollout_env_steps_per_s",
@@ -138,15 +158,21 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path) -> dict
 
     from neuralsim.policy import save_policy
 
+    latent = cfg.obs == "latent"
     if world == "dream":
-        venv = make_dream_venv(cfg.model, cfg.num_envs, seed, cfg.max_episode_steps)
+        venv = make_dream_venv(cfg.model, cfg.num_envs, seed, cfg.max_episode_steps, obs_type=cfg.obs)
         if cfg.keys is not None:
             from neuralsim.agents.wrappers import KeySetVecActions
 
             venv = KeySetVecActions(venv, cfg.keys)
     elif world == "real":
         env_id, env_kwargs = real_env_spec(cfg.model)
-        venv = make_real_venv(env_id, env_kwargs, cfg.num_envs, seed, cfg.max_episode_steps, keysets=cfg.keys)
+        if latent and encoder is None:
+            from neuralsim.envs.latent import FrameEncoder
+
+            encoder = FrameEncoder(cfg.model)
+        venv = make_real_venv(env_id, env_kwargs, cfg.num_envs, seed, cfg.max_episode_steps, keysets=cfg.keys,
+                              encoder=encoder if latent else None)
     else:
         raise ValueError(f"world must be 'dream' or 'real', got {world!r}")
     rollout = cfg.num_envs * int(cfg.ppo["n_steps"])
@@ -176,7 +202,12 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path) -> dict
             return True
 
     callback = Along()
-    algo = PPO("CnnPolicy", venv, seed=seed, device="cpu", verbose=0, **cfg.ppo)
+    if latent:
+        from neuralsim.agents.sb3 import latent_policy_kwargs
+
+        algo = PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, policy_kwargs=latent_policy_kwargs(), **cfg.ppo)
+    else:
+        algo = PPO("CnnPolicy", venv, seed=seed, device="cpu", verbose=0, **cfg.ppo)
     t0 = time.perf_counter()
     algo.learn(total_rollouts * rollout, callback=callback)
     wall = time.perf_counter() - t0
@@ -237,24 +268,25 @@ def real_starts(env_id: str, env_kwargs: dict[str, Any], seeds: list[int]) -> tu
 
 
 def evaluate_real(act: ActFn, env_id: str, env_kwargs: dict[str, Any], seeds: list[int], max_steps: int,
-                  rng_seed: int = 0, record: int | None = None, keysets: tuple[str, ...] | None = None) -> dict[str, Any]:
+                  rng_seed: int = 0, record: int | None = None, keysets: tuple[str, ...] | None = None,
+                  encoder: Any = None) -> dict[str, Any]:
     """Run one episode per seed in the real env, all episodes stepped in lockstep (batched policy forwards).
+
+    ``encoder``: observe latent frames through :class:`~neuralsim.envs.latent.LatentObservation` (as
+    :func:`wrap_real_env`).
 
     Returns:
         ``{"returns", "successes", "lengths"}`` (lists, one per seed) and, if ``record`` is an index,
-        ``"frames"`` of that episode.
+        ``"frames"`` of that episode (rgb; with ``encoder``, the frames as encoded).
     """
-    from neuralsim.agents.wrappers import KeySetActions
-
-    envs = [gym.make(env_id, **env_kwargs) for _ in seeds]
-    if keysets is not None:
-        envs = [KeySetActions(env, keysets) for env in envs]
+    envs = [wrap_real_env(gym.make(env_id, **env_kwargs), keysets, encoder) for _ in seeds]
+    pixels = (lambda i, o: o.copy()) if encoder is None else (lambda i, o: envs[i].frame.copy())  # noqa: E731
     obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, seeds)])
     rng = np.random.default_rng(rng_seed)
     n = len(seeds)
     returns, lengths = np.zeros(n), np.zeros(n, dtype=int)
     success, active = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
-    frames = [obs[record].copy()] if record is not None else None
+    frames = [pixels(record, obs[record])] if record is not None else None
     for _ in range(max_steps):
         actions = act(obs, rng)
         for i in np.flatnonzero(active):
@@ -265,7 +297,7 @@ def evaluate_real(act: ActFn, env_id: str, env_kwargs: dict[str, Any], seeds: li
             success[i] |= bool(info.get("success", term))
             active[i] = not (term or trunc)
         if frames is not None and lengths[record] > len(frames) - 1:
-            frames.append(obs[record].copy())
+            frames.append(pixels(record, obs[record]))
         if not active.any():
             break
     for env in envs:
@@ -277,29 +309,42 @@ def evaluate_real(act: ActFn, env_id: str, env_kwargs: dict[str, Any], seeds: li
 
 
 def evaluate_dream(act: ActFn, model: str, starts: np.ndarray, prompts: list[str], max_steps: int, seed: int = 0,
-                   record: int | None = None, keysets: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """The same episodes in the dream: every env starts from a real first frame and its description."""
+                   record: int | None = None, keysets: tuple[str, ...] | None = None, obs_type: str = "rgb") -> dict[str, Any]:
+    """The same episodes in the dream: every env starts from a real first frame and its description.
+
+    ``obs_type="latent"``: the policy observes latent frames and nothing is decoded, except the
+    ``record``ed episode's frames.
+    """
     from neuralsim.agents.wrappers import keyset_vectors
     from neuralsim.envs.vector import WorldModelVectorEnv
 
     n = len(starts)
-    venv = WorldModelVectorEnv(n, model=model, max_episode_steps=max_steps)
+    latent = obs_type == "latent"
+    venv = WorldModelVectorEnv(n, model=model, max_episode_steps=max_steps, obs_type=obs_type,
+                               return_frames=not latent or record is not None)
     vectors = None if keysets is None else keyset_vectors(keysets, venv.single_action_space, name="model")
-    obs, _ = venv.reset(seed=seed, options={"image": starts, "prompt": prompts})
+    # Real frames of another size than the model's are resized as its dataset's were (provenance["resize"]).
+    obs, _ = venv.reset(seed=seed, options={"image": starts, "prompt": prompts, "resize": True})
     rng = np.random.default_rng(seed)
     returns, lengths = np.zeros(n), np.zeros(n, dtype=int)
     success, active = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
-    frames = [obs[record].copy()] if record is not None else None
+    frames = None
+    if record is not None:  # latent obs: the start frame as the dream saw it (resized to the model's size)
+        from neuralsim.data import resize_frame
+
+        core = venv.core
+        frames = [resize_frame(starts[record], core.image_size, mode=core.resize_mode).copy() if latent
+                  else obs[record].copy()]
     while active.any():
         actions = act(obs, rng)
         if vectors is not None:  # discrete key sets -> the dream's camera vectors
             actions = vectors[np.asarray(actions, dtype=np.int64)]
-        obs, rewards, terminated, truncated, _ = venv.step(actions)
+        obs, rewards, terminated, truncated, info = venv.step(actions)
         returns[active] += rewards[active]
         lengths[active] += 1
         success[active] |= terminated[active]
         if frames is not None and active[record]:
-            frames.append(obs[record].copy())
+            frames.append(info["frames"][record, -1].copy() if latent else obs[record].copy())
         active &= ~(terminated | truncated)
     venv.close()
     out = {"returns": returns.tolist(), "successes": success.tolist(), "lengths": lengths.tolist()}
@@ -359,6 +404,11 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
     action_space = probe.action_space if cfg.keys is None else gym.spaces.Discrete(len(cfg.keys))
     probe.close()
     keys = cfg.keys
+    encoder = None
+    if cfg.obs == "latent":  # one encoder for every real env of the run (training and evaluation)
+        from neuralsim.envs.latent import FrameEncoder
+
+        encoder = FrameEncoder(cfg.model)
     workdir = Path(cfg.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -367,7 +417,7 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
     for seed in range(cfg.seeds):
         for world in ("dream", "real"):
             log(f"training PPO in the {world} (seed {seed}, {cfg.timesteps:,} env steps, {cfg.num_envs} envs)...")
-            run = train_ppo(world, cfg, seed, workdir / f"{world}-seed{seed}")
+            run = train_ppo(world, cfg, seed, workdir / f"{world}-seed{seed}", encoder=encoder)
             log(f"  {run['wall_s']:.0f} s, {run['env_steps_per_s']:.0f} env-steps/s overall, "
                 f"{run['rollout_env_steps_per_s']:.0f} during rollouts")
             runs[world].append(run)
@@ -387,7 +437,8 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
         log(f"evaluating {name} in the real env ({cfg.seeds} x {cfg.episodes} episodes)...")
         returns, successes = [], []
         for act, s in instances:
-            res = evaluate_real(act, env_id, eval_kwargs, eval_seeds[s], cfg.max_episode_steps, rng_seed=s, keysets=keys)
+            res = evaluate_real(act, env_id, eval_kwargs, eval_seeds[s], cfg.max_episode_steps, rng_seed=s, keysets=keys,
+                                encoder=encoder)
             returns += res["returns"]
             successes += res["successes"]
         row = {"method": name, "return": summary(returns), "success_rate": float(np.mean(successes))}
@@ -413,8 +464,10 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
     agreement = []
     for name, act in candidates:
         log(f"agreement: {name} in the real env and in the dream...")
-        real = evaluate_real(act, env_id, eval_kwargs, agree_seeds, cfg.max_episode_steps, rng_seed=7, keysets=keys)
-        dream = evaluate_dream(act, cfg.model, starts, prompts, cfg.max_episode_steps, seed=7, keysets=keys)
+        real = evaluate_real(act, env_id, eval_kwargs, agree_seeds, cfg.max_episode_steps, rng_seed=7, keysets=keys,
+                             encoder=encoder)
+        dream = evaluate_dream(act, cfg.model, starts, prompts, cfg.max_episode_steps, seed=7, keysets=keys,
+                               obs_type=cfg.obs)
         agreement.append({"policy": name, "real_return": float(np.mean(real["returns"])),
                           "dream_return": float(np.mean(dream["returns"])),
                           "real_success": float(np.mean(real["successes"])), "dream_success": float(np.mean(dream["successes"])),
@@ -425,15 +478,15 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
     spread = lambda k: max(np.ptp([a[k] for a in agreement]), 1e-9)  # noqa: E731
     worst = max(agreement, key=lambda a: abs(a["real_return"] / spread("real_return") - a["dream_return"] / spread("dream_return")))
     real_ep = evaluate_real(worst["_act"], env_id, eval_kwargs, agree_seeds[:1], cfg.max_episode_steps, rng_seed=7, record=0,
-                           keysets=keys)
+                           keysets=keys, encoder=encoder)
     dream_ep = evaluate_dream(worst["_act"], cfg.model, starts[:1], prompts[:1], cfg.max_episode_steps, seed=7, record=0,
-                              keysets=keys)
+                              keysets=keys, obs_type=cfg.obs)
     gif = side_by_side_gif(workdir / "disagreement.gif", real_ep["frames"], dream_ep["frames"])
     for a in agreement:
         del a["_act"]
 
     results = {
-        "benchmark": "transfer", "quick": cfg.quick, "model": cfg.model, "real_env": env_id,
+        "benchmark": "transfer", "quick": cfg.quick, "model": cfg.model, "real_env": env_id, "obs": cfg.obs,
         "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workdir")},
         "rows": rows, "transfer_score": None if math.isnan(score) else round(score, 3),
         "dream_vs_real_training_speed": round(rows[0]["train_env_steps_per_s"]["mean"] / rows[1]["train_env_steps_per_s"]["mean"], 3),
@@ -453,7 +506,7 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
 def format_table(results: dict[str, Any]) -> str:
     lines = [f"transfer benchmark: world model {results['model']!r}, real env {results['real_env']}, "
              f"{results['config']['timesteps']:,} PPO env steps x {results['config']['seeds']} seeds, "
-             f"{results['config']['episodes']} real episodes per seed",
+             f"{results['config']['episodes']} real episodes per seed, {results.get('obs', 'rgb')} observations",
              f"{'method':<20}{'real return':>18}{'success':>9}{'train wall s':>14}{'train env-steps/s':>19}"]
     for row in results["rows"]:
         ret = f"{row['return']['mean']:.2f} ± {row['return']['std']:.2f}"
@@ -489,6 +542,9 @@ def add_transfer_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--out", default=None, help="results JSON (default WORKDIR/transfer.json; transfer-quick.json with --quick)")
     t.add_argument("--keys", default=None, help="discrete key-set actions in both worlds, comma-separated, e.g. "
                                                "w,j,l,wj,wl (default: the continuous Box(4) camera actions)")
+    t.add_argument("--obs", choices=("rgb", "latent"), default=d.obs,
+                   help="what the agents observe: rgb frames (default) or the world model's latent frames (the dream "
+                        "skips its decoder; real frames go through the checkpoint's encoder)")
     t.add_argument("--quick", action="store_true", help="tiny budgets: the whole pipeline in a few minutes (not a score)")
 
 
@@ -498,7 +554,7 @@ def config_from_args(args: argparse.Namespace) -> TransferConfig:
     workdir = args.workdir
     if workdir is None:
         workdir = tempfile.mkdtemp(prefix="neuralsim-transfer-quick-") if args.quick else TransferConfig.workdir
-    base = dict(model=args.model, workdir=workdir, **overrides)
+    base = dict(model=args.model, workdir=workdir, obs=getattr(args, "obs", None) or "rgb", **overrides)
     if getattr(args, "keys", None):
         base["keys"] = tuple(args.keys.split(","))
     base["out"] = args.out if args.out is not None else str(Path(workdir) / ("transfer-quick.json" if args.quick

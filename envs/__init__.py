@@ -1,12 +1,14 @@
 """Gymnasium environments of neuralsim (installed as ``neuralsim.envs``).
 
 ``WorldModelEnv`` / ``WorldModelVectorEnv``: the dream (``SanaWM-v0``);
-``NeuralSimRoom``: the real MuJoCo room (``NeuralSimRoom-v0``, needs the ``[mujoco]`` extra).
+``NeuralSimRoom``: the real MuJoCo room (``NeuralSimRoom-v0``, needs the ``[mujoco]`` extra);
+``LatentObservation`` / ``VectorLatentObservation``: a pixel env observed through a world model's encoder.
 """
 
 from __future__ import annotations
 
-__all__ = ["WorldModelEnv", "WorldModelVectorEnv", "NeuralSimRoomEnv", "register_checkpoint"]
+__all__ = ["WorldModelEnv", "WorldModelVectorEnv", "NeuralSimRoomEnv", "LatentObservation", "VectorLatentObservation",
+           "register_checkpoint"]
 
 
 def __getattr__(name: str):
@@ -22,6 +24,10 @@ def __getattr__(name: str):
         from neuralsim.envs.room import NeuralSimRoomEnv
 
         return NeuralSimRoomEnv
+    if name in ("LatentObservation", "VectorLatentObservation"):
+        from neuralsim.envs import latent
+
+        return getattr(latent, name)
     if name == "register_checkpoint":
         from neuralsim.envs.registration import register_checkpoint
 

@@ -130,6 +130,14 @@ def _load_official(checkpoint: Any, random_weights: bool, device: torch.device, 
     return SanaWMBackend(transformer, vae, guidance_scale=1.0, denoise_steps=4, dtype=dtype, device=device)
 
 
+def resize_mode_of(config: Any) -> str:
+    """How real frames became ``config.image_size`` when the model's dataset was collected: ``provenance["resize"]``
+    (``"pad"``, ``"crop"`` or ``"squash"``; ``"squash"`` when unrecorded)."""
+    provenance = getattr(config, "provenance", None)
+    mode = provenance.get("resize") if isinstance(provenance, dict) else None
+    return mode if mode in ("pad", "crop", "squash") else "squash"
+
+
 def load_start_set(path: Path | None, image_size: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
     """The start frames shipped with a checkpoint (uint8 ``[N, H, W, 3]``, resized if needed) and their descriptions."""
     empty = np.zeros((0, *image_size, 3), dtype=np.uint8)
@@ -429,9 +437,7 @@ class DreamCore:
     @property
     def resize_mode(self) -> str:
         """How real frames became the model's ``image_size`` when its dataset was collected (``"squash"`` if unrecorded)."""
-        provenance = getattr(self.config, "provenance", None)
-        mode = provenance.get("resize") if isinstance(provenance, dict) else None
-        return mode if mode in ("pad", "crop", "squash") else "squash"
+        return resize_mode_of(self.config)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == torch.float32 or isinstance(self.backend, OfficialBackend):  # the official model is cast

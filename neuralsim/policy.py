@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 FORMAT = "neuralsim-policy"
 VERSION = 1
@@ -34,7 +35,7 @@ _POLICY_CLASSES = {
     "ActorCriticPolicy": "stable_baselines3.common.policies",
     "ActorCriticCnnPolicy": "stable_baselines3.common.policies",
 }
-_FEATURE_EXTRACTORS = ("NatureCNN", "FlattenExtractor")
+_FEATURE_EXTRACTORS = ("NatureCNN", "FlattenExtractor", "LatentCNN")
 _ACTIVATIONS = ("Tanh", "ReLU", "ELU", "LeakyReLU", "GELU", "SiLU")
 # The ActorCriticPolicy keyword arguments a policy.json may set (SB3 2.x), with their JSON types.
 _POLICY_KWARGS = {"net_arch": (list, dict), "activation_fn": str, "ortho_init": bool, "use_sde": bool,
@@ -44,6 +45,49 @@ _POLICY_KWARGS = {"net_arch": (list, dict), "activation_fn": str, "ortho_init": 
 #: Bounds checked before a network is built from a policy.json: a 500-byte file once asked for a 9 GB network.
 MAX_SPACE_ELEMENTS = 1 << 22  # observation elements (e.g. 1024 x 1024 x 4); action elements / Discrete n
 MAX_LAYER_WIDTH = 1 << 16
+
+
+def _latent_cnn_grid(h: int, w: int) -> tuple[int, int, int]:
+    """``(stride, h', w')`` of :class:`LatentCNN`'s second convolution: stride 2 on grids of at least 8x8."""
+    stride = 2 if min(h, w) >= 8 else 1
+    return stride, (h - 1) // stride + 1, (w - 1) // stride + 1
+
+
+class LatentCNN(BaseFeaturesExtractor):
+    """SB3 features extractor for latent observations ``[C, h, w]`` float32 (``obs_type="latent"``).
+
+    ``conv3x3(C -> 64) -> ReLU -> conv3x3(64 -> 64, stride 2 on grids of at least 8x8) -> ReLU ->
+    flatten -> linear(features_dim) -> ReLU``. Latents are normalised (O(1)), so nothing is rescaled.
+    Use it through :func:`neuralsim.agents.sb3.latent_policy_kwargs` with ``"MlpPolicy"``;
+    :func:`save_policy` / :func:`load_policy` store it by name.
+
+    Args:
+        observation_space: ``Box((C, h, w), float32)``, e.g. the dream's latent observation space.
+        features_dim: width of the output features.
+    """
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 256) -> None:
+        if not (isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 3):
+            raise ValueError(f"observation_space must be a Box of latent frames (C, h, w), got {observation_space}")
+        super().__init__(observation_space, features_dim)
+        c, h, w = (int(d) for d in observation_space.shape)
+        stride, gh, gw = _latent_cnn_grid(h, w)
+        self.cnn = torch.nn.Sequential(
+            torch.nn.Conv2d(c, 64, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(64, 64, 3, stride=stride, padding=1), torch.nn.ReLU(),
+            torch.nn.Flatten(),  # (B, 64 * gh * gw)
+        )
+        self.linear = torch.nn.Sequential(torch.nn.Linear(64 * gh * gw, features_dim), torch.nn.ReLU())
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.cnn(observations.float()))
+
+
+def _extractor_class(name: str) -> type:
+    """An allow-listed features extractor by name (SB3's own, or :class:`LatentCNN`)."""
+    from stable_baselines3.common import torch_layers
+
+    return LatentCNN if name == "LatentCNN" else getattr(torch_layers, name)
 
 
 def space_to_json(space: spaces.Space, name: str = "space") -> dict[str, Any]:
@@ -124,6 +168,11 @@ def _min_weights(obs: spaces.Space, action: spaces.Space, kwargs: dict[str, Any]
             h, w = (h - k) // stride + 1, (w - k) // stride + 1
         features = int((kwargs.get("features_extractor_kwargs") or {}).get("features_dim", 512))
         total += c * 32 * 64 + 32 * 64 * 16 + 64 * 64 * 9 + max(h, 0) * max(w, 0) * 64 * features
+    elif extractor == "LatentCNN" and isinstance(obs, spaces.Box) and len(obs.shape) == 3:
+        c, h, w = obs.shape
+        _, gh, gw = _latent_cnn_grid(h, w)
+        features = int((kwargs.get("features_extractor_kwargs") or {}).get("features_dim", 256))
+        total += c * 64 * 9 + 64 * 64 * 9 + 64 * gh * gw * features
     else:
         features = obs_size
     arch = kwargs.get("net_arch")
@@ -170,8 +219,8 @@ def _kwargs_to_json(policy_kwargs: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in policy_kwargs.items():
         if key == "features_extractor_class":
-            if value.__name__ not in _FEATURE_EXTRACTORS:
-                raise ValueError(f"policy_kwargs['features_extractor_class'] must be one of {_FEATURE_EXTRACTORS}, got {value.__name__}")
+            if getattr(value, "__name__", None) not in _FEATURE_EXTRACTORS or _extractor_class(value.__name__) is not value:
+                raise ValueError(f"policy_kwargs['features_extractor_class'] must be one of {_FEATURE_EXTRACTORS}, got {value!r}")
             out[key] = value.__name__
         elif key == "activation_fn":
             if value.__name__ not in _ACTIVATIONS:
@@ -189,14 +238,12 @@ def _kwargs_to_json(policy_kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _kwargs_from_json(policy_kwargs: dict[str, Any]) -> dict[str, Any]:
-    from stable_baselines3.common import torch_layers
-
     out = dict(policy_kwargs)
     if "features_extractor_class" in out:
         name = out["features_extractor_class"]
         if name not in _FEATURE_EXTRACTORS:
             raise ValueError(f"policy.json: features_extractor_class must be one of {_FEATURE_EXTRACTORS}, got {name!r}")
-        out["features_extractor_class"] = getattr(torch_layers, name)
+        out["features_extractor_class"] = _extractor_class(name)
     if "activation_fn" in out:
         name = out["activation_fn"]
         if name not in _ACTIVATIONS:
@@ -371,4 +418,4 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     return SavedPolicy(policy.to(device), config, root)
 
 
-__all__ = ["SavedPolicy", "save_policy", "load_policy", "is_saved_policy", "space_to_json", "space_from_json"]
+__all__ = ["LatentCNN", "SavedPolicy", "save_policy", "load_policy", "is_saved_policy", "space_to_json", "space_from_json"]
