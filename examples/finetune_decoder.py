@@ -81,6 +81,10 @@ def main() -> None:
         if any(not torch.equal(enc_a[k], enc_b[k]) for k in enc_a):
             raise SystemExit("error: --merge's model has another encoder: its dynamics learned other latents")
         target.autoencoder.decoder.load_state_dict(model.autoencoder.decoder.state_dict())
+        provenance = {**target.config.provenance, "decoder_finetune": {
+            "from": str(args.model), "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
+            "seed": args.seed, "trained_here": not args.merge_only}}
+        target.config = target.config.replace(provenance=provenance)
     target.save_pretrained(args.out)
     print(f"wrote {args.out}")
 

@@ -34,7 +34,7 @@ class Recipe:
     preset: str = "default"
     ae_steps: int = 1800
     ae_lr: float = 2e-3
-    steps: int = 1600  # dynamics steps
+    steps: int = 2000  # dynamics steps
     lr: float = 1e-3
     batch_size: int = 32
     window: int = 6  # short windows: many cheap updates (the previous frame reaches every token directly)
