@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -83,9 +84,12 @@ def main() -> None:
         target.autoencoder.decoder.load_state_dict(model.autoencoder.decoder.state_dict())
         provenance = {**target.config.provenance, "decoder_finetune": {
             "from": str(args.model), "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
-            "seed": args.seed, "trained_here": not args.merge_only}}
+            "seed": args.seed}}
         target.config = target.config.replace(provenance=provenance)
     target.save_pretrained(args.out)
+    start_frames = Path(args.merge or args.model) / "start_frames.safetensors"
+    if start_frames.exists():  # the start set the envs reset from travels with the model
+        shutil.copy2(start_frames, args.out / "start_frames.safetensors")
     print(f"wrote {args.out}")
 
 
