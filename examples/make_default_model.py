@@ -112,6 +112,7 @@ def install(model_dir: Path) -> None:
     weights = load_file(str(model_dir / "model.safetensors"))
     save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, str(tmp / "model.safetensors"),
               metadata={"format": "pt", "note": "fp16 copy of the fp32 EMA weights"})
+    (tmp / "model.safetensors").chmod(0o644)  # safetensors writes 0600; the package's files are world-readable
     shutil.rmtree(assets, ignore_errors=True)
     tmp.rename(assets)
     print(f"installed into {assets}")
