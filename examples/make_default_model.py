@@ -4,12 +4,13 @@
 
 (One torch thread: on a 2-core machine two threads competing with the collection workers or anything
 else are far slower.) Stages: collect 400 episodes of NeuralSimRoom-v0 with the `explore` policy → the 8×
-autoencoder (1,800 steps) → the dynamics (2,000 steps, windows of 6) → the decoder alone on the frozen
-encoder's latents (2,500 steps, `examples/finetune_decoder.py`). The shipped model was made with these
+autoencoder (1,800 steps) → the dynamics (2,000 steps, windows of 6) → 300 self-forcing steps → the decoder alone
+on the frozen encoder's latents (2,500 steps, `examples/finetune_decoder.py`) → 1 denoise step in its config. The shipped model was made with these
 defaults, its stages run one by one: `neuralsim train autoencoder` then `neuralsim train dynamics` into the
 same directory (by construction the computation of `train all`: same seeds, data order and weights at the
-stage boundary), and the decoder fine-tuned from the autoencoder stage's export beside the dynamics stage
-(the same decoder and encoder weights the dynamics checkpoint holds), then merged with `--merge`. This
+stage boundary), then `neuralsim train dynamics --init ... --self-forcing 0.5 --self-forcing-frames 4 --steps 300
+--lr 3e-4`, and the decoder fine-tuned from the autoencoder stage's export beside the dynamics stage (the same
+decoder and encoder weights the dynamics checkpoint holds), then merged with `--merge`. This
 script has not been re-run end to end to confirm bit-identical weights.
 
 Each training stage is resumable (`--resume`): collection continues at the next episode, training from its last
@@ -44,8 +45,11 @@ class Recipe:
     lr: float = 1e-3
     batch_size: int = 32
     window: int = 6  # short windows: many cheap updates (the previous frame reaches every token directly)
+    self_forcing_steps: int = 300  # fine-tuning on the model's own rollouts (0 = skip)
+    self_forcing_lr: float = 3e-4
     decoder_steps: int = 2500  # decoder fine-tuning on the frozen encoder's latents (0 = skip)
     decoder_lr: float = 1e-3
+    denoise_steps: int = 1  # the shipped sampler setting
     dtype: str = "float32"  # as the shipped run (bf16 gave no speed-up on these small convs and matmuls)
     resume: bool = False
     install: bool = False
@@ -82,15 +86,32 @@ def main() -> None:
                       window=recipe.window, seed=recipe.seed, dtype=recipe.dtype,
                       resume=recipe.resume or (model_dir / "checkpoints" / "latest.json").exists())
     train(cfg)
+    # Self-forcing: the model continues its own rollouts (1-4 frames, no gradient) toward the real frames, so it
+    # learns to pull back the drift a teacher-forced model never sees.
+    dynamics_dir = model_dir
+    if recipe.self_forcing_steps > 0:
+        dynamics_dir = out / "sf"
+        train(TrainConfig(stage="dynamics", data=str(data), out=str(dynamics_dir), preset=recipe.preset,
+                          init=str(model_dir), steps=recipe.self_forcing_steps, lr=recipe.self_forcing_lr,
+                          batch_size=recipe.batch_size, window=recipe.window, seed=recipe.seed, dtype=recipe.dtype,
+                          self_forcing=0.5, self_forcing_frames=4,
+                          resume=recipe.resume and (dynamics_dir / "checkpoints" / "latest.json").exists()))
     # The dynamics only reads the encoder's latents, so the decoder trains on alone (encoder frozen): sharper frames
     # for every step of the dream without touching the dynamics.
     final_dir = out / "final"
     if recipe.decoder_steps > 0:
-        subprocess.run([sys.executable, str(Path(__file__).with_name("finetune_decoder.py")), "--model", str(model_dir),
+        subprocess.run([sys.executable, str(Path(__file__).with_name("finetune_decoder.py")), "--model", str(dynamics_dir),
                         "--data", str(data), "--steps", str(recipe.decoder_steps), "--lr", str(recipe.decoder_lr),
                         "--seed", str(recipe.seed), "--out", str(final_dir)], check=True)
     else:
-        final_dir = model_dir
+        final_dir = dynamics_dir
+    # One Euler step (+ the commit pass): measured, 2-3 fused steps sharpen the first frames but their low-noise
+    # passes feed back into the history and blow up by t+16 (benchmarks/fidelity.py --denoise-steps).
+    from neuralsim.model import WorldModel
+
+    final = WorldModel.from_pretrained(final_dir)
+    final.config = final.config.replace(denoise_steps=recipe.denoise_steps)
+    final.save_pretrained(final_dir)
     t_total = time.perf_counter() - t0
     print(f"recipe done: collect {t_collect / 60:.1f} min, total {t_total / 60:.1f} min", flush=True)
 
