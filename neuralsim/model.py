@@ -47,6 +47,7 @@ from neuralsim.autoencoder import Autoencoder, psnr, ssim
 from neuralsim.checkpoints import default_file_mode, resolve_checkpoint
 from neuralsim.config import WorldModelConfig
 from neuralsim.dynamics import DynamicsTransformer
+from neuralsim.limits import MAX_DENOISE_STEPS
 from neuralsim.sampler import (
     add_context_noise,
     add_noise,
@@ -675,6 +676,8 @@ class WorldModel(nn.Module):
         steps = self.config.denoise_steps if denoise_steps is None else denoise_steps
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
             raise InputError(f"denoise_steps must be an int >= 1, got {denoise_steps!r}")
+        if steps > MAX_DENOISE_STEPS:  # a bound on work a caller (or a file) can ask for: neuralsim.limits
+            raise InputError(f"denoise_steps must be at most {MAX_DENOISE_STEPS}, got {denoise_steps!r}")
         return int(steps)
 
     @torch.no_grad()

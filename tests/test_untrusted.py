@@ -401,3 +401,18 @@ def test_save_pretrained_weights_are_as_readable_as_config_json(tiny_checkpoint,
         assert oct((saved / "model.safetensors").stat().st_mode & 0o777) == oct((saved / "config.json").stat().st_mode & 0o777) == "0o644"
     finally:
         os.umask(old)
+
+
+def test_8_denoise_steps_passed_to_the_model_are_bounded(tiny_checkpoint):
+    """#8: a billion Euler steps asked of WorldModel.step directly is refused before any work."""
+    import numpy as np
+    import torch
+
+    from neuralsim.limits import MAX_DENOISE_STEPS
+    from neuralsim.model import WorldModel
+
+    model = WorldModel.from_pretrained(tiny_checkpoint)
+    g = torch.Generator().manual_seed(0)
+    state = model.init_state(1, frames=np.zeros((1, 1, 32, 32, 3), np.uint8), generator=g)
+    with pytest.raises(ValueError, match=f"denoise_steps must be at most {MAX_DENOISE_STEPS}"):
+        model.step(state, np.zeros((1, 4), np.float32), generator=g, denoise_steps=10**9)
