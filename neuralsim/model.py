@@ -486,13 +486,14 @@ class WorldModel(nn.Module):
         return vec, torch.from_numpy(np.asarray(cam, dtype=np.float64)).to(self.device)
 
     def _advance_camera(self, c2w: torch.Tensor, pitch: torch.Tensor, motion: torch.Tensor | None,
-                        frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                        frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Hold ``motion [B, 4]`` (None = still) for ``frames`` raw frames →
         ``(c2w, pitch, rays [B, S, 6*k], relative rays [B, S, 6*k])``.
 
         The rays of a latent frame are those of its ``k`` raw poses (a lone first frame repeats its pose), one
         per token; the relative rays are the same poses seen from the camera before the motion (the previous
-        latent frame's), so they say where each token's content comes from. Both are zeros with ``ablate_rays``.
+        latent frame's), so they say where each token's content comes from; None unless ``prev_frame_input``
+        reads them. Both are zeros with ``ablate_rays``.
         """
         cfg = self.config
         start, poses = c2w, []
@@ -503,10 +504,13 @@ class WorldModel(nn.Module):
             poses.append(c2w)
         poses = poses * (cfg.frames_per_latent // len(poses))  # first frame: its one pose k times
         rays = torch.cat([plucker_rays_torch(p, *cfg.token_grid, cfg.camera_fovy_deg) for p in poses], dim=-1)
-        to_start = torch.linalg.inv(start.double())
-        rel = torch.cat([plucker_rays_torch(to_start @ p, *cfg.token_grid, cfg.camera_fovy_deg) for p in poses], dim=-1)
+        rel = None
+        if cfg.prev_frame_input:  # only the direct path reads them: no work for models without it
+            to_start = torch.linalg.inv(start.double())
+            rel = torch.cat([plucker_rays_torch(to_start @ p, *cfg.token_grid, cfg.camera_fovy_deg) for p in poses],
+                            dim=-1)
         if self.ablate_rays:
-            rays, rel = torch.zeros_like(rays), torch.zeros_like(rel)
+            rays, rel = torch.zeros_like(rays), None if rel is None else torch.zeros_like(rel)
         return c2w, pitch, rays, rel
 
     def _sequence_conditioning(self, batch_size: int, frames: int, actions: Any, name: str
@@ -542,7 +546,8 @@ class WorldModel(nn.Module):
                                                       cfg.frames_per_latent)
             rays.append(r)
             rels.append(rel)
-        return action, known, torch.stack(rays, dim=1), c2w, pitch, torch.stack(rels, dim=1)
+        rel = None if rels[0] is None else torch.stack(rels, dim=1)
+        return action, known, torch.stack(rays, dim=1), c2w, pitch, rel
 
     def _heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``features [..., d]`` → ``(reward (zeros if disabled), termination logit or None if disabled)``."""
@@ -707,7 +712,7 @@ class WorldModel(nn.Module):
         rays, cam = None, {}
         if self.config.camera:
             c2w, pitch, rays, rel = self._advance_camera(state.c2w, state.pitch, motion, self.config.frames_per_latent)
-            rays, cam = rays[:, None], {"c2w": c2w, "pitch": pitch, "rel_rays": rel[:, None]}
+            rays, cam = rays[:, None], {"c2w": c2w, "pitch": pitch, "rel_rays": None if rel is None else rel[:, None]}
         known = torch.ones(state.batch_size, 1, dtype=torch.bool, device=self.device)
         return self._generate(state, vec[:, None], known, rays, generator, steps, **cam)
 
@@ -732,7 +737,8 @@ class WorldModel(nn.Module):
         weight = 1.0
         if cfg.ae_edge_weight > 0:  # edge pixels weigh more: at 64x64 a small object is mostly boundary
             luma = groups.reshape(-1, 3, *cfg.image_size).mean(dim=1, keepdim=True)  # (N*k, 1, H, W)
-            grad = F.pad((luma[..., :, 1:] - luma[..., :, :-1]).abs(), (0, 1)) + F.pad((luma[..., 1:, :] - luma[..., :-1, :]).abs(), (0, 0, 0, 1))
+            grad = (F.pad((luma[..., :, 1:] - luma[..., :, :-1]).abs(), (0, 1))  # |dx|
+                    + F.pad((luma[..., 1:, :] - luma[..., :-1, :]).abs(), (0, 0, 0, 1)))  # + |dy|
             grad = F.max_pool2d(grad, 3, stride=1, padding=1)  # both sides of an edge
             weight = 1.0 + cfg.ae_edge_weight * grad / grad.mean().clamp_min(1e-6)
             weight = (weight / weight.mean()).reshape(groups.shape[0], -1, 1, *cfg.image_size)  # mean 1

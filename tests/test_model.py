@@ -488,8 +488,12 @@ def test_ray_ablation_changes_the_dream_and_is_off_by_default():
 def test_velocity_models_keep_their_behaviour():
     """Fields added later default to off: a config without them is the first shipped model's architecture."""
     cfg = WorldModelConfig.from_preset("tiny", prev_frame_input=False, prediction="velocity")
-    model = WorldModel(cfg)
+    model = WorldModel(cfg).eval()
     assert model.dynamics.prev_embedder is None and model.dynamics.ray_embedder is None
+    _, latents = _stepped(model)  # streams and trains without the relative rays (not even computed)
+    assert torch.isfinite(latents).all() and model._sequence_conditioning(2, 3, None, "actions")[5] is None
+    loss, _ = model.dynamics_loss(torch.randn(2, 3, *model.latent_shape), np.zeros((2, 2, 4), np.float32))
+    assert torch.isfinite(loss)
     with pytest.raises(ValueError, match="prediction"):
         WorldModelConfig.from_preset("tiny", prev_frame_input=False, prediction="x0_residual")
     with pytest.raises(ValueError, match="patch_size"):
