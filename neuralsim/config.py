@@ -60,6 +60,7 @@ class WorldModelConfig:
     patch_size: int = 1  # p x p latent pixels per token (DiT's patchify): tokens per frame = (h/p)(w/p)
     prev_frame_input: bool = False  # every token also reads the previous clean latent, the relative camera rays and the action
     prediction: str = "velocity"  # "velocity" (v = eps - x0) or "x0_residual" (x0 = previous latent + output)
+    prev_frame_warp: bool = False  # the previous latent is first warped by the camera's rotation since it (needs camera)
     width: int = 128
     depth: int = 6
     num_heads: int = 4
@@ -181,6 +182,11 @@ class WorldModelConfig:
             raise bad("prediction", "'velocity' or 'x0_residual'")
         if not isinstance(self.prev_frame_input, bool):
             raise bad("prev_frame_input", "a bool")
+        if not isinstance(self.prev_frame_warp, bool):
+            raise bad("prev_frame_warp", "a bool")
+        if self.prev_frame_warp and not (self.prev_frame_input and self.camera):
+            raise bad("prev_frame_warp", "False unless prev_frame_input=True and camera=True (it warps the previous "
+                      "frame by the camera motion)")
         if self.prediction == "x0_residual" and not self.prev_frame_input:
             raise bad("prediction", "'velocity' when prev_frame_input=False (the residual is added to the previous frame)")
         levels = int(math.log2(s)) + 1

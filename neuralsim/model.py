@@ -236,6 +236,34 @@ def plucker_rays_torch(c2w: torch.Tensor, height: int, width: int, fovy_deg: flo
     return torch.cat([dirs, torch.cross(origins, dirs, dim=-1)], dim=-1).float()
 
 
+def rotation_warp_grid(rel: torch.Tensor, height: int, width: int, fovy_deg: float) -> torch.Tensor:
+    """Where each pixel of a new view was in the previous view, the camera having turned by ``rel``.
+
+    ``rel [B, 4, 4]``: the new camera's pose in the previous camera's frame. Only the rotation is used
+    (a translation needs depth; one step moves the camera a few centimetres). Returns the ``grid_sample``
+    grid ``[B, height, width, 2]`` (x, y in [-1, 1], pixel centres at ±1, ``align_corners=True``): identity
+    for no rotation, so a still camera sees its previous frame exactly.
+    """
+    fx, fy, cx, cy = camera_intrinsics(height, width, fovy_deg)
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64, device=rel.device),
+                            torch.arange(width, dtype=torch.float64, device=rel.device), indexing="ij")
+    dirs_new = torch.stack([(xs - cx) / fx, (ys - cy) / fy, torch.ones_like(xs)], dim=-1).reshape(-1, 3)  # (S, 3)
+    dirs_prev = torch.einsum("bij,sj->bsi", rel[:, :3, :3].double(), dirs_new)  # (B, S, 3)
+    z = dirs_prev[..., 2].clamp_min(1e-3)  # behind the previous camera: pushed far off-screen (border value)
+    u = (fx * dirs_prev[..., 0] / z + cx) / max(width - 1, 1) * 2 - 1
+    v = (fy * dirs_prev[..., 1] / z + cy) / max(height - 1, 1) * 2 - 1
+    return torch.stack([u, v], dim=-1).reshape(-1, height, width, 2).float()
+
+
+def warp_latents(latents: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Resample ``latents [B, T, C, h, w]`` at ``grid [B, T, h, w, 2]`` (bilinear; the edge extends into what a
+    turn reveals)."""
+    B, T = latents.shape[:2]
+    out = F.grid_sample(latents.flatten(0, 1).float(), grid.flatten(0, 1).to(latents.device), mode="bilinear",
+                        padding_mode="border", align_corners=True)
+    return out.unflatten(0, (B, T))
+
+
 # ---------------------------------------------------------------------------------------------
 # The world model
 # ---------------------------------------------------------------------------------------------
@@ -393,10 +421,13 @@ class WorldModel(nn.Module):
         return x.reshape(B, T, C, gh * p, gw * p)
 
     def _prev_tokens(self, tokens: torch.Tensor, generator: torch.Generator | None,
-                     levels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The previous frame of every frame of ``tokens [B, T, S, C]`` (zeros before the first) →
-        ``(input: noise-augmented at the context level (or per-frame ``levels [B, T]``), residual base: clean)``."""
+                     levels: torch.Tensor | None = None, warp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The previous frame of every frame of ``tokens [B, T, S, C]`` (zeros before the first), warped by
+        ``warp [B, T, h, w, 2]`` when given → ``(input: noise-augmented at the context level (or per-frame
+        ``levels [B, T]``), residual base: clean)``."""
         base = torch.cat([torch.zeros_like(tokens[:, :1]), tokens[:, :-1]], dim=1)
+        if warp is not None:
+            base = self._tokens(warp_latents(self._untokens(base), warp))
         if levels is None:
             return add_context_noise(base, self.config.context_noise, generator=generator), base
         return add_noise(base, randn(tuple(base.shape), generator=generator, device=base.device), levels), base
@@ -486,14 +517,16 @@ class WorldModel(nn.Module):
         return vec, torch.from_numpy(np.asarray(cam, dtype=np.float64)).to(self.device)
 
     def _advance_camera(self, c2w: torch.Tensor, pitch: torch.Tensor, motion: torch.Tensor | None,
-                        frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                        frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                              torch.Tensor | None]:
         """Hold ``motion [B, 4]`` (None = still) for ``frames`` raw frames →
-        ``(c2w, pitch, rays [B, S, 6*k], relative rays [B, S, 6*k])``.
+        ``(c2w, pitch, rays [B, S, 6*k], relative rays [B, S, 6*k], warp grid [B, h, w, 2])``.
 
         The rays of a latent frame are those of its ``k`` raw poses (a lone first frame repeats its pose), one
         per token; the relative rays are the same poses seen from the camera before the motion (the previous
         latent frame's), so they say where each token's content comes from; None unless ``prev_frame_input``
-        reads them. Both are zeros with ``ablate_rays``.
+        reads them. Both are zeros with ``ablate_rays``. The warp grid (``prev_frame_warp``, else None) resamples the
+        previous latent frame as seen after the rotation to the latent frame's last pose.
         """
         cfg = self.config
         start, poses = c2w, []
@@ -509,16 +542,19 @@ class WorldModel(nn.Module):
             to_start = torch.linalg.inv(start.double())
             rel = torch.cat([plucker_rays_torch(to_start @ p, *cfg.token_grid, cfg.camera_fovy_deg) for p in poses],
                             dim=-1)
+        warp = None
+        if cfg.prev_frame_warp:
+            warp = rotation_warp_grid(torch.linalg.inv(start.double()) @ poses[-1], *cfg.latent_size, cfg.camera_fovy_deg)
         if self.ablate_rays:
             rays, rel = torch.zeros_like(rays), None if rel is None else torch.zeros_like(rel)
-        return c2w, pitch, rays, rel
+        return c2w, pitch, rays, rel, warp
 
     def _sequence_conditioning(self, batch_size: int, frames: int, actions: Any, name: str
                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None,
-                                          torch.Tensor | None, torch.Tensor | None]:
+                                          torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """Actions between ``frames`` latent frames (``[B, frames-1, A]`` / ``[B, frames-1]``, or None) →
         ``(action [B, T, A], known [B, T], rays [B, T, S, 6k] | None, final c2w, final pitch,
-        relative rays [B, T, S, 6k] | None)``."""
+        relative rays [B, T, S, 6k] | None, warp grids [B, T, h, w, 2] | None)``."""
         cfg, B, T = self.config, batch_size, frames
         action = torch.zeros(B, T, cfg.action_dim, device=self.device)
         known = torch.zeros(B, T, dtype=torch.bool, device=self.device)
@@ -536,18 +572,20 @@ class WorldModel(nn.Module):
             known[:, 1:] = True
             motion = None if cam is None else cam.view(B, T - 1, 4)
         if not cfg.camera:
-            return action, known, None, None, None, None
+            return action, known, None, None, None, None, None
         c2w = torch.eye(4, dtype=torch.float64, device=self.device).repeat(B, 1, 1)
         pitch = torch.zeros(B, dtype=torch.float64, device=self.device)
-        c2w, pitch, rays0, rel0 = self._advance_camera(c2w, pitch, None, 1)
-        rays, rels = [rays0], [rel0]
+        c2w, pitch, rays0, rel0, warp0 = self._advance_camera(c2w, pitch, None, 1)
+        rays, rels, warps = [rays0], [rel0], [warp0]
         for t in range(1, T):
-            c2w, pitch, r, rel = self._advance_camera(c2w, pitch, None if motion is None else motion[:, t - 1],
-                                                      cfg.frames_per_latent)
+            c2w, pitch, r, rel, warp = self._advance_camera(c2w, pitch, None if motion is None else motion[:, t - 1],
+                                                            cfg.frames_per_latent)
             rays.append(r)
             rels.append(rel)
+            warps.append(warp)
         rel = None if rels[0] is None else torch.stack(rels, dim=1)
-        return action, known, torch.stack(rays, dim=1), c2w, pitch, rel
+        warp = None if warps[0] is None else torch.stack(warps, dim=1)
+        return action, known, torch.stack(rays, dim=1), c2w, pitch, rel, warp
 
     def _heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``features [..., d]`` → ``(reward (zeros if disabled), termination logit or None if disabled)``."""
@@ -563,7 +601,7 @@ class WorldModel(nn.Module):
     # --- streaming --------------------------------------------------------------------------
     def _generate(self, state: WorldState, action: torch.Tensor, known: torch.Tensor, rays: torch.Tensor | None,
                   generator: torch.Generator | None, steps: int, rel_rays: torch.Tensor | None = None,
-                  **updates: Any) -> tuple[torch.Tensor, WorldState]:
+                  warp: torch.Tensor | None = None, **updates: Any) -> tuple[torch.Tensor, WorldState]:
         """Denoise one latent frame against ``state`` with ``steps`` Euler passes and commit it.
 
         Separate commit: after denoising, the clean frame is re-noised to ``context_noise`` and run
@@ -579,7 +617,10 @@ class WorldModel(nn.Module):
                       text_mask=state.text_mask, cache=state.cache)
         base = None
         if cfg.prev_frame_input:  # the last committed frame (zeros before the first), lightly noised as in training
-            base = self._tokens(state.latent[:, None].float())  # (B, 1, S, C)
+            latent = state.latent[:, None].float()
+            if warp is not None:  # (B, 1, h, w, 2): the last frame as the turned camera would see it
+                latent = warp_latents(latent, warp)
+            base = self._tokens(latent)  # (B, 1, S, C)
             prev = add_context_noise(base, cfg.context_noise, generator=generator)
             inputs.update(prev=prev, rel_rays=rel_rays)
         if self.fast_streaming:  # the per-frame twin of `dynamics.forward` (same numbers; see dynamics.prepare_frame)
@@ -652,8 +693,9 @@ class WorldModel(nn.Module):
         if frames is None and latents is None:
             if actions is not None:
                 raise InputError("actions were given without frames; expected frames [B, T, H, W, 3] for them")
-            action, known, rays, c2w, pitch, rel = self._sequence_conditioning(B, 1, None, "actions")
-            _, state = self._generate(state, action, known, rays, generator, steps, rel_rays=rel, c2w=c2w, pitch=pitch)
+            action, known, rays, c2w, pitch, rel, warp = self._sequence_conditioning(B, 1, None, "actions")
+            _, state = self._generate(state, action, known, rays, generator, steps, rel_rays=rel, warp=warp, c2w=c2w,
+                                      pitch=pitch)
             return state
         if latents is None:
             latents = self.encode(frames)  # (B, T_lat, C, h, w)
@@ -664,10 +706,10 @@ class WorldModel(nn.Module):
         if latents.shape[0] != B:
             raise InputError(f"frames has batch {latents.shape[0]} but batch_size={B}")
         T = latents.shape[1]
-        action, known, rays, c2w, pitch, rel = self._sequence_conditioning(B, T, actions, "actions")
+        action, known, rays, c2w, pitch, rel, warp = self._sequence_conditioning(B, T, actions, "actions")
         tokens = self._tokens(latents)  # (B, T, S, C)
         x = add_context_noise(tokens, cfg.context_noise, generator=generator)
-        prev = self._prev_tokens(tokens, generator)[0] if cfg.prev_frame_input else None
+        prev = self._prev_tokens(tokens, generator, warp=warp)[0] if cfg.prev_frame_input else None
         _, features, cache = self.dynamics(
             x, torch.full((B, T), cfg.context_noise, device=self.device), start=state.step, action=action,
             action_known=known, rays=rays, text=text_kv, text_mask=mask, cache=state.cache, prev=prev, rel_rays=rel)
@@ -711,8 +753,9 @@ class WorldModel(nn.Module):
         vec, motion = self._action_inputs(self._validate_actions(actions, state.batch_size, "actions"))
         rays, cam = None, {}
         if self.config.camera:
-            c2w, pitch, rays, rel = self._advance_camera(state.c2w, state.pitch, motion, self.config.frames_per_latent)
-            rays, cam = rays[:, None], {"c2w": c2w, "pitch": pitch, "rel_rays": None if rel is None else rel[:, None]}
+            c2w, pitch, rays, rel, warp = self._advance_camera(state.c2w, state.pitch, motion, self.config.frames_per_latent)
+            rays, cam = rays[:, None], {"c2w": c2w, "pitch": pitch, "rel_rays": None if rel is None else rel[:, None],
+                                        "warp": None if warp is None else warp[:, None]}
         known = torch.ones(state.batch_size, 1, dtype=torch.bool, device=self.device)
         return self._generate(state, vec[:, None], known, rays, generator, steps, **cam)
 
@@ -781,7 +824,7 @@ class WorldModel(nn.Module):
             raise InputError(f"latents must be a float tensor [B, T, {', '.join(map(str, self.latent_shape))}], got {got}")
         B, T = latents.shape[:2]
         x0 = self._tokens(latents.to(self.device).float())  # (B, T, S, C)
-        action, known, rays, _, _, rel = self._sequence_conditioning(B, T, actions, "actions")
+        action, known, rays, _, _, rel, warp = self._sequence_conditioning(B, T, actions, "actions")
         tau = diffusion_forcing_levels(B, T, generator=generator, device=self.device, context_noise=cfg.context_noise,
                                        clean_context_prob=cfg.clean_context_prob, shift=cfg.flow_shift)
         noise = randn(tuple(x0.shape), generator=generator, device=self.device)
@@ -805,7 +848,7 @@ class WorldModel(nn.Module):
         prev = base = None
         if cfg.prev_frame_input:  # the previous frame as the model sees it (real or own), noise-augmented around inference's level
             prev_levels = rand((B, T), generator=generator, device=self.device) * (2.0 * cfg.context_noise)
-            prev, base = self._prev_tokens(inputs, generator, prev_levels)
+            prev, base = self._prev_tokens(inputs, generator, prev_levels, warp=warp)
         out, features, _ = self.dynamics(add_noise(inputs, noise, tau), tau,
                                          start=torch.zeros(B, dtype=torch.long, device=self.device), action=action,
                                          action_known=known, rays=rays, text=self.dynamics.text_kv(tokens), text_mask=mask,

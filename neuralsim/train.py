@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
@@ -36,6 +37,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import safe_open
 from torch import nn
 
 from neuralsim import device as device_lib
@@ -87,6 +89,7 @@ class TrainConfig:
     start_frames: int = 32  # how many start frames to ship with the checkpoint
     stop_after: int | None = None  # end this run at the first checkpoint at or after this step (resume later)
     cache_latents: bool = True  # dynamics: encode the dataset once (frozen autoencoder) instead of every batch
+    latent_cache_dir: str | None = None  # dynamics: keep the encoded dataset here for later runs (None: memory only)
     self_forcing: float = 0.0  # dynamics: fraction of batches whose history is the model's own rollout
     self_forcing_frames: int = 4  # the longest own rollout (latent frames) used as history
     config_overrides: dict = field(default_factory=dict)
@@ -143,10 +146,20 @@ class LatentCache:
     every ``k``-frame chunk and, when ``k > 1``, of every step-boundary frame encoded alone.
     """
 
-    def __init__(self, model: nn.Module, dataset: Any, chunk: int = 512):
+    def __init__(self, model: nn.Module, dataset: Any, chunk: int = 512, store: str | os.PathLike | None = None):
+        """``store``: a directory where the encoded dataset is kept, named by a fingerprint of the encoder
+        weights, the latent normalisation and the dataset manifest, so later dynamics runs on the same data and
+        autoencoder load it instead of encoding again (minutes for a few hundred episodes)."""
         self.k = dataset.frames_per_step
         self.chunks: list[torch.Tensor] = []
         self.alone: list[torch.Tensor] = []
+        file = None
+        if store is not None:
+            file = Path(store) / f"latents-{self.fingerprint(model, dataset)}.safetensors"
+            if self._load(file, dataset.num_episodes):
+                self.loaded_from: Path | None = file
+                return
+        self.loaded_from = None
         with torch.no_grad():
             for i in range(dataset.num_episodes):
                 frames = torch.from_numpy(dataset.episode(i)["frames"])  # (1 + n*k, H, W, 3)
@@ -161,6 +174,38 @@ class LatentCache:
                     boundary = frames[:: self.k]  # frame s*k for s = 0..n
                     self.alone.append(torch.cat([model.encode(boundary[a : a + chunk, None])[:, 0]
                                                  for a in range(0, len(boundary), chunk)]))
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            tensors = {f"chunks.{i}": t for i, t in enumerate(self.chunks)}
+            tensors.update({f"alone.{i}": t for i, t in enumerate(self.alone)})
+            atomic_save_safetensors(file, tensors, metadata={"format": "neuralsim-latent-cache",
+                                                             "episodes": str(dataset.num_episodes)})
+
+    @staticmethod
+    def fingerprint(model: nn.Module, dataset: Any) -> str:
+        """sha256 (first 16 hex digits) of everything the cached latents depend on."""
+        h = hashlib.sha256()
+        for name, tensor in sorted(model.autoencoder.encoder.state_dict().items()):  # the decoder plays no part
+            h.update(name.encode())
+            h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        cfg = model.config
+        h.update(json.dumps([cfg.latent_scale, cfg.latent_shift, dataset.frames_per_step], sort_keys=True).encode())
+        h.update(json.dumps(dataset.manifest, sort_keys=True).encode())  # lists every shard's sha256
+        return h.hexdigest()[:16]
+
+    def _load(self, file: Path, episodes: int) -> bool:
+        """Read a stored cache (safetensors: no code runs on load); False when absent or not this dataset's."""
+        if not file.is_file():
+            return False
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != "neuralsim-latent-cache" or meta.get("episodes") != str(episodes):
+                return False
+            keys = set(f.keys())
+            self.chunks = [f.get_tensor(f"chunks.{i}") for i in range(episodes)]
+            if self.k > 1:
+                self.alone = [f.get_tensor(f"alone.{i}") for i in range(episodes)]
+        return len(keys) == len(self.chunks) + len(self.alone)
 
     def windows(self, episodes: np.ndarray, starts: np.ndarray, steps: int) -> torch.Tensor:
         """Latents ``[B, 1 + steps, C, h, w]`` of the windows a data batch describes."""
@@ -478,10 +523,10 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
     if stage == "dynamics" and cfg.cache_latents:
         t0 = time.perf_counter()
         model.eval()
-        cache = LatentCache(model, dataset)
+        cache = LatentCache(model, dataset, store=cfg.latent_cache_dir if rank() == 0 else None)
         if rank() == 0:
-            print(f"encoded {dataset.num_episodes} episodes into the latent cache in {time.perf_counter() - t0:.0f} s",
-                  flush=True)
+            how = f"loaded from {cache.loaded_from}" if cache.loaded_from else "encoded into the latent cache"
+            print(f"{dataset.num_episodes} episodes {how} in {time.perf_counter() - t0:.0f} s", flush=True)
     loss_module: nn.Module = StageLoss(model, stage, cache, cfg.self_forcing, cfg.self_forcing_frames)
     if world_size() > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
@@ -732,6 +777,25 @@ def validate(cfg: TrainConfig) -> Any:
     return dataset
 
 
+def _with_overrides(model: nn.Module, overrides: dict[str, Any]) -> nn.Module:
+    """``model`` rebuilt with ``--set`` fields changed and its weights kept; refused when a field changes a weight."""
+    from neuralsim.model import WorldModel
+
+    option = "--set " + " ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
+    try:
+        config = model.config.replace(**overrides)
+        rebuilt = WorldModel(config, text_encoder=model.text_encoder)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise TrainingError(f"{option}: {exc}") from None
+    mine, theirs = rebuilt.state_dict(), model.state_dict()
+    changed = sorted(k for k in set(mine) | set(theirs) if k not in mine or k not in theirs or mine[k].shape != theirs[k].shape)
+    if changed:
+        raise TrainingError(f"{option} with --init changes the model's weights ({', '.join(changed[:3])}...); "
+                            "--init continues a model, so only fields that keep every weight can change")
+    rebuilt.load_state_dict(theirs, strict=True)
+    return rebuilt
+
+
 def check_batch_memory(dataset: Any, cfg: TrainConfig) -> None:
     """Refuse a --batch-size whose float32 pixels alone would not fit in half of this machine's memory."""
     H, W = dataset.image_size
@@ -777,6 +841,8 @@ def train(cfg: TrainConfig) -> Path:
             model = WorldModel.from_pretrained(cfg.init)
         except (ValueError, FileNotFoundError) as exc:
             raise TrainingError(str(exc) if "--init" in str(exc) else f"--init {cfg.init!r}: {exc}") from None
+        if cfg.config_overrides:  # --set on a continued model: fields that keep every weight's shape (e.g. a switch)
+            model = _with_overrides(model, cfg.config_overrides)
     elif stages == ("dynamics",):
         if not (out / "model.safetensors").is_file():
             raise TrainingError("dynamics needs a trained autoencoder: pass --init DIR, or run `neuralsim train autoencoder` "
@@ -843,6 +909,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "forcing only; e.g. 0.5 to fine-tune a trained model against drift)")
     p.add_argument("--self-forcing-frames", type=int, default=d.self_forcing_frames,
                    help=f"the longest own rollout used as history, in latent frames (default {d.self_forcing_frames})")
+    p.add_argument("--latent-cache", default=None, metavar="DIR",
+                   help="dynamics: keep the encoded dataset in DIR (named by a fingerprint of the autoencoder and the "
+                        "data) and reuse it in later runs instead of encoding again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="override a model config field, e.g. --set width=256 (repeatable)")
@@ -865,7 +934,8 @@ def run_train(args: argparse.Namespace) -> int:
                       lr=args.lr, ae_lr=args.ae_lr, seed=args.seed, dtype=args.dtype, checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every, resume=args.resume, progress=not args.no_progress,
                       stop_after=args.stop_after, self_forcing=args.self_forcing,
-                      self_forcing_frames=args.self_forcing_frames, config_overrides=overrides)
+                      self_forcing_frames=args.self_forcing_frames, config_overrides=overrides,
+                      latent_cache_dir=args.latent_cache)
     try:
         out = train(cfg)
     except TrainingError as exc:

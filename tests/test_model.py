@@ -46,7 +46,7 @@ def test_teacher_forced_parallel_equals_streaming(T):
     prev = torch.randn(B, T, S, C, generator=g)
     tau = torch.rand(B, T, generator=g)
     actions = torch.rand(B, T - 1, 4, generator=g) * 2 - 1
-    action, known, rays, _, _, rel = model._sequence_conditioning(B, T, actions.numpy(), "actions")
+    action, known, rays, _, _, rel, _ = model._sequence_conditioning(B, T, actions.numpy(), "actions")
     tokens, mask = model._encode_text(["a red ball near the blue wall", None], B)
     text = dyn.text_kv(tokens)
     with torch.no_grad():
@@ -498,3 +498,46 @@ def test_velocity_models_keep_their_behaviour():
         WorldModelConfig.from_preset("tiny", prev_frame_input=False, prediction="x0_residual")
     with pytest.raises(ValueError, match="patch_size"):
         WorldModelConfig.from_preset("tiny", patch_size=3)
+
+
+# --- the previous frame warped by the camera's rotation (prev_frame_warp) -----------------------
+
+
+def test_rotation_warp_is_identity_for_a_still_camera_and_follows_a_yaw():
+    from neuralsim.model import camera_step, rotation_warp_grid, warp_latents
+
+    x = torch.randn(2, 3, 4, 8, 8, generator=_gen(0))
+    eye = torch.eye(4, dtype=torch.float64).repeat(2, 1, 1)
+    grid = rotation_warp_grid(eye, 8, 8, 70.0)
+    torch.testing.assert_close(warp_latents(x, grid[:, None].expand(2, 3, 8, 8, 2)), x, rtol=0, atol=1e-5)
+    # Turning right ("l"): the new view's centre was right of centre in the previous view; rows stay put.
+    new, _ = camera_step(eye, torch.zeros(2, dtype=torch.float64), torch.tensor([[0, 0, 1.0, 0]] * 2, dtype=torch.float64),
+                         translation_speed=0.08, rotation_speed_deg=4.0)
+    grid = rotation_warp_grid(new, 64, 64, 70.0)
+    step_px = (grid[0, 32, 32, 0] - rotation_warp_grid(eye, 64, 64, 70.0)[0, 32, 32, 0]) * 63 / 2
+    assert 2.5 < float(step_px) < 4.0  # tan(4°) * focal (45.7 px): 3.2 px at the centre
+    assert abs(float(grid[0, 32, 32, 1] - rotation_warp_grid(eye, 64, 64, 70.0)[0, 32, 32, 1])) < 1e-3
+
+
+def test_prev_frame_warp_needs_the_direct_path_and_the_camera():
+    with pytest.raises(ValueError, match="prev_frame_warp"):
+        WorldModelConfig.from_preset("tiny", camera=False, camera_branch=False, prev_frame_warp=True)
+    with pytest.raises(ValueError, match="prev_frame_warp"):
+        WorldModelConfig.from_preset("tiny", prev_frame_input=False, prediction="velocity", prev_frame_warp=True)
+
+
+def test_prev_frame_warp_changes_nothing_while_the_camera_is_still_and_something_when_it_turns():
+    plain, warped = _model(3), _model(3, prev_frame_warp=True)
+    warped.load_state_dict(plain.state_dict())
+    frames = np.random.default_rng(0).integers(0, 256, (2, 3, 32, 32, 3), dtype=np.uint8)
+    outs = {}
+    for name, model in (("plain", plain), ("warped", warped)):
+        for label, act in (("still", 0.0), ("turn", 1.0)):
+            actions = np.zeros((2, 2, 4), np.float32)
+            actions[..., 2] = act
+            state = model.init_state(2, frames=frames, actions=actions, generator=_gen(1))
+            step = np.zeros((2, 4), np.float32)
+            step[:, 2] = act
+            outs[name, label] = model.step(state, step, generator=_gen(2))[0]
+    torch.testing.assert_close(outs["plain", "still"], outs["warped", "still"], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(outs["plain", "turn"], outs["warped", "turn"], atol=1e-3)

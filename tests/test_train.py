@@ -113,6 +113,35 @@ def test_latent_cache_matches_encoding_the_window(dataset):
     torch.testing.assert_close(cache.windows(batch["episode"], batch["start"], 4), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_latent_cache_store_round_trip(dataset, tmp_path):
+    from neuralsim.data import Dataset
+    from neuralsim.config import WorldModelConfig
+
+    ds = Dataset(dataset)
+    model = WorldModel(WorldModelConfig.from_preset("tiny", camera=False, camera_branch=False)).eval()
+    first = LatentCache(model, ds, store=tmp_path / "cache")
+    assert first.loaded_from is None and len(list((tmp_path / "cache").glob("latents-*.safetensors"))) == 1
+    again = LatentCache(model, ds, store=tmp_path / "cache")  # read back, not encoded again
+    assert again.loaded_from is not None
+    for a, b in zip(first.chunks, again.chunks):
+        assert torch.equal(a, b)
+    with torch.no_grad():  # another encoder is another cache; the decoder plays no part
+        for p in model.autoencoder.decoder.parameters():
+            p.add_(1.0)
+        assert LatentCache.fingerprint(model, ds) == again.loaded_from.stem.split("-")[1]
+        next(model.autoencoder.encoder.parameters()).add_(1.0)
+    assert LatentCache.fingerprint(model, ds) != again.loaded_from.stem.split("-")[1]
+
+
+def test_set_with_init_changes_a_switch_and_refuses_a_new_shape(dataset, tmp_path):
+    base = train(config(dataset, tmp_path / "base", stage="autoencoder"))
+    out = train(config(dataset, tmp_path / "warp", stage="dynamics", init=str(base),
+                       config_overrides={"flow_shift": 2.0}))
+    assert WorldModel.from_pretrained(out).config.flow_shift == 2.0
+    with pytest.raises(TrainingError, match="--set width=64 with --init changes the model's weights"):
+        train(config(dataset, tmp_path / "wider", stage="dynamics", init=str(base), config_overrides={"width": 64}))
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
