@@ -227,8 +227,8 @@ class RealEnv:
         if env_id is None:
             return None, "the checkpoint records no source env (config.provenance.env_id)"
         try:
-            resize = (getattr(core.config, "provenance", None) or {}).get("resize", "squash")  # as collect stored it
-            real = cls(env_id, env_kwargs, core.image_size, core.frames_per_step, resize=resize)
+            # Frames resized as `collect` did for the model's dataset (provenance["resize"]).
+            real = cls(env_id, env_kwargs, core.image_size, core.frames_per_step, resize=core.resize_mode)
             real.reset(seed=0)  # renders once: a missing GL backend shows up now, not mid-session
         except Exception as exc:  # unregistered id, missing extra (mujoco), no GL context, ...
             return None, f"{env_id} could not be created ({type(exc).__name__}: {exc})"
@@ -662,7 +662,8 @@ class Player:
 def add_play_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="model name (see `neuralsim info`) or checkpoint directory")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--image", help="start from this image file (resized to the model's size)")
+    src.add_argument("--image", help="start from this image file (fitted to the model's size as its training frames "
+                                     "were: padded, cropped or squashed, per the checkpoint's provenance)")
     src.add_argument("--prompt", help="start from a text prompt (the model generates the first frame)")
     src.add_argument("--start-index", type=int, default=None, help="start frame index in the checkpoint's start set")
     p.add_argument("--seed", type=int, default=0,
@@ -716,7 +717,8 @@ def run_play(args: argparse.Namespace) -> int:
     model_arg = str(Path(args.model).resolve()) if Path(args.model).is_dir() else args.model
 
     image = parse_start_inputs(args.image, args.prompt, image_size=tuple(core.image_size),
-                               num_start_frames=len(core.start_frames), start_index=args.start_index, checkpoint=path)
+                               num_start_frames=len(core.start_frames), start_index=args.start_index, checkpoint=path,
+                               resize=core.resize_mode)  # as the model's training frames were (squash if unrecorded)
     if args.prompt is not None and not core.backend.text_conditioned:
         raise CLIError(f"--prompt: model {args.model!r} has no text conditioning; start from --image FILE instead")
     script = None

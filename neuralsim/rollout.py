@@ -58,8 +58,19 @@ def load_start_frames(path: str | Path) -> tuple[np.ndarray, list[str]]:
     return frames, descriptions
 
 
-def read_image(path: str | Path, size: tuple[int, int], resize: bool = True) -> np.ndarray:
-    """Read an image file as uint8 ``[H, W, 3]``; resized (area/nearest) to ``size`` when ``resize``."""
+def read_image(path: str | Path, size: tuple[int, int], resize: bool | str = True) -> np.ndarray:
+    """Read an image file as uint8 ``[H, W, 3]``, resized to ``size`` when it has another size.
+
+    Args:
+        path: the image file (any format imageio reads; grey is repeated to RGB, alpha is dropped).
+        size: ``(H, W)`` the model expects.
+        resize: ``False`` (another size is an error), ``True`` (squash) or a mode of
+            :func:`neuralsim.data.resize_frame`: ``"pad"``, ``"crop"`` or ``"squash"``; pass the model's
+            :func:`neuralsim.envs.world_model_env.resize_mode_of` so the image is fitted as its training frames were.
+
+    Returns:
+        uint8 ``[H, W, 3]`` with ``(H, W)`` = ``size``.
+    """
     import imageio.v3 as iio
 
     try:
@@ -76,7 +87,9 @@ def read_image(path: str | Path, size: tuple[int, int], resize: bool = True) -> 
     if image.shape[:2] != tuple(size):
         if not resize:
             raise ValueError(f"image has size {image.shape[:2]}, the model expects {tuple(size)}")
-        image = resize_frame(image, size)  # the same area resampling as `collect`, so images look like training data
+        mode = "squash" if resize is True else str(resize)
+        # The same area resampling and aspect handling as `collect`, so images look like training data.
+        image = resize_frame(image, size, mode=mode)
     return image
 
 
@@ -150,7 +163,8 @@ def dream(model: Any, steps: int, *, start: np.ndarray | None = None, prompt: st
 def add_rollout_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="model name (see `neuralsim info`) or checkpoint directory")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--image", help="start from this image file (resized to the model's size)")
+    src.add_argument("--image", help="start from this image file (fitted to the model's size as its training frames "
+                                     "were: padded, cropped or squashed, per the checkpoint's provenance)")
     src.add_argument("--prompt", help="start from a text prompt (the model generates the first frame)")
     src.add_argument("--start-index", type=int, default=None, help="start frame index in the checkpoint's start set")
     drive = p.add_mutually_exclusive_group()
@@ -167,16 +181,18 @@ def add_rollout_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_start_inputs(image: str | None, prompt: str | None, *, image_size: tuple[int, int], num_start_frames: int,
-                       start_index: int | None, checkpoint: str | Path) -> np.ndarray | None:
+                       start_index: int | None, checkpoint: str | Path, resize: str = "squash") -> np.ndarray | None:
     """Check the CLI's start of a dream (``--image`` / ``--prompt`` / the start set); shared by rollout and play.
 
     Args:
         image: the ``--image`` path, or None.
         prompt: the ``--prompt`` text, or None.
-        image_size: ``(H, W)`` the model expects; the image is resized to it.
+        image_size: ``(H, W)`` the model expects; the image is resized to it (see ``resize``).
         num_start_frames: how many frames the checkpoint's start set holds.
         start_index: the ``--start-index``, or None.
         checkpoint: the checkpoint directory, named in the "no start frames" message.
+        resize: how an image of another size becomes ``image_size`` (``"pad"``, ``"crop"`` or ``"squash"``):
+            the model's recorded mode, ``resize_mode_of(model.config)``.
 
     Returns:
         The ``--image`` as uint8 ``[H, W, 3]``, or None without ``--image``.
@@ -191,7 +207,7 @@ def parse_start_inputs(image: str | None, prompt: str | None, *, image_size: tup
     frame = None
     if image is not None:
         try:
-            frame = read_image(image, tuple(image_size))
+            frame = read_image(image, tuple(image_size), resize=resize)
         except ValueError as exc:
             raise CLIError(str(exc)) from None
     if prompt is not None:
@@ -210,6 +226,7 @@ def parse_start_inputs(image: str | None, prompt: str | None, *, image_size: tup
 def run_rollout(args: argparse.Namespace) -> int:
     from neuralsim.checkpoints import ASSETS_DIR, resolve_checkpoint
     from neuralsim.cli import CLIError, writable_dir, writable_file
+    from neuralsim.envs.world_model_env import resize_mode_of
     from neuralsim.model import WorldModel
 
     from neuralsim.limits import MAX_DENOISE_STEPS
@@ -243,7 +260,8 @@ def run_rollout(args: argparse.Namespace) -> int:
         raise CLIError(f"--actions: {exc}") from None
     steps = args.steps or (len(keyed) if keyed is not None else 64)
     image = parse_start_inputs(args.image or None, args.prompt, image_size=tuple(cfg.image_size),
-                               num_start_frames=len(starts), start_index=args.start_index, checkpoint=path)
+                               num_start_frames=len(starts), start_index=args.start_index, checkpoint=path,
+                               resize=resize_mode_of(cfg))  # as the model's training frames were (squash if unrecorded)
     # Every input is valid: only now create the output location (a failed run leaves nothing behind).
     if to_video:
         writable_file(args.out, "--out", VIDEO_SUFFIXES)

@@ -10,7 +10,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from neuralsim.data import Dataset
+from conftest import save_tiny_checkpoint
+from neuralsim.data import Dataset, resize_frame
 from neuralsim.model import WorldModel
 from neuralsim.rollout import actions_from_string, dream
 
@@ -69,6 +70,39 @@ def test_bad_input_is_reported(tiny_checkpoint, tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert not (tmp_path / "x.gif").exists()
+
+
+@pytest.mark.parametrize("recorded", ["pad", "crop", "squash", None])
+def test_image_is_fitted_as_the_models_training_frames_were(tmp_path, recorded):
+    """--image of another aspect is padded / cropped / squashed per ``provenance["resize"]`` (squash if unrecorded)."""
+    from neuralsim.cli import build_parser
+    from neuralsim.config import WorldModelConfig
+
+    config = WorldModelConfig.from_preset("tiny", frames_per_latent=2)
+    if recorded is not None:
+        config.provenance = {**config.provenance, "resize": recorded}  # as `train` records the dataset's mode
+    checkpoint = save_tiny_checkpoint(tmp_path / "ckpt", WorldModel(config).eval())
+    h, w = config.image_size
+    wide = np.full((h, 2 * w, 3), 255, np.uint8)  # 1:2, white in the middle half, red at the sides
+    wide[:, : w // 2] = wide[:, -(w // 2):] = (255, 0, 0)
+    iio.imwrite(tmp_path / "wide.png", wide)
+
+    out = tmp_path / "dream"
+    args = build_parser().parse_args(["rollout", "--model", str(checkpoint), "--image", str(tmp_path / "wide.png"),
+                                      "--steps", "1", "--out", str(out)])
+    assert args.func(args) == 0
+    start = Dataset(out).episode(0)["frames"][0]  # the start frame, stored losslessly
+
+    mode = recorded or "squash"
+    assert np.array_equal(start, resize_frame(wide, (h, w), mode=mode))
+    black_rows = (start == 0).all(axis=(1, 2))
+    red = (start == (255, 0, 0)).all(axis=-1)
+    if mode == "pad":  # aspect kept: black bars above and below, the whole image (red sides too) in between
+        assert black_rows[: h // 4].all() and black_rows[-(h // 4):].all() and red[h // 2].any()
+    elif mode == "crop":  # aspect kept: the centre square, all white, the red sides cut
+        assert not black_rows.any() and not red.any()
+    else:  # stretched: no bars, the red sides squeezed in
+        assert not black_rows.any() and red[:, 0].all() and red[:, -1].all()
 
 
 def test_key_dsl_holds_one_action_per_step():
