@@ -27,7 +27,7 @@ import pytest
 import torch
 
 import neuralsim  # noqa: F401  (registers the envs)
-from conftest import listing
+from conftest import listing, make_dataset
 from neuralsim.actions import space_to_spec
 from neuralsim.config import WorldModelConfig
 from neuralsim.data import Dataset, DatasetError, ShardWriter
@@ -450,8 +450,6 @@ def _discrete_dataset(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory) -> dict[str, Path]:
-    from test_train import make_dataset
-
     root = tmp_path_factory.mktemp("datasets")
     good = make_dataset(root / "good")
     out = {"good": good}

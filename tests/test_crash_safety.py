@@ -23,16 +23,12 @@ from typing import Callable
 import pytest
 from safetensors.torch import load_file
 
+from conftest import make_dataset
 from neuralsim.data import Dataset
 from neuralsim.model import WorldModel
 
 ROOT = Path(__file__).resolve().parent.parent
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-HAS_MUJOCO = __import__("importlib").util.find_spec("mujoco") is not None
-
-
-def needs_mujoco(test):
-    return pytest.mark.mujoco(pytest.mark.skipif(not HAS_MUJOCO, reason="needs the [mujoco] extra")(test))
 
 
 def _neuralsim(*args: str, **kw) -> subprocess.Popen:
@@ -81,7 +77,7 @@ def _listed(out: Path) -> dict[str, str]:
     return shards
 
 
-@needs_mujoco
+@pytest.mark.mujoco
 def test_sigkill_collect_then_resume(tmp_path):
     out, ref = tmp_path / "d", tmp_path / "ref"
     args = ["collect", "--env", "NeuralSimRoom-v0", "--episodes", "120", "--max-steps", "25", "--episodes-per-shard", "2",
@@ -132,8 +128,6 @@ def _check_visible_files(out: Path) -> dict:
 
 @pytest.mark.slow
 def test_sigkill_train_twice_then_resume(tmp_path):
-    from test_train import make_dataset
-
     data = make_dataset(tmp_path / "data")
     out, ref = tmp_path / "run", tmp_path / "ref"
     args = ["train", "all", "--data", str(data), "--preset", "tiny", "--steps", "30", "--ae-steps", "30",

@@ -29,8 +29,6 @@ from neuralsim.data import (
 
 BOX_SPEC = {"type": "box", "shape": [4], "low": [-1.0] * 4, "high": [1.0] * 4, "dtype": "float32"}
 DISCRETE_SPEC = {"type": "discrete", "n": 3, "start": 0}
-HAS_MUJOCO = __import__("importlib").util.find_spec("mujoco") is not None
-needs_mujoco = pytest.mark.skipif(not HAS_MUJOCO, reason="needs the [mujoco] extra")
 
 
 def synthetic_episode(rng: np.random.Generator, n: int, K: int, spec: dict, size=(8, 6), poses=True) -> dict:
@@ -347,7 +345,7 @@ def test_cartpole_end_to_end(tmp_path):
     assert next(ds.iter_windows(steps=2, batch_size=4, seed=0))["frames"].shape == (4, 5, 32, 32, 3)
 
 
-@needs_mujoco
+@pytest.mark.mujoco
 def test_room_collect_independent_of_workers(tmp_path):
     kw = dict(episodes=3, max_steps=12, frames_per_step=2, episodes_per_shard=2, progress=False)
     one = collect("NeuralSimRoom-v0", tmp_path / "one", **kw)
@@ -360,7 +358,7 @@ def test_room_collect_independent_of_workers(tmp_path):
         __import__("gymnasium").spaces.Box(-1.0, 1.0, (4,), np.float32))
 
 
-@needs_mujoco
+@pytest.mark.mujoco
 @pytest.mark.parametrize("policy,action_type", [("scripted", "discrete"), ("random", "continuous"), ("explore", "discrete")])
 def test_room_policies(tmp_path, policy, action_type):
     collect("NeuralSimRoom-v0", tmp_path / "d", episodes=1, policy=policy, max_steps=150, progress=False,
@@ -422,7 +420,7 @@ def test_resume_refuses_a_foreign_file_with_a_shard_name(tmp_path):
         (out / name).unlink()
 
 
-@needs_mujoco
+@pytest.mark.mujoco
 def test_sigkill_mid_collection_then_resume(tmp_path):
     out = tmp_path / "d"
     args = ["--env", "NeuralSimRoom-v0", "--episodes", "40", "--max-steps", "25", "--episodes-per-shard", "2", "--seed", "3"]

@@ -62,8 +62,8 @@ def test_sharpness_and_scores():
     assert F.pearson(np.ones(4), np.arange(4)) is None
 
 
+@pytest.mark.mujoco
 def test_room_object_mask_marks_objects_and_leaves_frames_unchanged():
-    pytest.importorskip("mujoco")
     import gymnasium as gym
 
     import neuralsim  # noqa: F401
@@ -88,10 +88,10 @@ def test_room_object_mask_marks_objects_and_leaves_frames_unchanged():
     ref.close()
 
 
+@pytest.mark.mujoco
 def test_fidelity_script_on_tiny_checkpoint(tiny_checkpoint, tmp_path):
     """The whole benchmark (2 seeds, short long rollout; ~15 s) on the tiny checkpoint: every documented key is there
     and finite or None; strips and JSON are written where asked, nothing in the repository."""
-    pytest.importorskip("mujoco")
     import json
 
     F = _load_fidelity()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -25,16 +26,39 @@ def test_version_string():
     assert run_cli("--version").stdout.strip() == f"neuralsim {neuralsim.__version__}"
 
 
-def test_import_names():
-    import neuralsim.agents
-    import neuralsim.envs
+# Run by a fresh `python -I` from outside the repository: under `python -m pytest` the repository root is on this
+# process's sys.path, where the plain envs/ and agents/ directories (and neuralsim.egg-info) are found.
+INSTALLED_NAMES = """
+import importlib.metadata, importlib.util, json
+import neuralsim.agents, neuralsim.envs
+dist = importlib.metadata.distribution("neuralsim")
+print(json.dumps({
+    "top_level": dist.read_text("top_level.txt").split(),
+    "files": [str(f) for f in dist.files or ()],
+    "neuralsim.envs": neuralsim.envs.__file__,
+    "neuralsim.agents": neuralsim.agents.__file__,
+    "envs": getattr(importlib.util.find_spec("envs"), "origin", None),
+    "agents": getattr(importlib.util.find_spec("agents"), "origin", None),
+}))
+"""
 
-    assert Path(neuralsim.envs.__file__).parent.name == "envs"
-    assert Path(neuralsim.agents.__file__).parent.name == "agents"
+
+def test_import_names(tmp_path):
+    """The installed distribution maps envs/ and agents/ to neuralsim.envs and neuralsim.agents and ships no
+    top-level `envs` or `agents` package, whatever the sys.path of the process that runs the tests."""
     assert neuralsim.WorldModel.__name__ == "WorldModel"
     assert neuralsim.WorldModelConfig.__name__ == "WorldModelConfig"
-    with pytest.raises(ImportError):
-        __import__("envs.registration")  # nothing named plain `envs` is importable as a package of ours
+    out = subprocess.run([sys.executable, "-I", "-c", INSTALLED_NAMES], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert found["top_level"] == ["neuralsim"]
+    assert not [f for f in found["files"] if f.split("/")[0] in ("envs", "agents")]  # (a non-editable install lists them)
+    for name in ("envs", "agents"):
+        package = Path(found[f"neuralsim.{name}"]).resolve().parent
+        assert package.name == name
+        plain = found[name]  # another distribution's `envs` may exist; ours must not be importable under that name
+        assert plain is None or Path(plain).resolve().parent != package, f"{package} is importable as plain `{name}`"
 
 
 def test_import_registers_envs_without_side_effects():
@@ -82,8 +106,6 @@ def test_info_prints_real_facts():
 
     result = run_cli("info", "--json")
     assert result.returncode == 0, result.stderr
-    import json
-
     facts = json.loads(result.stdout)
     assert facts["neuralsim"] == neuralsim.__version__
     assert facts["torch"] == torch.__version__

@@ -58,8 +58,8 @@ def neuralize(tmp_path: Path, env: str, env_kwargs: dict, dream_id: str, *, max_
     return manifest, dream
 
 
+@pytest.mark.mujoco
 def test_neuralize_a_mujoco_env_rendered_as_rgb_array(tmp_path, monkeypatch):
-    pytest.importorskip("mujoco", reason="needs the [mujoco] extra")
     monkeypatch.chdir(tmp_path)  # MuJoCo writes MUJOCO_LOG.TXT into the working directory when it warns
     # 96x64 frames (3:2) from render(): padded to 64x64, not squashed.
     manifest, dream = neuralize(tmp_path, "Hopper-v5", {"width": 96, "height": 64}, "HopperDream-v0")

@@ -158,9 +158,9 @@ def test_window_closed_mid_recording_leaves_a_valid_file(tiny_checkpoint, tmp_pa
     assert sorted(p.name for p in out.parent.iterdir()) == ["session.gif"]
 
 
+@pytest.mark.mujoco
 def test_default_model_side_by_side_with_the_real_room(tmp_path, capsys):
     """The shipped model came from NeuralSimRoom-v0: both run with the same actions; the log replays exactly."""
-    pytest.importorskip("mujoco")
     core = DreamCore("default", dtype="float32")
     real, why = RealEnv.for_model(core)
     if real is None:

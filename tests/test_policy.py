@@ -12,14 +12,6 @@ from stable_baselines3 import PPO
 from neuralsim.data import Dataset, collect
 from neuralsim.policy import load_policy, save_policy, space_from_json, space_to_json
 
-try:
-    import mujoco  # noqa: F401
-
-    needs_mujoco = pytest.mark.skipif(False, reason="")
-except ImportError:  # pragma: no cover
-    needs_mujoco = pytest.mark.skip(reason="needs the [mujoco] extra")
-
-
 @pytest.fixture(scope="module")
 def cartpole_policy(tmp_path_factory):
     """A PPO MlpPolicy on CartPole (discrete) saved after a few updates."""
@@ -51,7 +43,7 @@ def test_sampling_is_seeded(cartpole_policy):
         policy.act_batch(obs, deterministic=False)
 
 
-@needs_mujoco
+@pytest.mark.mujoco
 def test_cnn_policy_on_room_images(tmp_path):
     env = gym.make("NeuralSimRoom-v0")
     algo = PPO("CnnPolicy", env, n_steps=32, batch_size=16, n_epochs=1, seed=0)

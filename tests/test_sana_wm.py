@@ -16,10 +16,11 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from diffusers import AutoencoderKLLTX2Video, FlowMatchEulerDiscreteScheduler, SanaWMPipeline, SanaWMTransformer3DModel  # noqa: E402
+from diffusers import SanaWMPipeline  # noqa: E402
 from diffusers.pipelines.sana_wm.cam_utils import action_string_to_c2w, prepare_camera  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from conftest import tiny_sana_components  # noqa: E402
 from neuralsim.actions import DISCRETE_KEYSETS  # noqa: E402
 from neuralsim import sana_wm  # noqa: E402
 from neuralsim.sana_wm import SanaWMBackend, SanaWMState  # noqa: E402
@@ -31,41 +32,9 @@ INTRINSICS = (48.0, 48.0, 48.0, 32.0)
 SEQ = 16  # prompt tokens
 
 
-def _tiny_components(seed: int = 0) -> dict:
-    """4-block width-96 DiT, tiny LTX-2 VAE (ratios 32/8), 1-layer Gemma-2 with a small offline BPE tokenizer."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import Gemma2Config, Gemma2ForCausalLM, GemmaTokenizerFast
-
-    torch.manual_seed(seed)
-    transformer = SanaWMTransformer3DModel(
-        in_channels=16, num_layers=4, hidden_size=96, num_attention_heads=4, linear_head_dim=24, caption_channels=32
-    )
-    with torch.no_grad():  # zero-initialised branches (Plücker embedder, camera output...) would hide the camera
-        for p in transformer.parameters():
-            if p.abs().sum() == 0:
-                p.normal_(0.0, 0.05)
-    vae = AutoencoderKLLTX2Video(
-        latent_channels=16, block_out_channels=(8, 16, 32, 64), decoder_block_out_channels=(8, 16, 32),
-        layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1),
-        spatial_compression_ratio=32, temporal_compression_ratio=8,
-    )
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    corpus = ["a red ball near the blue wall", "Given a user prompt generate an enhanced prompt with details"]
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=200, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"]))
-    tokenizer = GemmaTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
-    text_encoder = Gemma2ForCausalLM(Gemma2Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-    )).eval()
-    return dict(transformer=transformer.eval(), vae=vae.eval(), scheduler=FlowMatchEulerDiscreteScheduler(shift=9.8),
-                text_encoder=text_encoder, tokenizer=tokenizer)
-
-
-
 @pytest.fixture(scope="module")
 def parts() -> dict:
-    return _tiny_components()
+    return tiny_sana_components()
 
 
 def _backend(parts: dict, **options) -> SanaWMBackend:

@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_tiny_model, model_weights, train_config
 from neuralsim.train import StageLoss, StopTraining, TrainingError, train
-from test_train import config, make_dataset, weights
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("sf") / "ds")
 
 
 def test_init_state_from_latents_equals_from_frames(make_model):
@@ -31,8 +26,6 @@ def test_init_state_from_latents_equals_from_frames(make_model):
 
 @pytest.fixture
 def make_model():
-    from conftest import make_tiny_model
-
     return make_tiny_model()
 
 
@@ -56,7 +49,6 @@ def test_own_frames_loss_masks_the_own_history(make_model):
 
 
 def test_stage_loss_rolls_the_model_out(dataset):
-    from conftest import make_tiny_model
     from neuralsim.data import Dataset
     from neuralsim.train import batch_to_torch
 
@@ -74,18 +66,18 @@ def test_stage_loss_rolls_the_model_out(dataset):
 def test_self_forcing_training_runs_and_resumes_exactly(dataset, tmp_path):
     import shutil
 
-    train(config(dataset, tmp_path / "ae", stage="autoencoder", steps=4))
+    train(train_config(dataset, tmp_path / "ae", stage="autoencoder", steps=4))
     for name in ("straight", "resumed", "teacher"):
         shutil.copytree(tmp_path / "ae", tmp_path / name)
     kw = dict(stage="dynamics", steps=6, self_forcing=0.5, self_forcing_frames=2)
-    straight = train(config(dataset, tmp_path / "straight", **kw))
+    straight = train(train_config(dataset, tmp_path / "straight", **kw))
     with pytest.raises(StopTraining):
-        train(config(dataset, tmp_path / "resumed", stop_after=2, **kw))
-    resumed = train(config(dataset, tmp_path / "resumed", resume=True, **kw))
-    a, b = weights(straight), weights(resumed)
+        train(train_config(dataset, tmp_path / "resumed", stop_after=2, **kw))
+    resumed = train(train_config(dataset, tmp_path / "resumed", resume=True, **kw))
+    a, b = model_weights(straight), model_weights(resumed)
     for name in a:
         assert torch.equal(a[name], b[name]), name
-    teacher = weights(train(config(dataset, tmp_path / "teacher", stage="dynamics", steps=6)))
+    teacher = model_weights(train(train_config(dataset, tmp_path / "teacher", stage="dynamics", steps=6)))
     assert any(not torch.equal(a[n], teacher[n]) for n in a)  # self-forcing changed the run
 
 
@@ -93,4 +85,4 @@ def test_self_forcing_training_runs_and_resumes_exactly(dataset, tmp_path):
                                             ({"self_forcing": 0.5, "self_forcing_frames": 4}, "--self-forcing-frames must be")])
 def test_bad_self_forcing_arguments(dataset, tmp_path, change, message):
     with pytest.raises(TrainingError, match=message):
-        train(config(dataset, tmp_path / "x", **change))
+        train(train_config(dataset, tmp_path / "x", **change))

@@ -6,60 +6,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from neuralsim.actions import space_to_spec
-from neuralsim.data import ShardWriter
+from conftest import make_dataset, model_weights as weights, train_config as config
 from neuralsim.model import WorldModel
-from neuralsim.train import LatentCache, TrainConfig, TrainingError, StopTraining, train
-
-import gymnasium as gym
-
-
-def make_dataset(path: Path, size: int = 32, episodes: int = 6, steps: int = 12, seed: int = 0) -> Path:
-    """Synthetic camera world: a coloured square that moves with the action, rewards = forward action."""
-    rng = np.random.default_rng(seed)
-    spec = space_to_spec(gym.spaces.Box(-1, 1, (4,), np.float32))
-    with ShardWriter(path, {"env_id": "synthetic", "image_size": [size, size], "action_spec": spec,
-                            "frames_per_step": 1}, episodes_per_shard=4) as writer:
-        for e in range(episodes):
-            actions = rng.uniform(-1, 1, (steps, 4)).astype(np.float32)
-            x, y = rng.integers(4, size - 12, 2)
-            frames = []
-            for t in range(steps + 1):
-                img = np.full((size, size, 3), 40 + 20 * e, np.uint8)
-                img[y : y + 8, x : x + 8] = (230, 60, 60)
-                frames.append(img)
-                if t < steps:
-                    x = int(np.clip(x + 3 * actions[t, 1], 0, size - 8))
-                    y = int(np.clip(y - 3 * actions[t, 0], 0, size - 8))
-            terminated = np.zeros(steps, bool)
-            truncated = np.zeros(steps, bool)
-            truncated[-1] = True
-            writer.add_episode(np.stack(frames), actions, actions[:, 0].copy(), terminated, truncated,
-                               f"a red square on a shade {e} background")
-    return path
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("data") / "ds")
-
-
-def config(data: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(stage="all", data=str(data), out=str(out), preset="tiny", steps=4, ae_steps=4, batch_size=4, window=4,
-                warmup=2, checkpoint_every=2, sample_every=0, log_every=1, progress=False, seed=3)
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path / "model.safetensors"))
+from neuralsim.train import LatentCache, TrainingError, StopTraining, train
 
 
 def test_train_all_writes_a_loadable_model_with_logs(dataset, tmp_path):

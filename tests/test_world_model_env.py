@@ -21,7 +21,7 @@ import neuralsim  # noqa: F401  (registers SanaWM-v0)
 from neuralsim.envs import WorldModelEnv
 from neuralsim.envs.world_model_env import resolve_dtype
 
-from conftest import TINY_FRAMES_PER_STEP, make_tiny_model
+from conftest import TINY_FRAMES_PER_STEP, make_tiny_model, tiny_sana_components
 
 ROOT = Path(__file__).resolve().parent.parent
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -410,18 +410,11 @@ def test_rllib_creator_without_ray(ckpt):
 
 def test_official_backend_through_the_env():
     """model=<SanaWMBackend> (tiny random diffusers components): the same env API, 8 frames per step."""
-    pytest.importorskip("diffusers")
-    pytest.importorskip("tokenizers")
-    sys.path.insert(0, str(Path(__file__).parent))
-    try:
-        from test_sana_wm import _tiny_components
-    except ImportError:
-        pytest.skip("tests/test_sana_wm.py (tiny SANA-WM components) not available")
-    finally:
-        sys.path.pop(0)
+    for module in ("diffusers", "transformers", "tokenizers"):
+        pytest.importorskip(module)
     from neuralsim.sana_wm import SanaWMBackend
 
-    backend = SanaWMBackend(**_tiny_components(), image_size=(64, 96), intrinsics=(48.0, 48.0, 48.0, 32.0),
+    backend = SanaWMBackend(**tiny_sana_components(), image_size=(64, 96), intrinsics=(48.0, 48.0, 48.0, 32.0),
                             denoise_steps=1, guidance_scale=1.0, max_sequence_length=16)
     env = WorldModelEnv(backend, max_episode_steps=2)
     assert env.observation_space.shape == (64, 96, 3) and env.action_space == gym.spaces.Discrete(11)

@@ -25,6 +25,7 @@ def test_maps_keys_to_camera_vectors(tiny_checkpoint):
     assert obs.shape == (32, 32, 3)
 
 
+@pytest.mark.mujoco
 @pytest.mark.filterwarnings("ignore:.*is different from the unwrapped version:UserWarning")  # the wrapper is what is checked
 def test_same_as_the_continuous_action_in_the_room():
     a = KeySetActions(gym.make("NeuralSimRoom-v0"), WALK_AND_TURN)
@@ -39,6 +40,7 @@ def test_same_as_the_continuous_action_in_the_room():
     check_env(KeySetActions(gym.make("NeuralSimRoom-v0").unwrapped), skip_render_check=True)
 
 
+@pytest.mark.mujoco
 @pytest.mark.parametrize("keysets,message", [((), "keysets must be non-empty"), (("w", "x"), "keysets must be non-empty")])
 def test_bad_keysets(keysets, message):
     with pytest.raises(ValueError, match=message):
