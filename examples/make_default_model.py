@@ -2,21 +2,21 @@
 
     OMP_NUM_THREADS=1 python examples/make_default_model.py --out runs/default --install
 
-(One torch thread: on a 2-core machine two threads competing with the collection workers or anything
+(One torch thread per job: on a 2-core machine two threads competing with the collection workers or anything
 else are far slower.) Stages: collect 400 episodes of NeuralSimRoom-v0 with the `explore` policy → the 8×
-autoencoder (1,800 steps) → the dynamics (2,000 steps, windows of 6) → 300 self-forcing steps → the decoder alone
-on the frozen encoder's latents (2,500 steps, `examples/finetune_decoder.py`) → 1 denoise step in its config. The shipped model was made with these
-defaults, its stages run one by one: `neuralsim train autoencoder` then `neuralsim train dynamics` into the
-same directory (by construction the computation of `train all`: same seeds, data order and weights at the
-stage boundary), then `neuralsim train dynamics --init ... --self-forcing 0.5 --self-forcing-frames 4 --steps 300
---lr 3e-4`, and the decoder fine-tuned from the autoencoder stage's export beside the dynamics stage (the same
-decoder and encoder weights the dynamics checkpoint holds), then merged with `--merge`. This
-script has not been re-run end to end to confirm bit-identical weights.
+autoencoder (1,800 steps) → the dynamics (2,000 steps, windows of 6, 15 % still windows) → 600 self-forcing
+steps → 1 denoise step in its config. Beside the dynamics and self-forcing stages, on the second core, the
+decoder trains alone on the frozen encoder's latents (2,500 steps, `examples/finetune_decoder.py`); it is merged
+into the final model at the end. The dataset's latents are kept in OUT/latent_cache (keyed by the encoder and
+the data), so the self-forcing stage and any later dynamics run on the same data skip the encoding.
 
-Each training stage is resumable (`--resume`): collection continues at the next episode, training from its last
-checkpoint with the same data order, so a killed run picks up where it stopped (the decoder fine-tune, a
-20-minute job, restarts). With `--install` the final model (config.json + model.safetensors +
-start_frames.safetensors) is copied into neuralsim/assets/default/, which is what `gym.make("SanaWM-v0")` loads.
+The training stages are `neuralsim train autoencoder`, `neuralsim train dynamics` into the same directory (the
+computation of `train all`), then `neuralsim train dynamics --init OUT/model --self-forcing 0.5 ...`; this script
+runs them in-process with the same options. Each is resumable (`--resume`): collection continues at the next
+episode, training from its last checkpoint with the same data order, so a killed run picks up where it stopped
+(the decoder fine-tune, a 20-minute job, restarts). With `--install` the final model (config.json +
+model.safetensors + start_frames.safetensors) is copied into neuralsim/assets/default/, which is what
+`gym.make("SanaWM-v0")` loads.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class Recipe:
     lr: float = 1e-3
     batch_size: int = 32
     window: int = 6  # short windows: many cheap updates (the previous frame reaches every token directly)
-    self_forcing_steps: int = 300  # fine-tuning on the model's own rollouts (0 = skip)
+    still_windows: float = 0.15  # windows held still under the zero action (the room's idle): the dream must hold still
+    self_forcing_steps: int = 600  # fine-tuning on the model's own rollouts (0 = skip)
     self_forcing_lr: float = 3e-4
     decoder_steps: int = 2500  # decoder fine-tuning on the frozen encoder's latents (0 = skip)
     decoder_lr: float = 1e-3
@@ -81,28 +82,53 @@ def main() -> None:
 
     from neuralsim.train import TrainConfig, train
 
-    cfg = TrainConfig(stage="all", data=str(data), out=str(model_dir), preset=recipe.preset, steps=recipe.steps,
-                      ae_steps=recipe.ae_steps, ae_lr=recipe.ae_lr, lr=recipe.lr, batch_size=recipe.batch_size,
-                      window=recipe.window, seed=recipe.seed, dtype=recipe.dtype,
-                      resume=recipe.resume or (model_dir / "checkpoints" / "latest.json").exists())
-    train(cfg)
+    timings: dict[str, float] = {"collect": t_collect}
+    common = dict(data=str(data), preset=recipe.preset, batch_size=recipe.batch_size, window=recipe.window,
+                  seed=recipe.seed, dtype=recipe.dtype, latent_cache_dir=str(out / "latent_cache"))
+    ae_dir = out / "autoencoder"  # the finished autoencoder stage's export: also the marker that it is done
+    if not (ae_dir / "model.safetensors").exists():
+        t = time.perf_counter()
+        train(TrainConfig(stage="autoencoder", out=str(model_dir), steps=recipe.ae_steps, lr=recipe.ae_lr,
+                          resume=(model_dir / "checkpoints" / "latest.json").exists(), **common))
+        timings["autoencoder"] = time.perf_counter() - t
+        tmp = out / ".autoencoder-tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns("checkpoints", "logs", "samples"))
+        tmp.rename(ae_dir)
+    # The dynamics only reads the encoder's latents, so the decoder trains on alone (encoder frozen) on the second
+    # core while the dynamics train: sharper frames for every step of the dream without touching the dynamics.
+    decoder_job, decoder_dir = None, out / "decoder"
+    if recipe.decoder_steps > 0 and not (decoder_dir / "model.safetensors").exists():
+        decoder_job = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("finetune_decoder.py")), "--model", str(ae_dir),
+             "--data", str(data), "--steps", str(recipe.decoder_steps), "--lr", str(recipe.decoder_lr),
+             "--seed", str(recipe.seed), "--out", str(decoder_dir)],
+            stdout=(out / "decoder.log").open("w"), stderr=subprocess.STDOUT)
+        t_decoder = time.perf_counter()
+    t = time.perf_counter()
+    train(TrainConfig(stage="dynamics", out=str(model_dir), steps=recipe.steps, lr=recipe.lr,
+                      still_windows=recipe.still_windows,
+                      resume=recipe.resume or (model_dir / "checkpoints" / "latest.json").exists(), **common))
+    timings["dynamics"] = time.perf_counter() - t
     # Self-forcing: the model continues its own rollouts (1-4 frames, no gradient) toward the real frames, so it
     # learns to pull back the drift a teacher-forced model never sees.
     dynamics_dir = model_dir
     if recipe.self_forcing_steps > 0:
         dynamics_dir = out / "sf"
-        train(TrainConfig(stage="dynamics", data=str(data), out=str(dynamics_dir), preset=recipe.preset,
-                          init=str(model_dir), steps=recipe.self_forcing_steps, lr=recipe.self_forcing_lr,
-                          batch_size=recipe.batch_size, window=recipe.window, seed=recipe.seed, dtype=recipe.dtype,
-                          self_forcing=0.5, self_forcing_frames=4,
-                          resume=recipe.resume and (dynamics_dir / "checkpoints" / "latest.json").exists()))
-    # The dynamics only reads the encoder's latents, so the decoder trains on alone (encoder frozen): sharper frames
-    # for every step of the dream without touching the dynamics.
+        t = time.perf_counter()
+        train(TrainConfig(stage="dynamics", out=str(dynamics_dir), init=str(model_dir), steps=recipe.self_forcing_steps,
+                          lr=recipe.self_forcing_lr, self_forcing=0.5, self_forcing_frames=4,
+                          still_windows=recipe.still_windows,
+                          resume=recipe.resume and (dynamics_dir / "checkpoints" / "latest.json").exists(), **common))
+        timings["self_forcing"] = time.perf_counter() - t
     final_dir = out / "final"
     if recipe.decoder_steps > 0:
-        subprocess.run([sys.executable, str(Path(__file__).with_name("finetune_decoder.py")), "--model", str(dynamics_dir),
-                        "--data", str(data), "--steps", str(recipe.decoder_steps), "--lr", str(recipe.decoder_lr),
-                        "--seed", str(recipe.seed), "--out", str(final_dir)], check=True)
+        if decoder_job is not None:
+            if decoder_job.wait() != 0:
+                raise SystemExit(f"the decoder fine-tune failed: see {out / 'decoder.log'}")
+            timings["decoder (beside the dynamics)"] = time.perf_counter() - t_decoder
+        subprocess.run([sys.executable, str(Path(__file__).with_name("finetune_decoder.py")), "--model", str(decoder_dir),
+                        "--merge", str(dynamics_dir), "--merge-only", "--out", str(final_dir)], check=True)
     else:
         final_dir = dynamics_dir
     # One Euler step (+ the commit pass): measured, 2-3 fused steps sharpen the first frames but their low-noise
@@ -113,7 +139,8 @@ def main() -> None:
     final.config = final.config.replace(denoise_steps=recipe.denoise_steps)
     final.save_pretrained(final_dir)
     t_total = time.perf_counter() - t0
-    print(f"recipe done: collect {t_collect / 60:.1f} min, total {t_total / 60:.1f} min", flush=True)
+    stages = ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in timings.items())
+    print(f"recipe done: {stages}; total {t_total / 60:.1f} min of wall clock", flush=True)
 
     if recipe.install:
         install(final_dir)

@@ -92,6 +92,8 @@ class TrainConfig:
     latent_cache_dir: str | None = None  # dynamics: keep the encoded dataset here for later runs (None: memory only)
     self_forcing: float = 0.0  # dynamics: fraction of batches whose history is the model's own rollout
     self_forcing_frames: int = 4  # the longest own rollout (latent frames) used as history
+    still_windows: float = 0.0  # dynamics: fraction of windows replaced by their first frame held under the zero
+    #                             action (reward 0): for camera worlds where zero means "do nothing", e.g. the room
     config_overrides: dict = field(default_factory=dict)
 
 
@@ -227,13 +229,32 @@ class StageLoss(nn.Module):
     """
 
     def __init__(self, model: nn.Module, stage: str, cache: LatentCache | None = None, self_forcing: float = 0.0,
-                 self_forcing_frames: int = 4):
+                 self_forcing_frames: int = 4, still_windows: float = 0.0):
         super().__init__()
         self.model = model
         self.stage = stage
         self.cache = cache
         self.self_forcing = self_forcing
         self.self_forcing_frames = self_forcing_frames
+        self.still_windows = still_windows
+
+    def hold_still(self, latents: torch.Tensor, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """Replace a ``still_windows`` fraction of the windows by their first frame repeated, under the zero action with
+        reward 0: a person at the keys idles for many steps, which explored data holds too rarely to teach."""
+        rows = torch.rand((latents.shape[0],), generator=generator) < self.still_windows
+        if not bool(rows.any()):
+            return latents, batch
+        latents = latents.clone()
+        latents[rows] = latents[rows, :1].expand_as(latents[rows])
+        batch = dict(batch)
+        idx = rows.numpy()
+        for key, value in (("actions", 0), ("rewards", 0.0), ("terminated", False)):
+            if batch.get(key) is None:
+                continue
+            arr = batch[key].clone() if isinstance(batch[key], torch.Tensor) else np.array(batch[key], copy=True)
+            arr[idx] = value
+            batch[key] = arr
+        return latents, batch
 
     @torch.no_grad()
     def own_rollout(self, latents: torch.Tensor, batch: dict, frames: int, generator: torch.Generator) -> torch.Tensor:
@@ -260,6 +281,8 @@ class StageLoss(nn.Module):
         else:
             with torch.no_grad():
                 latents = self.model.encode(batch["frames"])
+        if self.still_windows > 0:
+            latents, batch = self.hold_still(latents, batch, generator)
         own = None
         T = latents.shape[1]
         if self.self_forcing > 0 and T >= 3:
@@ -375,6 +398,7 @@ _RESUME_MUST_MATCH = {
     "stage": "stage", "preset": "--preset", "init": "--init", "steps": "--steps", "ae_steps": "--ae-steps",
     "batch_size": "--batch-size", "window": "--window", "lr": "--lr", "ae_lr": "--ae-lr", "seed": "--seed",
     "dtype": "--dtype", "self_forcing": "--self-forcing", "self_forcing_frames": "--self-forcing-frames",
+    "still_windows": "--still-windows",
     "config_overrides": "--set", "weight_decay": "weight_decay", "warmup": "warmup", "min_lr_ratio": "min_lr_ratio",
     "grad_clip": "grad_clip", "ema_decay": "ema_decay", "camera": "camera", "cache_latents": "cache_latents",
 }
@@ -527,7 +551,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
         if rank() == 0:
             how = f"loaded from {cache.loaded_from}" if cache.loaded_from else "encoded into the latent cache"
             print(f"{dataset.num_episodes} episodes {how} in {time.perf_counter() - t0:.0f} s", flush=True)
-    loss_module: nn.Module = StageLoss(model, stage, cache, cfg.self_forcing, cfg.self_forcing_frames)
+    loss_module: nn.Module = StageLoss(model, stage, cache, cfg.self_forcing, cfg.self_forcing_frames, cfg.still_windows)
     if world_size() > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -726,6 +750,10 @@ def validate(cfg: TrainConfig) -> Any:
         raise TrainingError(f"--seed must be an integer in [0, {MAX_SEED}], got {cfg.seed!r}")
     if not (0 < cfg.lr < 1):
         raise TrainingError(f"--lr must be in (0, 1), got {cfg.lr}")
+    if isinstance(cfg.still_windows, bool) or not (isinstance(cfg.still_windows, (int, float)) and 0.0 <= cfg.still_windows < 1.0):
+        raise TrainingError(f"--still-windows must be a fraction in [0, 1), got {cfg.still_windows!r}")
+    if cfg.still_windows > 0 and not cfg.cache_latents:
+        raise TrainingError("--still-windows needs the latent cache (cache_latents=True)")
     if not (isinstance(cfg.self_forcing, (int, float)) and 0.0 <= cfg.self_forcing <= 1.0):
         raise TrainingError(f"--self-forcing must be a fraction in [0, 1], got {cfg.self_forcing!r}")
     if cfg.self_forcing > 0 and not (isinstance(cfg.self_forcing_frames, int) and 1 <= cfg.self_forcing_frames <= cfg.window - 1):
@@ -755,6 +783,9 @@ def validate(cfg: TrainConfig) -> Any:
                 f"{k}={json.dumps(v)}" for k, v in cfg.config_overrides.items())
             raise TrainingError(f"{option}: {exc}") from None
     check_batch_memory(dataset, cfg)
+    if cfg.still_windows > 0 and dataset.action_spec.get("type") != "box":
+        raise TrainingError(f"--still-windows holds a frame under the zero action, which needs Box actions; --data "
+                            f"{cfg.data!r} has {dataset.action_spec.get('type')!r} actions")
     longest = int(dataset.episode_steps.max())
     if cfg.window > longest:
         raise TrainingError(f"--window {cfg.window} is longer than every episode of --data {cfg.data!r} (the longest "
@@ -909,6 +940,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "forcing only; e.g. 0.5 to fine-tune a trained model against drift)")
     p.add_argument("--self-forcing-frames", type=int, default=d.self_forcing_frames,
                    help=f"the longest own rollout used as history, in latent frames (default {d.self_forcing_frames})")
+    p.add_argument("--still-windows", type=float, default=d.still_windows,
+                   help="dynamics: fraction of windows replaced by their first frame held under the zero action "
+                        "(reward 0), for worlds where the zero action does nothing, such as the room (default 0)")
     p.add_argument("--latent-cache", default=None, metavar="DIR",
                    help="dynamics: keep the encoded dataset in DIR (named by a fingerprint of the autoencoder and the "
                         "data) and reuse it in later runs instead of encoding again")
@@ -935,7 +969,7 @@ def run_train(args: argparse.Namespace) -> int:
                       sample_every=args.sample_every, resume=args.resume, progress=not args.no_progress,
                       stop_after=args.stop_after, self_forcing=args.self_forcing,
                       self_forcing_frames=args.self_forcing_frames, config_overrides=overrides,
-                      latent_cache_dir=args.latent_cache)
+                      latent_cache_dir=args.latent_cache, still_windows=args.still_windows)
     try:
         out = train(cfg)
     except TrainingError as exc:

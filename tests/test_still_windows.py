@@ -1,0 +1,47 @@
+"""--still-windows: a fraction of training windows becomes the first frame held under the zero action."""
+
+import numpy as np
+import pytest
+import torch
+
+from neuralsim.config import WorldModelConfig
+from neuralsim.model import WorldModel
+from neuralsim.train import StageLoss, TrainConfig, TrainingError, train
+
+
+def _batch(B: int = 64, T: int = 5):
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(B, T, 8, 4, 4, generator=g)
+    batch = {"actions": torch.rand(B, T - 1, 4, generator=g) * 2 - 1, "rewards": torch.rand(B, T - 1, generator=g),
+             "terminated": torch.zeros(B, T - 1, dtype=torch.bool)}
+    batch["terminated"][:, -1] = True
+    return latents, batch
+
+
+def test_held_windows_repeat_their_first_frame_under_the_zero_action():
+    model = WorldModel(WorldModelConfig.from_preset("tiny"))
+    loss = StageLoss(model, "dynamics", still_windows=0.5)
+    latents, batch = _batch()
+    held, new = loss.hold_still(latents, batch, torch.Generator().manual_seed(1))
+    still = (new["actions"] == 0).all(dim=(1, 2))
+    assert 16 < int(still.sum()) < 48  # about half the rows
+    for i in range(len(latents)):
+        if still[i]:
+            assert torch.equal(held[i], latents[i, :1].expand_as(latents[i]))
+            assert float(new["rewards"][i].abs().sum()) == 0 and not bool(new["terminated"][i].any())
+        else:
+            assert torch.equal(held[i], latents[i]) and torch.equal(new["actions"][i], batch["actions"][i])
+    assert not torch.equal(held, latents) and (batch["actions"] != 0).all()  # the caller's batch is untouched
+
+
+def test_still_windows_off_changes_nothing():
+    model = WorldModel(WorldModelConfig.from_preset("tiny"))
+    latents, batch = _batch()
+    held, new = StageLoss(model, "dynamics", still_windows=1e-9).hold_still(latents, batch, torch.Generator().manual_seed(1))
+    assert held is latents and new is batch
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, True, "0.2"])
+def test_bad_still_windows_is_refused_naming_the_flag(tmp_path, value):
+    with pytest.raises(TrainingError, match="--still-windows"):
+        train(TrainConfig(stage="dynamics", data=str(tmp_path), out=str(tmp_path / "out"), still_windows=value))
