@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from neuralsim.device import bf16_is_native
+from neuralsim.device import bf16_is_native, cpu_bf16_flags
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -197,6 +197,7 @@ def machine_info() -> dict[str, Any]:
     """Versions, CPU capability, torch threads and load: stored next to every number."""
     return {
         "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16": list(cpu_bf16_flags()),
         "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,

@@ -654,7 +654,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import gymnasium as gym
 
     import neuralsim  # noqa: F401  (registers the envs)
-    from neuralsim.device import cpu_capability, resolve_dtype
+    from neuralsim.device import cpu_bf16_flags, cpu_capability, resolve_dtype
     from neuralsim.model import WorldModel
 
     t0 = time.perf_counter()
@@ -681,6 +681,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               "frames_per_latent": k, "horizons": list(horizons),
                               "denoise_steps": args.denoise_steps or cfg.denoise_steps, "context_noise": cfg.context_noise,
                               "device": "cpu", "dtype": str(dtype).replace("torch.", ""), "cpu_capability": cpu_capability(),
+                              "cpu_bf16": list(cpu_bf16_flags()),
                               "threads": torch.get_num_threads()}
     autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)
     with torch.no_grad(), autocast:

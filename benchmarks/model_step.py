@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from neuralsim.config import WorldModelConfig
+from neuralsim.device import bf16_is_native
 from neuralsim.model import WorldModel, describe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
         for batch in args.batch:
             if args.quick and dtype == "bf16" and batch > 1:
                 continue
-            slow = dtype == "bf16" and torch.backends.cpu.get_cpu_capability() not in ("AVX512_BF16", "AMX")
+            slow = dtype == "bf16" and not bf16_is_native("cpu")
             budget = (2.0 if args.quick else 6.0) * (3 if slow else 1)
             rows.append(measure(model, batch, dtype, min_iters=1 if (slow or args.quick) else 3, max_seconds=budget))
             r = rows[-1]

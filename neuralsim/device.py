@@ -1,8 +1,10 @@
 """Device and dtype decisions, in one place: is bf16 native here, and what ``dtype="auto"`` means.
 
-bf16 is only worth it where the hardware runs it: on CUDA with bf16 support, or on a CPU whose
-capability (``torch.backends.cpu.get_cpu_capability()``) is ``AVX512_BF16`` or ``AMX``. Elsewhere
-(e.g. an AVX2 CPU) a bf16 matmul is emulated and ~100x slower than fp32, so ``"auto"`` picks fp32.
+bf16 is only worth it where the hardware runs it: on CUDA with bf16 support, or on a CPU with bf16 matmul
+instructions: x86 AMX-BF16 or AVX512-BF16, ARM's BF16 extension. torch's own capability string tops out at
+``AVX512`` on such x86 CPUs, so the instruction flags are read from the OS (``/proc/cpuinfo`` on Linux,
+``sysctl`` on macOS). Elsewhere (e.g. an AVX2 CPU) a bf16 matmul is emulated and ~10x slower than fp32, so
+``"auto"`` picks fp32.
 
 Core layer: imports only torch. The env, the trainer, the CLI and the benchmarks all use it.
 """
@@ -31,6 +33,39 @@ def cpu_capability() -> str:
         return "unknown"
 
 
+#: CPU instruction flags (as Linux's /proc/cpuinfo and macOS's sysctl name them) that run bf16 matmuls in hardware.
+NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
+
+_bf16_flags_cache: tuple[str, ...] | None = None
+
+
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """The CPU's hardware-bf16 instruction flags (e.g. ``("amx_bf16", "avx512_bf16")``); ``()`` if none or unknown."""
+    global _bf16_flags_cache
+    if _bf16_flags_cache is None:
+        found: set[str] = set()
+        try:
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key.strip() in ("flags", "Features"):  # x86 / ARM
+                        found.update(value.split())
+        except OSError:
+            import platform
+            import subprocess
+
+            if platform.system() == "Darwin":  # Apple silicon: M2 and later have FEAT_BF16
+                try:
+                    out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,
+                                         timeout=5).stdout.strip()
+                    if out == "1":
+                        found.add("bf16")
+                except (OSError, subprocess.SubprocessError):
+                    pass
+        _bf16_flags_cache = tuple(flag for flag in NATIVE_BF16_CPU_FLAGS if flag in found)
+    return _bf16_flags_cache
+
+
 def bf16_is_native(device: torch.device | str | None = None) -> bool:
     """True where bf16 matmuls run at hardware speed on ``device``.
 
@@ -39,7 +74,8 @@ def bf16_is_native(device: torch.device | str | None = None) -> bool:
             available, else the CPU.
 
     Returns:
-        ``True`` on CUDA with bf16 support, or on a CPU with AVX512-BF16/AMX; ``False`` otherwise.
+        ``True`` on CUDA with bf16 support, or on a CPU with AMX-BF16/AVX512-BF16/ARM BF16 (:func:`cpu_bf16_flags`,
+        or torch's capability string); ``False`` otherwise.
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -47,7 +83,7 @@ def bf16_is_native(device: torch.device | str | None = None) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_available() and bool(torch.cuda.is_bf16_supported())
     if device.type == "cpu":
-        return cpu_capability() in NATIVE_BF16_CPU_CAPABILITIES
+        return cpu_capability() in NATIVE_BF16_CPU_CAPABILITIES or bool(cpu_bf16_flags())
     return False
 
 
@@ -80,4 +116,5 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str) -> torch
     return resolved
 
 
-__all__ = ["NATIVE_BF16_CPU_CAPABILITIES", "DTYPE_NAMES", "cpu_capability", "bf16_is_native", "resolve_dtype"]
+__all__ = ["NATIVE_BF16_CPU_CAPABILITIES", "NATIVE_BF16_CPU_FLAGS", "DTYPE_NAMES", "cpu_capability", "cpu_bf16_flags",
+           "bf16_is_native", "resolve_dtype"]

@@ -187,15 +187,18 @@ def test_step_keys_drives_the_camera(env):
         env.step_keys("x-8")
 
 
-@pytest.mark.parametrize("capability, native", [("AVX2", False), ("AVX512", False), ("AVX512_BF16", True),
-                                                  ("AMX", True), ("unknown", False)])
-def test_auto_dtype_is_decided_in_one_place(monkeypatch, capability, native):
+@pytest.mark.parametrize("capability, flags, native", [("AVX2", (), False), ("AVX512", (), False),
+                                                         ("AVX512", ("amx_bf16", "avx512_bf16"), True),
+                                                         ("AVX512_BF16", (), True), ("AMX", (), True),
+                                                         ("unknown", (), False), ("unknown", ("bf16",), True)])
+def test_auto_dtype_is_decided_in_one_place(monkeypatch, capability, flags, native):
     import neuralsim.device as device
     from neuralsim import cli, train
     from neuralsim.envs import world_model_env
 
     assert world_model_env.resolve_dtype is device.resolve_dtype and world_model_env.bf16_is_native is device.bf16_is_native
     monkeypatch.setattr(device, "cpu_capability", lambda: capability)
+    monkeypatch.setattr(device, "cpu_bf16_flags", lambda: flags)
     cpu = torch.device("cpu")
     expected = torch.bfloat16 if native else torch.float32
     assert device.bf16_is_native(cpu) is native and cli.cpu_capability() == capability
@@ -211,8 +214,9 @@ def test_auto_dtype_is_decided_in_one_place(monkeypatch, capability, native):
 
 
 def test_dtypes(ckpt):
-    assert resolve_dtype("auto", torch.device("cpu")) == (
-        torch.bfloat16 if torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX") else torch.float32)
+    from neuralsim.device import bf16_is_native
+
+    assert resolve_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if bf16_is_native("cpu") else torch.float32)
     env = WorldModelEnv(str(ckpt), dtype="bfloat16")  # autocast path: tiny, so fast even without native bf16
     env.reset(seed=0)
     obs, *_ = env.step(env.action_space.sample())
@@ -456,3 +460,17 @@ def test_example_default_model_error_is_clear(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "random_agent.py")], capture_output=True, text=True,
                           timeout=120, env=ONE_THREAD_ENV)
     assert proc.returncode == 2 and "no default model is shipped" in proc.stderr
+
+
+def test_cpu_bf16_flags_are_read_from_the_os():
+    from neuralsim.device import NATIVE_BF16_CPU_FLAGS, cpu_bf16_flags
+
+    flags = cpu_bf16_flags()
+    assert isinstance(flags, tuple) and set(flags) <= set(NATIVE_BF16_CPU_FLAGS)
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return
+    listed = {w for line in text.splitlines() if line.split(":")[0].strip() in ("flags", "Features")
+              for w in line.split(":", 1)[1].split()}
+    assert set(flags) == listed & set(NATIVE_BF16_CPU_FLAGS)
