@@ -685,6 +685,7 @@ def model_config(cfg: TrainConfig, dataset: Any) -> Any:
     )
     if not camera:
         overrides["camera_branch"] = False  # the camera branch reads Plücker rays, which need camera actions
+        overrides["prev_frame_warp"] = False  # and the warp turns the previous frame with the camera
     if camera and camera_spec:
         # collect steps the env once per recorded frame, so the env's per-step motion is the per-frame motion.
         overrides.update(camera_translation_speed=camera_spec["translation_speed"],
