@@ -18,7 +18,8 @@ MuJoCo's segmentation render of the same real frame, ``NeuralSimRoomEnv.object_m
 **sharpness ratio** (mean of the top 5 % luminance gradients ``|dx|+|dy|`` of the dream over that of
 the autoencoder's round trip of the real frame: decoder colour noise cannot raise it above what the
 autoencoder itself delivers). Baselines from the same frames: copy-last-frame (the last real context
-frame held forever) and copy-last-frame through the autoencoder. The autoencoder's own pooled and
+frame held forever), copy-last-frame through the autoencoder, and copy-last-frame turned (in pixels) by the
+camera rotation the actions make (geometry alone, `copy_last_turned_*`). The autoencoder's own pooled and
 object PSNR on the real frames bound what any dynamics can reach.
 
 Tests: **idle** (16 zero actions after the explore context: dream vs the real frames, which are not
@@ -273,6 +274,38 @@ def dream_rollout(model: Any, context: np.ndarray, context_actions: np.ndarray, 
 # ------------------------------------------------------------------------------------------ protocols
 
 
+def turned_last_frames(model: Any, last: np.ndarray, ctx_actions: np.ndarray, future_actions: np.ndarray,
+                       horizons: Sequence[int], k: int) -> dict[int, np.ndarray] | None:
+    """The last real context frame turned, in pixels, by the camera rotation from it to each horizon (translation
+    ignored; the edge extends into what a turn reveals): the baseline of geometry alone. None without camera actions."""
+    import torch
+
+    from neuralsim.model import camera_step, rotation_warp_grid, warp_latents
+
+    cfg = model.config
+    if not cfg.camera:
+        return None
+    B = len(last)
+    c2w = torch.eye(4, dtype=torch.float64).repeat(B, 1, 1)
+    pitch = torch.zeros(B, dtype=torch.float64)
+    step = lambda c, p, a: camera_step(c, p, torch.as_tensor(a, dtype=torch.float64), translation_speed=cfg.camera_translation_speed,
+                                       rotation_speed_deg=cfg.camera_rotation_speed_deg)
+    for t in range(ctx_actions.shape[1]):  # the pitch limit depends on the pitch reached in the context
+        for _ in range(k):
+            c2w, pitch = step(c2w, pitch, ctx_actions[:, t])
+    start, poses = c2w, {}
+    for t in range(max(horizons)):
+        for _ in range(k):
+            c2w, pitch = step(c2w, pitch, future_actions[:, t])
+        poses[t + 1] = c2w
+    image = torch.from_numpy(np.ascontiguousarray(last)).permute(0, 3, 1, 2).float()[:, None]  # (B, 1, 3, H, W)
+    out = {}
+    for h in horizons:
+        grid = rotation_warp_grid(torch.linalg.inv(start) @ poses[h], *cfg.image_size, cfg.camera_fovy_deg)
+        out[h] = warp_latents(image, grid[:, None])[:, 0].permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
+    return out
+
+
 def run_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], horizons: Sequence[int], *, k: int, n_ctx: int,
                  reach: float, dream_seed: int, denoise_steps: int | None) -> dict[str, Any]:
     """Real episodes of one action protocol for every seed, the dream of the same actions, its baselines and ablations.
@@ -313,6 +346,7 @@ def run_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], horizons
     ae_h = ae_roundtrip(model, real_h).reshape(len(horizons), len(seeds), *real.shape[2:])
     out["real_ae"] = {h: ae_h[i] for i, h in enumerate(horizons)}
 
+    turned = turned_last_frames(model, last, ctx_actions, future_actions, horizons, k)
     m: dict[str, Any] = {}
     for h in horizons:
         r, dr, ae = real[:, h - 1], d["frames"][:, h - 1], out["real_ae"][h]
@@ -321,6 +355,8 @@ def run_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], horizons
         m[f"psnr_pooled_{name}_t{h}"], m[f"psnr_mean_{name}_t{h}"], m[f"psnr_median_{name}_t{h}"] = s["pooled"], s["mean"], s["median"]
         m[f"copy_last_pooled_{name}_t{h}"], m[f"copy_last_mean_{name}_t{h}"] = c["pooled"], c["mean"]
         m[f"copy_last_ae_pooled_{name}_t{h}"] = psnr_stats(last_ae, r)["pooled"]
+        if turned is not None:  # geometry alone: the last real frame turned by the camera's rotation since
+            m[f"copy_last_turned_pooled_{name}_t{h}"] = psnr_stats(turned[h], r)["pooled"]
         m[f"ssim_{name}_t{h}"] = float(ssim(dr, r).mean())
         m[f"object_psnr_{name}_t{h}"] = masked_psnr(dr, r, masks[h])
         m[f"copy_last_object_psnr_{name}_t{h}"] = masked_psnr(np.broadcast_to(last, r.shape), r, masks[h])
@@ -556,11 +592,12 @@ def print_report(r: dict[str, Any], horizons: Sequence[int]) -> None:
     """The human-readable table (the JSON follows as the last line)."""
     for proto in PROTOCOLS:
         print(f"\n{proto}: dream vs real, PSNR dB ({r['seeds']} seeds; pooled = MSE averaged over seeds first)")
-        head = ["t", "pooled", "mean", "median", "copy", "copyAE", "obj", "copyObj", "SSIM", "sharp/AE"]
+        head = ["t", "pooled", "mean", "median", "copy", "copyAE", "turned", "obj", "copyObj", "SSIM", "sharp/AE"]
         print(" ".join(f"{h:>8}" for h in head))
         for h in horizons:
             vals = [r.get(f"psnr_pooled_{proto}_t{h}"), r.get(f"psnr_mean_{proto}_t{h}"), r.get(f"psnr_median_{proto}_t{h}"),
                     r.get(f"copy_last_pooled_{proto}_t{h}"), r.get(f"copy_last_ae_pooled_{proto}_t{h}"),
+                    r.get(f"copy_last_turned_pooled_{proto}_t{h}"),
                     r.get(f"object_psnr_{proto}_t{h}"), r.get(f"copy_last_object_psnr_{proto}_t{h}")]
             extra = [_f(r.get(f"ssim_{proto}_t{h}"), 3), _f(r.get(f"sharpness_vs_ae_{proto}_t{h}"), 3)]
             print(" ".join(f"{x:>8}" for x in [str(h), *(_f(v) for v in vals), *extra]))

@@ -51,6 +51,28 @@ def test_horizontal_shift_recovers_a_known_shift(true_shift):
     assert F.horizontal_shift(prev, nxt, max_shift=6.0) == pytest.approx(true_shift, abs=0.2)
 
 
+def test_turned_last_frame_moves_as_the_camera_turns():
+    """The geometry-only baseline: `l` held 2 steps shifts the image left by about 2 × tan(4°) × focal pixels."""
+    import types
+
+    F = _load_fidelity()
+    from neuralsim.config import WorldModelConfig
+
+    cfg = WorldModelConfig.from_preset("tiny", image_size=(64, 64))
+    model = types.SimpleNamespace(config=cfg)
+    rng = np.random.default_rng(2)
+    wide = rng.integers(0, 256, (2, 64, 64, 3)).astype(np.float64)
+    last = ((wide + np.roll(wide, 1, 2) + np.roll(wide, 2, 2)) / 3).round().astype(np.uint8)
+    yaw = np.zeros((2, 2, 4), np.float32)
+    yaw[..., 2] = 1.0
+    still = F.turned_last_frames(model, last, yaw[:, :0], np.zeros((2, 2, 4), np.float32), [1, 2], 1)
+    assert np.array_equal(still[2], last)
+    turned = F.turned_last_frames(model, last, yaw[:, :0], yaw, [1, 2], 1)
+    focal = 32 / math.tan(math.radians(cfg.camera_fovy_deg) / 2)
+    expected = -2 * math.tan(math.radians(cfg.camera_rotation_speed_deg)) * focal  # content moves left
+    assert F.horizontal_shift(last, turned[2], max_shift=10.0) == pytest.approx(expected, abs=0.6)
+
+
 def test_sharpness_and_scores():
     F = _load_fidelity()
     sharp = np.zeros((1, 16, 16, 3), np.uint8)
@@ -105,6 +127,7 @@ def test_fidelity_script_on_tiny_checkpoint(tiny_checkpoint, tmp_path):
         for h in (1, 4, 16, 64):
             keys += [f"psnr_pooled_{proto}_t{h}", f"psnr_mean_{proto}_t{h}", f"psnr_median_{proto}_t{h}",
                      f"copy_last_pooled_{proto}_t{h}", f"copy_last_ae_pooled_{proto}_t{h}", f"object_psnr_{proto}_t{h}",
+                     f"copy_last_turned_pooled_{proto}_t{h}",
                      f"ssim_{proto}_t{h}", f"sharpness_vs_ae_{proto}_t{h}"]
         for h in (1, 4, 16):
             keys += [f"ablation_{v}_psnr_pooled_{proto}_t{h}" for v in ("no_actions", "no_rays", "no_prompt")]
