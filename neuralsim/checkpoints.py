@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 from neuralsim.config import OFFICIAL_MODEL_NAME as OFFICIAL_MODEL  # "sana-wm-2.6b"
@@ -145,9 +145,11 @@ def ensure_writable_dir(path: str | os.PathLike, option: str, error: type[Except
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
         if not probe.is_dir():
-            raise error(f"{option} {str(p)!r} cannot be created ({os.strerror(errno.ENOTDIR)}); expected a writable directory")
+            raise error(f"{option} {str(p)!r} cannot be created: {str(probe)!r} is not a directory; expected a "
+                        "writable directory")
         if not os.access(probe, os.W_OK | os.X_OK):
-            raise error(f"{option} {str(p)!r} is not writable; expected a writable directory")
+            raise error(f"{option} {str(p)!r} is not writable (no write permission on {str(probe)!r}); expected a "
+                        "writable directory")
         return p
     try:
         p.mkdir(parents=True, exist_ok=True)
@@ -155,6 +157,19 @@ def ensure_writable_dir(path: str | os.PathLike, option: str, error: type[Except
         raise error(f"{option} {str(p)!r} cannot be created ({exc.strerror}); expected a writable directory") from None
     if not os.access(p, os.W_OK):
         raise error(f"{option} {str(p)!r} is not writable; expected a writable directory")
+    return p
+
+
+def ensure_writable_file(path: str | os.PathLike, option: str, suffixes: Sequence[str],
+                         error: type[Exception] = ValueError) -> Path:
+    """Check an output file's suffix is one of ``suffixes`` and make its parent a writable directory.
+
+    Raises ``error`` naming ``option`` otherwise (see :func:`ensure_writable_dir`).
+    """
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise error(f"{option} {str(p)!r} must end with one of {', '.join(suffixes)}")
+    ensure_writable_dir(p.parent if str(p.parent) else ".", option, error)
     return p
 
 

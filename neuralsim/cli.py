@@ -131,19 +131,17 @@ def _nonneg_int(name: str):
 
 
 def writable_dir(path: str | Path, option: str) -> Path:
-    """Create ``path`` if needed and check it is a writable directory; raise CLIError naming ``option``."""
+    """:func:`neuralsim.checkpoints.ensure_writable_dir` raising :class:`CLIError`."""
     from neuralsim.checkpoints import ensure_writable_dir
 
     return ensure_writable_dir(path, option, CLIError)
 
 
 def writable_file(path: str | Path, option: str, suffixes: Sequence[str]) -> Path:
-    """Check the parent of an output file is writable and its suffix is one of ``suffixes``."""
-    p = Path(path)
-    if p.suffix.lower() not in suffixes:
-        raise CLIError(f"{option} {str(p)!r} must end with one of {', '.join(suffixes)}")
-    writable_dir(p.parent if str(p.parent) else ".", option)
-    return p
+    """:func:`neuralsim.checkpoints.ensure_writable_file` raising :class:`CLIError`."""
+    from neuralsim.checkpoints import ensure_writable_file
+
+    return ensure_writable_file(path, option, suffixes, CLIError)
 
 
 # --------------------------------------------------------------------------------------------- info
@@ -234,7 +232,9 @@ def _benchmarks_dir() -> Path:
     Never a ``./benchmarks/NAME.py`` of the current directory ahead of the package's: ``bench`` runs code, and the
     directory a user happens to stand in must not choose it.
     """
-    here = Path(__file__).resolve().parent.parent / "benchmarks"
+    import neuralsim
+
+    here = Path(neuralsim.__file__).resolve().parent.parent / "benchmarks"
     for candidate in (here, Path.cwd() / "benchmarks"):
         if candidate.is_dir():
             return candidate

@@ -48,7 +48,7 @@ import gymnasium as gym
 import numpy as np
 
 from neuralsim import actions as A
-from neuralsim.checkpoints import atomic_write
+from neuralsim.checkpoints import atomic_write, ensure_writable_dir
 
 logger = logging.getLogger(__name__)
 
@@ -1274,18 +1274,6 @@ def _check_positive(value: Any, name: str, allow_none: bool = False) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _check_writable(out: Path, name: str) -> None:
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{name} {str(out)!r} exists and is not a directory")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ValueError(f"{name} {str(out)!r} cannot be created: {str(probe)!r} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"{name} {str(out)!r} is not writable (no write permission on {str(probe)!r})")
-
-
 def _validate_collect(
     *, env_id: Any, out: Any, episodes: Any, policy: Any, frames_per_step: Any, workers: Any, seed: Any,
     max_steps: Any, image_size: Any, env_kwargs: Any, resume: bool, episodes_per_shard: Any, cli: bool = False,
@@ -1313,7 +1301,7 @@ def _validate_collect(
     if resize not in RESIZE_MODES:
         raise ValueError(f"{n('resize')} must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
     out_path = Path(out)
-    _check_writable(out_path, n("out"))
+    ensure_writable_dir(out_path, n("out"), create=False)  # made by collect() once every input is valid
     if out_path.is_dir() and any(out_path.iterdir()) and not resume:
         raise ValueError(f"{n('out')} {str(out_path)!r} is not empty; pass {n('resume')} to continue a collection there, or choose an empty directory")
     env_spec(env_id, name=n("env") if cli else "env_id")  # "module:id" imports module, as gym.make does

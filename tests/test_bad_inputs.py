@@ -540,7 +540,7 @@ CLI_CASES = [
     ("X5-train-torn-data", ["train", "all", "--data", "{torndata}", "--out", "{tmp}/run"], "--data",
      r"--data '\S+': shard \S+ is torn or corrupted"),
     ("X6-train-unwritable-out", ["train", "all", "--data", "{data}", "--out", "{file}/run", "--preset", "tiny"], "--out",
-     r"--out '\S+/run' cannot be created \(Not a directory\); expected a writable directory"),
+     r"--out '\S+/run' cannot be created: '\S+' is not a directory; expected a writable directory"),
     ("X7-train-pickle-init", ["train", "dynamics", "--data", "{data}", "--out", "{tmp}/run", "--init", "{tmp}/w.pt"], "--init",
      r"--init='\S+w\.pt' is a pickle-format file; neuralsim never unpickles"),
     ("X8-rollout-negative-steps", ["rollout", "--model", "{ckpt}", "--out", "{tmp}/a.gif", "--steps", "-2"], "--steps",
