@@ -124,3 +124,4 @@ def test_wheel_contains_only_the_neuralsim_package(tmp_path):
     tops = {n.split("/")[0] for n in names}
     assert tops == {"neuralsim", f"neuralsim-{neuralsim.__version__}.dist-info"}, tops
     assert "neuralsim/envs/registration.py" in names and "neuralsim/agents/__init__.py" in names
+    assert "neuralsim/cli/__init__.py" in names  # a subpackage: setup.cfg lists it

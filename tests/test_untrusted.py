@@ -348,6 +348,7 @@ def test_bench_runs_the_packages_own_benchmark(tmp_path, monkeypatch):
     """`neuralsim bench NAME` ran ./benchmarks/NAME.py of the current directory before the package's own."""
     import subprocess
 
+    import neuralsim
     from neuralsim import cli
 
     (tmp_path / "benchmarks").mkdir()
@@ -356,7 +357,7 @@ def test_bench_runs_the_packages_own_benchmark(tmp_path, monkeypatch):
     ran = []
     monkeypatch.setattr(subprocess, "call", lambda cmd, **kw: ran.append(cmd) or 0)
     assert cli.main(["bench", "throughput", "--quick"]) == 0
-    package_bench = Path(cli.__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
+    package_bench = Path(neuralsim.__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
     assert ran == [[sys.executable, str(package_bench), "--quick"]]
 
 
