@@ -25,12 +25,10 @@ last printed line being that JSON object.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -528,59 +526,5 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def add_transfer_arguments(t: argparse.ArgumentParser) -> None:
-    d = TransferConfig()
-    t.add_argument("--model", default=d.model, help="world model name or checkpoint dir (default: default)")
-    t.add_argument("--timesteps", type=int, default=None, help=f"PPO env steps in each world (default {d.timesteps:,})")
-    t.add_argument("--seeds", type=int, default=None, help=f"training seeds (default {d.seeds})")
-    t.add_argument("--episodes", type=int, default=None, help=f"real evaluation episodes per seed (default {d.episodes})")
-    t.add_argument("--num-envs", type=int, default=None, help=f"parallel envs while training (default {d.num_envs})")
-    t.add_argument("--checkpoints", type=int, default=None, help=f"policies saved along each training (default {d.checkpoints})")
-    t.add_argument("--max-episode-steps", type=int, default=None, help=f"episode limit (default {d.max_episode_steps})")
-    t.add_argument("--workdir", default=None, help=f"where policies and GIFs go (default {d.workdir}; with --quick a new "
-                                                  "temporary directory, so a smoke run leaves nothing in the current one)")
-    t.add_argument("--out", default=None, help="results JSON (default WORKDIR/transfer.json; transfer-quick.json with --quick)")
-    t.add_argument("--keys", default=None, help="discrete key-set actions in both worlds, comma-separated, e.g. "
-                                               "w,j,l,wj,wl (default: the continuous Box(4) camera actions)")
-    t.add_argument("--obs", choices=("rgb", "latent"), default=d.obs,
-                   help="what the agents observe: rgb frames (default) or the world model's latent frames (the dream "
-                        "skips its decoder; real frames go through the checkpoint's encoder)")
-    t.add_argument("--quick", action="store_true", help="tiny budgets: the whole pipeline in a few minutes (not a score)")
-
-
-def config_from_args(args: argparse.Namespace) -> TransferConfig:
-    overrides = {k: getattr(args, k) for k in ("timesteps", "seeds", "episodes", "num_envs", "checkpoints", "max_episode_steps")
-                 if getattr(args, k, None) is not None}
-    workdir = args.workdir
-    if workdir is None:
-        workdir = tempfile.mkdtemp(prefix="neuralsim-transfer-quick-") if args.quick else TransferConfig.workdir
-    base = dict(model=args.model, workdir=workdir, obs=getattr(args, "obs", None) or "rgb", **overrides)
-    if getattr(args, "keys", None):
-        base["keys"] = tuple(args.keys.split(","))
-    base["out"] = args.out if args.out is not None else str(Path(workdir) / ("transfer-quick.json" if args.quick
-                                                                              else "transfer.json"))
-    return TransferConfig.quick_config(**base) if args.quick else TransferConfig(**base)
-
-
-def run_transfer(args: argparse.Namespace) -> int:
-    """``neuralsim eval transfer``: prints the table, then the results as one JSON line."""
-    from neuralsim.checkpoints import resolve_checkpoint
-    from neuralsim.cli import CLIError, writable_dir, writable_file
-
-    try:
-        cfg = config_from_args(args)
-        cfg.validate(cli=True)
-        resolve_checkpoint(cfg.model, "--model")
-    except (ValueError, FileNotFoundError) as exc:
-        raise CLIError(str(exc)) from None
-    writable_file(cfg.out, "--out", (".json",))
-    writable_dir(cfg.workdir, "--workdir")
-    results = run_transfer_benchmark(cfg, log=lambda msg: print(msg, flush=True))
-    print(format_table(results))
-    print(f"results: {cfg.out}; policies and GIF: {cfg.workdir}")
-    print(json.dumps(results))
-    return 0
-
-
 __all__ = ["TransferConfig", "train_ppo", "evaluate_real", "evaluate_dream", "spearman", "run_transfer_benchmark",
-           "format_table", "run_transfer"]
+           "format_table"]

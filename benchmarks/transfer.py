@@ -2,9 +2,9 @@
 
     python benchmarks/transfer.py [--quick] [--timesteps N] [--seeds 3] [--episodes 20] [--model default]
 
-The same as `neuralsim eval transfer` (neuralsim.agents.transfer): prints the table (mean ± std real
-return, success rate, training wall clock and env-steps/s per world, transfer score, dream-vs-real
-agreement with Spearman's rho), the last line one JSON object, also written to
+The same as `neuralsim eval transfer` (neuralsim.cli.evaluate over neuralsim.agents.transfer): prints the
+table (mean ± std real return, success rate, training wall clock and env-steps/s per world, transfer
+score, dream-vs-real agreement with Spearman's rho), the last line one JSON object, also written to
 benchmarks/results/transfer.json (transfer-quick.json with --quick, which is a smoke run, not a score).
 """
 
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import neuralsim  # noqa: F401
-from neuralsim.agents.transfer import add_transfer_arguments, run_transfer
+from neuralsim.cli.evaluate import add_transfer_arguments, run_transfer
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

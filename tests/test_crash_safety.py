@@ -4,7 +4,7 @@ After the kill: every file a reader can see is complete (listed shards verify; `
 points to a complete checkpoint that loads). After the resume: no completed episode or step is lost,
 no temp file is left, and the result is bit-identical to an uninterrupted run.
 
-(tests/test_data.py kills ``python -m neuralsim.data`` at the library level; this is the user-facing command.)
+(tests/test_data.py kills ``python -m neuralsim collect`` and resumes it in-process; these run the command end to end.)
 """
 
 from __future__ import annotations

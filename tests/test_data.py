@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -21,14 +20,22 @@ from neuralsim.data import (
     Dataset,
     DatasetError,
     ShardWriter,
-    add_collect_arguments,
     collect,
     resize_frame,
-    run_collect,
 )
 
 BOX_SPEC = {"type": "box", "shape": [4], "low": [-1.0] * 4, "high": [1.0] * 4, "dtype": "float32"}
 DISCRETE_SPEC = {"type": "discrete", "n": 3, "start": 0}
+
+
+def collect_cli(argv: list[str]) -> int:
+    """``neuralsim collect ARGV`` in this process: its exit code (2 on a user's error)."""
+    from neuralsim.cli import main
+
+    try:
+        return main(["collect", *argv])
+    except SystemExit as exc:
+        return exc.code
 
 
 def synthetic_episode(rng: np.random.Generator, n: int, K: int, spec: dict, size=(8, 6), poses=True) -> dict:
@@ -291,10 +298,9 @@ def test_collect_records_the_resize_policy_and_old_manifests_still_load(tmp_path
 
 def test_collect_accepts_module_colon_id(tmp_path, capsys):
     # gym.make's "module:id": the module is imported (registering its envs), then the id is looked up.
-    parser = add_collect_arguments(argparse.ArgumentParser())
     argv = ["--env", "gymnasium.envs.classic_control:CartPole-v1", "--episodes", "1", "--max-steps", "2",
             "--image-size", "32", "--env-kwargs", '{"sutton_barto_reward": true}', "--no-progress"]
-    assert run_collect(parser.parse_args([*argv, "--out", str(tmp_path / "d")])) == 0
+    assert collect_cli([*argv, "--out", str(tmp_path / "d")]) == 0
     ds = Dataset(tmp_path / "d")
     assert ds.manifest["env_id"] == "gymnasium.envs.classic_control:CartPole-v1"
     assert ds.manifest["env_kwargs"]["sutton_barto_reward"] is True and ds.image_size == (32, 32)
@@ -312,8 +318,7 @@ def test_collect_accepts_module_colon_id(tmp_path, capsys):
     ],
 )
 def test_unknown_env_gets_gymnasiums_error_and_a_hint(tmp_path, capsys, env, needles):
-    parser = add_collect_arguments(argparse.ArgumentParser())
-    assert run_collect(parser.parse_args(["--env", env, "--episodes", "1", "--out", str(tmp_path / "d")])) == 2
+    assert collect_cli(["--env", env, "--episodes", "1", "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("neuralsim collect: error: --env") and err.count("\n") == 1, err  # one line, no traceback
     assert all(n in err for n in needles), err
@@ -321,9 +326,8 @@ def test_unknown_env_gets_gymnasiums_error_and_a_hint(tmp_path, capsys, env, nee
 
 
 def test_env_kwargs_gym_make_refuses_are_one_line(tmp_path, capsys):
-    parser = add_collect_arguments(argparse.ArgumentParser())
     argv = ["--env", "CartPole-v1", "--episodes", "1", "--env-kwargs", '{"no_such_kwarg": 1}', "--out", str(tmp_path / "d")]
-    assert run_collect(parser.parse_args(argv)) == 2
+    assert collect_cli(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("neuralsim collect: error: gym.make('CartPole-v1', **--env-kwargs) failed") and "no_such_kwarg" in err
 
@@ -425,7 +429,7 @@ def test_sigkill_mid_collection_then_resume(tmp_path):
     out = tmp_path / "d"
     args = ["--env", "NeuralSimRoom-v0", "--episodes", "40", "--max-steps", "25", "--episodes-per-shard", "2", "--seed", "3"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "neuralsim.data", *args, "--out", str(out), "--no-progress"],
+    proc = subprocess.Popen([sys.executable, "-m", "neuralsim", "collect", *args, "--out", str(out), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.time() + 60
     listed = 0
@@ -447,8 +451,7 @@ def test_sigkill_mid_collection_then_resume(tmp_path):
         assert hashlib.sha256((out / s["file"]).read_bytes()).hexdigest() == s["sha256"]
     kept = {s["file"]: s["sha256"] for s in manifest["shards"]}
 
-    parser = add_collect_arguments(argparse.ArgumentParser())
-    assert run_collect(parser.parse_args([*args, "--out", str(out), "--resume", "--no-progress"])) == 0
+    assert collect_cli([*args, "--out", str(out), "--resume", "--no-progress"]) == 0
     resumed = Dataset(out)
     assert resumed.num_episodes == 40 and not [p for p in out.iterdir() if ".tmp" in p.name]
     assert all(s["sha256"] == kept[s["file"]] for s in resumed.manifest["shards"] if s["file"] in kept)
@@ -476,25 +479,23 @@ def test_sigkill_mid_collection_then_resume(tmp_path):
     ],
 )
 def test_cli_errors_name_the_option(tmp_path, capsys, argv, option):
-    parser = add_collect_arguments(argparse.ArgumentParser())
-    assert run_collect(parser.parse_args(["--env", "CartPole-v1", "--out", str(tmp_path / "d"), *argv])) == 2
+    assert collect_cli(["--env", "CartPole-v1", "--out", str(tmp_path / "d"), *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("neuralsim collect: error: ") and option in err
     assert not (tmp_path / "d").exists()  # nothing done
 
 
 def test_cli_out_errors(tmp_path, capsys):
-    parser = add_collect_arguments(argparse.ArgumentParser())
     blocker = tmp_path / "file"
     blocker.write_text("x")
     for out, needle in ((blocker, "exists and is not a directory"), (blocker / "sub", "cannot be created")):
-        assert run_collect(parser.parse_args(["--env", "CartPole-v1", "--episodes", "1", "--out", str(out)])) == 2
+        assert collect_cli(["--env", "CartPole-v1", "--episodes", "1", "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert "--out" in err and needle in err
     full = tmp_path / "full"
     full.mkdir()
     (full / "x").write_text("x")
-    assert run_collect(parser.parse_args(["--env", "CartPole-v1", "--episodes", "1", "--out", str(full)])) == 2
+    assert collect_cli(["--env", "CartPole-v1", "--episodes", "1", "--out", str(full)]) == 2
     assert "--resume" in capsys.readouterr().err
-    assert run_collect(parser.parse_args(["--env", "NoSuchEnv-v9", "--episodes", "1", "--out", str(tmp_path / "n")])) == 2
+    assert collect_cli(["--env", "NoSuchEnv-v9", "--episodes", "1", "--out", str(tmp_path / "n")]) == 2
     assert "--env 'NoSuchEnv-v9' is not a registered" in capsys.readouterr().err

@@ -166,7 +166,8 @@ def test_eval_transfer_obs_latent_quick(tiny_checkpoint, tmp_path, capsys):
 def test_eval_transfer_obs_defaults_to_rgb(capsys):
     import argparse
 
-    from neuralsim.agents.transfer import TransferConfig, add_transfer_arguments, config_from_args
+    from neuralsim.agents.transfer import TransferConfig
+    from neuralsim.cli.evaluate import add_transfer_arguments, config_from_args
 
     parser = argparse.ArgumentParser()
     add_transfer_arguments(parser)

@@ -119,7 +119,7 @@ def test_quick_run_writes_nothing_into_the_working_directory(tmp_path, monkeypat
     import argparse
     import tempfile
 
-    from neuralsim.agents.transfer import add_transfer_arguments, config_from_args
+    from neuralsim.cli.evaluate import add_transfer_arguments, config_from_args
 
     monkeypatch.chdir(tmp_path)
     parser = argparse.ArgumentParser()

@@ -1,0 +1,155 @@
+"""``neuralsim rollout``: dream from a start frame, an image or a prompt, to a GIF/MP4 or to dream episodes.
+
+The dreaming itself is :func:`neuralsim.rollout.dream`; this module reads the options, checks them before any
+work, and writes the outputs. :func:`parse_start_inputs` is shared with ``neuralsim play``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from neuralsim.cli.errors import CLIError, check_positive, writable_dir, writable_file
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="model name (see `neuralsim info`) or checkpoint directory")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--image", help="start from this image file (fitted to the model's size as its training frames "
+                                     "were: padded, cropped or squashed, per the checkpoint's provenance)")
+    src.add_argument("--prompt", help="start from a text prompt (the model generates the first frame)")
+    src.add_argument("--start-index", type=int, default=None, help="start frame index in the checkpoint's start set")
+    drive = p.add_mutually_exclusive_group()
+    drive.add_argument("--actions", help="key-DSL string, e.g. 'w-40,l-20,d-10' (w/s forward/back, a/d strafe, "
+                                         "j/l yaw, i/k pitch)")
+    drive.add_argument("--policy", choices=("random",), help="drive with a random policy for --steps")
+    p.add_argument("--steps", type=int, default=None, help="env steps (default: length of --actions, else 64)")
+    p.add_argument("--episodes", type=int, default=1, help="with --out DIR: number of dream episodes to write")
+    p.add_argument("--out", required=True, help="FILE.gif | FILE.mp4 (a video) or DIR (dream episodes as shards)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--denoise-steps", type=int, default=None, help="Euler steps per frame (default: the model's)")
+    p.add_argument("--fps", type=int, default=15)
+    p.add_argument("--scale", type=int, default=4, help="video upscaling factor (nearest), for visibility")
+
+
+def parse_start_inputs(image: str | None, prompt: str | None, *, image_size: tuple[int, int], num_start_frames: int,
+                       start_index: int | None, checkpoint: str | Path, resize: str = "squash") -> np.ndarray | None:
+    """Check the start of a dream (``--image`` / ``--prompt`` / the start set); shared by rollout and play.
+
+    Args:
+        image: the ``--image`` path, or None.
+        prompt: the ``--prompt`` text, or None.
+        image_size: ``(H, W)`` the model expects; the image is resized to it (see ``resize``).
+        num_start_frames: how many frames the checkpoint's start set holds.
+        start_index: the ``--start-index``, or None.
+        checkpoint: the checkpoint directory, named in the "no start frames" message.
+        resize: how an image of another size becomes ``image_size`` (``"pad"``, ``"crop"`` or ``"squash"``):
+            the model's recorded mode, ``resize_mode_of(model.config)``.
+
+    Returns:
+        The ``--image`` as uint8 ``[H, W, 3]``, or None without ``--image``.
+
+    Raises:
+        ValueError: an unreadable image or an invalid prompt (the library's message).
+        CLIError: without either, an empty start set or a ``--start-index`` outside it.
+    """
+    from neuralsim.rollout import read_image
+    from neuralsim.text import validate_prompts
+
+    frame = None
+    if image is not None:
+        frame = read_image(image, tuple(image_size), resize=resize)
+    if prompt is not None:
+        validate_prompts(prompt, name="--prompt")
+    if frame is None and prompt is None:
+        if num_start_frames == 0:
+            raise CLIError(f"{checkpoint} has no start_frames.safetensors; pass --image FILE or --prompt TEXT")
+        if start_index is not None and not 0 <= start_index < num_start_frames:
+            raise CLIError(f"--start-index must be in [0, {num_start_frames}), got {start_index}")
+    return frame
+
+
+def run(args: argparse.Namespace) -> int:
+    from neuralsim import actions as act
+    from neuralsim.checkpoints import ASSETS_DIR, resolve_checkpoint
+    from neuralsim.envs.world_model_env import resize_mode_of
+    from neuralsim.limits import MAX_DENOISE_STEPS
+    from neuralsim.model import WorldModel
+    from neuralsim.rollout import VIDEO_SUFFIXES, actions_from_string, dream, load_start_frames, write_video
+
+    check_positive(args, "steps", "episodes", "fps", "scale", "denoise_steps",
+                   at_most={"denoise_steps": MAX_DENOISE_STEPS, "steps": act.MAX_ACTION_FRAMES})  # kept in memory
+    to_video = Path(args.out).suffix.lower() in VIDEO_SUFFIXES
+    if not to_video and Path(args.out).suffix:
+        raise CLIError(f"--out {args.out!r}: expected FILE.gif, FILE.mp4 or a directory")
+    try:
+        path = resolve_checkpoint(args.model, "--model")
+        model = WorldModel.from_pretrained(path).eval()
+    except (ValueError, FileNotFoundError) as exc:  # also torn or mismatched weights
+        if args.model == "default" and not (ASSETS_DIR / "default").is_dir():
+            raise CLIError("no default model is shipped in this install yet (neuralsim/assets/default is missing); "
+                           "train one with `neuralsim train all --data DIR --out DIR` and pass --model DIR") from None
+        raise CLIError(f"--model {args.model!r}: {exc}" if "--model" not in str(exc) else str(exc)) from None
+    cfg = model.config
+    k = cfg.frames_per_latent
+    starts, descriptions = load_start_frames(path)
+
+    try:
+        keyed = None if args.actions is None else actions_from_string(args.actions, cfg.action_spec, k)
+    except ValueError as exc:
+        raise CLIError(f"--actions: {exc}") from None
+    steps = args.steps or (len(keyed) if keyed is not None else 64)
+    image = parse_start_inputs(args.image or None, args.prompt, image_size=tuple(cfg.image_size),
+                               num_start_frames=len(starts), start_index=args.start_index, checkpoint=path,
+                               resize=resize_mode_of(cfg))  # as the model's training frames were (squash if unrecorded)
+    # Every input is valid: only now create the output location (a failed run leaves nothing behind).
+    if to_video:
+        writable_file(args.out, "--out", VIDEO_SUFFIXES)
+    else:
+        writable_dir(args.out, "--out")
+
+    episodes = []
+    rng = np.random.default_rng(args.seed)
+    for e in range(args.episodes if not to_video else 1):
+        prompt, start = args.prompt, None
+        if image is not None:
+            start = image
+        elif args.prompt is None:
+            index = args.start_index if args.start_index is not None else int(rng.integers(len(starts)))
+            start = starts[index]
+            prompt = descriptions[index] if index < len(descriptions) else None
+        try:
+            result = dream(model, steps, start=start, prompt=prompt, actions=keyed, seed=args.seed + e,
+                           denoise_steps=args.denoise_steps)
+        except FloatingPointError as exc:  # NaN/inf weights: no GIF of black frames, no exit 0
+            raise CLIError(f"--model {args.model!r}: {exc}") from None
+        result["description"] = prompt or ""
+        episodes.append(result)
+
+    if to_video:
+        frames = episodes[0]["frames"]
+        if args.scale > 1:
+            frames = np.repeat(np.repeat(frames, args.scale, axis=1), args.scale, axis=2)
+        write_video(args.out, frames, fps=args.fps)
+    else:
+        from neuralsim.data import ShardWriter
+
+        writer = ShardWriter(args.out, {"env_id": f"dream:{path}", "image_size": list(cfg.image_size),
+                                         "action_spec": cfg.action_spec, "frames_per_step": k, "policy":
+                                         "keys" if keyed is not None else "random", "seed": args.seed})
+        for ep in episodes:
+            terminated = ep["terminated"]
+            writer.add_episode(frames=ep["frames"], actions=ep["actions"], rewards=ep["rewards"], terminated=terminated,
+                               truncated=~terminated & (np.arange(len(terminated)) == len(terminated) - 1),
+                               description=ep["description"])
+        writer.close()
+    total_steps = sum(len(ep["rewards"]) for ep in episodes)
+    seconds = sum(ep["seconds"] for ep in episodes)
+    print(json.dumps({"model": str(path), "out": args.out, "episodes": len(episodes), "steps": total_steps,
+                      "frames": int(sum(len(ep["frames"]) for ep in episodes)), "seconds": round(seconds, 3),
+                      "steps_per_s": round(total_steps / max(seconds, 1e-9), 1),
+                      "mean_predicted_reward": round(float(np.mean([ep["rewards"].mean() for ep in episodes])), 4)}))
+    return 0
