@@ -398,8 +398,9 @@ _RESUME_MUST_MATCH = {
     "batch_size": "--batch-size", "window": "--window", "lr": "--lr", "ae_lr": "--ae-lr", "seed": "--seed",
     "dtype": "--dtype", "self_forcing": "--self-forcing", "self_forcing_frames": "--self-forcing-frames",
     "still_windows": "--still-windows",
-    "config_overrides": "--set", "weight_decay": "weight_decay", "warmup": "warmup", "min_lr_ratio": "min_lr_ratio",
-    "grad_clip": "grad_clip", "ema_decay": "ema_decay", "camera": "camera", "cache_latents": "cache_latents",
+    "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
+    "min_lr_ratio": "--min-lr-ratio", "grad_clip": "--grad-clip", "ema_decay": "--ema-decay", "camera": "--camera",
+    "cache_latents": "--cache-latents",
 }
 
 

@@ -1,51 +1,70 @@
-"""``neuralsim train autoencoder|dynamics|all``: the options of :class:`neuralsim.train.TrainConfig`, then
-:func:`neuralsim.train.train` (single process, or DDP under ``torchrun``)."""
+"""``neuralsim train autoencoder|dynamics|all``: :func:`neuralsim.train.train` from the command line.
+
+The options are generated from :class:`neuralsim.train.TrainConfig` (:mod:`neuralsim.cli.options`): every field is
+an option with the field's name, type, default and comment. :data:`OPTIONS` holds only what the command line adds:
+the positional stage, the required ``--data``/``--out``, the two flags named otherwise (``--latent-cache``,
+``--set``), choices, and help for the fields that carry no comment.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from neuralsim.cli.errors import CLIError
+from neuralsim.cli.options import Option, add_dataclass_arguments, dataclass_from_args
+
+
+def parse_set(items: list[str]) -> dict:
+    """``--set FIELD=JSON`` (repeatable) as the ``config_overrides`` dict; a value that is not JSON stays a string."""
+    overrides = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects FIELD=JSON, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+#: What the command line adds to TrainConfig's fields (everything else comes from the dataclass).
+OPTIONS = {
+    "stage": Option(positional=True, choices=("autoencoder", "dynamics", "all"), help="what to train"),
+    "data": Option(required=True, help="dataset directory from `neuralsim collect`"),
+    "out": Option(required=True, help="output directory (model + checkpoints + logs)"),
+    "preset": Option(help="model size preset (see `neuralsim info --preset NAME`)"),
+    "init": Option(help="start from this checkpoint (e.g. a trained autoencoder)"),
+    "batch_size": Option(help="training windows per optimisation step (per process under torchrun)"),
+    "lr": Option(help="peak learning rate (dynamics; also autoencoder without --ae-lr)"),
+    "seed": Option(help="seed of the initial weights, the data order and the noise"),
+    "dtype": Option(choices=("auto", "float32", "bfloat16"), help="autocast dtype; auto = bf16 only where native"),
+    "weight_decay": Option(help="AdamW weight decay"),
+    "warmup": Option(help="learning-rate warmup steps"),
+    "min_lr_ratio": Option(help="final learning rate of the cosine schedule, as a fraction of the peak"),
+    "grad_clip": Option(help="gradient norm clip"),
+    "ema_decay": Option(help="decay of the EMA weights (what is exported)"),
+    "checkpoint_every": Option(help="steps between resumable checkpoints"),
+    "sample_every": Option(help="sample GIF period (0 = never)"),
+    "log_every": Option(help="steps between log lines"),
+    "keep_checkpoints": Option(help="resumable checkpoints kept"),
+    "resume": Option(help="continue from the last checkpoint in --out"),
+    "progress": Option(help="progress bar"),
+    "stop_after": Option(help="end this run after N steps of the stage (time boxing; continue later with --resume)"),
+    "self_forcing": Option(help="dynamics: fraction of batches trained on the model's own rollout as history (0 = "
+                                "teacher forcing only; e.g. 0.5 to fine-tune a trained model against drift)"),
+    "latent_cache_dir": Option(flags=("--latent-cache",), metavar="DIR",
+                               help="dynamics: keep the encoded dataset in DIR (named by a fingerprint of the "
+                                    "autoencoder and the data) and reuse it in later runs instead of encoding again"),
+    "config_overrides": Option(flags=("--set",), append=True, metavar="FIELD=JSON", parse=parse_set,
+                               help="override a model config field, e.g. --set width=256 (repeatable)"),
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from neuralsim.train import STAGES, TrainConfig
+    from neuralsim.train import TrainConfig
 
-    d = TrainConfig()
-    p.add_argument("stage", choices=STAGES + ("all",), help="what to train")
-    p.add_argument("--data", required=True, help="dataset directory from `neuralsim collect`")
-    p.add_argument("--out", required=True, help="output directory (model + checkpoints + logs)")
-    p.add_argument("--preset", default=d.preset, help=f"model size preset (default {d.preset!r})")
-    p.add_argument("--init", default=None, help="start from this checkpoint (e.g. a trained autoencoder)")
-    p.add_argument("--steps", type=int, default=d.steps, help="optimisation steps (of dynamics, for 'all')")
-    p.add_argument("--ae-steps", type=int, default=None, help="autoencoder steps for 'all' (default steps/2)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--window", type=int, default=d.window, help="env steps per training window")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (dynamics; also autoencoder without --ae-lr)")
-    p.add_argument("--ae-lr", type=float, default=None, help="peak learning rate of the autoencoder stage")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--dtype", default=d.dtype, choices=("auto", "float32", "bfloat16"),
-                   help="autocast dtype; auto = bf16 only where native")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--sample-every", type=int, default=d.sample_every, help="sample GIF period (0 = never)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    p.add_argument("--stop-after", type=int, default=None, help="end this run after N steps of the stage "
-                                                                 "(time boxing; continue later with --resume)")
-    p.add_argument("--self-forcing", type=float, default=d.self_forcing,
-                   help="dynamics: fraction of batches trained on the model's own rollout as history (0 = teacher "
-                        "forcing only; e.g. 0.5 to fine-tune a trained model against drift)")
-    p.add_argument("--self-forcing-frames", type=int, default=d.self_forcing_frames,
-                   help=f"the longest own rollout used as history, in latent frames (default {d.self_forcing_frames})")
-    p.add_argument("--still-windows", type=float, default=d.still_windows,
-                   help="dynamics: fraction of windows replaced by their first frame held under the zero action "
-                        "(reward 0), for worlds where the zero action does nothing, such as the room (default 0)")
-    p.add_argument("--latent-cache", default=None, metavar="DIR",
-                   help="dynamics: keep the encoded dataset in DIR (named by a fingerprint of the autoencoder and the "
-                        "data) and reuse it in later runs instead of encoding again")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
-                   help="override a model config field, e.g. --set width=256 (repeatable)")
+    add_dataclass_arguments(p, TrainConfig, OPTIONS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,22 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     from neuralsim.train import StopTraining, TrainConfig, rank, train
 
-    overrides = {}
-    for item in args.set:
-        if "=" not in item:
-            raise CLIError(f"--set expects FIELD=JSON, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, preset=args.preset, init=args.init,
-                      steps=args.steps, ae_steps=args.ae_steps, batch_size=args.batch_size, window=args.window,
-                      lr=args.lr, ae_lr=args.ae_lr, seed=args.seed, dtype=args.dtype, checkpoint_every=args.checkpoint_every,
-                      sample_every=args.sample_every, resume=args.resume, progress=not args.no_progress,
-                      stop_after=args.stop_after, self_forcing=args.self_forcing,
-                      self_forcing_frames=args.self_forcing_frames, config_overrides=overrides,
-                      latent_cache_dir=args.latent_cache, still_windows=args.still_windows)
+    cfg = dataclass_from_args(TrainConfig, args, OPTIONS)
     try:
         out = train(cfg)  # TrainingError (a ValueError) before any work: the user's error
     except StopTraining as stop:
