@@ -45,8 +45,8 @@ class Recipe:
     lr: float = 1e-3
     batch_size: int = 32
     window: int = 6  # short windows: many cheap updates (the previous frame reaches every token directly)
-    still_windows: float = 0.15  # windows held still under the zero action (the room's idle): the dream must hold still
-    self_forcing_steps: int = 600  # fine-tuning on the model's own rollouts (0 = skip)
+    still_windows: float = 0.0  # fraction of windows held still under the zero action (tried: 0.15, see README)
+    self_forcing_steps: int = 300  # fine-tuning on the model's own rollouts (0 = skip)
     self_forcing_lr: float = 3e-4
     decoder_steps: int = 2500  # decoder fine-tuning on the frozen encoder's latents (0 = skip)
     decoder_lr: float = 1e-3

@@ -342,7 +342,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         # a frame in 1-2 steps
         "prev_frame_input": True,
         "prediction": "x0_residual",
-        "prev_frame_warp": True,  # the previous latent turned with the camera: a turn moves the image, not the model
         "flow_shift": 3.0,
         "description": "embedded default: 64x64 rgb, canonical 4-dim camera actions, 8x8x16 latents, 16 tokens per latent frame",
     },
