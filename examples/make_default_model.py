@@ -4,8 +4,9 @@
 
 (One torch thread per job: on a 2-core machine two threads competing with the collection workers or anything
 else are far slower.) Stages: collect 400 episodes of NeuralSimRoom-v0 with the `explore` policy → the 8×
-autoencoder (1,800 steps) → the dynamics (2,000 steps, windows of 6, 15 % still windows) → 600 self-forcing
-steps → 1 denoise step in its config. Beside the dynamics and self-forcing stages, on the second core, the
+autoencoder (1,800 steps) → the dynamics (2,000 steps, windows of 6) → 300 self-forcing steps → 1 denoise step
+in its config (15 % still windows, 600 self-forcing steps and the `prev_frame_warp` switch were tried and not
+shipped: README, "what was tried"). Beside the dynamics and self-forcing stages, on the second core, the
 decoder trains alone on the frozen encoder's latents (2,500 steps, `examples/finetune_decoder.py`); it is merged
 into the final model at the end. The dataset's latents are kept in OUT/latent_cache (keyed by the encoder and
 the data), so the self-forcing stage and any later dynamics run on the same data skip the encoding.
