@@ -8,17 +8,13 @@ import logging
 from pathlib import Path
 
 from neuralsim.cli.errors import CLIError, check_positive, writable_file
+from neuralsim.cli.rollout import add_start_arguments
 
 logger = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default", help="model name (see `neuralsim info`) or checkpoint directory")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--image", help="start from this image file (fitted to the model's size as its training frames "
-                                     "were: padded, cropped or squashed, per the checkpoint's provenance)")
-    src.add_argument("--prompt", help="start from a text prompt (the model generates the first frame)")
-    src.add_argument("--start-index", type=int, default=None, help="start frame index in the checkpoint's start set")
+    add_start_arguments(p)
     p.add_argument("--seed", type=int, default=0,
                    help="sampling seed, as `neuralsim rollout --seed` (episode e: seed+e)")
     p.add_argument("--scale", type=int, default=8, help="window and recording upscaling factor (nearest)")

@@ -15,13 +15,18 @@ import numpy as np
 from neuralsim.cli.errors import CLIError, check_positive, writable_dir, writable_file
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_start_arguments(p: argparse.ArgumentParser) -> None:
+    """--model and where the dream starts (--image | --prompt | --start-index): shared by rollout and play."""
     p.add_argument("--model", default="default", help="model name (see `neuralsim info`) or checkpoint directory")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--image", help="start from this image file (fitted to the model's size as its training frames "
                                      "were: padded, cropped or squashed, per the checkpoint's provenance)")
     src.add_argument("--prompt", help="start from a text prompt (the model generates the first frame)")
     src.add_argument("--start-index", type=int, default=None, help="start frame index in the checkpoint's start set")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_start_arguments(p)
     drive = p.add_mutually_exclusive_group()
     drive.add_argument("--actions", help="key-DSL string, e.g. 'w-40,l-20,d-10' (w/s forward/back, a/d strafe, "
                                          "j/l yaw, i/k pitch)")
