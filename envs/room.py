@@ -764,6 +764,18 @@ class NeuralSimRoomEnv(gym.Env):
             mask |= seg[..., 1] == int(objtype.mjOBJ_FLEX)
         return mask
 
+    @classmethod
+    def collection_policies(cls) -> dict[str, type]:
+        """The data-collection policies this world offers ``neuralsim collect`` (:data:`neuralsim.data.POLICY_HOOK`).
+
+        Returns:
+            ``{"explore": RoomExplorePolicy, "scripted": RoomScriptedPolicy}``
+            (:mod:`neuralsim.envs.room_policies`; both steer by :meth:`privileged_state`).
+        """
+        from neuralsim.envs.room_policies import RoomExplorePolicy, RoomScriptedPolicy
+
+        return {"explore": RoomExplorePolicy, "scripted": RoomScriptedPolicy}
+
     def privileged_state(self) -> dict[str, Any]:
         """Ground truth for scripted/exploring data-collection policies (not an observation).
 

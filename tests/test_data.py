@@ -384,6 +384,30 @@ def test_unknown_or_unfit_policies(tmp_path):
         collect("CartPole-v1", tmp_path / "c", episodes=1, policy=str(saved), progress=False)
 
 
+def test_an_env_offers_its_own_collection_policies():
+    """Issue 22 #5: make_policy asks env.unwrapped.collection_policies() (POLICY_HOOK); the core imports no env."""
+    import gymnasium as gym
+
+    from neuralsim.data import POLICY_HOOK, CollectionPolicy, StickyRandomPolicy, make_policy
+
+    class Mine(CollectionPolicy):
+        def act(self, obs, info):
+            return self.env.action_space.sample()
+
+    class Offers(gym.Env):
+        observation_space = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
+        action_space = gym.spaces.Discrete(2)
+
+        @classmethod
+        def collection_policies(cls):
+            return {"scripted": Mine}
+
+    env = gym.wrappers.TimeLimit(Offers(), 5)  # asked of env.unwrapped, through wrappers
+    assert POLICY_HOOK == "collection_policies"
+    assert type(make_policy("scripted", env)) is Mine
+    assert type(make_policy("explore", env)) is StickyRandomPolicy  # not offered: the generic fallback
+
+
 # ---------------------------------------------------------------------------------------------- durability
 
 

@@ -125,3 +125,4 @@ def test_wheel_contains_only_the_neuralsim_package(tmp_path):
     assert tops == {"neuralsim", f"neuralsim-{neuralsim.__version__}.dist-info"}, tops
     assert "neuralsim/envs/registration.py" in names and "neuralsim/agents/__init__.py" in names
     assert "neuralsim/cli/__init__.py" in names  # a subpackage: setup.cfg lists it
+    assert "neuralsim/data/collection.py" in names and "neuralsim/envs/room_policies.py" in names  # neuralsim.data too

@@ -47,3 +47,17 @@ def test_every_subcommand_has_its_module_with_add_arguments_and_run():
     for name, (module, _, _) in COMMANDS.items():
         mod = importlib.import_module(f"neuralsim.cli.{module}")
         assert callable(mod.add_arguments) and callable(mod.run), name
+
+
+def test_the_core_imports_no_env_but_for_registration():
+    """Issue 22 #5: the library core (``neuralsim/``, the CLI aside) never imports ``envs/`` except to register the
+    envs on ``import neuralsim``; what it needs from an env it asks the env for through a documented hook (the
+    collection policies: ``neuralsim.data.POLICY_HOOK``, offered by ``NeuralSimRoomEnv.collection_policies``)."""
+    core = [f for f in _library_files() if (ROOT / "neuralsim") in f.parents]
+    assert ROOT / "neuralsim" / "data" / "collection.py" in core
+    allowed = {"neuralsim.envs.registration", "neuralsim.envs.registration.register_envs"}
+    offenders = [f"{f.relative_to(ROOT)}:{line} imports {name}"
+                 for f in core for line, name in _imported_modules(ast.parse(f.read_text(), str(f)))
+                 if (name == "neuralsim.envs" or name.startswith("neuralsim.envs.")) and not (
+                     f == ROOT / "neuralsim" / "__init__.py" and name in allowed)]
+    assert not offenders, "\n".join(offenders)

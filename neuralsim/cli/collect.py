@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
     import neuralsim  # noqa: F401  (registers NeuralSimRoom-v0)
-    from neuralsim.data import _parse_image_size, _validate_collect, collect
+    from neuralsim.data.collection import _validate_collect, collect
+    from neuralsim.images import _parse_image_size
 
     env_kwargs = None
     if args.env_kwargs is not None:
