@@ -858,20 +858,26 @@ class WorldModel(nn.Module):
         else:
             err = (out.float() - velocity_target(x0, noise)).pow(2).mean(dim=(2, 3))  # (B, T)
         flow = (err * weight).sum() / weight.sum()
-        loss, logs = flow, {"flow": flow.item()}
         reward_pred, logit = self._heads(features[:, 1:])  # (B, T-1): frame i+1 closes transition i
+        return self._with_head_losses(flow, {"flow": flow.item()}, reward_pred, logit, rewards, terminated)
+
+    def _with_head_losses(self, loss: torch.Tensor, logs: dict[str, float], reward_pred: torch.Tensor,
+                          logit: torch.Tensor | None, rewards: Any, terminated: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """``loss`` plus the reward MSE and termination BCE of the heads' ``[B, T-1]`` predictions (when given)."""
+        cfg = self.config
+        B, T1 = reward_pred.shape
         if rewards is not None and self.reward_head is not None:
             target = torch.as_tensor(np.asarray(rewards), dtype=torch.float32, device=self.device) if not isinstance(
                 rewards, torch.Tensor) else rewards.to(self.device, torch.float32)
-            if target.shape != (B, T - 1):
-                raise InputError(f"rewards must have shape {(B, T - 1)}, got {tuple(target.shape)}")
+            if target.shape != (B, T1):
+                raise InputError(f"rewards must have shape {(B, T1)}, got {tuple(target.shape)}")
             reward_mse = F.mse_loss(reward_pred, target)
             loss = loss + cfg.reward_loss_weight * reward_mse
             logs["reward_mse"] = reward_mse.item()
         if terminated is not None and self.termination_head is not None:
             target = torch.as_tensor(np.asarray(terminated.cpu() if isinstance(terminated, torch.Tensor) else terminated))
-            if tuple(target.shape) != (B, T - 1):
-                raise InputError(f"terminated must have shape {(B, T - 1)}, got {tuple(target.shape)}")
+            if tuple(target.shape) != (B, T1):
+                raise InputError(f"terminated must have shape {(B, T1)}, got {tuple(target.shape)}")
             target = target.to(self.device, torch.float32)
             bce = F.binary_cross_entropy_with_logits(logit, target)
             loss = loss + cfg.termination_loss_weight * bce
@@ -879,6 +885,76 @@ class WorldModel(nn.Module):
             logs["termination_acc"] = ((logit > 0).float() == target).float().mean().item()
         logs["loss"] = loss.item()
         return loss, logs
+
+    def streaming_loss(self, latents: torch.Tensor, actions: Any, rewards: Any = None, terminated: Any = None,
+                       prompts: Sequence[str | None] | None = None, generator: torch.Generator | None = None, *,
+                       own_history: float = 0.0, one_step_fraction: float = 0.5) -> tuple[torch.Tensor, dict[str, float]]:
+        """The dynamics loss computed the way the model is sampled: frame by frame against the streaming state.
+
+        For each frame of the window, one denoise pass on the noisy frame reads the state of the committed
+        frames before it (exactly :meth:`step`'s pass: clean history, noisy target), then one commit pass
+        writes a frame into the state. :meth:`dynamics_loss`'s parallel diffusion forcing trains most frames
+        against noisy history, which sampling never shows; here every frame is trained as it is sampled.
+
+        Args:
+            latents, actions, rewards, terminated, prompts, generator: as :meth:`dynamics_loss`.
+            own_history: per row and frame, the probability that the committed frame is the model's own
+                one-step sample (its x0 prediction at ``tau = 1``, no gradient) instead of the real one: the
+                rollout the env would dream, with the real frame as the target of every step (self-forcing
+                without a separate rollout). Only frames drawn at ``tau = 1`` can be own.
+            one_step_fraction: the fraction of target frames at ``tau = 1`` (what one-step sampling sees); the
+                others draw ``tau`` from the shifted uniform as in :meth:`dynamics_loss`.
+        """
+        cfg = self.config
+        if not cfg.prev_frame_input or cfg.prediction != "x0_residual":
+            raise InputError("streaming_loss needs a model with prev_frame_input and prediction='x0_residual'")
+        if not 0.0 <= own_history <= 1.0 or not 0.0 <= one_step_fraction <= 1.0:
+            raise InputError(f"own_history and one_step_fraction must be in [0, 1], got {own_history!r}, "
+                             f"{one_step_fraction!r}")
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 5 or tuple(latents.shape[2:]) != self.latent_shape:
+            got = tuple(latents.shape) if hasattr(latents, "shape") else type(latents).__name__
+            raise InputError(f"latents must be a float tensor [B, T, {', '.join(map(str, self.latent_shape))}], got {got}")
+        B, T = latents.shape[:2]
+        x0 = self._tokens(latents.to(self.device).float())  # (B, T, S, C)
+        action, known, rays, _, _, rel, warp = self._sequence_conditioning(B, T, actions, "actions")
+        prompts = validate_prompts(prompts, B, name="prompts")
+        if prompts is not None and cfg.prompt_dropout > 0:
+            drop = rand((B,), generator=generator, device="cpu") < cfg.prompt_dropout
+            prompts = [None if d else p for p, d in zip(prompts, drop.tolist())]
+        tokens, mask = self._encode_text(prompts, B)
+        text = self.dynamics.text_kv(tokens)
+        one_step = rand((B, T), generator=generator, device=self.device) < one_step_fraction
+        tau = torch.where(one_step, torch.ones(B, T, device=self.device),
+                          diffusion_forcing_levels(B, T, generator=generator, device=self.device, clean_context_prob=0.0,
+                                                   shift=cfg.flow_shift))
+        own = one_step & (rand((B, T), generator=generator, device=self.device) < own_history)
+        cache = self.dynamics.empty_cache(B, self.device)
+        committed = torch.zeros_like(x0[:, :1])  # the frame before frame 0: zeros, as in training and sampling
+        errors, own_errors, features = [], [], []
+        for t in range(T):
+            base = committed
+            if warp is not None:
+                base = self._tokens(warp_latents(self._untokens(base), warp[:, t : t + 1]))
+            frame = self.dynamics.prepare_frame(
+                start=torch.full((B,), t, dtype=torch.long, device=self.device), action=action[:, t : t + 1],
+                action_known=known[:, t : t + 1], rays=None if rays is None else rays[:, t : t + 1], text=text,
+                text_mask=mask, cache=cache, prev=add_context_noise(base, cfg.context_noise, generator=generator),
+                rel_rays=None if rel is None else rel[:, t : t + 1])
+            noise = randn(tuple(x0[:, t : t + 1].shape), generator=generator, device=self.device)
+            out, _, _ = self.dynamics(add_noise(x0[:, t : t + 1], noise, tau[:, t : t + 1]), tau[:, t : t + 1],
+                                      frame=frame, commit=False)
+            pred = base + out.float()  # the x0 estimate; at tau = 1 it is the one-step sample itself
+            errors.append((pred - x0[:, t : t + 1]).pow(2).mean(dim=(1, 2, 3)))  # (B,)
+            mine = own[:, t, None, None, None]
+            committed = torch.where(mine, pred.detach(), x0[:, t : t + 1])
+            ctx = add_context_noise(committed, cfg.context_noise, generator=generator)
+            _, feats, cache = self.dynamics(ctx, torch.full((B, 1), cfg.context_noise, device=self.device), frame=frame,
+                                            commit=True)
+            features.append(feats)
+        flow = torch.stack(errors, dim=1).mean()
+        logs = {"flow": flow.item(), "own_fraction": own.float().mean().item()}
+        reward_pred, logit = self._heads(torch.cat(features, dim=1)[:, 1:])  # frame i+1 closes transition i
+        return self._with_head_losses(flow, logs, reward_pred, logit, rewards, terminated)
 
     # --- checkpoints ------------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike) -> Path:

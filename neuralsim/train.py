@@ -93,6 +93,9 @@ class TrainConfig:
     self_forcing_frames: int = 4  # the longest own rollout (latent frames) used as history
     still_windows: float = 0.0  # dynamics: fraction of windows replaced by their first frame held under the zero
     #                             action (reward 0): for camera worlds where zero means "do nothing", e.g. the room
+    streaming: bool = False  # dynamics: train frame by frame as sampled (WorldModel.streaming_loss), not in parallel
+    own_history: float = 0.0  # streaming: chance a committed frame is the model's own one-step sample (self-forcing)
+    one_step_fraction: float = 0.5  # streaming: fraction of target frames at tau = 1, the level one-step sampling sees
     config_overrides: dict = field(default_factory=dict)
 
 
@@ -228,8 +231,10 @@ class StageLoss(nn.Module):
     """
 
     def __init__(self, model: nn.Module, stage: str, cache: LatentCache | None = None, self_forcing: float = 0.0,
-                 self_forcing_frames: int = 4, still_windows: float = 0.0):
+                 self_forcing_frames: int = 4, still_windows: float = 0.0, streaming: bool = False,
+                 own_history: float = 0.0, one_step_fraction: float = 0.5):
         super().__init__()
+        self.streaming, self.own_history, self.one_step_fraction = streaming, own_history, one_step_fraction
         self.model = model
         self.stage = stage
         self.cache = cache
@@ -282,6 +287,10 @@ class StageLoss(nn.Module):
                 latents = self.model.encode(batch["frames"])
         if self.still_windows > 0:
             latents, batch = self.hold_still(latents, batch, generator)
+        if self.streaming:
+            return self.model.streaming_loss(
+                latents, batch["actions"], batch["rewards"], batch["terminated"], batch.get("descriptions"),
+                generator=generator, own_history=self.own_history, one_step_fraction=self.one_step_fraction)
         own = None
         T = latents.shape[1]
         if self.self_forcing > 0 and T >= 3:
@@ -397,7 +406,8 @@ _RESUME_MUST_MATCH = {
     "stage": "stage", "preset": "--preset", "init": "--init", "steps": "--steps", "ae_steps": "--ae-steps",
     "batch_size": "--batch-size", "window": "--window", "lr": "--lr", "ae_lr": "--ae-lr", "seed": "--seed",
     "dtype": "--dtype", "self_forcing": "--self-forcing", "self_forcing_frames": "--self-forcing-frames",
-    "still_windows": "--still-windows",
+    "still_windows": "--still-windows", "streaming": "--streaming", "own_history": "--own-history",
+    "one_step_fraction": "--one-step-fraction",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
     "min_lr_ratio": "--min-lr-ratio", "grad_clip": "--grad-clip", "ema_decay": "--ema-decay", "camera": "--camera",
     "cache_latents": "--cache-latents",
@@ -551,7 +561,8 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
         if rank() == 0:
             how = f"loaded from {cache.loaded_from}" if cache.loaded_from else "encoded into the latent cache"
             print(f"{dataset.num_episodes} episodes {how} in {time.perf_counter() - t0:.0f} s", flush=True)
-    loss_module: nn.Module = StageLoss(model, stage, cache, cfg.self_forcing, cfg.self_forcing_frames, cfg.still_windows)
+    loss_module: nn.Module = StageLoss(model, stage, cache, cfg.self_forcing, cfg.self_forcing_frames, cfg.still_windows,
+                                            cfg.streaming, cfg.own_history, cfg.one_step_fraction)
     if world_size() > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -760,6 +771,13 @@ def validate(cfg: TrainConfig) -> Any:
     if cfg.self_forcing > 0 and not (isinstance(cfg.self_forcing_frames, int) and 1 <= cfg.self_forcing_frames <= cfg.window - 1):
         raise TrainingError(f"--self-forcing-frames must be an integer in [1, --window - 1 = {cfg.window - 1}], "
                             f"got {cfg.self_forcing_frames!r}")
+    for name in ("own_history", "one_step_fraction"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+            raise TrainingError(f"--{name.replace('_', '-')} must be a fraction in [0, 1], got {value!r}")
+    if cfg.streaming and cfg.self_forcing > 0:
+        raise TrainingError("--streaming and --self-forcing are two ways of training on own rollouts: use "
+                            "--own-history with --streaming")
     if cfg.ae_lr is not None and not (0 < cfg.ae_lr < 1):
         raise TrainingError(f"--ae-lr must be in (0, 1), got {cfg.ae_lr}")
     if not cfg.data:

@@ -376,7 +376,7 @@ def test_room_policies(tmp_path, policy, action_type):
 def test_unknown_or_unfit_policies(tmp_path):
     with pytest.raises(ValueError, match="policy must be one of random, explore, scripted"):
         collect("CartPole-v1", tmp_path / "a", episodes=1, policy="greedy", progress=False)
-    with pytest.raises(ValueError, match="policy 'scripted' needs an env with privileged_state"):
+    with pytest.raises(ValueError, match="policy 'scripted' needs an env that offers one through collection_policies"):
         collect("CartPole-v1", tmp_path / "b", episodes=1, policy="scripted", progress=False)
     saved = tmp_path / "policy.safetensors"
     saved.write_bytes(b"")

@@ -86,3 +86,78 @@ def test_self_forcing_training_runs_and_resumes_exactly(dataset, tmp_path):
 def test_bad_self_forcing_arguments(dataset, tmp_path, change, message):
     with pytest.raises(TrainingError, match=message):
         train(train_config(dataset, tmp_path / "x", **change))
+
+
+# --- streaming training: every frame trained as it is sampled (WorldModel.streaming_loss, train --streaming) ---
+
+
+def _perturbed(model):
+    torch.manual_seed(0)
+    with torch.no_grad():  # zero-initialised output layers would hide any dependence on the history
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def test_streaming_loss_trains_against_the_committed_history(make_model):
+    model = _perturbed(make_model).train()
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    latents = torch.randn(2, 4, *model.latent_shape)
+    actions = np.random.default_rng(0).uniform(-1, 1, (2, 3, 4)).astype(np.float32)
+    teacher, logs = model.streaming_loss(latents, actions, generator=g(), own_history=0.0, one_step_fraction=1.0)
+    assert torch.isfinite(teacher) and logs["own_fraction"] == 0.0
+    teacher.backward()
+    grads = [p.grad for n, p in model.named_parameters() if n.startswith("dynamics.") and p.grad is not None]
+    assert grads and all(torch.isfinite(gr).all() for gr in grads) and any(gr.abs().sum() > 0 for gr in grads)
+    own, logs = model.streaming_loss(latents, actions, generator=g(), own_history=1.0, one_step_fraction=1.0)
+    assert logs["own_fraction"] == 1.0
+    assert not torch.isclose(own, teacher)  # the model's own frames, not the real ones, are the history
+    _, logs = model.streaming_loss(latents, actions, generator=g(), own_history=1.0, one_step_fraction=0.0)
+    assert logs["own_fraction"] == 0.0  # only a one-step sample (tau = 1) is what sampling would commit
+    with pytest.raises(ValueError, match="own_history and one_step_fraction must be in"):
+        model.streaming_loss(latents, actions, own_history=1.5)
+    with pytest.raises(ValueError, match="actions must have shape"):
+        model.streaming_loss(latents, actions[:, :2])
+
+
+def test_streaming_loss_learns_a_tiny_problem(make_model):
+    model = make_model.train()
+    latents = torch.randn(4, 4, *model.latent_shape).cumsum(dim=1) * 0.5  # each frame = the last + a step
+    actions = np.zeros((4, 3, 4), np.float32)
+    opt = torch.optim.Adam(model.dynamics.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss, _ = model.streaming_loss(latents, actions, generator=torch.Generator().manual_seed(0), one_step_fraction=1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_streaming_training_runs_and_resumes_exactly(dataset, tmp_path):
+    import shutil
+
+    train(train_config(dataset, tmp_path / "ae", stage="autoencoder", steps=4))
+    for name in ("straight", "resumed", "parallel"):
+        shutil.copytree(tmp_path / "ae", tmp_path / name)
+    kw = dict(stage="dynamics", steps=6, streaming=True, own_history=0.5, one_step_fraction=0.7)
+    straight = train(train_config(dataset, tmp_path / "straight", **kw))
+    with pytest.raises(StopTraining):
+        train(train_config(dataset, tmp_path / "resumed", stop_after=2, **kw))
+    resumed = train(train_config(dataset, tmp_path / "resumed", resume=True, **kw))
+    a, b = model_weights(straight), model_weights(resumed)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    parallel = model_weights(train(train_config(dataset, tmp_path / "parallel", stage="dynamics", steps=6)))
+    assert any(not torch.equal(a[n], parallel[n]) for n in a)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"streaming": True, "own_history": 1.5}, "--own-history must be a fraction in"),
+    ({"streaming": True, "one_step_fraction": -0.1}, "--one-step-fraction must be a fraction in"),
+    ({"streaming": True, "self_forcing": 0.5, "self_forcing_frames": 2}, "--streaming and --self-forcing"),
+])
+def test_bad_streaming_arguments(dataset, tmp_path, change, message):
+    with pytest.raises(TrainingError, match=message):
+        train(train_config(dataset, tmp_path / "x", **change))

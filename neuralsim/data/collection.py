@@ -135,7 +135,8 @@ def make_policy(policy: str, env: gym.Env) -> CollectionPolicy:
     if policy == "scripted":
         scripted = env_policies(env).get("scripted")
         if scripted is None:
-            raise ValueError(f"policy 'scripted' needs an env with privileged_state() (NeuralSimRoom-v0), got {env.spec.id if env.spec else env}")
+            raise ValueError(f"policy 'scripted' needs an env that offers one through {POLICY_HOOK}() (as "
+                             f"NeuralSimRoom-v0 does), got {env.spec.id if env.spec else env}")
         return scripted()
     if Path(policy).exists():
         return SavedPolicyActor(policy, env)
