@@ -23,7 +23,6 @@ Mixed precision only through ``torch.autocast`` at the call site (the recurrent 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from neuralsim import __version__
 from neuralsim.actions import (
     DEFAULT_PITCH_LIMIT_DEG,
     DISCRETE_KEYSETS,
@@ -44,7 +42,8 @@ from neuralsim.actions import (
     validate_actions,
 )
 from neuralsim.autoencoder import Autoencoder, psnr, ssim
-from neuralsim.checkpoints import default_file_mode, resolve_checkpoint
+from neuralsim.checkpoints import (CONFIG_NAME, WEIGHTS_NAME, count_weights, read_config, read_weights,  # noqa: F401
+                                   resolve_checkpoint, write_checkpoint)
 from neuralsim.config import WorldModelConfig
 from neuralsim.dynamics import DynamicsTransformer
 from neuralsim.limits import MAX_DENOISE_STEPS
@@ -58,9 +57,6 @@ from neuralsim.sampler import (
     velocity_target,
 )
 from neuralsim.text import HashTextEncoder, TextEncoder, validate_prompts
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 class InputError(ValueError, TypeError):
@@ -894,7 +890,8 @@ class WorldModel(nn.Module):
         For each frame of the window, one denoise pass on the noisy frame reads the state of the committed
         frames before it (exactly :meth:`step`'s pass: clean history, noisy target), then one commit pass
         writes a frame into the state. :meth:`dynamics_loss`'s parallel diffusion forcing trains most frames
-        against noisy history, which sampling never shows; here every frame is trained as it is sampled.
+        against noisy history, which sampling never shows; here every frame is trained as it is sampled. The
+        loss covers the frames after the first (a rollout starts from a real frame).
 
         Args:
             latents, actions, rewards, terminated, prompts, generator: as :meth:`dynamics_loss`.
@@ -928,6 +925,7 @@ class WorldModel(nn.Module):
                           diffusion_forcing_levels(B, T, generator=generator, device=self.device, clean_context_prob=0.0,
                                                    shift=cfg.flow_shift))
         own = one_step & (rand((B, T), generator=generator, device=self.device) < own_history)
+        own[:, 0] = False  # a rollout starts from a real frame: the first frame is generated only without context
         cache = self.dynamics.empty_cache(B, self.device)
         committed = torch.zeros_like(x0[:, :1])  # the frame before frame 0: zeros, as in training and sampling
         errors, own_errors, features = [], [], []
@@ -951,8 +949,12 @@ class WorldModel(nn.Module):
             _, feats, cache = self.dynamics(ctx, torch.full((B, 1), cfg.context_noise, device=self.device), frame=frame,
                                             commit=True)
             features.append(feats)
-        flow = torch.stack(errors, dim=1).mean()
-        logs = {"flow": flow.item(), "own_fraction": own.float().mean().item()}
+        per_frame = torch.stack(errors, dim=1)  # (B, T)
+        # The rollout's frames: the first frame (generated from nothing, an error several times a next frame's) would
+        # dominate the loss, while a rollout always starts from a real one; dynamics_loss trains it.
+        flow = per_frame[:, 1:].mean() if T > 1 else per_frame.mean()
+        logs = {"flow": flow.item(), "flow_first": per_frame[:, 0].mean().item(),  # the first: generated from nothing
+                "flow_next": per_frame[:, 1:].mean().item(), "own_fraction": own[:, 1:].float().mean().item()}
         reward_pred, logit = self._heads(torch.cat(features, dim=1)[:, 1:])  # frame i+1 closes transition i
         return self._with_head_losses(flow, logs, reward_pred, logit, rewards, terminated)
 
@@ -960,25 +962,10 @@ class WorldModel(nn.Module):
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write ``config.json`` + ``model.safetensors`` into directory ``path`` (created if needed).
 
-        Each file is written to a temporary name and renamed into place (atomic per file; weights
-        first, config last). Other files in the directory (e.g. optimizer state) are left alone.
+        Each file is written atomically (``neuralsim.checkpoints``: temp file, fsync, rename; weights first,
+        config last). Other files in the directory (e.g. optimizer state) are left alone.
         """
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        tmp = path / f".{WEIGHTS_NAME}.tmp{os.getpid()}"
-        # One metadata key: safetensors orders a multi-key metadata map differently on every call, which would make
-        # equal weights give different bytes (the version is in config.json).
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-        os.chmod(tmp, default_file_mode())  # safetensors writes 0600; as readable as config.json
-        os.replace(tmp, path / WEIGHTS_NAME)
-        payload = {"_class_name": type(self).__name__, "_neuralsim_version": __version__, **self.config.to_dict()}
-        tmp = path / f".{CONFIG_NAME}.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path / CONFIG_NAME)
-        return path
+        return write_checkpoint(path, type(self).__name__, self.config, self.state_dict())
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | os.PathLike, device: torch.device | str | None = None) -> "WorldModel":
@@ -991,36 +978,9 @@ class WorldModel(nn.Module):
             FileNotFoundError: no such directory or shipped name, or a missing file.
         """
         directory = resolve_checkpoint(path_or_name, "path_or_name")
-        try:
-            payload = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{directory / CONFIG_NAME} is not valid JSON ({exc}); expected the config.json "
-                             "written by save_pretrained") from None
-        if not isinstance(payload, dict):
-            raise ValueError(f"{directory / CONFIG_NAME} must hold a JSON object (the model config), "
-                             f"got {type(payload).__name__}")
-        class_name = payload.get("_class_name", cls.__name__)
-        if class_name != cls.__name__:
-            raise ValueError(f"{directory / CONFIG_NAME} describes a {class_name!r}, not a {cls.__name__}")
-        from neuralsim.checkpoints import REQUIRED_CONFIG_FIELDS
-
-        missing = [name for name in REQUIRED_CONFIG_FIELDS if name not in payload]
-        if missing:  # no default stands in for what the model was trained with
-            raise ValueError(f"{directory / CONFIG_NAME} lacks field(s) {missing}, which shape what the model does and "
-                             "have no safe default; expected the complete config.json written by save_pretrained")
-        try:
-            config = WorldModelConfig.from_dict({k: v for k, v in payload.items() if not k.startswith("_")})
-        except (TypeError, ValueError) as exc:  # types, NaN and neuralsim.limits bounds: checked before building
-            raise ValueError(f"{directory / CONFIG_NAME}: {exc}") from None
-        from safetensors import SafetensorError, safe_open
-        from safetensors.torch import load_file
-
-        try:  # the header alone (no tensor is read): every block the config asks for has at least one tensor
-            with safe_open(str(directory / WEIGHTS_NAME), framework="pt") as f:
-                stored = len(list(f.keys()))
-        except SafetensorError as exc:
-            raise ValueError(f"{directory / WEIGHTS_NAME} is not a valid safetensors file ({exc}); it may be torn "
-                             "(an interrupted copy) or corrupted: copy or save the checkpoint again") from None
+        config = read_config(directory, cls.__name__)
+        # the header alone (no tensor is read): every block the config asks for has at least one tensor
+        stored = count_weights(directory)
         blocks = config.depth + config.text_layers + sum(config.ae_blocks) + sum(config.ae_decoder_blocks)
         if blocks > stored:
             raise ValueError(f"{directory / CONFIG_NAME} asks for {blocks} blocks (depth={config.depth}, text_layers="
@@ -1029,11 +989,7 @@ class WorldModel(nn.Module):
         with torch.device("meta"):
             model = cls(config)
 
-        try:
-            tensors = load_file(str(directory / WEIGHTS_NAME), device=str(device or "cpu"))
-        except SafetensorError as exc:
-            raise ValueError(f"{directory / WEIGHTS_NAME} is not a valid safetensors file ({exc}); it may be torn "
-                             "(an interrupted copy) or corrupted: copy or save the checkpoint again") from None
+        tensors = read_weights(directory, device)
         expected = model.state_dict()
         for name, t in expected.items():
             if name not in tensors:
