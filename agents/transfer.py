@@ -26,7 +26,6 @@ last printed line being that JSON object.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -96,12 +95,11 @@ class TransferConfig:
 
 def real_env_spec(model: str) -> tuple[str, dict[str, Any]]:
     """The real env a world model was trained on (its checkpoint's provenance), default ``NeuralSimRoom-v0``."""
-    from neuralsim.checkpoints import resolve_checkpoint
+    from neuralsim.checkpoints import CONFIG_NAME, provenance_env, read_config, resolve_checkpoint
 
-    from neuralsim.checkpoints import provenance_env
-
-    path = resolve_checkpoint(model) / "config.json"
-    env_id, env_kwargs = provenance_env(json.loads(path.read_text()), str(path))  # never 'module:Id' from a file
+    directory = resolve_checkpoint(model)
+    # never 'module:Id' from a file
+    env_id, env_kwargs = provenance_env(read_config(directory), str(directory / CONFIG_NAME))
     return (env_id, env_kwargs) if env_id is not None else ("NeuralSimRoom-v0", {})
 
 

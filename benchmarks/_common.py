@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -136,17 +135,15 @@ def prepare_model(model: str, random_weights: bool, workdir: Path, *, start_fram
     Returns:
         ``{"path": str (what to pass as model=), "name": str, "random_weights": bool, "note": str}``.
     """
-    from neuralsim.checkpoints import ASSETS_DIR
+    from neuralsim.checkpoints import DEFAULT_MODEL_MISSING, default_model_missing, write_start_frames
 
     note = ""
-    if not random_weights and model == "default" and not (ASSETS_DIR / "default").is_dir():
-        note = "neuralsim/assets/default is not shipped yet: measured the default preset with random weights"
+    if not random_weights and default_model_missing(model):
+        note = f"{DEFAULT_MODEL_MISSING}: measured the default preset with random weights"
         warnings.warn(note, stacklevel=2)
         random_weights = True
     if not random_weights:
         return {"path": model, "name": model, "random_weights": False, "note": note}
-
-    from safetensors.numpy import save_file
 
     from neuralsim.config import WorldModelConfig
     from neuralsim.model import WorldModel
@@ -163,8 +160,7 @@ def prepare_model(model: str, random_weights: bool, workdir: Path, *, start_fram
     path = workdir / f"{preset}-random"
     net.save_pretrained(path)
     frames, descriptions = room_frames(start_frames, net.config.image_size)
-    save_file({"frames": frames}, str(path / "start_frames.safetensors"),
-              metadata={"descriptions": json.dumps(descriptions)})
+    write_start_frames(path, frames, descriptions)
     return {"path": str(path), "name": f"preset:{preset} (random weights)", "random_weights": True, "note": note}
 
 
@@ -205,13 +201,11 @@ def machine_info() -> dict[str, Any]:
 
 
 def write_result(result: dict[str, Any], out: str | os.PathLike) -> None:
-    """Write ``result`` as indented JSON atomically (temp file + ``os.replace``) and print it as one line."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    os.replace(f.name, out)
+    """Write ``result`` as indented JSON atomically (``neuralsim.checkpoints.atomic_write_json``) and print it as one
+    line."""
+    from neuralsim.checkpoints import atomic_write_json
+
+    atomic_write_json(out, result)
     print(json.dumps(result))
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -201,9 +200,9 @@ def update_readme(text: str, readme: Path = README) -> None:
         raise SystemExit(f"{readme} has no generated block ({BEGIN} ... {END})")
     head, rest = doc.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    tmp = readme.with_name(readme.name + ".tmp")
-    tmp.write_text(f"{head}{BEGIN}\n\n{text}\n{END}{tail}")
-    os.replace(tmp, readme)
+    from neuralsim.checkpoints import atomic_write_text
+
+    atomic_write_text(readme, f"{head}{BEGIN}\n\n{text}\n{END}{tail}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from neuralsim.checkpoints import atomic_write_text
 from neuralsim.config import WorldModelConfig
 from neuralsim.device import bf16_is_native
 from neuralsim.model import WorldModel, describe
@@ -215,11 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         },
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as f:
-        json.dump(result, f, indent=2)
-    os.replace(f.name, out)
+    atomic_write_text(args.out, json.dumps(result, indent=2))
     print(json.dumps(result))
     return result
 

@@ -452,11 +452,10 @@ def main() -> None:
     print(f"{'measurement':<58} {'value':<28} note")
     for name, value, note in rows:
         print(f"{name:<58} {value:<28} {note}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    from neuralsim.checkpoints import atomic_write_text
+
     name = "preset_2p6b_quick.json" if args.quick else "preset_2p6b.json"
-    tmp_out = RESULTS / (name + ".tmp")
-    tmp_out.write_text(json.dumps(result, indent=1))
-    os.replace(tmp_out, RESULTS / name)
+    atomic_write_text(RESULTS / name, json.dumps(result, indent=1))
     print(json.dumps(result))
 
 

@@ -96,11 +96,9 @@ def main() -> None:
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "machine": platform.processor() or platform.machine(),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, out)
+    from neuralsim.checkpoints import atomic_write_text
+
+    atomic_write_text(args.out, json.dumps(record, indent=1) + "\n")
     print(json.dumps(record))
 
 

@@ -24,10 +24,11 @@ import torch
 from gymnasium import spaces
 
 from neuralsim import actions as act
+from neuralsim.checkpoints import OFFICIAL_MODEL_NAME
 from neuralsim.device import bf16_is_native, resolve_dtype  # noqa: F401  (re-exported)
 from neuralsim.limits import MAX_DENOISE_STEPS
 
-OFFICIAL_MODEL = "sana-wm-2.6b"
+OFFICIAL_MODEL = OFFICIAL_MODEL_NAME
 #: Finite bound of the latent observation Box (normalised latents are O(1); the sampler clamps far below).
 LATENT_BOUND = 1e4
 RESET_OPTION_KEYS = ("image", "prompt", "actions", "resize")
@@ -80,7 +81,7 @@ def load_backend(model: Any, *, checkpoint: str | os.PathLike | None, random_wei
         raise ValueError(f"checkpoint= is only for model={OFFICIAL_MODEL!r}; for model={text!r} pass the "
                          "directory as model=DIR")
 
-    from neuralsim.checkpoints import ASSETS_DIR, resolve_checkpoint
+    from neuralsim.checkpoints import ASSETS_DIR, DEFAULT_MODEL_MISSING, default_model_missing, resolve_checkpoint
     from neuralsim.model import WorldModel
 
     if random_weights:
@@ -96,10 +97,9 @@ def load_backend(model: Any, *, checkpoint: str | os.PathLike | None, random_wei
 
     path = Path(text)
     if not path.exists():
-        if text == "default" and not (ASSETS_DIR / "default").is_dir():
-            raise ValueError("model='default': no default model is shipped in this install yet (neuralsim/assets/default "
-                             "is missing); pass model=DIR (a checkpoint from `neuralsim train`), or random_weights=True "
-                             "to run the default architecture untrained")
+        if default_model_missing(text):
+            raise ValueError(f"model='default': {DEFAULT_MODEL_MISSING}; pass model=DIR (a checkpoint from `neuralsim "
+                             "train`), or random_weights=True to run the default architecture untrained")
         if os.sep not in text and not text.startswith(".") and not (ASSETS_DIR / text).is_dir():
             raise ValueError(f"model={text!r} is neither a checkpoint directory nor a known model name; "
                              f"known models: {known_model_names()}")
@@ -143,14 +143,14 @@ def load_start_set(path: Path | None, image_size: tuple[int, int]) -> tuple[np.n
     empty = np.zeros((0, *image_size, 3), dtype=np.uint8)
     if path is None:
         return empty, []
+    from neuralsim.checkpoints import START_FRAMES_NAME, read_start_frames
     from neuralsim.data import resize_frame
-    from neuralsim.rollout import load_start_frames
 
-    frames, descriptions = load_start_frames(path)
+    frames, descriptions = read_start_frames(path)
     if frames.size == 0:
         return empty, []
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"{path}/start_frames.safetensors: 'frames' must be uint8 [N, H, W, 3], "
+        raise ValueError(f"{Path(path) / START_FRAMES_NAME}: 'frames' must be uint8 [N, H, W, 3], "
                          f"got {frames.dtype} {frames.shape}")
     if tuple(frames.shape[1:3]) != tuple(image_size):
         frames = np.stack([resize_frame(f, image_size) for f in frames])

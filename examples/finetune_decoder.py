@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
+from neuralsim.checkpoints import read_start_frames, write_start_frames
 from neuralsim.data import Dataset
 from neuralsim.model import WorldModel
 
@@ -85,9 +85,9 @@ def main() -> None:
             "seed": args.seed}}
         target.config = target.config.replace(provenance=provenance)
     target.save_pretrained(args.out)
-    start_frames = Path(args.merge or args.model) / "start_frames.safetensors"
-    if start_frames.exists():  # the start set the envs reset from travels with the model
-        shutil.copy2(start_frames, args.out / "start_frames.safetensors")
+    frames, descriptions = read_start_frames(args.merge or args.model)
+    if len(frames):  # the start set the envs reset from travels with the model
+        write_start_frames(args.out, frames, descriptions or [""] * len(frames))
     print(f"wrote {args.out}")
 
 

@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from neuralsim.actions import CAMERA_ACTION_DIM, DISCRETE_KEYSETS, DEFAULT_ROTATION_SPEED_DEG, DEFAULT_TRANSLATION_SPEED
-
-#: The name of the official SANA-WM served through diffusers; not a native preset.
-OFFICIAL_MODEL_NAME = "sana-wm-2.6b"
+from neuralsim.checkpoints import OFFICIAL_MODEL_NAME  # not a native preset (re-exported)
 
 
 def default_action_spec() -> dict:

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shlex
-import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -149,12 +148,10 @@ class VideoRecorder:
         if self.suffix not in VIDEO_SUFFIXES:
             raise ValueError(f"record path {str(self.path)!r} must end with .mp4 or .gif")
         self.fps, self.frames, self._closed = int(fps), 0, False
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.suffix, dir=self.path.parent or ".")
-        os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the video gets the usual permissions
-        self.tmp = Path(tmp)
+        from neuralsim.checkpoints import StagedFile
+
+        self._staged = StagedFile(self.path, suffix=self.suffix)  # the writer picks the format by the extension
+        self.tmp = self._staged.tmp
         try:
             if self.suffix == ".mp4":
                 import imageio.v2 as iio2
@@ -166,7 +163,7 @@ class VideoRecorder:
 
                 self._writer = iio.imopen(self.tmp, "w", extension=".gif")
         except Exception as exc:
-            self.tmp.unlink(missing_ok=True)
+            self._staged.discard()
             raise RuntimeError(f"recording {self.suffix} needs imageio (MP4: imageio-ffmpeg, pip install "
                                f"'neuralsim[video]'): {exc}") from None
 
@@ -186,13 +183,11 @@ class VideoRecorder:
         try:
             self._writer.close()
             if self.frames == 0:
-                self.tmp.unlink(missing_ok=True)
+                self._staged.discard()
                 return
-            with open(self.tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(self.tmp, self.path)
+            self._staged.commit()
         except BaseException:
-            self.tmp.unlink(missing_ok=True)
+            self._staged.discard()
             raise
 
 

@@ -9,7 +9,6 @@ source of labelled data for other models.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,42 +18,10 @@ import torch
 
 from neuralsim import actions as act
 from neuralsim.checkpoints import atomic_write
+from neuralsim.checkpoints import read_start_frames as load_start_frames  # noqa: F401  (public name, re-exported)
 from neuralsim.data import resize_frame
 
 VIDEO_SUFFIXES = (".gif", ".mp4")
-
-
-def load_start_frames(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """The start set shipped with a checkpoint: uint8 ``[N, H, W, 3]`` frames and their descriptions."""
-    from safetensors import safe_open
-
-    file = Path(path) / "start_frames.safetensors"
-    if not file.is_file():
-        return np.zeros((0,), dtype=np.uint8), []
-    try:
-        with safe_open(str(file), framework="np") as f:
-            if "frames" not in f.keys():
-                raise ValueError(f"{file} has no 'frames' tensor (it holds {sorted(f.keys())[:8]}); expected uint8 "
-                                 "[N, H, W, 3] frames written by `neuralsim train`")
-            header = f.get_slice("frames")
-            dtype, shape = header.get_dtype(), tuple(header.get_shape())
-            if dtype != "U8" or len(shape) != 4 or shape[-1] != 3:  # checked from the header, before any read
-                raise ValueError(f"{file}: 'frames' must be uint8 [N, H, W, 3], got {dtype} {list(shape)}")
-            frames = f.get_tensor("frames")
-            meta = f.metadata() or {}
-    except ValueError:
-        raise
-    except Exception as exc:  # safetensors' own errors for a torn or foreign file
-        raise ValueError(f"{file} is not a valid safetensors file ({' '.join(str(exc).split())}); it may be torn") from None
-    try:
-        descriptions = json.loads(meta.get("descriptions", "[]"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{file}: metadata 'descriptions' is not valid JSON ({exc})") from None
-    if not (isinstance(descriptions, list) and all(isinstance(d, str) for d in descriptions)
-            and len(descriptions) in (0, len(frames))):
-        raise ValueError(f"{file}: metadata 'descriptions' must be a JSON list of {len(frames)} strings (one per frame), "
-                         f"got {str(descriptions)[:120]}")
-    return frames, descriptions
 
 
 def read_image(path: str | Path, size: tuple[int, int], resize: bool | str = True) -> np.ndarray:

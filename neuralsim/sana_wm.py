@@ -48,16 +48,15 @@ from neuralsim.actions import (
     space_to_spec,
     validate_actions,
 )
+from neuralsim.checkpoints import OFFICIAL_MODEL_NAME as NAME  # "sana-wm-2.6b"
+from neuralsim.checkpoints import UNSAFE_SUFFIXES
 
-
-NAME = "sana-wm-2.6b"
 INSTALL_HINT = 'pip install "neuralsim[sana]"'
 MIN_DIFFUSERS = (0, 42, 1)
 #: The public release's resolution (diffusers' ``cam_utils.TARGET_HEIGHT/WIDTH``).
 DEFAULT_IMAGE_SIZE = (704, 1280)
 #: Flow shift of the public bidirectional model (used when a directory ships no scheduler config).
 DEFAULT_FLOW_SHIFT = 9.8
-PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 #: Raw NVlabs/Sana DiT key prefixes -> diffusers names (Sana's ``TimestepEmbedder.mlp`` vs diffusers'
 #: ``TimestepEmbedding``); everything else in the raw checkpoint already has the diffusers name.
 RAW_KEY_RENAMES = {"t_embedder.mlp.0.": "t_embedder.linear_1.", "t_embedder.mlp.2.": "t_embedder.linear_2."}
@@ -109,7 +108,7 @@ def _resolve_device(device: str | torch.device) -> torch.device:
 
 
 def _reject_pickle(path: Path, what: str) -> None:
-    if path.suffix.lower() in PICKLE_SUFFIXES:
+    if path.suffix.lower() in UNSAFE_SUFFIXES:
         raise ValueError(
             f"{what}={str(path)!r} is a pickled checkpoint; neuralsim loads safetensors only and never unpickles. "
             "Convert it once in a trusted environment (safetensors.torch.save_file) or use the *-diffusers release."
@@ -123,7 +122,7 @@ def _check_safetensors_dir(directory: Path, what: str) -> None:
     if not (directory / "config.json").is_file():
         raise ValueError(f"{what}: {str(directory)!r} has no config.json")
     if not any(directory.glob("*.safetensors")):
-        pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+        pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in UNSAFE_SUFFIXES)
         found = f" (found pickled weights {pickles}, which are never loaded)" if pickles else ""
         raise ValueError(f"{what}: {str(directory)!r} has no *.safetensors weights{found}")
 

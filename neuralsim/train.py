@@ -40,8 +40,9 @@ from safetensors import safe_open
 from torch import nn
 
 from neuralsim import device as device_lib
-from neuralsim.checkpoints import (atomic_save_safetensors, atomic_write, atomic_write_json, default_file_mode,
-                                   ensure_writable_dir)
+from neuralsim.checkpoints import (WEIGHTS_NAME, atomic_save_safetensors, atomic_write, atomic_write_json,
+                                   ensure_writable_dir, publish_dir, read_config, read_weights, resolve_checkpoint,
+                                   write_checkpoint, write_start_frames)
 from neuralsim.limits import MAX_SEED
 
 STAGES = ("autoencoder", "dynamics")
@@ -354,8 +355,6 @@ def save_checkpoint(out: Path, stage: str, step: int, model: nn.Module, ema: EMA
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     model.save_pretrained(tmp / "model")
-    for f in (tmp / "model").iterdir():
-        os.chmod(f, default_file_mode())  # save_pretrained's safetensors file is 0600; config.json is 0644
     atomic_save_safetensors(tmp / "ema.safetensors", ema.shadow)
     opt_tensors, opt_meta = _optimizer_to_tensors(opt)
     opt_tensors["rng.noise"] = generator.get_state()
@@ -363,8 +362,7 @@ def save_checkpoint(out: Path, stage: str, step: int, model: nn.Module, ema: EMA
     atomic_write_json(tmp / "trainer_state.json", {
         "stage": stage, "step": step, "optimizer": opt_meta, "train_config": asdict(cfg), **extra,
     })
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    publish_dir(tmp, final)
     atomic_write_json(root / "latest.json", {"stage": stage, "step": step, "path": final.name})
     # Keep the newest few of this stage.
     mine = sorted(p for p in root.glob(f"{stage}-*") if p.is_dir())
@@ -449,21 +447,13 @@ def latest_checkpoint(out: Path) -> dict | None:
 
 
 def export_model(model: nn.Module, ema: EMA | None, out: Path) -> None:
-    """Write the usable model (EMA weights) to ``out/config.json`` + ``out/model.safetensors``, file by file atomically."""
-    from safetensors.torch import load_file
-
-    tmp = out / f".tmp-export-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    """Write the usable model (EMA weights) to ``out/config.json`` + ``out/model.safetensors``, file by file atomically
+    (weights first): the files ``model.save_pretrained(out)`` writes, with the EMA weights in place of the model's."""
+    tensors = dict(model.state_dict())
     if ema is not None:
-        tensors = load_file(tmp / "model.safetensors")
         for name, value in ema.shadow.items():
             tensors[name] = value.to(tensors[name].dtype)
-        atomic_save_safetensors(tmp / "model.safetensors", tensors)
-    for f in tmp.iterdir():
-        os.chmod(f, default_file_mode())  # save_pretrained's safetensors file is 0600; config.json is 0644
-        os.replace(f, out / f.name)
-    tmp.rmdir()
+    write_checkpoint(out, type(model).__name__, model.config, tensors)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -541,7 +531,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
         from safetensors.torch import load_file
 
         ckpt = resume_from["dir"]
-        model.load_state_dict(load_file(ckpt / "model" / "model.safetensors"), strict=True)
+        model.load_state_dict(read_weights(ckpt / "model"), strict=True)
         ema.shadow = {k: v.float() for k, v in load_file(ckpt / "ema.safetensors").items()}
         opt_tensors = load_file(ckpt / "optimizer.safetensors")
         generator.set_state(opt_tensors.pop("rng.noise"))
@@ -677,8 +667,7 @@ def save_start_frames(dataset: Any, out: Path, count: int) -> None:
         episode = dataset.episode(i)
         frames.append(episode["frames"][0])
         descriptions.append(episode.get("description", ""))
-    atomic_save_safetensors(out / "start_frames.safetensors", {"frames": torch.from_numpy(np.stack(frames))},
-                            metadata={"descriptions": json.dumps(descriptions)})
+    write_start_frames(out, np.stack(frames), descriptions)
 
 
 def model_config(cfg: TrainConfig, dataset: Any) -> Any:
@@ -810,12 +799,8 @@ def validate(cfg: TrainConfig) -> Any:
         raise TrainingError(f"--window {cfg.window} is longer than every episode of --data {cfg.data!r} (the longest "
                             f"has {longest} steps); expected --window <= {longest}")
     if cfg.init:  # before --out is created: a bad --init leaves nothing behind
-        from neuralsim.checkpoints import resolve_checkpoint
-        from neuralsim.config import WorldModelConfig
-
         try:
-            payload = json.loads((resolve_checkpoint(cfg.init, "--init") / "config.json").read_text())
-            init_cfg = WorldModelConfig.from_dict({k: v for k, v in payload.items() if not k.startswith("_")})
+            init_cfg = read_config(resolve_checkpoint(cfg.init, "--init"))
             dataset.validate_for(tuple(init_cfg.image_size), init_cfg.action_spec)
         except (ValueError, FileNotFoundError) as exc:  # includes DatasetError and invalid JSON
             raise TrainingError(f"--init {cfg.init!r} does not fit --data {cfg.data!r}: {exc}"
@@ -894,7 +879,7 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.config_overrides:  # --set on a continued model: fields that keep every weight's shape (e.g. a switch)
             model = _with_overrides(model, cfg.config_overrides)
     elif stages == ("dynamics",):
-        if not (out / "model.safetensors").is_file():
+        if not (out / WEIGHTS_NAME).is_file():
             raise TrainingError("dynamics needs a trained autoencoder: pass --init DIR, or run `neuralsim train autoencoder` "
                                 "with the same --out first")
         model = WorldModel.from_pretrained(out)

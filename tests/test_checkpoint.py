@@ -96,3 +96,32 @@ def test_missing_files_and_names(model, tmp_path, monkeypatch):
     monkeypatch.setattr(neuralsim.checkpoints, "ASSETS_DIR", tmp_path / "assets")
     model.save_pretrained(tmp_path / "assets" / "mini")
     assert WorldModel.from_pretrained("mini").config == model.config
+
+
+def test_one_owner_writes_and_reads_every_checkpoint_file(model, tmp_path, monkeypatch):
+    """Issue 22 #3: ``neuralsim.checkpoints`` owns the files. ``save_pretrained`` and the start set go through its
+    one atomic writer (each file fsynced, then renamed into place: ``save_pretrained`` once skipped the fsync), the
+    weights carry exactly one metadata key (equal weights, equal bytes), and every reader is its function."""
+    from safetensors import safe_open
+
+    from neuralsim import checkpoints, config, rollout
+    from neuralsim.envs import world_model_env
+
+    committed = []
+    commit = checkpoints.StagedFile.commit
+    monkeypatch.setattr(checkpoints.StagedFile, "commit", lambda self: (committed.append(self.path.name), commit(self)))
+    out = model.save_pretrained(tmp_path / "ckpt")
+    frames = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    checkpoints.write_start_frames(out, frames, ["a", "b"])
+    assert committed == [checkpoints.WEIGHTS_NAME, checkpoints.CONFIG_NAME, checkpoints.START_FRAMES_NAME]
+    with safe_open(str(out / checkpoints.WEIGHTS_NAME), framework="pt") as f:
+        assert f.metadata() == checkpoints.WEIGHTS_METADATA == {"format": "pt"}
+    assert checkpoints.read_config(out) == model.config
+    got, descriptions = checkpoints.read_start_frames(out)
+    assert np.array_equal(got, frames) and descriptions == ["a", "b"]
+    assert rollout.load_start_frames is checkpoints.read_start_frames  # the public name, re-exported
+    assert world_model_env.OFFICIAL_MODEL is config.OFFICIAL_MODEL_NAME is checkpoints.OFFICIAL_MODEL_NAME  # one name
+    with pytest.raises(ValueError, match="one string per frame"):
+        checkpoints.write_start_frames(out, frames, ["only one"])
+    with pytest.raises(ValueError, match=r"uint8 \[N, H, W, 3\]"):
+        checkpoints.write_start_frames(out, frames.astype(np.float32), ["a", "b"])

@@ -1,4 +1,5 @@
 """The layers import one way (issue 22 #4): the CLI sits above the library, and no library module imports it.
+And one module owns checkpoint files and atomic writes (issue 22 #3): nothing else renames or makes temp files.
 
 Checked on the source with ``ast`` (function-level imports included), so an import hidden inside a function
 cannot bring the edge back.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = ROOT / "neuralsim" / "cli"
@@ -61,3 +64,86 @@ def test_the_core_imports_no_env_but_for_registration():
                  if (name == "neuralsim.envs" or name.startswith("neuralsim.envs.")) and not (
                      f == ROOT / "neuralsim" / "__init__.py" and name in allowed)]
     assert not offenders, "\n".join(offenders)
+
+
+# ------------------------------------------------------------------------------ one atomic writer
+
+#: Calls that move or stage files: only ``neuralsim/checkpoints.py`` (the one atomic writer) makes them.
+RENAMES_AND_TEMPFILES = {"os.replace", "os.rename", "os.renames", "shutil.move", "tempfile.mkstemp", "tempfile.mktemp",
+                         "tempfile.NamedTemporaryFile"}
+WRITER = ROOT / "neuralsim" / "checkpoints.py"
+#: Files allowed to make such calls anyway, each with its reason (none today).
+ALLOWED_OUTSIDE_WRITER: dict[str, str] = {}
+
+
+def renames_and_tempfiles(source: str, filename: str = "<string>") -> list[str]:
+    """Every call in ``source`` of ``RENAMES_AND_TEMPFILES`` (under any import alias) or of a ``.rename(...)`` method
+    (``Path.rename``), as ``"file:line: what"``. (``Path.replace`` cannot be told from ``str.replace`` here.)"""
+    tree = ast.parse(source, filename=filename)
+    aliases: dict[str, str] = {}  # local name -> the module or module.attr it stands for
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for a in node.names:
+                aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        parts, func = [], node.func
+        while isinstance(func, ast.Attribute):
+            parts.append(func.attr)
+            func = func.value
+        if isinstance(func, ast.Name):
+            parts.append(func.id)
+            head, *rest = reversed(parts)
+            name = ".".join([aliases.get(head, head), *rest])
+            if name in RENAMES_AND_TEMPFILES:
+                found.append(f"{filename}:{node.lineno}: {name}(...)")
+                continue
+        if isinstance(node.func, ast.Attribute) and node.func.attr == "rename":
+            found.append(f"{filename}:{node.lineno}: .rename(...)")
+    return found
+
+
+def test_only_the_checkpoint_owner_renames_or_makes_temp_files():
+    """Issue 22 #3: one atomic writer (``neuralsim.checkpoints.atomic_write`` / ``StagedFile`` / ``publish_dir``:
+    temp file, fsync, ``os.replace``, fsync of the directory). A module with its own ``os.replace`` or
+    ``mkstemp`` skips a step of it (``save_pretrained`` once wrote without fsync), so no other module has one."""
+    files = sorted(f for d in ("neuralsim", "envs", "agents", "benchmarks") for f in (ROOT / d).rglob("*.py")
+                   if "__pycache__" not in f.parts)
+    assert WRITER in files and ROOT / "neuralsim" / "model.py" in files and ROOT / "neuralsim" / "play.py" in files
+    offenders = [hit for f in files if f != WRITER and str(f.relative_to(ROOT)) not in ALLOWED_OUTSIDE_WRITER
+                 for hit in renames_and_tempfiles(f.read_text(encoding="utf-8"), str(f.relative_to(ROOT)))]
+    assert not offenders, ("write files with neuralsim.checkpoints (atomic_write, atomic_write_json, StagedFile, "
+                           "publish_dir, ...), not by hand:\n" + "\n".join(offenders))
+    assert renames_and_tempfiles(WRITER.read_text(encoding="utf-8")), "the scan no longer sees the writer's own calls"
+
+
+@pytest.mark.parametrize("snippet", [
+    "import os\nos.replace(a, b)",
+    "import os as _os\n_os.rename(a, b)",
+    "from os import replace\nreplace(a, b)",
+    "from os import rename as mv\nmv(a, b)",
+    "import tempfile\nfd, tmp = tempfile.mkstemp()",
+    "from tempfile import NamedTemporaryFile\nNamedTemporaryFile('w', delete=False)",
+    "import shutil\nshutil.move(a, b)",
+    "from pathlib import Path\nPath('a').rename('b')",
+    "def f(tmp):\n    tmp.rename(final)",
+])
+def test_the_rename_scan_catches(snippet):
+    assert renames_and_tempfiles(snippet), snippet
+
+
+@pytest.mark.parametrize("snippet", [
+    '"""os.replace(tmp, path) is done by checkpoints.atomic_write."""',
+    "# os.replace(a, b)",
+    "name.replace('_', '-')",
+    "import dataclasses\ndataclasses.replace(state, step=1)",
+    "import tempfile\ntempfile.mkdtemp()",
+    "from neuralsim.checkpoints import atomic_write\natomic_write(path, write)",
+])
+def test_the_rename_scan_passes(snippet):
+    assert not renames_and_tempfiles(snippet), snippet

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from neuralsim.checkpoints import ASSETS_DIR, resolve_checkpoint
+    from neuralsim.checkpoints import DEFAULT_MODEL_MISSING, default_model_missing, resolve_checkpoint
     from neuralsim.cli.rollout import parse_start_inputs
     from neuralsim.envs.world_model_env import DreamCore
     from neuralsim.play import (SCREENSHOT_SUFFIXES, VIDEO_SUFFIXES, NoDisplayError, Player, RealEnv, VideoRecorder,
@@ -57,9 +57,8 @@ def run(args: argparse.Namespace) -> int:
         path = resolve_checkpoint(args.model, "--model")
         core = DreamCore(path, denoise_steps=args.denoise_steps, dtype="float32")  # fp32, as rollout
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        if args.model == "default" and not (ASSETS_DIR / "default").is_dir():
-            raise CLIError("no default model is shipped in this install (neuralsim/assets/default is missing); "
-                           "pass --model DIR") from None
+        if default_model_missing(args.model):
+            raise CLIError(f"{DEFAULT_MODEL_MISSING}; pass --model DIR") from None
         raise CLIError(str(exc) if "--model" in str(exc) else f"--model {args.model!r}: {exc}") from None
     model_arg = str(Path(args.model).resolve()) if Path(args.model).is_dir() else args.model
 

@@ -79,11 +79,11 @@ def parse_start_inputs(image: str | None, prompt: str | None, *, image_size: tup
 
 def run(args: argparse.Namespace) -> int:
     from neuralsim import actions as act
-    from neuralsim.checkpoints import ASSETS_DIR, resolve_checkpoint
+    from neuralsim.checkpoints import DEFAULT_MODEL_MISSING, default_model_missing, read_start_frames, resolve_checkpoint
     from neuralsim.envs.world_model_env import resize_mode_of
     from neuralsim.limits import MAX_DENOISE_STEPS
     from neuralsim.model import WorldModel
-    from neuralsim.rollout import VIDEO_SUFFIXES, actions_from_string, dream, load_start_frames, write_video
+    from neuralsim.rollout import VIDEO_SUFFIXES, actions_from_string, dream, write_video
 
     check_positive(args, "steps", "episodes", "fps", "scale", "denoise_steps",
                    at_most={"denoise_steps": MAX_DENOISE_STEPS, "steps": act.MAX_ACTION_FRAMES})  # kept in memory
@@ -94,13 +94,13 @@ def run(args: argparse.Namespace) -> int:
         path = resolve_checkpoint(args.model, "--model")
         model = WorldModel.from_pretrained(path).eval()
     except (ValueError, FileNotFoundError) as exc:  # also torn or mismatched weights
-        if args.model == "default" and not (ASSETS_DIR / "default").is_dir():
-            raise CLIError("no default model is shipped in this install yet (neuralsim/assets/default is missing); "
-                           "train one with `neuralsim train all --data DIR --out DIR` and pass --model DIR") from None
+        if default_model_missing(args.model):
+            raise CLIError(f"{DEFAULT_MODEL_MISSING}; train one with `neuralsim train all --data DIR --out DIR` and "
+                           "pass --model DIR") from None
         raise CLIError(f"--model {args.model!r}: {exc}" if "--model" not in str(exc) else str(exc)) from None
     cfg = model.config
     k = cfg.frames_per_latent
-    starts, descriptions = load_start_frames(path)
+    starts, descriptions = read_start_frames(path)
 
     try:
         keyed = None if args.actions is None else actions_from_string(args.actions, cfg.action_spec, k)
