@@ -34,6 +34,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--edge-weight", type=float, default=None,
+                        help="weight of edge pixels in the loss (default: the model's ae_edge_weight)")
+    parser.add_argument("--latent-noise", type=float, default=0.05,
+                        help="Gaussian noise on the latents, as a fraction of their std (robustness to dreamed latents)")
     parser.add_argument("--merge", default=None, help="a dynamics checkpoint dir: save IT with this decoder instead")
     parser.add_argument("--merge-only", action="store_true", help="no training: merge --model's decoder into --merge")
     args = parser.parse_args()
@@ -60,7 +64,8 @@ def main() -> None:
             for group in opt.param_groups:
                 group["lr"] = lr
             frames = torch.from_numpy(next(batches)["frames"])
-            loss, logs = model.autoencoder_loss(frames, generator=g)
+            loss, logs = model.autoencoder_loss(frames, generator=g, latent_noise=args.latent_noise,
+                                                edge_weight=args.edge_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
@@ -82,7 +87,7 @@ def main() -> None:
         target.autoencoder.decoder.load_state_dict(model.autoencoder.decoder.state_dict())
         provenance = {**target.config.provenance, "decoder_finetune": {
             "from": str(args.model), "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
-            "seed": args.seed}}
+            "seed": args.seed, "edge_weight": args.edge_weight, "latent_noise": args.latent_noise}}
         target.config = target.config.replace(provenance=provenance)
     target.save_pretrained(args.out)
     frames, descriptions = read_start_frames(args.merge or args.model)

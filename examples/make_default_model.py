@@ -148,22 +148,21 @@ def main() -> None:
 
 
 def install(model_dir: Path) -> None:
-    """Copy a trained model into neuralsim/assets/default/ (atomically: a temp dir renamed into place)."""
+    """Copy a trained model into neuralsim/assets/default/ (staged in a temp dir, then moved into place)."""
+    from neuralsim.checkpoints import (CONFIG_NAME, START_FRAMES_NAME, atomic_write_bytes, publish_dir, read_weights,
+                                       write_weights)
+
     assets = Path(__file__).resolve().parent.parent / "neuralsim" / "assets" / "default"
     tmp = assets.with_name(".default-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in ("config.json", "start_frames.safetensors"):
-        shutil.copy2(model_dir / name, tmp / name)
-    # Ship the weights in fp16 (half the bytes; from_pretrained casts them back to the model's fp32).
-    from safetensors.torch import load_file, save_file
-
-    weights = load_file(str(model_dir / "model.safetensors"))
-    save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, str(tmp / "model.safetensors"),
-              metadata={"format": "pt", "note": "fp16 copy of the fp32 EMA weights"})
-    (tmp / "model.safetensors").chmod(0o644)  # safetensors writes 0600; the package's files are world-readable
-    shutil.rmtree(assets, ignore_errors=True)
-    tmp.rename(assets)
+    for name in (CONFIG_NAME, START_FRAMES_NAME):
+        atomic_write_bytes(tmp / name, (model_dir / name).read_bytes())
+    # Ship the weights in fp16 (half the bytes; from_pretrained casts them back to the model's fp32). One metadata
+    # key, as every checkpoint: safetensors orders several keys differently from call to call (unequal bytes).
+    weights = read_weights(model_dir)
+    write_weights(tmp, {k: v.half() if v.is_floating_point() else v for k, v in weights.items()})
+    publish_dir(tmp, assets)
     print(f"installed into {assets}")
 
 

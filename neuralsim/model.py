@@ -761,25 +761,28 @@ class WorldModel(nn.Module):
         return state.reward, state.termination_prob
 
     # --- training losses --------------------------------------------------------------------
-    def autoencoder_loss(self, frames: Any, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def autoencoder_loss(self, frames: Any, generator: torch.Generator | None = None, *, latent_noise: float = 0.05,
+                         edge_weight: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Reconstruction loss of uint8 frames ``[B, T, H, W, 3]``: L1 + L2 + w·(1 − SSIM), the L1 and L2
-        terms weighted up on edge pixels by ``config.ae_edge_weight`` (weights normalised to mean 1).
+        terms weighted up on edge pixels by ``edge_weight`` (default ``config.ae_edge_weight``; weights
+        normalised to mean 1).
 
-        The decoder sees latents with a little Gaussian noise (5% of their std) so it tolerates the
-        imperfect latents the dynamics produces.
+        The decoder sees latents with a little Gaussian noise (``latent_noise`` of their std, 5 %) so it
+        tolerates the imperfect latents the dynamics produces.
         """
         cfg = self.config
         groups = self.autoencoder.pack(self._frames_to_float(frames)).flatten(0, 1)  # (N, 3k, H, W)
         z = self.autoencoder.encoder(groups)
         noise = randn(tuple(z.shape), generator=generator, device=z.device, dtype=z.dtype)
-        recon = self.autoencoder.decoder(z + 0.05 * z.detach().std() * noise).float()
+        recon = self.autoencoder.decoder(z + latent_noise * z.detach().std() * noise).float()
         weight = 1.0
-        if cfg.ae_edge_weight > 0:  # edge pixels weigh more: at 64x64 a small object is mostly boundary
+        edge_weight = cfg.ae_edge_weight if edge_weight is None else edge_weight
+        if edge_weight > 0:  # edge pixels weigh more: at 64x64 a small object is mostly boundary
             luma = groups.reshape(-1, 3, *cfg.image_size).mean(dim=1, keepdim=True)  # (N*k, 1, H, W)
             grad = (F.pad((luma[..., :, 1:] - luma[..., :, :-1]).abs(), (0, 1))  # |dx|
                     + F.pad((luma[..., 1:, :] - luma[..., :-1, :]).abs(), (0, 0, 0, 1)))  # + |dy|
             grad = F.max_pool2d(grad, 3, stride=1, padding=1)  # both sides of an edge
-            weight = 1.0 + cfg.ae_edge_weight * grad / grad.mean().clamp_min(1e-6)
+            weight = 1.0 + edge_weight * grad / grad.mean().clamp_min(1e-6)
             weight = (weight / weight.mean()).reshape(groups.shape[0], -1, 1, *cfg.image_size)  # mean 1
             weight = weight.expand(-1, -1, 3, -1, -1).reshape(groups.shape)
         l1 = (weight * (recon - groups).abs()).mean()
