@@ -1,4 +1,4 @@
-"""Fidelity of a world model against the real room (DESIGN.md §6, §9), measured so that it cannot flatter the model.
+"""Fidelity of a world model against the real room (docs/DESIGN.md §3 and §6), measured so that it cannot flatter the model.
 
 Protocol. For each held-out seed (from 1,000,000; collection uses small seeds) a real start in
 ``NeuralSimRoom-v0``: 16 real context frames (``1 + n*frames_per_latent`` raw frames), encoded into
