@@ -50,6 +50,7 @@ from neuralsim.actions import (
 )
 from neuralsim.checkpoints import OFFICIAL_MODEL_NAME as NAME  # "sana-wm-2.6b"
 from neuralsim.checkpoints import UNSAFE_SUFFIXES
+from neuralsim.device import resolve_dtype
 
 INSTALL_HINT = 'pip install "neuralsim[sana]"'
 MIN_DIFFUSERS = (0, 42, 1)
@@ -82,23 +83,6 @@ def _require_diffusers() -> Any:
     if version < MIN_DIFFUSERS:
         raise ImportError(f"diffusers {diffusers.__version__} is too old for SANA-WM (need >= 0.42.1): {INSTALL_HINT}")
     return diffusers
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """``"auto"`` -> bf16 on CUDA or on CPUs with native bf16 (AVX512-BF16 / AMX), else fp32."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"auto": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-             "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
-    if dtype not in names:
-        raise ValueError(f"dtype must be a torch.dtype or one of {sorted(names)}, got {dtype!r}")
-    if names[dtype] is not None:
-        return names[dtype]
-    if device.type == "cuda":
-        return torch.bfloat16
-    cpu = getattr(torch, "cpu", None)
-    native_bf16 = any(bool(getattr(cpu, f, lambda: False)()) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return torch.bfloat16 if device.type == "cpu" and native_bf16 else torch.float32
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:

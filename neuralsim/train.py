@@ -39,10 +39,10 @@ import torch.distributed as dist
 from safetensors import safe_open
 from torch import nn
 
-from neuralsim import device as device_lib
 from neuralsim.checkpoints import (WEIGHTS_NAME, atomic_save_safetensors, atomic_write, atomic_write_json,
                                    ensure_writable_dir, publish_dir, read_config, read_weights, resolve_checkpoint,
                                    write_checkpoint, write_start_frames)
+from neuralsim.device import resolve_dtype
 from neuralsim.limits import MAX_SEED
 
 STAGES = ("autoencoder", "dynamics")
@@ -117,13 +117,6 @@ def world_size() -> int:
 
 #: ``--dtype`` names training accepts (no float16: training autocasts to bf16 only).
 TRAIN_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16")
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``--dtype``: ``auto`` picks bf16 only where it is native (see :func:`neuralsim.device.bf16_is_native`)."""
-    if name not in TRAIN_DTYPES:
-        raise TrainingError(f"--dtype must be auto, float32 or bfloat16, got {name!r}")
-    return device_lib.resolve_dtype(name, device)
 
 
 def lr_at(step: int, cfg: TrainConfig, total: int, stage: str = "dynamics") -> float:
@@ -741,6 +734,8 @@ def validate(cfg: TrainConfig) -> Any:
 
     if cfg.stage not in STAGES + ("all",):
         raise TrainingError(f"stage must be one of autoencoder, dynamics, all; got {cfg.stage!r}")
+    if cfg.dtype not in TRAIN_DTYPES:  # resolved by neuralsim.device.resolve_dtype once the device is known
+        raise TrainingError(f"--dtype must be auto, float32 or bfloat16, got {cfg.dtype!r}")
     for name in ("steps", "batch_size", "window", "checkpoint_every", "log_every"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value <= 0 or value > MAX_STEPS:

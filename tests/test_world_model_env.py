@@ -193,22 +193,23 @@ def test_step_keys_drives_the_camera(env):
                                                          ("unknown", (), False), ("unknown", ("bf16",), True)])
 def test_auto_dtype_is_decided_in_one_place(monkeypatch, capability, flags, native):
     import neuralsim.device as device
-    from neuralsim import cli, train
+    from neuralsim import cli, sana_wm, train
     from neuralsim.envs import world_model_env
 
     assert world_model_env.resolve_dtype is device.resolve_dtype and world_model_env.bf16_is_native is device.bf16_is_native
+    assert train.resolve_dtype is device.resolve_dtype and sana_wm.resolve_dtype is device.resolve_dtype
     monkeypatch.setattr(device, "cpu_capability", lambda: capability)
     monkeypatch.setattr(device, "cpu_bf16_flags", lambda: flags)
     cpu = torch.device("cpu")
     expected = torch.bfloat16 if native else torch.float32
     assert device.bf16_is_native(cpu) is native and cli.cpu_capability() == capability
-    assert device.resolve_dtype("auto", cpu) == train.resolve_dtype("auto", cpu) == expected
+    assert device.resolve_dtype("auto", cpu) == expected
     if not torch.cuda.is_available():
         assert cli.native_bf16() is native
-    assert device.resolve_dtype("fp32", cpu) == train.resolve_dtype("float32", cpu) == torch.float32
-    assert device.resolve_dtype(torch.bfloat16, cpu) == train.resolve_dtype("bf16", cpu) == torch.bfloat16
+    assert device.resolve_dtype("fp32", cpu) == device.resolve_dtype("float32", cpu) == torch.float32
+    assert device.resolve_dtype(torch.bfloat16, cpu) == device.resolve_dtype("bf16", cpu) == torch.bfloat16
     with pytest.raises(train.TrainingError, match="--dtype must be auto, float32 or bfloat16, got 'float16'"):
-        train.resolve_dtype("float16", cpu)
+        train.validate(train.TrainConfig(dtype="float16"))  # training autocasts to bf16 only: refused before any work
     with pytest.raises(ValueError, match="dtype must be 'auto'.*got 'int8'"):
         device.resolve_dtype("int8", cpu)
 
