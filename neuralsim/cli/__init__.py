@@ -22,7 +22,9 @@ from typing import Sequence
 
 from neuralsim import __version__
 from neuralsim.cli.bench import BENCHMARKS
-from neuralsim.cli.errors import CLIError, positive_int, run_command, user_error_message, writable_dir, writable_file
+from neuralsim.checkpoints import ensure_writable_dir as writable_dir  # noqa: F401  (former name, re-exported)
+from neuralsim.checkpoints import ensure_writable_file as writable_file  # noqa: F401  (former name, re-exported)
+from neuralsim.cli.errors import CLIError, positive_int, run_command, user_error_message
 from neuralsim.cli.info import cpu_capability, native_bf16
 
 #: Subcommand -> (its module in neuralsim.cli, one-line help, description).

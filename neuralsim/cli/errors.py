@@ -15,7 +15,6 @@ import errno
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
 
 from neuralsim.limits import MAX_SEED
 
@@ -106,20 +105,6 @@ def positive_int(name: str):
     return parse
 
 
-def writable_dir(path: str | Path, option: str) -> Path:
-    """:func:`neuralsim.checkpoints.ensure_writable_dir` raising :class:`CLIError`."""
-    from neuralsim.checkpoints import ensure_writable_dir
-
-    return ensure_writable_dir(path, option, CLIError)
-
-
-def writable_file(path: str | Path, option: str, suffixes: Sequence[str]) -> Path:
-    """:func:`neuralsim.checkpoints.ensure_writable_file` raising :class:`CLIError`."""
-    from neuralsim.checkpoints import ensure_writable_file
-
-    return ensure_writable_file(path, option, suffixes, CLIError)
-
-
 # ------------------------------------------------------------------------------ a failed run leaves no --out
 
 
@@ -174,5 +159,5 @@ def remove_if_empty(top: Path | None) -> None:
         os.rmdir(root)
 
 
-__all__ = ["CLIError", "user_error_message", "run_command", "check_positive", "positive_int", "writable_dir",
-           "writable_file", "new_dirs", "remove_if_empty"]
+__all__ = ["CLIError", "user_error_message", "run_command", "check_positive", "positive_int", "new_dirs",
+           "remove_if_empty"]

@@ -12,7 +12,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from neuralsim.cli.errors import CLIError, writable_dir, writable_file
+from neuralsim.checkpoints import ensure_writable_dir, ensure_writable_file
+from neuralsim.cli.errors import CLIError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,8 +78,8 @@ def run_transfer(args: argparse.Namespace) -> int:
         resolve_checkpoint(cfg.model, "--model")
     except FileNotFoundError as exc:  # a missing checkpoint is the user's error here (ValueError already is)
         raise CLIError(str(exc)) from None
-    writable_file(cfg.out, "--out", (".json",))
-    writable_dir(cfg.workdir, "--workdir")
+    ensure_writable_file(cfg.out, "--out", (".json",))
+    ensure_writable_dir(cfg.workdir, "--workdir")
     results = run_transfer_benchmark(cfg, log=lambda msg: print(msg, flush=True))
     print(format_table(results))
     print(f"results: {cfg.out}; policies and GIF: {cfg.workdir}")

@@ -7,7 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from neuralsim.cli.errors import CLIError, check_positive, writable_file
+from neuralsim.checkpoints import ensure_writable_file
+from neuralsim.cli.errors import CLIError, check_positive
 from neuralsim.cli.rollout import add_start_arguments
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         # Every input is valid and the window is open: only now create outputs.
         for option, value in (("--record", args.record), ("--log", args.log), ("--screenshot", args.screenshot)):
             if value is not None:
-                writable_file(value, option, [Path(value).suffix.lower()])
+                ensure_writable_file(value, option, [Path(value).suffix.lower()])
         if args.record is not None:
             try:
                 player.recorder = VideoRecorder(args.record, fps=args.fps)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from neuralsim.cli.errors import CLIError, check_positive, writable_dir, writable_file
+from neuralsim.checkpoints import ensure_writable_dir, ensure_writable_file
+from neuralsim.cli.errors import CLIError, check_positive
 
 
 def add_start_arguments(p: argparse.ArgumentParser) -> None:
@@ -112,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
                                resize=resize_mode_of(cfg))  # as the model's training frames were (squash if unrecorded)
     # Every input is valid: only now create the output location (a failed run leaves nothing behind).
     if to_video:
-        writable_file(args.out, "--out", VIDEO_SUFFIXES)
+        ensure_writable_file(args.out, "--out", VIDEO_SUFFIXES)
     else:
-        writable_dir(args.out, "--out")
+        ensure_writable_dir(args.out, "--out")
 
     episodes = []
     rng = np.random.default_rng(args.seed)
