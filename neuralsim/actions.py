@@ -21,10 +21,13 @@ official-model backend, so all three agree on what a key means.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+
+from neuralsim.limits import MAX_SPACE_ELEMENTS, _is_int
 
 ALLOWED_KEYS = frozenset("wasdijkl")
 DEFAULT_TRANSLATION_SPEED = 0.05  # units per frame (cam_utils default)
@@ -255,40 +258,98 @@ def plucker_rays(intrinsics: np.ndarray, c2w: np.ndarray, height: int, width: in
 
 
 # ---------------------------------------------------------------------------------------------
-# Action-space specs: how a checkpoint stores the action space of the world it learned (JSON).
+# Space specs: how a checkpoint, a dataset manifest or a policy.json stores a Gymnasium space (JSON).
 # ---------------------------------------------------------------------------------------------
 
+#: The dtypes a Box spec may name (numeric only: ``object`` or strings would not describe an array of numbers).
+SPEC_DTYPES = ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
 
-def space_to_spec(space: Any) -> dict:
-    """Gymnasium ``Box``/``Discrete`` -> a JSON-serialisable dict stored in checkpoints and manifests."""
+
+def space_to_spec(space: Any, name: str = "action_space", *, compact: bool = False) -> dict:
+    """Gymnasium ``Box``/``Discrete`` -> a JSON-serialisable dict (checkpoints, dataset manifests, ``policy.json``).
+
+    ``{"type": "discrete", "n", "start"}`` or ``{"type": "box", "shape", "low", "high", "dtype"}``, bounds one
+    number per element (row-major).
+
+    Args:
+        space: the space to store.
+        name: what to call it in an error.
+        compact: store a uniform bound once as a number (an image space is a few bytes, not 12,288 numbers);
+            :func:`spec_to_space` reads both forms.
+
+    Raises:
+        ValueError: naming ``name``, for any other kind of space.
+    """
     from gymnasium import spaces
 
     if isinstance(space, spaces.Discrete):
         return {"type": "discrete", "n": int(space.n), "start": int(space.start)}
     if isinstance(space, spaces.Box):
-        return {
-            "type": "box",
-            "shape": list(space.shape),
-            "low": np.asarray(space.low, dtype=np.float64).reshape(-1).tolist(),
-            "high": np.asarray(space.high, dtype=np.float64).reshape(-1).tolist(),
-            "dtype": str(space.dtype),
-        }
-    raise ValueError(f"action space {space!r} is not supported; expected gymnasium.spaces.Box or Discrete")
+        low = np.asarray(space.low, dtype=np.float64).reshape(-1)
+        high = np.asarray(space.high, dtype=np.float64).reshape(-1)
+
+        def bound(values: np.ndarray) -> float | list[float]:
+            return float(values[0]) if compact and values.size and (values == values[0]).all() else values.tolist()
+
+        return {"type": "box", "shape": list(space.shape), "low": bound(low), "high": bound(high),
+                "dtype": str(space.dtype)}
+    raise ValueError(f"{name} {space!r} is not supported; expected a gymnasium Box or Discrete space")
 
 
-def spec_to_space(spec: dict) -> Any:
-    """Inverse of :func:`space_to_spec`."""
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def spec_to_space(spec: Any, name: str = "action_spec") -> Any:
+    """Inverse of :func:`space_to_spec`; every field is checked before anything is allocated (specs come from files).
+
+    A Box's ``low``/``high`` is a number (uniform) or a list of one number per element; ``dtype`` is one of
+    :data:`SPEC_DTYPES` (``float32`` when absent); at most :data:`~neuralsim.limits.MAX_SPACE_ELEMENTS` elements or
+    Discrete actions.
+
+    Raises:
+        ValueError: naming ``name`` and the field (``name.shape``, ``name.low``, ...).
+    """
     from gymnasium import spaces
 
     kind = spec.get("type") if isinstance(spec, dict) else None
     if kind == "discrete":
-        return spaces.Discrete(int(spec["n"]), start=int(spec.get("start", 0)))
+        n, start = spec.get("n"), spec.get("start", 0)
+        if not _is_int(n) or not 1 <= n <= MAX_SPACE_ELEMENTS:
+            raise ValueError(f"{name}.n must be an int in [1, {MAX_SPACE_ELEMENTS}], got {n!r}")
+        if not _is_int(start) or abs(start) > 2**62:
+            raise ValueError(f"{name}.start must be an int, got {start!r}")
+        return spaces.Discrete(int(n), start=int(start))
     if kind == "box":
-        shape = tuple(int(s) for s in spec["shape"])
-        low = np.asarray(spec["low"], dtype=np.float32).reshape(shape)
-        high = np.asarray(spec["high"], dtype=np.float32).reshape(shape)
-        return spaces.Box(low=low, high=high, shape=shape, dtype=np.dtype(spec.get("dtype", "float32")))
-    raise ValueError(f"action spec {spec!r} is not valid; expected {{'type': 'box'|'discrete', ...}}")
+        shape = spec.get("shape")
+        if not isinstance(shape, (list, tuple)) or len(shape) > 4 or not all(_is_int(d) and d >= 1 for d in shape):
+            raise ValueError(f"{name}.shape must be a list of at most 4 positive ints, got {shape!r}")
+        size = int(np.prod(shape, dtype=np.float64))
+        if size > MAX_SPACE_ELEMENTS:
+            raise ValueError(f"{name}.shape {list(shape)} has {size} elements; at most "
+                             f"MAX_SPACE_ELEMENTS={MAX_SPACE_ELEMENTS}")
+        if spec.get("dtype", "float32") not in SPEC_DTYPES:
+            raise ValueError(f"{name}.dtype must be a numeric numpy dtype name like 'float32' or 'uint8', "
+                             f"got {spec.get('dtype')!r}")
+        shape, dtype = tuple(int(d) for d in shape), np.dtype(spec.get("dtype", "float32"))
+
+        def bound(key: str) -> np.ndarray:
+            value = spec.get(key)
+            if isinstance(value, (list, tuple)) and len(value) == size and all(_is_number(v) for v in value):
+                array = np.asarray(value, dtype=np.float64).reshape(shape)
+            elif _is_number(value):
+                array = np.full(shape, float(value))
+            else:
+                raise ValueError(f"{name}.{key} must be a number or a list of {size} numbers (one per element)")
+            if np.isnan(array).any():
+                raise ValueError(f"{name}.{key} contains NaN")
+            return array.astype(dtype)
+
+        low, high = bound("low"), bound("high")
+        if (low > high).any():
+            raise ValueError(f"{name}: low must be <= high everywhere")
+        return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
+    raise ValueError(f"{name} must be {{'type': 'box'|'discrete', ...}}, got {str(spec)[:200]}")
 
 
 def action_dim(spec: dict) -> int:
@@ -296,6 +357,13 @@ def action_dim(spec: dict) -> int:
     if spec["type"] == "discrete":
         return int(spec["n"])
     return int(np.prod(spec["shape"]))
+
+
+def box_bounds(spec: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A Box spec's ``(low, high)``, each ``[action_dim]`` float32 (a compact spec's one number repeated)."""
+    n = action_dim(spec)
+    return tuple(np.broadcast_to(np.asarray(spec[key], dtype=np.float32).reshape(-1), (n,)).copy()  # type: ignore[return-value]
+                 for key in ("low", "high"))
 
 
 def validate_actions(actions: Any, spec: dict, batch_size: int | None = None, name: str = "actions") -> np.ndarray:
@@ -329,8 +397,7 @@ def validate_actions(actions: Any, spec: dict, batch_size: int | None = None, na
     arr = arr.astype(np.float32)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf; expected finite floats in [low, high]")
-    low = np.asarray(spec["low"], dtype=np.float32).reshape(1, n)
-    high = np.asarray(spec["high"], dtype=np.float32).reshape(1, n)
+    low, high = (bound.reshape(1, n) for bound in box_bounds(spec))
     if np.any(arr < low - 1e-6) or np.any(arr > high + 1e-6):
         raise ValueError(f"{name} out of the action space: expected values in [{low.min()}, {high.max()}], got [{arr.min()}, {arr.max()}]")
     return arr

@@ -63,6 +63,10 @@ MAX_DENOISE_STEPS = int(CONFIG_LIMITS["denoise_steps"])
 #: Largest action space a config or policy may describe (Box elements or Discrete actions).
 MAX_ACTION_ELEMENTS = 65536
 
+#: Largest space a stored spec may describe (``neuralsim.actions.spec_to_space``): observation elements (e.g.
+#: 1024 x 1024 x 4), action elements or Discrete actions. A 500-byte ``policy.json`` once asked for a 9 GB network.
+MAX_SPACE_ELEMENTS = 1 << 22
+
 
 def _type_of(annotation: str) -> str:
     """The JSON kind a dataclass field annotation (a string under ``from __future__ import annotations``) takes."""

@@ -100,8 +100,7 @@ def keys_to_action(held: Sequence[str], spec: dict) -> np.ndarray | int:
             if keys and keys in index:
                 return start + index[keys]
         return start
-    low = np.asarray(spec["low"], np.float32).reshape(-1)
-    high = np.asarray(spec["high"], np.float32).reshape(-1)
+    low, high = act.box_bounds(spec)
     vector = np.clip(np.zeros_like(low), low, high)
     for dim, negative, positive in ((0, "left", "right"), (1, "down", "up")):
         if dim < len(vector) and (positive in held) != (negative in held):

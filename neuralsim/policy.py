@@ -25,6 +25,9 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
+from neuralsim.actions import space_to_spec, spec_to_space
+from neuralsim.limits import MAX_SPACE_ELEMENTS  # noqa: F401  (re-exported)
+
 FORMAT = "neuralsim-policy"
 VERSION = 1
 CONFIG_NAME = "policy.json"
@@ -43,7 +46,7 @@ _POLICY_KWARGS = {"net_arch": (list, dict), "activation_fn": str, "ortho_init": 
                   "features_extractor_class": str, "features_extractor_kwargs": dict,
                   "share_features_extractor": bool, "normalize_images": bool}
 #: Bounds checked before a network is built from a policy.json: a 500-byte file once asked for a 9 GB network.
-MAX_SPACE_ELEMENTS = 1 << 22  # observation elements (e.g. 1024 x 1024 x 4); action elements / Discrete n
+#: (The spaces' own bound, ``MAX_SPACE_ELEMENTS``, is checked by ``neuralsim.actions.spec_to_space``.)
 MAX_LAYER_WIDTH = 1 << 16
 
 
@@ -91,68 +94,16 @@ def _extractor_class(name: str) -> type:
 
 
 def space_to_json(space: spaces.Space, name: str = "space") -> dict[str, Any]:
-    """``Box``/``Discrete`` -> JSON; uniform bounds are stored once (an image space is a few bytes, not 12,288 numbers)."""
-    if isinstance(space, spaces.Discrete):
-        return {"type": "discrete", "n": int(space.n), "start": int(space.start)}
-    if isinstance(space, spaces.Box):
-        low, high = np.asarray(space.low), np.asarray(space.high)
-        uniform = bool((low == low.flat[0]).all() and (high == high.flat[0]).all())
-        return {"type": "box", "shape": list(space.shape), "dtype": str(space.dtype),
-                "low": float(low.flat[0]) if uniform else low.reshape(-1).tolist(),
-                "high": float(high.flat[0]) if uniform else high.reshape(-1).tolist()}
-    raise ValueError(f"{name} must be a gymnasium Box or Discrete space, got {space!r}")
+    """:func:`neuralsim.actions.space_to_spec` with uniform bounds stored once (an image space is a few bytes)."""
+    return space_to_spec(space, name, compact=True)
+
+
+#: Inverse of :func:`space_to_json` (the one reader of stored spaces, every field checked before allocating).
+space_from_json = spec_to_space
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def space_from_json(spec: Any, name: str = "space") -> spaces.Space:
-    """Inverse of :func:`space_to_json`; every field is checked (type, size at most :data:`MAX_SPACE_ELEMENTS`)
-    before anything is allocated.
-
-    Raises:
-        ValueError: naming ``name`` and the field (``name.shape``, ``name.low``, ...).
-    """
-    kind = spec.get("type") if isinstance(spec, dict) else None
-    if kind == "discrete":
-        n, start = spec.get("n"), spec.get("start", 0)
-        if not _is_int(n) or not 1 <= n <= MAX_SPACE_ELEMENTS:
-            raise ValueError(f"{name}.n must be an int in [1, {MAX_SPACE_ELEMENTS}], got {n!r}")
-        if not _is_int(start) or abs(start) > 2**62:
-            raise ValueError(f"{name}.start must be an int, got {start!r}")
-        return spaces.Discrete(n, start=start)
-    if kind == "box":
-        shape = spec.get("shape")
-        if not isinstance(shape, list) or not 1 <= len(shape) <= 4 or not all(_is_int(d) and d >= 1 for d in shape):
-            raise ValueError(f"{name}.shape must be a list of 1 to 4 positive ints, got {shape!r}")
-        if int(np.prod(shape, dtype=np.float64)) > MAX_SPACE_ELEMENTS:
-            raise ValueError(f"{name}.shape {shape} has {int(np.prod(shape, dtype=np.float64))} elements; at most "
-                             f"MAX_SPACE_ELEMENTS={MAX_SPACE_ELEMENTS}")
-        if spec.get("dtype") not in ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"):
-            raise ValueError(f"{name}.dtype must be a numeric numpy dtype name like 'float32' or 'uint8', "
-                             f"got {spec.get('dtype')!r}")
-        shape, dtype = tuple(shape), np.dtype(spec["dtype"])
-        size = int(np.prod(shape))
-
-        def bound(key: str) -> np.ndarray:
-            value = spec.get(key)
-            if isinstance(value, list) and len(value) == size and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                                      for v in value):
-                array = np.asarray(value, dtype=np.float64).reshape(shape)
-            elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                array = np.full(shape, float(value))
-            else:
-                raise ValueError(f"{name}.{key} must be a number or a list of {size} numbers (one per element)")
-            if np.isnan(array).any():
-                raise ValueError(f"{name}.{key} contains NaN")
-            return array.astype(dtype)
-
-        low, high = bound("low"), bound("high")
-        if (low > high).any():
-            raise ValueError(f"{name}: low must be <= high everywhere")
-        return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
-    raise ValueError(f"{name} must be {{'type': 'box'|'discrete', ...}}, got {str(spec)[:200]}")
 
 
 def _min_weights(obs: spaces.Space, action: spaces.Space, kwargs: dict[str, Any], policy_class: str) -> int:

@@ -160,6 +160,25 @@ def test_space_specs_round_trip_and_validation():
         A.space_to_spec(spaces.MultiBinary(3))
 
 
+def test_one_space_schema_for_checkpoints_datasets_and_policies():
+    """Issue 22 #6: one writer and one reader of stored spaces; ``policy.json`` only stores uniform bounds once."""
+    from gymnasium import spaces
+
+    from neuralsim import policy
+
+    image = spaces.Box(0, 255, (8, 8, 3), np.uint8)
+    compact = A.space_to_spec(image, compact=True)
+    assert compact["low"] == 0.0 and compact["high"] == 255.0 and len(A.space_to_spec(image)["low"]) == 192
+    assert A.spec_to_space(compact) == A.spec_to_space(A.space_to_spec(image)) == image
+    assert policy.space_from_json is A.spec_to_space and policy.space_to_json(image) == compact
+    box = A.space_to_spec(spaces.Box(-1.0, 1.0, (4,), np.float32), compact=True)
+    assert A.validate_actions(np.full(4, 0.5), box).shape == (1, 4)
+    with pytest.raises(ValueError, match="out of the action space"):
+        A.validate_actions(np.full(4, 2.0), box)
+    with pytest.raises(ValueError, match=r"action_spec\.shape must be"):
+        A.spec_to_space({"type": "box", "shape": [-1], "low": 0, "high": 1})
+
+
 @pytest.mark.parametrize("s", ["w-100000000", "w-60000,s-60000", "w-" + "9" * 5000, "w-1," * 3 + "none-99999"])
 def test_key_dsl_bomb_is_refused_before_expanding(s):
     """Issue 24 #7: 'w-100000000' expanded to one object per frame (~35 GB or a bare MemoryError)."""
