@@ -162,18 +162,6 @@ def load_start_set(path: Path | None, image_size: tuple[int, int]) -> tuple[np.n
 # ----------------------------------------------------------------------------------------------
 
 
-def _map_tensors(tree: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    if tree is None:
-        return None
-    if isinstance(tree, torch.Tensor):
-        return fn(tree)
-    if isinstance(tree, dict):
-        return {k: _map_tensors(v, fn) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_map_tensors(v, fn) for v in tree)
-    raise TypeError(f"unexpected {type(tree).__name__} in a world state")
-
-
 class Backend:
     """What the envs need from a world model; :class:`NativeBackend` and :class:`OfficialBackend` implement it.
 
@@ -259,10 +247,12 @@ class NativeBackend(Backend):
         return reward.float().cpu().numpy().astype(np.float32), term.float().cpu().numpy().astype(np.float32)
 
     def merge(self, state, mask, fresh):
+        from neuralsim.model import tree_map
+
         mask_t = torch.from_numpy(np.asarray(mask, dtype=bool))
         rows = torch.from_numpy(np.maximum(np.cumsum(mask) - 1, 0))  # row of `fresh` for every masked row
-        expanded = dataclasses.replace(fresh, **{f.name: _map_tensors(getattr(fresh, f.name),
-                                                                      lambda t: t.index_select(0, rows.to(t.device)))
+        expanded = dataclasses.replace(fresh, **{f.name: tree_map(lambda t: t.index_select(0, rows.to(t.device)),
+                                                                  getattr(fresh, f.name))
                                                  for f in dataclasses.fields(fresh)})
         return state.merge(mask_t, expanded)
 

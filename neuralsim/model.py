@@ -68,22 +68,29 @@ class InputError(ValueError, TypeError):
 # ---------------------------------------------------------------------------------------------
 
 
-def _tree_map(fn: Callable[..., torch.Tensor], *trees: Any) -> Any:
+def tree_map(fn: Callable[..., torch.Tensor], *trees: Any) -> Any:
+    """``fn`` over the tensors of nested dicts/lists/tuples (a world state's parts), keeping the structure.
+
+    Args:
+        fn: called with the tensors at one place of every tree (``fn(a, b)`` for ``tree_map(fn, ta, tb)``).
+        trees: trees of the same structure; ``None`` stays ``None``.
+    """
     first = trees[0]
     if first is None:
         return None
     if isinstance(first, torch.Tensor):
         return fn(*trees)
     if isinstance(first, dict):
-        return {k: _tree_map(fn, *(t[k] for t in trees)) for k in first}
+        return {k: tree_map(fn, *(t[k] for t in trees)) for k in first}
     if isinstance(first, (list, tuple)):
-        return type(first)(_tree_map(fn, *xs) for xs in zip(*trees))
+        return type(first)(tree_map(fn, *xs) for xs in zip(*trees))
     raise TypeError(f"unexpected {type(first).__name__} in WorldState")
 
 
-def _tree_leaves(tree: Any) -> list[torch.Tensor]:
+def tree_leaves(tree: Any) -> list[torch.Tensor]:
+    """The tensors of a tree, in :func:`tree_map`'s order."""
     out: list[torch.Tensor] = []
-    _tree_map(lambda t: out.append(t) or t, tree)
+    tree_map(lambda t: out.append(t) or t, tree)
     return out
 
 
@@ -94,7 +101,7 @@ def _check_finite(before: "WorldState", **parts: Any) -> None:
     """
     names, sums = [], []
     for name, tree in parts.items():
-        for t in _tree_leaves(tree):
+        for t in tree_leaves(tree):
             if t.is_floating_point():
                 names.append(name)
                 sums.append(t.sum(dtype=torch.float32))  # NaN/inf survive a sum (cheaper than isfinite(t).all())
@@ -138,7 +145,7 @@ class WorldState:
         return int(self.step.shape[0])
 
     def _map(self, fn: Callable[..., torch.Tensor], *others: "WorldState") -> "WorldState":
-        return WorldState(**{f.name: _tree_map(fn, getattr(self, f.name), *(getattr(o, f.name) for o in others))
+        return WorldState(**{f.name: tree_map(fn, getattr(self, f.name), *(getattr(o, f.name) for o in others))
                              for f in dataclasses.fields(self)})
 
     def clone(self) -> "WorldState":
@@ -167,7 +174,7 @@ class WorldState:
 
     def nbytes(self) -> int:
         """Bytes held by all tensors of the state."""
-        return sum(t.numel() * t.element_size() for f in dataclasses.fields(self) for t in _tree_leaves(getattr(self, f.name)))
+        return sum(t.numel() * t.element_size() for f in dataclasses.fields(self) for t in tree_leaves(getattr(self, f.name)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1047,7 +1054,7 @@ def describe(config: WorldModelConfig | str) -> dict[str, Any]:
     heads = count(model.reward_head) + count(model.termination_head)
     total = model.num_parameters()
     L, nh, D = config.text_max_tokens, config.num_heads, config.head_dim
-    state_bytes = sum(t.numel() * t.element_size() for t in _tree_leaves(cache))
+    state_bytes = sum(t.numel() * t.element_size() for t in tree_leaves(cache))
     state_bytes += 4 * (config.depth * 2 * nh * L * D + L * config.text_width + L // 4)  # prompt k/v, tokens, mask
     state_bytes += 4 * (config.latent_channels * config.tokens_per_frame + 2) + 8  # latent, reward, termination, step
     state_bytes += 8 * (16 + 1) if config.camera else 0  # c2w, pitch

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import make_tiny_model
 
-from neuralsim.model import WorldModel, _tree_leaves
+from neuralsim.model import WorldModel, tree_leaves
 
 ATOL = 1e-5
 
@@ -46,7 +46,7 @@ def _assert_same(a, b, atol=ATOL):
     (xa, sa), (xb, sb) = a, b
     assert torch.isfinite(xa).all()
     assert (xa - xb).abs().max().item() <= atol, (xa - xb).abs().max().item()
-    leaves_a, leaves_b = _tree_leaves(sa.cache), _tree_leaves(sb.cache)
+    leaves_a, leaves_b = tree_leaves(sa.cache), tree_leaves(sb.cache)
     assert len(leaves_a) == len(leaves_b)
     for ta, tb in zip(leaves_a, leaves_b):
         assert ta.shape == tb.shape and ta.dtype == tb.dtype
