@@ -577,16 +577,9 @@ class DreamCore:
         return latent.float().clamp(-LATENT_BOUND, LATENT_BOUND).cpu().numpy().astype(np.float32)
 
     def keys_to_actions(self, keys: str) -> np.ndarray:
-        """Key DSL -> one action per env step (the key set held on the first frame of each step)."""
-        if self.action_spec["type"] == "discrete":
-            per_frame = act.action_string_to_discrete(keys)
-        elif act.action_dim(self.action_spec) == act.CAMERA_ACTION_DIM:
-            per_frame = act.action_string_to_vectors(keys)
-        else:
-            raise ValueError(f"keys={keys!r}: the key DSL needs a camera world (Box(4) [forward, strafe_right, "
-                             f"yaw_right, pitch_up]) or a Discrete key-set world; this model's action space is "
-                             f"{self.single_action_space}")
-        return per_frame[:: self.frames_per_step]
+        """Key DSL -> one action per env step (the key set held on the first frame of each step); see
+        :func:`neuralsim.actions.action_string_to_actions`."""
+        return act.action_string_to_actions(keys, self.action_spec, self.frames_per_step)
 
 
 # ----------------------------------------------------------------------------------------------

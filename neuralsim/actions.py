@@ -148,6 +148,33 @@ def action_string_to_discrete(action: str) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
+def action_string_to_actions(action: str, spec: dict, frames_per_step: int = 1) -> np.ndarray:
+    """Key DSL -> one action per env step of a world whose action space is ``spec`` (:func:`space_to_spec` form).
+
+    An env step holds its action for ``frames_per_step`` frames: each step takes the keys held on its first frame.
+
+    Args:
+        action: e.g. ``"w-24,l-16"``.
+        spec: a camera world's ``Box(4)`` spec, or a Discrete key-set world's (:data:`DISCRETE_KEYSETS`).
+        frames_per_step: video frames per env step (the world model's ``frames_per_latent``).
+
+    Returns:
+        ``[N]`` int64 key-set indices (Discrete) or ``[N, 4]`` float32 camera vectors (Box).
+
+    Raises:
+        ValueError: a malformed string (:func:`parse_action_string`), a key set without a Discrete action, or an
+            action space the key DSL does not drive.
+    """
+    if spec["type"] == "discrete":
+        per_frame = action_string_to_discrete(action)
+    elif spec["type"] == "box" and action_dim(spec) == CAMERA_ACTION_DIM:
+        per_frame = action_string_to_vectors(action)
+    else:
+        raise ValueError(f"the key DSL ({str(action)[:40]!r}) needs a camera world (Box(4) [forward, strafe_right, yaw_right, "
+                         f"pitch_up]) or a Discrete key-set world; this action space is {spec}")
+    return per_frame[::frames_per_step]
+
+
 def vectors_to_action_string(vectors: np.ndarray) -> str:
     """``[N, 4]`` canonical actions -> a compact key-DSL string (run-length encoded)."""
     segments: list[list[Any]] = []

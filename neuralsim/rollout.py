@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from neuralsim import actions as act
+from neuralsim.actions import action_string_to_actions as actions_from_string  # noqa: F401  (public name, re-exported)
 from neuralsim.checkpoints import atomic_write
 from neuralsim.checkpoints import read_start_frames as load_start_frames  # noqa: F401  (public name, re-exported)
 from neuralsim.data import resize_frame
@@ -57,18 +58,6 @@ def read_image(path: str | Path, size: tuple[int, int], resize: bool | str = Tru
         # The same area resampling and aspect handling as `collect`, so images look like training data.
         image = resize_frame(image, size, mode=mode)
     return image
-
-
-def actions_from_string(keys: str, spec: dict, frames_per_step: int) -> np.ndarray:
-    """Key DSL -> one action per env step (an env step holds its action for ``frames_per_step`` frames)."""
-    if spec["type"] == "discrete":
-        per_frame = act.action_string_to_discrete(keys)
-    elif spec["type"] == "box" and act.action_dim(spec) == act.CAMERA_ACTION_DIM:
-        per_frame = act.action_string_to_vectors(keys)
-    else:
-        raise ValueError(f"--actions: a key-DSL string needs a camera world (Box(4)) or a Discrete key-set world; "
-                         f"this model's action space is {spec}")
-    return per_frame[::frames_per_step]
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 15) -> None:

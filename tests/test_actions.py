@@ -189,3 +189,18 @@ def test_key_dsl_bomb_is_refused_before_expanding(s):
         A.parse_action_string(s)
     assert time.perf_counter() - t < 0.5
     assert len(A.parse_action_string(f"w-{A.MAX_ACTION_FRAMES - 1},s-1")) == A.MAX_ACTION_FRAMES  # the bound itself is fine
+
+
+def test_one_key_dsl_to_step_actions_converter():
+    """Issue 22 #6: the key DSL -> per-step actions lives in neuralsim.actions; rollout and the env call it."""
+    from gymnasium import spaces
+
+    from neuralsim import rollout
+
+    box, discrete = A.space_to_spec(spaces.Box(-1, 1, (4,), np.float32)), A.space_to_spec(spaces.Discrete(11))
+    np.testing.assert_array_equal(A.action_string_to_actions("w-4,l-4", box, 2),
+                                  [[1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0]])
+    assert A.action_string_to_actions("wj-2,none-2", discrete, 2).tolist() == [9, 0]
+    with pytest.raises(ValueError, match="needs a camera world"):
+        A.action_string_to_actions("w-1", A.space_to_spec(spaces.Box(-1, 1, (3,), np.float32)))
+    assert rollout.actions_from_string is A.action_string_to_actions

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from neuralsim.envs.world_model_env import resize_mode_of
     from neuralsim.limits import MAX_DENOISE_STEPS
     from neuralsim.model import WorldModel
-    from neuralsim.rollout import VIDEO_SUFFIXES, actions_from_string, dream, write_video
+    from neuralsim.rollout import VIDEO_SUFFIXES, dream, write_video
 
     check_positive(args, "steps", "episodes", "fps", "scale", "denoise_steps",
                    at_most={"denoise_steps": MAX_DENOISE_STEPS, "steps": act.MAX_ACTION_FRAMES})  # kept in memory
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     starts, descriptions = read_start_frames(path)
 
     try:
-        keyed = None if args.actions is None else actions_from_string(args.actions, cfg.action_spec, k)
+        keyed = None if args.actions is None else act.action_string_to_actions(args.actions, cfg.action_spec, k)
     except ValueError as exc:
         raise CLIError(f"--actions: {exc}") from None
     steps = args.steps or (len(keyed) if keyed is not None else 64)
