@@ -1,4 +1,4 @@
-"""Actions: the SANA-WM camera key DSL, camera poses, Plücker rays, and action-space specs.
+"""Actions: the SANA-WM camera key DSL, the canonical camera action, and space specs.
 
 The key DSL is the one of diffusers' ``pipelines.sana_wm.cam_utils`` (SANA-WM): comma-separated
 ``<keys>-<frames>`` segments, keys from ``wasdijkl``, ``none-N`` for idle. ``"w-80,jw-40"`` is
@@ -12,7 +12,7 @@ Camera worlds in neuralsim use one canonical continuous action vector
 ±1 entries, so the DSL, the ``Box`` interface and the ``Discrete`` key-set interface are the same
 motion. Poses integrate exactly as ``cam_utils.action_string_to_c2w`` (OpenCV axes: +X right,
 +Y down, +Z forward; translation on the horizontal XZ plane; pitch clamped), scaled by the
-magnitude of each action component.
+magnitude of each action component: that math (poses, Plücker rays) is :mod:`neuralsim.camera`'s.
 
 This module is shared by the real room (``neuralsim.envs.room``), the native world model and the
 official-model backend, so all three agree on what a key means.
@@ -20,9 +20,7 @@ official-model backend, so all three agree on what a key means.
 
 from __future__ import annotations
 
-import math
 import numbers
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -187,62 +185,6 @@ def vectors_to_action_string(vectors: np.ndarray) -> str:
     return ",".join(f"{k}-{n}" for k, n in segments)
 
 
-def _rot_x(angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-
-
-def _rot_y(angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-
-@dataclass
-class CameraIntegrator:
-    """Integrates canonical camera actions into camera-to-world poses, as ``action_string_to_c2w``.
-
-    Keeps the pose and the accumulated pitch, so a rollout can be integrated one step at a time.
-    """
-
-    translation_speed: float = DEFAULT_TRANSLATION_SPEED
-    rotation_speed_deg: float = DEFAULT_ROTATION_SPEED_DEG
-    pitch_limit_deg: float = DEFAULT_PITCH_LIMIT_DEG
-
-    def __post_init__(self) -> None:
-        self.reset()
-
-    def reset(self, c2w: np.ndarray | None = None, pitch_rad: float = 0.0) -> None:
-        self.c2w = np.eye(4) if c2w is None else np.asarray(c2w, dtype=np.float64).copy()
-        self.pitch = float(pitch_rad)
-
-    def step(self, action: Sequence[float]) -> np.ndarray:
-        """Advance one frame with ``action = [forward, strafe_right, yaw_right, pitch_up]``; returns the new c2w."""
-        f, r, y, p = (float(x) for x in action[:CAMERA_ACTION_DIM])
-        rot = math.radians(self.rotation_speed_deg)
-        limit = math.radians(self.pitch_limit_deg)
-        pitch_delta = rot * p
-        new_pitch = self.pitch + pitch_delta
-        if not (-limit <= new_pitch <= limit):
-            pitch_delta = 0.0
-        else:
-            self.pitch = new_pitch
-        R_new = _rot_y(rot * y) @ self.c2w[:3, :3] @ _rot_x(pitch_delta)
-        forward = R_new[:, 2].copy()
-        forward[1] = 0.0
-        right = R_new[:, 0].copy()
-        right[1] = 0.0
-        if (fn := float(np.linalg.norm(forward))) > 0:
-            forward /= fn
-        if (rn := float(np.linalg.norm(right))) > 0:
-            right /= rn
-        move = (forward * f + right * r) * self.translation_speed
-        new = np.eye(4)
-        new[:3, :3] = R_new
-        new[:3, 3] = self.c2w[:3, 3] + move
-        self.c2w = new
-        return new.copy()
-
-
 def action_string_to_c2w(
     action: str,
     *,
@@ -250,7 +192,10 @@ def action_string_to_c2w(
     rotation_speed_deg: float = DEFAULT_ROTATION_SPEED_DEG,
     pitch_limit_deg: float = DEFAULT_PITCH_LIMIT_DEG,
 ) -> np.ndarray:
-    """Key DSL -> ``[N+1, 4, 4]`` float32 camera-to-world poses (same numbers as diffusers' ``cam_utils``)."""
+    """Key DSL -> ``[N+1, 4, 4]`` float32 camera-to-world poses (same numbers as diffusers' ``cam_utils``), integrated by
+    :class:`neuralsim.camera.CameraIntegrator`."""
+    from neuralsim.camera import CameraIntegrator
+
     cam = CameraIntegrator(translation_speed, rotation_speed_deg, pitch_limit_deg)
     poses = [cam.c2w.copy()]
     for keys in parse_action_string(action):
@@ -261,27 +206,6 @@ def action_string_to_c2w(
 def pose_to_camera_vector(c2w: np.ndarray, intrinsics: Sequence[float]) -> np.ndarray:
     """The 20-number SANA-WM camera form: the flattened 4×4 c2w followed by ``fx, fy, cx, cy``."""
     return np.concatenate([np.asarray(c2w, dtype=np.float32).reshape(16), np.asarray(intrinsics, dtype=np.float32)])
-
-
-def plucker_rays(intrinsics: np.ndarray, c2w: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Per-pixel Plücker coordinates ``(d, o × d)``, as ``cam_utils.compute_raymap(use_plucker=True)``.
-
-    Args:
-        intrinsics: ``[T, 4]`` ``fx, fy, cx, cy`` in pixels of the ``height × width`` grid.
-        c2w: ``[T, 4, 4]`` camera-to-world poses (OpenCV axes).
-
-    Returns:
-        ``[T, height, width, 6]`` float32.
-    """
-    intrinsics = np.asarray(intrinsics, dtype=np.float64).reshape(-1, 4)
-    c2w = np.asarray(c2w, dtype=np.float64).reshape(-1, 4, 4)
-    ys, xs = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij")
-    fx, fy, cx, cy = (intrinsics[:, i, None, None] for i in range(4))
-    dirs_cam = np.stack([(xs[None] - cx) / fx, (ys[None] - cy) / fy, np.ones((len(intrinsics), height, width))], axis=-1)
-    dirs = np.einsum("tij,thwj->thwi", c2w[:, :3, :3], dirs_cam)
-    dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
-    origins = np.broadcast_to(c2w[:, None, None, :3, 3], dirs.shape)
-    return np.concatenate([dirs, np.cross(origins, dirs)], axis=-1).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,3 +361,13 @@ def actions_to_vectors(actions: np.ndarray, spec: dict) -> np.ndarray:
         out[np.arange(len(actions)), np.asarray(actions) - spec.get("start", 0)] = 1.0
         return out
     return np.asarray(actions, dtype=np.float32).reshape(len(actions), -1)
+
+
+def __getattr__(name: str):
+    # The camera math lives in neuralsim.camera (torch); its former names here import it only when asked for, so
+    # importing this module (the real room, configs, datasets) stays free of torch.
+    if name in ("CameraIntegrator", "plucker_rays"):
+        from neuralsim import camera
+
+        return getattr(camera, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

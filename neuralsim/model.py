@@ -23,7 +23,6 @@ Mixed precision only through ``torch.autocast`` at the call site (the recurrent 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +34,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from neuralsim.actions import (
-    DEFAULT_PITCH_LIMIT_DEG,
     DISCRETE_KEYSETS,
     actions_to_vectors,
     keys_to_vector,
     validate_actions,
 )
 from neuralsim.autoencoder import Autoencoder, psnr, ssim
+from neuralsim.camera import camera_intrinsics, camera_step, plucker_rays_torch, rotation_warp_grid  # noqa: F401  (re-exported)
 from neuralsim.checkpoints import (CONFIG_NAME, WEIGHTS_NAME, count_weights, read_config, read_weights,  # noqa: F401
                                    resolve_checkpoint, write_checkpoint)
 from neuralsim.config import WorldModelConfig
@@ -126,7 +125,7 @@ class WorldState:
         latent: ``[B, C, h, w]`` the last committed latent frame (normalised; decode it to see it).
         reward, termination_prob: ``[B]`` predicted for the last committed frame (0 with heads off).
         c2w, pitch: camera worlds: ``[B, 4, 4]`` float64 camera-to-world pose relative to the first
-            frame and ``[B]`` accumulated pitch (radians), as ``neuralsim.actions.CameraIntegrator``.
+            frame and ``[B]`` accumulated pitch (radians), as ``neuralsim.camera.CameraIntegrator``.
     """
 
     cache: list[dict[str, torch.Tensor]]
@@ -178,84 +177,8 @@ class WorldState:
 
 
 # ---------------------------------------------------------------------------------------------
-# Camera: CameraIntegrator, vectorised over the batch in torch (float64), and Plücker rays
+# Camera: the poses, rays and warps are neuralsim.camera's; resampling latents at a warp is the model's
 # ---------------------------------------------------------------------------------------------
-
-
-def _rot(axis: str, angle: torch.Tensor) -> torch.Tensor:
-    """Batched rotation matrices ``[B, 3, 3]`` about ``x`` or ``y``."""
-    c, s = angle.cos(), angle.sin()
-    one, zero = torch.ones_like(c), torch.zeros_like(c)
-    rows = ([one, zero, zero], [zero, c, -s], [zero, s, c]) if axis == "x" else ([c, zero, s], [zero, one, zero], [-s, zero, c])
-    return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
-
-
-def camera_step(c2w: torch.Tensor, pitch: torch.Tensor, action: torch.Tensor, *, translation_speed: float,
-                rotation_speed_deg: float, pitch_limit_deg: float = DEFAULT_PITCH_LIMIT_DEG) -> tuple[torch.Tensor, torch.Tensor]:
-    """One frame of ``neuralsim.actions.CameraIntegrator.step`` for a batch.
-
-    Args:
-        c2w: ``[B, 4, 4]`` float64; pitch: ``[B]`` float64 radians.
-        action: ``[B, 4]`` canonical ``[forward, strafe_right, yaw_right, pitch_up]``.
-
-    Returns:
-        ``(new c2w, new pitch)``.
-    """
-    f, r, y, p = action.double().unbind(-1)
-    rot, limit = math.radians(rotation_speed_deg), math.radians(pitch_limit_deg)
-    new_pitch = pitch + rot * p
-    inside = (new_pitch >= -limit) & (new_pitch <= limit)
-    pitch_delta = torch.where(inside, rot * p, torch.zeros_like(p))
-    pitch = torch.where(inside, new_pitch, pitch)
-    R = _rot("y", rot * y) @ c2w[:, :3, :3] @ _rot("x", pitch_delta)  # (B, 3, 3)
-    horizontal = torch.tensor([1.0, 0.0, 1.0], dtype=R.dtype, device=R.device)
-    forward, right = R[:, :, 2] * horizontal, R[:, :, 0] * horizontal  # y (down) component dropped
-    forward = forward / torch.where((n := forward.norm(dim=-1, keepdim=True)) > 0, n, torch.ones_like(n))
-    right = right / torch.where((n := right.norm(dim=-1, keepdim=True)) > 0, n, torch.ones_like(n))
-    new = torch.eye(4, dtype=c2w.dtype, device=c2w.device).repeat(c2w.shape[0], 1, 1)
-    new[:, :3, :3] = R
-    new[:, :3, 3] = c2w[:, :3, 3] + (forward * f[:, None] + right * r[:, None]) * translation_speed
-    return new, pitch
-
-
-def camera_intrinsics(height: int, width: int, fovy_deg: float) -> tuple[float, float, float, float]:
-    """Pinhole ``(fx, fy, cx, cy)`` in pixels of a ``height × width`` grid (square pixels, centred)."""
-    fy = 0.5 * height / math.tan(math.radians(fovy_deg) / 2)
-    return fy, fy, (width - 1) / 2, (height - 1) / 2
-
-
-def plucker_rays_torch(c2w: torch.Tensor, height: int, width: int, fovy_deg: float) -> torch.Tensor:
-    """Per-token Plücker rays ``(d, o × d)`` of poses ``c2w [B, 4, 4]`` → ``[B, height*width, 6]`` float32.
-
-    Same numbers as ``neuralsim.actions.plucker_rays`` with :func:`camera_intrinsics`.
-    """
-    fx, fy, cx, cy = camera_intrinsics(height, width, fovy_deg)
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64, device=c2w.device),
-                            torch.arange(width, dtype=torch.float64, device=c2w.device), indexing="ij")
-    dirs_cam = torch.stack([(xs - cx) / fx, (ys - cy) / fy, torch.ones_like(xs)], dim=-1).reshape(-1, 3)  # (S, 3)
-    dirs = torch.einsum("bij,sj->bsi", c2w[:, :3, :3].double(), dirs_cam)  # (B, S, 3)
-    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
-    origins = c2w[:, None, :3, 3].double().expand_as(dirs)
-    return torch.cat([dirs, torch.cross(origins, dirs, dim=-1)], dim=-1).float()
-
-
-def rotation_warp_grid(rel: torch.Tensor, height: int, width: int, fovy_deg: float) -> torch.Tensor:
-    """Where each pixel of a new view was in the previous view, the camera having turned by ``rel``.
-
-    ``rel [B, 4, 4]``: the new camera's pose in the previous camera's frame. Only the rotation is used
-    (a translation needs depth; one step moves the camera a few centimetres). Returns the ``grid_sample``
-    grid ``[B, height, width, 2]`` (x, y in [-1, 1], pixel centres at ±1, ``align_corners=True``): identity
-    for no rotation, so a still camera sees its previous frame exactly.
-    """
-    fx, fy, cx, cy = camera_intrinsics(height, width, fovy_deg)
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64, device=rel.device),
-                            torch.arange(width, dtype=torch.float64, device=rel.device), indexing="ij")
-    dirs_new = torch.stack([(xs - cx) / fx, (ys - cy) / fy, torch.ones_like(xs)], dim=-1).reshape(-1, 3)  # (S, 3)
-    dirs_prev = torch.einsum("bij,sj->bsi", rel[:, :3, :3].double(), dirs_new)  # (B, S, 3)
-    z = dirs_prev[..., 2].clamp_min(1e-3)  # behind the previous camera: pushed far off-screen (border value)
-    u = (fx * dirs_prev[..., 0] / z + cx) / max(width - 1, 1) * 2 - 1
-    v = (fy * dirs_prev[..., 1] / z + cy) / max(height - 1, 1) * 2 - 1
-    return torch.stack([u, v], dim=-1).reshape(-1, height, width, 2).float()
 
 
 def warp_latents(latents: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

@@ -42,12 +42,12 @@ from neuralsim.actions import (
     DEFAULT_ROTATION_SPEED_DEG,
     DEFAULT_TRANSLATION_SPEED,
     DISCRETE_KEYSETS,
-    CameraIntegrator,
     keys_to_vector,
     parse_action_string,
     space_to_spec,
     validate_actions,
 )
+from neuralsim.camera import CameraIntegrator
 from neuralsim.checkpoints import OFFICIAL_MODEL_NAME as NAME  # "sana-wm-2.6b"
 from neuralsim.checkpoints import UNSAFE_SUFFIXES
 from neuralsim.device import resolve_dtype
@@ -266,7 +266,7 @@ class SanaWMBackend:
       Not a 6-DoF twist: like the DSL, translation stays on the horizontal plane and there is no roll.
 
     Poses integrate exactly as diffusers' ``cam_utils.action_string_to_c2w`` (via
-    :class:`neuralsim.actions.CameraIntegrator`); camera tensors come from ``cam_utils.prepare_camera``.
+    :class:`neuralsim.camera.CameraIntegrator`); camera tensors come from ``cam_utils.prepare_camera``.
     """
 
     name = NAME

@@ -204,3 +204,25 @@ def test_one_key_dsl_to_step_actions_converter():
     with pytest.raises(ValueError, match="needs a camera world"):
         A.action_string_to_actions("w-1", A.space_to_spec(spaces.Box(-1, 1, (3,), np.float32)))
     assert rollout.actions_from_string is A.action_string_to_actions
+
+
+def test_the_camera_math_is_written_once():
+    """Issue 22 #6: neuralsim.camera holds the poses and rays; the model, the one-camera integrator and the key DSL's
+    poses all step the same batched function; neuralsim.actions stays free of torch (the room imports it)."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from neuralsim import camera, model
+
+    assert A.CameraIntegrator is camera.CameraIntegrator and A.plucker_rays is camera.plucker_rays
+    assert model.camera_step is camera.camera_step and model.plucker_rays_torch is camera.plucker_rays_torch
+    assert model.rotation_warp_grid is camera.rotation_warp_grid and model.camera_intrinsics is camera.camera_intrinsics
+    actions = np.random.default_rng(0).uniform(-1, 1, (30, 4))
+    cam, c2w, pitch = camera.CameraIntegrator(0.1, 5.0), torch.eye(4, dtype=torch.float64)[None], torch.zeros(1, dtype=torch.float64)
+    for a in actions:
+        c2w, pitch = camera.camera_step(c2w, pitch, torch.from_numpy(a)[None], translation_speed=0.1, rotation_speed_deg=5.0)
+        assert np.array_equal(cam.step(a), c2w[0].numpy()) and cam.pitch == float(pitch[0])  # bit for bit
+    code = "import sys, neuralsim.actions; assert 'torch' not in sys.modules, 'neuralsim.actions imported torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from neuralsim.actions import CameraIntegrator, plucker_rays
+from neuralsim.camera import CameraIntegrator, plucker_rays
 from neuralsim.config import WorldModelConfig
 from neuralsim.model import WorldModel, WorldState, camera_intrinsics, camera_step, describe, plucker_rays_torch
 

@@ -1,0 +1,177 @@
+"""Camera math, once: poses from camera actions, pinhole intrinsics, Plücker rays and rotation warps.
+
+Poses integrate as diffusers' ``pipelines.sana_wm.cam_utils.action_string_to_c2w`` (SANA-WM): OpenCV axes
+(+X right, +Y down, +Z forward); yaw about the vertical axis, pitch about the camera's own x axis and clamped (a
+step that would pass the limit does not pitch at all); translation on the horizontal XZ plane; every component
+scaled by the magnitude of the canonical camera action ``[forward, strafe_right, yaw_right, pitch_up]``
+(:data:`neuralsim.actions.CAMERA_ACTION_NAMES`).
+
+:func:`camera_step` is the one implementation, batched in torch float64: the world model steps its state with it,
+:class:`CameraIntegrator` steps one camera (numpy in and out; the official SANA-WM backend and
+:func:`neuralsim.actions.action_string_to_c2w` use it). Rays: :func:`plucker_rays_torch` (a model's token grid)
+and :func:`plucker_rays` (the form of diffusers' ``cam_utils.compute_raymap``) are one computation.
+
+Example:
+    >>> cam = CameraIntegrator(translation_speed=0.1)
+    >>> cam.step([1.0, 0.0, 0.0, 0.0])[:3, 3]  # one frame forward: +Z
+    array([0. , 0. , 0.1])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from neuralsim.actions import (
+    CAMERA_ACTION_DIM,
+    DEFAULT_PITCH_LIMIT_DEG,
+    DEFAULT_ROTATION_SPEED_DEG,
+    DEFAULT_TRANSLATION_SPEED,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Poses
+# ---------------------------------------------------------------------------------------------
+
+
+def _rot(axis: str, angle: torch.Tensor) -> torch.Tensor:
+    """Batched rotation matrices ``[B, 3, 3]`` about ``x`` or ``y``."""
+    c, s = angle.cos(), angle.sin()
+    one, zero = torch.ones_like(c), torch.zeros_like(c)
+    rows = ([one, zero, zero], [zero, c, -s], [zero, s, c]) if axis == "x" else ([c, zero, s], [zero, one, zero], [-s, zero, c])
+    return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
+
+
+def camera_step(c2w: torch.Tensor, pitch: torch.Tensor, action: torch.Tensor, *, translation_speed: float,
+                rotation_speed_deg: float, pitch_limit_deg: float = DEFAULT_PITCH_LIMIT_DEG) -> tuple[torch.Tensor, torch.Tensor]:
+    """One frame of camera motion for a batch of cameras.
+
+    Args:
+        c2w: ``[B, 4, 4]`` float64 camera-to-world poses; pitch: ``[B]`` float64 accumulated pitch (radians).
+        action: ``[B, 4]`` canonical ``[forward, strafe_right, yaw_right, pitch_up]``.
+        translation_speed: units per frame at ``|forward| = 1``; rotation_speed_deg: degrees per frame at ``|yaw| = 1``.
+        pitch_limit_deg: the pitch clamp (a step that would pass it leaves the pitch as it was).
+
+    Returns:
+        ``(new c2w, new pitch)``; the inputs are left unchanged.
+    """
+    f, r, y, p = action.double().unbind(-1)
+    rot, limit = math.radians(rotation_speed_deg), math.radians(pitch_limit_deg)
+    new_pitch = pitch + rot * p
+    inside = (new_pitch >= -limit) & (new_pitch <= limit)
+    pitch_delta = torch.where(inside, rot * p, torch.zeros_like(p))
+    pitch = torch.where(inside, new_pitch, pitch)
+    R = _rot("y", rot * y) @ c2w[:, :3, :3] @ _rot("x", pitch_delta)  # (B, 3, 3)
+    horizontal = torch.tensor([1.0, 0.0, 1.0], dtype=R.dtype, device=R.device)
+    forward, right = R[:, :, 2] * horizontal, R[:, :, 0] * horizontal  # y (down) component dropped
+    forward = forward / torch.where((n := forward.norm(dim=-1, keepdim=True)) > 0, n, torch.ones_like(n))
+    right = right / torch.where((n := right.norm(dim=-1, keepdim=True)) > 0, n, torch.ones_like(n))
+    new = torch.eye(4, dtype=c2w.dtype, device=c2w.device).repeat(c2w.shape[0], 1, 1)
+    new[:, :3, :3] = R
+    new[:, :3, 3] = c2w[:, :3, 3] + (forward * f[:, None] + right * r[:, None]) * translation_speed
+    return new, pitch
+
+
+@dataclass
+class CameraIntegrator:
+    """One camera stepped by :func:`camera_step`: integrates canonical camera actions into camera-to-world poses,
+    as ``cam_utils.action_string_to_c2w``.
+
+    Keeps the pose (``c2w``, ``[4, 4]`` float64) and the accumulated pitch (radians), so a rollout can be
+    integrated one step at a time.
+    """
+
+    translation_speed: float = DEFAULT_TRANSLATION_SPEED
+    rotation_speed_deg: float = DEFAULT_ROTATION_SPEED_DEG
+    pitch_limit_deg: float = DEFAULT_PITCH_LIMIT_DEG
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self, c2w: np.ndarray | None = None, pitch_rad: float = 0.0) -> None:
+        self.c2w = np.eye(4) if c2w is None else np.asarray(c2w, dtype=np.float64).copy()
+        self.pitch = float(pitch_rad)
+
+    def step(self, action: Sequence[float]) -> np.ndarray:
+        """Advance one frame with ``action = [forward, strafe_right, yaw_right, pitch_up]``; returns the new c2w."""
+        vector = torch.tensor([[float(x) for x in action[:CAMERA_ACTION_DIM]]], dtype=torch.float64)  # (1, 4)
+        c2w, pitch = camera_step(torch.from_numpy(self.c2w)[None], torch.tensor([self.pitch], dtype=torch.float64),
+                                 vector, translation_speed=self.translation_speed,
+                                 rotation_speed_deg=self.rotation_speed_deg, pitch_limit_deg=self.pitch_limit_deg)
+        self.c2w, self.pitch = c2w[0].numpy(), float(pitch[0])
+        return self.c2w.copy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Rays
+# ---------------------------------------------------------------------------------------------
+
+
+def camera_intrinsics(height: int, width: int, fovy_deg: float) -> tuple[float, float, float, float]:
+    """Pinhole ``(fx, fy, cx, cy)`` in pixels of a ``height × width`` grid (square pixels, centred)."""
+    fy = 0.5 * height / math.tan(math.radians(fovy_deg) / 2)
+    return fy, fy, (width - 1) / 2, (height - 1) / 2
+
+
+def _pixel_directions(height: int, width: int, intrinsics: Sequence[float], device: torch.device) -> torch.Tensor:
+    """Camera-frame directions ``(x, y, 1)`` through every pixel centre, row-major: ``[height*width, 3]`` float64."""
+    fx, fy, cx, cy = (float(v) for v in intrinsics)
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64, device=device),
+                            torch.arange(width, dtype=torch.float64, device=device), indexing="ij")
+    return torch.stack([(xs - cx) / fx, (ys - cy) / fy, torch.ones_like(xs)], dim=-1).reshape(-1, 3)  # (S, 3)
+
+
+def _plucker(c2w: torch.Tensor, dirs_cam: torch.Tensor) -> torch.Tensor:
+    """Plücker rays ``(d, o × d)`` of poses ``c2w [B, 4, 4]`` through directions ``dirs_cam [S, 3]``: ``[B, S, 6]`` float32."""
+    dirs = torch.einsum("bij,sj->bsi", c2w[:, :3, :3].double(), dirs_cam)  # (B, S, 3)
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    origins = c2w[:, None, :3, 3].double().expand_as(dirs)
+    return torch.cat([dirs, torch.cross(origins, dirs, dim=-1)], dim=-1).float()
+
+
+def plucker_rays_torch(c2w: torch.Tensor, height: int, width: int, fovy_deg: float) -> torch.Tensor:
+    """Per-token Plücker rays ``(d, o × d)`` of poses ``c2w [B, 4, 4]`` → ``[B, height*width, 6]`` float32,
+    with :func:`camera_intrinsics` (the world model's token grid)."""
+    return _plucker(c2w, _pixel_directions(height, width, camera_intrinsics(height, width, fovy_deg), c2w.device))
+
+
+def plucker_rays(intrinsics: np.ndarray, c2w: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Per-pixel Plücker coordinates ``(d, o × d)``, as ``cam_utils.compute_raymap(use_plucker=True)``.
+
+    Args:
+        intrinsics: ``[T, 4]`` ``fx, fy, cx, cy`` in pixels of the ``height × width`` grid.
+        c2w: ``[T, 4, 4]`` camera-to-world poses (OpenCV axes).
+
+    Returns:
+        ``[T, height, width, 6]`` float32.
+    """
+    intrinsics = np.asarray(intrinsics, dtype=np.float64).reshape(-1, 4)
+    poses = torch.from_numpy(np.asarray(c2w, dtype=np.float64).reshape(-1, 4, 4))
+    rays = [_plucker(poses[t : t + 1], _pixel_directions(height, width, intrinsics[t], poses.device))
+            for t in range(len(intrinsics))]
+    return torch.cat(rays).reshape(-1, height, width, 6).numpy()
+
+
+def rotation_warp_grid(rel: torch.Tensor, height: int, width: int, fovy_deg: float) -> torch.Tensor:
+    """Where each pixel of a new view was in the previous view, the camera having turned by ``rel``.
+
+    ``rel [B, 4, 4]``: the new camera's pose in the previous camera's frame. Only the rotation is used
+    (a translation needs depth; one step moves the camera a few centimetres). Returns the ``grid_sample``
+    grid ``[B, height, width, 2]`` (x, y in [-1, 1], pixel centres at ±1, ``align_corners=True``): identity
+    for no rotation, so a still camera sees its previous frame exactly.
+    """
+    fx, fy, cx, cy = intrinsics = camera_intrinsics(height, width, fovy_deg)
+    dirs_new = _pixel_directions(height, width, intrinsics, rel.device)  # (S, 3)
+    dirs_prev = torch.einsum("bij,sj->bsi", rel[:, :3, :3].double(), dirs_new)  # (B, S, 3)
+    z = dirs_prev[..., 2].clamp_min(1e-3)  # behind the previous camera: pushed far off-screen (border value)
+    u = (fx * dirs_prev[..., 0] / z + cx) / max(width - 1, 1) * 2 - 1
+    v = (fy * dirs_prev[..., 1] / z + cy) / max(height - 1, 1) * 2 - 1
+    return torch.stack([u, v], dim=-1).reshape(-1, height, width, 2).float()
+
+
+__all__ = ["camera_step", "CameraIntegrator", "camera_intrinsics", "plucker_rays_torch", "plucker_rays",
+           "rotation_warp_grid"]
