@@ -21,14 +21,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from neuralsim.actions import CAMERA_ACTION_DIM, DISCRETE_KEYSETS, DEFAULT_ROTATION_SPEED_DEG, DEFAULT_TRANSLATION_SPEED
+from neuralsim.actions import (CAMERA_ACTION_DIM, DEFAULT_ROTATION_SPEED_DEG, DEFAULT_TRANSLATION_SPEED, DISCRETE_KEYSETS,
+                               space_to_spec, spec_to_space)
 from neuralsim.checkpoints import OFFICIAL_MODEL_NAME  # not a native preset (re-exported)
 
 
 def default_action_spec() -> dict:
     """``Box(-1, 1, (4,), float32)``: the canonical camera action ``[forward, strafe_right, yaw_right, pitch_up]``."""
-    return {"type": "box", "shape": [CAMERA_ACTION_DIM], "low": [-1.0] * CAMERA_ACTION_DIM,
-            "high": [1.0] * CAMERA_ACTION_DIM, "dtype": "float32"}
+    import numpy as np
+    from gymnasium import spaces
+
+    return space_to_spec(spaces.Box(-1.0, 1.0, (CAMERA_ACTION_DIM,), np.float32))
 
 
 @dataclass
@@ -237,8 +240,6 @@ class WorldModelConfig:
         for name in ("reward_loss_weight", "termination_loss_weight", "ae_ssim_weight", "ae_edge_weight"):
             if getattr(self, name) < 0:
                 raise bad(name, "a float >= 0")
-        from neuralsim.actions import spec_to_space
-
         try:
             spec_to_space(self.action_spec)
         except (KeyError, TypeError, ValueError) as exc:
