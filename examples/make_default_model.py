@@ -5,18 +5,21 @@
 (One torch thread per job: on a 2-core machine two threads competing with the collection workers or anything
 else are far slower.) Stages: collect 400 episodes of NeuralSimRoom-v0 with the `explore` policy → the 8×
 autoencoder (1,800 steps) → the dynamics (2,000 steps, windows of 6) → 300 self-forcing steps → 1 denoise step
-in its config (15 % still windows, 600 self-forcing steps and the `prev_frame_warp` switch were tried and not
-shipped: README, "what was tried"). Beside the dynamics and self-forcing stages, on the second core, the
-decoder trains alone on the frozen encoder's latents (2,500 steps, `examples/finetune_decoder.py`); it is merged
-into the final model at the end. The dataset's latents are kept in OUT/latent_cache (keyed by the encoder and
-the data), so the self-forcing stage and any later dynamics run on the same data skip the encoding.
+in its config → three streaming stages (`STREAMING_STAGES`: 600 + 700 + 700 steps, each frame trained exactly as
+it is sampled, windows of 6, 10 and 16, more and more of the model's own history). Beside the dynamics and
+self-forcing stages, on the second core, the decoder trains alone on the frozen encoder's latents (2,500 steps,
+`examples/finetune_decoder.py`); it is merged in before the streaming stages, which leave it untouched. The
+dataset's latents are kept in OUT/latent_cache (keyed by the encoder and the data), so every dynamics stage after
+the first skips the encoding. What was tried and not shipped (15 % still windows in the parallel stages, 600
+self-forcing steps, the `prev_frame_warp` switch, 2 denoise steps): README, "what was tried".
 
 The training stages are `neuralsim train autoencoder`, `neuralsim train dynamics` into the same directory (the
-computation of `train all`), then `neuralsim train dynamics --init OUT/model --self-forcing 0.5 ...`; this script
-runs them in-process with the same options. Each is resumable (`--resume`): collection continues at the next
-episode, training from its last checkpoint with the same data order, so a killed run picks up where it stopped
-(the decoder fine-tune, a 20-minute job, restarts). With `--install` the final model (config.json +
-model.safetensors + start_frames.safetensors) is copied into neuralsim/assets/default/, which is what
+computation of `train all`), then `neuralsim train dynamics --init OUT/model --self-forcing 0.5 ...` and
+`neuralsim train dynamics --init ... --streaming --own-history ...`; this script runs them in-process with the
+same options. Each is resumable (`--resume`): collection continues at the next episode, training from its last
+checkpoint with the same data order, so a killed run picks up where it stopped (the decoder fine-tune, a
+20-minute job, restarts). With `--install` the final model (config.json + model.safetensors +
+start_frames.safetensors, weights in fp16) is copied into neuralsim/assets/default/, which is what
 `gym.make("SanaWM-v0")` loads.
 """
 
@@ -29,6 +32,32 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StreamingStage:
+    """One stage of streaming training (`neuralsim train dynamics --streaming`): every frame trained as it is sampled."""
+
+    steps: int
+    window: int
+    batch_size: int
+    lr: float
+    warmup: int
+    own_history: float  # chance a committed frame is the model's own one-step sample
+    one_step_fraction: float  # share of target frames at tau = 1
+    still_windows: float
+
+
+# Three stages, each from the last: longer windows, more of the model's own history, more still windows. The shipped
+# run measured each (README, "what was tried"); they are the steps of that run, not a tuned schedule.
+STREAMING_STAGES = (
+    StreamingStage(steps=600, window=6, batch_size=32, lr=3e-4, warmup=100, own_history=0.5, one_step_fraction=0.7,
+                   still_windows=0.0),
+    StreamingStage(steps=700, window=10, batch_size=24, lr=3e-4, warmup=50, own_history=0.8, one_step_fraction=0.8,
+                   still_windows=0.1),
+    StreamingStage(steps=700, window=16, batch_size=16, lr=2e-4, warmup=50, own_history=0.8, one_step_fraction=0.8,
+                   still_windows=0.15),
+)
 
 
 @dataclass
@@ -52,6 +81,7 @@ class Recipe:
     decoder_steps: int = 2500  # decoder fine-tuning on the frozen encoder's latents (0 = skip)
     decoder_lr: float = 1e-3
     denoise_steps: int = 1  # the shipped sampler setting
+    streaming_stages: int = len(STREAMING_STAGES)  # how many of STREAMING_STAGES to run after the merge (0 = none)
     dtype: str = "float32"  # as the shipped run (bf16 gave no speed-up on these small convs and matmuls)
     resume: bool = False
     install: bool = False
@@ -69,7 +99,8 @@ def main() -> None:
     out = Path(recipe.out)
     data, model_dir = out / "data", out / "model"
     if recipe.install_only:
-        install(out / "final" if (out / "final" / "config.json").exists() else model_dir)
+        done = [out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [out / "final", model_dir]
+        install(next(d for d in done if (d / "config.json").exists()))
         return
     t0 = time.perf_counter()
 
@@ -139,6 +170,23 @@ def main() -> None:
     final = WorldModel.from_pretrained(final_dir)
     final.config = final.config.replace(denoise_steps=recipe.denoise_steps)
     final.save_pretrained(final_dir)
+    # Streaming training: the parallel stages above train most frames against noisy history, which sampling never
+    # shows; these train each frame exactly as `step` samples it, on clean (or the model's own) history. They start
+    # from the fp16 copy of the merged model, as the shipped run did (it started from the model shipped before it).
+    if recipe.streaming_stages > 0:
+        init = out / "merged_fp16"
+        fp16_copy(final_dir, init)
+        for i, stage in enumerate(STREAMING_STAGES[: recipe.streaming_stages]):
+            stage_dir = out / f"streaming{i + 1}"
+            t = time.perf_counter()
+            train(TrainConfig(stage="dynamics", out=str(stage_dir), init=str(init), streaming=True, steps=stage.steps,
+                              lr=stage.lr, warmup=stage.warmup, own_history=stage.own_history,
+                              one_step_fraction=stage.one_step_fraction, still_windows=stage.still_windows,
+                              resume=recipe.resume and (stage_dir / "checkpoints" / "latest.json").exists(),
+                              **{**common, "window": stage.window, "batch_size": stage.batch_size}))
+            timings[f"streaming {i + 1}"] = time.perf_counter() - t
+            init = stage_dir
+        final_dir = init
     t_total = time.perf_counter() - t0
     stages = ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in timings.items())
     print(f"recipe done: {stages}; total {t_total / 60:.1f} min of wall clock", flush=True)
@@ -147,22 +195,26 @@ def main() -> None:
         install(final_dir)
 
 
-def install(model_dir: Path) -> None:
-    """Copy a trained model into neuralsim/assets/default/ (staged in a temp dir, then moved into place)."""
+def fp16_copy(model_dir: Path, dest: Path) -> None:
+    """``model_dir`` (config.json, weights, start set) → ``dest`` with the weights in fp16 (half the bytes;
+    ``from_pretrained`` casts them back to the model's fp32), staged in a temp dir and then moved into place."""
     from neuralsim.checkpoints import (CONFIG_NAME, START_FRAMES_NAME, atomic_write_bytes, publish_dir, read_weights,
                                        write_weights)
 
-    assets = Path(__file__).resolve().parent.parent / "neuralsim" / "assets" / "default"
-    tmp = assets.with_name(".default-tmp")
+    tmp = dest.with_name(f".{dest.name}-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name in (CONFIG_NAME, START_FRAMES_NAME):
         atomic_write_bytes(tmp / name, (model_dir / name).read_bytes())
-    # Ship the weights in fp16 (half the bytes; from_pretrained casts them back to the model's fp32). One metadata
-    # key, as every checkpoint: safetensors orders several keys differently from call to call (unequal bytes).
     weights = read_weights(model_dir)
     write_weights(tmp, {k: v.half() if v.is_floating_point() else v for k, v in weights.items()})
-    publish_dir(tmp, assets)
+    publish_dir(tmp, dest)
+
+
+def install(model_dir: Path) -> None:
+    """Copy a trained model, weights in fp16, into neuralsim/assets/default/ (what `gym.make("SanaWM-v0")` loads)."""
+    assets = Path(__file__).resolve().parent.parent / "neuralsim" / "assets" / "default"
+    fp16_copy(model_dir, assets)
     print(f"installed into {assets}")
 
 

@@ -1,10 +1,13 @@
 """Plot the training curves of a run: the CSV logs `neuralsim train` writes to OUT/logs/<stage>.csv.
 
-    python examples/plot_training_logs.py runs/default/model --out docs/training_curves.png
+    python examples/plot_training_logs.py runs/default/model --out docs/training_curves.png \
+        --streaming runs/default/streaming1 runs/default/streaming2 runs/default/streaming3
 
 One panel per stage: the autoencoder's reconstruction PSNR (dB, training batches) and the dynamics'
-flow loss (x0 or velocity MSE, per the model's `prediction`), each with a moving average. Needs
-matplotlib (`pip install -c constraints.txt ".[bench]"`).
+flow loss (x0 or velocity MSE, per the model's `prediction`), each with a moving average; with
+`--streaming`, one more panel: the streaming stages one after the other (`flow_next`: the x0 error of
+the frames after the first, most at tau = 1 and many on the model's own history). Needs matplotlib
+(`pip install -c constraints.txt ".[bench]"`).
 """
 
 from __future__ import annotations
@@ -39,18 +42,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a `neuralsim train --out` directory (with logs/)")
     parser.add_argument("--out", type=Path, default=Path("docs/training_curves.png"))
+    parser.add_argument("--streaming", type=Path, nargs="*", default=[],
+                        help="the `neuralsim train dynamics --streaming` runs that followed, in order")
     args = parser.parse_args()
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(stage, key, title) for stage, key, title in PANELS if (args.run / "logs" / f"{stage}.csv").exists()]
+    panels = [([args.run / "logs" / f"{stage}.csv"], key, title) for stage, key, title in PANELS
+              if (args.run / "logs" / f"{stage}.csv").exists()]
+    if args.streaming:
+        panels.append(([run / "logs" / "dynamics.csv" for run in args.streaming], "flow_next",
+                       f"{len(args.streaming)} streaming stages: x0 error after the first frame"))
     if not panels:
         raise SystemExit(f"error: no logs/autoencoder.csv or logs/dynamics.csv under {args.run}")
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.4), squeeze=False)
-    for ax, (stage, key, title) in zip(axes[0], panels):
-        data = read_log(args.run / "logs" / f"{stage}.csv")[key]
+    for ax, (logs, key, title) in zip(axes[0], panels):
+        parts, offset = [], 0.0
+        for i, log in enumerate(logs):  # stages one after the other on one step axis
+            part = read_log(log)[key]
+            parts.append(part + [offset, 0.0])
+            if i:  # a new stage (longer windows, more own history): its loss is not comparable across the line
+                ax.axvline(offset, color="grey", lw=0.8, ls="--")
+            offset += part[-1, 0] + 1
+        data = np.concatenate(parts)
         steps, values = data[:, 0], data[:, 1]
         ax.plot(steps, values, lw=0.6, alpha=0.4, label="logged")
         smooth = moving_average(values, 10)
@@ -62,10 +78,10 @@ def main() -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
+    from neuralsim.checkpoints import atomic_write
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(args.out)
+    atomic_write(args.out, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     print(f"wrote {args.out}")
 
 
