@@ -317,7 +317,11 @@ def test_collect_accepts_module_colon_id(tmp_path, capsys):
         ("gymnasium:NoSuchEnv-v9", ["importing 'gymnasium' did not register 'NoSuchEnv-v9'"]),
     ],
 )
-def test_unknown_env_gets_gymnasiums_error_and_a_hint(tmp_path, capsys, env, needles):
+def test_unknown_env_gets_gymnasiums_error_and_a_hint(tmp_path, capsys, monkeypatch, env, needles):
+    import gymnasium as gym
+
+    for key in [k for k in gym.registry if k.startswith("ALE/")]:  # as before ale_py is imported (another test may)
+        monkeypatch.delitem(gym.registry, key)
     assert collect_cli(["--env", env, "--episodes", "1", "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("neuralsim collect: error: --env") and err.count("\n") == 1, err  # one line, no traceback
