@@ -241,7 +241,9 @@ def train_autoencoder(out: Path, data: Path, steps: int, seed: int) -> tuple[Pat
     tmp = out / ".autoencoder-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns("checkpoints", "logs", "samples"))
-    tmp.rename(ae_dir)
+    from neuralsim.checkpoints import publish_dir
+
+    publish_dir(tmp, ae_dir)
     return ae_dir, True
 
 

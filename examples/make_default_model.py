@@ -112,6 +112,7 @@ def main() -> None:
         print("collected:", summary, flush=True)
     t_collect = time.perf_counter() - t0
 
+    from neuralsim.checkpoints import publish_dir
     from neuralsim.train import TrainConfig, train
 
     timings: dict[str, float] = {"collect": t_collect}
@@ -126,7 +127,7 @@ def main() -> None:
         tmp = out / ".autoencoder-tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns("checkpoints", "logs", "samples"))
-        tmp.rename(ae_dir)
+        publish_dir(tmp, ae_dir)
     # The dynamics only reads the encoder's latents, so the decoder trains on alone (encoder frozen) on the second
     # core while the dynamics train: sharper frames for every step of the dream without touching the dynamics.
     decoder_job, decoder_dir = None, out / "decoder"
