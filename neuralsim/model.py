@@ -861,7 +861,7 @@ class WorldModel(nn.Module):
         own[:, 0] = False  # a rollout starts from a real frame: the first frame is generated only without context
         cache = self.dynamics.empty_cache(B, self.device)
         committed = torch.zeros_like(x0[:, :1])  # the frame before frame 0: zeros, as in training and sampling
-        errors, own_errors, features = [], [], []
+        errors, features = [], []
         for t in range(T):
             base = committed
             if warp is not None:
@@ -887,7 +887,7 @@ class WorldModel(nn.Module):
         # dominate the loss, while a rollout always starts from a real one; dynamics_loss trains it.
         flow = per_frame[:, 1:].mean() if T > 1 else per_frame.mean()
         logs = {"flow": flow.item(), "flow_first": per_frame[:, 0].mean().item(),  # the first: generated from nothing
-                "flow_next": per_frame[:, 1:].mean().item(), "own_fraction": own[:, 1:].float().mean().item()}
+                "flow_next": flow.item(), "own_fraction": own[:, 1:].float().mean().item() if T > 1 else 0.0}
         reward_pred, logit = self._heads(torch.cat(features, dim=1)[:, 1:])  # frame i+1 closes transition i
         return self._with_head_losses(flow, logs, reward_pred, logit, rewards, terminated)
 
