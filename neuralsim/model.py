@@ -625,9 +625,8 @@ class WorldModel(nn.Module):
             return state
         if latents is None:
             latents = self.encode(frames)  # (B, T_lat, C, h, w)
-        elif not isinstance(latents, torch.Tensor) or latents.ndim != 5 or tuple(latents.shape[2:]) != self.latent_shape:
-            got = tuple(latents.shape) if hasattr(latents, "shape") else type(latents).__name__
-            raise InputError(f"latents must be a float tensor [B, T, {', '.join(map(str, self.latent_shape))}], got {got}")
+        else:
+            self._check_latents(latents)
         latents = latents.to(self.device).float()
         if latents.shape[0] != B:
             raise InputError(f"frames has batch {latents.shape[0]} but batch_size={B}")
@@ -748,20 +747,14 @@ class WorldModel(nn.Module):
             ``(loss, logs)``: flow-matching MSE on the velocity, plus weighted reward MSE and termination BCE.
         """
         cfg = self.config
-        if not isinstance(latents, torch.Tensor) or latents.ndim != 5 or tuple(latents.shape[2:]) != self.latent_shape:
-            got = tuple(latents.shape) if hasattr(latents, "shape") else type(latents).__name__
-            raise InputError(f"latents must be a float tensor [B, T, {', '.join(map(str, self.latent_shape))}], got {got}")
+        self._check_latents(latents)
         B, T = latents.shape[:2]
         x0 = self._tokens(latents.to(self.device).float())  # (B, T, S, C)
         action, known, rays, _, _, rel, warp = self._sequence_conditioning(B, T, actions, "actions")
         tau = diffusion_forcing_levels(B, T, generator=generator, device=self.device, context_noise=cfg.context_noise,
                                        clean_context_prob=cfg.clean_context_prob, shift=cfg.flow_shift)
         noise = randn(tuple(x0.shape), generator=generator, device=self.device)
-        prompts = validate_prompts(prompts, B, name="prompts")
-        if prompts is not None and cfg.prompt_dropout > 0:
-            drop = rand((B,), generator=generator, device="cpu") < cfg.prompt_dropout
-            prompts = [None if d else p for p, d in zip(prompts, drop.tolist())]
-        tokens, mask = self._encode_text(prompts, B)
+        tokens, mask = self._training_text(prompts, B, generator)
         inputs, weight = x0, torch.ones(B, T, device=self.device)
         if own_frames is not None:
             K = own_frames.shape[1] if isinstance(own_frames, torch.Tensor) and own_frames.ndim == 5 else -1
@@ -789,6 +782,21 @@ class WorldModel(nn.Module):
         flow = (err * weight).sum() / weight.sum()
         reward_pred, logit = self._heads(features[:, 1:])  # (B, T-1): frame i+1 closes transition i
         return self._with_head_losses(flow, {"flow": flow.item()}, reward_pred, logit, rewards, terminated)
+
+    def _check_latents(self, latents: Any) -> None:
+        """Raise unless ``latents`` is a float tensor ``[B, T, *latent_shape]``."""
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 5 or tuple(latents.shape[2:]) != self.latent_shape:
+            got = tuple(latents.shape) if hasattr(latents, "shape") else type(latents).__name__
+            raise InputError(f"latents must be a float tensor [B, T, {', '.join(map(str, self.latent_shape))}], got {got}")
+
+    def _training_text(self, prompts: Sequence[str | None] | None, batch_size: int,
+                       generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validated training prompts, each dropped to the null prompt with ``prompt_dropout`` → text tokens, mask."""
+        prompts = validate_prompts(prompts, batch_size, name="prompts")
+        if prompts is not None and self.config.prompt_dropout > 0:
+            drop = rand((batch_size,), generator=generator, device="cpu") < self.config.prompt_dropout
+            prompts = [None if d else p for p, d in zip(prompts, drop.tolist())]
+        return self._encode_text(prompts, batch_size)
 
     def _with_head_losses(self, loss: torch.Tensor, logs: dict[str, float], reward_pred: torch.Tensor,
                           logit: torch.Tensor | None, rewards: Any, terminated: Any) -> tuple[torch.Tensor, dict[str, float]]:
@@ -841,17 +849,11 @@ class WorldModel(nn.Module):
         if not 0.0 <= own_history <= 1.0 or not 0.0 <= one_step_fraction <= 1.0:
             raise InputError(f"own_history and one_step_fraction must be in [0, 1], got {own_history!r}, "
                              f"{one_step_fraction!r}")
-        if not isinstance(latents, torch.Tensor) or latents.ndim != 5 or tuple(latents.shape[2:]) != self.latent_shape:
-            got = tuple(latents.shape) if hasattr(latents, "shape") else type(latents).__name__
-            raise InputError(f"latents must be a float tensor [B, T, {', '.join(map(str, self.latent_shape))}], got {got}")
+        self._check_latents(latents)
         B, T = latents.shape[:2]
         x0 = self._tokens(latents.to(self.device).float())  # (B, T, S, C)
         action, known, rays, _, _, rel, warp = self._sequence_conditioning(B, T, actions, "actions")
-        prompts = validate_prompts(prompts, B, name="prompts")
-        if prompts is not None and cfg.prompt_dropout > 0:
-            drop = rand((B,), generator=generator, device="cpu") < cfg.prompt_dropout
-            prompts = [None if d else p for p, d in zip(prompts, drop.tolist())]
-        tokens, mask = self._encode_text(prompts, B)
+        tokens, mask = self._training_text(prompts, B, generator)
         text = self.dynamics.text_kv(tokens)
         one_step = rand((B, T), generator=generator, device=self.device) < one_step_fraction
         tau = torch.where(one_step, torch.ones(B, T, device=self.device),

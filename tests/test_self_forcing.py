@@ -63,13 +63,16 @@ def test_stage_loss_rolls_the_model_out(dataset):
     assert torch.isfinite(value) and "flow" in logs
 
 
-def test_self_forcing_training_runs_and_resumes_exactly(dataset, tmp_path):
+@pytest.mark.parametrize("kw", [dict(self_forcing=0.5, self_forcing_frames=2),
+                                dict(streaming=True, own_history=0.5, one_step_fraction=0.7)],
+                         ids=["self_forcing", "streaming"])
+def test_own_rollout_training_runs_and_resumes_exactly(dataset, tmp_path, kw):
     import shutil
 
     train(train_config(dataset, tmp_path / "ae", stage="autoencoder", steps=4))
     for name in ("straight", "resumed", "teacher"):
         shutil.copytree(tmp_path / "ae", tmp_path / name)
-    kw = dict(stage="dynamics", steps=6, self_forcing=0.5, self_forcing_frames=2)
+    kw = dict(stage="dynamics", steps=6, **kw)
     straight = train(train_config(dataset, tmp_path / "straight", **kw))
     with pytest.raises(StopTraining):
         train(train_config(dataset, tmp_path / "resumed", stop_after=2, **kw))
@@ -78,7 +81,7 @@ def test_self_forcing_training_runs_and_resumes_exactly(dataset, tmp_path):
     for name in a:
         assert torch.equal(a[name], b[name]), name
     teacher = model_weights(train(train_config(dataset, tmp_path / "teacher", stage="dynamics", steps=6)))
-    assert any(not torch.equal(a[n], teacher[n]) for n in a)  # self-forcing changed the run
+    assert any(not torch.equal(a[n], teacher[n]) for n in a)  # the own-rollout training changed the run
 
 
 @pytest.mark.parametrize("change,message", [({"self_forcing": 1.5}, "--self-forcing must be a fraction in"),
@@ -133,24 +136,6 @@ def test_streaming_loss_learns_a_tiny_problem(make_model):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
-
-
-def test_streaming_training_runs_and_resumes_exactly(dataset, tmp_path):
-    import shutil
-
-    train(train_config(dataset, tmp_path / "ae", stage="autoencoder", steps=4))
-    for name in ("straight", "resumed", "parallel"):
-        shutil.copytree(tmp_path / "ae", tmp_path / name)
-    kw = dict(stage="dynamics", steps=6, streaming=True, own_history=0.5, one_step_fraction=0.7)
-    straight = train(train_config(dataset, tmp_path / "straight", **kw))
-    with pytest.raises(StopTraining):
-        train(train_config(dataset, tmp_path / "resumed", stop_after=2, **kw))
-    resumed = train(train_config(dataset, tmp_path / "resumed", resume=True, **kw))
-    a, b = model_weights(straight), model_weights(resumed)
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
-    parallel = model_weights(train(train_config(dataset, tmp_path / "parallel", stage="dynamics", steps=6)))
-    assert any(not torch.equal(a[n], parallel[n]) for n in a)
 
 
 @pytest.mark.parametrize("change,message", [
