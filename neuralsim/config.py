@@ -62,6 +62,7 @@ class WorldModelConfig:
     prev_frame_input: bool = False  # every token also reads the previous clean latent, the relative camera rays and the action
     prediction: str = "velocity"  # "velocity" (v = eps - x0) or "x0_residual" (x0 = previous latent + output)
     prev_frame_warp: bool = False  # the previous latent is first warped by the camera's rotation since it (needs camera)
+    refiner_channels: int = 0  # a conv net at full latent resolution refines x0 (sub-patch motion); 0 = off
     width: int = 128
     depth: int = 6
     num_heads: int = 4
@@ -188,6 +189,11 @@ class WorldModelConfig:
         if self.prev_frame_warp and not (self.prev_frame_input and self.camera):
             raise bad("prev_frame_warp", "False unless prev_frame_input=True and camera=True (it warps the previous "
                       "frame by the camera motion)")
+        r = self.refiner_channels
+        if isinstance(r, bool) or not isinstance(r, int) or r < 0 or r % 8:
+            raise bad("refiner_channels", "0 (off) or a positive multiple of 8")
+        if r and self.prediction != "x0_residual":
+            raise bad("refiner_channels", "0 unless prediction='x0_residual' (it refines the x0 estimate)")
         if self.prediction == "x0_residual" and not self.prev_frame_input:
             raise bad("prediction", "'velocity' when prev_frame_input=False (the residual is added to the previous frame)")
         levels = int(math.log2(s)) + 1

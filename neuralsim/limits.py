@@ -25,6 +25,7 @@ CONFIG_LIMITS: dict[str, float] = {
     "ae_blocks": 64,
     "ae_decoder_blocks": 64,
     "patch_size": 64,
+    "refiner_channels": 8192,
     "width": 16384,
     "depth": 256,
     "num_heads": 1024,

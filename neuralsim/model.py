@@ -39,7 +39,7 @@ from neuralsim.actions import (
     keys_to_vector,
     validate_actions,
 )
-from neuralsim.autoencoder import Autoencoder, psnr, ssim
+from neuralsim.autoencoder import Autoencoder, ResBlock, psnr, ssim
 from neuralsim.camera import camera_intrinsics, camera_step, plucker_rays_torch, rotation_warp_grid  # noqa: F401  (re-exported)
 from neuralsim.checkpoints import (CONFIG_NAME, WEIGHTS_NAME, count_weights, read_config, read_weights,  # noqa: F401
                                    resolve_checkpoint, write_checkpoint)
@@ -195,6 +195,41 @@ def warp_latents(latents: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
+class LatentRefiner(nn.Module):
+    """A small conv net at the latent's full resolution that corrects the transformer's x0 estimate.
+
+    The transformer reads 2×2 latent patches (16 tokens per frame), so motion within a patch (a turn of a few
+    pixels) is hard for it to place; a few 3×3 convs over the previous latent, that latent turned by the camera
+    (bilinear, with the flow of the turn as two more channels) and the estimate place it where it belongs. FiLM
+    from the action and the noise level. The output layer starts at zero: a refiner added to a trained model
+    leaves its outputs unchanged until it is trained.
+    """
+
+    def __init__(self, latent_channels: int, action_dim: int, channels: int, blocks: int = 2) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(3 * latent_channels + 2, channels, 3, padding=1)
+        self.film = nn.Linear(action_dim + 2, 2 * channels)  # action, action known, tau → scale, shift
+        self.blocks = nn.Sequential(*[ResBlock(channels) for _ in range(blocks)])
+        self.conv_out = nn.Conv2d(channels, latent_channels, 3, padding=1)
+        for p in (*self.film.parameters(), *self.conv_out.parameters()):
+            nn.init.zeros_(p)
+
+    def forward(self, prev: torch.Tensor, x0: torch.Tensor, grid: torch.Tensor | None, cond: torch.Tensor) -> torch.Tensor:
+        """``prev``, ``x0`` ``[N, C, h, w]``; ``grid [N, h, w, 2]`` (the camera's turn, or None) ``cond [N, A+2]`` →
+        the correction to add to ``x0``."""
+        if grid is None:
+            turned, flow = prev, prev.new_zeros(prev.shape[0], 2, *prev.shape[2:])
+        else:
+            turned = F.grid_sample(prev, grid.to(prev.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+            h, w = prev.shape[2:]
+            ys, xs = torch.linspace(-1, 1, h, device=prev.device), torch.linspace(-1, 1, w, device=prev.device)
+            identity = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (h, w, 2): x, y as grid_sample
+            flow = (grid.to(prev.dtype) - identity).permute(0, 3, 1, 2)
+        scale, shift = self.film(cond).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+        h = self.conv_in(torch.cat([prev, turned, x0, flow], dim=1)) * (1 + scale) + shift
+        return self.conv_out(F.silu(self.blocks(h)))
+
+
 class _Head(nn.Module):
     """Scalar prediction from the pooled features of a committed frame."""
 
@@ -231,6 +266,8 @@ class WorldModel(nn.Module):
                              f"the config expects {config.text_max_tokens} of width {config.text_width}")
         self.text_encoder = text_encoder
         self.null_text = nn.Parameter(torch.randn(config.text_width) * 0.02)  # the "no prompt" token
+        self.refiner = (LatentRefiner(config.latent_channels, config.action_dim, config.refiner_channels)
+                        if config.refiner_channels else None)
         self.reward_head = _Head(config.width) if config.reward_head else None
         self.termination_head = _Head(config.width) if config.termination_head else None
         # `step` runs the per-frame fast path of the dynamics (same numbers as its reference `forward`); False
@@ -358,11 +395,31 @@ class WorldModel(nn.Module):
             return add_context_noise(base, self.config.context_noise, generator=generator), base
         return add_noise(base, randn(tuple(base.shape), generator=generator, device=base.device), levels), base
 
-    def _output_to_velocity(self, out: torch.Tensor, x: torch.Tensor, tau: float, base: torch.Tensor | None) -> torch.Tensor:
-        """The network's output → the flow velocity at ``x`` (``tau > 0``): ``x0_residual`` predicts ``x0 = base + out``."""
+    def _base_warp(self, warp: torch.Tensor | None) -> torch.Tensor | None:
+        """The grid that turns the residual's base (the previous latent): ``warp`` with ``prev_frame_warp``, else None."""
+        return warp if self.config.prev_frame_warp else None
+
+    def _output_to_velocity(self, out: torch.Tensor, x: torch.Tensor, tau: float, base: torch.Tensor | None,
+                            refine: Callable[[torch.Tensor, float], torch.Tensor] | None = None) -> torch.Tensor:
+        """The network's output → the flow velocity at ``x`` (``tau > 0``): ``x0_residual`` predicts ``x0 = base + out``
+        (then ``refine(x0, tau)`` with a refiner)."""
         if self.config.prediction == "velocity":
             return out.float()
-        return (x - (base + out.float())) / tau
+        x0 = base + out.float()
+        return (x - (x0 if refine is None else refine(x0, tau))) / tau
+
+    def _refine(self, x0: torch.Tensor, prev: torch.Tensor, tau: torch.Tensor, action: torch.Tensor,
+                known: torch.Tensor, grid: torch.Tensor | None) -> torch.Tensor:
+        """The x0 estimate ``[B, T, S, C]`` corrected by the refiner (unchanged without one). ``prev``: the clean
+        previous latent frames as tokens (not warped); ``tau``/``known`` ``[B, T]``; ``action [B, T, A]``;
+        ``grid [B, T, h, w, 2]`` the camera's turn since the previous frame, or None."""
+        if self.refiner is None:
+            return x0
+        B, T = x0.shape[:2]
+        cond = torch.cat([action.float(), known.float()[..., None], tau.float()[..., None]], dim=-1).flatten(0, 1)
+        delta = self.refiner(self._untokens(prev).flatten(0, 1), self._untokens(x0).flatten(0, 1),
+                             None if grid is None else grid.flatten(0, 1), cond)
+        return x0 + self._tokens(delta.unflatten(0, (B, T)).float())
 
     # --- autoencoder ------------------------------------------------------------------------
     @torch.no_grad()
@@ -451,7 +508,7 @@ class WorldModel(nn.Module):
         The rays of a latent frame are those of its ``k`` raw poses (a lone first frame repeats its pose), one
         per token; the relative rays are the same poses seen from the camera before the motion (the previous
         latent frame's), so they say where each token's content comes from; None unless ``prev_frame_input``
-        reads them. Both are zeros with ``ablate_rays``. The warp grid (``prev_frame_warp``, else None) resamples the
+        reads them. Both are zeros with ``ablate_rays``. The warp grid (``prev_frame_warp`` or a refiner, else None) resamples the
         previous latent frame as seen after the rotation to the latent frame's last pose.
         """
         cfg = self.config
@@ -469,7 +526,7 @@ class WorldModel(nn.Module):
             rel = torch.cat([plucker_rays_torch(to_start @ p, *cfg.token_grid, cfg.camera_fovy_deg) for p in poses],
                             dim=-1)
         warp = None
-        if cfg.prev_frame_warp:
+        if cfg.prev_frame_warp or cfg.refiner_channels:  # the refiner reads the turn too
             warp = rotation_warp_grid(torch.linalg.inv(start.double()) @ poses[-1], *cfg.latent_size, cfg.camera_fovy_deg)
         if self.ablate_rays:
             rays, rel = torch.zeros_like(rays), None if rel is None else torch.zeros_like(rel)
@@ -541,10 +598,15 @@ class WorldModel(nn.Module):
         fused = cfg.fused_commit and steps >= 2 and cfg.context_noise > 0
         inputs = dict(start=state.step, action=action, action_known=known, rays=rays, text=state.text_kv,
                       text_mask=state.text_mask, cache=state.cache)
-        base = None
+        base, refine = None, None
         if cfg.prev_frame_input:  # the last committed frame (zeros before the first), lightly noised as in training
             latent = state.latent[:, None].float()
-            if warp is not None:  # (B, 1, h, w, 2): the last frame as the turned camera would see it
+            if self.refiner is not None:
+                prev_clean = self._tokens(latent)
+
+                def refine(x0: torch.Tensor, tau: float) -> torch.Tensor:
+                    return self._refine(x0, prev_clean, torch.full((B, 1), tau, device=self.device), action, known, warp)
+            if warp is not None and cfg.prev_frame_warp:  # (B, 1, h, w, 2): the last frame as the turned camera would see it
                 latent = warp_latents(latent, warp)
             base = self._tokens(latent)  # (B, 1, S, C)
             prev = add_context_noise(base, cfg.context_noise, generator=generator)
@@ -565,7 +627,7 @@ class WorldModel(nn.Module):
         taus = sampling_timesteps(steps, shift=cfg.flow_shift, end=cfg.context_noise if fused else 0.0).tolist()
         for i, (tau, tau_next) in enumerate(zip(taus[:-1], taus[1:])):
             out, features, cache = net(x, tau, fused and i == steps - 1)
-            x = x + (tau_next - tau) * self._output_to_velocity(out, x, tau, base)
+            x = x + (tau_next - tau) * self._output_to_velocity(out, x, tau, base, refine)
         if not bool(torch.isfinite(x).all()):
             raise FloatingPointError(f"the world model produced a non-finite latent at step {int(state.step.max())}; "
                                      "the new state is discarded (diverged weights or inputs?); the state passed in "
@@ -634,7 +696,7 @@ class WorldModel(nn.Module):
         action, known, rays, c2w, pitch, rel, warp = self._sequence_conditioning(B, T, actions, "actions")
         tokens = self._tokens(latents)  # (B, T, S, C)
         x = add_context_noise(tokens, cfg.context_noise, generator=generator)
-        prev = self._prev_tokens(tokens, generator, warp=warp)[0] if cfg.prev_frame_input else None
+        prev = self._prev_tokens(tokens, generator, warp=self._base_warp(warp))[0] if cfg.prev_frame_input else None
         _, features, cache = self.dynamics(
             x, torch.full((B, T), cfg.context_noise, device=self.device), start=state.step, action=action,
             action_known=known, rays=rays, text=text_kv, text_mask=mask, cache=state.cache, prev=prev, rel_rays=rel)
@@ -770,13 +832,15 @@ class WorldModel(nn.Module):
         prev = base = None
         if cfg.prev_frame_input:  # the previous frame as the model sees it (real or own), noise-augmented around inference's level
             prev_levels = rand((B, T), generator=generator, device=self.device) * (2.0 * cfg.context_noise)
-            prev, base = self._prev_tokens(inputs, generator, prev_levels, warp=warp)
+            prev, base = self._prev_tokens(inputs, generator, prev_levels, warp=self._base_warp(warp))
         out, features, _ = self.dynamics(add_noise(inputs, noise, tau), tau,
                                          start=torch.zeros(B, dtype=torch.long, device=self.device), action=action,
                                          action_known=known, rays=rays, text=self.dynamics.text_kv(tokens), text_mask=mask,
                                          prev=prev, rel_rays=rel)
         if cfg.prediction == "x0_residual":  # x0 error: weights every noise level alike (velocity MSE = x0 MSE / tau²)
-            err = (base + out.float() - x0).pow(2).mean(dim=(2, 3))  # (B, T)
+            prev_clean = torch.cat([torch.zeros_like(inputs[:, :1]), inputs[:, :-1]], dim=1)
+            pred = self._refine(base + out.float(), prev_clean, tau, action, known, warp)
+            err = (pred - x0).pow(2).mean(dim=(2, 3))  # (B, T)
         else:
             err = (out.float() - velocity_target(x0, noise)).pow(2).mean(dim=(2, 3))  # (B, T)
         flow = (err * weight).sum() / weight.sum()
@@ -866,7 +930,7 @@ class WorldModel(nn.Module):
         errors, features = [], []
         for t in range(T):
             base = committed
-            if warp is not None:
+            if warp is not None and cfg.prev_frame_warp:
                 base = self._tokens(warp_latents(self._untokens(base), warp[:, t : t + 1]))
             frame = self.dynamics.prepare_frame(
                 start=torch.full((B,), t, dtype=torch.long, device=self.device), action=action[:, t : t + 1],
@@ -876,7 +940,8 @@ class WorldModel(nn.Module):
             noise = randn(tuple(x0[:, t : t + 1].shape), generator=generator, device=self.device)
             out, _, _ = self.dynamics(add_noise(x0[:, t : t + 1], noise, tau[:, t : t + 1]), tau[:, t : t + 1],
                                       frame=frame, commit=False)
-            pred = base + out.float()  # the x0 estimate; at tau = 1 it is the one-step sample itself
+            pred = self._refine(base + out.float(), committed, tau[:, t : t + 1], action[:, t : t + 1], known[:, t : t + 1],
+                                None if warp is None else warp[:, t : t + 1])  # the x0 estimate; at tau = 1 the sample
             errors.append((pred - x0[:, t : t + 1]).pow(2).mean(dim=(1, 2, 3)))  # (B,)
             mine = own[:, t, None, None, None]
             committed = torch.where(mine, pred.detach(), x0[:, t : t + 1])
