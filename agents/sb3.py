@@ -67,7 +67,7 @@ class SB3VecEnv(VecEnv):
         if self._actions is None:
             raise RuntimeError("step_wait() called without step_async(actions)")
         actions, self._actions = self._actions, None
-        if self.venv.core.action_spec["type"] == "discrete":
+        if self.venv.session.action_spec["type"] == "discrete":
             actions = np.asarray(actions).reshape(self.num_envs)
         obs, rewards, terminated, truncated, info = self.venv.step(actions)
         dones = terminated | truncated

@@ -326,10 +326,10 @@ def evaluate_dream(act: ActFn, model: str, starts: np.ndarray, prompts: list[str
     success, active = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
     frames = None
     if record is not None:  # latent obs: the start frame as the dream saw it (resized to the model's size)
-        from neuralsim.data import resize_frame
+        from neuralsim.images import resize_frame
 
-        core = venv.core
-        frames = [resize_frame(starts[record], core.image_size, mode=core.resize_mode).copy() if latent
+        session = venv.session
+        frames = [resize_frame(starts[record], session.image_size, mode=session.resize_mode).copy() if latent
                   else obs[record].copy()]
     while active.any():
         actions = act(obs, rng)

@@ -2,7 +2,7 @@
 
 Protocol. For each held-out seed (from 1,000,000; collection uses small seeds) a real start in
 ``NeuralSimRoom-v0``: 16 real context frames (``1 + n*frames_per_latent`` raw frames), encoded into
-the dream with ``model.init_state(frames=..., actions=..., prompt=info["description"])``; then the
+the dream with ``DreamSession.start(image=..., actions=..., prompt=info["description"])``; then the
 same actions in the real room and in the dream, all seeds in one model batch. Two action
 protocols, each driving its own context and future:
 
@@ -58,6 +58,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when imported as a module (tests)
 from _common import RESULTS_DIR, machine_info, rounded, write_result  # noqa: E402
+
+from neuralsim.session import DreamSession  # noqa: E402
 
 HORIZONS = (1, 4, 16, 64, 256)
 QUICK_HORIZONS = (1, 4, 16, 64)
@@ -255,16 +257,17 @@ def dream_rollout(model: Any, context: np.ndarray, context_actions: np.ndarray, 
     Returns:
         ``frames [B, N, H, W, 3]`` (the last decoded frame of every step), ``rewards [B, N]``, ``termination [B, N]``.
     """
-    g = torch.Generator().manual_seed(seed)
-    state = model.init_state(len(context), frames=torch.from_numpy(np.ascontiguousarray(context)),
-                             actions=np.ascontiguousarray(context_actions, np.float32), prompt=prompts, generator=g)
+    session = DreamSession(model, dtype="float32")  # precision: main()'s autocast
+    g = session.generator(seed)
+    state, _, _ = session.start(len(context), g, image=context, actions=np.ascontiguousarray(context_actions, np.float32),
+                                prompt=prompts)
     frames, rewards, term = [], [], []
     for t in range(actions.shape[1]):
-        latent, state = model.step(state, np.ascontiguousarray(actions[:, t], np.float32), generator=g,
-                                   denoise_steps=denoise_steps)
-        frames.append(model.decode(latent[:, None], first_frame=False)[:, -1].numpy())
-        rewards.append(state.reward.float().cpu().numpy().reshape(-1))
-        term.append(state.termination_prob.float().cpu().numpy().reshape(-1))
+        out = session.step(state, np.ascontiguousarray(actions[:, t], np.float32), g, denoise_steps=denoise_steps)
+        state = out.state
+        frames.append(out.frames[:, -1])
+        rewards.append(out.reward)
+        term.append(out.termination_prob)
     n = actions.shape[1]
     empty = np.zeros((len(context), 0), np.float32)
     return {"frames": np.stack(frames, 1) if n else np.zeros((len(context), 0, *context.shape[2:]), np.uint8),
@@ -496,17 +499,20 @@ def long_rollout(model: Any, start: np.ndarray, prompt: str, steps: int, *, real
                  denoise_steps: int | None) -> dict[str, Any]:
     """One dream of ``steps`` sticky-random steps from one real frame ``[H, W, 3]``: finite? collapsed (frame std
     below a quarter of the real frames', or mean out of 5..250, at any of 10 checkpoints)?"""
-    g = torch.Generator().manual_seed(dream_seed)
+    session = DreamSession(model, dtype="float32")  # precision: main()'s autocast
+    g = session.generator(dream_seed)
     rng = np.random.default_rng(dream_seed)
-    state = model.init_state(1, frames=torch.from_numpy(start[None, None].copy()), prompt=[prompt], generator=g)
+    state, _, _ = session.start(1, g, image=start[None, None], prompt=[prompt])
     stats, finite = [], True
     t0 = time.perf_counter()
     actions = sticky_actions(rng, steps, 4)
     for t in range(steps):
-        latent, state = model.step(state, actions[t : t + 1], generator=g, denoise_steps=denoise_steps)
-        finite &= bool(torch.isfinite(latent).all())
-        if (t + 1) % max(1, steps // 10) == 0:
-            frame = model.decode(latent[:, None], first_frame=False)[0, -1].numpy().astype(np.float64)
+        shown = (t + 1) % max(1, steps // 10) == 0
+        out = session.step(state, actions[t : t + 1], g, decode=shown, denoise_steps=denoise_steps)
+        state = out.state
+        finite &= bool(torch.isfinite(out.latent).all())
+        if shown:
+            frame = out.frames[0, -1].astype(np.float64)
             stats.append({"step": t + 1, "mean": round(float(frame.mean()), 2), "std": round(float(frame.std()), 2)})
     seconds = time.perf_counter() - t0
     collapsed = (not finite) or any(s["std"] < 0.25 * real_std or not 5 < s["mean"] < 250 for s in stats)

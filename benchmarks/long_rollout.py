@@ -86,7 +86,7 @@ def long_rollout(path: str, steps: int, marks: list[int], window: int, trace_eve
 def minute_rollout(path: str, frames: int, seed: int = 1) -> dict:
     """Reset + ``frames // frames_per_latent`` steps, timed end to end (env construction excluded)."""
     env = make_env(path)
-    k = env.unwrapped.core.frames_per_step
+    k = env.unwrapped.session.frames_per_step
     steps = max(1, frames // k)
     rng = np.random.default_rng(seed)
     env.action_space.seed(seed)

@@ -73,7 +73,7 @@ def make_env(path: str, batch: int, dtype: str, *, denoise_steps: int | None = N
 
     env = WorldModelVectorEnv(batch, model=path, dtype=dtype, max_episode_steps=200, denoise_steps=denoise_steps)
     if compile:
-        env.core.backend.model.compile_streaming()
+        env.model.compile_streaming()
     env.reset(seed=0)
     env.action_space.seed(0)
     return env
@@ -143,7 +143,7 @@ def profile_step(path: str, batch: int, dtype: str, steps: int, text_out: Path, 
     from torch.profiler import ProfilerActivity, profile, record_function
 
     env = make_env(path, batch, dtype, denoise_steps=denoise_steps)
-    model = env.model.model
+    model = env.model
     labels: dict[torch.nn.Module, str] = {}
     for i, block in enumerate(model.dynamics.blocks):
         kind = "softmax" if i in model.config.softmax_blocks else "gdn"

@@ -3,7 +3,7 @@
 An agent trained in the dream on latents (``WorldModelEnv(obs_type="latent")``) sees normalised
 latent frames ``[C, h, w]``, never pixels. :class:`LatentObservation` gives any pixel env (e.g.
 ``NeuralSimRoom-v0``) the very same observations: each frame is resized the way the model's
-training frames were (``provenance["resize"]``, :func:`neuralsim.data.resize_frame`) and encoded
+training frames were (``provenance["resize"]``, :func:`neuralsim.images.resize_frame`) and encoded
 by the checkpoint's encoder, so a policy trained in the dream runs in the real world unchanged.
 :class:`VectorLatentObservation` does the same for a Gymnasium vector env, one encoder forward per
 step for the whole batch; :class:`FrameEncoder` is the shared function (frames in, latents out).
@@ -11,7 +11,6 @@ step for the whole batch; :class:`FrameEncoder` is the shared function (frames i
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import gymnasium as gym
@@ -21,8 +20,9 @@ from gymnasium import spaces
 from gymnasium.vector import VectorEnv, VectorObservationWrapper
 from gymnasium.vector.utils import batch_space
 
-from neuralsim.device import resolve_dtype
-from neuralsim.envs.world_model_env import LATENT_BOUND, DreamCore, NativeBackend, load_backend, resize_mode_of
+from neuralsim.envs.world_model_env import LATENT_BOUND, latent_obs
+from neuralsim.images import RESIZE_MODES, resize_frame
+from neuralsim.session import DreamSession
 
 
 def latent_observation_space(latent_shape: tuple[int, int, int]) -> spaces.Box:
@@ -34,7 +34,7 @@ class FrameEncoder:
     """A world model's encoder as a function: rgb frames uint8 ``[B, h', w', 3]`` -> latent obs float32 ``[B, C, h, w]``.
 
     Frames of another size than the model's ``image_size`` are resized with
-    :func:`neuralsim.data.resize_frame` in the mode the model's dataset was collected with; every
+    :func:`neuralsim.images.resize_frame` in the mode the model's dataset was collected with; every
     frame is encoded alone (the first-frame latent of ``WorldModel.encode``), in the precision the
     dream would use, and clipped to ``±LATENT_BOUND`` as the dream's latent observations are.
 
@@ -53,35 +53,23 @@ class FrameEncoder:
 
     def __init__(self, model: Any = "default", *, resize: str | None = None, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = "auto") -> None:
-        from neuralsim.data import RESIZE_MODES
+        from neuralsim.model import WorldModel
 
-        try:
-            self.device = torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"device must be a torch device like 'cpu' or 'cuda:0', got {device!r}") from exc
-        self.dtype = resolve_dtype(dtype, self.device)
-        backend, self.model_name, _ = load_backend(model, checkpoint=None, random_weights=False, device=self.device,
-                                                   dtype=self.dtype)
-        if not isinstance(backend, NativeBackend):
+        self.session = DreamSession(model, device=device, dtype=dtype)
+        self.model, self.model_name = self.session.model, self.session.model_name
+        if not isinstance(self.model, WorldModel):
             raise ValueError(f"model={self.model_name!r}: latent observations need a neuralsim WorldModel checkpoint "
                              "(the official SANA-WM's VAE latents are not supported here)")
-        self.model = backend.model
-        self.image_size: tuple[int, int] = backend.image_size
-        self.latent_shape: tuple[int, int, int] = backend.latent_shape
+        self.device, self.dtype = self.session.device, self.session.dtype
+        self.image_size: tuple[int, int] = self.session.image_size
+        self.latent_shape: tuple[int, int, int] = self.session.latent_shape
         if resize is not None and resize not in RESIZE_MODES:
             raise ValueError(f"resize must be None (the checkpoint's) or one of {', '.join(RESIZE_MODES)}, got {resize!r}")
-        self.resize = resize if resize is not None else resize_mode_of(self.model.config)
+        self.resize = resize if resize is not None else self.session.resize_mode
         self.observation_space = latent_observation_space(self.latent_shape)
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
     def resize_frames(self, frames: np.ndarray) -> np.ndarray:
         """uint8 ``[B, h', w', 3]`` -> uint8 ``[B, H, W, 3]`` (the model's ``image_size``; unchanged when it already is)."""
-        from neuralsim.data import resize_frame
-
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 [B, H, W, 3] rgb, got {frames.dtype} {frames.shape}")
@@ -93,9 +81,9 @@ class FrameEncoder:
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """Encode uint8 ``[B, h', w', 3]`` frames -> float32 ``[B, C, h, w]`` latent observations."""
         frames = self.resize_frames(frames)
-        with self._autocast():
+        with self.session.autocast():
             latents = self.model.encode(torch.from_numpy(frames[:, None]))  # [B, 1, H, W, 3] -> [B, 1, C, h, w]
-        return DreamCore._latent_obs(latents[:, 0])
+        return latent_obs(latents[:, 0])
 
 
 def _check_pixel_space(space: gym.Space, name: str) -> None:

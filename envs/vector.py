@@ -23,7 +23,8 @@ from gymnasium import logger
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from neuralsim.envs.world_model_env import DreamCore, RewardFn
+from neuralsim.envs.world_model_env import RewardFn, latent_obs, make_session, observation_space, parse_options
+from neuralsim.session import StartInputs
 
 
 class WorldModelVectorEnv(VectorEnv):
@@ -96,15 +97,16 @@ class WorldModelVectorEnv(VectorEnv):
             raise ValueError(f"max_episode_steps must be a positive int or None (no limit), got {max_episode_steps!r}")
         if reward_fn is not None and not callable(reward_fn):
             raise TypeError(f"reward_fn must be callable(obs, action, next_obs, info) -> float, got {type(reward_fn).__name__}")
-        self.core = DreamCore(model, checkpoint=checkpoint, obs_type=obs_type, denoise_steps=denoise_steps,
-                              device=device, dtype=dtype, random_weights=random_weights, num_threads=num_threads)
+        self.session = make_session(model, checkpoint=checkpoint, obs_type=obs_type, denoise_steps=denoise_steps,
+                                    device=device, dtype=dtype, random_weights=random_weights, num_threads=num_threads)
+        self.obs_type = obs_type
         self.num_envs = int(num_envs)
         self.render_mode = render_mode
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.reward_fn = reward_fn
         self.return_frames = bool(return_frames)
-        self.single_observation_space = self.core.single_observation_space
-        self.single_action_space = self.core.single_action_space
+        self.single_observation_space = observation_space(self.session, obs_type)
+        self.single_action_space = self.session.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
@@ -117,11 +119,12 @@ class WorldModelVectorEnv(VectorEnv):
 
     @property
     def model(self) -> Any:
-        return self.core.backend
+        """The world model (``WorldModel`` or ``SanaWMBackend``)."""
+        return self.session.model
 
     @property
     def config(self) -> Any:
-        return self.core.config
+        return self.session.config
 
     # -------------------------------------------------------------------- reset
 
@@ -135,20 +138,21 @@ class WorldModelVectorEnv(VectorEnv):
         options = dict(options or {})
         mask = self._check_reset_mask(options.pop("reset_mask", None))
         n = int(mask.sum())
-        parsed = self.core.parse_options(options, n)
+        parsed = parse_options(self.session, options, n)
         if seed is not None:
             super().reset(seed=int(seed))  # sets self._np_random
         full = bool(mask.all())
         if full or seed is not None or self._generator is None:
-            generator = start_generator = self.core.make_generator(self.np_random)
+            generator = start_generator = self.session.generator(self.np_random)
         else:  # a partial reset draws its noise apart, so the other envs' noise stream is untouched
-            generator, start_generator = self._generator, self.core.make_generator(self.np_random)
-        new_state, obs, rgb, start_info = self.core.start(n, self.np_random, start_generator, parsed)
+            generator, start_generator = self._generator, self.session.generator(self.np_random)
+        new_state, rgb, start_info = self.session.start(n, start_generator, parsed, rng=self.np_random)
+        obs = rgb if self.obs_type == "rgb" else latent_obs(new_state.latent)
         if full:
             self._state = new_state
             self._obs, self._frames = obs, rgb
         else:
-            self._state = self.core.backend.merge(self._state, mask, new_state)
+            self._state = self.session.merge(self._state, mask, new_state)
             self._obs, self._frames = self._obs.copy(), self._frames.copy()
             self._obs[mask], self._frames[mask] = obs, rgb
         self._generator = generator
@@ -184,7 +188,7 @@ class WorldModelVectorEnv(VectorEnv):
         """Step all envs in one batched forward (NEXT_STEP autoreset of the envs done in the last step)."""
         if self._state is None:
             raise gym_error.ResetNeeded("WorldModelVectorEnv.step() called before reset(); call envs.reset(seed=...) first")
-        valid = self.core.check_actions(actions, self.num_envs, name="actions")
+        valid = self.session.check_actions(actions, self.num_envs, name="actions")
         # Snapshot the RNGs so that an error anywhere below leaves the batch exactly as it was.
         gen_state = self._generator.get_state()
         np_state = deepcopy(self.np_random.bit_generator.state)
@@ -196,29 +200,30 @@ class WorldModelVectorEnv(VectorEnv):
             raise
 
     def _step(self, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-        core = self.core
-        decode = self.return_frames or core.obs_type == "rgb" or self.render_mode is not None
-        out = core.step(self._state, valid, self._generator, decode=decode)
-        state, obs, frames = out["state"], out["obs"], out["frames"]
+        session = self.session
+        decode = self.return_frames or self.obs_type == "rgb" or self.render_mode is not None
+        out = session.step(self._state, valid, self._generator, decode=decode)
+        state, frames = out.state, out.frames
+        obs = np.ascontiguousarray(frames[:, -1] if self.obs_type == "rgb" else latent_obs(out.latent))
         rgb = self._frames if frames is None else frames[:, -1]
         steps = self._steps + 1
-        terminated = out["termination_prob"] > 0.5
+        terminated = out.termination_prob > 0.5
         truncated = steps >= self.max_episode_steps if self.max_episode_steps is not None else np.zeros_like(terminated)
         stepped = ~self._autoreset
         info: dict[str, Any] = {
-            "predicted_reward": out["predicted_reward"], "_predicted_reward": stepped.copy(),
-            "termination_prob": out["termination_prob"], "_termination_prob": stepped.copy(),
+            "predicted_reward": out.reward, "_predicted_reward": stepped.copy(),
+            "termination_prob": out.termination_prob, "_termination_prob": stepped.copy(),
         }
         if frames is not None and self.return_frames:
             info["frames"], info["_frames"] = frames, stepped.copy()
         if self.reward_fn is None:
-            rewards = out["predicted_reward"].astype(np.float64)
+            rewards = out.reward.astype(np.float64)
         else:
             rewards = np.zeros(self.num_envs, dtype=np.float64)
             for i in np.flatnonzero(stepped):
                 env_info = {key: value[i] for key, value in info.items() if not key.startswith("_")}
                 env_info["step"] = int(steps[i])
-                action = valid[i] if core.action_spec["type"] == "box" else int(valid[i])
+                action = valid[i] if session.action_spec["type"] == "box" else int(valid[i])
                 value = self.reward_fn(self._obs[i], action, obs[i], env_info)
                 try:
                     rewards[i] = float(value)
@@ -227,9 +232,10 @@ class WorldModelVectorEnv(VectorEnv):
 
         if self._autoreset.any():  # NEXT_STEP: the envs done last step restart now, reward 0, not done
             mask = self._autoreset
-            new_state, new_obs, new_rgb, _ = core.start(int(mask.sum()), self.np_random, core.make_generator(self.np_random),
-                                                        {"image": None, "prompts": None, "actions": None})
-            state = core.backend.merge(state, mask, new_state)
+            new_state, new_rgb, _ = session.start(int(mask.sum()), session.generator(self.np_random), StartInputs(),
+                                                  rng=self.np_random)
+            new_obs = new_rgb if self.obs_type == "rgb" else latent_obs(new_state.latent)
+            state = session.merge(state, mask, new_state)
             obs, rgb = obs.copy(), rgb.copy()
             obs[mask], rgb[mask] = new_obs, new_rgb
             rewards[mask] = 0.0
@@ -249,7 +255,7 @@ class WorldModelVectorEnv(VectorEnv):
             logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
             return None
         if self._frames is None:
-            return tuple(np.zeros((*self.core.image_size, 3), np.uint8) for _ in range(self.num_envs))
+            return tuple(np.zeros((*self.session.image_size, 3), np.uint8) for _ in range(self.num_envs))
         return tuple(frame.copy() for frame in self._frames)
 
     def close_extras(self, **kwargs: Any) -> None:

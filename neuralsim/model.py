@@ -159,15 +159,19 @@ class WorldState:
 
         Args:
             mask: ``[B]`` bool (e.g. the envs being reset).
-            other: a state with the same batch size (e.g. freshly initialised).
+            other: a state with the same batch size, or with one row per True of ``mask`` (e.g. freshly
+                initialised for the envs being reset).
         """
         if not isinstance(other, WorldState):
             raise TypeError(f"other must be a WorldState, got {type(other).__name__}")
         mask = torch.as_tensor(np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask))
         if mask.dtype != torch.bool or mask.shape != (self.batch_size,):
             raise ValueError(f"mask must be a bool tensor of shape ({self.batch_size},), got {mask.dtype} {tuple(mask.shape)}")
+        if other.batch_size == int(mask.sum()) != self.batch_size:  # row i of `other` for the i-th masked row
+            rows = torch.from_numpy(np.maximum(np.cumsum(mask.numpy()) - 1, 0))
+            other = other._map(lambda t: t.index_select(0, rows.to(t.device)))
         if other.batch_size != self.batch_size:
-            raise ValueError(f"other has batch size {other.batch_size}, expected {self.batch_size}")
+            raise ValueError(f"other has batch size {other.batch_size}, expected {self.batch_size} or {int(mask.sum())}")
         mask = mask.to(self.step.device)
         return self._map(lambda s, o: torch.where(mask.view(-1, *([1] * (s.ndim - 1))), o.to(s.device), s), other)
 
@@ -251,6 +255,11 @@ class WorldModel(nn.Module):
             config; if it is an ``nn.Module`` its weights are part of the checkpoint).
     """
 
+    # neuralsim.session.DreamModel: mixed precision through torch.autocast at the call site; a first frame can be
+    # generated (from a prompt, or unconditionally)
+    uses_autocast = True
+    can_generate_start = True
+
     def __init__(self, config: WorldModelConfig, text_encoder: TextEncoder | None = None) -> None:
         super().__init__()
         if not isinstance(config, WorldModelConfig):
@@ -291,6 +300,15 @@ class WorldModel(nn.Module):
     def latent_shape(self) -> tuple[int, int, int]:
         """``(C, h, w)`` of one latent frame."""
         return (self.config.latent_channels, *self.config.latent_size)
+
+    @property
+    def action_spec(self) -> dict:
+        """The action space the model learned (a :mod:`neuralsim.actions` spec)."""
+        return self.config.action_spec
+
+    @property
+    def text_conditioned(self) -> bool:
+        return bool(self.config.text_width)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -438,12 +456,14 @@ class WorldModel(nn.Module):
         return (z - shift) * scale
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, *, first_frame: bool = True) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, *, first_frame: bool = True, context: Any = None) -> torch.Tensor:
         """Normalised latents ``[B, T_lat, C, h, w]`` → frames ``uint8 [B, T, H, W, 3]`` (torch).
 
         Args:
             first_frame: the first latent is the lone first frame (``T = 1 + (T_lat-1)*k``, the inverse
                 of :meth:`encode`); False for latents produced by :meth:`step` (``T = T_lat*k``).
+            context: the state :meth:`step` returned with ``latents`` (``neuralsim.session.DreamModel``); unused:
+                this decoder decodes a step's latent frame alone.
 
         Raises:
             FloatingPointError: the decoder produced NaN/inf pixels (never silently clamped to black frames).

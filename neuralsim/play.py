@@ -209,27 +209,27 @@ class RealEnv:
         self.ended, self.total_reward, self.last = False, 0.0, None
 
     @classmethod
-    def for_model(cls, core: Any) -> tuple["RealEnv | None", str]:
-        """The real env of ``core``'s checkpoint, or ``(None, why not)``."""
+    def for_model(cls, session: Any) -> tuple["RealEnv | None", str]:
+        """The real env of a :class:`~neuralsim.session.DreamSession`'s checkpoint, or ``(None, why not)``."""
         from neuralsim.checkpoints import provenance_env
 
         try:  # a checkpoint is data: only an id already registered, never 'module:Id' (gym.make would import it)
-            env_id, env_kwargs = provenance_env(core.config, "the checkpoint's config.json")
+            env_id, env_kwargs = provenance_env(session.config, "the checkpoint's config.json")
         except ValueError as exc:
             return None, str(exc)
         if env_id is None:
             return None, "the checkpoint records no source env (config.provenance.env_id)"
         try:
             # Frames resized as `collect` did for the model's dataset (provenance["resize"]).
-            real = cls(env_id, env_kwargs, core.image_size, core.frames_per_step, resize=core.resize_mode)
+            real = cls(env_id, env_kwargs, session.image_size, session.frames_per_step, resize=session.resize_mode)
             real.reset(seed=0)  # renders once: a missing GL backend shows up now, not mid-session
         except Exception as exc:  # unregistered id, missing extra (mujoco), no GL context, ...
             return None, f"{env_id} could not be created ({type(exc).__name__}: {exc})"
         spec = act.space_to_spec(real.env.action_space)
-        if spec["type"] != core.action_spec["type"] or spec.get("shape") != core.action_spec.get("shape") \
-                or spec.get("n") != core.action_spec.get("n"):
+        if spec["type"] != session.action_spec["type"] or spec.get("shape") != session.action_spec.get("shape") \
+                or spec.get("n") != session.action_spec.get("n"):
             real.close()
-            return None, f"{env_id}'s action space {spec} differs from the model's {core.action_spec}"
+            return None, f"{env_id}'s action space {spec} differs from the model's {session.action_spec}"
         return real, env_id
 
     def reset(self, seed: int) -> np.ndarray:
@@ -261,40 +261,43 @@ class Player:
     """A live dream session: held keys -> actions -> dream (and real) frames, shown, recorded and logged.
 
     Args:
-        core: the dream (``neuralsim.envs.world_model_env.DreamCore``), run at batch 1. Its
-            ``denoise_steps`` is what the ``t`` key cycles.
+        session: the dream (:class:`neuralsim.session.DreamSession`), run at batch 1.
         seed: episode ``e`` samples with ``torch.Generator().manual_seed(seed + e)`` and draws its start
             frame from ``np.random.default_rng(seed)``, as ``neuralsim rollout --seed`` does.
+        denoise_steps: Euler steps per env step (None: the model's); the ``t`` key cycles it. A generated first
+            frame uses the session's, as ``neuralsim rollout`` does.
         image: uint8 ``[H, W, 3]`` start frame (``image_path``: its file, for the replay command).
         prompt: start from a text prompt (the model generates the first frame).
         start_index: start from this frame of the checkpoint's start set.
         real: a :class:`RealEnv` run side by side; episodes start from its reset frame.
-        script: per-step actions (e.g. ``core.keys_to_actions("w-24")``) driving the session instead of
+        script: per-step actions (e.g. ``session.keys_to_actions("w-24")``) driving the session instead of
             the keyboard; the session ends when they run out.
         max_steps: end the session after this many env steps.
         scale: window and recording upscaling (nearest). fps: display frames per second.
         recorder: a :class:`VideoRecorder` receiving every frame (dream | real, upscaled).
-        model_arg: how to name the model in replay commands.
+        model_arg: how to name the model in replay commands (``checkpoint_arg``: its ``--checkpoint``, if any).
         keep_frames: keep every dream frame of each episode in ``episodes[e]["frames"]`` (tests).
     """
 
-    def __init__(self, core: Any, *, seed: int = 0, image: np.ndarray | None = None, image_path: str | None = None,
-                 prompt: str | None = None, start_index: int | None = None, real: RealEnv | None = None,
-                 script: np.ndarray | None = None, max_steps: int | None = None, scale: int = 8, fps: int = 15,
-                 recorder: VideoRecorder | None = None, model_arg: str = "default", keep_frames: bool = False) -> None:
+    def __init__(self, session: Any, *, seed: int = 0, denoise_steps: int | None = None, image: np.ndarray | None = None,
+                 image_path: str | None = None, prompt: str | None = None, start_index: int | None = None,
+                 real: RealEnv | None = None, script: np.ndarray | None = None, max_steps: int | None = None,
+                 scale: int = 8, fps: int = 15, recorder: VideoRecorder | None = None, model_arg: str = "default",
+                 checkpoint_arg: str | None = None, keep_frames: bool = False) -> None:
         if sum(x is not None for x in (image, prompt, start_index)) > 1:
             raise ValueError("pass at most one of image, prompt and start_index")
         if real is not None and (image is not None or prompt is not None or start_index is not None):
             raise ValueError("real= starts each episode from the real env's frame; do not pass image, prompt or "
                              "start_index with it")
-        self.core, self.seed, self.real = core, int(seed), real
+        self.session, self.seed, self.real = session, int(seed), real
         self.image, self.image_path, self.prompt, self.start_index = image, image_path, prompt, start_index
         self.script, self.max_steps = script, max_steps
         self.scale, self.fps, self.recorder = int(scale), int(fps), recorder
-        self.model_arg, self.keep_frames = model_arg, keep_frames
-        self.spec, self.k = core.action_spec, core.frames_per_step
+        self.model_arg, self.checkpoint_arg, self.keep_frames = model_arg, checkpoint_arg, keep_frames
+        self.spec, self.k = session.action_spec, session.frames_per_step
         self.rng = np.random.default_rng(self.seed)
-        self.default_denoise = int(core.denoise_steps or core.config.denoise_steps)
+        self.default_denoise = int(denoise_steps or session.config.denoise_steps)
+        self.denoise_steps = self.default_denoise
         self.episodes: list[dict] = []
         self.held: dict[str, None] = {}  # keys held now, in press order
         self.paused = self.single_step = self.finished = False
@@ -317,10 +320,6 @@ class Player:
     # ------------------------------------------------------------------ the dream
 
     @property
-    def denoise_steps(self) -> int:
-        return int(self.core.denoise_steps or self.default_denoise)
-
-    @property
     def episode(self) -> dict:
         return self.episodes[-1]
 
@@ -328,7 +327,7 @@ class Player:
         """Start a new episode (seed ``seed + e``); returns its first frame."""
         e = len(self.episodes)
         seed = self.seed + e
-        self.generator = torch.Generator().manual_seed(seed)  # as rollout.dream: the noise of episode e
+        self.generator = self.session.generator(seed)  # as rollout.dream: the noise of episode e
         image, prompts, start = self.image, None, {}
         real_frame = None
         if self.real is not None:
@@ -339,20 +338,15 @@ class Player:
         elif self.prompt is not None:
             prompts, start = [self.prompt], {"prompt": self.prompt}
         else:
-            frames, descriptions = self.core.start_frames, self.core.start_descriptions
+            frames, descriptions = self.session.start_frames, self.session.start_descriptions
             if len(frames) == 0:
-                raise ValueError(f"{self.core.model_name} has no start frames; pass image= or prompt=")
+                raise ValueError(f"{self.session.model_name} has no start frames; pass image= or prompt=")
             index = self.start_index if self.start_index is not None else int(self.rng.integers(len(frames)))
             image = frames[index]
             prompts = [descriptions[index]] if index < len(descriptions) else None  # as rollout: its description
             start = {"start_index": index}
-        parsed = {"image": None if image is None else image[None, None], "prompts": prompts, "actions": None}
-        # rollout generates a prompt's first frame with the model's own denoise steps
-        steps, self.core.denoise_steps = self.core.denoise_steps, None
-        try:
-            self.state, _, rgb, _ = self.core.start(1, self.rng, self.generator, parsed)
-        finally:
-            self.core.denoise_steps = steps
+        self.state, rgb, _ = self.session.start(1, self.generator, image=None if image is None else image[None, None],
+                                                prompt=prompts)
         first = np.ascontiguousarray(rgb[0])
         self.episodes.append({"seed": seed, "start": start, "start_frame": first, "keys": [], "actions": [],
                               "denoise_steps": [], "rewards": [], "frames": [first] if self.keep_frames else None})
@@ -378,15 +372,14 @@ class Player:
             self.script_pos += 1
         else:
             action = keys_to_action(list(self.held) if held is None else list(held), self.spec)
-        actions = self.core.check_actions(action, 1, name="action", single=True)
+        actions = self.session.check_actions(action, 1, name="action", single=True)
         t0 = time.perf_counter()
-        out = self.core.step(self.state, actions, self.generator, decode=True)
+        out = self.session.step(self.state, actions, self.generator, denoise_steps=self.denoise_steps)
         self.step_seconds.append(time.perf_counter() - t0)
-        self.state = out["state"]
-        frames = out["frames"][0]
+        self.state = out.state
+        frames = out.frames[0]
         result = {"frames": frames, "action": action, "keys": action_keys(action, self.spec),
-                  "predicted_reward": float(out["predicted_reward"][0]),
-                  "termination_prob": float(out["termination_prob"][0])}
+                  "predicted_reward": float(out.reward[0]), "termination_prob": float(out.termination_prob[0])}
         real_frames = None
         if self.real is not None:
             value = actions[0] if self.spec["type"] == "box" else int(actions[0])
@@ -428,8 +421,7 @@ class Player:
             self.single_step = self.paused
         elif name == "denoise":
             choices = sorted({1, 2, 4, self.default_denoise})
-            current = self.denoise_steps
-            self.core.denoise_steps = next((c for c in choices if c > current), choices[0])
+            self.denoise_steps = next((c for c in choices if c > self.denoise_steps), choices[0])
         elif name == "view" and self.real is not None:
             self.show_real = not self.show_real
             if self.screen is not None:
@@ -449,6 +441,8 @@ class Player:
             return None
         start = ep["start"]
         cmd = ["neuralsim", "rollout", "--model", self.model_arg, "--seed", str(ep["seed"])]
+        if self.checkpoint_arg is not None:
+            cmd += ["--checkpoint", self.checkpoint_arg]
         if "start_index" in start:
             cmd += ["--start-index", str(start["start_index"])]
         elif "prompt" in start:
@@ -458,7 +452,7 @@ class Player:
             if path is None:
                 return None
             cmd += ["--image", path]
-        if len(set(ep["denoise_steps"])) == 1 and ep["denoise_steps"][0] != int(self.core.config.denoise_steps):
+        if len(set(ep["denoise_steps"])) == 1 and ep["denoise_steps"][0] != int(self.session.config.denoise_steps):
             cmd += ["--denoise-steps", str(ep["denoise_steps"][0])]
         return shlex.join(cmd + ["--actions", dsl, "--out", f"replay-ep{len(self.episodes) + e if e < 0 else e}.mp4"])
 
@@ -507,7 +501,7 @@ class Player:
     # ------------------------------------------------------------------ the window
 
     def window_size(self) -> tuple[int, int]:
-        h, w = self.core.image_size
+        h, w = self.session.image_size
         panels = 2 if self.show_real and self.real is not None else 1
         width = max(w * self.scale * panels, 320)
         return width, h * self.scale + 4 * 18 + 8
@@ -591,7 +585,7 @@ class Player:
         pg, screen = self.pg, self.screen
         if screen is None or self.shown is None:
             return
-        h, w = self.core.image_size
+        h, w = self.session.image_size
         pw, ph = w * self.scale, h * self.scale
         screen.fill((18, 18, 22))
         panels = [("dream", self.shown[0])]

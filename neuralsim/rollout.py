@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from neuralsim import actions as act
 from neuralsim.actions import action_string_to_actions as actions_from_string  # noqa: F401  (public name, re-exported)
 from neuralsim.checkpoints import atomic_write
 from neuralsim.checkpoints import read_start_frames as load_start_frames  # noqa: F401  (public name, re-exported)
-from neuralsim.data import resize_frame
+from neuralsim.images import resize_frame
+from neuralsim.session import DreamSession, as_session
 
 VIDEO_SUFFIXES = (".gif", ".mp4")
 
@@ -32,8 +32,8 @@ def read_image(path: str | Path, size: tuple[int, int], resize: bool | str = Tru
         path: the image file (any format imageio reads; grey is repeated to RGB, alpha is dropped).
         size: ``(H, W)`` the model expects.
         resize: ``False`` (another size is an error), ``True`` (squash) or a mode of
-            :func:`neuralsim.data.resize_frame`: ``"pad"``, ``"crop"`` or ``"squash"``; pass the model's
-            :func:`neuralsim.envs.world_model_env.resize_mode_of` so the image is fitted as its training frames were.
+            :func:`neuralsim.images.resize_frame`: ``"pad"``, ``"crop"`` or ``"squash"``; pass the model's
+            :attr:`neuralsim.session.DreamSession.resize_mode` so the image is fitted as its training frames were.
 
     Returns:
         uint8 ``[H, W, 3]`` with ``(H, W)`` = ``size``.
@@ -75,38 +75,38 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 15) -> None:
             raise RuntimeError(f"writing MP4 needs imageio-ffmpeg: pip install 'neuralsim[video]' ({exc})") from None
 
 
-@torch.inference_mode()
 def dream(model: Any, steps: int, *, start: np.ndarray | None = None, prompt: str | None = None,
           actions: np.ndarray | None = None, seed: int = 0, denoise_steps: int | None = None) -> dict:
-    """Roll a world model out for ``steps`` env steps from one start.
+    """Roll a world model out for ``steps`` env steps from one start, with the noise of
+    ``torch.Generator().manual_seed(seed)`` (what ``neuralsim play`` records and ``neuralsim rollout`` replays).
 
     Args:
-        model: a ``WorldModel``.
+        model: a :class:`~neuralsim.session.DreamSession`, or a ``WorldModel`` / ``SanaWMBackend`` (served in fp32).
         start: uint8 ``[H, W, 3]`` first frame (or None to generate it from ``prompt``).
         actions: ``[steps, ...]`` actions; None = uniformly random from the action space (seeded).
+        denoise_steps: Euler steps of every env step (None: the session's); a generated first frame uses the
+            session's.
 
     Returns:
         dict with ``frames`` uint8 ``[1 + steps*k, H, W, 3]``, ``actions``, ``rewards`` ``[steps]``,
         ``terminated`` ``[steps]`` (predicted), ``seconds``.
     """
-    spec = model.config.action_spec
-    generator = torch.Generator().manual_seed(seed)
+    session = as_session(model, dtype="float32")
+    generator = DreamSession.generator(seed)
     if actions is None:
-        space = act.spec_to_space(spec)
+        space = act.spec_to_space(session.action_spec)
         space.seed(seed)
         actions = np.stack([space.sample() for _ in range(steps)])
     actions = np.asarray(actions)[:steps]
-    frames_in = None if start is None else torch.from_numpy(np.ascontiguousarray(start))[None, None]
     t0 = time.perf_counter()
-    state = model.init_state(1, frames=frames_in, prompt=prompt, generator=generator)
-    first = model.decode(state.latent[:, None])[0] if start is None else torch.from_numpy(start)[None]
-    chunks, rewards, terminated = [first.cpu().numpy()], [], []
+    state, first, _ = session.start(1, generator, image=None if start is None else start[None, None],
+                                    prompt=None if prompt is None else [prompt])
+    chunks, rewards, terminated = [first], [], []
     for t in range(len(actions)):
-        latent, state = model.step(state, actions[t : t + 1], generator=generator, denoise_steps=denoise_steps)
-        chunk = model.decode(latent[:, None], first_frame=False)[0]
-        chunks.append(chunk[-model.config.frames_per_latent :].cpu().numpy())
-        rewards.append(float(state.reward[0]))
-        terminated.append(bool(state.termination_prob[0] > 0.5))
-    seconds = time.perf_counter() - t0
+        out = session.step(state, actions[t : t + 1], generator, denoise_steps=denoise_steps)
+        state = out.state
+        chunks.append(out.frames[0])
+        rewards.append(float(out.reward[0]))
+        terminated.append(bool(out.termination_prob[0] > 0.5))
     return {"frames": np.concatenate(chunks), "actions": actions, "rewards": np.asarray(rewards, np.float32),
-            "terminated": np.asarray(terminated, bool), "seconds": seconds}
+            "terminated": np.asarray(terminated, bool), "seconds": time.perf_counter() - t0}

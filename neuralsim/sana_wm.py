@@ -4,8 +4,9 @@ SANA-WM (NVIDIA, arXiv 2605.15178) ships in diffusers >= 0.42.1: ``SanaWMTransfo
 bidirectional camera-controlled DiT), ``AutoencoderKLLTX2Video`` (LTX-2 VAE: 32x space, 8x time, first frame
 alone), ``SanaWMPipeline`` (Gemma-2 prompt encoding, first-frame conditioning, flow-matching Euler sampling with
 per-token timesteps) and ``cam_utils`` (key DSL -> camera poses -> Plücker rays). This module composes those
-classes into the same ``init_state`` / ``step`` / ``decode`` protocol as :class:`neuralsim.model.WorldModel`, so
-``WorldModelEnv`` can serve either. Nothing of diffusers is re-implemented here.
+classes into the protocol :class:`neuralsim.session.DreamModel` that :class:`neuralsim.model.WorldModel` implements
+too (``init_state`` / ``step`` / ``decode`` / heads, latents ``[B, T, C, h, w]``), so a ``DreamSession`` (and the
+envs, ``neuralsim rollout``, ``neuralsim play``) serves either. Nothing of diffusers is re-implemented here.
 
 The pipeline generates a whole clip from a camera trajectory known in advance. An environment must advance one
 action at a time, so the backend keeps a bounded window of clean latent frames (the first frame as an attention
@@ -19,8 +20,8 @@ Example::
 
     backend = SanaWMBackend.from_pretrained("path/to/SANA-WM_bidirectional-diffusers", device="cuda")
     state = backend.init_state(1, frames=first_frame[None, None], prompt="a sunny street")
-    latent, state = backend.step(state, "w-8", generator=torch.Generator().manual_seed(0))
-    chunk = backend.decode(latent, context=state)  # uint8 [1, 8, 704, 1280, 3]
+    latent, state = backend.step(state, "w-8", generator=torch.Generator().manual_seed(0))  # [1, C, h, w]
+    chunk = backend.decode(latent[:, None], first_frame=False, context=state)  # uint8 [1, 8, 704, 1280, 3]
 
 Install with ``pip install "neuralsim[sana]"``; ``import neuralsim`` does not need it.
 """
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -213,6 +214,7 @@ class SanaWMBackendConfig:
     rotation_speed_deg: float = DEFAULT_ROTATION_SPEED_DEG
     pitch_limit_deg: float = DEFAULT_PITCH_LIMIT_DEG
     name: str = NAME
+    provenance: dict = field(default_factory=dict)  # how the training frames were made; unknown for the release
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,19 @@ class SanaWMState:
     def batch_size(self) -> int:
         return int(self.latents.shape[0])
 
+    @property
+    def latent(self) -> torch.Tensor:
+        """The last latent frame of the window ``[B, C, h, w]``."""
+        return self.latents[:, :, -1]
+
+    def merge(self, mask: Any, other: SanaWMState) -> SanaWMState:
+        """``other`` where ``mask`` is all True; some rows alone cannot be reset (the window length and the sink flag
+        are batch-wide), so any other mask raises ``NotImplementedError``."""
+        if bool(np.all(np.asarray(mask))):
+            return other
+        raise NotImplementedError(f"model={NAME!r} cannot reset some envs of a batch (its window length and sink are "
+                                  "batch-wide); use WorldModelEnv, or one WorldModelVectorEnv per episode batch")
+
 
 # ---------------------------------------------------------------------------------------------
 # The backend
@@ -271,6 +286,9 @@ class SanaWMBackend:
 
     name = NAME
     frames_per_latent: int
+    # neuralsim.session.DreamModel: cast to its dtype when built (no autocast); image-to-video (needs a first frame)
+    uses_autocast = False
+    can_generate_start = False
 
     def __init__(
         self,
@@ -504,6 +522,20 @@ class SanaWMBackend:
         return spaces.Box(-1.0, 1.0, shape=(CAMERA_ACTION_DIM,), dtype=np.float32)
 
     @property
+    def action_spec(self) -> dict:
+        return space_to_spec(self.action_space)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """``(C, h, w)`` of one latent frame."""
+        return (self.config.latent_channels, *self.config.latent_size)
+
+    @property
+    def text_conditioned(self) -> bool:
+        """Prompts need the text encoder (without it ``init_state`` takes ``prompt_embeds``, or runs unprompted)."""
+        return self.text_encoder is not None
+
+    @property
     def device(self) -> torch.device:
         return self.transformer.device
 
@@ -515,8 +547,11 @@ class SanaWMBackend:
 
     @torch.no_grad()
     def encode(self, frames: Any) -> torch.Tensor:
-        """``uint8 [B, T, H, W, 3]`` (T = 1 + 8k) -> normalised latents ``[B, C, 1 + k, h, w]`` (posterior mode)."""
-        x = self._as_frames(frames, len(frames))
+        """``uint8 [B, T, H, W, 3]`` (T = 1 + 8k) -> normalised latents ``[B, 1 + k, C, h, w]`` (posterior mode)."""
+        return self._encode(self._as_frames(frames, len(frames))).transpose(1, 2)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Checked frames -> latents in the pipeline's layout ``[B, C, 1 + k, h, w]``."""
         video = (x.permute(0, 4, 1, 2, 3).float() / 255.0) * 2.0 - 1.0  # [B, 3, T, H, W] in [-1, 1], as VaeImageProcessor
         z = self.vae.encode(video.to(self.vae.device, dtype=self.vae.dtype)).latent_dist.mode()
         mean = self.vae.latents_mean.view(1, -1, 1, 1, 1).to(z)
@@ -524,33 +559,51 @@ class SanaWMBackend:
         return ((z - mean) * self.vae.config.scaling_factor / std).to(self.dtype)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, context: SanaWMState | torch.Tensor | None = None) -> np.ndarray:
-        """Latents -> ``uint8 [B, F, H, W, 3]`` frames.
+    def decode(self, latents: torch.Tensor, *, first_frame: bool = True,
+               context: SanaWMState | torch.Tensor | None = None) -> torch.Tensor:
+        """Latents ``[B, T, C, h, w]`` -> ``uint8 [B, F, H, W, 3]`` frames (torch, on the model's device).
 
         The LTX-2 VAE is causal in time and decodes the first latent frame of a clip to a single frame, so a
-        chunk must be decoded after its predecessors. With ``context`` (the state ``step`` returned with
-        ``latents``, or a ``[B, C, n, h, w]`` tensor of the preceding latent frames) the result is the
-        ``8 * T`` frames of ``latents`` only; without it, ``latents`` decode as a clip: ``1 + 8 (T - 1)`` frames.
+        chunk must be decoded after its predecessors.
+
+        Args:
+            first_frame: the latents are a clip: ``F = 1 + 8 (T - 1)`` frames. False: they follow ``context``
+                and give their ``8 T`` frames only.
+            context: with ``first_frame=False``, the state ``step`` returned with ``latents``, or a
+                ``[B, n, C, h, w]`` tensor of the preceding latent frames.
         """
-        if not torch.is_tensor(latents) or latents.ndim != 5 or latents.shape[1] != self.config.latent_channels:
+        if not torch.is_tensor(latents) or latents.ndim != 5 or latents.shape[2] != self.config.latent_channels:
             shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
-            raise ValueError(f"latents must be a [B, {self.config.latent_channels}, T, h, w] tensor, got {shape}")
+            raise ValueError(f"latents must be a [B, T, {self.config.latent_channels}, h, w] tensor, got {shape}")
+        if first_frame != (context is None):
+            raise ValueError("pass context= (the state step() returned) exactly when first_frame=False: a chunk is "
+                             "decoded after the latent frames before it")
+        latents = latents.transpose(1, 2)  # the pipeline's [B, C, T, h, w]
         n_ctx = 0
         if isinstance(context, SanaWMState):
             window, t = context.latents, latents.shape[2]
             if window.shape[2] <= t or not torch.equal(window[:, :, -t:], latents.to(window)):
                 raise ValueError("context state does not end with these latents; pass the state step() returned with them")
             context = window[:, :, :-t][:, :, -self.config.decode_context_frames:]
+        elif context is not None:
+            if not torch.is_tensor(context) or context.ndim != 5 or context.shape[0] != latents.shape[0] \
+                    or context.shape[2] != latents.shape[1]:
+                raise ValueError(f"context must be a SanaWMState or a [B, n, C, h, w] tensor matching latents, got "
+                                 f"{type(context).__name__}")
+            context = context.transpose(1, 2)
         if context is not None:
-            if not torch.is_tensor(context) or context.ndim != 5 or context.shape[:2] != latents.shape[:2]:
-                raise ValueError(f"context must be a SanaWMState or a [B, C, n, h, w] tensor matching latents, got {type(context).__name__}")
             n_ctx = context.shape[2]
             latents = torch.cat([context.to(latents), latents], dim=2)
         video = self.pipeline._decode_latents(latents)  # [B, 3, F, H, W] in [-1, 1]
         if n_ctx:
             video = video[:, :, 1 + self.frames_per_latent * (n_ctx - 1):]
         frames = self.pipeline.video_processor.postprocess_video(video.float(), output_type="pt")  # [B, F, 3, H, W]
-        return (frames * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+        return (frames * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2)
+
+    def predict_reward_termination(self, state: SanaWMState) -> tuple[torch.Tensor, torch.Tensor]:
+        """SANA-WM predicts no reward and no end of episode: ``(zeros [B], zeros [B])``."""
+        zeros = torch.zeros(state.batch_size, dtype=torch.float32)
+        return zeros, zeros.clone()
 
     # ----- rollout ----------------------------------------------------------------------------
 
@@ -567,25 +620,31 @@ class SanaWMBackend:
         negative_prompt_embeds: torch.Tensor | None = None,
         negative_prompt_attention_mask: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        denoise_steps: int | None = None,
     ) -> SanaWMState:
         """Start a rollout from real frames (SANA-WM is image-to-video: a first frame is required).
 
         Args:
             batch_size: B.
             frames: ``uint8 [B, T, H, W, 3]`` or ``[B, H, W, 3]``, T = 1 + 8k at ``image_size``.
-            actions: for T > 1, the motion between the given frames: key-DSL strings (one per env, T - 1 frames)
-                or canonical vectors ``[B, T - 1, 4]``; default idle.
+            actions: for T > 1, the motion between the given frames: one ``action_space`` element per env step
+                (``[B, k]`` key-set indices or ``[B, k, 4]`` vectors, each held for its 8 frames), key-DSL strings
+                (one per env, T - 1 frames) or canonical per-frame vectors ``[B, T - 1, 4]``; default idle.
             prompt: a string or one per env (Gemma-2 with the chi-prompt prefix, as the pipeline); default "".
             prompt_embeds / prompt_attention_mask: precomputed ``[B or 1, 1, L, D]`` / ``[B or 1, L]``
-                (required without a text encoder); negative_*: the CFG branch (default: encoded ``negative_prompt``).
-            generator: unused (encoding is deterministic); accepted for protocol symmetry.
+                (a prompt without a text encoder needs them; no prompt and no text encoder: an all-zero embedding);
+                negative_*: the CFG branch (default: encoded ``negative_prompt``).
+            generator / denoise_steps: unused (encoding is deterministic); accepted for the protocol.
         """
-        del generator
+        del generator, denoise_steps
         if frames is None:
             raise ValueError("frames is required: SANA-WM generates from a first frame (uint8 [B, 1, H, W, 3])")
         video = self._as_frames(frames, batch_size)
         b, t = video.shape[:2]
-        latents = self.encode(video)
+        if prompt is None and prompt_embeds is None and self.text_encoder is None:  # unprompted: a zero embedding
+            width = int(self.transformer.config.caption_channels)
+            prompt_embeds = torch.zeros(b, 1, 1, width, device=self.device, dtype=self.dtype)
+        latents = self._encode(video)
         vectors = self._init_action_vectors(actions, b, t - 1)  # [B, T-1, 4]
         poses, c2w, pitch = self._integrate(np.broadcast_to(np.eye(4), (b, 4, 4)), np.zeros(b), vectors)
         poses = np.concatenate([np.broadcast_to(np.eye(4), (b, 1, 4, 4)), poses], axis=1)  # [B, T, 4, 4]
@@ -625,10 +684,10 @@ class SanaWMBackend:
             actions: per env: a key-DSL string of exactly 8 frames, or an ``action_space`` element (see the class).
             generator: noise source (seeded -> deterministic).
             denoise_steps / guidance_scale: override the backend's defaults for this step.
-            noise: ``[B, C, 1, h, w]`` initial noise instead of drawing it (used by the pipeline-parity test).
+            noise: ``[B, C, h, w]`` initial noise instead of drawing it (used by the pipeline-parity test).
 
         Returns:
-            ``(latent_frame [B, C, 1, h, w], new_state)``.
+            ``(latent_frame [B, C, h, w], new_state)``.
         """
         if not isinstance(state, SanaWMState):
             raise TypeError(f"state must be a SanaWMState from init_state/step, got {type(state).__name__}")
@@ -644,14 +703,15 @@ class SanaWMBackend:
         raymap = torch.cat([raymap, rows[:, 1:]], dim=1)
         plucker = torch.cat([plucker, pluck[:, :, 1:]], dim=2)
 
-        new = self._denoise(state, raymap, plucker, generator, denoise_steps, guidance_scale, noise)
+        new = self._denoise(state, raymap, plucker, generator, denoise_steps, guidance_scale,
+                            None if noise is None else noise[:, :, None])
         latents = torch.cat([state.latents, new], dim=2)
         keep = [0] + list(range(max(1, latents.shape[2] - self.config.context_frames), latents.shape[2]))
         new_state = replace(
             state, latents=latents[:, :, keep], raymap=raymap[:, keep], plucker=plucker[:, :, keep],
             c2w=c2w, pitch=pitch, sink_pending=False, step_index=state.step_index + 1,
         )
-        return new, new_state
+        return new[:, :, 0], new_state
 
     # ----- internals --------------------------------------------------------------------------
 
@@ -670,7 +730,7 @@ class SanaWMBackend:
         if noise is None:
             noise = randn_tensor((b, c, 1, h, w), generator=generator, device=dev, dtype=dtype)
         elif tuple(noise.shape) != (b, c, 1, h, w):
-            raise ValueError(f"noise must have shape {(b, c, 1, h, w)}, got {tuple(noise.shape)}")
+            raise ValueError(f"noise must have shape {(b, c, h, w)}, got {tuple(noise.shape[:2] + noise.shape[3:])}")
         latents = torch.cat([state.latents.to(dev, dtype), noise.to(dev, dtype)], dim=2)  # [B, C, W+1, h, w]
         # The whole window is held clean. The mask stays fp32: in diffusers 0.42.1 the pipeline's bf16 mask makes
         # ``t / 1000 - 1e-6 < 1 - mask`` round to ``1.0 < 1.0`` at t = 1000, silently skipping the first Euler step.
@@ -779,7 +839,16 @@ class SanaWMBackend:
             if any(len(o) != n for o in out):
                 raise ValueError(f"actions must cover the {n} frames after the first, got {[len(o) for o in out]}")
             return np.stack(out)
-        arr = np.asarray(actions, dtype=np.float64)
+        steps, k = n // self.frames_per_latent, self.frames_per_latent
+        arr = np.asarray(actions.detach().cpu() if torch.is_tensor(actions) else actions)
+        if arr.shape[:2] == (batch_size, steps) and arr.ndim == (2 if self.config.action_type == "discrete" else 3):
+            # one action_space element per env step (the session's form), held for its k frames
+            spec = space_to_spec(self.action_space)
+            flat = validate_actions(arr.reshape(batch_size * steps, *arr.shape[2:]), spec, name="actions")
+            vectors = np.stack([keys_to_vector(DISCRETE_KEYSETS[int(i)]) for i in flat]) if spec["type"] == "discrete" \
+                else flat.astype(np.float64)
+            return np.repeat(vectors.reshape(batch_size, steps, CAMERA_ACTION_DIM).astype(np.float64), k, axis=1)
+        arr = np.asarray(arr, dtype=np.float64)
         if arr.shape != (batch_size, n, CAMERA_ACTION_DIM) or not np.all(np.isfinite(arr)):
             raise ValueError(f"actions must be key-DSL strings or finite [B, T-1, 4] = {(batch_size, n, 4)}, got {arr.shape}")
         return arr

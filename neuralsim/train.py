@@ -44,6 +44,7 @@ from neuralsim.checkpoints import (WEIGHTS_NAME, atomic_save_safetensors, atomic
                                    write_checkpoint, write_start_frames)
 from neuralsim.device import resolve_dtype
 from neuralsim.limits import MAX_SEED
+from neuralsim.session import DreamSession
 
 STAGES = ("autoencoder", "dynamics")
 MAX_STEPS = 10_000_000
@@ -257,18 +258,18 @@ class StageLoss(nn.Module):
     @torch.no_grad()
     def own_rollout(self, latents: torch.Tensor, batch: dict, frames: int, generator: torch.Generator) -> torch.Tensor:
         """The model's own latent frames ``1..frames`` from real frame 0 and the batch's actions."""
-        model = self.model
-        was_training = model.training
-        model.eval()
+        was_training = self.model.training
         try:
-            state = model.init_state(latents.shape[0], latents=latents[:, :1], prompt=batch.get("descriptions"),
-                                     generator=generator)
+            session = DreamSession(self.model, dtype="float32")  # eval mode; precision: the trainer's autocast
+            state, _, _ = session.start(latents.shape[0], generator, latents=latents[:, :1],
+                                        prompt=batch.get("descriptions"))
             own = []
             for t in range(frames):
-                latent, state = model.step(state, batch["actions"][:, t], generator=generator)
-                own.append(latent)
+                out = session.step(state, batch["actions"][:, t], generator, decode=False)
+                state = out.state
+                own.append(out.latent)
         finally:
-            model.train(was_training)
+            self.model.train(was_training)
         return torch.stack(own, dim=1)
 
     def forward(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
@@ -481,16 +482,17 @@ def write_sample(model: nn.Module, batch: dict, stage: str, path: Path) -> None:
     if stage == "autoencoder":
         fake = model.decode(model.encode(frames))
     else:
-        k = model.config.frames_per_latent
-        generator = torch.Generator().manual_seed(0)
+        session = DreamSession(model, dtype="float32")
+        generator = session.generator(0)
         prompt = batch.get("descriptions", [None])[0] if model.config.text_width else None
-        state = model.init_state(1, frames=frames[:, :1], prompt=prompt, generator=generator)
-        latents = [model.encode(frames[:, :1])[:, 0]]
+        state, _, _ = session.start(1, generator, latents=model.encode(frames[:, :1]),
+                                    prompt=None if prompt is None else [prompt])
+        latents = [state.latent]
         for t in range(batch["actions"].shape[1]):
-            latent, state = model.step(state, batch["actions"][:, t], generator=generator)
-            latents.append(latent)
+            out = session.step(state, batch["actions"][:, t], generator, decode=False)
+            state = out.state
+            latents.append(out.latent)
         fake = model.decode(torch.stack(latents, dim=1))[:, : frames.shape[1]]
-        del k
     real = frames[0].cpu().numpy()
     fake = fake[0].cpu().numpy()[: len(real)]
     video = np.concatenate([real[: len(fake)], fake], axis=2)

@@ -104,8 +104,7 @@ def test_one_owner_writes_and_reads_every_checkpoint_file(model, tmp_path, monke
     weights carry exactly one metadata key (equal weights, equal bytes), and every reader is its function."""
     from safetensors import safe_open
 
-    from neuralsim import checkpoints, config, rollout
-    from neuralsim.envs import world_model_env
+    from neuralsim import checkpoints, config, rollout, sana_wm, session
 
     committed = []
     commit = checkpoints.StagedFile.commit
@@ -120,7 +119,7 @@ def test_one_owner_writes_and_reads_every_checkpoint_file(model, tmp_path, monke
     got, descriptions = checkpoints.read_start_frames(out)
     assert np.array_equal(got, frames) and descriptions == ["a", "b"]
     assert rollout.load_start_frames is checkpoints.read_start_frames  # the public name, re-exported
-    assert world_model_env.OFFICIAL_MODEL is config.OFFICIAL_MODEL_NAME is checkpoints.OFFICIAL_MODEL_NAME  # one name
+    assert session.OFFICIAL_MODEL_NAME is config.OFFICIAL_MODEL_NAME is checkpoints.OFFICIAL_MODEL_NAME is sana_wm.NAME
     with pytest.raises(ValueError, match="one string per frame"):
         checkpoints.write_start_frames(out, frames, ["only one"])
     with pytest.raises(ValueError, match=r"uint8 \[N, H, W, 3\]"):

@@ -21,7 +21,7 @@ from conftest import TINY_FRAMES_PER_STEP, listing  # noqa: E402
 from neuralsim import actions as act  # noqa: E402
 from neuralsim.cli import main  # noqa: E402
 from neuralsim.data import Dataset  # noqa: E402
-from neuralsim.envs.world_model_env import DreamCore  # noqa: E402
+from neuralsim.session import DreamSession  # noqa: E402
 from neuralsim.play import Player, RealEnv, VideoRecorder, action_keys, keys_to_action, keys_to_dsl  # noqa: E402
 from neuralsim.rollout import actions_from_string  # noqa: E402
 
@@ -74,10 +74,10 @@ def test_keys_map_to_actions_and_back_to_the_dsl():
 
 
 def test_synthetic_keys_record_log_and_replay_exactly(tiny_checkpoint, tmp_path):
-    core = DreamCore(str(tiny_checkpoint), dtype="float32")
-    assert core.frames_per_step == K
+    session = DreamSession(str(tiny_checkpoint), dtype="float32")
+    assert session.frames_per_step == K
     recorder = VideoRecorder(tmp_path / "session.mp4", fps=10)
-    player = Player(core, seed=5, start_index=1, recorder=recorder, scale=2, fps=60, keep_frames=True,
+    player = Player(session, seed=5, start_index=1, recorder=recorder, scale=2, fps=60, keep_frames=True,
                     model_arg=str(tiny_checkpoint))
     player.open_window()
     try:
@@ -93,9 +93,9 @@ def test_synthetic_keys_record_log_and_replay_exactly(tiny_checkpoint, tmp_path)
     episode = player.episodes[0]
     assert episode["keys"] == ["w", "w", "w", "wl", "wl", "l", ""]
     frames = np.stack(episode["frames"])
-    h, w = core.image_size
+    h, w = session.image_size
     assert frames.shape == (1 + 7 * K, h, w, 3) and frames.dtype == np.uint8
-    assert np.array_equal(frames[0], core.start_frames[1])
+    assert np.array_equal(frames[0], session.start_frames[1])
     assert (tmp_path / "session.txt").read_text() == "w-6,wl-4,l-2,none-2\n"
     video = iio.imread(tmp_path / "session.mp4", index=None)
     assert video.shape == (1 + 7 * K, 2 * h, 2 * w, 3)
@@ -111,8 +111,8 @@ def test_synthetic_keys_record_log_and_replay_exactly(tiny_checkpoint, tmp_path)
 
 
 def test_reset_pause_single_step_and_denoise_keys(tiny_checkpoint):
-    core = DreamCore(str(tiny_checkpoint), dtype="float32")
-    player = Player(core, seed=0, scale=1, fps=60)
+    session = DreamSession(str(tiny_checkpoint), dtype="float32")
+    player = Player(session, seed=0, scale=1, fps=60)
     player.open_window()
     try:
         advance(player, key(pygame.KEYDOWN, pygame.K_d), steps=2)
@@ -152,7 +152,7 @@ def test_window_closed_mid_recording_leaves_a_valid_file(tiny_checkpoint, tmp_pa
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 3 and summary["record"] == str(out)
     video = iio.imread(out, index=None)
-    h, w = DreamCore(str(tiny_checkpoint)).image_size
+    h, w = DreamSession(str(tiny_checkpoint)).image_size
     assert video.shape[1:] == (2 * h, 2 * w, 3) and 2 <= len(video) <= 1 + 3 * K  # (GIF merges equal frames)
     assert (tmp_path / "keys.txt").read_text() == f"none-{3 * K}\n"
     assert sorted(p.name for p in out.parent.iterdir()) == ["session.gif"]
@@ -161,12 +161,12 @@ def test_window_closed_mid_recording_leaves_a_valid_file(tiny_checkpoint, tmp_pa
 @pytest.mark.mujoco
 def test_default_model_side_by_side_with_the_real_room(tmp_path, capsys):
     """The shipped model came from NeuralSimRoom-v0: both run with the same actions; the log replays exactly."""
-    core = DreamCore("default", dtype="float32")
-    real, why = RealEnv.for_model(core)
+    session = DreamSession("default", dtype="float32")
+    real, why = RealEnv.for_model(session)
     if real is None:
         pytest.skip(f"no real room here: {why}")
-    script = core.keys_to_actions("w-3,l-2,jw-2")
-    player = Player(core, seed=1, real=real, script=script, keep_frames=True, scale=1)
+    script = session.keys_to_actions("w-3,l-2,jw-2")
+    player = Player(session, seed=1, real=real, script=script, keep_frames=True, scale=1)
     try:
         first = player.reset()
         assert np.array_equal(first, real.last)  # the dream starts from the real frame
@@ -185,8 +185,8 @@ def test_default_model_side_by_side_with_the_real_room(tmp_path, capsys):
                  "--screenshot", str(tmp_path / "shot.png")]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["episodes"][0]["start"]["real"] == "NeuralSimRoom-v0" and summary["steps"] == 5
-    h, w = core.image_size
-    assert iio.imread(out, index=None).shape == (1 + 5 * core.frames_per_step, 2 * h, 2 * 2 * w, 3)
+    h, w = session.image_size
+    assert iio.imread(out, index=None).shape == (1 + 5 * session.frames_per_step, 2 * h, 2 * 2 * w, 3)
     assert iio.imread(tmp_path / "shot.png").shape[1] >= 2 * 2 * w  # the window: both panels + HUD
 
 

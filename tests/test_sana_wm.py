@@ -48,8 +48,8 @@ def _image(seed: int = 0, batch: int = 1) -> np.ndarray:
 
 
 def _pipeline_noise(seed: int) -> torch.Tensor:
-    """The noise SanaWMPipeline draws for a 9-frame clip; its second latent frame is the generated one."""
-    return torch.randn((1, 16, 2, H // 32, W // 32), generator=torch.Generator().manual_seed(seed))[:, :, 1:]
+    """The noise SanaWMPipeline draws for a 9-frame clip; its second latent frame is the generated one ``[1, C, h, w]``."""
+    return torch.randn((1, 16, 2, H // 32, W // 32), generator=torch.Generator().manual_seed(seed))[:, :, 1]
 
 
 def _run_pipeline(pipe: SanaWMPipeline, image: np.ndarray, action: str, seed: int, steps: int = 3, cfg: float = 5.0):
@@ -76,9 +76,9 @@ def test_first_step_equals_pipeline(parts, action):
     state = backend.init_state(1, frames=image, prompt="a red ball")
     latent, state = backend.step(state, action, noise=_pipeline_noise(0))
     assert (state.latents[:, :, :1] - ref.latent[:, :, :1]).abs().max().item() == 0.0  # the encoded first frame
-    diff = (latent - ref.latent[:, :, 1:]).abs().max().item()
+    diff = (latent - ref.latent[:, :, 1]).abs().max().item()
     assert diff <= 1e-5, diff
-    chunk = backend.decode(latent, context=state)
+    chunk = backend.decode(latent[:, None], first_frame=False, context=state).numpy()
     assert chunk.shape == (1, 8, H, W, 3) and chunk.dtype == np.uint8
     assert np.abs(chunk[0].astype(np.float64) - ref.frames[1:] * 255.0).max() <= 0.5 + 1e-3  # uint8 rounding only
 
@@ -119,7 +119,7 @@ def test_from_pretrained_equals_pipeline_from_pretrained(parts, tmp_path):
     assert backend.transformer.rope.freqs.device.type == "cpu"
     state = backend.init_state(1, frames=image, prompt="a red ball")
     latent, _ = backend.step(state, "d-8", noise=_pipeline_noise(5))
-    assert (latent - ref.latent[:, :, 1:]).abs().max().item() <= 1e-5
+    assert (latent - ref.latent[:, :, 1]).abs().max().item() <= 1e-5
 
 
 def test_from_components_loads_raw_official_safetensors(parts, tmp_path):
@@ -161,8 +161,8 @@ def test_seed_determinism_and_state_is_not_mutated(parts):
     c, _ = backend.step(state, [1, 5], generator=torch.Generator().manual_seed(8))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(state.latents, before) and s_a.step_index == 1 and state.step_index == 0
-    assert a.shape == (2, 16, 1, H // 32, W // 32)
-    assert backend.decode(a, context=s_a).shape == (2, 8, H, W, 3)
+    assert a.shape == (2, 16, H // 32, W // 32)
+    assert backend.decode(a[:, None], first_frame=False, context=s_a).shape == (2, 8, H, W, 3)
 
 
 def test_window_is_bounded_and_step_cost_flat(parts):
@@ -192,8 +192,8 @@ def test_init_from_a_clip_keeps_sink_and_recent_frames(parts):
     clip = np.random.default_rng(1).integers(0, 256, (1, 17, H, W, 3), dtype=np.uint8)
     state = backend.init_state(1, frames=clip, actions="w-8,l-8", prompt="a red ball")
     assert state.latents.shape[2] == 2 and not state.sink_pending
-    full = backend.encode(clip)
-    assert torch.equal(state.latents, full[:, :, [0, 2]])
+    full = backend.encode(clip)  # [B, T, C, h, w]
+    assert full.shape == (1, 3, 16, H // 32, W // 32) and torch.equal(state.latents, full[:, [0, 2]].transpose(1, 2))
     cam = prepare_camera(action_string_to_c2w("w-8,l-8"), np.tile(np.float32(INTRINSICS), (17, 1)),
                          target_size=(H, W), vae_stride=(8, 32, 32))
     assert torch.equal(state.raymap[0], cam["raymap"][[0, 2]])
@@ -210,7 +210,7 @@ def test_bf16_runs_on_cpu_and_tracks_fp32(parts):
     assert b.dtype == torch.bfloat16
     rel = ((a - b.float()).norm() / a.norm()).item()
     assert rel < 0.05, rel
-    assert bf16.decode(b, context=s_b).shape == (1, 8, H, W, 3)
+    assert bf16.decode(b[:, None], first_frame=False, context=s_b).shape == (1, 8, H, W, 3)
 
 
 def test_bf16_mask_does_not_skip_the_first_step(parts):
@@ -250,12 +250,17 @@ def test_decode_needs_the_right_context(parts):
     backend = _backend(parts, denoise_steps=1, guidance_scale=1.0)
     state = backend.init_state(1, frames=_image(), prompt="a red ball")
     latent, new_state = backend.step(state, "w-8", generator=torch.Generator().manual_seed(0))
-    assert backend.decode(latent).shape == (1, 1, H, W, 3)  # a clip: its first latent frame is one frame
-    assert backend.decode(latent, context=state.latents).shape == (1, 8, H, W, 3)
+    latents = latent[:, None]  # [B, T=1, C, h, w]
+    assert backend.decode(latents).shape == (1, 1, H, W, 3)  # a clip: its first latent frame is one frame
+    assert backend.decode(latents, first_frame=False, context=state.latents.transpose(1, 2)).shape == (1, 8, H, W, 3)
+    assert torch.equal(backend.decode(latents, first_frame=False, context=new_state),
+                       backend.decode(latents, first_frame=False, context=state.latents.transpose(1, 2)))
     with pytest.raises(ValueError, match="context state"):
-        backend.decode(latent, context=state)
+        backend.decode(latents, first_frame=False, context=state)
+    with pytest.raises(ValueError, match="context="):
+        backend.decode(latents, first_frame=False)
     with pytest.raises(ValueError, match="latents"):
-        backend.decode(latent[:, :4])
+        backend.decode(latents[:, :, :4])
 
 
 @pytest.mark.parametrize(
@@ -297,7 +302,8 @@ def test_bad_frames_and_prompts(parts):
         backend.init_state(1, prompt="a red ball")
     no_text = SanaWMBackend(parts["transformer"], parts["vae"], image_size=(H, W))
     with pytest.raises(ValueError, match="prompt_embeds"):
-        no_text.init_state(1, frames=_image())
+        no_text.init_state(1, frames=_image(), prompt="a red ball")
+    assert not no_text.init_state(1, frames=_image()).prompt_embeds.any()  # unprompted: a zero embedding
     with pytest.raises(ValueError, match="image_size"):
         SanaWMBackend(parts["transformer"], parts["vae"], image_size=(60, 96))
 

@@ -87,7 +87,7 @@ def test_same_step_autoreset_with_terminal_observation(ckpt):
     assert not dones.any()
     obs, rewards, dones, infos = venv.step(acts)
     assert dones.all()
-    starts = inner.core.start_frames
+    starts = inner.session.start_frames
     for i in range(N):
         assert infos[i]["TimeLimit.truncated"] is True
         terminal = infos[i]["terminal_observation"]

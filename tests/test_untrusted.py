@@ -43,12 +43,12 @@ def evil_module(tmp_path, monkeypatch):
 @pytest.mark.parametrize("env_id", [f"{EVIL_MODULE}:CartPole-v1", "this:Zen-v0", "NoSuchEnv-v9"])
 def test_1_checkpoint_env_id_never_imports_a_module(tiny_checkpoint, tmp_path, evil_module, env_id):
     """#1: `play` made the env of config.json's provenance.env_id; 'module:Id' made gymnasium import `module`."""
-    from neuralsim.envs.world_model_env import DreamCore
+    from neuralsim.session import DreamSession
     from neuralsim.play import RealEnv
 
     ckpt = _copy_with_config(tiny_checkpoint, tmp_path / "ckpt", provenance={"env_id": env_id, "env_kwargs": {}})
     was_imported = "this" in sys.modules
-    real, why = RealEnv.for_model(DreamCore(str(ckpt)))
+    real, why = RealEnv.for_model(DreamSession(str(ckpt)))
     assert real is None
     assert ("never chooses a module" in why) if ":" in env_id else ("not a registered Gymnasium id" in why)
     assert not evil_module.exists() and EVIL_MODULE not in sys.modules

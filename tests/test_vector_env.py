@@ -52,7 +52,7 @@ def test_make_vec_returns_the_native_vector_env(ckpt):
     envs = gym.make_vec("SanaWM-v0", num_envs=5, vectorization_mode="vector_entry_point", model=str(ckpt),
                         denoise_steps=1, obs_type="latent", return_frames=False)
     assert isinstance(envs, WorldModelVectorEnv) and envs.num_envs == 5
-    assert envs.core.denoise_steps == 1 and envs.core.obs_type == "latent" and not envs.return_frames
+    assert envs.session.denoise_steps == 1 and envs.obs_type == "latent" and not envs.return_frames
     assert envs.max_episode_steps == gym.spec("SanaWM-v0").max_episode_steps == 200  # the spec's limit flows in
     assert envs.spec.id == "SanaWM-v0" and envs.spec.kwargs["num_envs"] == 5
     obs, _ = envs.reset(seed=0)
@@ -101,7 +101,7 @@ def test_next_step_autoreset_after_truncation(envs):
         assert np.array_equal(info["frames"][:, -1], obs)
         assert truncated.tolist() == [t == 2] * N and not terminated.any()
     obs, reward, terminated, truncated, info = envs.step(acts[3])  # the step after a done: reset, reward 0
-    starts = envs.core.start_frames
+    starts = envs.session.start_frames
     assert all(any(np.array_equal(o, s) for s in starts) for o in obs)
     assert reward.tolist() == [0.0] * N and not terminated.any() and not truncated.any()
     assert info["step"].tolist() == [0] * N and not info["_predicted_reward"].any() and not info["_frames"].any()

@@ -121,9 +121,9 @@ def test_register_checkpoint(ckpt):
     register_checkpoint("TinyDreamTest-v0", str(ckpt), max_episode_steps=4, denoise_steps=1)
     env = gym.make("TinyDreamTest-v0")
     env.reset(seed=0)
-    assert env.spec.max_episode_steps == 4 and env.unwrapped.core.denoise_steps == 1
+    assert env.spec.max_episode_steps == 4 and env.unwrapped.session.denoise_steps == 1
     envs = gym.make_vec("TinyDreamTest-v0", num_envs=2, vectorization_mode="vector_entry_point")
-    assert envs.max_episode_steps == 4 and envs.core.denoise_steps == 1
+    assert envs.max_episode_steps == 4 and envs.session.denoise_steps == 1
 
 
 # ------------------------------------------------------------------------------------ stepping
@@ -257,12 +257,12 @@ def test_reset_from_image_and_context_clip(env):
 
 
 def test_reset_resizes_a_real_frame_as_the_training_frames_were(monkeypatch):
-    import neuralsim.data as data
+    import neuralsim.session as data  # the session checks (and fits) start images
 
     model = make_tiny_model()
     model.config.provenance = {**(model.config.provenance or {}), "resize": "pad"}  # as `collect` recorded it
     env = WorldModelEnv(model)
-    assert env.core.resize_mode == "pad"
+    assert env.session.resize_mode == "pad"
     modes = []
     real_resize = data.resize_frame
     monkeypatch.setattr(data, "resize_frame", lambda f, size, *, mode="squash": modes.append(mode) or real_resize(f, size, mode=mode))

@@ -1,4 +1,5 @@
-"""``neuralsim play``: drive a dream live with the keyboard (:class:`neuralsim.play.Player`), record it, log it."""
+"""``neuralsim play``: drive a dream live with the keyboard (:class:`neuralsim.play.Player` over a
+:class:`neuralsim.session.DreamSession`), record it, log it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from neuralsim.checkpoints import ensure_writable_file
 from neuralsim.cli.errors import CLIError, check_positive
-from neuralsim.cli.rollout import add_start_arguments
+from neuralsim.cli.rollout import add_start_arguments, open_session, parse_start_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from neuralsim.checkpoints import DEFAULT_MODEL_MISSING, default_model_missing, resolve_checkpoint
-    from neuralsim.cli.rollout import parse_start_inputs
-    from neuralsim.envs.world_model_env import DreamCore
     from neuralsim.play import (SCREENSHOT_SUFFIXES, VIDEO_SUFFIXES, NoDisplayError, Player, RealEnv, VideoRecorder,
                                 import_pygame)
 
-    check_positive(args, "steps", "fps", "scale", "denoise_steps")
+    from neuralsim.limits import MAX_DENOISE_STEPS
+
+    check_positive(args, "steps", "fps", "scale", "denoise_steps", at_most={"denoise_steps": MAX_DENOISE_STEPS})
     if args.record is not None and Path(args.record).suffix.lower() not in VIDEO_SUFFIXES:
         raise CLIError(f"--record {args.record!r} must end with .mp4 or .gif")
     if args.screenshot is not None and Path(args.screenshot).suffix.lower() not in SCREENSHOT_SUFFIXES:
@@ -54,35 +54,32 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CLIError(str(exc)) from None
 
-    try:
-        path = resolve_checkpoint(args.model, "--model")
-        core = DreamCore(path, denoise_steps=args.denoise_steps, dtype="float32")  # fp32, as rollout
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        if default_model_missing(args.model):
-            raise CLIError(f"{DEFAULT_MODEL_MISSING}; pass --model DIR") from None
-        raise CLIError(str(exc) if "--model" in str(exc) else f"--model {args.model!r}: {exc}") from None
+    session = open_session(args, "pass --model DIR", num_threads="auto")  # fp32, as rollout
     model_arg = str(Path(args.model).resolve()) if Path(args.model).is_dir() else args.model
+    checkpoint_arg = None if args.checkpoint is None else str(Path(args.checkpoint).resolve())
 
-    image = parse_start_inputs(args.image, args.prompt, image_size=tuple(core.image_size),
-                               num_start_frames=len(core.start_frames), start_index=args.start_index, checkpoint=path,
-                               resize=core.resize_mode)  # as the model's training frames were (squash if unrecorded)
-    if args.prompt is not None and not core.backend.text_conditioned:
+    image = parse_start_inputs(args.image, args.prompt, image_size=session.image_size,
+                               num_start_frames=len(session.start_frames), start_index=args.start_index,
+                               checkpoint=session.checkpoint_dir or checkpoint_arg,
+                               resize=session.resize_mode)  # as the model's training frames were (squash if unrecorded)
+    if args.prompt is not None and not session.text_conditioned:
         raise CLIError(f"--prompt: model {args.model!r} has no text conditioning; start from --image FILE instead")
     script = None
     if args.actions is not None:
         try:
-            script = core.keys_to_actions(args.actions)
+            script = session.keys_to_actions(args.actions)
         except ValueError as exc:
             raise CLIError(f"--actions: {exc}") from None
 
     real = None
     if not args.no_real and image is None and args.prompt is None and args.start_index is None:
-        real, why = RealEnv.for_model(core)
+        real, why = RealEnv.for_model(session)
         if real is None:
             logger.info("play: no side-by-side real env: %s", why)
-    player = Player(core, seed=args.seed, image=image, image_path=None if args.image is None else
-                    str(Path(args.image).resolve()), prompt=args.prompt, start_index=args.start_index, real=real,
-                    script=script, max_steps=args.steps, scale=args.scale, fps=args.fps, model_arg=model_arg)
+    player = Player(session, seed=args.seed, denoise_steps=args.denoise_steps, image=image, image_path=None if
+                    args.image is None else str(Path(args.image).resolve()), prompt=args.prompt,
+                    start_index=args.start_index, real=real, script=script, max_steps=args.steps, scale=args.scale,
+                    fps=args.fps, model_arg=model_arg, checkpoint_arg=checkpoint_arg)
     try:
         player.open_window(headless=args.headless)
     except NoDisplayError as exc:

@@ -1,7 +1,8 @@
 """``neuralsim rollout``: dream from a start frame, an image or a prompt, to a GIF/MP4 or to dream episodes.
 
-The dreaming itself is :func:`neuralsim.rollout.dream`; this module reads the options, checks them before any
-work, and writes the outputs. :func:`parse_start_inputs` is shared with ``neuralsim play``.
+The dreaming itself is :func:`neuralsim.rollout.dream` over a :class:`neuralsim.session.DreamSession`; this module
+reads the options, checks them before any work, and writes the outputs. :func:`add_start_arguments`,
+:func:`open_session` and :func:`parse_start_inputs` are shared with ``neuralsim play``.
 """
 
 from __future__ import annotations
@@ -9,16 +10,23 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from neuralsim.checkpoints import ensure_writable_dir, ensure_writable_file
 from neuralsim.cli.errors import CLIError, check_positive
 
+if TYPE_CHECKING:
+    from neuralsim.session import DreamSession
+
 
 def add_start_arguments(p: argparse.ArgumentParser) -> None:
-    """--model and where the dream starts (--image | --prompt | --start-index): shared by rollout and play."""
+    """--model [--checkpoint] and where the dream starts (--image | --prompt | --start-index): shared by rollout and
+    play."""
     p.add_argument("--model", default="default", help="model name (see `neuralsim info`) or checkpoint directory")
+    p.add_argument("--checkpoint", default=None, help="with --model sana-wm-2.6b: the directory of its weights in "
+                                                      "diffusers format (extra [sana])")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--image", help="start from this image file (fitted to the model's size as its training frames "
                                      "were: padded, cropped or squashed, per the checkpoint's provenance)")
@@ -39,6 +47,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--denoise-steps", type=int, default=None, help="Euler steps per frame (default: the model's)")
     p.add_argument("--fps", type=int, default=15)
     p.add_argument("--scale", type=int, default=4, help="video upscaling factor (nearest), for visibility")
+
+
+def open_session(args: argparse.Namespace, missing_hint: str, **kwargs: Any) -> DreamSession:
+    """The fp32 :class:`~neuralsim.session.DreamSession` of ``--model`` (and ``--checkpoint``); a model that cannot
+    be loaded is a :class:`CLIError` naming ``--model`` (``missing_hint`` follows the missing-default message)."""
+    from neuralsim.checkpoints import (DEFAULT_MODEL_MISSING, OFFICIAL_MODEL_NAME, default_model_missing,
+                                       resolve_checkpoint)
+    from neuralsim.session import DreamSession
+
+    official = args.model == OFFICIAL_MODEL_NAME
+    if args.checkpoint is not None and not official:
+        raise CLIError(f"--checkpoint is for --model {OFFICIAL_MODEL_NAME}; pass a neuralsim checkpoint as --model DIR")
+    if official and args.checkpoint is None:
+        raise CLIError(f"--model {OFFICIAL_MODEL_NAME} needs --checkpoint DIR: the official weights in diffusers "
+                       "format (e.g. a local copy of Efficient-Large-Model/SANA-WM_bidirectional-diffusers)")
+    try:
+        model = args.model if official else resolve_checkpoint(args.model, "--model")
+        return DreamSession(model, checkpoint=args.checkpoint, dtype="float32", **kwargs)  # fp32: exact replays
+    except ImportError as exc:  # the [sana] extra
+        raise CLIError(str(exc)) from None
+    except (ValueError, TypeError, FileNotFoundError) as exc:  # also torn or mismatched weights
+        if default_model_missing(args.model):
+            raise CLIError(f"{DEFAULT_MODEL_MISSING}; {missing_hint}") from None
+        raise CLIError(str(exc) if "--model" in str(exc) else f"--model {args.model!r}: {exc}") from None
 
 
 def parse_start_inputs(image: str | None, prompt: str | None, *, image_size: tuple[int, int], num_start_frames: int,
@@ -79,38 +111,28 @@ def parse_start_inputs(image: str | None, prompt: str | None, *, image_size: tup
 
 
 def run(args: argparse.Namespace) -> int:
-    from neuralsim import actions as act
-    from neuralsim.checkpoints import DEFAULT_MODEL_MISSING, default_model_missing, read_start_frames, resolve_checkpoint
-    from neuralsim.envs.world_model_env import resize_mode_of
+    from neuralsim.actions import MAX_ACTION_FRAMES
     from neuralsim.limits import MAX_DENOISE_STEPS
-    from neuralsim.model import WorldModel
     from neuralsim.rollout import VIDEO_SUFFIXES, dream, write_video
 
     check_positive(args, "steps", "episodes", "fps", "scale", "denoise_steps",
-                   at_most={"denoise_steps": MAX_DENOISE_STEPS, "steps": act.MAX_ACTION_FRAMES})  # kept in memory
+                   at_most={"denoise_steps": MAX_DENOISE_STEPS, "steps": MAX_ACTION_FRAMES})  # kept in memory
     to_video = Path(args.out).suffix.lower() in VIDEO_SUFFIXES
     if not to_video and Path(args.out).suffix:
         raise CLIError(f"--out {args.out!r}: expected FILE.gif, FILE.mp4 or a directory")
-    try:
-        path = resolve_checkpoint(args.model, "--model")
-        model = WorldModel.from_pretrained(path).eval()
-    except (ValueError, FileNotFoundError) as exc:  # also torn or mismatched weights
-        if default_model_missing(args.model):
-            raise CLIError(f"{DEFAULT_MODEL_MISSING}; train one with `neuralsim train all --data DIR --out DIR` and "
-                           "pass --model DIR") from None
-        raise CLIError(f"--model {args.model!r}: {exc}" if "--model" not in str(exc) else str(exc)) from None
-    cfg = model.config
-    k = cfg.frames_per_latent
-    starts, descriptions = read_start_frames(path)
+    session = open_session(args, "train one with `neuralsim train all --data DIR --out DIR` and pass --model DIR")
+    source = session.checkpoint_dir or Path(args.checkpoint)
+    k = session.frames_per_step
+    starts, descriptions = session.start_frames, session.start_descriptions
 
     try:
-        keyed = None if args.actions is None else act.action_string_to_actions(args.actions, cfg.action_spec, k)
+        keyed = None if args.actions is None else session.keys_to_actions(args.actions)
     except ValueError as exc:
         raise CLIError(f"--actions: {exc}") from None
     steps = args.steps or (len(keyed) if keyed is not None else 64)
-    image = parse_start_inputs(args.image or None, args.prompt, image_size=tuple(cfg.image_size),
-                               num_start_frames=len(starts), start_index=args.start_index, checkpoint=path,
-                               resize=resize_mode_of(cfg))  # as the model's training frames were (squash if unrecorded)
+    image = parse_start_inputs(args.image or None, args.prompt, image_size=session.image_size,
+                               num_start_frames=len(starts), start_index=args.start_index, checkpoint=source,
+                               resize=session.resize_mode)  # as the model's training frames were (squash if unrecorded)
     # Every input is valid: only now create the output location (a failed run leaves nothing behind).
     if to_video:
         ensure_writable_file(args.out, "--out", VIDEO_SUFFIXES)
@@ -128,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             start = starts[index]
             prompt = descriptions[index] if index < len(descriptions) else None
         try:
-            result = dream(model, steps, start=start, prompt=prompt, actions=keyed, seed=args.seed + e,
+            result = dream(session, steps, start=start, prompt=prompt, actions=keyed, seed=args.seed + e,
                            denoise_steps=args.denoise_steps)
         except FloatingPointError as exc:  # NaN/inf weights: no GIF of black frames, no exit 0
             raise CLIError(f"--model {args.model!r}: {exc}") from None
@@ -143,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         from neuralsim.data import ShardWriter
 
-        writer = ShardWriter(args.out, {"env_id": f"dream:{path}", "image_size": list(cfg.image_size),
-                                         "action_spec": cfg.action_spec, "frames_per_step": k, "policy":
+        writer = ShardWriter(args.out, {"env_id": f"dream:{source}", "image_size": list(session.image_size),
+                                         "action_spec": session.action_spec, "frames_per_step": k, "policy":
                                          "keys" if keyed is not None else "random", "seed": args.seed})
         for ep in episodes:
             terminated = ep["terminated"]
@@ -154,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         writer.close()
     total_steps = sum(len(ep["rewards"]) for ep in episodes)
     seconds = sum(ep["seconds"] for ep in episodes)
-    print(json.dumps({"model": str(path), "out": args.out, "episodes": len(episodes), "steps": total_steps,
+    print(json.dumps({"model": str(source), "out": args.out, "episodes": len(episodes), "steps": total_steps,
                       "frames": int(sum(len(ep["frames"]) for ep in episodes)), "seconds": round(seconds, 3),
                       "steps_per_s": round(total_steps / max(seconds, 1e-9), 1),
                       "mean_predicted_reward": round(float(np.mean([ep["rewards"].mean() for ep in episodes])), 4)}))

@@ -1,0 +1,566 @@
+"""``DreamSession``: one world model dreaming, whoever drives it; ``DreamModel``: what a world model offers.
+
+Every loop that steps a world model goes through a session: ``WorldModelEnv`` (batch 1) and
+``WorldModelVectorEnv`` (batch N, partial resets) in ``envs/``, ``neuralsim rollout`` and ``neuralsim play``,
+the trainer's sample GIFs and self-forcing rollouts, and ``benchmarks/fidelity.py``. A session loads a model
+(a name, a checkpoint directory or an instance), checks start inputs and actions naming the argument, starts
+episodes from images, prompts or the checkpoint's start set, steps them with actions or the key DSL, decodes,
+and reads the reward/termination heads. It holds no episode: states and ``torch.Generator`` s belong to the
+caller, so each driver keeps its own seeding (an env's ``np_random``, ``rollout --seed``).
+
+Both model families implement :class:`DreamModel` themselves: :class:`neuralsim.model.WorldModel` (native)
+and :class:`neuralsim.sana_wm.SanaWMBackend` (the official SANA-WM through diffusers, extra ``[sana]``).
+
+Example:
+    >>> session = DreamSession("default", dtype="float32")
+    >>> g = DreamSession.generator(0)
+    >>> state, rgb, info = session.start(1, g, rng=np.random.default_rng(0))  # a frame of the start set
+    >>> out = session.step(state, session.keys_to_actions("w-1"), g)
+    >>> out.frames.shape  # uint8 [B, k, H, W, 3]
+    (1, 1, 64, 64, 3)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import torch
+
+from neuralsim import actions as act
+from neuralsim.checkpoints import OFFICIAL_MODEL_NAME
+from neuralsim.device import resolve_dtype
+from neuralsim.images import RESIZE_MODES, resize_frame
+from neuralsim.limits import MAX_DENOISE_STEPS
+
+
+# ----------------------------------------------------------------------------------------------
+# The protocol both model families implement
+# ----------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class DreamState(Protocol):
+    """A rollout state (``WorldState``, ``SanaWMState``); ``step`` returns a new one and never mutates its input."""
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def latent(self) -> torch.Tensor:
+        """The last committed latent frame ``[B, C, h, w]``."""
+
+    def merge(self, mask: Any, other: Any) -> Any:
+        """Rows of ``other`` where ``mask`` (bool ``[B]``) is True, of this state elsewhere; ``other`` has ``B`` rows
+        or one per True of ``mask`` (a partial reset). Raises ``NotImplementedError`` where rows cannot mix."""
+
+
+@runtime_checkable
+class DreamModel(Protocol):
+    """A world model a session can serve; one latent layout (``[B, T, C, h, w]``, one step ``[B, C, h, w]``).
+
+    Attributes:
+        config: ``image_size`` ``(H, W)``, ``frames_per_latent`` k, ``latent_channels``, ``latent_size``
+            ``(h, w)``, ``denoise_steps``, ``provenance`` (dict: how its data was collected).
+        uses_autocast: the session runs it under ``torch.autocast`` for a lower ``dtype`` (False: it was cast).
+        can_generate_start: ``init_state`` works without frames (from a prompt, or unconditionally).
+    """
+
+    config: Any
+    uses_autocast: bool
+    can_generate_start: bool
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def action_spec(self) -> dict:
+        """The action space as a :mod:`neuralsim.actions` spec."""
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """``(C, h, w)`` of one latent frame."""
+
+    @property
+    def text_conditioned(self) -> bool:
+        """Prompts are accepted."""
+
+    def encode(self, frames: Any) -> torch.Tensor:
+        """uint8 ``[B, T, H, W, 3]`` (``T = 1 + n*k``) -> latents ``[B, 1 + n, C, h, w]``."""
+
+    def init_state(self, batch_size: int, frames: Any = None, actions: Any = None, prompt: Any = None,
+                   generator: torch.Generator | None = None, denoise_steps: int | None = None) -> Any:
+        """Start ``batch_size`` rollouts from frames (``actions``: ``[B, n, ...]``, one per env step between the
+        latent frames of the clip) or, where ``can_generate_start``, from nothing."""
+
+    def step(self, state: Any, actions: Any, generator: torch.Generator | None = None,
+             denoise_steps: int | None = None) -> tuple[torch.Tensor, Any]:
+        """One env step (``actions``: ``[B, ...]`` of the action space) -> ``(latent [B, C, h, w], new state)``."""
+
+    def decode(self, latents: torch.Tensor, *, first_frame: bool = True, context: Any = None) -> torch.Tensor:
+        """Latents ``[B, T, C, h, w]`` -> uint8 ``[B, F, H, W, 3]`` (torch); ``first_frame``: the first latent is a
+        lone frame (``F = 1 + (T-1)k``), else ``F = T*k``; ``context``: the state ``step`` returned with them."""
+
+    def predict_reward_termination(self, state: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(reward [B], termination probability [B])`` of the last committed frame (zeros without heads)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+
+def known_model_names() -> list[str]:
+    """Every name ``model=`` accepts as a string that is not a directory."""
+    from neuralsim.checkpoints import available_models
+
+    return sorted(set(available_models()) | {OFFICIAL_MODEL_NAME})
+
+
+def load_model(model: Any, *, checkpoint: str | os.PathLike | None = None, random_weights: bool = False,
+               device: torch.device | None = None, dtype: torch.dtype = torch.float32
+               ) -> tuple[DreamModel, str, Path | None]:
+    """Build a :class:`DreamModel` from a name, a directory or an instance.
+
+    Args:
+        model: a ``WorldModel``/``SanaWMBackend`` instance, a checkpoint directory, a shipped model name
+            (``"default"``), or ``"sana-wm-2.6b"`` (the official model through diffusers).
+        checkpoint: the diffusers-format directory of ``"sana-wm-2.6b"``.
+        random_weights: build the named preset (or the official architecture) with random weights.
+        device: where the model runs (None: an instance stays where it is; names load on the CPU).
+        dtype: the precision the official model is cast to (the native one stays fp32 and is autocast).
+
+    Returns:
+        ``(model, name, checkpoint directory or None)``.
+    """
+    if not isinstance(random_weights, bool):
+        raise TypeError(f"random_weights must be a bool, got {type(random_weights).__name__}")
+    if not isinstance(model, (str, os.PathLike)):
+        if not isinstance(model, DreamModel):
+            raise TypeError(f"model must be a model name, a checkpoint directory or a WorldModel instance, "
+                            f"got {type(model).__name__}")
+        if checkpoint is not None or random_weights:
+            raise ValueError("checkpoint= and random_weights= are for model names; got a model instance")
+        if isinstance(model, torch.nn.Module):  # the native WorldModel follows the session's device
+            return model.to(device or model.device).eval(), type(model).__name__, None
+        return model, OFFICIAL_MODEL_NAME, None  # SanaWMBackend: placed and cast when it was built
+    device = torch.device("cpu") if device is None else device
+    text = os.fspath(model)
+    if text == OFFICIAL_MODEL_NAME:
+        return _load_official(checkpoint, random_weights, device, dtype), OFFICIAL_MODEL_NAME, None
+    if checkpoint is not None:
+        raise ValueError(f"checkpoint= is only for model={OFFICIAL_MODEL_NAME!r}; for model={text!r} pass the "
+                         "directory as model=DIR")
+
+    from neuralsim.checkpoints import ASSETS_DIR, DEFAULT_MODEL_MISSING, default_model_missing, resolve_checkpoint
+    from neuralsim.model import WorldModel
+
+    if random_weights:
+        from neuralsim.config import PRESETS, WorldModelConfig
+
+        if text not in PRESETS:
+            raise ValueError(f"model={text!r} with random_weights=True must be a preset name, one of {sorted(PRESETS)} "
+                             f"(or {OFFICIAL_MODEL_NAME!r})")
+        with torch.random.fork_rng(devices=[]):  # init draws from the global RNG: seed a private copy of it
+            torch.manual_seed(0)
+            native = WorldModel(WorldModelConfig.from_preset(text))
+        return native.to(device).eval(), f"{text} (random weights)", None
+
+    path = Path(text)
+    if not path.exists():
+        if default_model_missing(text):
+            raise ValueError(f"model='default': {DEFAULT_MODEL_MISSING}; pass model=DIR (a checkpoint from `neuralsim "
+                             "train`), or random_weights=True to run the default architecture untrained")
+        if os.sep not in text and not text.startswith(".") and not (ASSETS_DIR / text).is_dir():
+            raise ValueError(f"model={text!r} is neither a checkpoint directory nor a known model name; "
+                             f"known models: {known_model_names()}")
+    path = resolve_checkpoint(text, "model")
+    return WorldModel.from_pretrained(path, device=device).eval(), text, path
+
+
+def _load_official(checkpoint: Any, random_weights: bool, device: torch.device, dtype: torch.dtype) -> Any:
+    if checkpoint is None and not random_weights:
+        raise ValueError(f"model={OFFICIAL_MODEL_NAME!r} needs checkpoint=DIR (the official weights in diffusers "
+                         "format, e.g. a local copy of Efficient-Large-Model/SANA-WM_bidirectional-diffusers), or "
+                         "random_weights=True to run the architecture with random weights (timing and plumbing only)")
+    if checkpoint is not None and random_weights:
+        raise ValueError("pass either checkpoint=DIR or random_weights=True, not both")
+    try:
+        from neuralsim.sana_wm import SanaWMBackend
+    except ImportError as exc:
+        raise ImportError(f"model={OFFICIAL_MODEL_NAME!r} needs the [sana] extra: pip install 'neuralsim[sana]' "
+                          f"({exc})") from exc
+    if checkpoint is not None:
+        return SanaWMBackend.from_pretrained(checkpoint, device=device, dtype=dtype)
+    # Random weights: the public release's architecture (diffusers' defaults), no text encoder, no CFG.
+    from diffusers import AutoencoderKLLTX2Video, SanaWMTransformer3DModel
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.device(device):
+        torch.manual_seed(0)
+        transformer, vae = SanaWMTransformer3DModel(), AutoencoderKLLTX2Video()
+    return SanaWMBackend(transformer, vae, guidance_scale=1.0, denoise_steps=4, dtype=dtype, device=device)
+
+
+def resize_mode_of(config: Any) -> str:
+    """How real frames became ``config.image_size`` when the model's dataset was collected: ``provenance["resize"]``
+    (``"pad"``, ``"crop"`` or ``"squash"``; ``"squash"`` when unrecorded)."""
+    mode = config.provenance.get("resize") if isinstance(config.provenance, dict) else None
+    return mode if mode in RESIZE_MODES else "squash"
+
+
+def load_start_set(path: Path | None, image_size: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
+    """The start frames shipped with a checkpoint (uint8 ``[N, H, W, 3]``, resized if needed) and their descriptions."""
+    empty = np.zeros((0, *image_size, 3), dtype=np.uint8)
+    if path is None:
+        return empty, []
+    from neuralsim.checkpoints import START_FRAMES_NAME, read_start_frames
+
+    frames, descriptions = read_start_frames(path)
+    if frames.size == 0:
+        return empty, []
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"{Path(path) / START_FRAMES_NAME}: 'frames' must be uint8 [N, H, W, 3], "
+                         f"got {frames.dtype} {frames.shape}")
+    if tuple(frames.shape[1:3]) != tuple(image_size):
+        frames = np.stack([resize_frame(f, image_size) for f in frames])
+    return np.ascontiguousarray(frames), [str(d) for d in descriptions]
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checks
+# ----------------------------------------------------------------------------------------------
+
+
+def check_image(image: Any, image_size: tuple[int, int], *, resize: bool | str, name: str = "image",
+                max_ndim: int = 5) -> np.ndarray:
+    """Validate a start image: uint8 ``[..., H, W, 3]`` with 3 to ``max_ndim`` dims.
+
+    Args:
+        resize: ``False`` (a differently sized image is an error), ``True`` (squash) or a mode of
+            :func:`neuralsim.images.resize_frame` (``"pad"``, ``"crop"``, ``"squash"``).
+
+    Returns:
+        uint8 array with the same leading dims and ``(H, W)`` = ``image_size`` (resized when ``resize``).
+    """
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    expected = f"a uint8 numpy array of shape (H, W, 3) = ({image_size[0]}, {image_size[1]}, 3) or (T, H, W, 3)"
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"{name} must be {expected}, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise TypeError(f"{name} must have dtype uint8 (values 0..255), got {image.dtype}; convert with "
+                        f"np.clip(x, 0, 255).astype(np.uint8) (or x * 255 first for images in [0, 1])")
+    if not 3 <= image.ndim <= max_ndim:
+        raise ValueError(f"{name} must be {expected}, got shape {image.shape}")
+    if image.shape[-1] != 3:
+        raise ValueError(f"{name} must have 3 channels (RGB, channels last: (H, W, 3)), got shape {image.shape}")
+    if any(s == 0 for s in image.shape):
+        raise ValueError(f"{name} is empty: shape {image.shape}")
+    if tuple(image.shape[-3:-1]) != tuple(image_size):
+        if not resize:
+            raise ValueError(f"{name} has size {tuple(image.shape[-3:-1])} but the model expects {tuple(image_size)} "
+                             f"(H, W); pass options={{'resize': True}} to resize it")
+        mode = "squash" if resize is True else str(resize)
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"options['resize'] must be a bool or one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+        flat = image.reshape(-1, *image.shape[-3:])
+        image = np.stack([resize_frame(f, image_size, mode=mode) for f in flat]).reshape(*image.shape[:-3], *image_size, 3)
+    return np.ascontiguousarray(image)
+
+
+def check_prompts(prompt: Any, batch_size: int, name: str = "prompt") -> list[str]:
+    """A str (for every row) or a list of ``batch_size`` str -> list of cleaned prompts."""
+    from neuralsim.text import validate_prompts
+
+    if not isinstance(prompt, (str, list, tuple)):
+        raise TypeError(f"{name} must be a str{' or a list of str' if batch_size > 1 else ''}, got {type(prompt).__name__}")
+    prompts = validate_prompts(list(prompt) if isinstance(prompt, tuple) else prompt, batch_size, name=name)
+    if prompts is None or any(p is None for p in prompts):
+        raise TypeError(f"{name} must hold str prompts, got None")
+    return prompts  # type: ignore[return-value]
+
+
+@dataclass
+class StartInputs:
+    """Checked inputs of :meth:`DreamSession.start` (each may be None).
+
+    Attributes:
+        image: uint8 ``[B, T, H, W, 3]``, ``T = 1 + n*k``. prompts: B str. actions: ``[B, n, A]`` / ``[B, n]``.
+    """
+
+    image: np.ndarray | None = None
+    prompts: list[str] | None = None
+    actions: np.ndarray | None = None
+
+
+@dataclass
+class DreamStep:
+    """What :meth:`DreamSession.step` returns for a batch of B.
+
+    Attributes:
+        state: the new state. latent: ``[B, C, h, w]`` (torch). frames: uint8 ``[B, k, H, W, 3]`` or None when not
+        decoded. reward, termination_prob: ``[B]`` float32 from the model's heads.
+    """
+
+    state: Any
+    latent: torch.Tensor
+    frames: np.ndarray | None
+    reward: np.ndarray
+    termination_prob: np.ndarray
+
+
+# ----------------------------------------------------------------------------------------------
+# The session
+# ----------------------------------------------------------------------------------------------
+
+
+class DreamSession:
+    """A world model ready to dream batches of episodes: loading, checked inputs, start, step, decode, heads.
+
+    Args:
+        model: a shipped model name (``"default"``), a checkpoint directory, a :class:`DreamModel` instance
+            (``WorldModel`` or ``SanaWMBackend``), or ``"sana-wm-2.6b"`` (the official model; ``checkpoint=DIR``).
+        checkpoint: for ``model="sana-wm-2.6b"``, the directory of its diffusers-format weights.
+        denoise_steps: Euler steps per latent frame for :meth:`start` and :meth:`step` (None: the model's).
+        device: ``"cpu"``, ``"cuda"``, ... (None: an instance's own device, the CPU for names).
+        dtype: ``"auto"`` (bf16 only where native), ``"float32"``, ``"bfloat16"``: autocast for the native model,
+            the cast of the official one.
+        random_weights: build the named preset or the official architecture with random weights.
+        num_threads: torch CPU threads (:func:`neuralsim.runtime.apply_thread_policy`; None leaves torch alone).
+
+    Attributes:
+        model, model_name, checkpoint_dir, config, image_size ``(H, W)``, frames_per_step k, action_spec,
+        action_space, latent_shape ``(C, h, w)``, start_frames uint8 ``[N, H, W, 3]``, start_descriptions.
+    """
+
+    def __init__(self, model: Any = "default", *, checkpoint: str | os.PathLike | None = None,
+                 denoise_steps: int | None = None, device: str | torch.device | None = None,
+                 dtype: str | torch.dtype = "auto", random_weights: bool = False,
+                 num_threads: int | str | None = None) -> None:
+        from neuralsim.runtime import apply_thread_policy
+
+        apply_thread_policy(num_threads)  # validates num_threads; see neuralsim.runtime
+        try:
+            dev = None if device is None else torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"device must be a torch device like 'cpu' or 'cuda:0', got {device!r}") from exc
+        if dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r} but CUDA is not available here; use device='cpu'")
+        self.denoise_steps = self._check_denoise_steps(denoise_steps)
+        probe = dev or (model.device if isinstance(model, DreamModel) else torch.device("cpu"))
+        self.dtype = resolve_dtype(dtype, probe)
+        self.model, self.model_name, self.checkpoint_dir = load_model(
+            model, checkpoint=checkpoint, random_weights=random_weights, device=dev, dtype=self.dtype)
+        self.device = self.model.device
+        self.random_weights = random_weights
+        cfg = self.config = self.model.config
+        self.image_size: tuple[int, int] = tuple(int(s) for s in cfg.image_size)  # type: ignore[assignment]
+        self.frames_per_step = int(cfg.frames_per_latent)
+        self.action_spec = dict(self.model.action_spec)
+        self.action_space = act.spec_to_space(self.action_spec)
+        self.latent_shape: tuple[int, int, int] = tuple(int(s) for s in self.model.latent_shape)  # type: ignore[assignment]
+        self.start_frames, self.start_descriptions = load_start_set(self.checkpoint_dir, self.image_size)
+
+    @staticmethod
+    def _check_denoise_steps(denoise_steps: Any, name: str = "denoise_steps") -> int | None:
+        if denoise_steps is not None and (isinstance(denoise_steps, bool) or not isinstance(denoise_steps, (int, np.integer))
+                                          or not 0 < denoise_steps <= MAX_DENOISE_STEPS):
+            raise ValueError(f"{name} must be an int in [1, {MAX_DENOISE_STEPS}] or None (the model's default), "
+                             f"got {denoise_steps!r}")
+        return None if denoise_steps is None else int(denoise_steps)
+
+    @property
+    def text_conditioned(self) -> bool:
+        return self.model.text_conditioned
+
+    @property
+    def resize_mode(self) -> str:
+        """How real frames became the model's ``image_size`` when its dataset was collected (``"squash"`` if unrecorded)."""
+        return resize_mode_of(self.config)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """``torch.autocast`` to ``dtype`` for a native model below fp32; nothing for fp32 or a cast model."""
+        if self.dtype == torch.float32 or not self.model.uses_autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    @staticmethod
+    def generator(seed: int | np.random.Generator) -> torch.Generator:
+        """A CPU torch generator (CPU so seeds agree across devices): ``manual_seed(seed)`` for an int, seeded with
+        one draw from ``seed`` for a numpy generator (an env's ``np_random``)."""
+        if isinstance(seed, np.random.Generator):
+            seed = int(seed.integers(0, 2**63 - 1))
+        return torch.Generator().manual_seed(int(seed))
+
+    # -------------------------------------------------------------------- inputs
+
+    def check_actions(self, actions: Any, batch_size: int, name: str = "actions", *, single: bool = False) -> np.ndarray:
+        """Validated batch: ``[B, A]`` float32 (Box) or ``[B]`` int64 (Discrete); raises naming ``name``.
+
+        ``single=True``: ``actions`` is one element of the action space (batch 1, no batch axis).
+        """
+        space = self.action_space
+        if isinstance(actions, (str, bytes)):
+            raise TypeError(f"{name} must be an element of the action space {space}, got a str; "
+                            "for key-DSL strings use env.unwrapped.step_keys('w-8')")
+        if actions is None:
+            raise TypeError(f"{name} must be an element of the action space {space}, got None")
+        arr = np.asarray(actions.detach().cpu() if isinstance(actions, torch.Tensor) else actions)
+        if arr.dtype == object or arr.dtype.kind in "USb":
+            raise TypeError(f"{name} must be numeric (the action space {space}), got dtype {arr.dtype}")
+        if single:
+            if self.action_spec["type"] == "discrete" and arr.ndim == 0:
+                arr = arr.reshape(1)
+            elif self.action_spec["type"] == "box":
+                if arr.shape != space.shape:
+                    raise ValueError(f"{name} must have shape {space.shape} (the action space {space}), got shape {arr.shape}")
+                arr = arr.reshape(1, -1)
+            elif arr.ndim != 0:
+                raise ValueError(f"{name} must be a scalar int in the action space {space}, got shape {arr.shape}")
+        return act.validate_actions(arr, self.action_spec, batch_size=batch_size, name=name)
+
+    def keys_to_actions(self, keys: str) -> np.ndarray:
+        """Key DSL -> one action per env step (the key set held on the first frame of each step); see
+        :func:`neuralsim.actions.action_string_to_actions`."""
+        return act.action_string_to_actions(keys, self.action_spec, self.frames_per_step)
+
+    def check_start(self, batch_size: int, *, image: Any = None, prompt: Any = None, actions: Any = None,
+                    resize: bool | str = False, max_ndim: int = 5, names: str = "{}") -> StartInputs:
+        """Check the inputs of :meth:`start` for ``batch_size`` rows, raising errors that name them.
+
+        Args:
+            image: uint8 ``(H, W, 3)`` (every row), ``(T, H, W, 3)`` (batch 1: a clip of ``T = 1 + n*k`` frames;
+                else one frame per row), or ``(B, T, H, W, 3)``.
+            prompt: a str (every row) or B str. actions: ``(n, ...)`` or ``(B, n, ...)``, the n actions between the
+                latent frames of the clip. resize: fit an image of another size (False, True = squash, or a mode).
+            max_ndim: the most dims ``image`` may have. names: how to name an argument in errors (``"{}"``;
+                the env: ``"options[{!r}]"``).
+        """
+        image_name, k = names.format("image"), self.frames_per_step
+        if image is not None:
+            image = check_image(image, self.image_size, resize=resize, name=image_name, max_ndim=max_ndim)
+            if batch_size == 1 and image.ndim <= 4:
+                image = image.reshape(1, -1, *image.shape[-3:])  # [1, T, H, W, 3]
+            elif image.ndim == 3:
+                image = np.ascontiguousarray(np.broadcast_to(image, (batch_size, 1, *image.shape)))
+            elif image.shape[0] != batch_size:
+                raise ValueError(f"{image_name} must be (H, W, 3) for every env being reset, or one per env: "
+                                 f"({batch_size}, H, W, 3) or ({batch_size}, T, H, W, 3); got shape {image.shape}")
+            else:
+                image = image.reshape(batch_size, -1, *image.shape[-3:])
+            if (image.shape[1] - 1) % k:
+                raise ValueError(f"{image_name} has T={image.shape[1]} frames; a context clip must have 1 + n*{k} "
+                                 f"frames (the first frame alone, then whole env steps of {k} frames)")
+        prompts = None
+        if prompt is not None:
+            if not self.text_conditioned:
+                raise ValueError(f"{names.format('prompt')} given but model {self.model_name!r} has no text "
+                                 "conditioning; start from options={'image': frame} instead")
+            prompts = check_prompts(prompt, batch_size, name=names.format("prompt"))
+        if actions is not None:
+            if image is None or image.shape[1] == 1:
+                raise ValueError(f"{names.format('actions')} are the actions between the frames of a context clip; "
+                                 f"pass {image_name} as (T, H, W, 3) with T = 1 + n*{k} frames too")
+            n = (image.shape[1] - 1) // k
+            arr = np.asarray(actions.detach().cpu() if isinstance(actions, torch.Tensor) else actions)
+            per = () if self.action_spec["type"] == "discrete" else self.action_space.shape
+            if arr.shape == (n, *per):
+                arr = np.broadcast_to(arr, (batch_size, n, *per))
+            if arr.shape != (batch_size, n, *per):
+                raise ValueError(f"{names.format('actions')} must have shape {(n, *per)} (one action per env step of "
+                                 f"the context clip{', for every env' if batch_size > 1 else ''}), got shape {arr.shape}")
+            flat = self.check_actions(arr.reshape(batch_size * n, *per), batch_size * n, name=names.format("actions"))
+            actions = flat.reshape(batch_size, n, *flat.shape[1:])
+        if prompts is None and image is None and not self.model.can_generate_start and not len(self.start_frames) \
+                and not self.random_weights:
+            raise ValueError(f"model {self.model_name!r} needs a start frame: reset(options={{'image': frame}})")
+        return StartInputs(image, prompts, actions)
+
+    # -------------------------------------------------------------------- the dream
+
+    @torch.inference_mode()
+    def start(self, batch_size: int, generator: torch.Generator, inputs: StartInputs | None = None, *,
+              image: Any = None, prompt: Any = None, actions: Any = None, latents: torch.Tensor | None = None,
+              rng: np.random.Generator | None = None) -> tuple[Any, np.ndarray | None, dict]:
+        """Start ``batch_size`` episodes from an image, a prompt, latents, or a frame of the start set.
+
+        Args:
+            generator: the noise of the episodes (a generated first frame, context noise).
+            inputs: from :meth:`check_start`; else ``image``, ``prompt``, ``actions`` are checked here (as there).
+            latents: the context as normalised latents ``[B, T_lat, C, h, w]`` instead of frames (native models).
+            rng: draws the start-set frame of each row when there is neither image, prompt nor latents (and the
+                noise picture of a random-weights model that cannot generate its start).
+
+        Returns:
+            ``(state, rgb [B, H, W, 3] uint8 or None for latents, info)``; ``info`` has ``"start_index"`` (``[B]``,
+            -1 where not from the start set) and ``"prompt"`` (B str, empty where none).
+        """
+        if latents is not None:  # the model checks latents and prompts (one per row, None = no prompt)
+            inputs = StartInputs(None, prompt)
+        elif inputs is None:
+            inputs = self.check_start(batch_size, image=image, prompt=prompt, actions=actions)
+        image, prompts = inputs.image, inputs.prompts
+        index = np.full(batch_size, -1, dtype=np.int64)
+        if image is None and prompts is None and latents is None:
+            if rng is None:
+                raise ValueError("a start without image, prompt or latents needs rng= (a numpy Generator: it draws "
+                                 "the start-set frame of each row)")
+            if len(self.start_frames):
+                index = rng.integers(0, len(self.start_frames), size=batch_size)
+                image = self.start_frames[index][:, None]  # [B, 1, H, W, 3]
+                if self.text_conditioned and len(self.start_descriptions) == len(self.start_frames):
+                    described = [self.start_descriptions[i] for i in index]
+                    prompts = described if all(p.strip() for p in described) else None
+            elif not self.model.can_generate_start:  # random weights, no start set: a noise picture
+                image = rng.integers(0, 256, (batch_size, 1, *self.image_size, 3), dtype=np.uint8)
+        with self.autocast():
+            if latents is not None:
+                state = self.model.init_state(batch_size, latents=latents, prompt=prompts, generator=generator,
+                                              denoise_steps=self.denoise_steps)
+            else:
+                state = self.model.init_state(batch_size, frames=image, actions=inputs.actions, prompt=prompts,
+                                              generator=generator, denoise_steps=self.denoise_steps)
+            rgb = np.ascontiguousarray(image[:, -1]) if image is not None else \
+                None if latents is not None else self.decode(state.latent[:, None], first_frame=True)[:, -1]
+        return state, rgb, {"start_index": index, "prompt": prompts or [""] * batch_size}
+
+    @torch.inference_mode()
+    def step(self, state: Any, actions: Any, generator: torch.Generator, *, decode: bool = True,
+             denoise_steps: int | None = None) -> DreamStep:
+        """One env step of the whole batch.
+
+        Args:
+            actions: ``[B, A]`` (Box) or ``[B]`` (Discrete), checked as :meth:`check_actions`.
+            decode: decode the step's frames. denoise_steps: this step's Euler steps (None: the session's).
+        """
+        actions = self.check_actions(actions, state.batch_size)
+        steps = self.denoise_steps if denoise_steps is None else self._check_denoise_steps(denoise_steps)
+        with self.autocast():
+            latent, state = self.model.step(state, actions, generator=generator, denoise_steps=steps)
+            frames = self.decode(latent[:, None], first_frame=False, context=state) if decode else None
+            reward, term = self.model.predict_reward_termination(state)
+        return DreamStep(state, latent, frames, reward.float().cpu().numpy().astype(np.float32),
+                         term.float().cpu().numpy().astype(np.float32))
+
+    def decode(self, latents: torch.Tensor, *, first_frame: bool = True, context: Any = None) -> np.ndarray:
+        """Latents ``[B, T, C, h, w]`` -> uint8 ``[B, F, H, W, 3]`` numpy (see :meth:`DreamModel.decode`)."""
+        with self.autocast():
+            return self.model.decode(latents, first_frame=first_frame, context=context).cpu().numpy()
+
+    @staticmethod
+    def merge(state: Any, mask: np.ndarray, fresh: Any) -> Any:
+        """Rows of ``fresh`` (batch ``mask.sum()``) replace the ``mask`` rows of ``state`` (a partial reset)."""
+        return fresh if bool(np.all(mask)) else state.merge(np.asarray(mask, dtype=bool), fresh)
+
+
+def as_session(model: Any, **kwargs: Any) -> DreamSession:
+    """``model`` if it is a session already, else ``DreamSession(model, **kwargs)``."""
+    return model if isinstance(model, DreamSession) else DreamSession(model, **kwargs)
+
+
+__all__ = ["DreamModel", "DreamState", "DreamSession", "DreamStep", "StartInputs", "as_session", "check_image",
+           "check_prompts", "known_model_names", "load_model", "load_start_set", "resize_mode_of"]
