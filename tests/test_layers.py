@@ -66,6 +66,25 @@ def test_the_core_imports_no_env_but_for_registration():
     assert not offenders, "\n".join(offenders)
 
 
+def test_the_envs_import_neither_rollout_nor_data_and_duck_type_no_model():
+    """Issue 22 #1, #2, #4: the envs reach a world model through ``neuralsim.session`` (the one dream session and its
+    ``DreamModel`` protocol), never through the pipeline (``rollout``, ``play``, ``train``, ``data``), and hold no
+    ``hasattr`` checks on what a model is. The one exception: the room's collection policies subclass
+    ``neuralsim.data.collection.CollectionPolicy``, the hook ``collect`` asks an env for."""
+    envs = sorted(f for f in (ROOT / "envs").rglob("*.py") if "__pycache__" not in f.parts)
+    assert ROOT / "envs" / "world_model_env.py" in envs
+    pipeline = ("neuralsim.rollout", "neuralsim.play", "neuralsim.train", "neuralsim.data")
+    allowed = {("room_policies.py", "neuralsim.data.collection"),
+               ("room_policies.py", "neuralsim.data.collection.CollectionPolicy")}
+    offenders = [f"{f.relative_to(ROOT)}:{line} imports {name}"
+                 for f in envs for line, name in _imported_modules(ast.parse(f.read_text(), str(f)))
+                 if any(name == p or name.startswith(p + ".") for p in pipeline) and (f.name, name) not in allowed]
+    offenders += [f"{f.relative_to(ROOT)}:{node.lineno} calls hasattr" for f in envs
+                  for node in ast.walk(ast.parse(f.read_text(), str(f)))
+                  if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "hasattr"]
+    assert not offenders, "\n".join(offenders)
+
+
 # ------------------------------------------------------------------------------ one atomic writer
 
 #: Calls that move or stage files: only ``neuralsim/checkpoints.py`` (the one atomic writer) makes them.
