@@ -26,12 +26,14 @@ with a constant-size streaming state:
 - GLU conv FFN (1×1 → depthwise 3×3 → GLU → 1×1) plus an optional causal temporal conv.
 - Zero-initialised output projections, so every block starts as the identity.
 
-Two forms of the same computation: ``forward`` over ``T`` frames at once from a cache (``None`` =
-empty; training uses the parallel GDN form), or one frame at a time (streaming, the recurrent
-form). The test suite checks they agree. ``WorldModel.step`` runs a per-frame twin of the streaming form
-(``prepare_frame`` once per new frame, then ``forward_frame`` per denoise pass: the action, Plücker and
-cache-dependent terms computed once, the new cache built only by the committing pass), checked against
-``forward`` in tests/test_perf_equivalence.py. Streaming state per block (all fixed size):
+One computation, two schedules, through the same blocks: ``forward`` runs ``T`` frames at once from a cache
+(``None`` = empty; training, context frames), streaming runs one frame at a time. Only the GDN core differs
+(the chunked parallel scan for ``T > 1``, the one-step recurrent update for one frame), and a streaming frame
+reads a few terms that :meth:`DynamicsTransformer.prepare_frame` computes once per frame instead of once per
+denoise pass (action and Plücker embeddings, the key conv's taps over past frames, the attention bias against
+the cache); ``forward_frame`` then runs each pass, the new cache built only by the committing one.
+tests/test_model.py checks streaming against the teacher-forced parallel forward, tests/test_perf_equivalence.py
+``WorldModel.step``'s prepared passes against ``forward``. Streaming state per block (all fixed size):
 ``{"S", "conv"}`` (GDN), ``{"k", "v", "frame"}`` (softmax), ``{"ffn"}`` (temporal conv tail).
 """
 
@@ -147,17 +149,6 @@ def gated_delta_rule(
     return o.to(dtype), state
 
 
-def gated_delta_rule_frame(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, beta: torch.Tensor, gamma: torch.Tensor, state: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`gated_delta_rule` for a single frame (shapes of :func:`gdn_frame`): fp32, autocast off."""
-    dtype = v.dtype
-    with torch.autocast(device_type=q.device.type, enabled=False):
-        o, state = gdn_frame(q.float(), k.float(), v.float(), beta=beta.float(), gamma=gamma.float(),
-                             state=state.float())
-    return o.to(dtype), state
-
-
 # ---------------------------------------------------------------------------------------------
 # Small pieces
 # ---------------------------------------------------------------------------------------------
@@ -227,16 +218,32 @@ class CausalFrameConv(nn.Module):
         weight[:, -1] = 1.0
         self.weight = nn.Parameter(weight)
 
-    def forward(self, x: torch.Tensor, tail: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``x [B, T, S, C]``, ``tail [B, K−1, S, C]`` (None = zeros) → ``(y, new tail)``."""
+    def forward(self, x: torch.Tensor, tail: torch.Tensor | None, past: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x [B, T, S, C]``, ``tail [B, K−1, S, C]`` (None = zeros) → ``(y, new tail)``.
+
+        ``past``: for one frame (``T = 1``), :meth:`past` of ``tail``, shared by every denoise pass of the frame.
+        """
         K, T = self.kernel, x.shape[1]
         if K == 1:
             return x * self.weight[:, 0], None
         if tail is None:
             tail = x.new_zeros(x.shape[0], K - 1, *x.shape[2:])
         xx = torch.cat([tail.to(x.dtype), x], dim=1)  # (B, K−1+T, S, C)
-        y = (xx.unfold(1, K, 1) * self.weight).sum(-1)  # windows (B, T, S, C, K) · taps (C, K)
+        if past is None:
+            y = (xx.unfold(1, K, 1) * self.weight).sum(-1)  # windows (B, T, S, C, K) · taps (C, K)
+        else:
+            y = past + x * self.weight[:, -1]
         return y, xx[:, T:].float()
+
+    def past(self, tail: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The taps over the tail ``[B, K−1, S, C]`` (K > 1), ``Σ_{i<K−1} w_i ⊙ x_{t−K+1+i}``: the part of the
+        next frame's output that does not depend on the frame itself → ``[B, 1, S, C]`` in ``dtype``."""
+        w, tail = self.weight.t(), tail.to(dtype)  # one row per tap  (K, C)
+        past = tail[:, 0] * w[0]
+        for i in range(1, self.kernel - 1):
+            past = past + tail[:, i] * w[i]
+        return past[:, None]
 
 
 class CausalTemporalConv(nn.Module):
@@ -307,19 +314,25 @@ class Attention(nn.Module):
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, h: torch.Tensor, *, cam: torch.Tensor | None, cache: Cache | None,
-                start: torch.Tensor) -> tuple[torch.Tensor, Cache]:
-        """``h [B, T, S, d]`` (modulated tokens), ``cam`` the camera-branch input → ``(out [B, T, S, d], new cache)``."""
+    def forward(self, h: torch.Tensor, *, cam: torch.Tensor | None, cache: Cache | None, start: torch.Tensor,
+                commit: bool = True) -> tuple[torch.Tensor, Cache | None]:
+        """``h [B, T, S, d]`` (modulated tokens), ``cam`` the camera-branch input → ``(out [B, T, S, d], new cache)``.
+
+        ``cache``: the block's state (None = empty), or for one streaming frame :meth:`prepare_frame`'s context
+        (the state plus the terms every denoise pass of the frame shares). The new cache is built only when
+        ``commit`` (else None).
+        """
         B, T, S, d = h.shape
         H, D = self.heads, self.head_dim
+        cache = {} if cache is None else cache
         q, k, v = self.qkv(h).chunk(3, dim=-1)  # each (B, T, S, d)
         if self.camera_branch:
             q = torch.cat([q, self.q_proj_cam(cam)], dim=-1)  # (B, T, S, 2d)
             k = torch.cat([k, self.k_proj_cam(cam)], dim=-1)
             v = torch.cat([v, self.v_proj_cam(cam)], dim=-1)
         new_cache: Cache = {}
-        if self.kind == "gdn":
-            k, conv_tail = self.conv_k(k, None if cache is None else cache.get("conv"))
+        if self.kind == "gdn":  # the tail keeps the raw (pre-conv) keys
+            k, conv_tail = self.conv_k(k, cache.get("conv"), cache.get("conv_past"))
             if conv_tail is not None:
                 new_cache["conv"] = conv_tail
         q, k, v = (t.view(B, T, S, -1, D) for t in (q, k, v))  # (B, T, S, nh, D)
@@ -330,119 +343,35 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = (t.permute(0, 3, 1, 2, 4) for t in (q, k, v))  # (B, nh, T, S, D)
         if self.kind == "gdn":
-            o, mix_cache = self._gdn(q, k, v, h, cache)
-        else:
-            o, mix_cache = self._softmax(q, k, v, cache, start)
-        new_cache.update(mix_cache)
-        o = o.permute(0, 2, 3, 1, 4)  # (B, T, S, nh, D)
-        out = self.proj(o[..., :H, :].reshape(B, T, S, d) * F.silu(self.output_gate(h)))
-        if self.camera_branch:
-            out = out + self.out_proj_cam(o[..., H:, :].reshape(B, T, S, d))
-        return out, new_cache
-
-    # --- streaming fast path: one new frame, several denoise passes against the same cache --------------------
-
-    def prepare_frame(self, cache: Cache, start: torch.Tensor, dtype: torch.dtype) -> Cache:
-        """What every denoise pass of the next frame shares, computed once per frame (see :meth:`forward_frame`).
-
-        GDN: the conv taps over the past frames (``conv_past``); softmax: the attention bias of the new frame
-        against the cache (``bias``). ``dtype``: the activations' dtype (the autocast dtype, else fp32).
-        """
-        ctx = dict(cache)
-        if self.kind == "gdn":
-            w, K = self.conv_k.weight.t().contiguous(), self.conv_k.kernel  # one row per tap  (K, C)
-            ctx["conv_last"] = w[-1]
-            if K > 1:
-                tail = cache["conv"].to(dtype)  # (B, K−1, S, C)
-                past = tail[:, 0] * w[0]
-                for i in range(1, K - 1):
-                    past = past + tail[:, i] * w[i]
-                ctx["conv_past"] = past[:, None]  # Σ_{i<K−1} w_i ⊙ x_{t−K+1+i}      (B, 1, S, C)
-        else:
-            S = cache["k"].shape[3]
-            k_frame = torch.cat([cache["frame"], start[:, None]], dim=1)  # the cache's frames, then the new one
-            bias = self.slot_bias_mask(start[:, None], k_frame)  # (B, nh, 1, Tk)
-            ctx["bias"] = bias.repeat_interleave(S, dim=2).repeat_interleave(S, dim=3)  # (B, nh, S, Tk*S)
-        return ctx
-
-    def forward_frame(self, h: torch.Tensor, *, cam: torch.Tensor | None, ctx: Cache, start: torch.Tensor,
-                      commit: bool) -> tuple[torch.Tensor, Cache | None]:
-        """:meth:`forward` for one frame (``h [B, 1, S, d]``) against :meth:`prepare_frame`'s context.
-
-        Same numbers as ``forward(h, cache=..., start=...)``; the new cache is built only when ``commit``.
-        """
-        B, T, S, d = h.shape
-        H, D = self.heads, self.head_dim
-        q, k, v = self.qkv(h).chunk(3, dim=-1)  # each (B, 1, S, d)
-        if self.camera_branch:
-            q = torch.cat([q, self.q_proj_cam(cam)], dim=-1)  # (B, 1, S, 2d)
-            k = torch.cat([k, self.k_proj_cam(cam)], dim=-1)
-            v = torch.cat([v, self.v_proj_cam(cam)], dim=-1)
-        new_cache: Cache = {}
-        if self.kind == "gdn":
-            if self.conv_k.kernel > 1:
-                if commit:  # the tail keeps the raw (pre-conv) keys, as CausalFrameConv
-                    new_cache["conv"] = torch.cat([ctx["conv"][:, 1:].to(k.dtype), k], dim=1).float()
-                k = ctx["conv_past"] + k * ctx["conv_last"]  # (B, 1, S, C)
-            else:
-                k = k * ctx["conv_last"]
-        q, k, v = (t.view(B, T, S, -1, D) for t in (q, k, v))  # (B, 1, S, nh, D)
-        if self.camera_branch:
-            q = torch.cat([self.q_norm(q[..., :H, :]), self.q_norm_cam(q[..., H:, :])], dim=3)
-            k = torch.cat([self.k_norm(k[..., :H, :]), self.k_norm_cam(k[..., H:, :])], dim=3)
-        else:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = (t.permute(0, 3, 1, 2, 4) for t in (q, k, v))  # (B, nh, 1, S, D)
-        if self.kind == "gdn":
-            o, state = self._gdn_frame(q, k, v, h, ctx["S"])
-            if commit:
-                new_cache["S"] = state
+            o, new_cache["S"] = self._gdn(q, k, v, h, cache.get("S"))
         else:
             q, k = apply_rope(q, self.rope_cos, self.rope_sin), apply_rope(k, self.rope_cos, self.rope_sin)
-            keys = torch.cat([ctx["k"].to(k.dtype), k], dim=2)  # (B, nh, slots+1, S, D)
-            values = torch.cat([ctx["v"].to(v.dtype), v], dim=2)
-            o = F.scaled_dot_product_attention(q.flatten(2, 3), keys.flatten(2, 3), values.flatten(2, 3),
-                                               attn_mask=ctx["bias"].to(q.dtype)).unsqueeze(2)  # (B, nh, 1, S, D)
+            o = self._softmax(q, k, v, cache, start)
             if commit:
-                new_cache.update(self._update_cache_frame(ctx, k, v, start))
-        o = o.permute(0, 2, 3, 1, 4)  # (B, 1, S, nh, D)
+                new_cache.update(self._update_cache(cache, k, v, start))
+        o = o.permute(0, 2, 3, 1, 4)  # (B, T, S, nh, D)
         out = self.proj(o[..., :H, :].reshape(B, T, S, d) * F.silu(self.output_gate(h)))
         if self.camera_branch:
             out = out + self.out_proj_cam(o[..., H:, :].reshape(B, T, S, d))
         return out, (new_cache if commit else None)
 
-    def _gdn_frame(self, q, k, v, h, state):
-        """:meth:`_gdn` for one frame: ``q, k, v [B, nh, 1, S, D]`` → ``(o [B, nh, 1, S, D], new state)``."""
-        B, nh, T, S, D = q.shape
-        q = F.relu(q)
-        k = F.relu(k) * (D * S) ** -0.5  # algebraic key scaling: Σ_s β‖k_s‖² ≤ 1
-        pooled = h.mean(dim=2)  # frame mean token                        (B, 1, d)
-        beta = torch.sigmoid(self.beta_proj(pooled))  # (B, 1, H)
-        gamma = torch.exp(-self.A_log.exp() * F.softplus(self.gate_proj(pooled) + self.dt_bias))  # (B, 1, H)
-        repeat = nh // self.heads  # the camera heads share the gates
-        beta, gamma = (g.transpose(1, 2).repeat(1, repeat, 1) for g in (beta, gamma))  # (B, nh, 1)
-        v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)  # values + normaliser column   (B, nh, 1, S, D+1)
-        o, state = gated_delta_rule_frame(q[:, :, 0], k[:, :, 0], v1[:, :, 0], beta=beta[:, :, 0], gamma=gamma[:, :, 0],
-                                          state=state)
-        o = o[..., :D] / o[..., D:].clamp_min(1.0)  # Sᵀq / max(zᵀq, 1)     (B, nh, S, D)
-        return o.unsqueeze(2), state
+    def prepare_frame(self, cache: Cache, start: torch.Tensor, dtype: torch.dtype) -> Cache:
+        """The cache plus what every denoise pass of the next frame shares, computed once per frame.
 
-    def _update_cache_frame(self, cache: Cache, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor) -> Cache:
-        """:meth:`_update_cache` for one new frame ``k, v [B, nh, 1, S, D]`` (no gather: it is a sink frame or not)."""
-        k, v = k.float(), v.float()
-        sink, out = self.sink, {}
-        is_new = torch.arange(sink, device=k.device)[None] == start[:, None]  # sink slot i takes frame i  (B, sink)
-        win_frame = torch.where(start >= sink, start, -1)[:, None]  # (B, 1)
-        for name, new in (("k", k), ("v", v)):
-            old = cache[name]
-            sink_part = torch.where(is_new[:, None, :, None, None], new, old[:, :, :sink])  # (B, nh, sink, S, D)
-            window = [old[:, :, sink + 1:], new] if self.window else []  # the window slides by one frame
-            out[name] = torch.cat([sink_part, *window], dim=2)  # (B, nh, sink+window, S, D)
-        sink_f = torch.where(is_new, start[:, None], cache["frame"][:, :sink])
-        out["frame"] = torch.cat([sink_f, *([cache["frame"][:, sink + 1:], win_frame] if self.window else [])], dim=1)
-        return out
+        GDN: the key conv's taps over the past frames (``conv_past``); softmax: the attention bias of the new
+        frame against the cache (``bias``). ``dtype``: the activations' dtype (the autocast dtype, else fp32).
+        """
+        ctx = dict(cache)
+        if self.kind == "gdn":
+            if self.conv_k.kernel > 1:
+                ctx["conv_past"] = self.conv_k.past(cache["conv"], dtype)
+        else:
+            ctx["bias"] = self.attention_bias(cache["frame"], start, 1, cache["k"].shape[3])
+        return ctx
 
-    def _gdn(self, q, k, v, h, cache):
+    def _gdn(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, h: torch.Tensor, state: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q, k, v [B, nh, T, S, D]``, ``h [B, T, S, d]`` (for the gates) → ``(o [B, nh, T, S, D], new state)``."""
         B, nh, T, S, D = q.shape
         q = F.relu(q)
         k = F.relu(k) * (D * S) ** -0.5  # algebraic key scaling: Σ_s β‖k_s‖² ≤ 1
@@ -452,10 +381,8 @@ class Attention(nn.Module):
         repeat = nh // self.heads  # the camera heads share the gates
         beta, gamma = (g.transpose(1, 2).repeat(1, repeat, 1) for g in (beta, gamma))  # (B, nh, T)
         v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)  # values + normaliser column   (B, nh, T, S, D+1)
-        o, state = gated_delta_rule(q, k, v1, beta=beta, gamma=gamma, state=None if cache is None else cache["S"],
-                                    chunk_size=self.chunk_size)
-        o = o[..., :D] / o[..., D:].clamp_min(1.0)  # Sᵀq / max(zᵀq, 1)
-        return o, {"S": state}
+        o, state = gated_delta_rule(q, k, v1, beta=beta, gamma=gamma, state=state, chunk_size=self.chunk_size)
+        return o[..., :D] / o[..., D:].clamp_min(1.0), state  # Sᵀq / max(zᵀq, 1)
 
     def slot_bias_mask(self, q_frame: torch.Tensor, k_frame: torch.Tensor) -> torch.Tensor:
         """Additive attention bias between frames: ``q_frame [B, Tq]``, ``k_frame [B, Tk]`` (absolute
@@ -472,20 +399,27 @@ class Attention(nn.Module):
         bias = self.slot_bias[:, slot].permute(1, 0, 2, 3)  # (B, nh, Tq, Tk)
         return bias.masked_fill(~allowed[:, None], float("-inf"))
 
-    def _softmax(self, q, k, v, cache, start):
+    def attention_bias(self, cache_frames: torch.Tensor | None, start: torch.Tensor, T: int, S: int) -> torch.Tensor:
+        """Token-level bias of ``T`` new frames from ``start [B]`` against the cache's frames ``[B, slots]`` (None =
+        no cache) and themselves → ``[B, nh, T*S, (slots+T)*S]``."""
+        new_frames = start[:, None] + torch.arange(T, device=start.device)  # (B, T)
+        k_frame = new_frames if cache_frames is None else torch.cat([cache_frames, new_frames], dim=1)  # (B, Tk)
+        bias = self.slot_bias_mask(new_frames, k_frame)  # (B, nh, T, Tk)
+        return bias.repeat_interleave(S, dim=2).repeat_interleave(S, dim=3)
+
+    def _softmax(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: Cache, start: torch.Tensor
+                 ) -> torch.Tensor:
+        """``q, k, v [B, nh, T, S, D]`` (rotated) attend to the cached frames and the new ones → ``o`` alike."""
         B, nh, T, S, D = q.shape
-        q, k = apply_rope(q, self.rope_cos, self.rope_sin), apply_rope(k, self.rope_cos, self.rope_sin)
-        new_frames = start[:, None] + torch.arange(T, device=q.device)  # (B, T)
-        keys, values, k_frame = k, v, new_frames
-        if cache is not None:
+        keys, values, bias = k, v, cache.get("bias")
+        if "k" in cache:
             keys = torch.cat([cache["k"].to(k.dtype), k], dim=2)  # (B, nh, slots+T, S, D)
             values = torch.cat([cache["v"].to(v.dtype), v], dim=2)
-            k_frame = torch.cat([cache["frame"], new_frames], dim=1)  # (B, slots+T)
-        bias = self.slot_bias_mask(new_frames, k_frame)  # (B, nh, T, Tk)
-        bias = bias.repeat_interleave(S, dim=2).repeat_interleave(S, dim=3)  # (B, nh, T*S, Tk*S)
+        if bias is None:
+            bias = self.attention_bias(cache.get("frame"), start, T, S)  # (B, nh, T*S, Tk*S)
         o = F.scaled_dot_product_attention(q.flatten(2, 3), keys.flatten(2, 3), values.flatten(2, 3),
                                            attn_mask=bias.to(q.dtype))  # (B, nh, T*S, D)
-        return o.view(B, nh, T, S, D), self._update_cache(cache, k, v, start)
+        return o.view(B, nh, T, S, D)
 
     def empty_cache(self, batch_size: int, tokens: int, device, heads: int) -> Cache:
         slots = self.sink + self.window
@@ -493,10 +427,10 @@ class Attention(nn.Module):
                 "v": torch.zeros(batch_size, heads, slots, tokens, self.head_dim, device=device),
                 "frame": torch.full((batch_size, slots), -1, dtype=torch.long, device=device)}
 
-    def _update_cache(self, cache, k, v, start) -> Cache:
+    def _update_cache(self, cache: Cache, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor) -> Cache:
         """Write the new frames: frame i < sink goes to sink slot i, later ones slide into the window."""
         B, nh, T, S, D = k.shape
-        if cache is None:
+        if "k" not in cache:
             cache = self.empty_cache(B, S, k.device, nh)
         new_frames = start[:, None] + torch.arange(T, device=k.device)  # (B, T)
         k, v = k.float(), v.float()
@@ -587,36 +521,23 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, t6: torch.Tensor, *, plucker: torch.Tensor | None,
                 text: tuple[torch.Tensor, torch.Tensor], text_mask: torch.Tensor, cache: Cache | None,
-                start: torch.Tensor) -> tuple[torch.Tensor, Cache]:
-        """``x [B, T, S, d]``, ``t6 [B, T, 6, d]`` (adaLN-single per frame) → ``(x, new cache)``."""
+                start: torch.Tensor, commit: bool = True) -> tuple[torch.Tensor, Cache | None]:
+        """``x [B, T, S, d]``, ``t6 [B, T, 6, d]`` (adaLN-single per frame) → ``(x, new cache)``.
+
+        ``cache``: the block's state (None = empty) or, for one streaming frame, :meth:`prepare_frame`'s context;
+        the new cache is built only when ``commit`` (else None).
+        """
+        cache = {} if cache is None else cache
         mods = (self.scale_shift_table + t6).unsqueeze(2)  # (B, T, 1, 6, d)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods.unbind(3)  # each (B, T, 1, d)
         h = modulate(self.norm1(x), shift_msa, scale_msa)
         cam = h + plucker if self.attn.camera_branch else None
-        a, new_cache = self.attn(h, cam=cam, cache=cache, start=start)
+        a, new_cache = self.attn(h, cam=cam, cache=cache, start=start, commit=commit)
         x = x + gate_msa * a
         if self.plucker_proj is not None:
-            x = x + self.plucker_proj(plucker)
+            x = x + (cache["plucker"] if "plucker" in cache else self.plucker_proj(plucker))
         x = x + self.cross_attn(x, *text, text_mask)
-        m, ffn_tail = self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp), None if cache is None else cache.get("ffn"))
-        if ffn_tail is not None:
-            new_cache["ffn"] = ffn_tail
-        return x + gate_mlp * m, new_cache
-
-    def forward_frame(self, x: torch.Tensor, t6: torch.Tensor, *, ctx: Cache, plucker: torch.Tensor | None,
-                      text: tuple[torch.Tensor, torch.Tensor], text_mask: torch.Tensor, start: torch.Tensor,
-                      commit: bool) -> tuple[torch.Tensor, Cache | None]:
-        """:meth:`forward` for one frame ``x [B, 1, S, d]`` against the block's :meth:`prepare_frame` context."""
-        mods = (self.scale_shift_table + t6).unsqueeze(2)  # (B, 1, 1, 6, d)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods.unbind(3)  # each (B, 1, 1, d)
-        h = modulate(self.norm1(x), shift_msa, scale_msa)
-        cam = h + plucker if self.attn.camera_branch else None
-        a, new_cache = self.attn.forward_frame(h, cam=cam, ctx=ctx, start=start, commit=commit)
-        x = x + gate_msa * a
-        if self.plucker_proj is not None:
-            x = x + ctx["plucker"]
-        x = x + self.cross_attn(x, *text, text_mask)
-        m, ffn_tail = self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp), ctx.get("ffn"))
+        m, ffn_tail = self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp), cache.get("ffn"))
         if commit and ffn_tail is not None:
             new_cache["ffn"] = ffn_tail
         return x + gate_mlp * m, new_cache
@@ -633,27 +554,28 @@ class Block(nn.Module):
 
 @dataclass
 class FrameContext:
-    """What the denoise passes of one new latent frame share: built once per env step by
-    :meth:`DynamicsTransformer.prepare_frame`, read (never modified) by :meth:`DynamicsTransformer.forward_frame`.
+    """What every pass over the same new frames shares, whatever their noise: built by
+    :meth:`DynamicsTransformer.forward` for ``T`` frames, or once per env step for one frame by
+    :meth:`DynamicsTransformer.prepare_frame`; read (never modified) by :meth:`DynamicsTransformer.forward_frame`.
 
     Attributes:
-        start: ``[B]`` int64 index of the new frame.
-        cond: ``[B, 1, d]`` action embedding (or the learned null action).
-        plucker: ``[B, 1, S, d]`` embedded Plücker rays (camera worlds) or None.
-        token_input: ``[B, 1, S, d]`` with ``prev_frame_input``: the embedded previous latent, relative rays
-            and action, added to every pass's input tokens; else None.
-        blocks: per block its cache entries plus precomputed terms (conv taps over past frames, attention
-            bias against the cache, Plücker injection).
+        start: ``[B]`` int64 index of the first new frame.
+        cond: ``[B, T, d]`` action embedding (or the learned null action).
+        plucker: ``[B, T, S, d]`` embedded Plücker rays (camera worlds) or None.
+        token_input: the terms added, in this order, to every pass's embedded tokens: the position embedding
+            ``[S, d]`` and :meth:`token_input` ``[B, T, S, d]`` if any (:meth:`prepare_frame` sums them once).
+        blocks: per block its cache (None = empty); from :meth:`prepare_frame` plus the terms that depend only on
+            the cache and the action (key-conv taps over past frames, attention bias, Plücker injection).
         text, text_mask: the prompt's per-block keys/values and mask (as in ``forward``).
     """
 
     start: torch.Tensor
     cond: torch.Tensor
     plucker: torch.Tensor | None
-    blocks: list[Cache]
+    token_input: list[torch.Tensor]
+    blocks: list[Cache | None]
     text: list[tuple[torch.Tensor, torch.Tensor]]
     text_mask: torch.Tensor
-    token_input: torch.Tensor | None = None  # [B, 1, S, d] embedded previous latent, relative rays and action
 
 
 class FinalLayer(nn.Module):
@@ -780,39 +702,39 @@ class DynamicsTransformer(nn.Module):
             text: per block ``(k, v)`` from :meth:`text_kv`; ``text_mask [B, L]`` bool.
             cache: per block state (:meth:`empty_cache` layout) or None for an empty one.
             frame, commit: instead of the inputs above, one new frame (``T = 1``) against the context of
-                :meth:`prepare_frame`: runs :meth:`forward_frame` (same numbers, less work per denoise pass).
+                :meth:`prepare_frame` (same numbers, less work per denoise pass); the new cache only when ``commit``.
             prev, rel_rays: with ``prev_frame_input``, see :meth:`token_input`.
 
         Returns:
             ``(output [B, T, S, C] (the velocity, or the x0 correction for ``prediction="x0_residual"``), features [B, T, d] (token mean of the last hidden state, for the
             heads), new cache after these frames)``; with ``frame`` and ``commit=False`` features and cache are None.
         """
-        if frame is not None:
-            return self.forward_frame(x, tau, frame, commit=commit)
-        if start is None or action is None or action_known is None or text is None or text_mask is None:
-            raise TypeError("DynamicsTransformer.forward needs start, action, action_known, text and text_mask "
-                            "(or frame= from prepare_frame)")
-        B, T, S, _ = x.shape
-        c = self.t_embedder(tau) + torch.where(action_known[..., None], self.action_embedder(action), self.null_action)  # (B, T, d)
-        t6 = self.t_block(c).unflatten(-1, (6, -1))  # (B, T, 6, d)
-        h = self.x_embedder(x) + self.pos_embed  # (B, T, S, d)
-        extra = self.token_input(prev, rel_rays, action, action_known)
-        if extra is not None:
-            h = h + extra
-        plucker = self.plucker_embedder(rays) if self.plucker_embedder is not None else None  # (B, T, S, d)
-        new_cache = []
-        for i, blk in enumerate(self.blocks):
-            h, blk_cache = blk(h, t6, plucker=plucker, text=text[i], text_mask=text_mask,
-                               cache=None if cache is None else cache[i], start=start)
-            new_cache.append(blk_cache)
-        return self.final_layer(h, c), h.mean(dim=2), new_cache
+        if frame is None:
+            if start is None or action is None or action_known is None or text is None or text_mask is None:
+                raise TypeError("DynamicsTransformer.forward needs start, action, action_known, text and text_mask "
+                                "(or frame= from prepare_frame)")
+            frame = self._context(start=start, action=action, action_known=action_known, rays=rays, text=text,
+                                  text_mask=text_mask, cache=cache, prev=prev, rel_rays=rel_rays)
+        return self.forward_frame(x, tau, frame, commit=commit)
 
-    # --- streaming fast path ----------------------------------------------------------------------------------
+    def _context(self, *, start: torch.Tensor, action: torch.Tensor, action_known: torch.Tensor,
+                 rays: torch.Tensor | None, text: list[tuple[torch.Tensor, torch.Tensor]], text_mask: torch.Tensor,
+                 cache: list[Cache] | None, prev: torch.Tensor | None, rel_rays: torch.Tensor | None) -> FrameContext:
+        """The inputs of :meth:`forward` that do not depend on the noisy frames, embedded (blocks: the raw caches)."""
+        cond = torch.where(action_known[..., None], self.action_embedder(action), self.null_action)  # (B, T, d)
+        plucker = self.plucker_embedder(rays) if self.plucker_embedder is not None else None  # (B, T, S, d)
+        extra = self.token_input(prev, rel_rays, action, action_known)  # (B, T, S, d) or None
+        return FrameContext(start=start, cond=cond, plucker=plucker,
+                            token_input=[self.pos_embed] if extra is None else [self.pos_embed, extra],
+                            blocks=[None] * len(self.blocks) if cache is None else list(cache), text=text,
+                            text_mask=text_mask)
+
+    # --- streaming ---------------------------------------------------------------------------------------------
     # Generating one latent frame runs the network `denoise_steps` times on the same frame against the same
-    # cache; only the noisy input and the noise level change. The twin below computes what does not depend on
-    # them once per frame (action and Plücker embeddings and their per-block projections, conv taps over past
-    # frames, the attention bias against the cache) and builds the new cache only in the pass that commits.
-    # `forward` with T = 1 is its reference (tests/test_perf_equivalence.py).
+    # cache; only the noisy input and the noise level change. `prepare_frame` computes what does not depend on
+    # them once per frame (action and Plücker embeddings and their per-block projections, the key conv's taps
+    # over past frames, the attention bias against the cache); `forward_frame` runs the passes (the same code as
+    # `forward`) and builds the new cache only in the pass that commits.
 
     def prepare_frame(
         self,
@@ -830,30 +752,32 @@ class DynamicsTransformer(nn.Module):
         """The shared part of every pass over the next frame (arguments as :meth:`forward` with ``T = 1``)."""
         device_type = action.device.type
         dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else torch.float32
-        cond = torch.where(action_known[..., None], self.action_embedder(action), self.null_action)  # (B, 1, d)
-        plucker = self.plucker_embedder(rays) if self.plucker_embedder is not None else None  # (B, 1, S, d)
-        blocks = [blk.prepare_frame(c, plucker=plucker, start=start, dtype=dtype) for blk, c in zip(self.blocks, cache)]
-        token_input = self.token_input(prev, rel_rays, action, action_known)
-        if token_input is not None:
-            token_input = token_input + self.pos_embed  # (B, 1, S, d)
-        return FrameContext(start=start, cond=cond, plucker=plucker, blocks=blocks, text=text, text_mask=text_mask,
-                            token_input=token_input)
+        ctx = self._context(start=start, action=action, action_known=action_known, rays=rays, text=text,
+                            text_mask=text_mask, cache=cache, prev=prev, rel_rays=rel_rays)
+        ctx.blocks = [blk.prepare_frame(c, plucker=ctx.plucker, start=start, dtype=dtype)
+                      for blk, c in zip(self.blocks, cache)]
+        if len(ctx.token_input) == 2:  # one addition per pass instead of two
+            ctx.token_input = [ctx.token_input[1] + self.pos_embed]
+        return ctx
 
     def forward_frame(self, x: torch.Tensor, tau: torch.Tensor, ctx: FrameContext, *, commit: bool
                       ) -> tuple[torch.Tensor, torch.Tensor | None, list[Cache] | None]:
-        """``forward`` for one new frame ``x [B, 1, S, C]`` at ``tau [B, 1]`` against ``ctx`` (:meth:`prepare_frame`).
+        """:meth:`forward` of ``x [B, T, S, C]`` at ``tau [B, T]`` against ``ctx`` (:meth:`prepare_frame`'s for one
+        streaming frame, or the one :meth:`forward` builds).
 
         Returns:
-            ``(velocity [B, 1, S, C], features [B, 1, d] or None, new cache or None)``: features and the new
+            ``(output [B, T, S, C], features [B, T, d] or None, new cache or None)``: features and the new
             cache only when ``commit`` (the pass whose state update is kept).
         """
-        c = self.t_embedder(tau) + ctx.cond  # (B, 1, d)
-        t6 = self.t_block(c).unflatten(-1, (6, -1))  # (B, 1, 6, d)
-        h = self.x_embedder(x) + (self.pos_embed if ctx.token_input is None else ctx.token_input)  # (B, 1, S, d)
+        c = self.t_embedder(tau) + ctx.cond  # (B, T, d)
+        t6 = self.t_block(c).unflatten(-1, (6, -1))  # (B, T, 6, d)
+        h = self.x_embedder(x)  # (B, T, S, d)
+        for term in ctx.token_input:  # the position embedding, then the direct path (prepare_frame: summed once)
+            h = h + term
         new_cache = []
-        for i, blk in enumerate(self.blocks):
-            h, blk_cache = blk.forward_frame(h, t6, ctx=ctx.blocks[i], plucker=ctx.plucker, text=ctx.text[i],
-                                             text_mask=ctx.text_mask, start=ctx.start, commit=commit)
+        for blk, blk_ctx, text in zip(self.blocks, ctx.blocks, ctx.text):
+            h, blk_cache = blk(h, t6, plucker=ctx.plucker, text=text, text_mask=ctx.text_mask, cache=blk_ctx,
+                               start=ctx.start, commit=commit)
             new_cache.append(blk_cache)
         out = self.final_layer(h, c)
         return (out, h.mean(dim=2), new_cache) if commit else (out, None, None)
