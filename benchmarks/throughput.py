@@ -139,7 +139,7 @@ def measure_diamond(batch: int, dtype: str, *, min_iters: int, max_seconds: floa
 
 def profile_step(path: str, batch: int, dtype: str, steps: int, text_out: Path, denoise_steps: int | None = None) -> dict:
     """torch.profiler (CPU) over ``steps`` env steps at ``batch``; phases labelled by forward hooks on the model's modules
-    (attention and ``prepare_frame``, which ``step`` calls as methods, by wrapping them for the duration)."""
+    (and ``prepare_frame``, which ``step`` calls as a method, by wrapping it for the duration)."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     env = make_env(path, batch, dtype, denoise_steps=denoise_steps)
@@ -169,16 +169,6 @@ def profile_step(path: str, batch: int, dtype: str, steps: int, text_out: Path, 
             stack.pop().__exit__(None, None, None)
 
         handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
-    patched = []  # step() runs attention through Attention.forward_frame (no module call): label it by wrapping
-    for i, block in enumerate(model.dynamics.blocks):
-        kind = "softmax" if i in model.config.softmax_blocks else "gdn"
-
-        def labelled(*args, _f=block.attn.forward_frame, _label=f"phase: dynamics attn ({kind})", **kwargs):
-            with record_function(_label):
-                return _f(*args, **kwargs)
-
-        block.attn.forward_frame = labelled
-        patched.append(block.attn)
     prepare = model.dynamics.prepare_frame
 
     def labelled_prepare(*args, **kwargs):
@@ -197,8 +187,6 @@ def profile_step(path: str, batch: int, dtype: str, steps: int, text_out: Path, 
         wall = (time.perf_counter() - t0) / steps
     for h in handles:
         h.remove()
-    for attn in patched:
-        del attn.forward_frame
     del model.dynamics.prepare_frame
     env.close()
 
