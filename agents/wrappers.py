@@ -31,7 +31,7 @@ def keyset_vectors(keysets: Sequence[str], action_space: gym.Space, name: str = 
     bad = [k for k in keysets if not isinstance(k, str) or set(k) - set("wsadijkl")]
     if not keysets or bad:
         raise ValueError(f"keysets must be non-empty key strings over 'wsadijkl', got {list(keysets)!r}")
-    return np.stack([A.keys_to_vector(k) for k in keysets]).astype(action_space.dtype)
+    return A.keysets_to_vectors(keysets).astype(action_space.dtype)
 
 
 class KeySetActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):

@@ -418,7 +418,7 @@ class NeuralSimRoomEnv(gym.Env):
             self.action_space = spaces.Box(-1.0, 1.0, (A.CAMERA_ACTION_DIM,), np.float32)
         else:
             self.action_space = spaces.Discrete(len(A.DISCRETE_KEYSETS))
-        self._keyset_vectors = np.stack([A.keys_to_vector(k) for k in A.DISCRETE_KEYSETS])
+        self._keyset_vectors = A.keysets_to_vectors()
 
         fy = 0.5 * H / math.tan(math.radians(FOVY_DEG) / 2)  # MuJoCo's fovy is vertical; square pixels
         self.intrinsics = np.array([fy, fy, W / 2, H / 2], dtype=np.float32)
@@ -766,7 +766,7 @@ class NeuralSimRoomEnv(gym.Env):
 
     @classmethod
     def collection_policies(cls) -> dict[str, type]:
-        """The data-collection policies this world offers ``neuralsim collect`` (:data:`neuralsim.data.POLICY_HOOK`).
+        """The data-collection policies this world offers ``neuralsim collect`` (:data:`neuralsim.hooks.POLICY_HOOK`).
 
         Returns:
             ``{"explore": RoomExplorePolicy, "scripted": RoomScriptedPolicy}``

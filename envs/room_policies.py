@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from neuralsim import actions as A
-from neuralsim.data.collection import CollectionPolicy
+from neuralsim.hooks import CollectionPolicy
 
 
 def _wrap(angle: float) -> float:
@@ -28,7 +28,7 @@ class _RoomPolicy(CollectionPolicy):
         super().reset(env, rng)
         self.room = env.unwrapped
         self.rot = math.radians(self.room.rotation_speed_deg)
-        self.keysets = np.stack([A.keys_to_vector(k) for k in A.DISCRETE_KEYSETS])
+        self.keysets = A.keysets_to_vectors()
 
     def to_action(self, v: np.ndarray) -> Any:
         v = np.clip(np.asarray(v, dtype=np.float32), -1.0, 1.0)

@@ -112,6 +112,26 @@ def keys_to_vector(keys: Sequence[str] | frozenset[str] | str) -> np.ndarray:
     )
 
 
+def keysets_to_vectors(keysets: Sequence[Sequence[str] | frozenset[str] | str] = DISCRETE_KEYSETS) -> np.ndarray:
+    """Key sets -> ``[len(keysets), 4]`` float32 canonical camera actions, one row per key set (a new array).
+
+    Without an argument, the Discrete interface's table: row ``i`` is the camera motion of Discrete action ``i``
+    (:data:`DISCRETE_KEYSETS`), for the real room, both model families and the room's collection policies alike.
+    """
+    return np.stack([keys_to_vector(k) for k in keysets])
+
+
+def discrete_to_vectors(actions: Any, start: int = 0) -> np.ndarray:
+    """Discrete key-set actions ``[N]`` (ints in ``[start, start + len(DISCRETE_KEYSETS))``) -> ``[N, 4]`` float32
+    canonical camera actions: the rows of :func:`keysets_to_vectors`'s Discrete table."""
+    return keysets_to_vectors()[np.asarray(actions) - start]
+
+
+def keyset_index(keysets: Sequence[str] = DISCRETE_KEYSETS) -> dict[frozenset[str], int]:
+    """Held keys -> the index of their key set in ``keysets`` (default: the Discrete action of :data:`DISCRETE_KEYSETS`)."""
+    return {frozenset(k): i for i, k in enumerate(keysets)}
+
+
 def vector_to_keys(vector: Sequence[float], threshold: float = 0.5) -> str:
     """Inverse of :func:`keys_to_vector` (components beyond ``±threshold`` count as held keys)."""
     f, r, y, p = (float(x) for x in vector[:CAMERA_ACTION_DIM])
@@ -125,7 +145,7 @@ def vector_to_keys(vector: Sequence[float], threshold: float = 0.5) -> str:
 
 def action_string_to_vectors(action: str) -> np.ndarray:
     """Key DSL -> ``[N, 4]`` float32 canonical camera actions, one row per frame."""
-    return np.stack([keys_to_vector(k) for k in parse_action_string(action)])
+    return keysets_to_vectors(parse_action_string(action))
 
 
 def action_string_to_discrete(action: str) -> np.ndarray:
@@ -134,7 +154,7 @@ def action_string_to_discrete(action: str) -> np.ndarray:
     Raises:
         ValueError: if a frame holds a key combination the Discrete interface does not have.
     """
-    index = {frozenset(k): i for i, k in enumerate(DISCRETE_KEYSETS)}
+    index = keyset_index()
     out = []
     for keys in parse_action_string(action):
         if keys not in index:

@@ -81,7 +81,16 @@ def resize_frame(frame: np.ndarray, size: Sequence[int], *, mode: str = "squash"
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _parse_image_size(value: Any, name: str = "image_size") -> tuple[int, int] | None:
+def parse_image_size(value: Any, name: str = "image_size") -> tuple[int, int] | None:
+    """An ``image_size`` argument -> ``(height, width)``, or None for None (the source's own size).
+
+    Args:
+        value: an int (square), ``(height, width)``, or a string ``"64"`` / ``"64x96"`` (``×`` allowed).
+        name: what to call it in an error (``--image-size`` on the command line).
+
+    Raises:
+        ValueError: naming ``name`` and the value, for anything but positive sizes.
+    """
     if value is None:
         return None
     if isinstance(value, str):

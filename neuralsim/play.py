@@ -95,7 +95,7 @@ def keys_to_action(held: Sequence[str], spec: dict) -> np.ndarray | int:
         for key in reversed(held):
             if key in NUMBER_KEYS and int(key) < n:
                 return start + int(key)
-        index = {frozenset(k): i for i, k in enumerate(act.DISCRETE_KEYSETS[:n])}
+        index = act.keyset_index(act.DISCRETE_KEYSETS[:n])
         for keys in (frozenset(letters), frozenset(letters[-1:])):
             if keys and keys in index:
                 return start + index[keys]
@@ -127,7 +127,7 @@ def keys_to_dsl(keys_per_step: Sequence[str], frames_per_step: int) -> str:
     """
     if not keys_per_step:
         return ""
-    vectors = np.stack([act.keys_to_vector(k) for k in keys_per_step])
+    vectors = act.keysets_to_vectors(keys_per_step)
     return act.vectors_to_action_string(np.repeat(vectors, frames_per_step, axis=0))
 
 

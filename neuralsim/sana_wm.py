@@ -43,7 +43,9 @@ from neuralsim.actions import (
     DEFAULT_ROTATION_SPEED_DEG,
     DEFAULT_TRANSLATION_SPEED,
     DISCRETE_KEYSETS,
-    keys_to_vector,
+    action_string_to_vectors,
+    discrete_to_vectors,
+    keysets_to_vectors,
     parse_action_string,
     space_to_spec,
     validate_actions,
@@ -815,12 +817,12 @@ class SanaWMBackend:
                     raise ValueError(
                         f"actions={a!r} covers {len(frames)} frames; one step is {n} frames (e.g. 'w-{n}' or 'w-4,jw-4')"
                     )
-                out.append(np.stack([keys_to_vector(k) for k in frames]))
+                out.append(keysets_to_vectors(frames))
             return np.stack(out)
         spec = space_to_spec(self.action_space)
         arr = validate_actions(actions, spec, batch_size=batch_size, name="actions")
         if spec["type"] == "discrete":
-            vec = np.stack([keys_to_vector(DISCRETE_KEYSETS[int(i)]) for i in arr])
+            vec = discrete_to_vectors(arr)
         else:
             vec = arr.astype(np.float64)
         return np.repeat(vec[:, None, :], n, axis=1)
@@ -835,7 +837,7 @@ class SanaWMBackend:
         if isinstance(actions, (list, tuple)) and all(isinstance(a, str) for a in actions):
             if len(actions) != batch_size:
                 raise ValueError(f"actions: got {len(actions)} key-DSL strings for a batch of {batch_size}")
-            out = [np.stack([keys_to_vector(k) for k in parse_action_string(a)]) for a in actions]
+            out = [action_string_to_vectors(a) for a in actions]
             if any(len(o) != n for o in out):
                 raise ValueError(f"actions must cover the {n} frames after the first, got {[len(o) for o in out]}")
             return np.stack(out)
@@ -845,8 +847,7 @@ class SanaWMBackend:
             # one action_space element per env step (the session's form), held for its k frames
             spec = space_to_spec(self.action_space)
             flat = validate_actions(arr.reshape(batch_size * steps, *arr.shape[2:]), spec, name="actions")
-            vectors = np.stack([keys_to_vector(DISCRETE_KEYSETS[int(i)]) for i in flat]) if spec["type"] == "discrete" \
-                else flat.astype(np.float64)
+            vectors = discrete_to_vectors(flat) if spec["type"] == "discrete" else flat.astype(np.float64)
             return np.repeat(vectors.reshape(batch_size, steps, CAMERA_ACTION_DIM).astype(np.float64), k, axis=1)
         arr = np.asarray(arr, dtype=np.float64)
         if arr.shape != (batch_size, n, CAMERA_ACTION_DIM) or not np.all(np.isfinite(arr)):

@@ -27,10 +27,70 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.importorskip("mujoco", reason='needs the [mujoco] extra: pip install "neuralsim[mujoco]"')
 
 
+# ------------------------------------------------------------------------------------ source scans and scripts
+
+import ast  # noqa: E402
+import importlib.util  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import ModuleType  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def source_files(*folders: str) -> list[Path]:
+    """Every ``.py`` file under ``folders`` of the checkout (``"neuralsim"``, ``"envs"``, ...), sorted, caches aside."""
+    return sorted(p for d in folders if (ROOT / d).is_dir() for p in (ROOT / d).rglob("*.py")
+                  if "__pycache__" not in p.parts)
+
+
+def import_aliases(tree: ast.AST) -> dict[str, str]:
+    """Every name an import in ``tree`` binds -> the module or ``module.attr`` it stands for (``np`` -> ``numpy``,
+    ``mv`` -> ``os.replace`` after ``from os import replace as mv``; a relative import keeps its dots: ``.os.replace``
+    after ``from .os import replace``, not the stdlib's)."""
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for a in node.names:
+                aliases[a.asname or a.name] = f"{'.' * node.level}{node.module}.{a.name}"
+    return aliases
+
+
+def called_names(tree: ast.AST) -> list[tuple[ast.Call, str | None]]:
+    """Every call in ``tree`` with the dotted name it calls, its head resolved by :func:`import_aliases`, or None where
+    the callee is no name chain (``f()()``, ``x[0]()``, ``Path(p).rename(q)``): after ``import numpy as np`` the call
+    ``np.load(f)`` is ``numpy.load``; after ``from os import replace as mv``, ``mv(a, b)`` is ``os.replace``. The
+    static scans of the source (``test_layers.py``, ``test_no_unsafe_loading.py``) read calls through it."""
+    aliases = import_aliases(tree)
+    found: list[tuple[ast.Call, str | None]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            parts, func = [], node.func
+            while isinstance(func, ast.Attribute):
+                parts.append(func.attr)
+                func = func.value
+            if isinstance(func, ast.Name):
+                head, *rest = [func.id, *reversed(parts)]
+                found.append((node, ".".join([aliases.get(head, head), *rest])))
+            else:
+                found.append((node, None))
+    return found
+
+
+def load_script(path: str | Path, name: str) -> ModuleType:
+    """The script at ``path`` (relative to the checkout: ``"benchmarks/fidelity.py"``) imported as a fresh module
+    named ``name``: a benchmark's functions, tested without running it."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # ------------------------------------------------------------------------------------ shared fixtures
 
 import json  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 

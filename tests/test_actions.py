@@ -226,3 +226,20 @@ def test_the_camera_math_is_written_once():
         assert np.array_equal(cam.step(a), c2w[0].numpy()) and cam.pitch == float(pitch[0])  # bit for bit
     code = "import sys, neuralsim.actions; assert 'torch' not in sys.modules, 'neuralsim.actions imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_one_key_set_to_camera_action_table():
+    """Issue 22: the Discrete index -> camera action table is built in neuralsim.actions only; the room, its policies,
+    the official backend and the key-set wrappers read it there."""
+    table = A.keysets_to_vectors()
+    assert table.shape == (len(A.DISCRETE_KEYSETS), A.CAMERA_ACTION_DIM) and table.dtype == np.float32
+    assert all(np.array_equal(row, A.keys_to_vector(k)) for row, k in zip(table, A.DISCRETE_KEYSETS))
+    table[0] = 7  # a new array each call: a caller's edit reaches no one else
+    assert not A.keysets_to_vectors()[0].any()
+    assert np.array_equal(A.discrete_to_vectors(np.array([3, 0, 10])), A.keysets_to_vectors()[[3, 0, 10]])
+    assert np.array_equal(A.discrete_to_vectors(np.array([5, 6]), start=5), A.keysets_to_vectors()[[0, 1]])
+    assert np.array_equal(A.keysets_to_vectors(["wl", frozenset("s")]), [A.keys_to_vector("wl"), A.keys_to_vector("s")])
+    index = A.keyset_index()
+    assert [index[frozenset(k)] for k in A.DISCRETE_KEYSETS] == list(range(len(A.DISCRETE_KEYSETS)))
+    assert A.keyset_index(("w", "lw")) == {frozenset("w"): 0, frozenset("wl"): 1}
+    assert np.array_equal(A.action_string_to_discrete("wl-2,none-1"), [index[frozenset("wl")]] * 2 + [0])

@@ -3,24 +3,21 @@ synthetic frames, the RAM mapping on real Breakout frames, and (slow) the ``--qu
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "atari_ball.py"
+from conftest import ROOT, load_script
+
+BENCH = ROOT / "benchmarks" / "atari_ball.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("atari_ball_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "atari_ball_bench")
 
 
 def _ram(A, top: int, left: int) -> np.ndarray:

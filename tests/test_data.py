@@ -412,6 +412,22 @@ def test_an_env_offers_its_own_collection_policies():
     assert type(make_policy("explore", env)) is StickyRandomPolicy  # not offered: the generic fallback
 
 
+def test_the_collection_hook_lives_below_the_envs_and_the_pipeline():
+    """The hook's name and the policies' base class live in neuralsim.hooks (layer 1), which the room's policies and
+    collect both import; neuralsim.data and neuralsim.data.collection re-export them."""
+    import subprocess
+    import sys
+
+    from neuralsim import data, hooks
+    from neuralsim.data import collection
+
+    assert data.CollectionPolicy is collection.CollectionPolicy is hooks.CollectionPolicy
+    assert data.POLICY_HOOK is collection.POLICY_HOOK is hooks.POLICY_HOOK
+    code = ("import sys, neuralsim.hooks; loaded = [m for m in sys.modules if m.startswith('neuralsim.') and "
+            "m not in ('neuralsim.hooks', 'neuralsim.envs', 'neuralsim.envs.registration')]; assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 # ---------------------------------------------------------------------------------------------- durability
 
 

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "fidelity.py"
+from conftest import load_script
 
 
 def _load_fidelity():
-    spec = importlib.util.spec_from_file_location("fidelity_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/fidelity.py", "fidelity_bench")
 
 
 def test_pooled_psnr_is_not_flattered_by_identical_frames():

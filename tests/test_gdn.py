@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import load_script
 from neuralsim.dynamics import gated_delta_rule, gdn_parallel, gdn_recurrent
 
 
@@ -81,10 +82,7 @@ def _load_fla_naive():
     path = Path(spec.origin).parent / "ops" / "gated_delta_rule" / "naive.py"
     if not path.is_file():
         return None
-    mod_spec = importlib.util.spec_from_file_location("_fla_gdn_naive", path)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    return module.naive_recurrent_gated_delta_rule
+    return load_script(path, "_fla_gdn_naive").naive_recurrent_gated_delta_rule
 
 
 def test_one_token_per_frame_matches_fla_oracle():

@@ -16,26 +16,14 @@ Text in docstrings and comments is not code and is not flagged.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT, called_names, source_files
+
 SCANNED = ("neuralsim", "envs", "agents", "benchmarks", "examples")
 FORBIDDEN_MODULES = {"pickle", "cPickle", "_pickle", "cloudpickle", "dill", "joblib", "shelve", "marshal"}
 LOADERS = {"load", "loads", "Unpickler", "open"}
-
-
-def _dotted(node: ast.AST) -> str | None:
-    """``a.b.c`` of a Name/Attribute chain, else None."""
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return None
 
 
 def _true_literal(node: ast.AST | None) -> bool:
@@ -45,7 +33,6 @@ def _true_literal(node: ast.AST | None) -> bool:
 def unsafe_calls(source: str, filename: str = "<string>") -> list[str]:
     """Every unsafe import or call in ``source``, as ``"file:line: what"``."""
     tree = ast.parse(source, filename=filename)
-    aliases: dict[str, str] = {}  # local name -> module or module.attr it stands for
     findings: list[str] = []
 
     def flag(node: ast.AST, what: str) -> None:
@@ -54,25 +41,18 @@ def unsafe_calls(source: str, filename: str = "<string>") -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for a in node.names:
-                aliases[(a.asname or a.name).split(".")[0]] = a.name.split(".")[0] if not a.asname else a.name
                 if a.name.split(".")[0] in FORBIDDEN_MODULES:
                     flag(node, f"import {a.name}")
         elif isinstance(node, ast.ImportFrom) and node.module:
             top = node.module.split(".")[0]
-            for a in node.names:
-                aliases[a.asname or a.name] = f"{node.module}.{a.name}"
             if top in FORBIDDEN_MODULES:
                 flag(node, f"from {node.module} import {', '.join(a.name for a in node.names)}")
             if node.module == "pandas" and any(a.name == "read_pickle" for a in node.names):
                 flag(node, "from pandas import read_pickle")
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
+    for node, full in called_names(tree):  # import aliases resolved: ``pk.loads`` is ``pickle.loads``
+        if full is None:
             continue
-        name = _dotted(node.func)
-        if name is None:
-            continue
-        head, _, rest = name.partition(".")
-        full = f"{aliases.get(head, head)}.{rest}" if rest else aliases.get(head, head)
+        name = ast.unparse(node.func)
         module, _, func = full.rpartition(".")
         keywords = {k.arg: k.value for k in node.keywords if k.arg}
         if module.split(".")[0] in FORBIDDEN_MODULES and func in LOADERS:
@@ -87,20 +67,15 @@ def unsafe_calls(source: str, filename: str = "<string>") -> list[str]:
     return findings
 
 
-def _files() -> list[Path]:
-    files = [p for d in SCANNED if (ROOT / d).is_dir() for p in sorted((ROOT / d).rglob("*.py"))]
-    return [p for p in files if "__pycache__" not in p.parts]
-
-
 def test_the_scan_covers_the_code():
-    files = _files()
+    files = source_files(*SCANNED)
     dirs = {p.relative_to(ROOT).parts[0] for p in files}
     assert {"neuralsim", "envs", "agents"} <= dirs
     assert ROOT / "neuralsim" / "model.py" in files and ROOT / "envs" / "world_model_env.py" in files
 
 
 def test_no_unsafe_deserialization_in_shipped_code():
-    findings = [f for p in _files() for f in unsafe_calls(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT)))]
+    findings = [f for p in source_files(*SCANNED) for f in unsafe_calls(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT)))]
     assert not findings, "unsafe deserialization (use safetensors / JSON):\n" + "\n".join(findings)
 
 

@@ -281,13 +281,9 @@ def test_envs_surface_the_error_and_stay_usable(tiny_checkpoint):
 
 def test_soak_script_smoke(tiny_checkpoint, tmp_path):
     """benchmarks/soak.py end to end on the tiny checkpoint (a few steps), so the script cannot rot."""
-    import importlib.util
-    from pathlib import Path
+    from conftest import load_script
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "soak.py"
-    spec = importlib.util.spec_from_file_location("soak", path)
-    soak = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(soak)
+    soak = load_script("benchmarks/soak.py", "soak")
     result = soak.main(["--model", str(tiny_checkpoint), "--num-envs", "2", "--steps", "12", "--max-episode-steps", "4",
                         "--obs-type", "latent", "--out", str(tmp_path / "soak.json")])
     assert result["nonfinite_total"] == 0 and result["errors_total"] == 0 and result["episodes_ended"] >= 2

@@ -11,7 +11,7 @@ from neuralsim.cli.errors import CLIError
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the options of ``neuralsim collect`` to ``parser``."""
-    from neuralsim.data import RESIZE_MODES
+    from neuralsim.images import RESIZE_MODES
 
     parser.add_argument("--env", required=True,
                         help="Gymnasium id, e.g. NeuralSimRoom-v0 or CartPole-v1; MODULE:ID imports MODULE first, as "
@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
     import neuralsim  # noqa: F401  (registers NeuralSimRoom-v0)
-    from neuralsim.data.collection import _validate_collect, collect
-    from neuralsim.images import _parse_image_size
+    from neuralsim.data import collect, validate_collect
+    from neuralsim.images import parse_image_size
 
     env_kwargs = None
     if args.env_kwargs is not None:
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     native = str(args.image_size).strip().lower() == "native"
     image_size = None if native else args.image_size
     try:
-        _validate_collect(  # ValueError naming the --option
+        validate_collect(  # ValueError naming the --option
             env_id=args.env, out=args.out, episodes=args.episodes, policy=args.policy,
             frames_per_step=args.frames_per_step, workers=args.workers, seed=args.seed, max_steps=args.max_steps,
             image_size=image_size, env_kwargs=env_kwargs, resume=args.resume,
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         )
         summary = collect(
             args.env, args.out, args.episodes, policy=args.policy, frames_per_step=args.frames_per_step,
-            workers=args.workers, seed=args.seed, max_steps=args.max_steps, image_size=_parse_image_size(image_size),
+            workers=args.workers, seed=args.seed, max_steps=args.max_steps, image_size=parse_image_size(image_size),
             env_kwargs=env_kwargs, resume=args.resume, episodes_per_shard=args.episodes_per_shard,
             progress=not args.no_progress, resize=args.resize,
         )

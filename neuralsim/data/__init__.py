@@ -24,6 +24,7 @@ from neuralsim.data.collection import (
     env_policies,
     env_spec,
     make_policy,
+    validate_collect,
 )
 from neuralsim.data.dataset import (
     FORMAT,
@@ -41,4 +42,5 @@ __all__ = [
     "DEFAULT_IMAGE_SIZE", "FORMAT", "LOCK", "MANIFEST", "POLICIES", "POLICY_HOOK", "RESIZE_MODES", "VERSION",
     "CollectionPolicy", "Dataset", "DatasetError", "FrameRecorder", "RandomPolicy", "SavedPolicyActor", "ShardWriter",
     "StickyRandomPolicy", "collect", "env_policies", "env_spec", "make_policy", "resize_frame", "safetensors_bytes",
+    "validate_collect",
 ]

@@ -5,8 +5,9 @@ and hands whole episodes to a :class:`~neuralsim.data.dataset.ShardWriter`. Epis
 ``seed + i`` and a policy generator seeded by ``(seed, i)``, so the data do not depend on the number of workers.
 
 Policies: ``random`` and ``explore`` (sticky random) work on any env; an env may offer its own ``explore`` and
-``scripted`` policies through a ``collection_policies()`` method (:data:`POLICY_HOOK`; the room does, from
-``neuralsim.envs.room_policies``), so this module never imports an env.
+``scripted`` policies through a ``collection_policies()`` method (:data:`~neuralsim.hooks.POLICY_HOOK`; the room
+does, from ``neuralsim.envs.room_policies``), so this module never imports an env. The hook and the policies' base,
+:class:`~neuralsim.hooks.CollectionPolicy`, live in :mod:`neuralsim.hooks`, below both (re-exported here).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import numpy as np
 from neuralsim import actions as A
 from neuralsim.checkpoints import ensure_writable_dir
 from neuralsim.data.dataset import _LEGACY_MANIFEST, ShardWriter
-from neuralsim.images import RESIZE_MODES, _parse_image_size, resize_frame
+from neuralsim.hooks import POLICY_HOOK, CollectionPolicy  # the env hook and its base class (re-exported)
+from neuralsim.images import RESIZE_MODES, parse_image_size, resize_frame
 
 logger = logging.getLogger(__name__)
 
@@ -48,21 +50,6 @@ def _sample_space(space: gym.Space, rng: np.random.Generator) -> Any:
     low = np.where(np.isfinite(space.low), space.low, -1.0)
     high = np.where(np.isfinite(space.high), space.high, 1.0)
     return rng.uniform(low, high).astype(space.dtype)
-
-
-class CollectionPolicy:
-    """A data-collection policy: ``reset`` at every episode with its own generator, then ``act``.
-
-    The base of the generic policies here and of those an env offers through ``collection_policies()``
-    (:data:`POLICY_HOOK`): a subclass is built without arguments, and draws its randomness from ``self.rng`` only,
-    so episode ``i`` of a collection is the same whatever the number of workers.
-    """
-
-    def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
-        self.env, self.rng = env, rng
-
-    def act(self, obs: Any, info: dict[str, Any]) -> Any:
-        raise NotImplementedError
 
 
 class RandomPolicy(CollectionPolicy):
@@ -102,12 +89,6 @@ class SavedPolicyActor(CollectionPolicy):
 
     def act(self, obs: Any, info: dict[str, Any]) -> Any:
         return self.policy.act(obs, deterministic=False, rng=self.rng)
-
-
-#: The method an env (``env.unwrapped``) may define to offer its own collection policies: called without
-#: arguments, it returns ``{"explore": cls, "scripted": cls}`` (either key may be absent), each ``cls`` a
-#: :class:`CollectionPolicy` subclass built without arguments. ``NeuralSimRoomEnv.collection_policies`` is one.
-POLICY_HOOK = "collection_policies"
 
 
 def env_policies(env: gym.Env) -> dict[str, type[CollectionPolicy]]:
@@ -342,12 +323,22 @@ def _check_positive(value: Any, name: str, allow_none: bool = False) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _validate_collect(
+def validate_collect(
     *, env_id: Any, out: Any, episodes: Any, policy: Any, frames_per_step: Any, workers: Any, seed: Any,
     max_steps: Any, image_size: Any, env_kwargs: Any, resume: bool, episodes_per_shard: Any, cli: bool = False,
     resize: Any = "pad",
 ) -> tuple[int, int] | None:
-    """Check collect's arguments before any work; errors name the argument (``--option`` on the CLI)."""
+    """Check :func:`collect`'s arguments before any work (the arguments of the same names).
+
+    Args:
+        cli: name the arguments as ``neuralsim collect``'s options (``--max-steps``) in errors.
+
+    Returns:
+        The stored frame size ``(H, W)`` (:func:`neuralsim.images.parse_image_size`), None for the env's own.
+
+    Raises:
+        ValueError: naming the argument (``--option`` with ``cli``) and what was expected.
+    """
 
     def n(name: str) -> str:
         return "--" + name.replace("_", "-") if cli else name
@@ -365,7 +356,7 @@ def _validate_collect(
         raise ValueError(f"{n('policy')} must be one of {', '.join(POLICIES)} or the path of a saved policy, got {policy!r}")
     if env_kwargs is not None and not isinstance(env_kwargs, dict):
         raise ValueError(f"{n('env_kwargs')} must be a dict (JSON object), got {env_kwargs!r}")
-    size = _parse_image_size(image_size, n("image_size"))
+    size = parse_image_size(image_size, n("image_size"))
     if resize not in RESIZE_MODES:
         raise ValueError(f"{n('resize')} must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
     out_path = Path(out)
@@ -422,7 +413,7 @@ def collect(
         Summary: ``out``, ``episodes`` (in the dataset), ``collected`` (this run), ``steps``,
         ``seconds``, ``steps_per_s``, ``env_steps_per_s``, ``shards``.
     """
-    size = _validate_collect(
+    size = validate_collect(
         env_id=env_id, out=out, episodes=episodes, policy=policy, frames_per_step=frames_per_step, workers=workers,
         seed=seed, max_steps=max_steps, image_size=image_size, env_kwargs=env_kwargs, resume=resume,
         episodes_per_shard=episodes_per_shard, resize=resize,

@@ -41,7 +41,7 @@ import numpy as np
 
 from neuralsim import actions as A
 from neuralsim.checkpoints import atomic_write
-from neuralsim.images import RESIZE_MODES, _parse_image_size
+from neuralsim.images import RESIZE_MODES, parse_image_size
 
 logger = logging.getLogger(__name__)
 
@@ -688,7 +688,7 @@ class Dataset:
         Raises:
             DatasetError: naming both sides of the mismatch.
         """
-        size = _parse_image_size(image_size, "image_size")
+        size = parse_image_size(image_size, "image_size")
         if size != self.image_size:
             raise DatasetError(f"dataset {self.path} has image_size {list(self.image_size)}, the model expects {list(size)}")
         mine, theirs = self.action_spec, action_spec
