@@ -29,11 +29,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from neuralsim.config import OFFICIAL_MODEL_NAME, WorldModelConfig  # noqa: F401  (re-exported)
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
-
-    from neuralsim.config import WorldModelConfig
 
 # ------------------------------------------------------------------------------------------ names
 
@@ -46,8 +46,6 @@ WEIGHTS_METADATA = {"format": "pt"}
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL_NAME = "default"
-#: The official SANA-WM, served through diffusers (``neuralsim.sana_wm``); never a native checkpoint or preset.
-OFFICIAL_MODEL_NAME = "sana-wm-2.6b"
 #: Pickle-format weight files: refused by name, never opened (unpickling runs code from the file).
 UNSAFE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 #: ``model="default"`` in an install that ships no default model; callers append what to do instead.
@@ -243,8 +241,6 @@ def read_config(directory: str | os.PathLike, class_name: str = "WorldModel") ->
             field of the wrong type or outside ``neuralsim.limits`` (the file is named).
         FileNotFoundError: no config.json.
     """
-    from neuralsim.config import WorldModelConfig
-
     file = Path(directory) / CONFIG_NAME
     try:
         payload = json.loads(file.read_text(encoding="utf-8"))

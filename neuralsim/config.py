@@ -23,7 +23,7 @@ from typing import Any
 
 from neuralsim.actions import (CAMERA_ACTION_DIM, DEFAULT_ROTATION_SPEED_DEG, DEFAULT_TRANSLATION_SPEED, DISCRETE_KEYSETS,
                                space_to_spec, spec_to_space)
-from neuralsim.checkpoints import OFFICIAL_MODEL_NAME  # not a native preset (re-exported)
+OFFICIAL_MODEL_NAME = "sana-wm-2.6b"  # the official SANA-WM through diffusers (neuralsim.sana_wm): a model name, not a native preset
 
 
 def default_action_spec() -> dict:

@@ -33,12 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from neuralsim.actions import (
-    DISCRETE_KEYSETS,
-    actions_to_vectors,
-    keys_to_vector,
-    validate_actions,
-)
+from neuralsim.actions import actions_to_vectors, discrete_to_vectors, validate_actions
 from neuralsim.autoencoder import Autoencoder, ResBlock, psnr, ssim
 from neuralsim.camera import camera_intrinsics, camera_step, plucker_rays_torch, rotation_warp_grid  # noqa: F401  (re-exported)
 from neuralsim.checkpoints import (CONFIG_NAME, WEIGHTS_NAME, count_weights, read_config, read_weights,  # noqa: F401
@@ -513,8 +508,7 @@ class WorldModel(nn.Module):
         if not self.config.camera:
             return vec, None
         if spec["type"] == "discrete":
-            table = np.stack([keys_to_vector(keys) for keys in DISCRETE_KEYSETS])
-            cam = table[np.asarray(actions) - spec.get("start", 0)]
+            cam = discrete_to_vectors(actions, spec.get("start", 0))
         else:
             cam = np.asarray(actions, dtype=np.float64).reshape(len(actions), -1)
         return vec, torch.from_numpy(np.asarray(cam, dtype=np.float64)).to(self.device)
