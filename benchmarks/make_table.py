@@ -98,7 +98,7 @@ def throughput(r: dict) -> str:
 
 def long_rollout(r: dict) -> str:
     out = [f"### Constant memory (`long_rollout.py`)\n\n{provenance(r)}\n"]
-    long = r.get("long", {})
+    long = r.get("long") or {}
     rows = [[num(p["step"]), num(p["step_ms"], 2), num(p["rss_mb"]), num(p["state_bytes"])] for p in long.get("points", [])]
     ratio = long.get("ratios")
     if ratio:
@@ -111,6 +111,12 @@ def long_rollout(r: dict) -> str:
         out.append(f"\nMinute-scale rollout: {num(m['frames'])} frames ({num(m['env_steps'])} env steps × "
                    f"{m['frames_per_latent']} frames) in {num(m['wall_s'])} s = {num(m['frames_per_s'], 0)} frames/s, "
                    f"{num(m['realtime_factor_24fps'], 2)}× real time at 24 fps.")
+    if r.get("minutes"):
+        out.append(f"\nThrough `gym.make(\"SanaWM-v0\")` (`dtype=\"auto\"` picks {r.get('auto_dtype')}):\n")
+        out.append(table(["dtype", "compiled", "frames", "wall s", "ms/step", "compile s"],
+                         [[x["dtype"], "yes" if x["compiled"] else "no", num(x["frames"]), num(x["wall_s"], 2),
+                           num(x["ms_per_step"], 2), num(x["compile_s"]) if x.get("compile_s") is not None else ""]
+                          for x in r["minutes"]]))
     return "\n".join(out)
 
 

@@ -98,7 +98,8 @@ class WorldModelVectorEnv(VectorEnv):
         if reward_fn is not None and not callable(reward_fn):
             raise TypeError(f"reward_fn must be callable(obs, action, next_obs, info) -> float, got {type(reward_fn).__name__}")
         self.session = make_session(model, checkpoint=checkpoint, obs_type=obs_type, denoise_steps=denoise_steps,
-                                    device=device, dtype=dtype, random_weights=random_weights, num_threads=num_threads)
+                                    device=device, dtype=dtype, random_weights=random_weights, num_threads=num_threads,
+                                    batch_size=int(num_envs))
         self.obs_type = obs_type
         self.num_envs = int(num_envs)
         self.render_mode = render_mode

@@ -172,7 +172,8 @@ class WorldModelEnv(gym.Env):
       ``"human"`` (a pygame window; needs the ``[play]`` extra).
     * ``device``: ``"cpu"`` (default) or ``"cuda"``.
     * ``dtype``: ``"auto"`` (bf16 autocast only where bf16 is native: CUDA or AVX512-BF16/AMX CPUs;
-      fp32 elsewhere), ``"float32"``, ``"bfloat16"``.
+      fp32 elsewhere, and fp32 for this single env on a CPU, where bf16 is slower at batch 1; the vector
+      env picks bf16 from ``neuralsim.device.AUTO_BF16_MIN_BATCH_CPU`` envs), ``"float32"``, ``"bfloat16"``.
     * ``random_weights``: build the named preset (``"default"``, ``"tiny"``, ...) or the official
       architecture with random weights (timing, plumbing).
     * ``num_threads``: torch CPU threads (process-wide). ``"auto"`` (default): ``NEURALSIM_NUM_THREADS``
@@ -210,7 +211,8 @@ class WorldModelEnv(gym.Env):
         if reward_fn is not None and not callable(reward_fn):
             raise TypeError(f"reward_fn must be callable(obs, action, next_obs, info) -> float, got {type(reward_fn).__name__}")
         self.session = make_session(model, checkpoint=checkpoint, obs_type=obs_type, denoise_steps=denoise_steps,
-                                    device=device, dtype=dtype, random_weights=random_weights, num_threads=num_threads)
+                                    device=device, dtype=dtype, random_weights=random_weights, num_threads=num_threads,
+                                    batch_size=1)
         self.obs_type = obs_type
         self.render_mode = render_mode
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)

@@ -4,7 +4,8 @@ bf16 is only worth it where the hardware runs it: on CUDA with bf16 support, or 
 instructions: x86 AMX-BF16 or AVX512-BF16, ARM's BF16 extension. torch's own capability string tops out at
 ``AVX512`` on such x86 CPUs, so the instruction flags are read from the OS (``/proc/cpuinfo`` on Linux,
 ``sysctl`` on macOS). Elsewhere (e.g. an AVX2 CPU) a bf16 matmul is emulated and ~10x slower than fp32, so
-``"auto"`` picks fp32.
+``"auto"`` picks fp32. Where the batch is known and small (a single env), ``"auto"`` also picks fp32 on a CPU:
+there the step is bound by per-op overhead, not by matmuls, and bf16 autocast only adds casts.
 
 Core layer: imports only torch. The env, the trainer, the CLI and the benchmarks all use it.
 """
@@ -15,6 +16,12 @@ import torch
 
 #: CPU capabilities (``torch.backends.cpu.get_cpu_capability()``) with hardware bf16 matmuls.
 NATIVE_BF16_CPU_CAPABILITIES = ("AVX512_BF16", "AMX")
+
+#: With ``dtype="auto"`` and a known batch size on a CPU, bf16 only from this many rows: below it a step is bound by
+#: per-op overhead (a batch-1 step is ~1,000 small ops), which autocast's casts add to, so bf16 is slower than fp32
+#: even where it is native (WorldModel.step + decode, 2-core Xeon with AMX, 1 thread, bf16 speed ÷ fp32: batch 1
+#: 0.93x, 2 0.75x, 4 0.81x, 8 0.91x, 16 1.06x; docs/performance.md).
+AUTO_BF16_MIN_BATCH_CPU = 16
 
 #: Accepted dtype names; ``None`` marks ``"auto"``.
 DTYPE_NAMES: dict[str, torch.dtype | None] = {
@@ -87,7 +94,8 @@ def bf16_is_native(device: torch.device | str | None = None) -> bool:
     return False
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str, *, batch_size: int | None = None
+                  ) -> torch.dtype:
     """Turn a dtype name (or ``torch.dtype``) into the compute dtype to use on ``device``.
 
     Args:
@@ -95,6 +103,8 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str) -> torch
             :data:`DTYPE_NAMES` (``"float32"``/``"fp32"``, ``"bfloat16"``/``"bf16"``,
             ``"float16"``/``"fp16"``), or a ``torch.dtype`` among float32, bfloat16, float16.
         device: where the computation runs; float16 needs CUDA.
+        batch_size: the batch the computation runs at, if known: ``"auto"`` on a CPU then picks bf16 only from
+            :data:`AUTO_BF16_MIN_BATCH_CPU` rows (smaller batches run faster in fp32). None: as if large.
 
     Returns:
         ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``.
@@ -103,10 +113,14 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str) -> torch
         ValueError: naming ``dtype`` on an unknown name or dtype, or float16 off CUDA.
     """
     device = torch.device(device)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     if isinstance(dtype, torch.dtype):
         resolved = dtype
     elif isinstance(dtype, str) and dtype in DTYPE_NAMES:
-        resolved = DTYPE_NAMES[dtype] or (torch.bfloat16 if bf16_is_native(device) else torch.float32)
+        small_cpu_batch = device.type == "cpu" and batch_size is not None and batch_size < AUTO_BF16_MIN_BATCH_CPU
+        resolved = DTYPE_NAMES[dtype] or (torch.bfloat16 if bf16_is_native(device) and not small_cpu_batch
+                                          else torch.float32)
     else:
         raise ValueError(f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16' (or a torch.dtype), got {dtype!r}")
     if resolved not in (torch.float32, torch.bfloat16, torch.float16):
@@ -116,5 +130,5 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str) -> torch
     return resolved
 
 
-__all__ = ["NATIVE_BF16_CPU_CAPABILITIES", "NATIVE_BF16_CPU_FLAGS", "DTYPE_NAMES", "cpu_capability", "cpu_bf16_flags",
+__all__ = ["AUTO_BF16_MIN_BATCH_CPU", "NATIVE_BF16_CPU_CAPABILITIES", "NATIVE_BF16_CPU_FLAGS", "DTYPE_NAMES", "cpu_capability", "cpu_bf16_flags",
            "bf16_is_native", "resolve_dtype"]

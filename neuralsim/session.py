@@ -329,6 +329,9 @@ class DreamSession:
         device: ``"cpu"``, ``"cuda"``, ... (None: an instance's own device, the CPU for names).
         dtype: ``"auto"`` (bf16 only where native), ``"float32"``, ``"bfloat16"``: autocast for the native model,
             the cast of the official one.
+        batch_size: the batch the session will step, if known (the envs pass theirs): for the native model,
+            ``dtype="auto"`` on a CPU then stays fp32 below :data:`neuralsim.device.AUTO_BF16_MIN_BATCH_CPU` rows,
+            where bf16 is slower (:func:`neuralsim.device.resolve_dtype`). None: bf16 wherever native.
         random_weights: build the named preset or the official architecture with random weights.
         num_threads: torch CPU threads (:func:`neuralsim.runtime.apply_thread_policy`; None leaves torch alone).
 
@@ -340,7 +343,7 @@ class DreamSession:
     def __init__(self, model: Any = "default", *, checkpoint: str | os.PathLike | None = None,
                  denoise_steps: int | None = None, device: str | torch.device | None = None,
                  dtype: str | torch.dtype = "auto", random_weights: bool = False,
-                 num_threads: int | str | None = None) -> None:
+                 num_threads: int | str | None = None, batch_size: int | None = None) -> None:
         from neuralsim.runtime import apply_thread_policy
 
         apply_thread_policy(num_threads)  # validates num_threads; see neuralsim.runtime
@@ -353,9 +356,12 @@ class DreamSession:
         self.denoise_steps = self._check_denoise_steps(denoise_steps)
         probe = dev or (model.device if isinstance(model, DreamModel) else torch.device("cpu"))
         self.dtype = resolve_dtype(dtype, probe)
+        batch_dtype = resolve_dtype(dtype, probe, batch_size=batch_size)  # (checks batch_size)
         self.model, self.model_name, self.checkpoint_dir = load_model(
             model, checkpoint=checkpoint, random_weights=random_weights, device=dev, dtype=self.dtype)
         self.device = self.model.device
+        if self.model.uses_autocast:  # autocast picks the dtype per call; a cast model keeps the one it was loaded in
+            self.dtype = batch_dtype
         self.random_weights = random_weights
         cfg = self.config = self.model.config
         self.image_size: tuple[int, int] = tuple(int(s) for s in cfg.image_size)  # type: ignore[assignment]

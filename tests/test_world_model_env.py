@@ -228,6 +228,37 @@ def test_dtypes(ckpt):
         WorldModelEnv(str(ckpt), dtype="float16")
 
 
+def test_auto_dtype_is_fp32_for_small_cpu_batches(ckpt, monkeypatch):
+    """On a native-bf16 CPU, "auto" gives bf16 only from AUTO_BF16_MIN_BATCH_CPU rows (smaller batches are faster in
+    fp32): the single env and a small vector env dream in fp32, a large one in bf16; explicit dtypes are kept."""
+    import neuralsim.device as device
+    from neuralsim.envs import WorldModelVectorEnv
+    from neuralsim.session import DreamSession
+
+    monkeypatch.setattr(device, "cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(device, "cpu_bf16_flags", lambda: ("amx_bf16", "avx512_bf16"))
+    cpu, n = torch.device("cpu"), device.AUTO_BF16_MIN_BATCH_CPU
+    assert device.resolve_dtype("auto", cpu) == torch.bfloat16  # batch unknown: as before
+    assert device.resolve_dtype("auto", cpu, batch_size=1) == device.resolve_dtype("auto", cpu, batch_size=n - 1) \
+        == torch.float32
+    assert device.resolve_dtype("auto", cpu, batch_size=n) == torch.bfloat16
+    assert device.resolve_dtype("bfloat16", cpu, batch_size=1) == torch.bfloat16
+    for bad in (0, -1, 1.5, True, "4"):
+        with pytest.raises(ValueError, match="batch_size must be a positive int or None"):
+            device.resolve_dtype("auto", cpu, batch_size=bad)
+    assert WorldModelEnv(str(ckpt)).session.dtype == torch.float32
+    assert WorldModelEnv(str(ckpt), dtype="bfloat16").session.dtype == torch.bfloat16
+    assert WorldModelVectorEnv(2, model=str(ckpt)).session.dtype == torch.float32
+    assert WorldModelVectorEnv(n, model=str(ckpt)).session.dtype == torch.bfloat16
+    assert DreamSession(str(ckpt)).dtype == torch.bfloat16 and DreamSession(str(ckpt), batch_size=1).dtype == torch.float32
+    with pytest.raises(ValueError, match="batch_size"):
+        DreamSession(str(ckpt), batch_size=0)
+    # with bf16 emulated, "auto" is fp32 at every batch
+    monkeypatch.setattr(device, "cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(device, "cpu_bf16_flags", lambda: ())
+    assert device.resolve_dtype("auto", cpu, batch_size=n) == torch.float32
+
+
 def test_model_instance_and_render_modes(ckpt, monkeypatch):
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     env = WorldModelEnv(make_tiny_model(), render_mode="human")
