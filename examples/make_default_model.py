@@ -5,8 +5,9 @@
 (One torch thread per job: on a 2-core machine two threads competing with the collection workers or anything
 else are far slower.) Stages: collect 400 episodes of NeuralSimRoom-v0 with the `explore` policy → the 8×
 autoencoder (1,800 steps) → the dynamics (2,000 steps, windows of 6) → 300 self-forcing steps → 1 denoise step
-in its config → three streaming stages (`STREAMING_STAGES`: 600 + 700 + 700 steps, each frame trained exactly as
-it is sampled, windows of 6, 10 and 16, more and more of the model's own history). Beside the dynamics and
+in its config → five streaming stages (`STREAMING_STAGES`: 600 + 700 + 700 + 800 + 800 steps, each frame trained
+exactly as it is sampled, windows of 6, 10 and 16, more and more of the model's own history and of still windows;
+the last adds the latent refiner, `refiner_channels=32`). Beside the dynamics and
 self-forcing stages, on the second core, the decoder trains alone on the frozen encoder's latents (2,500 steps,
 `examples/finetune_decoder.py`); it is merged in before the streaming stages, which leave it untouched. The
 dataset's latents are kept in OUT/latent_cache (keyed by the encoder and the data), so every dynamics stage after
@@ -46,10 +47,13 @@ class StreamingStage:
     own_history: float  # chance a committed frame is the model's own one-step sample
     one_step_fraction: float  # share of target frames at tau = 1
     still_windows: float
+    refiner_channels: int = 0  # > 0: the stage adds the latent refiner (config.refiner_channels) if the model has none
+    seed_offset: int = 0  # added to the recipe's seed (a stage that repeats the last one's windows draws others)
 
 
-# Three stages, each from the last: longer windows, more of the model's own history, more still windows. The shipped
-# run measured each (README, "what was tried"); they are the steps of that run, not a tuned schedule.
+# Five stages, each from the last: longer windows, more of the model's own history, more still windows; the last adds
+# the refiner (zero-initialised: it starts as the model before it). The shipped run measured each (README, "what was
+# tried"); they are the steps of that run, not a tuned schedule.
 STREAMING_STAGES = (
     StreamingStage(steps=600, window=6, batch_size=32, lr=3e-4, warmup=100, own_history=0.5, one_step_fraction=0.7,
                    still_windows=0.0),
@@ -57,6 +61,10 @@ STREAMING_STAGES = (
                    still_windows=0.1),
     StreamingStage(steps=700, window=16, batch_size=16, lr=2e-4, warmup=50, own_history=0.8, one_step_fraction=0.8,
                    still_windows=0.15),
+    StreamingStage(steps=800, window=16, batch_size=16, lr=2e-4, warmup=50, own_history=0.9, one_step_fraction=0.8,
+                   still_windows=0.3),
+    StreamingStage(steps=800, window=16, batch_size=16, lr=2e-4, warmup=50, own_history=0.9, one_step_fraction=0.8,
+                   still_windows=0.3, refiner_channels=32, seed_offset=1),
 )
 
 
@@ -112,7 +120,7 @@ def main() -> None:
         print("collected:", summary, flush=True)
     t_collect = time.perf_counter() - t0
 
-    from neuralsim.checkpoints import publish_dir
+    from neuralsim.checkpoints import publish_dir, read_config
     from neuralsim.train import TrainConfig, train
 
     timings: dict[str, float] = {"collect": t_collect}
@@ -180,11 +188,16 @@ def main() -> None:
         for i, stage in enumerate(STREAMING_STAGES[: recipe.streaming_stages]):
             stage_dir = out / f"streaming{i + 1}"
             t = time.perf_counter()
+            grow = {"refiner_channels": stage.refiner_channels} if stage.refiner_channels else {}
+            if grow and read_config(init).refiner_channels == stage.refiner_channels:
+                grow = {}  # the model already has it
             train(TrainConfig(stage="dynamics", out=str(stage_dir), init=str(init), streaming=True, steps=stage.steps,
+                              config_overrides=grow,
                               lr=stage.lr, warmup=stage.warmup, own_history=stage.own_history,
                               one_step_fraction=stage.one_step_fraction, still_windows=stage.still_windows,
                               resume=recipe.resume and (stage_dir / "checkpoints" / "latest.json").exists(),
-                              **{**common, "window": stage.window, "batch_size": stage.batch_size}))
+                              **{**common, "window": stage.window, "batch_size": stage.batch_size,
+                                 "seed": recipe.seed + stage.seed_offset}))
             timings[f"streaming {i + 1}"] = time.perf_counter() - t
             init = stage_dir
         final_dir = init
