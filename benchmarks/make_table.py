@@ -152,18 +152,25 @@ def room_speed(r: dict) -> str:
 
 
 def fidelity(runs: list[tuple[str, dict]]) -> str:
-    """Every ``fidelity*.json`` in one comparison table (the full run and the ``--quick`` ablations)."""
-    horizons = (1, 4, 16, 64, 256)
+    """Every ``fidelity*.json`` in one comparison table (the full runs and the ``--quick`` ones), pooled PSNR with the
+    collection policy's actions (``explore``) and sticky-random ones; ``-`` where a file predates a figure."""
+    def f(r: dict, key: str, digits: int = 2) -> str:
+        return num(r.get(key), digits)
+
     rows = []
     for stem, r in runs:
-        rows.append([stem, r.get("model"), r.get("seeds"), r.get("denoise_steps"), r.get("context_noise", "")]
-                    + [num(r.get(f"psnr_t{h}"), 2) if f"psnr_t{h}" in r else "" for h in horizons]
-                    + [num(r.get("revisit_psnr_vs_real"), 2), num(r.get("reward_sign_accuracy"), 3),
-                       num(r.get("reward_corr_t1_4"), 3) if "reward_corr_t1_4" in r else "",
+        rows.append([stem, r.get("model"), r.get("seeds"), "quick" if r.get("quick", (r.get("seeds") or 32) < 32) else "full", r.get("denoise_steps")]
+                    + [f(r, f"psnr_pooled_explore_t{h}") for h in (1, 4, 16, 64)]
+                    + [f(r, "copy_last_pooled_explore_t16")]
+                    + [f(r, f"psnr_pooled_sticky_t{h}") for h in (1, 4, 16)]
+                    + [f(r, "idle_drop_db_t16"), f(r, "yaw_shift_ratio", 3), f(r, "sharpness_vs_ae_explore_t16", 3),
+                       f(r, "revisit_psnr_vs_real"), r.get("gates_passed", "-"),
                        "collapsed" if r.get("long_rollout_collapsed") else "ok"])
-    head = ["file", "model", "seeds", "denoise steps", "context noise", *(f"PSNR t+{h}" for h in horizons),
-            "revisit PSNR", "reward sign acc.", "reward corr. 1-4", "long rollout"]
-    return "### Fidelity (`fidelity.py`)\n\nPSNR in dB against the real room; see the top of this page for the protocol.\n\n" + table(head, rows)
+    head = ["file", "model", "seeds", "run", "denoise steps", *(f"explore t+{h}" for h in (1, 4, 16, 64)),
+            "copy-last explore t+16", *(f"sticky t+{h}" for h in (1, 4, 16)), "idle drop t+16", "yaw ratio",
+            "sharpness explore t+16", "revisit", "gates", "long rollout"]
+    return ("### Fidelity (`fidelity.py`)\n\nPooled PSNR in dB against the real room; see the top of this page for the "
+            "protocol.\n\n" + table(head, rows))
 
 
 def generic(r: dict, name: str = "?") -> str:
