@@ -188,9 +188,9 @@ def main() -> None:
         for i, stage in enumerate(STREAMING_STAGES[: recipe.streaming_stages]):
             stage_dir = out / f"streaming{i + 1}"
             t = time.perf_counter()
-            grow = {"refiner_channels": stage.refiner_channels} if stage.refiner_channels else {}
-            if grow and read_config(init).refiner_channels == stage.refiner_channels:
-                grow = {}  # the model already has it
+            # a stage with a refiner adds it to a model that has none (a later stage starts from one that has it)
+            needs_refiner = stage.refiner_channels and read_config(init).refiner_channels != stage.refiner_channels
+            grow = {"refiner_channels": stage.refiner_channels} if needs_refiner else {}
             train(TrainConfig(stage="dynamics", out=str(stage_dir), init=str(init), streaming=True, steps=stage.steps,
                               config_overrides=grow,
                               lr=stage.lr, warmup=stage.warmup, own_history=stage.own_history,

@@ -852,8 +852,10 @@ class WorldModel(nn.Module):
                                          action_known=known, rays=rays, text=self.dynamics.text_kv(tokens), text_mask=mask,
                                          prev=prev, rel_rays=rel)
         if cfg.prediction == "x0_residual":  # x0 error: weights every noise level alike (velocity MSE = x0 MSE / tau²)
-            prev_clean = torch.cat([torch.zeros_like(inputs[:, :1]), inputs[:, :-1]], dim=1)
-            pred = self._refine(base + out.float(), prev_clean, tau, action, known, warp)
+            pred = base + out.float()
+            if self.refiner is not None:  # it reads the clean previous frames, not the (possibly turned) base
+                prev_clean = torch.cat([torch.zeros_like(inputs[:, :1]), inputs[:, :-1]], dim=1)
+                pred = self._refine(pred, prev_clean, tau, action, known, warp)
             err = (pred - x0).pow(2).mean(dim=(2, 3))  # (B, T)
         else:
             err = (out.float() - velocity_target(x0, noise)).pow(2).mean(dim=(2, 3))  # (B, T)
