@@ -63,6 +63,7 @@ class WorldModelConfig:
     prediction: str = "velocity"  # "velocity" (v = eps - x0) or "x0_residual" (x0 = previous latent + output)
     prev_frame_warp: bool = False  # the previous latent is first warped by the camera's rotation since it (needs camera)
     refiner_channels: int = 0  # a conv net at full latent resolution refines x0 (sub-patch motion); 0 = off
+    refiner_reads_changes: bool = False  # the refiner sees only changes and has no biases: a still frame stays still
     width: int = 128
     depth: int = 6
     num_heads: int = 4
@@ -194,6 +195,10 @@ class WorldModelConfig:
             raise bad("refiner_channels", "0 (off) or a positive multiple of 8")
         if r and self.prediction != "x0_residual":
             raise bad("refiner_channels", "0 unless prediction='x0_residual' (it refines the x0 estimate)")
+        if not isinstance(self.refiner_reads_changes, bool):
+            raise bad("refiner_reads_changes", "a bool")
+        if self.refiner_reads_changes and not r:
+            raise bad("refiner_reads_changes", "False unless refiner_channels > 0 (it is a form of the refiner)")
         if self.prediction == "x0_residual" and not self.prev_frame_input:
             raise bad("prediction", "'velocity' when prev_frame_input=False (the residual is added to the previous frame)")
         levels = int(math.log2(s)) + 1

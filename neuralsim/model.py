@@ -194,6 +194,18 @@ def warp_latents(latents: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
+class _ChangeBlock(nn.Module):
+    """SiLU → conv3×3, twice, plus the identity; no norms, no biases, so zero in gives zero out (the changes-only refiner)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
 class LatentRefiner(nn.Module):
     """A small conv net at the latent's full resolution that corrects the transformer's x0 estimate.
 
@@ -202,14 +214,30 @@ class LatentRefiner(nn.Module):
     (bilinear, with the flow of the turn as two more channels) and the estimate place it where it belongs. FiLM
     from the action and the noise level. The output layer starts at zero: a refiner added to a trained model
     leaves its outputs unchanged until it is trained.
+
+    ``reads_changes``: the convs see only changes (estimate − previous, turned − previous, the flow), the previous
+    latent only gates them (multiplicatively), the action only scales them, and there are no biases or norms, so
+    when nothing changes (an idle step: the estimate is the previous latent, no turn) the correction is exactly
+    zero. The first form learned a small steady correction there that added up over idle steps (measured: 4×
+    the idle drift of the transformer alone after 16 steps).
     """
 
-    def __init__(self, latent_channels: int, action_dim: int, channels: int, blocks: int = 2) -> None:
+    def __init__(self, latent_channels: int, action_dim: int, channels: int, blocks: int = 2,
+                 reads_changes: bool = False) -> None:
         super().__init__()
-        self.conv_in = nn.Conv2d(3 * latent_channels + 2, channels, 3, padding=1)
-        self.film = nn.Linear(action_dim + 2, 2 * channels)  # action, action known, tau → scale, shift
-        self.blocks = nn.Sequential(*[ResBlock(channels) for _ in range(blocks)])
-        self.conv_out = nn.Conv2d(channels, latent_channels, 3, padding=1)
+        self.reads_changes = reads_changes
+        C = latent_channels
+        if reads_changes:
+            self.conv_in = nn.Conv2d(2 * C + 2, channels, 3, padding=1, bias=False)
+            self.gate = nn.Conv2d(C, channels, 3, padding=1)  # from the previous latent: where the changes matter
+            self.film = nn.Linear(action_dim + 2, channels)  # action, action known, tau → scale only
+            self.blocks = nn.Sequential(*[_ChangeBlock(channels) for _ in range(blocks)])
+            self.conv_out = nn.Conv2d(channels, C, 3, padding=1, bias=False)
+        else:
+            self.conv_in = nn.Conv2d(3 * C + 2, channels, 3, padding=1)
+            self.film = nn.Linear(action_dim + 2, 2 * channels)  # action, action known, tau → scale, shift
+            self.blocks = nn.Sequential(*[ResBlock(channels) for _ in range(blocks)])
+            self.conv_out = nn.Conv2d(channels, C, 3, padding=1)
         for p in (*self.film.parameters(), *self.conv_out.parameters()):
             nn.init.zeros_(p)
 
@@ -224,8 +252,12 @@ class LatentRefiner(nn.Module):
             ys, xs = torch.linspace(-1, 1, h, device=prev.device), torch.linspace(-1, 1, w, device=prev.device)
             identity = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (h, w, 2): x, y as grid_sample
             flow = (grid.to(prev.dtype) - identity).permute(0, 3, 1, 2)
-        scale, shift = self.film(cond).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
-        h = self.conv_in(torch.cat([prev, turned, x0, flow], dim=1)) * (1 + scale) + shift
+        film = self.film(cond).unsqueeze(-1).unsqueeze(-1)
+        if self.reads_changes:
+            h = self.conv_in(torch.cat([x0 - prev, turned - prev, flow], dim=1)) * (1 + self.gate(prev)) * (1 + film)
+        else:
+            scale, shift = film.chunk(2, dim=1)
+            h = self.conv_in(torch.cat([prev, turned, x0, flow], dim=1)) * (1 + scale) + shift
         return self.conv_out(F.silu(self.blocks(h)))
 
 
@@ -270,7 +302,8 @@ class WorldModel(nn.Module):
                              f"the config expects {config.text_max_tokens} of width {config.text_width}")
         self.text_encoder = text_encoder
         self.null_text = nn.Parameter(torch.randn(config.text_width) * 0.02)  # the "no prompt" token
-        self.refiner = (LatentRefiner(config.latent_channels, config.action_dim, config.refiner_channels)
+        self.refiner = (LatentRefiner(config.latent_channels, config.action_dim, config.refiner_channels,
+                                      reads_changes=config.refiner_reads_changes)
                         if config.refiner_channels else None)
         self.reward_head = _Head(config.width) if config.reward_head else None
         self.termination_head = _Head(config.width) if config.termination_head else None
