@@ -147,9 +147,16 @@ def test_compile_streaming_is_deterministic_and_close_to_eager():
         first = _rollout(model, fast=True, steps=4, batch=2)
         second = _rollout(model, fast=True, steps=4, batch=2)
         compiled_other = _rollout(other, fast=True, steps=4, batch=2)
+        with torch.no_grad():  # weights changed in place (a training step) are read by the compiled code too
+            for p in model.dynamics.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+        changed = _rollout(model, fast=True, steps=4, batch=2)
+        model.compile_streaming(False)
+        eager_changed = _rollout(model, fast=True, steps=4, batch=2)
     finally:
         model.compile_streaming(False)
         other.compile_streaming(False)
     assert torch.equal(first[0], second[0])
     _assert_same(first, eager, atol=1e-4)
-    _assert_same(compiled_other, eager_other, atol=1e-4)  # each model keeps its own frozen weights
+    _assert_same(compiled_other, eager_other, atol=1e-4)  # two models share the code, each reads its own weights
+    _assert_same(changed, eager_changed, atol=1e-4)
