@@ -62,6 +62,7 @@ class WorldModelConfig:
     prev_frame_input: bool = False  # every token also reads the previous clean latent, the relative camera rays and the action
     prediction: str = "velocity"  # "velocity" (v = eps - x0) or "x0_residual" (x0 = previous latent + output)
     prev_frame_warp: bool = False  # the previous latent is first warped by the camera's rotation since it (needs camera)
+    skip_prior_var: float = 0.0  # > 0: x0's skip blends the previous latent with the noisy input (a posterior mean)
     refiner_channels: int = 0  # a conv net at full latent resolution refines x0 (sub-patch motion); 0 = off
     refiner_reads_changes: bool = False  # the refiner sees only changes and has no biases: a still frame stays still
     width: int = 128
@@ -199,6 +200,12 @@ class WorldModelConfig:
             raise bad("refiner_reads_changes", "a bool")
         if self.refiner_reads_changes and not r:
             raise bad("refiner_reads_changes", "False unless refiner_channels > 0 (it is a form of the refiner)")
+        v = self.skip_prior_var
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise bad("skip_prior_var", "a finite float >= 0 (0: x0 = previous latent + output)")
+        if v and self.prediction != "x0_residual":
+            raise bad("skip_prior_var", "0 unless prediction='x0_residual' (it is the skip of the x0 estimate)")
+        self.skip_prior_var = float(v)
         if self.prediction == "x0_residual" and not self.prev_frame_input:
             raise bad("prediction", "'velocity' when prev_frame_input=False (the residual is added to the previous frame)")
         levels = int(math.log2(s)) + 1

@@ -472,6 +472,33 @@ def test_x0_residual_model_copies_the_last_frame_at_init():
         torch.testing.assert_close(latent, start, rtol=0, atol=1e-6)
 
 
+def test_the_posterior_skip_keeps_one_step_sampling_and_follows_the_input_at_low_noise():
+    """skip_prior_var > 0: the x0 estimate's skip blends the previous latent with the noisy input. At tau = 1 it is
+    the previous latent (a one-step model's samples do not change); at low noise the estimate follows the input
+    (the weights are the same, only the parameterisation differs)."""
+    from conftest import make_tiny_model
+
+    plain = make_tiny_model(frames_per_latent=1).eval()
+    blended = make_tiny_model(frames_per_latent=1, skip_prior_var=0.1).eval()
+    plain.config = plain.config.replace(denoise_steps=1)
+    blended.config = blended.config.replace(denoise_steps=1)
+    _, a = _stepped(plain)
+    _, b = _stepped(blended)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    x, base, out = torch.randn(2, 1, 4, 8), torch.randn(2, 1, 4, 8), torch.randn(2, 1, 4, 8)
+    torch.testing.assert_close(blended._x0_estimate(out, x, 1.0, base), base + out)
+    low = blended._x0_estimate(out, x, torch.full((2, 1), 1e-4), base)
+    torch.testing.assert_close(low, x, rtol=0, atol=1e-2)  # tau -> 0: the input itself
+    # at a middle level it lies between the previous latent and the input (output zero)
+    mid = blended._x0_estimate(torch.zeros_like(out), x, 0.3, base)
+    torch.testing.assert_close(mid, (0.09 * base + 0.1 * 0.7 * x) / (0.1 * 0.49 + 0.09))  # (tau² base + v(1-tau) x) / a
+    loss, _ = blended.streaming_loss(torch.randn(2, 3, *blended.latent_shape), np.zeros((2, 2, 4), np.float32),
+                                     generator=_gen(0), one_step_fraction=0.0)
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match=r"skip_prior_var=-1.0 is invalid: expected a finite float >= 0"):
+        WorldModelConfig.from_preset("tiny", skip_prior_var=-1.0)
+
+
 def test_ray_ablation_changes_the_dream_and_is_off_by_default():
     model = _model()
     torch.nn.init.normal_(model.dynamics.ray_embedder.weight, std=0.5)
