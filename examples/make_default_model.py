@@ -33,6 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class StreamingStage:
     own_history: float  # chance a committed frame is the model's own one-step sample
     one_step_fraction: float  # share of target frames at tau = 1
     still_windows: float
-    refiner_channels: int = 0  # > 0: the stage adds the latent refiner (config.refiner_channels) if the model has none
+    config: tuple[tuple[str, Any], ...] = ()  # model config fields the stage sets (`--set`), e.g. adding the refiner
     seed_offset: int = 0  # added to the recipe's seed (a stage that repeats the last one's windows draws others)
 
 
@@ -64,7 +65,7 @@ STREAMING_STAGES = (
     StreamingStage(steps=800, window=16, batch_size=16, lr=2e-4, warmup=50, own_history=0.9, one_step_fraction=0.8,
                    still_windows=0.3),
     StreamingStage(steps=800, window=16, batch_size=16, lr=2e-4, warmup=50, own_history=0.9, one_step_fraction=0.8,
-                   still_windows=0.3, refiner_channels=32, seed_offset=1),
+                   still_windows=0.3, config=(("refiner_channels", 32),), seed_offset=1),
 )
 
 
@@ -188,11 +189,11 @@ def main() -> None:
         for i, stage in enumerate(STREAMING_STAGES[: recipe.streaming_stages]):
             stage_dir = out / f"streaming{i + 1}"
             t = time.perf_counter()
-            # a stage with a refiner adds it to a model that has none (a later stage starts from one that has it)
-            needs_refiner = stage.refiner_channels and read_config(init).refiner_channels != stage.refiner_channels
-            grow = {"refiner_channels": stage.refiner_channels} if needs_refiner else {}
+            # the fields a stage sets that its starting model does not have yet (a later stage starts from one that has)
+            current = read_config(init)
+            overrides = {name: value for name, value in stage.config if getattr(current, name) != value}
             train(TrainConfig(stage="dynamics", out=str(stage_dir), init=str(init), streaming=True, steps=stage.steps,
-                              config_overrides=grow,
+                              config_overrides=overrides,
                               lr=stage.lr, warmup=stage.warmup, own_history=stage.own_history,
                               one_step_fraction=stage.one_step_fraction, still_windows=stage.still_windows,
                               resume=recipe.resume and (stage_dir / "checkpoints" / "latest.json").exists(),
