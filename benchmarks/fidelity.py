@@ -506,9 +506,14 @@ def long_rollout(model: Any, start: np.ndarray, prompt: str, steps: int, *, real
     stats, finite = [], True
     t0 = time.perf_counter()
     actions = sticky_actions(rng, steps, 4)
+    diverged_at = None
     for t in range(steps):
         shown = (t + 1) % max(1, steps // 10) == 0
-        out = session.step(state, actions[t : t + 1], g, decode=shown, denoise_steps=denoise_steps)
+        try:
+            out = session.step(state, actions[t : t + 1], g, decode=shown, denoise_steps=denoise_steps)
+        except FloatingPointError:  # the model refuses a non-finite state: the rollout diverged here
+            finite, diverged_at = False, t + 1
+            break
         state = out.state
         finite &= bool(torch.isfinite(out.latent).all())
         if shown:
@@ -517,8 +522,9 @@ def long_rollout(model: Any, start: np.ndarray, prompt: str, steps: int, *, real
     seconds = time.perf_counter() - t0
     collapsed = (not finite) or any(s["std"] < 0.25 * real_std or not 5 < s["mean"] < 250 for s in stats)
     return {"long_rollout_steps": steps, "long_rollout_finite": finite, "long_rollout_collapsed": collapsed,
+            "long_rollout_diverged_at_step": diverged_at,
             "long_rollout_frame_stats": stats, "real_frame_std": real_std,
-            "long_rollout_steps_per_s": steps / max(seconds, 1e-9)}
+            "long_rollout_steps_per_s": (diverged_at or steps) / max(seconds, 1e-9)}
 
 
 def reward_metrics(protocols: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -676,6 +682,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--context-noise", type=float, default=None,
                         help="override the noise level committed frames are held at (inference-time ablation; "
                              "0 disables the fused commit, so a separate clean commit pass runs)")
+    parser.add_argument("--flow-shift", type=float, default=None,
+                        help="override the sampling schedule's timestep shift (inference-time; with --denoise-steps 3 "
+                             "the middle pass runs at 0.05 + 0.95 s/(1+s): 0.357 puts it at 0.30)")
     parser.add_argument("--dtype", default="auto", help="compute dtype via autocast: auto (bf16 only where native), float32, bfloat16")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="8 seeds, horizons up to 64, 1,000-step long rollout")
@@ -704,6 +713,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model = WorldModel.from_pretrained(args.model).eval()
     if args.context_noise is not None:
         model.config.context_noise = float(args.context_noise)
+    if args.flow_shift is not None:
+        if not args.flow_shift > 0:
+            raise SystemExit(f"error: --flow-shift must be > 0, got {args.flow_shift}")
+        model.config.flow_shift = float(args.flow_shift)
     cfg = model.config
     if cfg.action_spec.get("type") != "box" or cfg.action_dim != 4:
         raise ValueError(f"fidelity.py needs a model of the room's 4-dim camera actions, got action_spec {cfg.action_spec}")
@@ -723,7 +736,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               "first_seed": args.first_seed, "context_frames": 1 + (n_ctx - 1) * k,
                               "frames_per_latent": k, "horizons": list(horizons),
                               "denoise_steps": args.denoise_steps or cfg.denoise_steps, "context_noise": cfg.context_noise,
-                              "device": "cpu", "dtype": str(dtype).replace("torch.", ""), "cpu_capability": cpu_capability(),
+                              "flow_shift": cfg.flow_shift, "device": "cpu", "dtype": str(dtype).replace("torch.", ""), "cpu_capability": cpu_capability(),
                               "cpu_bf16": list(cpu_bf16_flags()),
                               "threads": torch.get_num_threads()}
     autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)

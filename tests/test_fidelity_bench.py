@@ -137,3 +137,25 @@ def test_fidelity_script_on_tiny_checkpoint(tiny_checkpoint, tmp_path):
     assert json.loads((tmp_path / "fid.json").read_text())["psnr_pooled_sticky_t16"] == result["psnr_pooled_sticky_t16"]
     for proto in ("explore", "sticky"):
         assert (tmp_path / f"fidelity_strip_{proto}.png").stat().st_size > 0
+
+
+def test_a_diverging_long_rollout_is_reported_not_raised(tiny_checkpoint, monkeypatch):
+    """The model refuses a non-finite state (FloatingPointError); the benchmark records where and goes on."""
+    from neuralsim.model import WorldModel
+
+    F = _load_fidelity()
+    model = WorldModel.from_pretrained(tiny_checkpoint).eval()
+    calls = {"n": 0}
+    real_step = F.DreamSession.step
+
+    def step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise FloatingPointError("the world model produced a non-finite latent")
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(F.DreamSession, "step", step)
+    start = np.zeros((32, 32, 3), np.uint8) + 100
+    r = F.long_rollout(model, start, "a room", 10, real_std=40.0, dream_seed=0, denoise_steps=None)
+    assert r["long_rollout_finite"] is False and r["long_rollout_collapsed"] is True
+    assert r["long_rollout_diverged_at_step"] == 4
