@@ -495,10 +495,13 @@ def revisit_test(model: Any, env: Any, seeds: Sequence[int], *, k: int, n_ctx: i
             "revisit_seeds": len(seeds)}
 
 
+SATURATED_STD = 0.9 * 127.5  # a frame std above this: nearly every pixel at 0 or 255
+
+
 def long_rollout(model: Any, start: np.ndarray, prompt: str, steps: int, *, real_std: float, dream_seed: int,
                  denoise_steps: int | None) -> dict[str, Any]:
     """One dream of ``steps`` sticky-random steps from one real frame ``[H, W, 3]``: finite? collapsed (frame std
-    below a quarter of the real frames', or mean out of 5..250, at any of 10 checkpoints)?"""
+    below a quarter of the real frames' or above ``SATURATED_STD``, or mean out of 5..250, at any of 10 checkpoints)?"""
     session = DreamSession(model, dtype="float32")  # precision: main()'s autocast
     g = session.generator(dream_seed)
     rng = np.random.default_rng(dream_seed)
@@ -520,7 +523,10 @@ def long_rollout(model: Any, start: np.ndarray, prompt: str, steps: int, *, real
             frame = out.frames[0, -1].astype(np.float64)
             stats.append({"step": t + 1, "mean": round(float(frame.mean()), 2), "std": round(float(frame.std()), 2)})
     seconds = time.perf_counter() - t0
-    collapsed = (not finite) or any(s["std"] < 0.25 * real_std or not 5 < s["mean"] < 250 for s in stats)
+    # Collapsed: flat (std under a quarter of the real frames'), black or white, or saturated (std above 90 % of a
+    # half-0/half-255 frame's 127.5: nearly every pixel at an extreme; real room frames have ~44).
+    collapsed = (not finite) or any(s["std"] < 0.25 * real_std or s["std"] > SATURATED_STD or not 5 < s["mean"] < 250
+                                    for s in stats)
     return {"long_rollout_steps": steps, "long_rollout_finite": finite, "long_rollout_collapsed": collapsed,
             "long_rollout_diverged_at_step": diverged_at,
             "long_rollout_frame_stats": stats, "real_frame_std": real_std,

@@ -195,6 +195,7 @@ def warp_latents(latents: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 
 GATE_BOUND = 4.0  # the changes-only refiner's gate lies in [-GATE_BOUND, GATE_BOUND] (see LatentRefiner.forward)
+CORRECTION_BOUND = 1.0  # ... and its correction in (-CORRECTION_BOUND, CORRECTION_BOUND), latent std units
 
 
 class _ChangeBlock(nn.Module):
@@ -262,9 +263,13 @@ class LatentRefiner(nn.Module):
             # gates stay within ±3.6 on real latents, so the bound changes nothing there.
             gate = F.hardtanh(self.gate(prev), -GATE_BOUND, GATE_BOUND)
             h = self.conv_in(torch.cat([x0 - prev, turned - prev, flow], dim=1)) * (1 + gate) * (1 + film)
-        else:
-            scale, shift = film.chunk(2, dim=1)
-            h = self.conv_in(torch.cat([prev, turned, x0, flow], dim=1)) * (1 + scale) + shift
+            # ... and so is the correction (softly, in units of the latent's std): it reads changes and writes changes,
+            # a loop that, unbounded, amplified a drifting dream until it diverged; on real latents 99.9 % of its
+            # values are below 0.29, which the bound shortens by 3 %. Bounded, that dream stays finite but still
+            # ends in a saturated frame after ~3,000 steps (0.3 instead of 1 too): why this form is not shipped.
+            return CORRECTION_BOUND * torch.tanh(self.conv_out(F.silu(self.blocks(h))) / CORRECTION_BOUND)
+        scale, shift = film.chunk(2, dim=1)
+        h = self.conv_in(torch.cat([prev, turned, x0, flow], dim=1)) * (1 + scale) + shift
         return self.conv_out(F.silu(self.blocks(h)))
 
 
@@ -965,7 +970,8 @@ class WorldModel(nn.Module):
 
     def streaming_loss(self, latents: torch.Tensor, actions: Any, rewards: Any = None, terminated: Any = None,
                        prompts: Sequence[str | None] | None = None, generator: torch.Generator | None = None, *,
-                       own_history: float = 0.0, one_step_fraction: float = 0.5) -> tuple[torch.Tensor, dict[str, float]]:
+                       own_history: float = 0.0, one_step_fraction: float = 0.5,
+                       fixed_tau: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """The dynamics loss computed the way the model is sampled: frame by frame against the streaming state.
 
         For each frame of the window, one denoise pass on the noisy frame reads the state of the committed
@@ -982,6 +988,8 @@ class WorldModel(nn.Module):
                 without a separate rollout). Only frames drawn at ``tau = 1`` can be own.
             one_step_fraction: the fraction of target frames at ``tau = 1`` (what one-step sampling sees); the
                 others draw ``tau`` from the shifted uniform as in :meth:`dynamics_loss`.
+            fixed_tau: every target frame at this noise level in ``(0, 1]`` instead (evaluation by noise level;
+                ``one_step_fraction`` is then unused and own history needs ``fixed_tau = 1``).
         """
         cfg = self.config
         if not cfg.prev_frame_input or cfg.prediction != "x0_residual":
@@ -995,10 +1003,16 @@ class WorldModel(nn.Module):
         action, known, rays, _, _, rel, warp = self._sequence_conditioning(B, T, actions, "actions")
         tokens, mask = self._training_text(prompts, B, generator)
         text = self.dynamics.text_kv(tokens)
-        one_step = rand((B, T), generator=generator, device=self.device) < one_step_fraction
-        tau = torch.where(one_step, torch.ones(B, T, device=self.device),
-                          diffusion_forcing_levels(B, T, generator=generator, device=self.device, clean_context_prob=0.0,
-                                                   shift=cfg.flow_shift))
+        if fixed_tau is not None and not 0.0 < fixed_tau <= 1.0:
+            raise InputError(f"fixed_tau must be in (0, 1] or None, got {fixed_tau!r}")
+        if fixed_tau is not None:
+            tau = torch.full((B, T), float(fixed_tau), device=self.device)
+            one_step = tau == 1.0
+        else:
+            one_step = rand((B, T), generator=generator, device=self.device) < one_step_fraction
+            tau = torch.where(one_step, torch.ones(B, T, device=self.device),
+                              diffusion_forcing_levels(B, T, generator=generator, device=self.device,
+                                                       clean_context_prob=0.0, shift=cfg.flow_shift))
         own = one_step & (rand((B, T), generator=generator, device=self.device) < own_history)
         own[:, 0] = False  # a rollout starts from a real frame: the first frame is generated only without context
         cache = self.dynamics.empty_cache(B, self.device)

@@ -159,3 +159,31 @@ def test_a_diverging_long_rollout_is_reported_not_raised(tiny_checkpoint, monkey
     r = F.long_rollout(model, start, "a room", 10, real_std=40.0, dream_seed=0, denoise_steps=None)
     assert r["long_rollout_finite"] is False and r["long_rollout_collapsed"] is True
     assert r["long_rollout_diverged_at_step"] == 4
+
+
+def test_a_saturated_long_rollout_counts_as_collapsed(monkeypatch):
+    """A dream stuck at a frame of 0s and 255s (std ~127, mean ~128) is finite, but it is a collapse."""
+    from types import SimpleNamespace
+
+    import torch
+
+    F = _load_fidelity()
+    frame = np.where(np.random.default_rng(0).random((1, 1, 16, 16, 3)) < 0.5, 0, 255).astype(np.uint8)
+
+    class Session:
+        def __init__(self, model, dtype):
+            pass
+
+        def generator(self, seed):
+            return None
+
+        def start(self, *args, **kwargs):
+            return None, None, None
+
+        def step(self, state, actions, g, decode, denoise_steps):
+            return SimpleNamespace(state=None, latent=torch.zeros(1, 4), frames=frame)
+
+    monkeypatch.setattr(F, "DreamSession", Session)
+    r = F.long_rollout(None, frame[0, 0], "a room", 10, real_std=40.0, dream_seed=0, denoise_steps=None)
+    assert r["long_rollout_finite"] is True and r["long_rollout_collapsed"] is True
+    assert r["long_rollout_frame_stats"][0]["std"] > F.SATURATED_STD
