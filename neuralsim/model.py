@@ -1003,9 +1003,9 @@ class WorldModel(nn.Module):
         action, known, rays, _, _, rel, warp = self._sequence_conditioning(B, T, actions, "actions")
         tokens, mask = self._training_text(prompts, B, generator)
         text = self.dynamics.text_kv(tokens)
-        if fixed_tau is not None and not 0.0 < fixed_tau <= 1.0:
-            raise InputError(f"fixed_tau must be in (0, 1] or None, got {fixed_tau!r}")
         if fixed_tau is not None:
+            if not 0.0 < fixed_tau <= 1.0:
+                raise InputError(f"fixed_tau must be in (0, 1] or None, got {fixed_tau!r}")
             tau = torch.full((B, T), float(fixed_tau), device=self.device)
             one_step = tau == 1.0
         else:
