@@ -703,6 +703,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.name = args.name or ("fidelity_quick" if args.quick else "fidelity")
     if args.seeds < 1 or args.long_steps < 1:
         parser.error(f"--seeds and --long-steps must be >= 1, got {args.seeds} and {args.long_steps}")
+    if args.flow_shift is not None and not args.flow_shift > 0:
+        parser.error(f"--flow-shift must be > 0, got {args.flow_shift}")
     return args
 
 
@@ -720,8 +722,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.context_noise is not None:
         model.config.context_noise = float(args.context_noise)
     if args.flow_shift is not None:
-        if not args.flow_shift > 0:
-            raise SystemExit(f"error: --flow-shift must be > 0, got {args.flow_shift}")
         model.config.flow_shift = float(args.flow_shift)
     cfg = model.config
     if cfg.action_spec.get("type") != "box" or cfg.action_dim != 4:
