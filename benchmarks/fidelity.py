@@ -742,7 +742,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               "first_seed": args.first_seed, "context_frames": 1 + (n_ctx - 1) * k,
                               "frames_per_latent": k, "horizons": list(horizons),
                               "denoise_steps": args.denoise_steps or cfg.denoise_steps, "context_noise": cfg.context_noise,
-                              "flow_shift": cfg.flow_shift, "device": "cpu", "dtype": str(dtype).replace("torch.", ""), "cpu_capability": cpu_capability(),
+                              "flow_shift": cfg.flow_shift, "device": "cpu", "dtype": str(dtype).replace("torch.", ""),
+                              "cpu_capability": cpu_capability(),
                               "cpu_bf16": list(cpu_bf16_flags()),
                               "threads": torch.get_num_threads()}
     autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)

@@ -56,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     set_threads(args.threads or 1)
     from neuralsim.data import Dataset
     from neuralsim.model import WorldModel
+    from neuralsim.sampler import posterior_skip
 
     t0 = time.perf_counter()
     model = WorldModel.from_pretrained(args.model).float().eval()
@@ -65,16 +66,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         x0, prev = latents[:, 1:], latents[:, :-1]
         change = float((x0 - prev).pow(2).mean())  # the prior variance of a frame around the one before
         result: dict[str, Any] = {"benchmark": "x0_error", "model": args.model, "data": args.data,
-                                  "windows": args.windows, "steps": args.steps, "skip_prior_var": model.config.skip_prior_var,
-                                  "copy_previous_mse": change}
+                                  "windows": args.windows, "steps": args.steps,
+                                  "skip_prior_var": model.config.skip_prior_var, "copy_previous_mse": change}
         rows = []
         for tau in LEVELS:
             _, logs = model.streaming_loss(latents, batch["actions"], generator=torch.Generator().manual_seed(0),
                                            fixed_tau=tau)
             noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
             noisy = (1 - tau) * x0 + tau * noise
-            a = change * (1 - tau) ** 2 + tau**2
-            posterior = (tau**2 * prev + change * (1 - tau) * noisy) / a
+            posterior, _ = posterior_skip(prev, noisy, tau, change)
             post_mse = float((posterior - x0).pow(2).mean())
             key = f"{tau:g}".replace(".", "p")
             result[f"model_mse_tau{key}"] = logs["flow_next"]

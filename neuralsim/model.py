@@ -45,6 +45,7 @@ from neuralsim.sampler import (
     add_context_noise,
     add_noise,
     diffusion_forcing_levels,
+    posterior_skip,
     rand,
     randn,
     sampling_timesteps,
@@ -457,7 +458,8 @@ class WorldModel(nn.Module):
         """The grid that turns the residual's base (the previous latent): ``warp`` with ``prev_frame_warp``, else None."""
         return warp if self.config.prev_frame_warp else None
 
-    def _x0_estimate(self, out: torch.Tensor, x: torch.Tensor, tau: torch.Tensor | float, base: torch.Tensor) -> torch.Tensor:
+    def _x0_estimate(self, out: torch.Tensor, x: torch.Tensor, tau: torch.Tensor | float,
+                     base: torch.Tensor) -> torch.Tensor:
         """``x0_residual``: the network's output ``out`` → its x0 estimate, for the noisy input ``x`` at ``tau``
         (a float, or ``[B, T]`` for tokens ``[B, T, S, C]``) and the previous latent ``base``.
 
@@ -469,13 +471,10 @@ class WorldModel(nn.Module):
         (measured, shipped model: at tau = 0.1 its x0 error was 4× that of this posterior mean alone), so a
         second denoise pass can add detail to the one-step estimate instead of blurring it further.
         """
-        v = self.config.skip_prior_var
-        if v == 0:
+        if self.config.skip_prior_var == 0:
             return base + out.float()
-        if isinstance(tau, torch.Tensor):
-            tau = tau.reshape(*tau.shape, *([1] * (x.ndim - tau.ndim))).float()
-        a = v * (1 - tau) ** 2 + tau**2
-        return (tau**2 * base + v * (1 - tau) * x.float()) / a + tau / a**0.5 * out.float()
+        skip, scale = posterior_skip(base, x.float(), tau, self.config.skip_prior_var)
+        return skip + scale * out.float()
 
     def _output_to_velocity(self, out: torch.Tensor, x: torch.Tensor, tau: float, base: torch.Tensor | None,
                             refine: Callable[[torch.Tensor, float], torch.Tensor] | None = None) -> torch.Tensor:
@@ -1030,7 +1029,8 @@ class WorldModel(nn.Module):
             noise = randn(tuple(x0[:, t : t + 1].shape), generator=generator, device=self.device)
             noisy = add_noise(x0[:, t : t + 1], noise, tau[:, t : t + 1])
             out, _, _ = self.dynamics(noisy, tau[:, t : t + 1], frame=frame, commit=False)
-            pred = self._refine(self._x0_estimate(out, noisy, tau[:, t : t + 1], base), committed, tau[:, t : t + 1], action[:, t : t + 1], known[:, t : t + 1],
+            estimate = self._x0_estimate(out, noisy, tau[:, t : t + 1], base)
+            pred = self._refine(estimate, committed, tau[:, t : t + 1], action[:, t : t + 1], known[:, t : t + 1],
                                 None if warp is None else warp[:, t : t + 1])  # the x0 estimate; at tau = 1 the sample
             errors.append((pred - x0[:, t : t + 1]).pow(2).mean(dim=(1, 2, 3)))  # (B,)
             mine = own[:, t, None, None, None]

@@ -32,6 +32,18 @@ def add_noise(x0: torch.Tensor, noise: torch.Tensor, tau: torch.Tensor) -> torch
     return (1.0 - tau) * x0 + tau * noise
 
 
+def posterior_skip(prior: torch.Tensor, x: torch.Tensor, tau: torch.Tensor | float,
+                   prior_var: float) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """The posterior mean of ``x0`` given a Gaussian prior ``N(prior, prior_var)`` and ``x = x_tau`` (noise
+    ``tau / (1 - tau)`` around ``x / (1 - tau)``), and the posterior std relative to the prior's:
+    ``((tau² prior + v (1 - tau) x) / a, tau / √a)`` with ``a = v (1 - tau)² + tau²``. At ``tau = 1``: ``(prior, 1)``;
+    at ``tau = 0``: ``(x, 0)``. ``tau``: a float, or a tensor broadcast from the left (``[B, T]`` over ``[B, T, ...]``)."""
+    if isinstance(tau, torch.Tensor):
+        tau = tau.reshape(*tau.shape, *([1] * (x.ndim - tau.ndim))).float()
+    a = prior_var * (1 - tau) ** 2 + tau**2
+    return (tau**2 * prior + prior_var * (1 - tau) * x) / a, tau / a**0.5
+
+
 def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """The flow-matching regression target ``v = noise - x0``."""
     return noise - x0
