@@ -31,7 +31,8 @@ one, estimated to 1/8 px by minimising the MSE over shifts of the middle rows, p
 ``model.ablate_rays``, prompt removed); **revisit** (yaw 20 steps right and back: the frame on
 return vs the real one); **reward head** (Pearson of dreamed vs real reward over dream steps 1-16,
 termination F1 at probability > 0.5 vs "the real agent is within reach of the target"); a **long
-rollout** checked for NaN and collapse. ``gates`` evaluates the acceptance thresholds of the issue.
+rollout** checked for NaN and collapse (degenerate frames — flat, black, saturated, latent out of range — at more of
+100 checkpoints than the real room shows after the same actions). ``gates`` evaluates the acceptance thresholds of the issue.
 
 Outputs: a table, PNG strips ``docs/fidelity_strip_{explore,sticky}.png`` (pairs of rows real / dream
 for 4 seeds; columns t = 0, 1, 2, 4, 8, 16, 32 where t = 0 is the last context frame, real / its
@@ -496,12 +497,23 @@ def revisit_test(model: Any, env: Any, seeds: Sequence[int], *, k: int, n_ctx: i
 
 
 SATURATED_STD = 0.9 * 127.5  # a frame std above this: nearly every pixel at 0 or 255
+LONG_CHECKPOINTS = 100  # frames of the long rollout judged (evenly spaced)
+LATENT_RMS_FACTOR = 2.0  # a latent RMS above this times the real room's largest is out of the data's range
+COLLAPSE_MARGIN = 0.1  # collapsed: degenerate at this share of checkpoints more than the real room is
 
 
 def long_rollout(model: Any, start: np.ndarray, prompt: str, steps: int, *, real_std: float, dream_seed: int,
-                 denoise_steps: int | None) -> dict[str, Any]:
-    """One dream of ``steps`` sticky-random steps from one real frame ``[H, W, 3]``: finite? collapsed (frame std
-    below a quarter of the real frames' or above ``SATURATED_STD``, or mean out of 5..250, at any of 10 checkpoints)?"""
+                 denoise_steps: int | None, env: Any = None, seed: int | None = None, k: int = 1,
+                 reach: float = 0.0) -> dict[str, Any]:
+    """One dream of ``steps`` sticky-random steps from one real frame ``[H, W, 3]``, looked at ``LONG_CHECKPOINTS``
+    times: finite? collapsed?
+
+    A checkpoint's frame is degenerate when it is flat (std under a quarter of ``real_std``, the real context frames'),
+    black or white (mean out of 5..250), saturated (std above ``SATURATED_STD``) or its latent is out of the data's
+    range (RMS above ``LATENT_RMS_FACTOR`` times the largest RMS of the real room's latents at the checkpoints). Given
+    the real room ``env`` and the ``seed`` that drew ``start``, the real room runs the same actions and its frames at the
+    same checkpoints are judged by the same rule: it shows flat frames too (facing a wall: std 0 measured). Collapsed:
+    not finite, or degenerate at more checkpoints than the real room plus ``COLLAPSE_MARGIN`` of them."""
     session = DreamSession(model, dtype="float32")  # precision: main()'s autocast
     g = session.generator(dream_seed)
     rng = np.random.default_rng(dream_seed)
@@ -511,7 +523,7 @@ def long_rollout(model: Any, start: np.ndarray, prompt: str, steps: int, *, real
     actions = sticky_actions(rng, steps, 4)
     diverged_at = None
     for t in range(steps):
-        shown = (t + 1) % max(1, steps // 10) == 0
+        shown = (t + 1) % max(1, steps // LONG_CHECKPOINTS) == 0
         try:
             out = session.step(state, actions[t : t + 1], g, decode=shown, denoise_steps=denoise_steps)
         except FloatingPointError:  # the model refuses a non-finite state: the rollout diverged here
@@ -521,14 +533,30 @@ def long_rollout(model: Any, start: np.ndarray, prompt: str, steps: int, *, real
         finite &= bool(torch.isfinite(out.latent).all())
         if shown:
             frame = out.frames[0, -1].astype(np.float64)
-            stats.append({"step": t + 1, "mean": round(float(frame.mean()), 2), "std": round(float(frame.std()), 2)})
+            stats.append({"step": t + 1, "mean": round(float(frame.mean()), 2), "std": round(float(frame.std()), 2),
+                          "latent_rms": round(float(out.latent.float().pow(2).mean().sqrt()), 3)})
     seconds = time.perf_counter() - t0
-    # Collapsed: flat (std under a quarter of the real frames'), black or white, or saturated (std above 90 % of a
-    # half-0/half-255 frame's 127.5: nearly every pixel at an extreme; real room frames have ~44).
-    collapsed = (not finite) or any(s["std"] < 0.25 * real_std or s["std"] > SATURATED_STD or not 5 < s["mean"] < 250
-                                    for s in stats)
+    if env is not None and seed is not None and stats:  # the real room after the same actions, same checkpoints
+        real = real_episode(env, seed, len(actions), k, reach=reach, raw_frames=1, actions=actions)["obs"]
+        latents = model.encode(np.stack([real[s["step"]] for s in stats])[:, None])[:, 0]  # (n, C, h, w)
+        for s, latent in zip(stats, latents):
+            frame = real[s["step"]].astype(np.float64)
+            s.update(real_mean=round(float(frame.mean()), 2), real_std=round(float(frame.std()), 2),
+                     real_latent_rms=round(float(latent.float().pow(2).mean().sqrt()), 3))
+    rms_limit = LATENT_RMS_FACTOR * max((s["real_latent_rms"] for s in stats if "real_latent_rms" in s), default=math.inf)
+
+    def degenerate(mean: float, std: float, rms: float) -> bool:
+        return std < 0.25 * real_std or std > SATURATED_STD or not 5 < mean < 250 or rms > rms_limit
+
+    dream_share = float(np.mean([degenerate(s["mean"], s["std"], s["latent_rms"]) for s in stats])) if stats else 1.0
+    real_checked = [s for s in stats if "real_mean" in s]
+    real_share = (float(np.mean([degenerate(s["real_mean"], s["real_std"], s["real_latent_rms"]) for s in real_checked]))
+                  if real_checked else 0.0)
+    collapsed = (not finite) or dream_share > real_share + COLLAPSE_MARGIN
     return {"long_rollout_steps": steps, "long_rollout_finite": finite, "long_rollout_collapsed": collapsed,
             "long_rollout_diverged_at_step": diverged_at,
+            "long_rollout_degenerate_share": round(dream_share, 3), "long_rollout_real_degenerate_share": round(real_share, 3),
+            "long_rollout_latent_rms_limit": rms_limit if math.isfinite(rms_limit) else None,
             "long_rollout_frame_stats": stats, "real_frame_std": real_std,
             "long_rollout_steps_per_s": (diverged_at or steps) / max(seconds, 1e-9)}
 
@@ -634,6 +662,13 @@ def print_report(r: dict[str, Any], horizons: Sequence[int]) -> None:
     print(f"reward corr t1-16 {_f(r['reward_corr_t1_16'], 3)}; termination F1 {_f(r['termination_f1'], 3)} "
           f"({r['termination_positives']} positives, {r['termination_predicted']} predicted)")
     print(f"long rollout {r['long_rollout_steps']} steps: finite={r['long_rollout_finite']} collapsed={r['long_rollout_collapsed']}")
+    print(f"  degenerate checkpoints: dream {_f(r.get('long_rollout_degenerate_share'), 2)}, real room after the same "
+          f"actions {_f(r.get('long_rollout_real_degenerate_share'), 2)} (collapsed: dream > real + {COLLAPSE_MARGIN})")
+    every = max(1, len(r.get("long_rollout_frame_stats", [])) // 10)
+    for st in r.get("long_rollout_frame_stats", [])[every - 1 :: every]:  # dream (real room after the same actions)
+        print(f"  step {st['step']:>6}: frame mean {st['mean']:6.1f} ({st.get('real_mean', float('nan')):6.1f}), "
+              f"std {st['std']:5.1f} ({st.get('real_std', float('nan')):5.1f}), latent RMS {st['latent_rms']:6.2f} "
+              f"({st.get('real_latent_rms', float('nan')):4.2f})")
     print("\ngates:")
     for name, g in r["gates"].items():
         print(f"  {'PASS' if g['pass'] else 'fail'}  {name:<34} {_f(g['value'], 3) if not isinstance(g['value'], bool) else str(g['value']):>8}  {g['threshold']}")
@@ -691,6 +726,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--flow-shift", type=float, default=None,
                         help="override the sampling schedule's timestep shift (inference-time; with --denoise-steps 3 "
                              "the middle pass runs at 0.05 + 0.95 s/(1+s): 0.357 puts it at 0.30)")
+    parser.add_argument("--context-window", type=int, default=None,
+                        help="override config.context_window: the dream's recurrent context restarts from its last "
+                             "frame once it holds this many frames (0: never; inference-time)")
     parser.add_argument("--dtype", default="auto", help="compute dtype via autocast: auto (bf16 only where native), float32, bfloat16")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="8 seeds, horizons up to 64, 1,000-step long rollout")
@@ -705,6 +743,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--seeds and --long-steps must be >= 1, got {args.seeds} and {args.long_steps}")
     if args.flow_shift is not None and not args.flow_shift > 0:
         parser.error(f"--flow-shift must be > 0, got {args.flow_shift}")
+    if args.context_window is not None and args.context_window < 0:
+        parser.error(f"--context-window must be >= 0, got {args.context_window}")
     return args
 
 
@@ -723,6 +763,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model.config.context_noise = float(args.context_noise)
     if args.flow_shift is not None:
         model.config.flow_shift = float(args.flow_shift)
+    if args.context_window is not None:
+        model.config.context_window = int(args.context_window)
     cfg = model.config
     if cfg.action_spec.get("type") != "box" or cfg.action_dim != 4:
         raise ValueError(f"fidelity.py needs a model of the room's 4-dim camera actions, got action_spec {cfg.action_spec}")
@@ -742,7 +784,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               "first_seed": args.first_seed, "context_frames": 1 + (n_ctx - 1) * k,
                               "frames_per_latent": k, "horizons": list(horizons),
                               "denoise_steps": args.denoise_steps or cfg.denoise_steps, "context_noise": cfg.context_noise,
-                              "flow_shift": cfg.flow_shift, "device": "cpu", "dtype": str(dtype).replace("torch.", ""),
+                              "flow_shift": cfg.flow_shift, "context_window": cfg.context_window, "device": "cpu", "dtype": str(dtype).replace("torch.", ""),
                               "cpu_capability": cpu_capability(),
                               "cpu_bf16": list(cpu_bf16_flags()),
                               "threads": torch.get_num_threads()}
@@ -772,7 +814,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         sticky = protocols["sticky"]
         real_std = float(sticky["context"].astype(np.float64).std(axis=(2, 3, 4)).mean())
         result.update(long_rollout(model, sticky["context"][0, 0], sticky["prompts"][0], args.long_steps, real_std=real_std,
-                                   dream_seed=4, denoise_steps=args.denoise_steps))
+                                   dream_seed=4, denoise_steps=args.denoise_steps, env=env, seed=seeds[0], k=k,
+                                   reach=reach))
     env.close()
 
     # 4. Strips, plot, gates, table, JSON.

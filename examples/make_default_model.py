@@ -90,6 +90,7 @@ class Recipe:
     decoder_steps: int = 2500  # decoder fine-tuning on the frozen encoder's latents (0 = skip)
     decoder_lr: float = 1e-3
     denoise_steps: int = 1  # the shipped sampler setting
+    context_window: int = 128  # the dream's context restarts from its last frame after this many (long rollouts drift)
     streaming_stages: int = len(STREAMING_STAGES)  # how many of STREAMING_STAGES to run after the merge (0 = none)
     dtype: str = "float32"  # as the shipped run (bf16 gave no speed-up on these small convs and matmuls)
     resume: bool = False
@@ -174,11 +175,13 @@ def main() -> None:
     else:
         final_dir = dynamics_dir
     # One Euler step (+ the commit pass): measured, 2-3 fused steps sharpen the first frames but their low-noise
-    # passes feed back into the history and blow up by t+16 (benchmarks/fidelity.py --denoise-steps).
+    # passes feed back into the history and blow up by t+16 (benchmarks/fidelity.py --denoise-steps). A context of
+    # at most 128 frames: trained on windows of 16, the recurrent state drifts out of the data's range over hundreds
+    # of frames (benchmarks/fidelity.py --context-window; README, "what was tried").
     from neuralsim.model import WorldModel
 
     final = WorldModel.from_pretrained(final_dir)
-    final.config = final.config.replace(denoise_steps=recipe.denoise_steps)
+    final.config = final.config.replace(denoise_steps=recipe.denoise_steps, context_window=recipe.context_window)
     final.save_pretrained(final_dir)
     # Streaming training: the parallel stages above train most frames against noisy history, which sampling never
     # shows; these train each frame exactly as `step` samples it, on clean (or the model's own) history. They start

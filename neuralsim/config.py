@@ -94,6 +94,7 @@ class WorldModelConfig:
     denoise_steps: int = 2  # default Euler steps per latent frame at inference
     context_noise: float = 0.05  # noise level of committed context frames (and the floor of training context noise)
     fused_commit: bool = True  # the last denoise pass (input at context_noise) doubles as the commit pass
+    context_window: int = 0  # a rollout's recurrent context restarts from its last frame after this many frames; 0 = never
     flow_shift: float = 1.0  # timestep shift tau' = s*tau / (1 + (s-1)*tau), training and sampling
     clean_context_prob: float = 0.5  # training: fraction of sequences whose prefix sits at context-noise level
 
@@ -248,6 +249,9 @@ class WorldModelConfig:
             raise bad("text_vocab", "an int >= 3 (pad, start and at least one word bucket)")
         if self.text_layers < 0:
             raise bad("text_layers", "an int >= 0")
+        w = self.context_window
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            raise bad("context_window", "an int >= 0 (0: the context is never restarted)")
         if not 0.0 <= self.context_noise < 1.0:
             raise bad("context_noise", "a float in [0, 1)")
         if self.flow_shift <= 0:

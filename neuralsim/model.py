@@ -117,7 +117,8 @@ class WorldState:
             ``"ffn": [B, Kt-1, S, width]`` with a temporal FFN conv. Fixed size.
         text_kv: per block prompt keys/values ``[B, heads, L, head_dim]`` (computed once per episode).
         text_mask: ``[B, L]`` bool; text_tokens: ``[B, L, text_width]``.
-        step: ``[B]`` int64, latent frames committed so far (per row: rows may be reset separately).
+        step: ``[B]`` int64, latent frames committed to the current context (per row: rows may be reset
+            separately; with ``config.context_window`` a full context restarts from its last frame).
         latent: ``[B, C, h, w]`` the last committed latent frame (normalised; decode it to see it).
         reward, termination_prob: ``[B]`` predicted for the last committed frame (0 with heads off).
         c2w, pitch: camera worlds: ``[B, 4, 4]`` float64 camera-to-world pose relative to the first
@@ -693,14 +694,15 @@ class WorldModel(nn.Module):
             frame = self.dynamics.prepare_frame(**inputs)
             compiled = self._compiled_frame
 
-            def net(x: torch.Tensor, tau: float, commit: bool) -> tuple[torch.Tensor, Any, Any]:
+            def net(x: torch.Tensor, tau: float, commit: bool, other: dict | None = None) -> tuple[torch.Tensor, Any, Any]:
                 tau_t = torch.full((B, 1), tau, device=self.device)
+                ctx = frame if other is None else self.dynamics.prepare_frame(**other)
                 if compiled is not None:
-                    return compiled(x, tau_t, frame, commit=commit)
-                return self.dynamics(x, tau_t, frame=frame, commit=commit)  # a module call: hooks see every pass
+                    return compiled(x, tau_t, ctx, commit=commit)
+                return self.dynamics(x, tau_t, frame=ctx, commit=commit)  # a module call: hooks see every pass
         else:
-            def net(x: torch.Tensor, tau: float, commit: bool) -> tuple[torch.Tensor, Any, Any]:
-                return self.dynamics(x, torch.full((B, 1), tau, device=self.device), **inputs)
+            def net(x: torch.Tensor, tau: float, commit: bool, other: dict | None = None) -> tuple[torch.Tensor, Any, Any]:
+                return self.dynamics(x, torch.full((B, 1), tau, device=self.device), **(other or inputs))
         x = randn((B, 1, S, C), generator=generator, device=self.device)
         taus = sampling_timesteps(steps, shift=cfg.flow_shift, end=cfg.context_noise if fused else 0.0).tolist()
         for i, (tau, tau_next) in enumerate(zip(taus[:-1], taus[1:])):
@@ -710,17 +712,53 @@ class WorldModel(nn.Module):
             raise FloatingPointError(f"the world model produced a non-finite latent at step {int(state.step.max())}; "
                                      "the new state is discarded (diverged weights or inputs?); the state passed in "
                                      "is unchanged")
+        commit_inputs = None  # None: the denoise passes' inputs
+        full = state.step >= cfg.context_window
+        if cfg.context_window and bool(full.any()):
+            # Rows whose context is full commit this frame as the first of a new context, as init_state(latents=...)
+            # would: trained on windows of 16 frames, the recurrent state drifts out of range over hundreds of them.
+            commit_inputs, updates = self._restart_inputs(state, full, x, inputs, updates, generator)
+            fused = False  # (a fused last pass committed into the old context)
         if not fused:
             x_ctx = add_context_noise(x, cfg.context_noise, generator=generator)
-            _, features, cache = net(x_ctx, cfg.context_noise, True)
+            _, features, cache = net(x_ctx, cfg.context_noise, True, commit_inputs)
         reward, logit = self._heads(features[:, -1])
         # The recurrent GDN states plus the last hidden features (every new cache entry feeds them): cheap, one sync.
         _check_finite(state, reward=reward, termination=logit, features=features[:, -1],
                       state=[c["S"] for c in cache if "S" in c])
         latent = self._untokens(x)[:, 0]  # (B, C, h, w)
-        new = dataclasses.replace(state, cache=cache, step=state.step + 1, latent=latent, reward=reward,
+        step = updates.pop("step", state.step) + 1
+        new = dataclasses.replace(state, cache=cache, step=step, latent=latent, reward=reward,
                                   termination_prob=self._prob(logit, reward), **updates)
         return latent, new
+
+    def _restart_inputs(self, state: WorldState, restart: torch.Tensor, x: torch.Tensor, inputs: dict[str, Any],
+                        updates: dict[str, Any], generator: torch.Generator | None
+                        ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The commit pass's inputs with the rows of ``restart [B]`` (bool) starting a new context from the frame
+        ``x [B, 1, S, C]``: an empty cache, frame index 0, the unknown action, the first pose, no previous frame
+        (what :meth:`init_state` gives a one-frame context). Returns ``(inputs, updates)``: the state ``updates``
+        of the step (camera pose) with, for those rows, the first pose and ``step`` counting from 0 again."""
+        B = state.batch_size
+        action0, known0, rays0, c2w0, pitch0, rel0, _ = self._sequence_conditioning(B, 1, None, "actions")
+
+        def pick(fresh: Any, old: Any) -> Any:
+            if old is None:
+                return None
+            return torch.where(restart.view(-1, *([1] * (old.ndim - 1))), fresh.to(old.dtype), old)
+
+        empty = self.dynamics.empty_cache(B, self.device)
+        cache = [{k: pick(empty[i][k], v) for k, v in c.items()} for i, c in enumerate(inputs["cache"])]
+        mixed = {**inputs, "start": pick(torch.zeros_like(state.step), state.step), "cache": cache,
+                 "action": pick(action0, inputs["action"]), "action_known": pick(known0, inputs["action_known"]),
+                 "rays": pick(rays0, inputs["rays"])}
+        if self.config.prev_frame_input:
+            mixed["prev"] = pick(self._prev_tokens(x, generator)[0], inputs["prev"])
+            mixed["rel_rays"] = pick(rel0, inputs.get("rel_rays"))
+        updates = {**updates, "step": pick(torch.zeros_like(state.step), state.step)}
+        if updates.get("c2w") is not None:
+            updates.update(c2w=pick(c2w0, updates["c2w"]), pitch=pick(pitch0, updates["pitch"]))
+        return mixed, updates
 
     @torch.no_grad()
     def init_state(self, batch_size: int, frames: Any = None, actions: Any = None, prompt: Any = None,

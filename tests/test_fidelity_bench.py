@@ -187,3 +187,60 @@ def test_a_saturated_long_rollout_counts_as_collapsed(monkeypatch):
     r = F.long_rollout(None, frame[0, 0], "a room", 10, real_std=40.0, dream_seed=0, denoise_steps=None)
     assert r["long_rollout_finite"] is True and r["long_rollout_collapsed"] is True
     assert r["long_rollout_frame_stats"][0]["std"] > F.SATURATED_STD
+
+
+def _fake_long_rollout(monkeypatch, dream_frames, dream_rms, real_frames, real_rms):
+    """long_rollout with a fake dream (frames, latent RMS per step) and a fake real room (frames; its latents' RMS)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    F = _load_fidelity()
+    steps = len(dream_frames)
+
+    class Session:
+        def __init__(self, model, dtype):
+            self.t = 0
+
+        def generator(self, seed):
+            return None
+
+        def start(self, *args, **kwargs):
+            return None, None, None
+
+        def step(self, state, actions, g, decode, denoise_steps):
+            self.t += 1
+            latent = torch.full((1, 4), float(dream_rms[self.t - 1]))
+            return SimpleNamespace(state=None, latent=latent, frames=dream_frames[self.t - 1][None, None])
+
+    class Model:
+        def encode(self, frames):
+            return torch.stack([torch.full((1, 4), float(real_rms[i])) for i in range(len(frames))])
+
+    monkeypatch.setattr(F, "DreamSession", Session)
+    monkeypatch.setattr(F, "real_episode", lambda *a, **k: {"obs": np.concatenate([real_frames[:1], real_frames])})
+    monkeypatch.setattr(F, "LONG_CHECKPOINTS", steps)
+    return F.long_rollout(Model(), dream_frames[0], "a room", steps, real_std=40.0, dream_seed=0, denoise_steps=None,
+                          env=object(), seed=0)
+
+
+def test_a_dream_as_flat_as_the_real_room_is_not_a_collapse(monkeypatch):
+    """The real room shows flat frames too (a wall up close); a dream degenerate no more often is not collapsed."""
+    rng = np.random.default_rng(0)
+    textured = rng.integers(40, 200, (10, 16, 16, 3), dtype=np.uint8)
+    flat = np.full((16, 16, 3), 90, np.uint8)
+    real, dream = textured.copy(), textured.copy()
+    real[[2, 5]] = flat  # the real room: 2 of 10 flat
+    dream[[3, 7, 8]] = flat  # the dream: 3 of 10 (within the 0.1 margin)
+    r = _fake_long_rollout(monkeypatch, dream, np.ones(10), real, np.ones(10))
+    assert r["long_rollout_real_degenerate_share"] == 0.2 and r["long_rollout_degenerate_share"] == 0.3
+    assert r["long_rollout_collapsed"] is False and r["long_rollout_frame_stats"][2]["real_std"] == 0.0
+
+
+def test_a_dream_whose_latents_leave_the_data_range_collapses(monkeypatch):
+    """Frames in a plausible range but latents at 3x the real room's RMS: out of the data the model was trained on."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(40, 200, (10, 16, 16, 3), dtype=np.uint8)
+    r = _fake_long_rollout(monkeypatch, frames, np.full(10, 3.3), frames, np.full(10, 1.1))
+    assert r["long_rollout_latent_rms_limit"] == pytest.approx(2.2)
+    assert r["long_rollout_degenerate_share"] == 1.0 and r["long_rollout_collapsed"] is True
