@@ -5,9 +5,10 @@
 (One torch thread per job: on a 2-core machine two threads competing with the collection workers or anything
 else are far slower.) Stages: collect 400 episodes of NeuralSimRoom-v0 with the `explore` policy → the 8×
 autoencoder (1,800 steps) → the dynamics (2,000 steps, windows of 6) → 300 self-forcing steps → 1 denoise step
-in its config → five streaming stages (`STREAMING_STAGES`: 600 + 700 + 700 + 800 + 800 steps, each frame trained
-exactly as it is sampled, windows of 6, 10 and 16, more and more of the model's own history and of still windows;
-the last adds the latent refiner, `refiner_channels=32`). Beside the dynamics and
+and a context window of 128 in its config → six streaming stages (`STREAMING_STAGES`: 600 + 700 + 700 + 800 +
+800 + 800 steps, each frame trained exactly as it is sampled, windows of 6, 10 and 16, more and more of the model's
+own history and of still windows; the fifth adds the changes-only latent refiner, `refiner_channels=32,
+refiner_reads_changes=true`). Beside the dynamics and
 self-forcing stages, on the second core, the decoder trains alone on the frozen encoder's latents (2,500 steps,
 `examples/finetune_decoder.py`); it is merged in before the streaming stages, which leave it untouched. The
 dataset's latents are kept in OUT/latent_cache (keyed by the encoder and the data), so every dynamics stage after
@@ -52,9 +53,10 @@ class StreamingStage:
     seed_offset: int = 0  # added to the recipe's seed (a stage that repeats the last one's windows draws others)
 
 
-# Five stages, each from the last: longer windows, more of the model's own history, more still windows; the last adds
-# the refiner (zero-initialised: it starts as the model before it). The shipped run measured each (README, "what was
-# tried"); they are the steps of that run, not a tuned schedule.
+# Six stages, each from the last: longer windows, more of the model's own history, more still windows; the fifth adds
+# the changes-only refiner (zero-initialised: it starts as the model before it), the sixth repeats it on other windows
+# at a lower rate. The shipped run measured each (README, "what was tried"); they are the steps of that run, not a
+# tuned schedule.
 STREAMING_STAGES = (
     StreamingStage(steps=600, window=6, batch_size=32, lr=3e-4, warmup=100, own_history=0.5, one_step_fraction=0.7,
                    still_windows=0.0),
@@ -65,7 +67,9 @@ STREAMING_STAGES = (
     StreamingStage(steps=800, window=16, batch_size=16, lr=2e-4, warmup=50, own_history=0.9, one_step_fraction=0.8,
                    still_windows=0.3),
     StreamingStage(steps=800, window=16, batch_size=16, lr=2e-4, warmup=50, own_history=0.9, one_step_fraction=0.8,
-                   still_windows=0.3, config=(("refiner_channels", 32),), seed_offset=1),
+                   still_windows=0.3, config=(("refiner_channels", 32), ("refiner_reads_changes", True)), seed_offset=1),
+    StreamingStage(steps=800, window=16, batch_size=16, lr=1.5e-4, warmup=50, own_history=0.9, one_step_fraction=0.8,
+                   still_windows=0.3, seed_offset=2),
 )
 
 
