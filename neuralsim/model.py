@@ -1008,7 +1008,7 @@ class WorldModel(nn.Module):
     def streaming_loss(self, latents: torch.Tensor, actions: Any, rewards: Any = None, terminated: Any = None,
                        prompts: Sequence[str | None] | None = None, generator: torch.Generator | None = None, *,
                        own_history: float = 0.0, one_step_fraction: float = 0.5,
-                       fixed_tau: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                       fixed_tau: float | None = None, burn_in: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
         """The dynamics loss computed the way the model is sampled: frame by frame against the streaming state.
 
         For each frame of the window, one denoise pass on the noisy frame reads the state of the committed
@@ -1027,6 +1027,11 @@ class WorldModel(nn.Module):
                 others draw ``tau`` from the shifted uniform as in :meth:`dynamics_loss`.
             fixed_tau: every target frame at this noise level in ``(0, 1]`` instead (evaluation by noise level;
                 ``one_step_fraction`` is then unused and own history needs ``fixed_tau = 1``).
+            burn_in: the first ``burn_in`` frames only build the state: the real frames, committed without
+                gradient or loss (one pass each), so the frames after them are trained against a state built over
+                a longer context, as a long dream's is (trained on short windows alone, the state drifts out of
+                range over hundreds of frames). Own history would not do here: after tens of own frames the dream
+                has left the real trajectory, and the real frames after it are no longer a target it can reach.
         """
         cfg = self.config
         if not cfg.prev_frame_input or cfg.prediction != "x0_residual":
@@ -1036,6 +1041,9 @@ class WorldModel(nn.Module):
                              f"{one_step_fraction!r}")
         self._check_latents(latents)
         B, T = latents.shape[:2]
+        if isinstance(burn_in, bool) or not isinstance(burn_in, int) or not 0 <= burn_in <= T - 2:
+            raise InputError(f"burn_in must be an int in [0, T - 2 = {T - 2}] (frames that only build the state), "
+                             f"got {burn_in!r}")
         x0 = self._tokens(latents.to(self.device).float())  # (B, T, S, C)
         action, known, rays, _, _, rel, warp = self._sequence_conditioning(B, T, actions, "actions")
         tokens, mask = self._training_text(prompts, B, generator)
@@ -1051,38 +1059,46 @@ class WorldModel(nn.Module):
                               diffusion_forcing_levels(B, T, generator=generator, device=self.device,
                                                        clean_context_prob=0.0, shift=cfg.flow_shift))
         own = one_step & (rand((B, T), generator=generator, device=self.device) < own_history)
-        own[:, 0] = False  # a rollout starts from a real frame: the first frame is generated only without context
+        own[:, : max(1, burn_in)] = False  # a rollout starts from a real frame (and a burn-in is real frames)
         cache = self.dynamics.empty_cache(B, self.device)
         committed = torch.zeros_like(x0[:, :1])  # the frame before frame 0: zeros, as in training and sampling
         errors, features = [], []
         for t in range(T):
-            base = committed
-            if warp is not None and cfg.prev_frame_warp:
-                base = self._tokens(warp_latents(self._untokens(base), warp[:, t : t + 1]))
-            frame = self.dynamics.prepare_frame(
-                start=torch.full((B,), t, dtype=torch.long, device=self.device), action=action[:, t : t + 1],
-                action_known=known[:, t : t + 1], rays=None if rays is None else rays[:, t : t + 1], text=text,
-                text_mask=mask, cache=cache, prev=add_context_noise(base, cfg.context_noise, generator=generator),
-                rel_rays=None if rel is None else rel[:, t : t + 1])
-            noise = randn(tuple(x0[:, t : t + 1].shape), generator=generator, device=self.device)
-            noisy = add_noise(x0[:, t : t + 1], noise, tau[:, t : t + 1])
-            out, _, _ = self.dynamics(noisy, tau[:, t : t + 1], frame=frame, commit=False)
-            estimate = self._x0_estimate(out, noisy, tau[:, t : t + 1], base)
-            pred = self._refine(estimate, committed, tau[:, t : t + 1], action[:, t : t + 1], known[:, t : t + 1],
-                                None if warp is None else warp[:, t : t + 1])  # the x0 estimate; at tau = 1 the sample
-            errors.append((pred - x0[:, t : t + 1]).pow(2).mean(dim=(1, 2, 3)))  # (B,)
-            mine = own[:, t, None, None, None]
-            committed = torch.where(mine, pred.detach(), x0[:, t : t + 1])
-            ctx = add_context_noise(committed, cfg.context_noise, generator=generator)
-            _, feats, cache = self.dynamics(ctx, torch.full((B, 1), cfg.context_noise, device=self.device), frame=frame,
-                                            commit=True)
-            features.append(feats)
-        per_frame = torch.stack(errors, dim=1)  # (B, T)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and t >= burn_in):
+                base = committed
+                if warp is not None and cfg.prev_frame_warp:
+                    base = self._tokens(warp_latents(self._untokens(base), warp[:, t : t + 1]))
+                frame = self.dynamics.prepare_frame(
+                    start=torch.full((B,), t, dtype=torch.long, device=self.device), action=action[:, t : t + 1],
+                    action_known=known[:, t : t + 1], rays=None if rays is None else rays[:, t : t + 1], text=text,
+                    text_mask=mask, cache=cache, prev=add_context_noise(base, cfg.context_noise, generator=generator),
+                    rel_rays=None if rel is None else rel[:, t : t + 1])
+                pred = x0[:, t : t + 1]
+                if t >= burn_in:  # a burn-in frame is only committed
+                    noise = randn(tuple(x0[:, t : t + 1].shape), generator=generator, device=self.device)
+                    noisy = add_noise(x0[:, t : t + 1], noise, tau[:, t : t + 1])
+                    out, _, _ = self.dynamics(noisy, tau[:, t : t + 1], frame=frame, commit=False)
+                    estimate = self._x0_estimate(out, noisy, tau[:, t : t + 1], base)
+                    pred = self._refine(estimate, committed, tau[:, t : t + 1], action[:, t : t + 1], known[:, t : t + 1],
+                                        None if warp is None else warp[:, t : t + 1])  # at tau = 1 the sample
+                if t >= burn_in:
+                    errors.append((pred - x0[:, t : t + 1]).pow(2).mean(dim=(1, 2, 3)))  # (B,)
+                mine = own[:, t, None, None, None]
+                committed = torch.where(mine, pred.detach(), x0[:, t : t + 1])
+                ctx = add_context_noise(committed, cfg.context_noise, generator=generator)
+                _, feats, cache = self.dynamics(ctx, torch.full((B, 1), cfg.context_noise, device=self.device),
+                                                frame=frame, commit=True)
+                features.append(feats)
+        per_frame = torch.stack(errors, dim=1)  # (B, T - burn_in)
         # The rollout's frames: the first frame (generated from nothing, an error several times a next frame's) would
-        # dominate the loss, while a rollout always starts from a real one; dynamics_loss trains it.
-        flow = per_frame[:, 1:].mean() if T > 1 else per_frame.mean()
-        logs = {"flow": flow.item(), "flow_first": per_frame[:, 0].mean().item(),  # the first: generated from nothing
-                "flow_next": flow.item(), "own_fraction": own[:, 1:].float().mean().item() if T > 1 else 0.0}
+        # dominate the loss, while a rollout always starts from a real one; dynamics_loss trains it. After a burn-in
+        # every trained frame has history.
+        trained = per_frame if burn_in else per_frame[:, 1:]
+        flow = trained.mean() if trained.shape[1] else per_frame.mean()
+        logs = {"flow": flow.item(),  # the first frame (generated from nothing), NaN when the burn-in covers it
+                "flow_first": per_frame[:, 0].mean().item() if not burn_in else float("nan"),
+                "flow_next": flow.item(),
+                "own_fraction": own[:, max(1, burn_in):].float().mean().item() if T > 1 else 0.0}
         reward_pred, logit = self._heads(torch.cat(features, dim=1)[:, 1:])  # frame i+1 closes transition i
         return self._with_head_losses(flow, logs, reward_pred, logit, rewards, terminated)
 

@@ -98,6 +98,7 @@ class TrainConfig:
     streaming: bool = False  # dynamics: train frame by frame as sampled (WorldModel.streaming_loss), not in parallel
     own_history: float = 0.0  # streaming: chance a committed frame is the model's own one-step sample (self-forcing)
     one_step_fraction: float = 0.5  # streaming: fraction of target frames at tau = 1, the level one-step sampling sees
+    burn_in: int = 0  # streaming: the window's first real frames only build the state (no loss): longer contexts
     config_overrides: dict = field(default_factory=dict)
 
 
@@ -227,9 +228,10 @@ class StageLoss(nn.Module):
 
     def __init__(self, model: nn.Module, stage: str, cache: LatentCache | None = None, self_forcing: float = 0.0,
                  self_forcing_frames: int = 4, still_windows: float = 0.0, streaming: bool = False,
-                 own_history: float = 0.0, one_step_fraction: float = 0.5):
+                 own_history: float = 0.0, one_step_fraction: float = 0.5, burn_in: int = 0):
         super().__init__()
         self.streaming, self.own_history, self.one_step_fraction = streaming, own_history, one_step_fraction
+        self.burn_in = burn_in
         self.model = model
         self.stage = stage
         self.cache = cache
@@ -285,7 +287,8 @@ class StageLoss(nn.Module):
         if self.streaming:
             return self.model.streaming_loss(
                 latents, batch["actions"], batch["rewards"], batch["terminated"], batch.get("descriptions"),
-                generator=generator, own_history=self.own_history, one_step_fraction=self.one_step_fraction)
+                generator=generator, own_history=self.own_history, one_step_fraction=self.one_step_fraction,
+                burn_in=self.burn_in)
         own = None
         T = latents.shape[1]
         if self.self_forcing > 0 and T >= 3:
@@ -399,7 +402,7 @@ _RESUME_MUST_MATCH = {
     "batch_size": "--batch-size", "window": "--window", "lr": "--lr", "ae_lr": "--ae-lr", "seed": "--seed",
     "dtype": "--dtype", "self_forcing": "--self-forcing", "self_forcing_frames": "--self-forcing-frames",
     "still_windows": "--still-windows", "streaming": "--streaming", "own_history": "--own-history",
-    "one_step_fraction": "--one-step-fraction",
+    "one_step_fraction": "--one-step-fraction", "burn_in": "--burn-in",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
     "min_lr_ratio": "--min-lr-ratio", "grad_clip": "--grad-clip", "ema_decay": "--ema-decay", "camera": "--camera",
     "cache_latents": "--cache-latents",
@@ -547,7 +550,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
             how = f"loaded from {cache.loaded_from}" if cache.loaded_from else "encoded into the latent cache"
             print(f"{dataset.num_episodes} episodes {how} in {time.perf_counter() - t0:.0f} s", flush=True)
     loss_module: nn.Module = StageLoss(model, stage, cache, cfg.self_forcing, cfg.self_forcing_frames, cfg.still_windows,
-                                            cfg.streaming, cfg.own_history, cfg.one_step_fraction)
+                                            cfg.streaming, cfg.own_history, cfg.one_step_fraction, cfg.burn_in)
     if world_size() > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -761,6 +764,13 @@ def validate(cfg: TrainConfig) -> Any:
         value = getattr(cfg, name)
         if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
             raise TrainingError(f"--{name.replace('_', '-')} must be a fraction in [0, 1], got {value!r}")
+    if isinstance(cfg.burn_in, bool) or not isinstance(cfg.burn_in, int) or cfg.burn_in < 0:
+        raise TrainingError(f"--burn-in must be an int >= 0 (frames that only build the state), got {cfg.burn_in!r}")
+    if cfg.burn_in and not cfg.streaming:
+        raise TrainingError("--burn-in needs --streaming (the frame-by-frame loss that holds a state)")
+    if cfg.burn_in and cfg.burn_in > cfg.window - 2:
+        raise TrainingError(f"--burn-in must leave at least 2 trained frames of the window: at most --window - 2 = "
+                            f"{cfg.window - 2}, got {cfg.burn_in}")
     if cfg.streaming and cfg.self_forcing > 0:
         raise TrainingError("--streaming and --self-forcing are two ways of training on own rollouts: use "
                             "--own-history with --streaming")

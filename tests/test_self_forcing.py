@@ -138,10 +138,46 @@ def test_streaming_loss_learns_a_tiny_problem(make_model):
     assert losses[-1] < 0.7 * losses[0]
 
 
+def test_burn_in_frames_build_the_state_without_loss_or_gradient(make_model):
+    """A burn-in changes the state the trained frames see (so their loss), the early frames get no gradient path,
+    and the loss is the mean over the frames after it."""
+    model = _perturbed(make_model).train()
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    latents = torch.randn(2, 6, *model.latent_shape)
+    actions = np.random.default_rng(0).uniform(-1, 1, (2, 5, 4)).astype(np.float32)
+    plain, plain_logs = model.streaming_loss(latents[:, 3:], actions[:, 3:], generator=g(), one_step_fraction=1.0)
+    burnt, logs = model.streaming_loss(latents, actions, generator=g(), one_step_fraction=1.0, burn_in=3)
+    assert torch.isfinite(burnt) and np.isnan(logs["flow_first"]) and not np.isnan(plain_logs["flow_first"])
+    assert not torch.isclose(burnt, plain)  # the last 3 frames are trained after a state of 3 more frames
+    burnt.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n.startswith("dynamics."))
+    # burn_in=0 is the loss as it was; own history applies to the trained frames only
+    again, _ = model.streaming_loss(latents[:, 3:], actions[:, 3:], generator=g(), one_step_fraction=1.0, burn_in=0)
+    assert torch.equal(again, plain)
+    _, own_logs = model.streaming_loss(latents, actions, generator=g(), own_history=1.0, one_step_fraction=1.0, burn_in=3)
+    assert own_logs["own_fraction"] == 1.0
+    for bad in (-1, 5, True):
+        with pytest.raises(ValueError, match="burn_in must be an int in"):
+            model.streaming_loss(latents, actions, burn_in=bad)
+
+
+def test_train_with_a_burn_in_runs_and_resumes_only_with_it(dataset, tmp_path):
+    out = tmp_path / "burn"
+    train(train_config(dataset, out, streaming=True, window=5, burn_in=2, steps=2, ae_steps=1, checkpoint_every=1))
+    log = (out / "logs" / "dynamics.csv").read_text().splitlines()
+    assert len(log) == 3 and "flow_next" in log[0]
+    with pytest.raises(TrainingError, match="--burn-in 1"):
+        train(train_config(dataset, out, streaming=True, window=5, burn_in=1, steps=2, ae_steps=1, checkpoint_every=1,
+                           resume=True))
+
+
 @pytest.mark.parametrize("change,message", [
     ({"streaming": True, "own_history": 1.5}, "--own-history must be a fraction in"),
     ({"streaming": True, "one_step_fraction": -0.1}, "--one-step-fraction must be a fraction in"),
     ({"streaming": True, "self_forcing": 0.5, "self_forcing_frames": 2}, "--streaming and --self-forcing"),
+    ({"burn_in": 2}, "--burn-in needs --streaming"),
+    ({"streaming": True, "window": 4, "burn_in": 3}, "--burn-in must leave at least 2 trained frames"),
+    ({"streaming": True, "burn_in": -1}, "--burn-in must be an int >= 0"),
 ])
 def test_bad_streaming_arguments(dataset, tmp_path, change, message):
     with pytest.raises(TrainingError, match=message):
