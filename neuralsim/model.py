@@ -1081,7 +1081,6 @@ class WorldModel(nn.Module):
                     estimate = self._x0_estimate(out, noisy, tau[:, t : t + 1], base)
                     pred = self._refine(estimate, committed, tau[:, t : t + 1], action[:, t : t + 1], known[:, t : t + 1],
                                         None if warp is None else warp[:, t : t + 1])  # at tau = 1 the sample
-                if t >= burn_in:
                     errors.append((pred - x0[:, t : t + 1]).pow(2).mean(dim=(1, 2, 3)))  # (B,)
                 mine = own[:, t, None, None, None]
                 committed = torch.where(mine, pred.detach(), x0[:, t : t + 1])
@@ -1095,7 +1094,7 @@ class WorldModel(nn.Module):
         # every trained frame has history.
         trained = per_frame if burn_in else per_frame[:, 1:]
         flow = trained.mean() if trained.shape[1] else per_frame.mean()
-        logs = {"flow": flow.item(),  # the first frame (generated from nothing), NaN when the burn-in covers it
+        logs = {"flow": flow.item(),  # flow_first: the first frame (generated from nothing); NaN after a burn-in
                 "flow_first": per_frame[:, 0].mean().item() if not burn_in else float("nan"),
                 "flow_next": flow.item(),
                 "own_fraction": own[:, max(1, burn_in):].float().mean().item() if T > 1 else 0.0}
