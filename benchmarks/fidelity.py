@@ -502,6 +502,13 @@ LATENT_RMS_FACTOR = 2.0  # a latent RMS above this times the real room's largest
 COLLAPSE_MARGIN = 0.1  # collapsed: degenerate at this share of checkpoints more than the real room is
 
 
+def _checkpoint_stats(frame: np.ndarray, latent: torch.Tensor) -> dict[str, float]:
+    """A long-rollout checkpoint: the frame's mean and std (0-255) and its latent's RMS."""
+    frame = frame.astype(np.float64)
+    return {"mean": round(float(frame.mean()), 2), "std": round(float(frame.std()), 2),
+            "latent_rms": round(float(latent.float().pow(2).mean().sqrt()), 3)}
+
+
 def long_rollout(model: Any, start: np.ndarray, prompt: str, steps: int, *, real_std: float, dream_seed: int,
                  denoise_steps: int | None, env: Any = None, seed: int | None = None, k: int = 1,
                  reach: float = 0.0) -> dict[str, Any]:
@@ -532,17 +539,13 @@ def long_rollout(model: Any, start: np.ndarray, prompt: str, steps: int, *, real
         state = out.state
         finite &= bool(torch.isfinite(out.latent).all())
         if shown:
-            frame = out.frames[0, -1].astype(np.float64)
-            stats.append({"step": t + 1, "mean": round(float(frame.mean()), 2), "std": round(float(frame.std()), 2),
-                          "latent_rms": round(float(out.latent.float().pow(2).mean().sqrt()), 3)})
+            stats.append({"step": t + 1, **_checkpoint_stats(out.frames[0, -1], out.latent)})
     seconds = time.perf_counter() - t0
     if env is not None and seed is not None and stats:  # the real room after the same actions, same checkpoints
         real = real_episode(env, seed, len(actions), k, reach=reach, raw_frames=1, actions=actions)["obs"]
         latents = model.encode(np.stack([real[s["step"]] for s in stats])[:, None])[:, 0]  # (n, C, h, w)
         for s, latent in zip(stats, latents):
-            frame = real[s["step"]].astype(np.float64)
-            s.update(real_mean=round(float(frame.mean()), 2), real_std=round(float(frame.std()), 2),
-                     real_latent_rms=round(float(latent.float().pow(2).mean().sqrt()), 3))
+            s.update({f"real_{key}": v for key, v in _checkpoint_stats(real[s["step"]], latent).items()})
     rms_limit = LATENT_RMS_FACTOR * max((s["real_latent_rms"] for s in stats if "real_latent_rms" in s), default=math.inf)
 
     def degenerate(mean: float, std: float, rms: float) -> bool:

@@ -713,8 +713,8 @@ class WorldModel(nn.Module):
                                      "the new state is discarded (diverged weights or inputs?); the state passed in "
                                      "is unchanged")
         commit_inputs = None  # None: the denoise passes' inputs
-        full = state.step >= cfg.context_window
-        if cfg.context_window and bool(full.any()):
+        full = state.step >= cfg.context_window if cfg.context_window else None
+        if full is not None and bool(full.any()):
             # Rows whose context is full commit this frame as the first of a new context, as init_state(latents=...)
             # would: trained on windows of 16 frames, the recurrent state drifts out of range over hundreds of them.
             commit_inputs, updates = self._restart_inputs(state, full, x, inputs, updates, generator)
