@@ -1,7 +1,8 @@
 """Fidelity of a world model against the real room (docs/DESIGN.md §3 and §6), measured so that it cannot flatter the model.
 
 Protocol. For each held-out seed (from 1,000,000; collection uses small seeds) a real start in
-``NeuralSimRoom-v0``: 16 real context frames (``1 + n*frames_per_latent`` raw frames), encoded into
+``NeuralSimRoom-v0`` as the model's data saw it (``target=None, start_view_deg=None``: layouts and start
+headings of the collected data): 16 real context frames (``1 + n*frames_per_latent`` raw frames), encoded into
 the dream with ``DreamSession.start(image=..., actions=..., prompt=info["description"])``; then the
 same actions in the real room and in the dream, all seeds in one model batch. Two action
 protocols, each driving its own context and future:
@@ -29,8 +30,11 @@ round-trip PSNR of the start frame minus the dream's PSNR, both pooled);
 one, estimated to 1/8 px by minimising the MSE over shifts of the middle rows, pooled over seeds);
 **ablations** (horizons 1, 4, 16: future actions zeroed, Plücker rays removed via
 ``model.ablate_rays``, prompt removed); **revisit** (yaw 20 steps right and back: the frame on
-return vs the real one); **reward head** (Pearson of dreamed vs real reward over dream steps 1-16,
-termination F1 at probability > 0.5 vs "the real agent is within reach of the target"); a **long
+return vs the real one); **reward** on the room's default task (the ball, started in view), under the explore, sticky-random
+and scripted (walk to the target) policies, 16 context frames then 16 dream steps: Pearson of the dream's predicted vs
+the real reward (``reward_corr_t1_16``; the reward model when the checkpoint has one, else the heads) and termination F1
+at probability > 0.5 vs "the real agent is within reach of the target" (``termination_f1``), steps after a first success
+left out; ``reward_gates`` holds the reward issue's thresholds (0.8 each); a **long
 rollout** checked for NaN and collapse (degenerate frames — flat, black, saturated, latent out of range — at more of
 100 checkpoints than the real room shows after the same actions). ``gates`` evaluates the acceptance thresholds of the issue.
 
@@ -74,6 +78,11 @@ REVISIT_LOOP = "l-20,j-20"
 MAX_REVISIT_SEEDS = 8
 REWARD_STEPS = 16
 PROTOCOLS = ("explore", "sticky")
+# The reward and termination are judged on the room's default task (the ball, started in view) under these policies:
+# the collection policy, sticky-random actions, and the scripted policy that walks to the target.
+REWARD_PROTOCOLS = ("explore", "random", "scripted")
+# The world's frames are judged in the room as the model's data saw it (target drawn per layout, any start heading).
+WORLD_ENV_KWARGS = {"target": None, "start_view_deg": None}
 DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
 MSE_FLOOR = 1e-10  # per-image PSNR of identical images: 10*log10(255^2/1e-10) = 148 dB (finite, for JSON)
 
@@ -564,14 +573,46 @@ def long_rollout(model: Any, start: np.ndarray, prompt: str, steps: int, *, real
             "long_rollout_steps_per_s": (diverged_at or steps) / max(seconds, 1e-9)}
 
 
+def reward_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], *, k: int, n_ctx: int, reach: float,
+                    dream_seed: int, denoise_steps: int | None) -> dict[str, Any]:
+    """The real task env (never terminating: ``reach`` labels success) under policy ``name`` (``"random"``: sticky-random
+    actions) for ``n_ctx - 1 + REWARD_STEPS`` steps per seed, and the dream of the same actions from its context.
+
+    Returns ``real_rewards``, ``dream_rewards``, ``real_terminated``, ``dream_termination`` (``[B, REWARD_STEPS]``) and
+    ``valid`` (``[B, REWARD_STEPS]`` bool): the steps up to and including the first success (an episode ends there; a seed
+    that succeeds within the context has none)."""
+    from neuralsim.data import make_policy
+
+    steps = n_ctx - 1 + REWARD_STEPS
+    raw_frames = 1 + (n_ctx - 1) * k
+    eps = []
+    for seed in seeds:
+        if name == "random":
+            eps.append(real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames,
+                                    actions=sticky_actions(np.random.default_rng(seed), steps, 4)))
+        else:
+            eps.append(real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames, policy=make_policy(name, env)))
+    terminated = np.stack([ep["terminated"] for ep in eps])  # (B, steps)
+    valid = np.cumsum(terminated, axis=1) - terminated == 0  # not after the first success
+    ctx_actions = np.stack([ep["actions"][: n_ctx - 1] for ep in eps])
+    d = dream_rollout(model, np.stack([ep["raw"] for ep in eps]), ctx_actions,
+                      np.stack([ep["actions"][n_ctx - 1 :] for ep in eps]), [ep["description"] for ep in eps],
+                      dream_seed, denoise_steps)
+    return {"real_rewards": np.stack([ep["rewards"][n_ctx - 1 :] for ep in eps]), "dream_rewards": d["rewards"],
+            "real_terminated": terminated[:, n_ctx - 1 :], "dream_termination": d["termination"],
+            "valid": valid[:, n_ctx - 1 :]}
+
+
 def reward_metrics(protocols: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Reward head: Pearson of dreamed vs real reward over dream steps 1-16; termination F1 (prob > 0.5 vs the real
-    agent within reach of the target). Pooled over both protocols, and per protocol."""
+    """Reward prediction: Pearson of dreamed vs real reward over dream steps 1-16; termination F1 (prob > 0.5 vs the
+    real agent within reach of the target); steps after an episode's first success left out. Pooled over the
+    protocols, and per protocol."""
     m: dict[str, Any] = {}
     pooled = {"rr": [], "dr": [], "rt": [], "dt": []}
     for name, p in protocols.items():
-        rr, dr = p["real_rewards"][:, :REWARD_STEPS], p["dream_rewards"][:, :REWARD_STEPS]
-        rt, dt = p["real_terminated"][:, :REWARD_STEPS], p["dream_termination"][:, :REWARD_STEPS] > 0.5
+        valid = p.get("valid", np.ones_like(p["real_terminated"], bool))[:, :REWARD_STEPS]
+        rr, dr = p["real_rewards"][:, :REWARD_STEPS][valid], p["dream_rewards"][:, :REWARD_STEPS][valid]
+        rt, dt = p["real_terminated"][:, :REWARD_STEPS][valid], p["dream_termination"][:, :REWARD_STEPS][valid] > 0.5
         m[f"reward_corr_t1_16_{name}"] = pearson(rr, dr)
         m[f"termination_f1_{name}"] = f1_score(dt, rt)
         for key, v in zip(pooled, (rr, dr, rt, dt)):
@@ -662,8 +703,9 @@ def print_report(r: dict[str, Any], horizons: Sequence[int]) -> None:
           f"{_f(r['yaw_dream_shift_px_l'])} / {_f(r['yaw_dream_shift_px_j'])} px; ratio {_f(r['yaw_shift_ratio'], 3)} "
           f"(l {_f(r['yaw_shift_ratio_l'], 3)}, j {_f(r['yaw_shift_ratio_j'], 3)}; rays removed {_f(r['ablation_no_rays_yaw_shift_ratio'], 3)})")
     print(f"revisit: vs real {_f(r['revisit_psnr_vs_real'])} dB, vs first visit {_f(r['revisit_psnr_vs_first_visit'])} dB")
-    print(f"reward corr t1-16 {_f(r['reward_corr_t1_16'], 3)}; termination F1 {_f(r['termination_f1'], 3)} "
-          f"({r['termination_positives']} positives, {r['termination_predicted']} predicted)")
+    print(f"reward (default task) corr t1-16 {_f(r['reward_corr_t1_16'], 3)}; termination F1 {_f(r['termination_f1'], 3)} "
+          f"({r['termination_positives']} positives, {r['termination_predicted']} predicted); per policy: " + ", ".join(
+              f"{p} {_f(r.get(f'reward_corr_t1_16_{p}'), 3)} / {_f(r.get(f'termination_f1_{p}'), 3)}" for p in REWARD_PROTOCOLS))
     print(f"long rollout {r['long_rollout_steps']} steps: finite={r['long_rollout_finite']} collapsed={r['long_rollout_collapsed']}")
     print(f"  degenerate checkpoints: dream {_f(r.get('long_rollout_degenerate_share'), 2)}, real room after the same "
           f"actions {_f(r.get('long_rollout_real_degenerate_share'), 2)} (collapsed: dream > real + {COLLAPSE_MARGIN})")
@@ -778,7 +820,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     seeds = [args.first_seed + i for i in range(args.seeds)]
     # A tiny reach radius: the real room never terminates, so every horizon has a frame; the termination labels and
     # the success bonus use the room's default radius (that of the collected data).
-    env = gym.make("NeuralSimRoom-v0", image_size=tuple(cfg.image_size), reach_radius=1e-3).unwrapped
+    env = gym.make("NeuralSimRoom-v0", image_size=tuple(cfg.image_size), reach_radius=1e-3, **WORLD_ENV_KWARGS).unwrapped
+    task_env = gym.make("NeuralSimRoom-v0", image_size=tuple(cfg.image_size), reach_radius=1e-3).unwrapped
     reach = float(inspect.signature(type(env)).parameters["reach_radius"].default)
     rotation_px = 0.5 * cfg.image_size[0] / math.tan(math.radians(cfg.camera_fovy_deg) / 2) * math.tan(
         math.radians(env.rotation_speed_deg))
@@ -813,13 +856,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                    denoise_steps=args.denoise_steps, rotation_px=rotation_px))
         result.update(revisit_test(model, env, [args.first_seed + 500 + i for i in range(min(args.seeds, MAX_REVISIT_SEEDS))],
                                    k=k, n_ctx=n_ctx, reach=reach, dream_seed=3, denoise_steps=args.denoise_steps))
-        result.update(reward_metrics(protocols))
+        result.update(reward_metrics({name: reward_protocol(name, model, task_env, seeds, k=k, n_ctx=n_ctx, reach=reach,
+                                                            dream_seed=5 + i, denoise_steps=args.denoise_steps)
+                                      for i, name in enumerate(REWARD_PROTOCOLS)}))
         sticky = protocols["sticky"]
         real_std = float(sticky["context"].astype(np.float64).std(axis=(2, 3, 4)).mean())
         result.update(long_rollout(model, sticky["context"][0, 0], sticky["prompts"][0], args.long_steps, real_std=real_std,
                                    dream_seed=4, denoise_steps=args.denoise_steps, env=env, seed=seeds[0], k=k,
                                    reach=reach))
     env.close()
+    task_env.close()
 
     # 4. Strips, plot, gates, table, JSON.
     times = [t for t in STRIP_TIMES if t <= protocols["explore"]["real"].shape[1]]
@@ -835,6 +881,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["machine"] = machine_info()
     result["gates"] = evaluate_gates(result)
     result["gates_passed"] = f"{sum(g['pass'] for g in result['gates'].values())}/{len(result['gates'])}"
+    result["reward_gates"] = {name: {"value": result.get(name), "threshold": ">= 0.8",
+                                     "pass": result.get(name) is not None and result[name] >= 0.8}
+                              for name in ("reward_corr_t1_16", "termination_f1")}
     result = rounded(result)
     print_report(result, horizons)
     write_result(result, args.results_dir / f"{args.name}.json")

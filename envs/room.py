@@ -262,7 +262,7 @@ def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class NeuralSimRoomEnv(gym.Env):
-    """A first-person camera in a MuJoCo room with a ball and boxes; the task is to reach a named object.
+    """A first-person camera in a MuJoCo room with a ball and boxes; the task is to reach the ball.
 
     ## Description
 
@@ -275,6 +275,11 @@ class NeuralSimRoomEnv(gym.Env):
     ``i``/``k`` pitch; ``env.unwrapped.step_keys("w-8,l-4")`` runs a DSL string. Every reset
     draws a layout from the seed and writes it down as text (``info["description"]``), e.g.
     ``"a room with a checkered grey floor, ...; a red ball near the blue wall; ...; target: the red ball"``.
+
+    The default task is one a pixel policy can solve: the target is always the ball (the only round
+    object, whatever its colour), and the agent starts facing it (within ``start_view_deg`` of its
+    bearing), so the target is in the first frame unless a box hides it. ``target=None`` is the
+    older task whose target object is drawn per layout and named only in the description.
 
     ## Action Space
 
@@ -311,8 +316,9 @@ class NeuralSimRoomEnv(gym.Env):
     ## Starting State
 
     Drawn from ``self.np_random``: floor and wall colours and textures, object colours, object
-    positions (apart from each other), the target object, the agent position (at least 1.5 m from
-    the target) and heading; pitch 0. The ball starts up to 0.5 m above the floor with a small
+    positions (apart from each other), the target object (the ball unless ``target`` says otherwise),
+    the agent position (at least 1.5 m from the target) and heading: uniform, or with
+    ``start_view_deg`` (default 25) within that many degrees of the bearing to the target; pitch 0. The ball starts up to 0.5 m above the floor with a small
     horizontal velocity, so it bounces and rolls. ``reset(options={"agent_xy": (x, y), "agent_yaw":
     radians})`` overrides the agent's start (room frame: x east, y north, origin at the centre, yaw
     counter-clockwise from east); the layout is still drawn from the seed.
@@ -332,7 +338,7 @@ class NeuralSimRoomEnv(gym.Env):
     >>> obs.shape, obs.dtype
     ((64, 64, 3), dtype('uint8'))
     >>> info["target"], info["pose"].shape, info["camera"].shape
-    ('the black box', (4, 4), (20,))
+    ('the yellow ball', (4, 4), (20,))
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     >>> env.close()
 
@@ -348,9 +354,12 @@ class NeuralSimRoomEnv(gym.Env):
     * ``room_size``: side of the square room in metres (default 5).
     * ``translation_speed`` (m per step, 0.08), ``rotation_speed_deg`` (yaw/pitch ° per step, 4).
     * ``reach_radius`` (0.5), ``progress_reward_scale`` (10), ``success_bonus`` (10).
-    * ``target``: ``None`` (the target object is drawn per layout: its identity is only in the
-      description, not visible as such in the pixels) or an object name (``"ball"``, ``"box0"``,
-      ``"box1"``, ``"box2"``) that is the target of every layout, so a pixel-only policy can tell it.
+    * ``target``: an object name (``"ball"``, the default, ``"box0"``, ``"box1"``, ``"box2"``) that is
+      the target of every layout, so a pixel-only policy can tell it; or ``None``: the target object is
+      drawn per layout (its identity is only in the description, not visible as such in the pixels).
+    * ``start_view_deg``: the start heading is within this many degrees (0-180) of the bearing to the
+      target (default 25: the target is in view, the camera's half field of view being 35°); ``None``:
+      a uniform heading. ``reset(options={"agent_yaw": ...})`` still overrides it.
     * ``soft_body``: add a soft cube (a MuJoCo flex: 2×2×2 vertices held by edge-length equality
       constraints) that squashes and wobbles when pushed; drawn after the rest of the layout, so a
       seed gives the same room with and without it. Off by default: the shipped model was trained
@@ -361,7 +370,9 @@ class NeuralSimRoomEnv(gym.Env):
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version. Since neuralsim 0.1 (2026-11-30) the default task is the ball, started in
+      view (``target="ball"``, ``start_view_deg=25``); ``target=None, start_view_deg=None`` gives the
+      layouts and starts of earlier datasets (they record their ``env_kwargs``).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1.0 / (TIMESTEP * FRAME_SKIP)))}
@@ -379,7 +390,8 @@ class NeuralSimRoomEnv(gym.Env):
         progress_reward_scale: float = 10.0,
         success_bonus: float = 10.0,
         soft_body: bool = False,
-        target: str | None = None,
+        target: str | None = "ball",
+        start_view_deg: float | None = 25.0,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -429,6 +441,10 @@ class NeuralSimRoomEnv(gym.Env):
         if target is not None and target not in names:
             raise ValueError(f"target must be None (drawn per layout) or one of {names}, got {target!r}")
         self.fixed_target = None if target is None else names.index(target)
+        if start_view_deg is not None and (isinstance(start_view_deg, bool) or not isinstance(start_view_deg, (int, float, np.number))
+                                           or not 0.0 <= float(start_view_deg) <= 180.0):
+            raise ValueError(f"start_view_deg must be None (uniform heading) or degrees in [0, 180], got {start_view_deg!r}")
+        self.start_view_deg = None if start_view_deg is None else float(start_view_deg)
         self.soft_body = bool(soft_body)
         self.model = mj.MjModel.from_xml_string(_build_mjcf(self.room_half, H, W, self.soft_body))
         self.data = mj.MjData(self.model)
@@ -521,6 +537,10 @@ class NeuralSimRoomEnv(gym.Env):
             "agent_position": agent.tolist(),
             "agent_yaw": float(rng.uniform(-math.pi, math.pi)),
         }
+        if self.start_view_deg is not None:  # drawn after the layout: a seed's room is the same either way
+            delta = positions[target] - agent
+            offset = math.radians(self.start_view_deg) * float(rng.uniform(-1.0, 1.0))
+            layout["agent_yaw"] = math.remainder(math.atan2(delta[1], delta[0]) + offset, 2 * math.pi)
         if self.soft_body:  # drawn after everything else: layouts of the same seed agree with and without it
             r = SOFT_HALF * math.sqrt(2) + SOFT_VERTEX_RADIUS
             for _attempt in range(1000):

@@ -112,14 +112,16 @@ class WorldModelEnv(gym.Env):
 
     ``info`` of ``step``: ``"frames"`` (uint8 ``[k, H, W, 3]``, the decoded chunk of the step, when
     decoded), ``"step"`` (int, steps since reset), ``"model"`` (str), ``"predicted_reward"`` (float,
-    the model's reward head), ``"termination_prob"`` (float). ``info`` of ``reset``: ``"step"`` (0),
+    the model's reward prediction), ``"termination_prob"`` (float). ``info`` of ``reset``: ``"step"`` (0),
     ``"model"``, ``"prompt"`` (str, empty if none), ``"start_index"`` (int index in the start set, -1
     if the start came from ``options``).
 
     ## Rewards
 
-    The model's reward head (trained on the real env's rewards), or ``reward_fn(obs, action,
-    next_obs, info) -> float`` when given (``info`` holds the predicted reward).
+    The model's reward prediction, trained on the real env's rewards: its reward model
+    (:mod:`neuralsim.reward`, a recurrent net over the latent frames, added by ``neuralsim train
+    reward``) when the checkpoint has one, else the dynamics' reward head; or ``reward_fn(obs,
+    action, next_obs, info) -> float`` when given (``info`` holds the predicted reward).
 
     ## Starting State
 

@@ -53,6 +53,10 @@ class StreamingStage:
     seed_offset: int = 0  # added to the recipe's seed (a stage that repeats the last one's windows draws others)
 
 
+# The room's options for the world's data (the layouts and starts the shipped model learned): the task's target drawn per
+# layout and a uniform start heading, as the room's defaults were before the ball task (both give the same world).
+WORLD_ENV_KWARGS = {"target": None, "start_view_deg": None}
+
 # Six stages, each from the last: longer windows, more of the model's own history, more still windows; the fifth adds
 # the changes-only refiner (zero-initialised: it starts as the model before it), the sixth repeats it on other windows
 # at a lower rate. The shipped run measured each (README, "what was tried"); they are the steps of that run, not a
@@ -121,8 +125,11 @@ def main() -> None:
     from neuralsim.data import collect
 
     if not (data / "manifest.json").exists() or recipe.resume:
+        # The room as the shipped model's data saw it: a target drawn per layout, a uniform start heading (the room's
+        # default task since 2026-11-30 is the ball, started in view; the world itself is the same).
         summary = collect("NeuralSimRoom-v0", data, episodes=recipe.episodes, policy=recipe.policy, workers=recipe.workers,
-                          seed=recipe.seed, max_steps=recipe.max_steps, resume=(data / "manifest.json").exists())
+                          seed=recipe.seed, max_steps=recipe.max_steps, resume=(data / "manifest.json").exists(),
+                          env_kwargs=WORLD_ENV_KWARGS)
         print("collected:", summary, flush=True)
     t_collect = time.perf_counter() - t0
 

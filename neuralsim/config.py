@@ -103,6 +103,10 @@ class WorldModelConfig:
     termination_head: bool = True
     reward_loss_weight: float = 1.0
     termination_loss_weight: float = 0.1
+    # A separate recurrent reward/termination model over the committed latents (neuralsim.reward), trained by
+    # `neuralsim train reward`; when present it, not the heads, gives the dream's reward and termination. 0 = none.
+    reward_model_channels: int = 0
+    reward_model_hidden: int = 256
 
     # --- bookkeeping ------------------------------------------------------------------------
     description: str = ""
@@ -201,6 +205,11 @@ class WorldModelConfig:
             raise bad("refiner_reads_changes", "a bool")
         if self.refiner_reads_changes and not r:
             raise bad("refiner_reads_changes", "False unless refiner_channels > 0 (it is a form of the refiner)")
+        for name in ("reward_model_channels", "reward_model_hidden"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 8 or (name == "reward_model_hidden" and not v):
+                raise bad(name, "0 (no reward model) or a positive multiple of 8" if name == "reward_model_channels"
+                          else "a positive multiple of 8")
         v = self.skip_prior_var
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise bad("skip_prior_var", "a finite float >= 0 (0: x0 = previous latent + output)")

@@ -26,6 +26,8 @@ CONFIG_LIMITS: dict[str, float] = {
     "ae_decoder_blocks": 64,
     "patch_size": 64,
     "refiner_channels": 8192,
+    "reward_model_channels": 8192,
+    "reward_model_hidden": 16384,
     "width": 16384,
     "depth": 256,
     "num_heads": 1024,

@@ -41,6 +41,7 @@ from neuralsim.checkpoints import (CONFIG_NAME, WEIGHTS_NAME, count_weights, rea
 from neuralsim.config import WorldModelConfig
 from neuralsim.dynamics import DynamicsTransformer
 from neuralsim.limits import MAX_DENOISE_STEPS
+from neuralsim.reward import RewardModel
 from neuralsim.sampler import (
     add_context_noise,
     add_noise,
@@ -121,6 +122,7 @@ class WorldState:
             separately; with ``config.context_window`` a full context restarts from its last frame).
         latent: ``[B, C, h, w]`` the last committed latent frame (normalised; decode it to see it).
         reward, termination_prob: ``[B]`` predicted for the last committed frame (0 with heads off).
+        reward_memory: ``[B, hidden]`` the reward model's memory of the episode (None without one).
         c2w, pitch: camera worlds: ``[B, 4, 4]`` float64 camera-to-world pose relative to the first
             frame and ``[B]`` accumulated pitch (radians), as ``neuralsim.camera.CameraIntegrator``.
     """
@@ -135,6 +137,7 @@ class WorldState:
     termination_prob: torch.Tensor
     c2w: torch.Tensor | None = None
     pitch: torch.Tensor | None = None
+    reward_memory: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -321,6 +324,8 @@ class WorldModel(nn.Module):
                         if config.refiner_channels else None)
         self.reward_head = _Head(config.width) if config.reward_head else None
         self.termination_head = _Head(config.width) if config.termination_head else None
+        self.reward_model = (RewardModel(config.latent_channels, config.action_dim, config.reward_model_channels,
+                                         config.reward_model_hidden) if config.reward_model_channels else None)
         # `step` runs the per-frame fast path of the dynamics (same numbers as its reference `forward`); False
         # runs the reference, for tests and debugging.
         self.fast_streaming = True
@@ -728,9 +733,26 @@ class WorldModel(nn.Module):
                       state=[c["S"] for c in cache if "S" in c])
         latent = self._untokens(x)[:, 0]  # (B, C, h, w)
         step = updates.pop("step", state.step) + 1
+        prob = self._prob(logit, reward)
+        if self.reward_model is not None:
+            reward, prob, updates["reward_memory"] = self._reward_step(state, latent, action[:, -1] * known[:, -1, None])
         new = dataclasses.replace(state, cache=cache, step=step, latent=latent, reward=reward,
-                                  termination_prob=self._prob(logit, reward), **updates)
+                                  termination_prob=prob, **updates)
         return latent, new
+
+    def _reward_step(self, state: WorldState, latent: torch.Tensor, action: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The reward model over the transition ``state.latent -> latent`` under ``action [B, A]`` →
+        ``(reward [B], termination probability [B], memory)``. A state without memory (a generated first
+        frame) opens it with this frame: no transition yet, so reward and probability 0."""
+        rm = self.reward_model
+        if state.reward_memory is None:
+            _, _, memory = rm(latent[:, None], action[:, None, :][:, :0])
+            zeros = torch.zeros(latent.shape[0], device=self.device)
+            return zeros, zeros, memory
+        reward, logit, memory = rm.step(state.latent, latent, action, state.reward_memory)
+        _check_finite(state, reward=reward, termination=logit)
+        return reward.float(), torch.sigmoid(logit.float()), memory.float()
 
     def _restart_inputs(self, state: WorldState, restart: torch.Tensor, x: torch.Tensor, inputs: dict[str, Any],
                         updates: dict[str, Any], generator: torch.Generator | None
@@ -819,8 +841,16 @@ class WorldModel(nn.Module):
         reward, logit = self._heads(features[:, -1])
         _check_finite(state, reward=reward, termination=logit, features=features[:, -1],
                       state=[c["S"] for c in cache if "S" in c])
+        prob, memory = self._prob(logit, reward), None
+        if self.reward_model is not None:  # the context's transitions, in order: the memory of the episode so far
+            rewards, logits, memory = self.reward_model(latents, action[:, 1:] * known[:, 1:, None])
+            if T > 1:
+                reward, prob = rewards[:, -1].float(), torch.sigmoid(logits[:, -1].float())
+            else:
+                reward, prob = torch.zeros_like(reward), torch.zeros_like(reward)
+            _check_finite(state, reward=reward, termination=prob)
         return dataclasses.replace(state, cache=cache, step=state.step + T, latent=latents[:, -1], reward=reward,
-                                   termination_prob=self._prob(logit, reward), c2w=c2w, pitch=pitch)
+                                   termination_prob=prob, c2w=c2w, pitch=pitch, reward_memory=memory)
 
     def _check_steps(self, denoise_steps: int | None) -> int:
         steps = self.config.denoise_steps if denoise_steps is None else denoise_steps
@@ -900,6 +930,25 @@ class WorldModel(nn.Module):
         logs = {"loss": loss.item(), "l1": l1.item(), "mse": mse.item(), "ssim": s.item(),
                 "psnr": psnr(recon.detach().clamp(-1, 1), groups), "latent_std": z.detach().float().std().item()}
         return loss, logs
+
+    def reward_loss(self, latents: torch.Tensor, actions: Any, rewards: Any, terminated: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """The reward model's loss on windows: ``latents [B, T, C, h, w]`` (normalised, real or the model's own),
+        ``actions [B, T-1, A]`` (Box) or ``[B, T-1]`` (Discrete) as the env took them, ``rewards [B, T-1]`` and
+        ``terminated [B, T-1]`` the real env's. Returns ``(loss, logs)`` (reward MSE + termination BCE)."""
+        if self.reward_model is None:
+            raise InputError("this model has no reward model (config.reward_model_channels = 0); `neuralsim train "
+                             "reward` adds one")
+        self._check_latents(latents)
+        B, T = latents.shape[:2]
+        action, known, *_ = self._sequence_conditioning(B, T, actions, "actions")
+        target = torch.as_tensor(np.asarray(rewards.cpu() if isinstance(rewards, torch.Tensor) else rewards),
+                                 dtype=torch.float32, device=self.device)
+        done = torch.as_tensor(np.asarray(terminated.cpu() if isinstance(terminated, torch.Tensor) else terminated),
+                               device=self.device).bool()
+        for name, value in (("rewards", target), ("terminated", done)):
+            if tuple(value.shape) != (B, T - 1):
+                raise InputError(f"{name} must have shape {(B, T - 1)}, got {tuple(value.shape)}")
+        return self.reward_model.loss(latents.float(), action[:, 1:] * known[:, 1:, None], target, done)
 
     def dynamics_loss(self, latents: torch.Tensor, actions: Any, rewards: Any = None, terminated: Any = None,
                       prompts: Sequence[str | None] | None = None, generator: torch.Generator | None = None,

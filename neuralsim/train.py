@@ -46,7 +46,9 @@ from neuralsim.device import resolve_dtype
 from neuralsim.limits import MAX_SEED
 from neuralsim.session import DreamSession
 
-STAGES = ("autoencoder", "dynamics")
+STAGES = ("autoencoder", "dynamics", "reward")
+ALL_STAGES = ("autoencoder", "dynamics")  # what `train all` runs; the reward model is trained after, on its own
+DEFAULT_REWARD_MODEL_CHANNELS = 64  # `train reward` on a model without one adds this size (--set reward_model_channels=N)
 MAX_STEPS = 10_000_000
 
 
@@ -62,7 +64,7 @@ class StopTraining(Exception):
 class TrainConfig:
     """Every hyperparameter of a training run (logged in trainer_state.json)."""
 
-    stage: str = "all"  # autoencoder | dynamics | all
+    stage: str = "all"  # autoencoder | dynamics | reward | all (= autoencoder, then dynamics)
     data: str = ""
     out: str = ""
     preset: str = "default"
@@ -91,7 +93,8 @@ class TrainConfig:
     stop_after: int | None = None  # end this run at the first checkpoint at or after this step (resume later)
     cache_latents: bool = True  # dynamics: encode the dataset once (frozen autoencoder) instead of every batch
     latent_cache_dir: str | None = None  # dynamics: keep the encoded dataset here for later runs (None: memory only)
-    self_forcing: float = 0.0  # dynamics: fraction of batches whose history is the model's own rollout
+    self_forcing: float = 0.0  # dynamics: fraction of batches whose history is the model's own rollout; reward: fraction
+    #                           whose second half is the model's own rollout (the reward model learns the dream's frames)
     self_forcing_frames: int = 4  # the longest own rollout (latent frames) used as history
     still_windows: float = 0.0  # dynamics: fraction of windows replaced by their first frame held under the zero
     #                             action (reward 0): for camera worlds where zero means "do nothing", e.g. the room
@@ -131,11 +134,13 @@ def lr_at(step: int, cfg: TrainConfig, total: int, stage: str = "dynamics") -> f
 
 
 def stage_parameters(model: nn.Module, stage: str) -> dict[str, nn.Parameter]:
-    """The parameters a stage trains: the autoencoder alone, or everything else."""
+    """The parameters a stage trains: the autoencoder alone, the reward model alone, or everything else."""
     named = dict(model.named_parameters())
     if stage == "autoencoder":
         return {k: p for k, p in named.items() if k.startswith("autoencoder.")}
-    return {k: p for k, p in named.items() if not k.startswith("autoencoder.")}
+    if stage == "reward":
+        return {k: p for k, p in named.items() if k.startswith("reward_model.")}
+    return {k: p for k, p in named.items() if not k.startswith(("autoencoder.", "reward_model."))}
 
 
 class LatentCache:
@@ -274,6 +279,26 @@ class StageLoss(nn.Module):
             self.model.train(was_training)
         return torch.stack(own, dim=1)
 
+    @torch.no_grad()
+    def own_continuation(self, latents: torch.Tensor, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        """The windows with their second half replaced by the model's own rollout: real frames ``0..c-1`` (with their
+        actions) are the context, then the model dreams frames ``c..T-1`` under the batch's actions, ``c = T // 2``."""
+        model, T = self.model, latents.shape[1]
+        c = max(1, T // 2)
+        was_training = model.training
+        model.eval()
+        try:
+            prompts = batch.get("descriptions") if model.config.text_width else None
+            state = model.init_state(latents.shape[0], latents=latents[:, :c], actions=batch["actions"][:, : c - 1],
+                                     prompt=prompts, generator=generator)
+            own = []
+            for t in range(c - 1, T - 1):
+                latent, state = model.step(state, batch["actions"][:, t], generator)
+                own.append(latent)
+        finally:
+            model.train(was_training)
+        return torch.cat([latents[:, :c], torch.stack(own, dim=1).to(latents.dtype)], dim=1)
+
     def forward(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         if self.stage == "autoencoder":
             return self.model.autoencoder_loss(batch["frames"], generator=generator)
@@ -282,6 +307,12 @@ class StageLoss(nn.Module):
         else:
             with torch.no_grad():
                 latents = self.model.encode(batch["frames"])
+        if self.stage == "reward":  # real rewards; the frames real, or for a self_forcing share the model's own after T/2
+            own = self.self_forcing > 0 and float(torch.rand((1,), generator=generator)) < self.self_forcing
+            if own:
+                latents = self.own_continuation(latents, batch, generator)
+            loss, logs = self.model.reward_loss(latents, batch["actions"], batch["rewards"], batch["terminated"])
+            return loss, {**logs, "own_frames": float(own)}
         if self.still_windows > 0:
             latents, batch = self.hold_still(latents, batch, generator)
         if self.streaming:
@@ -542,7 +573,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
         return
 
     cache = None
-    if stage == "dynamics" and cfg.cache_latents:
+    if stage in ("dynamics", "reward") and cfg.cache_latents:
         t0 = time.perf_counter()
         model.eval()
         cache = LatentCache(model, dataset, store=cfg.latent_cache_dir if rank() == 0 else None)
@@ -605,7 +636,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
                     if k != "step":
                         writer.add_scalar(f"{stage}/{k}", v, done)
             bar.set_postfix(loss=f"{row['loss']:.4f}", sps=f"{rate:.0f}")
-        if rank() == 0 and cfg.sample_every and (done % cfg.sample_every == 0 or done == total_steps):
+        if rank() == 0 and cfg.sample_every and stage != "reward" and (done % cfg.sample_every == 0 or done == total_steps):
             write_sample(model, sample_batch, stage, out / "samples" / f"{stage}-{done:07d}.gif")
         if done % cfg.checkpoint_every == 0 or done == total_steps:
             if rank() == 0:
@@ -738,7 +769,7 @@ def validate(cfg: TrainConfig) -> Any:
     from neuralsim.data import Dataset, DatasetError
 
     if cfg.stage not in STAGES + ("all",):
-        raise TrainingError(f"stage must be one of autoencoder, dynamics, all; got {cfg.stage!r}")
+        raise TrainingError(f"stage must be one of autoencoder, dynamics, reward, all; got {cfg.stage!r}")
     if cfg.dtype not in TRAIN_DTYPES:  # resolved by neuralsim.device.resolve_dtype once the device is known
         raise TrainingError(f"--dtype must be auto, float32 or bfloat16, got {cfg.dtype!r}")
     for name in ("steps", "batch_size", "window", "checkpoint_every", "log_every"):
@@ -757,7 +788,7 @@ def validate(cfg: TrainConfig) -> Any:
         raise TrainingError("--still-windows needs the latent cache (cache_latents=True)")
     if not (isinstance(cfg.self_forcing, (int, float)) and 0.0 <= cfg.self_forcing <= 1.0):
         raise TrainingError(f"--self-forcing must be a fraction in [0, 1], got {cfg.self_forcing!r}")
-    if cfg.self_forcing > 0 and not (isinstance(cfg.self_forcing_frames, int) and 1 <= cfg.self_forcing_frames <= cfg.window - 1):
+    if cfg.self_forcing > 0 and cfg.stage != "reward" and not (isinstance(cfg.self_forcing_frames, int) and 1 <= cfg.self_forcing_frames <= cfg.window - 1):
         raise TrainingError(f"--self-forcing-frames must be an integer in [1, --window - 1 = {cfg.window - 1}], "
                             f"got {cfg.self_forcing_frames!r}")
     for name in ("own_history", "one_step_fraction"):
@@ -830,15 +861,17 @@ def _with_overrides(model: nn.Module, overrides: dict[str, Any]) -> nn.Module:
     except (ValueError, TypeError, KeyError) as exc:
         raise TrainingError(f"{option}: {exc}") from None
     mine, theirs = rebuilt.state_dict(), model.state_dict()
-    # A refiner may be added (its output layer starts at zero, so the model's outputs do not change); every
-    # other weight must stay as it is.
-    added = sorted(k for k in mine if k not in theirs and k.startswith("refiner.") and model.config.refiner_channels == 0)
+    # A refiner may be added (its output layer starts at zero, so the model's outputs do not change), or a reward model
+    # (it only adds predictions); every other weight must stay as it is.
+    added = sorted(k for k in mine if k not in theirs and (
+        (k.startswith("refiner.") and model.config.refiner_channels == 0)
+        or (k.startswith("reward_model.") and model.config.reward_model_channels == 0)))
     changed = sorted(k for k in set(mine) | set(theirs)
                      if k not in added and (k not in mine or k not in theirs or mine[k].shape != theirs[k].shape))
     if changed:
         raise TrainingError(f"{option} with --init changes the model's weights ({', '.join(changed[:3])}...); "
                             "--init continues a model, so only fields that keep every weight can change (or add a "
-                            "refiner: refiner_channels)")
+                            "refiner or a reward model: refiner_channels, reward_model_channels)")
     missing, _ = rebuilt.load_state_dict(theirs, strict=False)
     assert sorted(missing) == added, (missing, added)
     return rebuilt
@@ -869,7 +902,7 @@ def train(cfg: TrainConfig) -> Path:
     if is_distributed() and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     out = Path(cfg.out)
-    stages = STAGES if cfg.stage == "all" else (cfg.stage,)
+    stages = ALL_STAGES if cfg.stage == "all" else (cfg.stage,)
     existing = latest_checkpoint(out)
     if existing is not None and not cfg.resume and existing["stage"] in stages:
         raise TrainingError(f"--out {cfg.out!r} already holds a {existing['stage']} run; pass --resume to continue it "
@@ -890,14 +923,24 @@ def train(cfg: TrainConfig) -> Path:
         except (ValueError, FileNotFoundError) as exc:
             raise TrainingError(str(exc) if "--init" in str(exc) else f"--init {cfg.init!r}: {exc}") from None
         if cfg.config_overrides:  # --set on a continued model: fields that keep every weight's shape (e.g. a switch)
-            model = _with_overrides(model, cfg.config_overrides)
-    elif stages == ("dynamics",):
+            with torch.random.fork_rng(devices=[]):  # weights it adds (refiner, reward model) follow --seed
+                torch.manual_seed(cfg.seed)
+                model = _with_overrides(model, cfg.config_overrides)
+    elif stages in (("dynamics",), ("reward",)):
         if not (out / WEIGHTS_NAME).is_file():
-            raise TrainingError("dynamics needs a trained autoencoder: pass --init DIR, or run `neuralsim train autoencoder` "
+            raise TrainingError(f"{stages[0]} needs a trained {'autoencoder' if stages[0] == 'dynamics' else 'world model'}: "
+                                f"pass --init DIR, or run `neuralsim train {'autoencoder' if stages[0] == 'dynamics' else 'all'}` "
                                 "with the same --out first")
         model = WorldModel.from_pretrained(out)
     else:
         model = build_model(cfg, dataset)
+    if stages == ("reward",) and model.reward_model is None:  # the first reward run on this model: add one
+        with torch.random.fork_rng(devices=[]):  # its initial weights follow --seed, as a fresh model's do
+            torch.manual_seed(cfg.seed)
+            model = _with_overrides(model, {"reward_model_channels": DEFAULT_REWARD_MODEL_CHANNELS})
+        if rank() == 0:
+            print(f"added a reward model ({DEFAULT_REWARD_MODEL_CHANNELS} channels, "
+                  f"{sum(p.numel() for p in model.reward_model.parameters()):,} weights) to the model", flush=True)
     try:
         dataset.validate_for(tuple(model.config.image_size), model.config.action_spec)
     except ValueError as exc:  # DatasetError: the model being continued was trained for another world

@@ -247,13 +247,48 @@ def test_ball_moves_and_boxes_can_be_pushed():
 
 
 def test_fixed_target():
-    e = make(target="ball")
+    e = make(target="box1")
     for seed in range(5):
         _, info = e.reset(seed=seed)
-        assert e.layout["target"] == 0 and info["target"].endswith(" ball") and info["description"].endswith(info["target"])
+        assert e.layout["target"] == 2 and info["target"].endswith(" box") and info["description"].endswith(info["target"])
     e.close()
     with pytest.raises(ValueError, match=r"target must be None \(drawn per layout\) or one of \['ball', 'box0'"):
         make(target="sofa")
+
+
+def _target_pixels(e) -> int:
+    seg = e._renderer.render_segmentation(e.model, e.data, e._scene_option)
+    return int((seg[..., 0] == e._obj_geom[e._target]).sum())
+
+
+def test_default_task_is_the_ball_started_in_view():
+    e = make()
+    seen = 0
+    for seed in range(20):
+        _, info = e.reset(seed=seed)
+        s = e.privileged_state()
+        delta = s["objects"][s["target"]] - s["agent_xy"]
+        off = math.degrees(math.remainder(math.atan2(delta[1], delta[0]) - s["agent_yaw"], 2 * math.pi))
+        assert e.layout["target"] == 0 and info["target"].endswith(" ball") and abs(off) <= 25.0 + 1e-6
+        seen += _target_pixels(e) > 0
+    assert seen >= 18  # a box may stand in front of it
+    e.close()
+
+
+def test_start_view_none_and_target_none_give_the_earlier_rooms():
+    """``target=None, start_view_deg=None`` draws the layouts of earlier datasets; ``start_view_deg`` changes only the
+    start heading of a seed's room."""
+    old, new = make(target=None, start_view_deg=None), make(target=None)
+    for seed in range(5):
+        _, a = old.reset(seed=seed)
+        _, b = new.reset(seed=seed)
+        assert a["description"] == b["description"]
+        assert {k: v for k, v in old.layout.items() if k != "agent_yaw"} == {k: v for k, v in new.layout.items() if k != "agent_yaw"}
+    old.close()
+    new.close()
+    for bad in (-1.0, 181, "25", True):
+        with pytest.raises(ValueError, match="start_view_deg must be None"):
+            make(start_view_deg=bad)
 
 
 def test_soft_body_same_layout_and_deforms_when_pushed():

@@ -71,10 +71,11 @@ def test_evaluate_real_is_deterministic_and_batched():
     a = evaluate_real(random_policy_fn(space), "NeuralSimRoom-v0", {"max_episode_steps": 15}, seeds, max_steps=15, rng_seed=1)
     b = evaluate_real(random_policy_fn(space), "NeuralSimRoom-v0", {"max_episode_steps": 15}, seeds, max_steps=15, rng_seed=1)
     assert a == b and len(a["returns"]) == 3 and max(a["lengths"]) <= 15
-    turn = evaluate_real(constant_policy_fn("l", space), "NeuralSimRoom-v0", {"max_episode_steps": 10}, seeds, 10, record=1)
+    box = {"max_episode_steps": 10, "target": "box0"}  # a box target stays put (the ball rolls at the start)
+    turn = evaluate_real(constant_policy_fn("l", space), "NeuralSimRoom-v0", box, seeds, 10, record=1)
     assert turn["returns"] == pytest.approx([0, 0, 0], abs=1e-6)  # turning on the spot makes no progress
     assert turn["frames"].shape == (11, 64, 64, 3)
-    first = gym.make("NeuralSimRoom-v0").reset(seed=seeds[1])[0]
+    first = gym.make("NeuralSimRoom-v0", target="box0").reset(seed=seeds[1])[0]
     assert np.array_equal(turn["frames"][0], first) and not np.array_equal(turn["frames"][-1], first)
 
 

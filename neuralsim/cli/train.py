@@ -30,7 +30,8 @@ def parse_set(items: list[str]) -> dict:
 
 #: What the command line adds to TrainConfig's fields (everything else comes from the dataclass).
 OPTIONS = {
-    "stage": Option(positional=True, choices=("autoencoder", "dynamics", "all"), help="what to train"),
+    "stage": Option(positional=True, choices=("autoencoder", "dynamics", "reward", "all"),
+                    help="what to train (all = autoencoder, then dynamics; reward: the reward model of --init)"),
     "data": Option(required=True, help="dataset directory from `neuralsim collect`"),
     "out": Option(required=True, help="output directory (model + checkpoints + logs)"),
     "preset": Option(help="model size preset (see `neuralsim info --preset NAME`)"),
@@ -52,7 +53,8 @@ OPTIONS = {
     "progress": Option(help="progress bar"),
     "stop_after": Option(help="end this run after N steps of the stage (time boxing; continue later with --resume)"),
     "self_forcing": Option(help="dynamics: fraction of batches trained on the model's own rollout as history (0 = "
-                                "teacher forcing only; e.g. 0.5 to fine-tune a trained model against drift)"),
+                                "teacher forcing only; e.g. 0.5 to fine-tune a trained model against drift); reward: "
+                                "fraction of windows whose second half the model dreams (real rewards as targets)"),
     "latent_cache_dir": Option(flags=("--latent-cache",), metavar="DIR",
                                help="dynamics: keep the encoded dataset in DIR (named by a fingerprint of the "
                                     "autoencoder and the data) and reuse it in later runs instead of encoding again"),

@@ -1,0 +1,113 @@
+"""Reward and termination model: a small recurrent network that watches the latent frames of an episode.
+
+The world model's heads (``model.reward_head``) read the dynamics' features, pooled over every token and
+trained at random noise levels: they lose where things are, and barely track the room's reward even on
+real frames. This model reads the committed latents themselves (what the frame shows and what changed
+since the last one, so where the target is and whether the agent closes in on it) and keeps a GRU
+memory over the episode, as DIAMOND's reward/termination model does over frames; it runs beside the
+dynamics and never decodes a frame, so latent-observation dreams pay a few kFLOP per step for it.
+
+    reward   = progress(memory) . [action, 1] + bonus * P(terminated)
+    P(term.) = sigmoid(termination(memory))
+
+The progress term is linear in the action with coefficients read from the memory: walking changes the distance to the
+target by about ``forward * cos(bearing) + strafe * sin(bearing)``, a product a plain readout would have to learn.
+
+``bonus`` is learned (it starts at 0): the room's reward is a progress term plus a bonus on the step that
+ends the episode, and this split lets one sigmoid say both "the episode ends" and "the bonus is paid".
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RewardModel(nn.Module):
+    """Per-transition reward and termination logit from ``(previous latent, action, latent)`` and a memory.
+
+    Args:
+        latent_channels: channels ``C`` of a latent frame ``[C, h, w]``.
+        action_dim: width of the canonical action vector.
+        channels: width of the convolutions over a latent frame (the model's size knob).
+        hidden: size of the GRU memory.
+    """
+
+    def __init__(self, latent_channels: int, action_dim: int, channels: int = 64, hidden: int = 256) -> None:
+        super().__init__()
+        self.hidden = hidden
+        # The frame and its change since the last one, side by side: the change says whether the agent moved toward
+        # what it sees. Two stride-2 convolutions take an 8x8 latent to 2x2; the flatten keeps where things are.
+        self.frame = nn.Sequential(
+            nn.Conv2d(2 * latent_channels, channels, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.SiLU(),
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * channels, hidden), nn.SiLU(),
+        )
+        self.cell = nn.GRUCell(hidden + action_dim, hidden)
+        self.progress = nn.Linear(hidden, action_dim + 1)  # a coefficient per action component, and a constant
+        self.termination = nn.Linear(hidden, 1)
+        self.bonus = nn.Parameter(torch.zeros(()))
+
+    def initial_memory(self, batch_size: int, device: torch.device | str) -> torch.Tensor:
+        return torch.zeros(batch_size, self.hidden, device=device)
+
+    def _features(self, prev: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """``[N, C, h, w]`` twice → ``[N, hidden]``."""
+        return self.frame(torch.cat([latent, latent - prev], dim=1).float())
+
+    def _read(self, memory: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logit = self.termination(memory).squeeze(-1)
+        coef = self.progress(memory)
+        reward = (coef[:, :-1] * action).sum(-1) + coef[:, -1] + self.bonus * torch.sigmoid(logit)
+        return reward, logit
+
+    def step(self, prev: torch.Tensor, latent: torch.Tensor, action: torch.Tensor, memory: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One transition. ``prev``, ``latent``: ``[B, C, h, w]``; ``action``: ``[B, A]`` (zeros: none or
+        unknown); ``memory``: ``[B, hidden]`` → ``(reward [B], termination logit [B], new memory)``."""
+        memory = self.cell(torch.cat([self._features(prev, latent), action.float()], dim=-1), memory.float())
+        return (*self._read(memory, action.float()), memory)
+
+    def forward(self, latents: torch.Tensor, actions: torch.Tensor, memory: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A sequence: ``latents [B, T, C, h, w]``, ``actions [B, T-1, A]`` (action ``i`` leads from frame ``i`` to
+        ``i+1``). Without ``memory`` the first frame opens it (a transition from itself under no action).
+
+        Returns ``(rewards [B, T-1], termination logits [B, T-1], memory after the last frame)``."""
+        B, T = latents.shape[:2]
+        prev = torch.cat([latents[:, :1], latents[:, :-1]], dim=1)  # frame 0 follows itself
+        feats = self._features(prev.flatten(0, 1), latents.flatten(0, 1)).view(B, T, -1)  # all frames at once
+        moves = torch.cat([actions.new_zeros(B, 1, actions.shape[-1]), actions], dim=1).float()
+        if memory is None:
+            memory = self.initial_memory(B, latents.device)
+            first = 0
+        else:  # the memory has seen frame 0 already
+            first = 1
+        rewards, logits = [], []
+        for t in range(first, T):
+            memory = self.cell(torch.cat([feats[:, t], moves[:, t]], dim=-1), memory)
+            if t > 0:
+                reward, logit = self._read(memory, moves[:, t])
+                rewards.append(reward)
+                logits.append(logit)
+        if not rewards:
+            empty = latents.new_zeros(B, 0)
+            return empty, empty, memory
+        return torch.stack(rewards, 1), torch.stack(logits, 1), memory
+
+    def loss(self, latents: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Reward MSE + termination BCE over every transition of the windows (``rewards``, ``terminated``:
+        ``[B, T-1]``). Returns ``(loss, logs)``."""
+        pred, logit, _ = self(latents, actions)
+        target = rewards.float()
+        done = terminated.float()
+        mse = F.mse_loss(pred, target)
+        # Few steps end an episode: weight them up so the bonus is not learned as "never".
+        weight = 1.0 + done * (done.numel() / (done.sum() + 1.0)).clamp(max=50.0) * 0.1
+        bce = F.binary_cross_entropy_with_logits(logit, done, weight=weight)
+        logs = {"reward_mse": mse.item(), "termination_bce": bce.item(),
+                "termination_acc": ((logit > 0).float() == done).float().mean().item()}
+        return mse + bce, logs
