@@ -46,6 +46,10 @@ QUICK_PPO_KWARGS: dict[str, Any] = {**PPO_KWARGS, "n_steps": 32, "batch_size": 6
 ActFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
+#: The transfer benchmark's default action set: none of pitch or strafe, which the room's task does not need.
+WALK_AND_TURN = ("w", "j", "l", "wj", "wl")
+
+
 @dataclass
 class TransferConfig:
     """Budgets of the transfer benchmark (``--quick``: :meth:`quick`)."""
@@ -61,7 +65,9 @@ class TransferConfig:
     workdir: str = "runs/transfer"
     out: str = "benchmarks/results/transfer.json"  # quick runs: transfer-quick.json (a smoke run, not a score)
     ppo: dict[str, Any] = field(default_factory=lambda: dict(PPO_KWARGS))
-    keys: tuple[str, ...] | None = None  # discrete key-set actions in both worlds (agents.wrappers); None: the Box(4)
+    # Discrete key-set actions in both worlds (agents.wrappers); None: the continuous Box(4). Walk and turn by default:
+    # with pitch in the action set PPO learned to look at the floor or ceiling, in both worlds.
+    keys: tuple[str, ...] | None = WALK_AND_TURN
     obs: str = "rgb"  # "latent": the agent observes latent frames (dream: obs_type="latent"; real: LatentObservation)
     quick: bool = False
 

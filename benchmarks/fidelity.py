@@ -598,9 +598,17 @@ def reward_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], *, k:
     d = dream_rollout(model, np.stack([ep["raw"] for ep in eps]), ctx_actions,
                       np.stack([ep["actions"][n_ctx - 1 :] for ep in eps]), [ep["description"] for ep in eps],
                       dream_seed, denoise_steps)
-    return {"real_rewards": np.stack([ep["rewards"][n_ctx - 1 :] for ep in eps]), "dream_rewards": d["rewards"],
-            "real_terminated": terminated[:, n_ctx - 1 :], "dream_termination": d["termination"],
-            "valid": valid[:, n_ctx - 1 :]}
+    out = {"real_rewards": np.stack([ep["rewards"][n_ctx - 1 :] for ep in eps]), "dream_rewards": d["rewards"],
+           "real_terminated": terminated[:, n_ctx - 1 :], "dream_termination": d["termination"],
+           "valid": valid[:, n_ctx - 1 :]}
+    if getattr(model, "reward_model", None) is not None and k == 1:  # its ceiling: the same steps seen on real frames
+        latents = model.encode(np.stack([ep["obs"] for ep in eps])[:, :, None].reshape(-1, 1, *eps[0]["obs"].shape[1:]))
+        latents = latents.view(len(eps), steps + 1, *latents.shape[2:])
+        action, known, *_ = model._sequence_conditioning(len(eps), steps + 1, np.stack([ep["actions"] for ep in eps]), "a")
+        rewards, logits, _ = model.reward_model(latents, action[:, 1:] * known[:, 1:, None])
+        out["real_frames_rewards"] = rewards[:, n_ctx - 1 :].float().numpy()
+        out["real_frames_termination"] = torch.sigmoid(logits[:, n_ctx - 1 :].float()).numpy()
+    return out
 
 
 def reward_metrics(protocols: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -622,6 +630,14 @@ def reward_metrics(protocols: dict[str, dict[str, Any]]) -> dict[str, Any]:
     m["termination_f1"] = f1_score(cat["dt"], cat["rt"])
     m["termination_positives"] = int(cat["rt"].sum())
     m["termination_predicted"] = int(cat["dt"].sum())
+    if all("real_frames_rewards" in p for p in protocols.values()):  # the reward model on the real frames: its ceiling
+        pairs = [(p["real_rewards"][:, :REWARD_STEPS][v], p["real_frames_rewards"][:, :REWARD_STEPS][v],
+                  p["real_terminated"][:, :REWARD_STEPS][v], p["real_frames_termination"][:, :REWARD_STEPS][v] > 0.5)
+                 for p in protocols.values() for v in [p["valid"][:, :REWARD_STEPS]]]
+        m["reward_corr_t1_16_real_frames"] = pearson(np.concatenate([a for a, _, _, _ in pairs]),
+                                                     np.concatenate([b for _, b, _, _ in pairs]))
+        m["termination_f1_real_frames"] = f1_score(np.concatenate([d for *_, d in pairs]),
+                                                   np.concatenate([c for _, _, c, _ in pairs]))
     return m
 
 
@@ -705,7 +721,8 @@ def print_report(r: dict[str, Any], horizons: Sequence[int]) -> None:
     print(f"revisit: vs real {_f(r['revisit_psnr_vs_real'])} dB, vs first visit {_f(r['revisit_psnr_vs_first_visit'])} dB")
     print(f"reward (default task) corr t1-16 {_f(r['reward_corr_t1_16'], 3)}; termination F1 {_f(r['termination_f1'], 3)} "
           f"({r['termination_positives']} positives, {r['termination_predicted']} predicted); per policy: " + ", ".join(
-              f"{p} {_f(r.get(f'reward_corr_t1_16_{p}'), 3)} / {_f(r.get(f'termination_f1_{p}'), 3)}" for p in REWARD_PROTOCOLS))
+              f"{p} {_f(r.get(f'reward_corr_t1_16_{p}'), 3)} / {_f(r.get(f'termination_f1_{p}'), 3)}" for p in REWARD_PROTOCOLS)
+          + f"; on the real frames {_f(r.get('reward_corr_t1_16_real_frames'), 3)} / {_f(r.get('termination_f1_real_frames'), 3)}")
     print(f"long rollout {r['long_rollout_steps']} steps: finite={r['long_rollout_finite']} collapsed={r['long_rollout_collapsed']}")
     print(f"  degenerate checkpoints: dream {_f(r.get('long_rollout_degenerate_share'), 2)}, real room after the same "
           f"actions {_f(r.get('long_rollout_real_degenerate_share'), 2)} (collapsed: dream > real + {COLLAPSE_MARGIN})")

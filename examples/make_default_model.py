@@ -8,7 +8,8 @@ autoencoder (1,800 steps) → the dynamics (2,000 steps, windows of 6) → 300 s
 and a context window of 128 in its config → six streaming stages (`STREAMING_STAGES`: 600 + 700 + 700 + 800 +
 800 + 800 steps, each frame trained exactly as it is sampled, windows of 6, 10 and 16, more and more of the model's
 own history and of still windows; the fifth adds the changes-only latent refiner, `refiner_channels=32,
-refiner_reads_changes=true`). Beside the dynamics and
+refiner_reads_changes=true`) → the reward model (`neuralsim train reward`, 2,500 steps on 1,280 episodes of the
+room's default task, a quarter of the windows ending in the model's own dream). Beside the dynamics and
 self-forcing stages, on the second core, the decoder trains alone on the frozen encoder's latents (2,500 steps,
 `examples/finetune_decoder.py`); it is merged in before the streaming stages, which leave it untouched. The
 dataset's latents are kept in OUT/latent_cache (keyed by the encoder and the data), so every dynamics stage after
@@ -53,10 +54,6 @@ class StreamingStage:
     seed_offset: int = 0  # added to the recipe's seed (a stage that repeats the last one's windows draws others)
 
 
-# The room's options for the world's data (the layouts and starts the shipped model learned): the task's target drawn per
-# layout and a uniform start heading, as the room's defaults were before the ball task (both give the same world).
-WORLD_ENV_KWARGS = {"target": None, "start_view_deg": None}
-
 # Six stages, each from the last: longer windows, more of the model's own history, more still windows; the fifth adds
 # the changes-only refiner (zero-initialised: it starts as the model before it), the sixth repeats it on other windows
 # at a lower rate. The shipped run measured each (README, "what was tried"); they are the steps of that run, not a
@@ -100,6 +97,12 @@ class Recipe:
     denoise_steps: int = 1  # the shipped sampler setting
     context_window: int = 128  # the dream's context restarts from its last frame after this many (long rollouts drift)
     streaming_stages: int = len(STREAMING_STAGES)  # how many of STREAMING_STAGES to run after the merge (0 = none)
+    # The reward model: trained alone on its own data of the room's default task (the ball), after the dynamics.
+    reward_episodes: int = 1280  # 0 = no reward model (the dynamics' heads predict reward and termination)
+    reward_seed: int = 2_000_000  # its episodes' seeds: apart from the world's data and the benchmarks' held-out seeds
+    reward_steps: int = 2500
+    reward_lr: float = 1e-3
+    reward_own_share: float = 0.25  # windows whose second half the model dreams (--self-forcing of `train reward`)
     dtype: str = "float32"  # as the shipped run (bf16 gave no speed-up on these small convs and matmuls)
     resume: bool = False
     install: bool = False
@@ -117,7 +120,7 @@ def main() -> None:
     out = Path(recipe.out)
     data, model_dir = out / "data", out / "model"
     if recipe.install_only:
-        done = [out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [out / "final", model_dir]
+        done = [out / "reward"] + [out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [out / "final", model_dir]
         install(next(d for d in done if (d / "config.json").exists()))
         return
     t0 = time.perf_counter()
@@ -125,11 +128,11 @@ def main() -> None:
     from neuralsim.data import collect
 
     if not (data / "manifest.json").exists() or recipe.resume:
-        # The room as the shipped model's data saw it: a target drawn per layout, a uniform start heading (the room's
-        # default task since 2026-11-30 is the ball, started in view; the world itself is the same).
+        # The room's default env: its provenance is the task `neuralsim eval transfer` measures. (The shipped model's
+        # data predates the ball task: target drawn per layout, uniform start heading; the world is the same, and
+        # env_kwargs={"target": None, "start_view_deg": None} collects those rooms again.)
         summary = collect("NeuralSimRoom-v0", data, episodes=recipe.episodes, policy=recipe.policy, workers=recipe.workers,
-                          seed=recipe.seed, max_steps=recipe.max_steps, resume=(data / "manifest.json").exists(),
-                          env_kwargs=WORLD_ENV_KWARGS)
+                          seed=recipe.seed, max_steps=recipe.max_steps, resume=(data / "manifest.json").exists())
         print("collected:", summary, flush=True)
     t_collect = time.perf_counter() - t0
 
@@ -216,6 +219,21 @@ def main() -> None:
             timings[f"streaming {i + 1}"] = time.perf_counter() - t
             init = stage_dir
         final_dir = init
+    # The reward model reads the committed latents, so it trains after the dynamics, on data whose rewards are the task's.
+    if recipe.reward_episodes > 0:
+        reward_data, reward_dir = out / "reward_data", out / "reward"
+        t = time.perf_counter()
+        if not (reward_data / "manifest.json").exists() or recipe.resume:
+            collect("NeuralSimRoom-v0", reward_data, episodes=recipe.reward_episodes, policy=recipe.policy,
+                    workers=recipe.workers, seed=recipe.reward_seed, max_steps=recipe.max_steps,
+                    resume=(reward_data / "manifest.json").exists())
+        train(TrainConfig(stage="reward", out=str(reward_dir), init=str(final_dir), data=str(reward_data),
+                          steps=recipe.reward_steps, lr=recipe.reward_lr, window=32, batch_size=32, warmup=100,
+                          self_forcing=recipe.reward_own_share, seed=recipe.seed, dtype=recipe.dtype,
+                          latent_cache_dir=str(out / "latent_cache"),
+                          resume=recipe.resume and (reward_dir / "checkpoints" / "latest.json").exists()))
+        timings["reward model"] = time.perf_counter() - t
+        final_dir = reward_dir
     t_total = time.perf_counter() - t0
     stages = ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in timings.items())
     print(f"recipe done: {stages}; total {t_total / 60:.1f} min of wall clock", flush=True)

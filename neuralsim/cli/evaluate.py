@@ -42,8 +42,9 @@ def add_transfer_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--workdir", default=None, help=f"where policies and GIFs go (default {d.workdir}; with --quick a new "
                                                   "temporary directory, so a smoke run leaves nothing in the current one)")
     t.add_argument("--out", default=None, help="results JSON (default WORKDIR/transfer.json; transfer-quick.json with --quick)")
-    t.add_argument("--keys", default=None, help="discrete key-set actions in both worlds, comma-separated, e.g. "
-                                               "w,j,l,wj,wl (default: the continuous Box(4) camera actions)")
+    t.add_argument("--keys", default=None, help="discrete key-set actions in both worlds, comma-separated (default "
+                                               f"{','.join(d.keys)}: walk and turn), or 'box' for the continuous "
+                                               "Box(4) camera actions")
     t.add_argument("--obs", choices=("rgb", "latent"), default=d.obs,
                    help="what the agents observe: rgb frames (default) or the world model's latent frames (the dream "
                         "skips its decoder; real frames go through the checkpoint's encoder)")
@@ -61,7 +62,7 @@ def config_from_args(args: argparse.Namespace):
         workdir = tempfile.mkdtemp(prefix="neuralsim-transfer-quick-") if args.quick else TransferConfig.workdir
     base = dict(model=args.model, workdir=workdir, obs=getattr(args, "obs", None) or "rgb", **overrides)
     if getattr(args, "keys", None):
-        base["keys"] = tuple(args.keys.split(","))
+        base["keys"] = None if args.keys == "box" else tuple(args.keys.split(","))
     base["out"] = args.out if args.out is not None else str(Path(workdir) / ("transfer-quick.json" if args.quick
                                                                               else "transfer.json"))
     return TransferConfig.quick_config(**base) if args.quick else TransferConfig(**base)
