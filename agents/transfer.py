@@ -46,6 +46,7 @@ QUICK_PPO_KWARGS: dict[str, Any] = {**PPO_KWARGS, "n_steps": 32, "batch_size": 6
 ActFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
+REWARD_STEPS = 16  # steps of every agreement episode over which the dream's reward is compared with the real one
 #: The transfer benchmark's default action set: none of pitch or strafe, which the room's task does not need.
 WALK_AND_TURN = ("w", "j", "l", "wj", "wl")
 
@@ -271,7 +272,7 @@ def real_starts(env_id: str, env_kwargs: dict[str, Any], seeds: list[int]) -> tu
 
 def evaluate_real(act: ActFn, env_id: str, env_kwargs: dict[str, Any], seeds: list[int], max_steps: int,
                   rng_seed: int = 0, record: int | None = None, keysets: tuple[str, ...] | None = None,
-                  encoder: Any = None) -> dict[str, Any]:
+                  encoder: Any = None, trace: int = 0) -> dict[str, Any]:
     """Run one episode per seed in the real env, all episodes stepped in lockstep (batched policy forwards).
 
     ``encoder``: observe latent frames through :class:`~neuralsim.envs.latent.LatentObservation` (as
@@ -279,7 +280,9 @@ def evaluate_real(act: ActFn, env_id: str, env_kwargs: dict[str, Any], seeds: li
 
     Returns:
         ``{"returns", "successes", "lengths"}`` (lists, one per seed) and, if ``record`` is an index,
-        ``"frames"`` of that episode (rgb; with ``encoder``, the frames as encoded).
+        ``"frames"`` of that episode (rgb; with ``encoder``, the frames as encoded); with ``trace > 0``,
+        ``"trace"``: the first ``trace`` steps of every episode, ``{"actions": [n, trace, ...], "rewards": [n, trace],
+        "terminated": [n, trace], "valid": [n, trace]}`` (valid: the episode had not ended before the step).
     """
     envs = [wrap_real_env(gym.make(env_id, **env_kwargs), keysets, encoder) for _ in seeds]
     pixels = (lambda i, o: o.copy()) if encoder is None else (lambda i, o: envs[i].frame.copy())  # noqa: E731
@@ -289,8 +292,13 @@ def evaluate_real(act: ActFn, env_id: str, env_kwargs: dict[str, Any], seeds: li
     returns, lengths = np.zeros(n), np.zeros(n, dtype=int)
     success, active = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
     frames = [pixels(record, obs[record])] if record is not None else None
-    for _ in range(max_steps):
+    traced: dict[str, list[np.ndarray]] = {"actions": [], "rewards": [], "terminated": [], "valid": []}
+    for t in range(max_steps):
         actions = act(obs, rng)
+        step_rewards, step_ended = np.zeros(n, np.float32), np.zeros(n, bool)
+        if t < trace:
+            traced["actions"].append(np.asarray(actions).copy())
+            traced["valid"].append(active.copy())
         for i in np.flatnonzero(active):
             o, r, term, trunc, info = envs[i].step(actions[i])
             obs[i] = o
@@ -298,6 +306,10 @@ def evaluate_real(act: ActFn, env_id: str, env_kwargs: dict[str, Any], seeds: li
             lengths[i] += 1
             success[i] |= bool(info.get("success", term))
             active[i] = not (term or trunc)
+            step_rewards[i], step_ended[i] = r, term
+        if t < trace:
+            traced["rewards"].append(step_rewards)
+            traced["terminated"].append(step_ended)
         if frames is not None and lengths[record] > len(frames) - 1:
             frames.append(pixels(record, obs[record]))
         if not active.any():
@@ -307,7 +319,52 @@ def evaluate_real(act: ActFn, env_id: str, env_kwargs: dict[str, Any], seeds: li
     out = {"returns": returns.tolist(), "successes": success.tolist(), "lengths": lengths.tolist()}
     if frames is not None:
         out["frames"] = np.stack(frames)
+    if trace and traced["actions"]:
+        out["trace"] = {k: np.stack(v, axis=1) for k, v in traced.items()}
     return out
+
+
+def replay_in_dream(model: str, starts: np.ndarray, prompts: list[str], actions: np.ndarray, seed: int = 0,
+                    keysets: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Open loop: the dream from each real first frame and description under the actions the real episode took
+    (``[n, T, ...]``, as the policy gave them), nothing decoded. Returns the dream's predicted ``rewards [n, T]`` and
+    ``termination_prob [n, T]`` (a row that the dream ends early keeps being stepped: the actions are fixed)."""
+    from neuralsim.agents.wrappers import keyset_vectors
+    from neuralsim.session import DreamSession
+
+    n, T = actions.shape[:2]
+    session = DreamSession(model)
+    vectors = None if keysets is None else keyset_vectors(keysets, session.action_space, name="model")
+    generator = session.generator(seed)
+    # Real frames of another size than the model's are resized as its dataset's were (as evaluate_dream does).
+    inputs = session.check_start(n, image=starts, prompt=prompts, resize=True)
+    state, _, _ = session.start(n, generator, inputs)
+    rewards, probs = [], []
+    for t in range(T):
+        a = actions[:, t]
+        if vectors is not None:
+            a = vectors[np.asarray(a, dtype=np.int64)]
+        out = session.step(state, np.ascontiguousarray(a, np.float32), generator, decode=False)
+        state = out.state
+        rewards.append(out.reward)
+        probs.append(out.termination_prob)
+    return {"rewards": np.stack(rewards, 1), "termination_prob": np.stack(probs, 1)}
+
+
+def reward_agreement(real_traces: list[dict[str, np.ndarray]], dream: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Pearson of the dream's predicted vs the real reward over the traced steps (steps 1-16 of every episode, each
+    policy's actions replayed open loop), and the termination F1 (probability > 0.5 vs the real episode ending),
+    steps after an episode's end left out."""
+    real_r = np.concatenate([t["rewards"][t["valid"]] for t in real_traces])
+    dream_r = np.concatenate([d["rewards"][t["valid"]] for t, d in zip(real_traces, dream)])
+    real_t = np.concatenate([t["terminated"][t["valid"]] for t in real_traces])
+    dream_t = np.concatenate([d["termination_prob"][t["valid"]] > 0.5 for t, d in zip(real_traces, dream)])
+    corr = float(np.corrcoef(real_r, dream_r)[0, 1]) if real_r.std() > 0 and dream_r.std() > 0 else None
+    tp = int((real_t & dream_t).sum())
+    f1 = 2 * tp / (2 * tp + int((dream_t & ~real_t).sum()) + int((~dream_t & real_t).sum())) if real_t.any() else None
+    return {"reward_corr_t1_16": None if corr is None else round(corr, 4),
+            "termination_f1": None if f1 is None else round(f1, 4), "reward_steps": int(len(real_r)),
+            "termination_positives": int(real_t.sum()), "termination_predicted": int(dream_t.sum())}
 
 
 def evaluate_dream(act: ActFn, model: str, starts: np.ndarray, prompts: list[str], max_steps: int, seed: int = 0,
@@ -463,11 +520,13 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
         for p in runs[world][0]["policies"]:
             candidates.append((f"PPO in {world} @ {p['steps']:,}", saved_policy_fn(p["path"])))
     candidates += [("random", random_policy_fn(action_space)), *scripted.items()]
-    agreement = []
+    agreement, traces, replays = [], [], []
     for name, act in candidates:
         log(f"agreement: {name} in the real env and in the dream...")
         real = evaluate_real(act, env_id, eval_kwargs, agree_seeds, cfg.max_episode_steps, rng_seed=7, keysets=keys,
-                             encoder=encoder)
+                             encoder=encoder, trace=REWARD_STEPS)
+        traces.append(real["trace"])  # the reward prediction, open loop on the real episode's actions
+        replays.append(replay_in_dream(cfg.model, starts, prompts, real["trace"]["actions"], seed=7, keysets=keys))
         dream = evaluate_dream(act, cfg.model, starts, prompts, cfg.max_episode_steps, seed=7, keysets=keys,
                                obs_type=cfg.obs)
         agreement.append({"policy": name, "real_return": float(np.mean(real["returns"])),
@@ -475,6 +534,7 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
                           "real_success": float(np.mean(real["successes"])), "dream_success": float(np.mean(dream["successes"])),
                           "_act": act})
     rho = spearman([a["real_return"] for a in agreement], [a["dream_return"] for a in agreement])
+    rewards = reward_agreement(traces, replays)
 
     # 4. Where dream and real disagree most (returns scaled by their spread), the same start in both, side by side.
     spread = lambda k: max(np.ptp([a[k] for a in agreement]), 1e-9)  # noqa: E731
@@ -493,6 +553,9 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
         "rows": rows, "transfer_score": None if math.isnan(score) else round(score, 3),
         "dream_vs_real_training_speed": round(rows[0]["train_env_steps_per_s"]["mean"] / rows[1]["train_env_steps_per_s"]["mean"], 3),
         "agreement": agreement, "spearman": None if math.isnan(rho) else round(rho, 3),
+        # The dream's reward along the real episodes of the agreement's policies (their first REWARD_STEPS actions,
+        # replayed open loop from the same real first frames): the reward model as the PPO agent meets it.
+        **rewards,
         # real_return / dream_return: the policy's means in the agreement table (what "largest" was judged on);
         # the GIF shows one of those episodes (the first start), whose own returns are gif_real/dream_return.
         "disagreement_gif": {"path": str(gif), "policy": worst["policy"], "seed": agree_seeds[0],
@@ -523,6 +586,10 @@ def format_table(results: dict[str, Any]) -> str:
     for a in results["agreement"]:
         lines.append(f"{a['policy']:<28}{a['real_return']:>13.2f}{a['dream_return']:>14.2f}")
     lines.append(f"Spearman rank correlation dream vs real: {results['spearman']}")
+    if "reward_corr_t1_16" in results:
+        lines.append(f"dream reward vs real over steps 1-{REWARD_STEPS} (the agreement policies' real actions, open loop): "
+                     f"Pearson {results['reward_corr_t1_16']}, termination F1 {results['termination_f1']} "
+                     f"({results['termination_positives']} real endings, {results['termination_predicted']} predicted)")
     g = results["disagreement_gif"]
     lines.append(f"largest disagreement: {g['policy']} (mean return real {g['real_return']:.2f}, dream "
                  f"{g['dream_return']:.2f}, as in the table); GIF of its first episode (seed {g['seed']}: real "

@@ -5,10 +5,10 @@
 (One torch thread per job: on a 2-core machine two threads competing with the collection workers or anything
 else are far slower.) Stages: collect 400 episodes of NeuralSimRoom-v0 with the `explore` policy → the 8×
 autoencoder (1,800 steps) → the dynamics (2,000 steps, windows of 6) → 300 self-forcing steps → 1 denoise step
-and a context window of 128 in its config → six streaming stages (`STREAMING_STAGES`: 600 + 700 + 700 + 800 +
-800 + 800 steps, each frame trained exactly as it is sampled, windows of 6, 10 and 16, more and more of the model's
-own history and of still windows; the fifth adds the changes-only latent refiner, `refiner_channels=32,
-refiner_reads_changes=true`) → the reward model (`neuralsim train reward`, 2,500 steps on 1,280 episodes of the
+and a context window of 128 in its config → seven streaming stages (`STREAMING_STAGES`: 600 + 700 + 700 + 800 +
+800 + 800 + 600 steps, each frame trained exactly as it is sampled, windows of 6, 10, 16 and 64, more and more of the
+model's own history and of still windows; the fifth adds the changes-only latent refiner, `refiner_channels=32,
+refiner_reads_changes=true`; the seventh trains 16 frames after a burn-in of 48) → the reward model (`neuralsim train reward`, 2,500 steps on 1,280 episodes of the
 room's default task, a quarter of the windows ending in the model's own dream). Beside the dynamics and
 self-forcing stages, on the second core, the decoder trains alone on the frozen encoder's latents (2,500 steps,
 `examples/finetune_decoder.py`); it is merged in before the streaming stages, which leave it untouched. The
@@ -52,11 +52,12 @@ class StreamingStage:
     still_windows: float
     config: tuple[tuple[str, Any], ...] = ()  # model config fields the stage sets (`--set`), e.g. adding the refiner
     seed_offset: int = 0  # added to the recipe's seed (a stage that repeats the last one's windows draws others)
+    burn_in: int = 0  # the window's first real frames only build the state (long contexts; `--burn-in`)
 
 
-# Six stages, each from the last: longer windows, more of the model's own history, more still windows; the fifth adds
+# Seven stages, each from the last: longer windows, more of the model's own history, more still windows; the fifth adds
 # the changes-only refiner (zero-initialised: it starts as the model before it), the sixth repeats it on other windows
-# at a lower rate. The shipped run measured each (README, "what was tried"); they are the steps of that run, not a
+# at a lower rate, the seventh trains 16 frames after a burn-in of 48 (windows of 64: the context a long dream has). The shipped run measured each (README, "what was tried"); they are the steps of that run, not a
 # tuned schedule.
 STREAMING_STAGES = (
     StreamingStage(steps=600, window=6, batch_size=32, lr=3e-4, warmup=100, own_history=0.5, one_step_fraction=0.7,
@@ -71,6 +72,8 @@ STREAMING_STAGES = (
                    still_windows=0.3, config=(("refiner_channels", 32), ("refiner_reads_changes", True)), seed_offset=1),
     StreamingStage(steps=800, window=16, batch_size=16, lr=1.5e-4, warmup=50, own_history=0.9, one_step_fraction=0.8,
                    still_windows=0.3, seed_offset=2),
+    StreamingStage(steps=600, window=64, batch_size=16, lr=1.5e-4, warmup=50, own_history=0.9, one_step_fraction=0.8,
+                   still_windows=0.3, seed_offset=4, burn_in=48),
 )
 
 
@@ -213,6 +216,7 @@ def main() -> None:
                               config_overrides=overrides,
                               lr=stage.lr, warmup=stage.warmup, own_history=stage.own_history,
                               one_step_fraction=stage.one_step_fraction, still_windows=stage.still_windows,
+                              burn_in=stage.burn_in,
                               resume=recipe.resume and (stage_dir / "checkpoints" / "latest.json").exists(),
                               **{**common, "window": stage.window, "batch_size": stage.batch_size,
                                  "seed": recipe.seed + stage.seed_offset}))

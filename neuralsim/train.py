@@ -850,6 +850,17 @@ def validate(cfg: TrainConfig) -> Any:
     return dataset
 
 
+def init_reward_bonus(model: nn.Module, dataset: Any) -> float:
+    """Start a new reward model's success bonus at the data's: the mean reward of the steps that end an episode minus
+    that of the others (0 without any). A scalar that AdamW moves by about the learning rate per step would need
+    thousands of steps to climb to the room's 10. Returns the value set."""
+    rewards, ended = dataset.step_column("rewards"), dataset.step_column("terminated")
+    bonus = float(rewards[ended].mean() - rewards[~ended].mean()) if ended.any() and (~ended).any() else 0.0
+    with torch.no_grad():
+        model.reward_model.bonus.fill_(bonus)
+    return bonus
+
+
 def _with_overrides(model: nn.Module, overrides: dict[str, Any]) -> nn.Module:
     """``model`` rebuilt with ``--set`` fields changed and its weights kept; refused when a field changes a weight."""
     from neuralsim.model import WorldModel
@@ -938,9 +949,11 @@ def train(cfg: TrainConfig) -> Path:
         with torch.random.fork_rng(devices=[]):  # its initial weights follow --seed, as a fresh model's do
             torch.manual_seed(cfg.seed)
             model = _with_overrides(model, {"reward_model_channels": DEFAULT_REWARD_MODEL_CHANNELS})
+        bonus = init_reward_bonus(model, dataset)
         if rank() == 0:
             print(f"added a reward model ({DEFAULT_REWARD_MODEL_CHANNELS} channels, "
-                  f"{sum(p.numel() for p in model.reward_model.parameters()):,} weights) to the model", flush=True)
+                  f"{sum(p.numel() for p in model.reward_model.parameters()):,} weights; success bonus from the data: "
+                  f"{bonus:.3f}) to the model", flush=True)
     try:
         dataset.validate_for(tuple(model.config.image_size), model.config.action_spec)
     except ValueError as exc:  # DatasetError: the model being continued was trained for another world

@@ -147,3 +147,20 @@ def test_train_reward_adds_a_reward_model_trains_only_it_and_resumes(dataset, tm
 def test_train_reward_without_a_model_is_refused(dataset, tmp_path):
     with pytest.raises(TrainingError, match="reward needs a trained world model: pass --init"):
         train(train_config(dataset, tmp_path / "none", stage="reward"))
+
+
+def test_a_new_reward_model_starts_with_the_datas_success_bonus(dataset):
+    from neuralsim.data import Dataset
+    from neuralsim.train import init_reward_bonus
+
+    data = Dataset(dataset)
+    episodes = [data.episode(i) for i in range(data.num_episodes)]
+    for name in ("rewards", "terminated", "actions"):
+        np.testing.assert_array_equal(data.step_column(name), np.concatenate([e[name] for e in episodes]))
+    with pytest.raises(ValueError, match="name must be 'actions', 'rewards'"):
+        data.step_column("frames")
+    rewards, ended = data.step_column("rewards"), data.step_column("terminated")
+    expected = float(rewards[ended].mean() - rewards[~ended].mean()) if ended.any() else 0.0
+    model = _with_reward_model(make_tiny_model())
+    assert init_reward_bonus(model, data) == pytest.approx(expected)
+    assert model.reward_model.bonus.item() == pytest.approx(expected)

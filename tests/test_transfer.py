@@ -153,3 +153,27 @@ def test_room_baseline_example(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     last = json.loads(out.stdout.strip().splitlines()[-1])
     assert last["room_kwargs"] == {"action_type": "discrete", "target": "ball"} and "random" in last["real"]
+
+
+def test_real_traces_and_their_open_loop_replay_in_the_dream(tiny_checkpoint):
+    from neuralsim.agents.transfer import replay_in_dream, reward_agreement
+
+    space = gym.spaces.Box(-1, 1, (4,), np.float32)
+    seeds = [500_000, 500_001]
+    res = evaluate_real(constant_policy_fn("w", space), "NeuralSimRoom-v0", {"max_episode_steps": 30}, seeds, 30, trace=5)
+    trace = res["trace"]
+    assert trace["actions"].shape == (2, 5, 4) and trace["rewards"].shape == trace["valid"].shape == (2, 5)
+    assert np.allclose(trace["actions"], [1, 0, 0, 0]) and trace["valid"].all()
+    full = evaluate_real(constant_policy_fn("w", space), "NeuralSimRoom-v0", {"max_episode_steps": 5}, seeds, 5)
+    np.testing.assert_allclose(trace["rewards"].sum(1), full["returns"], rtol=1e-5)  # the traced steps are the episode's
+    starts = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    a = replay_in_dream(str(tiny_checkpoint), starts, ["a room", "a room"], trace["actions"], seed=3)
+    b = replay_in_dream(str(tiny_checkpoint), starts, ["a room", "a room"], trace["actions"], seed=3)
+    assert a["rewards"].shape == a["termination_prob"].shape == (2, 5)
+    np.testing.assert_array_equal(a["rewards"], b["rewards"])
+    # The agreement: a dream that predicts the real rewards exactly scores 1; steps after an end are left out.
+    real = {"rewards": np.array([[1.0, 2.0, 12.0, 5.0]]), "terminated": np.array([[False, False, True, False]]),
+            "valid": np.array([[True, True, True, False]])}
+    dream = {"rewards": np.array([[1.0, 2.0, 12.0, -99.0]]), "termination_prob": np.array([[0.1, 0.2, 0.9, 0.0]])}
+    m = reward_agreement([real], [dream])
+    assert m["reward_corr_t1_16"] == pytest.approx(1.0) and m["termination_f1"] == 1.0 and m["reward_steps"] == 3

@@ -656,6 +656,15 @@ class Dataset:
             out["poses"] = self._read(s, "poses", fo[j], fo[j + 1])
         return out
 
+    def step_column(self, name: str) -> np.ndarray:
+        """A per-step array of every episode, in episode order, without reading any frame: ``"actions"``
+        ``[num_steps, ...]``, ``"rewards"`` ``[num_steps]`` float32, ``"terminated"`` / ``"truncated"`` bool."""
+        if name not in ("actions", "rewards", "terminated", "truncated"):
+            raise ValueError(f"name must be 'actions', 'rewards', 'terminated' or 'truncated', got {name!r}")
+        parts = [self._read(s, name, 0, int(self._offsets[s][1][-1])) for s in range(len(self._offsets))]
+        out = np.concatenate(parts) if parts else np.zeros((0,), np.float32)
+        return out.astype(bool) if name in ("terminated", "truncated") else out
+
     def verify(self) -> dict[str, Any]:
         """Check every shard (size, sha256, tensor shapes); returns a summary.
 
