@@ -2,7 +2,7 @@
 
     python examples/plot_training_logs.py runs/default/model --out docs/training_curves.png \
         --streaming runs/default/streaming1 runs/default/streaming2 runs/default/streaming3 \
-        runs/default/streaming4 runs/default/streaming5 runs/default/streaming6
+        runs/default/streaming4 runs/default/streaming5 runs/default/streaming6 runs/default/streaming7
 
 One panel per stage: the autoencoder's reconstruction PSNR (dB, training batches) and the dynamics'
 flow loss (x0 or velocity MSE, per the model's `prediction`), each with a moving average; with
