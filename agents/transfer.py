@@ -101,13 +101,22 @@ class TransferConfig:
 
 
 def real_env_spec(model: str) -> tuple[str, dict[str, Any]]:
-    """The real env a world model was trained on (its checkpoint's provenance), default ``NeuralSimRoom-v0``."""
+    """The real env a world model was trained on (its checkpoint's provenance), default ``NeuralSimRoom-v0``.
+
+    The world comes from the data, the task from the env: keyword arguments the env class names in ``TASK_OPTIONS``
+    (the room's target and start heading: they choose the task, not the world) are dropped, so the agents face the
+    env's default task whatever task the data was collected under."""
     from neuralsim.checkpoints import CONFIG_NAME, provenance_env, read_config, resolve_checkpoint
 
     directory = resolve_checkpoint(model)
     # never 'module:Id' from a file
     env_id, env_kwargs = provenance_env(read_config(directory), str(directory / CONFIG_NAME))
-    return (env_id, env_kwargs) if env_id is not None else ("NeuralSimRoom-v0", {})
+    if env_id is None:
+        return "NeuralSimRoom-v0", {}
+    entry = gym.spec(env_id).entry_point  # a registered id (provenance_env checked it): code the user imported
+    env_class = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    task = set(getattr(env_class, "TASK_OPTIONS", ()))
+    return env_id, {k: v for k, v in env_kwargs.items() if k not in task}
 
 
 def wrap_real_env(env: gym.Env, keysets: tuple[str, ...] | None = None, encoder: Any = None) -> gym.Env:

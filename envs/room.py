@@ -376,6 +376,9 @@ class NeuralSimRoomEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1.0 / (TIMESTEP * FRAME_SKIP)))}
+    # Arguments that choose the task, not the world: a world model of the room serves any of them, and
+    # `neuralsim eval transfer` drops them from a model's recorded data kwargs (the agents face the default task).
+    TASK_OPTIONS = ("target", "start_view_deg", "reach_radius", "progress_reward_scale", "success_bonus")
 
     def __init__(
         self,

@@ -133,11 +133,12 @@ def main() -> None:
     from neuralsim.data import collect
 
     if not (data / "manifest.json").exists() or recipe.resume:
-        # The room's default env: its provenance is the task `neuralsim eval transfer` measures. (The shipped model's
-        # data predates the ball task: target drawn per layout, uniform start heading; the world is the same, and
-        # env_kwargs={"target": None, "start_view_deg": None} collects those rooms again.)
+        # The rooms of the shipped model's data (it predates the ball task): a target drawn per layout and a uniform start
+        # heading. Only the task differs from the room's default, and `neuralsim eval transfer` drops task options
+        # (NeuralSimRoomEnv.TASK_OPTIONS) from a model's recorded kwargs, so agents still face the default task.
         summary = collect("NeuralSimRoom-v0", data, episodes=recipe.episodes, policy=recipe.policy, workers=recipe.workers,
-                          seed=recipe.seed, max_steps=recipe.max_steps, resume=(data / "manifest.json").exists())
+                          seed=recipe.seed, max_steps=recipe.max_steps, resume=(data / "manifest.json").exists(),
+                          env_kwargs={"target": None, "start_view_deg": None})
         print("collected:", summary, flush=True)
     t_collect = time.perf_counter() - t0
 

@@ -43,14 +43,17 @@ def _rollout(model: WorldModel, *, fast: bool, steps: int, batch: int = 2, seed:
 
 
 def _assert_same(a, b, atol=ATOL):
+    """Equal up to float32 rounding: ``atol`` for values up to 1, relative beyond (float error scales with the value;
+    the shipped model's recurrent caches hold values near 4 after 50 steps)."""
     (xa, sa), (xb, sb) = a, b
     assert torch.isfinite(xa).all()
-    assert (xa - xb).abs().max().item() <= atol, (xa - xb).abs().max().item()
+    tol = lambda t: atol * max(1.0, t.abs().max().item())  # noqa: E731
+    assert (xa - xb).abs().max().item() <= tol(xb), (xa - xb).abs().max().item()
     leaves_a, leaves_b = tree_leaves(sa.cache), tree_leaves(sb.cache)
     assert len(leaves_a) == len(leaves_b)
     for ta, tb in zip(leaves_a, leaves_b):
         assert ta.shape == tb.shape and ta.dtype == tb.dtype
-        assert (ta.float() - tb.float()).abs().max().item() <= atol
+        assert (ta.float() - tb.float()).abs().max().item() <= tol(tb.float()), (ta.float() - tb.float()).abs().max().item()
     assert torch.equal(sa.step, sb.step)
 
 

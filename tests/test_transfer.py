@@ -177,3 +177,17 @@ def test_real_traces_and_their_open_loop_replay_in_the_dream(tiny_checkpoint):
     dream = {"rewards": np.array([[1.0, 2.0, 12.0, -99.0]]), "termination_prob": np.array([[0.1, 0.2, 0.9, 0.0]])}
     m = reward_agreement([real], [dream])
     assert m["reward_corr_t1_16"] == pytest.approx(1.0) and m["termination_f1"] == 1.0 and m["reward_steps"] == 3
+
+
+def test_real_env_spec_keeps_the_world_and_drops_the_task(tiny_checkpoint, tmp_path):
+    import shutil
+
+    from neuralsim.agents.transfer import real_env_spec
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["provenance"] = {**config.get("provenance", {}), "env_id": "NeuralSimRoom-v0",
+                            "env_kwargs": {"target": None, "start_view_deg": None, "room_size": 6.0}}
+    (ckpt / "config.json").write_text(json.dumps(config))
+    assert real_env_spec(str(ckpt)) == ("NeuralSimRoom-v0", {"room_size": 6.0})
