@@ -604,10 +604,9 @@ def reward_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], *, k:
     if getattr(model, "reward_model", None) is not None and k == 1:  # its ceiling: the same steps seen on real frames
         latents = model.encode(np.stack([ep["obs"] for ep in eps])[:, :, None].reshape(-1, 1, *eps[0]["obs"].shape[1:]))
         latents = latents.view(len(eps), steps + 1, *latents.shape[2:])
-        action, known, *_ = model._sequence_conditioning(len(eps), steps + 1, np.stack([ep["actions"] for ep in eps]), "a")
-        rewards, logits, _ = model.reward_model(latents, action[:, 1:] * known[:, 1:, None])
-        out["real_frames_rewards"] = rewards[:, n_ctx - 1 :].float().numpy()
-        out["real_frames_termination"] = torch.sigmoid(logits[:, n_ctx - 1 :].float()).numpy()
+        rewards, probs = model.reward_model_sequence(latents, np.stack([ep["actions"] for ep in eps]))
+        out["real_frames_rewards"] = rewards[:, n_ctx - 1 :].numpy()
+        out["real_frames_termination"] = probs[:, n_ctx - 1 :].numpy()
     return out
 
 

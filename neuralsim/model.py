@@ -931,6 +931,20 @@ class WorldModel(nn.Module):
                 "psnr": psnr(recon.detach().clamp(-1, 1), groups), "latent_std": z.detach().float().std().item()}
         return loss, logs
 
+    @torch.no_grad()
+    def reward_model_sequence(self, latents: torch.Tensor, actions: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reward model along a sequence of latents ``[B, T, C, h, w]`` (e.g. :meth:`encode` of real frames) and the
+        actions between them (``[B, T-1, A]`` Box or ``[B, T-1]`` Discrete, as the env took them), its memory opened
+        by the first frame as in a dream: ``(rewards [B, T-1], termination probabilities [B, T-1])``."""
+        if self.reward_model is None:
+            raise InputError("this model has no reward model (config.reward_model_channels = 0); `neuralsim train "
+                             "reward` adds one")
+        self._check_latents(latents)
+        B, T = latents.shape[:2]
+        action, known, *_ = self._sequence_conditioning(B, T, actions, "actions")
+        rewards, logits, _ = self.reward_model(latents.to(self.device).float(), action[:, 1:] * known[:, 1:, None])
+        return rewards.float(), torch.sigmoid(logits.float())
+
     def reward_loss(self, latents: torch.Tensor, actions: Any, rewards: Any, terminated: Any) -> tuple[torch.Tensor, dict[str, float]]:
         """The reward model's loss on windows: ``latents [B, T, C, h, w]`` (normalised, real or the model's own),
         ``actions [B, T-1, A]`` (Box) or ``[B, T-1]`` (Discrete) as the env took them, ``rewards [B, T-1]`` and

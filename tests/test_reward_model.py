@@ -55,6 +55,9 @@ def test_the_dream_reports_the_reward_model_not_the_heads():
         ref, ref_logit, _ = model.reward_model(latents[0], torch.as_tensor(actions))
     torch.testing.assert_close(state.reward, ref[:, -1])
     torch.testing.assert_close(state.termination_prob, torch.sigmoid(ref_logit[:, -1]))
+    rewards, probs = model.reward_model_sequence(latents[0], actions)  # the same along a whole sequence
+    torch.testing.assert_close(rewards, ref)
+    torch.testing.assert_close(probs, torch.sigmoid(ref_logit))
     memory = state.reward_memory
     for _ in range(3):
         prev = state.latent
