@@ -13,8 +13,9 @@ dynamics and never decodes a frame (about 1.8 MFLOP per step at the default size
 The progress term is linear in the action with coefficients read from the memory: walking changes the distance to the
 target by about ``forward * cos(bearing) + strafe * sin(bearing)``, a product a plain readout would have to learn.
 
-``bonus`` is learned (it starts at 0): the room's reward is a progress term plus a bonus on the step that
-ends the episode, and this split lets one sigmoid say both "the episode ends" and "the bonus is paid".
+``bonus`` is learned (``neuralsim train reward`` starts a new one at the data's mean extra reward of the steps that end
+an episode): the room's reward is a progress term plus a bonus on the step that ends the episode, and this split lets
+one sigmoid say both "the episode ends" and "the bonus is paid".
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class RewardModel(nn.Module):
         self.hidden = hidden
         # The frame and its change since the last one, side by side: the change says whether the agent moved toward
         # what it sees. Two stride-2 convolutions take an 8x8 latent to 2x2; the flatten keeps where things are.
-        # (~0.9 M multiply-adds per step with the default sizes: 2.5 % of the dream's step.)
+        # (~0.9 M multiply-adds per step with the GRU at the default sizes: 1 % of the dream's step.)
         self.frame = nn.Sequential(
             nn.Conv2d(2 * latent_channels, channels, 3, stride=2, padding=1), nn.SiLU(),
             nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.SiLU(),
