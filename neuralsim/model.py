@@ -936,25 +936,27 @@ class WorldModel(nn.Module):
         """The reward model along a sequence of latents ``[B, T, C, h, w]`` (e.g. :meth:`encode` of real frames) and the
         actions between them (``[B, T-1, A]`` Box or ``[B, T-1]`` Discrete, as the env took them), its memory opened
         by the first frame as in a dream: ``(rewards [B, T-1], termination probabilities [B, T-1])``."""
+        moves = self._reward_model_moves(latents, actions)
+        rewards, logits, _ = self.reward_model(latents.to(self.device).float(), moves)
+        return rewards.float(), torch.sigmoid(logits.float())
+
+    def _reward_model_moves(self, latents: torch.Tensor, actions: Any) -> torch.Tensor:
+        """Checked reward-model inputs: raise unless the model has one and ``latents`` is ``[B, T, C, h, w]``; the
+        action vectors between the frames ``[B, T-1, A]`` (zeros where unknown), as ``init_state`` feeds them."""
         if self.reward_model is None:
             raise InputError("this model has no reward model (config.reward_model_channels = 0); `neuralsim train "
                              "reward` adds one")
         self._check_latents(latents)
         B, T = latents.shape[:2]
         action, known, *_ = self._sequence_conditioning(B, T, actions, "actions")
-        rewards, logits, _ = self.reward_model(latents.to(self.device).float(), action[:, 1:] * known[:, 1:, None])
-        return rewards.float(), torch.sigmoid(logits.float())
+        return action[:, 1:] * known[:, 1:, None]
 
     def reward_loss(self, latents: torch.Tensor, actions: Any, rewards: Any, terminated: Any) -> tuple[torch.Tensor, dict[str, float]]:
         """The reward model's loss on windows: ``latents [B, T, C, h, w]`` (normalised, real or the model's own),
         ``actions [B, T-1, A]`` (Box) or ``[B, T-1]`` (Discrete) as the env took them, ``rewards [B, T-1]`` and
         ``terminated [B, T-1]`` the real env's. Returns ``(loss, logs)`` (reward MSE + termination BCE)."""
-        if self.reward_model is None:
-            raise InputError("this model has no reward model (config.reward_model_channels = 0); `neuralsim train "
-                             "reward` adds one")
-        self._check_latents(latents)
+        moves = self._reward_model_moves(latents, actions)
         B, T = latents.shape[:2]
-        action, known, *_ = self._sequence_conditioning(B, T, actions, "actions")
         target = torch.as_tensor(np.asarray(rewards.cpu() if isinstance(rewards, torch.Tensor) else rewards),
                                  dtype=torch.float32, device=self.device)
         done = torch.as_tensor(np.asarray(terminated.cpu() if isinstance(terminated, torch.Tensor) else terminated),
@@ -962,7 +964,7 @@ class WorldModel(nn.Module):
         for name, value in (("rewards", target), ("terminated", done)):
             if tuple(value.shape) != (B, T - 1):
                 raise InputError(f"{name} must have shape {(B, T - 1)}, got {tuple(value.shape)}")
-        return self.reward_model.loss(latents.float(), action[:, 1:] * known[:, 1:, None], target, done)
+        return self.reward_model.loss(latents.float(), moves, target, done)
 
     def dynamics_loss(self, latents: torch.Tensor, actions: Any, rewards: Any = None, terminated: Any = None,
                       prompts: Sequence[str | None] | None = None, generator: torch.Generator | None = None,
