@@ -787,6 +787,24 @@ class NeuralSimRoomEnv(gym.Env):
             mask |= seg[..., 1] == int(objtype.mjOBJ_FLEX)
         return mask
 
+    def visible_pixels(self) -> dict[str, int]:
+        """Pixels of the current frame per thing: ``"floor"``, each wall by its side (``"north"``, ``"east"``, ``"south"``,
+        ``"west"``) and each task object by name (``"ball"``, ``"box0"``, ...), from MuJoCo's segmentation render of the
+        same camera and state (one extra render; ``step``'s frames are unchanged). With :attr:`layout` it labels what a
+        frame shows (``benchmarks/prompt_fidelity.py``: floor colour, the colour of the wall that fills most of the
+        view, the target in view).
+        """
+        if self._renderer is None or self._last_frame is None:
+            raise RuntimeError("call reset() before visible_pixels()")
+        seg = self._renderer.render_segmentation(self.model, self.data, self._scene_option)
+        mj = self._mujoco
+        geoms = seg[..., 0][seg[..., 1] == int(mj.mjtObj.mjOBJ_GEOM)]
+        ids, counts = np.unique(geoms, return_counts=True)
+        by_id = dict(zip(ids.tolist(), counts.tolist()))
+        names = {"floor": "floor", **{wall: f"wall_{wall}" for wall in WALLS}, **{name: name for name, _, _ in OBJECTS}}
+        return {key: int(by_id.get(mj.mj_name2id(self.model, mj.mjtObj.mjOBJ_GEOM, geom), 0))
+                for key, geom in names.items()}
+
     @classmethod
     def collection_policies(cls) -> dict[str, type]:
         """The data-collection policies this world offers ``neuralsim collect`` (:data:`neuralsim.hooks.POLICY_HOOK`).

@@ -107,6 +107,11 @@ class WorldModelConfig:
     # `neuralsim train reward`; when present it, not the heads, gives the dream's reward and termination. 0 = none.
     reward_model_channels: int = 0
     reward_model_hidden: int = 256
+    # A generator of the first latent frame from a prompt (neuralsim.prompt_start), trained by `neuralsim train
+    # prompt`; when present, a dream started from a prompt alone starts from its sample. 0 = none.
+    prompt_start_channels: int = 0
+    prompt_start_tokens: int = 96  # its own tokenizer's limit: a room's description is ~70 tokens
+    prompt_start_steps: int = 8  # Euler steps of its sampler (paid once per reset)
 
     # --- bookkeeping ------------------------------------------------------------------------
     description: str = ""
@@ -210,6 +215,13 @@ class WorldModelConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 8 or (name == "reward_model_hidden" and not v):
                 raise bad(name, "0 (no reward model) or a positive multiple of 8" if name == "reward_model_channels"
                           else "a positive multiple of 8")
+        v = self.prompt_start_channels
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 32:
+            raise bad("prompt_start_channels", "0 (no prompt-start generator) or a positive multiple of 32")
+        for name in ("prompt_start_tokens", "prompt_start_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 512:
+                raise bad(name, "an int in [1, 512]")
         v = self.skip_prior_var
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise bad("skip_prior_var", "a finite float >= 0 (0: x0 = previous latent + output)")

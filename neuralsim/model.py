@@ -52,6 +52,7 @@ from neuralsim.sampler import (
     sampling_timesteps,
     velocity_target,
 )
+from neuralsim.prompt_start import PromptStart
 from neuralsim.text import HashTextEncoder, TextEncoder, validate_prompts
 
 
@@ -326,6 +327,9 @@ class WorldModel(nn.Module):
         self.termination_head = _Head(config.width) if config.termination_head else None
         self.reward_model = (RewardModel(config.latent_channels, config.action_dim, config.reward_model_channels,
                                          config.reward_model_hidden) if config.reward_model_channels else None)
+        self.prompt_start = (PromptStart(self.latent_shape, config.prompt_start_channels,
+                                         max_tokens=config.prompt_start_tokens, vocab=config.text_vocab,
+                                         text_hidden=config.text_hidden) if config.prompt_start_channels else None)
         # `step` runs the per-frame fast path of the dynamics (same numbers as its reference `forward`); False
         # runs the reference, for tests and debugging.
         self.fast_streaming = True
@@ -791,7 +795,9 @@ class WorldModel(nn.Module):
         Args:
             frames: context ``uint8 [B, T, H, W, 3]``, ``T = 1 + n*frames_per_latent`` (encoded and committed
                 to the state in one parallel pass). None: the first frame is generated (from ``prompt``
-                if given, else unconditionally) with ``denoise_steps``.
+                if given, else unconditionally): by the prompt-start generator when the model has one
+                (``config.prompt_start_channels``, :mod:`neuralsim.prompt_start`), else by the dynamics with
+                ``denoise_steps``.
             actions: the actions between the context latent frames, ``[B, n, A]`` (Box) or ``[B, n]``
                 (Discrete); None = unknown (the null action, no camera motion).
             prompt: a ``str`` for all rows, one ``str``/``None`` per row, or None.
@@ -819,6 +825,10 @@ class WorldModel(nn.Module):
         if frames is None and latents is None:
             if actions is not None:
                 raise InputError("actions were given without frames; expected frames [B, T, H, W, 3] for them")
+            if self.prompt_start is not None:  # the first frame drawn from the prompt (None: unconditionally)
+                latents = self.prompt_start.sample(validate_prompts(prompt, B) or [None] * B, generator,
+                                                   cfg.prompt_start_steps)[:, None]
+        if frames is None and latents is None:
             action, known, rays, c2w, pitch, rel, warp = self._sequence_conditioning(B, 1, None, "actions")
             _, state = self._generate(state, action, known, rays, generator, steps, rel_rays=rel, warp=warp, c2w=c2w,
                                       pitch=pitch)

@@ -46,8 +46,9 @@ from neuralsim.device import resolve_dtype
 from neuralsim.limits import MAX_SEED
 from neuralsim.session import DreamSession
 
-STAGES = ("autoencoder", "dynamics", "reward")
+STAGES = ("autoencoder", "dynamics", "reward", "prompt")
 ALL_STAGES = ("autoencoder", "dynamics")  # what `train all` runs; the reward model is trained after, on its own
+DEFAULT_PROMPT_START_CHANNELS = 128  # `train prompt` on a model without a prompt-start generator adds this size
 DEFAULT_REWARD_MODEL_CHANNELS = 64  # `train reward` on a model without one adds this size (--set reward_model_channels=N)
 MAX_STEPS = 10_000_000
 
@@ -98,6 +99,8 @@ class TrainConfig:
     self_forcing_frames: int = 4  # the longest own rollout (latent frames) used as history
     still_windows: float = 0.0  # dynamics: fraction of windows replaced by their first frame held under the zero
     #                             action (reward 0): for camera worlds where zero means "do nothing", e.g. the room
+    stop_windows: float = 0.0  # dynamics: fraction of windows that stop partway: real frames up to a random cut, then
+    #                            the last of them held under the zero action (letting go of the keys while moving)
     streaming: bool = False  # dynamics: train frame by frame as sampled (WorldModel.streaming_loss), not in parallel
     own_history: float = 0.0  # streaming: chance a committed frame is the model's own one-step sample (self-forcing)
     one_step_fraction: float = 0.5  # streaming: fraction of target frames at tau = 1, the level one-step sampling sees
@@ -134,13 +137,13 @@ def lr_at(step: int, cfg: TrainConfig, total: int, stage: str = "dynamics") -> f
 
 
 def stage_parameters(model: nn.Module, stage: str) -> dict[str, nn.Parameter]:
-    """The parameters a stage trains: the autoencoder alone, the reward model alone, or everything else."""
+    """The parameters a stage trains: the autoencoder, the reward model or the prompt-start generator alone, or
+    everything else (the dynamics)."""
     named = dict(model.named_parameters())
-    if stage == "autoencoder":
-        return {k: p for k, p in named.items() if k.startswith("autoencoder.")}
-    if stage == "reward":
-        return {k: p for k, p in named.items() if k.startswith("reward_model.")}
-    return {k: p for k, p in named.items() if not k.startswith(("autoencoder.", "reward_model."))}
+    own = {"autoencoder": "autoencoder.", "reward": "reward_model.", "prompt": "prompt_start."}
+    if stage in own:
+        return {k: p for k, p in named.items() if k.startswith(own[stage])}
+    return {k: p for k, p in named.items() if not k.startswith(tuple(own.values()))}
 
 
 class LatentCache:
@@ -233,8 +236,10 @@ class StageLoss(nn.Module):
 
     def __init__(self, model: nn.Module, stage: str, cache: LatentCache | None = None, self_forcing: float = 0.0,
                  self_forcing_frames: int = 4, still_windows: float = 0.0, streaming: bool = False,
-                 own_history: float = 0.0, one_step_fraction: float = 0.5, burn_in: int = 0):
+                 own_history: float = 0.0, one_step_fraction: float = 0.5, burn_in: int = 0,
+                 stop_windows: float = 0.0):
         super().__init__()
+        self.stop_windows = stop_windows
         self.streaming, self.own_history, self.one_step_fraction = streaming, own_history, one_step_fraction
         self.burn_in = burn_in
         self.model = model
@@ -260,6 +265,31 @@ class StageLoss(nn.Module):
             arr = batch[key].clone() if isinstance(batch[key], torch.Tensor) else np.array(batch[key], copy=True)
             arr[idx] = value
             batch[key] = arr
+        return latents, batch
+
+    def stop_partway(self, latents: torch.Tensor, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """Make a ``stop_windows`` fraction of the windows (not already held still) stop partway: real frames up to a cut
+        ``c`` drawn after the burn-in, then frame ``c - 1`` held under the zero action with reward 0. Still windows
+        teach stillness from a standing start; a player lets go of the keys while moving, which this teaches."""
+        B, T = latents.shape[:2]
+        first = max(1, min(self.burn_in, T - 1))  # the stop falls where the loss sees it
+        rows = torch.rand((B,), generator=generator) < self.stop_windows
+        cuts = torch.randint(first, T, (B,), generator=generator)
+        if "actions" in batch and batch["actions"] is not None:
+            moving = ~(torch.as_tensor(np.asarray(batch["actions"])) == 0).flatten(1).all(dim=1)
+            rows &= moving  # a window held still already (hold_still) stays as it is
+        if not bool(rows.any()):
+            return latents, batch
+        latents, batch = latents.clone(), dict(batch)
+        for key in ("actions", "rewards", "terminated"):
+            if batch.get(key) is not None:
+                batch[key] = batch[key].clone() if isinstance(batch[key], torch.Tensor) else np.array(batch[key], copy=True)
+        for i in torch.nonzero(rows).flatten().tolist():
+            c = int(cuts[i])
+            latents[i, c:] = latents[i, c - 1 : c]
+            for key, value in (("actions", 0), ("rewards", 0.0), ("terminated", False)):
+                if batch.get(key) is not None:
+                    batch[key][i, c - 1 :] = value  # action c - 1 leads from frame c - 1 to the held frame c
         return latents, batch
 
     @torch.no_grad()
@@ -307,6 +337,8 @@ class StageLoss(nn.Module):
         else:
             with torch.no_grad():
                 latents = self.model.encode(batch["frames"])
+        if self.stage == "prompt":  # the window's first frame and its episode's description
+            return self.model.prompt_start.loss(latents[:, 0].float(), list(batch["descriptions"]), generator)
         if self.stage == "reward":  # real rewards; the frames real, or for a self_forcing share the model's own after T/2
             own = self.self_forcing > 0 and float(torch.rand((1,), generator=generator)) < self.self_forcing
             if own:
@@ -315,6 +347,8 @@ class StageLoss(nn.Module):
             return loss, {**logs, "own_frames": float(own)}
         if self.still_windows > 0:
             latents, batch = self.hold_still(latents, batch, generator)
+        if self.stop_windows > 0:
+            latents, batch = self.stop_partway(latents, batch, generator)
         if self.streaming:
             return self.model.streaming_loss(
                 latents, batch["actions"], batch["rewards"], batch["terminated"], batch.get("descriptions"),
@@ -433,7 +467,7 @@ _RESUME_MUST_MATCH = {
     "batch_size": "--batch-size", "window": "--window", "lr": "--lr", "ae_lr": "--ae-lr", "seed": "--seed",
     "dtype": "--dtype", "self_forcing": "--self-forcing", "self_forcing_frames": "--self-forcing-frames",
     "still_windows": "--still-windows", "streaming": "--streaming", "own_history": "--own-history",
-    "one_step_fraction": "--one-step-fraction", "burn_in": "--burn-in",
+    "one_step_fraction": "--one-step-fraction", "burn_in": "--burn-in", "stop_windows": "--stop-windows",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
     "min_lr_ratio": "--min-lr-ratio", "grad_clip": "--grad-clip", "ema_decay": "--ema-decay", "camera": "--camera",
     "cache_latents": "--cache-latents",
@@ -573,7 +607,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
         return
 
     cache = None
-    if stage in ("dynamics", "reward") and cfg.cache_latents:
+    if stage in ("dynamics", "reward", "prompt") and cfg.cache_latents:
         t0 = time.perf_counter()
         model.eval()
         cache = LatentCache(model, dataset, store=cfg.latent_cache_dir if rank() == 0 else None)
@@ -581,7 +615,8 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
             how = f"loaded from {cache.loaded_from}" if cache.loaded_from else "encoded into the latent cache"
             print(f"{dataset.num_episodes} episodes {how} in {time.perf_counter() - t0:.0f} s", flush=True)
     loss_module: nn.Module = StageLoss(model, stage, cache, cfg.self_forcing, cfg.self_forcing_frames, cfg.still_windows,
-                                            cfg.streaming, cfg.own_history, cfg.one_step_fraction, cfg.burn_in)
+                                            cfg.streaming, cfg.own_history, cfg.one_step_fraction, cfg.burn_in,
+                                            cfg.stop_windows)
     if world_size() > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -636,7 +671,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
                     if k != "step":
                         writer.add_scalar(f"{stage}/{k}", v, done)
             bar.set_postfix(loss=f"{row['loss']:.4f}", sps=f"{rate:.0f}")
-        if rank() == 0 and cfg.sample_every and stage != "reward" and (done % cfg.sample_every == 0 or done == total_steps):
+        if rank() == 0 and cfg.sample_every and stage not in ("reward", "prompt") and (done % cfg.sample_every == 0 or done == total_steps):
             write_sample(model, sample_batch, stage, out / "samples" / f"{stage}-{done:07d}.gif")
         if done % cfg.checkpoint_every == 0 or done == total_steps:
             if rank() == 0:
@@ -769,7 +804,7 @@ def validate(cfg: TrainConfig) -> Any:
     from neuralsim.data import Dataset, DatasetError
 
     if cfg.stage not in STAGES + ("all",):
-        raise TrainingError(f"stage must be one of autoencoder, dynamics, reward, all; got {cfg.stage!r}")
+        raise TrainingError(f"stage must be one of autoencoder, dynamics, reward, prompt, all; got {cfg.stage!r}")
     if cfg.dtype not in TRAIN_DTYPES:  # resolved by neuralsim.device.resolve_dtype once the device is known
         raise TrainingError(f"--dtype must be auto, float32 or bfloat16, got {cfg.dtype!r}")
     for name in ("steps", "batch_size", "window", "checkpoint_every", "log_every"):
@@ -784,6 +819,10 @@ def validate(cfg: TrainConfig) -> Any:
         raise TrainingError(f"--lr must be in (0, 1), got {cfg.lr}")
     if isinstance(cfg.still_windows, bool) or not (isinstance(cfg.still_windows, (int, float)) and 0.0 <= cfg.still_windows < 1.0):
         raise TrainingError(f"--still-windows must be a fraction in [0, 1), got {cfg.still_windows!r}")
+    if isinstance(cfg.stop_windows, bool) or not (isinstance(cfg.stop_windows, (int, float)) and 0.0 <= cfg.stop_windows < 1.0):
+        raise TrainingError(f"--stop-windows must be a fraction in [0, 1), got {cfg.stop_windows!r}")
+    if cfg.stop_windows > 0 and not cfg.cache_latents:
+        raise TrainingError("--stop-windows needs the latent cache (cache_latents=True)")
     if cfg.still_windows > 0 and not cfg.cache_latents:
         raise TrainingError("--still-windows needs the latent cache (cache_latents=True)")
     if not (isinstance(cfg.self_forcing, (int, float)) and 0.0 <= cfg.self_forcing <= 1.0):
@@ -829,8 +868,14 @@ def validate(cfg: TrainConfig) -> Any:
                 f"{k}={json.dumps(v)}" for k, v in cfg.config_overrides.items())
             raise TrainingError(f"{option}: {exc}") from None
     check_batch_memory(dataset, cfg)
+    if cfg.stage == "prompt" and not any(dataset.descriptions):
+        raise TrainingError(f"--data {cfg.data!r} has no descriptions: `train prompt` learns first frames from the "
+                            "env's info['description'] (collect an env that writes one, e.g. NeuralSimRoom-v0)")
     if cfg.still_windows > 0 and dataset.action_spec.get("type") != "box":
         raise TrainingError(f"--still-windows holds a frame under the zero action, which needs Box actions; --data "
+                            f"{cfg.data!r} has {dataset.action_spec.get('type')!r} actions")
+    if cfg.stop_windows > 0 and dataset.action_spec.get("type") != "box":
+        raise TrainingError(f"--stop-windows holds a frame under the zero action, which needs Box actions; --data "
                             f"{cfg.data!r} has {dataset.action_spec.get('type')!r} actions")
     longest = int(dataset.episode_steps.max())
     if cfg.window > longest:
@@ -876,13 +921,15 @@ def _with_overrides(model: nn.Module, overrides: dict[str, Any]) -> nn.Module:
     # (it only adds predictions); every other weight must stay as it is.
     added = sorted(k for k in mine if k not in theirs and (
         (k.startswith("refiner.") and model.config.refiner_channels == 0)
-        or (k.startswith("reward_model.") and model.config.reward_model_channels == 0)))
+        or (k.startswith("reward_model.") and model.config.reward_model_channels == 0)
+        or (k.startswith("prompt_start.") and model.config.prompt_start_channels == 0)))
     changed = sorted(k for k in set(mine) | set(theirs)
                      if k not in added and (k not in mine or k not in theirs or mine[k].shape != theirs[k].shape))
     if changed:
         raise TrainingError(f"{option} with --init changes the model's weights ({', '.join(changed[:3])}...); "
                             "--init continues a model, so only fields that keep every weight can change (or add a "
-                            "refiner or a reward model: refiner_channels, reward_model_channels)")
+                            "refiner, a reward model or a prompt-start generator: refiner_channels, reward_model_channels, "
+                            "prompt_start_channels)")
     missing, _ = rebuilt.load_state_dict(theirs, strict=False)
     assert sorted(missing) == added, (missing, added)
     return rebuilt
@@ -937,7 +984,7 @@ def train(cfg: TrainConfig) -> Path:
             with torch.random.fork_rng(devices=[]):  # weights it adds (refiner, reward model) follow --seed
                 torch.manual_seed(cfg.seed)
                 model = _with_overrides(model, cfg.config_overrides)
-    elif stages in (("dynamics",), ("reward",)):
+    elif stages in (("dynamics",), ("reward",), ("prompt",)):
         if not (out / WEIGHTS_NAME).is_file():
             raise TrainingError(f"{stages[0]} needs a trained {'autoencoder' if stages[0] == 'dynamics' else 'world model'}: "
                                 f"pass --init DIR, or run `neuralsim train {'autoencoder' if stages[0] == 'dynamics' else 'all'}` "
@@ -954,6 +1001,13 @@ def train(cfg: TrainConfig) -> Path:
             print(f"added a reward model ({DEFAULT_REWARD_MODEL_CHANNELS} channels, "
                   f"{sum(p.numel() for p in model.reward_model.parameters()):,} weights; success bonus from the data: "
                   f"{bonus:.3f}) to the model", flush=True)
+    if stages == ("prompt",) and model.prompt_start is None:  # the first prompt run on this model: add a generator
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = _with_overrides(model, {"prompt_start_channels": DEFAULT_PROMPT_START_CHANNELS})
+        if rank() == 0:
+            print(f"added a prompt-start generator ({DEFAULT_PROMPT_START_CHANNELS} channels, "
+                  f"{sum(p.numel() for p in model.prompt_start.parameters()):,} weights) to the model", flush=True)
     try:
         dataset.validate_for(tuple(model.config.image_size), model.config.action_spec)
     except ValueError as exc:  # DatasetError: the model being continued was trained for another world

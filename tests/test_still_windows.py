@@ -45,3 +45,30 @@ def test_still_windows_off_changes_nothing():
 def test_bad_still_windows_is_refused_naming_the_flag(tmp_path, value):
     with pytest.raises(TrainingError, match="--still-windows"):
         train(TrainConfig(stage="dynamics", data=str(tmp_path), out=str(tmp_path / "out"), still_windows=value))
+
+
+def test_stop_windows_move_then_hold_their_last_real_frame_under_the_zero_action():
+    model = WorldModel(WorldModelConfig.from_preset("tiny"))
+    loss = StageLoss(model, "dynamics", stop_windows=0.5, burn_in=2)
+    latents, batch = _batch(T=8)
+    held, new = loss.stop_partway(latents, batch, torch.Generator().manual_seed(1))
+    stopped = [i for i in range(len(latents)) if not torch.equal(held[i], latents[i])]
+    assert 16 < len(stopped) < 48  # about half the rows
+    for i in range(len(latents)):
+        zero = (new["actions"][i] == 0).all(dim=1)
+        if i not in stopped:
+            assert not bool(zero.any()) and torch.equal(new["rewards"][i], batch["rewards"][i])
+            continue
+        c = int(zero.float().argmax()) + 1  # first held frame
+        assert 2 <= c < 8  # after the burn-in, inside the window
+        assert bool(zero[c - 1 :].all()) and not bool(zero[: c - 1].any())  # moving, then the keys let go
+        assert torch.equal(held[i, :c], latents[i, :c])  # real frames up to the cut
+        assert torch.equal(held[i, c:], latents[i, c - 1 : c].expand_as(held[i, c:]))  # then the last one held
+        assert float(new["rewards"][i, c - 1 :].abs().sum()) == 0 and not bool(new["terminated"][i, c - 1 :].any())
+    assert (batch["actions"] != 0).all()  # the caller's batch is untouched
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, True, "0.3"])
+def test_bad_stop_windows_is_refused_naming_the_flag(tmp_path, value):
+    with pytest.raises(TrainingError, match="--stop-windows"):
+        train(TrainConfig(stage="dynamics", data=str(tmp_path), out=str(tmp_path / "out"), stop_windows=value))

@@ -30,8 +30,9 @@ def parse_set(items: list[str]) -> dict:
 
 #: What the command line adds to TrainConfig's fields (everything else comes from the dataclass).
 OPTIONS = {
-    "stage": Option(positional=True, choices=("autoencoder", "dynamics", "reward", "all"),
-                    help="what to train (all = autoencoder, then dynamics; reward: the reward model of --init)"),
+    "stage": Option(positional=True, choices=("autoencoder", "dynamics", "reward", "prompt", "all"),
+                    help="what to train (all = autoencoder, then dynamics; reward: the reward model of --init; "
+                         "prompt: the generator of first frames from descriptions of --init)"),
     "data": Option(required=True, help="dataset directory from `neuralsim collect`"),
     "out": Option(required=True, help="output directory (model + checkpoints + logs)"),
     "preset": Option(help="model size preset (see `neuralsim info --preset NAME`)"),

@@ -1,0 +1,148 @@
+"""Start from a sentence: a small flow-matching generator of the first latent frame from a prompt.
+
+The dynamics draws each next frame from the last one; the first frame of a dream started from text has no last
+frame, and the dynamics' text path is too weak to draw a room from a sentence alone (a uniform blur, measured). So a
+model that starts from prompts carries :class:`PromptStart` (``WorldModelConfig.prompt_start_channels > 0``): its own
+word-hash text encoder (:class:`~neuralsim.text.HashTextEncoder`, up to ``prompt_start_tokens`` tokens: a room's
+description is ~70 words and punctuation, more than the dynamics' 32), and a conv net over the 8x8 latent grid with
+per-position cross-attention to the prompt's tokens (so "a red ball near the blue wall" can bind a colour to a
+thing) and FiLM from the pooled prompt and the noise level.
+
+Trained (``neuralsim train prompt``) on the first frames of collected episodes and their descriptions, as
+x0-prediction flow matching: ``x_tau = (1 - tau) x0 + tau * noise``, loss ``|f(x_tau, tau, prompt) - x0|^2``, prompts
+dropped (empty) 10 % of the time so a missing prompt samples an unconditional start. Sampled in
+``prompt_start_steps`` Euler steps (a reset pays them once). Cost: ~0.2 GFLOP per step per sample.
+
+Core layer: imports torch and :mod:`neuralsim.text` only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from neuralsim.text import HashTextEncoder
+
+PROMPT_DROPOUT = 0.1  # training prompts replaced by the empty one: the generator also samples without a prompt
+TEXT_LAYERS = 2
+
+
+def _groups(channels: int) -> int:
+    return 8 if channels % 8 == 0 else 1
+
+
+def tau_features(tau: torch.Tensor, dim: int = 64) -> torch.Tensor:
+    """Sinusoidal features ``[B, dim]`` of noise levels ``tau [B]`` in [0, 1]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=tau.device, dtype=torch.float32) / half)
+    angles = 1000.0 * tau.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class _Block(nn.Module):
+    """Residual conv block (GroupNorm, SiLU, 3x3, FiLM by the condition) then cross-attention to the prompt tokens."""
+
+    def __init__(self, channels: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.GroupNorm(_groups(channels), channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.film = nn.Linear(channels, 2 * channels)
+        self.norm2 = nn.GroupNorm(_groups(channels), channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.norm_q = nn.LayerNorm(channels)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(channels, 2 * channels)
+        self.proj = nn.Linear(channels, channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, C, h, w = x.shape
+        scale, shift = self.film(cond)[:, :, None, None].chunk(2, dim=1)
+        y = self.conv1(F.silu(self.norm1(x)))
+        y = self.norm2(y) * (1 + scale) + shift
+        x = x + self.conv2(F.silu(y))
+        tokens = x.flatten(2).transpose(1, 2)  # (B, h*w, C)
+        q = self.q(self.norm_q(tokens)).view(B, h * w, self.heads, -1).transpose(1, 2)
+        k, v = self.kv(text).view(B, text.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        tokens = tokens + self.proj(o.transpose(1, 2).reshape(B, h * w, C))
+        return tokens.transpose(1, 2).reshape(B, C, h, w)
+
+
+class PromptStart(nn.Module):
+    """Prompt -> the first normalised latent frame ``[C, h, w]`` (see the module docstring).
+
+    Args:
+        latent_shape: ``(C, h, w)`` of the world model's latent frames.
+        channels: width of the conv net and of the prompt tokens.
+        max_tokens, vocab, text_hidden: of its :class:`~neuralsim.text.HashTextEncoder`.
+        blocks: residual + cross-attention blocks.
+    """
+
+    def __init__(self, latent_shape: tuple[int, int, int], channels: int, *, max_tokens: int, vocab: int,
+                 text_hidden: int, blocks: int = 4) -> None:
+        super().__init__()
+        C, h, w = latent_shape
+        self.latent_shape = (int(C), int(h), int(w))
+        heads = max(1, channels // 32)
+        self.text = HashTextEncoder(width=channels, max_tokens=max_tokens, vocab=vocab, hidden=text_hidden,
+                                    layers=TEXT_LAYERS)
+        self.inp = nn.Conv2d(C, channels, 3, padding=1)
+        self.pos = nn.Parameter(torch.randn(1, channels, h, w) * 0.02)
+        self.cond = nn.Sequential(nn.Linear(64 + channels, channels), nn.SiLU(), nn.Linear(channels, channels))
+        self.blocks = nn.ModuleList(_Block(channels, heads) for _ in range(blocks))
+        self.out_norm = nn.GroupNorm(_groups(channels), channels)
+        self.out = nn.Conv2d(channels, C, 3, padding=1)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pos.device
+
+    def encode_prompts(self, prompts: list[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt tokens ``[B, L, channels]`` and mask ``[B, L]``; ``None`` (or an empty string) is the empty prompt
+        (only the start token)."""
+        return self.text.encode([p or "" for p in prompts])
+
+    def forward(self, x: torch.Tensor, tau: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The clean latent predicted from ``x [B, C, h, w]`` at noise levels ``tau [B]``."""
+        m = mask.to(text.dtype)[..., None]
+        pooled = (text * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+        cond = self.cond(torch.cat([tau_features(tau).to(text.dtype), pooled], dim=1))
+        y = self.inp(x) + self.pos
+        for block in self.blocks:
+            y = block(y, cond, text, mask)
+        return self.out(F.silu(self.out_norm(y)))
+
+    def loss(self, latents: torch.Tensor, prompts: list[str | None], generator: torch.Generator | None = None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Flow-matching loss on clean latents ``[B, C, h, w]`` and their prompts (10 % dropped)."""
+        B = latents.shape[0]
+        drop = torch.rand((B,), generator=generator) < PROMPT_DROPOUT
+        prompts = [None if bool(d) else p for p, d in zip(prompts, drop)]
+        text, mask = self.encode_prompts(prompts)
+        tau = torch.rand((B,), generator=generator).to(latents.device)
+        noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+        x = (1 - tau[:, None, None, None]) * latents + tau[:, None, None, None] * noise
+        pred = self(x, tau, text, mask)
+        loss = F.mse_loss(pred.float(), latents.float())
+        return loss, {"prompt_mse": float(loss.detach())}
+
+    @torch.no_grad()
+    def sample(self, prompts: list[str | None], generator: torch.Generator | None = None, steps: int = 8
+               ) -> torch.Tensor:
+        """First latent frames ``[B, C, h, w]`` for ``prompts`` (None: unconditional), ``steps`` Euler steps from
+        noise drawn from ``generator``."""
+        text, mask = self.encode_prompts(prompts)
+        x = torch.randn((len(prompts), *self.latent_shape), generator=generator).to(self.device)
+        taus = torch.linspace(1.0, 0.0, steps + 1).tolist()
+        for tau, tau_next in zip(taus[:-1], taus[1:]):
+            x0 = self(x, torch.full((len(prompts),), tau, device=self.device), text, mask).float()
+            x = x0 + (tau_next / tau) * (x - x0)  # the straight path through (x, x0), moved to tau_next
+        return x
