@@ -6,20 +6,21 @@ Protocol.
    7,000,000+, each its start frame and three frames after 4-12 random steps) to read three attributes, labelled
    from the room's state (``NeuralSimRoomEnv.layout`` and ``visible_pixels()``, MuJoCo's segmentation render):
    the floor colour (8 classes), the colour of the wall that fills most of the view (11), and the target ball's
-   colour, or "none" when fewer than 3 of its pixels show (11).
+   colour, or "none" when fewer than 3 of its pixels show (11). The ball head is reported but left out of the
+   means: at 64x64 the ball is 2-5 pixels across and the probe cannot read its colour even on real frames (about
+   0.1, chance; measured also with a per-position detector head), so it could not judge a generated ball.
 2. **Held-out layouts** (seeds 9,000,000+, never seen by the probe nor, for a model trained by the recipe, by
    ``neuralsim train prompt``, whose data starts at 5,000,000): the real start frame and its description
    (``info["description"]``). A frame is scored against the *sentence*: floor colour = the named floor; the wall in
-   view is one of the four named walls; the ball = the real start frame's label (the default task starts with the
-   target in view; the sentence names its colour). ``attribute_accuracy`` is the mean over the three attributes and
-   the layouts of the frame that ``WorldModelVectorEnv.reset(options={"prompt": description})`` produces;
+   view is one of the four named walls (the ball, reported apart: the real start frame's label).
+   ``attribute_accuracy`` is the mean over floor and wall and the layouts of the frame that
+   ``WorldModelVectorEnv.reset(options={"prompt": description})`` produces;
    ``attribute_accuracy_real``: the same score of the probe on the real start frames (its ceiling);
    ``attribute_accuracy_t16``: the frame after 16 dream steps of walking and turning from that start
-   (``w``x4, ``l``x4, ``w``x4, ``j``x4), floor and wall only (the ball may leave the view);
+   (``w``x4, ``l``x4, ``w``x4, ``j``x4);
    ``attribute_accuracy_unconditional``: frames started without a prompt, scored against the same sentences (chance).
-3. **One attribute changed.** Each held-out sentence with its floor colour replaced by another floor colour, and with
-   its ball's colour replaced by another object colour: the fraction of generated frames whose probed floor (ball)
-   follows the new word (``floor_swap_follows``, ``ball_swap_follows``).
+3. **One attribute changed.** Each held-out sentence with its floor colour replaced by another floor colour: the
+   fraction of generated frames whose probed floor follows the new word (``floor_swap_follows``).
 4. **Prompts outside the room's language** (typos, shuffled clauses, a colour the room never has, a one-word prompt,
    a long unrelated sentence) must give a frame, never a crash: ``odd_prompts_ok`` counts them.
 
@@ -128,17 +129,15 @@ def held_out(layouts: int) -> dict[str, Any]:
     from neuralsim.envs.room import FLOOR_COLOURS, WALL_COLOURS
 
     env = room()
-    frames, labels, texts, named_walls, balls = [], [], [], [], []
+    frames, labels, texts, named_walls = [], [], [], []
     for i in range(layouts):
         obs, info = env.reset(seed=HELD_OUT_SEED + i)
         frames.append(obs)
         labels.append(labels_of(env))
         texts.append(info["description"])
         named_walls.append([WALL_COLOURS.index(c) for c in env.unwrapped.layout["wall_colours"].values()])
-        balls.append(env.unwrapped.layout["object_colours"][0])
     env.close()
-    out = {"frames": np.stack(frames), "labels": np.array(labels), "texts": texts, "named_walls": named_walls,
-           "ball_words": balls}
+    out = {"frames": np.stack(frames), "labels": np.array(labels), "texts": texts, "named_walls": named_walls}
     out["floor_words"] = [FLOOR_COLOURS[f] for f in out["labels"][:, 0]]
     return out
 
@@ -229,14 +228,14 @@ def swap_word(text: str, old: str, new: str, noun: str) -> str:
     return re.sub(rf"\b{old} {noun}\b", f"{new} {noun}", text)
 
 
-def score(pred: np.ndarray, data: dict[str, Any], attributes: Sequence[int] = (0, 1, 2)) -> dict[str, float]:
-    """Per-attribute and mean accuracy of probed frames against the sentences (see the module docstring)."""
+def score(pred: np.ndarray, data: dict[str, Any]) -> dict[str, float]:
+    """Per-attribute accuracy of probed frames against the sentences, and the mean over floor and wall (the module
+    docstring says why the ball is apart)."""
     hits = {"floor": pred[:, 0] == data["labels"][:, 0],
             "wall": np.array([p in walls for p, walls in zip(pred[:, 1], data["named_walls"])]),
             "ball": pred[:, 2] == data["labels"][:, 2]}
-    names = [("floor", "wall", "ball")[a] for a in attributes]
-    out = {name: float(hits[name].mean()) for name in names}
-    out["mean"] = float(np.mean([out[n] for n in names]))
+    out = {name: float(hit.mean()) for name, hit in hits.items()}
+    out["mean"] = (out["floor"] + out["wall"]) / 2
     return out
 
 
@@ -275,7 +274,7 @@ def write_sheet(path: Path, data: dict[str, Any], start: np.ndarray, t16: np.nda
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     set_threads(args.threads)
-    from neuralsim.envs.room import FLOOR_COLOURS, OBJECT_COLOURS
+    from neuralsim.envs.room import FLOOR_COLOURS
     from neuralsim.session import DreamSession
 
     t0 = time.perf_counter()
@@ -285,22 +284,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     real = score(probe.predict(data["frames"]), data)
 
     start, t16 = dream_from_prompts(args.model, data["texts"], args.seed, WALK_KEYS)
-    gen, gen_t16 = score(probe.predict(start), data), score(probe.predict(t16), data, (0, 1))
+    gen, gen_t16 = score(probe.predict(start), data), score(probe.predict(t16), data)
     uncond = score(probe.predict(unconditional_starts(args.model, args.layouts, args.seed)), data)
 
     rng = np.random.default_rng(args.seed)
     new_floor = [str(rng.choice([c for c in FLOOR_COLOURS if c != old])) for old in data["floor_words"]]
-    layout_balls = data["ball_words"]
-    new_ball = [str(rng.choice([c for c in OBJECT_COLOURS if c not in (old, f)])) for old, f in zip(layout_balls, data["floor_words"])]
     swapped_floor, _ = dream_from_prompts(args.model, [swap_word(t, o, n, "floor") for t, o, n in
                                                        zip(data["texts"], data["floor_words"], new_floor)], args.seed)
-    swapped_ball, _ = dream_from_prompts(args.model, [swap_word(t, o, n, "ball") for t, o, n in
-                                                      zip(data["texts"], layout_balls, new_ball)], args.seed)
     floor_follows = float(np.mean(probe.predict(swapped_floor)[:, 0] == [FLOOR_COLOURS.index(c) for c in new_floor]))
-    seen = data["labels"][:, 2] < len(OBJECT_COLOURS)  # the ball is in view of the real start
-    ball_pred = probe.predict(swapped_ball)[:, 2]
-    ball_follows = float(np.mean(ball_pred[seen] == np.array([OBJECT_COLOURS.index(c) for c in new_ball])[seen])) \
-        if seen.any() else float("nan")
 
     odd_ok = 0
     session = DreamSession(args.model)
@@ -315,13 +306,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     print(f"\nprompt fidelity, model {args.model}: {args.layouts} held-out layouts, probe trained on "
           f"{len(frames)} real frames ({args.probe_layouts} layouts)")
-    print(f"{'frames':42s} {'floor':>6s} {'wall':>6s} {'ball':>6s} {'mean':>6s}")
-    print(f"{'probe, held-out real frames of its own layouts':42s} {val_acc[0]:6.3f} {val_acc[1]:6.3f} {val_acc[2]:6.3f} "
-          f"{val_acc.mean():6.3f}   (exact labels)")
+    print(f"{'frames':48s} {'floor':>6s} {'wall':>6s} {'mean':>6s} {'(ball)':>7s}")
+    print(f"{'probe, held-out real frames of its own layouts':48s} {val_acc[0]:6.3f} {val_acc[1]:6.3f} "
+          f"{val_acc[:2].mean():6.3f} {val_acc[2]:7.3f}   (exact labels)")
     for name, s in (("real start frames (ceiling)", real), ("generated from the sentence", gen),
                     ("dream t+16 (walk and turn)", gen_t16), ("no prompt (chance)", uncond)):
-        print(f"{name:42s} {s['floor']:6.3f} {s['wall']:6.3f} {s.get('ball', float('nan')):6.3f} {s['mean']:6.3f}")
-    print(f"one word changed: floor follows {floor_follows:.3f}, ball colour follows {ball_follows:.3f}; "
+        print(f"{name:48s} {s['floor']:6.3f} {s['wall']:6.3f} {s['mean']:6.3f} {s['ball']:7.3f}")
+    print(f"one word changed: the probed floor follows the new floor colour in {floor_follows:.3f}; "
           f"odd prompts handled {odd_ok}/{len(ODD_PROMPTS)}")
     result = {
         "benchmark": "prompt_fidelity", "model": args.model, "quick": args.quick, "layouts": args.layouts,
@@ -330,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "attribute_accuracy_t16": gen_t16["mean"], "attribute_accuracy_unconditional": uncond["mean"],
         "probe_val_accuracy": {"floor": float(val_acc[0]), "wall": float(val_acc[1]), "ball": float(val_acc[2])},
         "per_attribute": {"real": real, "generated": gen, "t16": gen_t16, "unconditional": uncond},
-        "floor_swap_follows": floor_follows, "ball_swap_follows": ball_follows,
+        "floor_swap_follows": floor_follows,
         "odd_prompts_ok": odd_ok, "odd_prompts": len(ODD_PROMPTS),
         "gates": {"attribute_accuracy": {"value": gen["mean"], "target": 0.8, "met": gen["mean"] >= 0.8},
                   "attribute_accuracy_t16": {"value": gen_t16["mean"], "target": 0.7, "met": gen_t16["mean"] >= 0.7}},

@@ -5,10 +5,12 @@
 (One torch thread per job: on a 2-core machine two threads competing with the collection workers or anything
 else are far slower.) Stages: collect 400 episodes of NeuralSimRoom-v0 with the `explore` policy → the 8×
 autoencoder (1,800 steps) → the dynamics (2,000 steps, windows of 6) → 300 self-forcing steps → 1 denoise step
-and a context window of 128 in its config → seven streaming stages (`STREAMING_STAGES`: 600 + 700 + 700 + 800 +
-800 + 800 + 600 steps, each frame trained exactly as it is sampled, windows of 6, 10, 16 and 64, more and more of the
-model's own history and of still windows; the fifth adds the changes-only latent refiner, `refiner_channels=32,
-refiner_reads_changes=true`; the seventh trains 16 frames after a burn-in of 48). `--reward-episodes 1280` adds a
+and a context window of 128 in its config → eight streaming stages (`STREAMING_STAGES`: 600 + 700 + 700 + 800 +
+800 + 800 + 600 + 400 steps, each frame trained exactly as it is sampled, windows of 6, 10, 16 and 64, more and more of
+the model's own history and of still windows; the fifth adds the changes-only latent refiner, `refiner_channels=32,
+refiner_reads_changes=true`; the seventh trains 16 frames after a burn-in of 48; the eighth makes 30 % of the windows
+stop partway, `--stop-windows`) → the prompt-start generator (`neuralsim train prompt`, 3,000 steps on the first frames
+of 20,000 one-step episodes of the room's default task and their descriptions). `--reward-episodes 1280` adds a
 reward model (`neuralsim train reward`, 1,500 steps on 1,280 episodes of the room's default task, a quarter of the
 windows ending in the model's own dream; measured, not shipped). Beside the dynamics and
 self-forcing stages, on the second core, the decoder trains alone on the frozen encoder's latents (2,500 steps,
@@ -54,12 +56,14 @@ class StreamingStage:
     config: tuple[tuple[str, Any], ...] = ()  # model config fields the stage sets (`--set`), e.g. adding the refiner
     seed_offset: int = 0  # added to the recipe's seed (a stage that repeats the last one's windows draws others)
     burn_in: int = 0  # the window's first real frames only build the state (long contexts; `--burn-in`)
+    stop_windows: float = 0.0  # windows that stop partway: moving, then the last frame held (`--stop-windows`)
 
 
-# Seven stages, each from the last: longer windows, more of the model's own history, more still windows; the fifth adds
+# Eight stages, each from the last: longer windows, more of the model's own history, more still windows; the fifth adds
 # the changes-only refiner (zero-initialised: it starts as the model before it), the sixth repeats it on other windows
-# at a lower rate, the seventh trains 16 frames after a burn-in of 48 (windows of 64: the context a long dream has). The shipped run measured each (README, "what was tried"); they are the steps of that run, not a
-# tuned schedule.
+# at a lower rate, the seventh trains 16 frames after a burn-in of 48 (windows of 64: the context a long dream has), the
+# eighth adds windows that stop partway (still windows start still; the idle test lets go of the keys while moving).
+# The shipped run measured each (README, "what was tried"); they are the steps of that run, not a tuned schedule.
 STREAMING_STAGES = (
     StreamingStage(steps=600, window=6, batch_size=32, lr=3e-4, warmup=100, own_history=0.5, one_step_fraction=0.7,
                    still_windows=0.0),
@@ -75,6 +79,8 @@ STREAMING_STAGES = (
                    still_windows=0.3, seed_offset=2),
     StreamingStage(steps=600, window=64, batch_size=16, lr=1.5e-4, warmup=50, own_history=0.9, one_step_fraction=0.8,
                    still_windows=0.3, seed_offset=4, burn_in=48),
+    StreamingStage(steps=400, window=64, batch_size=16, lr=1e-4, warmup=50, own_history=0.9, one_step_fraction=0.8,
+                   still_windows=0.3, seed_offset=5, burn_in=48, stop_windows=0.3),
 )
 
 
@@ -108,6 +114,12 @@ class Recipe:
     reward_steps: int = 1500
     reward_lr: float = 1e-3
     reward_own_share: float = 0.25  # windows whose second half the model dreams (--self-forcing of `train reward`)
+    # The prompt-start generator (`neuralsim train prompt`): first frames of the room's default task and their
+    # descriptions, one-step episodes of many layouts; what `reset(options={"prompt": ...})` draws the start from.
+    prompt_layouts: int = 20000  # 0 = none (a prompt then only conditions the dynamics)
+    prompt_seed: int = 5_000_000  # its layouts' seeds: apart from the world's data and prompt_fidelity's held-out seeds
+    prompt_steps: int = 3000
+    prompt_lr: float = 1e-3
     dtype: str = "float32"  # as the shipped run (bf16 gave no speed-up on these small convs and matmuls)
     resume: bool = False
     install: bool = False
@@ -125,7 +137,7 @@ def main() -> None:
     out = Path(recipe.out)
     data, model_dir = out / "data", out / "model"
     if recipe.install_only:
-        done = [out / "reward"] + [out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [out / "final", model_dir]
+        done = [out / "prompt", out / "reward"] + [out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [out / "final", model_dir]
         install(next(d for d in done if (d / "config.json").exists()))
         return
     t0 = time.perf_counter()
@@ -219,7 +231,7 @@ def main() -> None:
                               config_overrides=overrides,
                               lr=stage.lr, warmup=stage.warmup, own_history=stage.own_history,
                               one_step_fraction=stage.one_step_fraction, still_windows=stage.still_windows,
-                              burn_in=stage.burn_in,
+                              burn_in=stage.burn_in, stop_windows=stage.stop_windows,
                               resume=recipe.resume and (stage_dir / "checkpoints" / "latest.json").exists(),
                               **{**common, "window": stage.window, "batch_size": stage.batch_size,
                                  "seed": recipe.seed + stage.seed_offset}))
@@ -241,6 +253,19 @@ def main() -> None:
                           resume=recipe.resume and (reward_dir / "checkpoints" / "latest.json").exists()))
         timings["reward model"] = time.perf_counter() - t
         final_dir = reward_dir
+    if recipe.prompt_layouts > 0:
+        prompt_data, prompt_dir = out / "prompt_data", out / "prompt"
+        t = time.perf_counter()
+        if not (prompt_data / "manifest.json").exists() or recipe.resume:
+            collect("NeuralSimRoom-v0", prompt_data, episodes=recipe.prompt_layouts, policy="random",
+                    workers=recipe.workers, seed=recipe.prompt_seed, max_steps=1, episodes_per_shard=256,
+                    resume=(prompt_data / "manifest.json").exists())
+        train(TrainConfig(stage="prompt", out=str(prompt_dir), init=str(final_dir), data=str(prompt_data),
+                          steps=recipe.prompt_steps, lr=recipe.prompt_lr, window=1, batch_size=64, warmup=100,
+                          seed=recipe.seed, dtype=recipe.dtype, latent_cache_dir=str(out / "latent_cache"),
+                          resume=recipe.resume and (prompt_dir / "checkpoints" / "latest.json").exists()))
+        timings["prompt start"] = time.perf_counter() - t
+        final_dir = prompt_dir
     t_total = time.perf_counter() - t0
     stages = ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in timings.items())
     print(f"recipe done: {stages}; total {t_total / 60:.1f} min of wall clock", flush=True)
