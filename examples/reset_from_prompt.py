@@ -2,8 +2,9 @@
 
     python examples/reset_from_prompt.py --prompt "a red ball near the blue wall" --keys "w-16,l-8"
 
-Prompts work best in the language of the start set's descriptions (``info["prompt"]`` of a plain
-``env.reset()`` shows one). Prints one JSON line.
+Prompts work best in the room's own language (``info["description"]`` of ``NeuralSimRoom-v0``, or ``info["prompt"]``
+of a plain ``env.reset()``, shows one): the shipped model's prompt-start generator learned it from 20,000 layouts
+(README, "Start from a sentence"). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import neuralsim  # noqa: F401
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="default", help="model name or checkpoint directory")
-    p.add_argument("--prompt", default="a room with a grey checkered floor and a red ball near the blue wall")
+    p.add_argument("--prompt", default="a room with a checkered grey floor, a blue north wall, a red east wall, a yellow "
+                                       "south wall and a green west wall; a red ball near the blue wall; target: the red ball")
     p.add_argument("--keys", default="w-8,l-8,w-8", help="key DSL: w/s forward/back, a/d strafe, j/l yaw, i/k pitch")
     p.add_argument("--out", default="dream_from_prompt.gif")
     p.add_argument("--seed", type=int, default=0)
