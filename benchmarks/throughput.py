@@ -45,6 +45,8 @@ Prints a table; the last line is one JSON object, also written to benchmarks/res
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import tempfile
 import time
@@ -149,9 +151,6 @@ def measure_rollout(path: str, frames: int, *, denoise_steps: int | None = None)
 
 def transfer_training_speed() -> dict | None:
     """``dream_vs_real_training_speed`` of the last transfer benchmark run (benchmarks/results/transfer.json), if any."""
-    import json
-    import os
-
     path = RESULTS_DIR / "transfer.json"
     if not path.is_file():
         return None

@@ -812,7 +812,8 @@ class WorldModel(nn.Module):
             raise InputError(f"batch_size must be an int >= 1, got {batch_size!r}")
         cfg, B = self.config, int(batch_size)
         steps = self._check_steps(denoise_steps)
-        tokens, mask = self._encode_text(validate_prompts(prompt, B), B)
+        prompts = validate_prompts(prompt, B)
+        tokens, mask = self._encode_text(prompts, B)
         text_kv = [(k.float(), v.float()) for k, v in self.dynamics.text_kv(tokens)]
         state = WorldState(
             cache=self.dynamics.empty_cache(B, self.device), text_kv=text_kv, text_mask=mask, text_tokens=tokens.float(),
@@ -825,14 +826,13 @@ class WorldModel(nn.Module):
         if frames is None and latents is None:
             if actions is not None:
                 raise InputError("actions were given without frames; expected frames [B, T, H, W, 3] for them")
-            if self.prompt_start is not None:  # the first frame drawn from the prompt (None: unconditionally)
-                latents = self.prompt_start.sample(validate_prompts(prompt, B) or [None] * B, generator,
-                                                   cfg.prompt_start_steps)[:, None]
-        if frames is None and latents is None:
-            action, known, rays, c2w, pitch, rel, warp = self._sequence_conditioning(B, 1, None, "actions")
-            _, state = self._generate(state, action, known, rays, generator, steps, rel_rays=rel, warp=warp, c2w=c2w,
-                                      pitch=pitch)
-            return state
+            if self.prompt_start is None:  # the dynamics draws the first frame
+                action, known, rays, c2w, pitch, rel, warp = self._sequence_conditioning(B, 1, None, "actions")
+                _, state = self._generate(state, action, known, rays, generator, steps, rel_rays=rel, warp=warp,
+                                          c2w=c2w, pitch=pitch)
+                return state
+            # the first frame drawn from the prompt (None: unconditionally), then committed as a context frame
+            latents = self.prompt_start.sample(prompts or [None] * B, generator, cfg.prompt_start_steps)[:, None]
         if latents is None:
             latents = self.encode(frames)  # (B, T_lat, C, h, w)
         else:

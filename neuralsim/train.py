@@ -224,6 +224,30 @@ class LatentCache:
         return torch.stack(out)
 
 
+def hold_from(latents: torch.Tensor, batch: dict, cut: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Windows held still from frame ``cut[i]`` on (``0``: the window as it is): frame ``cut - 1`` repeated, and the
+    steps into the held frames (from step ``cut - 1``) with the zero action, reward 0, not terminated. Returns new
+    tensors; ``latents [B, T, ...]`` and ``batch`` (per-step arrays ``[B, T-1, ...]``) are left untouched."""
+    T = latents.shape[1]
+    t = torch.arange(T)
+    held = (cut[:, None] > 0) & (t[None] >= cut[:, None])  # (B, T) frames replaced
+    source = torch.where(held, cut[:, None] - 1, t[None]).to(latents.device)  # (B, T) which frame each one shows
+    latents = torch.take_along_dim(latents, source.view(*source.shape, *[1] * (latents.ndim - 2)), dim=1)
+    steps = held[:, 1:]  # step s leads from frame s to frame s + 1
+    batch = dict(batch)
+    for key, value in (("actions", 0), ("rewards", 0.0), ("terminated", False)):
+        if batch.get(key) is None:
+            continue
+        if isinstance(batch[key], torch.Tensor):
+            arr = batch[key].clone()
+            arr[steps.to(arr.device)] = value
+        else:
+            arr = np.array(batch[key], copy=True)
+            arr[steps.numpy()] = value
+        batch[key] = arr
+    return latents, batch
+
+
 class StageLoss(nn.Module):
     """Wraps a model's stage loss in ``forward`` so DDP can synchronise its gradients.
 
@@ -255,17 +279,7 @@ class StageLoss(nn.Module):
         rows = torch.rand((latents.shape[0],), generator=generator) < self.still_windows
         if not bool(rows.any()):
             return latents, batch
-        latents = latents.clone()
-        latents[rows] = latents[rows, :1].expand_as(latents[rows])
-        batch = dict(batch)
-        idx = rows.numpy()
-        for key, value in (("actions", 0), ("rewards", 0.0), ("terminated", False)):
-            if batch.get(key) is None:
-                continue
-            arr = batch[key].clone() if isinstance(batch[key], torch.Tensor) else np.array(batch[key], copy=True)
-            arr[idx] = value
-            batch[key] = arr
-        return latents, batch
+        return hold_from(latents, batch, rows.long())  # held from frame 1: frame 0 repeated
 
     def stop_partway(self, latents: torch.Tensor, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         """Make a ``stop_windows`` fraction of the windows (not already held still) stop partway: real frames up to a cut
@@ -280,17 +294,7 @@ class StageLoss(nn.Module):
             rows &= moving  # a window held still already (hold_still) stays as it is
         if not bool(rows.any()):
             return latents, batch
-        latents, batch = latents.clone(), dict(batch)
-        for key in ("actions", "rewards", "terminated"):
-            if batch.get(key) is not None:
-                batch[key] = batch[key].clone() if isinstance(batch[key], torch.Tensor) else np.array(batch[key], copy=True)
-        for i in torch.nonzero(rows).flatten().tolist():
-            c = int(cuts[i])
-            latents[i, c:] = latents[i, c - 1 : c]
-            for key, value in (("actions", 0), ("rewards", 0.0), ("terminated", False)):
-                if batch.get(key) is not None:
-                    batch[key][i, c - 1 :] = value  # action c - 1 leads from frame c - 1 to the held frame c
-        return latents, batch
+        return hold_from(latents, batch, torch.where(rows, cuts, 0))
 
     @torch.no_grad()
     def own_rollout(self, latents: torch.Tensor, batch: dict, frames: int, generator: torch.Generator) -> torch.Tensor:
