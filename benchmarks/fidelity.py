@@ -29,7 +29,10 @@ round-trip PSNR of the start frame minus the dream's PSNR, both pooled);
 **yaw** (``l`` and ``j`` held 8 steps: the per-step horizontal image shift of the dream over the real
 one, estimated to 1/8 px by minimising the MSE over shifts of the middle rows, pooled over seeds);
 **ablations** (horizons 1, 4, 16: future actions zeroed, Plücker rays removed via
-``model.ablate_rays``, prompt removed); **revisit** (yaw 20 steps right and back: the frame on
+``model.ablate_rays``, prompt removed); **turn around** (one real frame and its description, then ``l`` held until
+the camera faces the other way, 180°: what the dream shows there is not in the image, only in the sentence, which names
+the four walls' colours; the end frame vs the real one, with the prompt and without: ``turn_around_psnr``,
+``ablation_no_prompt_turn_around_psnr``, ``turn_around_prompt_gain_db``); **revisit** (yaw 20 steps right and back: the frame on
 return vs the real one); **reward** on the room's default task (the ball, started in view), under the explore, sticky-random
 and scripted (walk to the target) policies, 16 context frames then 16 dream steps: Pearson of the dream's predicted vs
 the real reward (``reward_corr_t1_16``; the reward model when the checkpoint has one, else the heads) and termination F1
@@ -76,6 +79,7 @@ IDLE_STEPS = 16
 YAW_STEPS = 8
 REVISIT_LOOP = "l-20,j-20"
 MAX_REVISIT_SEEDS = 8
+TURN_AROUND_DEG = 180.0
 REWARD_STEPS = 16
 PROTOCOLS = ("explore", "sticky")
 # The reward and termination are judged on the room's default task (the ball, started in view) under these policies:
@@ -269,8 +273,8 @@ def dream_rollout(model: Any, context: np.ndarray, context_actions: np.ndarray, 
     """
     session = DreamSession(model, dtype="float32")  # precision: main()'s autocast
     g = session.generator(seed)
-    state, _, _ = session.start(len(context), g, image=context, actions=np.ascontiguousarray(context_actions, np.float32),
-                                prompt=prompts)
+    ctx_actions = np.ascontiguousarray(context_actions, np.float32) if context_actions.shape[1] else None  # one frame: none
+    state, _, _ = session.start(len(context), g, image=context, actions=ctx_actions, prompt=prompts)
     frames, rewards, term = [], [], []
     for t in range(actions.shape[1]):
         out = session.step(state, np.ascontiguousarray(actions[:, t], np.float32), g, denoise_steps=denoise_steps)
@@ -505,6 +509,29 @@ def revisit_test(model: Any, env: Any, seeds: Sequence[int], *, k: int, n_ctx: i
             "revisit_seeds": len(seeds)}
 
 
+def turn_around_test(model: Any, env: Any, seeds: Sequence[int], *, k: int, reach: float, dream_seed: int,
+                     denoise_steps: int | None) -> dict[str, Any]:
+    """From one real frame and its description, ``l`` held until the camera has turned ``TURN_AROUND_DEG``: the end
+    frame vs the real one with the prompt and without it (all seeds batched). The image alone does not show that side
+    of the room; the sentence names its walls' colours, so this is where a prompt can matter."""
+    from neuralsim.actions import keys_to_vector
+
+    steps = int(round(TURN_AROUND_DEG / (env.rotation_speed_deg * k)))
+    acts = np.repeat(keys_to_vector("l")[None, :4].astype(np.float32), steps, 0)
+    eps = [real_episode(env, seed, steps, k, reach=reach, raw_frames=1, actions=acts) for seed in seeds]
+    context = np.stack([ep["raw"][:1] for ep in eps])
+    batch_acts, no_ctx = np.repeat(acts[None], len(eps), 0), np.zeros((len(eps), 0, 4), np.float32)
+    real_end = np.stack([ep["obs"][-1] for ep in eps])
+    ends = {variant: dream_rollout(model, context, no_ctx, batch_acts, prompts, dream_seed, denoise_steps)["frames"][:, -1]
+            for variant, prompts in (("prompt", [ep["description"] for ep in eps]), ("no_prompt", None))}
+    with_prompt, without = (psnr_stats(ends[v], real_end)["pooled"] for v in ("prompt", "no_prompt"))
+    wins = _mse(ends["prompt"], real_end) < _mse(ends["no_prompt"], real_end)  # per seed: is the prompt's end closer?
+    return {"turn_around_psnr": with_prompt, "ablation_no_prompt_turn_around_psnr": without,
+            "turn_around_prompt_gain_db": with_prompt - without, "turn_around_prompt_wins": float(wins.mean()),
+            "turn_around_steps": steps,
+            "turn_around_start_vs_end_real_psnr": psnr_stats(context[:, 0], real_end)["pooled"]}
+
+
 SATURATED_STD = 0.9 * 127.5  # a frame std above this: nearly every pixel at 0 or 255
 LONG_CHECKPOINTS = 100  # frames of the long rollout judged (evenly spaced)
 LATENT_RMS_FACTOR = 2.0  # a latent RMS above this times the real room's largest is out of the data's range
@@ -718,6 +745,10 @@ def print_report(r: dict[str, Any], horizons: Sequence[int]) -> None:
           f"{_f(r['yaw_dream_shift_px_l'])} / {_f(r['yaw_dream_shift_px_j'])} px; ratio {_f(r['yaw_shift_ratio'], 3)} "
           f"(l {_f(r['yaw_shift_ratio_l'], 3)}, j {_f(r['yaw_shift_ratio_j'], 3)}; rays removed {_f(r['ablation_no_rays_yaw_shift_ratio'], 3)})")
     print(f"revisit: vs real {_f(r['revisit_psnr_vs_real'])} dB, vs first visit {_f(r['revisit_psnr_vs_first_visit'])} dB")
+    print(f"turn around ({r['turn_around_steps']} steps of l from one frame): with the prompt {_f(r['turn_around_psnr'])} dB, "
+          f"prompt removed {_f(r['ablation_no_prompt_turn_around_psnr'])} dB (gain {_f(r['turn_around_prompt_gain_db'])} dB, "
+          f"closer with it on {_f(r['turn_around_prompt_wins'])} of the seeds; "
+          f"real end vs start {_f(r['turn_around_start_vs_end_real_psnr'])} dB)")
     print(f"reward (default task) corr t1-16 {_f(r['reward_corr_t1_16'], 3)}; termination F1 {_f(r['termination_f1'], 3)} "
           f"({r['termination_positives']} positives, {r['termination_predicted']} predicted); per policy: " + ", ".join(
               f"{p} {_f(r.get(f'reward_corr_t1_16_{p}'), 3)} / {_f(r.get(f'termination_f1_{p}'), 3)}" for p in REWARD_PROTOCOLS)
@@ -872,6 +903,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                    denoise_steps=args.denoise_steps, rotation_px=rotation_px))
         result.update(revisit_test(model, env, [args.first_seed + 500 + i for i in range(min(args.seeds, MAX_REVISIT_SEEDS))],
                                    k=k, n_ctx=n_ctx, reach=reach, dream_seed=3, denoise_steps=args.denoise_steps))
+        result.update(turn_around_test(model, env, seeds, k=k, reach=reach, dream_seed=6, denoise_steps=args.denoise_steps))
         result.update(reward_metrics({name: reward_protocol(name, model, task_env, seeds, k=k, n_ctx=n_ctx, reach=reach,
                                                             dream_seed=5 + i, denoise_steps=args.denoise_steps)
                                       for i, name in enumerate(REWARD_PROTOCOLS)}))

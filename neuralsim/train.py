@@ -101,6 +101,8 @@ class TrainConfig:
     #                             action (reward 0): for camera worlds where zero means "do nothing", e.g. the room
     stop_windows: float = 0.0  # dynamics: fraction of windows that stop partway: real frames up to a random cut, then
     #                            the last of them held under the zero action (letting go of the keys while moving)
+    stop_coast: float = 0.0  # dynamics, stop windows: share of a step's motion the world still shows in the first step
+    #                          after the keys are let go (a body slowing down; the room's: 0.375); turns stop at once
     streaming: bool = False  # dynamics: train frame by frame as sampled (WorldModel.streaming_loss), not in parallel
     own_history: float = 0.0  # streaming: chance a committed frame is the model's own one-step sample (self-forcing)
     one_step_fraction: float = 0.5  # streaming: fraction of target frames at tau = 1, the level one-step sampling sees
@@ -224,15 +226,24 @@ class LatentCache:
         return torch.stack(out)
 
 
-def hold_from(latents: torch.Tensor, batch: dict, cut: torch.Tensor) -> tuple[torch.Tensor, dict]:
+def hold_from(latents: torch.Tensor, batch: dict, cut: torch.Tensor,
+              coast: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Windows held still from frame ``cut[i]`` on (``0``: the window as it is): frame ``cut - 1`` repeated, and the
-    steps into the held frames (from step ``cut - 1``) with the zero action, reward 0, not terminated. Returns new
-    tensors; ``latents [B, T, ...]`` and ``batch`` (per-step arrays ``[B, T-1, ...]``) are left untouched."""
+    steps into the held frames (from step ``cut - 1``) with the zero action, reward 0, not terminated. With ``coast``
+    (``[B]`` in [0, 1)) the held frame is ``coast`` of the way from frame ``cut - 1`` to the real frame ``cut`` (latents
+    blended: a body still sliding a little after the keys are let go; sub-pixel motions blend like shifts). Returns
+    new tensors; ``latents [B, T, ...]`` and ``batch`` (per-step arrays ``[B, T-1, ...]``) are left untouched."""
     T = latents.shape[1]
     t = torch.arange(T)
     held = (cut[:, None] > 0) & (t[None] >= cut[:, None])  # (B, T) frames replaced
     source = torch.where(held, cut[:, None] - 1, t[None]).to(latents.device)  # (B, T) which frame each one shows
-    latents = torch.take_along_dim(latents, source.view(*source.shape, *[1] * (latents.ndim - 2)), dim=1)
+    shape = (*source.shape, *[1] * (latents.ndim - 2))
+    out = torch.take_along_dim(latents, source.view(shape), dim=1)
+    if coast is not None:
+        reached = torch.take_along_dim(latents, torch.where(held, cut[:, None], t[None]).to(latents.device).view(shape), dim=1)
+        w = (coast.to(latents.device, latents.dtype)[:, None] * held.to(latents.device)).view(shape)
+        out = out + w * (reached - out)
+    latents = out
     steps = held[:, 1:]  # step s leads from frame s to frame s + 1
     batch = dict(batch)
     for key, value in (("actions", 0), ("rewards", 0.0), ("terminated", False)):
@@ -261,9 +272,9 @@ class StageLoss(nn.Module):
     def __init__(self, model: nn.Module, stage: str, cache: LatentCache | None = None, self_forcing: float = 0.0,
                  self_forcing_frames: int = 4, still_windows: float = 0.0, streaming: bool = False,
                  own_history: float = 0.0, one_step_fraction: float = 0.5, burn_in: int = 0,
-                 stop_windows: float = 0.0):
+                 stop_windows: float = 0.0, stop_coast: float = 0.0):
         super().__init__()
-        self.stop_windows = stop_windows
+        self.stop_windows, self.stop_coast = stop_windows, stop_coast
         self.streaming, self.own_history, self.one_step_fraction = streaming, own_history, one_step_fraction
         self.burn_in = burn_in
         self.model = model
@@ -289,12 +300,18 @@ class StageLoss(nn.Module):
         first = max(1, min(self.burn_in, T - 1))  # the stop falls where the loss sees it
         rows = torch.rand((B,), generator=generator) < self.stop_windows
         cuts = torch.randint(first, T, (B,), generator=generator)
+        coast = None
         if "actions" in batch and batch["actions"] is not None:
-            moving = ~(torch.as_tensor(np.asarray(batch["actions"])) == 0).flatten(1).all(dim=1)
+            actions = torch.as_tensor(np.asarray(batch["actions"]))  # (B, T-1, A)
+            moving = ~(actions == 0).flatten(1).all(dim=1)
             rows &= moving  # a window held still already (hold_still) stays as it is
+            if self.stop_coast > 0:  # coasting: the last two steps translated and did not turn (turns stop at once)
+                last = torch.stack([actions[torch.arange(B), (cuts - k).clamp(min=0)] for k in (1, 2)], 1)  # (B, 2, A)
+                slides = (last[..., :2] != 0).any(-1).all(-1) & (last[..., 2:] == 0).all(-1).all(-1)
+                coast = self.stop_coast * slides.float()
         if not bool(rows.any()):
             return latents, batch
-        return hold_from(latents, batch, torch.where(rows, cuts, 0))
+        return hold_from(latents, batch, torch.where(rows, cuts, 0), coast)
 
     @torch.no_grad()
     def own_rollout(self, latents: torch.Tensor, batch: dict, frames: int, generator: torch.Generator) -> torch.Tensor:
@@ -472,6 +489,7 @@ _RESUME_MUST_MATCH = {
     "dtype": "--dtype", "self_forcing": "--self-forcing", "self_forcing_frames": "--self-forcing-frames",
     "still_windows": "--still-windows", "streaming": "--streaming", "own_history": "--own-history",
     "one_step_fraction": "--one-step-fraction", "burn_in": "--burn-in", "stop_windows": "--stop-windows",
+    "stop_coast": "--stop-coast",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
     "min_lr_ratio": "--min-lr-ratio", "grad_clip": "--grad-clip", "ema_decay": "--ema-decay", "camera": "--camera",
     "cache_latents": "--cache-latents",
@@ -620,7 +638,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
             print(f"{dataset.num_episodes} episodes {how} in {time.perf_counter() - t0:.0f} s", flush=True)
     loss_module: nn.Module = StageLoss(model, stage, cache, cfg.self_forcing, cfg.self_forcing_frames, cfg.still_windows,
                                             cfg.streaming, cfg.own_history, cfg.one_step_fraction, cfg.burn_in,
-                                            cfg.stop_windows)
+                                            cfg.stop_windows, cfg.stop_coast)
     if world_size() > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -825,6 +843,10 @@ def validate(cfg: TrainConfig) -> Any:
         raise TrainingError(f"--still-windows must be a fraction in [0, 1), got {cfg.still_windows!r}")
     if isinstance(cfg.stop_windows, bool) or not (isinstance(cfg.stop_windows, (int, float)) and 0.0 <= cfg.stop_windows < 1.0):
         raise TrainingError(f"--stop-windows must be a fraction in [0, 1), got {cfg.stop_windows!r}")
+    if isinstance(cfg.stop_coast, bool) or not (isinstance(cfg.stop_coast, (int, float)) and 0.0 <= cfg.stop_coast < 1.0):
+        raise TrainingError(f"--stop-coast must be a fraction in [0, 1), got {cfg.stop_coast!r}")
+    if cfg.stop_coast > 0 and cfg.stop_windows == 0:
+        raise TrainingError("--stop-coast shapes the stop windows: it needs --stop-windows > 0")
     if cfg.stop_windows > 0 and not cfg.cache_latents:
         raise TrainingError("--stop-windows needs the latent cache (cache_latents=True)")
     if cfg.still_windows > 0 and not cfg.cache_latents:
@@ -881,6 +903,10 @@ def validate(cfg: TrainConfig) -> Any:
     if cfg.stop_windows > 0 and dataset.action_spec.get("type") != "box":
         raise TrainingError(f"--stop-windows holds a frame under the zero action, which needs Box actions; --data "
                             f"{cfg.data!r} has {dataset.action_spec.get('type')!r} actions")
+    if cfg.stop_coast > 0 and list(dataset.action_spec.get("shape", ())) != [4]:
+        raise TrainingError(f"--stop-coast reads camera actions [forward, strafe_right, yaw_right, pitch_up] (it lets "
+                            f"translations coast and turns stop at once); --data {cfg.data!r} has actions of shape "
+                            f"{dataset.action_spec.get('shape')}")
     longest = int(dataset.episode_steps.max())
     if cfg.window > longest:
         raise TrainingError(f"--window {cfg.window} is longer than every episode of --data {cfg.data!r} (the longest "

@@ -117,7 +117,9 @@ def test_fidelity_script_on_tiny_checkpoint(tiny_checkpoint, tmp_path):
     keys = ["ae_psnr_pooled", "ae_object_psnr", "idle_drop_db_t1", "idle_drop_db_t16", "yaw_shift_ratio",
             "yaw_shift_ratio_l", "yaw_shift_ratio_j", "revisit_psnr_vs_real", "long_rollout_finite",
             "long_rollout_collapsed", "reward_corr_t1_16", "termination_f1", "device", "dtype", "cpu_capability",
-            "seeds", "denoise_steps", "model", "seconds", "ablation_no_rays_yaw_shift_ratio"]
+            "seeds", "denoise_steps", "model", "seconds", "ablation_no_rays_yaw_shift_ratio",
+            "turn_around_psnr", "ablation_no_prompt_turn_around_psnr", "turn_around_prompt_gain_db",
+            "turn_around_prompt_wins"]
     for proto in ("explore", "sticky"):
         for h in (1, 4, 16, 64):
             keys += [f"psnr_pooled_{proto}_t{h}", f"psnr_mean_{proto}_t{h}", f"psnr_median_{proto}_t{h}",
@@ -132,6 +134,8 @@ def test_fidelity_script_on_tiny_checkpoint(tiny_checkpoint, tmp_path):
         v = result[k]
         assert v is None or isinstance(v, (str, bool)) or math.isfinite(v), (k, v)
     assert result["psnr_pooled_explore_t1"] is not None and result["seeds"] == 2
+    k = result["frames_per_latent"]  # the room turns 4 degrees a room step: about 180 degrees in all
+    assert abs(result["turn_around_steps"] * k * 4 - 180) <= 4 * k
     assert set(result["gates"]) >= {"idle_drop_db_t1", "yaw_shift_ratio", "ae_psnr_pooled", "long_rollout_ok"}
     assert all(set(g) == {"value", "threshold", "pass"} for g in result["gates"].values())
     assert json.loads((tmp_path / "fid.json").read_text())["psnr_pooled_sticky_t16"] == result["psnr_pooled_sticky_t16"]

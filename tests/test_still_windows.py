@@ -72,3 +72,28 @@ def test_stop_windows_move_then_hold_their_last_real_frame_under_the_zero_action
 def test_bad_stop_windows_is_refused_naming_the_flag(tmp_path, value):
     with pytest.raises(TrainingError, match="--stop-windows"):
         train(TrainConfig(stage="dynamics", data=str(tmp_path), out=str(tmp_path / "out"), stop_windows=value))
+
+
+def test_coasting_stops_show_part_of_the_last_translation_and_turns_stop_at_once():
+    model = WorldModel(WorldModelConfig.from_preset("tiny"))
+    loss = StageLoss(model, "dynamics", stop_windows=0.999, stop_coast=0.375, burn_in=2)
+    latents, batch = _batch(T=8)
+    batch["actions"][:32, :, 2:] = 0  # the first half only translates; the second half also turns
+    held, new = loss.stop_partway(latents, batch, torch.Generator().manual_seed(1))
+    for i in range(len(latents)):
+        c = int((new["actions"][i] == 0).all(dim=1).float().argmax()) + 1  # first held frame
+        assert torch.equal(held[i, :c], latents[i, :c])
+        expected = latents[i, c - 1] + (0.375 if i < 32 else 0.0) * (latents[i, c] - latents[i, c - 1])
+        torch.testing.assert_close(held[i, c:], expected.expand_as(held[i, c:]))
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, True])
+def test_bad_stop_coast_is_refused_naming_the_flag(tmp_path, value):
+    with pytest.raises(TrainingError, match="--stop-coast"):
+        train(TrainConfig(stage="dynamics", data=str(tmp_path), out=str(tmp_path / "out"), stop_windows=0.3,
+                          stop_coast=value))
+
+
+def test_stop_coast_without_stop_windows_is_refused(tmp_path):
+    with pytest.raises(TrainingError, match="--stop-coast .* needs --stop-windows"):
+        train(TrainConfig(stage="dynamics", data=str(tmp_path), out=str(tmp_path / "out"), stop_coast=0.3))
