@@ -83,6 +83,21 @@ STREAMING_STAGES = (
                    still_windows=0.3, seed_offset=5, burn_in=48, stop_windows=0.3),
 )
 
+# Streaming from the start (`--schedule from-start`): no parallel stage, no self-forcing stage; a fresh dynamics (the
+# shipped model's fields: the changes-only refiner, 1 Euler step, a context window of 128) trained frame by frame as
+# `step` samples it from its first update, first on windows of 6 at lr 1e-3 with a little of its own history, then on
+# windows of 16 with mostly its own history, still and stopping windows. Measured against the eight stages above:
+# README, "what was tried".
+FROM_START_CONFIG = (("refiner_channels", 32), ("refiner_reads_changes", True), ("prev_frame_warp", False),
+                     ("denoise_steps", 1), ("context_window", 128))
+FROM_START_STAGES = (
+    StreamingStage(steps=1200, window=6, batch_size=32, lr=1e-3, warmup=100, own_history=0.3, one_step_fraction=0.7,
+                   still_windows=0.1),
+    StreamingStage(steps=500, window=16, batch_size=16, lr=3e-4, warmup=50, own_history=0.8, one_step_fraction=0.8,
+                   still_windows=0.3, seed_offset=1, stop_windows=0.2),
+)
+SCHEDULES = ("parallel", "from-start")
+
 
 @dataclass
 class Recipe:
@@ -93,6 +108,8 @@ class Recipe:
     seed: int = 0
     policy: str = "explore"
     preset: str = "default"
+    # "parallel": the parallel dynamics stage, self-forcing, then STREAMING_STAGES; "from-start": FROM_START_STAGES only
+    schedule: str = "parallel"
     ae_steps: int = 1800
     ae_lr: float = 2e-3
     steps: int = 2000  # dynamics steps
@@ -134,10 +151,13 @@ def main() -> None:
         else:
             parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     recipe = Recipe(**vars(parser.parse_args()))
+    if recipe.schedule not in SCHEDULES:
+        parser.error(f"--schedule must be one of {', '.join(SCHEDULES)}, got {recipe.schedule!r}")
     out = Path(recipe.out)
     data, model_dir = out / "data", out / "model"
     if recipe.install_only:
-        done = [out / "prompt", out / "reward"] + [out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [out / "final", model_dir]
+        done = [out / "prompt", out / "reward"] + [out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [
+            out / "final", out / f"start{len(FROM_START_STAGES)}", model_dir]
         install(next(d for d in done if (d / "config.json").exists()))
         return
     t0 = time.perf_counter()
@@ -154,7 +174,7 @@ def main() -> None:
         print("collected:", summary, flush=True)
     t_collect = time.perf_counter() - t0
 
-    from neuralsim.checkpoints import publish_dir, read_config
+    from neuralsim.checkpoints import publish_dir
     from neuralsim.train import TrainConfig, train
 
     timings: dict[str, float] = {"collect": t_collect}
@@ -172,72 +192,56 @@ def main() -> None:
         publish_dir(tmp, ae_dir)
     # The dynamics only reads the encoder's latents, so the decoder trains on alone (encoder frozen) on the second
     # core while the dynamics train: sharper frames for every step of the dream without touching the dynamics.
-    decoder_job, decoder_dir = None, out / "decoder"
+    decoder_job, decoder_dir, t_decoder = None, out / "decoder", time.perf_counter()
     if recipe.decoder_steps > 0 and not (decoder_dir / "model.safetensors").exists():
         decoder_job = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("finetune_decoder.py")), "--model", str(ae_dir),
              "--data", str(data), "--steps", str(recipe.decoder_steps), "--lr", str(recipe.decoder_lr),
              "--seed", str(recipe.seed), "--out", str(decoder_dir)],
             stdout=(out / "decoder.log").open("w"), stderr=subprocess.STDOUT)
-        t_decoder = time.perf_counter()
-    t = time.perf_counter()
-    train(TrainConfig(stage="dynamics", out=str(model_dir), steps=recipe.steps, lr=recipe.lr,
-                      still_windows=recipe.still_windows,
-                      resume=recipe.resume or (model_dir / "checkpoints" / "latest.json").exists(), **common))
-    timings["dynamics"] = time.perf_counter() - t
-    # Self-forcing: the model continues its own rollouts (1-4 frames, no gradient) toward the real frames, so it
-    # learns to pull back the drift a teacher-forced model never sees.
-    dynamics_dir = model_dir
-    if recipe.self_forcing_steps > 0:
-        dynamics_dir = out / "sf"
-        t = time.perf_counter()
-        train(TrainConfig(stage="dynamics", out=str(dynamics_dir), init=str(model_dir), steps=recipe.self_forcing_steps,
-                          lr=recipe.self_forcing_lr, self_forcing=0.5, self_forcing_frames=4,
-                          still_windows=recipe.still_windows,
-                          resume=recipe.resume and (dynamics_dir / "checkpoints" / "latest.json").exists(), **common))
-        timings["self_forcing"] = time.perf_counter() - t
-    final_dir = out / "final"
-    if recipe.decoder_steps > 0:
-        if decoder_job is not None:
-            if decoder_job.wait() != 0:
-                raise SystemExit(f"the decoder fine-tune failed: see {out / 'decoder.log'}")
-            timings["decoder (beside the dynamics)"] = time.perf_counter() - t_decoder
-        subprocess.run([sys.executable, str(Path(__file__).with_name("finetune_decoder.py")), "--model", str(decoder_dir),
-                        "--merge", str(dynamics_dir), "--merge-only", "--out", str(final_dir)], check=True)
+    if recipe.schedule == "from-start":
+        # A fresh dynamics on the autoencoder (the decoder fine-tune beside it does not change the latents), trained
+        # frame by frame from its first update; the fine-tuned decoder is merged in at the end.
+        init = out / "fresh"
+        if not (init / "model.safetensors").exists():
+            fresh_dynamics(ae_dir, init, recipe.seed, dict(FROM_START_CONFIG))
+        dynamics_dir = run_streaming(FROM_START_STAGES, init, out, "start", recipe, common, timings)
+        final_dir = merge_decoder(recipe, decoder_job, t_decoder, decoder_dir, dynamics_dir, out, timings)
     else:
-        final_dir = dynamics_dir
-    # One Euler step (+ the commit pass): measured, 2-3 fused steps sharpen the first frames but their low-noise
-    # passes feed back into the history and blow up by t+16 (benchmarks/fidelity.py --denoise-steps). A context of
-    # at most 128 frames: trained on windows of 16, the recurrent state drifts out of the data's range over hundreds
-    # of frames (benchmarks/fidelity.py --context-window; README, "what was tried").
-    from neuralsim.model import WorldModel
-
-    final = WorldModel.from_pretrained(final_dir)
-    final.config = final.config.replace(denoise_steps=recipe.denoise_steps, context_window=recipe.context_window)
-    final.save_pretrained(final_dir)
-    # Streaming training: the parallel stages above train most frames against noisy history, which sampling never
-    # shows; these train each frame exactly as `step` samples it, on clean (or the model's own) history. They start
-    # from the fp16 copy of the merged model, as the shipped run did (it started from the model shipped before it).
-    if recipe.streaming_stages > 0:
-        init = out / "merged_fp16"
-        fp16_copy(final_dir, init)
-        for i, stage in enumerate(STREAMING_STAGES[: recipe.streaming_stages]):
-            stage_dir = out / f"streaming{i + 1}"
+        t = time.perf_counter()
+        train(TrainConfig(stage="dynamics", out=str(model_dir), steps=recipe.steps, lr=recipe.lr,
+                          still_windows=recipe.still_windows,
+                          resume=recipe.resume or (model_dir / "checkpoints" / "latest.json").exists(), **common))
+        timings["dynamics"] = time.perf_counter() - t
+        # Self-forcing: the model continues its own rollouts (1-4 frames, no gradient) toward the real frames, so it
+        # learns to pull back the drift a teacher-forced model never sees.
+        dynamics_dir = model_dir
+        if recipe.self_forcing_steps > 0:
+            dynamics_dir = out / "sf"
             t = time.perf_counter()
-            # the fields a stage sets that its starting model does not have yet (a later stage starts from one that has)
-            current = read_config(init)
-            overrides = {name: value for name, value in stage.config if getattr(current, name) != value}
-            train(TrainConfig(stage="dynamics", out=str(stage_dir), init=str(init), streaming=True, steps=stage.steps,
-                              config_overrides=overrides,
-                              lr=stage.lr, warmup=stage.warmup, own_history=stage.own_history,
-                              one_step_fraction=stage.one_step_fraction, still_windows=stage.still_windows,
-                              burn_in=stage.burn_in, stop_windows=stage.stop_windows,
-                              resume=recipe.resume and (stage_dir / "checkpoints" / "latest.json").exists(),
-                              **{**common, "window": stage.window, "batch_size": stage.batch_size,
-                                 "seed": recipe.seed + stage.seed_offset}))
-            timings[f"streaming {i + 1}"] = time.perf_counter() - t
-            init = stage_dir
-        final_dir = init
+            train(TrainConfig(stage="dynamics", out=str(dynamics_dir), init=str(model_dir),
+                              steps=recipe.self_forcing_steps, lr=recipe.self_forcing_lr, self_forcing=0.5,
+                              self_forcing_frames=4, still_windows=recipe.still_windows,
+                              resume=recipe.resume and (dynamics_dir / "checkpoints" / "latest.json").exists(), **common))
+            timings["self_forcing"] = time.perf_counter() - t
+        final_dir = merge_decoder(recipe, decoder_job, t_decoder, decoder_dir, dynamics_dir, out, timings)
+        # One Euler step (+ the commit pass): measured, 2-3 fused steps sharpen the first frames but their low-noise
+        # passes feed back into the history and blow up by t+16 (benchmarks/fidelity.py --denoise-steps). A context of
+        # at most 128 frames: trained on windows of 16, the recurrent state drifts out of the data's range over
+        # hundreds of frames (benchmarks/fidelity.py --context-window; README, "what was tried").
+        from neuralsim.model import WorldModel
+
+        final = WorldModel.from_pretrained(final_dir)
+        final.config = final.config.replace(denoise_steps=recipe.denoise_steps, context_window=recipe.context_window)
+        final.save_pretrained(final_dir)
+        # Streaming training: the parallel stages above train most frames against noisy history, which sampling never
+        # shows; these train each frame exactly as `step` samples it, on clean (or the model's own) history. They start
+        # from the fp16 copy of the merged model, as the shipped run did (it started from the model shipped before it).
+        if recipe.streaming_stages > 0:
+            init = out / "merged_fp16"
+            fp16_copy(final_dir, init)
+            final_dir = run_streaming(STREAMING_STAGES[: recipe.streaming_stages], init, out, "streaming", recipe,
+                                      common, timings)
     # The reward model reads the committed latents, so it trains after the dynamics, on data whose rewards are the task's.
     if recipe.reward_episodes > 0:
         reward_data, reward_dir = out / "reward_data", out / "reward"
@@ -272,6 +276,74 @@ def main() -> None:
 
     if recipe.install:
         install(final_dir)
+
+
+def fresh_dynamics(ae_dir: Path, dest: Path, seed: int, fields: dict[str, Any]) -> None:
+    """A model with ``ae_dir``'s autoencoder and a freshly initialised rest (seeded as a fresh training run is, with
+    ``fields`` set in its config), written to ``dest`` with ``ae_dir``'s start frames. It keeps ``ae_dir``'s latent
+    normalisation, which an autoencoder stage leaves unset: the first dynamics stage then measures it, as in a fresh
+    run."""
+    import torch
+
+    from neuralsim.model import WorldModel
+
+    ae = WorldModel.from_pretrained(ae_dir)
+    config = ae.config.replace(**fields)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = WorldModel(config)
+    fresh.autoencoder.load_state_dict(ae.autoencoder.state_dict())
+    tmp = dest.with_name(f".{dest.name}-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    fresh.save_pretrained(tmp)
+    from neuralsim.checkpoints import publish_dir, read_start_frames, write_start_frames
+
+    frames, descriptions = read_start_frames(ae_dir)
+    if len(frames):
+        write_start_frames(tmp, frames, descriptions or [""] * len(frames))
+    publish_dir(tmp, dest)
+
+
+def run_streaming(stages: tuple[StreamingStage, ...], init: Path, out: Path, prefix: str, recipe: Recipe,
+                  common: dict[str, Any], timings: dict[str, float]) -> Path:
+    """Streaming stages (`neuralsim train dynamics --streaming`), each from the last, into ``out/<prefix><i>``;
+    returns the last one's directory."""
+    from neuralsim.checkpoints import read_config
+    from neuralsim.train import TrainConfig, train
+
+    for i, stage in enumerate(stages):
+        stage_dir = out / f"{prefix}{i + 1}"
+        t = time.perf_counter()
+        # the fields a stage sets that its starting model does not have yet (a later stage starts from one that has)
+        current = read_config(init)
+        overrides = {name: value for name, value in stage.config if getattr(current, name) != value}
+        train(TrainConfig(stage="dynamics", out=str(stage_dir), init=str(init), streaming=True, steps=stage.steps,
+                          config_overrides=overrides,
+                          lr=stage.lr, warmup=stage.warmup, own_history=stage.own_history,
+                          one_step_fraction=stage.one_step_fraction, still_windows=stage.still_windows,
+                          burn_in=stage.burn_in, stop_windows=stage.stop_windows,
+                          resume=recipe.resume and (stage_dir / "checkpoints" / "latest.json").exists(),
+                          **{**common, "window": stage.window, "batch_size": stage.batch_size,
+                             "seed": recipe.seed + stage.seed_offset}))
+        timings[f"{prefix} {i + 1}"] = time.perf_counter() - t
+        init = stage_dir
+    return init
+
+
+def merge_decoder(recipe: Recipe, decoder_job: Any, t_decoder: float, decoder_dir: Path, dynamics_dir: Path,
+                  out: Path, timings: dict[str, float]) -> Path:
+    """Wait for the decoder fine-tune and write ``dynamics_dir`` with that decoder into ``out/final`` (returned);
+    without a decoder fine-tune, ``dynamics_dir`` itself."""
+    if recipe.decoder_steps <= 0:
+        return dynamics_dir
+    if decoder_job is not None:
+        if decoder_job.wait() != 0:
+            raise SystemExit(f"the decoder fine-tune failed: see {out / 'decoder.log'}")
+        timings["decoder (beside the dynamics)"] = time.perf_counter() - t_decoder
+    final_dir = out / "final"
+    subprocess.run([sys.executable, str(Path(__file__).with_name("finetune_decoder.py")), "--model", str(decoder_dir),
+                    "--merge", str(dynamics_dir), "--merge-only", "--out", str(final_dir)], check=True)
+    return final_dir
 
 
 def fp16_copy(model_dir: Path, dest: Path) -> None:

@@ -1,0 +1,62 @@
+"""examples/make_default_model.py: the fresh dynamics of the from-start schedule, and its option checks."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    spec = importlib.util.spec_from_file_location("recipe_under_test", ROOT / "examples" / "make_default_model.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["recipe_under_test"] = module  # its dataclasses look their module up by name while it loads
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("recipe_under_test", None)
+
+
+def test_fresh_dynamics_keeps_the_autoencoder_and_seeds_the_rest(recipe, tiny_checkpoint, tmp_path):
+    from neuralsim.checkpoints import read_start_frames, read_weights
+    from neuralsim.model import WorldModel
+
+    recipe.fresh_dynamics(tiny_checkpoint, tmp_path / "a", 0, {"context_window": 7, "denoise_steps": 1})
+    recipe.fresh_dynamics(tiny_checkpoint, tmp_path / "b", 0, {"context_window": 7, "denoise_steps": 1})
+    recipe.fresh_dynamics(tiny_checkpoint, tmp_path / "c", 1, {"context_window": 7, "denoise_steps": 1})
+    trained, a, b, c = (read_weights(d) for d in (tiny_checkpoint, tmp_path / "a", tmp_path / "b", tmp_path / "c"))
+    for name, value in a.items():
+        if name.startswith("autoencoder."):
+            assert torch.equal(value, trained[name]), name  # the autoencoder, as it was
+        assert torch.equal(value, b[name]), name  # the same seed, the same weights
+    dynamics = [n for n in a if n.startswith("dynamics.") and a[n].is_floating_point() and a[n].std() > 0]
+    # the tiny checkpoint is an untrained model seeded 0: seed 0 rebuilds its dynamics, seed 1 draws others
+    assert dynamics and all(torch.equal(a[n], trained[n]) for n in dynamics)
+    assert any(not torch.equal(c[n], trained[n]) for n in dynamics)
+    assert all(torch.equal(c[n], trained[n]) for n in c if n.startswith("autoencoder."))
+    model = WorldModel.from_pretrained(tmp_path / "a")
+    assert model.config.context_window == 7 and model.config.denoise_steps == 1
+    assert len(read_start_frames(tmp_path / "a")[0]) == len(read_start_frames(tiny_checkpoint)[0])
+    assert not list(tmp_path.glob(".*-tmp"))  # staged, then moved into place
+
+
+def test_the_from_start_stages_are_valid_streaming_runs(recipe):
+    for stage in recipe.FROM_START_STAGES + recipe.STREAMING_STAGES:
+        assert stage.steps > 0 and stage.window >= 2 and 0 <= stage.burn_in <= stage.window - 2
+        assert 0 <= stage.own_history <= 1 and 0 <= stage.still_windows < 1 and 0 <= stage.stop_windows < 1
+    fields = dict(recipe.FROM_START_CONFIG)
+    assert fields["denoise_steps"] == 1 and fields["context_window"] == 128
+
+
+def test_an_unknown_schedule_is_refused_naming_the_flag(tmp_path):
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "make_default_model.py"), "--schedule", "fast",
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--schedule must be one of parallel, from-start" in run.stderr
+    assert not (tmp_path / "out").exists()
