@@ -35,6 +35,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +157,7 @@ def main() -> None:
     out = Path(recipe.out)
     data, model_dir = out / "data", out / "model"
     if recipe.install_only:
-        done = [out / "prompt", out / "reward"] + [out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [
+        done = [out / "final_prompt", out / "prompt", out / "reward"] + [out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [
             out / "final", out / f"start{len(FROM_START_STAGES)}", model_dir]
         install(next(d for d in done if (d / "config.json").exists()))
         return
@@ -204,9 +205,22 @@ def main() -> None:
         # frame by frame from its first update; the fine-tuned decoder is merged in at the end.
         init = out / "fresh"
         if not (init / "model.safetensors").exists():
-            fresh_dynamics(ae_dir, init, recipe.seed, dict(FROM_START_CONFIG))
+            fresh_dynamics(ae_dir, init, recipe.seed, dict(FROM_START_CONFIG), data=data, window=recipe.window,
+                           batch_size=recipe.batch_size)
+        # The prompt start reads only the encoder's latents: it trains on the second core after the decoder.
+        prompt_job = None
+        if recipe.prompt_layouts > 0 and not (out / "prompt" / "model.safetensors").exists():
+            prompt_job = threading.Thread(target=prompt_side_job, args=(recipe, out, init, decoder_job, timings))
+            prompt_job.start()
         dynamics_dir = run_streaming(FROM_START_STAGES, init, out, "start", recipe, common, timings)
         final_dir = merge_decoder(recipe, decoder_job, t_decoder, decoder_dir, dynamics_dir, out, timings)
+        if prompt_job is not None:
+            prompt_job.join()
+        if recipe.prompt_layouts > 0:
+            if not (out / "prompt" / "model.safetensors").exists():
+                raise SystemExit(f"the prompt-start stage failed: see {out / 'prompt.log'}")
+            merge_prompt_start(out / "prompt", final_dir, out / "final_prompt")
+            final_dir = out / "final_prompt"
     else:
         t = time.perf_counter()
         train(TrainConfig(stage="dynamics", out=str(model_dir), steps=recipe.steps, lr=recipe.lr,
@@ -257,7 +271,7 @@ def main() -> None:
                           resume=recipe.resume and (reward_dir / "checkpoints" / "latest.json").exists()))
         timings["reward model"] = time.perf_counter() - t
         final_dir = reward_dir
-    if recipe.prompt_layouts > 0:
+    if recipe.prompt_layouts > 0 and recipe.schedule == "parallel":
         prompt_data, prompt_dir = out / "prompt_data", out / "prompt"
         t = time.perf_counter()
         if not (prompt_data / "manifest.json").exists() or recipe.resume:
@@ -278,11 +292,12 @@ def main() -> None:
         install(final_dir)
 
 
-def fresh_dynamics(ae_dir: Path, dest: Path, seed: int, fields: dict[str, Any]) -> None:
+def fresh_dynamics(ae_dir: Path, dest: Path, seed: int, fields: dict[str, Any], data: Path | None = None,
+                   window: int = 6, batch_size: int = 32) -> None:
     """A model with ``ae_dir``'s autoencoder and a freshly initialised rest (seeded as a fresh training run is, with
-    ``fields`` set in its config), written to ``dest`` with ``ae_dir``'s start frames. It keeps ``ae_dir``'s latent
-    normalisation, which an autoencoder stage leaves unset: the first dynamics stage then measures it, as in a fresh
-    run."""
+    ``fields`` set in its config), written to ``dest`` with ``ae_dir``'s start frames. With ``data`` its latent
+    normalisation is measured there now, as a fresh run's first dynamics stage would (``window``, ``batch_size``,
+    ``seed``), so a job that starts from ``dest`` beside the dynamics (the prompt start) sees the same latents."""
     import torch
 
     from neuralsim.model import WorldModel
@@ -293,6 +308,14 @@ def fresh_dynamics(ae_dir: Path, dest: Path, seed: int, fields: dict[str, Any]) 
         torch.manual_seed(seed)
         fresh = WorldModel(config)
     fresh.autoencoder.load_state_dict(ae.autoencoder.state_dict())
+    if data is not None and fresh.config.latent_scale == 1.0 and fresh.config.latent_shift == 0.0:
+        from neuralsim.data import Dataset
+        from neuralsim.train import TrainConfig, latent_statistics
+
+        with torch.no_grad():
+            scale, shift = latent_statistics(fresh.eval(), Dataset(data), TrainConfig(
+                stage="dynamics", data=str(data), out=str(dest), window=window, batch_size=batch_size, seed=seed))
+        fresh.set_latent_normalization(scale=scale, shift=shift)
     tmp = dest.with_name(f".{dest.name}-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     fresh.save_pretrained(tmp)
@@ -328,6 +351,60 @@ def run_streaming(stages: tuple[StreamingStage, ...], init: Path, out: Path, pre
         timings[f"{prefix} {i + 1}"] = time.perf_counter() - t
         init = stage_dir
     return init
+
+
+def prompt_side_job(recipe: Recipe, out: Path, init: Path, decoder_job: Any, timings: dict[str, float]) -> None:
+    """After the decoder fine-tune (one job per core): collect the prompt-start data and train the generator from
+    ``init`` (`neuralsim collect`, `neuralsim train prompt`, each a process of its own), logging to OUT/prompt.log."""
+    if decoder_job is not None:
+        decoder_job.wait()
+    t = time.perf_counter()
+    prompt_data, prompt_dir = out / "prompt_data", out / "prompt"
+    with (out / "prompt.log").open("a") as log:
+        cli = [sys.executable, "-m", "neuralsim"]
+        if not (prompt_data / "manifest.json").exists() or recipe.resume:
+            collected = subprocess.run(
+                cli + ["collect", "--env", "NeuralSimRoom-v0", "--out", str(prompt_data), "--episodes",
+                       str(recipe.prompt_layouts), "--policy", "random", "--workers", "1", "--seed",
+                       str(recipe.prompt_seed), "--max-steps", "1", "--episodes-per-shard", "256", "--no-progress"]
+                + (["--resume"] if (prompt_data / "manifest.json").exists() else []), stdout=log, stderr=subprocess.STDOUT)
+            if collected.returncode != 0:
+                return
+        subprocess.run(
+            cli + ["train", "prompt", "--init", str(init), "--data", str(prompt_data), "--out", str(prompt_dir),
+                   "--steps", str(recipe.prompt_steps), "--lr", str(recipe.prompt_lr), "--window", "1",
+                   "--batch-size", "64", "--warmup", "100", "--seed", str(recipe.seed), "--dtype", recipe.dtype,
+                   "--latent-cache", str(out / "latent_cache"), "--no-progress"]
+            + (["--resume"] if recipe.resume and (prompt_dir / "checkpoints" / "latest.json").exists() else []),
+            stdout=log, stderr=subprocess.STDOUT)
+    timings["prompt start (beside the dynamics)"] = time.perf_counter() - t
+
+
+def merge_prompt_start(prompt_dir: Path, model_dir: Path, dest: Path) -> None:
+    """``model_dir`` with the prompt-start generator of ``prompt_dir`` (trained on the same encoder and latent
+    normalisation, which is checked) written to ``dest``."""
+    import torch
+
+    from neuralsim.checkpoints import publish_dir, read_start_frames, write_start_frames
+    from neuralsim.model import WorldModel
+
+    prompt, model = WorldModel.from_pretrained(prompt_dir), WorldModel.from_pretrained(model_dir)
+    enc_p, enc_m = prompt.autoencoder.encoder.state_dict(), model.autoencoder.encoder.state_dict()
+    if any(not torch.equal(enc_p[k], enc_m[k]) for k in enc_m) or (
+            (prompt.config.latent_scale, prompt.config.latent_shift) != (model.config.latent_scale, model.config.latent_shift)):
+        raise SystemExit(f"{prompt_dir} learned other latents than {model_dir} (another encoder or normalisation)")
+    fields = {k: getattr(prompt.config, k) for k in ("prompt_start_channels", "prompt_start_tokens", "prompt_start_steps")}
+    merged = WorldModel(model.config.replace(**fields))
+    merged.load_state_dict({**model.state_dict(), **{f"prompt_start.{k}": v for k, v in prompt.prompt_start.state_dict().items()}})
+    merged.config = merged.config.replace(provenance={**model.config.provenance, "prompt_start": {
+        "from": str(prompt_dir), **prompt.config.provenance.get("train_config", {})}})
+    tmp = dest.with_name(f".{dest.name}-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    frames, descriptions = read_start_frames(model_dir)
+    if len(frames):
+        write_start_frames(tmp, frames, descriptions or [""] * len(frames))
+    publish_dir(tmp, dest)
 
 
 def merge_decoder(recipe: Recipe, decoder_job: Any, t_decoder: float, decoder_dir: Path, dynamics_dir: Path,

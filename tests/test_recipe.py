@@ -60,3 +60,28 @@ def test_an_unknown_schedule_is_refused_naming_the_flag(tmp_path):
                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "--schedule must be one of parallel, from-start" in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_merge_prompt_start_adds_the_generator_and_refuses_other_latents(recipe, tmp_path):
+    from conftest import save_tiny_checkpoint
+    from neuralsim.checkpoints import read_weights
+    from neuralsim.model import WorldModel
+
+    dream = save_tiny_checkpoint(tmp_path / "dream")
+    base = WorldModel.from_pretrained(dream)
+    with_generator = WorldModel(base.config.replace(prompt_start_channels=32))
+    with_generator.load_state_dict({**with_generator.state_dict(), **{
+        k: v for k, v in base.state_dict().items() if k.startswith("autoencoder.")}})
+    save_tiny_checkpoint(tmp_path / "prompt", model=with_generator)
+    recipe.merge_prompt_start(tmp_path / "prompt", dream, tmp_path / "merged")
+    merged, d, g = (read_weights(x) for x in (tmp_path / "merged", dream, tmp_path / "prompt"))
+    assert all(torch.equal(merged[k], v) for k, v in d.items())  # the dream, as it was
+    generator = [k for k in g if k.startswith("prompt_start.")]
+    assert generator and all(torch.equal(merged[k], g[k]) for k in generator)  # plus the generator
+    assert WorldModel.from_pretrained(tmp_path / "merged").config.prompt_start_channels == 32
+    with torch.no_grad():  # a generator trained on another encoder
+        with_generator.autoencoder.encoder.stem.weight.add_(1e-3)
+    save_tiny_checkpoint(tmp_path / "other", model=with_generator)
+    with pytest.raises(SystemExit, match="other latents"):
+        recipe.merge_prompt_start(tmp_path / "other", dream, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
