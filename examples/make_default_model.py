@@ -19,6 +19,11 @@ dataset's latents are kept in OUT/latent_cache (keyed by the encoder and the dat
 the first skips the encoding. What was tried and not shipped (15 % still windows in the parallel stages, 600
 self-forcing steps, the `prev_frame_warp` switch, 2 denoise steps): README, "what was tried".
 
+`--schedule from-start` replaces everything between the autoencoder and the prompt start by streaming training from
+a fresh dynamics (`FROM_START_STAGES`: 1,200 steps on windows of 6 at lr 1e-3, then 500 on windows of 16 with mostly
+the model's own history, still and stopping windows), with the decoder fine-tune and then the prompt start on the
+second core beside it (the prompt start from the fresh model: it reads only the encoder's latents).
+
 The training stages are `neuralsim train autoencoder`, `neuralsim train dynamics` into the same directory (the
 computation of `train all`), then `neuralsim train dynamics --init OUT/model --self-forcing 0.5 ...` and
 `neuralsim train dynamics --init ... --streaming --own-history ...`; this script runs them in-process with the
