@@ -321,12 +321,18 @@ def fresh_dynamics(ae_dir: Path, dest: Path, seed: int, fields: dict[str, Any], 
             scale, shift = latent_statistics(fresh.eval(), Dataset(data), TrainConfig(
                 stage="dynamics", data=str(data), out=str(dest), window=window, batch_size=batch_size, seed=seed))
         fresh.set_latent_normalization(scale=scale, shift=shift)
-    tmp = dest.with_name(f".{dest.name}-tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    fresh.save_pretrained(tmp)
+    publish_model(fresh, ae_dir, dest)
+
+
+def publish_model(model: Any, start_from: Path, dest: Path) -> None:
+    """``model`` (config + weights) with the start set of ``start_from`` written to ``dest``: staged in a temp dir,
+    then moved into place."""
     from neuralsim.checkpoints import publish_dir, read_start_frames, write_start_frames
 
-    frames, descriptions = read_start_frames(ae_dir)
+    tmp = dest.with_name(f".{dest.name}-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    frames, descriptions = read_start_frames(start_from)
     if len(frames):
         write_start_frames(tmp, frames, descriptions or [""] * len(frames))
     publish_dir(tmp, dest)
@@ -390,7 +396,6 @@ def merge_prompt_start(prompt_dir: Path, model_dir: Path, dest: Path) -> None:
     normalisation, which is checked) written to ``dest``."""
     import torch
 
-    from neuralsim.checkpoints import publish_dir, read_start_frames, write_start_frames
     from neuralsim.model import WorldModel
 
     prompt, model = WorldModel.from_pretrained(prompt_dir), WorldModel.from_pretrained(model_dir)
@@ -403,13 +408,7 @@ def merge_prompt_start(prompt_dir: Path, model_dir: Path, dest: Path) -> None:
     merged.load_state_dict({**model.state_dict(), **{f"prompt_start.{k}": v for k, v in prompt.prompt_start.state_dict().items()}})
     merged.config = merged.config.replace(provenance={**model.config.provenance, "prompt_start": {
         "from": str(prompt_dir), **prompt.config.provenance.get("train_config", {})}})
-    tmp = dest.with_name(f".{dest.name}-tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
-    frames, descriptions = read_start_frames(model_dir)
-    if len(frames):
-        write_start_frames(tmp, frames, descriptions or [""] * len(frames))
-    publish_dir(tmp, dest)
+    publish_model(merged, model_dir, dest)
 
 
 def merge_decoder(recipe: Recipe, decoder_job: Any, t_decoder: float, decoder_dir: Path, dynamics_dir: Path,
