@@ -25,7 +25,9 @@ object PSNR on the real frames bound what any dynamics can reach.
 
 Tests: **idle** (16 zero actions after the explore context: dream vs the real frames, which are not
 frozen: the agent's velocity decays over a step or two and a rolling ball keeps rolling; drop = AE
-round-trip PSNR of the start frame minus the dream's PSNR, both pooled);
+round-trip PSNR of the start frame minus the dream's PSNR, both pooled; at t+1 beside it what holding the start frame
+through the autoencoder scores and what the round trip of the real t+1 frame scores, the floor and the ceiling of
+the first idle step);
 **yaw** (``l`` and ``j`` held 8 steps: the per-step horizontal image shift of the dream over the real
 one, estimated to 1/8 px by minimising the MSE over shifts of the middle rows, pooled over seeds);
 **ablations** (horizons 1, 4, 16: future actions zeroed, Plücker rays removed via
@@ -454,6 +456,12 @@ def idle_and_yaw(model: Any, env: Any, p: dict[str, Any], *, k: int, reach: floa
     # The real room is not frozen under idle actions: the agent's velocity decays over the first step or two and a
     # rolling ball keeps rolling; hence the real frames (not the start frame) are the reference above.
     m[f"idle_real_change_psnr_t{IDLE_STEPS}"] = psnr_stats(real["idle"][:, IDLE_STEPS], start)["pooled"]
+    # Where the t+1 drop comes from: a dream that holds the start frame scores what copying it through the
+    # autoencoder scores; the autoencoder round trip of the real t+1 frame is what a perfect dynamics would score.
+    m["idle_dream_t1_psnr_pooled"] = psnr_stats(dream["idle"][:, 0], real["idle"][:, 1])["pooled"]
+    m["idle_copy_start_ae_t1_psnr_pooled"] = psnr_stats(start_ae, real["idle"][:, 1])["pooled"]
+    m["idle_ae_real_t1_psnr_pooled"] = psnr_stats(ae_roundtrip(model, real["idle"][:, 1]), real["idle"][:, 1])["pooled"]
+    m["idle_dream_t1_vs_start_ae_psnr_pooled"] = psnr_stats(dream["idle"][:, 0], start_ae)["pooled"]
     m["idle_real_still_after_t2_fraction"] = float(np.mean([np.array_equal(r[-1], r[2]) for r in real["idle"]]))
 
     max_shift = min(max(3.0, 2.5 * rotation_px * k), start.shape[2] / 4)
@@ -741,6 +749,11 @@ def print_report(r: dict[str, Any], horizons: Sequence[int]) -> None:
           f"sharpness AE/real {_f(r['ae_sharpness_ratio'], 3)}")
     print(f"idle: drop {_f(r['idle_drop_db_t1'])} dB at t+1, {_f(r['idle_drop_db_t16'])} dB at t+16 "
           f"(AE start {_f(r['idle_ae_start_psnr_pooled'])} dB; real t+16 vs start {_f(r['idle_real_change_psnr_t16'])} dB)")
+    if "idle_dream_t1_psnr_pooled" in r:
+        print(f"idle t+1 vs the real t+1: dream {_f(r['idle_dream_t1_psnr_pooled'])} dB, the start frame through the AE "
+              f"{_f(r['idle_copy_start_ae_t1_psnr_pooled'])} dB, the real t+1 through the AE "
+              f"{_f(r['idle_ae_real_t1_psnr_pooled'])} dB; dream t+1 vs the AE start "
+              f"{_f(r['idle_dream_t1_vs_start_ae_psnr_pooled'])} dB")
     print(f"yaw: shift/step real {_f(r['yaw_real_shift_px_l'])} / {_f(r['yaw_real_shift_px_j'])} px (l/j), dream "
           f"{_f(r['yaw_dream_shift_px_l'])} / {_f(r['yaw_dream_shift_px_j'])} px; ratio {_f(r['yaw_shift_ratio'], 3)} "
           f"(l {_f(r['yaw_shift_ratio_l'], 3)}, j {_f(r['yaw_shift_ratio_j'], 3)}; rays removed {_f(r['ablation_no_rays_yaw_shift_ratio'], 3)})")

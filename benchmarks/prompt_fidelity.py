@@ -136,12 +136,15 @@ def probe_data(layouts: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(frames), np.array(labels)
 
 
-def held_out(layouts: int) -> dict[str, Any]:
-    """Start frames, labels and descriptions of the held-out layouts, and what each sentence names."""
+def held_out(layouts: int, turn_keys: Sequence[str] = ()) -> dict[str, Any]:
+    """Start frames, labels and descriptions of the held-out layouts, and what each sentence names; with
+    ``turn_keys``, also the real frames after those keys from each start and their labels (``turned_frames``,
+    ``turned_labels``)."""
+    from neuralsim.actions import keys_to_vector
     from neuralsim.envs.room import FLOOR_COLOURS, OBJECT_COLOURS, OBJECTS, WALL_COLOURS
 
     env = room()
-    frames, labels, texts, named_walls, named_boxes = [], [], [], [], []
+    frames, labels, texts, named_walls, named_boxes, turned, turned_labels = [], [], [], [], [], [], []
     for i in range(layouts):
         obs, info = env.reset(seed=HELD_OUT_SEED + i)
         frames.append(obs)
@@ -151,27 +154,18 @@ def held_out(layouts: int) -> dict[str, Any]:
         named_walls.append([WALL_COLOURS.index(c) for c in layout["wall_colours"].values()])
         named_boxes.append([OBJECT_COLOURS.index(c) for (_, kind, _), c in zip(OBJECTS, layout["object_colours"])
                             if kind == "box"])
+        if turn_keys:
+            for key in turn_keys:
+                obs, *_ = env.step(keys_to_vector(key).astype(np.float32))
+            turned.append(obs)
+            turned_labels.append(labels_of(env))
     env.close()
     out = {"frames": np.stack(frames), "labels": np.array(labels), "texts": texts, "named_walls": named_walls,
            "named_boxes": named_boxes}
     out["floor_words"] = [FLOOR_COLOURS[f] for f in out["labels"][:, 0]]
+    if turn_keys:
+        out["turned_frames"], out["turned_labels"] = np.stack(turned), np.array(turned_labels)
     return out
-
-
-def real_turned(layouts: int, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The held-out layouts' real frames after ``keys`` from their start, and their labels."""
-    from neuralsim.actions import keys_to_vector
-
-    env = room()
-    frames, labels = [], []
-    for i in range(layouts):
-        obs, _ = env.reset(seed=HELD_OUT_SEED + i)
-        for key in keys:
-            obs, *_ = env.step(keys_to_vector(key).astype(np.float32))
-        frames.append(obs)
-        labels.append(labels_of(env))
-    env.close()
-    return np.stack(frames), np.array(labels)
 
 
 # ------------------------------------------------------------------------------------------ the probe
@@ -319,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     frames, labels = probe_data(args.probe_layouts, args.seed)
     probe, val_acc = train_probe(frames, labels, args.seed, epochs=12 if args.quick else 20)
-    data = held_out(args.layouts)
+    data = held_out(args.layouts, TURN_AROUND_KEYS)
     real = score(probe.predict(data["frames"]), data)
 
     start, t16 = dream_from_prompts(args.model, data["texts"], args.seed, WALK_KEYS)
@@ -332,8 +326,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                                        zip(data["texts"], data["floor_words"], new_floor)], args.seed)
     floor_follows = float(np.mean(probe.predict(swapped_floor)[:, 0] == [FLOOR_COLOURS.index(c) for c in new_floor]))
 
-    turned_real, turned_labels = real_turned(args.layouts, TURN_AROUND_KEYS)
-    behind = {"real": probe.predict(turned_real)[:, 1]}
+    turned_labels = data["turned_labels"]
+    behind = {"real": probe.predict(data["turned_frames"])[:, 1]}
     for name, prompts in (("prompt", data["texts"]), ("no_prompt", None)):
         behind[name] = probe.predict(dream_from_prompts(args.model, prompts, args.seed, TURN_AROUND_KEYS,
                                                         images=data["frames"])[1])[:, 1]
