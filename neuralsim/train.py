@@ -103,6 +103,9 @@ class TrainConfig:
     #                            the last of them held under the zero action (letting go of the keys while moving)
     stop_coast: float = 0.0  # dynamics, stop windows: share of a step's motion the world still shows in the first step
     #                          after the keys are let go (a body slowing down; the room's: 0.375); turns stop at once
+    release_windows: float = 0.0  # dynamics: fraction of windows drawn around a real release of the keys (a zero
+    #                               action after a non-zero one, after the burn-in): the world's own way of stopping,
+    #                               which explored data holds too rarely to teach (the room's: 230 in 64,084 steps)
     streaming: bool = False  # dynamics: train frame by frame as sampled (WorldModel.streaming_loss), not in parallel
     own_history: float = 0.0  # streaming: chance a committed frame is the model's own one-step sample (self-forcing)
     one_step_fraction: float = 0.5  # streaming: fraction of target frames at tau = 1, the level one-step sampling sees
@@ -489,7 +492,7 @@ _RESUME_MUST_MATCH = {
     "dtype": "--dtype", "self_forcing": "--self-forcing", "self_forcing_frames": "--self-forcing-frames",
     "still_windows": "--still-windows", "streaming": "--streaming", "own_history": "--own-history",
     "one_step_fraction": "--one-step-fraction", "burn_in": "--burn-in", "stop_windows": "--stop-windows",
-    "stop_coast": "--stop-coast",
+    "stop_coast": "--stop-coast", "release_windows": "--release-windows",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
     "min_lr_ratio": "--min-lr-ratio", "grad_clip": "--grad-clip", "ema_decay": "--ema-decay", "camera": "--camera",
     "cache_latents": "--cache-latents",
@@ -551,11 +554,27 @@ def batch_to_torch(batch: dict, device: torch.device) -> dict:
     return out
 
 
+def key_releases(dataset: Any) -> np.ndarray:
+    """Step indices (in ``dataset.step_column`` order) where the keys are let go: a zero action right after a non-zero
+    one of the same episode (Box actions)."""
+    actions = dataset.step_column("actions")
+    idle = (actions.reshape(len(actions), -1) == 0).all(axis=1)
+    first_step = np.concatenate([[0], np.cumsum(dataset.episode_steps)[:-1]])
+    release = np.zeros(len(actions), bool)
+    release[1:] = idle[1:] & ~idle[:-1]
+    release[first_step] = False
+    return np.flatnonzero(release)
+
+
 def data_stream(dataset: Any, cfg: TrainConfig, stage: str, start: int) -> Iterator[dict]:
     # Each rank reads its own deterministic stream; batch i of rank r is a pure function of (seed, stage, r, i).
     seed = cfg.seed * 1_000 + STAGES.index(stage) * 100 + rank()
     window = 1 if stage == "autoencoder" and dataset.frames_per_step == 1 else cfg.window
-    return dataset.iter_windows(steps=window, batch_size=cfg.batch_size, seed=seed, start_index=start)
+    focus: dict[str, Any] = {}
+    if stage == "dynamics" and cfg.release_windows > 0:  # the release where the loss sees it: after the burn-in
+        focus = dict(focus=key_releases(dataset), focus_fraction=cfg.release_windows,
+                     focus_at=(min(cfg.burn_in, window - 1) if cfg.streaming else 0, window))
+    return dataset.iter_windows(steps=window, batch_size=cfg.batch_size, seed=seed, start_index=start, **focus)
 
 
 # ------------------------------------------------------------------------------------ samples
@@ -845,6 +864,9 @@ def validate(cfg: TrainConfig) -> Any:
         raise TrainingError(f"--stop-windows must be a fraction in [0, 1), got {cfg.stop_windows!r}")
     if isinstance(cfg.stop_coast, bool) or not (isinstance(cfg.stop_coast, (int, float)) and 0.0 <= cfg.stop_coast < 1.0):
         raise TrainingError(f"--stop-coast must be a fraction in [0, 1), got {cfg.stop_coast!r}")
+    if isinstance(cfg.release_windows, bool) or not (isinstance(cfg.release_windows, (int, float))
+                                                     and 0.0 <= cfg.release_windows <= 1.0):
+        raise TrainingError(f"--release-windows must be a fraction in [0, 1], got {cfg.release_windows!r}")
     if cfg.stop_coast > 0 and cfg.stop_windows == 0:
         raise TrainingError("--stop-coast shapes the stop windows: it needs --stop-windows > 0")
     if cfg.stop_windows > 0 and not cfg.cache_latents:
@@ -903,6 +925,13 @@ def validate(cfg: TrainConfig) -> Any:
     if cfg.stop_windows > 0 and dataset.action_spec.get("type") != "box":
         raise TrainingError(f"--stop-windows holds a frame under the zero action, which needs Box actions; --data "
                             f"{cfg.data!r} has {dataset.action_spec.get('type')!r} actions")
+    if cfg.release_windows > 0 and cfg.stage in ("dynamics", "all"):
+        if dataset.action_spec.get("type") != "box":
+            raise TrainingError(f"--release-windows finds where the keys are let go (a zero action), which needs Box "
+                                f"actions; --data {cfg.data!r} has {dataset.action_spec.get('type')!r} actions")
+        if not len(key_releases(dataset)):
+            raise TrainingError(f"--release-windows: --data {cfg.data!r} never lets go of the keys (no zero action "
+                                "after a non-zero one); collect with a policy that idles, e.g. --policy explore")
     if cfg.stop_coast > 0 and list(dataset.action_spec.get("shape", ())) != [4]:
         raise TrainingError(f"--stop-coast reads camera actions [forward, strafe_right, yaw_right, pitch_up] (it lets "
                             f"translations coast and turns stop at once); --data {cfg.data!r} has actions of shape "

@@ -6,7 +6,7 @@ import torch
 
 from neuralsim.config import WorldModelConfig
 from neuralsim.model import WorldModel
-from neuralsim.train import StageLoss, TrainConfig, TrainingError, train
+from neuralsim.train import StageLoss, StopTraining, TrainConfig, TrainingError, train
 
 
 def _batch(B: int = 64, T: int = 5):
@@ -97,3 +97,93 @@ def test_bad_stop_coast_is_refused_naming_the_flag(tmp_path, value):
 def test_stop_coast_without_stop_windows_is_refused(tmp_path):
     with pytest.raises(TrainingError, match="--stop-coast .* needs --stop-windows"):
         train(TrainConfig(stage="dynamics", data=str(tmp_path), out=str(tmp_path / "out"), stop_coast=0.3))
+
+
+# ------------------------------------------------------------------- --release-windows: the data's own stops, oversampled
+
+
+def _idling_dataset(path):
+    """Two 20-step episodes: moving, then the keys let go at steps 7 (episode 0) and 13 (episode 1), idle after."""
+    import gymnasium as gym
+
+    from neuralsim.actions import space_to_spec
+    from neuralsim.data import ShardWriter
+
+    spec = space_to_spec(gym.spaces.Box(-1, 1, (4,), np.float32))
+    with ShardWriter(path, {"env_id": "synthetic", "image_size": [32, 32], "action_spec": spec,
+                            "frames_per_step": 1}) as writer:
+        for e, release in enumerate((7, 13)):
+            actions = np.zeros((20, 4), np.float32)
+            actions[:release, 0] = 1.0
+            frames = np.random.default_rng(e).integers(0, 255, (21, 32, 32, 3), np.uint8)
+            truncated = np.zeros(20, bool)
+            truncated[-1] = True
+            writer.add_episode(frames, actions, np.zeros(20, np.float32), np.zeros(20, bool), truncated, "a grey room")
+    return path
+
+
+def test_key_releases_are_the_first_zero_action_after_a_moving_one(tmp_path):
+    from neuralsim.data import Dataset
+    from neuralsim.train import key_releases
+
+    ds = Dataset(_idling_dataset(tmp_path / "d"))
+    assert key_releases(ds).tolist() == [7, 20 + 13]  # not the idle start of an episode, not the idle steps after
+
+
+def test_release_windows_put_the_release_where_asked_and_leave_the_other_windows_as_they_were(tmp_path):
+    from neuralsim.data import Dataset
+    from neuralsim.train import key_releases
+
+    ds = Dataset(_idling_dataset(tmp_path / "d"))
+    plain = ds.iter_windows(steps=8, batch_size=64, seed=5)
+    focused = ds.iter_windows(steps=8, batch_size=64, seed=5, focus=key_releases(ds), focus_fraction=0.5,
+                              focus_at=(4, 8))
+    for _ in range(3):
+        a, b = next(plain), next(focused)
+        moved = (a["episode"] != b["episode"]) | (a["start"] != b["start"])
+        assert 10 < int(moved.sum()) < 54  # about half the windows, drawn anew
+        kept = ~moved
+        assert np.array_equal(a["actions"][kept], b["actions"][kept])
+        for e, s in zip(b["episode"][moved], b["start"][moved]):
+            at = (7, 13)[e] - s  # the window step at which the keys are let go
+            assert 4 <= at < 8, (e, s)
+    resumed = ds.iter_windows(steps=8, batch_size=64, seed=5, start_index=2, focus=key_releases(ds),
+                              focus_fraction=0.5, focus_at=(4, 8))
+    assert np.array_equal(next(resumed)["start"], b["start"])  # batch i is a function of (seed, i) still
+
+
+@pytest.mark.parametrize("kw, match", [(dict(focus_fraction=1.5), "focus_fraction"), (dict(focus_at=(3, 9)), "focus_at"),
+                                       (dict(focus=np.array([99])), "focus must be")])
+def test_bad_focus_is_refused_naming_the_parameter(tmp_path, kw, match):
+    from neuralsim.data import Dataset
+
+    ds = Dataset(_idling_dataset(tmp_path / "d"))
+    args = dict(focus=np.array([7]), focus_fraction=0.5, focus_at=(0, 8)) | kw
+    with pytest.raises(ValueError, match=match):
+        next(ds.iter_windows(steps=8, batch_size=4, seed=0, **args))
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, True])
+def test_bad_release_windows_is_refused_naming_the_flag(tmp_path, value):
+    with pytest.raises(TrainingError, match="--release-windows"):
+        train(TrainConfig(stage="dynamics", data=str(tmp_path), out=str(tmp_path / "out"), release_windows=value))
+
+
+def test_release_windows_on_data_that_never_lets_go_is_refused(dataset, tmp_path):
+    from conftest import train_config
+
+    with pytest.raises(TrainingError, match="--release-windows: .* never lets go"):
+        train(train_config(dataset, tmp_path / "out", stage="dynamics", release_windows=0.3))
+
+
+def test_training_with_release_windows_runs_and_resumes_identically(tmp_path):
+    from conftest import model_weights, train_config
+
+    data = _idling_dataset(tmp_path / "d")
+    kw = dict(release_windows=0.5, window=6, streaming=False)
+    train(train_config(data, tmp_path / "a", **kw))
+    with pytest.raises(StopTraining):
+        train(train_config(data, tmp_path / "b", stop_after=2, **kw))
+    train(train_config(data, tmp_path / "b", resume=True, **kw))
+    a, b = model_weights(tmp_path / "a"), model_weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)

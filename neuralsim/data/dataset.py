@@ -665,6 +665,28 @@ class Dataset:
         out = np.concatenate(parts) if parts else np.zeros((0,), np.float32)
         return out.astype(bool) if name in ("terminated", "truncated") else out
 
+    def _focus_windows(self, steps: int, counts: np.ndarray, focus: np.ndarray | None, fraction: float,
+                       at: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray, tuple[int, int]] | None:
+        """``iter_windows``' focus steps as (episode, step in episode) of episodes a window fits in, and the checked
+        ``focus_at``; None without focus."""
+        if focus is None or fraction == 0:
+            return None
+        if isinstance(fraction, bool) or not (isinstance(fraction, (int, float)) and 0.0 <= fraction <= 1.0):
+            raise ValueError(f"focus_fraction must be a fraction in [0, 1], got {fraction!r}")
+        lo, hi = (0, steps) if at is None else at
+        if not (isinstance(lo, (int, np.integer)) and isinstance(hi, (int, np.integer)) and 0 <= lo < hi <= steps):
+            raise ValueError(f"focus_at must be (lo, hi) with 0 <= lo < hi <= steps = {steps}, got {at!r}")
+        focus = np.asarray(focus)
+        if focus.ndim != 1 or focus.dtype.kind not in "iu" or (focus < 0).any() or (focus >= self.num_steps).any():
+            raise ValueError(f"focus must be a 1-D array of step indices in [0, {self.num_steps}), got {focus!r}")
+        first_step = np.concatenate([[0], np.cumsum(self.episode_steps)])
+        episodes = np.searchsorted(first_step, focus, side="right") - 1
+        keep = counts[episodes] > 0
+        if not keep.any():
+            raise DatasetError(f"no focus step of {self.path} lies in an episode of at least {steps} steps")
+        episodes = episodes[keep]
+        return episodes, focus[keep] - first_step[episodes], (int(lo), int(hi))
+
     def verify(self) -> dict[str, Any]:
         """Check every shard (size, sha256, tensor shapes); returns a summary.
 
@@ -712,11 +734,19 @@ class Dataset:
         if not same:
             raise DatasetError(f"dataset {self.path} has action_spec {mine}, the model expects {theirs}")
 
-    def iter_windows(self, steps: int, batch_size: int, seed: int, start_index: int = 0) -> Iterator[dict[str, Any]]:
+    def iter_windows(self, steps: int, batch_size: int, seed: int, start_index: int = 0, *,
+                     focus: np.ndarray | None = None, focus_fraction: float = 0.0,
+                     focus_at: tuple[int, int] | None = None) -> Iterator[dict[str, Any]]:
         """Infinite iterator of training windows, uniform over all valid (episode, start step) pairs.
 
         Batch number ``i`` (counting from 0) depends only on ``(seed, i)``: pass ``start_index=i`` to
         resume a training stream exactly. A window starts at a step boundary and spans ``steps`` steps.
+
+        With ``focus`` (step indices in :meth:`step_column` order, e.g. the steps where a player lets go of the
+        keys) each window is, with chance ``focus_fraction``, drawn around one of them instead: a uniformly drawn
+        focus step falls at a window step uniform in ``focus_at = (lo, hi)`` (default: anywhere), as far as the
+        episode's ends allow. Rare events a model must learn are then seen often; the uniform windows are drawn
+        exactly as without ``focus``.
 
         Yields:
             ``frames`` uint8 ``[B, 1 + steps*K, H, W, 3]``, ``actions`` ``[B, steps, A]`` float32 (Box) or
@@ -733,6 +763,7 @@ class Dataset:
         if total == 0:
             longest = int(self.episode_steps.max()) if self.num_episodes else 0
             raise DatasetError(f"no episode of {self.path} has {steps} steps (the longest has {longest}); use a smaller steps")
+        focused = self._focus_windows(steps, counts, focus, focus_fraction, focus_at)
         K = self.frames_per_step
         poses = self.has_poses
         i = int(start_index)
@@ -741,6 +772,13 @@ class Dataset:
             draws = rng.integers(total, size=batch_size)
             episodes = np.searchsorted(cumulative, draws, side="right")
             starts = draws - (cumulative[episodes] - counts[episodes])
+            if focused is not None:  # drawn after the uniform windows: those stay as they are without focus
+                rows = rng.random(batch_size) < focus_fraction
+                pick = rng.integers(len(focused[0]), size=batch_size)
+                offset = rng.integers(focused[2][0], focused[2][1], size=batch_size)
+                e_f, t_f = focused[0][pick], focused[1][pick]
+                s_f = np.clip(t_f - offset, 0, counts[e_f] - 1)
+                episodes, starts = np.where(rows, e_f, episodes), np.where(rows, s_f, starts)
             batch: dict[str, list[Any]] = {k: [] for k in ("frames", "actions", "rewards", "terminated", "truncated", "poses")}
             for e, t in zip(episodes.tolist(), starts.tolist()):
                 s, j = int(self._shard_of[e]), int(self._local[e])
