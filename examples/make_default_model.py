@@ -225,7 +225,8 @@ def main() -> None:
         # The prompt start reads only the encoder's latents: it trains on the second core after the decoder.
         prompt_job = None
         if recipe.prompt_layouts > 0 and not (out / "prompt" / "model.safetensors").exists():
-            prompt_job = threading.Thread(target=prompt_side_job, args=(recipe, out, init, decoder_job, timings))
+            prompt_job = threading.Thread(target=prompt_side_job, args=(recipe, out, init, decoder_job, t_decoder,
+                                                                        timings))
             prompt_job.start()
         dynamics_dir = run_streaming(FROM_START_STAGES, init, out, "start", recipe, common, timings)
         final_dir = merge_decoder(recipe, decoder_job, t_decoder, decoder_dir, dynamics_dir, out, timings)
@@ -374,11 +375,14 @@ def run_streaming(stages: tuple[StreamingStage, ...], init: Path, out: Path, pre
     return init
 
 
-def prompt_side_job(recipe: Recipe, out: Path, init: Path, decoder_job: Any, timings: dict[str, float]) -> None:
-    """After the decoder fine-tune (one job per core): collect the prompt-start data and train the generator from
-    ``init`` (`neuralsim collect`, `neuralsim train prompt`, each a process of its own), logging to OUT/prompt.log."""
+def prompt_side_job(recipe: Recipe, out: Path, init: Path, decoder_job: Any, t_decoder: float,
+                    timings: dict[str, float]) -> None:
+    """After the decoder fine-tune (one job per core; its time, from ``t_decoder``, is recorded here): collect the
+    prompt-start data and train the generator from ``init`` (`neuralsim collect`, `neuralsim train prompt`, each a
+    process of its own), logging to OUT/prompt.log."""
     if decoder_job is not None:
         decoder_job.wait()
+        timings["decoder (beside the dynamics)"] = time.perf_counter() - t_decoder
     t = time.perf_counter()
     prompt_data, prompt_dir = out / "prompt_data", out / "prompt"
     with (out / "prompt.log").open("a") as log:
@@ -431,7 +435,8 @@ def merge_decoder(recipe: Recipe, decoder_job: Any, t_decoder: float, decoder_di
     if decoder_job is not None:
         if decoder_job.wait() != 0:
             raise SystemExit(f"the decoder fine-tune failed: see {out / 'decoder.log'}")
-        timings["decoder (beside the dynamics)"] = time.perf_counter() - t_decoder
+        # (an upper bound when nothing waited on it sooner: the time until the dynamics were done)
+        timings.setdefault("decoder (beside the dynamics)", time.perf_counter() - t_decoder)
     final_dir = out / "final"
     subprocess.run([sys.executable, str(Path(__file__).with_name("finetune_decoder.py")), "--model", str(decoder_dir),
                     "--merge", str(dynamics_dir), "--merge-only", "--out", str(final_dir)], check=True)
