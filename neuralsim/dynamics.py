@@ -471,6 +471,16 @@ class CrossAttention(nn.Module):
         k, v = self.kv_linear(y).view(B, L, 2, self.heads, self.head_dim).unbind(2)  # (B, L, nh, hd)
         return self.k_norm(k).transpose(1, 2), v.transpose(1, 2)
 
+    def single_key_output(self, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The output for any query when every row of ``mask [B, L]`` has exactly one token (a dream without a
+        prompt: the null token): the softmax over one key is 1, so every token gets that token's value, projected
+        → ``[B, 1, 1, d]``. Computed once per frame, it replaces the attention (the same numbers)."""
+        B, nh, L, hd = v.shape
+        index = mask.float().argmax(dim=1)  # the one token of each row
+        value = v[torch.arange(B, device=v.device), :, index]  # (B, nh, hd)
+        dtype = torch.get_autocast_dtype(v.device.type) if torch.is_autocast_enabled(v.device.type) else v.dtype
+        return self.proj(value.to(dtype).reshape(B, 1, 1, nh * hd))
+
     def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, T, S, d = x.shape
         q = self.q_norm(self.q_linear(x).view(B, T * S, self.heads, self.head_dim)).transpose(1, 2)  # (B, nh, T*S, hd)
@@ -536,7 +546,7 @@ class Block(nn.Module):
         x = x + gate_msa * a
         if self.plucker_proj is not None:
             x = x + (cache["plucker"] if "plucker" in cache else self.plucker_proj(plucker))
-        x = x + self.cross_attn(x, *text, text_mask)
+        x = x + (cache["cross"] if "cross" in cache else self.cross_attn(x, *text, text_mask))
         m, ffn_tail = self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp), cache.get("ffn"))
         if commit and ffn_tail is not None:
             new_cache["ffn"] = ffn_tail
@@ -565,7 +575,8 @@ class FrameContext:
         token_input: the terms added, in this order, to every pass's embedded tokens: the position embedding
             ``[S, d]`` and :meth:`token_input` ``[B, T, S, d]`` if any (:meth:`prepare_frame` sums them once).
         blocks: per block its cache (None = empty); from :meth:`prepare_frame` plus the terms that depend only on
-            the cache and the action (key-conv taps over past frames, attention bias, Plücker injection).
+            the cache and the action (key-conv taps over past frames, attention bias, Plücker injection) and,
+            without a prompt, the cross-attention's output (``"cross"``).
         text, text_mask: the prompt's per-block keys/values and mask (as in ``forward``).
     """
 
@@ -756,6 +767,9 @@ class DynamicsTransformer(nn.Module):
                             text_mask=text_mask, cache=cache, prev=prev, rel_rays=rel_rays)
         ctx.blocks = [blk.prepare_frame(c, plucker=ctx.plucker, start=start, dtype=dtype)
                       for blk, c in zip(self.blocks, cache)]
+        if bool((text_mask.sum(dim=1) == 1).all()):  # no prompt: the cross-attention is a constant per frame
+            for blk, blk_ctx, (_, v) in zip(self.blocks, ctx.blocks, text):
+                blk_ctx["cross"] = blk.cross_attn.single_key_output(v, text_mask)
         if len(ctx.token_input) == 2:  # one addition per pass instead of two
             ctx.token_input = [ctx.token_input[1] + self.pos_embed]
         return ctx
