@@ -225,8 +225,8 @@ def real_episode(env: Any, seed: int, steps: int, k: int, *, reach: float, raw_f
     Returns:
         ``raw`` (``[raw_frames, H, W, 3]``: the first room frames, for the context), ``obs`` (``[1 + steps, H, W, 3]``:
         the frame after every step), ``actions [steps, 4]``, ``rewards [steps]`` (summed over the ``k`` room steps,
-        plus the success bonus when the target is within ``reach``, as in the collected data), ``terminated [steps]``
-        (within ``reach`` of the target: the room runs with a tiny reach radius so it never stops),
+        plus the success bonus when the room's success test passes at ``reach``, as in the collected data),
+        ``terminated [steps]`` (that test: the room runs with a tiny reach radius so it never stops),
         ``masks`` (step → ``[H, W]`` object mask of that frame), ``description``.
     """
     obs, info = env.reset(seed=seed)
@@ -240,7 +240,7 @@ def real_episode(env: Any, seed: int, steps: int, k: int, *, reach: float, raw_f
         for _ in range(k):
             obs, reward, _, _, info = env.step(a)
             total += float(reward)
-            reached |= info["target_distance"] <= reach
+            reached |= env.target_reached(reach)  # the room's success test at its default radius
             if len(raw) < raw_frames:
                 raw.append(obs)
         acts.append(a)

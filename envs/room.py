@@ -311,7 +311,7 @@ class NeuralSimRoomEnv(gym.Env):
     ## Rewards
 
     ``progress_reward_scale * (previous target distance - target distance)`` every step (metres of
-    progress × 10 by default), plus ``success_bonus`` (10) on the step the target is reached.
+    progress × 10 by default), plus ``success_bonus`` (10) on the step the target is reached (below).
 
     ## Starting State
 
@@ -325,8 +325,13 @@ class NeuralSimRoomEnv(gym.Env):
 
     ## Episode End
 
-    Terminated when the agent's centre is within ``reach_radius`` (0.5 m, horizontally) of the
-    target's centre. Truncated after ``max_episode_steps`` (200) steps.
+    Terminated (success) when the agent's centre is within ``reach_radius`` (0.9 m, horizontally) of
+    the target's centre **and** the step's frame shows at least ``success_pixels`` (20) pixels of the
+    target (MuJoCo's segmentation render, made only within reach), so the frame that pays the bonus
+    shows what earned it: a pixel policy, and a world model's reward model, can see the success. (At
+    0.69 m the ball leaves the bottom of the 70° view from the camera's 0.6 m, so a success within
+    0.5 m by distance alone was seen on few of its frames.)
+    Truncated after ``max_episode_steps`` (200) steps.
 
     ## Arguments
 
@@ -353,7 +358,9 @@ class NeuralSimRoomEnv(gym.Env):
       constructor (or register with it) for episodes longer than 200 steps.
     * ``room_size``: side of the square room in metres (default 5).
     * ``translation_speed`` (m per step, 0.08), ``rotation_speed_deg`` (yaw/pitch ° per step, 4).
-    * ``reach_radius`` (0.5), ``progress_reward_scale`` (10), ``success_bonus`` (10).
+    * ``reach_radius`` (0.9), ``progress_reward_scale`` (10), ``success_bonus`` (10).
+    * ``success_pixels``: pixels of the target the success frame must show (default 20); ``None``: the
+      distance alone.
     * ``target``: an object name (``"ball"``, the default, ``"box0"``, ``"box1"``, ``"box2"``) that is
       the target of every layout, so a pixel-only policy can tell it; or ``None``: the target object is
       drawn per layout (its identity is only in the description, not visible as such in the pixels).
@@ -372,13 +379,15 @@ class NeuralSimRoomEnv(gym.Env):
 
     * v0: initial version. Since neuralsim 0.1 (2026-11-30) the default task is the ball, started in
       view (``target="ball"``, ``start_view_deg=25``); ``target=None, start_view_deg=None`` gives the
-      layouts and starts of earlier datasets (they record their ``env_kwargs``).
+      layouts and starts of earlier datasets (they record their ``env_kwargs``). Since 2026-12-01 a
+      success needs the target in view within 0.9 m (``reach_radius=0.9, success_pixels=20``); the
+      earlier task: ``reach_radius=0.5, success_pixels=None``.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1.0 / (TIMESTEP * FRAME_SKIP)))}
     # Arguments that choose the task, not the world: a world model of the room serves any of them, and
     # `neuralsim eval transfer` drops them from a model's recorded data kwargs (the agents face the default task).
-    TASK_OPTIONS = ("target", "start_view_deg", "reach_radius", "progress_reward_scale", "success_bonus")
+    TASK_OPTIONS = ("target", "start_view_deg", "reach_radius", "progress_reward_scale", "success_bonus", "success_pixels")
 
     def __init__(
         self,
@@ -389,12 +398,13 @@ class NeuralSimRoomEnv(gym.Env):
         room_size: float = 5.0,
         translation_speed: float = 0.08,
         rotation_speed_deg: float = 4.0,
-        reach_radius: float = 0.5,
+        reach_radius: float = 0.9,
         progress_reward_scale: float = 10.0,
         success_bonus: float = 10.0,
         soft_body: bool = False,
         target: str | None = "ball",
         start_view_deg: float | None = 25.0,
+        success_pixels: int | None = 20,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -448,6 +458,11 @@ class NeuralSimRoomEnv(gym.Env):
                                            or not 0.0 <= float(start_view_deg) <= 180.0):
             raise ValueError(f"start_view_deg must be None (uniform heading) or degrees in [0, 180], got {start_view_deg!r}")
         self.start_view_deg = None if start_view_deg is None else float(start_view_deg)
+        if success_pixels is not None and (isinstance(success_pixels, bool) or not isinstance(success_pixels, (int, np.integer))
+                                           or success_pixels < 1):
+            raise ValueError(f"success_pixels must be None (distance alone) or an int >= 1 (pixels of the target in "
+                             f"view), got {success_pixels!r}")
+        self.success_pixels = None if success_pixels is None else int(success_pixels)
         self.soft_body = bool(soft_body)
         self.model = mj.MjModel.from_xml_string(_build_mjcf(self.room_half, H, W, self.soft_body))
         self.data = mj.MjData(self.model)
@@ -725,7 +740,7 @@ class NeuralSimRoomEnv(gym.Env):
         self._simulate(self._action_vector(action))
         self._steps += 1
         distance = self._target_distance()
-        success = distance <= self.reach_radius
+        success = self.target_reached()
         reward = self.progress_reward_scale * (self._prev_distance - distance) + (self.success_bonus if success else 0.0)
         self._prev_distance = distance
         terminated = bool(success)
@@ -770,6 +785,14 @@ class NeuralSimRoomEnv(gym.Env):
             if terminated or truncated:
                 break
         return np.stack(frames), np.asarray(rewards, dtype=np.float32), terminated, truncated, info
+
+    def target_reached(self, reach_radius: float | None = None) -> bool:
+        """The task's success test at the current state: the target within ``reach_radius`` (default: the env's)
+        and, with ``success_pixels``, at least that many of its pixels in the current view (one segmentation render,
+        made only within reach). ``step`` ends the episode on it."""
+        if self._target_distance() > (self.reach_radius if reach_radius is None else float(reach_radius)):
+            return False
+        return self.success_pixels is None or self.visible_pixels()[OBJECTS[self._target][0]] >= self.success_pixels
 
     def object_mask(self) -> np.ndarray:
         """``[H, W]`` bool: the pixels of the current frame that show a task object (the ball, the boxes, the soft

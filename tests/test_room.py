@@ -59,6 +59,7 @@ def test_docstring_documents_the_real_spaces():
     assert [c.strip() for c in table.split("|")[2:-1]] == [k or "none" for k in A.DISCRETE_KEYSETS]
     assert f"{cont.translation_speed} m" in doc and f"{cont.rotation_speed_deg:g}°" in doc
     assert f"``max_episode_steps`` ({NeuralSimRoomEnv().max_episode_steps})" in doc
+    assert f"``reach_radius`` ({cont.reach_radius:g})" in doc and f"(default {cont.success_pixels})" in doc
     for e in (cont, disc, small):
         e.close()
 
@@ -337,6 +338,34 @@ def test_reaching_the_target_terminates_with_bonus():
     assert r >= e.success_bonus - 1.0
     assert total == pytest.approx(e.progress_reward_scale * (d0 - info["target_distance"]) + e.success_bonus, rel=1e-4)
     e.close()
+
+
+def test_success_needs_the_target_in_view():
+    """Within reach_radius with the ball behind the camera the episode goes on; turned to face it, it ends, and the
+    frame of that step shows the ball (success_pixels); success_pixels=None is the distance alone."""
+    e = make()
+    e.reset(seed=5)
+    ball = np.asarray(e.privileged_state()["objects"][0])
+    away = ball / max(np.linalg.norm(ball), 1e-6)  # toward the wall behind the ball seen from the centre: free floor
+    start = ball - 0.7 * away  # 0.7 m from the ball, on the room-centre side
+    facing_away = math.atan2(-away[1], -away[0])
+    e.reset(seed=5, options={"agent_xy": tuple(start), "agent_yaw": facing_away})
+    e.data.qvel[e._obj_qvel[0] : e._obj_qvel[0] + 6] = 0.0  # the ball stays put (it starts rolling)
+    _, _, term, _, info = e.step(np.zeros(4, np.float32))
+    assert info["target_distance"] <= e.reach_radius and e.visible_pixels()["ball"] == 0 and not term
+    for _ in range(60):  # turn toward it
+        _, r, term, _, info = e.step(np.array([0.0, 0.0, 1.0, 0.0], np.float32))
+        if term:
+            break
+    assert term and info["success"] and r >= e.success_bonus - 1.0
+    assert e.visible_pixels()["ball"] >= e.success_pixels
+    blind = make(success_pixels=None)
+    blind.reset(seed=5, options={"agent_xy": tuple(start), "agent_yaw": facing_away})
+    assert blind.step(np.zeros(4, np.float32))[2]  # the distance alone ends it
+    with pytest.raises(ValueError, match="success_pixels must be None"):
+        make(success_pixels=0)
+    e.close()
+    blind.close()
 
 
 @pytest.mark.parametrize("via_make", [False, True])
