@@ -106,6 +106,8 @@ class TrainConfig:
     release_windows: float = 0.0  # dynamics: fraction of windows drawn around a real release of the keys (a zero
     #                               action after a non-zero one, after the burn-in): the world's own way of stopping,
     #                               which explored data holds too rarely to teach (the room's: 230 in 64,084 steps)
+    terminal_windows: float = 0.0  # reward: fraction of windows drawn around a step that ends an episode (a success:
+    #                                rare, about 1 step in 270 of the room's task data, and what the bonus is paid on)
     streaming: bool = False  # dynamics: train frame by frame as sampled (WorldModel.streaming_loss), not in parallel
     own_history: float = 0.0  # streaming: chance a committed frame is the model's own one-step sample (self-forcing)
     one_step_fraction: float = 0.5  # streaming: fraction of target frames at tau = 1, the level one-step sampling sees
@@ -492,7 +494,7 @@ _RESUME_MUST_MATCH = {
     "dtype": "--dtype", "self_forcing": "--self-forcing", "self_forcing_frames": "--self-forcing-frames",
     "still_windows": "--still-windows", "streaming": "--streaming", "own_history": "--own-history",
     "one_step_fraction": "--one-step-fraction", "burn_in": "--burn-in", "stop_windows": "--stop-windows",
-    "stop_coast": "--stop-coast", "release_windows": "--release-windows",
+    "stop_coast": "--stop-coast", "release_windows": "--release-windows", "terminal_windows": "--terminal-windows",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
     "min_lr_ratio": "--min-lr-ratio", "grad_clip": "--grad-clip", "ema_decay": "--ema-decay", "camera": "--camera",
     "cache_latents": "--cache-latents",
@@ -574,6 +576,8 @@ def data_stream(dataset: Any, cfg: TrainConfig, stage: str, start: int) -> Itera
     if stage == "dynamics" and cfg.release_windows > 0:  # the release where the loss sees it: after the burn-in
         focus = dict(focus=key_releases(dataset), focus_fraction=cfg.release_windows,
                      focus_at=(min(cfg.burn_in, window - 1) if cfg.streaming else 0, window))
+    if stage == "reward" and cfg.terminal_windows > 0:  # the ending anywhere in the window
+        focus = dict(focus=np.flatnonzero(dataset.step_column("terminated")), focus_fraction=cfg.terminal_windows)
     return dataset.iter_windows(steps=window, batch_size=cfg.batch_size, seed=seed, start_index=start, **focus)
 
 
@@ -867,6 +871,9 @@ def validate(cfg: TrainConfig) -> Any:
     if isinstance(cfg.release_windows, bool) or not (isinstance(cfg.release_windows, (int, float))
                                                      and 0.0 <= cfg.release_windows <= 1.0):
         raise TrainingError(f"--release-windows must be a fraction in [0, 1], got {cfg.release_windows!r}")
+    if isinstance(cfg.terminal_windows, bool) or not (isinstance(cfg.terminal_windows, (int, float))
+                                                      and 0.0 <= cfg.terminal_windows <= 1.0):
+        raise TrainingError(f"--terminal-windows must be a fraction in [0, 1], got {cfg.terminal_windows!r}")
     if cfg.stop_coast > 0 and cfg.stop_windows == 0:
         raise TrainingError("--stop-coast shapes the stop windows: it needs --stop-windows > 0")
     if cfg.stop_windows > 0 and not cfg.cache_latents:
@@ -932,6 +939,9 @@ def validate(cfg: TrainConfig) -> Any:
         if not len(key_releases(dataset)):
             raise TrainingError(f"--release-windows: --data {cfg.data!r} never lets go of the keys (no zero action "
                                 "after a non-zero one); collect with a policy that idles, e.g. --policy explore")
+    if cfg.terminal_windows > 0 and cfg.stage == "reward" and not dataset.step_column("terminated").any():
+        raise TrainingError(f"--terminal-windows: --data {cfg.data!r} has no step that ends an episode (terminated); "
+                            "collect episodes that reach the task's end")
     if cfg.stop_coast > 0 and list(dataset.action_spec.get("shape", ())) != [4]:
         raise TrainingError(f"--stop-coast reads camera actions [forward, strafe_right, yaw_right, pitch_up] (it lets "
                             f"translations coast and turns stop at once); --data {cfg.data!r} has actions of shape "

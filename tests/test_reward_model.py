@@ -167,3 +167,58 @@ def test_a_new_reward_model_starts_with_the_datas_success_bonus(dataset):
     model = _with_reward_model(make_tiny_model())
     assert init_reward_bonus(model, data) == pytest.approx(expected)
     assert model.reward_model.bonus.item() == pytest.approx(expected)
+
+
+# ------------------------------------------------------------------- --terminal-windows: the rare endings, oversampled
+
+
+def _ending_dataset(path):
+    """Four 12-step episodes; episodes 1 and 3 end (terminated) at their steps 5 and 9."""
+    import gymnasium as gym
+
+    from neuralsim.actions import space_to_spec
+    from neuralsim.data import ShardWriter
+
+    spec = space_to_spec(gym.spaces.Box(-1, 1, (4,), np.float32))
+    with ShardWriter(path, {"env_id": "synthetic", "image_size": [32, 32], "action_spec": spec,
+                            "frames_per_step": 1}) as writer:
+        for e, end in enumerate((None, 5, None, 9)):
+            steps = 12 if end is None else end + 1
+            rng = np.random.default_rng(e)
+            terminated, truncated = np.zeros(steps, bool), np.zeros(steps, bool)
+            if end is None:
+                truncated[-1] = True
+            else:
+                terminated[-1] = True
+            writer.add_episode(rng.integers(0, 255, (steps + 1, 32, 32, 3), np.uint8),
+                               rng.uniform(-1, 1, (steps, 4)).astype(np.float32), terminated * 10.0, terminated,
+                               truncated, "a grey room")
+    return path
+
+
+def test_terminal_windows_hold_an_ending(tmp_path):
+    from neuralsim.data import Dataset
+    from neuralsim.train import TrainConfig, data_stream
+
+    ds = Dataset(_ending_dataset(tmp_path / "d"))
+    cfg = lambda fraction: TrainConfig(stage="reward", data=str(tmp_path / "d"), out=str(tmp_path / "o"),  # noqa: E731
+                                       window=4, batch_size=256, terminal_windows=fraction)
+    every = next(data_stream(ds, cfg(1.0), "reward", 0))
+    assert every["terminated"].any(axis=1).all()  # each window holds a step that ends its episode
+    plain = next(data_stream(ds, cfg(0.0), "reward", 0))
+    half = next(data_stream(ds, cfg(0.5), "reward", 0))
+    assert plain["terminated"].any(axis=1).mean() < 0.3 < half["terminated"].any(axis=1).mean()
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, True])
+def test_bad_terminal_windows_is_refused_naming_the_flag(tmp_path, value):
+    from neuralsim.train import TrainConfig
+
+    with pytest.raises(TrainingError, match="--terminal-windows must be a fraction"):
+        train(TrainConfig(stage="reward", data=str(tmp_path), out=str(tmp_path / "out"), terminal_windows=value))
+
+
+def test_terminal_windows_on_data_without_endings_is_refused(dataset, tmp_path):
+    base = train(train_config(dataset, tmp_path / "base"))
+    with pytest.raises(TrainingError, match="--terminal-windows: .* no step that ends an episode"):
+        train(train_config(dataset, tmp_path / "rw", stage="reward", init=str(base), terminal_windows=0.5))
