@@ -9,10 +9,10 @@ and a context window of 128 in its config → eight streaming stages (`STREAMING
 800 + 800 + 600 + 400 steps, each frame trained exactly as it is sampled, windows of 6, 10, 16 and 64, more and more of
 the model's own history and of still windows; the fifth adds the changes-only latent refiner, `refiner_channels=32,
 refiner_reads_changes=true`; the seventh trains 16 frames after a burn-in of 48; the eighth makes 30 % of the windows
-stop partway, `--stop-windows`) → the prompt-start generator (`neuralsim train prompt`, 3,000 steps on the first frames
-of 20,000 one-step episodes of the room's default task and their descriptions). `--reward-episodes 1280` adds a
-reward model (`neuralsim train reward`, 1,500 steps on 1,280 episodes of the room's default task, a quarter of the
-windows ending in the model's own dream; measured, not shipped). Beside the dynamics and
+stop partway, `--stop-windows`) → the reward model (`neuralsim train reward`, 1,500 steps on 1,280 episodes of the
+room's default task, 30 % of the windows ending at a success, `--terminal-windows`, a quarter ending in the model's
+own dream; `--reward-episodes 0` leaves it out) → the prompt-start generator (`neuralsim train prompt`, 3,000 steps
+on the first frames of 20,000 one-step episodes of the room's default task and their descriptions). Beside the dynamics and
 self-forcing stages, on the second core, the decoder trains alone on the frozen encoder's latents (2,500 steps,
 `examples/finetune_decoder.py`); it is merged in before the streaming stages, which leave it untouched. The
 dataset's latents are kept in OUT/latent_cache (keyed by the encoder and the data), so every dynamics stage after
@@ -134,13 +134,14 @@ class Recipe:
     denoise_steps: int = 1  # the shipped sampler setting
     context_window: int = 128  # the dream's context restarts from its last frame after this many (long rollouts drift)
     streaming_stages: int = len(STREAMING_STAGES)  # how many of STREAMING_STAGES to run after the merge (0 = none)
-    # The reward model: trained alone on its own data of the room's default task (the ball), after the dynamics. Not in
-    # the shipped model (measured: it tracks the progress reward but never the success; README, "reward prediction").
-    reward_episodes: int = 0  # e.g. 1280; 0 = no reward model (the dynamics' heads predict reward and termination)
+    # The reward model: trained alone on its own data of the room's default task (the ball, a success the camera sees),
+    # after the dynamics, with windows drawn around the successes (README, "reward prediction").
+    reward_episodes: int = 1280  # 0 = no reward model (the dynamics' heads predict reward and termination)
     reward_seed: int = 2_000_000  # its episodes' seeds: apart from the world's data and the benchmarks' held-out seeds
     reward_steps: int = 1500
     reward_lr: float = 1e-3
     reward_own_share: float = 0.25  # windows whose second half the model dreams (--self-forcing of `train reward`)
+    reward_terminal_windows: float = 0.3  # windows that end at a success (--terminal-windows): 1 in ~200 otherwise
     # The prompt-start generator (`neuralsim train prompt`): first frames of the room's default task and their
     # descriptions, one-step episodes of many layouts; what `reset(options={"prompt": ...})` draws the start from.
     prompt_layouts: int = 20000  # 0 = none (a prompt then only conditions the dynamics)
@@ -166,8 +167,12 @@ def main() -> None:
     out = Path(recipe.out)
     data, model_dir = out / "data", out / "model"
     if recipe.install_only:
-        done = [out / "final_prompt", out / "prompt", out / "reward"] + [out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [
-            out / "final", out / f"start{len(FROM_START_STAGES)}", model_dir]
+        # the last stage's directory first: each later stage starts from the one before it
+        if recipe.schedule == "from-start":  # start stages, decoder, prompt start merged in (final_prompt), reward
+            done = [out / "reward", out / "final_prompt", out / "final", out / f"start{len(FROM_START_STAGES)}"]
+        else:  # parallel, self-forcing, merge, streaming stages, reward, prompt start
+            done = [out / "prompt", out / "reward"] + [out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [
+                out / "final", model_dir]
         install(next(d for d in done if (d / "config.json").exists()))
         return
     t0 = time.perf_counter()
@@ -282,7 +287,8 @@ def main() -> None:
                     resume=(reward_data / "manifest.json").exists())
         train(TrainConfig(stage="reward", out=str(reward_dir), init=str(final_dir), data=str(reward_data),
                           steps=recipe.reward_steps, lr=recipe.reward_lr, window=32, batch_size=32, warmup=100,
-                          self_forcing=recipe.reward_own_share, seed=recipe.seed, dtype=recipe.dtype,
+                          self_forcing=recipe.reward_own_share, terminal_windows=recipe.reward_terminal_windows,
+                          seed=recipe.seed, dtype=recipe.dtype,
                           latent_cache_dir=str(out / "latent_cache"),
                           resume=recipe.resume and (reward_dir / "checkpoints" / "latest.json").exists()))
         timings["reward model"] = time.perf_counter() - t

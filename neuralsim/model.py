@@ -961,10 +961,12 @@ class WorldModel(nn.Module):
         action, known, *_ = self._sequence_conditioning(B, T, actions, "actions")
         return action[:, 1:] * known[:, 1:, None]
 
-    def reward_loss(self, latents: torch.Tensor, actions: Any, rewards: Any, terminated: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    def reward_loss(self, latents: torch.Tensor, actions: Any, rewards: Any, terminated: Any,
+                    opens: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """The reward model's loss on windows: ``latents [B, T, C, h, w]`` (normalised, real or the model's own),
         ``actions [B, T-1, A]`` (Box) or ``[B, T-1]`` (Discrete) as the env took them, ``rewards [B, T-1]`` and
-        ``terminated [B, T-1]`` the real env's. Returns ``(loss, logs)`` (reward MSE + termination BCE)."""
+        ``terminated [B, T-1]`` the real env's; ``opens [B]`` the frame at which each row's memory opens (default
+        0; :meth:`neuralsim.reward.RewardModel.loss`). Returns ``(loss, logs)`` (reward MSE + termination BCE)."""
         moves = self._reward_model_moves(latents, actions)
         B, T = latents.shape[:2]
         target = torch.as_tensor(np.asarray(rewards.cpu() if isinstance(rewards, torch.Tensor) else rewards),
@@ -974,7 +976,11 @@ class WorldModel(nn.Module):
         for name, value in (("rewards", target), ("terminated", done)):
             if tuple(value.shape) != (B, T - 1):
                 raise InputError(f"{name} must have shape {(B, T - 1)}, got {tuple(value.shape)}")
-        return self.reward_model.loss(latents.float(), moves, target, done)
+        if opens is not None:
+            opens = torch.as_tensor(opens, dtype=torch.long, device=self.device)
+            if tuple(opens.shape) != (B,) or bool(((opens < 0) | (opens > T - 2)).any()):
+                raise InputError(f"opens must be {B} frame indices in [0, {T - 2}], got {opens.tolist()}")
+        return self.reward_model.loss(latents.float(), moves, target, done, opens)
 
     def dynamics_loss(self, latents: torch.Tensor, actions: Any, rewards: Any = None, terminated: Any = None,
                       prompts: Sequence[str | None] | None = None, generator: torch.Generator | None = None,

@@ -85,9 +85,10 @@ class RewardModel(nn.Module):
         rewards, logits, memory, _ = self._sequence(latents, actions, memory)
         return rewards, logits, memory
 
-    def _sequence(self, latents: torch.Tensor, actions: torch.Tensor, memory: torch.Tensor | None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`forward` plus the progress part of every reward ``[B, T-1]`` (for the loss)."""
+    def _sequence(self, latents: torch.Tensor, actions: torch.Tensor, memory: torch.Tensor | None,
+                  opens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward` plus the progress part of every reward ``[B, T-1]`` (for the loss). ``opens [B]``: the
+        frame at which each row's memory opens (it restarts there; the outputs before it are not meaningful)."""
         B, T = latents.shape[:2]
         prev = torch.cat([latents[:, :1], latents[:, :-1]], dim=1)  # frame 0 follows itself
         feats = self._features(prev.flatten(0, 1), latents.flatten(0, 1)).view(B, T, -1)  # all frames at once
@@ -98,7 +99,10 @@ class RewardModel(nn.Module):
         else:  # the memory has seen frame 0 already
             first = 1
         rewards, logits, progress = [], [], []
+        initial = self.initial_memory(B, latents.device)
         for t in range(first, T):
+            if opens is not None:
+                memory = torch.where((opens == t)[:, None], initial, memory)
             memory = self.cell(torch.cat([feats[:, t], moves[:, t]], dim=-1), memory)
             if t > 0:
                 logit = self.termination(memory).squeeze(-1)
@@ -110,23 +114,35 @@ class RewardModel(nn.Module):
             return empty, empty, memory, empty
         return torch.stack(rewards, 1), torch.stack(logits, 1), memory, torch.stack(progress, 1)
 
-    def loss(self, latents: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, latents: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor,
+             opens: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Reward MSE + termination BCE over every transition of the windows (``rewards``, ``terminated``:
-        ``[B, T-1]``). Returns ``(loss, logs)``.
+        ``[B, T-1]``) that leads to a frame after the one at which each row's memory opens (``opens [B]``, default
+        0). Returns ``(loss, logs)``.
+
+        Why a memory opens at a random frame of the window: an episode's ending is its last step, so a window that
+        holds one ends there, and a memory that always opened at the window's first frame met every success at the
+        same age (the window's length): it learned that age instead of the frame (measured: on held-out episodes it
+        gave the successes probability 0 and fired at step 32 of long episodes).
 
         The MSE pays the bonus on the steps that really ended an episode (``progress + bonus * terminated``): through
         ``P(terminated)``, rare and near 0 early on, the bonus would get almost no gradient and stay at 0, and every
         missed bonus is a 10-point error. The BCE weighs an ending step ``TERMINAL_WEIGHT`` times (about 1 step in 300
         ends an episode in the room's data)."""
-        _, logit, _, progress = self._sequence(latents, actions, None)
+        T = latents.shape[1]
+        _, logit, _, progress = self._sequence(latents, actions, None, opens)
         target = rewards.float()
         done = terminated.float()
-        mse = F.mse_loss(progress + self.bonus * done, target)
-        bce = F.binary_cross_entropy_with_logits(logit, done, weight=1.0 + (TERMINAL_WEIGHT - 1.0) * done)
-        predicted = logit > 0
+        # transition j leads to frame j + 1: trained when that frame comes after the one the memory opened at
+        keep = torch.ones_like(done) if opens is None else \
+            (torch.arange(T - 1, device=done.device)[None] >= opens.to(done.device)[:, None]).float()
+        n = keep.sum().clamp_min(1.0)
+        mse = ((progress + self.bonus * done - target) ** 2 * keep).sum() / n
+        bce = (F.binary_cross_entropy_with_logits(logit, done, weight=1.0 + (TERMINAL_WEIGHT - 1.0) * done,
+                                                  reduction="none") * keep).sum() / n
+        predicted, kept = logit > 0, keep.bool()
         logs = {"reward_mse": mse.item(), "termination_bce": bce.item(),
-                "termination_acc": (predicted.float() == done).float().mean().item(),
-                "termination_recall": (predicted & terminated.bool()).sum().item() / max(1.0, done.sum().item()),
+                "termination_acc": (predicted.float() == done)[kept].float().mean().item(),
+                "termination_recall": (predicted & terminated.bool() & kept).sum().item() / max(1.0, (done * keep).sum().item()),
                 "bonus": self.bonus.item()}
         return mse + bce, logs

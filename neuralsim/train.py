@@ -369,7 +369,11 @@ class StageLoss(nn.Module):
             own = self.self_forcing > 0 and float(torch.rand((1,), generator=generator)) < self.self_forcing
             if own:
                 latents = self.own_continuation(latents, batch, generator)
-            loss, logs = self.model.reward_loss(latents, batch["actions"], batch["rewards"], batch["terminated"])
+            # each row's memory opens at a random frame: a success (an episode's last step, so a window's) is then
+            # met at every memory age, not always at the window's length (RewardModel.loss)
+            T = latents.shape[1]
+            opens = torch.randint(0, T - 1, (latents.shape[0],), generator=generator)
+            loss, logs = self.model.reward_loss(latents, batch["actions"], batch["rewards"], batch["terminated"], opens)
             return loss, {**logs, "own_frames": float(own)}
         if self.still_windows > 0:
             latents, batch = self.hold_still(latents, batch, generator)

@@ -99,6 +99,28 @@ def test_reward_loss_learns_a_reward_that_depends_on_action_and_frame():
     assert loss.item() < 0.3 * first and set(logs) >= {"reward_mse", "termination_bce", "termination_acc"}
 
 
+def test_a_memory_opened_later_ignores_what_came_before():
+    """``opens``: each row's memory restarts at that frame; the frames before the one preceding it and the
+    transitions before it change nothing."""
+    model = _with_reward_model(make_tiny_model())
+    g = torch.Generator().manual_seed(1)
+    latents = torch.randn(2, 7, *model.latent_shape, generator=g)
+    actions = (torch.rand(2, 6, 4, generator=g) * 2 - 1).numpy()
+    rewards, terminated = torch.randn(2, 6, generator=g), torch.zeros(2, 6, dtype=torch.bool)
+    terminated[:, -1] = True
+    opens = torch.tensor([3, 3])
+    loss, _ = model.reward_loss(latents, actions, rewards, terminated, opens)
+    other = latents.clone()
+    other[:, :2] = torch.randn(2, 2, *model.latent_shape, generator=g)  # frames before frame 2 (frame 3's previous)
+    changed = rewards.clone()
+    changed[:, :3] = 5.0  # the transitions into frames 1..3
+    again, _ = model.reward_loss(other, actions, changed, terminated, opens)
+    torch.testing.assert_close(again, loss)
+    assert not torch.allclose(model.reward_loss(latents, actions, rewards, terminated)[0], loss)
+    with pytest.raises(ValueError, match=r"opens must be 2 frame indices in \[0, 5\]"):
+        model.reward_loss(latents, actions, rewards, terminated, torch.tensor([0, 6]))
+
+
 def test_reward_loss_without_a_reward_model_and_bad_shapes_are_refused():
     from neuralsim.model import InputError
 
