@@ -9,10 +9,11 @@ and a context window of 128 in its config → eight streaming stages (`STREAMING
 800 + 800 + 600 + 400 steps, each frame trained exactly as it is sampled, windows of 6, 10, 16 and 64, more and more of
 the model's own history and of still windows; the fifth adds the changes-only latent refiner, `refiner_channels=32,
 refiner_reads_changes=true`; the seventh trains 16 frames after a burn-in of 48; the eighth makes 30 % of the windows
-stop partway, `--stop-windows`) → the reward model (`neuralsim train reward`, 1,500 steps on 1,280 episodes of the
-room's default task, 30 % of the windows ending at a success, `--terminal-windows`, a quarter ending in the model's
-own dream; `--reward-episodes 0` leaves it out) → the prompt-start generator (`neuralsim train prompt`, 3,000 steps
-on the first frames of 20,000 one-step episodes of the room's default task and their descriptions). Beside the dynamics and
+stop partway, `--stop-windows`) → the prompt-start generator (`neuralsim train prompt`, 3,000 steps on the first
+frames of 20,000 one-step episodes of the room's default task and their descriptions). `--reward-episodes 1280` adds
+a reward model before the prompt start (`neuralsim train reward`, 1,500 steps on 1,280 episodes of the room's default
+task, 30 % of the windows ending at a success, `--terminal-windows`, a quarter ending in the model's own dream;
+measured, not shipped: README, "reward prediction"). Beside the dynamics and
 self-forcing stages, on the second core, the decoder trains alone on the frozen encoder's latents (2,500 steps,
 `examples/finetune_decoder.py`); it is merged in before the streaming stages, which leave it untouched. The
 dataset's latents are kept in OUT/latent_cache (keyed by the encoder and the data), so every dynamics stage after
@@ -135,8 +136,9 @@ class Recipe:
     context_window: int = 128  # the dream's context restarts from its last frame after this many (long rollouts drift)
     streaming_stages: int = len(STREAMING_STAGES)  # how many of STREAMING_STAGES to run after the merge (0 = none)
     # The reward model: trained alone on its own data of the room's default task (the ball, a success the camera sees),
-    # after the dynamics, with windows drawn around the successes (README, "reward prediction").
-    reward_episodes: int = 1280  # 0 = no reward model (the dynamics' heads predict reward and termination)
+    # after the dynamics, with windows drawn around the successes. Not in the shipped model: it sees the success on real
+    # frames but fires on the dream's blurred ones, so dream PPO farms false successes (README, "reward prediction").
+    reward_episodes: int = 0  # e.g. 1280; 0 = no reward model (the dynamics' heads predict reward and termination)
     reward_seed: int = 2_000_000  # its episodes' seeds: apart from the world's data and the benchmarks' held-out seeds
     reward_steps: int = 1500
     reward_lr: float = 1e-3
