@@ -60,7 +60,6 @@ class WorldModelConfig:
     # --- dynamics transformer ---------------------------------------------------------------
     patch_size: int = 1  # p x p latent pixels per token (DiT's patchify): tokens per frame = (h/p)(w/p)
     prev_frame_input: bool = False  # every token also reads the previous clean latent, the relative camera rays and the action
-    prev_action_input: bool = False  # the direct path also reads the previous step's action (the room's last slide after a release)
     prediction: str = "velocity"  # "velocity" (v = eps - x0) or "x0_residual" (x0 = previous latent + output)
     prev_frame_warp: bool = False  # the previous latent is first warped by the camera's rotation since it (needs camera)
     skip_prior_var: float = 0.0  # > 0: x0's skip blends the previous latent with the noisy input (a posterior mean)
@@ -197,10 +196,6 @@ class WorldModelConfig:
             raise bad("prediction", "'velocity' or 'x0_residual'")
         if not isinstance(self.prev_frame_input, bool):
             raise bad("prev_frame_input", "a bool")
-        if not isinstance(self.prev_action_input, bool):
-            raise bad("prev_action_input", "a bool")
-        if self.prev_action_input and not self.prev_frame_input:
-            raise bad("prev_action_input", "False unless prev_frame_input=True (it is a term of the direct path)")
         if not isinstance(self.prev_frame_warp, bool):
             raise bad("prev_frame_warp", "a bool")
         if self.prev_frame_warp and not (self.prev_frame_input and self.camera):

@@ -608,12 +608,6 @@ class FinalLayer(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def shifted_actions(action: torch.Tensor, action_known: torch.Tensor) -> torch.Tensor:
-    """``[B, T, A]`` row t = the action that led to frame t-1 (zeros for frame 0 and where unknown)."""
-    moves = action * action_known[..., None]
-    return torch.cat([torch.zeros_like(moves[:, :1]), moves[:, :-1]], dim=1)
-
-
 class DynamicsTransformer(nn.Module):
     """Predicts the flow-matching velocity of latent frames, causally, from a constant-size cache."""
 
@@ -625,14 +619,10 @@ class DynamicsTransformer(nn.Module):
         # prev_frame_input: the direct path from the last frame. Every token of frame t reads the clean latent of
         # frame t-1 at its position, the rays of frame t's camera seen from frame t-1's camera (where each pixel
         # comes from) and the action, not only through the recurrent memory and a global modulation.
-        self.prev_embedder = self.ray_embedder = self.action_input = self.prev_action_input = None
+        self.prev_embedder = self.ray_embedder = self.action_input = None
         if config.prev_frame_input:
             self.prev_embedder = nn.Linear(C, d)
             self.action_input = nn.Linear(config.action_dim, d)
-            if config.prev_action_input:  # the step before's action: motion that outlives the keys (zero at init)
-                self.prev_action_input = nn.Linear(config.action_dim, d)
-                nn.init.zeros_(self.prev_action_input.weight)
-                nn.init.zeros_(self.prev_action_input.bias)
             if config.camera:
                 self.ray_embedder = nn.Linear(6 * config.frames_per_latent, d)
         self.pos_embed = nn.Parameter(torch.randn(config.tokens_per_frame, d) * 0.02)
@@ -651,15 +641,13 @@ class DynamicsTransformer(nn.Module):
         self.final_layer = FinalLayer(d, C)
 
     def token_input(self, prev: torch.Tensor | None, rel_rays: torch.Tensor | None, action: torch.Tensor,
-                    action_known: torch.Tensor, prev_action: torch.Tensor | None = None) -> torch.Tensor | None:
+                    action_known: torch.Tensor) -> torch.Tensor | None:
         """The input of each token that does not depend on its noisy latent (``prev_frame_input``; else None).
 
         Args:
             prev: ``[B, T, S, C]`` the previous latent frame's tokens (zeros before the first frame).
             rel_rays: ``[B, T, S, 6k]`` Plücker rays of frame t's poses in frame t-1's camera, or None.
             action, action_known: as in :meth:`forward`.
-            prev_action: ``[B, T, A]`` the action that led to frame t-1 (zeros where unknown: the first frame);
-                read with ``prev_action_input``, None = shifted from ``action`` (frame 0's is zeros).
 
         Returns:
             ``[B, T, S, d]`` or None.
@@ -672,10 +660,6 @@ class DynamicsTransformer(nn.Module):
         out = self.prev_embedder(prev) + act[:, :, None]
         if self.ray_embedder is not None and rel_rays is not None:
             out = out + self.ray_embedder(rel_rays)
-        if self.prev_action_input is not None:
-            if prev_action is None:
-                prev_action = shifted_actions(action, action_known)
-            out = out + self.prev_action_input(prev_action)[:, :, None]
         return out
 
     def text_kv(self, tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -717,7 +701,6 @@ class DynamicsTransformer(nn.Module):
         commit: bool = True,
         prev: torch.Tensor | None = None,
         rel_rays: torch.Tensor | None = None,
-        prev_action: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, list[Cache] | None]:
         """Velocity of ``T`` new latent frames given the cache of the frames before them.
 
@@ -731,7 +714,7 @@ class DynamicsTransformer(nn.Module):
             cache: per block state (:meth:`empty_cache` layout) or None for an empty one.
             frame, commit: instead of the inputs above, one new frame (``T = 1``) against the context of
                 :meth:`prepare_frame` (same numbers, less work per denoise pass); the new cache only when ``commit``.
-            prev, rel_rays, prev_action: with ``prev_frame_input``, see :meth:`token_input`.
+            prev, rel_rays: with ``prev_frame_input``, see :meth:`token_input`.
 
         Returns:
             ``(output [B, T, S, C] (the velocity, or the x0 correction for ``prediction="x0_residual"``), features [B, T, d] (token mean of the last hidden state, for the
@@ -742,18 +725,16 @@ class DynamicsTransformer(nn.Module):
                 raise TypeError("DynamicsTransformer.forward needs start, action, action_known, text and text_mask "
                                 "(or frame= from prepare_frame)")
             frame = self._context(start=start, action=action, action_known=action_known, rays=rays, text=text,
-                                  text_mask=text_mask, cache=cache, prev=prev, rel_rays=rel_rays,
-                                  prev_action=prev_action)
+                                  text_mask=text_mask, cache=cache, prev=prev, rel_rays=rel_rays)
         return self.forward_frame(x, tau, frame, commit=commit)
 
     def _context(self, *, start: torch.Tensor, action: torch.Tensor, action_known: torch.Tensor,
                  rays: torch.Tensor | None, text: list[tuple[torch.Tensor, torch.Tensor]], text_mask: torch.Tensor,
-                 cache: list[Cache] | None, prev: torch.Tensor | None, rel_rays: torch.Tensor | None,
-                 prev_action: torch.Tensor | None = None) -> FrameContext:
+                 cache: list[Cache] | None, prev: torch.Tensor | None, rel_rays: torch.Tensor | None) -> FrameContext:
         """The inputs of :meth:`forward` that do not depend on the noisy frames, embedded (blocks: the raw caches)."""
         cond = torch.where(action_known[..., None], self.action_embedder(action), self.null_action)  # (B, T, d)
         plucker = self.plucker_embedder(rays) if self.plucker_embedder is not None else None  # (B, T, S, d)
-        extra = self.token_input(prev, rel_rays, action, action_known, prev_action)  # (B, T, S, d) or None
+        extra = self.token_input(prev, rel_rays, action, action_known)  # (B, T, S, d) or None
         return FrameContext(start=start, cond=cond, plucker=plucker,
                             token_input=[self.pos_embed] if extra is None else [self.pos_embed, extra],
                             blocks=[None] * len(self.blocks) if cache is None else list(cache), text=text,
@@ -778,17 +759,12 @@ class DynamicsTransformer(nn.Module):
         cache: list[Cache],
         prev: torch.Tensor | None = None,
         rel_rays: torch.Tensor | None = None,
-        prev_action: torch.Tensor | None = None,
     ) -> FrameContext:
-        """The shared part of every pass over the next frame (arguments as :meth:`forward` with ``T = 1``; with
-        ``prev_action_input`` the streaming caller passes ``prev_action``: one frame cannot shift its own)."""
-        if self.prev_action_input is not None and prev_action is None:
-            raise TypeError("DynamicsTransformer.prepare_frame with prev_action_input needs prev_action [B, 1, A] "
-                            "(the action that led to the previous frame)")
+        """The shared part of every pass over the next frame (arguments as :meth:`forward` with ``T = 1``)."""
         device_type = action.device.type
         dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else torch.float32
         ctx = self._context(start=start, action=action, action_known=action_known, rays=rays, text=text,
-                            text_mask=text_mask, cache=cache, prev=prev, rel_rays=rel_rays, prev_action=prev_action)
+                            text_mask=text_mask, cache=cache, prev=prev, rel_rays=rel_rays)
         ctx.blocks = [blk.prepare_frame(c, plucker=ctx.plucker, start=start, dtype=dtype)
                       for blk, c in zip(self.blocks, cache)]
         if bool((text_mask.sum(dim=1) == 1).all()):  # no prompt: the cross-attention is a constant per frame

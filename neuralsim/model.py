@@ -39,7 +39,7 @@ from neuralsim.camera import camera_intrinsics, camera_step, plucker_rays_torch,
 from neuralsim.checkpoints import (CONFIG_NAME, WEIGHTS_NAME, count_weights, read_config, read_weights,  # noqa: F401
                                    resolve_checkpoint, write_checkpoint)
 from neuralsim.config import WorldModelConfig
-from neuralsim.dynamics import DynamicsTransformer, shifted_actions
+from neuralsim.dynamics import DynamicsTransformer
 from neuralsim.limits import MAX_DENOISE_STEPS
 from neuralsim.reward import RewardModel
 from neuralsim.sampler import (
@@ -126,8 +126,6 @@ class WorldState:
         reward_memory: ``[B, hidden]`` the reward model's memory of the episode (None without one).
         c2w, pitch: camera worlds: ``[B, 4, 4]`` float64 camera-to-world pose relative to the first
             frame and ``[B]`` accumulated pitch (radians), as ``neuralsim.camera.CameraIntegrator``.
-        last_action: ``[B, A]`` the action vector that led to ``latent`` (zeros where unknown: a first frame);
-            the next step's ``prev_action`` with ``config.prev_action_input``.
     """
 
     cache: list[dict[str, torch.Tensor]]
@@ -141,7 +139,6 @@ class WorldState:
     c2w: torch.Tensor | None = None
     pitch: torch.Tensor | None = None
     reward_memory: torch.Tensor | None = None
-    last_action: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -702,9 +699,6 @@ class WorldModel(nn.Module):
             base = self._tokens(latent)  # (B, 1, S, C)
             prev = add_context_noise(base, cfg.context_noise, generator=generator)
             inputs.update(prev=prev, rel_rays=rel_rays)
-            if cfg.prev_action_input:  # the action before this one (the room keeps sliding a little after a release)
-                last = state.last_action if state.last_action is not None else torch.zeros_like(action[:, 0])
-                inputs.update(prev_action=last[:, None].to(action.dtype))
         if self.fast_streaming:  # the per-frame twin of `dynamics.forward` (same numbers; see dynamics.prepare_frame)
             frame = self.dynamics.prepare_frame(**inputs)
             compiled = self._compiled_frame
@@ -747,7 +741,7 @@ class WorldModel(nn.Module):
         if self.reward_model is not None:
             reward, prob, updates["reward_memory"] = self._reward_step(state, latent, action[:, -1] * known[:, -1, None])
         new = dataclasses.replace(state, cache=cache, step=step, latent=latent, reward=reward,
-                                  termination_prob=prob, last_action=(action * known[..., None])[:, -1].float(), **updates)
+                                  termination_prob=prob, **updates)
         return latent, new
 
     def _reward_step(self, state: WorldState, latent: torch.Tensor, action: torch.Tensor
@@ -787,8 +781,6 @@ class WorldModel(nn.Module):
         if self.config.prev_frame_input:
             mixed["prev"] = pick(self._prev_tokens(x, generator)[0], inputs["prev"])
             mixed["rel_rays"] = pick(rel0, inputs.get("rel_rays"))
-            if "prev_action" in inputs:  # a first frame has no action before it
-                mixed["prev_action"] = pick(torch.zeros_like(inputs["prev_action"]), inputs["prev_action"])
         updates = {**updates, "step": pick(torch.zeros_like(state.step), state.step)}
         if updates.get("c2w") is not None:
             updates.update(c2w=pick(c2w0, updates["c2w"]), pitch=pick(pitch0, updates["pitch"]))
@@ -828,7 +820,6 @@ class WorldModel(nn.Module):
             step=torch.zeros(B, dtype=torch.long, device=self.device),
             latent=torch.zeros(B, *self.latent_shape, device=self.device),
             reward=torch.zeros(B, device=self.device), termination_prob=torch.zeros(B, device=self.device),
-            last_action=torch.zeros(B, cfg.action_dim, device=self.device),
         )
         if frames is not None and latents is not None:
             raise InputError("pass the context as frames or as latents, not both")
@@ -869,8 +860,7 @@ class WorldModel(nn.Module):
                 reward, prob = torch.zeros_like(reward), torch.zeros_like(reward)
             _check_finite(state, reward=reward, termination=prob)
         return dataclasses.replace(state, cache=cache, step=state.step + T, latent=latents[:, -1], reward=reward,
-                                   termination_prob=prob, c2w=c2w, pitch=pitch, reward_memory=memory,
-                                   last_action=(action * known[..., None])[:, -1].float())
+                                   termination_prob=prob, c2w=c2w, pitch=pitch, reward_memory=memory)
 
     def _check_steps(self, denoise_steps: int | None) -> int:
         steps = self.config.denoise_steps if denoise_steps is None else denoise_steps
@@ -1151,7 +1141,6 @@ class WorldModel(nn.Module):
                                                        clean_context_prob=0.0, shift=cfg.flow_shift))
         own = one_step & (rand((B, T), generator=generator, device=self.device) < own_history)
         own[:, : max(1, burn_in)] = False  # a rollout starts from a real frame (and a burn-in is real frames)
-        prev_moves = shifted_actions(action, known) if cfg.prev_action_input else None  # (B, T, A)
         cache = self.dynamics.empty_cache(B, self.device)
         committed = torch.zeros_like(x0[:, :1])  # the frame before frame 0: zeros, as in training and sampling
         errors, features = [], []
@@ -1164,8 +1153,7 @@ class WorldModel(nn.Module):
                     start=torch.full((B,), t, dtype=torch.long, device=self.device), action=action[:, t : t + 1],
                     action_known=known[:, t : t + 1], rays=None if rays is None else rays[:, t : t + 1], text=text,
                     text_mask=mask, cache=cache, prev=add_context_noise(base, cfg.context_noise, generator=generator),
-                    rel_rays=None if rel is None else rel[:, t : t + 1],
-                    prev_action=None if prev_moves is None else prev_moves[:, t : t + 1])
+                    rel_rays=None if rel is None else rel[:, t : t + 1])
                 pred = x0[:, t : t + 1]
                 if t >= burn_in:  # a burn-in frame is only committed
                     noise = randn(tuple(x0[:, t : t + 1].shape), generator=generator, device=self.device)
@@ -1282,7 +1270,7 @@ def describe(config: WorldModelConfig | str) -> dict[str, Any]:
     L, nh, D = config.text_max_tokens, config.num_heads, config.head_dim
     state_bytes = sum(t.numel() * t.element_size() for t in tree_leaves(cache))
     state_bytes += 4 * (config.depth * 2 * nh * L * D + L * config.text_width + L // 4)  # prompt k/v, tokens, mask
-    state_bytes += 4 * (config.latent_channels * config.tokens_per_frame + 2 + config.action_dim) + 8  # latent, reward, termination, last action, step
+    state_bytes += 4 * (config.latent_channels * config.tokens_per_frame + 2) + 8  # latent, reward, termination, step
     state_bytes += 8 * (16 + 1) if config.camera else 0  # c2w, pitch
     return {
         "preset_description": config.description,

@@ -990,20 +990,19 @@ def _with_overrides(model: nn.Module, overrides: dict[str, Any]) -> nn.Module:
     except (ValueError, TypeError, KeyError) as exc:
         raise TrainingError(f"{option}: {exc}") from None
     mine, theirs = rebuilt.state_dict(), model.state_dict()
-    # A refiner may be added (its output layer starts at zero, so the model's outputs do not change), the previous
-    # action's input (zero at init too), or a reward model (it only adds predictions); every other weight must stay.
+    # A refiner may be added (its output layer starts at zero, so the model's outputs do not change), or a reward model
+    # (it only adds predictions); every other weight must stay as it is.
     added = sorted(k for k in mine if k not in theirs and (
         (k.startswith("refiner.") and model.config.refiner_channels == 0)
         or (k.startswith("reward_model.") and model.config.reward_model_channels == 0)
-        or (k.startswith("prompt_start.") and model.config.prompt_start_channels == 0)
-        or (k.startswith("dynamics.prev_action_input.") and not model.config.prev_action_input)))
+        or (k.startswith("prompt_start.") and model.config.prompt_start_channels == 0)))
     changed = sorted(k for k in set(mine) | set(theirs)
                      if k not in added and (k not in mine or k not in theirs or mine[k].shape != theirs[k].shape))
     if changed:
         raise TrainingError(f"{option} with --init changes the model's weights ({', '.join(changed[:3])}...); "
                             "--init continues a model, so only fields that keep every weight can change (or add a "
-                            "refiner, the previous action's input, a reward model or a prompt-start generator: "
-                            "refiner_channels, prev_action_input, reward_model_channels, prompt_start_channels)")
+                            "refiner, a reward model or a prompt-start generator: refiner_channels, reward_model_channels, "
+                            "prompt_start_channels)")
     missing, _ = rebuilt.load_state_dict(theirs, strict=False)
     assert sorted(missing) == added, (missing, added)
     return rebuilt
