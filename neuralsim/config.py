@@ -94,6 +94,7 @@ class WorldModelConfig:
     denoise_steps: int = 2  # default Euler steps per latent frame at inference
     context_noise: float = 0.05  # noise level of committed context frames (and the floor of training context noise)
     fused_commit: bool = True  # the last denoise pass (input at context_noise) doubles as the commit pass
+    commit_from_denoise: bool = False  # the first denoise pass (tau = 1) writes the state: one pass per 1-step env step
     context_window: int = 0  # a rollout's recurrent context restarts from its last frame after this many frames; 0 = never
     flow_shift: float = 1.0  # timestep shift tau' = s*tau / (1 + (s-1)*tau), training and sampling
     clean_context_prob: float = 0.5  # training: fraction of sequences whose prefix sits at context-noise level
@@ -196,6 +197,11 @@ class WorldModelConfig:
             raise bad("prediction", "'velocity' or 'x0_residual'")
         if not isinstance(self.prev_frame_input, bool):
             raise bad("prev_frame_input", "a bool")
+        if not isinstance(self.commit_from_denoise, bool):
+            raise bad("commit_from_denoise", "a bool")
+        if self.commit_from_denoise and not (self.prev_frame_input and self.prediction == "x0_residual"):
+            raise bad("commit_from_denoise", "False unless prev_frame_input=True and prediction='x0_residual' (the "
+                      "new frame reaches the next step through the direct path, not through the state)")
         if not isinstance(self.prev_frame_warp, bool):
             raise bad("prev_frame_warp", "a bool")
         if self.prev_frame_warp and not (self.prev_frame_input and self.camera):

@@ -680,10 +680,15 @@ class WorldModel(nn.Module):
         (``config.fused_commit`` and ``steps >= 2``): the schedule ends ``[..., context_noise, 0]``,
         so the last pass already sees the frame at the context level; its state update is kept
         (``steps`` passes; the committed frame is the sample at ``context_noise``, as in training).
+        Commit from the denoise pass (``config.commit_from_denoise``): the first pass (tau = 1) writes the state,
+        which then holds the previous frames and the actions; the new frame reaches the next step through the
+        direct path (``steps`` passes: one per env step with one step). A row whose context restarts
+        (``context_window``) still commits its frame in a pass of its own, as a context's first frame.
         """
         cfg = self.config
         B, S, C = state.batch_size, cfg.tokens_per_frame, cfg.token_channels
-        fused = cfg.fused_commit and steps >= 2 and cfg.context_noise > 0
+        from_denoise = cfg.commit_from_denoise
+        fused = not from_denoise and cfg.fused_commit and steps >= 2 and cfg.context_noise > 0
         inputs = dict(start=state.step, action=action, action_known=known, rays=rays, text=state.text_kv,
                       text_mask=state.text_mask, cache=state.cache)
         base, refine = None, None
@@ -714,8 +719,12 @@ class WorldModel(nn.Module):
                 return self.dynamics(x, torch.full((B, 1), tau, device=self.device), **(other or inputs))
         x = randn((B, 1, S, C), generator=generator, device=self.device)
         taus = sampling_timesteps(steps, shift=cfg.flow_shift, end=cfg.context_noise if fused else 0.0).tolist()
+        features = cache = None
         for i, (tau, tau_next) in enumerate(zip(taus[:-1], taus[1:])):
-            out, features, cache = net(x, tau, fused and i == steps - 1)
+            commit = (fused and i == steps - 1) or (from_denoise and i == 0)
+            out, pass_features, pass_cache = net(x, tau, commit)
+            if commit:
+                features, cache = pass_features, pass_cache
             x = x + (tau_next - tau) * self._output_to_velocity(out, x, tau, base, refine)
         if not bool(torch.isfinite(x).all()):
             raise FloatingPointError(f"the world model produced a non-finite latent at step {int(state.step.max())}; "
@@ -723,14 +732,23 @@ class WorldModel(nn.Module):
                                      "is unchanged")
         commit_inputs = None  # None: the denoise passes' inputs
         full = state.step >= cfg.context_window if cfg.context_window else None
-        if full is not None and bool(full.any()):
+        restart = full is not None and bool(full.any())
+        if restart:
             # Rows whose context is full commit this frame as the first of a new context, as init_state(latents=...)
             # would: trained on windows of 16 frames, the recurrent state drifts out of range over hundreds of them.
             commit_inputs, updates = self._restart_inputs(state, full, x, inputs, updates, generator)
             fused = False  # (a fused last pass committed into the old context)
-        if not fused:
+        if restart or not (fused or from_denoise):
             x_ctx = add_context_noise(x, cfg.context_noise, generator=generator)
-            _, features, cache = net(x_ctx, cfg.context_noise, True, commit_inputs)
+            _, commit_features, commit_cache = net(x_ctx, cfg.context_noise, True, commit_inputs)
+            if from_denoise:  # only the restarting rows take the commit pass's state
+                def pick(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+                    return torch.where(full.view(-1, *([1] * (old.ndim - 1))), new, old)
+
+                cache = [{k: pick(c[k], v) for k, v in old.items()} for c, old in zip(commit_cache, cache)]
+                features = pick(commit_features, features)
+            else:
+                features, cache = commit_features, commit_cache
         reward, logit = self._heads(features[:, -1])
         # The recurrent GDN states plus the last hidden features (every new cache entry feeds them): cheap, one sync.
         _check_finite(state, reward=reward, termination=logit, features=features[:, -1],
@@ -1006,6 +1024,9 @@ class WorldModel(nn.Module):
             ``(loss, logs)``: flow-matching MSE on the velocity, plus weighted reward MSE and termination BCE.
         """
         cfg = self.config
+        if cfg.commit_from_denoise:
+            raise InputError("a model with commit_from_denoise trains with streaming_loss (`train --streaming`): the "
+                             "parallel loss commits every frame clean")
         self._check_latents(latents)
         B, T = latents.shape[:2]
         x0 = self._tokens(latents.to(self.device).float())  # (B, T, S, C)
@@ -1120,6 +1141,11 @@ class WorldModel(nn.Module):
         if not 0.0 <= own_history <= 1.0 or not 0.0 <= one_step_fraction <= 1.0:
             raise InputError(f"own_history and one_step_fraction must be in [0, 1], got {own_history!r}, "
                              f"{one_step_fraction!r}")
+        from_denoise = cfg.commit_from_denoise
+        if from_denoise and (one_step_fraction != 1.0 or fixed_tau not in (None, 1.0)):
+            raise InputError("a model with commit_from_denoise commits the state from its tau = 1 pass, as one-step "
+                             f"sampling does: one_step_fraction must be 1 and fixed_tau None or 1, got "
+                             f"{one_step_fraction!r}, {fixed_tau!r}")
         self._check_latents(latents)
         B, T = latents.shape[:2]
         if isinstance(burn_in, bool) or not isinstance(burn_in, int) or not 0 <= burn_in <= T - 2:
@@ -1155,19 +1181,25 @@ class WorldModel(nn.Module):
                     text_mask=mask, cache=cache, prev=add_context_noise(base, cfg.context_noise, generator=generator),
                     rel_rays=None if rel is None else rel[:, t : t + 1])
                 pred = x0[:, t : t + 1]
+                # commit_from_denoise: a dreamed frame's state comes from its denoise pass; the first frame and the
+                # burn-in are context frames, committed clean as init_state does
+                denoise_commits = from_denoise and t >= max(1, burn_in)
                 if t >= burn_in:  # a burn-in frame is only committed
                     noise = randn(tuple(x0[:, t : t + 1].shape), generator=generator, device=self.device)
                     noisy = add_noise(x0[:, t : t + 1], noise, tau[:, t : t + 1])
-                    out, _, _ = self.dynamics(noisy, tau[:, t : t + 1], frame=frame, commit=False)
+                    out, feats, new_cache = self.dynamics(noisy, tau[:, t : t + 1], frame=frame, commit=denoise_commits)
                     estimate = self._x0_estimate(out, noisy, tau[:, t : t + 1], base)
                     pred = self._refine(estimate, committed, tau[:, t : t + 1], action[:, t : t + 1], known[:, t : t + 1],
                                         None if warp is None else warp[:, t : t + 1])  # at tau = 1 the sample
                     errors.append((pred - x0[:, t : t + 1]).pow(2).mean(dim=(1, 2, 3)))  # (B,)
                 mine = own[:, t, None, None, None]
                 committed = torch.where(mine, pred.detach(), x0[:, t : t + 1])
-                ctx = add_context_noise(committed, cfg.context_noise, generator=generator)
-                _, feats, cache = self.dynamics(ctx, torch.full((B, 1), cfg.context_noise, device=self.device),
-                                                frame=frame, commit=True)
+                if denoise_commits:
+                    cache = new_cache
+                else:
+                    ctx = add_context_noise(committed, cfg.context_noise, generator=generator)
+                    _, feats, cache = self.dynamics(ctx, torch.full((B, 1), cfg.context_noise, device=self.device),
+                                                    frame=frame, commit=True)
                 features.append(feats)
         per_frame = torch.stack(errors, dim=1)  # (B, T - burn_in)
         # The rollout's frames: the first frame (generated from nothing, an error several times a next frame's) would
