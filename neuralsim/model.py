@@ -91,6 +91,11 @@ def tree_leaves(tree: Any) -> list[torch.Tensor]:
     return out
 
 
+def where_rows(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Row ``b`` of ``new`` where ``mask [B]`` is True, else of ``old`` (tensors with the batch as their first dim)."""
+    return torch.where(mask.view(-1, *([1] * (old.ndim - 1))), new, old)
+
+
 def _check_finite(before: "WorldState", **parts: Any) -> None:
     """Raise ``FloatingPointError`` naming the first part (reward, termination, features, new state) with a NaN/inf.
 
@@ -174,7 +179,7 @@ class WorldState:
         if other.batch_size != self.batch_size:
             raise ValueError(f"other has batch size {other.batch_size}, expected {self.batch_size} or {int(mask.sum())}")
         mask = mask.to(self.step.device)
-        return self._map(lambda s, o: torch.where(mask.view(-1, *([1] * (s.ndim - 1))), o.to(s.device), s), other)
+        return self._map(lambda s, o: where_rows(mask, o.to(s.device), s), other)
 
     def nbytes(self) -> int:
         """Bytes held by all tensors of the state."""
@@ -742,11 +747,8 @@ class WorldModel(nn.Module):
             x_ctx = add_context_noise(x, cfg.context_noise, generator=generator)
             _, commit_features, commit_cache = net(x_ctx, cfg.context_noise, True, commit_inputs)
             if from_denoise:  # only the restarting rows take the commit pass's state
-                def pick(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-                    return torch.where(full.view(-1, *([1] * (old.ndim - 1))), new, old)
-
-                cache = [{k: pick(c[k], v) for k, v in old.items()} for c, old in zip(commit_cache, cache)]
-                features = pick(commit_features, features)
+                cache = [{k: where_rows(full, c[k], v) for k, v in old.items()} for c, old in zip(commit_cache, cache)]
+                features = where_rows(full, commit_features, features)
             else:
                 features, cache = commit_features, commit_cache
         reward, logit = self._heads(features[:, -1])
@@ -789,7 +791,7 @@ class WorldModel(nn.Module):
         def pick(fresh: Any, old: Any) -> Any:
             if old is None:
                 return None
-            return torch.where(restart.view(-1, *([1] * (old.ndim - 1))), fresh.to(old.dtype), old)
+            return where_rows(restart, fresh.to(old.dtype), old)
 
         empty = self.dynamics.empty_cache(B, self.device)
         cache = [{k: pick(empty[i][k], v) for k, v in c.items()} for i, c in enumerate(inputs["cache"])]
