@@ -6,7 +6,7 @@
   the shipped model must agree to 1e-5 (latents, rewards, termination, the whole streaming state), with a
   prompt and without one (then the cross-attention is computed once per frame: one token, softmax 1).
 - ``WorldModel.decode`` hands the decoder channels-last tensors (``channels_last_decode``).
-- ``WorldModel.compile_streaming()`` (optional, slow to compile): deterministic and close to eager.
+- ``WorldModel.compile_streaming()`` (optional, slow to compile): deterministic and close to eager (step and decode).
 """
 
 from __future__ import annotations
@@ -133,6 +133,11 @@ def test_compile_streaming_argument_checked():
     with pytest.raises(TypeError, match="enabled"):
         model.compile_streaming("yes")
     assert model.compile_streaming(False)._compiled_frame is None
+    assert model._compiled_decoder is None
+    from neuralsim.session import DreamSession
+
+    with pytest.raises(TypeError, match="compile"):
+        DreamSession(model, compile="yes")
 
 
 @pytest.mark.slow
@@ -146,6 +151,8 @@ def test_compile_streaming_is_deterministic_and_close_to_eager():
             p.add_(0.05 * torch.randn(p.shape, generator=g))
     eager, eager_other = _rollout(model, fast=True, steps=4, batch=2), _rollout(other, fast=True, steps=4, batch=2)
     assert (eager[0] - eager_other[0]).abs().max() > 1e-3
+    latents = torch.randn(3, 2, *model.latent_shape, generator=g)
+    eager_frames = model.decode(latents)
     model.compile_streaming()
     other.compile_streaming()
     try:
@@ -155,6 +162,7 @@ def test_compile_streaming_is_deterministic_and_close_to_eager():
         with torch.no_grad():  # weights changed in place (a training step) are read by the compiled code too
             for p in model.dynamics.parameters():
                 p.add_(0.05 * torch.randn(p.shape, generator=g))
+        compiled_frames = model.decode(latents)  # the decoder is compiled too
         changed = _rollout(model, fast=True, steps=4, batch=2)
         model.compile_streaming(False)
         eager_changed = _rollout(model, fast=True, steps=4, batch=2)
@@ -165,3 +173,5 @@ def test_compile_streaming_is_deterministic_and_close_to_eager():
     _assert_same(first, eager, atol=1e-4)
     _assert_same(compiled_other, eager_other, atol=1e-4)  # two models share the code, each reads its own weights
     _assert_same(changed, eager_changed, atol=1e-4)
+    assert compiled_frames.shape == eager_frames.shape and compiled_frames.dtype == torch.uint8
+    assert (compiled_frames.int() - eager_frames.int()).abs().max().item() <= 1  # float rounding: a level at most
