@@ -91,6 +91,16 @@ def tree_leaves(tree: Any) -> list[torch.Tensor]:
     return out
 
 
+def canonical_layout(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with the strides of a fresh contiguous tensor (a copy only if it has others, e.g. a slice of a larger
+    buffer, which a batch-1 tensor can be while counting as contiguous)."""
+    expected, step = [], 1
+    for size in reversed(t.shape):
+        expected.append(step)
+        step *= size
+    return t if tuple(reversed(expected)) == t.stride() else t.clone(memory_format=torch.contiguous_format)
+
+
 def where_rows(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     """Row ``b`` of ``new`` where ``mask [B]`` is True, else of ``old`` (tensors with the batch as their first dim)."""
     return torch.where(mask.view(-1, *([1] * (old.ndim - 1))), new, old)
@@ -379,8 +389,11 @@ class WorldModel(nn.Module):
         The first :meth:`step` / :meth:`decode` at each batch size compiles (20-60 s on a small CPU, a few
         seconds once inductor's on-disk cache holds the code; needs a C++ compiler). Outputs differ from eager
         by float rounding (~1e-6 in latents, at most a level or two in a uint8 pixel) and are deterministic: the
-        same seed gives the same rollout. Measured (README "Performance"): ``step`` + ``decode`` of the shipped
-        model 1.4-1.5x faster at batch 1 and 1.37x at batch 64 (fp32, one thread).
+        same seed gives the same rollout. Only :meth:`step` and the decoding of its frames (``first_frame=False``)
+        run compiled, so each batch size compiles once (two graphs of the pass, denoise and commit, and the
+        decoder): starting episodes (any number of reset rows) stays eager. Measured (README "Performance"):
+        ``step`` + ``decode`` of the shipped model 1.4-1.5x faster at batch 1 and 1.37x at batch 64 (fp32, one
+        thread).
 
         Args:
             enabled: False restores the eager path.
@@ -554,7 +567,7 @@ class WorldModel(nn.Module):
         z = latents.to(self.device).float() / scale + shift
         if self.channels_last_decode:  # channels-last storage (B, T, h, w, C) viewed as [B, T, C, h, w]
             z = z.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-        if self._compiled_decoder is not None:
+        if self._compiled_decoder is not None and not first_frame:  # a step's frames (a start's: eager, see compile_streaming)
             groups = self._compiled_decoder(z.flatten(0, 1)).unflatten(0, z.shape[:2])  # (B, T_lat, 3k, H, W)
             x = self.autoencoder.unpack(groups, first_frame).float()
         else:
@@ -684,7 +697,8 @@ class WorldModel(nn.Module):
     # --- streaming --------------------------------------------------------------------------
     def _generate(self, state: WorldState, action: torch.Tensor, known: torch.Tensor, rays: torch.Tensor | None,
                   generator: torch.Generator | None, steps: int, rel_rays: torch.Tensor | None = None,
-                  warp: torch.Tensor | None = None, **updates: Any) -> tuple[torch.Tensor, WorldState]:
+                  warp: torch.Tensor | None = None, compiled_ok: bool = True, **updates: Any
+                  ) -> tuple[torch.Tensor, WorldState]:
         """Denoise one latent frame against ``state`` with ``steps`` Euler passes and commit it.
 
         Separate commit: after denoising, the clean frame is re-noised to ``context_noise`` and run
@@ -696,6 +710,8 @@ class WorldModel(nn.Module):
         which then holds the previous frames and the actions; the new frame reaches the next step through the
         direct path (``steps`` passes: one per env step with one step). A row whose context restarts
         (``context_window``) still commits its frame in a pass of its own, as a context's first frame.
+        ``compiled_ok=False`` keeps the passes eager under :meth:`compile_streaming` (a start: its batch is the
+        number of reset rows, which varies; compiling for each would stall the env).
         """
         cfg = self.config
         B, S, C = state.batch_size, cfg.tokens_per_frame, cfg.token_channels
@@ -718,13 +734,16 @@ class WorldModel(nn.Module):
             inputs.update(prev=prev, rel_rays=rel_rays)
         if self.fast_streaming:  # the per-frame twin of `dynamics.forward` (same numbers; see dynamics.prepare_frame)
             frame = self.dynamics.prepare_frame(**inputs)
-            compiled = self._compiled_frame
+            compiled = self._compiled_frame if compiled_ok else None
 
             def net(x: torch.Tensor, tau: float, commit: bool, other: dict | None = None) -> tuple[torch.Tensor, Any, Any]:
                 tau_t = torch.full((B, 1), tau, device=self.device)
                 ctx = frame if other is None else self.dynamics.prepare_frame(**other)
                 if compiled is not None:
-                    return compiled(x, tau_t, ctx, commit=commit)
+                    # Inductor may return the new cache's tensors as slices of larger buffers; the next compiled call
+                    # guards on strides (and the eager paths make fresh tensors), so one layout avoids recompiling.
+                    out, features, cache = compiled(x, tau_t, ctx, commit=commit)
+                    return out, features, tree_map(canonical_layout, cache)
                 return self.dynamics(x, tau_t, frame=ctx, commit=commit)  # a module call: hooks see every pass
         else:
             def net(x: torch.Tensor, tau: float, commit: bool, other: dict | None = None) -> tuple[torch.Tensor, Any, Any]:
@@ -856,7 +875,7 @@ class WorldModel(nn.Module):
             if self.prompt_start is None:  # the dynamics draws the first frame
                 action, known, rays, c2w, pitch, rel, warp = self._sequence_conditioning(B, 1, None, "actions")
                 _, state = self._generate(state, action, known, rays, generator, steps, rel_rays=rel, warp=warp,
-                                          c2w=c2w, pitch=pitch)
+                                          compiled_ok=False, c2w=c2w, pitch=pitch)
                 return state
             # the first frame drawn from the prompt (None: unconditionally), then committed as a context frame
             latents = self.prompt_start.sample(prompts or [None] * B, generator, cfg.prompt_start_steps)[:, None]

@@ -570,6 +570,7 @@ class DreamSession:
             return self.model.decode(latents, first_frame=first_frame, context=context).cpu().numpy()
 
     @staticmethod
+    @torch.inference_mode()  # as start and step: the state stays inference tensors (a compiled step guards on it)
     def merge(state: Any, mask: np.ndarray, fresh: Any) -> Any:
         """Rows of ``fresh`` (batch ``mask.sum()``) replace the ``mask`` rows of ``state`` (a partial reset)."""
         return fresh if bool(np.all(mask)) else state.merge(np.asarray(mask, dtype=bool), fresh)

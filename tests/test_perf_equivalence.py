@@ -175,3 +175,33 @@ def test_compile_streaming_is_deterministic_and_close_to_eager():
     _assert_same(changed, eager_changed, atol=1e-4)
     assert compiled_frames.shape == eager_frames.shape and compiled_frames.dtype == torch.uint8
     assert (compiled_frames.int() - eager_frames.int()).abs().max().item() <= 1  # float rounding: a level at most
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compiled_env_compiles_the_frame_pass_twice_per_batch_size():
+    """``compile=True``: two graphs of the per-frame pass (denoise, commit) per batch size, whatever follows: context
+    restarts, episode ends (autoreset of some rows), partial resets. Inductor's caches and the eager paths' share one
+    layout (``canonical_layout``); a stride mismatch used to recompile (about 15 s for the shipped model) mid-episode."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from neuralsim.autoencoder import Decoder
+    from neuralsim.dynamics import DynamicsTransformer
+    from neuralsim.envs import WorldModelVectorEnv
+
+    torch._dynamo.reset()
+    model = make_tiny_model(context_window=3)
+    env = WorldModelVectorEnv(2, model=model, compile=True, max_episode_steps=5, return_frames=False, num_threads=None)
+    try:
+        env.reset(seed=0)
+        env.action_space.seed(0)
+        for _ in range(12):  # context restarts every 3 frames, both episodes end at step 5
+            env.step(env.action_space.sample())
+        env.reset(seed=1, options={"reset_mask": np.array([True, False])})
+        for _ in range(3):
+            env.step(env.action_space.sample())
+        assert len(_debug_get_cache_entry_list(DynamicsTransformer.forward_frame.__code__)) == 2
+        assert len(_debug_get_cache_entry_list(Decoder.forward.__code__)) == 1  # the starts decode eagerly
+    finally:
+        model.compile_streaming(False)
+        env.close()
