@@ -70,6 +70,7 @@ class TransferConfig:
     # with pitch in the action set PPO learned to look at the floor or ceiling, in both worlds.
     keys: tuple[str, ...] | None = WALK_AND_TURN
     obs: str = "rgb"  # "latent": the agent observes latent frames (dream: obs_type="latent"; real: LatentObservation)
+    compile: bool = False  # the dream envs with compile=True (WorldModel.compile_streaming; timed in the dream's wall_s)
     quick: bool = False
 
     @classmethod
@@ -89,6 +90,8 @@ class TransferConfig:
                                                            for k in self.keys)):
             raise ValueError(f"{opt('keys')} must be comma-separated key sets over 'wsadijkl' (e.g. w,j,l,wj,wl), "
                              f"got {list(self.keys)!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"{opt('compile')} must be a bool, got {self.compile!r}")
         if self.obs not in ("rgb", "latent"):
             raise ValueError(f"{opt('obs')} must be 'rgb' or 'latent', got {self.obs!r}")
         rollout = self.num_envs * int(self.ppo["n_steps"])
@@ -144,12 +147,14 @@ def make_real_venv(env_id: str, env_kwargs: dict[str, Any], num_envs: int, seed:
                         wrapper_kwargs={"keysets": keysets, "encoder": encoder})
 
 
-def make_dream_venv(model: str, num_envs: int, seed: int, max_episode_steps: int, obs_type: str = "rgb") -> Any:
+def make_dream_venv(model: str, num_envs: int, seed: int, max_episode_steps: int, obs_type: str = "rgb",
+                    compile: bool = False) -> Any:
     """SB3 ``VecEnv`` over the batched dream (one model forward per step for all envs; ``obs_type="latent"``:
-    nothing decoded)."""
+    nothing decoded; ``compile``: the env's ``compile=True``)."""
     from neuralsim.agents.sb3 import make_sb3_env
 
-    return make_sb3_env(model=model, num_envs=num_envs, seed=seed, max_episode_steps=max_episode_steps, obs_type=obs_type)
+    return make_sb3_env(model=model, num_envs=num_envs, seed=seed, max_episode_steps=max_episode_steps, obs_type=obs_type,
+                        compile=compile)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -172,7 +177,7 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path, encoder
 
     latent = cfg.obs == "latent"
     if world == "dream":
-        venv = make_dream_venv(cfg.model, cfg.num_envs, seed, cfg.max_episode_steps, obs_type=cfg.obs)
+        venv = make_dream_venv(cfg.model, cfg.num_envs, seed, cfg.max_episode_steps, obs_type=cfg.obs, compile=cfg.compile)
         if cfg.keys is not None:
             from neuralsim.agents.wrappers import KeySetVecActions
 
@@ -557,7 +562,7 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
         del a["_act"]
 
     results = {
-        "benchmark": "transfer", "quick": cfg.quick, "model": cfg.model, "real_env": env_id, "obs": cfg.obs,
+        "benchmark": "transfer", "quick": cfg.quick, "model": cfg.model, "real_env": env_id, "obs": cfg.obs, "compile": cfg.compile,
         "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workdir")},
         "rows": rows, "transfer_score": None if math.isnan(score) else round(score, 3),
         "dream_vs_real_training_speed": round(rows[0]["train_env_steps_per_s"]["mean"] / rows[1]["train_env_steps_per_s"]["mean"], 3),

@@ -8,6 +8,10 @@ latents improves every decoded frame of the dream without retraining the dynamic
 beside the dynamics stage (one CPU core each) and `--merge DYNAMICS_DIR` writes the dynamics checkpoint
 with this decoder into `--out`. Loss: the autoencoder's own (`WorldModel.autoencoder_loss`). Resumable
 only from scratch (a short job); the output is written atomically by `save_pretrained`.
+
+`--decoder-blocks 1,0,1,1` grows the decoder first: residual blocks per level (8x8, 16x16, 32x32, 64x64 for the
+default model) beyond the model's own are added with their last conv at zero, so the grown decoder draws exactly
+what the old one did until it trains. The shipped model's decoder was grown so (README "The shipped default model").
 """
 
 from __future__ import annotations
@@ -25,6 +29,37 @@ from neuralsim.data import Dataset
 from neuralsim.model import WorldModel
 
 
+def parse_blocks(text: str, current: tuple[int, ...]) -> tuple[int, ...]:
+    """``"1,0,1,1"`` → ``(1, 0, 1, 1)``, one count per decoder level, none below the model's own."""
+    try:
+        blocks = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        blocks = ()
+    if len(blocks) != len(current) or any(b < c for b, c in zip(blocks, current)):
+        raise SystemExit(f"error: --decoder-blocks must be {len(current)} comma-separated ints, each at least the "
+                         f"model's ({','.join(map(str, current))}), got {text!r}")
+    return blocks
+
+
+def grow_decoder(model: WorldModel, blocks: tuple[int, ...]) -> WorldModel:
+    """A copy of ``model`` whose decoder has ``blocks`` residual blocks per level: the old layers keep their weights
+    (a level's upsampling conv moves behind its new blocks), each new block's last conv starts at zero, so the
+    copy decodes exactly as ``model`` does."""
+    old = tuple(model.config.ae_decoder_blocks)
+    grown = WorldModel(model.config.replace(ae_decoder_blocks=list(blocks)))
+    state = {}
+    for key, value in model.state_dict().items():
+        parts = key.split(".")
+        if key.startswith("autoencoder.decoder.levels.") and int(parts[4]) >= old[int(parts[3])]:
+            parts[4] = str(int(parts[4]) + blocks[int(parts[3])] - old[int(parts[3])])  # behind the new blocks
+        state[".".join(parts)] = value
+    for key, value in grown.state_dict().items():
+        if key not in state:  # a new block: its init, with the last conv at zero (identity)
+            state[key] = torch.zeros_like(value) if ".conv2." in key else value
+    grown.load_state_dict(state, strict=True)
+    return grown.train(model.training)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a trained model directory (its encoder stays frozen)")
@@ -40,9 +75,14 @@ def main() -> None:
                         help="Gaussian noise on the latents, as a fraction of their std (robustness to dreamed latents)")
     parser.add_argument("--merge", default=None, help="a dynamics checkpoint dir: save IT with this decoder instead")
     parser.add_argument("--merge-only", action="store_true", help="no training: merge --model's decoder into --merge")
+    parser.add_argument("--decoder-blocks", default=None,
+                        help="comma-separated residual blocks per decoder level, each >= the model's (new ones start "
+                             "as the identity), e.g. 1,0,1,1")
     args = parser.parse_args()
 
     model = WorldModel.from_pretrained(args.model)
+    if args.decoder_blocks is not None:
+        model = grow_decoder(model, parse_blocks(args.decoder_blocks, model.config.ae_decoder_blocks))
     if not args.merge_only:
         if not args.data:
             raise SystemExit("error: --data is required unless --merge-only")
@@ -84,6 +124,8 @@ def main() -> None:
         enc_b = target.autoencoder.encoder.state_dict()
         if any(not torch.equal(enc_a[k], enc_b[k]) for k in enc_a):
             raise SystemExit("error: --merge's model has another encoder: its dynamics learned other latents")
+        if tuple(target.config.ae_decoder_blocks) != tuple(model.config.ae_decoder_blocks):  # a grown decoder
+            target = grow_decoder(target, tuple(model.config.ae_decoder_blocks))
         target.autoencoder.decoder.load_state_dict(model.autoencoder.decoder.state_dict())
         provenance = {**target.config.provenance, "decoder_finetune": {
             "from": str(args.model), "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
