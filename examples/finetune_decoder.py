@@ -116,6 +116,13 @@ def main() -> None:
                 log.flush()
         log.close()
         model.eval()
+        # what made this decoder, after what made the one it started from (a chain of fine-tunes stays readable)
+        run = {"from": str(args.model), "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
+               "seed": args.seed, "edge_weight": args.edge_weight, "latent_noise": args.latent_noise,
+               "decoder_blocks": list(model.config.ae_decoder_blocks)}
+        before = model.config.provenance.get("decoder_finetune")
+        model.config = model.config.replace(provenance={**model.config.provenance, "decoder_finetune": {
+            **run, **({"before": before} if before else {})}})
     target = WorldModel.from_pretrained(args.merge) if args.merge else model
     if args.merge:
         # the decoder maps raw (un-normalised) latents to pixels, so only the encoder must be the same; the latent
@@ -127,9 +134,7 @@ def main() -> None:
         if tuple(target.config.ae_decoder_blocks) != tuple(model.config.ae_decoder_blocks):  # a grown decoder
             target = grow_decoder(target, tuple(model.config.ae_decoder_blocks))
         target.autoencoder.decoder.load_state_dict(model.autoencoder.decoder.state_dict())
-        provenance = {**target.config.provenance, "decoder_finetune": {
-            "from": str(args.model), "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
-            "seed": args.seed, "edge_weight": args.edge_weight, "latent_noise": args.latent_noise}}
+        provenance = {**target.config.provenance, "decoder_finetune": model.config.provenance.get("decoder_finetune")}
         target.config = target.config.replace(provenance=provenance)
     target.save_pretrained(args.out)
     frames, descriptions = read_start_frames(args.merge or args.model)

@@ -1,0 +1,50 @@
+"""examples/finetune_decoder.py: the decoder fine-tune on a frozen encoder, its growth (--decoder-blocks) and merge."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, load_script, make_tiny_model, model_weights
+
+SCRIPT = ROOT / "examples" / "finetune_decoder.py"
+
+
+def test_grown_decoder_decodes_as_before_until_it_trains():
+    script = load_script("examples/finetune_decoder.py", "finetune_decoder_test")
+    model = make_tiny_model(frames_per_latent=1)
+    grown = script.grow_decoder(model, (1, 1, 1, 1))
+    assert tuple(grown.config.ae_decoder_blocks) == (1, 1, 1, 1)
+    assert grown.num_parameters() > model.num_parameters()
+    latents = torch.randn(2, 1, *model.latent_shape, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(grown.decode(latents), model.decode(latents))  # the new blocks start as the identity
+    enc, enc_grown = model.autoencoder.encoder.state_dict(), grown.autoencoder.encoder.state_dict()
+    assert all(torch.equal(enc[k], enc_grown[k]) for k in enc)
+    for bad in ("1,1,1", "0,1,1,1", "a,b,c,d"):  # one count per level, none below the model's
+        with pytest.raises(SystemExit, match="--decoder-blocks"):
+            script.parse_blocks(bad, (1, 1, 0, 0))
+
+
+def test_grow_train_and_merge_into_a_dynamics_checkpoint(tmp_path, dataset):
+    base = tmp_path / "base"
+    make_tiny_model(frames_per_latent=1).save_pretrained(base)
+    out, merged = tmp_path / "decoder", tmp_path / "merged"
+    run = [sys.executable, str(SCRIPT), "--model", str(base), "--data", str(dataset), "--steps", "2", "--batch-size", "2",
+           "--decoder-blocks", "1,1,1,1", "--out", str(out)]
+    subprocess.run(run, check=True, capture_output=True, text=True)
+    config = json.loads((out / "config.json").read_text())
+    assert config["ae_decoder_blocks"] == [1, 1, 1, 1]
+    record = config["provenance"]["decoder_finetune"]
+    assert record["steps"] == 2 and record["decoder_blocks"] == [1, 1, 1, 1] and record["from"] == str(base)
+    subprocess.run([sys.executable, str(SCRIPT), "--model", str(out), "--merge", str(base), "--merge-only",
+                    "--out", str(merged)], check=True, capture_output=True, text=True)
+    trained, result, before = model_weights(out), model_weights(merged), model_weights(base)
+    decoder = [k for k in trained if k.startswith("autoencoder.decoder.")]
+    assert all(torch.equal(result[k], trained[k]) for k in decoder)  # the grown, trained decoder
+    assert all(torch.equal(result[k], before[k]) for k in before if not k.startswith("autoencoder.decoder."))
+    assert json.loads((merged / "config.json").read_text())["provenance"]["decoder_finetune"] == record
+    bad = subprocess.run(run[:-2] + ["--decoder-blocks", "1,1", "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--decoder-blocks must be 4 comma-separated ints" in bad.stderr
