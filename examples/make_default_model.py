@@ -5,17 +5,22 @@
 (One torch thread per job: on a 2-core machine two threads competing with the collection workers or anything
 else are far slower.) Stages: collect 400 episodes of NeuralSimRoom-v0 with the `explore` policy → the 8×
 autoencoder (1,800 steps) → the dynamics (2,000 steps, windows of 6) → 300 self-forcing steps → 1 denoise step
-and a context window of 128 in its config → eight streaming stages (`STREAMING_STAGES`: 600 + 700 + 700 + 800 +
-800 + 800 + 600 + 400 steps, each frame trained exactly as it is sampled, windows of 6, 10, 16 and 64, more and more of
-the model's own history and of still windows; the fifth adds the changes-only latent refiner, `refiner_channels=32,
-refiner_reads_changes=true`; the seventh trains 16 frames after a burn-in of 48; the eighth makes 30 % of the windows
-stop partway, `--stop-windows`) → the prompt-start generator (`neuralsim train prompt`, 3,000 steps on the first
+and a context window of 128 in its config → ten streaming stages (`STREAMING_STAGES`: 600 + 700 + 700 + 800 +
+800 + 800 + 600 + 400 + 400 + 400 steps, each frame trained exactly as it is sampled, windows of 6, 10, 16 and 64, more
+and more of the model's own history and of still windows; the fifth adds the changes-only latent refiner,
+`refiner_channels=32, refiner_reads_changes=true`; the seventh trains 16 frames after a burn-in of 48; the eighth makes
+30 % of the windows stop partway, `--stop-windows`; the ninth and tenth write the state from the pass that draws the
+frame, `commit_from_denoise=true`: one network pass per env step) → the grown decoder merged in → the prompt-start
+generator (`neuralsim train prompt`, 3,000 steps on the first
 frames of 20,000 one-step episodes of the room's default task and their descriptions). `--reward-episodes 1280` adds
 a reward model before the prompt start (`neuralsim train reward`, 1,500 steps on 1,280 episodes of the room's default
 task, 30 % of the windows ending at a success, `--terminal-windows`, a quarter ending in the model's own dream;
 measured, not shipped: README, "reward prediction"). Beside the dynamics and
 self-forcing stages, on the second core, the decoder trains alone on the frozen encoder's latents (2,500 steps,
-`examples/finetune_decoder.py`); it is merged in before the streaming stages, which leave it untouched. The
+`examples/finetune_decoder.py`); it is merged in before the streaming stages, which leave it untouched. Then, beside
+the streaming stages, that decoder grows residual blocks at 32×32 and 64×64 pixels (`--decoder-blocks 1,0,1,1`, new
+blocks starting as the identity) and trains 1,500 + 1,500 more steps (`DECODER_GROWTH`); it replaces the decoder
+after the last streaming stage (its FLOPs are paid by the commit pass the last two stages remove). The
 dataset's latents are kept in OUT/latent_cache (keyed by the encoder and the data), so every dynamics stage after
 the first skips the encoding. What was tried and not shipped (15 % still windows in the parallel stages, 600
 self-forcing steps, the `prev_frame_warp` switch, 2 denoise steps): README, "what was tried".
@@ -88,7 +93,19 @@ STREAMING_STAGES = (
                    still_windows=0.3, seed_offset=4, burn_in=48),
     StreamingStage(steps=400, window=64, batch_size=16, lr=1e-4, warmup=50, own_history=0.9, one_step_fraction=0.8,
                    still_windows=0.3, seed_offset=5, burn_in=48, stop_windows=0.3),
+    # One network pass per env step: the pass that draws a frame (tau = 1) also writes the state (commit_from_denoise),
+    # so every target frame trains at tau = 1; the commit pass it removes pays for the grown decoder below.
+    StreamingStage(steps=400, window=64, batch_size=16, lr=2e-4, warmup=50, own_history=0.9, one_step_fraction=1.0,
+                   still_windows=0.3, seed_offset=6, burn_in=48, stop_windows=0.3,
+                   config=(("commit_from_denoise", True),)),
+    StreamingStage(steps=400, window=64, batch_size=16, lr=1.5e-4, warmup=50, own_history=0.9, one_step_fraction=1.0,
+                   still_windows=0.3, seed_offset=7, burn_in=48, stop_windows=0.3),
 )
+
+# The grown decoder (parallel schedule): after the decoder fine-tune, residual blocks at 32x32 and 64x64 pixels
+# (`--decoder-blocks`; they start as the identity), then two fine-tunes on the frozen encoder: (steps, lr, seed offset).
+# The dynamics never sees the decoder, so it is merged in after the streaming stages.
+DECODER_GROWTH = ((1500, 5e-4, 0), (1500, 3e-4, 1))
 
 # Streaming from the start (`--schedule from-start`): no parallel stage, no self-forcing stage; a fresh dynamics (the
 # shipped model's fields: the changes-only refiner, 1 Euler step, a context window of 128) trained frame by frame as
@@ -132,6 +149,7 @@ class Recipe:
     self_forcing_lr: float = 3e-4
     decoder_steps: int = 2500  # decoder fine-tuning on the frozen encoder's latents (0 = skip)
     decoder_lr: float = 1e-3
+    decoder_blocks: str = "1,0,1,1"  # the grown decoder's residual blocks per level ("" = keep the preset's, no growth)
     denoise_steps: int = 1  # the shipped sampler setting
     context_window: int = 128  # the dream's context restarts from its last frame after this many (long rollouts drift)
     streaming_stages: int = len(STREAMING_STAGES)  # how many of STREAMING_STAGES to run after the merge (0 = none)
@@ -172,9 +190,9 @@ def main() -> None:
         # the last stage's directory first: each later stage starts from the one before it
         if recipe.schedule == "from-start":  # start stages, decoder, prompt start merged in (final_prompt), reward
             done = [out / "reward", out / "final_prompt", out / "final", out / f"start{len(FROM_START_STAGES)}"]
-        else:  # parallel, self-forcing, merge, streaming stages, reward, prompt start
-            done = [out / "prompt", out / "reward"] + [out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [
-                out / "final", model_dir]
+        else:  # parallel, self-forcing, merge, streaming stages, grown decoder, reward, prompt start
+            done = [out / "prompt", out / "reward", out / "final_grown"] + [
+                out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [out / "final", model_dir]
         install(next(d for d in done if (d / "config.json").exists()))
         return
     t0 = time.perf_counter()
@@ -222,6 +240,10 @@ def main() -> None:
              "--data", str(data), "--steps", str(recipe.decoder_steps), "--lr", str(recipe.decoder_lr),
              "--seed", str(recipe.seed), "--out", str(decoder_dir)],
             stdout=(out / "decoder.log").open("w"), stderr=subprocess.STDOUT)
+    grow_job = None
+    if recipe.schedule == "parallel" and recipe.decoder_steps > 0 and recipe.decoder_blocks:
+        grow_job = threading.Thread(target=grow_side_job, args=(recipe, out, data, decoder_job, decoder_dir, timings))
+        grow_job.start()
     if recipe.schedule == "from-start":
         # A fresh dynamics on the autoencoder (the decoder fine-tune beside it does not change the latents), trained
         # frame by frame from its first update; the fine-tuned decoder is merged in at the end.
@@ -279,6 +301,14 @@ def main() -> None:
             fp16_copy(final_dir, init)
             final_dir = run_streaming(STREAMING_STAGES[: recipe.streaming_stages], init, out, "streaming", recipe,
                                       common, timings)
+        if grow_job is not None:
+            grow_job.join()
+            grown = out / f"decoder_grown{len(DECODER_GROWTH)}"
+            if not (grown / "model.safetensors").exists():
+                raise SystemExit(f"the decoder growth failed: see {out / 'decoder_grown.log'}")
+            subprocess.run([sys.executable, str(Path(__file__).with_name("finetune_decoder.py")), "--model", str(grown),
+                            "--merge", str(final_dir), "--merge-only", "--out", str(out / "final_grown")], check=True)
+            final_dir = out / "final_grown"
     # The reward model reads the committed latents, so it trains after the dynamics, on data whose rewards are the task's.
     if recipe.reward_episodes > 0:
         reward_data, reward_dir = out / "reward_data", out / "reward"
@@ -381,6 +411,29 @@ def run_streaming(stages: tuple[StreamingStage, ...], init: Path, out: Path, pre
         timings[f"{prefix} {i + 1}"] = time.perf_counter() - t
         init = stage_dir
     return init
+
+
+def grow_side_job(recipe: Recipe, out: Path, data: Path, decoder_job: Any, decoder_dir: Path,
+                  timings: dict[str, float]) -> None:
+    """After the decoder fine-tune, on the second core: grow its decoder (``recipe.decoder_blocks``) and fine-tune it
+    through ``DECODER_GROWTH`` into OUT/decoder_grown1, 2, ... (each a process of its own; OUT/decoder_grown.log)."""
+    if decoder_job is not None and decoder_job.wait() != 0:
+        return  # the merge before the streaming stages stops the recipe with a pointer to decoder.log
+    t, source = time.perf_counter(), decoder_dir
+    with (out / "decoder_grown.log").open("a") as log:
+        for i, (steps, lr, seed_offset) in enumerate(DECODER_GROWTH):
+            dest = out / f"decoder_grown{i + 1}"
+            if not (dest / "model.safetensors").exists():
+                grow = ["--decoder-blocks", recipe.decoder_blocks] if i == 0 else []
+                done = subprocess.run([sys.executable, str(Path(__file__).with_name("finetune_decoder.py")), "--model",
+                                       str(source), "--data", str(data), "--steps", str(steps), "--lr", str(lr),
+                                       "--seed", str(recipe.seed + seed_offset), "--out", str(dest)] + grow,
+                                      stdout=log, stderr=subprocess.STDOUT)
+                if done.returncode != 0:
+                    log.write(f"\nthe decoder growth run {i + 1} exited with {done.returncode}\n")
+                    return
+            source = dest
+    timings["decoder growth (beside the streaming stages)"] = time.perf_counter() - t
 
 
 def prompt_side_job(recipe: Recipe, out: Path, init: Path, decoder_job: Any, t_decoder: float,

@@ -85,3 +85,21 @@ def test_merge_prompt_start_adds_the_generator_and_refuses_other_latents(recipe,
     with pytest.raises(SystemExit, match="other latents"):
         recipe.merge_prompt_start(tmp_path / "other", dream, tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+
+
+def test_the_decoder_grows_beside_the_streaming_stages(recipe, tmp_path, dataset, monkeypatch):
+    """grow_side_job: the decoder fine-tune's model grows (recipe.decoder_blocks) and trains through DECODER_GROWTH,
+    one directory per run, each from the last; the dynamics stages after commit_from_denoise are what pay for it."""
+    from conftest import make_tiny_model
+
+    from neuralsim.checkpoints import read_config
+
+    make_tiny_model(frames_per_latent=1).save_pretrained(tmp_path / "decoder")
+    monkeypatch.setattr(recipe, "DECODER_GROWTH", ((2, 1e-3, 0), (2, 1e-3, 1)))
+    timings = {}
+    recipe.grow_side_job(recipe.Recipe(decoder_blocks="1,1,1,1"), tmp_path, dataset, None, tmp_path / "decoder", timings)
+    first, second = read_config(tmp_path / "decoder_grown1"), read_config(tmp_path / "decoder_grown2")
+    assert tuple(first.ae_decoder_blocks) == tuple(second.ae_decoder_blocks) == (1, 1, 1, 1)
+    assert second.provenance["decoder_finetune"]["from"] == str(tmp_path / "decoder_grown1")
+    assert second.provenance["decoder_finetune"]["before"]["seed"] == 0 and "decoder growth" in " ".join(timings)
+    assert any(dict(stage.config).get("commit_from_denoise") for stage in recipe.STREAMING_STAGES)
