@@ -182,9 +182,9 @@ class WorldModelEnv(gym.Env):
       if set; else, unless ``OMP_NUM_THREADS`` is set, lower torch's count to half the CPUs (1 to 4),
       which keeps a busy 2-core laptop fast; an int sets it; ``None`` leaves torch alone
       (:func:`neuralsim.runtime.apply_thread_policy`).
-    * ``compile``: run the native model's per-frame pass and decoder through ``torch.compile``
-      (``WorldModel.compile_streaming``; off by default): the first step compiles (20-60 s, a few seconds once
-      inductor's on-disk cache holds the code; needs a C++ compiler), later steps run about 1.4x faster
+    * ``compile``: run the native model's per-frame pass through ``torch.compile``
+      (``WorldModel.compile_streaming``; off by default): the first step compiles (15-60 s, less once inductor's
+      on-disk cache holds the code; needs a C++ compiler), later steps of a single env run about 1.5x faster (16 envs: up to 1.1x; 64: none)
       (README "Performance"); the same seed still gives the same rollout, within float rounding of eager.
 
     ## Version History

@@ -356,7 +356,6 @@ class WorldModel(nn.Module):
         # relative), so a run measures what the ray path contributes.
         self.ablate_rays = False
         self._compiled_frame: Callable[..., Any] | None = None  # set by compile_streaming()
-        self._compiled_decoder: Callable[..., Any] | None = None  # ditto
 
     # --- small helpers ----------------------------------------------------------------------
     @property
@@ -381,19 +380,18 @@ class WorldModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def compile_streaming(self, enabled: bool = True) -> "WorldModel":
-        """Run the per-frame dynamics pass of :meth:`step` and the decoder of :meth:`decode` through
-        ``torch.compile`` (inductor); off by default (the envs' ``compile=True`` calls it).
+        """Run the per-frame dynamics pass of :meth:`step` through ``torch.compile`` (inductor); off by default (the
+        envs' ``compile=True`` calls it).
 
         The compiled code reads the weights at every call: models of one config share it (the second
         compiles nothing) and weights changed in place need no recompile (tested).
-        The first :meth:`step` / :meth:`decode` at each batch size compiles (20-60 s on a small CPU, a few
-        seconds once inductor's on-disk cache holds the code; needs a C++ compiler). Outputs differ from eager
-        by float rounding (~1e-6 in latents, at most a level or two in a uint8 pixel) and are deterministic: the
-        same seed gives the same rollout. Only :meth:`step` and the decoding of its frames (``first_frame=False``)
-        run compiled, so each batch size compiles once (two graphs of the pass, denoise and commit, and the
-        decoder): starting episodes (any number of reset rows) stays eager. Measured (README "Performance"):
-        ``step`` + ``decode`` of the shipped model 1.4-1.5x faster at batch 1 and 1.37x at batch 64 (fp32, one
-        thread).
+        The first :meth:`step` at each batch size compiles (15-60 s on a small CPU, less once inductor's on-disk
+        cache holds the code; needs a C++ compiler). Outputs differ from eager by float rounding (~1e-6) and are
+        deterministic: the same seed gives the same rollout. Only :meth:`step` runs compiled, so a batch size
+        compiles once (a graph per pass kind, denoise and commit) and is never recompiled by a context restart or
+        a partial reset; starting episodes (any number of reset rows) stays eager. Measured on the shipped model
+        (fp32, one thread; README "Performance"): ``step`` 2.2x faster at batch 1 (a single env's ``env.step``, with
+        decoding, 1.5x), up to 1.1x at batch 16, none at 64. The decoder is not compiled: compiled, the shipped one decoded no faster at batch 1 and slower at 16-64.
 
         Args:
             enabled: False restores the eager path.
@@ -403,7 +401,7 @@ class WorldModel(nn.Module):
         """
         if not isinstance(enabled, bool):
             raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
-        self._compiled_frame = self._compiled_decoder = None
+        self._compiled_frame = None
         if enabled:
             # No guards on torch.nn's own modules: the parameters stay inputs of the graph (measured: a second model
             # of the same config reuses the code and gets its own outputs), so guarding them would only recompile.
@@ -412,7 +410,6 @@ class WorldModel(nn.Module):
             if skip_inbuilt is not None:
                 options["guard_filter_fn"] = skip_inbuilt
             self._compiled_frame = torch.compile(self.dynamics.forward_frame, dynamic=False, options=options)
-            self._compiled_decoder = torch.compile(self.autoencoder.decoder.forward, dynamic=False, options=options)
         return self
 
     def _latent_affine(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -567,11 +564,7 @@ class WorldModel(nn.Module):
         z = latents.to(self.device).float() / scale + shift
         if self.channels_last_decode:  # channels-last storage (B, T, h, w, C) viewed as [B, T, C, h, w]
             z = z.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-        if self._compiled_decoder is not None and not first_frame:  # a step's frames (a start's: eager, see compile_streaming)
-            groups = self._compiled_decoder(z.flatten(0, 1)).unflatten(0, z.shape[:2])  # (B, T_lat, 3k, H, W)
-            x = self.autoencoder.unpack(groups, first_frame).float()
-        else:
-            x = self.autoencoder.decode(z, first_frame=first_frame).float()  # (B, T, 3, H, W)
+        x = self.autoencoder.decode(z, first_frame=first_frame).float()  # (B, T, 3, H, W)
         if not bool(torch.isfinite(x.sum())):  # clamp would turn NaN into black frames and hide it
             raise FloatingPointError("the autoencoder produced non-finite pixels from finite latents (diverged or "
                                      "corrupted decoder weights?)" if bool(torch.isfinite(z.sum())) else

@@ -334,10 +334,10 @@ class DreamSession:
             where bf16 is slower (:func:`neuralsim.device.resolve_dtype`). None: bf16 wherever native.
         random_weights: build the named preset or the official architecture with random weights.
         num_threads: torch CPU threads (:func:`neuralsim.runtime.apply_thread_policy`; None leaves torch alone).
-        compile: run the native model's per-frame pass and decoder through ``torch.compile``
-            (:meth:`neuralsim.model.WorldModel.compile_streaming`): 1.4-1.5x the steps/s at batch 1, 1.37x at 64
-            (fp32, measured), after 20-60 s of compiling at the first step of each batch size (a few seconds
-            once inductor's on-disk cache holds the code); needs a C++ compiler.
+        compile: run the native model's per-frame pass through ``torch.compile``
+            (:meth:`neuralsim.model.WorldModel.compile_streaming`): a single env's step 1.5x as fast, 16 envs' up to
+            1.1x, 64 envs' no faster (fp32, measured), after 15-60 s of compiling at the first step of each batch size;
+            needs a C++ compiler.
 
     Attributes:
         model, model_name, checkpoint_dir, config, image_size ``(H, W)``, frames_per_step k, action_spec,

@@ -6,7 +6,7 @@
   the shipped model must agree to 1e-5 (latents, rewards, termination, the whole streaming state), with a
   prompt and without one (then the cross-attention is computed once per frame: one token, softmax 1).
 - ``WorldModel.decode`` hands the decoder channels-last tensors (``channels_last_decode``).
-- ``WorldModel.compile_streaming()`` (optional, slow to compile): deterministic and close to eager (step and decode).
+- ``WorldModel.compile_streaming()`` (optional, slow to compile): deterministic and close to eager.
 """
 
 from __future__ import annotations
@@ -133,7 +133,6 @@ def test_compile_streaming_argument_checked():
     with pytest.raises(TypeError, match="enabled"):
         model.compile_streaming("yes")
     assert model.compile_streaming(False)._compiled_frame is None
-    assert model._compiled_decoder is None
     from neuralsim.session import DreamSession
 
     with pytest.raises(TypeError, match="compile"):
@@ -151,8 +150,6 @@ def test_compile_streaming_is_deterministic_and_close_to_eager():
             p.add_(0.05 * torch.randn(p.shape, generator=g))
     eager, eager_other = _rollout(model, fast=True, steps=4, batch=2), _rollout(other, fast=True, steps=4, batch=2)
     assert (eager[0] - eager_other[0]).abs().max() > 1e-3
-    latents = torch.randn(3, 2, *model.latent_shape, generator=g)
-    eager_frames = model.decode(latents)
     model.compile_streaming()
     other.compile_streaming()
     try:
@@ -162,7 +159,6 @@ def test_compile_streaming_is_deterministic_and_close_to_eager():
         with torch.no_grad():  # weights changed in place (a training step) are read by the compiled code too
             for p in model.dynamics.parameters():
                 p.add_(0.05 * torch.randn(p.shape, generator=g))
-        compiled_frames = model.decode(latents)  # the decoder is compiled too
         changed = _rollout(model, fast=True, steps=4, batch=2)
         model.compile_streaming(False)
         eager_changed = _rollout(model, fast=True, steps=4, batch=2)
@@ -173,8 +169,6 @@ def test_compile_streaming_is_deterministic_and_close_to_eager():
     _assert_same(first, eager, atol=1e-4)
     _assert_same(compiled_other, eager_other, atol=1e-4)  # two models share the code, each reads its own weights
     _assert_same(changed, eager_changed, atol=1e-4)
-    assert compiled_frames.shape == eager_frames.shape and compiled_frames.dtype == torch.uint8
-    assert (compiled_frames.int() - eager_frames.int()).abs().max().item() <= 1  # float rounding: a level at most
 
 
 @pytest.mark.slow
@@ -185,7 +179,6 @@ def test_compiled_env_compiles_the_frame_pass_twice_per_batch_size():
     layout (``canonical_layout``); a stride mismatch used to recompile (about 15 s for the shipped model) mid-episode."""
     from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
-    from neuralsim.autoencoder import Decoder
     from neuralsim.dynamics import DynamicsTransformer
     from neuralsim.envs import WorldModelVectorEnv
 
@@ -201,7 +194,6 @@ def test_compiled_env_compiles_the_frame_pass_twice_per_batch_size():
         for _ in range(3):
             env.step(env.action_space.sample())
         assert len(_debug_get_cache_entry_list(DynamicsTransformer.forward_frame.__code__)) == 2
-        assert len(_debug_get_cache_entry_list(Decoder.forward.__code__)) == 1  # the starts decode eagerly
     finally:
         model.compile_streaming(False)
         env.close()
