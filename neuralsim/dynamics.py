@@ -234,9 +234,7 @@ class CausalFrameConv(nn.Module):
             y = (xx.unfold(1, K, 1) * self.weight).sum(-1)  # windows (B, T, S, C, K) · taps (C, K)
         else:
             y = past + x * self.weight[:, -1]
-        # a fresh tensor in the canonical layout (a batch-1 slice counts as contiguous but keeps the concatenation's
-        # strides, which the restart path's tails do not have, and a compiled step guards on strides)
-        return y, xx[:, T:].to(torch.float32, copy=True, memory_format=torch.contiguous_format)
+        return y, xx[:, T:].float()
 
     def past(self, tail: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """The taps over the tail ``[B, K−1, S, C]`` (K > 1), ``Σ_{i<K−1} w_i ⊙ x_{t−K+1+i}``: the part of the
@@ -265,7 +263,7 @@ class CausalTemporalConv(nn.Module):
             tail = x.new_zeros(x.shape[0], K - 1, *x.shape[2:])
         xx = x if K == 1 else torch.cat([tail.to(x.dtype), x], dim=1)  # (B, K−1+T, S, C)
         y = sum(F.linear(xx[:, i : i + T], self.weight[i]) for i in range(K))
-        return y, (xx[:, T:].to(torch.float32, copy=True, memory_format=torch.contiguous_format) if K > 1 else None)
+        return y, (xx[:, T:].float() if K > 1 else None)
 
 
 # ---------------------------------------------------------------------------------------------

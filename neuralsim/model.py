@@ -726,17 +726,19 @@ class WorldModel(nn.Module):
             prev = add_context_noise(base, cfg.context_noise, generator=generator)
             inputs.update(prev=prev, rel_rays=rel_rays)
         if self.fast_streaming:  # the per-frame twin of `dynamics.forward` (same numbers; see dynamics.prepare_frame)
-            frame = self.dynamics.prepare_frame(**inputs)
             compiled = self._compiled_frame if compiled_ok else None
+            if compiled is not None:
+                # The compiled pass guards on its inputs' strides, and the state's tensors come with others depending
+                # on what made them (a batch-1 slice of a concatenation, inductor's buffers, a merge): one layout here
+                # keeps a batch size to one compile, whatever the path.
+                inputs["cache"] = tree_map(canonical_layout, inputs["cache"])
+            frame = self.dynamics.prepare_frame(**inputs)
 
             def net(x: torch.Tensor, tau: float, commit: bool, other: dict | None = None) -> tuple[torch.Tensor, Any, Any]:
                 tau_t = torch.full((B, 1), tau, device=self.device)
                 ctx = frame if other is None else self.dynamics.prepare_frame(**other)
                 if compiled is not None:
-                    # Inductor may return the new cache's tensors as slices of larger buffers; the next compiled call
-                    # guards on strides (and the eager paths make fresh tensors), so one layout avoids recompiling.
-                    out, features, cache = compiled(x, tau_t, ctx, commit=commit)
-                    return out, features, tree_map(canonical_layout, cache)
+                    return compiled(x, tau_t, ctx, commit=commit)
                 return self.dynamics(x, tau_t, frame=ctx, commit=commit)  # a module call: hooks see every pass
         else:
             def net(x: torch.Tensor, tau: float, commit: bool, other: dict | None = None) -> tuple[torch.Tensor, Any, Any]:

@@ -371,7 +371,6 @@ class DreamSession:
                 raise ValueError(f"compile=True is for the native WorldModel; {type(self.model).__name__} has no "
                                  "compiled path (use compile=False)")
             self.model.compile_streaming(True)
-        self.compiled = bool(compile)
         if self.model.uses_autocast:  # autocast picks the dtype per call; a cast model keeps the one it was loaded in
             self.dtype = batch_dtype
         self.random_weights = random_weights

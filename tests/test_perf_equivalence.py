@@ -175,8 +175,9 @@ def test_compile_streaming_is_deterministic_and_close_to_eager():
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_compiled_env_compiles_the_frame_pass_twice_per_batch_size():
     """``compile=True``: two graphs of the per-frame pass (denoise, commit) per batch size, whatever follows: context
-    restarts, episode ends (autoreset of some rows), partial resets. Inductor's caches and the eager paths' share one
-    layout (``canonical_layout``); a stride mismatch used to recompile (about 15 s for the shipped model) mid-episode."""
+    restarts, episode ends (autoreset of some rows), partial resets. The compiled pass gets its cache in one layout
+    (``canonical_layout``), whatever made it; a stride mismatch used to recompile (about 15 s for the shipped model)
+    mid-episode."""
     from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
     from neuralsim.dynamics import DynamicsTransformer
