@@ -306,9 +306,7 @@ def main() -> None:
             grown = out / f"decoder_grown{len(DECODER_GROWTH)}"
             if not (grown / "model.safetensors").exists():
                 raise SystemExit(f"the decoder growth failed: see {out / 'decoder_grown.log'}")
-            subprocess.run([sys.executable, str(Path(__file__).with_name("finetune_decoder.py")), "--model", str(grown),
-                            "--merge", str(final_dir), "--merge-only", "--out", str(out / "final_grown")], check=True)
-            final_dir = out / "final_grown"
+            final_dir = merge_decoder_into(grown, final_dir, out / "final_grown")
     # The reward model reads the committed latents, so it trains after the dynamics, on data whose rewards are the task's.
     if recipe.reward_episodes > 0:
         reward_data, reward_dir = out / "reward_data", out / "reward"
@@ -498,10 +496,15 @@ def merge_decoder(recipe: Recipe, decoder_job: Any, t_decoder: float, decoder_di
             raise SystemExit(f"the decoder fine-tune failed: see {out / 'decoder.log'}")
         # (an upper bound when nothing waited on it sooner: the time until the dynamics were done)
         timings.setdefault("decoder (beside the dynamics)", time.perf_counter() - t_decoder)
-    final_dir = out / "final"
+    return merge_decoder_into(decoder_dir, dynamics_dir, out / "final")
+
+
+def merge_decoder_into(decoder_dir: Path, dynamics_dir: Path, dest: Path) -> Path:
+    """``dynamics_dir`` with the decoder of ``decoder_dir`` (grown or not) written to ``dest`` (returned), by
+    `finetune_decoder.py --merge-only`."""
     subprocess.run([sys.executable, str(Path(__file__).with_name("finetune_decoder.py")), "--model", str(decoder_dir),
-                    "--merge", str(dynamics_dir), "--merge-only", "--out", str(final_dir)], check=True)
-    return final_dir
+                    "--merge", str(dynamics_dir), "--merge-only", "--out", str(dest)], check=True)
+    return dest
 
 
 def fp16_copy(model_dir: Path, dest: Path) -> None:
