@@ -839,7 +839,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="8 seeds, horizons up to 64, 1,000-step long rollout")
     parser.add_argument("--name", default=None, help="results file name (default fidelity; --quick: fidelity_quick)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--strips-dir", type=Path, default=DOCS_DIR, help="where fidelity_strip_<protocol>.png go")
+    parser.add_argument("--strips-dir", type=Path, default=None,
+                        help="where fidelity_strip_<protocol>.png go (default: docs/ for the full run named "
+                             "fidelity, else --results-dir as <name>_strip_<protocol>.png, so a quick or named "
+                             "run never replaces the shipped model's strips)")
     args = parser.parse_args(argv)
     args.seeds = args.seeds if args.seeds is not None else (8 if args.quick else 32)
     args.long_steps = args.long_steps if args.long_steps is not None else (1000 if args.quick else 10_000)
@@ -932,7 +935,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     times = [t for t in STRIP_TIMES if t <= protocols["explore"]["real"].shape[1]]
     strips = {}
     for name, p in protocols.items():
-        path = args.strips_dir / f"fidelity_strip_{name}.png"
+        if args.strips_dir is not None:
+            path = args.strips_dir / f"fidelity_strip_{name}.png"
+        elif args.name == "fidelity" and not args.quick:
+            path = DOCS_DIR / f"fidelity_strip_{name}.png"
+        else:
+            path = args.results_dir / f"{args.name}_strip_{name}.png"
         save_strip(path, p, times)
         strips[name] = _display_path(path)
     result["strips"] = strips

@@ -12,6 +12,12 @@ only from scratch (a short job); the output is written atomically by `save_pretr
 `--decoder-blocks 1,0,1,1` grows the decoder first: residual blocks per level (8x8, 16x16, 32x32, 64x64 for the
 default model) beyond the model's own are added with their last conv at zero, so the grown decoder draws exactly
 what the old one did until it trains. The shipped model's decoder was grown so (README "The shipped default model").
+
+`--object-weight 4` weighs the pixels of the task objects 1 + 4 times in the loss (then mean 1): at 64x64 a ball or
+a box is a few dozen pixels, mostly edges, which the plain loss spends little on. The dataset stores no object
+masks, so the frames come from a fresh collection (`--object-frames`, seeds from 500,000: neither the dataset's nor
+the fidelity benchmark's, which start at 1,000,000) of the dataset's env under its policy, with each frame's mask
+from the env's `object_mask()` (the room's: MuJoCo's segmentation render of the same camera and state).
 """
 
 from __future__ import annotations
@@ -22,11 +28,52 @@ import math
 import time
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import torch
 
+import neuralsim.envs  # noqa: F401  (registers the envs a dataset names)
 from neuralsim.checkpoints import read_start_frames, write_start_frames
 from neuralsim.data import Dataset
+from neuralsim.data.collection import make_policy
 from neuralsim.model import WorldModel
+
+OBJECT_SEED_BASE = 500_000  # above the collection's small seeds, below the fidelity benchmark's 1,000,000
+
+
+def collect_object_frames(data: str, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` frames ``[N, H, W, 3]`` uint8 of ``data``'s env under its collection policy, and their object masks
+    ``[N, H, W]`` bool from the env's ``object_mask()``; episodes of the dataset's length, seeds from
+    ``OBJECT_SEED_BASE + 10,000 * seed``."""
+    manifest = Dataset(data).manifest
+    try:
+        env = gym.make(manifest["env_id"], **manifest.get("env_kwargs", {}))
+    except gym.error.Error as e:
+        raise SystemExit(f"error: --object-weight collects frames of --data's env {manifest['env_id']!r}, which gymnasium "
+                         f"cannot make here: {e}") from None
+    if not callable(getattr(env.unwrapped, "object_mask", None)):
+        raise SystemExit(f"error: --object-weight needs an env with object_mask() (as NeuralSimRoom-v0), "
+                         f"--data's env is {manifest['env_id']!r}")
+    policy = make_policy(manifest.get("policy", "explore"), env)
+    frames, masks = [], []
+    episode = 0
+    while len(frames) < count:
+        episode_seed = OBJECT_SEED_BASE + 10_000 * seed + episode
+        obs, info = env.reset(seed=episode_seed)
+        policy.reset(env, np.random.default_rng(episode_seed))
+        for _ in range(int(manifest.get("max_steps", 200))):
+            frames.append(obs)
+            masks.append(env.unwrapped.object_mask())
+            if len(frames) == count:
+                break
+            obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
+            if terminated or truncated:
+                break
+        episode += 1
+    env.close()
+    if tuple(frames[0].shape[:2]) != tuple(manifest["image_size"]):
+        raise SystemExit(f"error: the env draws {frames[0].shape[:2]} frames, --data holds {manifest['image_size']}")
+    return np.stack(frames), np.stack(masks)
 
 
 def parse_blocks(text: str, current: tuple[int, ...]) -> tuple[int, ...]:
@@ -75,6 +122,11 @@ def main() -> None:
                         help="Gaussian noise on the latents, as a fraction of their std (robustness to dreamed latents)")
     parser.add_argument("--merge", default=None, help="a dynamics checkpoint dir: save IT with this decoder instead")
     parser.add_argument("--merge-only", action="store_true", help="no training: merge --model's decoder into --merge")
+    parser.add_argument("--object-weight", type=float, default=0.0,
+                        help="extra weight of the task objects' pixels (from the env's object_mask()); > 0 trains on "
+                             "a fresh collection of --data's env instead of --data's frames")
+    parser.add_argument("--object-frames", type=int, default=32768,
+                        help="frames collected for --object-weight (default 32768)")
     parser.add_argument("--decoder-blocks", default=None,
                         help="comma-separated residual blocks per decoder level, each >= the model's (new ones start "
                              "as the identity), e.g. 1,0,1,1")
@@ -92,7 +144,25 @@ def main() -> None:
         decoder = model.autoencoder.decoder
         decoder.requires_grad_(True)
         opt = torch.optim.AdamW(decoder.parameters(), lr=args.lr, weight_decay=0.0)
-        batches = Dataset(args.data).iter_windows(steps=1, batch_size=args.batch_size, seed=10_000 + args.seed)
+        if args.object_weight < 0 or not math.isfinite(args.object_weight):
+            raise SystemExit(f"error: --object-weight must be a finite number >= 0, got {args.object_weight}")
+        if args.object_weight > 0:
+            if args.object_frames < args.batch_size:
+                raise SystemExit(f"error: --object-frames must be at least --batch-size ({args.batch_size}), "
+                                 f"got {args.object_frames}")
+            pool, pool_masks = collect_object_frames(args.data, args.object_frames, args.seed)
+            print(f"collected {len(pool)} frames, {pool_masks.mean():.2%} of their pixels objects")
+            rng = np.random.default_rng(10_000 + args.seed)
+
+            def next_batch() -> tuple[torch.Tensor, torch.Tensor | None]:
+                i = rng.choice(len(pool), args.batch_size, replace=False)
+                weight = 1.0 + args.object_weight * pool_masks[i].astype(np.float32)
+                return torch.from_numpy(pool[i][:, None]), torch.from_numpy(weight[:, None])
+        else:
+            batches = Dataset(args.data).iter_windows(steps=1, batch_size=args.batch_size, seed=10_000 + args.seed)
+
+            def next_batch() -> tuple[torch.Tensor, torch.Tensor | None]:
+                return torch.from_numpy(next(batches)["frames"]), None
         g = torch.Generator().manual_seed(args.seed)
         args.out.mkdir(parents=True, exist_ok=True)
         log = (args.out / "decoder_finetune.csv").open("w", newline="")
@@ -103,9 +173,9 @@ def main() -> None:
             lr = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.steps))  # cosine to 0
             for group in opt.param_groups:
                 group["lr"] = lr
-            frames = torch.from_numpy(next(batches)["frames"])
+            frames, pixel_weight = next_batch()
             loss, logs = model.autoencoder_loss(frames, generator=g, latent_noise=args.latent_noise,
-                                                edge_weight=args.edge_weight)
+                                                edge_weight=args.edge_weight, pixel_weight=pixel_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
@@ -119,6 +189,8 @@ def main() -> None:
         # what made this decoder, after what made the one it started from (a chain of fine-tunes stays readable)
         run = {"from": str(args.model), "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
                "seed": args.seed, "edge_weight": args.edge_weight, "latent_noise": args.latent_noise,
+               **({"object_weight": args.object_weight, "object_frames": args.object_frames}
+                  if args.object_weight > 0 else {}),
                "decoder_blocks": list(model.config.ae_decoder_blocks)}
         before = model.config.provenance.get("decoder_finetune")
         model.config = model.config.replace(provenance={**model.config.provenance, "decoder_finetune": {

@@ -950,10 +950,12 @@ class WorldModel(nn.Module):
 
     # --- training losses --------------------------------------------------------------------
     def autoencoder_loss(self, frames: Any, generator: torch.Generator | None = None, *, latent_noise: float = 0.05,
-                         edge_weight: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                         edge_weight: float | None = None,
+                         pixel_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Reconstruction loss of uint8 frames ``[B, T, H, W, 3]``: L1 + L2 + w·(1 − SSIM), the L1 and L2
-        terms weighted up on edge pixels by ``edge_weight`` (default ``config.ae_edge_weight``; weights
-        normalised to mean 1).
+        terms weighted up on edge pixels by ``edge_weight`` (default ``config.ae_edge_weight``) and by
+        ``pixel_weight [B, T, H, W]`` when given (e.g. 1 + w on the task objects' pixels); weights normalised to
+        mean 1.
 
         The decoder sees latents with a little Gaussian noise (``latent_noise`` of their std, 5 %) so it
         tolerates the imperfect latents the dynamics produces.
@@ -963,7 +965,7 @@ class WorldModel(nn.Module):
         z = self.autoencoder.encoder(groups)
         noise = randn(tuple(z.shape), generator=generator, device=z.device, dtype=z.dtype)
         recon = self.autoencoder.decoder(z + latent_noise * z.detach().std() * noise).float()
-        weight = 1.0
+        weight = groups.new_ones(groups.shape[0] * cfg.frames_per_latent, 1, *cfg.image_size)  # (N*k, 1, H, W)
         edge_weight = cfg.ae_edge_weight if edge_weight is None else edge_weight
         if edge_weight > 0:  # edge pixels weigh more: at 64x64 a small object is mostly boundary
             luma = groups.reshape(-1, 3, *cfg.image_size).mean(dim=1, keepdim=True)  # (N*k, 1, H, W)
@@ -971,8 +973,14 @@ class WorldModel(nn.Module):
                     + F.pad((luma[..., 1:, :] - luma[..., :-1, :]).abs(), (0, 0, 0, 1)))  # + |dy|
             grad = F.max_pool2d(grad, 3, stride=1, padding=1)  # both sides of an edge
             weight = 1.0 + edge_weight * grad / grad.mean().clamp_min(1e-6)
-            weight = (weight / weight.mean()).reshape(groups.shape[0], -1, 1, *cfg.image_size)  # mean 1
-            weight = weight.expand(-1, -1, 3, -1, -1).reshape(groups.shape)
+        if pixel_weight is not None:
+            pixel_weight = torch.as_tensor(pixel_weight, device=weight.device, dtype=weight.dtype)
+            if tuple(pixel_weight.shape) != (*tuple(frames.shape[:2]), *cfg.image_size):
+                raise InputError(f"pixel_weight must be [B, T, H, W] = {[*frames.shape[:2], *cfg.image_size]} like "
+                                 f"frames, got {list(pixel_weight.shape)}")
+            weight = weight * pixel_weight.reshape(weight.shape)
+        weight = (weight / weight.mean()).reshape(groups.shape[0], -1, 1, *cfg.image_size)  # mean 1
+        weight = weight.expand(-1, -1, 3, -1, -1).reshape(groups.shape)
         l1 = (weight * (recon - groups).abs()).mean()
         mse = (weight * (recon - groups).pow(2)).mean()
         with torch.autocast(device_type=recon.device.type, enabled=False):  # bf16 variances go negative: NaN SSIM

@@ -108,12 +108,12 @@ def test_room_object_mask_marks_objects_and_leaves_frames_unchanged():
 @pytest.mark.mujoco
 def test_fidelity_script_on_tiny_checkpoint(tiny_checkpoint, tmp_path):
     """The whole benchmark (2 seeds, short long rollout; ~15 s) on the tiny checkpoint: every documented key is there
-    and finite or None; strips and JSON are written where asked, nothing in the repository."""
+    and finite or None; strips and JSON are written beside each other (a named run), nothing in the repository."""
     import json
 
     F = _load_fidelity()
     result = F.main(["--model", str(tiny_checkpoint), "--quick", "--seeds", "2", "--long-steps", "20",
-                     "--results-dir", str(tmp_path), "--strips-dir", str(tmp_path), "--name", "fid"])
+                     "--results-dir", str(tmp_path), "--name", "fid"])
     keys = ["ae_psnr_pooled", "ae_object_psnr", "idle_drop_db_t1", "idle_drop_db_t16", "yaw_shift_ratio",
             "yaw_shift_ratio_l", "yaw_shift_ratio_j", "revisit_psnr_vs_real", "long_rollout_finite",
             "long_rollout_collapsed", "reward_corr_t1_16", "termination_f1", "device", "dtype", "cpu_capability",
@@ -141,7 +141,7 @@ def test_fidelity_script_on_tiny_checkpoint(tiny_checkpoint, tmp_path):
     assert all(set(g) == {"value", "threshold", "pass"} for g in result["gates"].values())
     assert json.loads((tmp_path / "fid.json").read_text())["psnr_pooled_sticky_t16"] == result["psnr_pooled_sticky_t16"]
     for proto in ("explore", "sticky"):
-        assert (tmp_path / f"fidelity_strip_{proto}.png").stat().st_size > 0
+        assert (tmp_path / f"fid_strip_{proto}.png").stat().st_size > 0  # a named run: beside its JSON, not docs/
 
 
 def test_a_diverging_long_rollout_is_reported_not_raised(tiny_checkpoint, monkeypatch):

@@ -48,3 +48,51 @@ def test_grow_train_and_merge_into_a_dynamics_checkpoint(tmp_path, dataset):
     assert json.loads((merged / "config.json").read_text())["provenance"]["decoder_finetune"] == record
     bad = subprocess.run(run[:-2] + ["--decoder-blocks", "1,1", "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode != 0 and "--decoder-blocks must be 4 comma-separated ints" in bad.stderr
+
+
+def test_pixel_weight_reweights_the_autoencoder_loss():
+    model = make_tiny_model(frames_per_latent=1)
+    frames = torch.randint(0, 256, (2, 1, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    base, _ = model.autoencoder_loss(frames, generator=torch.Generator().manual_seed(1), edge_weight=0.0)
+    ones, _ = model.autoencoder_loss(frames, generator=torch.Generator().manual_seed(1), edge_weight=0.0,
+                                     pixel_weight=torch.full((2, 1, 32, 32), 3.0))
+    assert torch.allclose(base, ones)  # weights are normalised to mean 1: a constant weight changes nothing
+    corner = torch.ones(2, 1, 32, 32)
+    corner[..., :4, :4] = 50.0
+    weighted, _ = model.autoencoder_loss(frames, generator=torch.Generator().manual_seed(1), edge_weight=0.0,
+                                         pixel_weight=corner)
+    assert not torch.allclose(base, weighted)
+    with pytest.raises(ValueError, match=r"pixel_weight must be \[B, T, H, W\]"):
+        model.autoencoder_loss(frames, pixel_weight=torch.ones(2, 32, 32))
+
+
+@pytest.mark.mujoco
+def test_object_weight_trains_on_the_envs_frames_and_masks(tmp_path):
+    from neuralsim.data import collect
+
+    script = load_script("examples/finetune_decoder.py", "finetune_decoder_objects")
+    data = tmp_path / "room"
+    collect("NeuralSimRoom-v0", data, episodes=1, max_steps=8, image_size=32, progress=False)
+    frames, masks = script.collect_object_frames(str(data), 20, seed=0)
+    assert frames.shape == (20, 32, 32, 3) and frames.dtype.name == "uint8"
+    assert masks.shape == (20, 32, 32) and masks.dtype == bool and masks.any()  # the room's objects are in view
+    again, _ = script.collect_object_frames(str(data), 20, seed=0)
+    assert (again == frames).all()  # seeded: the same frames every run
+    base = tmp_path / "base"
+    make_tiny_model(frames_per_latent=1).save_pretrained(base)
+    run = [sys.executable, str(SCRIPT), "--model", str(base), "--data", str(data), "--steps", "2", "--batch-size", "2",
+           "--object-weight", "4", "--object-frames", "16", "--out", str(tmp_path / "out")]
+    subprocess.run(run, check=True, capture_output=True, text=True)
+    record = json.loads((tmp_path / "out" / "config.json").read_text())["provenance"]["decoder_finetune"]
+    assert record["object_weight"] == 4.0 and record["object_frames"] == 16
+    bad = subprocess.run(run[:-2] + ["--object-weight", "-1", "--out", str(tmp_path / "x")], capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and "--object-weight must be a finite number >= 0" in bad.stderr
+
+
+def test_object_weight_needs_an_env_with_object_masks(tmp_path, dataset):
+    base = tmp_path / "base"
+    make_tiny_model(frames_per_latent=1).save_pretrained(base)
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--model", str(base), "--data", str(dataset), "--steps", "1",
+                          "--object-weight", "4", "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--object-weight collects frames of --data's env 'synthetic'" in bad.stderr
