@@ -19,7 +19,8 @@ measured, not shipped: README, "reward prediction"). Beside the dynamics and
 self-forcing stages, on the second core, the decoder trains alone on the frozen encoder's latents (2,500 steps,
 `examples/finetune_decoder.py`); it is merged in before the streaming stages, which leave it untouched. Then, beside
 the streaming stages, that decoder grows residual blocks at 32×32 and 64×64 pixels (`--decoder-blocks 1,0,1,1`, new
-blocks starting as the identity) and trains 1,500 + 1,500 more steps (`DECODER_GROWTH`); it replaces the decoder
+blocks starting as the identity) and trains 1,500 + 1,500 more steps, then 1,500 with the task objects' pixels
+weighted up (`DECODER_GROWTH`); it replaces the decoder
 after the last streaming stage (its FLOPs are paid by the commit pass the last two stages remove). The
 dataset's latents are kept in OUT/latent_cache (keyed by the encoder and the data), so every dynamics stage after
 the first skips the encoding. What was tried and not shipped (15 % still windows in the parallel stages, 600
@@ -103,9 +104,11 @@ STREAMING_STAGES = (
 )
 
 # The grown decoder (parallel schedule): after the decoder fine-tune, residual blocks at 32x32 and 64x64 pixels
-# (`--decoder-blocks`; they start as the identity), then two fine-tunes on the frozen encoder: (steps, lr, seed offset).
-# The dynamics never sees the decoder, so it is merged in after the streaming stages.
-DECODER_GROWTH = ((1500, 5e-4, 0), (1500, 3e-4, 1))
+# (`--decoder-blocks`; they start as the identity), then fine-tunes on the frozen encoder: (steps, lr, seed offset,
+# object weight). The last weighs the task objects' pixels 1 + 8 times (`--object-weight`, on frames the run collects
+# with the env's object masks): at 64x64 an object is a few dozen pixels, mostly edges. The dynamics never sees the
+# decoder, so it is merged in after the streaming stages.
+DECODER_GROWTH = ((1500, 5e-4, 0, 0.0), (1500, 3e-4, 1, 0.0), (1500, 3e-4, 2, 8.0))
 
 # Streaming from the start (`--schedule from-start`): no parallel stage, no self-forcing stage; a fresh dynamics (the
 # shipped model's fields: the changes-only refiner, 1 Euler step, a context window of 128) trained frame by frame as
@@ -419,13 +422,14 @@ def grow_side_job(recipe: Recipe, out: Path, data: Path, decoder_job: Any, decod
         return  # the merge before the streaming stages stops the recipe with a pointer to decoder.log
     t, source = time.perf_counter(), decoder_dir
     with (out / "decoder_grown.log").open("a") as log:
-        for i, (steps, lr, seed_offset) in enumerate(DECODER_GROWTH):
+        for i, (steps, lr, seed_offset, object_weight) in enumerate(DECODER_GROWTH):
             dest = out / f"decoder_grown{i + 1}"
             if not (dest / "model.safetensors").exists():
                 grow = ["--decoder-blocks", recipe.decoder_blocks] if i == 0 else []
+                objects = ["--object-weight", str(object_weight)] if object_weight > 0 else []
                 done = subprocess.run([sys.executable, str(Path(__file__).with_name("finetune_decoder.py")), "--model",
                                        str(source), "--data", str(data), "--steps", str(steps), "--lr", str(lr),
-                                       "--seed", str(recipe.seed + seed_offset), "--out", str(dest)] + grow,
+                                       "--seed", str(recipe.seed + seed_offset), "--out", str(dest)] + grow + objects,
                                       stdout=log, stderr=subprocess.STDOUT)
                 if done.returncode != 0:
                     log.write(f"\nthe decoder growth run {i + 1} exited with {done.returncode}\n")

@@ -95,7 +95,7 @@ def test_the_decoder_grows_beside_the_streaming_stages(recipe, tmp_path, dataset
     from neuralsim.checkpoints import read_config
 
     make_tiny_model(frames_per_latent=1).save_pretrained(tmp_path / "decoder")
-    monkeypatch.setattr(recipe, "DECODER_GROWTH", ((2, 1e-3, 0), (2, 1e-3, 1)))
+    monkeypatch.setattr(recipe, "DECODER_GROWTH", ((2, 1e-3, 0, 0.0), (2, 1e-3, 1, 0.0)))
     timings = {}
     recipe.grow_side_job(recipe.Recipe(decoder_blocks="1,1,1,1"), tmp_path, dataset, None, tmp_path / "decoder", timings)
     first, second = read_config(tmp_path / "decoder_grown1"), read_config(tmp_path / "decoder_grown2")
