@@ -15,8 +15,9 @@ what the old one did until it trains. The shipped model's decoder was grown so (
 
 `--object-weight 4` weighs the pixels of the task objects 1 + 4 times in the loss (then mean 1): at 64x64 a ball or
 a box is a few dozen pixels, mostly edges, which the plain loss spends little on. The dataset stores no object
-masks, so the frames come from a fresh collection (`--object-frames`, seeds from 500,000: neither the dataset's nor
-the fidelity benchmark's, which start at 1,000,000) of the dataset's env under its policy, with each frame's mask
+masks, so the frames come from a fresh collection (`--object-frames`, episode seeds from `--object-seed`, 520,000:
+none of the dataset's, the transfer benchmark's held-out layouts from 500,000 or the fidelity benchmark's from
+1,000,000) of the dataset's env under its policy, with each frame's mask
 from the env's `object_mask()` (the room's: MuJoCo's segmentation render of the same camera and state).
 """
 
@@ -38,13 +39,15 @@ from neuralsim.data import Dataset
 from neuralsim.data.collection import make_policy
 from neuralsim.model import WorldModel
 
-OBJECT_SEED_BASE = 500_000  # above the collection's small seeds, below the fidelity benchmark's 1,000,000
+# Above the collection's small seeds and the transfer benchmark's held-out layouts (500,000 + 1,000 per seed + 20),
+# below the fidelity benchmark's 1,000,000.
+OBJECT_SEED = 520_000
 
 
-def collect_object_frames(data: str, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def collect_object_frames(data: str, count: int, first_seed: int = OBJECT_SEED) -> tuple[np.ndarray, np.ndarray]:
     """``count`` frames ``[N, H, W, 3]`` uint8 of ``data``'s env under its collection policy, and their object masks
-    ``[N, H, W]`` bool from the env's ``object_mask()``; episodes of the dataset's length, seeds from
-    ``OBJECT_SEED_BASE + 10,000 * seed``."""
+    ``[N, H, W]`` bool from the env's ``object_mask()``; episodes of the dataset's length, seeds ``first_seed``,
+    ``first_seed + 1``, ..."""
     manifest = Dataset(data).manifest
     try:
         env = gym.make(manifest["env_id"], **manifest.get("env_kwargs", {}))
@@ -58,7 +61,7 @@ def collect_object_frames(data: str, count: int, seed: int) -> tuple[np.ndarray,
     frames, masks = [], []
     episode = 0
     while len(frames) < count:
-        episode_seed = OBJECT_SEED_BASE + 10_000 * seed + episode
+        episode_seed = first_seed + episode
         obs, info = env.reset(seed=episode_seed)
         policy.reset(env, np.random.default_rng(episode_seed))
         for _ in range(int(manifest.get("max_steps", 200))):
@@ -127,6 +130,8 @@ def main() -> None:
                              "a fresh collection of --data's env instead of --data's frames")
     parser.add_argument("--object-frames", type=int, default=32768,
                         help="frames collected for --object-weight (default 32768)")
+    parser.add_argument("--object-seed", type=int, default=OBJECT_SEED,
+                        help=f"seed of the first episode collected for --object-weight (default {OBJECT_SEED:,})")
     parser.add_argument("--decoder-blocks", default=None,
                         help="comma-separated residual blocks per decoder level, each >= the model's (new ones start "
                              "as the identity), e.g. 1,0,1,1")
@@ -150,7 +155,7 @@ def main() -> None:
             if args.object_frames < args.batch_size:
                 raise SystemExit(f"error: --object-frames must be at least --batch-size ({args.batch_size}), "
                                  f"got {args.object_frames}")
-            pool, pool_masks = collect_object_frames(args.data, args.object_frames, args.seed)
+            pool, pool_masks = collect_object_frames(args.data, args.object_frames, args.object_seed)
             print(f"collected {len(pool)} frames, {pool_masks.mean():.2%} of their pixels objects")
             rng = np.random.default_rng(10_000 + args.seed)
 
@@ -189,7 +194,8 @@ def main() -> None:
         # what made this decoder, after what made the one it started from (a chain of fine-tunes stays readable)
         run = {"from": str(args.model), "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
                "seed": args.seed, "edge_weight": args.edge_weight, "latent_noise": args.latent_noise,
-               **({"object_weight": args.object_weight, "object_frames": args.object_frames}
+               **({"object_weight": args.object_weight, "object_frames": args.object_frames,
+                   "object_seed": args.object_seed}
                   if args.object_weight > 0 else {}),
                "decoder_blocks": list(model.config.ae_decoder_blocks)}
         before = model.config.provenance.get("decoder_finetune")

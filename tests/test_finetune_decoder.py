@@ -73,10 +73,10 @@ def test_object_weight_trains_on_the_envs_frames_and_masks(tmp_path):
     script = load_script("examples/finetune_decoder.py", "finetune_decoder_objects")
     data = tmp_path / "room"
     collect("NeuralSimRoom-v0", data, episodes=1, max_steps=8, image_size=32, progress=False)
-    frames, masks = script.collect_object_frames(str(data), 20, seed=0)
+    frames, masks = script.collect_object_frames(str(data), 20, first_seed=7)
     assert frames.shape == (20, 32, 32, 3) and frames.dtype.name == "uint8"
     assert masks.shape == (20, 32, 32) and masks.dtype == bool and masks.any()  # the room's objects are in view
-    again, _ = script.collect_object_frames(str(data), 20, seed=0)
+    again, _ = script.collect_object_frames(str(data), 20, first_seed=7)
     assert (again == frames).all()  # seeded: the same frames every run
     base = tmp_path / "base"
     make_tiny_model(frames_per_latent=1).save_pretrained(base)
