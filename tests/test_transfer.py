@@ -191,3 +191,25 @@ def test_real_env_spec_keeps_the_world_and_drops_the_task(tiny_checkpoint, tmp_p
                             "env_kwargs": {"target": None, "start_view_deg": None, "room_size": 6.0}}
     (ckpt / "config.json").write_text(json.dumps(config))
     assert real_env_spec(str(ckpt)) == ("NeuralSimRoom-v0", {"room_size": 6.0})
+
+
+def test_ppo_budget_benchmark(tmp_path, capsys):
+    """benchmarks/ppo_budget.py: real-room PPO's saved policies beside random and each key set held, on held-out
+    layouts; the JSON (last line and file) says the first budget above random."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import ppo_budget
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "budget.json"
+    result = ppo_budget.main(["--quick", "--timesteps", "256", "--checkpoints", "2", "--episodes", "2",
+                              "--workdir", str(tmp_path / "work"), "--out", str(out)])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(out.read_text()) == result
+    names = [r["policy"] for r in result["rows"]]
+    assert names[:6] == ["random", "always w", "always j", "always l", "always wj", "always wl"]
+    assert [r["steps"] for r in result["rows"][6:]] == [128, 256] and result["rows"][0]["return_mean"] == result["random_return"]
+    assert result["first_steps_above_random"] in (None, 128, 256)
+    assert (tmp_path / "work" / "real-seed0" / "final" / "policy.json").is_file()
+    with pytest.raises(SystemExit):
+        ppo_budget.main(["--quick", "--episodes", "0", "--out", str(tmp_path / "x.json")])
+    assert "--episodes must be >= 1, got 0" in capsys.readouterr().err
