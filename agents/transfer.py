@@ -71,6 +71,9 @@ class TransferConfig:
     keys: tuple[str, ...] | None = WALK_AND_TURN
     obs: str = "rgb"  # "latent": the agent observes latent frames (dream: obs_type="latent"; real: LatentObservation)
     compile: bool = False  # the dream envs with compile=True (WorldModel.compile_streaming; timed in the dream's wall_s)
+    # Task options of the real env (names from its class's TASK_OPTIONS, e.g. {"start_view_deg": None}) for its training
+    # and evaluation; {}: the env's default task. The dream's task is the one its reward prediction learned.
+    real_task: dict[str, Any] = field(default_factory=dict)
     quick: bool = False
 
     @classmethod
@@ -92,6 +95,9 @@ class TransferConfig:
                              f"got {list(self.keys)!r}")
         if not isinstance(self.compile, bool):
             raise ValueError(f"{opt('compile')} must be a bool, got {self.compile!r}")
+        if not isinstance(self.real_task, dict) or not all(isinstance(k, str) for k in self.real_task):
+            raise ValueError(f"{opt('real_task')} must be a dict of the real env's task options (e.g. "
+                             f"{{'start_view_deg': None}}), got {self.real_task!r}")
         if self.obs not in ("rgb", "latent"):
             raise ValueError(f"{opt('obs')} must be 'rgb' or 'latent', got {self.obs!r}")
         rollout = self.num_envs * int(self.ppo["n_steps"])
@@ -184,6 +190,7 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path, encoder
             venv = KeySetVecActions(venv, cfg.keys)
     elif world == "real":
         env_id, env_kwargs = real_env_spec(cfg.model)
+        env_kwargs = {**env_kwargs, **cfg.real_task}
         if latent and encoder is None:
             from neuralsim.envs.latent import FrameEncoder
 
@@ -472,6 +479,7 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
     cfg.validate()
     t_start = time.perf_counter()
     env_id, env_kwargs = real_env_spec(cfg.model)
+    env_kwargs = {**env_kwargs, **cfg.real_task}
     eval_kwargs = {**env_kwargs, "max_episode_steps": cfg.max_episode_steps} if env_id == "NeuralSimRoom-v0" else env_kwargs
     probe = gym.make(env_id, **eval_kwargs)
     action_space = probe.action_space if cfg.keys is None else gym.spaces.Discrete(len(cfg.keys))

@@ -1,6 +1,7 @@
 """How many env steps PPO needs in the real room to beat random keys: the budget question of the transfer benchmark.
 
     python benchmarks/ppo_budget.py [--quick] [--timesteps 409600] [--checkpoints 8] [--episodes 40] [--seed 0]
+                                    [--task start_view_deg=null]
 
 The transfer score (dream − random) / (real − random) means something only once PPO trained in the real env beats
 a random policy there. This trains PPO exactly as `neuralsim eval transfer` does in its real world (the env named
@@ -10,11 +11,15 @@ random keys and holding each key set alone on ``--episodes`` held-out layouts (t
 seeds of seed block ``--seed``). Prints a table; the last line is one JSON object, also written to
 benchmarks/results/ppo_budget.json (``--quick``: ppo_budget_quick.json, a smoke run, not a figure):
 ``first_steps_above_random`` is the first saved policy's step count whose mean return beats random's (None: none did).
+``--task OPTION=JSON`` sets a task option of the real env for training and evaluation (the room's
+``start_view_deg=null``: any start heading, where random keys rarely find the ball; `benchmarks/room_task.py`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 import tempfile
 import time
@@ -41,8 +46,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--checkpoints", type=int, default=8, help="policies saved along the training (default 8)")
     parser.add_argument("--episodes", type=int, default=None, help="held-out layouts per policy (default 40; --quick 4)")
     parser.add_argument("--seed", type=int, default=0, help="training seed and evaluation seed block (default 0)")
-    parser.add_argument("--workdir", default=None, help="where the policies go (default runs/ppo_budget; --quick: a "
-                                                        "temporary directory)")
+    parser.add_argument("--workdir", default=None, help="where the policies go (default runs/ppo_budget[_TASK]; --quick: "
+                                                        "a temporary directory)")
+    parser.add_argument("--task", action="append", default=[], metavar="OPTION=JSON",
+                        help="a task option of the real env (its TASK_OPTIONS), e.g. start_view_deg=null: any start "
+                             "heading; repeatable (default: the env's default task)")
     parser.add_argument("--quick", action="store_true", help="tiny budget: the whole pipeline in about a minute")
     parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/ppo_budget.json)")
     args = parser.parse_args(argv)
@@ -53,8 +61,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error(f"{name} must be >= 1, got {value}")
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}")
+    task: dict[str, Any] = {}
+    for item in args.task:
+        name, _, value = item.partition("=")
+        try:
+            task[name] = json.loads(value)
+        except json.JSONDecodeError:
+            parser.error(f"--task must be OPTION=JSON (e.g. start_view_deg=null), got {item!r}")
     overrides: dict[str, Any] = dict(model=args.model, timesteps=timesteps, checkpoints=args.checkpoints, seeds=1,
-                                     episodes=episodes)
+                                     episodes=episodes, real_task=task)
     if args.quick:
         overrides.update(num_envs=4, ppo=dict(QUICK_PPO_KWARGS))
     cfg = TransferConfig(**overrides)
@@ -62,11 +77,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg.validate(cli=True)
     except ValueError as e:
         parser.error(str(e))
-    workdir = Path(args.workdir or (tempfile.mkdtemp(prefix="ppo_budget_") if args.quick else "runs/ppo_budget"))
-    out = args.out or str(RESULTS / ("ppo_budget_quick.json" if args.quick else "ppo_budget.json"))
+    # a run on another task gets its own files: ppo_budget_start_view_deg-null.json, runs/ppo_budget_start_view_deg-null
+    name = "ppo_budget" + "".join(f"_{k}-{re.sub(r'[^A-Za-z0-9.]+', '', json.dumps(v))}" for k, v in sorted(task.items()))
+    workdir = Path(args.workdir or (tempfile.mkdtemp(prefix="ppo_budget_") if args.quick else f"runs/{name}"))
+    out = args.out or str(RESULTS / (f"{name}_quick.json" if args.quick else f"{name}.json"))
 
     t0 = time.perf_counter()
     env_id, env_kwargs = real_env_spec(cfg.model)
+    probe = gym.make(env_id, **env_kwargs)
+    env_class = type(probe.unwrapped)
+    probe.close()
+    unknown = sorted(set(task) - set(getattr(env_class, "TASK_OPTIONS", ())))
+    if unknown:
+        parser.error(f"--task: {env_id} has no task option {', '.join(unknown)} (its TASK_OPTIONS: "
+                     f"{', '.join(getattr(env_class, 'TASK_OPTIONS', ())) or 'none'})")
+    env_kwargs = {**env_kwargs, **task}
+    try:
+        gym.make(env_id, **env_kwargs).close()
+    except (ValueError, TypeError) as e:
+        parser.error(f"--task: {e}")
     eval_kwargs = {**env_kwargs, "max_episode_steps": cfg.max_episode_steps} if env_id == "NeuralSimRoom-v0" else env_kwargs
     print(f"training PPO in {env_id} ({timesteps:,} env steps, {cfg.num_envs} envs, seed {args.seed})...", flush=True)
     run = train_ppo("real", cfg, args.seed, workdir / f"real-seed{args.seed}")
@@ -88,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     random_return = rows[0]["return_mean"]
     above = [r["steps"] for r in rows if r["steps"] is not None and r["return_mean"] > random_return]
     result = {"benchmark": "ppo_budget", "quick": args.quick, "model": cfg.model, "env_id": env_id,
-              "timesteps": timesteps, "seed": args.seed, "episodes": episodes, "keys": list(cfg.keys),
+              "task": task, "timesteps": timesteps, "seed": args.seed, "episodes": episodes, "keys": list(cfg.keys),
               "num_envs": cfg.num_envs, "ppo": cfg.ppo, "train_wall_s": run["wall_s"],
               "train_env_steps_per_s": run["env_steps_per_s"], "random_return": random_return,
               "final_return": rows[-1]["return_mean"], "final_minus_random": rows[-1]["return_mean"] - random_return,

@@ -203,7 +203,8 @@ def test_ppo_budget_benchmark(tmp_path, capsys):
         sys.path.pop(0)
     out = tmp_path / "budget.json"
     result = ppo_budget.main(["--quick", "--timesteps", "256", "--checkpoints", "2", "--episodes", "2",
-                              "--workdir", str(tmp_path / "work"), "--out", str(out)])
+                              "--task", "start_view_deg=null", "--workdir", str(tmp_path / "work"), "--out", str(out)])
+    assert result["task"] == {"start_view_deg": None}
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(out.read_text()) == result
     names = [r["policy"] for r in result["rows"]]
     assert names[:6] == ["random", "always w", "always j", "always l", "always wj", "always wl"]
@@ -213,3 +214,28 @@ def test_ppo_budget_benchmark(tmp_path, capsys):
     with pytest.raises(SystemExit):
         ppo_budget.main(["--quick", "--episodes", "0", "--out", str(tmp_path / "x.json")])
     assert "--episodes must be >= 1, got 0" in capsys.readouterr().err
+    for bad, message in (("foo=1", "has no task option foo"), ("start_view_deg", "--task must be OPTION=JSON"),
+                         ("start_view_deg=500", "start_view_deg must be None")):
+        with pytest.raises(SystemExit):
+            ppo_budget.main(["--quick", "--task", bad, "--out", str(tmp_path / "x.json")])
+        assert message in capsys.readouterr().err
+
+
+def test_real_task_reaches_the_real_envs(tmp_path, monkeypatch):
+    """TransferConfig.real_task: task options for the real env's training and evaluation, checked by validate."""
+    from neuralsim.agents import transfer
+
+    with pytest.raises(ValueError, match="real_task must be a dict"):
+        TransferConfig(real_task=[("start_view_deg", None)]).validate()
+    cfg = TransferConfig(real_task={"start_view_deg": None})
+    cfg.validate()
+    seen = {}
+
+    def capture(env_id, env_kwargs, *args, **kwargs):
+        seen.update(env_kwargs)
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(transfer, "make_real_venv", capture)
+    with pytest.raises(RuntimeError, match="captured"):
+        transfer.train_ppo("real", cfg, 0, tmp_path)
+    assert "start_view_deg" in seen and seen["start_view_deg"] is None
