@@ -978,7 +978,9 @@ class WorldModel(nn.Module):
             if tuple(pixel_weight.shape) != (*tuple(frames.shape[:2]), *cfg.image_size):
                 raise InputError(f"pixel_weight must be [B, T, H, W] = {[*frames.shape[:2], *cfg.image_size]} like "
                                  f"frames, got {list(pixel_weight.shape)}")
-            weight = weight * pixel_weight.reshape(weight.shape)
+            # packed as the frames are (the first frame repeated k times), then one weight per raw frame of a group
+            packed = self.autoencoder.pack(pixel_weight[:, :, None].expand(-1, -1, 3, -1, -1))  # (B, 1+n, 3k, H, W)
+            weight = weight * packed.reshape(-1, 3, *cfg.image_size)[:, :1]
         weight = (weight / weight.mean()).reshape(groups.shape[0], -1, 1, *cfg.image_size)  # mean 1
         weight = weight.expand(-1, -1, 3, -1, -1).reshape(groups.shape)
         l1 = (weight * (recon - groups).abs()).mean()

@@ -64,6 +64,18 @@ def test_pixel_weight_reweights_the_autoencoder_loss():
     assert not torch.allclose(base, weighted)
     with pytest.raises(ValueError, match=r"pixel_weight must be \[B, T, H, W\]"):
         model.autoencoder_loss(frames, pixel_weight=torch.ones(2, 32, 32))
+    # frames packed k at a time (the first alone, repeated): the weights are packed the same way
+    packed_model = make_tiny_model(frames_per_latent=2)
+    window = torch.randint(0, 256, (2, 3, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    base, _ = packed_model.autoencoder_loss(window, generator=torch.Generator().manual_seed(1), edge_weight=0.0)
+    ones, _ = packed_model.autoencoder_loss(window, generator=torch.Generator().manual_seed(1), edge_weight=0.0,
+                                            pixel_weight=torch.full((2, 3, 32, 32), 2.0))
+    assert torch.allclose(base, ones)
+    last = torch.ones(2, 3, 32, 32)
+    last[:, 2] = 50.0  # the last frame of the only packed group weighs more
+    weighted, _ = packed_model.autoencoder_loss(window, generator=torch.Generator().manual_seed(1), edge_weight=0.0,
+                                                pixel_weight=last)
+    assert not torch.allclose(base, weighted)
 
 
 @pytest.mark.mujoco
