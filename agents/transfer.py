@@ -109,23 +109,30 @@ class TransferConfig:
 # ---------------------------------------------------------------------------------------------- worlds
 
 
-def real_env_spec(model: str) -> tuple[str, dict[str, Any]]:
+def env_task_options(env_id: str) -> tuple[str, ...]:
+    """The keyword arguments of a registered env that choose its task, not its world (its class's ``TASK_OPTIONS``;
+    the room's target, start heading, reward and success test), without making the env."""
+    entry = gym.spec(env_id).entry_point  # a registered id: code the user imported
+    env_class = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    return tuple(getattr(env_class, "TASK_OPTIONS", ()))
+
+
+def real_env_spec(model: str, task: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """The real env a world model was trained on (its checkpoint's provenance), default ``NeuralSimRoom-v0``.
 
     The world comes from the data, the task from the env: keyword arguments the env class names in ``TASK_OPTIONS``
     (the room's target and start heading: they choose the task, not the world) are dropped, so the agents face the
-    env's default task whatever task the data was collected under."""
+    env's default task whatever task the data was collected under, unless ``task`` sets some (a
+    :attr:`TransferConfig.real_task`)."""
     from neuralsim.checkpoints import CONFIG_NAME, provenance_env, read_config, resolve_checkpoint
 
     directory = resolve_checkpoint(model)
     # never 'module:Id' from a file
     env_id, env_kwargs = provenance_env(read_config(directory), str(directory / CONFIG_NAME))
     if env_id is None:
-        return "NeuralSimRoom-v0", {}
-    entry = gym.spec(env_id).entry_point  # a registered id (provenance_env checked it): code the user imported
-    env_class = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
-    task = set(getattr(env_class, "TASK_OPTIONS", ()))
-    return env_id, {k: v for k, v in env_kwargs.items() if k not in task}
+        return "NeuralSimRoom-v0", dict(task or {})  # no env in the provenance: the room
+    options = set(env_task_options(env_id))  # provenance_env checked the id is registered
+    return env_id, {**{k: v for k, v in env_kwargs.items() if k not in options}, **(task or {})}
 
 
 def wrap_real_env(env: gym.Env, keysets: tuple[str, ...] | None = None, encoder: Any = None) -> gym.Env:
@@ -189,8 +196,7 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path, encoder
 
             venv = KeySetVecActions(venv, cfg.keys)
     elif world == "real":
-        env_id, env_kwargs = real_env_spec(cfg.model)
-        env_kwargs = {**env_kwargs, **cfg.real_task}
+        env_id, env_kwargs = real_env_spec(cfg.model, cfg.real_task)
         if latent and encoder is None:
             from neuralsim.envs.latent import FrameEncoder
 
@@ -478,8 +484,7 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
 
     cfg.validate()
     t_start = time.perf_counter()
-    env_id, env_kwargs = real_env_spec(cfg.model)
-    env_kwargs = {**env_kwargs, **cfg.real_task}
+    env_id, env_kwargs = real_env_spec(cfg.model, cfg.real_task)
     eval_kwargs = {**env_kwargs, "max_episode_steps": cfg.max_episode_steps} if env_id == "NeuralSimRoom-v0" else env_kwargs
     probe = gym.make(env_id, **eval_kwargs)
     action_space = probe.action_space if cfg.keys is None else gym.spaces.Discrete(len(cfg.keys))

@@ -30,8 +30,8 @@ import gymnasium as gym
 import numpy as np
 
 import neuralsim  # noqa: F401  (registers the envs)
-from neuralsim.agents.transfer import (QUICK_PPO_KWARGS, TransferConfig, constant_policy_fn, evaluate_real,
-                                       random_policy_fn, real_env_spec, saved_policy_fn, train_ppo)
+from neuralsim.agents.transfer import (QUICK_PPO_KWARGS, TransferConfig, constant_policy_fn, env_task_options,
+                                       evaluate_real, random_policy_fn, real_env_spec, saved_policy_fn, train_ppo)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_info, rounded, write_result  # noqa: E402
@@ -83,15 +83,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = args.out or str(RESULTS / (f"{name}_quick.json" if args.quick else f"{name}.json"))
 
     t0 = time.perf_counter()
-    env_id, env_kwargs = real_env_spec(cfg.model)
-    probe = gym.make(env_id, **env_kwargs)
-    env_class = type(probe.unwrapped)
-    probe.close()
-    unknown = sorted(set(task) - set(getattr(env_class, "TASK_OPTIONS", ())))
+    env_id, env_kwargs = real_env_spec(cfg.model, task)
+    unknown = sorted(set(task) - set(env_task_options(env_id)))
     if unknown:
         parser.error(f"--task: {env_id} has no task option {', '.join(unknown)} (its TASK_OPTIONS: "
-                     f"{', '.join(getattr(env_class, 'TASK_OPTIONS', ())) or 'none'})")
-    env_kwargs = {**env_kwargs, **task}
+                     f"{', '.join(env_task_options(env_id)) or 'none'})")
     try:
         gym.make(env_id, **env_kwargs).close()
     except (ValueError, TypeError) as e:
