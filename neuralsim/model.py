@@ -1143,7 +1143,8 @@ class WorldModel(nn.Module):
     def streaming_loss(self, latents: torch.Tensor, actions: Any, rewards: Any = None, terminated: Any = None,
                        prompts: Sequence[str | None] | None = None, generator: torch.Generator | None = None, *,
                        own_history: float = 0.0, one_step_fraction: float = 0.5,
-                       fixed_tau: float | None = None, burn_in: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+                       fixed_tau: float | None = None, burn_in: int = 0,
+                       own_history_grad: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
         """The dynamics loss computed the way the model is sampled: frame by frame against the streaming state.
 
         For each frame of the window, one denoise pass on the noisy frame reads the state of the committed
@@ -1167,6 +1168,9 @@ class WorldModel(nn.Module):
                 a longer context, as a long dream's is (trained on short windows alone, the state drifts out of
                 range over hundreds of frames). Own history would not do here: after tens of own frames the dream
                 has left the real trajectory, and the real frames after it are no longer a target it can reach.
+            own_history_grad: keep the gradient through the own frames committed as history (backpropagation through
+                the dreamed rollout), so a frame's loss also trains the steps that drew the frames it was dreamed
+                from; otherwise they are fixed inputs and only the state carries a gradient across frames.
         """
         cfg = self.config
         if not cfg.prev_frame_input or cfg.prediction != "x0_residual":
@@ -1226,7 +1230,7 @@ class WorldModel(nn.Module):
                                         None if warp is None else warp[:, t : t + 1])  # at tau = 1 the sample
                     errors.append((pred - x0[:, t : t + 1]).pow(2).mean(dim=(1, 2, 3)))  # (B,)
                 mine = own[:, t, None, None, None]
-                committed = torch.where(mine, pred.detach(), x0[:, t : t + 1])
+                committed = torch.where(mine, pred if own_history_grad else pred.detach(), x0[:, t : t + 1])
                 if denoise_commits:
                     cache = new_cache
                 else:

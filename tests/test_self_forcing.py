@@ -161,6 +161,30 @@ def test_burn_in_frames_build_the_state_without_loss_or_gradient(make_model):
             model.streaming_loss(latents, actions, burn_in=bad)
 
 
+def test_own_history_grad_backpropagates_through_the_dreamed_frames(make_model):
+    """The same loss either way; with ``own_history_grad`` a later frame's loss also reaches the passes that drew
+    the own frames before it, so the gradients differ (they are equal when no history is own)."""
+    model = _perturbed(make_model).train()
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    latents = torch.randn(2, 5, *model.latent_shape)
+    actions = np.random.default_rng(0).uniform(-1, 1, (2, 4, 4)).astype(np.float32)
+
+    def grads(**kw):
+        model.zero_grad()
+        loss, _ = model.streaming_loss(latents, actions, generator=g(), one_step_fraction=1.0, **kw)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for n, p in model.named_parameters()
+                               if n.startswith("dynamics.") and p.grad is not None]
+
+    fixed, fixed_grads = grads(own_history=1.0)
+    unrolled, unrolled_grads = grads(own_history=1.0, own_history_grad=True)
+    assert torch.equal(fixed, unrolled)
+    assert any(not torch.allclose(a, b) for a, b in zip(fixed_grads, unrolled_grads))
+    real, real_grads = grads(own_history=0.0)
+    real_again, real_again_grads = grads(own_history=0.0, own_history_grad=True)
+    assert torch.equal(real, real_again) and all(torch.equal(a, b) for a, b in zip(real_grads, real_again_grads))
+
+
 def test_train_with_a_burn_in_runs_and_resumes_only_with_it(dataset, tmp_path):
     out = tmp_path / "burn"
     train(train_config(dataset, out, streaming=True, window=5, burn_in=2, steps=2, ae_steps=1, checkpoint_every=1))
@@ -176,6 +200,8 @@ def test_train_with_a_burn_in_runs_and_resumes_only_with_it(dataset, tmp_path):
     ({"streaming": True, "one_step_fraction": -0.1}, "--one-step-fraction must be a fraction in"),
     ({"streaming": True, "self_forcing": 0.5, "self_forcing_frames": 2}, "--streaming and --self-forcing"),
     ({"burn_in": 2}, "--burn-in needs --streaming"),
+    ({"streaming": True, "own_history_grad": True}, "--own-history-grad backpropagates"),
+    ({"own_history": 0.5, "own_history_grad": True}, "--own-history-grad backpropagates"),
     ({"streaming": True, "window": 4, "burn_in": 3}, "--burn-in must leave at least 2 trained frames"),
     ({"streaming": True, "burn_in": -1}, "--burn-in must be an int >= 0"),
 ])
