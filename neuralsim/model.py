@@ -1144,7 +1144,8 @@ class WorldModel(nn.Module):
                        prompts: Sequence[str | None] | None = None, generator: torch.Generator | None = None, *,
                        own_history: float = 0.0, one_step_fraction: float = 0.5,
                        fixed_tau: float | None = None, burn_in: int = 0,
-                       own_history_grad: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+                       own_history_grad: bool = False, release_weight: float = 0.0
+                       ) -> tuple[torch.Tensor, dict[str, float]]:
         """The dynamics loss computed the way the model is sampled: frame by frame against the streaming state.
 
         For each frame of the window, one denoise pass on the noisy frame reads the state of the committed
@@ -1171,10 +1172,15 @@ class WorldModel(nn.Module):
             own_history_grad: keep the gradient through the own frames committed as history (backpropagation through
                 the dreamed rollout), so a frame's loss also trains the steps that drew the frames it was dreamed
                 from; otherwise they are fixed inputs and only the state carries a gradient across frames.
+            release_weight: the frame right after the keys are let go (a zero action after a non-zero one) weighs
+                ``1 + release_weight`` in the loss: the world's last slide after a release is small in latent space,
+                below the error of a moving frame, and is drowned out in a plain mean.
         """
         cfg = self.config
         if not cfg.prev_frame_input or cfg.prediction != "x0_residual":
             raise InputError("streaming_loss needs a model with prev_frame_input and prediction='x0_residual'")
+        if not release_weight >= 0.0:
+            raise InputError(f"release_weight must be >= 0, got {release_weight!r}")
         if not 0.0 <= own_history <= 1.0 or not 0.0 <= one_step_fraction <= 1.0:
             raise InputError(f"own_history and one_step_fraction must be in [0, 1], got {own_history!r}, "
                              f"{one_step_fraction!r}")
@@ -1242,8 +1248,15 @@ class WorldModel(nn.Module):
         # The rollout's frames: the first frame (generated from nothing, an error several times a next frame's) would
         # dominate the loss, while a rollout always starts from a real one; dynamics_loss trains it. After a burn-in
         # every trained frame has history.
+        first = burn_in if burn_in else 1  # the first trained frame's index
         trained = per_frame if burn_in else per_frame[:, 1:]
-        flow = trained.mean() if trained.shape[1] else per_frame.mean()
+        weights = torch.ones_like(trained)
+        if release_weight and T > 2:
+            idle = (action == 0).all(dim=-1) & known  # (B, T): frame t reached by the zero action
+            released = torch.zeros_like(idle)
+            released[:, 2:] = idle[:, 2:] & ~idle[:, 1:-1] & known[:, 1:-1]
+            weights = weights + release_weight * released[:, first:].to(weights.dtype)
+        flow = (trained * weights).sum() / weights.sum() if trained.shape[1] else per_frame.mean()
         logs = {"flow": flow.item(),  # flow_first: the first frame (generated from nothing); NaN after a burn-in
                 "flow_first": per_frame[:, 0].mean().item() if not burn_in else float("nan"),
                 "flow_next": flow.item(),

@@ -112,6 +112,8 @@ class TrainConfig:
     own_history: float = 0.0  # streaming: chance a committed frame is the model's own one-step sample (self-forcing)
     one_step_fraction: float = 0.5  # streaming: fraction of target frames at tau = 1, the level one-step sampling sees
     burn_in: int = 0  # streaming: the window's first real frames only build the state (no loss): longer contexts
+    release_weight: float = 0.0  # streaming: extra loss weight of the frame right after the keys are let go (the
+    #                              world's last slide, small in latent space and drowned by moving frames' errors)
     own_history_grad: bool = False  # streaming: backpropagate through the model's own committed frames (the dream
     #                                 unrolled: a frame's loss reaches the steps that drew its history), not only its state
     config_overrides: dict = field(default_factory=dict)
@@ -279,9 +281,10 @@ class StageLoss(nn.Module):
     def __init__(self, model: nn.Module, stage: str, cache: LatentCache | None = None, self_forcing: float = 0.0,
                  self_forcing_frames: int = 4, still_windows: float = 0.0, streaming: bool = False,
                  own_history: float = 0.0, one_step_fraction: float = 0.5, burn_in: int = 0,
-                 stop_windows: float = 0.0, stop_coast: float = 0.0, own_history_grad: bool = False):
+                 stop_windows: float = 0.0, stop_coast: float = 0.0, own_history_grad: bool = False,
+                 release_weight: float = 0.0):
         super().__init__()
-        self.own_history_grad = own_history_grad
+        self.own_history_grad, self.release_weight = own_history_grad, release_weight
         self.stop_windows, self.stop_coast = stop_windows, stop_coast
         self.streaming, self.own_history, self.one_step_fraction = streaming, own_history, one_step_fraction
         self.burn_in = burn_in
@@ -386,7 +389,7 @@ class StageLoss(nn.Module):
             return self.model.streaming_loss(
                 latents, batch["actions"], batch["rewards"], batch["terminated"], batch.get("descriptions"),
                 generator=generator, own_history=self.own_history, one_step_fraction=self.one_step_fraction,
-                burn_in=self.burn_in, own_history_grad=self.own_history_grad)
+                burn_in=self.burn_in, own_history_grad=self.own_history_grad, release_weight=self.release_weight)
         own = None
         T = latents.shape[1]
         if self.self_forcing > 0 and T >= 3:
@@ -500,7 +503,8 @@ _RESUME_MUST_MATCH = {
     "batch_size": "--batch-size", "window": "--window", "lr": "--lr", "ae_lr": "--ae-lr", "seed": "--seed",
     "dtype": "--dtype", "self_forcing": "--self-forcing", "self_forcing_frames": "--self-forcing-frames",
     "still_windows": "--still-windows", "streaming": "--streaming", "own_history": "--own-history",
-    "one_step_fraction": "--one-step-fraction", "burn_in": "--burn-in", "own_history_grad": "--own-history-grad", "stop_windows": "--stop-windows",
+    "one_step_fraction": "--one-step-fraction", "burn_in": "--burn-in", "own_history_grad": "--own-history-grad",
+    "release_weight": "--release-weight", "stop_windows": "--stop-windows",
     "stop_coast": "--stop-coast", "release_windows": "--release-windows", "terminal_windows": "--terminal-windows",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
     "min_lr_ratio": "--min-lr-ratio", "grad_clip": "--grad-clip", "ema_decay": "--ema-decay", "camera": "--camera",
@@ -668,7 +672,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
             print(f"{dataset.num_episodes} episodes {how} in {time.perf_counter() - t0:.0f} s", flush=True)
     loss_module: nn.Module = StageLoss(model, stage, cache, cfg.self_forcing, cfg.self_forcing_frames, cfg.still_windows,
                                             cfg.streaming, cfg.own_history, cfg.one_step_fraction, cfg.burn_in,
-                                            cfg.stop_windows, cfg.stop_coast, cfg.own_history_grad)
+                                            cfg.stop_windows, cfg.stop_coast, cfg.own_history_grad, cfg.release_weight)
     if world_size() > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -898,6 +902,10 @@ def validate(cfg: TrainConfig) -> Any:
             raise TrainingError(f"--{name.replace('_', '-')} must be a fraction in [0, 1], got {value!r}")
     if isinstance(cfg.burn_in, bool) or not isinstance(cfg.burn_in, int) or cfg.burn_in < 0:
         raise TrainingError(f"--burn-in must be an int >= 0 (frames that only build the state), got {cfg.burn_in!r}")
+    if isinstance(cfg.release_weight, bool) or not (isinstance(cfg.release_weight, (int, float)) and cfg.release_weight >= 0):
+        raise TrainingError(f"--release-weight must be a number >= 0, got {cfg.release_weight!r}")
+    if cfg.release_weight and not cfg.streaming:
+        raise TrainingError("--release-weight weighs the streaming loss's frame after a release: it needs --streaming")
     if cfg.own_history_grad and not (cfg.streaming and cfg.own_history > 0):
         raise TrainingError("--own-history-grad backpropagates through the model's own history: it needs --streaming and "
                             f"--own-history > 0, got streaming={cfg.streaming!r}, own_history={cfg.own_history!r}")
@@ -939,6 +947,9 @@ def validate(cfg: TrainConfig) -> Any:
     if cfg.still_windows > 0 and dataset.action_spec.get("type") != "box":
         raise TrainingError(f"--still-windows holds a frame under the zero action, which needs Box actions; --data "
                             f"{cfg.data!r} has {dataset.action_spec.get('type')!r} actions")
+    if cfg.release_weight > 0 and dataset.action_spec.get("type") != "box":
+        raise TrainingError(f"--release-weight finds where the keys are let go (a zero action), which needs Box "
+                            f"actions; --data {cfg.data!r} has {dataset.action_spec.get('type')!r} actions")
     if cfg.stop_windows > 0 and dataset.action_spec.get("type") != "box":
         raise TrainingError(f"--stop-windows holds a frame under the zero action, which needs Box actions; --data "
                             f"{cfg.data!r} has {dataset.action_spec.get('type')!r} actions")

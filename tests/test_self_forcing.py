@@ -185,6 +185,22 @@ def test_own_history_grad_backpropagates_through_the_dreamed_frames(make_model):
     assert torch.equal(real, real_again) and all(torch.equal(a, b) for a, b in zip(real_grads, real_again_grads))
 
 
+def test_release_weight_weighs_the_frame_after_the_keys_are_let_go(make_model):
+    """Only a window that lets go of the keys changes its loss; the weight goes to the frame after the release."""
+    model = _perturbed(make_model).train()
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    latents = torch.randn(2, 6, *model.latent_shape)
+    moving = np.full((2, 5, 4), 0.5, np.float32)
+    released = moving.copy()
+    released[:, 3:] = 0.0  # let go at step 3: frame 4 is the first reached by the zero action
+    for acts, changes in ((moving, False), (released, True), (np.zeros_like(moving), False)):
+        plain, _ = model.streaming_loss(latents, acts, generator=g(), one_step_fraction=1.0)
+        weighted, _ = model.streaming_loss(latents, acts, generator=g(), one_step_fraction=1.0, release_weight=9.0)
+        assert torch.equal(plain, weighted) != changes
+    with pytest.raises(ValueError, match="release_weight must be >= 0"):
+        model.streaming_loss(latents, released, release_weight=-1.0)
+
+
 def test_train_with_a_burn_in_runs_and_resumes_only_with_it(dataset, tmp_path):
     out = tmp_path / "burn"
     train(train_config(dataset, out, streaming=True, window=5, burn_in=2, steps=2, ae_steps=1, checkpoint_every=1))
@@ -201,6 +217,8 @@ def test_train_with_a_burn_in_runs_and_resumes_only_with_it(dataset, tmp_path):
     ({"streaming": True, "self_forcing": 0.5, "self_forcing_frames": 2}, "--streaming and --self-forcing"),
     ({"burn_in": 2}, "--burn-in needs --streaming"),
     ({"streaming": True, "own_history_grad": True}, "--own-history-grad backpropagates"),
+    ({"release_weight": 2.0}, "--release-weight weighs the streaming loss"),
+    ({"streaming": True, "release_weight": -1.0}, "--release-weight must be a number >= 0"),
     ({"own_history": 0.5, "own_history_grad": True}, "--own-history-grad backpropagates"),
     ({"streaming": True, "window": 4, "burn_in": 3}, "--burn-in must leave at least 2 trained frames"),
     ({"streaming": True, "burn_in": -1}, "--burn-in must be an int >= 0"),
