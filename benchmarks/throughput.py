@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (RESULTS_DIR, bf16_native, machine_info, matmul_peak, prepare_model, room_steps_per_s,  # noqa: E402
@@ -66,6 +66,13 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TARGETS = {"env_sps": 2000.0, "vs_room": 0.5, "vs_room_latent": 1.5, "vs_diamond": 100.0, "mfu": 0.50,
            "rollout_1440_s": 10.0, "dream_vs_real_training_speed": 1.0}
 ROLLOUT_FRAMES = 1440
+
+
+# PyTorch's counter has formulas for the CUDA attention kernels but not for the CPU one that
+# scaled_dot_product_attention runs here, which it silently counted as 0: the same formula as flash attention's.
+_CPU_SDPA = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+if _CPU_SDPA not in flop_registry:
+    register_flop_formula(_CPU_SDPA, get_raw=True)(sdpa_flop)
 
 
 def count_flops(fn) -> int:

@@ -70,6 +70,7 @@ class StreamingStage:
     seed_offset: int = 0  # added to the recipe's seed (a stage that repeats the last one's windows draws others)
     burn_in: int = 0  # the window's first real frames only build the state (long contexts; `--burn-in`)
     stop_windows: float = 0.0  # windows that stop partway: moving, then the last frame held (`--stop-windows`)
+    own_history_grad: bool = False  # backpropagate through the model's own history (`--own-history-grad`)
 
 
 # Eight stages, each from the last: longer windows, more of the model's own history, more still windows; the fifth adds
@@ -406,6 +407,7 @@ def run_streaming(stages: tuple[StreamingStage, ...], init: Path, out: Path, pre
                           lr=stage.lr, warmup=stage.warmup, own_history=stage.own_history,
                           one_step_fraction=stage.one_step_fraction, still_windows=stage.still_windows,
                           burn_in=stage.burn_in, stop_windows=stage.stop_windows,
+                          own_history_grad=stage.own_history_grad,
                           resume=recipe.resume and (stage_dir / "checkpoints" / "latest.json").exists(),
                           **{**common, "window": stage.window, "batch_size": stage.batch_size,
                              "seed": recipe.seed + stage.seed_offset}))

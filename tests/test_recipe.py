@@ -51,8 +51,24 @@ def test_the_from_start_stages_are_valid_streaming_runs(recipe):
     for stage in recipe.FROM_START_STAGES + recipe.STREAMING_STAGES:
         assert stage.steps > 0 and stage.window >= 2 and 0 <= stage.burn_in <= stage.window - 2
         assert 0 <= stage.own_history <= 1 and 0 <= stage.still_windows < 1 and 0 <= stage.stop_windows < 1
+        assert stage.own_history > 0 or not stage.own_history_grad  # train refuses a gradient through no own history
     fields = dict(recipe.FROM_START_CONFIG)
     assert fields["denoise_steps"] == 1 and fields["context_window"] == 128
+
+
+def test_run_streaming_passes_each_stage_to_train(recipe, tiny_checkpoint, tmp_path, monkeypatch):
+    import neuralsim.train
+
+    seen = []
+    monkeypatch.setattr(neuralsim.train, "train", lambda cfg: seen.append(cfg))
+    stages = (recipe.StreamingStage(steps=3, window=8, batch_size=2, lr=1e-4, warmup=1, own_history=0.9,
+                                    one_step_fraction=1.0, still_windows=0.3, seed_offset=8, burn_in=4,
+                                    stop_windows=0.3, own_history_grad=True),)
+    last = recipe.run_streaming(stages, tiny_checkpoint, tmp_path, "s", recipe.Recipe(seed=1), {"window": 2}, {})
+    assert last == tmp_path / "s1" and len(seen) == 1
+    cfg = seen[0]
+    assert cfg.streaming and cfg.own_history_grad and cfg.own_history == 0.9 and cfg.burn_in == 4
+    assert cfg.window == 8 and cfg.batch_size == 2 and cfg.seed == 9 and cfg.init == str(tiny_checkpoint)
 
 
 def test_an_unknown_schedule_is_refused_naming_the_flag(tmp_path):
