@@ -5,12 +5,13 @@
 (One torch thread per job: on a 2-core machine two threads competing with the collection workers or anything
 else are far slower.) Stages: collect 400 episodes of NeuralSimRoom-v0 with the `explore` policy → the 8×
 autoencoder (1,800 steps) → the dynamics (2,000 steps, windows of 6) → 300 self-forcing steps → 1 denoise step
-and a context window of 128 in its config → ten streaming stages (`STREAMING_STAGES`: 600 + 700 + 700 + 800 +
-800 + 800 + 600 + 400 + 400 + 400 steps, each frame trained exactly as it is sampled, windows of 6, 10, 16 and 64, more
+and a context window of 128 in its config → twelve streaming stages (`STREAMING_STAGES`: 600 + 700 + 700 + 800 +
+800 + 800 + 600 + 400 + 400 + 400 + 400 + 400 steps, each frame trained exactly as it is sampled, windows of 6, 10, 16 and 64, more
 and more of the model's own history and of still windows; the fifth adds the changes-only latent refiner,
 `refiner_channels=32, refiner_reads_changes=true`; the seventh trains 16 frames after a burn-in of 48; the eighth makes
 30 % of the windows stop partway, `--stop-windows`; the ninth and tenth write the state from the pass that draws the
-frame, `commit_from_denoise=true`: one network pass per env step) → the grown decoder merged in → the prompt-start
+frame, `commit_from_denoise=true`: one network pass per env step; the eleventh and twelfth backpropagate through the
+model's own history, `--own-history-grad`) → the grown decoder merged in → the prompt-start
 generator (`neuralsim train prompt`, 3,000 steps on the first
 frames of 20,000 one-step episodes of the room's default task and their descriptions). `--reward-episodes 1280` adds
 a reward model before the prompt start (`neuralsim train reward`, 1,500 steps on 1,280 episodes of the room's default
@@ -71,6 +72,7 @@ class StreamingStage:
     burn_in: int = 0  # the window's first real frames only build the state (long contexts; `--burn-in`)
     stop_windows: float = 0.0  # windows that stop partway: moving, then the last frame held (`--stop-windows`)
     own_history_grad: bool = False  # backpropagate through the model's own history (`--own-history-grad`)
+    dtype: str | None = None  # the stage's `--dtype` (None: the recipe's)
 
 
 # Eight stages, each from the last: longer windows, more of the model's own history, more still windows; the fifth adds
@@ -102,6 +104,15 @@ STREAMING_STAGES = (
                    config=(("commit_from_denoise", True),)),
     StreamingStage(steps=400, window=64, batch_size=16, lr=1.5e-4, warmup=50, own_history=0.9, one_step_fraction=1.0,
                    still_windows=0.3, seed_offset=7, burn_in=48, stop_windows=0.3),
+    # The gradient through the model's own committed frames (`--own-history-grad`): the trained frames are an unrolled
+    # open-loop dream, each step trained for what it does to the steps after it (README, "backpropagating through the
+    # dream": it beat the same stage without it).
+    # They ran with the command line's defaults: warmup 100 and `--dtype auto` (bf16 autocast on a CPU with native bf16,
+    # as the shipped run's; fp32 elsewhere).
+    StreamingStage(steps=400, window=64, batch_size=16, lr=1e-4, warmup=100, own_history=0.9, one_step_fraction=1.0,
+                   still_windows=0.3, seed_offset=8, burn_in=48, stop_windows=0.3, own_history_grad=True, dtype="auto"),
+    StreamingStage(steps=400, window=64, batch_size=16, lr=1e-4, warmup=100, own_history=0.9, one_step_fraction=1.0,
+                   still_windows=0.3, seed_offset=9, burn_in=48, stop_windows=0.3, own_history_grad=True, dtype="auto"),
 )
 
 # The grown decoder (parallel schedule): after the decoder fine-tune, residual blocks at 32x32 and 64x64 pixels
@@ -410,7 +421,7 @@ def run_streaming(stages: tuple[StreamingStage, ...], init: Path, out: Path, pre
                           own_history_grad=stage.own_history_grad,
                           resume=recipe.resume and (stage_dir / "checkpoints" / "latest.json").exists(),
                           **{**common, "window": stage.window, "batch_size": stage.batch_size,
-                             "seed": recipe.seed + stage.seed_offset}))
+                             "seed": recipe.seed + stage.seed_offset, "dtype": stage.dtype or common["dtype"]}))
         timings[f"{prefix} {i + 1}"] = time.perf_counter() - t
         init = stage_dir
     return init

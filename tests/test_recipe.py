@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 
@@ -60,15 +61,24 @@ def test_run_streaming_passes_each_stage_to_train(recipe, tiny_checkpoint, tmp_p
     import neuralsim.train
 
     seen = []
-    monkeypatch.setattr(neuralsim.train, "train", lambda cfg: seen.append(cfg))
+    def fake_train(cfg):  # records the config and leaves a model where the next stage starts
+        seen.append(cfg)
+        shutil.copytree(tiny_checkpoint, cfg.out)
+
+    monkeypatch.setattr(neuralsim.train, "train", fake_train)
     stages = (recipe.StreamingStage(steps=3, window=8, batch_size=2, lr=1e-4, warmup=1, own_history=0.9,
                                     one_step_fraction=1.0, still_windows=0.3, seed_offset=8, burn_in=4,
-                                    stop_windows=0.3, own_history_grad=True),)
-    last = recipe.run_streaming(stages, tiny_checkpoint, tmp_path, "s", recipe.Recipe(seed=1), {"window": 2}, {})
-    assert last == tmp_path / "s1" and len(seen) == 1
+                                    stop_windows=0.3, own_history_grad=True, dtype="auto"),)
+    stages += (recipe.StreamingStage(steps=3, window=8, batch_size=2, lr=1e-4, warmup=1, own_history=0.5,
+                                     one_step_fraction=1.0, still_windows=0.0),)
+    last = recipe.run_streaming(stages, tiny_checkpoint, tmp_path, "s", recipe.Recipe(seed=1),
+                                {"window": 2, "dtype": "float32"}, {})
+    assert last == tmp_path / "s2" and len(seen) == 2
     cfg = seen[0]
     assert cfg.streaming and cfg.own_history_grad and cfg.own_history == 0.9 and cfg.burn_in == 4
     assert cfg.window == 8 and cfg.batch_size == 2 and cfg.seed == 9 and cfg.init == str(tiny_checkpoint)
+    assert cfg.dtype == "auto" and seen[1].dtype == "float32"  # a stage's own dtype, else the recipe's
+    assert seen[1].init == str(tmp_path / "s1") and not seen[1].own_history_grad  # each from the last
 
 
 def test_an_unknown_schedule_is_refused_naming_the_flag(tmp_path):
