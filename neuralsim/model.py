@@ -1248,8 +1248,8 @@ class WorldModel(nn.Module):
         # The rollout's frames: the first frame (generated from nothing, an error several times a next frame's) would
         # dominate the loss, while a rollout always starts from a real one; dynamics_loss trains it. After a burn-in
         # every trained frame has history.
-        first = burn_in if burn_in else 1  # the first trained frame's index
-        trained = per_frame if burn_in else per_frame[:, 1:]
+        first = max(1, burn_in)  # the first trained frame's index (per_frame starts at frame burn_in)
+        trained = per_frame[:, first - burn_in :]
         weights = torch.ones_like(trained)
         if release_weight and T > 2:
             idle = (action == 0).all(dim=-1) & known  # (B, T): frame t reached by the zero action
