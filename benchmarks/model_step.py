@@ -110,7 +110,7 @@ def measure(model: WorldModel, batch: int, dtype: str, *, min_iters: int, max_se
         state = model.init_state(batch, frames=frames, generator=g)
         latent, state = model.step(state, actions, generator=g)
         # one dynamics pass of the next frame against the state
-        act, known, rays, _, _, rel, _ = model._sequence_conditioning(batch, 2, actions[:, None], "actions")
+        act, known, rays, _, _, rel, _, _ = model._sequence_conditioning(batch, 2, actions[:, None], "actions")
         x = torch.randn(batch, 1, cfg.tokens_per_frame, cfg.token_channels, generator=g)
         tau = torch.full((batch, 1), 0.5)
         kw = dict(start=state.step, action=act[:, 1:], action_known=known[:, 1:], text=state.text_kv,

@@ -679,8 +679,17 @@ class NeuralSimRoomEnv(gym.Env):
     @property
     def camera_spec(self) -> dict[str, float]:
         """How one step of the canonical camera action moves the camera (recorded in datasets by ``collect``)."""
+        m = self.model
+        mass = float(m.body_subtreemass[self._agent_body])
         return {"translation_speed": self.translation_speed, "rotation_speed_deg": self.rotation_speed_deg,
-                "fovy_deg": FOVY_DEG}
+                "fovy_deg": FOVY_DEG,
+                # the agent's velocity servo (neuralsim.camera.TranslationResponse): how it ramps up and coasts.
+                # Its force limit holds per world axis; a model that does not know the room's heading sees its
+                # mean over headings (a motion at angle phi to an axis may accelerate 1 / max(|cos|, |sin|) as
+                # fast): 4 / pi * ln(1 + sqrt(2)) = 1.122 times the per-axis limit.
+                "velocity_gain": float(m.actuator_gainprm[0, 0]) / mass,
+                "acceleration_limit": float(m.actuator_forcerange[0, 1]) / mass * 4 / math.pi * math.log1p(math.sqrt(2)),
+                "frame_time": TIMESTEP * FRAME_SKIP, "substeps": FRAME_SKIP}
 
     def camera_pose(self) -> np.ndarray:
         """``[4, 4]`` float32 camera-to-world of the current frame, OpenCV axes (+X right, +Y down, +Z forward)."""

@@ -121,6 +121,16 @@ def keysets_to_vectors(keysets: Sequence[Sequence[str] | frozenset[str] | str] =
     return np.stack([keys_to_vector(k) for k in keysets])
 
 
+def released(actions: Any) -> np.ndarray:
+    """Box actions ``[..., T, A]`` → ``[..., T]`` bool: step t lets the keys go (an all-zero action right after a
+    non-zero one; the first step of the sequence never does)."""
+    a = np.asarray(actions)
+    idle = (a.reshape(*a.shape[:-1], -1) == 0).all(axis=-1)
+    out = np.zeros_like(idle)
+    out[..., 1:] = idle[..., 1:] & ~idle[..., :-1]
+    return out
+
+
 def discrete_to_vectors(actions: Any, start: int = 0) -> np.ndarray:
     """Discrete key-set actions ``[N]`` (ints in ``[start, start + len(DISCRETE_KEYSETS))``) -> ``[N, 4]`` float32
     canonical camera actions: the rows of :func:`keysets_to_vectors`'s Discrete table."""

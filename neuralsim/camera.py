@@ -76,6 +76,58 @@ def camera_step(c2w: torch.Tensor, pitch: torch.Tensor, action: torch.Tensor, *,
     return new, pitch
 
 
+@dataclass(frozen=True)
+class TranslationResponse:
+    """How a physical camera's translation follows the commanded one: a velocity servo (a MuJoCo velocity
+    actuator, as the real room's agent) with a gain and an acceleration limit, integrated in ``substeps`` implicit
+    steps per frame. The commanded speed is reached after a fraction of a frame and, after a release, the camera
+    coasts on: in the room a full-speed step from rest moves 0.71 of a step and the frame after letting go 0.29.
+
+    ``velocity_gain`` (1/s, ``kv / mass``), ``acceleration_limit`` (m/s², ``force limit / mass``; the room clamps
+    each world axis, this the vector's length, which the model can state without the room's absolute heading),
+    ``frame_time`` (s per frame), ``substeps`` (physics steps per frame).
+    """
+
+    velocity_gain: float
+    acceleration_limit: float
+    frame_time: float
+    substeps: int
+
+
+def translation_response(velocity: torch.Tensor, action: torch.Tensor, response: TranslationResponse, *,
+                         translation_speed: float, rotation_speed_deg: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One frame of the camera's translation under a :class:`TranslationResponse`.
+
+    Args:
+        velocity: ``[B, 2]`` float64 ``(forward, right)`` velocity before the frame, in the camera's heading before
+            the frame and in units of ``translation_speed`` per frame (1 = the commanded full speed).
+        action: ``[B, 4]`` canonical ``[forward, strafe_right, yaw_right, pitch_up]`` commanded this frame.
+
+    Returns:
+        ``(effective action [B, 4], velocity [B, 2])``: the action whose instant motion (:func:`camera_step`) is the
+        frame's real displacement (forward and right replaced; yaw and pitch are kinematic, unchanged), and the
+        velocity after the frame in the new heading.
+    """
+    action = action.double()
+    theta = math.radians(rotation_speed_deg) * action[:, 2]  # the yaw turns first, as camera_step and the room
+    c, s = theta.cos(), theta.sin()
+    f, r = velocity.double().unbind(-1)
+    v = torch.stack([f * c + r * s, r * c - f * s], dim=-1)  # the same world velocity seen from the new heading
+    target = action[:, :2]
+    h = response.frame_time / response.substeps
+    gain = response.velocity_gain * h
+    max_dv = response.acceleration_limit * h * response.frame_time / translation_speed  # in units per frame
+    moved = torch.zeros_like(v)
+    for _ in range(response.substeps):
+        dv = (v + gain * target) / (1 + gain) - v  # implicit servo step (MuJoCo's implicit velocity actuator)
+        if response.acceleration_limit > 0:
+            norm = dv.norm(dim=-1, keepdim=True)
+            dv = dv * torch.clamp(max_dv / norm.clamp_min(1e-12), max=1.0)
+        v = v + dv
+        moved = moved + v / response.substeps
+    return torch.cat([moved, action[:, 2:]], dim=-1), v
+
+
 @dataclass
 class CameraIntegrator:
     """One camera stepped by :func:`camera_step`: integrates canonical camera actions into camera-to-world poses,

@@ -83,6 +83,13 @@ class WorldModelConfig:
     camera_fovy_deg: float = 45.0  # vertical field of view used for the rays
     camera_translation_speed: float = DEFAULT_TRANSLATION_SPEED  # CameraIntegrator units per raw frame
     camera_rotation_speed_deg: float = DEFAULT_ROTATION_SPEED_DEG  # CameraIntegrator degrees per raw frame
+    # The world's translation response (neuralsim.camera.TranslationResponse): the camera servoes to the commanded
+    # speed and coasts after a release, and the network's action input is the motion that results. 0 = none: the
+    # camera moves at the commanded speed at once (SANA-WM's DSL, the checkpoints written before it).
+    camera_velocity_gain: float = 0.0  # 1/s (kv / mass)
+    camera_acceleration_limit: float = 0.0  # m/s² (force limit / mass); 0 = unlimited
+    camera_frame_time: float = 0.05  # s per raw frame
+    camera_substeps: int = 5  # physics steps per raw frame
     text_width: int = 128  # width of prompt tokens given to the dynamics (SANA-WM: 2304, Gemma-2)
     text_max_tokens: int = 32
     text_vocab: int = 4096  # hash buckets of the built-in word tokenizer
@@ -255,6 +262,15 @@ class WorldModelConfig:
                 raise bad(name, f"a float or {self.latent_channels} floats (one per latent channel)")
             if not all(math.isfinite(v) for v in (value if isinstance(value, tuple) else (value,))):
                 raise bad(name, "finite floats")
+        for name in ("camera_velocity_gain", "camera_acceleration_limit"):
+            if getattr(self, name) < 0:
+                raise bad(name, "a number >= 0 (0: off)")
+        if self.camera_frame_time <= 0:
+            raise bad("camera_frame_time", "a number > 0 (seconds per raw frame)")
+        if self.camera_substeps < 1:
+            raise bad("camera_substeps", "an int >= 1")
+        if self.camera_velocity_gain and not self.camera:
+            raise bad("camera_velocity_gain", "0 unless camera=True (it shapes the camera's motion)")
         if self.width % self.num_heads:
             raise ValueError(
                 f"WorldModelConfig.width={self.width} is not divisible by num_heads={self.num_heads}; "

@@ -26,16 +26,17 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from neuralsim.actions import actions_to_vectors, discrete_to_vectors, validate_actions
+from neuralsim.actions import actions_to_vectors, discrete_to_vectors, released, validate_actions
 from neuralsim.autoencoder import Autoencoder, ResBlock, psnr, ssim
-from neuralsim.camera import camera_intrinsics, camera_step, plucker_rays_torch, rotation_warp_grid  # noqa: F401  (re-exported)
+from neuralsim.camera import (TranslationResponse, camera_intrinsics, camera_step, plucker_rays_torch,  # noqa: F401
+                              rotation_warp_grid, translation_response)  # (camera_intrinsics re-exported)
 from neuralsim.checkpoints import (CONFIG_NAME, WEIGHTS_NAME, count_weights, read_config, read_weights,  # noqa: F401
                                    resolve_checkpoint, write_checkpoint)
 from neuralsim.config import WorldModelConfig
@@ -124,6 +125,18 @@ def _check_finite(before: "WorldState", **parts: Any) -> None:
                                  "the new state is discarded (diverged weights or inputs?); the state passed in is unchanged")
 
 
+class CameraAdvance(NamedTuple):
+    """One latent frame of camera motion (:meth:`WorldModel._advance_camera`)."""
+
+    c2w: torch.Tensor
+    pitch: torch.Tensor
+    rays: torch.Tensor
+    rel_rays: torch.Tensor | None
+    warp: torch.Tensor | None
+    velocity: torch.Tensor | None  # with a translation response
+    effective: torch.Tensor | None  # [B, 4] the motion the camera made (with a translation response)
+
+
 @dataclass
 class WorldState:
     """Everything a rollout carries between steps; every tensor has the batch as its first dim.
@@ -141,6 +154,8 @@ class WorldState:
         reward_memory: ``[B, hidden]`` the reward model's memory of the episode (None without one).
         c2w, pitch: camera worlds: ``[B, 4, 4]`` float64 camera-to-world pose relative to the first
             frame and ``[B]`` accumulated pitch (radians), as ``neuralsim.camera.CameraIntegrator``.
+        velocity: with a translation response (``config.camera_velocity_gain``): ``[B, 2]`` float64 the camera's
+            ``(forward, right)`` velocity in its heading, in units of the commanded full speed; else None.
     """
 
     cache: list[dict[str, torch.Tensor]]
@@ -154,6 +169,7 @@ class WorldState:
     c2w: torch.Tensor | None = None
     pitch: torch.Tensor | None = None
     reward_memory: torch.Tensor | None = None
+    velocity: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -605,23 +621,41 @@ class WorldModel(nn.Module):
             cam = np.asarray(actions, dtype=np.float64).reshape(len(actions), -1)
         return vec, torch.from_numpy(np.asarray(cam, dtype=np.float64)).to(self.device)
 
+    def _translation_response(self) -> TranslationResponse | None:
+        cfg = self.config
+        if not (cfg.camera and cfg.camera_velocity_gain):
+            return None
+        return TranslationResponse(cfg.camera_velocity_gain, cfg.camera_acceleration_limit, cfg.camera_frame_time,
+                                   cfg.camera_substeps)
+
     def _advance_camera(self, c2w: torch.Tensor, pitch: torch.Tensor, motion: torch.Tensor | None,
-                        frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None,
-                                              torch.Tensor | None]:
-        """Hold ``motion [B, 4]`` (None = still) for ``frames`` raw frames →
-        ``(c2w, pitch, rays [B, S, 6*k], relative rays [B, S, 6*k], warp grid [B, h, w, 2])``.
+                        frames: int, velocity: torch.Tensor | None = None) -> "CameraAdvance":
+        """Hold ``motion [B, 4]`` (None = still) for ``frames`` raw frames → a :class:`CameraAdvance`: the pose,
+        pitch, rays ``[B, S, 6*k]``, relative rays ``[B, S, 6*k]``, warp grid ``[B, h, w, 2]``, and with a
+        translation response the velocity after it and the effective motion (the mean over the raw frames).
 
         The rays of a latent frame are those of its ``k`` raw poses (a lone first frame repeats its pose), one
         per token; the relative rays are the same poses seen from the camera before the motion (the previous
         latent frame's), so they say where each token's content comes from; None unless ``prev_frame_input``
         reads them. Both are zeros with ``ablate_rays``. The warp grid (``prev_frame_warp`` or a refiner, else None) resamples the
-        previous latent frame as seen after the rotation to the latent frame's last pose.
+        previous latent frame as seen after the rotation to the latent frame's last pose. With a translation
+        response (:func:`neuralsim.camera.translation_response`) the camera moves as the world's servo moves it
+        from ``velocity`` (None: at rest), also while ``motion`` is None (a still command: it coasts to a stop).
         """
-        cfg = self.config
-        start, poses = c2w, []
+        cfg, response = self.config, self._translation_response()
+        start, poses, effective = c2w, [], []
+        if response is not None and velocity is None:
+            velocity = torch.zeros(c2w.shape[0], 2, dtype=torch.float64, device=c2w.device)
         for _ in range(frames):
-            if motion is not None:
-                c2w, pitch = camera_step(c2w, pitch, motion, translation_speed=cfg.camera_translation_speed,
+            step = motion
+            if response is not None:
+                command = torch.zeros(c2w.shape[0], 4, dtype=torch.float64, device=c2w.device) if motion is None else motion
+                step, velocity = translation_response(velocity, command, response,
+                                                      translation_speed=cfg.camera_translation_speed,
+                                                      rotation_speed_deg=cfg.camera_rotation_speed_deg)
+                effective.append(step)
+            if step is not None:
+                c2w, pitch = camera_step(c2w, pitch, step, translation_speed=cfg.camera_translation_speed,
                                          rotation_speed_deg=cfg.camera_rotation_speed_deg)
             poses.append(c2w)
         poses = poses * (cfg.frames_per_latent // len(poses))  # first frame: its one pose k times
@@ -636,14 +670,25 @@ class WorldModel(nn.Module):
             warp = rotation_warp_grid(torch.linalg.inv(start.double()) @ poses[-1], *cfg.latent_size, cfg.camera_fovy_deg)
         if self.ablate_rays:
             rays, rel = torch.zeros_like(rays), None if rel is None else torch.zeros_like(rel)
-        return c2w, pitch, rays, rel, warp
+        mean_effective = torch.stack(effective).mean(0) if effective else None
+        return CameraAdvance(c2w, pitch, rays, rel, warp, velocity, mean_effective)
+
+    def _conditioning_vector(self, vec: torch.Tensor, effective: torch.Tensor | None) -> torch.Tensor:
+        """The network's action input: with a translation response and Box camera actions, the commanded forward
+        and strafe replaced by the motion that results (the coast after a release, the ramp from rest)."""
+        if effective is None or self.config.action_spec["type"] == "discrete":
+            return vec
+        return torch.cat([effective[:, :2].to(vec.dtype), vec[:, 2:]], dim=-1)
 
     def _sequence_conditioning(self, batch_size: int, frames: int, actions: Any, name: str
                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None,
-                                          torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+                                          torch.Tensor | None, torch.Tensor | None, torch.Tensor | None,
+                                          torch.Tensor | None]:
         """Actions between ``frames`` latent frames (``[B, frames-1, A]`` / ``[B, frames-1]``, or None) →
         ``(action [B, T, A], known [B, T], rays [B, T, S, 6k] | None, final c2w, final pitch,
-        relative rays [B, T, S, 6k] | None, warp grids [B, T, h, w, 2] | None)``."""
+        relative rays [B, T, S, 6k] | None, warp grids [B, T, h, w, 2] | None, final velocity | None)``.
+        With a translation response the camera starts at rest (as an episode does) and ``action`` holds the
+        motion that results (:meth:`_conditioning_vector`)."""
         cfg, B, T = self.config, batch_size, frames
         action = torch.zeros(B, T, cfg.action_dim, device=self.device)
         known = torch.zeros(B, T, dtype=torch.bool, device=self.device)
@@ -661,20 +706,24 @@ class WorldModel(nn.Module):
             known[:, 1:] = True
             motion = None if cam is None else cam.view(B, T - 1, 4)
         if not cfg.camera:
-            return action, known, None, None, None, None, None
+            return action, known, None, None, None, None, None, None
         c2w = torch.eye(4, dtype=torch.float64, device=self.device).repeat(B, 1, 1)
         pitch = torch.zeros(B, dtype=torch.float64, device=self.device)
-        c2w, pitch, rays0, rel0, warp0 = self._advance_camera(c2w, pitch, None, 1)
-        rays, rels, warps = [rays0], [rel0], [warp0]
+        first = self._advance_camera(c2w, pitch, None, 1)
+        velocity = None if first.velocity is None else torch.zeros_like(first.velocity)  # the first frame: at rest
+        c2w, pitch, rays, rels, warps = first.c2w, first.pitch, [first.rays], [first.rel_rays], [first.warp]
         for t in range(1, T):
-            c2w, pitch, r, rel, warp = self._advance_camera(c2w, pitch, None if motion is None else motion[:, t - 1],
-                                                            cfg.frames_per_latent)
-            rays.append(r)
-            rels.append(rel)
-            warps.append(warp)
+            adv = self._advance_camera(c2w, pitch, None if motion is None else motion[:, t - 1], cfg.frames_per_latent,
+                                       velocity)
+            c2w, pitch, velocity = adv.c2w, adv.pitch, adv.velocity
+            rays.append(adv.rays)
+            rels.append(adv.rel_rays)
+            warps.append(adv.warp)
+            if adv.effective is not None and motion is not None:
+                action[:, t] = self._conditioning_vector(action[:, t], adv.effective)
         rel = None if rels[0] is None else torch.stack(rels, dim=1)
         warp = None if warps[0] is None else torch.stack(warps, dim=1)
-        return action, known, torch.stack(rays, dim=1), c2w, pitch, rel, warp
+        return action, known, torch.stack(rays, dim=1), c2w, pitch, rel, warp, velocity
 
     def _heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``features [..., d]`` → ``(reward (zeros if disabled), termination logit or None if disabled)``."""
@@ -807,7 +856,7 @@ class WorldModel(nn.Module):
         (what :meth:`init_state` gives a one-frame context). Returns ``(inputs, updates)``: the state ``updates``
         of the step (camera pose) with, for those rows, the first pose and ``step`` counting from 0 again."""
         B = state.batch_size
-        action0, known0, rays0, c2w0, pitch0, rel0, _ = self._sequence_conditioning(B, 1, None, "actions")
+        action0, known0, rays0, c2w0, pitch0, rel0, _, _ = self._sequence_conditioning(B, 1, None, "actions")
 
         def pick(fresh: Any, old: Any) -> Any:
             if old is None:
@@ -868,9 +917,9 @@ class WorldModel(nn.Module):
             if actions is not None:
                 raise InputError("actions were given without frames; expected frames [B, T, H, W, 3] for them")
             if self.prompt_start is None:  # the dynamics draws the first frame
-                action, known, rays, c2w, pitch, rel, warp = self._sequence_conditioning(B, 1, None, "actions")
+                action, known, rays, c2w, pitch, rel, warp, velocity = self._sequence_conditioning(B, 1, None, "actions")
                 _, state = self._generate(state, action, known, rays, generator, steps, rel_rays=rel, warp=warp,
-                                          compiled_ok=False, c2w=c2w, pitch=pitch)
+                                          compiled_ok=False, c2w=c2w, pitch=pitch, velocity=velocity)
                 return state
             # the first frame drawn from the prompt (None: unconditionally), then committed as a context frame
             latents = self.prompt_start.sample(prompts or [None] * B, generator, cfg.prompt_start_steps)[:, None]
@@ -882,7 +931,7 @@ class WorldModel(nn.Module):
         if latents.shape[0] != B:
             raise InputError(f"frames has batch {latents.shape[0]} but batch_size={B}")
         T = latents.shape[1]
-        action, known, rays, c2w, pitch, rel, warp = self._sequence_conditioning(B, T, actions, "actions")
+        action, known, rays, c2w, pitch, rel, warp, velocity = self._sequence_conditioning(B, T, actions, "actions")
         tokens = self._tokens(latents)  # (B, T, S, C)
         x = add_context_noise(tokens, cfg.context_noise, generator=generator)
         prev = self._prev_tokens(tokens, generator, warp=self._base_warp(warp))[0] if cfg.prev_frame_input else None
@@ -901,7 +950,8 @@ class WorldModel(nn.Module):
                 reward, prob = torch.zeros_like(reward), torch.zeros_like(reward)
             _check_finite(state, reward=reward, termination=prob)
         return dataclasses.replace(state, cache=cache, step=state.step + T, latent=latents[:, -1], reward=reward,
-                                   termination_prob=prob, c2w=c2w, pitch=pitch, reward_memory=memory)
+                                   termination_prob=prob, c2w=c2w, pitch=pitch, reward_memory=memory,
+                                   velocity=velocity)
 
     def _check_steps(self, denoise_steps: int | None) -> int:
         steps = self.config.denoise_steps if denoise_steps is None else denoise_steps
@@ -937,9 +987,11 @@ class WorldModel(nn.Module):
         vec, motion = self._action_inputs(self._validate_actions(actions, state.batch_size, "actions"))
         rays, cam = None, {}
         if self.config.camera:
-            c2w, pitch, rays, rel, warp = self._advance_camera(state.c2w, state.pitch, motion, self.config.frames_per_latent)
-            rays, cam = rays[:, None], {"c2w": c2w, "pitch": pitch, "rel_rays": None if rel is None else rel[:, None],
-                                        "warp": None if warp is None else warp[:, None]}
+            adv = self._advance_camera(state.c2w, state.pitch, motion, self.config.frames_per_latent, state.velocity)
+            vec = self._conditioning_vector(vec, adv.effective)
+            rays, rel, warp = adv.rays[:, None], adv.rel_rays, adv.warp
+            cam = {"c2w": adv.c2w, "pitch": adv.pitch, "rel_rays": None if rel is None else rel[:, None],
+                   "warp": None if warp is None else warp[:, None], "velocity": adv.velocity}
         known = torch.ones(state.batch_size, 1, dtype=torch.bool, device=self.device)
         return self._generate(state, vec[:, None], known, rays, generator, steps, **cam)
 
@@ -1063,7 +1115,7 @@ class WorldModel(nn.Module):
         self._check_latents(latents)
         B, T = latents.shape[:2]
         x0 = self._tokens(latents.to(self.device).float())  # (B, T, S, C)
-        action, known, rays, _, _, rel, warp = self._sequence_conditioning(B, T, actions, "actions")
+        action, known, rays, _, _, rel, warp, _ = self._sequence_conditioning(B, T, actions, "actions")
         tau = diffusion_forcing_levels(B, T, generator=generator, device=self.device, context_noise=cfg.context_noise,
                                        clean_context_prob=cfg.clean_context_prob, shift=cfg.flow_shift)
         noise = randn(tuple(x0.shape), generator=generator, device=self.device)
@@ -1181,6 +1233,8 @@ class WorldModel(nn.Module):
             raise InputError("streaming_loss needs a model with prev_frame_input and prediction='x0_residual'")
         if not release_weight >= 0.0:
             raise InputError(f"release_weight must be >= 0, got {release_weight!r}")
+        if release_weight and cfg.action_spec["type"] != "box":
+            raise InputError("release_weight finds where the keys are let go (a zero action), which needs Box actions")
         if not 0.0 <= own_history <= 1.0 or not 0.0 <= one_step_fraction <= 1.0:
             raise InputError(f"own_history and one_step_fraction must be in [0, 1], got {own_history!r}, "
                              f"{one_step_fraction!r}")
@@ -1195,7 +1249,7 @@ class WorldModel(nn.Module):
             raise InputError(f"burn_in must be an int in [0, T - 2 = {T - 2}] (frames that only build the state), "
                              f"got {burn_in!r}")
         x0 = self._tokens(latents.to(self.device).float())  # (B, T, S, C)
-        action, known, rays, _, _, rel, warp = self._sequence_conditioning(B, T, actions, "actions")
+        action, known, rays, _, _, rel, warp, _ = self._sequence_conditioning(B, T, actions, "actions")
         tokens, mask = self._training_text(prompts, B, generator)
         text = self.dynamics.text_kv(tokens)
         if fixed_tau is not None:
@@ -1251,11 +1305,11 @@ class WorldModel(nn.Module):
         first = max(1, burn_in)  # the first trained frame's index (per_frame starts at frame burn_in)
         trained = per_frame[:, first - burn_in :]
         weights = torch.ones_like(trained)
-        if release_weight and T > 2:
-            idle = (action == 0).all(dim=-1) & known  # (B, T): frame t reached by the zero action
-            released = torch.zeros_like(idle)
-            released[:, 2:] = idle[:, 2:] & ~idle[:, 1:-1] & known[:, 1:-1]
-            weights = weights + release_weight * released[:, first:].to(weights.dtype)
+        if release_weight and T > 2 and actions is not None:  # the commanded actions (not the motion they make)
+            arr = np.asarray(actions.detach().cpu() if isinstance(actions, torch.Tensor) else actions)
+            after = torch.zeros(B, T, dtype=torch.bool, device=self.device)  # frame t reached by a release
+            after[:, 1:] = torch.from_numpy(released(arr.reshape(B, T - 1, -1))).to(self.device)
+            weights = weights + release_weight * after[:, first:].to(weights.dtype)
         flow = (trained * weights).sum() / weights.sum() if trained.shape[1] else per_frame.mean()
         logs = {"flow": flow.item(),  # flow_first: the first frame (generated from nothing); NaN after a burn-in
                 "flow_first": per_frame[:, 0].mean().item() if not burn_in else float("nan"),

@@ -570,12 +570,11 @@ def batch_to_torch(batch: dict, device: torch.device) -> dict:
 def key_releases(dataset: Any) -> np.ndarray:
     """Step indices (in ``dataset.step_column`` order) where the keys are let go: a zero action right after a non-zero
     one of the same episode (Box actions)."""
+    from neuralsim.actions import released
+
     actions = dataset.step_column("actions")
-    idle = (actions.reshape(len(actions), -1) == 0).all(axis=1)
-    first_step = np.concatenate([[0], np.cumsum(dataset.episode_steps)[:-1]])
-    release = np.zeros(len(actions), bool)
-    release[1:] = idle[1:] & ~idle[:-1]
-    release[first_step] = False
+    release = released(actions.reshape(len(actions), -1))
+    release[np.concatenate([[0], np.cumsum(dataset.episode_steps)[:-1]])] = False  # across an episode boundary
     return np.flatnonzero(release)
 
 

@@ -46,7 +46,7 @@ def test_teacher_forced_parallel_equals_streaming(T):
     prev = torch.randn(B, T, S, C, generator=g)
     tau = torch.rand(B, T, generator=g)
     actions = torch.rand(B, T - 1, 4, generator=g) * 2 - 1
-    action, known, rays, _, _, rel, _ = model._sequence_conditioning(B, T, actions.numpy(), "actions")
+    action, known, rays, _, _, rel, _, _ = model._sequence_conditioning(B, T, actions.numpy(), "actions")
     tokens, mask = model._encode_text(["a red ball near the blue wall", None], B)
     text = dyn.text_kv(tokens)
     with torch.no_grad():
