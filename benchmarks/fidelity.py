@@ -27,7 +27,8 @@ Tests: **idle** (16 zero actions after the explore context: dream vs the real fr
 frozen: the agent's velocity decays over a step or two and a rolling ball keeps rolling; drop = AE
 round-trip PSNR of the start frame minus the dream's PSNR, both pooled; at t+1 beside it what holding the start frame
 through the autoencoder scores and what the round trip of the real t+1 frame scores, the floor and the ceiling of
-the first idle step);
+the first idle step; `idle_frozen_drop_db_t1/t16`: the drops of a dream frozen at the start frame's round trip, the
+part of the gate that is the room's own motion after the release);
 **yaw** (``l`` and ``j`` held 8 steps: the per-step horizontal image shift of the dream over the real
 one, estimated to 1/8 px by minimising the MSE over shifts of the middle rows, pooled over seeds);
 **ablations** (horizons 1, 4, 16: future actions zeroed, Plücker rays removed via
@@ -456,6 +457,11 @@ def idle_and_yaw(model: Any, env: Any, p: dict[str, Any], *, k: int, reach: floa
     # The real room is not frozen under idle actions: the agent's velocity decays over the first step or two and a
     # rolling ball keeps rolling; hence the real frames (not the start frame) are the reference above.
     m[f"idle_real_change_psnr_t{IDLE_STEPS}"] = psnr_stats(real["idle"][:, IDLE_STEPS], start)["pooled"]
+    # The floor of the drops above for a dream that holds the scene: the start frame's round trip, frozen, scored
+    # against the real frames (what the room's own motion after the release costs a perfectly still dream).
+    for t in (1, IDLE_STEPS):
+        m[f"idle_frozen_drop_db_t{t}"] = ae_start - psnr_stats(start_ae, real["idle"][:, t])["pooled"]
+    m[f"idle_dream_t{IDLE_STEPS}_vs_start_ae_psnr_pooled"] = psnr_stats(dream["idle"][:, IDLE_STEPS - 1], start_ae)["pooled"]
     # Where the t+1 drop comes from: a dream that holds the start frame scores what copying it through the
     # autoencoder scores; the autoencoder round trip of the real t+1 frame is what a perfect dynamics would score.
     m["idle_dream_t1_psnr_pooled"] = psnr_stats(dream["idle"][:, 0], real["idle"][:, 1])["pooled"]
@@ -749,6 +755,10 @@ def print_report(r: dict[str, Any], horizons: Sequence[int]) -> None:
           f"sharpness AE/real {_f(r['ae_sharpness_ratio'], 3)}")
     print(f"idle: drop {_f(r['idle_drop_db_t1'])} dB at t+1, {_f(r['idle_drop_db_t16'])} dB at t+16 "
           f"(AE start {_f(r['idle_ae_start_psnr_pooled'])} dB; real t+16 vs start {_f(r['idle_real_change_psnr_t16'])} dB)")
+    if "idle_frozen_drop_db_t1" in r:
+        print(f"idle: a dream frozen at the start frame's round trip would drop {_f(r['idle_frozen_drop_db_t1'])} / "
+              f"{_f(r['idle_frozen_drop_db_t16'])} dB (the room's own motion after the release: the coast, rolling "
+              f"balls); the dream after 16 idle steps is {_f(r['idle_dream_t16_vs_start_ae_psnr_pooled'])} dB from that frame")
     if "idle_dream_t1_psnr_pooled" in r:
         print(f"idle t+1 vs the real t+1: dream {_f(r['idle_dream_t1_psnr_pooled'])} dB, the start frame through the AE "
               f"{_f(r['idle_copy_start_ae_t1_psnr_pooled'])} dB, the real t+1 through the AE "

@@ -120,7 +120,8 @@ def test_fidelity_script_on_tiny_checkpoint(tiny_checkpoint, tmp_path):
             "seeds", "denoise_steps", "model", "seconds", "ablation_no_rays_yaw_shift_ratio",
             "turn_around_psnr", "ablation_no_prompt_turn_around_psnr", "turn_around_prompt_gain_db",
             "turn_around_prompt_wins", "idle_dream_t1_psnr_pooled", "idle_copy_start_ae_t1_psnr_pooled",
-            "idle_ae_real_t1_psnr_pooled", "idle_dream_t1_vs_start_ae_psnr_pooled"]
+            "idle_ae_real_t1_psnr_pooled", "idle_dream_t1_vs_start_ae_psnr_pooled", "idle_frozen_drop_db_t1",
+            "idle_frozen_drop_db_t16", "idle_dream_t16_vs_start_ae_psnr_pooled"]
     for proto in ("explore", "sticky"):
         for h in (1, 4, 16, 64):
             keys += [f"psnr_pooled_{proto}_t{h}", f"psnr_mean_{proto}_t{h}", f"psnr_median_{proto}_t{h}",
