@@ -306,7 +306,9 @@ class NeuralSimRoomEnv(gym.Env):
 
     Yaw and pitch follow :func:`neuralsim.actions.action_string_to_c2w` exactly (with
     ``rotation_speed_deg``); translation is physical: up to ``translation_speed`` per step along the
-    horizontal forward/right axes, less when blocked.
+    horizontal forward/right axes, less when blocked. The agent is a velocity servo (gain 100/s, force limit 30 m/s²
+    per world axis), so a step from rest covers 0.56–0.71 of a full step and the step after the keys are let go
+    still 0.29–0.44 (``camera_spec`` states the servo: :class:`neuralsim.camera.TranslationResponse`).
 
     ## Rewards
 
