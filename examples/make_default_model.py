@@ -54,6 +54,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from neuralsim.device import bf16_is_native
+
 
 @dataclass(frozen=True)
 class StreamingStage:
@@ -74,6 +76,9 @@ class StreamingStage:
     own_history_grad: bool = False  # backpropagate through the model's own history (`--own-history-grad`)
     dtype: str | None = None  # the stage's `--dtype` (None: the recipe's)
 
+
+# What `train --dtype auto` meant before it trained in fp32 on every CPU (`neuralsim.train.training_dtype`).
+BF16_WHERE_NATIVE = "bfloat16" if bf16_is_native("cpu") else "float32"
 
 # Eight stages, each from the last: longer windows, more of the model's own history, more still windows; the fifth adds
 # the changes-only refiner (zero-initialised: it starts as the model before it), the sixth repeats it on other windows
@@ -107,12 +112,14 @@ STREAMING_STAGES = (
     # The gradient through the model's own committed frames (`--own-history-grad`): the trained frames are an unrolled
     # open-loop dream, each step trained for what it does to the steps after it (README, "backpropagating through the
     # dream": it beat the same stage without it).
-    # They ran with the command line's defaults: warmup 100 and `--dtype auto` (bf16 autocast on a CPU with native bf16,
-    # as the shipped run's; fp32 elsewhere).
+    # They ran with the command line's defaults then: warmup 100 and `--dtype auto`, which then meant bf16 autocast on a
+    # CPU with native bf16 (the shipped run's) and fp32 elsewhere: BF16_WHERE_NATIVE.
     StreamingStage(steps=400, window=64, batch_size=16, lr=1e-4, warmup=100, own_history=0.9, one_step_fraction=1.0,
-                   still_windows=0.3, seed_offset=8, burn_in=48, stop_windows=0.3, own_history_grad=True, dtype="auto"),
+                   still_windows=0.3, seed_offset=8, burn_in=48, stop_windows=0.3, own_history_grad=True,
+                   dtype=BF16_WHERE_NATIVE),
     StreamingStage(steps=400, window=64, batch_size=16, lr=1e-4, warmup=100, own_history=0.9, one_step_fraction=1.0,
-                   still_windows=0.3, seed_offset=9, burn_in=48, stop_windows=0.3, own_history_grad=True, dtype="auto"),
+                   still_windows=0.3, seed_offset=9, burn_in=48, stop_windows=0.3, own_history_grad=True,
+                   dtype=BF16_WHERE_NATIVE),
 )
 
 # The grown decoder (parallel schedule): after the decoder fine-tune, residual blocks at 32x32 and 64x64 pixels

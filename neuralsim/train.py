@@ -82,7 +82,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     seed: int = 0
-    dtype: str = "auto"  # auto | float32 | bfloat16 (autocast)
+    dtype: str = "auto"  # auto (training_dtype: bf16 on a GPU that has it, else fp32) | float32 | bfloat16 (autocast)
     checkpoint_every: int = 200
     sample_every: int = 500
     log_every: int = 10
@@ -136,6 +136,15 @@ def world_size() -> int:
 
 #: ``--dtype`` names training accepts (no float16: training autocasts to bf16 only).
 TRAIN_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16")
+
+
+def training_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype of a training run: ``resolve_dtype``, except that ``"auto"`` trains in fp32 on a CPU even
+    where bf16 is native: autocast's casts around the forward and backward of these small matmuls cost more than bf16
+    saves (a streaming stage, 16 windows of 64, one thread, Xeon with AMX: 9.0 s per step in bf16, 7.3 in fp32)."""
+    if name == "auto" and device.type == "cpu":
+        return torch.float32
+    return resolve_dtype(name, device)
 
 
 def lr_at(step: int, cfg: TrainConfig, total: int, stage: str = "dynamics") -> float:
@@ -674,7 +683,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
                                             cfg.stop_windows, cfg.stop_coast, cfg.own_history_grad, cfg.release_weight)
     if world_size() > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
-    dtype = resolve_dtype(cfg.dtype, device)
+    dtype = training_dtype(cfg.dtype, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
 
     log_path = out / "logs" / f"{stage}.csv"

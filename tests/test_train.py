@@ -204,3 +204,18 @@ def test_dynamics_after_autoencoder_in_the_same_out_dir_normalises_latents(datas
     assert abs(float(latents.mean())) < 0.5 and 0.5 < float(latents.std()) < 2.0
     with pytest.raises(TrainingError, match="--resume"):
         train(config(dataset, out, stage="dynamics"))
+
+
+def test_auto_dtype_trains_in_fp32_on_a_cpu_and_names_are_honoured(monkeypatch):
+    """`--dtype auto` trains in fp32 on a CPU even where bf16 is native (autocast's casts cost more than bf16 saves
+    there, measured); explicit names stay what they say."""
+    import neuralsim.device
+    from neuralsim.train import training_dtype
+
+    monkeypatch.setattr(neuralsim.device, "bf16_is_native", lambda device=None: True)
+    cpu = torch.device("cpu")
+    assert training_dtype("auto", cpu) == torch.float32
+    assert training_dtype("bfloat16", cpu) == torch.bfloat16 and training_dtype("bf16", cpu) == torch.bfloat16
+    assert training_dtype("float32", cpu) == torch.float32
+    with pytest.raises(ValueError, match="dtype"):
+        training_dtype("float64", cpu)

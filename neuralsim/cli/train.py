@@ -40,7 +40,7 @@ OPTIONS = {
     "batch_size": Option(help="training windows per optimisation step (per process under torchrun)"),
     "lr": Option(help="peak learning rate (dynamics; also autoencoder without --ae-lr)"),
     "seed": Option(help="seed of the initial weights, the data order and the noise"),
-    "dtype": Option(choices=("auto", "float32", "bfloat16"), help="autocast dtype; auto = bf16 only where native"),
+    "dtype": Option(choices=("auto", "float32", "bfloat16"), help="autocast dtype; auto = bf16 on a GPU that has it, fp32 on a CPU (bf16 autocast trains slower there)"),
     "weight_decay": Option(help="AdamW weight decay"),
     "warmup": Option(help="learning-rate warmup steps"),
     "min_lr_ratio": Option(help="final learning rate of the cosine schedule, as a fraction of the peak"),
