@@ -81,7 +81,8 @@ class TranslationResponse:
     """How a physical camera's translation follows the commanded one: a velocity servo (a MuJoCo velocity
     actuator, as the real room's agent) with a gain and an acceleration limit, integrated in ``substeps`` implicit
     steps per frame. The commanded speed is reached after a fraction of a frame and, after a release, the camera
-    coasts on: in the room a full-speed step from rest moves 0.71 of a step and the frame after letting go 0.29.
+    coasts on: in the room a full-speed step from rest moves 0.56–0.71 of a step and the frame after letting go
+    0.29–0.44 (which, depends on the heading: the room limits the force per world axis).
 
     ``velocity_gain`` (1/s, ``kv / mass``), ``acceleration_limit`` (m/s², ``force limit / mass``; the room clamps
     each world axis, this the vector's length, which the model can state without the room's absolute heading),

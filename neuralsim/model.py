@@ -710,8 +710,9 @@ class WorldModel(nn.Module):
         c2w = torch.eye(4, dtype=torch.float64, device=self.device).repeat(B, 1, 1)
         pitch = torch.zeros(B, dtype=torch.float64, device=self.device)
         first = self._advance_camera(c2w, pitch, None, 1)
-        velocity = None if first.velocity is None else torch.zeros_like(first.velocity)  # the first frame: at rest
-        c2w, pitch, rays, rels, warps = first.c2w, first.pitch, [first.rays], [first.rel_rays], [first.warp]
+        # the first frame: at rest (a still command from rest leaves the velocity at zero)
+        c2w, pitch, velocity = first.c2w, first.pitch, first.velocity
+        rays, rels, warps = [first.rays], [first.rel_rays], [first.warp]
         for t in range(1, T):
             adv = self._advance_camera(c2w, pitch, None if motion is None else motion[:, t - 1], cfg.frames_per_latent,
                                        velocity)

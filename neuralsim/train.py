@@ -39,6 +39,7 @@ import torch.distributed as dist
 from safetensors import safe_open
 from torch import nn
 
+from neuralsim.actions import released
 from neuralsim.checkpoints import (WEIGHTS_NAME, atomic_save_safetensors, atomic_write, atomic_write_json,
                                    ensure_writable_dir, publish_dir, read_config, read_weights, resolve_checkpoint,
                                    write_checkpoint, write_start_frames)
@@ -579,8 +580,6 @@ def batch_to_torch(batch: dict, device: torch.device) -> dict:
 def key_releases(dataset: Any) -> np.ndarray:
     """Step indices (in ``dataset.step_column`` order) where the keys are let go: a zero action right after a non-zero
     one of the same episode (Box actions)."""
-    from neuralsim.actions import released
-
     actions = dataset.step_column("actions")
     release = released(actions.reshape(len(actions), -1))
     release[np.concatenate([[0], np.cumsum(dataset.episode_steps)[:-1]])] = False  # across an episode boundary
