@@ -314,6 +314,7 @@ class NeuralSimRoomEnv(gym.Env):
 
     ``progress_reward_scale * (previous target distance - target distance)`` every step (metres of
     progress × 10 by default), plus ``success_bonus`` (10) on the step the target is reached (below).
+    ``env.task_spec`` states it in numbers (``collect`` records it; a target-tracking reward model computes it).
 
     ## Starting State
 
@@ -677,6 +678,18 @@ class NeuralSimRoomEnv(gym.Env):
         d = self.data
         delta = d.xpos[self._obj_body[self._target], :2] - d.xpos[self._agent_body, :2]
         return float(math.hypot(delta[0], delta[1]))
+
+    @property
+    def task_spec(self) -> dict[str, Any]:
+        """The task's reward in numbers (recorded in datasets by ``collect``; a target-tracking reward model,
+        :class:`neuralsim.reward.TargetTracker`, computes the same reward from where it believes the target is):
+        ``progress_reward_scale``, ``success_bonus``, ``reach_radius`` (metres) and ``contact_distance`` (metres
+        between the agent's and the target's centres when they touch: the target is pushed, not passed)."""
+        # the fixed target's half size; with targets drawn per layout, the smallest (the nearest any can be)
+        target = OBJECTS[self.fixed_target][2] if self.fixed_target is not None else min(h for _, _, h in OBJECTS)
+        return {"kind": "reach_target", "progress_reward_scale": self.progress_reward_scale,
+                "success_bonus": self.success_bonus, "reach_radius": self.reach_radius,
+                "contact_distance": round(AGENT_RADIUS + float(target), 6)}
 
     @property
     def camera_spec(self) -> dict[str, float]:

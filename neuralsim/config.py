@@ -115,6 +115,13 @@ class WorldModelConfig:
     # `neuralsim train reward`; when present it, not the heads, gives the dream's reward and termination. 0 = none.
     reward_model_channels: int = 0
     reward_model_hidden: int = 256
+    # "recurrent" (neuralsim.reward.RewardModel: a GRU over the frames) or "target" (TargetTracker: for a
+    # reach-the-target task stated in numbers by the env's task_spec, recorded by `collect`: the target's position
+    # read off shown frames and moved by the camera). reward_task: that task_spec, plus the camera's velocity servo
+    # (velocity_gain, acceleration_limit, frame_time, substeps; from the data's camera spec, when it states one).
+    reward_model_kind: str = "recurrent"
+    reward_task: dict | None = None
+    reward_dream_trust: float = 0.0  # the tracker: weight of a dreamed frame's measurement (0: the dream only predicts)
     # A generator of the first latent frame from a prompt (neuralsim.prompt_start), trained by `neuralsim train
     # prompt`; when present, a dream started from a prompt alone starts from its sample. 0 = none.
     prompt_start_channels: int = 0
@@ -228,6 +235,22 @@ class WorldModelConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 8 or (name == "reward_model_hidden" and not v):
                 raise bad(name, "0 (no reward model) or a positive multiple of 8" if name == "reward_model_channels"
                           else "a positive multiple of 8")
+        if self.reward_model_kind not in ("recurrent", "target"):
+            raise bad("reward_model_kind", "'recurrent' (a GRU over the frames) or 'target' (a target tracker)")
+        if self.reward_model_kind == "target" and self.reward_model_channels:
+            if not (self.camera and self.action_dim == 4):
+                raise bad("reward_model_kind", "'recurrent' unless camera=True with the 4-dim camera actions (the tracker "
+                          "moves its estimate with the camera)")
+            task = self.reward_task
+            needed = ("progress_reward_scale", "success_bonus", "reach_radius", "contact_distance")
+            if not isinstance(task, dict) or any(isinstance(task.get(k), bool) or not isinstance(task.get(k), (int, float))
+                                                 for k in needed):
+                raise bad("reward_task", f"an object with the numbers {', '.join(needed)} (the env's task_spec)")
+        elif self.reward_task is not None and not isinstance(self.reward_task, dict):
+            raise bad("reward_task", "an object (the env's task_spec) or null")
+        v = self.reward_dream_trust
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            raise bad("reward_dream_trust", "a number in [0, 1]")
         v = self.prompt_start_channels
         if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 32:
             raise bad("prompt_start_channels", "0 (no prompt-start generator) or a positive multiple of 32")

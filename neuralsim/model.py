@@ -42,7 +42,7 @@ from neuralsim.checkpoints import (CONFIG_NAME, WEIGHTS_NAME, count_weights, rea
 from neuralsim.config import WorldModelConfig
 from neuralsim.dynamics import DynamicsTransformer
 from neuralsim.limits import MAX_DENOISE_STEPS
-from neuralsim.reward import RewardModel
+from neuralsim.reward import RewardModel, TargetTracker
 from neuralsim.sampler import (
     add_context_noise,
     add_noise,
@@ -321,6 +321,24 @@ class _Head(nn.Module):
         return self.net(features).squeeze(-1)
 
 
+
+def _reward_model(config: WorldModelConfig) -> nn.Module | None:
+    """The separate reward model the config asks for (``reward_model_kind``), or None."""
+    if not config.reward_model_channels:
+        return None
+    if config.reward_model_kind == "recurrent":
+        return RewardModel(config.latent_channels, config.action_dim, config.reward_model_channels, config.reward_model_hidden)
+    task = config.reward_task
+    servo = ("velocity_gain", "acceleration_limit", "frame_time", "substeps")
+    response = (TranslationResponse(float(task["velocity_gain"]), float(task["acceleration_limit"]),
+                                    float(task["frame_time"]), int(task["substeps"]))
+                if all(task.get(k) for k in servo) else None)
+    return TargetTracker(config.latent_channels, config.action_dim, config.reward_model_channels, task,
+                         translation_speed=config.camera_translation_speed,
+                         rotation_speed_deg=config.camera_rotation_speed_deg, response=response,
+                         dream_trust=config.reward_dream_trust)
+
+
 class WorldModel(nn.Module):
     """The native neuralsim world model (see module docstring).
 
@@ -356,8 +374,7 @@ class WorldModel(nn.Module):
                         if config.refiner_channels else None)
         self.reward_head = _Head(config.width) if config.reward_head else None
         self.termination_head = _Head(config.width) if config.termination_head else None
-        self.reward_model = (RewardModel(config.latent_channels, config.action_dim, config.reward_model_channels,
-                                         config.reward_model_hidden) if config.reward_model_channels else None)
+        self.reward_model = _reward_model(config)
         self.prompt_start = (PromptStart(self.latent_shape, config.prompt_start_channels,
                                          max_tokens=config.prompt_start_tokens, vocab=config.text_vocab,
                                          text_hidden=config.text_hidden) if config.prompt_start_channels else None)

@@ -107,6 +107,8 @@ class TrainConfig:
     release_windows: float = 0.0  # dynamics: fraction of windows drawn around a real release of the keys (a zero
     #                               action after a non-zero one, after the burn-in): the world's own way of stopping,
     #                               which explored data holds too rarely to teach (the room's: 230 in 64,084 steps)
+    reward_kind: str = "recurrent"  # reward: the model `train reward` adds (neuralsim.reward): recurrent (a GRU over the
+    #                                 frames) or target (a target tracker, for data whose env states its task: the room)
     terminal_windows: float = 0.0  # reward: fraction of windows drawn around a step that ends an episode (a success:
     #                                rare, about 1 step in 270 of the room's task data, and what the bonus is paid on)
     streaming: bool = False  # dynamics: train frame by frame as sampled (WorldModel.streaming_loss), not in parallel
@@ -516,6 +518,7 @@ _RESUME_MUST_MATCH = {
     "one_step_fraction": "--one-step-fraction", "burn_in": "--burn-in", "own_history_grad": "--own-history-grad",
     "release_weight": "--release-weight", "stop_windows": "--stop-windows",
     "stop_coast": "--stop-coast", "release_windows": "--release-windows", "terminal_windows": "--terminal-windows",
+    "reward_kind": "--reward-kind",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
     "min_lr_ratio": "--min-lr-ratio", "grad_clip": "--grad-clip", "ema_decay": "--ema-decay", "camera": "--camera",
     "cache_latents": "--cache-latents",
@@ -889,6 +892,8 @@ def validate(cfg: TrainConfig) -> Any:
     if isinstance(cfg.release_windows, bool) or not (isinstance(cfg.release_windows, (int, float))
                                                      and 0.0 <= cfg.release_windows <= 1.0):
         raise TrainingError(f"--release-windows must be a fraction in [0, 1], got {cfg.release_windows!r}")
+    if cfg.reward_kind not in ("recurrent", "target"):
+        raise TrainingError(f"--reward-kind must be recurrent or target, got {cfg.reward_kind!r}")
     if isinstance(cfg.terminal_windows, bool) or not (isinstance(cfg.terminal_windows, (int, float))
                                                       and 0.0 <= cfg.terminal_windows <= 1.0):
         raise TrainingError(f"--terminal-windows must be a fraction in [0, 1], got {cfg.terminal_windows!r}")
@@ -992,10 +997,26 @@ def validate(cfg: TrainConfig) -> Any:
     return dataset
 
 
+def reward_kind_overrides(cfg: TrainConfig, manifest: dict) -> dict[str, Any]:
+    """The config fields of the reward model ``--reward-kind`` asks for: a target tracker takes the task the data's env
+    stated (``task`` in the manifest, from the env's ``task_spec``) and its camera's velocity servo (``camera``)."""
+    if cfg.reward_kind == "recurrent":
+        return {}
+    task = manifest.get("task")
+    if not isinstance(task, dict) or task.get("kind") != "reach_target":
+        raise TrainingError(f"--reward-kind target needs data whose env states a reach-the-target task (the manifest's "
+                            f"'task', from the env's task_spec: NeuralSimRoom-v0 writes one); --data {cfg.data!r} has "
+                            f"{'none' if task is None else task!r}")
+    servo = {k: (manifest.get("camera") or {}).get(k) for k in ("velocity_gain", "acceleration_limit", "frame_time", "substeps")}
+    return {"reward_model_kind": "target", "reward_task": {**task, **{k: v for k, v in servo.items() if v is not None}}}
+
+
 def init_reward_bonus(model: nn.Module, dataset: Any) -> float:
     """Start a new reward model's success bonus at the data's: the mean reward of the steps that end an episode minus
     that of the others (0 without any). A scalar that AdamW moves by about the learning rate per step would need
     thousands of steps to climb to the room's 10. Returns the value set."""
+    if not isinstance(model.reward_model.bonus, nn.Parameter):  # a target tracker: the task states its bonus
+        return float(model.reward_model.bonus)
     rewards, ended = dataset.step_column("rewards"), dataset.step_column("terminated")
     bonus = float(rewards[ended].mean() - rewards[~ended].mean()) if ended.any() and (~ended).any() else 0.0
     with torch.no_grad():
@@ -1092,7 +1113,8 @@ def train(cfg: TrainConfig) -> Path:
     if stages == ("reward",) and model.reward_model is None:  # the first reward run on this model: add one
         with torch.random.fork_rng(devices=[]):  # its initial weights follow --seed, as a fresh model's do
             torch.manual_seed(cfg.seed)
-            model = _with_overrides(model, {"reward_model_channels": DEFAULT_REWARD_MODEL_CHANNELS})
+            model = _with_overrides(model, {"reward_model_channels": DEFAULT_REWARD_MODEL_CHANNELS,
+                                            **reward_kind_overrides(cfg, dataset.manifest)})
         bonus = init_reward_bonus(model, dataset)
         if rank() == 0:
             print(f"added a reward model ({DEFAULT_REWARD_MODEL_CHANNELS} channels, "

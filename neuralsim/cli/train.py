@@ -33,6 +33,7 @@ OPTIONS = {
     "stage": Option(positional=True, choices=("autoencoder", "dynamics", "reward", "prompt", "all"),
                     help="what to train (all = autoencoder, then dynamics; reward: the reward model of --init; "
                          "prompt: the generator of first frames from descriptions of --init)"),
+    "reward_kind": Option(choices=("recurrent", "target")),
     "data": Option(required=True, help="dataset directory from `neuralsim collect`"),
     "out": Option(required=True, help="output directory (model + checkpoints + logs)"),
     "preset": Option(help="model size preset (see `neuralsim info --preset NAME`)"),

@@ -453,6 +453,9 @@ def collect(
     camera = getattr(env.unwrapped, "camera_spec", None)
     if camera is not None:
         fields["camera"] = {k: float(v) for k, v in dict(camera).items()}
+    task = getattr(env.unwrapped, "task_spec", None)  # a task stated in numbers (the room's reward), for reward models
+    if task is not None:
+        fields["task"] = dict(task)
     writer = ShardWriter(out, fields, episodes_per_shard=episodes_per_shard, resume=resume)
     start = writer.num_episodes
     todo = list(range(start, episodes))

@@ -209,7 +209,8 @@ def _check_manifest_fields(file: Path, m: dict[str, Any]) -> None:
     if "poses" in m and not isinstance(m["poses"], bool):
         raise bad("poses", m["poses"], "true or false")
     for field, kind, expected in (("env_id", str, "a string"), ("env_kwargs", dict, "an object"),
-                                  ("policy", str, "a string"), ("camera", dict, "an object")):
+                                  ("policy", str, "a string"), ("camera", dict, "an object"),
+                                  ("task", dict, "an object")):
         if m.get(field) is not None and not isinstance(m[field], kind):
             raise bad(field, m[field], f"{expected} or null")
     for field in ("seed", "max_steps", "episodes_per_shard"):
