@@ -302,7 +302,8 @@ class NeuralSimRoomEnv(gym.Env):
     world origin at the floor's centre, world +Z toward the east wall, +X toward the south wall,
     +Y down, so a camera facing east has the identity rotation), ``"camera"`` (the 20-number form:
     flattened pose + ``fx, fy, cx, cy``), ``"intrinsics"`` (``[fx, fy, cx, cy]`` float32 pixels),
-    ``"target_distance"`` (metres, horizontal), ``"success"`` (bool).
+    ``"target_distance"`` (metres, horizontal), ``"target_position"`` (the target's centre, ``[3]`` float32 in the pose's
+    world axes; ``collect`` records it per frame), ``"success"`` (bool).
 
     Yaw and pitch follow :func:`neuralsim.actions.action_string_to_c2w` exactly (with
     ``rotation_speed_deg``); translation is physical: up to ``translation_speed`` per step along the
@@ -724,6 +725,7 @@ class NeuralSimRoomEnv(gym.Env):
             "camera": A.pose_to_camera_vector(pose, self.intrinsics),
             "intrinsics": self.intrinsics.copy(),
             "target_distance": distance,
+            "target_position": (_MJ_TO_CV @ self.data.xpos[self._obj_body[self._target]]).astype(np.float32),
             "success": success,
         }
 

@@ -23,6 +23,7 @@ Mixed precision only through ``torch.autocast`` at the call site (the recurrent 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,10 +334,12 @@ def _reward_model(config: WorldModelConfig) -> nn.Module | None:
     response = (TranslationResponse(float(task["velocity_gain"]), float(task["acceleration_limit"]),
                                     float(task["frame_time"]), int(task["substeps"]))
                 if all(task.get(k) for k in servo) else None)
+    H, W = config.image_size
     return TargetTracker(config.latent_channels, config.action_dim, config.reward_model_channels, task,
-                         translation_speed=config.camera_translation_speed,
+                         latent_size=(H // config.spatial_stride, W // config.spatial_stride), translation_speed=config.camera_translation_speed,
                          rotation_speed_deg=config.camera_rotation_speed_deg, response=response,
-                         dream_trust=config.reward_dream_trust)
+                         dream_trust=config.reward_dream_trust,
+                         view_tan=math.tan(math.radians(config.camera_fovy_deg) / 2) * W / H)
 
 
 class WorldModel(nn.Module):
@@ -1083,11 +1086,14 @@ class WorldModel(nn.Module):
         return action[:, 1:] * known[:, 1:, None]
 
     def reward_loss(self, latents: torch.Tensor, actions: Any, rewards: Any, terminated: Any,
-                    opens: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                    opens: torch.Tensor | None = None, offsets: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
         """The reward model's loss on windows: ``latents [B, T, C, h, w]`` (normalised, real or the model's own),
         ``actions [B, T-1, A]`` (Box) or ``[B, T-1]`` (Discrete) as the env took them, ``rewards [B, T-1]`` and
         ``terminated [B, T-1]`` the real env's; ``opens [B]`` the frame at which each row's memory opens (default
-        0; :meth:`neuralsim.reward.RewardModel.loss`). Returns ``(loss, logs)`` (reward MSE + termination BCE)."""
+        0; :meth:`neuralsim.reward.RewardModel.loss`); ``offsets [B, T, 2]`` the target's true place per frame (a target
+        tracker's localizer labels, :func:`neuralsim.reward.target_offsets`). Returns ``(loss, logs)`` (reward MSE +
+        termination BCE, + the localizer's terms with ``offsets``)."""
         moves = self._reward_model_moves(latents, actions)
         B, T = latents.shape[:2]
         target = torch.as_tensor(np.asarray(rewards.cpu() if isinstance(rewards, torch.Tensor) else rewards),
@@ -1101,7 +1107,14 @@ class WorldModel(nn.Module):
             opens = torch.as_tensor(opens, dtype=torch.long, device=self.device)
             if tuple(opens.shape) != (B,) or bool(((opens < 0) | (opens > T - 2)).any()):
                 raise InputError(f"opens must be {B} frame indices in [0, {T - 2}], got {opens.tolist()}")
-        return self.reward_model.loss(latents.float(), moves, target, done, opens)
+        if offsets is None:
+            return self.reward_model.loss(latents.float(), moves, target, done, opens)
+        if not isinstance(self.reward_model, TargetTracker):
+            raise InputError("offsets label a target tracker's localizer; this model's reward model is recurrent")
+        offsets = torch.as_tensor(offsets, dtype=torch.float32, device=self.device)
+        if tuple(offsets.shape) != (B, T, 2):
+            raise InputError(f"offsets must have shape {(B, T, 2)}, got {tuple(offsets.shape)}")
+        return self.reward_model.loss(latents.float(), moves, target, done, opens, offsets)
 
     def dynamics_loss(self, latents: torch.Tensor, actions: Any, rewards: Any = None, terminated: Any = None,
                       prompts: Sequence[str | None] | None = None, generator: torch.Generator | None = None,

@@ -179,56 +179,66 @@ class TargetTracker(nn.Module):
     predicts (``dream_trust`` > 0 lets it measure there too). Then
 
         progress  = scale * (|p before| - |p moved by the camera|)       (the estimate's own jumps pay nothing)
-        P(term.)  = sigmoid(end(|p|, direction of p))                  (within reach and in view: learned)
+        P(term.)  = sigmoid(sharpness * min(reach - |p|, forward - near, forward * tan(fov / 2) - |right|))
         reward    = progress + bonus * P(term.)
 
     The target is pushed, not passed: a move that would bring it closer than ``contact_distance`` stops at it.
-    Everything is learned from the task's rewards and episode ends alone (no position labels): the progress fixes the
-    target's bearing, the turns and the successes its range.
+    The localizer learns where the target is from the data's recorded positions (``target_positions`` with the camera
+    ``poses``: :func:`target_offsets`; its confidence from whether the target is in view), the rest end to end from
+    the task's rewards and episode ends (progress MSE, termination BCE, through the prediction steps). The rewards
+    alone were measured too weak a teacher: from "straight ahead" the progress does not change with the bearing.
 
-    The target may move on its own (the room's ball rolls for seconds after its drop): the shown frames also
-    estimate its motion per step (an alpha-beta filter: a share ``sigmoid(motion_gain)`` of each measurement's
-    surprise goes to the motion), and the prediction carries it on.
+    The target is taken to stay where it is (the room's ball rolls on after its drop, about 0.02 m per step: an
+    alpha-beta estimate of that motion from the shown frames was tried and absorbed the localizer's bias instead:
+    as the agent closes in, its range estimates shrink less than the distance does, which read as a target moving
+    away at 0.07 m per step and cancelled the dream's progress).
 
-    Memory ``[B, 6]``: the target's ``(forward, right)`` in metres from the agent, the camera's ``(forward, right)``
-    velocity (the servo's state, :func:`neuralsim.camera.translation_response`) and the target's own motion per step
-    ``(forward, right)``, all in the agent's frame.
+    Success is geometric: within ``reach_radius`` and in view (ahead by more than a learned ``near`` distance, inside
+    the horizontal field of view), each edge a logistic of learned sharpness.
+
+    Memory ``[B, 4]``: the target's ``(forward, right)`` in metres from the agent, then the camera's ``(forward,
+    right)`` velocity (the servo's state, :func:`neuralsim.camera.translation_response`), in the agent's frame.
 
     Args:
         latent_channels, action_dim: as :class:`RewardModel`; the actions must be the canonical camera actions
             ``[forward, strafe_right, yaw_right, pitch_up]``.
-        channels: width of the localizer's convolutions.
+        channels: width of the localizer's convolutions; latent_size: ``(h, w)`` of a latent frame.
         task: the env's ``task_spec`` (:data:`TASK_KEYS`).
         translation_speed, rotation_speed_deg: the camera's motion per step at full action.
         response: the camera's velocity servo, or None (the commanded motion is the motion).
         dream_trust: weight of a dreamed frame's measurement relative to a shown frame's (0: the dream only predicts).
+        view_tan: tangent of half the horizontal field of view (what "in view" means for the localizer's labels).
     """
 
-    MEMORY = 6
+    MEMORY = 4
 
-    def __init__(self, latent_channels: int, action_dim: int, channels: int, task: dict, *, translation_speed: float,
-                 rotation_speed_deg: float, response: TranslationResponse | None = None, dream_trust: float = 0.0) -> None:
+    def __init__(self, latent_channels: int, action_dim: int, channels: int, task: dict, *,
+                 latent_size: tuple[int, int] = (8, 8), translation_speed: float,
+                 rotation_speed_deg: float, response: TranslationResponse | None = None, dream_trust: float = 0.0,
+                 view_tan: float = math.tan(math.radians(35.0))) -> None:
         super().__init__()
         if action_dim != 4:
             raise ValueError(f"a target tracker needs the 4-dim camera actions, got action_dim={action_dim}")
         self.hidden = self.MEMORY
         self.translation_speed, self.rotation = float(translation_speed), math.radians(rotation_speed_deg)
-        self.response, self.dream_trust = response, float(dream_trust)
+        self.response, self.dream_trust, self.view_tan = response, float(dream_trust), float(view_tan)
         self.scale, self.bonus_value = float(task["progress_reward_scale"]), float(task["success_bonus"])
         self.reach, self.contact = float(task["reach_radius"]), float(task["contact_distance"])
-        # localizer: range (softplus above the contact distance), direction (2, normalised), confidence logit
+        # localizer: a heatmap over the latent grid's cells (where the target is), each cell a learned place on the
+        # floor (where a thing seen there usually is: the image position's geometry) plus a correction; the soft-argmax
+        # of the heatmap is the measurement, its log-sum-exp the confidence. Measured on the room's data against a
+        # strided CNN with a flat readout: median bearing error 9.5 vs 13.4 degrees, range 0.44 vs 0.61 m.
+        h, w = latent_size
         self.locate = nn.Sequential(
-            nn.Conv2d(latent_channels, channels, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.SiLU(),
-            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * channels, channels), nn.SiLU(), nn.Linear(channels, 4),
+            nn.Conv2d(latent_channels, channels, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.SiLU(), nn.Conv2d(channels, 3, 1),
         )
-        with torch.no_grad():  # start at "2 m straight ahead, half trusted"
-            self.locate[-1].weight.mul_(0.1)
-            self.locate[-1].bias.copy_(torch.tensor([1.5, 1.0, 0.0, 0.0]))
-        self.motion_gain = nn.Parameter(torch.tensor(-1.0))  # share of a measurement's surprise that is motion
-        self.end = nn.Sequential(nn.Linear(4, 32), nn.SiLU(), nn.Linear(32, 1))  # termination from the geometry
-        with torch.no_grad():  # start rare: sigmoid(-4)
-            self.end[-1].bias.fill_(-4.0)
+        self.place = nn.Parameter(torch.stack([torch.full((h, w), 2.0), torch.zeros(h, w)]))  # (forward, right) per cell
+        self.confidence_bias = nn.Parameter(torch.tensor(math.log(h * w)))
+        # success: within reach and in view; where "in view" starts (a floor object leaves the bottom of the view when
+        # near) and how sharp the edges are, learned
+        self.near = nn.Parameter(torch.tensor(0.5))
+        self.log_sharpness = nn.Parameter(torch.tensor(math.log(20.0)))
 
     @property
     def bonus(self) -> torch.Tensor:  # the interface of RewardModel (fixed here: the task states it)
@@ -242,15 +252,18 @@ class TargetTracker(nn.Module):
     def measure(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[N, C, h, w]`` → ``(position [N, 2] metres (forward, right), weight [N] in (0, 1))``."""
         out = self.locate(latent.float())
-        distance = self.contact + F.softplus(out[:, 0])
-        direction = out[:, 1:3] / out[:, 1:3].norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        return direction * distance[:, None], torch.sigmoid(out[:, 3])
+        heat = out[:, 0].flatten(1)
+        places = (self.place[None] + out[:, 1:]).flatten(2)  # (N, 2, cells)
+        position = (places * heat.softmax(-1)[:, None]).sum(-1)
+        distance = position.norm(dim=-1, keepdim=True)
+        position = position * torch.clamp(self.contact / distance.clamp_min(1e-6), min=1.0)
+        return position, torch.sigmoid(torch.logsumexp(heat, -1) - self.confidence_bias)
 
     def move(self, memory: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """The memory after one step of the camera under ``action [B, 4]``: the target seen from the new pose."""
         from neuralsim.camera import translation_response
 
-        p, v, u = memory[:, :2], memory[:, 2:4], memory[:, 4:]
+        p, v = memory[:, :2], memory[:, 2:]
         action = action.detach()
         if self.response is not None:
             effective, v = translation_response(v.detach().double(), action.double(), self.response,
@@ -262,17 +275,17 @@ class TargetTracker(nn.Module):
         theta = self.rotation * action[:, 2]
         c, s = theta.cos(), theta.sin()
 
-        def turned(x: torch.Tensor) -> torch.Tensor:  # a vector of the old frame seen from the new heading
-            return torch.stack([x[:, 0] * c + x[:, 1] * s, x[:, 1] * c - x[:, 0] * s], dim=-1)  # turn right: it swings left
-
-        p = turned(p + u) - self.translation_speed * effective[:, :2]  # the target moves, then the agent
+        p = torch.stack([p[:, 0] * c + p[:, 1] * s, p[:, 1] * c - p[:, 0] * s], dim=-1)  # turn right: it swings left
+        p = p - self.translation_speed * effective[:, :2]
         norm = p.norm(dim=-1, keepdim=True)
         p = p * torch.clamp(self.contact / norm.clamp_min(1e-6), min=1.0)  # pushed, not passed
-        return torch.cat([p, v, turned(u)], dim=-1)
+        return torch.cat([p, v], dim=-1)
 
     def _termination(self, p: torch.Tensor) -> torch.Tensor:
-        distance = p.norm(dim=-1, keepdim=True)
-        return self.end(torch.cat([distance - self.reach, p / distance.clamp_min(1e-6), distance], dim=-1)).squeeze(-1)
+        forward, right = p[:, 0], p[:, 1]
+        margin = torch.minimum(torch.minimum(self.reach - p.norm(dim=-1), forward - self.near),
+                               forward * self.view_tan - right.abs())
+        return self.log_sharpness.exp() * margin
 
     def _transition(self, memory: torch.Tensor, latent: torch.Tensor | None, action: torch.Tensor, trust: float
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -287,9 +300,7 @@ class TargetTracker(nn.Module):
 
     def _correct(self, moved: torch.Tensor, seen: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """The predicted memory corrected by a measurement ``seen [B, 2]`` trusted ``weight [B]``."""
-        surprise = weight[:, None] * (seen - moved[:, :2])
-        return torch.cat([moved[:, :2] + surprise, moved[:, 2:4],
-                          moved[:, 4:] + torch.sigmoid(self.motion_gain) * surprise], dim=-1)
+        return torch.cat([moved[:, :2] + weight[:, None] * (seen - moved[:, :2]), moved[:, 2:]], dim=-1)
 
     def step(self, prev: torch.Tensor, latent: torch.Tensor, action: torch.Tensor, memory: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -312,7 +323,7 @@ class TargetTracker(nn.Module):
         actions = actions.float()
 
         def opened(t: int) -> torch.Tensor:  # the estimate a memory opens with at frame t: its measurement, trusted
-            return torch.cat([seen[:, t], torch.zeros(B, 4, device=latents.device)], dim=-1)
+            return torch.cat([seen[:, t], torch.zeros(B, 2, device=latents.device)], dim=-1)
 
         first = 1 if memory is not None else 0
         memory = opened(0) if memory is None else memory.float()
@@ -332,7 +343,38 @@ class TargetTracker(nn.Module):
             return empty, empty, memory, empty
         return torch.stack(rewards, 1), torch.stack(logits, 1), memory, torch.stack(progress, 1)
 
+    def in_view(self, offsets: torch.Tensor) -> torch.Tensor:
+        """``[..., 2]`` target offsets (forward, right) → bool: in the camera's view, near enough to be seen (its
+        centre within the horizontal field of view, 0.45–6 m ahead: nearer, a floor object leaves the bottom)."""
+        forward, right = offsets[..., 0], offsets[..., 1]
+        return (forward > 0.45) & (forward < 6.0) & (right.abs() < forward * self.view_tan)
+
     def loss(self, latents: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor,
-             opens: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """As :meth:`RewardModel.loss`: progress MSE (the bonus paid on the real endings) + weighted termination BCE."""
-        return _reward_loss(self, latents, actions, rewards, terminated, opens, torch.tensor(self.bonus_value))
+             opens: torch.Tensor | None = None, offsets: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """As :meth:`RewardModel.loss` (progress MSE with the bonus paid on the real endings, weighted termination
+        BCE), plus with ``offsets [B, T, 2]`` (the target's true (forward, right) per frame, :func:`target_offsets`)
+        the localizer's: Huber on the position where the target is in view, BCE of the confidence against in view."""
+        loss, logs = _reward_loss(self, latents, actions, rewards, terminated, opens, torch.tensor(self.bonus_value))
+        if offsets is None:
+            return loss, logs
+        seen, weight = self.measure(latents.flatten(0, 1))
+        offsets = offsets.reshape(-1, 2).to(seen)
+        visible = self.in_view(offsets)
+        where = (F.smooth_l1_loss(seen, offsets, reduction="none").sum(-1) * visible).sum() / visible.sum().clamp_min(1)
+        sure = F.binary_cross_entropy(weight.clamp(1e-6, 1 - 1e-6), visible.float())
+        error = (seen - offsets).norm(dim=-1)[visible]
+        logs.update(locate_loss=where.item(), confidence_bce=sure.item(),
+                    locate_error_m=error.mean().item() if len(error) else float("nan"))
+        return loss + where + sure, logs
+
+
+def target_offsets(poses: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Where a target is from the camera, in the camera's horizontal frame: ``poses [..., 4, 4]`` camera-to-world
+    (OpenCV axes: +Y down) and ``targets [..., 3]`` world positions → ``[..., 2]`` ``(forward, right)`` metres."""
+    R, position = poses[..., :3, :3].float(), poses[..., :3, 3].float()
+    ground = torch.tensor([1.0, 0.0, 1.0], device=poses.device)
+    forward, right = R[..., :, 2] * ground, R[..., :, 0] * ground  # pitch tilts the forward axis: flatten it
+    forward = forward / forward.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    right = right / right.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    rel = targets.float() - position
+    return torch.stack([(rel * forward).sum(-1), (rel * right).sum(-1)], dim=-1)

@@ -354,6 +354,18 @@ class StageLoss(nn.Module):
         return torch.stack(own, dim=1)
 
     @torch.no_grad()
+    def target_labels(self, batch: dict, frames: int) -> torch.Tensor | None:
+        """A target tracker's localizer labels ``[B, frames, 2]`` from the window's recorded camera poses and target
+        positions (one per latent frame: every ``frames_per_latent``-th raw frame), or None (not a tracker, or data
+        without them)."""
+        from neuralsim.reward import TargetTracker, target_offsets
+
+        if not isinstance(self.model.reward_model, TargetTracker) or "target_positions" not in batch or "poses" not in batch:
+            return None
+        k = self.model.config.frames_per_latent
+        poses, targets = torch.as_tensor(batch["poses"])[:, ::k], torch.as_tensor(batch["target_positions"])[:, ::k]
+        return target_offsets(poses[:, :frames], targets[:, :frames])
+
     def own_continuation(self, latents: torch.Tensor, batch: dict, generator: torch.Generator) -> torch.Tensor:
         """The windows with their second half replaced by the model's own rollout: real frames ``0..c-1`` (with their
         actions) are the context, then the model dreams frames ``c..T-1`` under the batch's actions, ``c = T // 2``."""
@@ -391,7 +403,8 @@ class StageLoss(nn.Module):
             # met at every memory age, not always at the window's length (RewardModel.loss)
             T = latents.shape[1]
             opens = torch.randint(0, T - 1, (latents.shape[0],), generator=generator)
-            loss, logs = self.model.reward_loss(latents, batch["actions"], batch["rewards"], batch["terminated"], opens)
+            loss, logs = self.model.reward_loss(latents, batch["actions"], batch["rewards"], batch["terminated"], opens,
+                                                self.target_labels(batch, T))
             return loss, {**logs, "own_frames": float(own)}
         if self.still_windows > 0:
             latents, batch = self.hold_still(latents, batch, generator)

@@ -231,6 +231,7 @@ class FrameRecorder:
         policy.reset(env, np.random.default_rng([seed, index]))
         frames = [self.frame(obs)]
         poses = [info["pose"]] if "pose" in info else None
+        targets = [info["target_position"]] if "target_position" in info else None  # a task target's place
         description = info.get("description", self.env_id)
         actions, rewards, terminated, truncated = [], [], [], []
         for _ in range(max_steps):
@@ -241,12 +242,16 @@ class FrameRecorder:
                     frames.append(frames[-1])
                     if poses is not None:
                         poses.append(poses[-1])
+                    if targets is not None:
+                        targets.append(targets[-1])
                     continue
                 obs, reward, term, trunc, info = env.step(action)
                 total += float(reward)
                 frames.append(self.frame(obs))
                 if poses is not None:
                     poses.append(info["pose"])
+                if targets is not None:
+                    targets.append(info["target_position"])
             actions.append(action)
             rewards.append(total)
             terminated.append(bool(term))
@@ -263,6 +268,7 @@ class FrameRecorder:
             "truncated": np.asarray(truncated, dtype=bool),
             "description": str(description),
             "poses": None if poses is None else np.stack(poses).astype(np.float32),
+            "target_positions": None if targets is None else np.stack(targets).astype(np.float32),
             "seed": env_seed,
         }
 
@@ -481,7 +487,8 @@ def collect(
             results = (recorder.episode(pol, i, int(seed), int(frames_per_step), int(max_steps)) for i in todo)
         for ep in _reraise_broken_pool(results):
             writer.add_episode(ep["frames"], ep["actions"], ep["rewards"], ep["terminated"], ep["truncated"],
-                               ep["description"], poses=ep["poses"], seed=ep["seed"])
+                               ep["description"], poses=ep["poses"], seed=ep["seed"],
+                               target_positions=ep["target_positions"])
             steps += len(ep["rewards"])
             env_steps += len(ep["frames"]) - 1
             bar.update(1)

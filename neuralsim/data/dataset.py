@@ -6,14 +6,15 @@ A dataset is a directory::
                                  "image_size": [H, W], "resize": "pad"|"crop"|"squash" (absent:
                                  squash), "native_image_size": [h, w], "action_spec", "frames_per_step": K, "policy",
                                  "seed", "shards": [{"file", "episodes", "steps", "frames", "sha256",
-                                 "bytes"}], "episodes", "steps", "poses": bool, ...}
+                                 "bytes"}], "episodes", "steps", "poses": bool,
+                                 "target_positions": bool (absent: false), "camera", "task", ...}
     shard-000000.safetensors    concatenated episodes (below)
     shard-000001.safetensors
 
 A shard holds ``frames`` uint8 ``[N_frames, H, W, 3]``, ``actions`` float32 ``[N_steps, A]`` (Box) or
 int64 ``[N_steps]`` (Discrete), ``rewards`` float32 ``[N_steps]``, ``terminated`` / ``truncated`` bool
 ``[N_steps]``, ``frame_offsets`` / ``step_offsets`` int64 ``[E + 1]``, optionally ``poses`` float32
-``[N_frames, 4, 4]``, and the metadata ``descriptions`` / ``seeds`` (JSON lists, one per episode).
+``[N_frames, 4, 4]`` and ``target_positions`` float32 ``[N_frames, 3]``, and the metadata ``descriptions`` / ``seeds`` (JSON lists, one per episode).
 An episode of ``n`` steps has ``1 + n * K`` frames: the first observation alone, then ``K`` frames
 per step while the action is held (the env is stepped ``K`` times; rewards are summed). When an
 episode ends inside a step, the remaining frames of that step repeat the last frame.
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "neuralsim-dataset"
 VERSION = 1
+PER_FRAME_EXTRAS = ("poses", "target_positions")  # optional per-frame arrays a shard may hold
 MANIFEST = "manifest.json"
 #: The temporaries a ShardWriter makes (checkpoints.atomic_write: ``.<file>.<8 random chars>.tmp``); on resume
 #: only names of exactly this form are deleted, never a user's ``notes.tmp.csv`` or ``shard-NOTES.md``.
@@ -206,8 +208,9 @@ def _check_manifest_fields(file: Path, m: dict[str, Any]) -> None:
         raise DatasetError(f"{file}: action_spec {spec!r} is not a valid action space ({type(err).__name__}: {err})"[:600]) from None
     if "resize" in m and m["resize"] not in RESIZE_MODES:
         raise bad("resize", m["resize"], f"one of {', '.join(RESIZE_MODES)}")
-    if "poses" in m and not isinstance(m["poses"], bool):
-        raise bad("poses", m["poses"], "true or false")
+    for name in PER_FRAME_EXTRAS:
+        if name in m and not isinstance(m[name], bool):
+            raise bad(name, m[name], "true or false")
     for field, kind, expected in (("env_id", str, "a string"), ("env_kwargs", dict, "an object"),
                                   ("policy", str, "a string"), ("camera", dict, "an object"),
                                   ("task", dict, "an object")):
@@ -377,6 +380,7 @@ class ShardWriter:
         description: str,
         poses: np.ndarray | None = None,
         seed: int | None = None,
+        target_positions: np.ndarray | None = None,
     ) -> None:
         """Buffer one episode; a shard is written every ``episodes_per_shard`` episodes.
 
@@ -387,6 +391,8 @@ class ShardWriter:
             description: text of the episode (layout description, env id...).
             poses: optional ``[1 + n * K, 4, 4]`` camera-to-world per frame.
             seed: the env seed of the episode.
+            target_positions: optional ``[1 + n * K, 3]`` the task target's position per frame, in the poses' world
+                axes (the room's ``info["target_position"]``; a target-tracking reward model learns to find it).
         """
         rewards = np.asarray(rewards, dtype=np.float32).reshape(-1)
         n = len(rewards)
@@ -408,14 +414,21 @@ class ShardWriter:
             poses = np.asarray(poses, dtype=np.float32)
             if poses.shape != (1 + n * K, 4, 4):
                 raise ValueError(f"poses must have shape {(1 + n * K, 4, 4)}, got {poses.shape}")
-        has_poses = self.manifest.get("poses")
-        if has_poses is None and self._buffer:
-            has_poses = self._buffer[0]["poses"] is not None
-        if has_poses is not None and has_poses != (poses is not None):
-            raise ValueError(f"poses must be given for every episode of a dataset or for none; this dataset has {'them' if has_poses else 'none'}")
+        if target_positions is not None:
+            target_positions = np.asarray(target_positions, dtype=np.float32)
+            if target_positions.shape != (1 + n * K, 3):
+                raise ValueError(f"target_positions must have shape {(1 + n * K, 3)}, got {target_positions.shape}")
+        for name, value in (("poses", poses), ("target_positions", target_positions)):
+            has = self.manifest.get(name)
+            if has is None and self._buffer:
+                has = self._buffer[0][name] is not None
+            if has is not None and has != (value is not None):
+                raise ValueError(f"{name} must be given for every episode of a dataset or for none; this dataset has "
+                                 f"{'them' if has else 'none'}")
         self._buffer.append(
             {"frames": frames, "actions": acts, "rewards": rewards, "terminated": terminated, "truncated": truncated,
-             "description": description, "poses": poses, "seed": None if seed is None else int(seed)}
+             "description": description, "poses": poses, "target_positions": target_positions,
+             "seed": None if seed is None else int(seed)}
         )
         if len(self._buffer) >= self.episodes_per_shard:
             self.flush()
@@ -436,9 +449,11 @@ class ShardWriter:
             "frame_offsets": frame_offsets,
             "step_offsets": step_offsets,
         }
-        if eps[0]["poses"] is not None:
-            tensors["poses"] = np.concatenate([e["poses"] for e in eps])
-        self.manifest["poses"] = eps[0]["poses"] is not None
+        for name in PER_FRAME_EXTRAS:
+            if eps[0][name] is not None:
+                tensors[name] = np.concatenate([e[name] for e in eps])
+            if name == "poses" or eps[0][name] is not None:  # older readers know only poses: no key when absent
+                self.manifest[name] = eps[0][name] is not None
         metadata = {
             "format": "neuralsim-shard",
             "version": str(VERSION),
@@ -597,6 +612,11 @@ class Dataset:
         """Whether shards hold per-frame camera ``poses``."""
         return bool(self.manifest.get("poses", False))
 
+    @property
+    def has_target_positions(self) -> bool:
+        """Whether shards hold the task target's position per frame (``target_positions``)."""
+        return bool(self.manifest.get("target_positions", False))
+
     def __len__(self) -> int:
         return self.num_episodes
 
@@ -640,7 +660,7 @@ class Dataset:
 
     def episode(self, i: int) -> dict[str, Any]:
         """Episode ``i``: ``frames`` ``[1 + n*K, H, W, 3]`` uint8, ``actions``, ``rewards``, ``terminated``,
-        ``truncated`` (``[n]``), ``poses`` (if recorded), ``description``, ``seed``."""
+        ``truncated`` (``[n]``), ``poses`` and ``target_positions`` (if recorded), ``description``, ``seed``."""
         i = self._check_index(i)
         s, j = int(self._shard_of[i]), int(self._local[i])
         fo, so = self._offsets[s]
@@ -653,9 +673,13 @@ class Dataset:
             "description": self.descriptions[i],
             "seed": self.seeds[i],
         }
-        if self.has_poses:
-            out["poses"] = self._read(s, "poses", fo[j], fo[j + 1])
+        for name in self._extras():
+            out[name] = self._read(s, name, fo[j], fo[j + 1])
         return out
+
+    def _extras(self) -> tuple[str, ...]:
+        """The optional per-frame arrays the shards hold."""
+        return tuple(name for name in PER_FRAME_EXTRAS if self.manifest.get(name, False))
 
     def step_column(self, name: str) -> np.ndarray:
         """A per-step array of every episode, in episode order, without reading any frame: ``"actions"``
@@ -708,6 +732,8 @@ class Dataset:
                 expected["actions"] = (n_steps, A.action_dim(self.action_spec))
             if self.has_poses:
                 expected["poses"] = (n_frames, 4, 4)
+            if self.has_target_positions:
+                expected["target_positions"] = (n_frames, 3)
             for name, shape in expected.items():
                 got = tuple(handle.get_slice(name).get_shape())
                 if got != shape:
@@ -766,7 +792,7 @@ class Dataset:
             raise DatasetError(f"no episode of {self.path} has {steps} steps (the longest has {longest}); use a smaller steps")
         focused = self._focus_windows(steps, counts, focus, focus_fraction, focus_at)
         K = self.frames_per_step
-        poses = self.has_poses
+        extras = self._extras()
         i = int(start_index)
         while True:
             rng = np.random.default_rng([int(seed), i])
@@ -780,7 +806,7 @@ class Dataset:
                 e_f, t_f = focused[0][pick], focused[1][pick]
                 s_f = np.clip(t_f - offset, 0, counts[e_f] - 1)
                 episodes, starts = np.where(rows, e_f, episodes), np.where(rows, s_f, starts)
-            batch: dict[str, list[Any]] = {k: [] for k in ("frames", "actions", "rewards", "terminated", "truncated", "poses")}
+            batch: dict[str, list[Any]] = {k: [] for k in ("frames", "actions", "rewards", "terminated", "truncated", *extras)}
             for e, t in zip(episodes.tolist(), starts.tolist()):
                 s, j = int(self._shard_of[e]), int(self._local[e])
                 fo, so = self._offsets[s]
@@ -788,8 +814,8 @@ class Dataset:
                 batch["frames"].append(self._read(s, "frames", f0, f0 + steps * K + 1))
                 for name in ("actions", "rewards", "terminated", "truncated"):
                     batch[name].append(self._read(s, name, s0, s0 + steps))
-                if poses:
-                    batch["poses"].append(self._read(s, "poses", f0, f0 + steps * K + 1))
+                for name in extras:
+                    batch[name].append(self._read(s, name, f0, f0 + steps * K + 1))
             out: dict[str, Any] = {k: np.stack(v) for k, v in batch.items() if v}
             out["terminated"] = out["terminated"].astype(bool)
             out["truncated"] = out["truncated"].astype(bool)
