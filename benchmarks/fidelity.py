@@ -904,6 +904,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               "frames_per_latent": k, "horizons": list(horizons),
                               "denoise_steps": args.denoise_steps or cfg.denoise_steps, "context_noise": cfg.context_noise,
                               "flow_shift": cfg.flow_shift, "context_window": cfg.context_window, "device": "cpu", "dtype": str(dtype).replace("torch.", ""),
+                              "reward_source": ("heads" if getattr(model, "reward_model", None) is None
+                                                else f"reward model ({cfg.reward_model_kind})"),
                               "cpu_capability": cpu_capability(),
                               "cpu_bf16": list(cpu_bf16_flags()),
                               "threads": torch.get_num_threads()}

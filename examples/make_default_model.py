@@ -183,6 +183,8 @@ class Recipe:
     reward_steps: int = 1500
     reward_lr: float = 1e-3
     reward_own_share: float = 0.25  # windows whose second half the model dreams (--self-forcing of `train reward`)
+    reward_kind: str = "recurrent"  # or "target": the target tracker (README, "reward prediction"; it only predicts
+    #                                 on dreamed frames, so no windows are dreamed for it)
     reward_terminal_windows: float = 0.3  # windows that end at a success (--terminal-windows): 1 in ~200 otherwise
     # The prompt-start generator (`neuralsim train prompt`): first frames of the room's default task and their
     # descriptions, one-step episodes of many layouts; what `reset(options={"prompt": ...})` draws the start from.
@@ -339,7 +341,8 @@ def main() -> None:
                     resume=(reward_data / "manifest.json").exists())
         train(TrainConfig(stage="reward", out=str(reward_dir), init=str(final_dir), data=str(reward_data),
                           steps=recipe.reward_steps, lr=recipe.reward_lr, window=32, batch_size=32, warmup=100,
-                          self_forcing=recipe.reward_own_share, terminal_windows=recipe.reward_terminal_windows,
+                          self_forcing=recipe.reward_own_share if recipe.reward_kind == "recurrent" else 0.0,
+                          reward_kind=recipe.reward_kind, terminal_windows=recipe.reward_terminal_windows,
                           seed=recipe.seed, dtype=recipe.dtype,
                           latent_cache_dir=str(out / "latent_cache"),
                           resume=recipe.resume and (reward_dir / "checkpoints" / "latest.json").exists()))

@@ -300,3 +300,24 @@ def test_reward_loss_checks_its_labels():
     recurrent = WorldModel(recurrent.config.replace(reward_model_channels=8, reward_model_hidden=16)).eval()
     with pytest.raises(InputError, match="offsets label a target tracker"):
         recurrent.reward_loss(latents, actions, rewards, done, offsets=torch.ones(2, 3, 2))
+
+
+@pytest.mark.mujoco
+def test_reward_prediction_benchmark_on_a_tiny_tracker(tiny_checkpoint, tmp_path):
+    """benchmarks/reward_prediction.py (2 seeds per policy, ~10 s): the fidelity benchmark's reward keys, the trust
+    override recorded; the override refused on a model without a tracker."""
+    pytest.importorskip("mujoco")
+    from conftest import load_script
+
+    bench = load_script("benchmarks/reward_prediction.py", "reward_prediction_bench")
+    _tracker_model().save_pretrained(tmp_path / "tracker")
+    result = bench.main(["--model", str(tmp_path / "tracker"), "--seeds", "2", "--reward-dream-trust", "0.5",
+                         "--results-dir", str(tmp_path), "--name", "rp"])
+    assert result["reward_source"] == "reward model (target)" and result["reward_dream_trust"] == 0.5
+    for key in ("reward_corr_t1_16", "termination_f1", "termination_positives",
+                "reward_corr_t1_16_explore", "termination_f1_scripted"):
+        assert key in result, key
+    assert json.loads((tmp_path / "rp.json").read_text())["benchmark"] == "reward_prediction"
+    with pytest.raises(SystemExit, match="needs a model with a target tracker"):
+        bench.main(["--model", str(tiny_checkpoint), "--seeds", "1", "--reward-dream-trust", "0.5",
+                    "--results-dir", str(tmp_path)])

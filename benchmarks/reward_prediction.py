@@ -1,0 +1,105 @@
+"""Reward and success prediction in the dream: the fidelity benchmark's reward protocol alone (about 30 s).
+
+Protocol (``benchmarks/fidelity.py``, the same functions, seeds and dream seeds, so the figures equal its
+``reward_corr_t1_16`` / ``termination_f1``): the room's default task (the ball, a success the camera sees) from
+held-out seeds under the explore, sticky-random and scripted policies; 16 real context frames, then 16 dreamed steps
+of the same actions. Reported: Pearson between the dream's reward and the real one over dream steps 1-16, success F1
+(probability > 0.5 vs the real success test), steps after an episode's first success left out; per policy and pooled;
+and the same reward model on the real frames (its ceiling). ``--reward-dream-trust`` overrides a target tracker's
+``reward_dream_trust`` (how much it measures on dreamed frames; ``neuralsim.reward.TargetTracker``).
+
+    OMP_NUM_THREADS=1 python benchmarks/reward_prediction.py --model DIR [--reward-dream-trust 1.0]
+    OMP_NUM_THREADS=1 python benchmarks/reward_prediction.py --model DIR --quick      # 8 seeds
+
+Prints a table; the last line is one JSON object, also written to ``benchmarks/results/reward_prediction.json``
+(``--quick``: ``reward_prediction_quick.json``; ``--results-dir``, ``--name`` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS_DIR, machine_info, rounded, set_threads, write_result  # noqa: E402
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default", help="checkpoint directory or shipped name")
+    parser.add_argument("--seeds", type=int, default=None, help="held-out seeds per policy (default 32; --quick 8)")
+    parser.add_argument("--first-seed", type=int, default=1_000_000, help="as fidelity.py: held out from collection")
+    parser.add_argument("--reward-dream-trust", type=float, default=None,
+                        help="a target tracker's weight of a dreamed frame's measurement, in [0, 1] (default: the model's)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="8 seeds per policy")
+    parser.add_argument("--name", default=None, help="results file name (default reward_prediction[_quick])")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    args.seeds = args.seeds if args.seeds is not None else (8 if args.quick else 32)
+    args.name = args.name or ("reward_prediction_quick" if args.quick else "reward_prediction")
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.reward_dream_trust is not None and not 0.0 <= args.reward_dream_trust <= 1.0:
+        parser.error(f"--reward-dream-trust must be in [0, 1], got {args.reward_dream_trust}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    set_threads(args.threads or 1)
+    import gymnasium as gym
+
+    import fidelity
+    import neuralsim.envs  # noqa: F401  (registers the room)
+    from neuralsim.model import WorldModel
+
+    t0 = time.perf_counter()
+    model = WorldModel.from_pretrained(args.model).float().eval()
+    cfg = model.config
+    if cfg.action_spec.get("type") != "box" or cfg.action_dim != 4:
+        raise SystemExit(f"reward_prediction.py needs a model of the room's 4-dim camera actions, got {cfg.action_spec}")
+    source = "heads" if model.reward_model is None else f"reward model ({cfg.reward_model_kind})"
+    if args.reward_dream_trust is not None:
+        if cfg.reward_model_kind != "target" or model.reward_model is None:
+            raise SystemExit("--reward-dream-trust needs a model with a target tracker (reward_model_kind 'target')")
+        cfg.reward_dream_trust = model.reward_model.dream_trust = float(args.reward_dream_trust)
+    k = int(cfg.frames_per_latent)
+    n_ctx = 1 + (fidelity.CONTEXT - 1) // k
+    seeds = [args.first_seed + i for i in range(args.seeds)]
+    env = gym.make("NeuralSimRoom-v0", image_size=tuple(cfg.image_size), reach_radius=1e-3).unwrapped
+    reach = float(inspect.signature(type(env)).parameters["reach_radius"].default)
+    with torch.no_grad():
+        metrics = fidelity.reward_metrics({name: fidelity.reward_protocol(name, model, env, seeds, k=k, n_ctx=n_ctx,
+                                                                          reach=reach, dream_seed=5 + i, denoise_steps=None)
+                                           for i, name in enumerate(fidelity.REWARD_PROTOCOLS)})
+    env.close()
+    result: dict[str, Any] = {"benchmark": "reward_prediction", "model": args.model, "quick": args.quick,
+                              "seeds": args.seeds, "first_seed": args.first_seed, "reward_source": source,
+                              "reward_dream_trust": cfg.reward_dream_trust if cfg.reward_model_kind == "target" else None,
+                              **metrics, "seconds": time.perf_counter() - t0, "machine": machine_info()}
+    print(f"\nreward prediction in the dream ({source}, {args.seeds} held-out seeds per policy, model {args.model}):",
+          file=sys.stderr)
+    print(f"{'policy':>10s} {'Pearson t1-16':>14s} {'success F1':>11s}", file=sys.stderr)
+    for name in (*fidelity.REWARD_PROTOCOLS, ""):
+        suffix = f"_{name}" if name else ""
+        corr, f1 = metrics.get(f"reward_corr_t1_16{suffix}"), metrics.get(f"termination_f1{suffix}")
+        print(f"{name or 'pooled':>10s} {'n/a' if corr is None else f'{corr:.3f}':>14s} "
+              f"{'n/a' if f1 is None else f'{f1:.3f}':>11s}", file=sys.stderr)
+    print(f"real successes {metrics['termination_positives']}, predicted {metrics['termination_predicted']}; on the real "
+          f"frames: Pearson {metrics.get('reward_corr_t1_16_real_frames')}, F1 {metrics.get('termination_f1_real_frames')}",
+          file=sys.stderr)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    result = rounded(result)
+    write_result(result, args.results_dir / f"{args.name}.json")
+    return result
+
+
+if __name__ == "__main__":
+    main()
