@@ -23,6 +23,8 @@ from typing import Any
 
 from neuralsim.actions import (CAMERA_ACTION_DIM, DEFAULT_ROTATION_SPEED_DEG, DEFAULT_TRANSLATION_SPEED, DISCRETE_KEYSETS,
                                space_to_spec, spec_to_space)
+#: The numbers a target tracker's ``reward_task`` needs (an env's ``task_spec``, e.g. the room's; neuralsim.reward).
+REWARD_TASK_KEYS = ("progress_reward_scale", "success_bonus", "reach_radius", "contact_distance")
 OFFICIAL_MODEL_NAME = "sana-wm-2.6b"  # the official SANA-WM through diffusers (neuralsim.sana_wm): a model name, not a native preset
 
 
@@ -242,10 +244,9 @@ class WorldModelConfig:
                 raise bad("reward_model_kind", "'recurrent' unless camera=True with the 4-dim camera actions (the tracker "
                           "moves its estimate with the camera)")
             task = self.reward_task
-            needed = ("progress_reward_scale", "success_bonus", "reach_radius", "contact_distance")
             if not isinstance(task, dict) or any(isinstance(task.get(k), bool) or not isinstance(task.get(k), (int, float))
-                                                 for k in needed):
-                raise bad("reward_task", f"an object with the numbers {', '.join(needed)} (the env's task_spec)")
+                                                 for k in REWARD_TASK_KEYS):
+                raise bad("reward_task", f"an object with the numbers {', '.join(REWARD_TASK_KEYS)} (the env's task_spec)")
         elif self.reward_task is not None and not isinstance(self.reward_task, dict):
             raise bad("reward_task", "an object (the env's task_spec) or null")
         v = self.reward_dream_trust
