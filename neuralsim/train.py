@@ -1123,6 +1123,10 @@ def train(cfg: TrainConfig) -> Path:
         model = WorldModel.from_pretrained(out)
     else:
         model = build_model(cfg, dataset)
+    if stages == ("reward",) and model.reward_model is not None and model.config.reward_model_kind != cfg.reward_kind:
+        raise TrainingError(f"--reward-kind {cfg.reward_kind}: the reward model of --init {cfg.init!r} is "
+                            f"{model.config.reward_model_kind!r}; pass --reward-kind {model.config.reward_model_kind} to "
+                            "continue it")
     if stages == ("reward",) and model.reward_model is None:  # the first reward run on this model: add one
         with torch.random.fork_rng(devices=[]):  # its initial weights follow --seed, as a fresh model's do
             torch.manual_seed(cfg.seed)

@@ -195,6 +195,8 @@ def test_train_reward_kind_target_takes_the_task_from_the_data(dataset, tmp_path
     out = train(train_config(tasked, tmp_path / "tr", stage="reward", init=str(base), reward_kind="target", steps=3))
     model = WorldModel.from_pretrained(out)
     assert isinstance(model.reward_model, TargetTracker)
+    with pytest.raises(TrainingError, match="pass --reward-kind target to continue it"):  # not silently the other kind
+        train(train_config(tasked, tmp_path / "again", stage="reward", init=str(out), steps=1))
     assert model.config.reward_task == {**TASK, "velocity_gain": 100.0, "acceleration_limit": 33.666, "frame_time": 0.05,
                                         "substeps": 5}
 
