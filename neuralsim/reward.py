@@ -187,7 +187,7 @@ class TargetTracker(nn.Module):
     The target is taken to stay where it is (the room's ball rolls on after its drop, about 0.02 m per step: an
     alpha-beta estimate of that motion from the shown frames was tried and absorbed the localizer's bias instead:
     as the agent closes in, its range estimates shrink less than the distance does, which read as a target moving
-    away at 0.07 m per step and cancelled the dream's progress).
+    away and cancelled the dream's progress).
 
     Success is geometric: within ``reach_radius`` and in view (ahead by more than a learned ``near`` distance, inside
     the horizontal field of view), each edge a logistic of learned sharpness.
