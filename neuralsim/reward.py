@@ -133,19 +133,19 @@ class RewardModel(nn.Module):
         ``P(terminated)``, rare and near 0 early on, the bonus would get almost no gradient and stay at 0, and every
         missed bonus is a 10-point error. The BCE weighs an ending step ``TERMINAL_WEIGHT`` times (about 1 step in 300
         ends an episode in the room's data)."""
-        return _reward_loss(self, latents, actions, rewards, terminated, opens, self.bonus)
+        _, logit, _, progress = self._sequence(latents, actions, None, opens)
+        return _reward_loss(logit, progress, rewards, terminated, opens, self.bonus)
 
 
-def _reward_loss(model: nn.Module, latents: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
-                 terminated: torch.Tensor, opens: torch.Tensor | None, bonus: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss of :meth:`RewardModel.loss`, for any model with its ``_sequence`` (shared with :class:`TargetTracker`)."""
-    T = latents.shape[1]
-    _, logit, _, progress = model._sequence(latents, actions, None, opens)
+def _reward_loss(logit: torch.Tensor, progress: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor,
+                 opens: torch.Tensor | None, bonus: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of :meth:`RewardModel.loss` from a ``_sequence``'s termination logits and progress ``[B, T-1]``
+    (shared with :class:`TargetTracker`)."""
     target = rewards.float()
     done = terminated.float()
     # transition j leads to frame j + 1: trained when that frame comes after the one the memory opened at
     keep = torch.ones_like(done) if opens is None else \
-        (torch.arange(T - 1, device=done.device)[None] >= opens.to(done.device)[:, None]).float()
+        (torch.arange(logit.shape[1], device=done.device)[None] >= opens.to(done.device)[:, None]).float()
     n = keep.sum().clamp_min(1.0)
     mse = ((progress + bonus * done - target) ** 2 * keep).sum() / n
     bce = (F.binary_cross_entropy_with_logits(logit, done, weight=1.0 + (TERMINAL_WEIGHT - 1.0) * done,
@@ -308,9 +308,12 @@ class TargetTracker(nn.Module):
         return rewards, logits, memory
 
     def _sequence(self, latents: torch.Tensor, actions: torch.Tensor, memory: torch.Tensor | None,
-                  opens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  opens: torch.Tensor | None = None, measured: tuple[torch.Tensor, torch.Tensor] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As :meth:`RewardModel._sequence`; ``measured``: :meth:`measure` of ``latents.flatten(0, 1)`` if the caller
+        has it already (the loss reuses it for the localizer's own terms)."""
         B, T = latents.shape[:2]
-        seen, weight = self.measure(latents.flatten(0, 1))
+        seen, weight = self.measure(latents.flatten(0, 1)) if measured is None else measured
         seen, weight = seen.view(B, T, 2), weight.view(B, T)
         actions = actions.float()
 
@@ -345,10 +348,11 @@ class TargetTracker(nn.Module):
         """As :meth:`RewardModel.loss` (progress MSE with the bonus paid on the real endings, weighted termination
         BCE), plus with ``offsets [B, T, 2]`` (the target's true (forward, right) per frame, :func:`target_offsets`)
         the localizer's: Huber on the position where the target is in view, BCE of the confidence against in view."""
-        loss, logs = _reward_loss(self, latents, actions, rewards, terminated, opens, torch.tensor(self.bonus_value))
+        seen, weight = self.measure(latents.flatten(0, 1))
+        _, logit, _, progress = self._sequence(latents, actions, None, opens, measured=(seen, weight))
+        loss, logs = _reward_loss(logit, progress, rewards, terminated, opens, torch.tensor(self.bonus_value))
         if offsets is None:
             return loss, logs
-        seen, weight = self.measure(latents.flatten(0, 1))
         offsets = offsets.reshape(-1, 2).to(seen)
         visible = self.in_view(offsets)
         where = (F.smooth_l1_loss(seen, offsets, reduction="none").sum(-1) * visible).sum() / visible.sum().clamp_min(1)

@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "neuralsim-dataset"
 VERSION = 1
-PER_FRAME_EXTRAS = ("poses", "target_positions")  # optional per-frame arrays a shard may hold
+#: The optional per-frame arrays a shard may hold, and the shape of one frame's entry.
+PER_FRAME_EXTRAS = {"poses": (4, 4), "target_positions": (3,)}
 MANIFEST = "manifest.json"
 #: The temporaries a ShardWriter makes (checkpoints.atomic_write: ``.<file>.<8 random chars>.tmp``); on resume
 #: only names of exactly this form are deleted, never a user's ``notes.tmp.csv`` or ``shard-NOTES.md``.
@@ -730,10 +731,8 @@ class Dataset:
                 expected["actions"] = (n_steps,)
             else:
                 expected["actions"] = (n_steps, A.action_dim(self.action_spec))
-            if self.has_poses:
-                expected["poses"] = (n_frames, 4, 4)
-            if self.has_target_positions:
-                expected["target_positions"] = (n_frames, 3)
+            for name in self._extras():
+                expected[name] = (n_frames, *PER_FRAME_EXTRAS[name])
             for name, shape in expected.items():
                 got = tuple(handle.get_slice(name).get_shape())
                 if got != shape:
