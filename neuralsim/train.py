@@ -194,6 +194,10 @@ class LatentCache:
         with torch.no_grad():
             for i in range(dataset.num_episodes):
                 frames = torch.from_numpy(dataset.episode(i)["frames"])  # (1 + n*k, H, W, 3)
+                if self.k == 1:  # every frame is its own latent: encode each once, alone
+                    self.chunks.append(torch.cat([model.encode(frames[a : a + chunk, None])[:, 0]
+                                                  for a in range(0, len(frames), chunk)]))
+                    continue
                 n = (len(frames) - 1) // self.k
                 parts = [model.encode(frames[None, :1])[0]]
                 for a in range(0, n, chunk):  # chunks a+1 .. a+m, each of k frames
