@@ -302,10 +302,16 @@ class TargetTracker(nn.Module):
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One dreamed transition (as :meth:`RewardModel.step`): the camera moves the estimate; the dreamed frame
         measures only with ``dream_trust``."""
-        progress, memory = self._advance(memory.float(), action.float())
+        progress, moved = self._advance(memory.float(), action.float())
+        memory = moved
         if self.dream_trust > 0:
             seen, weight = self.measure(latent)
-            memory = self._correct(memory, seen, self.dream_trust * weight)
+            memory = self._correct(moved, seen, self.dream_trust * weight)
+            # A dreamed frame may turn the estimate or bring it nearer, never push it away: a blurred target measured
+            # ahead again would pay the same approach over and over (a policy farmed exactly that). So the paid
+            # progress stays bounded by the distance the shown frames gave.
+            near, far = moved[:, :2].norm(dim=-1, keepdim=True), memory[:, :2].norm(dim=-1, keepdim=True)
+            memory = torch.cat([memory[:, :2] * torch.clamp(near / far.clamp_min(1e-6), max=1.0), memory[:, 2:]], -1)
         logit = self._termination(memory[:, :2])
         return progress + self.bonus_value * torch.sigmoid(logit), logit, memory
 
