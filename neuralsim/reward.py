@@ -174,7 +174,8 @@ class TargetTracker(nn.Module):
     predicts (``dream_trust`` > 0 lets it measure there too: over 16 dreamed steps that tracks the room's reward
     better, but a policy farms it, a blurred target measured ahead again and again paying every step forward). Then
 
-        progress  = scale * (|p before| - |p moved by the camera|)       (the estimate's own jumps pay nothing)
+        progress  = scale * (|p before| - |p moved by the camera|)       (a shown frame's correction pays nothing;
+                                                                          a dreamed frame's pays: see ``step``)
         P(term.)  = sigmoid(sharpness * min(reach - |p|, forward - near, forward * tan(fov / 2) - |right|))
         reward    = progress + bonus * P(term.)
 
@@ -302,16 +303,16 @@ class TargetTracker(nn.Module):
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One dreamed transition (as :meth:`RewardModel.step`): the camera moves the estimate; the dreamed frame
         measures only with ``dream_trust``."""
-        progress, moved = self._advance(memory.float(), action.float())
-        memory = moved
+        before = memory.float()
+        progress, memory = self._advance(before, action.float())
         if self.dream_trust > 0:
             seen, weight = self.measure(latent)
-            memory = self._correct(moved, seen, self.dream_trust * weight)
-            # A dreamed frame may turn the estimate or bring it nearer, never push it away: a blurred target measured
-            # ahead again would pay the same approach over and over (a policy farmed exactly that). So the paid
-            # progress stays bounded by the distance the shown frames gave.
-            near, far = moved[:, :2].norm(dim=-1, keepdim=True), memory[:, :2].norm(dim=-1, keepdim=True)
-            memory = torch.cat([memory[:, :2] * torch.clamp(near / far.clamp_min(1e-6), max=1.0), memory[:, 2:]], -1)
+            memory = self._correct(memory, seen, self.dream_trust * weight)
+            # A dreamed frame's correction pays its change of distance too, so a dream's progress telescopes to
+            # scale * (first distance - last): when only the camera's motion paid, a blurred target measured ahead
+            # again on every frame paid the same approach over and over, and PPO farmed it (dream returns 132-262
+            # for room returns 3-15). Measured on the reward protocol: Pearson 0.34 instead of 0.41, F1 the same.
+            progress = self.scale * (before[:, :2].norm(dim=-1) - memory[:, :2].norm(dim=-1))
         logit = self._termination(memory[:, :2])
         return progress + self.bonus_value * torch.sigmoid(logit), logit, memory
 

@@ -83,21 +83,23 @@ def test_dreamed_frames_only_predict_shown_frames_measure():
     assert not torch.equal(seq_a[2], seq_b[2])  # a shown frame moves the estimate
 
 
-def test_a_dreamed_frame_cannot_push_the_target_away_so_walking_is_paid_once():
-    """A dream that measures (trust 1) a blurred target '2 m ahead' on every frame: walking on pays at most the distance
-    the shown frame gave (the farm a policy found before this rule), and a nearer measurement is still taken."""
+def test_a_dream_that_measures_pays_its_progress_once():
+    """A dream that measures (trust 1) a blurred target '2 m ahead' on every frame pays nothing for walking on (the farm
+    a policy found when only the camera's motion paid), and the progress of any dream telescopes to the change of the
+    estimated distance; a nearer measurement is taken."""
     rm = tracker(dream_trust=1.0)
-    ahead = lambda latent: (torch.tensor([[2.0, 0.0]]), torch.ones(1))  # noqa: E731
-    rm.measure = ahead
+    rm.measure = lambda latent: (torch.tensor([[2.0, 0.0]]), torch.ones(1))
     walk, latent = torch.tensor([[1.0, 0.0, 0.0, 0.0]]), torch.zeros(1, 4, 8, 8)
+    progress = lambda reward, mem: (reward - rm.bonus_value * torch.sigmoid(rm._termination(mem[:, :2]))).item()  # noqa: E731
     mem, paid = memory(2.0), 0.0
     for _ in range(100):
         reward, _, mem = rm.step(latent, latent, walk, mem)
-        paid += (reward - rm.bonus_value * torch.sigmoid(rm._termination(mem[:, :2]))).item()
-    assert paid <= rm.scale * (2.0 - rm.contact) + 1e-4
+        paid += progress(reward, mem)
+    assert abs(paid) < 1e-4
     rm.measure = lambda latent: (torch.tensor([[1.0, 0.5]]), torch.ones(1))
-    _, _, mem = rm.step(latent, latent, torch.zeros(1, 4), memory(2.0))
+    reward, _, mem = rm.step(latent, latent, torch.zeros(1, 4), memory(2.0))
     torch.testing.assert_close(mem[:, :2], torch.tensor([[1.0, 0.5]]))
+    assert progress(reward, mem) == pytest.approx(rm.scale * (2.0 - math.hypot(1.0, 0.5)), abs=1e-4)
 
 
 def test_a_sequence_continued_from_its_memory_equals_the_whole():
