@@ -124,7 +124,6 @@ class WorldModelConfig:
     reward_model_kind: str = "recurrent"
     reward_task: dict | None = None
     reward_dream_trust: float = 0.0  # the tracker: weight of a dreamed frame's measurement (0: the dream only predicts)
-    reward_locate_upsample: int = 1  # the tracker: its localizer's heatmap is this much finer than the latent grid
     # A generator of the first latent frame from a prompt (neuralsim.prompt_start), trained by `neuralsim train
     # prompt`; when present, a dream started from a prompt alone starts from its sample. 0 = none.
     prompt_start_channels: int = 0
@@ -253,8 +252,6 @@ class WorldModelConfig:
         v = self.reward_dream_trust
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
             raise bad("reward_dream_trust", "a number in [0, 1]")
-        if self.reward_locate_upsample not in (1, 2, 4, 8) or isinstance(self.reward_locate_upsample, bool):
-            raise bad("reward_locate_upsample", "1, 2, 4 or 8")
         v = self.prompt_start_channels
         if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 32:
             raise bad("prompt_start_channels", "0 (no prompt-start generator) or a positive multiple of 32")

@@ -338,7 +338,7 @@ def _reward_model(config: WorldModelConfig) -> nn.Module | None:
     return TargetTracker(config.latent_channels, config.action_dim, config.reward_model_channels, task,
                          latent_size=(H // config.spatial_stride, W // config.spatial_stride),
                          translation_speed=config.camera_translation_speed, rotation_speed_deg=config.camera_rotation_speed_deg, response=response,
-                         dream_trust=config.reward_dream_trust, locate_upsample=config.reward_locate_upsample,
+                         dream_trust=config.reward_dream_trust,
                          view_tan=math.tan(math.radians(config.camera_fovy_deg) / 2) * W / H)
 
 

@@ -172,7 +172,8 @@ class TargetTracker(nn.Module):
     actions (the same kinematics as its Plücker rays, with the room's velocity servo): a Kalman-style tracker whose
     prediction is the camera and whose measurement is a small localizer. On the frames the dream draws itself it only
     predicts (``dream_trust`` > 0 lets it measure there too: over 16 dreamed steps that tracks the room's reward
-    better, but a policy farms it, a blurred target measured ahead again and again paying every step forward). Then
+    better; such a correction pays its change of distance, so a blurred target measured ahead again and again cannot
+    pay the same approach twice). Then
 
         progress  = scale * (|p before| - |p moved by the camera|)       (a shown frame's correction pays nothing;
                                                                           a dreamed frame's pays: see ``step``)
@@ -205,7 +206,6 @@ class TargetTracker(nn.Module):
         response: the camera's velocity servo, or None (the commanded motion is the motion).
         dream_trust: weight of a dreamed frame's measurement relative to a shown frame's (0: the dream only predicts).
         view_tan: tangent of half the horizontal field of view (what "in view" means for the localizer's labels).
-        locate_upsample: how much finer than the latent grid the localizer's heatmap is (1, 2, 4 or 8).
     """
 
     MEMORY = 4
@@ -213,7 +213,7 @@ class TargetTracker(nn.Module):
     def __init__(self, latent_channels: int, action_dim: int, channels: int, task: dict, *,
                  latent_size: tuple[int, int] = (8, 8), translation_speed: float,
                  rotation_speed_deg: float, response: TranslationResponse | None = None, dream_trust: float = 0.0,
-                 view_tan: float = math.tan(math.radians(35.0)), locate_upsample: int = 1) -> None:
+                 view_tan: float = math.tan(math.radians(35.0))) -> None:
         super().__init__()
         if action_dim != 4:
             raise ValueError(f"a target tracker needs the 4-dim camera actions, got action_dim={action_dim}")
@@ -225,18 +225,11 @@ class TargetTracker(nn.Module):
         # floor (where a thing seen there usually is: the image position's geometry) plus a correction; the soft-argmax
         # of the heatmap is the measurement, its log-sum-exp the confidence (a strided CNN with a flat readout lost
         # where a few-pixel ball is: the first version, which located it worse on the room's data).
-        # With ``locate_upsample`` u > 1 the heatmap is u times finer than the latent grid (sub-pixel convolutions):
-        # a latent cell is 8 pixels, and the ball's row in the image is what says how far away it is.
-        if locate_upsample not in (1, 2, 4, 8):
-            raise ValueError(f"locate_upsample must be 1, 2, 4 or 8, got {locate_upsample!r}")
-        layers: list[nn.Module] = [nn.Conv2d(latent_channels, channels, 3, padding=1), nn.SiLU(),
-                                   nn.Conv2d(channels, channels, 3, padding=1), nn.SiLU()]
-        width = channels
-        for _ in range(int(math.log2(locate_upsample))):
-            layers += [nn.Conv2d(width, 4 * (width // 2), 3, padding=1), nn.PixelShuffle(2), nn.SiLU()]
-            width //= 2
-        self.locate = nn.Sequential(*layers, nn.Conv2d(width, 3, 1))
-        h, w = latent_size[0] * locate_upsample, latent_size[1] * locate_upsample
+        h, w = latent_size
+        self.locate = nn.Sequential(
+            nn.Conv2d(latent_channels, channels, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.SiLU(), nn.Conv2d(channels, 3, 1),
+        )
         self.place = nn.Parameter(torch.stack([torch.full((h, w), 2.0), torch.zeros(h, w)]))  # (forward, right) per cell
         self.confidence_bias = nn.Parameter(torch.tensor(math.log(h * w)))
         # success: within reach and in view; where "in view" starts (a floor object leaves the bottom of the view when

@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import make_tiny_model, train_config
 from neuralsim.camera import TranslationResponse, translation_response
@@ -153,24 +152,22 @@ def test_it_learns_where_the_target_is_from_rewards_alone():
     assert corr > 0.9, corr
 
 
-def _tracker_model(**fields):
+def _tracker_model():
     from neuralsim.model import WorldModel
 
     base = make_tiny_model()
     torch.manual_seed(1)
     rebuilt = WorldModel(base.config.replace(reward_model_channels=8, reward_model_kind="target",
                                              reward_task={**TASK, "velocity_gain": 100.0, "acceleration_limit": 33.666,
-                                                          "frame_time": 0.05, "substeps": 5}, **fields))
+                                                          "frame_time": 0.05, "substeps": 5}))
     rebuilt.load_state_dict(base.state_dict(), strict=False)
     return rebuilt.eval()
 
 
-@pytest.mark.parametrize("upsample", [1, 4])
-def test_the_dream_reports_the_trackers_reward_and_it_survives_a_save(tmp_path, upsample):
+def test_the_dream_reports_the_trackers_reward_and_it_survives_a_save(tmp_path):
     from neuralsim.model import WorldModel
 
-    model = _tracker_model(reward_locate_upsample=upsample)
-    assert model.reward_model.place.shape[1:] == tuple(upsample * s for s in model.latent_shape[1:])
+    model = _tracker_model()
     assert isinstance(model.reward_model, TargetTracker) and model.reward_model.response is not None
     frames = np.random.default_rng(0).integers(0, 256, (2, 3, 32, 32, 3), dtype=np.uint8)
     actions = np.tile(np.array([[[0.5, 0.0, 0.8, -0.3]]], np.float32), (2, 1, 1))
@@ -184,7 +181,6 @@ def test_the_dream_reports_the_trackers_reward_and_it_survives_a_save(tmp_path, 
     model.save_pretrained(tmp_path / "m")
     again = WorldModel.from_pretrained(tmp_path / "m")
     assert again.config.reward_model_kind == "target" and again.config.reward_task == model.config.reward_task
-    assert again.config.reward_locate_upsample == upsample
     torch.testing.assert_close(again.reward_model_sequence(model.encode(frames), actions)[0], ref)
 
 
@@ -194,8 +190,6 @@ def test_the_dream_reports_the_trackers_reward_and_it_survives_a_save(tmp_path, 
     ({"reward_model_channels": 8, "reward_model_kind": "target", "reward_task": {"success_bonus": 10}}, "reward_task"),
     ({"reward_dream_trust": 1.5}, "reward_dream_trust"),
     ({"reward_task": [1, 2]}, "reward_task"),
-    ({"reward_locate_upsample": 3}, "reward_locate_upsample"),
-    ({"reward_locate_upsample": True}, "reward_locate_upsample"),
 ])
 def test_bad_tracker_configs_are_refused(fields, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -348,35 +342,3 @@ def test_reward_prediction_benchmark_on_a_tiny_tracker(tiny_checkpoint, tmp_path
     with pytest.raises(SystemExit, match="needs a model with a target tracker"):
         bench.main(["--model", str(tiny_checkpoint), "--seeds", "1", "--reward-dream-trust", "0.5",
                     "--results-dir", str(tmp_path)])
-
-
-def test_a_finer_localizer_learns_a_position_between_latent_cells():
-    """A heatmap 4x finer than the latent grid (as the 1x one) learns a blob's position to a fraction of a cell."""
-    torch.manual_seed(0)
-    coarse = TargetTracker(4, 4, 16, TASK, latent_size=(4, 4), translation_speed=0.08, rotation_speed_deg=4.0)
-    torch.manual_seed(0)
-    fine = TargetTracker(4, 4, 16, TASK, latent_size=(4, 4), translation_speed=0.08, rotation_speed_deg=4.0,
-                         locate_upsample=4)
-    assert fine.place.shape == (2, 16, 16) and coarse.place.shape == (2, 4, 4)
-    # a Gaussian blob in channel 0 at a continuous column x in [0.5, 2.5]; the label is (forward 2, right x)
-    g = torch.Generator().manual_seed(0)
-
-    def batch(n=64):
-        x = 0.5 + 2.0 * torch.rand(n, generator=g)
-        cols = torch.arange(4.0)
-        latent = torch.zeros(n, 4, 4, 4)
-        latent[:, 0] = torch.exp(-((cols[None, None, :] - x[:, None, None]) ** 2) / 0.3).expand(n, 4, 4)
-        return latent, torch.stack([torch.full_like(x, 2.0), x], -1)
-
-    for model in (coarse, fine):
-        opt = torch.optim.Adam(model.parameters(), 3e-3)
-        for _ in range(300):
-            latent, label = batch()
-            loss = F.smooth_l1_loss(model.measure(latent)[0], label)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    latent, label = batch(256)
-    with torch.no_grad():
-        errors = [(m.measure(latent)[0] - label).norm(dim=-1).mean().item() for m in (coarse, fine)]
-    assert max(errors) < 0.25, errors
