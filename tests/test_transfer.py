@@ -239,3 +239,23 @@ def test_real_task_reaches_the_real_envs(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="captured"):
         transfer.train_ppo("real", cfg, 0, tmp_path)
     assert "start_view_deg" in seen and seen["start_view_deg"] is None
+
+
+def test_ppo_speed_benchmark(tmp_path, capsys):
+    """benchmarks/ppo_speed.py: PPO's training speed in both worlds with both observation types, and the ratios."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import ppo_speed
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "speed.json"
+    result = ppo_speed.main(["--quick", "--timesteps", "128", "--out", str(out)])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(out.read_text()) == result
+    assert [(r["world"], r["obs"]) for r in result["rows"]] == [("real", "rgb"), ("dream", "rgb"), ("real", "latent"),
+                                                                 ("dream", "latent")]
+    assert all(r["env_steps"] == 128 and r["env_steps_per_s"] > 0 for r in result["rows"])
+    speed = {(r["world"], r["obs"]): r["env_steps_per_s"] for r in result["rows"]}
+    assert result["dream_latent_vs_real_rgb"] == pytest.approx(speed[("dream", "latent")] / speed[("real", "rgb")], rel=1e-3)
+    with pytest.raises(SystemExit):
+        ppo_speed.main(["--quick", "--timesteps", "64", "--out", str(tmp_path / "x.json")])
+    assert "--timesteps must be at least" in capsys.readouterr().err
