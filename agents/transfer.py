@@ -149,15 +149,20 @@ def wrap_real_env(env: gym.Env, keysets: tuple[str, ...] | None = None, encoder:
 
 def make_real_venv(env_id: str, env_kwargs: dict[str, Any], num_envs: int, seed: int, max_episode_steps: int,
                    keysets: tuple[str, ...] | None = None, encoder: Any = None) -> Any:
-    """SB3 ``DummyVecEnv`` of the real env (``Monitor`` per env, ``TimeLimit(max_episode_steps)``; ``keysets``,
-    ``encoder``: as :func:`wrap_real_env`, one encoder shared by all envs)."""
+    """SB3 ``DummyVecEnv`` of the real env (``Monitor`` per env, ``TimeLimit(max_episode_steps)``; ``keysets``: as
+    :func:`wrap_real_env`; ``encoder``: latent observations, all envs' frames encoded in one forward per step by
+    :class:`~neuralsim.agents.sb3.VecLatentObservation`)."""
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    return make_vec_env(env_id, n_envs=num_envs, seed=seed, vec_env_cls=DummyVecEnv,
+    venv = make_vec_env(env_id, n_envs=num_envs, seed=seed, vec_env_cls=DummyVecEnv,
                         env_kwargs={**env_kwargs, "max_episode_steps": max_episode_steps} if env_id == "NeuralSimRoom-v0"
-                        else env_kwargs, wrapper_class=wrap_real_env,
-                        wrapper_kwargs={"keysets": keysets, "encoder": encoder})
+                        else env_kwargs, wrapper_class=wrap_real_env, wrapper_kwargs={"keysets": keysets})
+    if encoder is None:
+        return venv
+    from neuralsim.agents.sb3 import VecLatentObservation
+
+    return VecLatentObservation(venv, encoder)
 
 
 def make_dream_venv(model: str, num_envs: int, seed: int, max_episode_steps: int, obs_type: str = "rgb",

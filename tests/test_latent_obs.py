@@ -185,3 +185,27 @@ def test_docstring_documents_the_latent_space(encoder):
     assert re.search(r"Box\(-1e4, 1e4, \(C, h, w\), float32\)", doc) and LATENT_BOUND == 1e4
     space = encoder.observation_space
     assert (space.low == -LATENT_BOUND).all() and (space.high == LATENT_BOUND).all() and space.dtype == np.float32
+
+
+def test_sb3_vec_wrapper_encodes_the_batch_and_the_terminal_observations(encoder):
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from neuralsim.agents.sb3 import VecLatentObservation
+
+    venv = VecLatentObservation(make_vec_env("NeuralSimRoom-v0", n_envs=2, seed=10, vec_env_cls=DummyVecEnv,
+                                             env_kwargs={"max_episode_steps": 2}), encoder)
+    assert venv.observation_space == encoder.observation_space
+    obs = venv.reset()
+    single = LatentObservation(gym.make("NeuralSimRoom-v0"), encoder=encoder)
+    for i in range(2):
+        np.testing.assert_allclose(obs[i], single.reset(seed=10 + i)[0], rtol=0, atol=1e-5)  # batch 2 vs 1: float sums
+    actions = np.stack([venv.action_space.sample() for _ in range(2)])
+    for _ in range(2):  # the second step ends both episodes (max_episode_steps=2): SB3 resets and keeps the last frame
+        obs, _, dones, infos = venv.step(actions)
+    assert dones.all() and obs.shape == (2, *encoder.latent_shape)
+    assert all(info["terminal_observation"].shape == encoder.latent_shape for info in infos)
+    assert all(venv.observation_space.contains(o) for o in obs)
+    with pytest.raises(TypeError, match="encoder must be a FrameEncoder"):
+        VecLatentObservation(venv.venv, "default")
+    venv.close()
