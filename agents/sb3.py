@@ -23,10 +23,11 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from neuralsim.envs.latent import FrameEncoder, _check_pixel_space
+from neuralsim.envs.latent import FrameEncoder, check_pixel_space, frame_encoder_for
 from neuralsim.envs.vector import WorldModelVectorEnv
 from neuralsim.policy import LatentCNN
 
@@ -162,14 +163,14 @@ class VecLatentObservation(VecEnvWrapper):
 
     Args:
         venv: an SB3 VecEnv of rgb frames ``Box(0, 255, (H, W, 3), uint8)``.
-        encoder: the :class:`~neuralsim.envs.latent.FrameEncoder` of the world model whose latents the agent sees.
+        model, resize, device, dtype, encoder: as :class:`~neuralsim.envs.latent.LatentObservation` (the world model
+            whose latents the agent sees, or its shared :class:`~neuralsim.envs.latent.FrameEncoder`).
     """
 
-    def __init__(self, venv: VecEnv, encoder: FrameEncoder) -> None:
-        if not isinstance(encoder, FrameEncoder):
-            raise TypeError(f"encoder must be a FrameEncoder, got {type(encoder).__name__}")
-        _check_pixel_space(venv.observation_space, "venv")
-        self.encoder = encoder
+    def __init__(self, venv: VecEnv, model: Any = None, *, resize: str | None = None, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype = "auto", encoder: FrameEncoder | None = None) -> None:
+        check_pixel_space(venv.observation_space, "venv")
+        self.encoder = frame_encoder_for(model, encoder, resize, device, dtype)
         super().__init__(venv, observation_space=encoder.observation_space)
 
     def reset(self) -> VecEnvObs:

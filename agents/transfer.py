@@ -162,7 +162,7 @@ def make_real_venv(env_id: str, env_kwargs: dict[str, Any], num_envs: int, seed:
         return venv
     from neuralsim.agents.sb3 import VecLatentObservation
 
-    return VecLatentObservation(venv, encoder)
+    return VecLatentObservation(venv, encoder=encoder)
 
 
 def make_dream_venv(model: str, num_envs: int, seed: int, max_episode_steps: int, obs_type: str = "rgb",

@@ -86,15 +86,18 @@ class FrameEncoder:
         return latent_obs(latents[:, 0])
 
 
-def _check_pixel_space(space: gym.Space, name: str) -> None:
+def check_pixel_space(space: gym.Space, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``space`` is rgb frames ``Box(0, 255, (H, W, 3), uint8)``."""
     if not (isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3 and space.shape[-1] == 3):
         raise ValueError(f"{name} must have rgb observations Box(0, 255, (H, W, 3), uint8), got {space}; for an env "
                          "that renders its frames, wrap it in gymnasium.wrappers.AddRenderObservation(env, "
                          "render_only=True) first")
 
 
-def _encoder(model: Any, encoder: FrameEncoder | None, resize: str | None, device: str | torch.device,
-             dtype: str | torch.dtype) -> FrameEncoder:
+def frame_encoder_for(model: Any = None, encoder: FrameEncoder | None = None, resize: str | None = None,
+                      device: str | torch.device = "cpu", dtype: str | torch.dtype = "auto") -> FrameEncoder:
+    """The latent wrappers' encoder: ``encoder`` when given (checked; then ``model`` and ``resize`` must be None),
+    else a new :class:`FrameEncoder` of ``model`` (``"default"`` when None)."""
     if encoder is None:
         return FrameEncoder("default" if model is None else model, resize=resize, device=device, dtype=dtype)
     if not isinstance(encoder, FrameEncoder):
@@ -155,11 +158,11 @@ class LatentObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
 
     def __init__(self, env: gym.Env, model: Any = None, *, resize: str | None = None, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = "auto", encoder: FrameEncoder | None = None) -> None:
-        _check_pixel_space(env.observation_space, "env")
+        check_pixel_space(env.observation_space, "env")
         gym.utils.RecordConstructorArgs.__init__(self, model=model, resize=resize, device=device, dtype=dtype,
                                                  encoder=encoder)
         gym.ObservationWrapper.__init__(self, env)
-        self.encoder = _encoder(model, encoder, resize, device, dtype)
+        self.encoder = frame_encoder_for(model, encoder, resize, device, dtype)
         self.observation_space = self.encoder.observation_space
         self.frame: np.ndarray | None = None
 
@@ -190,9 +193,9 @@ class VectorLatentObservation(VectorObservationWrapper):
     def __init__(self, env: VectorEnv, model: Any = None, *, resize: str | None = None,
                  device: str | torch.device = "cpu", dtype: str | torch.dtype = "auto",
                  encoder: FrameEncoder | None = None) -> None:
-        _check_pixel_space(env.single_observation_space, "env")
+        check_pixel_space(env.single_observation_space, "env")
         super().__init__(env)
-        self.encoder = _encoder(model, encoder, resize, device, dtype)
+        self.encoder = frame_encoder_for(model, encoder, resize, device, dtype)
         self.single_observation_space = self.encoder.observation_space
         self.observation_space = batch_space(self.single_observation_space, env.num_envs)
 
@@ -200,4 +203,5 @@ class VectorLatentObservation(VectorObservationWrapper):
         return self.encoder(np.asarray(observations))
 
 
-__all__ = ["FrameEncoder", "LatentObservation", "VectorLatentObservation", "latent_observation_space"]
+__all__ = ["FrameEncoder", "LatentObservation", "VectorLatentObservation", "check_pixel_space", "frame_encoder_for",
+           "latent_observation_space"]

@@ -194,7 +194,7 @@ def test_sb3_vec_wrapper_encodes_the_batch_and_the_terminal_observations(encoder
     from neuralsim.agents.sb3 import VecLatentObservation
 
     venv = VecLatentObservation(make_vec_env("NeuralSimRoom-v0", n_envs=2, seed=10, vec_env_cls=DummyVecEnv,
-                                             env_kwargs={"max_episode_steps": 2}), encoder)
+                                             env_kwargs={"max_episode_steps": 2}), encoder=encoder)
     assert venv.observation_space == encoder.observation_space
     obs = venv.reset()
     single = LatentObservation(gym.make("NeuralSimRoom-v0"), encoder=encoder)
@@ -207,5 +207,5 @@ def test_sb3_vec_wrapper_encodes_the_batch_and_the_terminal_observations(encoder
     assert all(info["terminal_observation"].shape == encoder.latent_shape for info in infos)
     assert all(venv.observation_space.contains(o) for o in obs)
     with pytest.raises(TypeError, match="encoder must be a FrameEncoder"):
-        VecLatentObservation(venv.venv, "default")
+        VecLatentObservation(venv.venv, encoder="default")
     venv.close()
