@@ -178,7 +178,8 @@ class TargetTracker(nn.Module):
         progress  = scale * (|p before| - |p moved by the camera|)       (a shown frame's correction pays nothing;
                                                                           a dreamed frame's pays: see ``step``)
         P(term.)  = sigmoid(sharpness * min(reach - |p|, forward - near, forward * tan(fov / 2) - |right|))
-        reward    = progress + bonus * P(term.)
+        reward    = progress + bonus * P(term.)                  (in a dream, :meth:`step`: the bonus only on the
+                                                                  step that ends it, P > 0.5)
 
     The target is pushed, not passed: a move that would bring it closer than ``contact_distance`` stops at it.
     The localizer learns where the target is from the data's recorded positions (``target_positions`` with the camera
@@ -307,7 +308,11 @@ class TargetTracker(nn.Module):
             # prediction").
             progress = self.scale * (before[:, :2].norm(dim=-1) - memory[:, :2].norm(dim=-1))
         logit = self._termination(memory[:, :2])
-        return progress + self.bonus_value * torch.sigmoid(logit), logit, memory
+        # The bonus is paid on the step the dream ends (P > 0.5, the envs' termination rule), as the room pays it on
+        # the step that ends its episode: bonus * P on every step would pay a policy that hovers just outside the
+        # reach band (P just under 0.5) a fraction of the bonus on every step, without end. (Training reads the soft
+        # bonus * P of `_sequence`, which the MSE needs.)
+        return progress + self.bonus_value * (logit > 0).to(progress.dtype), logit, memory
 
     def forward(self, latents: torch.Tensor, actions: torch.Tensor, memory: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -53,7 +53,7 @@ def test_the_target_is_pushed_not_passed():
     latent = torch.randn(1, 4, 8, 8)
     reward, logit, mem = rm.step(latent, latent, torch.tensor([[1.0, 0.0, 0.0, 0.0]]), memory(0.3))
     assert mem[0, :2].norm().item() == pytest.approx(0.27)
-    assert (reward - 10 * torch.sigmoid(logit)).item() == pytest.approx(10 * 0.03, abs=1e-5)
+    assert (reward - 10 * (logit > 0).float()).item() == pytest.approx(10 * 0.03, abs=1e-5)
 
 
 def test_with_the_servo_a_step_from_rest_moves_what_the_room_moves():
@@ -89,7 +89,7 @@ def test_a_dream_that_measures_pays_its_progress_once():
     rm = tracker(dream_trust=1.0)
     rm.measure = lambda latent: (torch.tensor([[2.0, 0.0]]), torch.ones(1))
     walk, latent = torch.tensor([[1.0, 0.0, 0.0, 0.0]]), torch.zeros(1, 4, 8, 8)
-    progress = lambda reward, mem: (reward - rm.bonus_value * torch.sigmoid(rm._termination(mem[:, :2]))).item()  # noqa: E731
+    progress = lambda reward, mem: (reward - rm.bonus_value * (rm._termination(mem[:, :2]) > 0)).item()  # noqa: E731
     mem, paid = memory(2.0), 0.0
     for _ in range(100):
         reward, _, mem = rm.step(latent, latent, walk, mem)
@@ -99,6 +99,18 @@ def test_a_dream_that_measures_pays_its_progress_once():
     reward, _, mem = rm.step(latent, latent, torch.zeros(1, 4), memory(2.0))
     torch.testing.assert_close(mem[:, :2], torch.tensor([[1.0, 0.5]]))
     assert progress(reward, mem) == pytest.approx(rm.scale * (2.0 - math.hypot(1.0, 0.5)), abs=1e-4)
+
+
+def test_a_dream_pays_the_bonus_only_on_the_step_that_ends_it():
+    """Hovering just outside the reach band (P(success) under 0.5: the dream goes on) pays no part of the bonus; the
+    step that ends the dream (P > 0.5) pays all of it, as the room pays its bonus on the ending step."""
+    rm = tracker()
+    latent, still = torch.zeros(1, 4, 8, 8), torch.zeros(1, 4)
+    hover = rm.reach + 0.05  # 0.05 m outside reach, straight ahead: P = sigmoid(-sharpness * 0.05), about 0.27
+    reward, logit, _ = rm.step(latent, latent, still, memory(hover))
+    assert 0.05 < torch.sigmoid(logit).item() < 0.5 and reward.item() == pytest.approx(0.0, abs=1e-6)
+    reward, logit, _ = rm.step(latent, latent, still, memory(rm.reach - 0.1))
+    assert torch.sigmoid(logit).item() > 0.5 and reward.item() == pytest.approx(rm.bonus_value, abs=1e-6)
 
 
 def test_a_sequence_continued_from_its_memory_equals_the_whole():
