@@ -119,9 +119,13 @@ class WorldModelEnv(gym.Env):
     ## Rewards
 
     The model's reward prediction, trained on the real env's rewards: its reward model
-    (:mod:`neuralsim.reward`, a recurrent net over the latent frames, added by ``neuralsim train
-    reward``) when the checkpoint has one, else the dynamics' reward head; or ``reward_fn(obs,
-    action, next_obs, info) -> float`` when given (``info`` holds the predicted reward).
+    (:mod:`neuralsim.reward`, added by ``neuralsim train reward``) when the checkpoint has one, else
+    the dynamics' reward head; or ``reward_fn(obs, action, next_obs, info) -> float`` when given
+    (``info`` holds the predicted reward). The shipped ``default`` model has a target tracker
+    (:class:`~neuralsim.reward.TargetTracker`) for the room's default task: it locates the ball in the
+    start frame and pays ``10 ×`` the distance the camera's own motion closes toward it, plus the
+    success bonus (10) on the step the episode ends (predicted success: ``termination_prob > 0.5``).
+    A checkpoint may instead have a recurrent net over the latent frames (``--reward-kind recurrent``).
 
     ## Starting State
 
@@ -169,7 +173,7 @@ class WorldModelEnv(gym.Env):
     * ``obs_type``: ``"rgb"`` or ``"latent"``.
     * ``denoise_steps``: Euler steps per latent frame (default: the model's).
     * ``max_episode_steps``: truncation limit (default 200; None: no limit).
-    * ``reward_fn``: ``callable(obs, action, next_obs, info) -> float`` replacing the reward head.
+    * ``reward_fn``: ``callable(obs, action, next_obs, info) -> float`` replacing the model's reward prediction.
     * ``render_mode``: ``None``, ``"rgb_array"`` (``render()`` returns the last frame) or
       ``"human"`` (a pygame window; needs the ``[play]`` extra).
     * ``device``: ``"cpu"`` (default) or ``"cuda"``.

@@ -13,10 +13,10 @@ and more of the model's own history and of still windows; the fifth adds the cha
 frame, `commit_from_denoise=true`: one network pass per env step; the eleventh and twelfth backpropagate through the
 model's own history, `--own-history-grad`) → the grown decoder merged in → the prompt-start
 generator (`neuralsim train prompt`, 3,000 steps on the first
-frames of 20,000 one-step episodes of the room's default task and their descriptions). `--reward-episodes 1280` adds
-a reward model before the prompt start (`neuralsim train reward`, 1,500 steps on 1,280 episodes of the room's default
-task, 30 % of the windows ending at a success, `--terminal-windows`, a quarter ending in the model's own dream;
-measured, not shipped: README, "reward prediction"). Beside the dynamics and
+frames of 20,000 one-step episodes of the room's default task and their descriptions). Then the reward
+model, before the prompt start: the target tracker (`neuralsim train reward --reward-kind target`, 10,000 steps on
+1,280 episodes of the room's default task, 30 % of the windows ending at a success, `--terminal-windows`; README,
+"reward prediction"; `--reward-episodes 0` leaves the dynamics' heads). Beside the dynamics and
 self-forcing stages, on the second core, the decoder trains alone on the frozen encoder's latents (2,500 steps,
 `examples/finetune_decoder.py`); it is merged in before the streaming stages, which leave it untouched. Then, beside
 the streaming stages, that decoder grows residual blocks at 32×32 and 64×64 pixels (`--decoder-blocks 1,0,1,1`, new
@@ -176,15 +176,15 @@ class Recipe:
     context_window: int = 128  # the dream's context restarts from its last frame after this many (long rollouts drift)
     streaming_stages: int = len(STREAMING_STAGES)  # how many of STREAMING_STAGES to run after the merge (0 = none)
     # The reward model: trained alone on its own data of the room's default task (the ball, a success the camera sees),
-    # after the dynamics, with windows drawn around the successes. Not in the shipped model: it sees the success on real
-    # frames but fires on the dream's blurred ones, so dream PPO farms false successes (README, "reward prediction").
-    reward_episodes: int = 0  # e.g. 1280; 0 = no reward model (the dynamics' heads predict reward and termination)
+    # after the dynamics, with windows drawn around the successes. The shipped model's is the target tracker (it only
+    # predicts on dreamed frames, so no windows are dreamed for it); the recurrent one reads the dream's blurred frames
+    # and fires on them, so dream PPO farmed its false successes (README, "reward prediction").
+    reward_episodes: int = 1280  # 0 = no reward model (the dynamics' heads predict reward and termination)
     reward_seed: int = 2_000_000  # its episodes' seeds: apart from the world's data and the benchmarks' held-out seeds
-    reward_steps: int = 1500
+    reward_steps: int = 10_000  # the shipped tracker's (it ran as 1,500 + 2,000 + 2,500 + 4,000 continued steps)
     reward_lr: float = 1e-3
     reward_own_share: float = 0.25  # windows whose second half the model dreams (--self-forcing of `train reward`)
-    reward_kind: str = "recurrent"  # or "target": the target tracker (README, "reward prediction"; it only predicts
-    #                                 on dreamed frames, so no windows are dreamed for it)
+    reward_kind: str = "target"  # or "recurrent": a recurrent net over the latent frames
     reward_terminal_windows: float = 0.3  # windows that end at a success (--terminal-windows): 1 in ~200 otherwise
     # The prompt-start generator (`neuralsim train prompt`): first frames of the room's default task and their
     # descriptions, one-step episodes of many layouts; what `reset(options={"prompt": ...})` draws the start from.

@@ -4,7 +4,8 @@
     python examples/train_ppo_in_dream.py --timesteps 4096 --episodes 5   # a smoke run (~1 min)
 
 The agent never sees the real room while training: observations, rewards and episode ends all come
-from the world model (its decoder, reward head and termination head). Afterwards the policy is saved
+from the world model (its decoder and its reward model: for the shipped model the target tracker, which locates
+the ball in the start frame and follows it with the camera's motion). Afterwards the policy is saved
 (policy.json + model.safetensors, no pickle) and evaluated in NeuralSimRoom-v0 on held-out layouts,
 next to a random policy. The full benchmark (real-trained baseline, 3 seeds, dream-vs-real
 agreement) is `neuralsim eval transfer`.
