@@ -171,7 +171,7 @@ class VecLatentObservation(VecEnvWrapper):
                  dtype: str | torch.dtype = "auto", encoder: FrameEncoder | None = None) -> None:
         check_pixel_space(venv.observation_space, "venv")
         self.encoder = frame_encoder_for(model, encoder, resize, device, dtype)
-        super().__init__(venv, observation_space=encoder.observation_space)
+        super().__init__(venv, observation_space=self.encoder.observation_space)
 
     def reset(self) -> VecEnvObs:
         return self.encoder(self.venv.reset())

@@ -208,4 +208,6 @@ def test_sb3_vec_wrapper_encodes_the_batch_and_the_terminal_observations(encoder
     assert all(venv.observation_space.contains(o) for o in obs)
     with pytest.raises(TypeError, match="encoder must be a FrameEncoder"):
         VecLatentObservation(venv.venv, encoder="default")
+    by_name = VecLatentObservation(venv.venv, model="default")  # model= builds its own encoder, as LatentObservation
+    assert by_name.observation_space == encoder.observation_space
     venv.close()
