@@ -209,5 +209,5 @@ def test_sb3_vec_wrapper_encodes_the_batch_and_the_terminal_observations(encoder
     with pytest.raises(TypeError, match="encoder must be a FrameEncoder"):
         VecLatentObservation(venv.venv, encoder="default")
     by_name = VecLatentObservation(venv.venv, model="default")  # model= builds its own encoder, as LatentObservation
-    assert by_name.observation_space == encoder.observation_space
+    assert by_name.observation_space == by_name.encoder.observation_space and by_name.encoder is not encoder
     venv.close()
