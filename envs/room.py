@@ -34,6 +34,8 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 WALL_COLOURS = ("red", "green", "blue", "yellow", "orange", "purple", "cyan", "pink", "white", "grey", "brown")
 FLOOR_COLOURS = ("grey", "brown", "white", "blue", "green", "black", "purple", "orange")
 OBJECT_COLOURS = ("red", "green", "blue", "yellow", "orange", "purple", "cyan", "pink", "white", "black")
+# Colours a target can be made unique by (``target_colour``): object colours that no floor has.
+TARGET_COLOURS = tuple(c for c in OBJECT_COLOURS if c not in FLOOR_COLOURS)
 WALLS = ("north", "east", "south", "west")  # +y, +x, -y, -x in MuJoCo world coordinates
 FLOOR_TEXTURES = ("checkered", "speckled", "plain")
 WALL_TEXTURES = ("plain", "gradient", "speckled", "checkered")
@@ -261,6 +263,25 @@ def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     )
 
 
+def _make_colour_unique(layout: dict[str, Any], colour: str) -> None:
+    """Give the layout's target ``colour`` and take it from every wall and other object (no random draw, so a seed's
+    room keeps its geometry): what had it gets the target's drawn colour (or, when that was ``colour`` already, the
+    first wall colour the room does not use)."""
+    target = layout["target"]
+    objects = layout["object_colours"]
+    spare = objects[target]
+    if spare == colour:
+        used = {layout["floor_colour"], *layout["wall_colours"].values(), *objects}
+        spare = next(c for c in WALL_COLOURS if c not in used)
+    objects[target] = colour
+    for i, c in enumerate(objects):
+        if i != target and c == colour:
+            objects[i] = spare
+    for wall, c in layout["wall_colours"].items():
+        if c == colour:
+            layout["wall_colours"][wall] = spare
+
+
 class NeuralSimRoomEnv(gym.Env):
     """A first-person camera in a MuJoCo room with a ball and boxes; the task is to reach the ball.
 
@@ -368,6 +389,10 @@ class NeuralSimRoomEnv(gym.Env):
     * ``target``: an object name (``"ball"``, the default, ``"box0"``, ``"box1"``, ``"box2"``) that is
       the target of every layout, so a pixel-only policy can tell it; or ``None``: the target object is
       drawn per layout (its identity is only in the description, not visible as such in the pixels).
+    * ``target_colour``: ``None`` (default: the target's colour is drawn like every object's) or one of
+      ``"red"``, ``"yellow"``, ``"cyan"``, ``"pink"`` (:data:`TARGET_COLOURS`, colours no floor has): the target
+      always has that colour and no wall or other object has it (they get the colour the target had), so the target
+      is a unique colour in every frame; positions and the start are those of the seed's room.
     * ``start_view_deg``: the start heading is within this many degrees (0-180) of the bearing to the
       target (default 25: the target is in view, the camera's half field of view being 35°); ``None``:
       a uniform heading. ``reset(options={"agent_yaw": ...})`` still overrides it.
@@ -391,7 +416,8 @@ class NeuralSimRoomEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1.0 / (TIMESTEP * FRAME_SKIP)))}
     # Arguments that choose the task, not the world: a world model of the room serves any of them, and
     # `neuralsim eval transfer` drops them from a model's recorded data kwargs (the agents face the default task).
-    TASK_OPTIONS = ("target", "start_view_deg", "reach_radius", "progress_reward_scale", "success_bonus", "success_pixels")
+    TASK_OPTIONS = ("target", "target_colour", "start_view_deg", "reach_radius", "progress_reward_scale", "success_bonus",
+                    "success_pixels")
 
     def __init__(
         self,
@@ -409,6 +435,7 @@ class NeuralSimRoomEnv(gym.Env):
         target: str | None = "ball",
         start_view_deg: float | None = 25.0,
         success_pixels: int | None = 20,
+        target_colour: str | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -467,6 +494,10 @@ class NeuralSimRoomEnv(gym.Env):
             raise ValueError(f"success_pixels must be None (distance alone) or an int >= 1 (pixels of the target in "
                              f"view), got {success_pixels!r}")
         self.success_pixels = None if success_pixels is None else int(success_pixels)
+        if target_colour is not None and target_colour not in TARGET_COLOURS:
+            raise ValueError(f"target_colour must be None (drawn like every object's) or one of {list(TARGET_COLOURS)} "
+                             f"(colours no floor has), got {target_colour!r}")
+        self.target_colour = target_colour
         self.soft_body = bool(soft_body)
         self.model = mj.MjModel.from_xml_string(_build_mjcf(self.room_half, H, W, self.soft_body))
         self.data = mj.MjData(self.model)
@@ -559,6 +590,8 @@ class NeuralSimRoomEnv(gym.Env):
             "agent_position": agent.tolist(),
             "agent_yaw": float(rng.uniform(-math.pi, math.pi)),
         }
+        if self.target_colour is not None:
+            _make_colour_unique(layout, self.target_colour)
         if self.start_view_deg is not None:  # drawn after the layout: a seed's room is the same either way
             delta = positions[target] - agent
             offset = math.radians(self.start_view_deg) * float(rng.uniform(-1.0, 1.0))

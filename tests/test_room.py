@@ -393,3 +393,23 @@ def test_render_modes():
     assert frame.shape == (48, 80, 3) and np.array_equal(frame, obs) and frame is not obs
     assert info["intrinsics"][2:].tolist() == [40.0, 24.0]
     e.close()
+
+
+def test_target_colour_makes_the_target_the_only_thing_of_that_colour():
+    """``target_colour`` paints the target and takes the colour from every wall and other object; positions, the start
+    and the rest of the draws stay those of the seed's room."""
+    coloured, plain = make(target_colour="red"), make()
+    for seed in range(40):
+        _, info = coloured.reset(seed=seed)
+        plain.reset(seed=seed)
+        layout = coloured.layout
+        assert info["target"] == "the red ball"
+        others = [c for i, c in enumerate(layout["object_colours"]) if i != layout["target"]]
+        assert "red" not in others and "red" not in layout["wall_colours"].values() and layout["floor_colour"] != "red"
+        assert layout["object_positions"] == plain.layout["object_positions"]
+        assert layout["agent_position"] == plain.layout["agent_position"] and layout["agent_yaw"] == plain.layout["agent_yaw"]
+    coloured.close()
+    plain.close()
+    for bad in ("grey", "Red", 3):  # grey: a floor colour, so it cannot be made unique
+        with pytest.raises(ValueError, match="target_colour must be None"):
+            make(target_colour=bad)
