@@ -259,3 +259,32 @@ def test_ppo_speed_benchmark(tmp_path, capsys):
     with pytest.raises(SystemExit):
         ppo_speed.main(["--quick", "--timesteps", "64", "--out", str(tmp_path / "x.json")])
     assert "--timesteps must be at least" in capsys.readouterr().err
+
+
+def test_ppo_observation_benchmark(tmp_path, capsys):
+    """benchmarks/ppo_observation.py: PPO on the frames and on two oracles of the target; the oracle bar stands at the
+    target's side of the image and the oracle state says its bearing and distance."""
+    pytest.importorskip("mujoco")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import ppo_observation
+    finally:
+        sys.path.pop(0)
+    env = ppo_observation.StateObservation(gym.make("NeuralSimRoom-v0"))
+    bar = ppo_observation.BarObservation(gym.make("NeuralSimRoom-v0"))
+    for seed in range(6):
+        state, info = env.reset(seed=seed)
+        image, _ = bar.reset(seed=seed)
+        assert state[2] == pytest.approx(info["target_distance"]) and state[0] > math.cos(math.radians(36))  # in view
+        columns = np.flatnonzero(image.max(axis=(0, 2)) == 255)
+        assert len(columns) and np.sign(columns.mean() - 31.5) == np.sign(state[1])  # + bearing: right of centre
+    env.close()
+    bar.close()
+    out = tmp_path / "obs.json"
+    result = ppo_observation.main(["--quick", "--timesteps", "256", "--observations", "bar,state",
+                                   "--task", "target_colour=\"red\"", "--out", str(out)])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(out.read_text()) == result
+    assert [r["observation"] for r in result["rows"]] == ["bar", "state"] and result["task"] == {"target_colour": "red"}
+    for bad in (["--observations", "depth"], ["--task", "target_colour=\"grey\""]):
+        with pytest.raises(SystemExit):
+            ppo_observation.main(["--quick", *bad, "--out", str(tmp_path / "x.json")])

@@ -1,0 +1,191 @@
+"""What holds PPO back in the real room: seeing the target, or the control problem? PPO on three observations.
+
+    python benchmarks/ppo_observation.py [--quick] [--timesteps 102400] [--observations rgb,bar,state]
+                                         [--task target_colour="red"] [--seed 0]
+
+PPO is trained in ``NeuralSimRoom-v0`` exactly as the transfer benchmark trains it in the real world
+(`agents.transfer`: the walk-and-turn keys, 16 envs, ``PPO_KWARGS``, SB3's ``CnnPolicy`` on 64×64 images) for
+``--timesteps`` env steps, once per observation; only what the agent sees differs:
+
+- ``rgb``: the camera frames (what the transfer benchmark's agents see);
+- ``bar``: an oracle image, black but for a white vertical bar at the image column of the target's centre, taller
+  as the target nears (none when the centre is out of the field of view; occlusion ignored): the task's information
+  with nothing to find in it;
+- ``state``: an oracle vector ``[cos, sin]`` of the target's bearing and its distance (``MlpPolicy``).
+
+Rewards, episodes and the policy's head are the same, so if ``bar`` and ``state`` learn where ``rgb`` does not, what
+holds PPO back is finding the target in the frames. Per observation the table gives the mean return of the
+training's first episodes (the untrained policy), the mean of the last 100 training episodes, their episode
+length and the env steps after which the running mean (100 episodes) first went 5 above the first. The last line
+is one JSON object, also written to benchmarks/results/ppo_observation.json (``--quick``: ppo_observation_quick.json,
+a smoke run, not a figure); ``--task OPTION=JSON`` sets a task option of the room (its ``TASK_OPTIONS``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import neuralsim  # noqa: F401  (registers the envs)
+from neuralsim.agents.transfer import PPO_KWARGS, QUICK_PPO_KWARGS, WALK_AND_TURN
+from neuralsim.agents.wrappers import KeySetActions
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS_DIR, machine_info, rounded, write_result  # noqa: E402
+
+OBSERVATIONS = ("rgb", "bar", "state")
+
+
+def target_in_camera(info: dict[str, Any]) -> np.ndarray:
+    """The target's centre in the camera's OpenCV axes (+X right, +Y down, +Z forward), from the room's ``info``."""
+    pose = np.asarray(info["pose"], dtype=np.float64)
+    return pose[:3, :3].T @ (np.asarray(info["target_position"], dtype=np.float64) - pose[:3, 3])
+
+
+class BarObservation(gym.ObservationWrapper):
+    """Oracle image: a white bar at the target centre's image column, ``min(H, 0.6 H / distance)`` pixels tall."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.info: dict[str, Any] = {}
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, self.info = self.env.reset(**kwargs)
+        return self.observation(obs), self.info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, self.info = self.env.step(action)
+        return self.observation(obs), reward, terminated, truncated, self.info
+
+    def observation(self, obs: np.ndarray) -> np.ndarray:
+        h, w = obs.shape[:2]
+        image = np.zeros_like(obs)
+        x, _, z = target_in_camera(self.info)
+        fx, _, cx, _ = np.asarray(self.info["intrinsics"], dtype=np.float64)
+        if z > 0 and 0 <= (u := cx + fx * x / z) < w:
+            half = int(min(h, 0.6 * h / max(float(self.info["target_distance"]), 0.3))) // 2
+            col = int(u)
+            image[h // 2 - half: h // 2 + half + 1, max(0, col - 2): col + 3] = 255
+        return image
+
+
+class StateObservation(BarObservation):
+    """Oracle vector ``[cos(bearing), sin(bearing), distance]`` of the target (bearing: + to the right)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+
+    def observation(self, obs: np.ndarray) -> np.ndarray:
+        x, _, z = target_in_camera(self.info)
+        bearing = np.arctan2(x, z)
+        return np.array([np.cos(bearing), np.sin(bearing), self.info["target_distance"]], np.float32)
+
+
+def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int, ppo: dict[str, Any], seed: int
+          ) -> dict[str, Any]:
+    """Train PPO on one observation; the training episodes' returns and lengths, in order."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    oracle = {"rgb": None, "bar": BarObservation, "state": StateObservation}[observation]
+
+    def wrap(env: gym.Env) -> gym.Env:
+        env = KeySetActions(env, WALK_AND_TURN)
+        return env if oracle is None else oracle(env)
+
+    venv = make_vec_env("NeuralSimRoom-v0", n_envs=num_envs, seed=seed, vec_env_cls=DummyVecEnv,
+                        env_kwargs={"max_episode_steps": 200, **task}, wrapper_class=wrap)
+    episodes: list[tuple[int, float, int]] = []  # (env steps at its end, return, length)
+
+    class Episodes(BaseCallback):
+        def _on_step(self) -> bool:
+            for info in self.locals["infos"]:
+                if "episode" in info:  # Monitor's summary of an episode that just ended
+                    episodes.append((self.num_timesteps, float(info["episode"]["r"]), int(info["episode"]["l"])))
+            return True
+
+    algo = PPO("MlpPolicy" if observation == "state" else "CnnPolicy", venv, seed=seed, device="cpu", verbose=0, **ppo)
+    t0 = time.perf_counter()
+    algo.learn(timesteps, callback=Episodes())
+    wall = time.perf_counter() - t0
+    venv.close()
+    return {"episodes": episodes, "wall_s": wall, "env_steps": int(algo.num_timesteps)}
+
+
+def summarize(observation: str, run: dict[str, Any], window: int) -> dict[str, Any]:
+    steps, returns, lengths = (np.array(v, dtype=np.float64) for v in zip(*run["episodes"])) if run["episodes"] else \
+        (np.zeros(0),) * 3
+    first = float(returns[:window].mean()) if len(returns) else float("nan")
+    running = np.convolve(returns, np.ones(window) / window, mode="valid") if len(returns) >= window else np.zeros(0)
+    above = np.flatnonzero(running > first + 5.0)
+    return {"observation": observation, "episodes": int(len(returns)), "first_return": first,
+            "final_return": float(returns[-window:].mean()) if len(returns) else float("nan"),
+            "final_length": float(lengths[-window:].mean()) if len(lengths) else float("nan"),
+            "steps_to_first_plus_5": int(steps[above[0] + window - 1]) if len(above) else None,
+            "wall_s": run["wall_s"], "env_steps_per_s": run["env_steps"] / run["wall_s"]}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--timesteps", type=int, default=None, help="PPO env steps per observation (default 102,400; "
+                                                                    "--quick 2,048)")
+    parser.add_argument("--observations", default=",".join(OBSERVATIONS),
+                        help=f"comma-separated, from {', '.join(OBSERVATIONS)} (default all)")
+    parser.add_argument("--task", action="append", default=[], metavar="OPTION=JSON",
+                        help="a task option of the room, e.g. target_colour=\"red\"; repeatable")
+    parser.add_argument("--seed", type=int, default=0, help="PPO and layout seed (default 0)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one per heavy job)")
+    parser.add_argument("--quick", action="store_true", help="tiny budget, 4 envs: the pipeline in about a minute")
+    parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/ppo_observation.json)")
+    args = parser.parse_args(argv)
+    timesteps = args.timesteps if args.timesteps is not None else (2048 if args.quick else 102_400)
+    observations = [o.strip() for o in args.observations.split(",") if o.strip()]
+    if not observations or set(observations) - set(OBSERVATIONS):
+        parser.error(f"--observations must be comma-separated names from {', '.join(OBSERVATIONS)}, got {args.observations!r}")
+    if timesteps < 1 or args.seed < 0 or args.threads < 1:
+        parser.error("--timesteps and --threads must be >= 1 and --seed >= 0")
+    task: dict[str, Any] = {}
+    for item in args.task:
+        name, _, value = item.partition("=")
+        try:
+            task[name] = json.loads(value)
+        except json.JSONDecodeError:
+            parser.error(f"--task must be OPTION=JSON (e.g. target_colour=\"red\"), got {item!r}")
+    try:
+        gym.make("NeuralSimRoom-v0", **task).close()
+    except (ValueError, TypeError) as e:
+        parser.error(f"--task: {e}")
+    torch.set_num_threads(args.threads)
+    num_envs, ppo = (4, dict(QUICK_PPO_KWARGS)) if args.quick else (16, dict(PPO_KWARGS))
+    window = 10 if args.quick else 100
+
+    t0 = time.perf_counter()
+    rows = []
+    print(f"PPO in NeuralSimRoom-v0 {task or ''}, {timesteps:,} env steps per observation, {num_envs} envs, seed {args.seed}")
+    print(f"{'observation':<12} {'first':>7} {'final':>7} {'length':>7} {'steps to +5':>12} {'steps/s':>8}")
+    for observation in observations:
+        row = summarize(observation, train(observation, task, timesteps, num_envs, ppo, args.seed), window)
+        rows.append(row)
+        print(f"{observation:<12} {row['first_return']:>7.2f} {row['final_return']:>7.2f} {row['final_length']:>7.0f} "
+              f"{str(row['steps_to_first_plus_5']):>12} {row['env_steps_per_s']:>8.0f}", flush=True)
+    result = rounded({"benchmark": "ppo_observation", "quick": args.quick, "task": task, "timesteps": timesteps,
+                      "num_envs": num_envs, "seed": args.seed, "keys": list(WALK_AND_TURN), "ppo": ppo,
+                      "window": window, "rows": rows, "seconds": time.perf_counter() - t0, "machine": machine_info()})
+    out = args.out or str(RESULTS_DIR / ("ppo_observation_quick.json" if args.quick else "ppo_observation.json"))
+    write_result(result, out)
+    return result
+
+
+if __name__ == "__main__":
+    main()
