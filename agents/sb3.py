@@ -29,7 +29,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvO
 
 from neuralsim.envs.latent import FrameEncoder, check_pixel_space, frame_encoder_for
 from neuralsim.envs.vector import WorldModelVectorEnv
-from neuralsim.policy import LatentCNN
+from neuralsim.policy import ImpalaCNN, LatentCNN
 
 
 class SB3VecEnv(VecEnv):
@@ -206,4 +206,19 @@ def latent_policy_kwargs(features_dim: int = 256, net_arch: list[int] | dict[str
     return kwargs
 
 
-__all__ = ["LatentCNN", "SB3VecEnv", "VecLatentObservation", "latent_policy_kwargs", "make_sb3_env"]
+def rgb_policy_kwargs(features_dim: int = 256, net_arch: list[int] | dict[str, list[int]] | None = None) -> dict[str, Any]:
+    """``policy_kwargs`` of an SB3 ``"CnnPolicy"`` over rgb frames with :class:`~neuralsim.policy.ImpalaCNN`, which
+    sees a target a few pixels across (SB3's default ``NatureCNN`` does not learn the room's task:
+    ``benchmarks/ppo_observation.py``); :func:`neuralsim.policy.save_policy` stores it.
+
+    Args:
+        features_dim: width of the extractor's output.
+        net_arch: SB3's ``net_arch`` after the extractor (default: SB3's, ``[64, 64]`` for actor and critic).
+    """
+    kwargs = latent_policy_kwargs(features_dim, net_arch)
+    kwargs["features_extractor_class"] = ImpalaCNN
+    return kwargs
+
+
+__all__ = ["ImpalaCNN", "LatentCNN", "SB3VecEnv", "VecLatentObservation", "latent_policy_kwargs", "make_sb3_env",
+           "rgb_policy_kwargs"]

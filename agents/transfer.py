@@ -2,7 +2,7 @@
 
 This is the benchmark behind ``neuralsim eval transfer`` and ``examples/train_ppo_in_dream.py``:
 
-1. Train SB3 PPO (``CnnPolicy`` on the 64×64 rgb frames; with ``obs="latent"`` an ``MlpPolicy`` with
+1. Train SB3 PPO (``CnnPolicy`` with :class:`~neuralsim.policy.ImpalaCNN` on the 64×64 rgb frames; with ``obs="latent"`` an ``MlpPolicy`` with
    :class:`~neuralsim.policy.LatentCNN` on the model's latent frames, the real env's frames encoded by the
    checkpoint's encoder through :class:`~neuralsim.envs.latent.LatentObservation`, so no dream frame is
    decoded for the agent) for ``timesteps`` env steps inside the dream
@@ -70,6 +70,9 @@ class TransferConfig:
     # with pitch in the action set PPO learned to look at the floor or ceiling, in both worlds.
     keys: tuple[str, ...] | None = WALK_AND_TURN
     obs: str = "rgb"  # "latent": the agent observes latent frames (dream: obs_type="latent"; real: LatentObservation)
+    # The rgb policy's features extractor: "impala" (neuralsim.policy.ImpalaCNN, sees the room's few-pixel ball) or
+    # "nature" (SB3's NatureCNN, which did not learn the room's task: benchmarks/ppo_observation.py).
+    rgb_extractor: str = "impala"
     compile: bool = False  # the dream envs with compile=True (WorldModel.compile_streaming; timed in the dream's wall_s)
     # Task options of the real env (names from its class's TASK_OPTIONS, e.g. {"start_view_deg": None}) for its training
     # and evaluation; {}: the env's default task. The dream's task is the one its reward prediction learned.
@@ -100,6 +103,8 @@ class TransferConfig:
                              f"{{'start_view_deg': None}}), got {self.real_task!r}")
         if self.obs not in ("rgb", "latent"):
             raise ValueError(f"{opt('obs')} must be 'rgb' or 'latent', got {self.obs!r}")
+        if self.rgb_extractor not in ("impala", "nature"):
+            raise ValueError(f"{opt('rgb_extractor')} must be 'impala' or 'nature', got {self.rgb_extractor!r}")
         rollout = self.num_envs * int(self.ppo["n_steps"])
         if self.timesteps < rollout:
             raise ValueError(f"{opt('timesteps')} must be at least {opt('num_envs')} x n_steps = {rollout} (one PPO "
@@ -242,7 +247,10 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path, encoder
 
         algo = PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, policy_kwargs=latent_policy_kwargs(), **cfg.ppo)
     else:
-        algo = PPO("CnnPolicy", venv, seed=seed, device="cpu", verbose=0, **cfg.ppo)
+        from neuralsim.agents.sb3 import rgb_policy_kwargs
+
+        policy_kwargs = rgb_policy_kwargs() if cfg.rgb_extractor == "impala" else None
+        algo = PPO("CnnPolicy", venv, seed=seed, device="cpu", verbose=0, policy_kwargs=policy_kwargs, **cfg.ppo)
     t0 = time.perf_counter()
     algo.learn(total_rollouts * rollout, callback=callback)
     wall = time.perf_counter() - t0

@@ -1,13 +1,15 @@
 """What holds PPO back in the real room: seeing the target, or the control problem? PPO on three observations.
 
-    python benchmarks/ppo_observation.py [--quick] [--timesteps 102400] [--observations rgb,bar,state]
+    python benchmarks/ppo_observation.py [--quick] [--timesteps 102400] [--observations rgb,rgb-impala,bar,state]
                                          [--task target_colour="red"] [--seed 0]
 
 PPO is trained in ``NeuralSimRoom-v0`` exactly as the transfer benchmark trains it in the real world
 (`agents.transfer`: the walk-and-turn keys, 16 envs, ``PPO_KWARGS``, SB3's ``CnnPolicy`` on 64×64 images) for
-``--timesteps`` env steps, once per observation; only what the agent sees differs:
+``--timesteps`` env steps, once per observation; only what the agent sees, and how, differs:
 
-- ``rgb``: the camera frames (what the transfer benchmark's agents see);
+- ``rgb``: the camera frames through SB3's default ``NatureCNN`` (8×8 stride-4 first layer);
+- ``rgb-impala``: the camera frames through :class:`neuralsim.policy.ImpalaCNN` (3×3 filters on every pixel, then
+  pooling), what the transfer benchmark's agents use;
 - ``bar``: an oracle image, black but for a white vertical bar at the image column of the target's centre, taller
   as the target nears (none when the centre is out of the field of view; occlusion ignored): the task's information
   with nothing to find in it;
@@ -41,7 +43,7 @@ from neuralsim.agents.wrappers import KeySetActions
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, machine_info, rounded, write_result  # noqa: E402
 
-OBSERVATIONS = ("rgb", "bar", "state")
+OBSERVATIONS = ("rgb", "rgb-impala", "bar", "state")
 
 
 def target_in_camera(info: dict[str, Any]) -> np.ndarray:
@@ -98,7 +100,7 @@ def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int,
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    oracle = {"rgb": None, "bar": BarObservation, "state": StateObservation}[observation]
+    oracle = {"rgb": None, "rgb-impala": None, "bar": BarObservation, "state": StateObservation}[observation]
 
     def wrap(env: gym.Env) -> gym.Env:
         env = KeySetActions(env, WALK_AND_TURN)
@@ -115,7 +117,11 @@ def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int,
                     episodes.append((self.num_timesteps, float(info["episode"]["r"]), int(info["episode"]["l"])))
             return True
 
-    algo = PPO("MlpPolicy" if observation == "state" else "CnnPolicy", venv, seed=seed, device="cpu", verbose=0, **ppo)
+    from neuralsim.agents.sb3 import rgb_policy_kwargs
+
+    policy_kwargs = rgb_policy_kwargs() if observation == "rgb-impala" else None
+    algo = PPO("MlpPolicy" if observation == "state" else "CnnPolicy", venv, seed=seed, device="cpu", verbose=0,
+               policy_kwargs=policy_kwargs, **ppo)
     t0 = time.perf_counter()
     algo.learn(timesteps, callback=Episodes())
     wall = time.perf_counter() - t0

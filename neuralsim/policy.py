@@ -38,7 +38,7 @@ _POLICY_CLASSES = {
     "ActorCriticPolicy": "stable_baselines3.common.policies",
     "ActorCriticCnnPolicy": "stable_baselines3.common.policies",
 }
-_FEATURE_EXTRACTORS = ("NatureCNN", "FlattenExtractor", "LatentCNN")
+_FEATURE_EXTRACTORS = ("NatureCNN", "FlattenExtractor", "LatentCNN", "ImpalaCNN")
 _ACTIVATIONS = ("Tanh", "ReLU", "ELU", "LeakyReLU", "GELU", "SiLU")
 # The ActorCriticPolicy keyword arguments a policy.json may set (SB3 2.x), with their JSON types.
 _POLICY_KWARGS = {"net_arch": (list, dict), "activation_fn": str, "ortho_init": bool, "use_sde": bool,
@@ -86,11 +86,65 @@ class LatentCNN(BaseFeaturesExtractor):
         return self.linear(self.cnn(observations.float()))
 
 
+class _ResidualBlock(torch.nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv0 = torch.nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = torch.nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv1(torch.relu(self.conv0(torch.relu(x))))
+
+
+IMPALA_CHANNELS = (8, 16, 16)
+
+
+def _impala_grid(h: int, w: int) -> tuple[int, int]:
+    """The grid :class:`ImpalaCNN` ends on: three stride-2 poolings (padding 1) of an ``h x w`` image."""
+    for _ in IMPALA_CHANNELS:
+        h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    return h, w
+
+
+class ImpalaCNN(BaseFeaturesExtractor):
+    """SB3 features extractor for small things in rgb frames: a slim IMPALA CNN (Espeholt et al. 2018).
+
+    Three stages of ``conv3x3 -> maxpool3x3 stride 2 -> residual block (two conv3x3)``, 8/16/16 channels, then
+    ``linear(features_dim) -> ReLU``. Unlike SB3's ``NatureCNN`` (an 8x8 stride-4 first layer), it looks at every
+    pixel with small filters before pooling, so a 3-5 pixel target (the room's ball 2-3 m away in a 64x64 frame)
+    reaches the policy with its position: ``benchmarks/ppo_observation.py`` measures PPO learning the room with it
+    where NatureCNN does not. Images are ``[C, H, W]`` uint8 scaled to [0, 1] by SB3 (``normalize_images``). Use it
+    through :func:`neuralsim.agents.sb3.rgb_policy_kwargs` with ``"CnnPolicy"``; :func:`save_policy` /
+    :func:`load_policy` store it by name.
+
+    Args:
+        observation_space: ``Box((C, H, W), uint8)`` (SB3's channel-first image space).
+        features_dim: width of the output features.
+    """
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 256) -> None:
+        if not (isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 3):
+            raise ValueError(f"observation_space must be a Box of channel-first images (C, H, W), got {observation_space}")
+        super().__init__(observation_space, features_dim)
+        c, h, w = (int(d) for d in observation_space.shape)
+        layers: list[torch.nn.Module] = []
+        for channels in IMPALA_CHANNELS:
+            layers += [torch.nn.Conv2d(c, channels, 3, padding=1), torch.nn.MaxPool2d(3, stride=2, padding=1),
+                       _ResidualBlock(channels)]
+            c = channels
+        gh, gw = _impala_grid(h, w)
+        self.cnn = torch.nn.Sequential(*layers, torch.nn.ReLU(), torch.nn.Flatten())
+        self.linear = torch.nn.Sequential(torch.nn.Linear(c * gh * gw, features_dim), torch.nn.ReLU())
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.cnn(observations.float()))
+
+
 def _extractor_class(name: str) -> type:
-    """An allow-listed features extractor by name (SB3's own, or :class:`LatentCNN`)."""
+    """An allow-listed features extractor by name (SB3's own, :class:`LatentCNN` or :class:`ImpalaCNN`)."""
     from stable_baselines3.common import torch_layers
 
-    return LatentCNN if name == "LatentCNN" else getattr(torch_layers, name)
+    return {"LatentCNN": LatentCNN, "ImpalaCNN": ImpalaCNN}.get(name) or getattr(torch_layers, name)
 
 
 def space_to_json(space: spaces.Space, name: str = "space") -> dict[str, Any]:
@@ -124,6 +178,14 @@ def _min_weights(obs: spaces.Space, action: spaces.Space, kwargs: dict[str, Any]
         _, gh, gw = _latent_cnn_grid(h, w)
         features = int((kwargs.get("features_extractor_kwargs") or {}).get("features_dim", 256))
         total += c * 64 * 9 + 64 * 64 * 9 + 64 * gh * gw * features
+    elif extractor == "ImpalaCNN" and isinstance(obs, spaces.Box) and len(obs.shape) == 3:
+        c, h, w = obs.shape
+        gh, gw = _impala_grid(h, w)
+        features = int((kwargs.get("features_extractor_kwargs") or {}).get("features_dim", 256))
+        for channels in IMPALA_CHANNELS:
+            total += c * channels * 9 + 2 * channels * channels * 9
+            c = channels
+        total += c * gh * gw * features
     else:
         features = obs_size
     arch = kwargs.get("net_arch")
@@ -369,4 +431,4 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     return SavedPolicy(policy.to(device), config, root)
 
 
-__all__ = ["LatentCNN", "SavedPolicy", "save_policy", "load_policy", "is_saved_policy", "space_to_json", "space_from_json"]
+__all__ = ["ImpalaCNN", "LatentCNN", "SavedPolicy", "save_policy", "load_policy", "is_saved_policy", "space_to_json", "space_from_json"]

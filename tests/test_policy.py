@@ -58,6 +58,30 @@ def test_cnn_policy_on_room_images(tmp_path):
     assert len(json.dumps(config)) < 2000  # uniform image bounds are stored once
 
 
+@pytest.mark.mujoco
+def test_impala_cnn_policy_round_trip_on_room_images(tmp_path):
+    """rgb_policy_kwargs (ImpalaCNN) trains, saves by name and acts after loading exactly as SB3 does."""
+    from neuralsim.agents.sb3 import rgb_policy_kwargs
+    from neuralsim.agents.wrappers import KeySetActions
+    from neuralsim.policy import ImpalaCNN
+
+    env = KeySetActions(gym.make("NeuralSimRoom-v0"), ("w", "j", "l"))
+    algo = PPO("CnnPolicy", env, n_steps=32, batch_size=16, n_epochs=1, seed=0, policy_kwargs=rgb_policy_kwargs(64))
+    algo.learn(32)
+    policy = load_policy(save_policy(algo, tmp_path / "impala"))
+    assert isinstance(policy.policy.features_extractor, ImpalaCNN)
+    config = json.loads((tmp_path / "impala" / "policy.json").read_text())
+    assert config["policy_kwargs"]["features_extractor_class"] == "ImpalaCNN"
+    obs = np.stack([env.reset(seed=s)[0] for s in range(4)])
+    np.testing.assert_array_equal(policy.act_batch(obs), algo.predict(obs, deterministic=True)[0])
+    with pytest.raises(ValueError, match="observation_space must be a Box of channel-first images"):
+        ImpalaCNN(gym.spaces.Box(-1, 1, (8,), np.float32))
+    config["policy_kwargs"]["features_extractor_kwargs"] = {"features_dim": 4096}  # more weights than the file holds
+    (tmp_path / "impala" / "policy.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError):
+        load_policy(tmp_path / "impala")
+
+
 def test_collect_with_saved_policy_is_deterministic(cartpole_policy, tmp_path):
     path = str(cartpole_policy[1])
     kw = dict(episodes=2, image_size=16, max_steps=20, progress=False)

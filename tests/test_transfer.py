@@ -35,6 +35,8 @@ def test_config_validation_names_the_field():
         TransferConfig(timesteps=100).validate(cli=True)
     with pytest.raises(ValueError, match=r"--keys must be comma-separated key sets over 'wsadijkl'"):
         TransferConfig(keys=("w", "q")).validate(cli=True)
+    with pytest.raises(ValueError, match=r"--rgb-extractor must be 'impala' or 'nature', got 'resnet'"):
+        TransferConfig(rgb_extractor="resnet").validate(cli=True)
 
 
 def test_dream_venv_with_key_sets(tiny_checkpoint):
@@ -55,6 +57,7 @@ def test_dream_venv_with_key_sets(tiny_checkpoint):
     (["--num-envs", "64", "--timesteps", "1000"], "--timesteps must be at least --num-envs x n_steps = 8192"),
     (["--model", "no-such-model"], "--model='no-such-model': no checkpoint directory"),
     (["--out", "results.txt"], "--out 'results.txt' must end with one of .json"),
+    (["--rgb-extractor", "resnet"], "argument --rgb-extractor: invalid choice: 'resnet'"),
 ])
 def test_cli_bad_input(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -48,6 +48,9 @@ def add_transfer_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--obs", choices=("rgb", "latent"), default=d.obs,
                    help="what the agents observe: rgb frames (default) or the world model's latent frames (the dream "
                         "skips its decoder; real frames go through the checkpoint's encoder)")
+    t.add_argument("--rgb-extractor", choices=("impala", "nature"), default=d.rgb_extractor,
+                   help="the rgb policy's CNN: impala (default: neuralsim.policy.ImpalaCNN, sees a few-pixel target) "
+                        "or nature (SB3's NatureCNN)")
     t.add_argument("--compile", action="store_true", help="the dream envs with compile=True (torch.compile of the "
                    "world model's step: faster after up to a minute of compiling, which the dream's wall clock counts)")
     t.add_argument("--quick", action="store_true", help="tiny budgets: the whole pipeline in a few minutes (not a score)")
@@ -63,7 +66,8 @@ def config_from_args(args: argparse.Namespace):
     if workdir is None:
         workdir = tempfile.mkdtemp(prefix="neuralsim-transfer-quick-") if args.quick else TransferConfig.workdir
     base = dict(model=args.model, workdir=workdir, obs=getattr(args, "obs", None) or "rgb",
-                compile=bool(getattr(args, "compile", False)), **overrides)
+                compile=bool(getattr(args, "compile", False)),
+                rgb_extractor=getattr(args, "rgb_extractor", None) or TransferConfig.rgb_extractor, **overrides)
     if getattr(args, "keys", None):
         base["keys"] = None if args.keys == "box" else tuple(args.keys.split(","))
     base["out"] = args.out if args.out is not None else str(Path(workdir) / ("transfer-quick.json" if args.quick
