@@ -297,9 +297,11 @@ class NeuralSimRoomEnv(gym.Env):
     draws a layout from the seed and writes it down as text (``info["description"]``), e.g.
     ``"a room with a checkered grey floor, ...; a red ball near the blue wall; ...; target: the red ball"``.
 
-    The default task is one a pixel policy can solve: the target is always the ball (the only round
-    object, whatever its colour), and the agent starts facing it (within ``start_view_deg`` of its
-    bearing), so the target is in the first frame unless a box hides it. ``target=None`` is the
+    The default task is one a pixel policy can solve: the target is always the ball, it is red, and
+    nothing else in the room is (``target_colour``), and the agent starts facing it (within
+    ``start_view_deg`` of its bearing), so the target is in the first frame unless a box hides it. (A ball
+    2-3 m away is 3-5 pixels across at 64×64; told apart only by its round shape, PPO did not learn to find it:
+    ``benchmarks/ppo_observation.py``.) ``target=None`` is the
     older task whose target object is drawn per layout and named only in the description.
 
     ## Action Space
@@ -368,7 +370,7 @@ class NeuralSimRoomEnv(gym.Env):
     >>> obs.shape, obs.dtype
     ((64, 64, 3), dtype('uint8'))
     >>> info["target"], info["pose"].shape, info["camera"].shape
-    ('the yellow ball', (4, 4), (20,))
+    ('the red ball', (4, 4), (20,))
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     >>> env.close()
 
@@ -389,10 +391,10 @@ class NeuralSimRoomEnv(gym.Env):
     * ``target``: an object name (``"ball"``, the default, ``"box0"``, ``"box1"``, ``"box2"``) that is
       the target of every layout, so a pixel-only policy can tell it; or ``None``: the target object is
       drawn per layout (its identity is only in the description, not visible as such in the pixels).
-    * ``target_colour``: ``None`` (default: the target's colour is drawn like every object's) or one of
-      ``"red"``, ``"yellow"``, ``"cyan"``, ``"pink"`` (:data:`TARGET_COLOURS`, colours no floor has): the target
-      always has that colour and no wall or other object has it (they get the colour the target had), so the target
-      is a unique colour in every frame; positions and the start are those of the seed's room.
+    * ``target_colour``: ``"red"`` (default), ``"yellow"``, ``"cyan"`` or ``"pink"`` (:data:`TARGET_COLOURS`,
+      colours no floor has): the target always has that colour and no wall or other object has it (they get the
+      colour the target had), so it is the one thing of its colour in every frame; positions and the start are
+      those of the seed's room. ``None``: the target's colour is drawn like every object's.
     * ``start_view_deg``: the start heading is within this many degrees (0-180) of the bearing to the
       target (default 25: the target is in view, the camera's half field of view being 35°); ``None``:
       a uniform heading. ``reset(options={"agent_yaw": ...})`` still overrides it.
@@ -410,7 +412,8 @@ class NeuralSimRoomEnv(gym.Env):
       view (``target="ball"``, ``start_view_deg=25``); ``target=None, start_view_deg=None`` gives the
       layouts and starts of earlier datasets (they record their ``env_kwargs``). Since 2026-12-01 a
       success needs the target in view within 0.9 m (``reach_radius=0.9, success_pixels=20``); the
-      earlier task: ``reach_radius=0.5, success_pixels=None``.
+      earlier task: ``reach_radius=0.5, success_pixels=None``. Since 2026-12-02 the target is red and the only
+      red thing (``target_colour="red"``); ``target_colour=None`` gives the earlier colours.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1.0 / (TIMESTEP * FRAME_SKIP)))}
@@ -435,7 +438,7 @@ class NeuralSimRoomEnv(gym.Env):
         target: str | None = "ball",
         start_view_deg: float | None = 25.0,
         success_pixels: int | None = 20,
-        target_colour: str | None = None,
+        target_colour: str | None = "red",
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")

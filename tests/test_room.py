@@ -398,7 +398,7 @@ def test_render_modes():
 def test_target_colour_makes_the_target_the_only_thing_of_that_colour():
     """``target_colour`` paints the target and takes the colour from every wall and other object; positions, the start
     and the rest of the draws stay those of the seed's room."""
-    coloured, plain = make(target_colour="red"), make()
+    coloured, plain = make(target_colour="red"), make(target_colour=None)
     for seed in range(40):
         _, info = coloured.reset(seed=seed)
         plain.reset(seed=seed)
