@@ -64,11 +64,6 @@ class RewardModel(nn.Module):
         """``[N, C, h, w]`` twice → ``[N, hidden]``."""
         return self.frame(torch.cat([latent, latent - prev], dim=1).float())
 
-    def _read(self, memory: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(reward, termination logit)``; the reward's bonus part is ``bonus * P(terminated)``."""
-        logit = self.termination(memory).squeeze(-1)
-        return self._progress(memory, action) + self.bonus * torch.sigmoid(logit), logit
-
     def _progress(self, memory: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         coef = self.progress(memory)
         return (coef[:, :-1] * action).sum(-1) + coef[:, -1]
@@ -76,9 +71,16 @@ class RewardModel(nn.Module):
     def step(self, prev: torch.Tensor, latent: torch.Tensor, action: torch.Tensor, memory: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One transition. ``prev``, ``latent``: ``[B, C, h, w]``; ``action``: ``[B, A]`` (zeros: none or
-        unknown); ``memory``: ``[B, hidden]`` → ``(reward [B], termination logit [B], new memory)``."""
+        unknown); ``memory``: ``[B, hidden]`` → ``(reward [B], termination logit [B], new memory)``.
+
+        The bonus is paid on the step the dream ends (logit > 0, the envs' termination rule), as
+        :meth:`TargetTracker.step` pays it: ``bonus * P`` on every step would pay a policy that hovers where P is just
+        under 0.5 part of the bonus on every step, without end. (:meth:`forward`, which training reads, keeps the soft
+        ``bonus * P``.)"""
         memory = self.cell(torch.cat([self._features(prev, latent), action.float()], dim=-1), memory.float())
-        return (*self._read(memory, action.float()), memory)
+        logit = self.termination(memory).squeeze(-1)
+        progress = self._progress(memory, action.float())
+        return progress + self.bonus * (logit > 0).to(progress.dtype), logit, memory
 
     def forward(self, latents: torch.Tensor, actions: torch.Tensor, memory: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -30,14 +30,19 @@ def _with_reward_model(model, channels: int = 8, hidden: int = 16):
 def test_a_sequence_equals_its_steps():
     torch.manual_seed(0)
     rm = RewardModel(4, 3, channels=8, hidden=16)
+    with torch.no_grad():
+        rm.bonus.fill_(2.0)
     latents, actions = torch.randn(2, 5, 4, 8, 8), torch.randn(2, 4, 3)
     rewards, logits, memory = rm(latents, actions)
     assert rewards.shape == logits.shape == (2, 4) and memory.shape == (2, 16)
+    progress = rewards - 2.0 * torch.sigmoid(logits)
     _, _, mem = rm(latents[:, :1], actions[:, :0])  # the first frame opens the memory
     for t in range(4):
         r, lg, mem = rm.step(latents[:, t], latents[:, t + 1], actions[:, t], mem)
-        torch.testing.assert_close(r, rewards[:, t])
         torch.testing.assert_close(lg, logits[:, t])
+        # a step pays the whole bonus when it ends the dream (logit > 0) and none of it otherwise; training's
+        # sequence pays bonus * P
+        torch.testing.assert_close(r, progress[:, t] + 2.0 * (logits[:, t] > 0).float())
     torch.testing.assert_close(mem, memory)
     # Continuing from a memory: the same as one long sequence.
     r2, _, _ = rm(latents[:, 2:], actions[:, 2:], memory=rm(latents[:, :3], actions[:, :2])[2])
