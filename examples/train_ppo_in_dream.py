@@ -21,7 +21,7 @@ import numpy as np
 from stable_baselines3 import PPO
 
 import neuralsim  # noqa: F401  (registers SanaWM-v0 and NeuralSimRoom-v0)
-from neuralsim.agents.sb3 import make_sb3_env
+from neuralsim.agents.sb3 import make_sb3_env, rgb_policy_kwargs
 from neuralsim.agents.transfer import EVAL_SEED, PPO_KWARGS, evaluate_real, random_policy_fn, real_env_spec, saved_policy_fn
 from neuralsim.policy import save_policy
 
@@ -37,8 +37,8 @@ args = p.parse_args()
 # 1. The dream: N envs of the world model in one batched SB3 VecEnv (bf16 where the CPU/GPU has it).
 venv = make_sb3_env(model=args.model, num_envs=args.num_envs, seed=args.seed, max_episode_steps=200)
 
-# 2. PPO on 64x64 rgb frames, trained only on dreamed transitions.
-agent = PPO("CnnPolicy", venv, seed=args.seed, device="cpu", verbose=1, **PPO_KWARGS)
+# 2. PPO on 64x64 rgb frames (ImpalaCNN: it sees the few-pixel ball), trained only on dreamed transitions.
+agent = PPO("CnnPolicy", venv, seed=args.seed, device="cpu", verbose=1, policy_kwargs=rgb_policy_kwargs(), **PPO_KWARGS)
 start = time.perf_counter()
 agent.learn(args.timesteps)
 train_s = time.perf_counter() - start

@@ -150,12 +150,13 @@ def test_example_trains_in_dream_and_evaluates_in_real(tmp_path):
 @pytest.mark.slow
 def test_room_baseline_example(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "train_ppo_in_room.py"), "--timesteps", "256",
-                          "--num-envs", "2", "--episodes", "2", "--target", "ball", "--action-type", "discrete",
-                          "--out", str(tmp_path / "ppo")],
+                          "--num-envs", "2", "--episodes", "2", "--target", "ball", "--target-colour", "none",
+                          "--keys", "w,l", "--out", str(tmp_path / "ppo")],
                          capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     last = json.loads(out.stdout.strip().splitlines()[-1])
-    assert last["room_kwargs"] == {"action_type": "discrete", "target": "ball"} and "random" in last["real"]
+    assert last["room_kwargs"] == {"target": "ball", "target_colour": None} and last["keysets"] == ["w", "l"]
+    assert "random" in last["real"]
 
 
 def test_real_traces_and_their_open_loop_replay_in_the_dream(tiny_checkpoint):
