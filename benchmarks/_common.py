@@ -209,6 +209,19 @@ def write_result(result: dict[str, Any], out: str | os.PathLike) -> None:
     print(json.dumps(result))
 
 
+def parse_task_options(items: list[str]) -> dict[str, Any]:
+    """``--task OPTION=JSON`` arguments (repeatable) as a dict of env task options; ``ValueError`` names a bad one."""
+    task: dict[str, Any] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            task[name] = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"--task must be OPTION=JSON (e.g. start_view_deg=null or target_colour=\"red\"), "
+                             f"got {item!r}") from None
+    return task
+
+
 def rounded(value: Any, digits: int = 4) -> Any:
     """Floats rounded to ``digits`` significant digits, recursively (keeps JSON readable)."""
     if isinstance(value, float):

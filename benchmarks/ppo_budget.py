@@ -34,7 +34,7 @@ from neuralsim.agents.transfer import (QUICK_PPO_KWARGS, TransferConfig, constan
                                        evaluate_real, random_policy_fn, real_env_spec, saved_policy_fn, train_ppo)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, rounded, write_result  # noqa: E402
+from _common import machine_info, parse_task_options, rounded, write_result  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -61,13 +61,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error(f"{name} must be >= 1, got {value}")
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}")
-    task: dict[str, Any] = {}
-    for item in args.task:
-        name, _, value = item.partition("=")
-        try:
-            task[name] = json.loads(value)
-        except json.JSONDecodeError:
-            parser.error(f"--task must be OPTION=JSON (e.g. start_view_deg=null), got {item!r}")
+    try:
+        task = parse_task_options(args.task)
+    except ValueError as e:
+        parser.error(str(e))
     overrides: dict[str, Any] = dict(model=args.model, timesteps=timesteps, checkpoints=args.checkpoints, seeds=1,
                                      episodes=episodes, real_task=task)
     if args.quick:

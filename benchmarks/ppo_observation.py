@@ -26,7 +26,6 @@ a smoke run, not a figure); ``--task OPTION=JSON`` sets a task option of the roo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from neuralsim.agents.transfer import PPO_KWARGS, QUICK_PPO_KWARGS, WALK_AND_TUR
 from neuralsim.agents.wrappers import KeySetActions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, machine_info, rounded, write_result  # noqa: E402
+from _common import RESULTS_DIR, machine_info, parse_task_options, rounded, write_result  # noqa: E402
 
 OBSERVATIONS = ("rgb", "rgb-impala", "bar", "state")
 
@@ -161,13 +160,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--observations must be comma-separated names from {', '.join(OBSERVATIONS)}, got {args.observations!r}")
     if timesteps < 1 or args.seed < 0 or args.threads < 1:
         parser.error("--timesteps and --threads must be >= 1 and --seed >= 0")
-    task: dict[str, Any] = {}
-    for item in args.task:
-        name, _, value = item.partition("=")
-        try:
-            task[name] = json.loads(value)
-        except json.JSONDecodeError:
-            parser.error(f"--task must be OPTION=JSON (e.g. target_colour=\"red\"), got {item!r}")
+    try:
+        task = parse_task_options(args.task)
+    except ValueError as e:
+        parser.error(str(e))
     try:
         gym.make("NeuralSimRoom-v0", **task).close()
     except (ValueError, TypeError) as e:
