@@ -265,21 +265,23 @@ def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _make_colour_unique(layout: dict[str, Any], colour: str) -> None:
     """Give the layout's target ``colour`` and take it from every wall and other object (no random draw, so a seed's
-    room keeps its geometry): what had it gets the target's drawn colour (or, when that was ``colour`` already, the
-    first wall colour the room does not use)."""
+    room keeps its geometry): what had it gets the target's drawn colour, or, where that is ``colour`` itself or not
+    a colour of its kind (a black object colour on a wall), the first colour of its kind the room does not use."""
     target = layout["target"]
-    objects = layout["object_colours"]
-    spare = objects[target]
-    if spare == colour:
-        used = {layout["floor_colour"], *layout["wall_colours"].values(), *objects}
-        spare = next(c for c in WALL_COLOURS if c not in used)
+    objects, walls = layout["object_colours"], layout["wall_colours"]
+    drawn = objects[target]
+    used = {layout["floor_colour"], *walls.values(), *objects, colour}
+
+    def spare(options: Sequence[str]) -> str:
+        return drawn if drawn != colour and drawn in options else next(c for c in options if c not in used)
+
     objects[target] = colour
     for i, c in enumerate(objects):
         if i != target and c == colour:
-            objects[i] = spare
-    for wall, c in layout["wall_colours"].items():
+            objects[i] = spare(OBJECT_COLOURS)
+    for wall, c in walls.items():
         if c == colour:
-            layout["wall_colours"][wall] = spare
+            walls[wall] = spare(WALL_COLOURS)
 
 
 class NeuralSimRoomEnv(gym.Env):

@@ -399,13 +399,16 @@ def test_target_colour_makes_the_target_the_only_thing_of_that_colour():
     """``target_colour`` paints the target and takes the colour from every wall and other object; positions, the start
     and the rest of the draws stay those of the seed's room."""
     coloured, plain = make(target_colour="red"), make(target_colour=None)
-    for seed in range(40):
+    for seed in range(300):
         _, info = coloured.reset(seed=seed)
         plain.reset(seed=seed)
         layout = coloured.layout
         assert info["target"] == "the red ball"
         others = [c for i, c in enumerate(layout["object_colours"]) if i != layout["target"]]
         assert "red" not in others and "red" not in layout["wall_colours"].values() and layout["floor_colour"] != "red"
+        assert set(layout["wall_colours"].values()) <= set(room_module.WALL_COLOURS)  # a wall never gets an object's black
+        assert set(layout["object_colours"]) <= set(room_module.OBJECT_COLOURS)
+        assert layout["floor_colour"] not in [*layout["wall_colours"].values(), *layout["object_colours"]]
         assert layout["object_positions"] == plain.layout["object_positions"]
         assert layout["agent_position"] == plain.layout["agent_position"] and layout["agent_yaw"] == plain.layout["agent_yaw"]
     coloured.close()
