@@ -395,7 +395,7 @@ class NeuralSimRoomEnv(gym.Env):
       drawn per layout (its identity is only in the description, not visible as such in the pixels).
     * ``target_colour``: ``"red"`` (default), ``"yellow"``, ``"cyan"`` or ``"pink"`` (:data:`TARGET_COLOURS`,
       colours no floor has): the target always has that colour and no wall or other object has it (they get the
-      colour the target had), so it is the one thing of its colour in every frame; positions and the start are
+      colour the target had, or one the room does not use), so it is the one thing of its colour in every frame; positions and the start are
       those of the seed's room. ``None``: the target's colour is drawn like every object's.
     * ``start_view_deg``: the start heading is within this many degrees (0-180) of the bearing to the
       target (default 25: the target is in view, the camera's half field of view being 35°); ``None``:
