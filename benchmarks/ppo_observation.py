@@ -51,20 +51,24 @@ def target_in_camera(info: dict[str, Any]) -> np.ndarray:
     return pose[:3, :3].T @ (np.asarray(info["target_position"], dtype=np.float64) - pose[:3, 3])
 
 
-class BarObservation(gym.ObservationWrapper):
-    """Oracle image: a white bar at the target centre's image column, ``min(H, 0.6 H / distance)`` pixels tall."""
+class _OracleObservation(gym.ObservationWrapper):
+    """An observation made from the step's ``info`` (kept in ``self.info`` before ``observation`` is called)."""
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
         self.info: dict[str, Any] = {}
 
-    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, self.info = self.env.reset(**kwargs)
         return self.observation(obs), self.info
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, self.info = self.env.step(action)
         return self.observation(obs), reward, terminated, truncated, self.info
+
+
+class BarObservation(_OracleObservation):
+    """Oracle image: a white bar at the target centre's image column, ``min(H, 0.6 H / distance)`` pixels tall."""
 
     def observation(self, obs: np.ndarray) -> np.ndarray:
         h, w = obs.shape[:2]
@@ -78,7 +82,7 @@ class BarObservation(gym.ObservationWrapper):
         return image
 
 
-class StateObservation(BarObservation):
+class StateObservation(_OracleObservation):
     """Oracle vector ``[cos(bearing), sin(bearing), distance]`` of the target (bearing: + to the right)."""
 
     def __init__(self, env: gym.Env) -> None:
