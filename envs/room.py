@@ -722,13 +722,16 @@ class NeuralSimRoomEnv(gym.Env):
     def task_spec(self) -> dict[str, Any]:
         """The task's reward in numbers (recorded in datasets by ``collect``; a target-tracking reward model,
         :class:`neuralsim.reward.TargetTracker`, computes the same reward from where it believes the target is):
-        ``progress_reward_scale``, ``success_bonus``, ``reach_radius`` (metres) and ``contact_distance`` (metres
-        between the agent's and the target's centres when they touch: the target is pushed, not passed)."""
+        ``progress_reward_scale``, ``success_bonus``, ``reach_radius`` (metres), ``contact_distance`` (metres
+        between the agent's and the target's centres when they touch: the target is pushed, not passed) and
+        ``walkable_half_extent`` (metres: the agent's centre stays within that of the room's centre along both
+        horizontal axes, the walls' inner faces less its radius)."""
         # the fixed target's half size; with targets drawn per layout, the smallest (the nearest any can be)
         target = OBJECTS[self.fixed_target][2] if self.fixed_target is not None else min(h for _, _, h in OBJECTS)
         return {"kind": "reach_target", "progress_reward_scale": self.progress_reward_scale,
                 "success_bonus": self.success_bonus, "reach_radius": self.reach_radius,
-                "contact_distance": round(AGENT_RADIUS + float(target), 6)}
+                "contact_distance": round(AGENT_RADIUS + float(target), 6),
+                "walkable_half_extent": round(self.room_half - AGENT_RADIUS, 6)}
 
     @property
     def camera_spec(self) -> dict[str, float]:

@@ -1086,14 +1086,15 @@ class WorldModel(nn.Module):
         return action[:, 1:] * known[:, 1:, None]
 
     def reward_loss(self, latents: torch.Tensor, actions: Any, rewards: Any, terminated: Any,
-                    opens: torch.Tensor | None = None, offsets: torch.Tensor | None = None
-                    ) -> tuple[torch.Tensor, dict[str, float]]:
+                    opens: torch.Tensor | None = None, offsets: torch.Tensor | None = None,
+                    places: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """The reward model's loss on windows: ``latents [B, T, C, h, w]`` (normalised, real or the model's own),
         ``actions [B, T-1, A]`` (Box) or ``[B, T-1]`` (Discrete) as the env took them, ``rewards [B, T-1]`` and
         ``terminated [B, T-1]`` the real env's; ``opens [B]`` the frame at which each row's memory opens (default
         0; :meth:`neuralsim.reward.RewardModel.loss`); ``offsets [B, T, 2]`` the target's true place per frame (a target
-        tracker's localizer labels, :func:`neuralsim.reward.target_offsets`). Returns ``(loss, logs)`` (reward MSE +
-        termination BCE, + the localizer's terms with ``offsets``)."""
+        tracker's localizer labels, :func:`neuralsim.reward.target_offsets`); ``places [B, T, 4]`` the agent's true place
+        in the room (a tracker with walls: its room head's labels, :func:`neuralsim.reward.room_places`). Returns
+        ``(loss, logs)`` (reward MSE + termination BCE, + the heads' terms with ``offsets`` / ``places``)."""
         moves = self._reward_model_moves(latents, actions)
         B, T = latents.shape[:2]
         target = torch.as_tensor(np.asarray(rewards.cpu() if isinstance(rewards, torch.Tensor) else rewards),
@@ -1107,14 +1108,17 @@ class WorldModel(nn.Module):
             opens = torch.as_tensor(opens, dtype=torch.long, device=self.device)
             if tuple(opens.shape) != (B,) or bool(((opens < 0) | (opens > T - 2)).any()):
                 raise InputError(f"opens must be {B} frame indices in [0, {T - 2}], got {opens.tolist()}")
-        if offsets is None:
+        if offsets is None and places is None:
             return self.reward_model.loss(latents.float(), moves, target, done, opens)
         if not isinstance(self.reward_model, TargetTracker):
-            raise InputError("offsets label a target tracker's localizer; this model's reward model is recurrent")
-        offsets = torch.as_tensor(offsets, dtype=torch.float32, device=self.device)
-        if tuple(offsets.shape) != (B, T, 2):
-            raise InputError(f"offsets must have shape {(B, T, 2)}, got {tuple(offsets.shape)}")
-        return self.reward_model.loss(latents.float(), moves, target, done, opens, offsets)
+            raise InputError("offsets and places label a target tracker's heads; this model's reward model is recurrent")
+        labels = {}
+        for name, value, width in (("offsets", offsets, 2), ("places", places, 4)):
+            if value is not None:
+                labels[name] = torch.as_tensor(value, dtype=torch.float32, device=self.device)
+                if tuple(labels[name].shape) != (B, T, width):
+                    raise InputError(f"{name} must have shape {(B, T, width)}, got {tuple(labels[name].shape)}")
+        return self.reward_model.loss(latents.float(), moves, target, done, opens, **labels)
 
     def dynamics_loss(self, latents: torch.Tensor, actions: Any, rewards: Any = None, terminated: Any = None,
                       prompts: Sequence[str | None] | None = None, generator: torch.Generator | None = None,

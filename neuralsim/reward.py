@@ -197,8 +197,18 @@ class TargetTracker(nn.Module):
     Success is geometric: within ``reach_radius`` and in view (ahead by more than a learned ``near`` distance, inside
     the horizontal field of view), each edge a logistic of learned sharpness.
 
-    Memory ``[B, 4]``: the target's ``(forward, right)`` in metres from the agent, then the camera's ``(forward,
-    right)`` velocity (the servo's state, :func:`neuralsim.camera.translation_response`), in the agent's frame.
+    Walls: with ``walkable_half_extent`` in the task (the room states it: a square room's half size less the agent's
+    radius), the agent cannot leave that square, as in the room, where the walls stop it. Without them a dream paid a
+    walk past the target all the way to 16 m behind it (−140 where the room, whose wall stops the walk, pays −20): with
+    the true start offsets and the real actions, the tracker's return of walking forward was −39 against the room's
+    +16, and +16 with the walls (30 held-out seeds). A second head reads the agent's place in the room off a frame:
+    ``(x, z)`` from the room's centre and the heading, known only up to the square's quarter turns (the four walls
+    look alike but for colours drawn per room), so it learns the nearest of the four and a shown frame's reading is
+    turned to the memory's before it corrects it.
+
+    Memory ``[B, 4]`` (``[B, 8]`` with walls): the target's ``(forward, right)`` in metres from the agent, the camera's
+    ``(forward, right)`` velocity (the servo's state, :func:`neuralsim.camera.translation_response`), in the agent's
+    frame; with walls, then the agent's ``(x, z)`` in the room and its heading ``(x, z)``, a unit vector.
 
     Args:
         latent_channels, action_dim: as :class:`RewardModel`; the actions must be the canonical camera actions
@@ -211,7 +221,8 @@ class TargetTracker(nn.Module):
         view_tan: tangent of half the horizontal field of view (what "in view" means for the localizer's labels).
     """
 
-    MEMORY = 4
+    #: a shown frame's room reading corrects the memory's by this fraction (the reading has no confidence of its own)
+    ROOM_GAIN = 0.5
 
     def __init__(self, latent_channels: int, action_dim: int, channels: int, task: dict, *,
                  latent_size: tuple[int, int] = (8, 8), translation_speed: float,
@@ -239,15 +250,27 @@ class TargetTracker(nn.Module):
         # near) and how sharp the edges are, learned
         self.near = nn.Parameter(torch.tensor(0.5))
         self.log_sharpness = nn.Parameter(torch.tensor(math.log(20.0)))
+        # walls: the agent's place in a square room (x, z, heading x, heading z), read off the whole frame
+        self.walls = float(task.get("walkable_half_extent") or 0.0)
+        self.memory_size = 8 if self.walls else 4
+        if self.walls:
+            self.locate_room = nn.Sequential(
+                nn.Conv2d(latent_channels, channels, 3, padding=1), nn.SiLU(),
+                nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.SiLU(), nn.Flatten(),
+                nn.Linear(channels * ((h + 1) // 2) * ((w + 1) // 2), 128), nn.SiLU(), nn.Linear(128, 4),
+            )
 
     @property
     def bonus(self) -> torch.Tensor:  # the interface of RewardModel (fixed here: the task states it)
         return torch.tensor(self.bonus_value)
 
     def initial_memory(self, batch_size: int, device: torch.device | str) -> torch.Tensor:
-        """``[B, 4]``: 2 m straight ahead, at rest (a memory opens with its first frame's measurement instead)."""
-        memory = torch.zeros(batch_size, self.MEMORY, device=device)
+        """``[B, 4]`` (``[B, 8]`` with walls): 2 m straight ahead, at rest, in the room's centre facing +x (a memory
+        opens with its first frame's measurement instead)."""
+        memory = torch.zeros(batch_size, self.memory_size, device=device)
         memory[:, 0] = 2.0
+        if self.walls:
+            memory[:, 6] = 1.0
         return memory
 
     def measure(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -260,9 +283,16 @@ class TargetTracker(nn.Module):
         position = position * torch.clamp(self.contact / distance.clamp_min(1e-6), min=1.0)
         return position, torch.sigmoid(torch.logsumexp(heat, -1) - self.confidence_bias)
 
+    def measure_room(self, latent: torch.Tensor) -> torch.Tensor:
+        """``[N, C, h, w]`` → the agent's place in the room ``[N, 4]``: ``(x, z)`` metres and a unit heading, one of the
+        square's four equivalent readings (needs walls)."""
+        out = self.locate_room(latent.float())
+        return torch.cat([out[:, :2], F.normalize(out[:, 2:], dim=-1)], dim=-1)
+
     def move(self, memory: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """The memory after one step of the camera under ``action [B, 4]``: the target seen from the new pose."""
-        p, v = memory[:, :2], memory[:, 2:]
+        """The memory after one step of the camera under ``action [B, 4]``: the target seen from the new pose (with
+        walls, the step stopped where the walkable square ends, and the servo's velocity into the wall zeroed)."""
+        p, v = memory[:, :2], memory[:, 2:4]
         action = action.detach()
         if self.response is not None:
             effective, v = translation_response(v.detach().double(), action.double(), self.response,
@@ -274,10 +304,26 @@ class TargetTracker(nn.Module):
         theta = self.rotation * action[:, 2]
         c, s = theta.cos(), theta.sin()
         p = torch.stack([p[:, 0] * c + p[:, 1] * s, p[:, 1] * c - p[:, 0] * s], dim=-1)  # turn right: it swings left
-        p = p - self.translation_speed * effective[:, :2]
+        step = self.translation_speed * effective[:, :2]  # (forward, right) in the turned frame
+        room = []
+        if self.walls:
+            place, heading = memory[:, 4:6], memory[:, 6:8]
+            right = torch.stack([heading[:, 1], -heading[:, 0]], dim=-1)  # the camera's right (OpenCV axes, +y down)
+            heading = c[:, None] * heading + s[:, None] * right
+            right = torch.stack([heading[:, 1], -heading[:, 0]], dim=-1)
+            wanted = place + step[:, :1] * heading + step[:, 1:] * right
+            reached = wanted.clamp(-self.walls, self.walls)
+            moved = reached - place
+            step = torch.stack([(moved * heading).sum(-1), (moved * right).sum(-1)], dim=-1)
+            if self.response is not None:  # the wall stops the servo's motion into it
+                velocity = v[:, :1] * heading + v[:, 1:] * right
+                velocity = torch.where(wanted != reached, torch.zeros_like(velocity), velocity)
+                v = torch.stack([(velocity * heading).sum(-1), (velocity * right).sum(-1)], dim=-1)
+            room = [reached, heading]
+        p = p - step
         norm = p.norm(dim=-1, keepdim=True)
         p = p * torch.clamp(self.contact / norm.clamp_min(1e-6), min=1.0)  # pushed, not passed
-        return torch.cat([p, v], dim=-1)
+        return torch.cat([p, v, *room], dim=-1)
 
     def _termination(self, p: torch.Tensor) -> torch.Tensor:
         forward, right = p[:, 0], p[:, 1]
@@ -291,9 +337,17 @@ class TargetTracker(nn.Module):
         moved = self.move(memory, action)
         return self.scale * (memory[:, :2].norm(dim=-1) - moved[:, :2].norm(dim=-1)), moved
 
-    def _correct(self, moved: torch.Tensor, seen: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """The predicted memory corrected by a measurement ``seen [B, 2]`` trusted ``weight [B]``."""
-        return torch.cat([moved[:, :2] + weight[:, None] * (seen - moved[:, :2]), moved[:, 2:]], dim=-1)
+    def _correct(self, moved: torch.Tensor, seen: torch.Tensor, weight: torch.Tensor,
+                 room: torch.Tensor | None = None, room_weight: float | torch.Tensor = 0.0) -> torch.Tensor:
+        """The predicted memory corrected by a measurement ``seen [B, 2]`` trusted ``weight [B]`` (with walls, and the
+        room reading ``room [B, 4]`` turned to the memory's quarter, by ``room_weight``)."""
+        target = moved[:, :2] + weight[:, None] * (seen - moved[:, :2])
+        if room is None:
+            return torch.cat([target, moved[:, 2:]], dim=-1)
+        room = nearest_quarter(room, moved[:, 4:8])
+        room = moved[:, 4:8] + room_weight * (room - moved[:, 4:8])
+        room = torch.cat([room[:, :2], F.normalize(room[:, 2:], dim=-1)], dim=-1)
+        return torch.cat([target, moved[:, 2:4], room], dim=-1)
 
     def step(self, prev: torch.Tensor, latent: torch.Tensor, action: torch.Tensor, memory: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -303,7 +357,8 @@ class TargetTracker(nn.Module):
         progress, memory = self._advance(before, action.float())
         if self.dream_trust > 0:
             seen, weight = self.measure(latent)
-            memory = self._correct(memory, seen, self.dream_trust * weight)
+            room = self.measure_room(latent) if self.walls else None
+            memory = self._correct(memory, seen, self.dream_trust * weight, room, self.dream_trust * self.ROOM_GAIN)
             # A dreamed frame's correction pays its change of distance too, so a dream's progress telescopes to
             # scale * (first distance - last): when only the camera's motion paid, a blurred target measured ahead
             # again on every frame paid the same approach over and over, and PPO farmed it (README, "reward
@@ -323,24 +378,29 @@ class TargetTracker(nn.Module):
         return rewards, logits, memory
 
     def _sequence(self, latents: torch.Tensor, actions: torch.Tensor, memory: torch.Tensor | None,
-                  opens: torch.Tensor | None = None, measured: tuple[torch.Tensor, torch.Tensor] | None = None
+                  opens: torch.Tensor | None = None, measured: tuple[torch.Tensor, ...] | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """As :meth:`RewardModel._sequence`; ``measured``: :meth:`measure` of ``latents.flatten(0, 1)`` if the caller
-        has it already (the loss reuses it for the localizer's own terms)."""
+        """As :meth:`RewardModel._sequence`; ``measured``: :meth:`measure` of ``latents.flatten(0, 1)`` and, with walls,
+        :meth:`measure_room` of them, if the caller has them already (the loss reuses them for the heads' own terms)."""
         B, T = latents.shape[:2]
-        seen, weight = self.measure(latents.flatten(0, 1)) if measured is None else measured
+        seen, weight = self.measure(latents.flatten(0, 1)) if measured is None else measured[:2]
         seen, weight = seen.view(B, T, 2), weight.view(B, T)
+        room = None
+        if self.walls:
+            room = self.measure_room(latents.flatten(0, 1)) if measured is None else measured[2]
+            room = room.view(B, T, 4)
         actions = actions.float()
 
         def opened(t: int) -> torch.Tensor:  # the estimate a memory opens with at frame t: its measurement, trusted
-            return torch.cat([seen[:, t], torch.zeros(B, 2, device=latents.device)], dim=-1)
+            parts = [seen[:, t], torch.zeros(B, 2, device=latents.device)]
+            return torch.cat(parts + ([room[:, t]] if room is not None else []), dim=-1)
 
         first = 1 if memory is not None else 0
         memory = opened(0) if memory is None else memory.float()
         rewards, logits, progress = [], [], []
         for t in range(max(first, 1), T):
             prog, moved = self._advance(memory, actions[:, t - 1])
-            memory = self._correct(moved, seen[:, t], weight[:, t])
+            memory = self._correct(moved, seen[:, t], weight[:, t], None if room is None else room[:, t], self.ROOM_GAIN)
             if opens is not None:
                 memory = torch.where((opens == t)[:, None], opened(t), memory)
             logit = self._termination(memory[:, :2])
@@ -359,13 +419,23 @@ class TargetTracker(nn.Module):
         return (forward > 0.45) & (forward < 6.0) & (right.abs() < forward * self.view_tan)
 
     def loss(self, latents: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, terminated: torch.Tensor,
-             opens: torch.Tensor | None = None, offsets: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             opens: torch.Tensor | None = None, offsets: torch.Tensor | None = None, places: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
         """As :meth:`RewardModel.loss` (progress MSE with the bonus paid on the real endings, weighted termination
         BCE), plus with ``offsets [B, T, 2]`` (the target's true (forward, right) per frame, :func:`target_offsets`)
-        the localizer's: Huber on the position where the target is in view, BCE of the confidence against in view."""
+        the localizer's: Huber on the position where the target is in view, BCE of the confidence against in view;
+        with walls and ``places [B, T, 4]`` (the agent's true place in the room, :func:`room_places`), the room
+        head's: Huber to the nearest of the place's four quarter-turned equivalents."""
         seen, weight = self.measure(latents.flatten(0, 1))
-        _, logit, _, progress = self._sequence(latents, actions, None, opens, measured=(seen, weight))
+        room = self.measure_room(latents.flatten(0, 1)) if self.walls else None
+        _, logit, _, progress = self._sequence(latents, actions, None, opens, measured=(seen, weight, room))
         loss, logs = _reward_loss(logit, progress, rewards, terminated, opens, torch.tensor(self.bonus_value))
+        if room is not None and places is not None:
+            truth = nearest_quarter(places.reshape(-1, 4).to(room), room.detach())
+            loss = loss + F.smooth_l1_loss(room, truth, reduction="none").sum(-1).mean()
+            logs.update(room_error_m=(room[:, :2] - truth[:, :2]).norm(dim=-1).mean().item(),
+                        room_heading_error_deg=math.degrees(torch.acos((room[:, 2:] * truth[:, 2:]).sum(-1)
+                                                                       .clamp(-1, 1)).mean().item()))
         if offsets is None:
             return loss, logs
         offsets = offsets.reshape(-1, 2).to(seen)
@@ -376,6 +446,31 @@ class TargetTracker(nn.Module):
         logs.update(locate_loss=where.item(), confidence_bce=sure.item(),
                     locate_error_m=error.mean().item() if len(error) else float("nan"))
         return loss + where + sure, logs
+
+
+def quarter_turns(place: torch.Tensor) -> torch.Tensor:
+    """A room place ``[..., 4]`` (x, z, heading x, heading z) → ``[..., 4 turns, 4]``: the same place seen from the
+    square room turned by 0, 90, 180, 270 degrees about its centre (indistinguishable but for the walls' colours)."""
+    out = [place]
+    for _ in range(3):
+        p = out[-1]
+        out.append(torch.stack([p[..., 1], -p[..., 0], p[..., 3], -p[..., 2]], dim=-1))
+    return torch.stack(out, dim=-2)
+
+
+def nearest_quarter(place: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``place [N, 4]`` turned by the quarter turn that brings it nearest ``reference [N, 4]``."""
+    turns = quarter_turns(place)
+    index = (turns - reference[:, None]).square().sum(-1).argmin(-1)
+    return turns[torch.arange(len(place), device=place.device), index]
+
+
+def room_places(poses: torch.Tensor) -> torch.Tensor:
+    """The agent's place in the room: ``poses [..., 4, 4]`` camera-to-world (OpenCV axes, the room's centre at the
+    origin) → ``[..., 4]`` ``(x, z)`` metres and the heading ``(x, z)`` (unit, pitch flattened)."""
+    R, position = poses[..., :3, :3].float(), poses[..., :3, 3].float()
+    heading = F.normalize(torch.stack([R[..., 0, 2], R[..., 2, 2]], dim=-1), dim=-1)
+    return torch.cat([torch.stack([position[..., 0], position[..., 2]], dim=-1), heading], dim=-1)
 
 
 def target_offsets(poses: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -358,17 +358,22 @@ class StageLoss(nn.Module):
         return torch.stack(own, dim=1)
 
     @torch.no_grad()
-    def target_labels(self, batch: dict, frames: int) -> torch.Tensor | None:
-        """A target tracker's localizer labels ``[B, frames, 2]`` from the window's recorded camera poses and target
-        positions (one per latent frame: every ``frames_per_latent``-th raw frame), or None (not a tracker, or data
-        without them)."""
-        from neuralsim.reward import TargetTracker, target_offsets
+    def target_labels(self, batch: dict, frames: int) -> dict[str, torch.Tensor]:
+        """A target tracker's labels from the window's recorded camera poses and target positions (one per latent
+        frame: every ``frames_per_latent``-th raw frame): ``offsets [B, frames, 2]`` (its localizer's) and, for a
+        tracker with walls, ``places [B, frames, 4]`` (its room head's); empty for another reward model or data
+        without them."""
+        from neuralsim.reward import TargetTracker, room_places, target_offsets
 
-        if not isinstance(self.model.reward_model, TargetTracker) or "target_positions" not in batch or "poses" not in batch:
-            return None
+        tracker = self.model.reward_model
+        if not isinstance(tracker, TargetTracker) or "poses" not in batch:
+            return {}
         k = self.model.config.frames_per_latent
-        poses, targets = torch.as_tensor(batch["poses"])[:, ::k], torch.as_tensor(batch["target_positions"])[:, ::k]
-        return target_offsets(poses[:, :frames], targets[:, :frames])
+        poses = torch.as_tensor(batch["poses"])[:, ::k][:, :frames]
+        labels = {"places": room_places(poses)} if tracker.walls else {}
+        if "target_positions" in batch:
+            labels["offsets"] = target_offsets(poses, torch.as_tensor(batch["target_positions"])[:, ::k][:, :frames])
+        return labels
 
     def own_continuation(self, latents: torch.Tensor, batch: dict, generator: torch.Generator) -> torch.Tensor:
         """The windows with their second half replaced by the model's own rollout: real frames ``0..c-1`` (with their
@@ -408,7 +413,7 @@ class StageLoss(nn.Module):
             T = latents.shape[1]
             opens = torch.randint(0, T - 1, (latents.shape[0],), generator=generator)
             loss, logs = self.model.reward_loss(latents, batch["actions"], batch["rewards"], batch["terminated"], opens,
-                                                self.target_labels(batch, T))
+                                                **self.target_labels(batch, T))
             return loss, {**logs, "own_frames": float(own)}
         if self.still_windows > 0:
             latents, batch = self.hold_still(latents, batch, generator)
@@ -1056,7 +1061,7 @@ def _with_overrides(model: nn.Module, overrides: dict[str, Any]) -> nn.Module:
     # (it only adds predictions); every other weight must stay as it is.
     added = sorted(k for k in mine if k not in theirs and (
         (k.startswith("refiner.") and model.config.refiner_channels == 0)
-        or (k.startswith("reward_model.") and model.config.reward_model_channels == 0)
+        or (k.startswith("reward_model.") and (model.config.reward_model_channels == 0 or "reward_task" in overrides))
         or (k.startswith("prompt_start.") and model.config.prompt_start_channels == 0)))
     changed = sorted(k for k in set(mine) | set(theirs)
                      if k not in added and (k not in mine or k not in theirs or mine[k].shape != theirs[k].shape))
@@ -1131,6 +1136,15 @@ def train(cfg: TrainConfig) -> Path:
         raise TrainingError(f"--reward-kind {cfg.reward_kind}: the reward model of --init {cfg.init!r} is "
                             f"{model.config.reward_model_kind!r}; pass --reward-kind {model.config.reward_model_kind} to "
                             "continue it")
+    if (stages == ("reward",) and model.reward_model is not None and cfg.reward_kind == "target"
+            and (task := reward_kind_overrides(cfg, dataset.manifest)["reward_task"]) != model.config.reward_task):
+        # the data states the task anew (e.g. the room now states its walls): the tracker takes it, its weights kept
+        # and any head the new task needs added
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = _with_overrides(model, {"reward_task": task})
+        if rank() == 0:
+            print(f"the reward model takes the data's task: {json.dumps(task)}", flush=True)
     if stages == ("reward",) and model.reward_model is None:  # the first reward run on this model: add one
         with torch.random.fork_rng(devices=[]):  # its initial weights follow --seed, as a fresh model's do
             torch.manual_seed(cfg.seed)

@@ -13,7 +13,7 @@ import torch
 from conftest import make_tiny_model, train_config
 from neuralsim.camera import TranslationResponse, translation_response
 from neuralsim.config import WorldModelConfig
-from neuralsim.reward import TargetTracker
+from neuralsim.reward import TargetTracker, quarter_turns, room_places
 from neuralsim.train import TrainingError, train
 
 TASK = {"kind": "reach_target", "progress_reward_scale": 10.0, "success_bonus": 10.0, "reach_radius": 0.9,
@@ -164,14 +164,14 @@ def test_it_learns_where_the_target_is_from_rewards_alone():
     assert corr > 0.9, corr
 
 
-def _tracker_model():
+def _tracker_model(**task):
     from neuralsim.model import WorldModel
 
     base = make_tiny_model()
     torch.manual_seed(1)
     rebuilt = WorldModel(base.config.replace(reward_model_channels=8, reward_model_kind="target",
                                              reward_task={**TASK, "velocity_gain": 100.0, "acceleration_limit": 33.666,
-                                                          "frame_time": 0.05, "substeps": 5}))
+                                                          "frame_time": 0.05, "substeps": 5, **task}))
     rebuilt.load_state_dict(base.state_dict(), strict=False)
     return rebuilt.eval()
 
@@ -230,6 +230,16 @@ def test_train_reward_kind_target_takes_the_task_from_the_data(dataset, tmp_path
         train(train_config(tasked, tmp_path / "again", stage="reward", init=str(out), steps=1))
     assert model.config.reward_task == {**TASK, "velocity_gain": 100.0, "acceleration_limit": 33.666, "frame_time": 0.05,
                                         "substeps": 5}
+    assert not model.reward_model.walls and not hasattr(model.reward_model, "locate_room")
+    # the data now states the room's walls: continuing the tracker takes the task and adds the room head, every
+    # trained weight kept
+    manifest["task"] = {**TASK, "walkable_half_extent": 2.35}
+    (tasked / "manifest.json").write_text(json.dumps(manifest))
+    walled = WorldModel.from_pretrained(train(train_config(tasked, tmp_path / "walls", stage="reward", init=str(out),
+                                                           reward_kind="target", steps=1, lr=1e-9)))
+    assert walled.reward_model.walls == 2.35 and walled.reward_model.memory_size == 8
+    for name, value in model.reward_model.state_dict().items():
+        torch.testing.assert_close(walled.reward_model.state_dict()[name], value)
 
 
 @pytest.mark.mujoco
@@ -247,7 +257,7 @@ def test_on_the_room_the_camera_carries_the_target_where_it_really_goes(tmp_path
     manifest = json.loads((tmp_path / "room" / "manifest.json").read_text())
     env = gym.make("NeuralSimRoom-v0").unwrapped
     assert summary["episodes"] == 1 and manifest["task"] == env.task_spec
-    assert env.task_spec == {**TASK, "contact_distance": pytest.approx(0.27)}
+    assert env.task_spec == {**TASK, "contact_distance": pytest.approx(0.27), "walkable_half_extent": pytest.approx(2.35)}
     spec = env.camera_spec
     rm = TargetTracker(16, 4, 8, env.task_spec, translation_speed=spec["translation_speed"],
                        rotation_speed_deg=spec["rotation_speed_deg"],
@@ -259,19 +269,109 @@ def test_on_the_room_the_camera_carries_the_target_where_it_really_goes(tmp_path
         c, s = math.cos(env._yaw), math.sin(env._yaw)
         return torch.tensor([delta[0] * c + delta[1] * s, delta[0] * s - delta[1] * c], dtype=torch.float32)
 
-    env.reset(seed=3)
-    ball = env.model.body_dofadr[env._obj_body[env._target]]
-    for _ in range(20):  # past the ball's bounces
-        env.step(np.zeros(4, np.float32))
-    env.data.qvel[ball : ball + 6] = 0.0  # then held: it would roll on (about 0.024 m per step here)
-    mem = torch.cat([where(), torch.zeros(2)])[None]
+    def hold_the_ball() -> None:  # it would roll on (about 0.024 m per step here)
+        ball = env.model.body_dofadr[env._obj_body[env._target]]
+        env.data.qvel[ball : ball + 6] = 0.0
+
     latent = torch.zeros(1, 16, 8, 8)
+    env.reset(seed=3)
+    for _ in range(20):  # past the ball's bounces
+        *_, info = env.step(np.zeros(4, np.float32))
+    hold_the_ball()
+    mem = torch.cat([where(), torch.zeros(2), room_places(torch.as_tensor(info["pose"]))])[None]
     for a in [[1, 0, 0, 0]] * 4 + [[0, 0, 1, 0]] * 3 + [[0.5, 0.5, -1, 0]] * 3 + [[0, 0, 0, 0]] * 2:
         action = torch.tensor([a], dtype=torch.float32)
         _, _, mem = rm.step(latent, latent, action, mem)
-        env.step(np.asarray(a, np.float32))
+        *_, info = env.step(np.asarray(a, np.float32))
         assert (mem[0, :2] - where()).norm().item() < 0.05
+        assert (mem[0, 4:] - room_places(torch.as_tensor(info["pose"]))).norm().item() < 0.05
+    # into a wall: 0.4 m from the east wall facing it, 30 steps of walking cover 2.4 m; the wall stops the agent at
+    # the walkable half extent and the tracker stops there too; then turning and walking along the wall
+    _, info = env.reset(seed=3, options={"agent_xy": (1.95, 0.0), "agent_yaw": 0.0})
+    for _ in range(20):
+        *_, info = env.step(np.zeros(4, np.float32))
+    hold_the_ball()
+    mem = torch.cat([where(), torch.zeros(2), room_places(torch.as_tensor(info["pose"]))])[None]
+    for i, a in enumerate([[1, 0, 0, 0]] * 30 + [[0, 0, 1, 0]] * 10 + [[1, 0, 0, 0]] * 5):
+        _, _, mem = rm.step(latent, latent, torch.tensor([a], dtype=torch.float32), mem)
+        *_, info = env.step(np.asarray(a, np.float32))
+        hold_the_ball()
+        truth = room_places(torch.as_tensor(info["pose"]))
+        # pressed to the wall the agent slides slower than it would walk (the wall's friction, which the tracker
+        # leaves out): 0.08 m of 0.13 over the last 5 steps
+        tolerance = 0.05 if i < 40 else 0.1
+        assert (mem[0, 4:] - truth).norm().item() < tolerance and (mem[0, :2] - where()).norm().item() < tolerance
+    assert max(abs(truth[0].item()), abs(truth[1].item())) == pytest.approx(env.task_spec["walkable_half_extent"], abs=0.02)
     env.close()
+
+
+def walled(response=None) -> TargetTracker:
+    torch.manual_seed(0)
+    return TargetTracker(4, 4, 8, {**TASK, "walkable_half_extent": 2.35}, translation_speed=0.08,
+                         rotation_speed_deg=4.0, response=response)
+
+
+def test_walls_stop_the_camera_and_the_target_stops_coming_closer():
+    rm = walled(SERVO)
+    assert rm.memory_size == 8 and rm.initial_memory(3, "cpu").shape == (3, 8)
+    latent = torch.randn(1, 4, 8, 8)
+    # 0.1 m from the +x wall facing it (heading +x), the target 3 m to the right: walking on gains 0.1 m at most
+    mem = torch.tensor([[0.0, 3.0, 0.0, 0.0, 2.25, 0.0, 1.0, 0.0]])
+    walk = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    for _ in range(30):
+        _, _, mem = rm.step(latent, latent, walk, mem)
+    torch.testing.assert_close(mem[0, 4:6], torch.tensor([2.35, 0.0]))
+    torch.testing.assert_close(mem[0, :2], torch.tensor([-0.1, 3.0]))
+    assert mem[0, 2].item() == 0.0  # the servo's velocity into the wall is gone: turning away starts from rest
+    # along the wall it still moves: strafing right (the camera's right is -z when facing +x)
+    _, _, side = rm.step(latent, latent, torch.tensor([[1.0, 1.0, 0.0, 0.0]]), mem)
+    assert side[0, 4].item() == pytest.approx(2.35) and side[0, 5].item() < 0 and side[0, 1].item() < 3.0
+    # a right turn turns the heading with the target: 90 degrees of turns face -z, the target now ahead
+    turn = torch.tensor([[0.0, 0.0, 0.5, 0.0]])  # 2 degrees a step
+    for _ in range(45):
+        _, _, mem = rm.step(latent, latent, turn, mem)
+    torch.testing.assert_close(mem[0, 6:8], torch.tensor([0.0, -1.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(mem[0, :2], torch.tensor([3.0, 0.1]), atol=1e-5, rtol=0)
+    # without the walls' number the tracker is as before: 4 numbers of memory, no room head
+    assert tracker().memory_size == 4 and not hasattr(tracker(), "locate_room")
+
+
+def test_room_places_and_their_quarter_turns():
+    from neuralsim.reward import nearest_quarter, quarter_turns, room_places
+
+    yaw = math.radians(30)  # OpenCV axes: a yaw about +y turns forward (+z) toward +x
+    pose = torch.eye(4)
+    pose[:3, :3] = torch.tensor([[math.cos(yaw), 0.0, math.sin(yaw)], [0.0, 1.0, 0.0],
+                                 [-math.sin(yaw), 0.0, math.cos(yaw)]])
+    pose[:3, 3] = torch.tensor([1.0, -0.6, -2.0])
+    place = room_places(pose)
+    torch.testing.assert_close(place, torch.tensor([1.0, -2.0, math.sin(yaw), math.cos(yaw)]))
+    turns = quarter_turns(place[None])[0]
+    assert turns.shape == (4, 4)
+    torch.testing.assert_close(quarter_turns(turns[3:])[0, 1], place)  # four quarter turns come back
+    torch.testing.assert_close(turns[:, :2].norm(dim=-1), place[:2].norm().expand(4))  # same distance from the centre
+    noisy = turns[2:3] + 0.05
+    torch.testing.assert_close(nearest_quarter(place[None], noisy), turns[2:3])
+
+
+def test_the_room_head_learns_the_agents_place_up_to_a_quarter_turn():
+    rm = walled()
+    # a toy "frame": the place drawn into the latent's channels, one of the square's four equivalents at random
+    torch.manual_seed(1)
+    place = torch.cat([torch.rand(64, 2) * 4.6 - 2.3, torch.nn.functional.normalize(torch.randn(64, 2), dim=-1)], -1)
+    shown = quarter_turns(place)[torch.arange(64), torch.randint(0, 4, (64,))]
+    latents = shown[:, None, :, None, None].expand(64, 2, 4, 8, 8).contiguous()
+    actions, rewards, done = torch.zeros(64, 1, 4), torch.zeros(64, 1), torch.zeros(64, 1, dtype=torch.bool)
+    places = place[:, None].expand(64, 2, 4)
+    opt = torch.optim.Adam(rm.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        loss, logs = rm.loss(latents, actions, rewards, done, places=places)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = logs if first is None else first
+    assert logs["room_error_m"] < 0.3 * first["room_error_m"] and logs["room_heading_error_deg"] < 15
 
 
 def test_target_offsets_read_the_pose_and_ignore_pitch():
@@ -331,7 +431,7 @@ def test_reward_loss_checks_its_labels():
     from neuralsim.model import WorldModel
 
     recurrent = WorldModel(recurrent.config.replace(reward_model_channels=8, reward_model_hidden=16)).eval()
-    with pytest.raises(InputError, match="offsets label a target tracker"):
+    with pytest.raises(InputError, match="offsets and places label a target tracker"):
         recurrent.reward_loss(latents, actions, rewards, done, offsets=torch.ones(2, 3, 2))
 
 
@@ -354,3 +454,23 @@ def test_reward_prediction_benchmark_on_a_tiny_tracker(tiny_checkpoint, tmp_path
     with pytest.raises(SystemExit, match="needs a model with a target tracker"):
         bench.main(["--model", str(tiny_checkpoint), "--seeds", "1", "--reward-dream-trust", "0.5",
                     "--results-dir", str(tmp_path)])
+
+
+@pytest.mark.mujoco
+def test_tracker_kinematics_benchmark_scores_the_room_from_the_true_start(tmp_path):
+    """benchmarks/tracker_kinematics.py (2 episodes per policy, 40 steps): rows per policy with and without walls;
+    a model without walls refused."""
+    pytest.importorskip("mujoco")
+    from conftest import load_script
+
+    bench = load_script("benchmarks/tracker_kinematics.py", "tracker_kinematics_bench")
+    _tracker_model(walkable_half_extent=2.35).save_pretrained(tmp_path / "walled")
+    result = bench.main(["--model", str(tmp_path / "walled"), "--episodes", "2", "--max-steps", "40",
+                         "--out", str(tmp_path / "tk.json")])
+    assert [r["policy"] for r in result["rows"]] == ["random", "forward", "turn", "explore"]
+    forward = result["rows"][1]
+    assert forward["walls_return"] >= forward["no_walls_return"]  # a wall can only stop a walk away from the target
+    assert json.loads((tmp_path / "tk.json").read_text())["benchmark"] == "tracker_kinematics"
+    _tracker_model().save_pretrained(tmp_path / "open")
+    with pytest.raises(SystemExit, match="needs a target tracker with walls"):
+        bench.main(["--model", str(tmp_path / "open"), "--episodes", "2", "--out", str(tmp_path / "x.json")])
