@@ -19,13 +19,15 @@ This is the benchmark behind ``neuralsim eval transfer`` and ``examples/train_pp
    as the real world does. For the policy where they disagree most, a GIF shows the same start in
    both worlds side by side.
 
-Everything is written under ``workdir`` (policies, GIFs) and the figures to ``out`` (JSON), the
-last printed line being that JSON object.
+Everything is written under ``workdir`` (policies, GIFs, each training's run record ``run.json``) and the figures
+to ``out`` (JSON), the last printed line being that JSON object. ``resume=True`` (``--resume``) continues an
+interrupted run: a world and seed whose training finished in ``workdir`` with the same settings is not trained again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -74,6 +76,9 @@ class TransferConfig:
     # "nature" (SB3's NatureCNN, which did not learn the room's task: benchmarks/ppo_observation.py).
     rgb_extractor: str = "impala"
     compile: bool = False  # the dream envs with compile=True (WorldModel.compile_streaming; timed in the dream's wall_s)
+    # Continue an interrupted run in the same workdir: a world and seed whose training finished there (its final policy
+    # and run record, RUN_RECORD, written with the same budget and PPO settings) is not trained again.
+    resume: bool = False
     # Task options of the real env (names from its class's TASK_OPTIONS, e.g. {"start_view_deg": None}) for its training
     # and evaluation; {}: the env's default task. The dream's task is the one its reward prediction learned.
     real_task: dict[str, Any] = field(default_factory=dict)
@@ -96,8 +101,9 @@ class TransferConfig:
                                                            for k in self.keys)):
             raise ValueError(f"{opt('keys')} must be comma-separated key sets over 'wsadijkl' (e.g. w,j,l,wj,wl), "
                              f"got {list(self.keys)!r}")
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"{opt('compile')} must be a bool, got {self.compile!r}")
+        for name in ("compile", "resume"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{opt(name)} must be a bool, got {getattr(self, name)!r}")
         if not isinstance(self.real_task, dict) or not all(isinstance(k, str) for k in self.real_task):
             raise ValueError(f"{opt('real_task')} must be a dict of the real env's task options (e.g. "
                              f"{{'start_view_deg': None}}), got {self.real_task!r}")
@@ -183,6 +189,33 @@ def make_dream_venv(model: str, num_envs: int, seed: int, max_episode_steps: int
 # ---------------------------------------------------------------------------------------------- training
 
 
+RUN_RECORD = "run.json"  # a finished training's record in its directory (what --resume reuses)
+
+
+def training_key(world: str, cfg: TransferConfig, seed: int) -> dict[str, Any]:
+    """What makes two trainings the same (a run record is reused only for the same key)."""
+    return {"world": world, "seed": seed, "model": cfg.model, "timesteps": cfg.timesteps, "num_envs": cfg.num_envs,
+            "checkpoints": cfg.checkpoints, "max_episode_steps": cfg.max_episode_steps, "ppo": dict(cfg.ppo),
+            "keys": None if cfg.keys is None else list(cfg.keys), "obs": cfg.obs, "rgb_extractor": cfg.rgb_extractor,
+            "compile": cfg.compile, "real_task": dict(cfg.real_task)}
+
+
+def finished_training(world: str, cfg: TransferConfig, seed: int, out_dir: Path) -> dict[str, Any] | None:
+    """The run record of a training of the same key finished in ``out_dir`` with every policy it lists, or None."""
+    path = Path(out_dir) / RUN_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("key") != json.loads(json.dumps(training_key(world, cfg, seed))):
+        return None
+    if not all(Path(p["path"], "policy.json").is_file() for p in record.get("policies", [])):
+        return None
+    return record["run"] if isinstance(record.get("run"), dict) else None
+
+
 def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path, encoder: Any = None) -> dict[str, Any]:
     """Train PPO for ``cfg.timesteps`` env steps in ``world`` (``"dream"`` or ``"real"``), saving policies along the way.
 
@@ -258,9 +291,13 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path, encoder
                         metadata={"world": world, "seed": seed, "steps": int(algo.num_timesteps), "model": cfg.model})
     saved.append({"path": str(final), "steps": int(algo.num_timesteps)})
     venv.close()
-    return {"world": world, "seed": seed, "wall_s": wall, "env_steps": int(algo.num_timesteps),
-            "env_steps_per_s": algo.num_timesteps / wall, "rollout_env_steps_per_s": algo.num_timesteps / max(callback.rollout_s, 1e-9),
-            "policies": saved}
+    run = {"world": world, "seed": seed, "wall_s": wall, "env_steps": int(algo.num_timesteps),
+           "env_steps_per_s": algo.num_timesteps / wall, "rollout_env_steps_per_s": algo.num_timesteps / max(callback.rollout_s, 1e-9),
+           "policies": saved}
+    from neuralsim.checkpoints import atomic_write_json
+
+    atomic_write_json(out_dir / RUN_RECORD, {"key": training_key(world, cfg, seed), "run": run, "policies": saved})
+    return run
 
 
 # ---------------------------------------------------------------------------------------------- policies
@@ -515,8 +552,13 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
     runs: dict[str, list[dict[str, Any]]] = {"dream": [], "real": []}
     for seed in range(cfg.seeds):
         for world in ("dream", "real"):
-            log(f"training PPO in the {world} (seed {seed}, {cfg.timesteps:,} env steps, {cfg.num_envs} envs)...")
-            run = train_ppo(world, cfg, seed, workdir / f"{world}-seed{seed}", encoder=encoder)
+            out_dir = workdir / f"{world}-seed{seed}"
+            run = finished_training(world, cfg, seed, out_dir) if cfg.resume else None
+            if run is not None:
+                log(f"PPO in the {world} (seed {seed}): finished in {out_dir} before ({run['wall_s']:.0f} s), reused")
+            else:
+                log(f"training PPO in the {world} (seed {seed}, {cfg.timesteps:,} env steps, {cfg.num_envs} envs)...")
+                run = train_ppo(world, cfg, seed, out_dir, encoder=encoder)
             log(f"  {run['wall_s']:.0f} s, {run['env_steps_per_s']:.0f} env-steps/s overall, "
                 f"{run['rollout_env_steps_per_s']:.0f} during rollouts")
             runs[world].append(run)
@@ -589,7 +631,7 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
 
     results = {
         "benchmark": "transfer", "quick": cfg.quick, "model": cfg.model, "real_env": env_id, "obs": cfg.obs, "compile": cfg.compile,
-        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workdir")},
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workdir", "resume")},
         "rows": rows, "transfer_score": None if math.isnan(score) else round(score, 3),
         "dream_vs_real_training_speed": round(rows[0]["train_env_steps_per_s"]["mean"] / rows[1]["train_env_steps_per_s"]["mean"], 3),
         "agreement": agreement, "spearman": None if math.isnan(rho) else round(rho, 3),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +104,24 @@ def test_side_by_side_gif(tmp_path):
     assert video.shape[:3] == (5, 16, 36)  # the shorter episode holds its last frame; a 2-pixel gap between
 
 
+def test_a_finished_training_is_reused_only_with_the_same_settings(tmp_path):
+    from neuralsim.agents.transfer import RUN_RECORD, finished_training, train_ppo
+
+    cfg = TransferConfig.quick_config(timesteps=256, max_episode_steps=20, workdir=str(tmp_path))
+    run = train_ppo("real", cfg, 0, tmp_path / "real-seed0")
+    assert (tmp_path / "real-seed0" / RUN_RECORD).is_file()
+    assert finished_training("real", cfg, 0, tmp_path / "real-seed0") == json.loads(json.dumps(run))
+    assert finished_training("real", cfg, 1, tmp_path / "real-seed0") is None  # another seed
+    assert finished_training("real", dataclasses.replace(cfg, timesteps=512), 0, tmp_path / "real-seed0") is None
+    assert finished_training("dream", cfg, 0, tmp_path / "real-seed0") is None
+    shutil.rmtree(run["policies"][0]["path"])  # a policy it lists is gone: trained again
+    assert finished_training("real", cfg, 0, tmp_path / "real-seed0") is None
+    (tmp_path / "real-seed0" / RUN_RECORD).write_text("{not json")
+    assert finished_training("real", cfg, 0, tmp_path / "real-seed0") is None
+    with pytest.raises(ValueError, match="resume must be a bool"):
+        TransferConfig(resume="yes").validate()
+
+
 @pytest.mark.slow
 def test_quick_pipeline_end_to_end(tmp_path):
     cfg = TransferConfig.quick_config(workdir=str(tmp_path / "work"), out=str(tmp_path / "transfer.json"), timesteps=256,
@@ -117,6 +137,11 @@ def test_quick_pipeline_end_to_end(tmp_path):
     row = next(a for a in results["agreement"] if a["policy"] == g["policy"])
     assert (g["real_return"], g["dream_return"]) == (row["real_return"], row["dream_return"])
     assert f"mean return real {row['real_return']:.2f}, dream {row['dream_return']:.2f}, as in the table" in table
+    # --resume: the same run again trains nothing (both worlds' records are there) and gives the same returns
+    logs: list[str] = []
+    again = run_transfer_benchmark(dataclasses.replace(cfg, resume=True), log=logs.append)
+    assert sum("reused" in m for m in logs) == 2 and not any(m.startswith("training PPO") for m in logs)
+    assert [r["return"] for r in again["rows"]] == [r["return"] for r in results["rows"]]
 
 
 def test_quick_run_writes_nothing_into_the_working_directory(tmp_path, monkeypatch):

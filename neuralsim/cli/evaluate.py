@@ -53,6 +53,8 @@ def add_transfer_arguments(t: argparse.ArgumentParser) -> None:
                         "or nature (SB3's NatureCNN)")
     t.add_argument("--compile", action="store_true", help="the dream envs with compile=True (torch.compile of the "
                    "world model's step: faster after up to a minute of compiling, which the dream's wall clock counts)")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run in --workdir: a world and seed "
+                   "whose training finished there with the same budget and settings is not trained again")
     t.add_argument("--quick", action="store_true", help="tiny budgets: the whole pipeline in a few minutes (not a score)")
 
 
@@ -66,7 +68,7 @@ def config_from_args(args: argparse.Namespace):
     if workdir is None:
         workdir = tempfile.mkdtemp(prefix="neuralsim-transfer-quick-") if args.quick else TransferConfig.workdir
     base = dict(model=args.model, workdir=workdir, obs=getattr(args, "obs", None) or "rgb",
-                compile=bool(getattr(args, "compile", False)),
+                compile=bool(getattr(args, "compile", False)), resume=bool(getattr(args, "resume", False)),
                 rgb_extractor=getattr(args, "rgb_extractor", None) or TransferConfig.rgb_extractor, **overrides)
     if getattr(args, "keys", None):
         base["keys"] = None if args.keys == "box" else tuple(args.keys.split(","))
