@@ -14,9 +14,10 @@ frame, `commit_from_denoise=true`: one network pass per env step; the eleventh a
 model's own history, `--own-history-grad`) → the grown decoder merged in → the prompt-start
 generator (`neuralsim train prompt`, 3,000 steps on the first
 frames of 20,000 one-step episodes of the room's default task and their descriptions). Then the reward
-model, before the prompt start: the target tracker (`neuralsim train reward --reward-kind target`, 10,000 steps on
-1,280 episodes of the room's default task, 30 % of the windows ending at a success, `--terminal-windows`; README,
-"reward prediction"; `--reward-episodes 0` leaves the dynamics' heads). Beside the dynamics and
+model, before the prompt start: the target tracker (`neuralsim train reward --reward-kind target`, 12,000 steps on
+1,280 episodes of the room's default task, 30 % of the windows ending at a success, `--terminal-windows`; the room
+states its walls in its task_spec, so the tracker learns the agent's place in the room too; README, "reward
+prediction"; `--reward-episodes 0` leaves the dynamics' heads). Beside the dynamics and
 self-forcing stages, on the second core, the decoder trains alone on the frozen encoder's latents (2,500 steps,
 `examples/finetune_decoder.py`); it is merged in before the streaming stages, which leave it untouched. Then, beside
 the streaming stages, that decoder grows residual blocks at 32×32 and 64×64 pixels (`--decoder-blocks 1,0,1,1`, new
@@ -181,7 +182,9 @@ class Recipe:
     # and fires on them, so dream PPO farmed its false successes (README, "reward prediction").
     reward_episodes: int = 1280  # 0 = no reward model (the dynamics' heads predict reward and termination)
     reward_seed: int = 2_000_000  # its episodes' seeds: apart from the world's data and the benchmarks' held-out seeds
-    reward_steps: int = 10_000  # the shipped tracker's (it ran as 1,500 + 2,000 + 2,500 + 4,000 continued steps)
+    # the shipped tracker's: 1,500 + 2,000 + 2,500 + 4,000 continued steps on the any-colour ball's data (seeds from
+    # 2,000,000), then 2,000 on the red ball's with the walls (seeds from 3,000,000), which added the room head
+    reward_steps: int = 12_000
     reward_lr: float = 1e-3
     reward_own_share: float = 0.25  # windows whose second half the model dreams (--self-forcing of `train reward`)
     reward_kind: str = "target"  # or "recurrent": a recurrent net over the latent frames
