@@ -228,9 +228,11 @@ def real_episode(env: Any, seed: int, steps: int, k: int, *, reach: float, raw_f
         the frame after every step), ``actions [steps, 4]``, ``rewards [steps]`` (summed over the ``k`` room steps,
         plus the success bonus when the room's success test passes at ``reach``, as in the collected data),
         ``terminated [steps]`` (that test: the room runs with a tiny reach radius so it never stops),
-        ``masks`` (step → ``[H, W]`` object mask of that frame), ``description``.
+        ``masks`` (step → ``[H, W]`` object mask of that frame), ``description``, ``poses [1 + steps, 4, 4]`` and
+        ``target_positions [1 + steps, 3]`` (the camera and the target after every step, from ``info``).
     """
     obs, info = env.reset(seed=seed)
+    poses, targets = [info["pose"]], [info["target_position"]]
     if policy is not None:
         policy.reset(env, np.random.default_rng(seed))
     raw, frames, acts, rewards, terminated = [obs], [obs], [], [], []
@@ -248,11 +250,14 @@ def real_episode(env: Any, seed: int, steps: int, k: int, *, reach: float, raw_f
         rewards.append(total + (env.success_bonus if reached else 0.0))
         terminated.append(reached)
         frames.append(obs)
+        poses.append(info["pose"])
+        targets.append(info["target_position"])
         if t + 1 in mask_steps:
             masks[t + 1] = env.object_mask()
     return {"raw": np.stack(raw), "obs": np.stack(frames), "actions": np.stack(acts) if acts else np.zeros((0, 4), np.float32),
             "rewards": np.asarray(rewards, np.float32), "terminated": np.asarray(terminated, bool), "masks": masks,
-            "description": str(info.get("description", ""))}
+            "description": str(info.get("description", "")), "poses": np.stack(poses).astype(np.float32),
+            "target_positions": np.stack(targets).astype(np.float32)}
 
 
 # ------------------------------------------------------------------------------------------ dream
@@ -642,6 +647,9 @@ def reward_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], *, k:
     out = {"real_rewards": np.stack([ep["rewards"][n_ctx - 1 :] for ep in eps]), "dream_rewards": d["rewards"],
            "real_terminated": terminated[:, n_ctx - 1 :], "dream_termination": d["termination"],
            "valid": valid[:, n_ctx - 1 :]}
+    tracker = getattr(model, "reward_model", None)
+    if getattr(tracker, "memory_size", None) is not None:  # a target tracker: its motion model from the true start
+        out.update(true_start_dead_reckoning(tracker, eps, n_ctx, k))
     if getattr(model, "reward_model", None) is not None and k == 1:  # its ceiling: the same steps seen on real frames
         latents = model.encode(np.stack([ep["obs"] for ep in eps])[:, :, None].reshape(-1, 1, *eps[0]["obs"].shape[1:]))
         latents = latents.view(len(eps), steps + 1, *latents.shape[2:])
@@ -649,6 +657,29 @@ def reward_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], *, k:
         out["real_frames_rewards"] = rewards[:, n_ctx - 1 :].numpy()
         out["real_frames_termination"] = probs[:, n_ctx - 1 :].numpy()
     return out
+
+
+@torch.no_grad()
+def true_start_dead_reckoning(tracker: Any, eps: list[dict[str, Any]], n_ctx: int, k: int) -> dict[str, np.ndarray]:
+    """A target tracker's dream without its localizer: the memory opened at the target's true offset (and the agent's
+    true place in the room, with walls) on the last context frame, then moved by the dream's actions alone, as a dream
+    at ``reward_dream_trust`` 0 moves it. ``true_start_rewards`` / ``true_start_termination`` ``[B, REWARD_STEPS]``: the
+    ceiling of dead reckoning, which only the motion model limits (the ball rolls, boxes stop the agent)."""
+    from neuralsim.reward import room_places, target_offsets
+
+    last = (n_ctx - 1) * k  # the raw frame the dream starts after
+    poses = torch.as_tensor(np.stack([ep["poses"][last] for ep in eps]))
+    targets = torch.as_tensor(np.stack([ep["target_positions"][last] for ep in eps]))
+    memory = torch.cat([target_offsets(poses, targets), torch.zeros(len(eps), 2), room_places(poses)], dim=-1)
+    memory = memory[:, : tracker.memory_size]
+    rewards, termination = [], []
+    for t in range(REWARD_STEPS):
+        action = torch.as_tensor(np.stack([ep["actions"][n_ctx - 1 + t] for ep in eps]))
+        progress, memory = tracker._advance(memory, action)
+        ended = (tracker._termination(memory[:, :2]) > 0).float()
+        rewards.append(progress + tracker.bonus_value * ended)
+        termination.append(ended)
+    return {"true_start_rewards": torch.stack(rewards, 1).numpy(), "true_start_termination": torch.stack(termination, 1).numpy()}
 
 
 def reward_metrics(protocols: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -670,6 +701,13 @@ def reward_metrics(protocols: dict[str, dict[str, Any]]) -> dict[str, Any]:
     m["termination_f1"] = f1_score(cat["dt"], cat["rt"])
     m["termination_positives"] = int(cat["rt"].sum())
     m["termination_predicted"] = int(cat["dt"].sum())
+    if all("true_start_rewards" in p for p in protocols.values()):  # a tracker's dead reckoning from the true start
+        v = [p["valid"][:, :REWARD_STEPS] for p in protocols.values()]
+        ps = list(protocols.values())
+        m["reward_corr_t1_16_true_start"] = pearson(np.concatenate([p["real_rewards"][:, :REWARD_STEPS][x] for p, x in zip(ps, v)]),
+                                                    np.concatenate([p["true_start_rewards"][x] for p, x in zip(ps, v)]))
+        m["termination_f1_true_start"] = f1_score(np.concatenate([p["true_start_termination"][x] > 0.5 for p, x in zip(ps, v)]),
+                                                  np.concatenate([p["real_terminated"][:, :REWARD_STEPS][x] for p, x in zip(ps, v)]))
     if all("real_frames_rewards" in p for p in protocols.values()):  # the reward model on the real frames: its ceiling
         pairs = [(p["real_rewards"][:, :REWARD_STEPS][v], p["real_frames_rewards"][:, :REWARD_STEPS][v],
                   p["real_terminated"][:, :REWARD_STEPS][v], p["real_frames_termination"][:, :REWARD_STEPS][v] > 0.5)

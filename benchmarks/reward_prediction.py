@@ -5,7 +5,8 @@ Protocol (``benchmarks/fidelity.py``, the same functions, seeds and dream seeds,
 held-out seeds under the explore, sticky-random and scripted policies; 16 real context frames, then 16 dreamed steps
 of the same actions. Reported: Pearson between the dream's reward and the real one over dream steps 1-16, success F1
 (probability > 0.5 vs the real success test), steps after an episode's first success left out; per policy and pooled;
-and the same reward model on the real frames (its ceiling). ``--reward-dream-trust`` overrides a target tracker's
+and the same reward model on the real frames (its ceiling); for a target tracker also its motion model alone from the
+true target offset and place (``*_true_start``: dead reckoning's ceiling, the localizer taken out). ``--reward-dream-trust`` overrides a target tracker's
 ``reward_dream_trust`` (how much it measures on dreamed frames; ``neuralsim.reward.TargetTracker``).
 
     OMP_NUM_THREADS=1 python benchmarks/reward_prediction.py --model DIR [--reward-dream-trust 1.0]
@@ -95,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"real successes {metrics['termination_positives']}, predicted {metrics['termination_predicted']}; on the real "
           f"frames: Pearson {metrics.get('reward_corr_t1_16_real_frames')}, F1 {metrics.get('termination_f1_real_frames')}",
           file=sys.stderr)
+    if "reward_corr_t1_16_true_start" in metrics:
+        print(f"the tracker's motion model alone from the true start (its ceiling at trust 0): Pearson "
+              f"{metrics['reward_corr_t1_16_true_start']}, F1 {metrics['termination_f1_true_start']}", file=sys.stderr)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     result = rounded(result)
     write_result(result, args.results_dir / f"{args.name}.json")

@@ -448,7 +448,8 @@ def test_reward_prediction_benchmark_on_a_tiny_tracker(tiny_checkpoint, tmp_path
                          "--results-dir", str(tmp_path), "--name", "rp"])
     assert result["reward_source"] == "reward model (target)" and result["reward_dream_trust"] == 0.5
     for key in ("reward_corr_t1_16", "termination_f1", "termination_positives",
-                "reward_corr_t1_16_explore", "termination_f1_scripted"):
+                "reward_corr_t1_16_explore", "termination_f1_scripted", "reward_corr_t1_16_true_start",
+                "termination_f1_true_start"):
         assert key in result, key
     assert json.loads((tmp_path / "rp.json").read_text())["benchmark"] == "reward_prediction"
     with pytest.raises(SystemExit, match="needs a model with a target tracker"):
