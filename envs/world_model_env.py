@@ -122,9 +122,10 @@ class WorldModelEnv(gym.Env):
     (:mod:`neuralsim.reward`, added by ``neuralsim train reward``) when the checkpoint has one, else
     the dynamics' reward head; or ``reward_fn(obs, action, next_obs, info) -> float`` when given
     (``info`` holds the predicted reward). The shipped ``default`` model has a target tracker
-    (:class:`~neuralsim.reward.TargetTracker`) for the room's default task: it locates the ball in the
-    start frame and pays ``10 ×`` the distance the camera's own motion closes toward it, plus the
-    success bonus (10) on the step the episode ends (predicted success: ``termination_prob > 0.5``).
+    (:class:`~neuralsim.reward.TargetTracker`) for the room's default task: it locates the ball and the
+    agent's place in the room in the start frame and pays ``10 ×`` the distance the camera's own motion
+    closes toward the ball (the room's walls stop that motion, as in the room), plus the success bonus
+    (10) on the step the episode ends (predicted success: ``termination_prob > 0.5``).
     A checkpoint may instead have a recurrent net over the latent frames (``--reward-kind recurrent``).
 
     ## Starting State
