@@ -415,7 +415,8 @@ class NeuralSimRoomEnv(gym.Env):
       layouts and starts of earlier datasets (they record their ``env_kwargs``). Since 2026-12-01 a
       success needs the target in view within 0.9 m (``reach_radius=0.9, success_pixels=20``); the
       earlier task: ``reach_radius=0.5, success_pixels=None``. Since 2026-12-02 the target is red and the only
-      red thing (``target_colour="red"``); ``target_colour=None`` gives the earlier colours.
+      red thing (``target_colour="red"``); ``target_colour=None`` gives the earlier colours. Since
+      2026-12-02 ``task_spec`` also states ``walkable_half_extent`` (the dynamics are unchanged).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1.0 / (TIMESTEP * FRAME_SKIP)))}
