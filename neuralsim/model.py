@@ -41,6 +41,7 @@ from neuralsim.camera import (TranslationResponse, camera_intrinsics, camera_ste
 from neuralsim.checkpoints import (CONFIG_NAME, WEIGHTS_NAME, count_weights, read_config, read_weights,  # noqa: F401
                                    resolve_checkpoint, write_checkpoint)
 from neuralsim.config import WorldModelConfig
+from neuralsim.critic import adversarial_losses
 from neuralsim.dynamics import DynamicsTransformer
 from neuralsim.limits import MAX_DENOISE_STEPS
 from neuralsim.reward import RewardModel, TargetTracker
@@ -1231,7 +1232,8 @@ class WorldModel(nn.Module):
                        prompts: Sequence[str | None] | None = None, generator: torch.Generator | None = None, *,
                        own_history: float = 0.0, one_step_fraction: float = 0.5,
                        fixed_tau: float | None = None, burn_in: int = 0,
-                       own_history_grad: bool = False, release_weight: float = 0.0
+                       own_history_grad: bool = False, release_weight: float = 0.0,
+                       critic: nn.Module | None = None, adversarial_weight: float = 0.0
                        ) -> tuple[torch.Tensor, dict[str, float]]:
         """The dynamics loss computed the way the model is sampled: frame by frame against the streaming state.
 
@@ -1262,8 +1264,16 @@ class WorldModel(nn.Module):
             release_weight: the frame right after the keys are let go (a zero action after a non-zero one) weighs
                 ``1 + release_weight`` in the loss: the world's last slide after a release is small in latent space,
                 below the error of a moving frame, and is drowned out in a plain mean.
+            critic, adversarial_weight: a :class:`neuralsim.critic.LatentCritic`: the trained frames' one-step
+                samples are scored against the real frames, the dynamics adds ``adversarial_weight`` times the
+                generator's hinge term, and the critic's own hinge loss is added to the returned loss (it reaches only
+                the critic's weights; the caller steps them). The x0 error alone draws the mean of the frames the
+                history allows, which blurs and feeds the blur forward.
         """
         cfg = self.config
+        if not adversarial_weight >= 0.0 or (adversarial_weight > 0 and critic is None):
+            raise InputError(f"adversarial_weight must be >= 0 and needs a critic, got {adversarial_weight!r} with "
+                             f"critic={type(critic).__name__}")
         if not cfg.prev_frame_input or cfg.prediction != "x0_residual":
             raise InputError("streaming_loss needs a model with prev_frame_input and prediction='x0_residual'")
         if not release_weight >= 0.0:
@@ -1301,7 +1311,7 @@ class WorldModel(nn.Module):
         own[:, : max(1, burn_in)] = False  # a rollout starts from a real frame (and a burn-in is real frames)
         cache = self.dynamics.empty_cache(B, self.device)
         committed = torch.zeros_like(x0[:, :1])  # the frame before frame 0: zeros, as in training and sampling
-        errors, features = [], []
+        errors, features, samples = [], [], []
         for t in range(T):
             with torch.set_grad_enabled(torch.is_grad_enabled() and t >= burn_in):
                 base = committed
@@ -1324,6 +1334,8 @@ class WorldModel(nn.Module):
                     pred = self._refine(estimate, committed, tau[:, t : t + 1], action[:, t : t + 1], known[:, t : t + 1],
                                         None if warp is None else warp[:, t : t + 1])  # at tau = 1 the sample
                     errors.append((pred - x0[:, t : t + 1]).pow(2).mean(dim=(1, 2, 3)))  # (B,)
+                    if t >= max(1, burn_in):
+                        samples.append(pred)
                 mine = own[:, t, None, None, None]
                 committed = torch.where(mine, pred if own_history_grad else pred.detach(), x0[:, t : t + 1])
                 if denoise_commits:
@@ -1350,6 +1362,17 @@ class WorldModel(nn.Module):
                 "flow_first": per_frame[:, 0].mean().item() if not burn_in else float("nan"),
                 "flow_next": flow.item(),
                 "own_fraction": own[:, max(1, burn_in):].float().mean().item() if T > 1 else 0.0}
+        if adversarial_weight > 0 and samples:
+            fake = self._untokens(torch.cat(samples, dim=1)).flatten(0, 1)  # (B * trained, C, h, w)
+            real = self._untokens(x0[:, max(1, burn_in):]).flatten(0, 1)
+            if getattr(critic, "reads", "latents") == "frames":  # judged as decoded (the decoder is not trained here)
+                scale, shift = self._latent_affine(self.device)
+                with torch.no_grad():
+                    real = self.autoencoder.decoder(real / scale + shift)
+                fake = self.autoencoder.decoder(fake / scale + shift)
+            generator_term, critic_loss = adversarial_losses(critic, real, fake)
+            flow = flow + adversarial_weight * generator_term + critic_loss
+            logs.update(adversarial=generator_term.item(), critic=critic_loss.item())
         reward_pred, logit = self._heads(torch.cat(features, dim=1)[:, 1:])  # frame i+1 closes transition i
         return self._with_head_losses(flow, logs, reward_pred, logit, rewards, terminated)
 

@@ -54,6 +54,11 @@ DEFAULT_REWARD_MODEL_CHANNELS = 64  # `train reward` on a model without one adds
 MAX_STEPS = 10_000_000
 
 
+# The adversarial critic learns at this multiple of the dynamics' learning rate (two time-scale updates, one critic
+# step per model step): at the same rate it had not begun to tell dreamed latents from real ones after 60 steps.
+CRITIC_LR_SCALE = 4.0
+
+
 class TrainingError(ValueError):
     """Bad training input detected before any work starts."""
 
@@ -119,6 +124,9 @@ class TrainConfig:
     #                              world's last slide, small in latent space and drowned by moving frames' errors)
     own_history_grad: bool = False  # streaming: backpropagate through the model's own committed frames (the dream
     #                                 unrolled: a frame's loss reaches the steps that drew its history), not only its state
+    adversarial: float = 0.0  # streaming: weight of a critic's hinge term (neuralsim.critic; 0 = none): the x0 error
+    #                           alone draws the mean frame, which blurs and feeds the blur forward
+    critic_reads: str = "latents"  # adversarial: what the critic judges: latents, or frames (decoded, frozen decoder)
     config_overrides: dict = field(default_factory=dict)
 
 
@@ -298,8 +306,9 @@ class StageLoss(nn.Module):
                  self_forcing_frames: int = 4, still_windows: float = 0.0, streaming: bool = False,
                  own_history: float = 0.0, one_step_fraction: float = 0.5, burn_in: int = 0,
                  stop_windows: float = 0.0, stop_coast: float = 0.0, own_history_grad: bool = False,
-                 release_weight: float = 0.0):
+                 release_weight: float = 0.0, critic: nn.Module | None = None, adversarial: float = 0.0):
         super().__init__()
+        self.critic, self.adversarial = critic, adversarial  # a registered submodule: DDP syncs its gradients too
         self.own_history_grad, self.release_weight = own_history_grad, release_weight
         self.stop_windows, self.stop_coast = stop_windows, stop_coast
         self.streaming, self.own_history, self.one_step_fraction = streaming, own_history, one_step_fraction
@@ -423,7 +432,8 @@ class StageLoss(nn.Module):
             return self.model.streaming_loss(
                 latents, batch["actions"], batch["rewards"], batch["terminated"], batch.get("descriptions"),
                 generator=generator, own_history=self.own_history, one_step_fraction=self.one_step_fraction,
-                burn_in=self.burn_in, own_history_grad=self.own_history_grad, release_weight=self.release_weight)
+                burn_in=self.burn_in, own_history_grad=self.own_history_grad, release_weight=self.release_weight,
+                critic=self.critic, adversarial_weight=self.adversarial)
         own = None
         T = latents.shape[1]
         if self.self_forcing > 0 and T >= 3:
@@ -478,7 +488,8 @@ def _optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch
 
 
 def save_checkpoint(out: Path, stage: str, step: int, model: nn.Module, ema: EMA, opt: torch.optim.Optimizer,
-                    generator: torch.Generator, cfg: TrainConfig, extra: dict) -> Path:
+                    generator: torch.Generator, cfg: TrainConfig, extra: dict,
+                    critic: tuple[nn.Module, torch.optim.Optimizer] | None = None) -> Path:
     """Write a complete resumable checkpoint into a temp dir, rename it into place, then move the pointer."""
     root = out / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -491,6 +502,13 @@ def save_checkpoint(out: Path, stage: str, step: int, model: nn.Module, ema: EMA
     opt_tensors, opt_meta = _optimizer_to_tensors(opt)
     opt_tensors["rng.noise"] = generator.get_state()
     atomic_save_safetensors(tmp / "optimizer.safetensors", opt_tensors)
+    if critic is not None:  # the adversarial term's critic and its optimizer (training only: never exported)
+        critic_module, critic_opt = critic
+        tensors, meta = _optimizer_to_tensors(critic_opt)
+        tensors = {f"optimizer.{k}": v for k, v in tensors.items()}
+        tensors.update({f"weights.{k}": v.contiguous() for k, v in critic_module.state_dict().items()})
+        atomic_save_safetensors(tmp / "critic.safetensors", tensors)
+        extra = {**extra, "critic_optimizer": meta}
     atomic_write_json(tmp / "trainer_state.json", {
         "stage": stage, "step": step, "optimizer": opt_meta, "train_config": asdict(cfg), **extra,
     })
@@ -538,7 +556,8 @@ _RESUME_MUST_MATCH = {
     "dtype": "--dtype", "self_forcing": "--self-forcing", "self_forcing_frames": "--self-forcing-frames",
     "still_windows": "--still-windows", "streaming": "--streaming", "own_history": "--own-history",
     "one_step_fraction": "--one-step-fraction", "burn_in": "--burn-in", "own_history_grad": "--own-history-grad",
-    "release_weight": "--release-weight", "stop_windows": "--stop-windows",
+    "release_weight": "--release-weight", "stop_windows": "--stop-windows", "adversarial": "--adversarial",
+    "critic_reads": "--critic-reads",
     "stop_coast": "--stop-coast", "release_windows": "--release-windows", "terminal_windows": "--terminal-windows",
     "reward_kind": "--reward-kind",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
@@ -677,6 +696,16 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
     )
     ema = EMA(params, cfg.ema_decay)
     generator = torch.Generator().manual_seed(cfg.seed * 7919 + STAGES.index(stage) * 31 + rank())
+    critic = critic_opt = None
+    if stage == "dynamics" and cfg.adversarial > 0:
+        from neuralsim.critic import FrameCritic, LatentCritic
+
+        with torch.random.fork_rng():  # its initial weights from the seed, not from the model's draws
+            torch.manual_seed(cfg.seed * 7919 + 17)
+            critic = (LatentCritic(model.config.latent_channels) if cfg.critic_reads == "latents"
+                      else FrameCritic(3 * model.config.frames_per_latent)).to(device)
+        critic_opt = torch.optim.AdamW(critic.parameters(), lr=cfg.lr, betas=(0.5, 0.9), weight_decay=0.0)
+        critic_opt.param_groups[0]["lr_scale"] = CRITIC_LR_SCALE
     start = 0
     if resume_from is not None and resume_from["stage"] == stage:
         from safetensors.torch import load_file
@@ -687,6 +716,11 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
         opt_tensors = load_file(ckpt / "optimizer.safetensors")
         generator.set_state(opt_tensors.pop("rng.noise"))
         _optimizer_from_tensors(opt, opt_tensors, resume_from["state"]["optimizer"])
+        if critic is not None:
+            saved = load_file(ckpt / "critic.safetensors")
+            critic.load_state_dict({k[len("weights."):]: v for k, v in saved.items() if k.startswith("weights.")})
+            _optimizer_from_tensors(critic_opt, {k[len("optimizer."):]: v for k, v in saved.items()
+                                                 if k.startswith("optimizer.")}, resume_from["state"]["critic_optimizer"])
         start = int(resume_from["state"]["step"])
         if rank() == 0:
             print(f"resuming {stage} from step {start} ({ckpt})", flush=True)
@@ -704,7 +738,8 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
             print(f"{dataset.num_episodes} episodes {how} in {time.perf_counter() - t0:.0f} s", flush=True)
     loss_module: nn.Module = StageLoss(model, stage, cache, cfg.self_forcing, cfg.self_forcing_frames, cfg.still_windows,
                                             cfg.streaming, cfg.own_history, cfg.one_step_fraction, cfg.burn_in,
-                                            cfg.stop_windows, cfg.stop_coast, cfg.own_history_grad, cfg.release_weight)
+                                            cfg.stop_windows, cfg.stop_coast, cfg.own_history_grad, cfg.release_weight,
+                                            critic, cfg.adversarial)
     if world_size() > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
     dtype = training_dtype(cfg.dtype, device)
@@ -729,16 +764,20 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
     for step in bar:
         batch = batch_to_torch(next(stream), device)
         lr = lr_at(step, cfg, total_steps, stage)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        for group in opt.param_groups + (critic_opt.param_groups if critic_opt is not None else []):
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         with autocast:
             loss, logs = loss_module(batch, generator)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{stage} loss is {loss.item()} at step {step}; lower --lr or check the data")
         opt.zero_grad(set_to_none=True)
+        if critic_opt is not None:
+            critic_opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
         opt.step()
+        if critic_opt is not None:
+            critic_opt.step()
         ema.update(params, step)
         n_last += cfg.batch_size * world_size()
         done = step + 1
@@ -764,7 +803,8 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
         if done % cfg.checkpoint_every == 0 or done == total_steps:
             if rank() == 0:
                 save_checkpoint(out, stage, done, model, ema, opt, generator, cfg, {
-                    "completed": done == total_steps, "data_path": str(Path(cfg.data).resolve())})
+                    "completed": done == total_steps, "data_path": str(Path(cfg.data).resolve())},
+                    critic=None if critic is None else (critic, critic_opt))
                 export_model(_with_ema(model, ema), None, out)
             if world_size() > 1:
                 dist.barrier()
@@ -938,6 +978,13 @@ def validate(cfg: TrainConfig) -> Any:
         raise TrainingError(f"--burn-in must be an int >= 0 (frames that only build the state), got {cfg.burn_in!r}")
     if isinstance(cfg.release_weight, bool) or not (isinstance(cfg.release_weight, (int, float)) and cfg.release_weight >= 0):
         raise TrainingError(f"--release-weight must be a number >= 0, got {cfg.release_weight!r}")
+    if isinstance(cfg.adversarial, bool) or not (isinstance(cfg.adversarial, (int, float)) and cfg.adversarial >= 0):
+        raise TrainingError(f"--adversarial must be a number >= 0 (the critic term's weight), got {cfg.adversarial!r}")
+    if cfg.critic_reads not in ("latents", "frames"):
+        raise TrainingError(f"--critic-reads must be latents or frames, got {cfg.critic_reads!r}")
+    if cfg.adversarial and not (cfg.streaming and cfg.stage == "dynamics"):
+        raise TrainingError("--adversarial scores the streaming loss's one-step samples: it needs `train dynamics "
+                            f"--streaming`, got stage={cfg.stage!r}, streaming={cfg.streaming!r}")
     if cfg.release_weight and not cfg.streaming:
         raise TrainingError("--release-weight weighs the streaming loss's frame after a release: it needs --streaming")
     if cfg.own_history_grad and not (cfg.streaming and cfg.own_history > 0):

@@ -222,7 +222,81 @@ def test_train_with_a_burn_in_runs_and_resumes_only_with_it(dataset, tmp_path):
     ({"own_history": 0.5, "own_history_grad": True}, "--own-history-grad backpropagates"),
     ({"streaming": True, "window": 4, "burn_in": 3}, "--burn-in must leave at least 2 trained frames"),
     ({"streaming": True, "burn_in": -1}, "--burn-in must be an int >= 0"),
+    ({"adversarial": 0.1}, "--adversarial scores the streaming loss"),
+    ({"streaming": True, "adversarial": -0.1}, "--adversarial must be a number >= 0"),
+    ({"streaming": True, "adversarial": 0.1, "critic_reads": "pixels"}, "--critic-reads must be latents or frames"),
 ])
 def test_bad_streaming_arguments(dataset, tmp_path, change, message):
     with pytest.raises(TrainingError, match=message):
         train(train_config(dataset, tmp_path / "x", **change))
+
+
+# --- the adversarial term: a latent critic scores the one-step samples (neuralsim.critic, train --adversarial) ---
+
+
+def test_critic_terms_reach_only_their_own_side():
+    from neuralsim.critic import FrameCritic, LatentCritic, adversarial_losses
+
+    torch.manual_seed(0)
+    critic = LatentCritic(4, width=8)
+    assert critic(torch.randn(3, 4, 8, 8)).shape == (3, 16)  # a logit per 2x2 latent cell
+    assert FrameCritic(3, width=8)(torch.randn(2, 3, 64, 64)).shape == (2, 64)  # a logit per 8x8 pixel patch
+    real, fake = torch.randn(5, 4, 8, 8), torch.randn(5, 4, 8, 8, requires_grad=True)
+    generator, critic_loss = adversarial_losses(critic, real, fake)
+    (fake_grad,) = torch.autograd.grad(generator, fake, retain_graph=True)
+    assert fake_grad.abs().sum() > 0
+    generator.backward()  # the generator term leaves the critic's weights alone...
+    assert all(p.grad is None for p in critic.parameters())
+    assert all(p.requires_grad for p in critic.parameters())  # ...and gives them back their flags
+    fake.grad = None
+    critic_loss.backward()  # the critic's term trains the critic, never the frames it judged
+    assert fake.grad is None and all(p.grad is not None for p in critic.parameters())
+    with pytest.raises(ValueError, match="channels and width must be >= 1"):
+        LatentCritic(0)
+
+
+@pytest.mark.parametrize("reads", ["latents", "frames"])
+def test_streaming_loss_with_a_critic_adds_both_terms(make_model, reads):
+    from neuralsim.critic import FrameCritic, LatentCritic
+
+    model = _perturbed(make_model).train()
+    model.autoencoder.requires_grad_(False)  # as the dynamics stage trains: the frame critic reads a frozen decoder
+    critic = (LatentCritic(model.config.latent_channels, width=8) if reads == "latents"
+              else FrameCritic(3 * model.config.frames_per_latent, width=8))
+    latents = torch.randn(2, 5, *model.latent_shape)
+    actions = np.random.default_rng(0).uniform(-1, 1, (2, 4, 4)).astype(np.float32)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    plain, _ = model.streaming_loss(latents, actions, generator=g(), own_history=0.5, one_step_fraction=1.0)
+    loss, logs = model.streaming_loss(latents, actions, generator=g(), own_history=0.5, one_step_fraction=1.0,
+                                      critic=critic, adversarial_weight=0.5)
+    assert {"adversarial", "critic"} <= set(logs) and torch.isfinite(loss)
+    torch.testing.assert_close(loss, plain + 0.5 * logs["adversarial"] + logs["critic"], rtol=1e-5, atol=1e-5)
+    loss.backward()
+    assert all(p.grad is not None for p in critic.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters()
+               if n.startswith("dynamics."))
+    with pytest.raises(ValueError, match="adversarial_weight must be >= 0 and needs a critic"):
+        model.streaming_loss(latents, actions, adversarial_weight=0.5)
+
+
+def test_adversarial_training_saves_its_critic_and_resumes_exactly(dataset, tmp_path):
+    import shutil
+
+    train(train_config(dataset, tmp_path / "ae", stage="autoencoder", steps=4))
+    for name in ("straight", "resumed", "plain"):
+        shutil.copytree(tmp_path / "ae", tmp_path / name)
+    kw = dict(stage="dynamics", steps=4, streaming=True, own_history=0.5, one_step_fraction=1.0, adversarial=0.5,
+              checkpoint_every=2)
+    straight = train(train_config(dataset, tmp_path / "straight", **kw))
+    with pytest.raises(StopTraining):
+        train(train_config(dataset, tmp_path / "resumed", stop_after=2, **kw))
+    assert (tmp_path / "resumed" / "checkpoints" / "dynamics-0000002" / "critic.safetensors").is_file()
+    resumed = train(train_config(dataset, tmp_path / "resumed", resume=True, **kw))
+    a, b = model_weights(straight), model_weights(resumed)
+    assert not any("critic" in name for name in a)  # training only: never in the exported model
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    plain = model_weights(train(train_config(dataset, tmp_path / "plain", **{**kw, "adversarial": 0.0})))
+    assert any(not torch.equal(a[n], plain[n]) for n in a)  # the critic's term changed the run
+    log = (tmp_path / "straight" / "logs" / "dynamics.csv").read_text().splitlines()[0]
+    assert "adversarial" in log and "critic" in log

@@ -34,6 +34,7 @@ OPTIONS = {
                     help="what to train (all = autoencoder, then dynamics; reward: the reward model of --init; "
                          "prompt: the generator of first frames from descriptions of --init)"),
     "reward_kind": Option(choices=("recurrent", "target")),
+    "critic_reads": Option(choices=("latents", "frames")),
     "data": Option(required=True, help="dataset directory from `neuralsim collect`"),
     "out": Option(required=True, help="output directory (model + checkpoints + logs)"),
     "preset": Option(help="model size preset (see `neuralsim info --preset NAME`)"),
