@@ -1,4 +1,4 @@
-"""A critic of latent frames, for the adversarial term of the streaming loss (training only).
+"""Critics of dreamed frames, for the adversarial term of the streaming loss (training only).
 
 The one-step sampler draws a frame as the network's x0 estimate at tau = 1. Trained on the x0 error alone, that
 estimate is the mean of the frames the history allows: blurred where the next frame is uncertain, and every dreamed
@@ -63,7 +63,8 @@ class FrameCritic(nn.Module):
 
 
 def adversarial_losses(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hinge losses ``(generator, critic)`` for latent frames ``real`` and ``fake`` ``[N, C, h, w]``.
+    """Hinge losses ``(generator, critic)`` for frames ``real`` and ``fake`` ``[N, C, h, w]`` (latent or decoded: what
+    ``critic`` reads).
 
     Both go into one backward: the generator term reads the critic with its weights frozen (no gradient reaches
     them from it), the critic term reads the fake frames detached (no gradient reaches the dynamics from it)."""

@@ -1264,8 +1264,9 @@ class WorldModel(nn.Module):
             release_weight: the frame right after the keys are let go (a zero action after a non-zero one) weighs
                 ``1 + release_weight`` in the loss: the world's last slide after a release is small in latent space,
                 below the error of a moving frame, and is drowned out in a plain mean.
-            critic, adversarial_weight: a :class:`neuralsim.critic.LatentCritic`: the trained frames' one-step
-                samples are scored against the real frames, the dynamics adds ``adversarial_weight`` times the
+            critic, adversarial_weight: a :class:`neuralsim.critic.LatentCritic` (or ``FrameCritic``: it judges the
+                frames decoded through the frozen decoder): the trained frames' one-step samples are scored against
+                the real frames, the dynamics adds ``adversarial_weight`` times the
                 generator's hinge term, and the critic's own hinge loss is added to the returned loss (it reaches only
                 the critic's weights; the caller steps them). The x0 error alone draws the mean of the frames the
                 history allows, which blurs and feeds the blur forward.

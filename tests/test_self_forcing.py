@@ -300,3 +300,22 @@ def test_adversarial_training_saves_its_critic_and_resumes_exactly(dataset, tmp_
     assert any(not torch.equal(a[n], plain[n]) for n in a)  # the critic's term changed the run
     log = (tmp_path / "straight" / "logs" / "dynamics.csv").read_text().splitlines()[0]
     assert "adversarial" in log and "critic" in log
+
+
+def test_resuming_a_run_without_a_critic_with_one_is_refused(dataset, tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    kw = dict(steps=4, ae_steps=1, streaming=True, own_history=0.5, one_step_fraction=1.0, checkpoint_every=2)
+    with pytest.raises(StopTraining):
+        train(train_config(dataset, out, stop_after=2, **kw))
+    with pytest.raises(TrainingError, match=r"--adversarial 0.5 \(the run has 0.0\)"):
+        train(train_config(dataset, out, resume=True, adversarial=0.5, **kw))
+    # a checkpoint written before the option existed has no such field: the missing critic is named instead
+    state = out / "checkpoints" / "dynamics-0000002" / "trainer_state.json"
+    saved = json.loads(state.read_text())
+    for name in ("adversarial", "critic_reads"):
+        saved["train_config"].pop(name)
+    state.write_text(json.dumps(saved))
+    with pytest.raises(TrainingError, match="holds no critic.safetensors"):
+        train(train_config(dataset, out, resume=True, adversarial=0.5, **kw))
