@@ -706,7 +706,6 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
             critic = (LatentCritic(model.config.latent_channels) if cfg.critic_reads == "latents"
                       else FrameCritic(3 * model.config.frames_per_latent)).to(device)
         critic_opt = torch.optim.AdamW(critic.parameters(), lr=cfg.lr, betas=(0.5, 0.9), weight_decay=0.0)
-        critic_opt.param_groups[0]["lr_scale"] = CRITIC_LR_SCALE
     start = 0
     if resume_from is not None and resume_from["stage"] == stage:
         from safetensors.torch import load_file
@@ -768,8 +767,10 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
     for step in bar:
         batch = batch_to_torch(next(stream), device)
         lr = lr_at(step, cfg, total_steps, stage)
-        for group in opt.param_groups + (critic_opt.param_groups if critic_opt is not None else []):
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        for group in critic_opt.param_groups if critic_opt is not None else []:
+            group["lr"] = lr * CRITIC_LR_SCALE
         with autocast:
             loss, logs = loss_module(batch, generator)
         if not torch.isfinite(loss):
