@@ -1,4 +1,5 @@
-"""Critics of dreamed frames, for the adversarial term of the streaming loss (training only).
+"""Terms against the blur of dreamed frames for the streaming loss (training only): critics for an adversarial
+term, and the gradient difference loss.
 
 The one-step sampler draws a frame as the network's x0 estimate at tau = 1. Trained on the x0 error alone, that
 estimate is the mean of the frames the history allows: blurred where the next frame is uncertain, and every dreamed
@@ -10,7 +11,10 @@ not only be close to it on average (the x0 error keeps it close). :class:`Latent
 stays stable with few updates.
 
 It is never part of a shipped model: ``neuralsim train dynamics --streaming --adversarial W`` builds one, saves it
-beside each checkpoint (``critic.safetensors``) so a resumed run continues it, and drops it at export.
+beside each checkpoint (``critic.safetensors``) so a resumed run continues it, and drops it at export;
+``--critic-warmup N`` trains it alone for the stage's first N steps, so it steers the dynamics only once it tells the
+frames apart. :func:`gradient_difference_loss` (``--gradient-difference W``) needs no second network: it compares
+the edges of the decoded dream with the real frame's, pixel by pixel.
 """
 
 from __future__ import annotations
@@ -77,3 +81,17 @@ def adversarial_losses(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor
             p.requires_grad_(flag)
     critic_loss = F.relu(1.0 - critic(real.detach())).mean() + F.relu(1.0 + critic(fake.detach())).mean()
     return generator, critic_loss
+
+
+def gradient_difference_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Gradient difference loss (Mathieu, Couprie & LeCun, 2016) between frames ``[N, C, H, W]``: the mean absolute
+    difference of the absolute horizontal and vertical pixel differences. A mean-square error is smallest for the
+    average of the frames the history allows, whose edges are smeared; this term is smallest where each edge has the
+    real frame's strength at the real frame's place, and a texture drawn where the real frame is flat pays for every
+    gradient it adds (a critic can be fooled by one; see README, "a critic against the blur")."""
+    if fake.shape != real.shape or fake.dim() != 4:
+        raise ValueError(f"fake and real must be [N, C, H, W] of one shape, got {tuple(fake.shape)}, {tuple(real.shape)}")
+    fake, real = fake.float(), real.float()
+    dx = ((fake[..., :, 1:] - fake[..., :, :-1]).abs() - (real[..., :, 1:] - real[..., :, :-1]).abs()).abs().mean()
+    dy = ((fake[..., 1:, :] - fake[..., :-1, :]).abs() - (real[..., 1:, :] - real[..., :-1, :]).abs()).abs().mean()
+    return dx + dy

@@ -41,7 +41,7 @@ from neuralsim.camera import (TranslationResponse, camera_intrinsics, camera_ste
 from neuralsim.checkpoints import (CONFIG_NAME, WEIGHTS_NAME, count_weights, read_config, read_weights,  # noqa: F401
                                    resolve_checkpoint, write_checkpoint)
 from neuralsim.config import WorldModelConfig
-from neuralsim.critic import adversarial_losses
+from neuralsim.critic import adversarial_losses, gradient_difference_loss
 from neuralsim.dynamics import DynamicsTransformer
 from neuralsim.limits import MAX_DENOISE_STEPS
 from neuralsim.reward import RewardModel, TargetTracker
@@ -1233,7 +1233,8 @@ class WorldModel(nn.Module):
                        own_history: float = 0.0, one_step_fraction: float = 0.5,
                        fixed_tau: float | None = None, burn_in: int = 0,
                        own_history_grad: bool = False, release_weight: float = 0.0,
-                       critic: nn.Module | None = None, adversarial_weight: float = 0.0
+                       critic: nn.Module | None = None, adversarial_weight: float = 0.0,
+                       critic_only: bool = False, gradient_difference_weight: float = 0.0
                        ) -> tuple[torch.Tensor, dict[str, float]]:
         """The dynamics loss computed the way the model is sampled: frame by frame against the streaming state.
 
@@ -1270,11 +1271,21 @@ class WorldModel(nn.Module):
                 generator's hinge term, and the critic's own hinge loss is added to the returned loss (it reaches only
                 the critic's weights; the caller steps them). The x0 error alone draws the mean of the frames the
                 history allows, which blurs and feeds the blur forward.
+            critic_only: train the critic alone (a warm-up before it steers the dynamics): the frames are drawn
+                without gradient and the returned loss reaches only the critic (the generator term is left out).
+            gradient_difference_weight: add this times the gradient difference loss (Mathieu et al., 2016;
+                :func:`neuralsim.critic.gradient_difference_loss`) between the trained frames' one-step samples and
+                the real frames, both decoded through the frozen decoder: the edges' strength and place, pixel by
+                pixel, which a blurred edge and a texture where the real frame is flat both pay for.
         """
         cfg = self.config
         if not adversarial_weight >= 0.0 or (adversarial_weight > 0 and critic is None):
             raise InputError(f"adversarial_weight must be >= 0 and needs a critic, got {adversarial_weight!r} with "
                              f"critic={type(critic).__name__}")
+        if critic_only and critic is None:
+            raise InputError("critic_only trains the critic alone and needs a critic, got critic=None")
+        if not gradient_difference_weight >= 0.0:
+            raise InputError(f"gradient_difference_weight must be >= 0, got {gradient_difference_weight!r}")
         if not cfg.prev_frame_input or cfg.prediction != "x0_residual":
             raise InputError("streaming_loss needs a model with prev_frame_input and prediction='x0_residual'")
         if not release_weight >= 0.0:
@@ -1313,8 +1324,9 @@ class WorldModel(nn.Module):
         cache = self.dynamics.empty_cache(B, self.device)
         committed = torch.zeros_like(x0[:, :1])  # the frame before frame 0: zeros, as in training and sampling
         errors, features, samples = [], [], []
+        grad = torch.is_grad_enabled() and not critic_only  # a critic warming up reads frames drawn without gradient
         for t in range(T):
-            with torch.set_grad_enabled(torch.is_grad_enabled() and t >= burn_in):
+            with torch.set_grad_enabled(grad and t >= burn_in):
                 base = committed
                 if warp is not None and cfg.prev_frame_warp:
                     base = self._tokens(warp_latents(self._untokens(base), warp[:, t : t + 1]))
@@ -1363,19 +1375,33 @@ class WorldModel(nn.Module):
                 "flow_first": per_frame[:, 0].mean().item() if not burn_in else float("nan"),
                 "flow_next": flow.item(),
                 "own_fraction": own[:, max(1, burn_in):].float().mean().item() if T > 1 else 0.0}
-        if adversarial_weight > 0 and samples:
+        use_critic = critic is not None and (adversarial_weight > 0 or critic_only)
+        if (use_critic or gradient_difference_weight > 0) and samples:
             fake = self._untokens(torch.cat(samples, dim=1)).flatten(0, 1)  # (B * trained, C, h, w)
             real = self._untokens(x0[:, max(1, burn_in):]).flatten(0, 1)
-            if getattr(critic, "reads", "latents") == "frames":  # judged as decoded (the decoder is not trained here)
-                scale, shift = self._latent_affine(self.device)
+            fake_frames = real_frames = None
+            if gradient_difference_weight > 0 or getattr(critic, "reads", "latents") == "frames":
+                scale, shift = self._latent_affine(self.device)  # decoded by the frozen decoder (not trained here)
                 with torch.no_grad():
-                    real = self.autoencoder.decoder(real / scale + shift)
-                fake = self.autoencoder.decoder(fake / scale + shift)
-            generator_term, critic_loss = adversarial_losses(critic, real, fake)
-            flow = flow + adversarial_weight * generator_term + critic_loss
-            logs.update(adversarial=generator_term.item(), critic=critic_loss.item())
+                    real_frames = self.autoencoder.decoder(real / scale + shift)
+                with torch.set_grad_enabled(grad):
+                    fake_frames = self.autoencoder.decoder(fake / scale + shift)
+            if gradient_difference_weight > 0:
+                edges = gradient_difference_loss(fake_frames, real_frames)
+                flow = flow + gradient_difference_weight * edges
+                logs.update(gradient_difference=edges.item())
+            if use_critic:
+                reads_frames = getattr(critic, "reads", "latents") == "frames"
+                generator_term, critic_loss = adversarial_losses(critic, real_frames if reads_frames else real,
+                                                                 fake_frames if reads_frames else fake)
+                if not critic_only:  # warming up, only the critic learns: its loss is added after the heads
+                    flow = flow + adversarial_weight * generator_term + critic_loss
+                logs.update(adversarial=generator_term.item(), critic=critic_loss.item())
         reward_pred, logit = self._heads(torch.cat(features, dim=1)[:, 1:])  # frame i+1 closes transition i
-        return self._with_head_losses(flow, logs, reward_pred, logit, rewards, terminated)
+        loss, logs = self._with_head_losses(flow, logs, reward_pred, logit, rewards, terminated)
+        if critic_only:  # nothing but the critic's own loss carries a gradient (not the heads either)
+            loss = loss.detach() + (critic_loss if use_critic and samples else 0.0)
+        return loss, logs
 
     # --- checkpoints ------------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike) -> Path:

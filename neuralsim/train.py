@@ -128,6 +128,10 @@ class TrainConfig:
     adversarial: float = 0.0  # streaming: weight of a critic's hinge term (neuralsim.critic; 0 = none): the x0 error
     #                           alone draws the mean frame, which blurs and feeds the blur forward
     critic_reads: str = "latents"  # adversarial: what the critic judges: latents, or frames (decoded, frozen decoder)
+    critic_warmup: int = 0  # adversarial: the stage's first N steps train the critic alone (the dynamics stays as it
+    #                         is), so it steers the dynamics only once it can tell dreamed frames from real ones
+    gradient_difference: float = 0.0  # streaming: weight of the gradient difference loss on the decoded one-step
+    #                                   samples (neuralsim.critic.gradient_difference_loss; 0 = none): edges, not means
     config_overrides: dict = field(default_factory=dict)
 
 
@@ -307,9 +311,12 @@ class StageLoss(nn.Module):
                  self_forcing_frames: int = 4, still_windows: float = 0.0, streaming: bool = False,
                  own_history: float = 0.0, one_step_fraction: float = 0.5, burn_in: int = 0,
                  stop_windows: float = 0.0, stop_coast: float = 0.0, own_history_grad: bool = False,
-                 release_weight: float = 0.0, critic: nn.Module | None = None, adversarial: float = 0.0):
+                 release_weight: float = 0.0, critic: nn.Module | None = None, adversarial: float = 0.0,
+                 gradient_difference: float = 0.0):
         super().__init__()
         self.critic, self.adversarial = critic, adversarial  # a registered submodule: DDP syncs its gradients too
+        self.critic_only = False  # set by the training loop while the critic warms up
+        self.gradient_difference = gradient_difference
         self.own_history_grad, self.release_weight = own_history_grad, release_weight
         self.stop_windows, self.stop_coast = stop_windows, stop_coast
         self.streaming, self.own_history, self.one_step_fraction = streaming, own_history, one_step_fraction
@@ -434,7 +441,8 @@ class StageLoss(nn.Module):
                 latents, batch["actions"], batch["rewards"], batch["terminated"], batch.get("descriptions"),
                 generator=generator, own_history=self.own_history, one_step_fraction=self.one_step_fraction,
                 burn_in=self.burn_in, own_history_grad=self.own_history_grad, release_weight=self.release_weight,
-                critic=self.critic, adversarial_weight=self.adversarial)
+                critic=self.critic, adversarial_weight=self.adversarial, critic_only=self.critic_only,
+                gradient_difference_weight=self.gradient_difference)
         own = None
         T = latents.shape[1]
         if self.self_forcing > 0 and T >= 3:
@@ -558,7 +566,7 @@ _RESUME_MUST_MATCH = {
     "still_windows": "--still-windows", "streaming": "--streaming", "own_history": "--own-history",
     "one_step_fraction": "--one-step-fraction", "burn_in": "--burn-in", "own_history_grad": "--own-history-grad",
     "release_weight": "--release-weight", "stop_windows": "--stop-windows", "adversarial": "--adversarial",
-    "critic_reads": "--critic-reads",
+    "critic_reads": "--critic-reads", "critic_warmup": "--critic-warmup", "gradient_difference": "--gradient-difference",
     "stop_coast": "--stop-coast", "release_windows": "--release-windows", "terminal_windows": "--terminal-windows",
     "reward_kind": "--reward-kind",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
@@ -742,7 +750,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
     loss_module: nn.Module = StageLoss(model, stage, cache, cfg.self_forcing, cfg.self_forcing_frames, cfg.still_windows,
                                             cfg.streaming, cfg.own_history, cfg.one_step_fraction, cfg.burn_in,
                                             cfg.stop_windows, cfg.stop_coast, cfg.own_history_grad, cfg.release_weight,
-                                            critic, cfg.adversarial)
+                                            critic, cfg.adversarial, cfg.gradient_difference)
     if world_size() > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
     dtype = training_dtype(cfg.dtype, device)
@@ -771,6 +779,8 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
             group["lr"] = lr
         for group in critic_opt.param_groups if critic_opt is not None else []:
             group["lr"] = lr * CRITIC_LR_SCALE
+        warming = critic is not None and step < cfg.critic_warmup  # the critic alone; the dynamics waits
+        getattr(loss_module, "module", loss_module).critic_only = warming
         with autocast:
             loss, logs = loss_module(batch, generator)
         if not torch.isfinite(loss):
@@ -780,10 +790,11 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
             critic_opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
-        opt.step()
+        if not warming:
+            opt.step()
+            ema.update(params, step)
         if critic_opt is not None:
             critic_opt.step()
-        ema.update(params, step)
         n_last += cfg.batch_size * world_size()
         done = step + 1
         if rank() == 0 and (done % cfg.log_every == 0 or done == total_steps):
@@ -987,6 +998,17 @@ def validate(cfg: TrainConfig) -> Any:
         raise TrainingError(f"--adversarial must be a number >= 0 (the critic term's weight), got {cfg.adversarial!r}")
     if cfg.critic_reads not in ("latents", "frames"):
         raise TrainingError(f"--critic-reads must be latents or frames, got {cfg.critic_reads!r}")
+    if isinstance(cfg.critic_warmup, bool) or not isinstance(cfg.critic_warmup, int) or cfg.critic_warmup < 0:
+        raise TrainingError(f"--critic-warmup must be an int >= 0 (steps that train the critic alone), got {cfg.critic_warmup!r}")
+    if cfg.critic_warmup and not cfg.adversarial:
+        raise TrainingError("--critic-warmup warms up the critic of --adversarial: it needs --adversarial W > 0")
+    if isinstance(cfg.gradient_difference, bool) or not (isinstance(cfg.gradient_difference, (int, float))
+                                                         and cfg.gradient_difference >= 0):
+        raise TrainingError(f"--gradient-difference must be a number >= 0 (the edge term's weight), got "
+                            f"{cfg.gradient_difference!r}")
+    if cfg.gradient_difference and not (cfg.streaming and cfg.stage in ("dynamics", "all")):
+        raise TrainingError("--gradient-difference compares the streaming loss's one-step samples with the real frames: "
+                            f"it needs `train dynamics --streaming`, got stage={cfg.stage!r}, streaming={cfg.streaming!r}")
     if cfg.adversarial and not (cfg.streaming and cfg.stage in ("dynamics", "all")):
         raise TrainingError("--adversarial scores the streaming loss's one-step samples: it needs `train dynamics "
                             f"--streaming`, got stage={cfg.stage!r}, streaming={cfg.streaming!r}")

@@ -225,6 +225,10 @@ def test_train_with_a_burn_in_runs_and_resumes_only_with_it(dataset, tmp_path):
     ({"adversarial": 0.1}, "--adversarial scores the streaming loss"),
     ({"streaming": True, "adversarial": -0.1}, "--adversarial must be a number >= 0"),
     ({"streaming": True, "adversarial": 0.1, "critic_reads": "pixels"}, "--critic-reads must be latents or frames"),
+    ({"streaming": True, "critic_warmup": 2}, "--critic-warmup warms up the critic of --adversarial"),
+    ({"streaming": True, "adversarial": 0.1, "critic_warmup": -1}, "--critic-warmup must be an int >= 0"),
+    ({"gradient_difference": 1.0}, "--gradient-difference compares the streaming loss"),
+    ({"streaming": True, "gradient_difference": -1.0}, "--gradient-difference must be a number >= 0"),
 ])
 def test_bad_streaming_arguments(dataset, tmp_path, change, message):
     with pytest.raises(TrainingError, match=message):
@@ -319,3 +323,74 @@ def test_resuming_a_run_without_a_critic_with_one_is_refused(dataset, tmp_path):
     state.write_text(json.dumps(saved))
     with pytest.raises(TrainingError, match="holds no critic.safetensors"):
         train(train_config(dataset, out, resume=True, adversarial=0.5, **kw))
+
+
+def test_a_warming_critic_learns_alone(make_model):
+    from neuralsim.critic import FrameCritic
+
+    model = _perturbed(make_model).train()
+    model.autoencoder.requires_grad_(False)
+    critic = FrameCritic(3 * model.config.frames_per_latent, width=8)
+    latents = torch.randn(2, 5, *model.latent_shape)
+    actions = np.random.default_rng(0).uniform(-1, 1, (2, 4, 4)).astype(np.float32)
+    loss, logs = model.streaming_loss(latents, actions, generator=torch.Generator().manual_seed(0), own_history=0.5,
+                                      one_step_fraction=1.0, critic=critic, adversarial_weight=0.5, critic_only=True)
+    loss.backward()
+    assert "critic" in logs and all(p.grad is not None for p in critic.parameters())
+    assert all(p.grad is None for p in model.parameters())  # the frames were drawn without gradient
+    with pytest.raises(ValueError, match="critic_only trains the critic alone and needs a critic"):
+        model.streaming_loss(latents, actions, critic_only=True)
+
+
+def test_critic_warmup_leaves_the_dynamics_as_it_was(dataset, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    train(train_config(dataset, tmp_path / "ae", stage="autoencoder", steps=4))
+    shutil.copytree(tmp_path / "ae", tmp_path / "run")
+    before = model_weights(tmp_path / "ae")
+    kw = dict(stage="dynamics", streaming=True, own_history=0.5, one_step_fraction=1.0, adversarial=0.5,
+              critic_reads="frames", checkpoint_every=2)
+    warmed = model_weights(train(train_config(dataset, tmp_path / "run", steps=2, critic_warmup=2, **kw)))
+    for name in before:
+        assert torch.equal(before[name], warmed[name]), name  # two steps of the critic alone: the dynamics waited
+    critic_steps = load_file(tmp_path / "run" / "checkpoints" / "dynamics-0000002" / "critic.safetensors")
+    assert any(k.startswith("optimizer.") for k in critic_steps)  # ...while the critic was stepped
+    log = (tmp_path / "run" / "logs" / "dynamics.csv").read_text()
+    assert "critic" in log.splitlines()[0]
+
+
+def test_gradient_difference_loss_scores_edges_not_means():
+    from neuralsim.critic import gradient_difference_loss
+
+    torch.manual_seed(0)
+    real = torch.zeros(2, 3, 16, 16)
+    real[..., :, 8:] = 1.0  # a vertical edge
+    blurred = torch.nn.functional.avg_pool2d(real, 5, stride=1, padding=2, count_include_pad=False)
+    textured = real + 0.2 * (torch.arange(16) % 2).float()  # stripes where the real frame is flat
+    assert gradient_difference_loss(real, real) == 0
+    assert gradient_difference_loss(blurred, real) > 0 and gradient_difference_loss(textured, real) > 0
+    shifted = real.roll(1, dims=-1)  # the same edge one pixel off (and a wrap-around edge)
+    assert gradient_difference_loss(shifted, real) > 0
+    with pytest.raises(ValueError, match="fake and real must be"):
+        gradient_difference_loss(real, real[:, :, :8])
+
+
+def test_streaming_loss_with_the_gradient_difference_adds_it(make_model):
+    model = _perturbed(make_model).train()
+    model.autoencoder.requires_grad_(False)
+    latents = torch.randn(2, 5, *model.latent_shape)
+    actions = np.random.default_rng(0).uniform(-1, 1, (2, 4, 4)).astype(np.float32)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    plain, _ = model.streaming_loss(latents, actions, generator=g(), own_history=0.5, one_step_fraction=1.0)
+    loss, logs = model.streaming_loss(latents, actions, generator=g(), own_history=0.5, one_step_fraction=1.0,
+                                      gradient_difference_weight=2.0)
+    assert logs["gradient_difference"] > 0
+    torch.testing.assert_close(loss, plain + 2.0 * logs["gradient_difference"], rtol=1e-5, atol=1e-5)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters()
+               if n.startswith("dynamics."))
+    assert all(p.grad is None for p in model.autoencoder.parameters())
+    with pytest.raises(ValueError, match="gradient_difference_weight must be >= 0"):
+        model.streaming_loss(latents, actions, gradient_difference_weight=-1.0)
