@@ -17,7 +17,9 @@ frames of 20,000 one-step episodes of the room's default task and their descript
 model, before the prompt start: the target tracker (`neuralsim train reward --reward-kind target`, 12,000 steps on
 1,280 episodes of the room's default task, 30 % of the windows ending at a success, `--terminal-windows`; the room
 states its walls in its task_spec, so the tracker learns the agent's place in the room too; README, "reward
-prediction"; `--reward-episodes 0` leaves the dynamics' heads). Beside the dynamics and
+prediction"; `--reward-episodes 0` leaves the dynamics' heads). Last, the frame memory (`neuralsim train memory`,
+3,000 steps on the finished model's own dreams of 480 windows of the world's data, 48 steps each after 16 real
+frames; `--memory-steps 0` leaves it out). Beside the dynamics and
 self-forcing stages, on the second core, the decoder trains alone on the frozen encoder's latents (2,500 steps,
 `examples/finetune_decoder.py`); it is merged in before the streaming stages, which leave it untouched. Then, beside
 the streaming stages, that decoder grows residual blocks at 32×32 and 64×64 pixels (`--decoder-blocks 1,0,1,1`, new
@@ -195,6 +197,11 @@ class Recipe:
     prompt_seed: int = 5_000_000  # its layouts' seeds: apart from the world's data and prompt_fidelity's held-out seeds
     prompt_steps: int = 3000
     prompt_lr: float = 1e-3
+    # The frame memory (`neuralsim train memory`), last: a gate that puts the last real context frame's pixels, warped
+    # to the dream's camera, into the decoded frames; trained on the finished model's own dreams of the world's data.
+    memory_steps: int = 3000  # 0 = none
+    memory_rollouts: int = 480  # windows dreamed (16 real frames, then 48 steps of the data's actions)
+    memory_lr: float = 2e-3
     dtype: str = "float32"  # as the shipped run (bf16 gave no speed-up on these small convs and matmuls)
     resume: bool = False
     install: bool = False
@@ -215,10 +222,10 @@ def main() -> None:
     data, model_dir = out / "data", out / "model"
     if recipe.install_only:
         # the last stage's directory first: each later stage starts from the one before it
-        if recipe.schedule == "from-start":  # start stages, decoder, prompt start merged in (final_prompt), reward
-            done = [out / "reward", out / "final_prompt", out / "final", out / f"start{len(FROM_START_STAGES)}"]
-        else:  # parallel, self-forcing, merge, streaming stages, grown decoder, reward, prompt start
-            done = [out / "prompt", out / "reward", out / "final_grown"] + [
+        if recipe.schedule == "from-start":  # start stages, decoder, prompt start merged in, reward, frame memory
+            done = [out / "memory", out / "reward", out / "final_prompt", out / "final", out / f"start{len(FROM_START_STAGES)}"]
+        else:  # parallel, self-forcing, merge, streaming stages, grown decoder, reward, prompt start, frame memory
+            done = [out / "memory", out / "prompt", out / "reward", out / "final_grown"] + [
                 out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [out / "final", model_dir]
         install(next(d for d in done if (d / "config.json").exists()))
         return
@@ -364,6 +371,16 @@ def main() -> None:
                           resume=recipe.resume and (prompt_dir / "checkpoints" / "latest.json").exists()))
         timings["prompt start"] = time.perf_counter() - t
         final_dir = prompt_dir
+    if recipe.memory_steps > 0:  # last: it learns the finished model's own dreams
+        memory_dir = out / "memory"
+        t = time.perf_counter()
+        train(TrainConfig(stage="memory", out=str(memory_dir), init=str(final_dir), data=str(data),
+                          steps=recipe.memory_steps, lr=recipe.memory_lr, window=48, batch_size=64, warmup=50,
+                          memory_rollouts=recipe.memory_rollouts, seed=recipe.seed, dtype=recipe.dtype,
+                          checkpoint_every=1000,
+                          resume=recipe.resume and (memory_dir / "checkpoints" / "latest.json").exists()))
+        timings["frame memory"] = time.perf_counter() - t
+        final_dir = memory_dir
     t_total = time.perf_counter() - t0
     stages = ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in timings.items())
     print(f"recipe done: {stages}; total {t_total / 60:.1f} min of wall clock", flush=True)

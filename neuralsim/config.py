@@ -129,6 +129,9 @@ class WorldModelConfig:
     prompt_start_channels: int = 0
     prompt_start_tokens: int = 96  # its own tokenizer's limit: a room's description is ~70 tokens
     prompt_start_steps: int = 8  # Euler steps of its sampler (paid once per reset)
+    # A memory of the last real context frame (neuralsim.frame_memory): a learned gate puts its pixels, warped to the
+    # dream's camera, into the decoded frames where it trusts them; trained by `neuralsim train memory`. 0 = none.
+    frame_memory_width: int = 0
 
     # --- bookkeeping ------------------------------------------------------------------------
     description: str = ""
@@ -232,6 +235,13 @@ class WorldModelConfig:
             raise bad("refiner_reads_changes", "a bool")
         if self.refiner_reads_changes and not r:
             raise bad("refiner_reads_changes", "False unless refiner_channels > 0 (it is a form of the refiner)")
+        m = self.frame_memory_width
+        if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+            raise bad("frame_memory_width", "0 (no frame memory) or a positive int")
+        if m and not self.camera:
+            raise bad("frame_memory_width", "0 unless camera=True (the memory is warped by the camera's motion)")
+        if m and self.frames_per_latent != 1:
+            raise bad("frame_memory_width", "0 unless frames_per_latent=1 (one camera pose per decoded frame)")
         for name in ("reward_model_channels", "reward_model_hidden"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 8 or (name == "reward_model_hidden" and not v):

@@ -42,6 +42,7 @@ from neuralsim.checkpoints import (CONFIG_NAME, WEIGHTS_NAME, count_weights, rea
                                    resolve_checkpoint, write_checkpoint)
 from neuralsim.config import WorldModelConfig
 from neuralsim.critic import adversarial_losses, gradient_difference_loss
+from neuralsim.frame_memory import FrameMemory, relative_pose
 from neuralsim.dynamics import DynamicsTransformer
 from neuralsim.limits import MAX_DENOISE_STEPS
 from neuralsim.reward import RewardModel, TargetTracker
@@ -158,6 +159,8 @@ class WorldState:
             frame and ``[B]`` accumulated pitch (radians), as ``neuralsim.camera.CameraIntegrator``.
         velocity: with a translation response (``config.camera_velocity_gain``): ``[B, 2]`` float64 the camera's
             ``(forward, right)`` velocity in its heading, in units of the commanded full speed; else None.
+        memory_frame, memory_c2w: with a frame memory (``config.frame_memory_width``): ``[B, 3, H, W]`` float32 the
+            last real context frame in [-1, 1] and ``[B, 4, 4]`` float64 its camera pose; else None.
     """
 
     cache: list[dict[str, torch.Tensor]]
@@ -172,6 +175,8 @@ class WorldState:
     pitch: torch.Tensor | None = None
     reward_memory: torch.Tensor | None = None
     velocity: torch.Tensor | None = None
+    memory_frame: torch.Tensor | None = None
+    memory_c2w: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -382,6 +387,8 @@ class WorldModel(nn.Module):
         self.prompt_start = (PromptStart(self.latent_shape, config.prompt_start_channels,
                                          max_tokens=config.prompt_start_tokens, vocab=config.text_vocab,
                                          text_hidden=config.text_hidden) if config.prompt_start_channels else None)
+        self.frame_memory = (FrameMemory(config.frame_memory_width, config.camera_fovy_deg,
+                                         config.camera_translation_speed) if config.frame_memory_width else None)
         # `step` runs the per-frame fast path of the dynamics (same numbers as its reference `forward`); False
         # runs the reference, for tests and debugging.
         self.fast_streaming = True
@@ -586,8 +593,9 @@ class WorldModel(nn.Module):
         Args:
             first_frame: the first latent is the lone first frame (``T = 1 + (T_lat-1)*k``, the inverse
                 of :meth:`encode`); False for latents produced by :meth:`step` (``T = T_lat*k``).
-            context: the state :meth:`step` returned with ``latents`` (``neuralsim.session.DreamModel``); unused:
-                this decoder decodes a step's latent frame alone.
+            context: the state :meth:`step` returned with ``latents`` (``neuralsim.session.DreamModel``): with a
+                frame memory (``config.frame_memory_width``) a step's frame takes the remembered frame's pixels where
+                the memory's gate trusts them (:mod:`neuralsim.frame_memory`); otherwise unused.
 
         Raises:
             FloatingPointError: the decoder produced NaN/inf pixels (never silently clamped to black frames).
@@ -606,6 +614,10 @@ class WorldModel(nn.Module):
             raise FloatingPointError("the autoencoder produced non-finite pixels from finite latents (diverged or "
                                      "corrupted decoder weights?)" if bool(torch.isfinite(z.sum())) else
                                      "decode got non-finite latents (NaN/inf)")
+        if (self.frame_memory is not None and isinstance(context, WorldState) and context.memory_frame is not None
+                and not first_frame and x.shape[1] == 1):  # a step's frame, with the state it was drawn in
+            rel = relative_pose(context.memory_c2w, context.c2w)
+            x = self.frame_memory(x[:, 0].clamp(-1, 1), context.memory_frame.to(x.device), rel)[0][:, None]
         return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 1, 3, 4, 2).contiguous()
 
     # --- conditioning inputs ----------------------------------------------------------------
@@ -971,9 +983,15 @@ class WorldModel(nn.Module):
             else:
                 reward, prob = torch.zeros_like(reward), torch.zeros_like(reward)
             _check_finite(state, reward=reward, termination=prob)
+        memory_frame = None
+        if self.frame_memory is not None and c2w is not None:  # the last real frame, remembered for the episode
+            last = (torch.as_tensor(np.asarray(frames))[:, -1] if frames is not None
+                    else self.decode(latents[:, -1:], first_frame=False)[:, 0])  # uint8 [B, H, W, 3]
+            memory_frame = last.to(self.device).float().div(127.5).sub(1).permute(0, 3, 1, 2).contiguous()
         return dataclasses.replace(state, cache=cache, step=state.step + T, latent=latents[:, -1], reward=reward,
                                    termination_prob=prob, c2w=c2w, pitch=pitch, reward_memory=memory,
-                                   velocity=velocity)
+                                   velocity=velocity, memory_frame=memory_frame,
+                                   memory_c2w=None if memory_frame is None else c2w.clone())
 
     def _check_steps(self, denoise_steps: int | None) -> int:
         steps = self.config.denoise_steps if denoise_steps is None else denoise_steps

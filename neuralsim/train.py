@@ -47,9 +47,11 @@ from neuralsim.device import resolve_dtype
 from neuralsim.limits import MAX_SEED
 from neuralsim.session import DreamSession
 
-STAGES = ("autoencoder", "dynamics", "reward", "prompt")
+STAGES = ("autoencoder", "dynamics", "reward", "prompt", "memory")
 ALL_STAGES = ("autoencoder", "dynamics")  # what `train all` runs; the reward model is trained after, on its own
 DEFAULT_PROMPT_START_CHANNELS = 128  # `train prompt` on a model without a prompt-start generator adds this size
+DEFAULT_FRAME_MEMORY_WIDTH = 12  # `train memory` on a model without a frame memory adds this width
+MEMORY_L1 = 0.02  # `train memory`: weight of the L1 term beside the squared error (the gates are pooled PSNR)
 DEFAULT_REWARD_MODEL_CHANNELS = 64  # `train reward` on a model without one adds this size (--set reward_model_channels=N)
 MAX_STEPS = 10_000_000
 
@@ -128,6 +130,9 @@ class TrainConfig:
     adversarial: float = 0.0  # streaming: weight of a critic's hinge term (neuralsim.critic; 0 = none): the x0 error
     #                           alone draws the mean frame, which blurs and feeds the blur forward
     critic_reads: str = "latents"  # adversarial: what the critic judges: latents, or frames (decoded, frozen decoder)
+    memory_rollouts: int = 480  # memory: windows of the data the model dreams (--memory-context real frames, then
+    #                             --window steps of the data's actions) to train the frame memory on, drawn once per run
+    memory_context: int = 16  # memory: real frames before each dream (the fidelity benchmark's context)
     critic_warmup: int = 0  # adversarial: the stage's first N steps train the critic alone (the dynamics stays as it
     #                         is), so it steers the dynamics only once it can tell dreamed frames from real ones
     gradient_difference: float = 0.0  # streaming: weight of the gradient difference loss on the decoded one-step
@@ -173,10 +178,11 @@ def lr_at(step: int, cfg: TrainConfig, total: int, stage: str = "dynamics") -> f
 
 
 def stage_parameters(model: nn.Module, stage: str) -> dict[str, nn.Parameter]:
-    """The parameters a stage trains: the autoencoder, the reward model or the prompt-start generator alone, or
-    everything else (the dynamics)."""
+    """The parameters a stage trains: the autoencoder, the reward model, the prompt-start generator or the frame
+    memory alone, or everything else (the dynamics)."""
     named = dict(model.named_parameters())
-    own = {"autoencoder": "autoencoder.", "reward": "reward_model.", "prompt": "prompt_start."}
+    own = {"autoencoder": "autoencoder.", "reward": "reward_model.", "prompt": "prompt_start.",
+           "memory": "frame_memory."}
     if stage in own:
         return {k: p for k, p in named.items() if k.startswith(own[stage])}
     return {k: p for k, p in named.items() if not k.startswith(tuple(own.values()))}
@@ -297,6 +303,62 @@ def hold_from(latents: torch.Tensor, batch: dict, cut: torch.Tensor,
     return latents, batch
 
 
+class DreamPool:
+    """The model's own dreams of data windows, for ``train memory``: ``context`` real frames, then ``horizon``
+    steps of the data's actions, decoded as the dream shows them without a memory; beside each dreamed frame the real
+    one, and per window the last real context frame (what the memory holds) with each dreamed frame's camera in its
+    camera's frame. Drawn once per run from ``seed`` (a resumed run draws the same dreams)."""
+
+    def __init__(self, model: nn.Module, dataset: Any, windows: int, context: int, horizon: int, seed: int,
+                 batch_size: int = 32):
+        from neuralsim.frame_memory import relative_pose
+
+        generator = torch.Generator().manual_seed(seed * 7919 + 4)
+        stream = dataset.iter_windows(steps=context - 1 + horizon, batch_size=batch_size, seed=seed * 1_000 + 4)
+        dreams, reals, memories, rels = [], [], [], []
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                while sum(len(d) for d in dreams) < windows:
+                    w = next(stream)
+                    b = min(batch_size, windows - sum(len(d) for d in dreams))
+                    frames, actions = w["frames"][:b], w["actions"][:b]
+                    prompts = [d or None for d in w["descriptions"][:b]]
+                    state = model.init_state(b, frames=frames[:, :context], actions=actions[:, :context - 1],
+                                             prompt=prompts, generator=generator)
+                    memory_c2w, dream, rel = state.c2w, [], []
+                    for t in range(horizon):
+                        latent, state = model.step(state, actions[:, context - 1 + t], generator=generator)
+                        dream.append(model.decode(latent[:, None], first_frame=False)[:, 0].cpu())  # no memory here
+                        rel.append(relative_pose(memory_c2w, state.c2w).cpu())
+                    dreams.append(torch.stack(dream, 1))
+                    reals.append(torch.as_tensor(np.asarray(frames[:, context:])))
+                    memories.append(torch.as_tensor(np.asarray(frames[:, context - 1])))
+                    rels.append(torch.stack(rel, 1))
+        finally:
+            model.train(was_training)
+        self.dream, self.real = torch.cat(dreams), torch.cat(reals)  # uint8 [N, horizon, H, W, 3]
+        self.memory, self.rel = torch.cat(memories), torch.cat(rels)  # uint8 [N, H, W, 3]; float64 [N, horizon, 4, 4]
+
+    @staticmethod
+    def _pixels(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return frames.to(device).float().div(127.5).sub(1).permute(0, 3, 1, 2)
+
+    def loss(self, memory: nn.Module, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """The squared error (plus a little L1: ``MEMORY_L1``) of ``batch_size`` dreamed frames after ``memory``'s gate,
+        against the real frames; drawn uniformly over windows and steps."""
+        N, H = self.dream.shape[:2]
+        i = torch.randint(0, N, (batch_size,), generator=generator)
+        h = torch.randint(0, H, (batch_size,), generator=generator)
+        device = next(memory.parameters()).device
+        frame, real = self._pixels(self.dream[i, h], device), self._pixels(self.real[i, h], device)
+        out, gate = memory(frame, self._pixels(self.memory[i], device), self.rel[i, h].to(device))
+        mse, l1 = (out - real).pow(2).mean(), (out - real).abs().mean()
+        return mse + MEMORY_L1 * l1, {"mse": mse.item(), "l1": l1.item(), "gate": gate.mean().item(),
+                                      "dream_mse": (frame - real).pow(2).mean().item()}
+
+
 class StageLoss(nn.Module):
     """Wraps a model's stage loss in ``forward`` so DDP can synchronise its gradients.
 
@@ -324,6 +386,7 @@ class StageLoss(nn.Module):
         self.model = model
         self.stage = stage
         self.cache = cache
+        self.pool: DreamPool | None = None  # the memory stage's dreams (set by train_stage)
         self.self_forcing = self_forcing
         self.self_forcing_frames = self_forcing_frames
         self.still_windows = still_windows
@@ -414,6 +477,8 @@ class StageLoss(nn.Module):
     def forward(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         if self.stage == "autoencoder":
             return self.model.autoencoder_loss(batch["frames"], generator=generator)
+        if self.stage == "memory":  # frames of the dreams drawn before the stage (the data batch is not used)
+            return self.pool.loss(self.model.frame_memory, len(batch["episode"]), generator)
         if self.cache is not None:
             latents = self.cache.windows(batch["episode"], batch["start"], batch["actions"].shape[1]).to(self.model.device)
         else:
@@ -566,7 +631,7 @@ _RESUME_MUST_MATCH = {
     "still_windows": "--still-windows", "streaming": "--streaming", "own_history": "--own-history",
     "one_step_fraction": "--one-step-fraction", "burn_in": "--burn-in", "own_history_grad": "--own-history-grad",
     "release_weight": "--release-weight", "stop_windows": "--stop-windows", "adversarial": "--adversarial",
-    "critic_reads": "--critic-reads", "critic_warmup": "--critic-warmup", "gradient_difference": "--gradient-difference",
+    "critic_reads": "--critic-reads", "memory_rollouts": "--memory-rollouts", "memory_context": "--memory-context", "critic_warmup": "--critic-warmup", "gradient_difference": "--gradient-difference",
     "stop_coast": "--stop-coast", "release_windows": "--release-windows", "terminal_windows": "--terminal-windows",
     "reward_kind": "--reward-kind",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
@@ -740,6 +805,13 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
         return
 
     cache = None
+    pool = None
+    if stage == "memory":
+        t0 = time.perf_counter()
+        pool = DreamPool(model, dataset, cfg.memory_rollouts, cfg.memory_context, cfg.window, seed=cfg.seed)
+        if rank() == 0:
+            print(f"{cfg.memory_rollouts} windows dreamed ({cfg.window} steps each after {cfg.memory_context} real frames) "
+                  f"in {time.perf_counter() - t0:.0f} s", flush=True)
     if stage in ("dynamics", "reward", "prompt") and cfg.cache_latents:
         t0 = time.perf_counter()
         model.eval()
@@ -751,6 +823,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
                                             cfg.streaming, cfg.own_history, cfg.one_step_fraction, cfg.burn_in,
                                             cfg.stop_windows, cfg.stop_coast, cfg.own_history_grad, cfg.release_weight,
                                             critic, cfg.adversarial, cfg.gradient_difference)
+    loss_module.pool = pool
     if world_size() > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
     dtype = training_dtype(cfg.dtype, device)
@@ -814,7 +887,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
                     if k != "step":
                         writer.add_scalar(f"{stage}/{k}", v, done)
             bar.set_postfix(loss=f"{row['loss']:.4f}", sps=f"{rate:.0f}")
-        if rank() == 0 and cfg.sample_every and stage not in ("reward", "prompt") and (done % cfg.sample_every == 0 or done == total_steps):
+        if rank() == 0 and cfg.sample_every and stage not in ("reward", "prompt", "memory") and (done % cfg.sample_every == 0 or done == total_steps):
             write_sample(model, sample_batch, stage, out / "samples" / f"{stage}-{done:07d}.gif")
         if done % cfg.checkpoint_every == 0 or done == total_steps:
             if rank() == 0:
@@ -1049,6 +1122,14 @@ def validate(cfg: TrainConfig) -> Any:
                 f"{k}={json.dumps(v)}" for k, v in cfg.config_overrides.items())
             raise TrainingError(f"{option}: {exc}") from None
     check_batch_memory(dataset, cfg)
+    for name in ("memory_rollouts", "memory_context"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TrainingError(f"--{name.replace('_', '-')} must be an int >= 1, got {value!r}")
+    if cfg.stage == "memory" and int(dataset.episode_steps.max(initial=0)) < cfg.memory_context - 1 + cfg.window:
+        raise TrainingError(f"train memory dreams windows of --memory-context {cfg.memory_context} real frames and "
+                            f"--window {cfg.window} steps, {cfg.memory_context - 1 + cfg.window} steps in all; the "
+                            f"longest episode of --data {cfg.data!r} has {int(dataset.episode_steps.max(initial=0))}")
     if cfg.stage == "prompt" and not any(dataset.descriptions):
         raise TrainingError(f"--data {cfg.data!r} has no descriptions: `train prompt` learns first frames from the "
                             "env's info['description'] (collect an env that writes one, e.g. NeuralSimRoom-v0)")
@@ -1131,19 +1212,21 @@ def _with_overrides(model: nn.Module, overrides: dict[str, Any]) -> nn.Module:
     except (ValueError, TypeError, KeyError) as exc:
         raise TrainingError(f"{option}: {exc}") from None
     mine, theirs = rebuilt.state_dict(), model.state_dict()
-    # A refiner may be added (its output layer starts at zero, so the model's outputs do not change), or a reward model
-    # (it only adds predictions); every other weight must stay as it is.
+    # A refiner may be added (its output layer starts at zero, so the model's outputs do not change), a reward model
+    # (it only adds predictions), a prompt-start generator or a frame memory (nearly closed at init); every other
+    # weight must stay as it is.
     added = sorted(k for k in mine if k not in theirs and (
         (k.startswith("refiner.") and model.config.refiner_channels == 0)
         or (k.startswith("reward_model.") and (model.config.reward_model_channels == 0 or "reward_task" in overrides))
-        or (k.startswith("prompt_start.") and model.config.prompt_start_channels == 0)))
+        or (k.startswith("prompt_start.") and model.config.prompt_start_channels == 0)
+        or (k.startswith("frame_memory.") and model.config.frame_memory_width == 0)))
     changed = sorted(k for k in set(mine) | set(theirs)
                      if k not in added and (k not in mine or k not in theirs or mine[k].shape != theirs[k].shape))
     if changed:
         raise TrainingError(f"{option} with --init changes the model's weights ({', '.join(changed[:3])}...); "
                             "--init continues a model, so only fields that keep every weight can change (or add a "
-                            "refiner, a reward model or a prompt-start generator: refiner_channels, reward_model_channels, "
-                            "prompt_start_channels)")
+                            "refiner, a reward model, a prompt-start generator or a frame memory: refiner_channels, "
+                            "reward_model_channels, prompt_start_channels, frame_memory_width)")
     missing, _ = rebuilt.load_state_dict(theirs, strict=False)
     assert sorted(missing) == added, (missing, added)
     return rebuilt
@@ -1198,7 +1281,7 @@ def train(cfg: TrainConfig) -> Path:
             with torch.random.fork_rng(devices=[]):  # weights it adds (refiner, reward model) follow --seed
                 torch.manual_seed(cfg.seed)
                 model = _with_overrides(model, cfg.config_overrides)
-    elif stages in (("dynamics",), ("reward",), ("prompt",)):
+    elif stages in (("dynamics",), ("reward",), ("prompt",), ("memory",)):
         if not (out / WEIGHTS_NAME).is_file():
             raise TrainingError(f"{stages[0]} needs a trained {'autoencoder' if stages[0] == 'dynamics' else 'world model'}: "
                                 f"pass --init DIR, or run `neuralsim train {'autoencoder' if stages[0] == 'dynamics' else 'all'}` "
@@ -1229,6 +1312,16 @@ def train(cfg: TrainConfig) -> Path:
             print(f"added a reward model ({DEFAULT_REWARD_MODEL_CHANNELS} channels, "
                   f"{sum(p.numel() for p in model.reward_model.parameters()):,} weights; success bonus from the data: "
                   f"{bonus:.3f}) to the model", flush=True)
+    if stages == ("memory",) and model.frame_memory is None:  # the first memory run on this model: add one
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            try:
+                model = _with_overrides(model, {"frame_memory_width": DEFAULT_FRAME_MEMORY_WIDTH})
+            except ValueError as exc:  # a world without camera actions has no pose to warp a memory by
+                raise TrainingError(f"train memory: {exc}") from None
+        if rank() == 0:
+            print(f"added a frame memory (width {DEFAULT_FRAME_MEMORY_WIDTH}, "
+                  f"{sum(p.numel() for p in model.frame_memory.parameters()):,} weights) to the model", flush=True)
     if stages == ("prompt",) and model.prompt_start is None:  # the first prompt run on this model: add a generator
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -1258,8 +1351,10 @@ def train(cfg: TrainConfig) -> Path:
             resume_from = None
     if rank() == 0:
         # The live model now carries the EMA weights; record how it was made and export it.
-        model.config.provenance = {**model.config.provenance,
-                                   "train_config": {k: v for k, v in asdict(cfg).items() if k != "progress"}}
+        run = {k: v for k, v in asdict(cfg).items() if k != "progress"}
+        # a frame memory is a part added to a finished model: its run is recorded beside the model's own
+        key = "frame_memory" if stages == ("memory",) and "train_config" in model.config.provenance else "train_config"
+        model.config.provenance = {**model.config.provenance, key: run}
         export_model(model, None, out)
     if world_size() > 1:
         dist.barrier()

@@ -394,3 +394,70 @@ def test_streaming_loss_with_the_gradient_difference_adds_it(make_model):
     assert all(p.grad is None for p in model.autoencoder.parameters())
     with pytest.raises(ValueError, match="gradient_difference_weight must be >= 0"):
         model.streaming_loss(latents, actions, gradient_difference_weight=-1.0)
+
+
+# --- the frame memory: the last real frame's pixels back where the camera sees them again (train memory) ---
+
+
+def test_frame_memory_gates_toward_the_warped_memory():
+    from neuralsim.frame_memory import MAX_TRANSLATION_STEPS, FrameMemory, relative_pose
+
+    torch.manual_seed(0)
+    memory = FrameMemory(8, fovy_deg=70.0, translation_speed=0.08)
+    frame, remembered = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    still = relative_pose(torch.eye(4).repeat(2, 1, 1), torch.eye(4).repeat(2, 1, 1))
+    out, gate = memory(frame, remembered, still)
+    assert out.shape == frame.shape and gate.shape == (2, 1, 32, 32)
+    assert float(gate.detach().max()) < 0.02  # nearly closed at init: the dream's frame as decoded
+    with torch.no_grad():
+        memory.net[-1].bias.fill_(20.0)  # wide open: a camera that has not moved sees the memory itself
+        out, gate = memory(frame, remembered, still)
+    torch.testing.assert_close(out, remembered, atol=1e-4, rtol=0)
+    walked = torch.eye(4, dtype=torch.float64).repeat(2, 1, 1)
+    walked[:, 2, 3] = 0.08 * MAX_TRANSLATION_STEPS  # walked away: the rotation-only warp no longer places the memory
+    with torch.no_grad():
+        out, gate = memory(frame, remembered, walked)
+    assert float(gate.max()) == 0.0 and torch.equal(out, frame)
+    turned = torch.eye(4, dtype=torch.float64).repeat(2, 1, 1)
+    turned[:, 0, 0] = turned[:, 2, 2] = -1.0  # turned around: nothing of the memory is in view
+    turned[:, 0, 2], turned[:, 2, 0] = 0.0, 0.0
+    with torch.no_grad():
+        out, gate = memory(frame, remembered, turned)
+    assert float(gate.max()) == 0.0 and torch.equal(out, frame)
+    with pytest.raises(ValueError, match="width must be >= 1"):
+        FrameMemory(0, 70.0, 0.08)
+
+
+def test_train_memory_adds_trains_and_uses_a_frame_memory(dataset, tmp_path):
+    from neuralsim.model import WorldModel
+    from neuralsim.session import DreamSession
+
+    train(train_config(dataset, tmp_path / "base", steps=2, ae_steps=2, camera=True))
+    kw = dict(stage="memory", init=str(tmp_path / "base"), steps=4, window=3, memory_context=4, memory_rollouts=6,
+              batch_size=8)
+    out = train(train_config(dataset, tmp_path / "mem", **kw))
+    model = WorldModel.from_pretrained(out)
+    assert model.config.frame_memory_width > 0 and model.frame_memory is not None
+    base, trained = model_weights(tmp_path / "base"), model_weights(out)
+    assert all(torch.equal(base[k], trained[k]) for k in base)  # only the memory was trained
+    assert any(k.startswith("frame_memory.") for k in trained)
+    provenance = model.config.provenance  # the memory's run beside the model's own, which stays
+    assert provenance["frame_memory"]["stage"] == "memory" and provenance["train_config"]["stage"] == "all"
+    log = (tmp_path / "mem" / "logs" / "memory.csv").read_text().splitlines()[0]
+    assert "gate" in log and "dream_mse" in log
+    session = DreamSession(model, dtype="float32")
+    frames = np.random.default_rng(0).integers(0, 256, (2, 1, *model.config.image_size, 3), dtype=np.uint8)
+    state, _, _ = session.start(2, torch.Generator().manual_seed(0), image=frames)
+    assert state.memory_frame.shape == (2, 3, *model.config.image_size) and state.memory_c2w.shape == (2, 4, 4)
+    step = session.step(state, np.zeros((2, 4), np.float32), torch.Generator().manual_seed(1))
+    plain = session.decode(step.latent[:, None], first_frame=False)  # without the state: no memory
+    assert step.frames.shape == plain.shape
+    with torch.no_grad():
+        model.frame_memory.net[-1].bias.fill_(20.0)  # the gate wide open: an idle camera shows the remembered frame
+    step = session.step(state, np.zeros((2, 4), np.float32), torch.Generator().manual_seed(1))
+    assert np.abs(step.frames[:, 0].astype(int) - frames[:, 0].astype(int)).max() <= 1
+    assert not np.array_equal(step.frames, session.decode(step.latent[:, None], first_frame=False))
+    with pytest.raises(TrainingError, match="--memory-rollouts must be an int >= 1"):
+        train(train_config(dataset, tmp_path / "bad", **{**kw, "memory_rollouts": 0}))
+    with pytest.raises(TrainingError, match="the longest episode of --data"):
+        train(train_config(dataset, tmp_path / "bad", **{**kw, "memory_context": 16}))

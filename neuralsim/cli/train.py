@@ -30,9 +30,10 @@ def parse_set(items: list[str]) -> dict:
 
 #: What the command line adds to TrainConfig's fields (everything else comes from the dataclass).
 OPTIONS = {
-    "stage": Option(positional=True, choices=("autoencoder", "dynamics", "reward", "prompt", "all"),
+    "stage": Option(positional=True, choices=("autoencoder", "dynamics", "reward", "prompt", "memory", "all"),
                     help="what to train (all = autoencoder, then dynamics; reward: the reward model of --init; "
-                         "prompt: the generator of first frames from descriptions of --init)"),
+                         "prompt: the generator of first frames from descriptions of --init; memory: the frame memory "
+                         "of --init, on its own dreams of the data)"),
     "reward_kind": Option(choices=("recurrent", "target")),
     "critic_reads": Option(choices=("latents", "frames")),
     "data": Option(required=True, help="dataset directory from `neuralsim collect`"),
