@@ -73,17 +73,19 @@ class FrameMemory(nn.Module):
         """``frame``, ``memory``: ``[B, 3, H, W]`` in [-1, 1]; ``rel``: ``[B, 4, 4]`` the camera in the memory's
         camera frame (:func:`relative_pose`). Returns ``(frame', gate [B, 1, H, W])``."""
         B, _, H, W = frame.shape
+        moved = rel[:, :3, 3].float().to(frame.device) / self.translation_speed  # in full-speed steps
+        near = (1 - moved.norm(dim=1) / MAX_TRANSLATION_STEPS).clamp(min=0).to(frame.dtype)[:, None, None, None]
+        if not bool((near > 0).any()):  # every camera has walked away from its memory: nothing to warp (a long dream)
+            return frame, torch.zeros_like(frame[:, :1])
         grid = rotation_warp_grid(rel, H, W, self.fovy_deg).to(frame.device)
         warped = F.grid_sample(memory.to(frame.dtype), grid.to(frame.dtype), mode="bilinear", padding_mode="zeros",
                                align_corners=True)
         inside = (grid.abs() <= 1).all(-1)[:, None].to(frame.dtype)
-        moved = rel[:, :3, 3].float() / self.translation_speed  # in full-speed steps
         cos = ((rel[:, 0, 0] + rel[:, 1, 1] + rel[:, 2, 2] - 1) / 2).clamp(-1, 1)
-        motion = torch.cat([moved.clamp(-20, 20) / 10, torch.arccos(cos).float()[:, None]], 1).to(frame.dtype)
+        motion = torch.cat([moved.clamp(-20, 20) / 10, torch.arccos(cos).float().to(frame.device)[:, None]], 1).to(frame.dtype)
         x = torch.cat([frame, warped, (frame - warped).abs(), inside], 1)
         x = torch.cat([F.avg_pool2d(x, POOL), motion[:, :, None, None].expand(B, 4, H // POOL, W // POOL)], 1)
         z = F.interpolate(self.net(x), size=(H, W), mode="bilinear", align_corners=False)
-        near = (1 - moved.norm(dim=1) / MAX_TRANSLATION_STEPS).clamp(min=0).to(frame.dtype)[:, None, None, None]
         gate = torch.sigmoid(z) * inside * near
         return frame + gate * (warped - frame), gate
 
