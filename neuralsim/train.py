@@ -316,13 +316,14 @@ class DreamPool:
         generator = torch.Generator().manual_seed(seed * 7919 + 4)
         stream = dataset.iter_windows(steps=context - 1 + horizon, batch_size=batch_size, seed=seed * 1_000 + 4)
         dreams, reals, memories, rels = [], [], [], []
-        was_training = model.training
+        drawn, was_training = 0, model.training
         model.eval()
         try:
             with torch.no_grad():
-                while sum(len(d) for d in dreams) < windows:
+                while drawn < windows:
                     w = next(stream)
-                    b = min(batch_size, windows - sum(len(d) for d in dreams))
+                    b = min(batch_size, windows - drawn)
+                    drawn += b
                     frames, actions = w["frames"][:b], w["actions"][:b]
                     prompts = [d or None for d in w["descriptions"][:b]]
                     state = model.init_state(b, frames=frames[:, :context], actions=actions[:, :context - 1],
@@ -631,7 +632,8 @@ _RESUME_MUST_MATCH = {
     "still_windows": "--still-windows", "streaming": "--streaming", "own_history": "--own-history",
     "one_step_fraction": "--one-step-fraction", "burn_in": "--burn-in", "own_history_grad": "--own-history-grad",
     "release_weight": "--release-weight", "stop_windows": "--stop-windows", "adversarial": "--adversarial",
-    "critic_reads": "--critic-reads", "memory_rollouts": "--memory-rollouts", "memory_context": "--memory-context", "critic_warmup": "--critic-warmup", "gradient_difference": "--gradient-difference",
+    "critic_reads": "--critic-reads", "critic_warmup": "--critic-warmup", "gradient_difference": "--gradient-difference",
+    "memory_rollouts": "--memory-rollouts", "memory_context": "--memory-context",
     "stop_coast": "--stop-coast", "release_windows": "--release-windows", "terminal_windows": "--terminal-windows",
     "reward_kind": "--reward-kind",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
@@ -708,6 +710,8 @@ def data_stream(dataset: Any, cfg: TrainConfig, stage: str, start: int) -> Itera
     # Each rank reads its own deterministic stream; batch i of rank r is a pure function of (seed, stage, r, i).
     seed = cfg.seed * 1_000 + STAGES.index(stage) * 100 + rank()
     window = 1 if stage == "autoencoder" and dataset.frames_per_step == 1 else cfg.window
+    if stage == "memory":  # its frames come from the dreams drawn before the stage: a batch only sets the batch size
+        window = 1
     focus: dict[str, Any] = {}
     if stage == "dynamics" and cfg.release_windows > 0:  # the release where the loss sees it: after the burn-in
         focus = dict(focus=key_releases(dataset), focus_fraction=cfg.release_windows,
