@@ -82,7 +82,8 @@ class FrameMemory(nn.Module):
                                align_corners=True)
         inside = (grid.abs() <= 1).all(-1)[:, None].to(frame.dtype)
         cos = ((rel[:, 0, 0] + rel[:, 1, 1] + rel[:, 2, 2] - 1) / 2).clamp(-1, 1)
-        motion = torch.cat([moved.clamp(-20, 20) / 10, torch.arccos(cos).float().to(frame.device)[:, None]], 1).to(frame.dtype)
+        angle = torch.arccos(cos).float().to(frame.device)[:, None]  # radians turned since the memory
+        motion = torch.cat([moved.clamp(-20, 20) / 10, angle], 1).to(frame.dtype)
         x = torch.cat([frame, warped, (frame - warped).abs(), inside], 1)
         x = torch.cat([F.avg_pool2d(x, POOL), motion[:, :, None, None].expand(B, 4, H // POOL, W // POOL)], 1)
         z = F.interpolate(self.net(x), size=(H, W), mode="bilinear", align_corners=False)

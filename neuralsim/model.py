@@ -985,9 +985,8 @@ class WorldModel(nn.Module):
             _check_finite(state, reward=reward, termination=prob)
         memory_frame = None
         if self.frame_memory is not None and c2w is not None:  # the last real frame, remembered for the episode
-            last = (torch.as_tensor(np.asarray(frames))[:, -1] if frames is not None
-                    else self.decode(latents[:, -1:], first_frame=False)[:, 0])  # uint8 [B, H, W, 3]
-            memory_frame = last.to(self.device).float().div(127.5).sub(1).permute(0, 3, 1, 2).contiguous()
+            last = frames[:, -1:] if frames is not None else self.decode(latents[:, -1:], first_frame=False)
+            memory_frame = self._frames_to_float(last)[:, 0].contiguous()  # [B, 3, H, W] in [-1, 1]
         return dataclasses.replace(state, cache=cache, step=state.step + T, latent=latents[:, -1], reward=reward,
                                    termination_prob=prob, c2w=c2w, pitch=pitch, reward_memory=memory,
                                    velocity=velocity, memory_frame=memory_frame,
