@@ -213,18 +213,76 @@ def rotation_warp_grid(rel: torch.Tensor, height: int, width: int, fovy_deg: flo
     """Where each pixel of a new view was in the previous view, the camera having turned by ``rel``.
 
     ``rel [B, 4, 4]``: the new camera's pose in the previous camera's frame. Only the rotation is used
-    (a translation needs depth; one step moves the camera a few centimetres). Returns the ``grid_sample``
+    (a translation needs depth: :func:`reprojection_grid`). Returns the ``grid_sample``
     grid ``[B, height, width, 2]`` (x, y in [-1, 1], pixel centres at ±1, ``align_corners=True``): identity
     for no rotation, so a still camera sees its previous frame exactly.
     """
+    return reprojection_grid(rel, None, height, width, fovy_deg)[0]
+
+
+def reprojection_grid(rel: torch.Tensor, depth: torch.Tensor | None, height: int, width: int,
+                      fovy_deg: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each pixel of a new view lies in a previous view, given the new view's depth.
+
+    Args:
+        rel: ``[B, 4, 4]`` the new camera's pose in the previous camera's frame.
+        depth: ``[B, height, width]`` the new view's depth along its optical axis (the pixels' z), in the units of
+            ``rel``'s translation; ``None`` or ``inf`` pixels: at infinity (the rotation alone moves them).
+
+    Returns:
+        ``(grid [B, height, width, 2], z [B, height, width])``: the ``grid_sample`` grid into the previous view (x, y in
+        [-1, 1] at the pixel centres, ``align_corners=True``; behind the previous camera: far off-screen) and each
+        point's depth in the previous camera (``inf`` at infinity). A pure rotation gives the same grid
+        whatever the depth.
+    """
     fx, fy, cx, cy = intrinsics = camera_intrinsics(height, width, fovy_deg)
     dirs_new = _pixel_directions(height, width, intrinsics, rel.device)  # (S, 3)
-    dirs_prev = torch.einsum("bij,sj->bsi", rel[:, :3, :3].double(), dirs_new)  # (B, S, 3)
-    z = dirs_prev[..., 2].clamp_min(1e-3)  # behind the previous camera: pushed far off-screen (border value)
-    u = (fx * dirs_prev[..., 0] / z + cx) / max(width - 1, 1) * 2 - 1
-    v = (fy * dirs_prev[..., 1] / z + cy) / max(height - 1, 1) * 2 - 1
-    return torch.stack([u, v], dim=-1).reshape(-1, height, width, 2).float()
+    points = torch.einsum("bij,sj->bsi", rel[:, :3, :3].double(), dirs_new)  # (B, S, 3), directions at depth 1
+    z = torch.full_like(points[..., 2], math.inf)
+    if depth is not None:  # an infinite depth (nothing known there) moves with the rotation alone
+        depth = depth.reshape(len(rel), -1, 1).double()
+        finite = torch.isfinite(depth)
+        points = torch.where(finite, points * depth.where(finite, 0) + rel[:, None, :3, 3].double(), points)
+        z = torch.where(finite[..., 0], points[..., 2], z)
+    front = points[..., 2].clamp_min(1e-3)  # behind the previous camera: pushed far off-screen (border value)
+    u = (fx * points[..., 0] / front + cx) / max(width - 1, 1) * 2 - 1
+    v = (fy * points[..., 1] / front + cy) / max(height - 1, 1) * 2 - 1
+    grid = torch.stack([u, v], dim=-1).reshape(-1, height, width, 2).float()
+    return grid, z.reshape(-1, height, width).float()
+
+
+def splat_depth(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float, fill: int = 2) -> torch.Tensor:
+    """A previous view's depth seen from a new camera: the depth map of the new view, ``inf`` where nothing lands.
+
+    Each pixel of ``depth [B, H, W]`` (the previous view's, along its optical axis) is placed at its 3-D point,
+    moved into the new camera (``rel [B, 4, 4]``: the new camera in the previous camera's frame) and written to the
+    four new pixels around where it projects, the nearest point winning (a z-buffer). A camera walking forward
+    magnifies the view; ``fill`` passes of a 3×3 minimum close the holes that leaves. With the result,
+    :func:`reprojection_grid` finds each new pixel's place in the previous view (forward-warped depth,
+    backward-warped colour: no pixel is drawn twice and no pixel is torn).
+    """
+    B, H, W = depth.shape
+    fx, fy, cx, cy = intrinsics = camera_intrinsics(H, W, fovy_deg)
+    dirs = _pixel_directions(H, W, intrinsics, depth.device).float()  # (S, 3)
+    points = depth.reshape(B, -1, 1).float() * dirs - rel[:, None, :3, 3].float()  # previous frame, new origin
+    points = points @ rel[:, :3, :3].float()  # R^T p: into the new camera's axes
+    z = points[..., 2]
+    front = z > 1e-2
+    zc = z.clamp_min(1e-2)
+    u, v = fx * points[..., 0] / zc + cx, fy * points[..., 1] / zc + cy
+    out = torch.full((B * H * W,), math.inf, dtype=torch.float32, device=depth.device)
+    base = (torch.arange(B, device=depth.device) * H * W)[:, None]
+    for iu in (u.floor(), u.floor() + 1):
+        for iv in (v.floor(), v.floor() + 1):
+            ok = front & (iu >= 0) & (iu <= W - 1) & (iv >= 0) & (iv <= H - 1)
+            index = (base + iv.clamp(0, H - 1).long() * W + iu.clamp(0, W - 1).long())[ok]
+            out.scatter_reduce_(0, index, z[ok], reduce="amin")
+    out = out.reshape(B, 1, H, W)
+    for _ in range(fill):  # holes take the nearest depth around them (the surface in front wins at an edge)
+        nearest = -torch.nn.functional.max_pool2d(-out, 3, stride=1, padding=1)
+        out = torch.where(torch.isinf(out), nearest, out)
+    return out[:, 0]
 
 
 __all__ = ["camera_step", "CameraIntegrator", "camera_intrinsics", "plucker_rays_torch", "plucker_rays",
-           "rotation_warp_grid"]
+           "rotation_warp_grid", "reprojection_grid", "splat_depth"]

@@ -132,6 +132,9 @@ class WorldModelConfig:
     # A memory of the last real context frame (neuralsim.frame_memory): a learned gate puts its pixels, warped to the
     # dream's camera, into the decoded frames where it trusts them; trained by `neuralsim train memory`. 0 = none.
     frame_memory_width: int = 0
+    # > 0: the memory's warp follows the walk too, by the remembered frame's depth from a DepthNet of this width
+    # (trained without depth labels: the other frames warped by it must match); 0: the rotation alone moves its pixels.
+    frame_memory_depth_width: int = 0
 
     # --- bookkeeping ------------------------------------------------------------------------
     description: str = ""
@@ -242,6 +245,10 @@ class WorldModelConfig:
             raise bad("frame_memory_width", "0 unless camera=True (the memory is warped by the camera's motion)")
         if m and self.frames_per_latent != 1:
             raise bad("frame_memory_width", "0 unless frames_per_latent=1 (one camera pose per decoded frame)")
+        d = self.frame_memory_depth_width
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0 or (d and not m):
+            raise bad("frame_memory_depth_width", "0 (the warp follows the rotation alone) or, with frame_memory_width > 0, "
+                      "a positive int")
         for name in ("reward_model_channels", "reward_model_hidden"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 8 or (name == "reward_model_hidden" and not v):

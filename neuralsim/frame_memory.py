@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neuralsim.camera import rotation_warp_grid
+from neuralsim.camera import reprojection_grid, rotation_warp_grid, splat_depth
 
 #: The gate's features are averaged over POOL x POOL pixels (its decision is per region).
 POOL = 4
@@ -37,6 +37,86 @@ POOL = 4
 #: steps of translation: the warp follows the rotation alone, and a step already shifts near things by pixels. A
 #: learned gate alone trusted the warp after long strafes and backward walks its training dreams rarely showed.
 MAX_TRANSLATION_STEPS = 3.0
+#: With a depth net the warp follows the walk too (the memory's depth, forward-warped into the new view); the gate
+#: still closes by this many full-speed steps, where most of what the memory saw has left the view or been passed.
+DEPTH_MAX_TRANSLATION_STEPS = 16.0
+#: The depth net's range (metres, or the units of the camera's translation).
+MIN_DEPTH, MAX_DEPTH = 0.1, 20.0
+#: A warped pixel counts as seen when the depth it lands on agrees with its own to this fraction (else it is hidden
+#: behind something nearer in the memory, or a hole the depth's fill invented).
+DEPTH_AGREEMENT = 0.15
+#: Weight of the depth net's edge-aware smoothness term beside its photometric loss (Monodepth2's).
+DEPTH_SMOOTHNESS = 1e-3
+
+
+class DepthNet(nn.Module):
+    """A frame's depth ``[B, H, W]`` from its pixels ``[B, 3, H, W]`` in [-1, 1]: a small U-Net (three stride-2
+    convolutions, a dilated one at 1/8 resolution, two upsampling steps with skips) predicting disparity at half
+    resolution, between ``1 / MAX_DEPTH`` and ``1 / MIN_DEPTH``. Trained without depth labels
+    (:func:`photometric_depth_loss`): the camera's motion is known from the actions, so a depth map is right when
+    the other frame, warped by it, matches."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        w = width
+        self.down1 = nn.Sequential(nn.Conv2d(3, w, 3, stride=2, padding=1), nn.SiLU())  # 1/2
+        self.down2 = nn.Sequential(nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.SiLU())  # 1/4
+        self.down3 = nn.Sequential(nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.SiLU(),  # 1/8
+                                   nn.Conv2d(2 * w, 2 * w, 3, padding=2, dilation=2), nn.SiLU())
+        self.up2 = nn.Sequential(nn.Conv2d(4 * w, 2 * w, 3, padding=1), nn.SiLU())
+        self.up1 = nn.Sequential(nn.Conv2d(3 * w, w, 3, padding=1), nn.SiLU(), nn.Conv2d(w, 1, 3, padding=1))
+        nn.init.constant_(self.up1[-1].bias, -3.0)  # start near 2 m everywhere (a room's scale), not at 0.2
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        d1 = self.down1(frame)
+        d2 = self.down2(d1)
+        d3 = self.down3(d2)
+        u2 = self.up2(torch.cat([F.interpolate(d3, scale_factor=2.0, mode="nearest"), d2], 1))
+        x = self.up1(torch.cat([F.interpolate(u2, scale_factor=2.0, mode="nearest"), d1], 1))
+        x = F.interpolate(x, size=frame.shape[-2:], mode="bilinear", align_corners=False)
+        disparity = 1 / MAX_DEPTH + (1 / MIN_DEPTH - 1 / MAX_DEPTH) * torch.sigmoid(x[:, 0].float())
+        return 1 / disparity
+
+
+def _sample(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def _inside(grid: torch.Tensor) -> torch.Tensor:
+    return (grid.abs() <= 1).all(-1)[:, None]
+
+
+def photometric_depth_loss(depth_net: nn.Module, first: torch.Tensor, second: torch.Tensor, rel: torch.Tensor,
+                           fovy_deg: float) -> tuple[torch.Tensor, dict]:
+    """Self-supervised depth (SfMLearner, Monodepth2): each frame's predicted depth warps the other frame into it.
+
+    ``first``, ``second``: ``[B, 3, H, W]`` in [-1, 1]; ``rel``: ``[B, 4, 4]`` the second camera in the first
+    camera's frame (from the actions). The L1 error of each warped frame against the frame it is warped into, over
+    the pixels that land inside the other view and that the warp explains better than the frames unwarped
+    (Monodepth2's auto-mask: a still camera or a moving object teaches nothing), plus edge-aware smoothness of the
+    mean-normalised disparity."""
+    H, W = first.shape[-2:]
+    rel = rel.double()
+    frames, poses = (second, first), (rel, torch.linalg.inv(rel))  # each as the new view, the other as the previous
+    depth = depth_net(torch.cat(frames))
+    losses, smooth = [], []
+    for k, (target, source, pose) in enumerate(zip(frames, frames[::-1], poses)):
+        d = depth[k * len(first):(k + 1) * len(first)]
+        grid, z = reprojection_grid(pose, d, H, W, fovy_deg)
+        warped = _sample(source, grid)
+        error = (warped - target).abs().mean(1, keepdim=True)
+        still = (source - target).abs().mean(1, keepdim=True)
+        mask = (_inside(grid) & (z[:, None] > 1e-2) & (error < still)).float()
+        losses.append((error * mask).sum() / mask.sum().clamp_min(1))
+        disparity = 1 / d[:, None]
+        disparity = disparity / disparity.mean((2, 3), keepdim=True)
+        for dim in (2, 3):
+            grad_d = disparity.diff(dim=dim).abs()
+            grad_i = target.diff(dim=dim).abs().mean(1, keepdim=True)
+            smooth.append((grad_d * torch.exp(-grad_i)).mean())
+    photometric, smoothness = sum(losses) / 2, sum(smooth) / 4
+    return photometric + DEPTH_SMOOTHNESS * smoothness, {"photometric": photometric.item(),
+                                                          "smoothness": smoothness.item()}
 
 
 def relative_pose(memory_c2w: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
@@ -51,14 +131,18 @@ class FrameMemory(nn.Module):
         width: channels of the gate's convolutions.
         fovy_deg: the camera's vertical field of view (the warp's intrinsics).
         translation_speed: metres per full-speed step (the translation feature is in steps).
+        depth_width: 0: the warp follows the camera's rotation alone; > 0: a :class:`DepthNet` of this width gives
+            the memory's depth once per episode (:meth:`memory_depth`) and the warp follows the walk too.
     """
 
-    def __init__(self, width: int, fovy_deg: float, translation_speed: float):
+    def __init__(self, width: int, fovy_deg: float, translation_speed: float, depth_width: int = 0):
         super().__init__()
-        if width < 1 or not fovy_deg > 0 or not translation_speed > 0:
-            raise ValueError(f"width must be >= 1, fovy_deg and translation_speed > 0, got {width!r}, {fovy_deg!r}, "
-                             f"{translation_speed!r}")
+        if width < 1 or not fovy_deg > 0 or not translation_speed > 0 or depth_width < 0:
+            raise ValueError(f"width must be >= 1, fovy_deg and translation_speed > 0, depth_width >= 0, got {width!r}, "
+                             f"{fovy_deg!r}, {translation_speed!r}, {depth_width!r}")
         self.fovy_deg, self.translation_speed = float(fovy_deg), float(translation_speed)
+        self.depth = DepthNet(depth_width) if depth_width else None
+        self.max_translation_steps = DEPTH_MAX_TRANSLATION_STEPS if depth_width else MAX_TRANSLATION_STEPS
         features = 3 + 3 + 3 + 1 + 4  # frame, warped memory, their difference, inside the view, motion
         self.net = nn.Sequential(
             nn.Conv2d(features, width, 3, padding=1), nn.SiLU(),
@@ -69,18 +153,39 @@ class FrameMemory(nn.Module):
         nn.init.zeros_(self.net[-1].weight)  # at init the gate is nearly closed everywhere (sigmoid(-4) = 0.018)
         nn.init.constant_(self.net[-1].bias, -4.0)
 
-    def forward(self, frame: torch.Tensor, memory: torch.Tensor, rel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def memory_depth(self, memory: torch.Tensor) -> torch.Tensor | None:
+        """The remembered frame's depth ``[B, H, W]`` (None without a depth net): computed once per episode."""
+        return None if self.depth is None else self.depth(memory.float())
+
+    def warp(self, memory: torch.Tensor, rel: torch.Tensor, depth: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory seen from the camera ``rel``: ``(warped [B, 3, H, W], seen [B, 1, H, W] bool)``, seen where the
+        pixel lies inside the remembered view (and, with depth, is not hidden behind something nearer)."""
+        H, W = memory.shape[-2:]
+        if depth is None:
+            grid = rotation_warp_grid(rel, H, W, self.fovy_deg).to(memory.device)
+            return _sample(memory, grid), _inside(grid)
+        target = splat_depth(rel, depth, self.fovy_deg)
+        known = torch.isfinite(target)
+        grid, z = reprojection_grid(rel, target, H, W, self.fovy_deg)
+        grid, z = grid.to(memory.device), z.to(memory.device)
+        there = F.grid_sample(depth[:, None].float(), grid, mode="nearest", padding_mode="border", align_corners=True)
+        agree = (there[:, 0] - z).abs() <= DEPTH_AGREEMENT * z
+        return _sample(memory, grid), _inside(grid) & (known & agree)[:, None]
+
+    def forward(self, frame: torch.Tensor, memory: torch.Tensor, rel: torch.Tensor,
+                depth: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``frame``, ``memory``: ``[B, 3, H, W]`` in [-1, 1]; ``rel``: ``[B, 4, 4]`` the camera in the memory's
-        camera frame (:func:`relative_pose`). Returns ``(frame', gate [B, 1, H, W])``."""
+        camera frame (:func:`relative_pose`); ``depth``: the memory's (:meth:`memory_depth`; computed here when the
+        memory has a depth net and none is given). Returns ``(frame', gate [B, 1, H, W])``."""
         B, _, H, W = frame.shape
         moved = rel[:, :3, 3].float().to(frame.device) / self.translation_speed  # in full-speed steps
-        near = (1 - moved.norm(dim=1) / MAX_TRANSLATION_STEPS).clamp(min=0).to(frame.dtype)[:, None, None, None]
+        near = (1 - moved.norm(dim=1) / self.max_translation_steps).clamp(min=0).to(frame.dtype)[:, None, None, None]
         if not bool((near > 0).any()):  # every camera has walked away from its memory: nothing to warp (a long dream)
             return frame, torch.zeros_like(frame[:, :1])
-        grid = rotation_warp_grid(rel, H, W, self.fovy_deg).to(frame.device)
-        warped = F.grid_sample(memory.to(frame.dtype), grid.to(frame.dtype), mode="bilinear", padding_mode="zeros",
-                               align_corners=True)
-        inside = (grid.abs() <= 1).all(-1)[:, None].to(frame.dtype)
+        if depth is None and self.depth is not None:
+            depth = self.memory_depth(memory)
+        warped, inside = self.warp(memory.to(frame.dtype), rel, depth)
+        warped, inside = warped.to(frame.dtype), inside.to(frame.dtype)
         cos = ((rel[:, 0, 0] + rel[:, 1, 1] + rel[:, 2, 2] - 1) / 2).clamp(-1, 1)
         angle = torch.arccos(cos).float().to(frame.device)[:, None]  # radians turned since the memory
         motion = torch.cat([moved.clamp(-20, 20) / 10, angle], 1).to(frame.dtype)
@@ -91,4 +196,5 @@ class FrameMemory(nn.Module):
         return frame + gate * (warped - frame), gate
 
 
-__all__ = ["FrameMemory", "relative_pose", "POOL", "MAX_TRANSLATION_STEPS"]
+__all__ = ["FrameMemory", "DepthNet", "photometric_depth_loss", "relative_pose", "POOL", "MAX_TRANSLATION_STEPS",
+           "DEPTH_MAX_TRANSLATION_STEPS"]

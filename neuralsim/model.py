@@ -161,6 +161,8 @@ class WorldState:
             ``(forward, right)`` velocity in its heading, in units of the commanded full speed; else None.
         memory_frame, memory_c2w: with a frame memory (``config.frame_memory_width``): ``[B, 3, H, W]`` float32 the
             last real context frame in [-1, 1] and ``[B, 4, 4]`` float64 its camera pose; else None.
+        memory_depth: with a depth-aware memory (``config.frame_memory_depth_width``): ``[B, H, W]`` float32 that
+            frame's depth, computed once; else None.
     """
 
     cache: list[dict[str, torch.Tensor]]
@@ -177,6 +179,7 @@ class WorldState:
     velocity: torch.Tensor | None = None
     memory_frame: torch.Tensor | None = None
     memory_c2w: torch.Tensor | None = None
+    memory_depth: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -388,7 +391,8 @@ class WorldModel(nn.Module):
                                          max_tokens=config.prompt_start_tokens, vocab=config.text_vocab,
                                          text_hidden=config.text_hidden) if config.prompt_start_channels else None)
         self.frame_memory = (FrameMemory(config.frame_memory_width, config.camera_fovy_deg,
-                                         config.camera_translation_speed) if config.frame_memory_width else None)
+                                         config.camera_translation_speed, config.frame_memory_depth_width)
+                             if config.frame_memory_width else None)
         # `step` runs the per-frame fast path of the dynamics (same numbers as its reference `forward`); False
         # runs the reference, for tests and debugging.
         self.fast_streaming = True
@@ -617,7 +621,8 @@ class WorldModel(nn.Module):
         if (self.frame_memory is not None and isinstance(context, WorldState) and context.memory_frame is not None
                 and not first_frame and x.shape[1] == 1):  # a step's frame, with the state it was drawn in
             rel = relative_pose(context.memory_c2w, context.c2w)
-            x = self.frame_memory(x[:, 0].clamp(-1, 1), context.memory_frame.to(x.device), rel)[0][:, None]
+            depth = None if context.memory_depth is None else context.memory_depth.to(x.device)
+            x = self.frame_memory(x[:, 0].clamp(-1, 1), context.memory_frame.to(x.device), rel, depth)[0][:, None]
         return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 1, 3, 4, 2).contiguous()
 
     # --- conditioning inputs ----------------------------------------------------------------
@@ -987,10 +992,11 @@ class WorldModel(nn.Module):
         if self.frame_memory is not None and c2w is not None:  # the last real frame, remembered for the episode
             last = frames[:, -1:] if frames is not None else self.decode(latents[:, -1:], first_frame=False)
             memory_frame = self._frames_to_float(last)[:, 0].contiguous()  # [B, 3, H, W] in [-1, 1]
+        memory_depth = None if memory_frame is None else self.frame_memory.memory_depth(memory_frame)  # once per episode
         return dataclasses.replace(state, cache=cache, step=state.step + T, latent=latents[:, -1], reward=reward,
                                    termination_prob=prob, c2w=c2w, pitch=pitch, reward_memory=memory,
                                    velocity=velocity, memory_frame=memory_frame,
-                                   memory_c2w=None if memory_frame is None else c2w.clone())
+                                   memory_c2w=None if memory_frame is None else c2w.clone(), memory_depth=memory_depth)
 
     def _check_steps(self, denoise_steps: int | None) -> int:
         steps = self.config.denoise_steps if denoise_steps is None else denoise_steps

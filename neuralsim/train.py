@@ -44,6 +44,7 @@ from neuralsim.checkpoints import (WEIGHTS_NAME, atomic_save_safetensors, atomic
                                    ensure_writable_dir, publish_dir, read_config, read_weights, resolve_checkpoint,
                                    write_checkpoint, write_start_frames)
 from neuralsim.device import resolve_dtype
+from neuralsim.frame_memory import photometric_depth_loss, relative_pose
 from neuralsim.limits import MAX_SEED
 from neuralsim.session import DreamSession
 
@@ -311,7 +312,6 @@ class DreamPool:
 
     def __init__(self, model: nn.Module, dataset: Any, windows: int, context: int, horizon: int, seed: int,
                  batch_size: int = 32):
-        from neuralsim.frame_memory import relative_pose
 
         generator = torch.Generator().manual_seed(seed * 7919 + 4)
         stream = dataset.iter_windows(steps=context - 1 + horizon, batch_size=batch_size, seed=seed * 1_000 + 4)
@@ -348,16 +348,25 @@ class DreamPool:
 
     def loss(self, memory: nn.Module, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         """The squared error (plus a little L1: ``MEMORY_L1``) of ``batch_size`` dreamed frames after ``memory``'s gate,
-        against the real frames; drawn uniformly over windows and steps."""
+        against the real frames; drawn uniformly over windows and steps. A memory with a depth net adds its
+        self-supervised loss on the same draws (the remembered frame and the real one, the camera's motion between:
+        :func:`neuralsim.frame_memory.photometric_depth_loss`)."""
         N, H = self.dream.shape[:2]
         i = torch.randint(0, N, (batch_size,), generator=generator)
         h = torch.randint(0, H, (batch_size,), generator=generator)
         device = next(memory.parameters()).device
         frame, real = self._pixels(self.dream[i, h], device), self._pixels(self.real[i, h], device)
-        out, gate = memory(frame, self._pixels(self.memory[i], device), self.rel[i, h].to(device))
+        remembered, rel = self._pixels(self.memory[i], device), self.rel[i, h].to(device)
+        logs = {}
+        depth = None
+        if memory.depth is not None:  # the depth net learns from the real frames alone; the gate reads it as it is
+            depth_loss, logs = photometric_depth_loss(memory.depth, remembered, real, rel, memory.fovy_deg)
+            depth = memory.memory_depth(remembered).detach()
+        out, gate = memory(frame, remembered, rel, depth)
         mse, l1 = (out - real).pow(2).mean(), (out - real).abs().mean()
-        return mse + MEMORY_L1 * l1, {"mse": mse.item(), "l1": l1.item(), "gate": gate.mean().item(),
-                                      "dream_mse": (frame - real).pow(2).mean().item()}
+        loss = mse + MEMORY_L1 * l1 + (depth_loss if depth is not None else 0)
+        return loss, {"mse": mse.item(), "l1": l1.item(), "gate": gate.mean().item(),
+                      "dream_mse": (frame - real).pow(2).mean().item(), **logs}
 
 
 class StageLoss(nn.Module):
@@ -1223,14 +1232,16 @@ def _with_overrides(model: nn.Module, overrides: dict[str, Any]) -> nn.Module:
         (k.startswith("refiner.") and model.config.refiner_channels == 0)
         or (k.startswith("reward_model.") and (model.config.reward_model_channels == 0 or "reward_task" in overrides))
         or (k.startswith("prompt_start.") and model.config.prompt_start_channels == 0)
-        or (k.startswith("frame_memory.") and model.config.frame_memory_width == 0)))
+        or (k.startswith("frame_memory.") and model.config.frame_memory_width == 0)
+        or (k.startswith("frame_memory.depth.") and model.config.frame_memory_depth_width == 0)))
     changed = sorted(k for k in set(mine) | set(theirs)
                      if k not in added and (k not in mine or k not in theirs or mine[k].shape != theirs[k].shape))
     if changed:
         raise TrainingError(f"{option} with --init changes the model's weights ({', '.join(changed[:3])}...); "
                             "--init continues a model, so only fields that keep every weight can change (or add a "
-                            "refiner, a reward model, a prompt-start generator or a frame memory: refiner_channels, "
-                            "reward_model_channels, prompt_start_channels, frame_memory_width)")
+                            "refiner, a reward model, a prompt-start generator, a frame memory or its depth net: refiner_channels, "
+                            "reward_model_channels, prompt_start_channels, frame_memory_width, "
+                            "frame_memory_depth_width)")
     missing, _ = rebuilt.load_state_dict(theirs, strict=False)
     assert sorted(missing) == added, (missing, added)
     return rebuilt

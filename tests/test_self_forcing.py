@@ -428,6 +428,76 @@ def test_frame_memory_gates_toward_the_warped_memory():
         FrameMemory(0, 70.0, 0.08)
 
 
+def _walk(forward: float = 0.0, right: float = 0.0, yaw: float = 0.0, batch: int = 1) -> torch.Tensor:
+    from neuralsim.camera import camera_step
+
+    eye = torch.eye(4, dtype=torch.float64).repeat(batch, 1, 1)
+    action = torch.tensor([[forward, right, yaw, 0.0]] * batch, dtype=torch.float64)
+    return camera_step(eye, torch.zeros(batch, dtype=torch.float64), action, translation_speed=0.08,
+                       rotation_speed_deg=4.0)[0]
+
+
+def test_depth_warp_follows_a_walk_and_reduces_to_the_rotation_warp():
+    from neuralsim.camera import camera_intrinsics, reprojection_grid, rotation_warp_grid, splat_depth
+
+    plane = torch.full((1, 32, 32), 2.0)  # a wall 2 m ahead, facing the camera
+    walked = _walk(forward=5.0)  # 0.4 m toward it: the view magnifies by 2 / 1.6 about the centre
+    seen_from_walk = splat_depth(walked, plane, 70.0)
+    torch.testing.assert_close(seen_from_walk, torch.full_like(plane, 1.6))  # the fill closes the magnified holes
+    grid, z = reprojection_grid(walked, seen_from_walk, 32, 32, 70.0)
+    torch.testing.assert_close(z, plane)
+    fx, _, cx, cy = camera_intrinsics(32, 32, 70.0)
+    cols = (torch.arange(32.0) - cx) * 1.6 / 2.0 + cx  # where each new column was in the remembered view
+    torch.testing.assert_close(grid[0, 16, :, 0], cols / 31 * 2 - 1)
+    turned = _walk(yaw=3.0)  # a turn moves the pixels the same whatever their depth
+    near = torch.rand(1, 32, 32) * 3 + 0.5
+    grid, _ = reprojection_grid(turned, splat_depth(turned, near, 70.0), 32, 32, 70.0)
+    torch.testing.assert_close(grid, rotation_warp_grid(turned, 32, 32, 70.0), atol=1e-5, rtol=0)
+
+
+def test_photometric_depth_loss_prefers_the_true_depth():
+    from neuralsim.frame_memory import photometric_depth_loss
+
+    class Constant(torch.nn.Module):  # a "depth net" that sees a wall at a fixed distance
+        def __init__(self, depth: float):
+            super().__init__()
+            self.depth = depth
+
+        def forward(self, frames):
+            return torch.full(frames.shape[:1] + frames.shape[2:], self.depth)
+
+    torch.manual_seed(0)
+    texture = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8) * 2 - 1, size=(32, 32), mode="bilinear")
+    rel = _walk(forward=3.0, right=1.0)
+    from neuralsim.camera import reprojection_grid, splat_depth
+
+    depth = splat_depth(rel, torch.full((1, 32, 32), 2.0), 70.0)  # the same wall after the walk
+    grid, _ = reprojection_grid(rel, depth, 32, 32, 70.0)
+    second = torch.nn.functional.grid_sample(texture, grid, align_corners=True)
+    losses = {d: photometric_depth_loss(Constant(d), texture, second, rel, 70.0)[1]["photometric"]
+              for d in (0.5, 2.0, 8.0)}
+    assert losses[2.0] < 0.2 * min(losses[0.5], losses[8.0]), losses
+
+
+def test_a_depth_aware_memory_keeps_a_walked_view_that_the_rotation_warp_closes_on():
+    from neuralsim.frame_memory import MAX_TRANSLATION_STEPS, FrameMemory
+
+    torch.manual_seed(0)
+    memory = FrameMemory(8, fovy_deg=70.0, translation_speed=0.08, depth_width=8)
+    with torch.no_grad():
+        memory.net[-1].bias.fill_(20.0)  # the gate wide open
+    frame, remembered = torch.zeros(1, 3, 32, 32), torch.rand(1, 3, 32, 32) * 2 - 1
+    walked = _walk(forward=MAX_TRANSLATION_STEPS)
+    with torch.no_grad():
+        out, gate = memory(frame, remembered, walked)  # depth from the memory's own net
+        depth = memory.memory_depth(remembered)
+        out_given, _ = memory(frame, remembered, walked, depth)
+    assert depth.shape == (1, 32, 32) and bool((depth > 0).all())
+    assert float(gate.mean()) > 0.5 and torch.equal(out, out_given)  # the rotation-only memory is closed here
+    with pytest.raises(ValueError, match="depth_width >= 0"):
+        FrameMemory(8, 70.0, 0.08, depth_width=-1)
+
+
 def test_train_memory_adds_trains_and_uses_a_frame_memory(dataset, tmp_path):
     from neuralsim.model import WorldModel
     from neuralsim.session import DreamSession
@@ -457,6 +527,16 @@ def test_train_memory_adds_trains_and_uses_a_frame_memory(dataset, tmp_path):
     step = session.step(state, np.zeros((2, 4), np.float32), torch.Generator().manual_seed(1))
     assert np.abs(step.frames[:, 0].astype(int) - frames[:, 0].astype(int)).max() <= 1
     assert not np.array_equal(step.frames, session.decode(step.latent[:, None], first_frame=False))
+    deep = train(train_config(dataset, tmp_path / "deep", **{**kw, "init": str(out), "seed": 1,
+                                                             "config_overrides": {"frame_memory_depth_width": 8}}))
+    deep_model = WorldModel.from_pretrained(deep)
+    assert deep_model.config.frame_memory_depth_width == 8
+    added = {k: v for k, v in model_weights(deep).items() if k.startswith("frame_memory.depth.")}
+    assert added and "photometric" in (tmp_path / "deep" / "logs" / "memory.csv").read_text().splitlines()[0]
+    state, _, _ = DreamSession(deep_model, dtype="float32").start(2, torch.Generator().manual_seed(0), image=frames)
+    assert state.memory_depth.shape == (2, *model.config.image_size) and bool((state.memory_depth > 0).all())
+    with pytest.raises(TrainingError, match="frame_memory_depth_width"):
+        train(train_config(dataset, tmp_path / "bad", **{**kw, "config_overrides": {"frame_memory_depth_width": -1}}))
     with pytest.raises(TrainingError, match="--memory-rollouts must be an int >= 1"):
         train(train_config(dataset, tmp_path / "bad", **{**kw, "memory_rollouts": 0}))
     with pytest.raises(TrainingError, match="the longest episode of --data"):
