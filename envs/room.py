@@ -159,6 +159,21 @@ class _OffscreenRenderer:
                 table[g.segid + 1] = (g.objid, g.objtype)
         return table[np.clip(segid, 0, self.scene.ngeom)]
 
+    def render_depth(self, model: Any, data: Any, option: Any) -> np.ndarray:
+        """``[H, W]`` float32: each pixel's depth along the camera's optical axis (model units), from the depth buffer
+        of the same camera and context (MuJoCo's nonlinear buffer mapped back with the scene's near and far planes)."""
+        mj = self.mj
+        if _OffscreenRenderer._current != id(self):
+            self.context.make_current()
+            _OffscreenRenderer._current = id(self)
+        mj.mjv_updateScene(model, data, option, None, self.camera, self.catmask, self.scene)
+        mj.mjr_render(self.rect, self.scene, self.mjr)
+        depth = np.empty(self.buffer.shape[:2], dtype=np.float32)
+        mj.mjr_readPixels(None, depth, self.rect, self.mjr)
+        extent = model.stat.extent
+        near, far = model.vis.map.znear * extent, model.vis.map.zfar * extent
+        return (near / (1 - depth[::-1] * (1 - near / far))).astype(np.float32)
+
     def close(self) -> None:
         if self.context is None:
             return
@@ -877,6 +892,14 @@ class NeuralSimRoomEnv(gym.Env):
         if self.soft_body:
             mask |= seg[..., 1] == int(objtype.mjOBJ_FLEX)
         return mask
+
+    def depth_map(self) -> np.ndarray:
+        """``[H, W]`` float32 metres: each pixel's depth along the camera's optical axis in the current frame, from
+        MuJoCo's depth buffer of the same camera and state (one extra render; ``step``'s frames are unchanged). The
+        ground truth ``benchmarks/memory_warp.py`` scores the frame memory's learned depth against."""
+        if self._renderer is None or self._last_frame is None:
+            raise RuntimeError("call reset() before depth_map()")
+        return self._renderer.render_depth(self.model, self.data, self._scene_option)
 
     def visible_pixels(self) -> dict[str, int]:
         """Pixels of the current frame per thing: ``"floor"``, each wall by its side (``"north"``, ``"east"``, ``"south"``,

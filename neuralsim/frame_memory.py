@@ -14,7 +14,8 @@ camera has moved since (translation in steps, rotation angle), and puts the warp
     frame' = frame + gate * (warped - frame),   gate in [0, 1], 0 outside the remembered view
 
 so every output pixel is the dream's or the memory's, never a new texture; the gate also closes as the camera walks
-away from where the memory was taken (fully after ``MAX_TRANSLATION_STEPS`` steps). The gate runs at a quarter of the frame's
+away from where the memory was taken (fully after ``MAX_TRANSLATION_STEPS`` steps; with a depth net, which lets the
+warp follow a walk, after ``DEPTH_MAX_TRANSLATION_STEPS``). The gate runs at a quarter of the frame's
 resolution (its decision is per region; the pixels it blends are full resolution): 2.2 MFLOP per frame at width 12.
 
 It acts only where frames are decoded (``WorldModel.decode`` with the step's state as ``context``): the dynamics and
@@ -40,6 +41,8 @@ MAX_TRANSLATION_STEPS = 3.0
 #: With a depth net the warp follows the walk too (the memory's depth, forward-warped into the new view); the gate
 #: still closes by this many full-speed steps, where most of what the memory saw has left the view or been passed.
 DEPTH_MAX_TRANSLATION_STEPS = 16.0
+#: The gate's cap falls linearly to 0 over this many steps before the limit (the rotation-only memory: over all 3).
+FADE_STEPS = 3.0
 #: The depth net's range (metres, or the units of the camera's translation).
 MIN_DEPTH, MAX_DEPTH = 0.1, 20.0
 #: A warped pixel counts as seen when the depth it lands on agrees with its own to this fraction (else it is hidden
@@ -170,7 +173,10 @@ class FrameMemory(nn.Module):
         grid, z = grid.to(memory.device), z.to(memory.device)
         there = F.grid_sample(depth[:, None].float(), grid, mode="nearest", padding_mode="border", align_corners=True)
         agree = (there[:, 0] - z).abs() <= DEPTH_AGREEMENT * z
-        return _sample(memory, grid), _inside(grid) & (known & agree)[:, None]
+        seen = (_inside(grid) & (known & agree)[:, None]).float()
+        seen = torch.maximum(seen, (F.avg_pool2d(seen, 3, stride=1, padding=1) >= 5 / 9).float())  # close pinholes
+        warped = F.grid_sample(memory, grid.to(memory.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+        return warped, seen.bool()
 
     def forward(self, frame: torch.Tensor, memory: torch.Tensor, rel: torch.Tensor,
                 depth: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,7 +185,7 @@ class FrameMemory(nn.Module):
         memory has a depth net and none is given). Returns ``(frame', gate [B, 1, H, W])``."""
         B, _, H, W = frame.shape
         moved = rel[:, :3, 3].float().to(frame.device) / self.translation_speed  # in full-speed steps
-        near = (1 - moved.norm(dim=1) / self.max_translation_steps).clamp(min=0).to(frame.dtype)[:, None, None, None]
+        near = ((self.max_translation_steps - moved.norm(dim=1)) / FADE_STEPS).clamp(0, 1).to(frame.dtype)[:, None, None, None]
         if not bool((near > 0).any()):  # every camera has walked away from its memory: nothing to warp (a long dream)
             return frame, torch.zeros_like(frame[:, :1])
         if depth is None and self.depth is not None:
@@ -193,6 +199,8 @@ class FrameMemory(nn.Module):
         x = torch.cat([F.avg_pool2d(x, POOL), motion[:, :, None, None].expand(B, 4, H // POOL, W // POOL)], 1)
         z = F.interpolate(self.net(x), size=(H, W), mode="bilinear", align_corners=False)
         gate = torch.sigmoid(z) * inside * near
+        if depth is not None:  # feathered: the seam between the memory's pixels and the dream's is not a new edge
+            gate = F.avg_pool2d(gate, 3, stride=1, padding=1, count_include_pad=False)
         return frame + gate * (warped - frame), gate
 
 
