@@ -236,19 +236,33 @@ def reprojection_grid(rel: torch.Tensor, depth: torch.Tensor | None, height: int
         whatever the depth.
     """
     fx, fy, cx, cy = intrinsics = camera_intrinsics(height, width, fovy_deg)
-    dirs_new = _pixel_directions(height, width, intrinsics, rel.device)  # (S, 3)
-    points = torch.einsum("bij,sj->bsi", rel[:, :3, :3].double(), dirs_new)  # (B, S, 3), directions at depth 1
+    # float64 for the rotation alone (a still camera gives the identity exactly); float32 with depth, whose own
+    # precision is far coarser (and a depth warp runs on every decoded frame of a batch)
+    dtype = torch.float64 if depth is None else torch.float32
+    dirs_new = _pixel_directions(height, width, intrinsics, rel.device).to(dtype)  # (S, 3)
+    points = torch.einsum("bij,sj->bsi", rel[:, :3, :3].to(dtype), dirs_new)  # (B, S, 3), directions at depth 1
     z = torch.full_like(points[..., 2], math.inf)
     if depth is not None:  # an infinite depth (nothing known there) moves with the rotation alone
-        depth = depth.reshape(len(rel), -1, 1).double()
+        depth = depth.reshape(len(rel), -1, 1).to(dtype)
         finite = torch.isfinite(depth)
-        points = torch.where(finite, points * depth.where(finite, 0) + rel[:, None, :3, 3].double(), points)
+        points = torch.where(finite, points * depth.where(finite, 0) + rel[:, None, :3, 3].to(dtype), points)
         z = torch.where(finite[..., 0], points[..., 2], z)
     front = points[..., 2].clamp_min(1e-3)  # behind the previous camera: pushed far off-screen (border value)
     u = (fx * points[..., 0] / front + cx) / max(width - 1, 1) * 2 - 1
     v = (fy * points[..., 1] / front + cy) / max(height - 1, 1) * 2 - 1
     grid = torch.stack([u, v], dim=-1).reshape(-1, height, width, 2).float()
     return grid, z.reshape(-1, height, width).float()
+
+
+def _min3x3(x: torch.Tensor) -> torch.Tensor:
+    """The minimum over each pixel's 3×3 neighbourhood of ``x [B, H, W]`` (``inf`` beyond the edge)."""
+    H, W = x.shape[-2:]
+    padded = torch.nn.functional.pad(x[:, None], (1, 1, 1, 1), value=math.inf)[:, 0]
+    out = x
+    for dy in range(3):
+        for dx in range(3):
+            out = torch.minimum(out, padded[:, dy:dy + H, dx:dx + W])
+    return out
 
 
 def splat_depth(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float, fill: int = 2) -> torch.Tensor:
@@ -270,18 +284,18 @@ def splat_depth(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float, fill: i
     front = z > 1e-2
     zc = z.clamp_min(1e-2)
     u, v = fx * points[..., 0] / zc + cx, fy * points[..., 1] / zc + cy
-    out = torch.full((B * H * W,), math.inf, dtype=torch.float32, device=depth.device)
+    out = torch.full((B * H * W + 1,), math.inf, dtype=torch.float32, device=depth.device)  # the last: a bin for misses
     base = (torch.arange(B, device=depth.device) * H * W)[:, None]
-    for iu in (u.floor(), u.floor() + 1):
-        for iv in (v.floor(), v.floor() + 1):
+    u0, v0 = u.floor(), v.floor()
+    for iu in (u0, u0 + 1):
+        for iv in (v0, v0 + 1):
             ok = front & (iu >= 0) & (iu <= W - 1) & (iv >= 0) & (iv <= H - 1)
-            index = (base + iv.clamp(0, H - 1).long() * W + iu.clamp(0, W - 1).long())[ok]
-            out.scatter_reduce_(0, index, z[ok], reduce="amin")
-    out = out.reshape(B, 1, H, W)
+            index = torch.where(ok, base + iv.clamp(0, H - 1).long() * W + iu.clamp(0, W - 1).long(), B * H * W)
+            out.scatter_reduce_(0, index.reshape(-1), z.reshape(-1), reduce="amin")
+    out = out[:-1].reshape(B, H, W)
     for _ in range(fill):  # holes take the nearest depth around them (the surface in front wins at an edge)
-        nearest = -torch.nn.functional.max_pool2d(-out, 3, stride=1, padding=1)
-        out = torch.where(torch.isinf(out), nearest, out)
-    return out[:, 0]
+        out = torch.where(torch.isinf(out), _min3x3(out), out)
+    return out
 
 
 __all__ = ["camera_step", "CameraIntegrator", "camera_intrinsics", "plucker_rays_torch", "plucker_rays",

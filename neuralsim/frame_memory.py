@@ -195,8 +195,8 @@ class FrameMemory(nn.Module):
         cos = ((rel[:, 0, 0] + rel[:, 1, 1] + rel[:, 2, 2] - 1) / 2).clamp(-1, 1)
         angle = torch.arccos(cos).float().to(frame.device)[:, None]  # radians turned since the memory
         motion = torch.cat([moved.clamp(-20, 20) / 10, angle], 1).to(frame.dtype)
-        x = torch.cat([frame, warped, (frame - warped).abs(), inside], 1)
-        x = torch.cat([F.avg_pool2d(x, POOL), motion[:, :, None, None].expand(B, 4, H // POOL, W // POOL)], 1)
+        pooled = [F.avg_pool2d(t, POOL) for t in (frame, warped, (frame - warped).abs(), inside)]  # per channel: pool first
+        x = torch.cat([*pooled, motion[:, :, None, None].expand(B, 4, H // POOL, W // POOL)], 1)
         z = F.interpolate(self.net(x), size=(H, W), mode="bilinear", align_corners=False)
         gate = torch.sigmoid(z) * inside * near
         if depth is not None:  # feathered: the seam between the memory's pixels and the dream's is not a new edge
