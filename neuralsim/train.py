@@ -1293,9 +1293,12 @@ def train(cfg: TrainConfig) -> Path:
         except (ValueError, FileNotFoundError) as exc:
             raise TrainingError(str(exc) if "--init" in str(exc) else f"--init {cfg.init!r}: {exc}") from None
         if cfg.config_overrides:  # --set on a continued model: fields that keep every weight's shape (e.g. a switch)
+            overrides = dict(cfg.config_overrides)
+            if stages == ("memory",) and model.frame_memory is None and overrides.get("frame_memory_depth_width"):
+                overrides.setdefault("frame_memory_width", DEFAULT_FRAME_MEMORY_WIDTH)  # the memory a depth net serves
             with torch.random.fork_rng(devices=[]):  # weights it adds (refiner, reward model) follow --seed
                 torch.manual_seed(cfg.seed)
-                model = _with_overrides(model, cfg.config_overrides)
+                model = _with_overrides(model, overrides)
     elif stages in (("dynamics",), ("reward",), ("prompt",), ("memory",)):
         if not (out / WEIGHTS_NAME).is_file():
             raise TrainingError(f"{stages[0]} needs a trained {'autoencoder' if stages[0] == 'dynamics' else 'world model'}: "

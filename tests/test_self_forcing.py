@@ -535,6 +535,9 @@ def test_train_memory_adds_trains_and_uses_a_frame_memory(dataset, tmp_path):
     assert added and "photometric" in (tmp_path / "deep" / "logs" / "memory.csv").read_text().splitlines()[0]
     state, _, _ = DreamSession(deep_model, dtype="float32").start(2, torch.Generator().manual_seed(0), image=frames)
     assert state.memory_depth.shape == (2, *model.config.image_size) and bool((state.memory_depth > 0).all())
+    fresh = train(train_config(dataset, tmp_path / "fresh", **{**kw, "config_overrides": {"frame_memory_depth_width": 8}}))
+    fresh_config = WorldModel.from_pretrained(fresh).config  # a first memory run may ask for its depth net at once
+    assert fresh_config.frame_memory_width > 0 and fresh_config.frame_memory_depth_width == 8
     with pytest.raises(TrainingError, match="frame_memory_depth_width"):
         train(train_config(dataset, tmp_path / "bad", **{**kw, "config_overrides": {"frame_memory_depth_width": -1}}))
     with pytest.raises(TrainingError, match="--memory-rollouts must be an int >= 1"):
