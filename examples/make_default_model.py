@@ -202,6 +202,7 @@ class Recipe:
     memory_steps: int = 3000  # 0 = none
     memory_rollouts: int = 480  # windows dreamed (16 real frames, then 48 steps of the data's actions)
     memory_lr: float = 2e-3
+    memory_depth_width: int = 16  # its depth net (trained without labels beside the gate); 0 = warp by rotation only
     dtype: str = "float32"  # as the shipped run (bf16 gave no speed-up on these small convs and matmuls)
     resume: bool = False
     install: bool = False
@@ -374,11 +375,7 @@ def main() -> None:
     if recipe.memory_steps > 0:  # last: it learns the finished model's own dreams
         memory_dir = out / "memory"
         t = time.perf_counter()
-        train(TrainConfig(stage="memory", out=str(memory_dir), init=str(final_dir), data=str(data),
-                          steps=recipe.memory_steps, lr=recipe.memory_lr, window=48, batch_size=64, warmup=50,
-                          memory_rollouts=recipe.memory_rollouts, seed=recipe.seed, dtype=recipe.dtype,
-                          checkpoint_every=1000,
-                          resume=recipe.resume and (memory_dir / "checkpoints" / "latest.json").exists()))
+        train(memory_stage(recipe, final_dir, data, memory_dir))
         timings["frame memory"] = time.perf_counter() - t
         final_dir = memory_dir
     t_total = time.perf_counter() - t0
@@ -387,6 +384,18 @@ def main() -> None:
 
     if recipe.install:
         install(final_dir)
+
+
+def memory_stage(recipe: Recipe, init: Path, data: Path, memory_dir: Path) -> Any:
+    """The frame memory's `neuralsim train memory` run: its gate, and its depth net unless memory_depth_width is 0."""
+    from neuralsim.train import TrainConfig
+
+    depth = {"frame_memory_depth_width": recipe.memory_depth_width} if recipe.memory_depth_width > 0 else {}
+    return TrainConfig(stage="memory", out=str(memory_dir), init=str(init), data=str(data),
+                       steps=recipe.memory_steps, lr=recipe.memory_lr, window=48, batch_size=64, warmup=50,
+                       memory_rollouts=recipe.memory_rollouts, seed=recipe.seed, dtype=recipe.dtype,
+                       checkpoint_every=1000, config_overrides=depth,
+                       resume=recipe.resume and (memory_dir / "checkpoints" / "latest.json").exists())
 
 
 def fresh_dynamics(ae_dir: Path, dest: Path, seed: int, fields: dict[str, Any], data: Path | None = None,
