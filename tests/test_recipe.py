@@ -131,9 +131,10 @@ def test_the_decoder_grows_beside_the_streaming_stages(recipe, tmp_path, dataset
     assert any(dict(stage.config).get("commit_from_denoise") for stage in recipe.STREAMING_STAGES)
 
 
-def test_the_memory_stage_asks_for_its_depth_net_unless_width_0(recipe, tmp_path):
-    cfg = recipe.memory_stage(recipe.Recipe(), tmp_path / "final", tmp_path / "data", tmp_path / "memory")
-    assert cfg.stage == "memory" and cfg.init == str(tmp_path / "final") and cfg.window == 48
-    assert cfg.config_overrides == {"frame_memory_depth_width": 16} and not cfg.resume
-    rotation_only = recipe.memory_stage(recipe.Recipe(memory_depth_width=0), tmp_path, tmp_path, tmp_path / "m")
-    assert rotation_only.config_overrides == {}
+def test_the_memory_stages_train_the_gate_then_add_its_depth_net(recipe, tmp_path):
+    gate = recipe.memory_stage(recipe.Recipe(), tmp_path / "final", tmp_path / "data", tmp_path / "memory")
+    assert gate.stage == "memory" and gate.init == str(tmp_path / "final") and gate.window == 48
+    assert gate.steps == 3000 and gate.config_overrides == {} and not gate.resume
+    depth = recipe.memory_stage(recipe.Recipe(), tmp_path / "memory", tmp_path / "data", tmp_path / "d", depth=True)
+    assert depth.steps == 1000 and depth.init == str(tmp_path / "memory")
+    assert depth.config_overrides == {"frame_memory_depth_width": 16}
