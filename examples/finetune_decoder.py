@@ -36,7 +36,7 @@ import torch
 import neuralsim.envs  # noqa: F401  (registers the envs a dataset names)
 from neuralsim.checkpoints import read_start_frames, write_start_frames
 from neuralsim.data import Dataset
-from neuralsim.data.collection import make_policy
+from neuralsim.data import frames_with_labels
 from neuralsim.model import WorldModel
 
 # Above the collection's small seeds and the transfer benchmark's held-out layouts (500,000 + 1,000 per seed + 20),
@@ -57,26 +57,12 @@ def collect_object_frames(data: str, count: int, first_seed: int = OBJECT_SEED) 
     if not callable(getattr(env.unwrapped, "object_mask", None)):
         raise SystemExit(f"error: --object-weight needs an env with object_mask() (as NeuralSimRoom-v0), "
                          f"--data's env is {manifest['env_id']!r}")
-    policy = make_policy(manifest.get("policy", "explore"), env)
-    frames, masks = [], []
-    episode = 0
-    while len(frames) < count:
-        episode_seed = first_seed + episode
-        obs, info = env.reset(seed=episode_seed)
-        policy.reset(env, np.random.default_rng(episode_seed))
-        for _ in range(int(manifest.get("max_steps", 200))):
-            frames.append(obs)
-            masks.append(env.unwrapped.object_mask())
-            if len(frames) == count:
-                break
-            obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
-            if terminated or truncated:
-                break
-        episode += 1
+    frames, masks = frames_with_labels(env, manifest.get("policy", "explore"), "object_mask", count, first_seed,
+                                       int(manifest.get("max_steps", 200)))
     env.close()
     if tuple(frames[0].shape[:2]) != tuple(manifest["image_size"]):
         raise SystemExit(f"error: the env draws {frames[0].shape[:2]} frames, --data holds {manifest['image_size']}")
-    return np.stack(frames), np.stack(masks)
+    return frames, masks
 
 
 def parse_blocks(text: str, current: tuple[int, ...]) -> tuple[int, ...]:

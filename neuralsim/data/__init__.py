@@ -23,6 +23,7 @@ from neuralsim.data.collection import (
     collect,
     env_policies,
     env_spec,
+    frames_with_labels,
     make_policy,
     validate_collect,
 )
@@ -41,6 +42,6 @@ from neuralsim.images import RESIZE_MODES, resize_frame
 __all__ = [
     "DEFAULT_IMAGE_SIZE", "FORMAT", "LOCK", "MANIFEST", "POLICIES", "POLICY_HOOK", "RESIZE_MODES", "VERSION",
     "CollectionPolicy", "Dataset", "DatasetError", "FrameRecorder", "RandomPolicy", "SavedPolicyActor", "ShardWriter",
-    "StickyRandomPolicy", "collect", "env_policies", "env_spec", "make_policy", "resize_frame", "safetensors_bytes",
-    "validate_collect",
+    "StickyRandomPolicy", "collect", "env_policies", "env_spec", "frames_with_labels", "make_policy", "resize_frame",
+    "safetensors_bytes", "validate_collect",
 ]

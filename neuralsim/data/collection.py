@@ -124,6 +124,39 @@ def make_policy(policy: str, env: gym.Env) -> CollectionPolicy:
     raise ValueError(f"policy must be one of {', '.join(POLICIES)} or the path of a saved policy, got {policy!r}")
 
 
+def frames_with_labels(env: gym.Env, policy: str, label: str, count: int, first_seed: int,
+                       max_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` frames of ``env`` under the collection policy ``policy`` and, beside each, what the env's
+    ``label()`` method returns for the same state (the room's ``object_mask``, ``depth_map``): ``(frames [N, H, W,
+    3] uint8, labels [N, ...])``. Episodes of at most ``max_steps`` steps, seeded ``first_seed``, ``first_seed + 1``,
+    ... (the same frames every run). Labels that no dataset stores, for fine-tunes that need them.
+
+    Raises:
+        ValueError: ``env`` has no callable ``label``, or ``count`` / ``max_steps`` is not positive.
+    """
+    if not callable(getattr(env.unwrapped, label, None)):
+        raise ValueError(f"label must name a method of the env (as NeuralSimRoom-v0's object_mask or depth_map), "
+                         f"{env.spec.id if env.spec else env} has no {label}()")
+    if count < 1 or max_steps < 1:
+        raise ValueError(f"count and max_steps must be >= 1, got {count} and {max_steps}")
+    actor = make_policy(policy, env)
+    frames, labels, episode = [], [], 0
+    while len(frames) < count:
+        episode_seed = first_seed + episode
+        obs, info = env.reset(seed=episode_seed)
+        actor.reset(env, np.random.default_rng(episode_seed))
+        for _ in range(max_steps):
+            frames.append(obs)
+            labels.append(getattr(env.unwrapped, label)())
+            if len(frames) == count:
+                break
+            obs, _, terminated, truncated, info = env.step(actor.act(obs, info))
+            if terminated or truncated:
+                break
+        episode += 1
+    return np.stack(frames), np.stack(labels)
+
+
 # ---------------------------------------------------------------------------------------------
 # Collection
 # ---------------------------------------------------------------------------------------------

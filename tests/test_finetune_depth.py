@@ -1,0 +1,61 @@
+"""examples/finetune_depth.py: the frame memory's depth net trained on the room's true depth, the rest unchanged."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, load_script, make_tiny_model, model_weights
+
+SCRIPT = ROOT / "examples" / "finetune_depth.py"
+
+
+@pytest.mark.mujoco
+def test_frames_with_labels_is_seeded_and_refuses_an_unknown_label():
+    import neuralsim.envs  # noqa: F401
+    from neuralsim.data import frames_with_labels
+
+    env = gym.make("NeuralSimRoom-v0", image_size=32)
+    frames, depth = frames_with_labels(env, "explore", "depth_map", 12, first_seed=3, max_steps=5)
+    assert frames.shape == (12, 32, 32, 3) and frames.dtype == np.uint8 and depth.shape == (12, 32, 32)
+    assert np.isfinite(depth).all() and (depth > 0).all()
+    again, again_depth = frames_with_labels(env, "explore", "depth_map", 12, first_seed=3, max_steps=5)
+    assert (again == frames).all() and (again_depth == depth).all()  # seeded: the same frames every run
+    with pytest.raises(ValueError, match="has no camera_pose_of_the_moon"):
+        frames_with_labels(env, "explore", "camera_pose_of_the_moon", 4, first_seed=0, max_steps=5)
+    env.close()
+
+
+@pytest.mark.mujoco
+def test_finetune_depth_trains_the_depth_net_alone_toward_the_true_depth(tmp_path):
+    from neuralsim.data import collect
+
+    data = tmp_path / "room"
+    collect("NeuralSimRoom-v0", data, episodes=1, max_steps=8, image_size=32, progress=False)
+    base = tmp_path / "base"
+    make_tiny_model(frames_per_latent=1, frame_memory_width=4, frame_memory_depth_width=4).save_pretrained(base)
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, str(SCRIPT), "--model", str(base), "--data", str(data), "--frames", "32",
+                    "--steps", "60", "--batch-size", "8", "--lr", "3e-3", "--out", str(out)],
+                   check=True, capture_output=True, text=True)
+    before, after = model_weights(base), model_weights(out)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("frame_memory.depth.") for k in changed)  # the depth net, nothing else
+    log = [line.split(",") for line in (out / "depth_finetune.csv").read_text().splitlines()[1:]]
+    assert float(log[-1][1]) < float(log[0][1])  # the log-depth error fell
+    record = json.loads((out / "config.json").read_text())["provenance"]["depth_finetune"]
+    assert record["frames"] == 32 and record["steps"] == 60
+
+
+def test_finetune_depth_needs_a_model_with_a_depth_net(tmp_path, dataset):
+    base = tmp_path / "base"
+    make_tiny_model(frames_per_latent=1).save_pretrained(base)
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--model", str(base), "--data", str(dataset), "--steps", "1",
+                          "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--model needs a frame memory with a depth net" in bad.stderr
+    assert not (tmp_path / "x").exists()
