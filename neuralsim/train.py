@@ -134,6 +134,8 @@ class TrainConfig:
     memory_rollouts: int = 480  # memory: windows of the data the model dreams (--memory-context real frames, then
     #                             --window steps of the data's actions) to train the frame memory on, drawn once per run
     memory_context: int = 16  # memory: real frames before each dream (the fidelity benchmark's context)
+    memory_depth_frozen: bool = False  # memory: the depth net stays as it is (e.g. examples/finetune_depth.py's,
+    #                                    trained on an env's true depth): only the gate trains, on that depth
     critic_warmup: int = 0  # adversarial: the stage's first N steps train the critic alone (the dynamics stays as it
     #                         is), so it steers the dynamics only once it can tell dreamed frames from real ones
     gradient_difference: float = 0.0  # streaming: weight of the gradient difference loss on the decoded one-step
@@ -346,11 +348,12 @@ class DreamPool:
     def _pixels(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
         return frames.to(device).float().div(127.5).sub(1).permute(0, 3, 1, 2)
 
-    def loss(self, memory: nn.Module, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+    def loss(self, memory: nn.Module, batch_size: int, generator: torch.Generator,
+             train_depth: bool = True) -> tuple[torch.Tensor, dict]:
         """The squared error (plus a little L1: ``MEMORY_L1``) of ``batch_size`` dreamed frames after ``memory``'s gate,
         against the real frames; drawn uniformly over windows and steps. A memory with a depth net adds its
         self-supervised loss on the same draws (the remembered frame and the real one, the camera's motion between:
-        :func:`neuralsim.frame_memory.photometric_depth_loss`)."""
+        :func:`neuralsim.frame_memory.photometric_depth_loss`) unless ``train_depth`` is False."""
         N, H = self.dream.shape[:2]
         i = torch.randint(0, N, (batch_size,), generator=generator)
         h = torch.randint(0, H, (batch_size,), generator=generator)
@@ -359,12 +362,15 @@ class DreamPool:
         remembered, rel = self._pixels(self.memory[i], device), self.rel[i, h].to(device)
         logs = {}
         depth = None
+        depth_loss = 0
         if memory.depth is not None:  # the depth net learns from the real frames alone; the gate reads it as it is
-            depth_loss, logs = photometric_depth_loss(memory.depth, remembered, real, rel, memory.fovy_deg)
-            depth = memory.memory_depth(remembered).detach()
+            if train_depth:
+                depth_loss, logs = photometric_depth_loss(memory.depth, remembered, real, rel, memory.fovy_deg)
+            with torch.no_grad():
+                depth = memory.memory_depth(remembered)
         out, gate = memory(frame, remembered, rel, depth)
         mse, l1 = (out - real).pow(2).mean(), (out - real).abs().mean()
-        loss = mse + MEMORY_L1 * l1 + (depth_loss if depth is not None else 0)
+        loss = mse + MEMORY_L1 * l1 + depth_loss
         return loss, {"mse": mse.item(), "l1": l1.item(), "gate": gate.mean().item(),
                       "dream_mse": (frame - real).pow(2).mean().item(), **logs}
 
@@ -397,6 +403,7 @@ class StageLoss(nn.Module):
         self.stage = stage
         self.cache = cache
         self.pool: DreamPool | None = None  # the memory stage's dreams (set by train_stage)
+        self.memory_depth_frozen = False  # the memory stage: its depth net stays as it is (set by train_stage)
         self.self_forcing = self_forcing
         self.self_forcing_frames = self_forcing_frames
         self.still_windows = still_windows
@@ -488,7 +495,8 @@ class StageLoss(nn.Module):
         if self.stage == "autoencoder":
             return self.model.autoencoder_loss(batch["frames"], generator=generator)
         if self.stage == "memory":  # frames of the dreams drawn before the stage (the data batch is not used)
-            return self.pool.loss(self.model.frame_memory, len(batch["episode"]), generator)
+            return self.pool.loss(self.model.frame_memory, len(batch["episode"]), generator,
+                                  train_depth=not self.memory_depth_frozen)
         if self.cache is not None:
             latents = self.cache.windows(batch["episode"], batch["start"], batch["actions"].shape[1]).to(self.model.device)
         else:
@@ -643,6 +651,7 @@ _RESUME_MUST_MATCH = {
     "release_weight": "--release-weight", "stop_windows": "--stop-windows", "adversarial": "--adversarial",
     "critic_reads": "--critic-reads", "critic_warmup": "--critic-warmup", "gradient_difference": "--gradient-difference",
     "memory_rollouts": "--memory-rollouts", "memory_context": "--memory-context",
+    "memory_depth_frozen": "--memory-depth-frozen",
     "stop_coast": "--stop-coast", "release_windows": "--release-windows", "terminal_windows": "--terminal-windows",
     "reward_kind": "--reward-kind",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
@@ -773,6 +782,8 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
 
     out = Path(cfg.out)
     params = stage_parameters(model, stage)
+    if stage == "memory" and cfg.memory_depth_frozen:  # the gate alone
+        params = {k: p for k, p in params.items() if not k.startswith("frame_memory.depth.")}
     for name, p in model.named_parameters():
         p.requires_grad_(name in params)
     decay = [p for k, p in params.items() if p.ndim >= 2]
@@ -836,7 +847,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
                                             cfg.streaming, cfg.own_history, cfg.one_step_fraction, cfg.burn_in,
                                             cfg.stop_windows, cfg.stop_coast, cfg.own_history_grad, cfg.release_weight,
                                             critic, cfg.adversarial, cfg.gradient_difference)
-    loss_module.pool = pool
+    loss_module.pool, loss_module.memory_depth_frozen = pool, cfg.memory_depth_frozen
     if world_size() > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
     dtype = training_dtype(cfg.dtype, device)
@@ -1340,6 +1351,9 @@ def train(cfg: TrainConfig) -> Path:
         if rank() == 0:
             print(f"added a frame memory (width {DEFAULT_FRAME_MEMORY_WIDTH}, "
                   f"{sum(p.numel() for p in model.frame_memory.parameters()):,} weights) to the model", flush=True)
+    if cfg.memory_depth_frozen and not (stages == ("memory",) and model.frame_memory.depth is not None):
+        raise TrainingError("--memory-depth-frozen keeps a frame memory's depth net as it is: it needs train memory on "
+                            "a model with one (frame_memory_depth_width > 0, or --set frame_memory_depth_width=N)")
     if stages == ("prompt",) and model.prompt_start is None:  # the first prompt run on this model: add a generator
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)

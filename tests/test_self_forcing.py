@@ -535,6 +535,13 @@ def test_train_memory_adds_trains_and_uses_a_frame_memory(dataset, tmp_path):
     assert added and "photometric" in (tmp_path / "deep" / "logs" / "memory.csv").read_text().splitlines()[0]
     state, _, _ = DreamSession(deep_model, dtype="float32").start(2, torch.Generator().manual_seed(0), image=frames)
     assert state.memory_depth.shape == (2, *model.config.image_size) and bool((state.memory_depth > 0).all())
+    frozen = train(train_config(dataset, tmp_path / "frozen", **{**kw, "init": str(deep), "memory_depth_frozen": True}))
+    before, after = model_weights(deep), model_weights(frozen)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and not any(k.startswith("frame_memory.depth.") for k in changed)  # the gate alone trained
+    assert "photometric" not in (tmp_path / "frozen" / "logs" / "memory.csv").read_text().splitlines()[0]
+    with pytest.raises(TrainingError, match="--memory-depth-frozen keeps a frame memory's depth net"):
+        train(train_config(dataset, tmp_path / "bad", **{**kw, "init": str(out), "memory_depth_frozen": True}))
     fresh = train(train_config(dataset, tmp_path / "fresh", **{**kw, "config_overrides": {"frame_memory_depth_width": 8}}))
     fresh_config = WorldModel.from_pretrained(fresh).config  # a first memory run may ask for its depth net at once
     assert fresh_config.frame_memory_width > 0 and fresh_config.frame_memory_depth_width == 8
