@@ -22,13 +22,12 @@ import math
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 import neuralsim.envs  # noqa: F401  (registers the envs a dataset names)
 from neuralsim.checkpoints import read_start_frames, resolve_checkpoint, write_start_frames
-from neuralsim.data import Dataset, frames_with_labels
+from neuralsim.data import frames_with_labels
 from neuralsim.frame_memory import MAX_DEPTH, MIN_DEPTH
 from neuralsim.model import WorldModel
 
@@ -38,19 +37,10 @@ DEPTH_SEED = 540_000
 def collect_depth_frames(data: str, count: int, first_seed: int = DEPTH_SEED) -> tuple[np.ndarray, np.ndarray]:
     """``count`` frames ``[N, H, W, 3]`` uint8 of ``data``'s env under its collection policy and their depth ``[N, H,
     W]`` float32 metres from the env's ``depth_map()``; episodes of the dataset's length, seeds from ``first_seed``."""
-    manifest = Dataset(data).manifest
     try:
-        env = gym.make(manifest["env_id"], **manifest.get("env_kwargs", {}))
-    except gym.error.Error as e:
-        raise SystemExit(f"error: --data's env {manifest['env_id']!r} cannot be made here: {e}") from None
-    if not callable(getattr(env.unwrapped, "depth_map", None)):
-        raise SystemExit(f"error: --data's env must render its depth with depth_map() (as NeuralSimRoom-v0), "
-                         f"got {manifest['env_id']!r}")
-    frames, depth = frames_with_labels(env, manifest.get("policy", "explore"), "depth_map", count, first_seed,
-                                       int(manifest.get("max_steps", 200)))
-    env.close()
-    if tuple(frames[0].shape[:2]) != tuple(manifest["image_size"]):
-        raise SystemExit(f"error: the env draws {frames[0].shape[:2]} frames, --data holds {manifest['image_size']}")
+        frames, depth = frames_with_labels(data, "depth_map", count, first_seed)
+    except ValueError as e:
+        raise SystemExit(f"error: --data: {e}") from None
     return frames, depth.astype(np.float32)
 
 

@@ -107,4 +107,4 @@ def test_object_weight_needs_an_env_with_object_masks(tmp_path, dataset):
     make_tiny_model(frames_per_latent=1).save_pretrained(base)
     bad = subprocess.run([sys.executable, str(SCRIPT), "--model", str(base), "--data", str(dataset), "--steps", "1",
                           "--object-weight", "4", "--out", str(tmp_path / "x")], capture_output=True, text=True)
-    assert bad.returncode != 0 and "--object-weight collects frames of --data's env 'synthetic'" in bad.stderr
+    assert bad.returncode != 0 and "--object-weight: data's env 'synthetic' cannot be made here" in bad.stderr

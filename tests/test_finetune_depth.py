@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -16,19 +15,20 @@ SCRIPT = ROOT / "examples" / "finetune_depth.py"
 
 
 @pytest.mark.mujoco
-def test_frames_with_labels_is_seeded_and_refuses_an_unknown_label():
-    import neuralsim.envs  # noqa: F401
-    from neuralsim.data import frames_with_labels
+def test_frames_with_labels_is_seeded_and_refuses_an_unknown_label(tmp_path):
+    from neuralsim.data import collect, frames_with_labels
 
-    env = gym.make("NeuralSimRoom-v0", image_size=32)
-    frames, depth = frames_with_labels(env, "explore", "depth_map", 12, first_seed=3, max_steps=5)
+    data = tmp_path / "room"
+    collect("NeuralSimRoom-v0", data, episodes=1, max_steps=5, image_size=32, progress=False)
+    frames, depth = frames_with_labels(data, "depth_map", 12, first_seed=3)
     assert frames.shape == (12, 32, 32, 3) and frames.dtype == np.uint8 and depth.shape == (12, 32, 32)
     assert np.isfinite(depth).all() and (depth > 0).all()
-    again, again_depth = frames_with_labels(env, "explore", "depth_map", 12, first_seed=3, max_steps=5)
+    again, again_depth = frames_with_labels(data, "depth_map", 12, first_seed=3)
     assert (again == frames).all() and (again_depth == depth).all()  # seeded: the same frames every run
     with pytest.raises(ValueError, match="has no camera_pose_of_the_moon"):
-        frames_with_labels(env, "explore", "camera_pose_of_the_moon", 4, first_seed=0, max_steps=5)
-    env.close()
+        frames_with_labels(data, "camera_pose_of_the_moon", 4, first_seed=0)
+    with pytest.raises(ValueError, match="count must be >= 1"):
+        frames_with_labels(data, "depth_map", 0, first_seed=0)
 
 
 @pytest.mark.mujoco

@@ -28,7 +28,7 @@ import numpy as np
 
 from neuralsim import actions as A
 from neuralsim.checkpoints import ensure_writable_dir
-from neuralsim.data.dataset import _LEGACY_MANIFEST, ShardWriter
+from neuralsim.data.dataset import _LEGACY_MANIFEST, Dataset, ShardWriter
 from neuralsim.hooks import POLICY_HOOK, CollectionPolicy  # the env hook and its base class (re-exported)
 from neuralsim.images import RESIZE_MODES, parse_image_size, resize_frame
 
@@ -124,36 +124,47 @@ def make_policy(policy: str, env: gym.Env) -> CollectionPolicy:
     raise ValueError(f"policy must be one of {', '.join(POLICIES)} or the path of a saved policy, got {policy!r}")
 
 
-def frames_with_labels(env: gym.Env, policy: str, label: str, count: int, first_seed: int,
-                       max_steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` frames of ``env`` under the collection policy ``policy`` and, beside each, what the env's
-    ``label()`` method returns for the same state (the room's ``object_mask``, ``depth_map``): ``(frames [N, H, W,
-    3] uint8, labels [N, ...])``. Episodes of at most ``max_steps`` steps, seeded ``first_seed``, ``first_seed + 1``,
-    ... (the same frames every run). Labels that no dataset stores, for fine-tunes that need them.
+def frames_with_labels(data: str | os.PathLike, label: str, count: int, first_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` frames of the env that collected the dataset ``data``, under its collection policy, and beside each
+    what the env's ``label()`` method returns for the same state (the room's ``object_mask``, ``depth_map``):
+    ``(frames [N, H, W, 3] uint8, labels [N, ...])``. Episodes of the dataset's length, seeded ``first_seed``,
+    ``first_seed + 1``, ... (the same frames every run): labels that no dataset stores, for fine-tunes that need them.
 
     Raises:
-        ValueError: ``env`` has no callable ``label``, or ``count`` / ``max_steps`` is not positive.
+        ValueError: the env cannot be made here, has no callable ``label``, draws frames of another size than the
+            dataset's, or ``count`` is not positive.
     """
-    if not callable(getattr(env.unwrapped, label, None)):
-        raise ValueError(f"label must name a method of the env (as NeuralSimRoom-v0's object_mask or depth_map), "
-                         f"{env.spec.id if env.spec else env} has no {label}()")
-    if count < 1 or max_steps < 1:
-        raise ValueError(f"count and max_steps must be >= 1, got {count} and {max_steps}")
-    actor = make_policy(policy, env)
-    frames, labels, episode = [], [], 0
-    while len(frames) < count:
-        episode_seed = first_seed + episode
-        obs, info = env.reset(seed=episode_seed)
-        actor.reset(env, np.random.default_rng(episode_seed))
-        for _ in range(max_steps):
-            frames.append(obs)
-            labels.append(getattr(env.unwrapped, label)())
-            if len(frames) == count:
-                break
-            obs, _, terminated, truncated, info = env.step(actor.act(obs, info))
-            if terminated or truncated:
-                break
-        episode += 1
+    manifest = Dataset(data).manifest
+    env_id = manifest["env_id"]
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    try:
+        env = gym.make(env_id, **manifest.get("env_kwargs", {}))
+    except gym.error.Error as e:
+        raise ValueError(f"data's env {env_id!r} cannot be made here: {e}") from None
+    try:
+        if not callable(getattr(env.unwrapped, label, None)):
+            raise ValueError(f"label must name a method of data's env (as NeuralSimRoom-v0's object_mask or "
+                             f"depth_map), {env_id!r} has no {label}()")
+        actor = make_policy(manifest.get("policy", "explore"), env)
+        frames, labels, episode = [], [], 0
+        while len(frames) < count:
+            episode_seed = first_seed + episode
+            obs, info = env.reset(seed=episode_seed)
+            actor.reset(env, np.random.default_rng(episode_seed))
+            for _ in range(int(manifest.get("max_steps", 200))):
+                frames.append(obs)
+                labels.append(getattr(env.unwrapped, label)())
+                if len(frames) == count:
+                    break
+                obs, _, terminated, truncated, info = env.step(actor.act(obs, info))
+                if terminated or truncated:
+                    break
+            episode += 1
+    finally:
+        env.close()
+    if tuple(frames[0].shape[:2]) != tuple(manifest["image_size"]):
+        raise ValueError(f"data's env draws {frames[0].shape[:2]} frames, the dataset holds {manifest['image_size']}")
     return np.stack(frames), np.stack(labels)
 
 
