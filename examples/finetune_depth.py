@@ -7,7 +7,8 @@ The depth net (`frame_memory_depth_width`, `neuralsim/frame_memory.py`) places t
 camera walks. `neuralsim train memory` trains it without labels (the other frame, warped by it, must match), which
 has nothing to match on a flat wall. An env that can render its depth (the room's `depth_map()`: MuJoCo's depth
 buffer of the same camera and state) gives the labels instead: this script collects `--frames` frames of the
-dataset's env under its policy (episode seeds from `--seed-start`, 540,000: none of the dataset's, the transfer
+dataset's env under its policy (or split over `--policies`, e.g. `explore sticky`: views the dataset's policy
+rarely takes; episode seeds from `--seed-start`, 540,000: none of the dataset's, the transfer
 benchmark's held-out layouts from 500,000, the decoder fine-tune's from 520,000 or the fidelity benchmark's from
 1,000,000) with the depth of each, then trains the depth net alone on the L1 error of log depth (the warp needs
 metres, so the scale is learned too). Every other weight is copied unchanged; the output is written atomically by
@@ -21,6 +22,7 @@ import csv
 import math
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,14 +36,21 @@ from neuralsim.model import WorldModel
 DEPTH_SEED = 540_000
 
 
-def collect_depth_frames(data: str, count: int, first_seed: int = DEPTH_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` frames ``[N, H, W, 3]`` uint8 of ``data``'s env under its collection policy and their depth ``[N, H,
-    W]`` float32 metres from the env's ``depth_map()``; episodes of the dataset's length, seeds from ``first_seed``."""
-    try:
-        frames, depth = frames_with_labels(data, "depth_map", count, first_seed)
-    except ValueError as e:
-        raise SystemExit(f"error: --data: {e}") from None
-    return frames, depth.astype(np.float32)
+def collect_depth_frames(data: str, count: int, first_seed: int = DEPTH_SEED,
+                         policies: Sequence[str | None] = (None,)) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` frames ``[N, H, W, 3]`` uint8 of ``data``'s env and their depth ``[N, H, W]`` float32 metres from the
+    env's ``depth_map()``, split evenly over ``policies`` (None: the dataset's collection policy; each policy's
+    episodes seeded from ``first_seed`` + 100,000 × its place); episodes of the dataset's length."""
+    frames, depth = [], []
+    for k, policy in enumerate(policies):
+        n = count // len(policies) + (k < count % len(policies))
+        try:
+            f, d = frames_with_labels(data, "depth_map", n, first_seed + 100_000 * k, policy=policy)
+        except ValueError as e:
+            raise SystemExit(f"error: --data / --policies: {e}") from None
+        frames.append(f)
+        depth.append(d.astype(np.float32))
+    return np.concatenate(frames), np.concatenate(depth)
 
 
 def main() -> None:
@@ -51,6 +60,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--frames", type=int, default=16384, help="frames collected with their depth (default 16384)")
     parser.add_argument("--seed-start", type=int, default=DEPTH_SEED, help=f"first episode seed (default {DEPTH_SEED:,})")
+    parser.add_argument("--policies", nargs="+", default=None, metavar="POLICY",
+                        help="collection policies the frames are split over (random | sticky | explore | scripted | "
+                             "PATH; default: the dataset's): views the dataset's policy rarely takes")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -70,7 +82,9 @@ def main() -> None:
                          f"{args.model!r} has none (add one with neuralsim train memory --set frame_memory_depth_width=16)")
 
     t0 = time.perf_counter()
-    frames, depth = collect_depth_frames(args.data, args.frames, args.seed_start)
+    if args.policies is not None and args.frames < len(args.policies):
+        raise SystemExit(f"error: --frames must be at least one per --policies entry, got {args.frames}")
+    frames, depth = collect_depth_frames(args.data, args.frames, args.seed_start, args.policies or (None,))
     print(f"collected {len(frames)} frames with their depth in {time.perf_counter() - t0:.0f} s "
           f"(median {np.median(depth):.2f} m)", flush=True)
     log_true = torch.from_numpy(np.log(np.clip(depth, MIN_DEPTH, MAX_DEPTH)))
@@ -101,6 +115,7 @@ def main() -> None:
                 log.flush()
     net.eval()
     run = {"from": str(args.model), "data": str(args.data), "frames": args.frames, "seed_start": args.seed_start,
+           "policies": args.policies,
            "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
            "final_log_l1": round(loss.item(), 5)}
     model.config = model.config.replace(provenance={**model.config.provenance, "depth_finetune": run})

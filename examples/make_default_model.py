@@ -89,6 +89,12 @@ BF16_WHERE_NATIVE = "bfloat16" if bf16_is_native("cpu") else "float32"
 # at a lower rate, the seventh trains 16 frames after a burn-in of 48 (windows of 64: the context a long dream has), the
 # eighth adds windows that stop partway (still windows start still; the idle test lets go of the keys while moving).
 # The shipped run measured each (README, "what was tried"); they are the steps of that run, not a tuned schedule.
+# The rooms of the shipped model's data, which predates the ball task (the room's version history): a target drawn
+# per layout, a uniform start heading, the success of 2026-11-30 (within 0.5 m, no view test; it ends episodes, so it
+# sets the data's length) and the colours before the red target. Without the last three the collection gives other
+# frames (61,683 steps instead of 64,084).
+SHIPPED_DATA_ROOM = {"target": None, "start_view_deg": None, "reach_radius": 0.5, "success_pixels": None,
+                     "target_colour": None}
 STREAMING_STAGES = (
     StreamingStage(steps=600, window=6, batch_size=32, lr=3e-4, warmup=100, own_history=0.5, one_step_fraction=0.7,
                    still_windows=0.0),
@@ -238,12 +244,11 @@ def main() -> None:
     from neuralsim.data import collect
 
     if not (data / "manifest.json").exists() or recipe.resume:
-        # The rooms of the shipped model's data (it predates the ball task): a target drawn per layout and a uniform start
-        # heading. Only the task differs from the room's default, and `neuralsim eval transfer` drops task options
+        # Only the task differs from the room's default, and `neuralsim eval transfer` drops task options
         # (NeuralSimRoomEnv.TASK_OPTIONS) from a model's recorded kwargs, so agents still face the default task.
         summary = collect("NeuralSimRoom-v0", data, episodes=recipe.episodes, policy=recipe.policy, workers=recipe.workers,
                           seed=recipe.seed, max_steps=recipe.max_steps, resume=(data / "manifest.json").exists(),
-                          env_kwargs={"target": None, "start_view_deg": None})
+                          env_kwargs=dict(SHIPPED_DATA_ROOM))
         print("collected:", summary, flush=True)
     t_collect = time.perf_counter() - t0
 

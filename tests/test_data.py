@@ -378,10 +378,12 @@ def test_room_policies(tmp_path, policy, action_type):
 
 
 def test_unknown_or_unfit_policies(tmp_path):
-    with pytest.raises(ValueError, match="policy must be one of random, explore, scripted"):
+    with pytest.raises(ValueError, match="policy must be one of random, sticky, explore, scripted"):
         collect("CartPole-v1", tmp_path / "a", episodes=1, policy="greedy", progress=False)
     with pytest.raises(ValueError, match="policy 'scripted' needs an env that offers one through collection_policies"):
         collect("CartPole-v1", tmp_path / "b", episodes=1, policy="scripted", progress=False)
+    sticky = collect("CartPole-v1", tmp_path / "s", episodes=1, max_steps=20, policy="sticky", progress=False)
+    assert sticky["collected"] == 1  # any env: uniform actions held for a while
     saved = tmp_path / "policy.safetensors"
     saved.write_bytes(b"")
     with pytest.raises(ValueError, match="is not a saved policy directory"):

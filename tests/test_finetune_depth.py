@@ -29,6 +29,11 @@ def test_frames_with_labels_is_seeded_and_refuses_an_unknown_label(tmp_path):
         frames_with_labels(data, "camera_pose_of_the_moon", 4, first_seed=0)
     with pytest.raises(ValueError, match="count must be >= 1"):
         frames_with_labels(data, "depth_map", 0, first_seed=0)
+    sticky, _ = frames_with_labels(data, "depth_map", 12, first_seed=3, policy="sticky")
+    assert sticky.shape == frames.shape and (sticky[0] == frames[0]).all()  # the same layout and start
+    assert not (sticky == frames).all()  # seen under other actions
+    with pytest.raises(ValueError, match="policy must be one of random, sticky, explore"):
+        frames_with_labels(data, "depth_map", 4, first_seed=0, policy="dance")
 
 
 @pytest.mark.mujoco
@@ -49,7 +54,20 @@ def test_finetune_depth_trains_the_depth_net_alone_toward_the_true_depth(tmp_pat
     log = [line.split(",") for line in (out / "depth_finetune.csv").read_text().splitlines()[1:]]
     assert float(log[-1][1]) < float(log[0][1])  # the log-depth error fell
     record = json.loads((out / "config.json").read_text())["provenance"]["depth_finetune"]
-    assert record["frames"] == 32 and record["steps"] == 60
+    assert record["frames"] == 32 and record["steps"] == 60 and record["policies"] is None
+
+
+@pytest.mark.mujoco
+def test_collect_depth_frames_splits_the_frames_over_policies(tmp_path):
+    from neuralsim.data import collect
+
+    data = tmp_path / "room"
+    collect("NeuralSimRoom-v0", data, episodes=1, max_steps=5, image_size=32, progress=False)
+    script = load_script(SCRIPT, "finetune_depth_under_test")
+    frames, depth = script.collect_depth_frames(str(data), 7, 3, ("explore", "sticky"))
+    assert frames.shape == (7, 32, 32, 3) and depth.shape == (7, 32, 32) and depth.dtype == np.float32
+    explore, _ = script.collect_depth_frames(str(data), 4, 3)
+    assert (frames[:4] == explore).all()  # the first policy's share: its frames alone, as without --policies
 
 
 def test_finetune_depth_needs_a_model_with_a_depth_net(tmp_path, dataset):

@@ -138,3 +138,18 @@ def test_the_memory_stages_train_the_gate_then_add_its_depth_net(recipe, tmp_pat
     depth = recipe.memory_stage(recipe.Recipe(), tmp_path / "memory", tmp_path / "data", tmp_path / "d", depth=True)
     assert depth.steps == 1000 and depth.init == str(tmp_path / "memory")
     assert depth.config_overrides == {"frame_memory_depth_width": 16}
+
+
+@pytest.mark.mujoco
+def test_the_recipe_collects_the_rooms_of_the_shipped_data(recipe):
+    import gymnasium as gym
+
+    import neuralsim.envs  # noqa: F401
+
+    env = gym.make("NeuralSimRoom-v0", **recipe.SHIPPED_DATA_ROOM)
+    try:
+        room = env.unwrapped
+        assert set(recipe.SHIPPED_DATA_ROOM) <= set(room.TASK_OPTIONS)  # only the task differs from today's room
+        assert room.task_spec["reach_radius"] == 0.5  # the success of the shipped data: it sets episode lengths
+    finally:
+        env.close()

@@ -34,7 +34,7 @@ from neuralsim.images import RESIZE_MODES, parse_image_size, resize_frame
 
 logger = logging.getLogger(__name__)
 
-POLICIES = ("random", "explore", "scripted")
+POLICIES = ("random", "sticky", "explore", "scripted")
 #: ``collect``'s default stored frame size: the size of the shipped model and the ``default`` preset.
 DEFAULT_IMAGE_SIZE = (64, 64)
 
@@ -101,7 +101,8 @@ def make_policy(policy: str, env: gym.Env) -> CollectionPolicy:
     """The collection policy ``policy`` for ``env``.
 
     Args:
-        policy: ``"random"`` (uniform), ``"explore"`` (the env's own explore policy when it offers one through
+        policy: ``"random"`` (uniform), ``"sticky"`` (:class:`StickyRandomPolicy`: uniform actions held for a
+            while), ``"explore"`` (the env's own explore policy when it offers one through
             :data:`POLICY_HOOK`, else :class:`StickyRandomPolicy`), ``"scripted"`` (only an env that offers one:
             the room's heads for its target) or the directory of a saved policy (:class:`SavedPolicyActor`).
         env: the env the policy acts in.
@@ -111,6 +112,8 @@ def make_policy(policy: str, env: gym.Env) -> CollectionPolicy:
     """
     if policy == "random":
         return RandomPolicy()
+    if policy == "sticky":
+        return StickyRandomPolicy()
     if policy == "explore":
         return env_policies(env).get("explore", StickyRandomPolicy)()
     if policy == "scripted":
@@ -124,8 +127,10 @@ def make_policy(policy: str, env: gym.Env) -> CollectionPolicy:
     raise ValueError(f"policy must be one of {', '.join(POLICIES)} or the path of a saved policy, got {policy!r}")
 
 
-def frames_with_labels(data: str | os.PathLike, label: str, count: int, first_seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` frames of the env that collected the dataset ``data``, under its collection policy, and beside each
+def frames_with_labels(data: str | os.PathLike, label: str, count: int, first_seed: int,
+                       policy: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` frames of the env that collected the dataset ``data``, under its collection policy (or ``policy``, a
+    :func:`make_policy` name: the same world seen under other actions), and beside each
     what the env's ``label()`` method returns for the same state (the room's ``object_mask``, ``depth_map``):
     ``(frames [N, H, W, 3] uint8, labels [N, ...])``. Episodes of the dataset's length, seeded ``first_seed``,
     ``first_seed + 1``, ... (the same frames every run): labels that no dataset stores, for fine-tunes that need them.
@@ -146,7 +151,7 @@ def frames_with_labels(data: str | os.PathLike, label: str, count: int, first_se
         if not callable(getattr(env.unwrapped, label, None)):
             raise ValueError(f"label must name a method of data's env (as NeuralSimRoom-v0's object_mask or "
                              f"depth_map), {env_id!r} has no {label}()")
-        actor = make_policy(manifest.get("policy", "explore"), env)
+        actor = make_policy(policy or manifest.get("policy", "explore"), env)
         frames, labels, episode = [], [], 0
         while len(frames) < count:
             episode_seed = first_seed + episode
