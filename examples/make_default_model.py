@@ -19,9 +19,11 @@ model, before the prompt start: the target tracker (`neuralsim train reward --re
 states its walls in its task_spec, so the tracker learns the agent's place in the room too; README, "reward
 prediction"; `--reward-episodes 0` leaves the dynamics' heads). Last, the frame memory (`neuralsim train memory`,
 3,000 steps of its gate on the finished model's own dreams of 480 windows of the world's data, 48 steps each after 16
-real frames, then 1,000 more with its depth net added; `--memory-steps 0` leaves the memory out,
-`--memory-depth-steps 0` its depth net). Beside the dynamics and
-self-forcing stages, on the second core, the decoder trains alone on the frozen encoder's latents (2,500 steps,
+real frames, then 1,000 more with its depth net added, then twice that depth net alone on the room's true depth
+(`examples/finetune_depth.py` on 32,768 frames: 6,000 steps under the explore policy, then 3,000 with half the frames
+sticky-random, `DEPTH_LABEL_STAGES`), each followed by 1,000 steps of the gate on it held fixed; `--memory-steps 0`
+leaves the memory out, `--memory-depth-steps 0` its depth net, `--memory-depth-label-stages 0` the true-depth
+stages). Beside the dynamics and self-forcing stages, on the second core, the decoder trains alone on the frozen encoder's latents (2,500 steps,
 `examples/finetune_decoder.py`); it is merged in before the streaming stages, which leave it untouched. Then, beside
 the streaming stages, that decoder grows residual blocks at 32×32 and 64×64 pixels (`--decoder-blocks 1,0,1,1`, new
 blocks starting as the identity) and trains 1,500 + 1,500 more steps, then 1,500 with the task objects' pixels
@@ -89,6 +91,13 @@ BF16_WHERE_NATIVE = "bfloat16" if bf16_is_native("cpu") else "float32"
 # at a lower rate, the seventh trains 16 frames after a burn-in of 48 (windows of 64: the context a long dream has), the
 # eighth adds windows that stop partway (still windows start still; the idle test lets go of the keys while moving).
 # The shipped run measured each (README, "what was tried"); they are the steps of that run, not a tuned schedule.
+# The frame memory's depth net on the room's true depth (`examples/finetune_depth.py`), each stage followed by the gate
+# retrained on it (`memory_regate_steps`): (steps, lr, collection policies of its frames). First the views of the
+# data's policy, then half of them sticky-random (pitched, close to walls: where the photometric depth was worst).
+# The steps of the shipped run (README, "Depth for the memory"), not a tuned schedule: 9,000 steps on the mix from
+# the start, then one gate, came out behind it on the quick benchmark.
+DEPTH_LABEL_STAGES = ((6000, 1e-3, ("explore",)), (3000, 5e-4, ("explore", "sticky")))
+
 # The rooms of the shipped model's data, which predates the ball task (the room's version history): a target drawn
 # per layout, a uniform start heading, the success of 2026-11-30 (within 0.5 m, no view test; it ends episodes, so it
 # sets the data's length) and the colours before the red target. Without the last three the collection gives other
@@ -212,6 +221,12 @@ class Recipe:
     # Then a depth net (trained without labels) joins the gate, so the warp follows a walk too; the gate continues.
     memory_depth_steps: int = 1000  # 0 = the memory warps by rotation only (1,000 steps beat 3,000 on the benchmark)
     memory_depth_width: int = 16
+    # Then that depth net alone on the room's true depth (`examples/finetune_depth.py`: frames of the data's env under
+    # the explore and sticky-random policies, the views a gate trained on the data's actions alone misjudges), and the
+    # gate retrained on it held fixed (`--memory-depth-frozen`).
+    memory_depth_label_stages: int = len(DEPTH_LABEL_STAGES)  # how many of them; 0 = the photometric depth stays
+    memory_depth_label_frames: int = 32768
+    memory_regate_steps: int = 1000
     dtype: str = "float32"  # as the shipped run (bf16 gave no speed-up on these small convs and matmuls)
     resume: bool = False
     install: bool = False
@@ -233,9 +248,11 @@ def main() -> None:
     if recipe.install_only:
         # the last stage's directory first: each later stage starts from the one before it
         if recipe.schedule == "from-start":  # start stages, decoder, prompt start merged in, reward, frame memory
-            done = [out / "memory_depth", out / "memory", out / "reward", out / "final_prompt", out / "final", out / f"start{len(FROM_START_STAGES)}"]
+            done = [out / "memory_regate2", out / "memory_regate1", out / "memory_depth", out / "memory", out / "reward",
+                    out / "final_prompt", out / "final", out / f"start{len(FROM_START_STAGES)}"]
         else:  # parallel, self-forcing, merge, streaming stages, grown decoder, reward, prompt start, frame memory
-            done = [out / "memory_depth", out / "memory", out / "prompt", out / "reward", out / "final_grown"] + [
+            done = [out / "memory_regate2", out / "memory_regate1", out / "memory_depth", out / "memory", out / "prompt",
+                    out / "reward", out / "final_grown"] + [
                 out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [out / "final", model_dir]
         install(next(d for d in done if (d / "config.json").exists()))
         return
@@ -387,6 +404,12 @@ def main() -> None:
         if recipe.memory_depth_steps > 0:
             train(memory_stage(recipe, final_dir, data, out / "memory_depth", depth=True))
             final_dir = out / "memory_depth"
+            for i, stage in enumerate(DEPTH_LABEL_STAGES[:recipe.memory_depth_label_stages], 1):
+                labelled = out / f"memory_depth_labels{i}"
+                if not (labelled / "config.json").exists():  # written last (atomically): a finished run
+                    subprocess.run(depth_label_command(recipe, stage, final_dir, data, labelled), check=True)
+                train(memory_stage(recipe, labelled, data, out / f"memory_regate{i}", regate=True))
+                final_dir = out / f"memory_regate{i}"
         timings["frame memory"] = time.perf_counter() - t
     t_total = time.perf_counter() - t0
     stages = ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in timings.items())
@@ -396,17 +419,29 @@ def main() -> None:
         install(final_dir)
 
 
-def memory_stage(recipe: Recipe, init: Path, data: Path, memory_dir: Path, depth: bool = False) -> Any:
-    """A `neuralsim train memory` run: the frame memory's gate (``memory_steps``), or, with ``depth``, its depth net
-    added to the gate ``init`` holds and both trained (``memory_depth_steps``, ``memory_depth_width``)."""
+def memory_stage(recipe: Recipe, init: Path, data: Path, memory_dir: Path, depth: bool = False,
+                 regate: bool = False) -> Any:
+    """A `neuralsim train memory` run: the frame memory's gate (``memory_steps``); with ``depth``, its depth net
+    added to the gate ``init`` holds and both trained (``memory_depth_steps``, ``memory_depth_width``); with
+    ``regate``, the gate alone on the depth net ``init`` holds (``memory_regate_steps``, `--memory-depth-frozen`)."""
     from neuralsim.train import TrainConfig
 
-    return TrainConfig(stage="memory", out=str(memory_dir), init=str(init), data=str(data),
-                       steps=recipe.memory_depth_steps if depth else recipe.memory_steps, lr=recipe.memory_lr,
-                       window=48, batch_size=64, warmup=50, memory_rollouts=recipe.memory_rollouts, seed=recipe.seed,
-                       dtype=recipe.dtype, checkpoint_every=1000,
+    steps = recipe.memory_regate_steps if regate else recipe.memory_depth_steps if depth else recipe.memory_steps
+    return TrainConfig(stage="memory", out=str(memory_dir), init=str(init), data=str(data), steps=steps,
+                       lr=recipe.memory_lr, window=48, batch_size=64, warmup=50, memory_rollouts=recipe.memory_rollouts,
+                       seed=recipe.seed, dtype=recipe.dtype, checkpoint_every=1000, memory_depth_frozen=regate,
                        config_overrides={"frame_memory_depth_width": recipe.memory_depth_width} if depth else {},
                        resume=recipe.resume and (memory_dir / "checkpoints" / "latest.json").exists())
+
+
+def depth_label_command(recipe: Recipe, stage: tuple[int, float, tuple[str, ...]], init: Path, data: Path,
+                        out: Path) -> list[str]:
+    """`examples/finetune_depth.py` on ``init``'s depth net for one of ``DEPTH_LABEL_STAGES`` (steps, lr, the
+    policies whose frames it sees), on ``memory_depth_label_frames`` frames, two threads (nothing runs beside it)."""
+    steps, lr, policies = stage
+    return [sys.executable, str(Path(__file__).with_name("finetune_depth.py")), "--model", str(init), "--data", str(data),
+            "--policies", *policies, "--frames", str(recipe.memory_depth_label_frames), "--steps", str(steps),
+            "--lr", str(lr), "--threads", "2", "--out", str(out)]
 
 
 def fresh_dynamics(ae_dir: Path, dest: Path, seed: int, fields: dict[str, Any], data: Path | None = None,

@@ -912,7 +912,14 @@ class WorldModel(nn.Module):
             mixed["rel_rays"] = pick(rel0, inputs.get("rel_rays"))
         updates = {**updates, "step": pick(torch.zeros_like(state.step), state.step)}
         if updates.get("c2w") is not None:
-            updates.update(c2w=pick(c2w0, updates["c2w"]), pitch=pick(pitch0, updates["pitch"]))
+            c2w = pick(c2w0, updates["c2w"])
+            if state.memory_c2w is not None:
+                # The new context's poses start again from this frame; the frame memory's pose moves into them, so
+                # where it lies relative to the camera is unchanged (left as it was, its warp would follow the
+                # camera's pose in the new context as if it were the old one's and reopen at a wrong place).
+                rebased = c2w @ torch.linalg.inv(updates["c2w"]) @ state.memory_c2w.to(c2w.dtype)
+                updates["memory_c2w"] = where_rows(restart, rebased, state.memory_c2w.to(c2w.dtype))
+            updates.update(c2w=c2w, pitch=pick(pitch0, updates["pitch"]))
         return mixed, updates
 
     @torch.no_grad()

@@ -79,3 +79,24 @@ def test_the_window_is_off_by_default_and_leaves_rollouts_unchanged():
 def test_context_window_is_validated(bad):
     with pytest.raises((TypeError, ValueError), match="context_window"):
         WorldModelConfig(context_window=bad)
+
+
+def test_a_restart_keeps_the_frame_memory_where_it_was_relative_to_the_camera():
+    """The restarted context's poses count from its first frame again; the memory's pose moves with them, so the
+    camera's pose relative to the memory (what its warp and its gate's distance read) goes on as without a restart."""
+    from neuralsim.frame_memory import relative_pose
+
+    walk_and_turn = np.array([[0.7, 0.2, 0.5, 0.0]], np.float32)  # no pitch: a restart levels the camera
+    runs = []
+    for window in (0, 3):
+        model = make_tiny_model(frames_per_latent=1, frame_memory_width=4, context_window=window)
+        frames = np.random.default_rng(0).integers(0, 256, (1, 1, 32, 32, 3), dtype=np.uint8)
+        state, g = model.init_state(1, frames=frames, generator=torch.Generator().manual_seed(0)), None
+        rel = []
+        for _ in range(7):
+            _, state = model.step(state, walk_and_turn)
+            rel.append(relative_pose(state.memory_c2w, state.c2w))
+        runs.append((state, torch.stack(rel)))
+    (kept, rel_kept), (restarted, rel_restarted) = runs
+    assert not torch.allclose(restarted.c2w, kept.c2w)  # the restarted context's poses count from a later frame
+    torch.testing.assert_close(rel_restarted, rel_kept, atol=1e-9, rtol=1e-9)

@@ -131,13 +131,22 @@ def test_the_decoder_grows_beside_the_streaming_stages(recipe, tmp_path, dataset
     assert any(dict(stage.config).get("commit_from_denoise") for stage in recipe.STREAMING_STAGES)
 
 
-def test_the_memory_stages_train_the_gate_then_add_its_depth_net(recipe, tmp_path):
+def test_the_memory_stages_train_the_gate_add_its_depth_net_then_regate_on_true_depth(recipe, tmp_path):
     gate = recipe.memory_stage(recipe.Recipe(), tmp_path / "final", tmp_path / "data", tmp_path / "memory")
     assert gate.stage == "memory" and gate.init == str(tmp_path / "final") and gate.window == 48
     assert gate.steps == 3000 and gate.config_overrides == {} and not gate.resume
     depth = recipe.memory_stage(recipe.Recipe(), tmp_path / "memory", tmp_path / "data", tmp_path / "d", depth=True)
     assert depth.steps == 1000 and depth.init == str(tmp_path / "memory")
-    assert depth.config_overrides == {"frame_memory_depth_width": 16}
+    assert depth.config_overrides == {"frame_memory_depth_width": 16} and not depth.memory_depth_frozen
+    regate = recipe.memory_stage(recipe.Recipe(), tmp_path / "labels", tmp_path / "data", tmp_path / "g", regate=True)
+    assert regate.steps == 1000 and regate.memory_depth_frozen and regate.config_overrides == {}
+    first, second = (recipe.depth_label_command(recipe.Recipe(), stage, tmp_path / "d", tmp_path / "data", tmp_path / "o")
+                     for stage in recipe.DEPTH_LABEL_STAGES)
+    assert first[1].endswith("finetune_depth.py") and first[first.index("--model") + 1] == str(tmp_path / "d")
+    assert first[first.index("--policies") + 1:first.index("--frames")] == ["explore"]
+    assert second[second.index("--policies") + 1:second.index("--frames")] == ["explore", "sticky"]
+    assert second[second.index("--steps") + 1] == "3000" and second[second.index("--lr") + 1] == "0.0005"
+    assert recipe.Recipe().memory_depth_label_stages == 2
 
 
 @pytest.mark.mujoco
