@@ -118,6 +118,8 @@ def main() -> None:
            "policies": args.policies,
            "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
            "final_log_l1": round(loss.item(), 5)}
+    if "depth_finetune" in model.config.provenance:  # fine-tuned before: the record keeps the earlier runs
+        run["before"] = model.config.provenance["depth_finetune"]
     model.config = model.config.replace(provenance={**model.config.provenance, "depth_finetune": run})
     model.save_pretrained(args.out)
     start, descriptions = read_start_frames(resolve_checkpoint(args.model))

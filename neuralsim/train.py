@@ -1386,6 +1386,8 @@ def train(cfg: TrainConfig) -> Path:
         run = {k: v for k, v in asdict(cfg).items() if k != "progress"}
         # a frame memory is a part added to a finished model: its run is recorded beside the model's own
         key = "frame_memory" if stages == ("memory",) and "train_config" in model.config.provenance else "train_config"
+        if key in model.config.provenance:  # a run continued from --init: its record keeps the earlier ones
+            run["before"] = model.config.provenance[key]
         model.config.provenance = {**model.config.provenance, key: run}
         export_model(model, None, out)
     if world_size() > 1:

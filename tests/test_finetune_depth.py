@@ -54,7 +54,7 @@ def test_finetune_depth_trains_the_depth_net_alone_toward_the_true_depth(tmp_pat
     log = [line.split(",") for line in (out / "depth_finetune.csv").read_text().splitlines()[1:]]
     assert float(log[-1][1]) < float(log[0][1])  # the log-depth error fell
     record = json.loads((out / "config.json").read_text())["provenance"]["depth_finetune"]
-    assert record["frames"] == 32 and record["steps"] == 60 and record["policies"] is None
+    assert record["frames"] == 32 and record["steps"] == 60 and record["policies"] is None and "before" not in record
 
 
 @pytest.mark.mujoco

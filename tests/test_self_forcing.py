@@ -540,6 +540,9 @@ def test_train_memory_adds_trains_and_uses_a_frame_memory(dataset, tmp_path):
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and not any(k.startswith("frame_memory.depth.") for k in changed)  # the gate alone trained
     assert "photometric" not in (tmp_path / "frozen" / "logs" / "memory.csv").read_text().splitlines()[0]
+    record = WorldModel.from_pretrained(frozen).config.provenance["frame_memory"]  # each run keeps the ones before
+    assert record["memory_depth_frozen"] and record["before"]["config_overrides"] == {"frame_memory_depth_width": 8}
+    assert record["before"]["before"]["init"] == str(tmp_path / "base") and "before" not in record["before"]["before"]
     with pytest.raises(TrainingError, match="--memory-depth-frozen keeps a frame memory's depth net"):
         train(train_config(dataset, tmp_path / "bad", **{**kw, "init": str(out), "memory_depth_frozen": True}))
     fresh = train(train_config(dataset, tmp_path / "fresh", **{**kw, "config_overrides": {"frame_memory_depth_width": 8}}))
