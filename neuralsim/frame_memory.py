@@ -167,6 +167,14 @@ class FrameMemory(nn.Module):
         if depth is None:
             grid = rotation_warp_grid(rel, H, W, self.fovy_deg).to(memory.device)
             return _sample(memory, grid), _inside(grid)
+        # The geometry in fp32 whatever autocast a session runs (bf16 would place a 64-pixel frame's points a
+        # quarter pixel off, and the z-buffer's scatter needs one dtype); the colours come back in memory's dtype.
+        with torch.autocast(device_type=memory.device.type, enabled=False):
+            warped, seen = self._depth_warp(memory.float(), rel, depth.float())
+        return warped.to(memory.dtype), seen
+
+    def _depth_warp(self, memory: torch.Tensor, rel: torch.Tensor, depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        H, W = memory.shape[-2:]
         target = splat_depth(rel, depth, self.fovy_deg)
         known = torch.isfinite(target)
         grid, z = reprojection_grid(rel, target, H, W, self.fovy_deg)

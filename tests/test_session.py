@@ -284,3 +284,23 @@ def test_play_cli_serves_the_official_model(official_dir, tmp_path, monkeypatch,
     assert summary["steps"] == 1 and (tmp_path / "keys.txt").read_text() == "w-8\n"
     assert "--checkpoint" in summary["episodes"][0]["replay"]
     assert iio.imread(tmp_path / "play.gif", index=None).shape == (9, SANA_H, SANA_W, 3)
+
+
+def test_a_bf16_session_warps_the_depth_memory_in_fp32():
+    """A session below fp32 runs the model under autocast; the memory's depth warp (a z-buffer scatter and pixel
+    coordinates) stays in fp32, so it runs and places the remembered pixels as the fp32 session does."""
+    model = make_tiny_model(frames_per_latent=1, frame_memory_width=4, frame_memory_depth_width=4)
+    with torch.no_grad():
+        model.frame_memory.net[-1].bias.fill_(20.0)  # the gate wide open: the frame is the warped memory
+    frames = np.random.default_rng(0).integers(0, 256, (2, 1, *model.config.image_size, 3), dtype=np.uint8)
+    walk = np.tile(np.array([[0.8, 0.0, 0.3, 0.0]], np.float32), (2, 1))
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        session = DreamSession(model, dtype=dtype)
+        state, _, _ = session.start(2, torch.Generator().manual_seed(0), image=frames)
+        for _ in range(2):
+            step = session.step(state, walk, torch.Generator().manual_seed(1))
+            state = step.state
+        out[dtype] = step.frames.astype(int)
+    assert out["bfloat16"].shape == out["float32"].shape
+    assert np.abs(out["bfloat16"] - out["float32"]).mean() < 2.0  # the memory's pixels, in the same places
