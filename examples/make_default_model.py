@@ -23,12 +23,11 @@ real frames, then 1,000 more with its depth net added, then twice that depth net
 (`examples/finetune_depth.py` on 32,768 frames: 6,000 steps under the explore policy, then 3,000 with half the frames
 sticky-random, `DEPTH_LABEL_STAGES`), each followed by 1,000 steps of the gate on it held fixed; `--memory-steps 0`
 leaves the memory out, `--memory-depth-steps 0` its depth net, `--memory-depth-label-stages 0` the true-depth
-stages). Beside the dynamics and self-forcing stages, on the second core, the decoder trains alone on the frozen encoder's latents (2,500 steps,
-`examples/finetune_decoder.py`); it is merged in before the streaming stages, which leave it untouched. Then, beside
-the streaming stages, that decoder grows residual blocks at 32×32 and 64×64 pixels (`--decoder-blocks 1,0,1,1`, new
-blocks starting as the identity) and trains 1,500 + 1,500 more steps, then 1,500 with the task objects' pixels
-weighted up (`DECODER_GROWTH`); it replaces the decoder
-after the last streaming stage (its FLOPs are paid by the commit pass the last two stages remove). The
+stages). Beside the dynamics and self-forcing stages, on the second core, the decoder trains alone on the frozen
+encoder's latents (2,500 steps, `examples/finetune_decoder.py`); it is merged in before the streaming stages, which
+leave it untouched. Then, beside the streaming stages, that decoder grows residual blocks at 32×32 and 64×64 pixels
+(`--decoder-blocks 1,0,1,1`, new blocks starting as the identity) and trains 1,500 + 1,500 more steps, then 1,500
+with the task objects' pixels weighted up (`DECODER_GROWTH`); it replaces the decoder after the last streaming stage (its FLOPs are paid by the commit pass the last two stages remove). The
 dataset's latents are kept in OUT/latent_cache (keyed by the encoder and the data), so every dynamics stage after
 the first skips the encoding. What was tried and not shipped (15 % still windows in the parallel stages, 600
 self-forcing steps, the `prev_frame_warp` switch, 2 denoise steps): README, "what was tried".
