@@ -247,11 +247,10 @@ def main() -> None:
     if recipe.install_only:
         # the last stage's directory first: each later stage starts from the one before it
         if recipe.schedule == "from-start":  # start stages, decoder, prompt start merged in, reward, frame memory
-            done = [out / "memory_regate2", out / "memory_regate1", out / "memory_depth", out / "memory", out / "reward",
-                    out / "final_prompt", out / "final", out / f"start{len(FROM_START_STAGES)}"]
+            done = memory_dirs(out) + [out / "reward", out / "final_prompt", out / "final",
+                                       out / f"start{len(FROM_START_STAGES)}"]
         else:  # parallel, self-forcing, merge, streaming stages, grown decoder, reward, prompt start, frame memory
-            done = [out / "memory_regate2", out / "memory_regate1", out / "memory_depth", out / "memory", out / "prompt",
-                    out / "reward", out / "final_grown"] + [
+            done = memory_dirs(out) + [out / "prompt", out / "reward", out / "final_grown"] + [
                 out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [out / "final", model_dir]
         install(next(d for d in done if (d / "config.json").exists()))
         return
@@ -431,6 +430,12 @@ def memory_stage(recipe: Recipe, init: Path, data: Path, memory_dir: Path, depth
                        seed=recipe.seed, dtype=recipe.dtype, checkpoint_every=1000, memory_depth_frozen=regate,
                        config_overrides={"frame_memory_depth_width": recipe.memory_depth_width} if depth else {},
                        resume=recipe.resume and (memory_dir / "checkpoints" / "latest.json").exists())
+
+
+def memory_dirs(out: Path) -> list[Path]:
+    """The frame memory stages' output directories under ``out``, the last first (what ``--install-only`` looks for)."""
+    regates = [out / f"memory_regate{i}" for i in range(len(DEPTH_LABEL_STAGES), 0, -1)]
+    return regates + [out / "memory_depth", out / "memory"]
 
 
 def depth_label_command(recipe: Recipe, stage: tuple[int, float, tuple[str, ...]], init: Path, data: Path,

@@ -917,8 +917,9 @@ class WorldModel(nn.Module):
                 # The new context's poses start again from this frame; the frame memory's pose moves into them, so
                 # where it lies relative to the camera is unchanged (left as it was, its warp would follow the
                 # camera's pose in the new context as if it were the old one's and reopen at a wrong place).
-                rebased = c2w @ torch.linalg.inv(updates["c2w"]) @ state.memory_c2w.to(c2w.dtype)
-                updates["memory_c2w"] = where_rows(restart, rebased, state.memory_c2w.to(c2w.dtype))
+                memory_c2w = state.memory_c2w.to(c2w.dtype)
+                rebased = c2w @ torch.linalg.inv(updates["c2w"]) @ memory_c2w
+                updates["memory_c2w"] = where_rows(restart, rebased, memory_c2w)
             updates.update(c2w=c2w, pitch=pick(pitch0, updates["pitch"]))
         return mixed, updates
 

@@ -162,3 +162,8 @@ def test_the_recipe_collects_the_rooms_of_the_shipped_data(recipe):
         assert room.task_spec["reach_radius"] == 0.5  # the success of the shipped data: it sets episode lengths
     finally:
         env.close()
+
+
+def test_install_only_looks_for_every_memory_stage_last_first(recipe, tmp_path):
+    dirs = recipe.memory_dirs(tmp_path)
+    assert [d.name for d in dirs] == ["memory_regate2", "memory_regate1", "memory_depth", "memory"]
