@@ -135,6 +135,9 @@ class WorldModelConfig:
     # > 0: the memory's warp follows the walk too, by the remembered frame's depth from a DepthNet of this width
     # (trained without depth labels: the other frames warped by it must match); 0: the rotation alone moves its pixels.
     frame_memory_depth_width: int = 0
+    # How the memory's pixels enter: "learned" (the gate's net weighs them against the dream's, pixel by pixel) or
+    # "seen" (they replace the dream's wherever the warp sees them, while the camera is within the memory's range).
+    frame_memory_gate: str = "learned"
 
     # --- bookkeeping ------------------------------------------------------------------------
     description: str = ""
@@ -249,6 +252,8 @@ class WorldModelConfig:
         if isinstance(d, bool) or not isinstance(d, int) or d < 0 or (d and not m):
             raise bad("frame_memory_depth_width", "0 (the warp follows the rotation alone) or, with frame_memory_width > 0, "
                       "a positive int")
+        if self.frame_memory_gate not in ("learned", "seen"):
+            raise bad("frame_memory_gate", '"learned" or "seen"')
         for name in ("reward_model_channels", "reward_model_hidden"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 8 or (name == "reward_model_hidden" and not v):

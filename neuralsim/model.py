@@ -391,7 +391,8 @@ class WorldModel(nn.Module):
                                          max_tokens=config.prompt_start_tokens, vocab=config.text_vocab,
                                          text_hidden=config.text_hidden) if config.prompt_start_channels else None)
         self.frame_memory = (FrameMemory(config.frame_memory_width, config.camera_fovy_deg,
-                                         config.camera_translation_speed, config.frame_memory_depth_width)
+                                         config.camera_translation_speed, config.frame_memory_depth_width,
+                                         gate=config.frame_memory_gate)
                              if config.frame_memory_width else None)
         # `step` runs the per-frame fast path of the dynamics (same numbers as its reference `forward`); False
         # runs the reference, for tests and debugging.

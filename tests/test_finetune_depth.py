@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -77,3 +78,40 @@ def test_finetune_depth_needs_a_model_with_a_depth_net(tmp_path, dataset):
                           "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode != 0 and "--model needs a frame memory with a depth net" in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_loss_weights_mark_depth_edges_and_object_pixels():
+    script = load_script(SCRIPT, "finetune_depth_weights")
+    log_depth = torch.zeros(1, 8, 8)
+    log_depth[:, :, 4:] = math.log(2.0)  # a wall twice as far on the right half: an edge between columns 3 and 4
+    objects = torch.zeros(1, 8, 8, dtype=torch.bool)
+    objects[:, 0, 0] = True
+    w = script.loss_weights(log_depth, objects, edge_weight=3.0, object_weight=5.0)
+    assert torch.equal(w[0, 4, 2:6], torch.full((4,), 4.0))  # within a pixel of the pixels on either side
+    assert float(w[0, 4, 1]) == 1.0 and float(w[0, 4, 6]) == 1.0  # flat depth elsewhere
+    assert float(w[0, 0, 0]) == 6.0  # an object pixel, away from the edge
+    assert torch.equal(script.loss_weights(log_depth, None, 0.0, 0.0), torch.ones(1, 8, 8))  # the plain L1
+
+
+@pytest.mark.mujoco
+def test_finetune_depth_can_start_a_wider_net_with_weighted_mirrored_batches(tmp_path):
+    from neuralsim.data import collect
+    from neuralsim.model import WorldModel
+
+    data = tmp_path / "room"
+    collect("NeuralSimRoom-v0", data, episodes=1, max_steps=8, image_size=32, progress=False)
+    base = tmp_path / "base"
+    make_tiny_model(frames_per_latent=1, frame_memory_width=4, frame_memory_depth_width=4).save_pretrained(base)
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, str(SCRIPT), "--model", str(base), "--data", str(data), "--frames", "32",
+                    "--steps", "40", "--batch-size", "8", "--lr", "3e-3", "--width", "6", "--edge-weight", "2",
+                    "--object-weight", "2", "--flip", "--out", str(out)], check=True, capture_output=True, text=True)
+    model = WorldModel.from_pretrained(out)
+    assert model.config.frame_memory_depth_width == 6 and model.frame_memory.depth.down1[0].out_channels == 6
+    record = json.loads((out / "config.json").read_text())["provenance"]["depth_finetune"]
+    assert record["width"] == 6 and record["edge_weight"] == 2 and record["object_weight"] == 2 and record["flip"]
+    before, after = model_weights(base), model_weights(out)
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("frame_memory.depth."))
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--model", str(base), "--data", str(data), "--width", "-1",
+                          "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--width, --edge-weight and --object-weight must be >= 0" in bad.stderr

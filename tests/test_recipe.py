@@ -167,3 +167,21 @@ def test_the_recipe_collects_the_rooms_of_the_shipped_data(recipe):
 def test_install_only_looks_for_every_memory_stage_last_first(recipe, tmp_path):
     dirs = recipe.memory_dirs(tmp_path)
     assert [d.name for d in dirs] == ["memory_regate2", "memory_regate1", "memory_depth", "memory"]
+
+
+def test_the_installed_copy_is_fp16_with_the_install_config_set(recipe, tiny_checkpoint, tmp_path):
+    import json
+
+    from neuralsim.checkpoints import read_weights
+
+    assert recipe.INSTALL_CONFIG == {"frame_memory_gate": "seen"}
+    dest = tmp_path / "installed"
+    recipe.fp16_copy(tiny_checkpoint, dest, {"frame_memory_gate": "seen"})
+    config, before = json.loads((dest / "config.json").read_text()), json.loads((tiny_checkpoint / "config.json").read_text())
+    assert config == {**before, "frame_memory_gate": "seen"}
+    weights, source = read_weights(dest), read_weights(tiny_checkpoint)
+    assert weights.keys() == source.keys()
+    assert all(v.dtype == torch.float16 for k, v in weights.items() if source[k].is_floating_point())
+    plain = tmp_path / "plain"
+    recipe.fp16_copy(tiny_checkpoint, plain)  # the copies between stages: the config as it was
+    assert (plain / "config.json").read_bytes() == (tiny_checkpoint / "config.json").read_bytes()

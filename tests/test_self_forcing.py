@@ -455,6 +455,49 @@ def test_depth_warp_follows_a_walk_and_reduces_to_the_rotation_warp():
     torch.testing.assert_close(grid, rotation_warp_grid(turned, 32, 32, 70.0), atol=1e-5, rtol=0)
 
 
+def test_the_depth_warp_keeps_a_turned_edge_sharp_and_its_colours_in_range(monkeypatch):
+    import neuralsim.frame_memory as frame_memory
+
+    memory = frame_memory.FrameMemory(8, fovy_deg=70.0, translation_speed=0.08, depth_width=8)
+    stripes = torch.ones(1, 3, 32, 32)
+    stripes[..., ::2] = -1.0  # one-pixel stripes: the sharpest edges a frame holds, at the ends of the range
+    wall = torch.full((1, 32, 32), 2.0)
+    turned = _walk(yaw=0.21)  # a fraction of a pixel: bilinear sampling averages neighbouring stripes
+    with torch.no_grad():
+        warped, seen = memory.warp(stripes, turned, wall)
+        monkeypatch.setattr(frame_memory, "WARP_MODE", "bilinear")
+        bilinear, _ = memory.warp(stripes, turned, wall)
+    contrast = lambda x: float(x[0, 0, 4:-4, 4:-4].diff(dim=-1).abs().mean())
+    assert bool(seen[..., 4:-4, 4:-4].all())
+    assert float(warped.min()) >= -1.0 and float(warped.max()) <= 1.0  # bicubic overshoot clamped
+    assert contrast(warped) > 1.3 * contrast(bilinear)
+
+
+def test_a_seen_gate_shows_the_memory_wherever_the_warp_sees_it_and_never_runs_the_net():
+    from neuralsim.config import WorldModelConfig
+    from neuralsim.frame_memory import FrameMemory
+
+    torch.manual_seed(0)
+    memory = FrameMemory(8, fovy_deg=70.0, translation_speed=0.08, depth_width=8, gate="seen")
+    memory.net = None  # "seen" must not need it
+    frame, remembered = torch.zeros(1, 3, 32, 32), torch.rand(1, 3, 32, 32) * 2 - 1
+    wall = torch.full((1, 32, 32), 2.0)
+    turned = _walk(yaw=2.0)
+    with torch.no_grad():
+        out, gate = memory(frame, remembered, turned, wall)
+        warped, seen = memory.warp(remembered, turned, wall)
+    inner = -torch.nn.functional.max_pool2d(-seen.float(), 3, stride=1, padding=1)[0, 0] > 0.5  # off the feathered seam
+    assert bool(inner.any()) and torch.equal(gate[0, 0][inner], torch.ones(int(inner.sum())))
+    torch.testing.assert_close(out[0][:, inner], warped[0][:, inner])
+    with torch.no_grad():  # walked past the memory's range: nothing of it
+        far, far_gate = memory(frame, remembered, _walk(forward=30.0), wall)
+    assert torch.equal(far, frame) and float(far_gate.max()) == 0.0
+    with pytest.raises(ValueError, match='gate must be "learned" or "seen"'):
+        FrameMemory(8, 70.0, 0.08, gate="sometimes")
+    with pytest.raises(ValueError, match="frame_memory_gate"):
+        WorldModelConfig(frame_memory_gate="open")
+
+
 def test_photometric_depth_loss_prefers_the_true_depth():
     from neuralsim.frame_memory import photometric_depth_loss
 
