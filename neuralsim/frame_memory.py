@@ -200,10 +200,14 @@ class FrameMemory(nn.Module):
         return warped.clamp(-1, 1), seen.bool()
 
     def forward(self, frame: torch.Tensor, memory: torch.Tensor, rel: torch.Tensor,
-                depth: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                depth: torch.Tensor | None = None, gate: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``frame``, ``memory``: ``[B, 3, H, W]`` in [-1, 1]; ``rel``: ``[B, 4, 4]`` the camera in the memory's
         camera frame (:func:`relative_pose`); ``depth``: the memory's (:meth:`memory_depth`; computed here when the
-        memory has a depth net and none is given). Returns ``(frame', gate [B, 1, H, W])``."""
+        memory has a depth net and none is given); ``gate``: ``"learned"`` or ``"seen"`` for this call (None: the
+        module's; training the gate's net passes ``"learned"``). Returns ``(frame', gate [B, 1, H, W])``."""
+        mode = self.gate if gate is None else gate
+        if mode not in ("learned", "seen"):
+            raise ValueError(f'gate must be "learned" or "seen", got {gate!r}')
         B, _, H, W = frame.shape
         moved = rel[:, :3, 3].float().to(frame.device) / self.translation_speed  # in full-speed steps
         near = ((self.max_translation_steps - moved.norm(dim=1)) / FADE_STEPS).clamp(0, 1).to(frame.dtype)[:, None, None, None]
@@ -213,7 +217,7 @@ class FrameMemory(nn.Module):
             depth = self.memory_depth(memory)
         warped, inside = self.warp(memory.to(frame.dtype), rel, depth)
         warped, inside = warped.to(frame.dtype), inside.to(frame.dtype)
-        if self.gate == "seen":
+        if mode == "seen":
             gate = inside * near
             if depth is not None:
                 gate = F.avg_pool2d(gate, 3, stride=1, padding=1, count_include_pad=False)

@@ -368,8 +368,8 @@ class DreamPool:
                 depth_loss, logs = photometric_depth_loss(memory.depth, remembered, real, rel, memory.fovy_deg)
             with torch.no_grad():
                 depth = memory.memory_depth(remembered)
-        out, gate = memory(frame, remembered, rel, depth)
-        mse, l1 = (out - real).pow(2).mean(), (out - real).abs().mean()
+        out, gate = memory(frame, remembered, rel, depth, gate="learned")  # the net this stage trains, whatever the
+        mse, l1 = (out - real).pow(2).mean(), (out - real).abs().mean()  # config shows at inference
         loss = mse + MEMORY_L1 * l1 + depth_loss
         return loss, {"mse": mse.item(), "l1": l1.item(), "gate": gate.mean().item(),
                       "dream_mse": (frame - real).pow(2).mean().item(), **logs}

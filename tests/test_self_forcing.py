@@ -494,6 +494,10 @@ def test_a_seen_gate_shows_the_memory_wherever_the_warp_sees_it_and_never_runs_t
     assert torch.equal(far, frame) and float(far_gate.max()) == 0.0
     with pytest.raises(ValueError, match='gate must be "learned" or "seen"'):
         FrameMemory(8, 70.0, 0.08, gate="sometimes")
+    trained = FrameMemory(8, fovy_deg=70.0, translation_speed=0.08, depth_width=8, gate="seen")
+    out, _ = trained(frame, remembered, turned, wall, gate="learned")  # what `train memory` runs: the net it trains
+    out.square().mean().backward()
+    assert trained.net[-1].weight.grad is not None and float(trained.net[-1].weight.grad.abs().sum()) > 0
     with pytest.raises(ValueError, match="frame_memory_gate"):
         WorldModelConfig(frame_memory_gate="open")
 
