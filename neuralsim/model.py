@@ -600,7 +600,7 @@ class WorldModel(nn.Module):
                 of :meth:`encode`); False for latents produced by :meth:`step` (``T = T_lat*k``).
             context: the state :meth:`step` returned with ``latents`` (``neuralsim.session.DreamModel``): with a
                 frame memory (``config.frame_memory_width``) a step's frame takes the remembered frame's pixels where
-                the memory's gate trusts them (:mod:`neuralsim.frame_memory`); otherwise unused.
+                the memory's gate opens (``config.frame_memory_gate``, :mod:`neuralsim.frame_memory`); otherwise unused.
 
         Raises:
             FloatingPointError: the decoder produced NaN/inf pixels (never silently clamped to black frames).
