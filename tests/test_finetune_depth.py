@@ -37,14 +37,20 @@ def test_frames_with_labels_is_seeded_and_refuses_an_unknown_label(tmp_path):
         frames_with_labels(data, "depth_map", 4, first_seed=0, policy="dance")
 
 
-@pytest.mark.mujoco
-def test_finetune_depth_trains_the_depth_net_alone_toward_the_true_depth(tmp_path):
+def _room_and_depth_model(tmp_path):
+    """A one-episode room dataset and a tiny model with a depth-aware frame memory (width 4), saved under tmp_path."""
     from neuralsim.data import collect
 
     data = tmp_path / "room"
     collect("NeuralSimRoom-v0", data, episodes=1, max_steps=8, image_size=32, progress=False)
     base = tmp_path / "base"
     make_tiny_model(frames_per_latent=1, frame_memory_width=4, frame_memory_depth_width=4).save_pretrained(base)
+    return data, base
+
+
+@pytest.mark.mujoco
+def test_finetune_depth_trains_the_depth_net_alone_toward_the_true_depth(tmp_path):
+    data, base = _room_and_depth_model(tmp_path)
     out = tmp_path / "out"
     subprocess.run([sys.executable, str(SCRIPT), "--model", str(base), "--data", str(data), "--frames", "32",
                     "--steps", "60", "--batch-size", "8", "--lr", "3e-3", "--out", str(out)],
@@ -95,13 +101,9 @@ def test_loss_weights_mark_depth_edges_and_object_pixels():
 
 @pytest.mark.mujoco
 def test_finetune_depth_can_start_a_wider_net_with_weighted_mirrored_batches(tmp_path):
-    from neuralsim.data import collect
     from neuralsim.model import WorldModel
 
-    data = tmp_path / "room"
-    collect("NeuralSimRoom-v0", data, episodes=1, max_steps=8, image_size=32, progress=False)
-    base = tmp_path / "base"
-    make_tiny_model(frames_per_latent=1, frame_memory_width=4, frame_memory_depth_width=4).save_pretrained(base)
+    data, base = _room_and_depth_model(tmp_path)
     out = tmp_path / "out"
     subprocess.run([sys.executable, str(SCRIPT), "--model", str(base), "--data", str(data), "--frames", "32",
                     "--steps", "40", "--batch-size", "8", "--lr", "3e-3", "--width", "6", "--edge-weight", "2",
