@@ -40,8 +40,8 @@ POOL = 4
 MAX_TRANSLATION_STEPS = 3.0
 #: With a depth net the warp follows the walk too (the memory's depth, forward-warped into the new view, and the
 #: depth test hiding what was passed); the gate still closes by this many full-speed steps. At 16 the cap began to
-#: fall within the fidelity benchmark's 16-step horizon and threw sharp pixels away (sharpness at t+16 0.51 -> 0.60 at 24,
-#: PSNR unchanged; README, "Depth for the memory").
+#: fall within the fidelity benchmark's 16-step horizon and threw sharp pixels away (README, "Depth for the memory":
+#: with the bicubic warp below, sharpness at t+16 0.50 / 0.49 -> 0.62 / 0.58, PSNR within 0.1 dB).
 DEPTH_MAX_TRANSLATION_STEPS = 24.0
 #: The gate's cap falls linearly to 0 over this many steps before the limit (the rotation-only memory: over all 3).
 FADE_STEPS = 3.0
@@ -51,8 +51,8 @@ MIN_DEPTH, MAX_DEPTH = 0.1, 20.0
 #: behind something nearer in the memory, or a hole the depth's fill invented).
 DEPTH_AGREEMENT = 0.15
 #: How the depth warp resamples the memory's colours. Bicubic keeps the edges a sub-pixel shift would blur with
-#: bilinear sampling, step after step of a turn (sharpness at t+1 0.86 -> 0.98 of the round trip's, PSNR -0.1 dB);
-#: its overshoot is clamped to the pixel range.
+#: bilinear sampling, step after step of a turn (with the cap above: sharpness at t+1 0.87 / 0.83 -> 0.97 / 0.97 of
+#: the round trip's, PSNR -0.1 dB); its overshoot is clamped to the pixel range.
 WARP_MODE = "bicubic"
 #: Weight of the depth net's edge-aware smoothness term beside its photometric loss (Monodepth2's).
 DEPTH_SMOOTHNESS = 1e-3
