@@ -36,6 +36,9 @@ def default_action_spec() -> dict:
     return space_to_spec(spaces.Box(-1.0, 1.0, (CAMERA_ACTION_DIM,), np.float32))
 
 
+#: How a frame memory's pixels enter (``frame_memory_gate``): weighed by its learned gate, or wherever its warp sees them.
+FRAME_MEMORY_GATES = ("learned", "seen")
+
 @dataclass
 class WorldModelConfig:
     """Hyperparameters of the native latent world model (autoencoder + causal dynamics + text + heads).
@@ -252,7 +255,7 @@ class WorldModelConfig:
         if isinstance(d, bool) or not isinstance(d, int) or d < 0 or (d and not m):
             raise bad("frame_memory_depth_width", "0 (the warp follows the rotation alone) or, with frame_memory_width > 0, "
                       "a positive int")
-        if self.frame_memory_gate not in ("learned", "seen"):
+        if self.frame_memory_gate not in FRAME_MEMORY_GATES:
             raise bad("frame_memory_gate", '"learned" or "seen"')
         for name in ("reward_model_channels", "reward_model_hidden"):
             v = getattr(self, name)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuralsim.camera import reprojection_grid, rotation_warp_grid, splat_depth
+from neuralsim.config import FRAME_MEMORY_GATES
 
 #: The gate's features are averaged over POOL x POOL pixels (its decision is per region).
 POOL = 4
@@ -153,7 +154,7 @@ class FrameMemory(nn.Module):
         if width < 1 or not fovy_deg > 0 or not translation_speed > 0 or depth_width < 0:
             raise ValueError(f"width must be >= 1, fovy_deg and translation_speed > 0, depth_width >= 0, got {width!r}, "
                              f"{fovy_deg!r}, {translation_speed!r}, {depth_width!r}")
-        if gate not in ("learned", "seen"):
+        if gate not in FRAME_MEMORY_GATES:
             raise ValueError(f'gate must be "learned" or "seen", got {gate!r}')
         self.gate = gate
         self.fovy_deg, self.translation_speed = float(fovy_deg), float(translation_speed)
@@ -206,7 +207,7 @@ class FrameMemory(nn.Module):
         memory has a depth net and none is given); ``gate``: ``"learned"`` or ``"seen"`` for this call (None: the
         module's; training the gate's net passes ``"learned"``). Returns ``(frame', gate [B, 1, H, W])``."""
         mode = self.gate if gate is None else gate
-        if mode not in ("learned", "seen"):
+        if mode not in FRAME_MEMORY_GATES:
             raise ValueError(f'gate must be "learned" or "seen", got {gate!r}')
         B, _, H, W = frame.shape
         moved = rel[:, :3, 3].float().to(frame.device) / self.translation_speed  # in full-speed steps
@@ -219,16 +220,14 @@ class FrameMemory(nn.Module):
         warped, inside = warped.to(frame.dtype), inside.to(frame.dtype)
         if mode == "seen":
             gate = inside * near
-            if depth is not None:
-                gate = F.avg_pool2d(gate, 3, stride=1, padding=1, count_include_pad=False)
-            return frame + gate * (warped - frame), gate
-        cos = ((rel[:, 0, 0] + rel[:, 1, 1] + rel[:, 2, 2] - 1) / 2).clamp(-1, 1)
-        angle = torch.arccos(cos).float().to(frame.device)[:, None]  # radians turned since the memory
-        motion = torch.cat([moved.clamp(-20, 20) / 10, angle], 1).to(frame.dtype)
-        pooled = [F.avg_pool2d(t, POOL) for t in (frame, warped, (frame - warped).abs(), inside)]  # per channel: pool first
-        x = torch.cat([*pooled, motion[:, :, None, None].expand(B, 4, H // POOL, W // POOL)], 1)
-        z = F.interpolate(self.net(x), size=(H, W), mode="bilinear", align_corners=False)
-        gate = torch.sigmoid(z) * inside * near
+        else:
+            cos = ((rel[:, 0, 0] + rel[:, 1, 1] + rel[:, 2, 2] - 1) / 2).clamp(-1, 1)
+            angle = torch.arccos(cos).float().to(frame.device)[:, None]  # radians turned since the memory
+            motion = torch.cat([moved.clamp(-20, 20) / 10, angle], 1).to(frame.dtype)
+            pooled = [F.avg_pool2d(t, POOL) for t in (frame, warped, (frame - warped).abs(), inside)]  # pool first
+            x = torch.cat([*pooled, motion[:, :, None, None].expand(B, 4, H // POOL, W // POOL)], 1)
+            z = F.interpolate(self.net(x), size=(H, W), mode="bilinear", align_corners=False)
+            gate = torch.sigmoid(z) * inside * near
         if depth is not None:  # feathered: the seam between the memory's pixels and the dream's is not a new edge
             gate = F.avg_pool2d(gate, 3, stride=1, padding=1, count_include_pad=False)
         return frame + gate * (warped - frame), gate
