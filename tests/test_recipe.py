@@ -140,13 +140,18 @@ def test_the_memory_stages_train_the_gate_add_its_depth_net_then_regate_on_true_
     assert depth.config_overrides == {"frame_memory_depth_width": 16} and not depth.memory_depth_frozen
     regate = recipe.memory_stage(recipe.Recipe(), tmp_path / "labels", tmp_path / "data", tmp_path / "g", regate=True)
     assert regate.steps == 1000 and regate.memory_depth_frozen and regate.config_overrides == {}
-    first, second = (recipe.depth_label_command(recipe.Recipe(), stage, tmp_path / "d", tmp_path / "data", tmp_path / "o")
-                     for stage in recipe.DEPTH_LABEL_STAGES)
+    first, second, fresh = (recipe.depth_label_command(recipe.Recipe(), stage, tmp_path / "d", tmp_path / "data",
+                                                       tmp_path / "o") for stage in recipe.DEPTH_LABEL_STAGES)
     assert first[1].endswith("finetune_depth.py") and first[first.index("--model") + 1] == str(tmp_path / "d")
     assert first[first.index("--policies") + 1:first.index("--frames")] == ["explore"]
+    assert first[first.index("--frames") + 1] == "32768" and "--width" not in first and "--flip" not in first
     assert second[second.index("--policies") + 1:second.index("--frames")] == ["explore", "sticky"]
     assert second[second.index("--steps") + 1] == "3000" and second[second.index("--lr") + 1] == "0.0005"
-    assert recipe.Recipe().memory_depth_label_stages == 2
+    # the last: a fresh, wider net on more frames, edges and objects weighted, mirrored; no gate after it
+    assert fresh[fresh.index("--frames") + 1] == "131072" and fresh[fresh.index("--width") + 1] == "32"
+    assert fresh[fresh.index("--edge-weight") + 1] == "4.0" and fresh[fresh.index("--object-weight") + 1] == "4.0"
+    assert fresh[-1] == "--flip" and [s.regate for s in recipe.DEPTH_LABEL_STAGES] == [True, True, False]
+    assert recipe.Recipe().memory_depth_label_stages == 3
 
 
 @pytest.mark.mujoco
@@ -166,7 +171,8 @@ def test_the_recipe_collects_the_rooms_of_the_shipped_data(recipe):
 
 def test_install_only_looks_for_every_memory_stage_last_first(recipe, tmp_path):
     dirs = recipe.memory_dirs(tmp_path)
-    assert [d.name for d in dirs] == ["memory_regate2", "memory_regate1", "memory_depth", "memory"]
+    assert [d.name for d in dirs] == ["memory_depth_labels3", "memory_regate2", "memory_regate1", "memory_depth",
+                                      "memory"]
 
 
 def test_the_installed_copy_is_fp16_with_the_install_config_set(recipe, tiny_checkpoint, tmp_path):
