@@ -84,16 +84,6 @@ class StreamingStage:
     dtype: str | None = None  # the stage's `--dtype` (None: the recipe's)
 
 
-# What `train --dtype auto` meant before it trained in fp32 on every CPU (`neuralsim.train.training_dtype`).
-BF16_WHERE_NATIVE = "bfloat16" if bf16_is_native("cpu") else "float32"
-
-# Eight stages, each from the last: longer windows, more of the model's own history, more still windows; the fifth adds
-# the changes-only refiner (zero-initialised: it starts as the model before it), the sixth repeats it on other windows
-# at a lower rate, the seventh trains 16 frames after a burn-in of 48 (windows of 64: the context a long dream has), the
-# eighth adds windows that stop partway (still windows start still; the idle test lets go of the keys while moving).
-# The shipped run measured each (README, "what was tried"); they are the steps of that run, not a tuned schedule.
-
-
 @dataclass(frozen=True)
 class DepthLabelStage:
     """One `examples/finetune_depth.py` run: the frame memory's depth net on the room's true depth."""
@@ -109,10 +99,19 @@ class DepthLabelStage:
     regate: bool = True  # then the gate's net retrained on it, held fixed (`memory_regate_steps`)
 
 
+# What `train --dtype auto` meant before it trained in fp32 on every CPU (`neuralsim.train.training_dtype`).
+BF16_WHERE_NATIVE = "bfloat16" if bf16_is_native("cpu") else "float32"
+
+# Eight stages, each from the last: longer windows, more of the model's own history, more still windows; the fifth adds
+# the changes-only refiner (zero-initialised: it starts as the model before it), the sixth repeats it on other windows
+# at a lower rate, the seventh trains 16 frames after a burn-in of 48 (windows of 64: the context a long dream has), the
+# eighth adds windows that stop partway (still windows start still; the idle test lets go of the keys while moving).
+# The shipped run measured each (README, "what was tried"); they are the steps of that run, not a tuned schedule.
+
 # The frame memory's depth net on the room's true depth. First the views of the data's policy, then half of them
 # sticky-random (pitched, close to walls: where the photometric depth was worst), each followed by the gate; then a
 # fresh net of twice the width in its place, on four times the frames, edges and objects weighted 1 + 4, mirrored
-# (depth AbsRel explore / sticky 0.14 / 0.19 -> 0.12 / 0.16; README, "Depth for the memory"). No gate follows the last:
+# (depth AbsRel explore / sticky 0.14 / 0.19 -> 0.11 / 0.16; README, "Depth for the memory"). No gate follows the last:
 # the installed config's gate ("seen") does not run the net, and retraining it on this depth gave nothing with the
 # learned gate either. The steps of the shipped run, not a tuned schedule: 9,000 steps on the mix from the start, then
 # one gate, came out behind the first two on the quick benchmark.
