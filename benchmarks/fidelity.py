@@ -40,7 +40,10 @@ return vs the real one); **reward** on the room's default task (the ball, starte
 and scripted (walk to the target) policies, 16 context frames then 16 dream steps: Pearson of the dream's predicted vs
 the real reward (``reward_corr_t1_16``; the reward model when the checkpoint has one, else the heads) and termination F1
 at probability > 0.5 vs "the real agent is within reach of the target" (``termination_f1``), steps after a first success
-left out; ``reward_gates`` holds the reward issue's thresholds (0.8 each); a **long
+left out; beside them, where the gap is: the Pearson over the steps that end neither episode
+(``reward_corr_t1_16_progress``: the progress term alone) and how far the dream's first success falls from the real one
+(``termination_delay_median`` in steps, ``termination_within_1_step``, ``termination_missed``); ``reward_gates`` holds
+the reward issue's thresholds (0.8 each); a **long
 rollout** checked for NaN and collapse (degenerate frames — flat, black, saturated, latent out of range — at more of
 100 checkpoints than the real room shows after the same actions). ``gates`` evaluates the acceptance thresholds of the issue.
 
@@ -682,6 +685,27 @@ def true_start_dead_reckoning(tracker: Any, eps: list[dict[str, Any]], n_ctx: in
     return {"true_start_rewards": torch.stack(rewards, 1).numpy(), "true_start_termination": torch.stack(termination, 1).numpy()}
 
 
+def termination_delays(protocols: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per episode whose real first success falls within the first ``REWARD_STEPS`` dream steps: the dream's first
+    success step (prob > 0.5, any of those steps) minus the real one. ``termination_delay_median`` over the episodes
+    where the dream ends at all, ``termination_within_1_step`` the share of all of them ended within one step of the
+    real success, ``termination_missed`` those the dream never ends."""
+    delays, missed = [], 0
+    for p in protocols.values():
+        real = p["real_terminated"][:, :REWARD_STEPS] & p.get("valid", np.ones_like(p["real_terminated"], bool))[:, :REWARD_STEPS]
+        dream = p["dream_termination"][:, :REWARD_STEPS] > 0.5
+        for r, d in zip(real, dream):
+            if r.any():
+                if d.any():
+                    delays.append(int(d.argmax()) - int(r.argmax()))
+                else:
+                    missed += 1
+    total = len(delays) + missed
+    return {"termination_delay_median": float(np.median(delays)) if delays else None,
+            "termination_within_1_step": sum(abs(x) <= 1 for x in delays) / total if total else None,
+            "termination_missed": missed}
+
+
 def reward_metrics(protocols: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Reward prediction: Pearson of dreamed vs real reward over dream steps 1-16; termination F1 (prob > 0.5 vs the
     real agent within reach of the target); steps after an episode's first success left out. Pooled over the
@@ -701,6 +725,11 @@ def reward_metrics(protocols: dict[str, dict[str, Any]]) -> dict[str, Any]:
     m["termination_f1"] = f1_score(cat["dt"], cat["rt"])
     m["termination_positives"] = int(cat["rt"].sum())
     m["termination_predicted"] = int(cat["dt"].sum())
+    # Where the gap is: the rewards of the steps that end neither episode (progress alone), and how many steps the
+    # dream's first success falls after the real one (a success bonus one step off costs the Pearson most of its value)
+    calm = ~cat["rt"] & ~cat["dt"]
+    m["reward_corr_t1_16_progress"] = pearson(cat["rr"][calm], cat["dr"][calm])
+    m.update(termination_delays(protocols))
     if all("true_start_rewards" in p for p in protocols.values()):  # a tracker's dead reckoning from the true start
         v = [p["valid"][:, :REWARD_STEPS] for p in protocols.values()]
         ps = list(protocols.values())
@@ -813,7 +842,10 @@ def print_report(r: dict[str, Any], horizons: Sequence[int]) -> None:
     print(f"reward (default task) corr t1-16 {_f(r['reward_corr_t1_16'], 3)}; termination F1 {_f(r['termination_f1'], 3)} "
           f"({r['termination_positives']} positives, {r['termination_predicted']} predicted); per policy: " + ", ".join(
               f"{p} {_f(r.get(f'reward_corr_t1_16_{p}'), 3)} / {_f(r.get(f'termination_f1_{p}'), 3)}" for p in REWARD_PROTOCOLS)
-          + f"; on the real frames {_f(r.get('reward_corr_t1_16_real_frames'), 3)} / {_f(r.get('termination_f1_real_frames'), 3)}")
+          + f"; on the real frames {_f(r.get('reward_corr_t1_16_real_frames'), 3)} / {_f(r.get('termination_f1_real_frames'), 3)}"
+          + f"; progress alone {_f(r.get('reward_corr_t1_16_progress'), 3)}, the dream's first success "
+          f"{_f(r.get('termination_delay_median'), 1)} steps after the real one (median; within 1 step: "
+          f"{_f(r.get('termination_within_1_step'), 2)}, missed: {r.get('termination_missed')})")
     print(f"long rollout {r['long_rollout_steps']} steps: finite={r['long_rollout_finite']} collapsed={r['long_rollout_collapsed']}")
     print(f"  degenerate checkpoints: dream {_f(r.get('long_rollout_degenerate_share'), 2)}, real room after the same "
           f"actions {_f(r.get('long_rollout_real_degenerate_share'), 2)} (collapsed: dream > real + {COLLAPSE_MARGIN})")

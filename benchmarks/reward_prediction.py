@@ -96,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"real successes {metrics['termination_positives']}, predicted {metrics['termination_predicted']}; on the real "
           f"frames: Pearson {metrics.get('reward_corr_t1_16_real_frames')}, F1 {metrics.get('termination_f1_real_frames')}",
           file=sys.stderr)
+    print(f"progress alone (steps that end neither episode): Pearson {metrics.get('reward_corr_t1_16_progress')}; the "
+          f"dream's first success {metrics.get('termination_delay_median')} steps after the real one (median), within 1 "
+          f"step for {metrics.get('termination_within_1_step')} of the real successes, missed {metrics.get('termination_missed')}",
+          file=sys.stderr)
     if "reward_corr_t1_16_true_start" in metrics:
         print(f"the tracker's motion model alone from the true start (its ceiling at trust 0): Pearson "
               f"{metrics['reward_corr_t1_16_true_start']}, F1 {metrics['termination_f1_true_start']}", file=sys.stderr)

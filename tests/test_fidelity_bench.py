@@ -31,6 +31,28 @@ def test_pooled_psnr_is_not_flattered_by_identical_frames():
     assert F.masked_psnr(b, a, mask) > 140  # only the identical frame's pixels
 
 
+def test_reward_metrics_split_the_progress_from_the_timing_of_the_success():
+    """A dream whose progress is exact but whose success bonus comes two steps late: the progress Pearson is 1, the
+    whole-reward Pearson is not, the delay is 2 steps; an episode the dream never ends counts as missed."""
+    F = _load_fidelity()
+    rng = np.random.default_rng(0)
+    steps = F.REWARD_STEPS
+    progress = rng.normal(0, 0.3, (3, steps))
+    real_end = np.zeros((3, steps), bool)
+    real_end[0, 5:] = True  # reaches the target at step 5 and stays
+    real_end[1, 9] = True  # at step 9; the dream never ends this one
+    dream_end = np.zeros((3, steps))
+    dream_end[0, 7:] = 1.0
+    valid = np.cumsum(real_end, axis=1) - real_end == 0
+    p = {"real_rewards": progress + 10.0 * real_end, "dream_rewards": progress + 10.0 * dream_end,
+         "real_terminated": real_end, "dream_termination": dream_end, "valid": valid}
+    m = F.reward_metrics({"scripted": p})
+    assert m["reward_corr_t1_16_progress"] == pytest.approx(1.0)
+    assert m["reward_corr_t1_16"] < 0.9
+    assert m["termination_delay_median"] == 2.0 and m["termination_missed"] == 1
+    assert m["termination_within_1_step"] == 0.0
+
+
 @pytest.mark.parametrize("true_shift", [-3.0, -1.5, 2.25])
 def test_horizontal_shift_recovers_a_known_shift(true_shift):
     F = _load_fidelity()
