@@ -455,6 +455,37 @@ def test_depth_warp_follows_a_walk_and_reduces_to_the_rotation_warp():
     torch.testing.assert_close(grid, rotation_warp_grid(turned, 32, 32, 70.0), atol=1e-5, rtol=0)
 
 
+def test_splat_depth_is_a_z_buffer_over_the_four_pixels_around_each_point():
+    """Against a plain loop: every point in front of the new camera writes its depth to the (up to) four pixels around
+    where it projects, the nearest wins; nothing lands elsewhere (no fill passes). Views that push points off the
+    image, behind the camera and to infinity included."""
+    import math
+
+    from neuralsim.camera import _pixel_directions, camera_intrinsics, splat_depth
+
+    g = torch.Generator().manual_seed(0)
+    B, H, W = 3, 12, 16
+    depth = torch.rand(B, H, W, generator=g) * 3 + 0.2
+    depth[0, :2, :2] = math.inf
+    rel = torch.stack([_walk(forward=4.0), _walk(right=-6.0, yaw=5.0), _walk(forward=-3.0, yaw=-20.0)])[:, 0]
+    fx, fy, cx, cy = intrinsics = camera_intrinsics(H, W, 70.0)
+    dirs = _pixel_directions(H, W, intrinsics, "cpu").float()
+    expected = torch.full((B, H, W), math.inf)
+    for b in range(B):
+        points = (depth[b].reshape(-1, 1) * dirs - rel[b, :3, 3].float()) @ rel[b, :3, :3].float()
+        for x, y, z in points.tolist():
+            if not z > 1e-2:
+                continue
+            u, v = fx * x / z + cx, fy * y / z + cy
+            for iu in (math.floor(u), math.floor(u) + 1):
+                for iv in (math.floor(v), math.floor(v) + 1):
+                    if 0 <= iu < W and 0 <= iv < H:
+                        expected[b, iv, iu] = min(expected[b, iv, iu].item(), z)
+    got = splat_depth(rel, depth, 70.0, fill=0)
+    assert torch.isinf(got).any() and torch.isfinite(got).any()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_the_depth_warp_keeps_a_turned_edge_sharp_and_its_colours_in_range(monkeypatch):
     import neuralsim.frame_memory as frame_memory
 
