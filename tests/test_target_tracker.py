@@ -457,6 +457,36 @@ def test_reward_prediction_benchmark_on_a_tiny_tracker(tiny_checkpoint, tmp_path
                     "--results-dir", str(tmp_path)])
 
 
+def test_tracker_range_rows_bin_by_true_range_and_compare_believed_to_true():
+    from conftest import load_script
+
+    bench = load_script("benchmarks/tracker_range.py", "tracker_range_bench")
+    true = np.array([[0.5, 0.0], [1.0, 0.0], [2.0, 0.0], [0.0, 3.0]])
+    believed = np.array([[0.6, 0.0], [1.1, 0.0], [0.0, 2.0], [0.0, 2.4]])  # 20 % / 10 % long, 90° off, 20 % short
+    rows = bench.range_errors(believed, true)
+    assert [r["episodes"] for r in rows] == [1, 1, 1, 1] and rows[-1]["range_m"] == [2.5, None]
+    assert [r["range_ratio_median"] for r in rows] == pytest.approx([1.2, 1.1, 1.0, 0.8])
+    assert rows[0]["range_abs_error_mean"] == pytest.approx(0.1) and rows[2]["bearing_error_median_deg"] == pytest.approx(90)
+    assert rows[3]["bearing_error_median_deg"] == pytest.approx(0, abs=1e-9)
+
+
+@pytest.mark.mujoco
+def test_tracker_range_benchmark_on_a_tiny_tracker(tiny_checkpoint, tmp_path):
+    """benchmarks/tracker_range.py (1 seed per policy): one row per range bin, every episode in one of them; a model
+    without a tracker refused."""
+    pytest.importorskip("mujoco")
+    from conftest import load_script
+
+    bench = load_script("benchmarks/tracker_range.py", "tracker_range_bench")
+    _tracker_model().save_pretrained(tmp_path / "tracker")
+    result = bench.main(["--model", str(tmp_path / "tracker"), "--seeds", "1", "--threads", "1",
+                         "--results-dir", str(tmp_path), "--name", "tr"])
+    assert len(result["rows"]) == len(bench.RANGE_BINS) and sum(r["episodes"] for r in result["rows"]) == 3
+    assert json.loads((tmp_path / "tr.json").read_text())["benchmark"] == "tracker_range"
+    with pytest.raises(SystemExit, match="no target tracker"):
+        bench.main(["--model", str(tiny_checkpoint), "--seeds", "1", "--results-dir", str(tmp_path)])
+
+
 @pytest.mark.mujoco
 def test_tracker_kinematics_benchmark_scores_the_room_from_the_true_start(tmp_path):
     """benchmarks/tracker_kinematics.py (2 episodes per policy, 40 steps): rows per policy with and without walls;
