@@ -473,10 +473,12 @@ def test_splat_depth_is_a_z_buffer_over_the_four_pixels_around_each_point():
     expected = torch.full((B, H, W), math.inf)
     for b in range(B):
         points = (depth[b].reshape(-1, 1) * dirs - rel[b, :3, 3].float()) @ rel[b, :3, :3].float()
-        for x, y, z in points.tolist():
-            if not z > 1e-2:
+        z_all = points[:, 2]
+        u_all = fx * points[:, 0] / z_all.clamp_min(1e-2) + cx  # in float32, as the splat projects
+        v_all = fy * points[:, 1] / z_all.clamp_min(1e-2) + cy
+        for z, u, v in zip(z_all.tolist(), u_all.tolist(), v_all.tolist()):
+            if not (z > 1e-2 and math.isfinite(u) and math.isfinite(v)):  # behind the camera, or a point at infinity
                 continue
-            u, v = fx * x / z + cx, fy * y / z + cy
             for iu in (math.floor(u), math.floor(u) + 1):
                 for iv in (math.floor(v), math.floor(v) + 1):
                     if 0 <= iu < W and 0 <= iv < H:
