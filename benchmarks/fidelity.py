@@ -622,6 +622,17 @@ def long_rollout(model: Any, start: np.ndarray, prompt: str, steps: int, *, real
             "long_rollout_steps_per_s": (diverged_at or steps) / max(seconds, 1e-9)}
 
 
+def reward_episode(name: str, env: Any, seed: int, steps: int, k: int, *, reach: float, raw_frames: int) -> dict[str, Any]:
+    """One real episode of reward protocol ``name`` (``"random"``: sticky-random actions; else the named collection
+    policy, which sees the room): :func:`real_episode`."""
+    from neuralsim.data import make_policy
+
+    if name == "random":
+        return real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames,
+                            actions=sticky_actions(np.random.default_rng(seed), steps, 4))
+    return real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames, policy=make_policy(name, env))
+
+
 def reward_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], *, k: int, n_ctx: int, reach: float,
                     dream_seed: int, denoise_steps: int | None) -> dict[str, Any]:
     """The real task env (never terminating: ``reach`` labels success) under policy ``name`` (``"random"``: sticky-random
@@ -630,17 +641,9 @@ def reward_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], *, k:
     Returns ``real_rewards``, ``dream_rewards``, ``real_terminated``, ``dream_termination`` (``[B, REWARD_STEPS]``) and
     ``valid`` (``[B, REWARD_STEPS]`` bool): the steps up to and including the first success (an episode ends there; a seed
     that succeeds within the context has none)."""
-    from neuralsim.data import make_policy
-
     steps = n_ctx - 1 + REWARD_STEPS
     raw_frames = 1 + (n_ctx - 1) * k
-    eps = []
-    for seed in seeds:
-        if name == "random":
-            eps.append(real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames,
-                                    actions=sticky_actions(np.random.default_rng(seed), steps, 4)))
-        else:
-            eps.append(real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames, policy=make_policy(name, env)))
+    eps = [reward_episode(name, env, seed, steps, k, reach=reach, raw_frames=raw_frames) for seed in seeds]
     terminated = np.stack([ep["terminated"] for ep in eps])  # (B, steps)
     valid = np.cumsum(terminated, axis=1) - terminated == 0  # not after the first success
     ctx_actions = np.stack([ep["actions"][: n_ctx - 1] for ep in eps])

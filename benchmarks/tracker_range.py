@@ -66,7 +66,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     import fidelity
     import neuralsim  # noqa: F401  (registers the envs)
-    from neuralsim.data import make_policy
     from neuralsim.model import WorldModel
     from neuralsim.reward import target_offsets
 
@@ -84,14 +83,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         with torch.no_grad():
             for policy in fidelity.REWARD_PROTOCOLS:
-                eps = []
-                for seed in (args.first_seed + i for i in range(seeds_n)):
-                    if policy == "random":
-                        actions = fidelity.sticky_actions(np.random.default_rng(seed), n_ctx - 1, 4)
-                        eps.append(fidelity.real_episode(env, seed, n_ctx - 1, k, reach=reach, raw_frames=raw, actions=actions))
-                    else:
-                        eps.append(fidelity.real_episode(env, seed, n_ctx - 1, k, reach=reach, raw_frames=raw,
-                                                         policy=make_policy(policy, env)))
+                eps = [fidelity.reward_episode(policy, env, args.first_seed + i, n_ctx - 1, k, reach=reach, raw_frames=raw)
+                       for i in range(seeds_n)]
                 state = model.init_state(len(eps), frames=np.stack([e["raw"] for e in eps]),
                                          actions=np.stack([e["actions"] for e in eps]),
                                          prompt=[e["description"] for e in eps], generator=torch.Generator().manual_seed(0))
