@@ -6,6 +6,7 @@ Scripts import it as ``from _common import ...``: Python puts a script's own dir
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -198,6 +199,39 @@ def machine_info() -> dict[str, Any]:
         "cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+#: held-out seeds start here: collection, training and the recipe's data use seeds far below (or in other millions)
+FIRST_HELD_OUT_SEED = 1_000_000
+
+
+def add_standard_args(parser: argparse.ArgumentParser, name: str, *, quick_help: str,
+                      seeds: tuple[int, int] | None = None, seeds_what: str = "held-out seeds") -> None:
+    """The options every results-writing benchmark shares: ``--quick``, ``--name`` (default ``name``; with --quick
+    ``name_quick``), ``--results-dir``; with ``seeds`` = (full, quick) also ``--seeds`` and ``--first-seed``.
+    :func:`resolve_standard_args` fills the defaults that depend on --quick after parsing."""
+    if seeds is not None:
+        parser.add_argument("--seeds", type=int, default=None,
+                            help=f"{seeds_what} (default {seeds[0]}; --quick {seeds[1]})")
+        parser.add_argument("--first-seed", type=int, default=FIRST_HELD_OUT_SEED,
+                            help=f"the first held-out seed (default {FIRST_HELD_OUT_SEED:,}: far from the data's)")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--name", default=None, help=f"results file name (default {name}; --quick: {name}_quick)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where <name>.json goes")
+
+
+def resolve_standard_args(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str,
+                          seeds: tuple[int, int] | None = None) -> argparse.Namespace:
+    """Set ``args.name`` (and ``args.seeds`` from ``seeds`` = (full, quick)) where the command line left them out;
+    a ``--seeds`` below 1 is a usage error. Returns ``args``."""
+    args.name = args.name or (f"{name}_quick" if args.quick else name)
+    if seeds is not None:
+        args.seeds = args.seeds if args.seeds is not None else seeds[1 if args.quick else 0]
+        if args.seeds < 1:
+            parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    return args
 
 
 def write_result(result: dict[str, Any], out: str | os.PathLike) -> None:

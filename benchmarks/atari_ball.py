@@ -62,7 +62,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when imported as a module (tests)
-from _common import RESULTS_DIR, machine_info, rounded, set_threads, write_result  # noqa: E402
+from _common import add_standard_args, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
 
 ENV_ID = "ale_py:ALE/Breakout-v5"
 IMAGE_SIZE = (64, 64)  # the default preset's frame size
@@ -323,8 +323,8 @@ def evaluate(ae_dir: Path, held: dict[str, Any]) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_EPISODES} episodes, {QUICK_AE_STEPS} autoencoder steps, {QUICK_EVAL_EPISODES} held-out episodes")
+    add_standard_args(parser, "atari_ball", quick_help=f"{QUICK_EPISODES} episodes, {QUICK_AE_STEPS} autoencoder steps, "
+                                                       f"{QUICK_EVAL_EPISODES} held-out episodes")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/atari_ball; --quick: runs/atari_ball_quick)")
     parser.add_argument("--episodes", type=int, default=None, help=f"collected episodes (default {RECIPE_EPISODES}, the recipe's)")
     parser.add_argument("--max-steps", type=int, default=RECIPE_MAX_STEPS, help="steps per episode at most (collected and held out)")
@@ -335,14 +335,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--first-eval-seed", type=int, default=FIRST_EVAL_SEED, help="held-out seeds start here")
     parser.add_argument("--max-frames", type=int, default=None, help="cap on held-out frames (default: all)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--name", default=None, help="results file name (default atari_ball; --quick: atari_ball_quick)")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     args.episodes = args.episodes or (QUICK_EPISODES if args.quick else RECIPE_EPISODES)
     args.ae_steps = args.ae_steps or (QUICK_AE_STEPS if args.quick else RECIPE_AE["steps"])
     args.eval_episodes = args.eval_episodes or (QUICK_EVAL_EPISODES if args.quick else EVAL_EPISODES)
     args.out = args.out or Path("runs/atari_ball_quick" if args.quick else "runs/atari_ball")
-    args.name = args.name or ("atari_ball_quick" if args.quick else "atari_ball")
+    resolve_standard_args(parser, args, "atari_ball")
     for name in ("episodes", "max_steps", "ae_steps", "eval_episodes", "workers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

@@ -71,11 +71,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when imported as a module (tests)
-from _common import RESULTS_DIR, machine_info, rounded, write_result  # noqa: E402
+from _common import RESULTS_DIR, add_standard_args, machine_info, resolve_standard_args, rounded, write_result  # noqa: E402
 
 from neuralsim.session import DreamSession  # noqa: E402
 
 HORIZONS = (1, 4, 16, 64, 256)
+SEEDS = (32, 8)  # held-out seeds: full, --quick
 QUICK_HORIZONS = (1, 4, 16, 64)
 ABLATION_HORIZONS = (1, 4, 16)
 STRIP_TIMES = (0, 1, 2, 4, 8, 16, 32)
@@ -904,8 +905,6 @@ def _display_path(path: Path) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="checkpoint directory or shipped name")
-    parser.add_argument("--seeds", type=int, default=None, help="held-out seeds (default 32; --quick 8)")
-    parser.add_argument("--first-seed", type=int, default=1_000_000, help="held out: collection uses small seeds")
     parser.add_argument("--long-steps", type=int, default=None, help="long-rollout steps (default 10,000; --quick 1,000)")
     parser.add_argument("--denoise-steps", type=int, default=None)
     parser.add_argument("--context-noise", type=float, default=None,
@@ -919,19 +918,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "frame once it holds this many frames (0: never; inference-time)")
     parser.add_argument("--dtype", default="auto", help="compute dtype via autocast: auto (bf16 only where native), float32, bfloat16")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
-    parser.add_argument("--quick", action="store_true", help="8 seeds, horizons up to 64, 1,000-step long rollout")
-    parser.add_argument("--name", default=None, help="results file name (default fidelity; --quick: fidelity_quick)")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    add_standard_args(parser, "fidelity", quick_help="8 seeds, horizons up to 64, 1,000-step long rollout", seeds=SEEDS)
     parser.add_argument("--strips-dir", type=Path, default=None,
                         help="where fidelity_strip_<protocol>.png go (default: docs/ for the full run named "
                              "fidelity, else --results-dir as <name>_strip_<protocol>.png, so a quick or named "
                              "run never replaces the shipped model's strips)")
     args = parser.parse_args(argv)
-    args.seeds = args.seeds if args.seeds is not None else (8 if args.quick else 32)
+    resolve_standard_args(parser, args, "fidelity", SEEDS)
     args.long_steps = args.long_steps if args.long_steps is not None else (1000 if args.quick else 10_000)
-    args.name = args.name or ("fidelity_quick" if args.quick else "fidelity")
-    if args.seeds < 1 or args.long_steps < 1:
-        parser.error(f"--seeds and --long-steps must be >= 1, got {args.seeds} and {args.long_steps}")
+    if args.long_steps < 1:
+        parser.error(f"--long-steps must be >= 1, got {args.long_steps}")
     if args.flow_shift is not None and not args.flow_shift > 0:
         parser.error(f"--flow-shift must be > 0, got {args.flow_shift}")
     if args.context_window is not None and args.context_window < 0:

@@ -33,10 +33,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, machine_info, rounded, write_result  # noqa: E402
+from _common import add_standard_args, machine_info, resolve_standard_args, rounded, write_result  # noqa: E402
 
 MEMORY_STEP = 15  # the last of fidelity.py's 16 context frames
 HORIZONS = (1, 2, 4, 8, 16)
+SEEDS = (16, 4)  # held-out seeds: full, --quick
 WORLD_ENV_KWARGS = {"target": None, "start_view_deg": None}  # the rooms of the model's data (fidelity.py's)
 
 
@@ -94,14 +95,9 @@ def run(model: Any, env: Any, seeds: Sequence[int], protocol: str) -> dict[str, 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="default", help="a model directory or 'default' (needs a frame memory)")
-    parser.add_argument("--seeds", type=int, default=None, help="held-out seeds (default 16; --quick 4)")
-    parser.add_argument("--first-seed", type=int, default=1_000_000)
-    parser.add_argument("--quick", action="store_true", help="4 seeds")
-    parser.add_argument("--name", default=None, help="results file name (default memory_warp; --quick: memory_warp_quick)")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where <name>.json goes")
+    add_standard_args(parser, "memory_warp", quick_help="4 seeds", seeds=SEEDS)
     args = parser.parse_args(argv)
-    seeds_n = args.seeds if args.seeds is not None else (4 if args.quick else 16)
-    name = args.name or ("memory_warp_quick" if args.quick else "memory_warp")
+    resolve_standard_args(parser, args, "memory_warp", SEEDS)
     torch.set_num_threads(1)
     import gymnasium as gym
 
@@ -114,8 +110,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--model {args.model!r} has no frame memory (config.frame_memory_width = 0)")
     env = gym.make("NeuralSimRoom-v0", image_size=tuple(model.config.image_size), reach_radius=1e-3,
                    **WORLD_ENV_KWARGS).unwrapped
-    seeds = [args.first_seed + i for i in range(seeds_n)]
-    result: dict[str, Any] = {"benchmark": "memory_warp", "model": args.model, "seeds": seeds_n, "horizons": list(HORIZONS),
+    seeds = [args.first_seed + i for i in range(args.seeds)]
+    result: dict[str, Any] = {"benchmark": "memory_warp", "model": args.model, "seeds": args.seeds, "horizons": list(HORIZONS),
                               "depth_width": model.config.frame_memory_depth_width, **machine_info()}
     with torch.no_grad():
         for protocol in ("explore", "sticky"):
@@ -123,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     env.close()
     result["seconds"] = time.perf_counter() - t0
     warps = ["rotation", "learned", "true"] if model.config.frame_memory_depth_width else ["rotation", "true"]
-    print(f"memory warp vs the real frame, pooled PSNR over the pixels each warp sees (dB) / share seen; {seeds_n} seeds")
+    print(f"memory warp vs the real frame, pooled PSNR over the pixels each warp sees (dB) / share seen; {args.seeds} seeds")
     for protocol in ("explore", "sticky"):
         if f"depth_abs_rel_{protocol}" in result:
             print(f"{protocol}: learned depth AbsRel {result[f'depth_abs_rel_{protocol}']:.3f}, "
@@ -133,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             print(f"{w:<10}" + "".join(f"{result[f'{w}_psnr_{protocol}_t{h}']:8.2f} /{result[f'{w}_seen_{protocol}_t{h}']:4.2f}"
                                         for h in HORIZONS))
     result = rounded(result)
-    write_result(result, args.results_dir / f"{name}.json")
+    write_result(result, args.results_dir / f"{args.name}.json")
     return result
 
 

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, machine_info, rounded, set_threads, write_result  # noqa: E402
+from _common import add_standard_args, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
 
 PARTS = ("memory", "seam", "dream")
+SEEDS = (32, 8)  # held-out seeds: full, --quick
 
 
 def split_object_error(real: np.ndarray, dream: np.ndarray, objects: np.ndarray, gate: np.ndarray) -> dict[str, Any]:
@@ -58,17 +59,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--model", default="default", help="a model directory or 'default' (needs a frame memory)")
     parser.add_argument("--protocol", default="explore", choices=("explore", "sticky"))
     parser.add_argument("--horizon", type=int, default=4, help="dream step scored (default 4)")
-    parser.add_argument("--seeds", type=int, default=None, help="held-out seeds (default 32; --quick 8)")
-    parser.add_argument("--first-seed", type=int, default=1_000_000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="8 seeds")
-    parser.add_argument("--name", default=None, help="results file name (default object_error; --quick: object_error_quick)")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where <name>.json goes")
+    add_standard_args(parser, "object_error", quick_help="8 seeds", seeds=SEEDS)
     args = parser.parse_args(argv)
     if args.horizon < 1:
         parser.error(f"--horizon must be >= 1, got {args.horizon}")
-    seeds_n = args.seeds if args.seeds is not None else (8 if args.quick else 32)
-    name = args.name or ("object_error_quick" if args.quick else "object_error")
+    resolve_standard_args(parser, args, "object_error", SEEDS)
     set_threads(args.threads)
     import gymnasium as gym
 
@@ -86,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    **fidelity.WORLD_ENV_KWARGS).unwrapped
     gates: list[torch.Tensor] = []  # one per dream step: the memory is applied only to a step's decoded frame
     hook = model.frame_memory.register_forward_hook(lambda module, inputs, output: gates.append(output[1].detach()))
-    seeds = [args.first_seed + i for i in range(seeds_n)]
+    seeds = [args.first_seed + i for i in range(args.seeds)]
     try:
         with torch.no_grad():
             # fidelity.py's arguments for this protocol (its dream seed is the protocol's index), so the frames match
@@ -101,10 +97,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     gate = gates[h - 1][:, 0].float().numpy()
     split = split_object_error(p["real"][:, h - 1], p["dream"][:, h - 1], p["masks"][h], gate)
     result = {"benchmark": "object_error", "model": args.model, "protocol": args.protocol, "horizon": h,
-              "seeds": seeds_n, "first_seed": args.first_seed, **split,
+              "seeds": args.seeds, "first_seed": args.first_seed, **split,
               "fidelity_object_psnr": p["metrics"][f"object_psnr_{args.protocol}_t{h}"],
               "seconds": time.perf_counter() - t0, **machine_info()}
-    print(f"object pixels at {args.protocol} t+{h} ({seeds_n} seeds, model {args.model}), split by the frame memory's gate:")
+    print(f"object pixels at {args.protocol} t+{h} ({args.seeds} seeds, model {args.model}), split by the frame memory's gate:")
     print(f"{'part':<8}{'pixels':>9}{'error':>9}{'PSNR dB':>9}")
     for part in PARTS:
         share, err, db = (split[f"{part}_{x}"] for x in ("pixel_share", "error_share", "psnr"))
@@ -113,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"all: {fidelity._f(split['object_psnr'])} dB (fidelity.py: {fidelity._f(result['fidelity_object_psnr'])}); "
           f"the dream part's error in its two worst rooms: {fidelity._f(split['dream_error_top2_seeds'])}")
     result = rounded(result)
-    write_result(result, args.results_dir / f"{name}.json")
+    write_result(result, args.results_dir / f"{args.name}.json")
     return result
 
 

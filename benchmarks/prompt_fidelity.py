@@ -58,7 +58,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, machine_info, rounded, set_threads, write_result  # noqa: E402
+from _common import add_standard_args, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
 
 PROBE_SEED, HELD_OUT_SEED = 7_000_000, 9_000_000
 MIN_BOX_PIXELS = 20  # a box smaller than this in view counts as not shown
@@ -80,14 +80,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--probe-layouts", type=int, default=None, help="probe training layouts (default 2500; --quick 600)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the dream's noise and the probe's training")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sheet", type=Path, default=None, help="PNG sheet (default docs/prompt_sheet.png; --quick: none)")
-    parser.add_argument("--name", default=None, help="results name (default prompt_fidelity; --quick: prompt_fidelity_quick)")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    add_standard_args(parser, "prompt_fidelity", quick_help="48 layouts, 600 probe layouts, no sheet")
     args = parser.parse_args(argv)
     args.layouts = args.layouts or (48 if args.quick else 256)
     args.probe_layouts = args.probe_layouts or (600 if args.quick else 2500)
-    args.name = args.name or ("prompt_fidelity_quick" if args.quick else "prompt_fidelity")
+    resolve_standard_args(parser, args, "prompt_fidelity")
     if args.sheet is None and not args.quick:
         args.sheet = Path(__file__).resolve().parent.parent / "docs" / "prompt_sheet.png"
     if args.layouts < 6 or args.probe_layouts < 50:

@@ -28,25 +28,21 @@ from typing import Any, Sequence
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, machine_info, rounded, set_threads, write_result  # noqa: E402
+from _common import add_standard_args, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
+
+SEEDS = (32, 8)  # held-out seeds per policy: full, --quick
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="checkpoint directory or shipped name")
-    parser.add_argument("--seeds", type=int, default=None, help="held-out seeds per policy (default 32; --quick 8)")
-    parser.add_argument("--first-seed", type=int, default=1_000_000, help="as fidelity.py: held out from collection")
     parser.add_argument("--reward-dream-trust", type=float, default=None,
                         help="a target tracker's weight of a dreamed frame's measurement, in [0, 1] (default: the model's)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--quick", action="store_true", help="8 seeds per policy")
-    parser.add_argument("--name", default=None, help="results file name (default reward_prediction[_quick])")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    add_standard_args(parser, "reward_prediction", quick_help="8 seeds per policy", seeds=SEEDS,
+                      seeds_what="held-out seeds per policy (fidelity.py's)")
     args = parser.parse_args(argv)
-    args.seeds = args.seeds if args.seeds is not None else (8 if args.quick else 32)
-    args.name = args.name or ("reward_prediction_quick" if args.quick else "reward_prediction")
-    if args.seeds < 1:
-        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    resolve_standard_args(parser, args, "reward_prediction", SEEDS)
     if args.reward_dream_trust is not None and not 0.0 <= args.reward_dream_trust <= 1.0:
         parser.error(f"--reward-dream-trust must be in [0, 1], got {args.reward_dream_trust}")
     return args

@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, machine_info, rounded, set_threads, write_result  # noqa: E402
+from _common import add_standard_args, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
 
 RANGE_BINS = ((0.0, 0.9), (0.9, 1.5), (1.5, 2.5), (2.5, float("inf")))  # metres; 0.9: the room's success radius
+SEEDS = (32, 8)  # held-out seeds per policy: full, --quick
 
 
 def range_errors(believed: np.ndarray, true: np.ndarray) -> list[dict[str, Any]]:
@@ -52,15 +53,11 @@ def range_errors(believed: np.ndarray, true: np.ndarray) -> list[dict[str, Any]]
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="default", help="a model directory or 'default' (needs a target tracker)")
-    parser.add_argument("--seeds", type=int, default=None, help="held-out seeds per policy (default 32; --quick 8)")
-    parser.add_argument("--first-seed", type=int, default=1_000_000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="8 seeds per policy")
-    parser.add_argument("--name", default=None, help="results file name (default tracker_range; --quick: tracker_range_quick)")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where <name>.json goes")
+    add_standard_args(parser, "tracker_range", quick_help="8 seeds per policy", seeds=SEEDS,
+                      seeds_what="held-out seeds per policy")
     args = parser.parse_args(argv)
-    seeds_n = args.seeds if args.seeds is not None else (8 if args.quick else 32)
-    name = args.name or ("tracker_range_quick" if args.quick else "tracker_range")
+    resolve_standard_args(parser, args, "tracker_range", SEEDS)
     set_threads(args.threads)
     import gymnasium as gym
 
@@ -84,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         with torch.no_grad():
             for policy in fidelity.REWARD_PROTOCOLS:
                 eps = [fidelity.reward_episode(policy, env, args.first_seed + i, n_ctx - 1, k, reach=reach, raw_frames=raw)
-                       for i in range(seeds_n)]
+                       for i in range(args.seeds)]
                 state = model.init_state(len(eps), frames=np.stack([e["raw"] for e in eps]),
                                          actions=np.stack([e["actions"] for e in eps]),
                                          prompt=[e["description"] for e in eps], generator=torch.Generator().manual_seed(0))
@@ -94,10 +91,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     finally:
         env.close()
     rows = range_errors(np.concatenate(believed), np.concatenate(true))
-    result = {"benchmark": "tracker_range", "model": args.model, "seeds_per_policy": seeds_n, "first_seed": args.first_seed,
+    result = {"benchmark": "tracker_range", "model": args.model, "seeds_per_policy": args.seeds, "first_seed": args.first_seed,
               "policies": list(fidelity.REWARD_PROTOCOLS), "rows": rows, "seconds": time.perf_counter() - t0,
               **machine_info()}
-    print(f"the tracker's belief at a dream's start vs the room ({seeds_n} seeds x {len(fidelity.REWARD_PROTOCOLS)} "
+    print(f"the tracker's belief at a dream's start vs the room ({args.seeds} seeds x {len(fidelity.REWARD_PROTOCOLS)} "
           f"policies, model {args.model})")
     print(f"{'true range (m)':<16}{'episodes':>9}{'believed/true':>15}{'|error| m':>11}{'bearing deg':>13}")
     for r in rows:
@@ -106,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         cells = [fidelity._f(r[key]) for key in ("range_ratio_median", "range_abs_error_mean", "bearing_error_median_deg")]
         print(f"{label:<16}{r['episodes']:>9}{cells[0]:>15}{cells[1]:>11}{cells[2]:>13}")
     result = rounded(result)
-    write_result(result, args.results_dir / f"{name}.json")
+    write_result(result, args.results_dir / f"{args.name}.json")
     return result
 
 

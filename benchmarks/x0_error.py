@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, machine_info, rounded, set_threads, write_result  # noqa: E402
+from _common import add_standard_args, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
 
 LEVELS = (1.0, 0.7, 0.5, 0.3, 0.2, 0.1)
 
@@ -40,12 +40,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=8, help="steps per window")
     parser.add_argument("--seed", type=int, default=777, help="which windows (the dataset's window sampler)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--quick", action="store_true", help="12 windows")
-    parser.add_argument("--name", default=None, help="results file name (default x0_error; --quick: x0_error_quick)")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    add_standard_args(parser, "x0_error", quick_help="12 windows")
     args = parser.parse_args(argv)
     args.windows = args.windows if args.windows is not None else (12 if args.quick else 48)
-    args.name = args.name or ("x0_error_quick" if args.quick else "x0_error")
+    resolve_standard_args(parser, args, "x0_error")
     if args.windows < 1 or args.steps < 2:
         parser.error(f"--windows must be >= 1 and --steps >= 2, got {args.windows} and {args.steps}")
     return args
