@@ -39,6 +39,14 @@ a fresh dynamics (`FROM_START_STAGES`: 1,200 steps on windows of 6 at lr 1e-3, t
 the model's own history, still and stopping windows, then 400 on windows of 64 after a burn-in of 48), with the decoder fine-tune and then the prompt start on the
 second core beside it (the prompt start from the fresh model: it reads only the encoder's latents).
 
+`--schedule fast` is the recipe in about 2 h of wall clock on a 2-core CPU: after the autoencoder, a fresh dynamics
+with every shipped field from its first update (`FAST_CONFIG`: one network pass per env step, the frame memory with
+the "seen" gate and a depth net of width 32) trained by three streaming stages (`FAST_STAGES`: 600 steps on windows
+of 6, 300 on windows of 16, 400 on windows of 64 after a burn-in of 48), then the target tracker
+(`--fast-reward-steps`, 3,000) on the first core; on the second, one after another, the autoencoder's decoder grown
+and fine-tuned (`FAST_DECODER`: 2,000 steps, then 1,000 with the objects weighted up), the depth net on the room's
+true depth (`FAST_DEPTH`) and the prompt start; all merged at the end (OUT/final_fast).
+
 The training stages are `neuralsim train autoencoder`, `neuralsim train dynamics` into the same directory (the
 computation of `train all`), then `neuralsim train dynamics --init OUT/model --self-forcing 0.5 ...` and
 `neuralsim train dynamics --init ... --streaming --own-history ...`; this script runs them in-process with the
@@ -192,7 +200,31 @@ FROM_START_STAGES = (
     StreamingStage(steps=400, window=64, batch_size=16, lr=1.5e-4, warmup=50, own_history=0.9, one_step_fraction=0.8,
                    still_windows=0.3, seed_offset=2, burn_in=48, stop_windows=0.3),
 )
-SCHEDULES = ("parallel", "from-start")
+
+# The recipe in about 2 h on this 2-core CPU (`--schedule fast`). The frame memory now draws what the last real frame
+# shows (89 % of the objects' pixels at t+4 come from it, `benchmarks/object_error.py`), so the dynamics need far less
+# training than the parallel chain gave them: a fresh dynamics with every shipped field from its first update (one
+# network pass per env step, `commit_from_denoise`; the memory with its "seen" gate, which runs no learned gate, and a
+# depth net of width 32) trained by three streaming stages, the last on windows of 64 after a burn-in of 48 (what a
+# long dream's context is; from-start without it lost at t+16). Beside them, on the second core, each part that reads
+# only the encoder: the decoder grown straight from the autoencoder's (no plain fine-tune first) then the objects
+# weighted up (`FAST_DECODER`), the depth net on the room's true depth (`FAST_DEPTH`) and the prompt start; the target
+# tracker after the dynamics on the first core (`fast_reward_steps`). Measured stage by stage: README, "the recipe".
+FAST_CONFIG = FROM_START_CONFIG + (("commit_from_denoise", True), ("frame_memory_width", 12),
+                                   ("frame_memory_depth_width", 32), ("frame_memory_gate", "seen"))
+FAST_STAGES = (
+    StreamingStage(steps=600, window=6, batch_size=32, lr=1e-3, warmup=100, own_history=0.3, one_step_fraction=1.0,
+                   still_windows=0.1),
+    StreamingStage(steps=300, window=16, batch_size=16, lr=3e-4, warmup=50, own_history=0.8, one_step_fraction=1.0,
+                   still_windows=0.3, seed_offset=1, stop_windows=0.2),
+    StreamingStage(steps=400, window=64, batch_size=16, lr=1.5e-4, warmup=50, own_history=0.9, one_step_fraction=1.0,
+                   still_windows=0.3, seed_offset=2, burn_in=48, stop_windows=0.3),
+)
+# (steps, lr, seed offset, object weight), as DECODER_GROWTH; the first grows the autoencoder's decoder (decoder_blocks)
+FAST_DECODER = ((2000, 1e-3, 0, 0.0), (1000, 3e-4, 1, 8.0))
+FAST_DEPTH = DepthLabelStage(6000, 1e-3, ("explore", "sticky"), frames=65536, width=32, edge_weight=4.0,
+                             object_weight=4.0, flip=True, regate=False)
+SCHEDULES = ("parallel", "from-start", "fast")
 
 
 @dataclass
@@ -231,6 +263,7 @@ class Recipe:
     # the shipped tracker's: 1,500 + 2,000 + 2,500 + 4,000 continued steps on the any-colour ball's data (seeds from
     # 2,000,000), then 2,000 on the red ball's with the walls (seeds from 3,000,000), which added the room head
     reward_steps: int = 12_000
+    fast_reward_steps: int = 3000  # `--schedule fast`: the tracker's steps (after the dynamics, on the first core)
     reward_lr: float = 1e-3
     reward_own_share: float = 0.25  # windows whose second half the model dreams (--self-forcing of `train reward`)
     reward_kind: str = "target"  # or "recurrent": a recurrent net over the latent frames
@@ -275,7 +308,10 @@ def main() -> None:
     data, model_dir = out / "data", out / "model"
     if recipe.install_only:
         # the last stage's directory first: each later stage starts from the one before it
-        if recipe.schedule == "from-start":  # start stages, decoder, prompt start merged in, reward, frame memory
+        if recipe.schedule == "fast":  # dynamics, reward, then the grown decoder, depth net, prompt start merged in
+            done = [out / "final_fast", out / "final_depth", out / "final", out / "reward",
+                    out / f"fast{len(FAST_STAGES)}"]
+        elif recipe.schedule == "from-start":  # start stages, decoder, prompt start merged in, reward, frame memory
             done = memory_dirs(out) + [out / "reward", out / "final_prompt", out / "final",
                                        out / f"start{len(FROM_START_STAGES)}"]
         else:  # parallel, self-forcing, merge, streaming stages, grown decoder, reward, prompt start, frame memory
@@ -318,6 +354,9 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns("checkpoints", "logs", "samples"))
         publish_dir(tmp, ae_dir)
+    if recipe.schedule == "fast":
+        finish(recipe, run_fast(recipe, out, data, ae_dir, common, timings), timings, t0)
+        return
     # The dynamics only reads the encoder's latents, so the decoder trains on alone (encoder frozen) on the second
     # core while the dynamics train: sharper frames for every step of the dream without touching the dynamics.
     decoder_job, decoder_dir, t_decoder = None, out / "decoder", time.perf_counter()
@@ -396,21 +435,7 @@ def main() -> None:
             final_dir = merge_decoder_into(grown, final_dir, out / "final_grown")
     # The reward model reads the committed latents, so it trains after the dynamics, on data whose rewards are the task's.
     if recipe.reward_episodes > 0:
-        reward_data, reward_dir = out / "reward_data", out / "reward"
-        t = time.perf_counter()
-        if not (reward_data / "manifest.json").exists() or recipe.resume:
-            collect("NeuralSimRoom-v0", reward_data, episodes=recipe.reward_episodes, policy=recipe.policy,
-                    workers=recipe.workers, seed=recipe.reward_seed, max_steps=recipe.max_steps,
-                    resume=(reward_data / "manifest.json").exists())
-        train(TrainConfig(stage="reward", out=str(reward_dir), init=str(final_dir), data=str(reward_data),
-                          steps=recipe.reward_steps, lr=recipe.reward_lr, window=32, batch_size=32, warmup=100,
-                          self_forcing=recipe.reward_own_share if recipe.reward_kind == "recurrent" else 0.0,
-                          reward_kind=recipe.reward_kind, terminal_windows=recipe.reward_terminal_windows,
-                          seed=recipe.seed, dtype=recipe.dtype,
-                          latent_cache_dir=str(out / "latent_cache"),
-                          resume=recipe.resume and (reward_dir / "checkpoints" / "latest.json").exists()))
-        timings["reward model"] = time.perf_counter() - t
-        final_dir = reward_dir
+        final_dir = reward_stage(recipe, out, final_dir, recipe.reward_steps, timings)
     if recipe.prompt_layouts > 0 and recipe.schedule == "parallel":
         prompt_data, prompt_dir = out / "prompt_data", out / "prompt"
         t = time.perf_counter()
@@ -440,12 +465,120 @@ def main() -> None:
                     train(memory_stage(recipe, labelled, data, out / f"memory_regate{i}", regate=True))
                     final_dir = out / f"memory_regate{i}"
         timings["frame memory"] = time.perf_counter() - t
+    finish(recipe, final_dir, timings, t0)
+
+
+def finish(recipe: Recipe, final_dir: Path, timings: dict[str, float], t0: float) -> None:
+    """Print each stage's minutes and the total; with ``--install``, install ``final_dir``."""
     t_total = time.perf_counter() - t0
     stages = ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in timings.items())
     print(f"recipe done: {stages}; total {t_total / 60:.1f} min of wall clock", flush=True)
-
     if recipe.install:
         install(final_dir)
+
+
+def reward_stage(recipe: Recipe, out: Path, init: Path, steps: int, timings: dict[str, float]) -> Path:
+    """Collect the reward data (``reward_episodes`` of the room's default task) and train the reward model
+    (``reward_kind``) for ``steps`` from ``init`` into OUT/reward (returned)."""
+    from neuralsim.data import collect
+    from neuralsim.train import TrainConfig, train
+
+    reward_data, reward_dir = out / "reward_data", out / "reward"
+    t = time.perf_counter()
+    if not (reward_data / "manifest.json").exists() or recipe.resume:
+        collect("NeuralSimRoom-v0", reward_data, episodes=recipe.reward_episodes, policy=recipe.policy,
+                workers=recipe.workers, seed=recipe.reward_seed, max_steps=recipe.max_steps,
+                resume=(reward_data / "manifest.json").exists())
+    train(TrainConfig(stage="reward", out=str(reward_dir), init=str(init), data=str(reward_data),
+                      steps=steps, lr=recipe.reward_lr, window=32, batch_size=32, warmup=100,
+                      self_forcing=recipe.reward_own_share if recipe.reward_kind == "recurrent" else 0.0,
+                      reward_kind=recipe.reward_kind, terminal_windows=recipe.reward_terminal_windows,
+                      seed=recipe.seed, dtype=recipe.dtype,
+                      latent_cache_dir=str(out / "latent_cache"),
+                      resume=recipe.resume and (reward_dir / "checkpoints" / "latest.json").exists()))
+    timings["reward model"] = time.perf_counter() - t
+    return reward_dir
+
+
+def run_fast(recipe: Recipe, out: Path, data: Path, ae_dir: Path, common: dict[str, Any],
+             timings: dict[str, float]) -> Path:
+    """`--schedule fast` after the autoencoder: ``FAST_STAGES`` on a fresh dynamics (``FAST_CONFIG``) and then the
+    target tracker on this core; the grown decoder, the depth net and the prompt start on the other
+    (:func:`fast_side_job`); then all merged into OUT/final_fast (returned)."""
+    init = out / "fresh"
+    if not (init / "model.safetensors").exists():
+        fresh_dynamics(ae_dir, init, recipe.seed, dict(FAST_CONFIG), data=data, window=recipe.window,
+                       batch_size=recipe.batch_size)
+    side = threading.Thread(target=fast_side_job, args=(recipe, out, data, ae_dir, init, timings))
+    side.start()
+    final_dir = run_streaming(FAST_STAGES, init, out, "fast", recipe, common, timings)
+    if recipe.reward_episodes > 0:
+        final_dir = reward_stage(recipe, out, final_dir, recipe.fast_reward_steps, timings)
+    side.join()
+    grown = out / f"decoder_grown{len(FAST_DECODER)}"
+    if not (grown / "model.safetensors").exists():
+        raise SystemExit(f"the decoder growth failed: see {out / 'decoder_grown.log'}")
+    final_dir = merge_decoder_into(grown, final_dir, out / "final")
+    if not (out / "depth" / "config.json").exists():  # written last (atomically): a finished run
+        raise SystemExit(f"the depth net's training failed: see {out / 'depth.log'}")
+    merge_part(out / "depth", final_dir, out / "final_depth", "frame_memory.depth.", ("frame_memory_depth_width",))
+    final_dir = out / "final_depth"
+    if recipe.prompt_layouts > 0:
+        if not (out / "prompt" / "model.safetensors").exists():
+            raise SystemExit(f"the prompt-start stage failed: see {out / 'prompt.log'}")
+        merge_prompt_start(out / "prompt", final_dir, out / "final_fast")
+        final_dir = out / "final_fast"
+    return final_dir
+
+
+def fast_side_job(recipe: Recipe, out: Path, data: Path, ae_dir: Path, init: Path, timings: dict[str, float]) -> None:
+    """The second core of `--schedule fast`, each a process of its own: the autoencoder's decoder grown
+    (``decoder_blocks``) and fine-tuned through ``FAST_DECODER`` into OUT/decoder_grown1, 2, ... (OUT/decoder_grown.log);
+    the depth net on the room's true depth (``FAST_DEPTH``) into OUT/depth (OUT/depth.log); the prompt start into
+    OUT/prompt (OUT/prompt.log). A failed part leaves its log; the merge after it stops the recipe there."""
+    t, source = time.perf_counter(), ae_dir
+    with (out / "decoder_grown.log").open("a") as log:
+        for i, (steps, lr, seed_offset, object_weight) in enumerate(FAST_DECODER):
+            dest = out / f"decoder_grown{i + 1}"
+            if not (dest / "model.safetensors").exists():
+                grow = ["--decoder-blocks", recipe.decoder_blocks] if i == 0 else []
+                objects = ["--object-weight", str(object_weight)] if object_weight > 0 else []
+                done = subprocess.run([sys.executable, str(Path(__file__).with_name("finetune_decoder.py")), "--model",
+                                       str(source), "--data", str(data), "--steps", str(steps), "--lr", str(lr),
+                                       "--seed", str(recipe.seed + seed_offset), "--out", str(dest)] + grow + objects,
+                                      stdout=log, stderr=subprocess.STDOUT)
+                if done.returncode != 0:
+                    log.write(f"\nthe decoder growth run {i + 1} exited with {done.returncode}\n")
+                    return
+            source = dest
+    timings["decoder growth (beside the dynamics)"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if not (out / "depth" / "config.json").exists():
+        with (out / "depth.log").open("a") as log:
+            done = subprocess.run(depth_label_command(recipe, FAST_DEPTH, init, data, out / "depth", threads=1), stdout=log,
+                                  stderr=subprocess.STDOUT)
+            if done.returncode != 0:
+                log.write(f"\nthe depth net's training exited with {done.returncode}\n")
+                return
+    timings["depth net (beside the dynamics)"] = time.perf_counter() - t
+    if recipe.prompt_layouts > 0 and not (out / "prompt" / "model.safetensors").exists():
+        prompt_side_job(recipe, out, init, None, t, timings)
+
+
+def merge_part(part_dir: Path, model_dir: Path, dest: Path, prefix: str, fields: tuple[str, ...]) -> None:
+    """``model_dir`` with the weights under ``prefix`` and the config ``fields`` of ``part_dir`` written to ``dest``
+    (a part trained apart from the dynamics, e.g. the frame memory's depth net: ``"frame_memory.depth."``)."""
+    from neuralsim.checkpoints import read_config, read_weights
+    from neuralsim.model import WorldModel
+
+    weights = {k: v for k, v in read_weights(part_dir).items() if k.startswith(prefix)}
+    if not weights:
+        raise SystemExit(f"{part_dir} has no weights under {prefix!r}")
+    model = WorldModel.from_pretrained(model_dir)
+    merged = WorldModel(model.config.replace(**{f: getattr(read_config(part_dir), f) for f in fields}))
+    state = {**model.state_dict(), **weights}
+    merged.load_state_dict({k: v.to(merged.state_dict()[k].dtype) for k, v in state.items()})
+    publish_model(merged, model_dir, dest)
 
 
 def memory_stage(recipe: Recipe, init: Path, data: Path, memory_dir: Path, depth: bool = False,
@@ -470,13 +603,14 @@ def memory_dirs(out: Path) -> list[Path]:
     return labels + [out / "memory_depth", out / "memory"]
 
 
-def depth_label_command(recipe: Recipe, stage: DepthLabelStage, init: Path, data: Path, out: Path) -> list[str]:
+def depth_label_command(recipe: Recipe, stage: DepthLabelStage, init: Path, data: Path, out: Path,
+                        threads: int = 2) -> list[str]:
     """`examples/finetune_depth.py` on ``init``'s depth net (or a fresh one, ``stage.width``) for one of
-    ``DEPTH_LABEL_STAGES``, two threads (nothing runs beside it)."""
+    ``DEPTH_LABEL_STAGES`` (or ``FAST_DEPTH``), on ``threads`` threads (two where nothing runs beside it)."""
     frames = stage.frames if stage.frames is not None else recipe.memory_depth_label_frames
     command = [sys.executable, str(Path(__file__).with_name("finetune_depth.py")), "--model", str(init),
                "--data", str(data), "--policies", *stage.policies, "--frames", str(frames), "--steps", str(stage.steps),
-               "--lr", str(stage.lr), "--threads", "2", "--out", str(out)]
+               "--lr", str(stage.lr), "--threads", str(threads), "--out", str(out)]
     if stage.width:
         command += ["--width", str(stage.width)]
     if stage.edge_weight:

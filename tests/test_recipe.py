@@ -1,4 +1,5 @@
-"""examples/make_default_model.py: the fresh dynamics of the from-start schedule, and its option checks."""
+"""examples/make_default_model.py: the fresh dynamics of the from-start and fast schedules, their side jobs and merges,
+and the option checks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import importlib.util
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,6 +59,72 @@ def test_the_from_start_stages_are_valid_streaming_runs(recipe):
     assert fields["denoise_steps"] == 1 and fields["context_window"] == 128
 
 
+def test_the_fast_schedule_starts_with_every_shipped_field(recipe):
+    fields = dict(recipe.FAST_CONFIG)
+    # one network pass per env step from the first update; the memory whose gate runs no net, with a depth net
+    assert fields["commit_from_denoise"] and fields["denoise_steps"] == 1 and fields["context_window"] == 128
+    assert fields["frame_memory_gate"] == "seen" and fields["frame_memory_depth_width"] == recipe.FAST_DEPTH.width > 0
+    assert dict(recipe.INSTALL_CONFIG).items() <= fields.items()
+    for stage in recipe.FAST_STAGES:  # every target frame at tau = 1: what commit_from_denoise samples
+        assert stage.one_step_fraction == 1.0 and 0 <= stage.burn_in <= stage.window - 2 and not stage.config
+    assert recipe.FAST_STAGES[-1].window == 64 and recipe.FAST_STAGES[-1].burn_in == 48
+    assert recipe.FAST_DECODER[0][3] == 0.0 and recipe.FAST_DECODER[-1][3] > 0  # objects weighted up last
+    assert not recipe.FAST_DEPTH.regate
+
+
+def test_the_fast_side_job_grows_the_decoder_then_trains_the_depth_net_then_the_prompt_start(recipe, tmp_path,
+                                                                                             monkeypatch):
+    runs = []
+
+    def fake_run(command, **kwargs):  # records each process and leaves what it would have written
+        runs.append([str(c) for c in command])
+        out = Path(command[command.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "model.safetensors", "manifest.json"):
+            (out / name).write_text("{}")
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(recipe.subprocess, "run", fake_run)
+    timings = {}
+    recipe.fast_side_job(recipe.Recipe(prompt_layouts=4), tmp_path, tmp_path / "data", tmp_path / "ae",
+                         tmp_path / "fresh", timings)
+    decoders = [r for r in runs if r[1].endswith("finetune_decoder.py")]
+    assert len(decoders) == len(recipe.FAST_DECODER)
+    assert decoders[0][decoders[0].index("--model") + 1] == str(tmp_path / "ae") and "--decoder-blocks" in decoders[0]
+    assert decoders[1][decoders[1].index("--model") + 1] == str(tmp_path / "decoder_grown1")
+    assert "--decoder-blocks" not in decoders[1] and "--object-weight" in decoders[1]
+    depth = next(r for r in runs if r[1].endswith("finetune_depth.py"))
+    assert depth[depth.index("--model") + 1] == str(tmp_path / "fresh") and depth[depth.index("--threads") + 1] == "1"
+    assert depth[depth.index("--out") + 1] == str(tmp_path / "depth")
+    prompt = runs[-1]
+    assert prompt[3:5] == ["train", "prompt"] and prompt[prompt.index("--init") + 1] == str(tmp_path / "fresh")
+    assert runs.index(depth) > runs.index(decoders[-1])  # one job at a time on the second core
+    assert {"decoder growth (beside the dynamics)", "depth net (beside the dynamics)"} <= set(timings)
+
+
+def test_merge_part_takes_the_depth_net_and_its_width_and_nothing_else(recipe, tmp_path):
+    from conftest import make_tiny_model, save_tiny_checkpoint
+    from neuralsim.checkpoints import read_weights
+    from neuralsim.model import WorldModel
+
+    save_tiny_checkpoint(tmp_path / "dream")
+    save_tiny_checkpoint(tmp_path / "model", frames_per_latent=1, frame_memory_width=4, frame_memory_depth_width=4)
+    wider = make_tiny_model(frames_per_latent=1, frame_memory_width=4, frame_memory_depth_width=8)
+    with torch.no_grad():
+        for p in wider.frame_memory.depth.parameters():
+            p.add_(0.5)  # not the weights any fresh net of this seed would have
+    save_tiny_checkpoint(tmp_path / "depth", model=wider)
+    recipe.merge_part(tmp_path / "depth", tmp_path / "model", tmp_path / "merged", "frame_memory.depth.",
+                      ("frame_memory_depth_width",))
+    merged, model, depth = (read_weights(d) for d in (tmp_path / "merged", tmp_path / "model", tmp_path / "depth"))
+    assert WorldModel.from_pretrained(tmp_path / "merged").config.frame_memory_depth_width == 8
+    assert all(torch.equal(merged[k], v) for k, v in depth.items() if k.startswith("frame_memory.depth."))
+    assert all(torch.equal(merged[k], v) for k, v in model.items() if not k.startswith("frame_memory.depth."))
+    with pytest.raises(SystemExit, match="no weights under"):
+        recipe.merge_part(tmp_path / "dream", tmp_path / "model", tmp_path / "refused", "frame_memory.depth.", ())
+    assert not (tmp_path / "refused").exists()
+
+
 def test_run_streaming_passes_each_stage_to_train(recipe, tiny_checkpoint, tmp_path, monkeypatch):
     import neuralsim.train
 
@@ -82,9 +150,9 @@ def test_run_streaming_passes_each_stage_to_train(recipe, tiny_checkpoint, tmp_p
 
 
 def test_an_unknown_schedule_is_refused_naming_the_flag(tmp_path):
-    run = subprocess.run([sys.executable, str(ROOT / "examples" / "make_default_model.py"), "--schedule", "fast",
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "make_default_model.py"), "--schedule", "fastest",
                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2 and "--schedule must be one of parallel, from-start" in run.stderr
+    assert run.returncode == 2 and "--schedule must be one of parallel, from-start, fast, got 'fastest'" in run.stderr
     assert not (tmp_path / "out").exists()
 
 
