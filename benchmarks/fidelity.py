@@ -335,13 +335,10 @@ def turned_last_frames(model: Any, last: np.ndarray, ctx_actions: np.ndarray, fu
     return out
 
 
-def run_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], horizons: Sequence[int], *, k: int, n_ctx: int,
-                 reach: float, dream_seed: int, denoise_steps: int | None) -> dict[str, Any]:
-    """Real episodes of one action protocol for every seed, the dream of the same actions, its baselines and ablations.
-
-    Returns a dict of arrays (``context``, ``real`` ``[B, H_max, ...]``, ``dream``, ``masks`` per horizon, rewards...)
-    and the flat metrics under ``"metrics"``.
-    """
+def protocol_episodes(name: str, env: Any, seeds: Sequence[int], horizons: Sequence[int], *, k: int, n_ctx: int,
+                      reach: float) -> list[dict[str, Any]]:
+    """The real episodes of action protocol ``name`` (``"explore"``: the collection policy; ``"sticky"``: sticky-random
+    actions), one per seed, long enough for every horizon and strip, with object masks at the horizons."""
     from neuralsim.data import make_policy
 
     H = max(max(horizons), max(STRIP_TIMES))
@@ -357,6 +354,26 @@ def run_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], horizons
             acts = sticky_actions(np.random.default_rng(seed), steps, 4)
             ep = real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames, actions=acts, mask_steps=mask_steps)
         episodes.append(ep)
+    return episodes
+
+
+def autoencoder_metrics(real: np.ndarray, round_trip: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    """``ae_psnr_pooled``, ``ae_psnr_mean``, ``ae_object_psnr`` and ``ae_sharpness_ratio`` of ``round_trip`` against
+    the ``real`` frames ``[N, H, W, 3]`` (objects: the pixels of ``masks [N, H, W]``)."""
+    ae = psnr_stats(round_trip, real)
+    return {"ae_psnr_pooled": ae["pooled"], "ae_psnr_mean": ae["mean"],
+            "ae_object_psnr": masked_psnr(round_trip, real, masks),
+            "ae_sharpness_ratio": float(sharpness(round_trip).mean() / max(sharpness(real).mean(), 1e-9))}
+
+
+def run_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], horizons: Sequence[int], *, k: int, n_ctx: int,
+                 reach: float, dream_seed: int, denoise_steps: int | None) -> dict[str, Any]:
+    """Real episodes of one action protocol for every seed, the dream of the same actions, its baselines and ablations.
+
+    Returns a dict of arrays (``context``, ``real`` ``[B, H_max, ...]``, ``dream``, ``masks`` per horizon, rewards...)
+    and the flat metrics under ``"metrics"``.
+    """
+    episodes = protocol_episodes(name, env, seeds, horizons, k=k, n_ctx=n_ctx, reach=reach)
     context = np.stack([ep["raw"] for ep in episodes])  # (B, 1 + (n_ctx-1)k, H, W, 3)
     ctx_actions = np.stack([ep["actions"][: n_ctx - 1] for ep in episodes])  # (B, n_ctx-1, 4)
     future_actions = np.stack([ep["actions"][n_ctx - 1 :] for ep in episodes])  # (B, H, 4)
@@ -905,6 +922,9 @@ def _display_path(path: Path) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="checkpoint directory or shipped name")
+    parser.add_argument("--autoencoder-only", action="store_true",
+                        help="only the autoencoder's figures (ae_*: the round trip of the same real frames; no dream, "
+                             "about a minute), e.g. after a decoder fine-tune; results name fidelity_autoencoder[_quick]")
     parser.add_argument("--long-steps", type=int, default=None, help="long-rollout steps (default 10,000; --quick 1,000)")
     parser.add_argument("--denoise-steps", type=int, default=None)
     parser.add_argument("--context-noise", type=float, default=None,
@@ -924,7 +944,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "fidelity, else --results-dir as <name>_strip_<protocol>.png, so a quick or named "
                              "run never replaces the shipped model's strips)")
     args = parser.parse_args(argv)
-    resolve_standard_args(parser, args, "fidelity", SEEDS)
+    resolve_standard_args(parser, args, "fidelity_autoencoder" if args.autoencoder_only else "fidelity", SEEDS)
     args.long_steps = args.long_steps if args.long_steps is not None else (1000 if args.quick else 10_000)
     if args.long_steps < 1:
         parser.error(f"--long-steps must be >= 1, got {args.long_steps}")
@@ -979,6 +999,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               "cpu_bf16": list(cpu_bf16_flags()),
                               "threads": torch.get_num_threads()}
     autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)
+    if args.autoencoder_only:  # the frames of step 2 below, without the dreams
+        real, masks = [], []
+        for name in PROTOCOLS:
+            episodes = protocol_episodes(name, env, seeds, horizons, k=k, n_ctx=n_ctx, reach=reach)
+            real += [np.stack([ep["obs"][n_ctx + h - 1] for ep in episodes]) for h in horizons]
+            masks += [np.stack([ep["masks"][n_ctx - 1 + h] for ep in episodes]) for h in horizons]
+        env.close()
+        task_env.close()
+        real_all, mask_all = np.concatenate(real), np.concatenate(masks)
+        with torch.no_grad(), autocast:
+            result.update(autoencoder_metrics(real_all, ae_roundtrip(model, real_all), mask_all))
+        result.update(autoencoder_only=True, seconds=time.perf_counter() - t0, machine=machine_info())
+        result = rounded(result)
+        print(f"autoencoder round trip ({len(real_all)} frames, {args.seeds} seeds x {len(PROTOCOLS)} protocols x "
+              f"{len(horizons)} horizons): pooled {_f(result['ae_psnr_pooled'])} dB, objects "
+              f"{_f(result['ae_object_psnr'])} dB (gates 34 / 27), sharpness ratio {_f(result['ae_sharpness_ratio'])}")
+        write_result(result, args.results_dir / f"{args.name}.json")
+        return result
     with torch.no_grad(), autocast:
         # 1. Both action protocols: real, dream, baselines, ablations.
         protocols = {}
@@ -992,9 +1030,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         real_all = np.concatenate([p["real"][:, h - 1] for p in protocols.values() for h in horizons])
         ae_all = np.concatenate([p["real_ae"][h] for p in protocols.values() for h in horizons])
         mask_all = np.concatenate([p["masks"][h] for p in protocols.values() for h in horizons])
-        ae = psnr_stats(ae_all, real_all)
-        result.update(ae_psnr_pooled=ae["pooled"], ae_psnr_mean=ae["mean"], ae_object_psnr=masked_psnr(ae_all, real_all, mask_all),
-                      ae_sharpness_ratio=float(sharpness(ae_all).mean() / max(sharpness(real_all).mean(), 1e-9)))
+        result.update(autoencoder_metrics(real_all, ae_all, mask_all))
         # 3. Idle and yaw tests from the explore contexts; revisit; reward head; long rollout.
         result.update(idle_and_yaw(model, env, protocols["explore"], k=k, reach=reach, dream_seed=2,
                                    denoise_steps=args.denoise_steps, rotation_px=rotation_px))

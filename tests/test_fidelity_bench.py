@@ -167,6 +167,20 @@ def test_fidelity_script_on_tiny_checkpoint(tiny_checkpoint, tmp_path):
         assert (tmp_path / f"fid_strip_{proto}.png").stat().st_size > 0  # a named run: beside its JSON, not docs/
 
 
+@pytest.mark.mujoco
+def test_autoencoder_only_gives_the_full_runs_autoencoder_figures_without_dreaming(tiny_checkpoint, tmp_path,
+                                                                                    monkeypatch):
+    F = _load_fidelity()
+    common = ["--model", str(tiny_checkpoint), "--quick", "--seeds", "2", "--results-dir", str(tmp_path)]
+    full = F.main(common + ["--long-steps", "20", "--name", "fid"])
+    monkeypatch.setattr(F, "dream_rollout", lambda *a, **k: pytest.fail("--autoencoder-only dreamed"))
+    only = F.main(common + ["--autoencoder-only"])
+    for key in ("ae_psnr_pooled", "ae_psnr_mean", "ae_object_psnr", "ae_sharpness_ratio"):
+        assert only[key] == full[key], key
+    assert only["autoencoder_only"] and "gates" not in only and "psnr_pooled_explore_t1" not in only
+    assert (tmp_path / "fidelity_autoencoder_quick.json").exists()  # its own name: never the published fidelity.json
+
+
 def test_a_diverging_long_rollout_is_reported_not_raised(tiny_checkpoint, monkeypatch):
     """The model refuses a non-finite state (FloatingPointError); the benchmark records where and goes on."""
     from neuralsim.model import WorldModel
