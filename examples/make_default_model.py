@@ -537,27 +537,15 @@ def fast_side_job(recipe: Recipe, out: Path, data: Path, ae_dir: Path, init: Pat
     (``decoder_blocks``) and fine-tuned through ``FAST_DECODER`` into OUT/decoder_grown1, 2, ... (OUT/decoder_grown.log);
     the depth net on the room's true depth (``FAST_DEPTH``) into OUT/depth (OUT/depth.log); the prompt start into
     OUT/prompt (OUT/prompt.log). A failed part leaves its log; the merge after it stops the recipe there."""
-    t, source = time.perf_counter(), ae_dir
-    with (out / "decoder_grown.log").open("a") as log:
-        for i, (steps, lr, seed_offset, object_weight) in enumerate(FAST_DECODER):
-            dest = out / f"decoder_grown{i + 1}"
-            if not (dest / "model.safetensors").exists():
-                grow = ["--decoder-blocks", recipe.decoder_blocks] if i == 0 else []
-                objects = ["--object-weight", str(object_weight)] if object_weight > 0 else []
-                done = subprocess.run([sys.executable, str(Path(__file__).with_name("finetune_decoder.py")), "--model",
-                                       str(source), "--data", str(data), "--steps", str(steps), "--lr", str(lr),
-                                       "--seed", str(recipe.seed + seed_offset), "--out", str(dest)] + grow + objects,
-                                      stdout=log, stderr=subprocess.STDOUT)
-                if done.returncode != 0:
-                    log.write(f"\nthe decoder growth run {i + 1} exited with {done.returncode}\n")
-                    return
-            source = dest
+    t = time.perf_counter()
+    if not grow_decoder_runs(recipe, out, data, ae_dir, FAST_DECODER):
+        return
     timings["decoder growth (beside the dynamics)"] = time.perf_counter() - t
     t = time.perf_counter()
     if not (out / "depth" / "config.json").exists():
         with (out / "depth.log").open("a") as log:
-            done = subprocess.run(depth_label_command(recipe, FAST_DEPTH, init, data, out / "depth", threads=1), stdout=log,
-                                  stderr=subprocess.STDOUT)
+            command = depth_label_command(recipe, FAST_DEPTH, init, data, out / "depth", threads=1)
+            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
             if done.returncode != 0:
                 log.write(f"\nthe depth net's training exited with {done.returncode}\n")
                 return
@@ -689,15 +677,13 @@ def run_streaming(stages: tuple[StreamingStage, ...], init: Path, out: Path, pre
     return init
 
 
-def grow_side_job(recipe: Recipe, out: Path, data: Path, decoder_job: Any, decoder_dir: Path,
-                  timings: dict[str, float]) -> None:
-    """After the decoder fine-tune, on the second core: grow its decoder (``recipe.decoder_blocks``) and fine-tune it
-    through ``DECODER_GROWTH`` into OUT/decoder_grown1, 2, ... (each a process of its own; OUT/decoder_grown.log)."""
-    if decoder_job is not None and decoder_job.wait() != 0:
-        return  # the merge before the streaming stages stops the recipe with a pointer to decoder.log
-    t, source = time.perf_counter(), decoder_dir
+def grow_decoder_runs(recipe: Recipe, out: Path, data: Path, source: Path,
+                      stages: tuple[tuple[int, float, int, float], ...]) -> bool:
+    """Grow ``source``'s decoder (``recipe.decoder_blocks``) and fine-tune it through ``stages`` ((steps, lr, seed
+    offset, object weight) each; `examples/finetune_decoder.py`, a process of its own) into OUT/decoder_grown1, 2, ...,
+    each from the last, logging to OUT/decoder_grown.log; a finished run is skipped. False if a run failed."""
     with (out / "decoder_grown.log").open("a") as log:
-        for i, (steps, lr, seed_offset, object_weight) in enumerate(DECODER_GROWTH):
+        for i, (steps, lr, seed_offset, object_weight) in enumerate(stages):
             dest = out / f"decoder_grown{i + 1}"
             if not (dest / "model.safetensors").exists():
                 grow = ["--decoder-blocks", recipe.decoder_blocks] if i == 0 else []
@@ -708,8 +694,20 @@ def grow_side_job(recipe: Recipe, out: Path, data: Path, decoder_job: Any, decod
                                       stdout=log, stderr=subprocess.STDOUT)
                 if done.returncode != 0:
                     log.write(f"\nthe decoder growth run {i + 1} exited with {done.returncode}\n")
-                    return
+                    return False
             source = dest
+    return True
+
+
+def grow_side_job(recipe: Recipe, out: Path, data: Path, decoder_job: Any, decoder_dir: Path,
+                  timings: dict[str, float]) -> None:
+    """After the decoder fine-tune, on the second core: grow its decoder (``recipe.decoder_blocks``) and fine-tune it
+    through ``DECODER_GROWTH`` into OUT/decoder_grown1, 2, ... (each a process of its own; OUT/decoder_grown.log)."""
+    if decoder_job is not None and decoder_job.wait() != 0:
+        return  # the merge before the streaming stages stops the recipe with a pointer to decoder.log
+    t = time.perf_counter()
+    if not grow_decoder_runs(recipe, out, data, decoder_dir, DECODER_GROWTH):
+        return
     timings["decoder growth (beside the streaming stages)"] = time.perf_counter() - t
 
 
