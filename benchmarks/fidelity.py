@@ -264,6 +264,19 @@ def real_episode(env: Any, seed: int, steps: int, k: int, *, reach: float, raw_f
             "target_positions": np.stack(targets).astype(np.float32)}
 
 
+def named_episode(name: str, env: Any, seed: int, steps: int, k: int, *, reach: float, raw_frames: int,
+                  mask_steps: Sequence[int] = ()) -> dict[str, Any]:
+    """One real episode (:func:`real_episode`) under the actions ``name`` names: ``"sticky"`` or ``"random"``,
+    sticky-random actions drawn from ``seed``; else that collection policy (e.g. ``"explore"``), which sees the room."""
+    from neuralsim.data import make_policy
+
+    if name in ("sticky", "random"):
+        return real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames, mask_steps=mask_steps,
+                            actions=sticky_actions(np.random.default_rng(seed), steps, 4))
+    return real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames, mask_steps=mask_steps,
+                        policy=make_policy(name, env))
+
+
 # ------------------------------------------------------------------------------------------ dream
 
 
@@ -339,22 +352,12 @@ def protocol_episodes(name: str, env: Any, seeds: Sequence[int], horizons: Seque
                       reach: float) -> list[dict[str, Any]]:
     """The real episodes of action protocol ``name`` (``"explore"``: the collection policy; ``"sticky"``: sticky-random
     actions), one per seed, long enough for every horizon and strip, with object masks at the horizons."""
-    from neuralsim.data import make_policy
-
     H = max(max(horizons), max(STRIP_TIMES))
     steps = n_ctx - 1 + H
     raw_frames = 1 + (n_ctx - 1) * k
     mask_steps = [n_ctx - 1 + h for h in horizons]
-    episodes = []
-    for seed in seeds:
-        if name == "explore":
-            ep = real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames, policy=make_policy("explore", env),
-                              mask_steps=mask_steps)
-        else:
-            acts = sticky_actions(np.random.default_rng(seed), steps, 4)
-            ep = real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames, actions=acts, mask_steps=mask_steps)
-        episodes.append(ep)
-    return episodes
+    return [named_episode(name, env, seed, steps, k, reach=reach, raw_frames=raw_frames, mask_steps=mask_steps)
+            for seed in seeds]
 
 
 def autoencoder_metrics(real: np.ndarray, round_trip: np.ndarray, masks: np.ndarray) -> dict[str, float]:
@@ -640,17 +643,6 @@ def long_rollout(model: Any, start: np.ndarray, prompt: str, steps: int, *, real
             "long_rollout_steps_per_s": (diverged_at or steps) / max(seconds, 1e-9)}
 
 
-def reward_episode(name: str, env: Any, seed: int, steps: int, k: int, *, reach: float, raw_frames: int) -> dict[str, Any]:
-    """One real episode of reward protocol ``name`` (``"random"``: sticky-random actions; else the named collection
-    policy, which sees the room): :func:`real_episode`."""
-    from neuralsim.data import make_policy
-
-    if name == "random":
-        return real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames,
-                            actions=sticky_actions(np.random.default_rng(seed), steps, 4))
-    return real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames, policy=make_policy(name, env))
-
-
 def reward_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], *, k: int, n_ctx: int, reach: float,
                     dream_seed: int, denoise_steps: int | None) -> dict[str, Any]:
     """The real task env (never terminating: ``reach`` labels success) under policy ``name`` (``"random"``: sticky-random
@@ -661,7 +653,7 @@ def reward_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], *, k:
     that succeeds within the context has none)."""
     steps = n_ctx - 1 + REWARD_STEPS
     raw_frames = 1 + (n_ctx - 1) * k
-    eps = [reward_episode(name, env, seed, steps, k, reach=reach, raw_frames=raw_frames) for seed in seeds]
+    eps = [named_episode(name, env, seed, steps, k, reach=reach, raw_frames=raw_frames) for seed in seeds]
     terminated = np.stack([ep["terminated"] for ep in eps])  # (B, steps)
     valid = np.cumsum(terminated, axis=1) - terminated == 0  # not after the first success
     ctx_actions = np.stack([ep["actions"][: n_ctx - 1] for ep in eps])
@@ -924,7 +916,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="default", help="checkpoint directory or shipped name")
     parser.add_argument("--autoencoder-only", action="store_true",
                         help="only the autoencoder's figures (ae_*: the round trip of the same real frames; no dream, "
-                             "about a minute), e.g. after a decoder fine-tune; results name fidelity_autoencoder[_quick]")
+                             "about 20 s), e.g. after a decoder fine-tune; results name fidelity_autoencoder[_quick]")
     parser.add_argument("--long-steps", type=int, default=None, help="long-rollout steps (default 10,000; --quick 1,000)")
     parser.add_argument("--denoise-steps", type=int, default=None)
     parser.add_argument("--context-noise", type=float, default=None,

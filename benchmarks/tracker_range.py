@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         with torch.no_grad():
             for policy in fidelity.REWARD_PROTOCOLS:
-                eps = [fidelity.reward_episode(policy, env, args.first_seed + i, n_ctx - 1, k, reach=reach, raw_frames=raw)
+                eps = [fidelity.named_episode(policy, env, args.first_seed + i, n_ctx - 1, k, reach=reach, raw_frames=raw)
                        for i in range(args.seeds)]
                 state = model.init_state(len(eps), frames=np.stack([e["raw"] for e in eps]),
                                          actions=np.stack([e["actions"] for e in eps]),

@@ -128,6 +128,28 @@ def test_room_object_mask_marks_objects_and_leaves_frames_unchanged():
 
 
 @pytest.mark.mujoco
+def test_named_episode_draws_the_named_actions_and_masks_the_asked_steps():
+    import gymnasium as gym
+
+    import neuralsim  # noqa: F401
+
+    fidelity = _load_fidelity()
+    env = gym.make("NeuralSimRoom-v0").unwrapped
+    kw = dict(reach=0.3, raw_frames=3)
+    sticky = fidelity.named_episode("sticky", env, 5, 6, 2, mask_steps=[0, 4], **kw)
+    random = fidelity.named_episode("random", env, 5, 6, 2, **kw)  # the reward protocol's name for the same actions
+    assert np.array_equal(sticky["actions"], fidelity.sticky_actions(np.random.default_rng(5), 6, 4))
+    assert np.array_equal(sticky["obs"], random["obs"]) and np.array_equal(sticky["actions"], random["actions"])
+    assert sticky["obs"].shape == (7, *env.observation_space.shape) and sticky["raw"].shape[0] == 3
+    assert sorted(sticky["masks"]) == [0, 4] and random["masks"] == {}
+    explore = fidelity.named_episode("explore", env, 5, 6, 2, **kw)  # the collection policy, which sees the room
+    assert explore["actions"].shape == (6, 4) and not np.array_equal(explore["actions"], sticky["actions"])
+    with pytest.raises(ValueError):
+        fidelity.named_episode("no-such-policy", env, 5, 6, 2, **kw)
+    env.close()
+
+
+@pytest.mark.mujoco
 def test_fidelity_script_on_tiny_checkpoint(tiny_checkpoint, tmp_path):
     """The whole benchmark (2 seeds, short long rollout; ~15 s) on the tiny checkpoint: every documented key is there
     and finite or None; strips and JSON are written beside each other (a named run), nothing in the repository."""
