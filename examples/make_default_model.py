@@ -1,51 +1,36 @@
-"""The recipe of the shipped default model: collect the MuJoCo room, train both stages, fine-tune the decoder, install.
+"""The recipe of the shipped default model: collect the MuJoCo room, train the autoencoder and the dynamics, install.
 
     OMP_NUM_THREADS=1 python examples/make_default_model.py --out runs/default --install
 
 (One torch thread per job: on a 2-core machine two threads competing with the collection workers or anything
-else are far slower.) Stages: collect 400 episodes of NeuralSimRoom-v0 with the `explore` policy → the 8×
-autoencoder (1,800 steps) → the dynamics (2,000 steps, windows of 6) → 300 self-forcing steps → 1 denoise step
-and a context window of 128 in its config → twelve streaming stages (`STREAMING_STAGES`: 600 + 700 + 700 + 800 +
-800 + 800 + 600 + 400 + 400 + 400 + 400 + 400 steps, each frame trained exactly as it is sampled, windows of 6, 10, 16 and 64, more
-and more of the model's own history and of still windows; the fifth adds the changes-only latent refiner,
-`refiner_channels=32, refiner_reads_changes=true`; the seventh trains 16 frames after a burn-in of 48; the eighth makes
-30 % of the windows stop partway, `--stop-windows`; the ninth and tenth write the state from the pass that draws the
-frame, `commit_from_denoise=true`: one network pass per env step; the eleventh and twelfth backpropagate through the
-model's own history, `--own-history-grad`) → the grown decoder merged in → the prompt-start
-generator (`neuralsim train prompt`, 3,000 steps on the first
-frames of 20,000 one-step episodes of the room's default task and their descriptions). Then the reward
-model, before the prompt start: the target tracker (`neuralsim train reward --reward-kind target`, 12,000 steps on
-1,280 episodes of the room's default task, 30 % of the windows ending at a success, `--terminal-windows`; the room
-states its walls in its task_spec, so the tracker learns the agent's place in the room too; README, "reward
-prediction"; `--reward-episodes 0` leaves the dynamics' heads). Last, the frame memory (`neuralsim train memory`,
-3,000 steps of its gate on the finished model's own dreams of 480 windows of the world's data, 48 steps each after 16
-real frames, then 1,000 more with its depth net added, then twice that depth net alone on the room's true depth
-(`examples/finetune_depth.py` on 32,768 frames: 6,000 steps under the explore policy, then 3,000 with half the frames
-sticky-random), each followed by 1,000 steps of the gate on it held fixed, then a fresh depth net of width 32 in its
-place (6,000 steps on 131,072 frames, depth edges and objects weighted up, mirrored batches; `DEPTH_LABEL_STAGES`;
-the installed config's gate, "seen", does not run the gate's net, so no gate follows it); `--memory-steps 0`
-leaves the memory out, `--memory-depth-steps 0` its depth net, `--memory-depth-label-stages 0` the true-depth
-stages). Beside the dynamics and self-forcing stages, on the second core, the decoder trains alone on the frozen
-encoder's latents (2,500 steps, `examples/finetune_decoder.py`); it is merged in before the streaming stages, which
-leave it untouched. Then, beside the streaming stages, that decoder grows residual blocks at 32×32 and 64×64 pixels
-(`--decoder-blocks 1,0,1,1`, new blocks starting as the identity) and trains 1,500 + 1,500 more steps, then 1,500
-with the task objects' pixels weighted up (`DECODER_GROWTH`); it replaces the decoder after the last streaming stage (its FLOPs are paid by the commit pass the last two stages remove). The
-dataset's latents are kept in OUT/latent_cache (keyed by the encoder and the data), so every dynamics stage after
-the first skips the encoding. What was tried and not shipped (15 % still windows in the parallel stages, 600
-self-forcing steps, the `prev_frame_warp` switch, 2 denoise steps): README, "what was tried".
+else are far slower.) The default schedule (`--schedule fast`, the shipped model's since 2026-12-04; 150.7 min of wall
+clock end to end on a 2-core AVX2 EPYC, README "the shipped default model"): collect 400 episodes of
+NeuralSimRoom-v0 with the `explore` policy → the 8× autoencoder (1,800 steps, two threads) → then on the first core
+a fresh dynamics with every shipped field from its first update (`FAST_CONFIG`: one network pass per env step, the
+frame memory with the "seen" gate and a depth net of width 32) trained by three streaming stages (`FAST_STAGES`:
+600 steps on windows of 6, 300 on windows of 16, 400 on windows of 64 after a burn-in of 48, every target frame
+trained as it is sampled), then the target tracker (`neuralsim train reward --reward-kind target`,
+`--fast-reward-steps` 3,000 on 1,280 episodes of the room's default task, 30 % of the windows ending at a success;
+README, "reward prediction"; `--reward-episodes 0` leaves the dynamics' heads); on the second core, one after
+another, the parts that read only the encoder: the autoencoder's decoder grown (residual blocks at 32×32 and 64×64
+pixels, `--decoder-blocks 1,0,1,1`) and fine-tuned (`FAST_DECODER`: 2,000 steps, then 1,000 with the task objects'
+pixels weighted up), the depth net on the room's true depth (`FAST_DEPTH`) and the prompt-start generator
+(`neuralsim train prompt`, `--fast-prompt-steps` 1,500 on the first frames of 20,000 one-step episodes and their
+descriptions); all merged at the end (OUT/final_fast).
+
+`--schedule parallel` is the chain that made the model shipped before 2026-12-04 (about 10 h 45 min): the dynamics
+(2,000 steps, windows of 6) → 300 self-forcing steps → twelve streaming stages (`STREAMING_STAGES`, windows of 6 to
+64, more and more of the model's own history and of still windows, the changes-only refiner from the fifth, one
+network pass per env step from the ninth, the gradient through the model's own history in the last two) → the grown
+decoder (`DECODER_GROWTH`) → the tracker (12,000 steps) → the prompt start → the frame memory's gate and depth
+stages (`DEPTH_LABEL_STAGES`); the decoder fine-tune runs on the second core beside it. What was tried and not
+shipped (15 % still windows in the parallel stages, 600 self-forcing steps, the `prev_frame_warp` switch, 2 denoise
+steps): README, "what was tried".
 
 `--schedule from-start` replaces everything between the autoencoder and the prompt start by streaming training from
 a fresh dynamics (`FROM_START_STAGES`: 1,200 steps on windows of 6 at lr 1e-3, then 500 on windows of 16 with mostly
 the model's own history, still and stopping windows, then 400 on windows of 64 after a burn-in of 48), with the decoder fine-tune and then the prompt start on the
 second core beside it (the prompt start from the fresh model: it reads only the encoder's latents).
-
-`--schedule fast` is the recipe in about 2 h of wall clock on a 2-core CPU: after the autoencoder, a fresh dynamics
-with every shipped field from its first update (`FAST_CONFIG`: one network pass per env step, the frame memory with
-the "seen" gate and a depth net of width 32) trained by three streaming stages (`FAST_STAGES`: 600 steps on windows
-of 6, 300 on windows of 16, 400 on windows of 64 after a burn-in of 48), then the target tracker
-(`--fast-reward-steps`, 3,000) on the first core; on the second, one after another, the autoencoder's decoder grown
-and fine-tuned (`FAST_DECODER`: 2,000 steps, then 1,000 with the objects weighted up), the depth net on the room's
-true depth (`FAST_DEPTH`) and the prompt start; all merged at the end (OUT/final_fast).
 
 The training stages are `neuralsim train autoencoder`, `neuralsim train dynamics` into the same directory (the
 computation of `train all`), then `neuralsim train dynamics --init OUT/model --self-forcing 0.5 ...` and
@@ -238,7 +223,7 @@ class Recipe:
     policy: str = "explore"
     preset: str = "default"
     # "parallel": the parallel dynamics stage, self-forcing, then STREAMING_STAGES; "from-start": FROM_START_STAGES only
-    schedule: str = "parallel"
+    schedule: str = "fast"
     ae_steps: int = 1800
     ae_threads: int = 2  # the autoencoder stage has the machine to itself (its side jobs start after it): 14 vs 27 min
     ae_lr: float = 2e-3
@@ -274,6 +259,7 @@ class Recipe:
     prompt_layouts: int = 20000  # 0 = none (a prompt then only conditions the dynamics)
     prompt_seed: int = 5_000_000  # its layouts' seeds: apart from the world's data and prompt_fidelity's held-out seeds
     prompt_steps: int = 3000
+    fast_prompt_steps: int = 1500  # `--schedule fast`: its steps (3,000 measured no better, README "the shipped default")
     prompt_lr: float = 1e-3
     # The frame memory (`neuralsim train memory`), last: a gate that puts the last real context frame's pixels, warped
     # to the dream's camera, into the decoded frames; trained on the finished model's own dreams of the world's data.
@@ -551,7 +537,7 @@ def fast_side_job(recipe: Recipe, out: Path, data: Path, ae_dir: Path, init: Pat
                 return
     timings["depth net (beside the dynamics)"] = time.perf_counter() - t
     if recipe.prompt_layouts > 0 and not (out / "prompt" / "model.safetensors").exists():
-        prompt_side_job(recipe, out, init, None, t, timings)
+        prompt_side_job(recipe, out, init, None, t, timings, steps=recipe.fast_prompt_steps)
 
 
 def merge_part(part_dir: Path, model_dir: Path, dest: Path, prefix: str, fields: tuple[str, ...]) -> None:
@@ -712,7 +698,7 @@ def grow_side_job(recipe: Recipe, out: Path, data: Path, decoder_job: Any, decod
 
 
 def prompt_side_job(recipe: Recipe, out: Path, init: Path, decoder_job: Any, t_decoder: float,
-                    timings: dict[str, float]) -> None:
+                    timings: dict[str, float], steps: int | None = None) -> None:
     """After the decoder fine-tune (one job per core; its time, from ``t_decoder``, is recorded here): collect the
     prompt-start data and train the generator from ``init`` (`neuralsim collect`, `neuralsim train prompt`, each a
     process of its own), logging to OUT/prompt.log."""
@@ -734,7 +720,7 @@ def prompt_side_job(recipe: Recipe, out: Path, init: Path, decoder_job: Any, t_d
                 return
         subprocess.run(
             cli + ["train", "prompt", "--init", str(init), "--data", str(prompt_data), "--out", str(prompt_dir),
-                   "--steps", str(recipe.prompt_steps), "--lr", str(recipe.prompt_lr), "--window", "1",
+                   "--steps", str(steps or recipe.prompt_steps), "--lr", str(recipe.prompt_lr), "--window", "1",
                    "--batch-size", "64", "--warmup", "100", "--seed", str(recipe.seed), "--dtype", recipe.dtype,
                    "--latent-cache", str(out / "latent_cache"), "--no-progress"]
             + (["--resume"] if recipe.resume and (prompt_dir / "checkpoints" / "latest.json").exists() else []),

@@ -98,6 +98,7 @@ def test_the_fast_side_job_grows_the_decoder_then_trains_the_depth_net_then_the_
     assert depth[depth.index("--out") + 1] == str(tmp_path / "depth")
     prompt = runs[-1]
     assert prompt[3:5] == ["train", "prompt"] and prompt[prompt.index("--init") + 1] == str(tmp_path / "fresh")
+    assert prompt[prompt.index("--steps") + 1] == str(recipe.Recipe().fast_prompt_steps)  # not the other schedules'
     assert runs.index(depth) > runs.index(decoders[-1])  # one job at a time on the second core
     assert {"decoder growth (beside the dynamics)", "depth net (beside the dynamics)"} <= set(timings)
 
