@@ -3,20 +3,23 @@
     OMP_NUM_THREADS=1 python examples/make_default_model.py --out runs/default --install
 
 (One torch thread per job: on a 2-core machine two threads competing with the collection workers or anything
-else are far slower.) The default schedule (`--schedule fast`, the shipped model's since 2026-12-04; 150.7 min of wall
-clock end to end on a 2-core AVX2 EPYC, README "the shipped default model"): collect 400 episodes of
-NeuralSimRoom-v0 with the `explore` policy → the 8× autoencoder (1,800 steps, two threads) → then on the first core
-a fresh dynamics with every shipped field from its first update (`FAST_CONFIG`: one network pass per env step, the
-frame memory with the "seen" gate and a depth net of width 32) trained by three streaming stages (`FAST_STAGES`:
-600 steps on windows of 6, 300 on windows of 16, 400 on windows of 64 after a burn-in of 48, every target frame
-trained as it is sampled), then the target tracker (`neuralsim train reward --reward-kind target`,
+else are far slower.) The default schedule (`--schedule fast`, the shipped model's since 2026-12-04; README "the
+shipped default model"): collect 400 episodes of NeuralSimRoom-v0 with the `explore` policy → the 8× autoencoder
+(1,800 steps, two threads) → then on the first core a fresh dynamics with every shipped field from its first update
+(`FAST_CONFIG`: one network pass per env step, the frame memory with the "seen" gate and a depth net of width 32)
+trained by three streaming stages (`FAST_STAGES`: 600 steps on windows of 6, 300 on windows of 16, 400 on windows of
+64 after a burn-in of 48, every target frame trained as it is sampled), then the autoencoder's decoder grown
+(residual blocks at 32×32 and 64×64 pixels, `--decoder-blocks 1,0,1,1`) and fine-tuned (`FAST_DECODER`: 2,000
+steps, then 1,000 with the task objects' pixels weighted up); on the second core, one after another, the parts that
+read only the encoder, each from the fresh model: the target tracker (`neuralsim train reward --reward-kind target`,
 `--fast-reward-steps` 3,000 on 1,280 episodes of the room's default task, 30 % of the windows ending at a success;
-README, "reward prediction"; `--reward-episodes 0` leaves the dynamics' heads); on the second core, one after
-another, the parts that read only the encoder: the autoencoder's decoder grown (residual blocks at 32×32 and 64×64
-pixels, `--decoder-blocks 1,0,1,1`) and fine-tuned (`FAST_DECODER`: 2,000 steps, then 1,000 with the task objects'
-pixels weighted up), the depth net on the room's true depth (`FAST_DEPTH`) and the prompt-start generator
-(`neuralsim train prompt`, `--fast-prompt-steps` 1,500 on the first frames of 20,000 one-step episodes and their
-descriptions); all merged at the end (OUT/final_fast).
+README, "reward prediction"; `--reward-episodes 0` leaves the dynamics' heads), the depth net on the room's true
+depth (`FAST_DEPTH`) and the prompt-start generator (`neuralsim train prompt`, `--fast-prompt-steps` 1,500 on the
+first frames of 20,000 one-step episodes and their descriptions); all merged at the end (OUT/final_fast). The
+shipped model's run (150.7 min end to end) trained the tracker after the dynamics on the first core and the decoder
+on the second, and its prompt start 3,000 steps; a tracker learns the same weights from the fresh model as from the
+trained one (checked bit for bit), so this order should give the shipped weights, its stage times summing to about
+2 h 10 min (not yet run end to end).
 
 `--schedule parallel` is the chain that made the model shipped before 2026-12-04 (about 10 h 45 min): the dynamics
 (2,000 steps, windows of 6) → 300 self-forcing steps → twelve streaming stages (`STREAMING_STAGES`, windows of 6 to
@@ -186,17 +189,16 @@ FROM_START_STAGES = (
                    still_windows=0.3, seed_offset=2, burn_in=48, stop_windows=0.3),
 )
 
-# The recipe in about 2 h on this 2-core CPU (`--schedule fast`). The frame memory now draws what the last real frame
-# shows (89 % of the objects' pixels at t+4 come from it, `benchmarks/object_error.py`), so the dynamics need far less
-# training than the parallel chain gave them: a fresh dynamics with every shipped field from its first update (one
-# network pass per env step, `commit_from_denoise`; the memory with its "seen" gate, which runs no learned gate, and a
-# depth net of width 32) trained by three streaming stages, the last on windows of 64 after a burn-in of 48 (what a
-# long dream's context is; from-start without it lost at t+16). Beside them, on the second core, each part that reads
-# only the encoder: the decoder grown straight from the autoencoder's (no plain fine-tune first) then the objects
-# weighted up (`FAST_DECODER`), the depth net on the room's true depth (`FAST_DEPTH`) and the prompt start; the target
-# tracker after the dynamics on the first core (`fast_reward_steps`). Measured in parts (README, "the 2-hour
-# schedule"): the dynamics 69.6 min (13 of 16 gates with the shipped decoder and memory), the decoder 33.2 + 8.6 min
-# (autoencoder 34.53 / 27.24 dB); not yet end to end.
+# The recipe of the shipped model (`--schedule fast`). The frame memory draws what the last real frame shows (89 % of
+# the objects' pixels at t+4 come from it, `benchmarks/object_error.py`), so the dynamics need far less training than
+# the parallel chain gave them: a fresh dynamics with every shipped field from its first update (one network pass per
+# env step, `commit_from_denoise`; the memory with its "seen" gate, which runs no learned gate, and a depth net of
+# width 32) trained by three streaming stages, the last on windows of 64 after a burn-in of 48 (what a long dream's
+# context is; from-start without it lost at t+16), then the decoder grown straight from the autoencoder's (no plain
+# fine-tune first) with the objects weighted up last (`FAST_DECODER`). Beside them, on the second core, each part that
+# reads only the encoder: the target tracker (`fast_reward_steps`), the depth net on the room's true depth
+# (`FAST_DEPTH`) and the prompt start (`fast_prompt_steps`). End to end (README, "the shipped default model"): 14 of 16
+# fidelity gates in 150.7 min, with the tracker after the dynamics and the decoder beside them.
 FAST_CONFIG = FROM_START_CONFIG + (("commit_from_denoise", True), ("frame_memory_width", 12),
                                    ("frame_memory_depth_width", 32), ("frame_memory_gate", "seen"))
 FAST_STAGES = (
@@ -249,7 +251,7 @@ class Recipe:
     # the shipped tracker's: 1,500 + 2,000 + 2,500 + 4,000 continued steps on the any-colour ball's data (seeds from
     # 2,000,000), then 2,000 on the red ball's with the walls (seeds from 3,000,000), which added the room head
     reward_steps: int = 12_000
-    fast_reward_steps: int = 3000  # `--schedule fast`: the tracker's steps (after the dynamics, on the first core)
+    fast_reward_steps: int = 3000  # `--schedule fast`: the tracker's steps (on the second core; 1,200 and 2,000 lost)
     reward_lr: float = 1e-3
     reward_own_share: float = 0.25  # windows whose second half the model dreams (--self-forcing of `train reward`)
     reward_kind: str = "target"  # or "recurrent": a recurrent net over the latent frames
@@ -295,8 +297,8 @@ def main() -> None:
     data, model_dir = out / "data", out / "model"
     if recipe.install_only:
         # the last stage's directory first: each later stage starts from the one before it
-        if recipe.schedule == "fast":  # dynamics, reward, then the grown decoder, depth net, prompt start merged in
-            done = [out / "final_fast", out / "final_depth", out / "final", out / "reward",
+        if recipe.schedule == "fast":  # dynamics, then the grown decoder, depth net, tracker, prompt start merged in
+            done = [out / "final_fast", out / "final_reward", out / "final_depth", out / "final",
                     out / f"fast{len(FAST_STAGES)}"]
         elif recipe.schedule == "from-start":  # start stages, decoder, prompt start merged in, reward, frame memory
             done = memory_dirs(out) + [out / "reward", out / "final_prompt", out / "final",
@@ -489,9 +491,10 @@ def reward_stage(recipe: Recipe, out: Path, init: Path, steps: int, timings: dic
 
 def run_fast(recipe: Recipe, out: Path, data: Path, ae_dir: Path, common: dict[str, Any],
              timings: dict[str, float]) -> Path:
-    """`--schedule fast` after the autoencoder: ``FAST_STAGES`` on a fresh dynamics (``FAST_CONFIG``) and then the
-    target tracker on this core; the grown decoder, the depth net and the prompt start on the other
-    (:func:`fast_side_job`); then all merged into OUT/final_fast (returned)."""
+    """`--schedule fast` after the autoencoder: on this core ``FAST_STAGES`` on a fresh dynamics (``FAST_CONFIG``),
+    then the autoencoder's decoder grown (``FAST_DECODER``); on the other the target tracker, the depth net and the
+    prompt start (:func:`fast_side_job`), each reading only the encoder; then all merged into OUT/final_fast
+    (returned). A recurrent reward model (``reward_kind``) learns on the dynamics' own frames, so it follows them here."""
     init = out / "fresh"
     if not (init / "model.safetensors").exists():
         fresh_dynamics(ae_dir, init, recipe.seed, dict(FAST_CONFIG), data=data, window=recipe.window,
@@ -499,17 +502,24 @@ def run_fast(recipe: Recipe, out: Path, data: Path, ae_dir: Path, common: dict[s
     side = threading.Thread(target=fast_side_job, args=(recipe, out, data, ae_dir, init, timings))
     side.start()
     final_dir = run_streaming(FAST_STAGES, init, out, "fast", recipe, common, timings)
-    if recipe.reward_episodes > 0:
+    if recipe.reward_episodes > 0 and not tracker_beside(recipe):
         final_dir = reward_stage(recipe, out, final_dir, recipe.fast_reward_steps, timings)
+    t = time.perf_counter()
+    grown_ok = grow_decoder_runs(recipe, out, data, ae_dir, FAST_DECODER)
+    timings["decoder growth (after the dynamics)"] = time.perf_counter() - t
     side.join()
-    grown = out / f"decoder_grown{len(FAST_DECODER)}"
-    if not (grown / "model.safetensors").exists():
+    if not grown_ok:
         raise SystemExit(f"the decoder growth failed: see {out / 'decoder_grown.log'}")
-    final_dir = merge_decoder_into(grown, final_dir, out / "final")
+    final_dir = merge_decoder_into(out / f"decoder_grown{len(FAST_DECODER)}", final_dir, out / "final")
     if not (out / "depth" / "config.json").exists():  # written last (atomically): a finished run
         raise SystemExit(f"the depth net's training failed: see {out / 'depth.log'}")
     merge_part(out / "depth", final_dir, out / "final_depth", "frame_memory.depth.", ("frame_memory_depth_width",))
     final_dir = out / "final_depth"
+    if recipe.reward_episodes > 0 and tracker_beside(recipe):
+        if not (out / "reward" / "model.safetensors").exists():
+            raise SystemExit(f"the tracker's training failed: see {out / 'reward.log'}")
+        merge_part(out / "reward", final_dir, out / "final_reward", "reward_model.", REWARD_MODEL_FIELDS)
+        final_dir = out / "final_reward"
     if recipe.prompt_layouts > 0:
         if not (out / "prompt" / "model.safetensors").exists():
             raise SystemExit(f"the prompt-start stage failed: see {out / 'prompt.log'}")
@@ -518,15 +528,27 @@ def run_fast(recipe: Recipe, out: Path, data: Path, ae_dir: Path, common: dict[s
     return final_dir
 
 
+# What a reward model adds to a model's config (`neuralsim train reward`), merged with its weights.
+REWARD_MODEL_FIELDS = ("reward_model_channels", "reward_model_kind", "reward_task")
+
+
+def tracker_beside(recipe: Recipe) -> bool:
+    """Whether `--schedule fast` trains the reward model on the second core from the fresh model: a target tracker
+    trains only its own weights on real latents (bit for bit the same from the fresh model as from the trained
+    dynamics), while a recurrent model's windows continue the dynamics' own dreams."""
+    return recipe.reward_kind == "target"
+
+
 def fast_side_job(recipe: Recipe, out: Path, data: Path, ae_dir: Path, init: Path, timings: dict[str, float]) -> None:
-    """The second core of `--schedule fast`, each a process of its own: the autoencoder's decoder grown
-    (``decoder_blocks``) and fine-tuned through ``FAST_DECODER`` into OUT/decoder_grown1, 2, ... (OUT/decoder_grown.log);
-    the depth net on the room's true depth (``FAST_DEPTH``) into OUT/depth (OUT/depth.log); the prompt start into
-    OUT/prompt (OUT/prompt.log). A failed part leaves its log; the merge after it stops the recipe there."""
-    t = time.perf_counter()
-    if not grow_decoder_runs(recipe, out, data, ae_dir, FAST_DECODER):
-        return
-    timings["decoder growth (beside the dynamics)"] = time.perf_counter() - t
+    """The second core of `--schedule fast`, each a process of its own: the target tracker from ``init`` (its
+    episodes collected, then `neuralsim train reward`, OUT/reward, OUT/reward.log), the depth net on the room's true
+    depth (``FAST_DEPTH``) into OUT/depth (OUT/depth.log), the prompt start into OUT/prompt (OUT/prompt.log). A failed
+    part leaves its log; the merge after it stops the recipe there."""
+    if recipe.reward_episodes > 0 and tracker_beside(recipe) and not (out / "reward" / "model.safetensors").exists():
+        t = time.perf_counter()
+        if not tracker_side_job(recipe, out, init):
+            return
+        timings["tracker (beside the dynamics)"] = time.perf_counter() - t
     t = time.perf_counter()
     if not (out / "depth" / "config.json").exists():
         with (out / "depth.log").open("a") as log:
@@ -537,7 +559,37 @@ def fast_side_job(recipe: Recipe, out: Path, data: Path, ae_dir: Path, init: Pat
                 return
     timings["depth net (beside the dynamics)"] = time.perf_counter() - t
     if recipe.prompt_layouts > 0 and not (out / "prompt" / "model.safetensors").exists():
-        prompt_side_job(recipe, out, init, None, t, timings, steps=recipe.fast_prompt_steps)
+        prompt_side_job(recipe, out, init, None, time.perf_counter(), timings, steps=recipe.fast_prompt_steps)
+
+
+def tracker_side_job(recipe: Recipe, out: Path, init: Path) -> bool:
+    """Collect the tracker's episodes (``reward_episodes`` of the room's default task, one worker) and train it
+    (``fast_reward_steps``) from ``init`` into OUT/reward, as :func:`reward_stage` does in-process; each a process
+    of its own, logging to OUT/reward.log. False if either failed."""
+    reward_data, reward_dir = out / "reward_data", out / "reward"
+    cli = [sys.executable, "-m", "neuralsim"]
+    with (out / "reward.log").open("a") as log:
+        if not (reward_data / "manifest.json").exists() or recipe.resume:
+            done = subprocess.run(
+                cli + ["collect", "--env", "NeuralSimRoom-v0", "--out", str(reward_data), "--episodes",
+                       str(recipe.reward_episodes), "--policy", recipe.policy, "--workers", "1", "--seed",
+                       str(recipe.reward_seed), "--max-steps", str(recipe.max_steps), "--no-progress"]
+                + (["--resume"] if (reward_data / "manifest.json").exists() else []), stdout=log, stderr=subprocess.STDOUT)
+            if done.returncode != 0:
+                log.write(f"\nthe tracker's collection exited with {done.returncode}\n")
+                return False
+        done = subprocess.run(
+            cli + ["train", "reward", "--init", str(init), "--data", str(reward_data), "--out", str(reward_dir),
+                   "--reward-kind", recipe.reward_kind, "--steps", str(recipe.fast_reward_steps), "--lr",
+                   str(recipe.reward_lr), "--window", "32", "--batch-size", "32", "--warmup", "100",
+                   "--terminal-windows", str(recipe.reward_terminal_windows), "--seed", str(recipe.seed),
+                   "--dtype", recipe.dtype, "--latent-cache", str(out / "latent_cache"), "--no-progress"]
+            + (["--resume"] if recipe.resume and (reward_dir / "checkpoints" / "latest.json").exists() else []),
+            stdout=log, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            log.write(f"\nthe tracker's training exited with {done.returncode}\n")
+            return False
+    return True
 
 
 def merge_part(part_dir: Path, model_dir: Path, dest: Path, prefix: str, fields: tuple[str, ...]) -> None:

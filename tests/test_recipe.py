@@ -72,11 +72,11 @@ def test_the_fast_schedule_starts_with_every_shipped_field(recipe):
     assert not recipe.FAST_DEPTH.regate
 
 
-def test_the_fast_side_job_grows_the_decoder_then_trains_the_depth_net_then_the_prompt_start(recipe, tmp_path,
-                                                                                             monkeypatch):
+def record_processes(recipe, monkeypatch) -> list[list[str]]:
+    """Replace the recipe's subprocess.run: record each command and leave the files it would have written."""
     runs = []
 
-    def fake_run(command, **kwargs):  # records each process and leaves what it would have written
+    def fake_run(command, **kwargs):
         runs.append([str(c) for c in command])
         out = Path(command[command.index("--out") + 1])
         out.mkdir(parents=True, exist_ok=True)
@@ -85,22 +85,61 @@ def test_the_fast_side_job_grows_the_decoder_then_trains_the_depth_net_then_the_
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(recipe.subprocess, "run", fake_run)
+    return runs
+
+
+def test_the_fast_side_job_trains_the_tracker_then_the_depth_net_then_the_prompt_start(recipe, tmp_path,
+                                                                                       monkeypatch):
+    runs = record_processes(recipe, monkeypatch)
     timings = {}
-    recipe.fast_side_job(recipe.Recipe(prompt_layouts=4), tmp_path, tmp_path / "data", tmp_path / "ae",
-                         tmp_path / "fresh", timings)
+    recipe.fast_side_job(recipe.Recipe(prompt_layouts=4, reward_episodes=8), tmp_path, tmp_path / "data",
+                         tmp_path / "ae", tmp_path / "fresh", timings)
+    collect, tracker, depth, prompt_collect, prompt = runs
+    assert collect[3] == "collect" and collect[collect.index("--out") + 1] == str(tmp_path / "reward_data")
+    assert collect[collect.index("--episodes") + 1] == "8" and collect[collect.index("--workers") + 1] == "1"
+    assert tracker[3:5] == ["train", "reward"] and tracker[tracker.index("--init") + 1] == str(tmp_path / "fresh")
+    assert tracker[tracker.index("--reward-kind") + 1] == "target"
+    assert tracker[tracker.index("--steps") + 1] == str(recipe.Recipe().fast_reward_steps)
+    assert tracker[tracker.index("--latent-cache") + 1] == str(tmp_path / "latent_cache")
+    assert depth[1].endswith("finetune_depth.py") and depth[depth.index("--model") + 1] == str(tmp_path / "fresh")
+    assert depth[depth.index("--threads") + 1] == "1" and depth[depth.index("--out") + 1] == str(tmp_path / "depth")
+    assert prompt_collect[3] == "collect" and prompt[3:5] == ["train", "prompt"]
+    assert prompt[prompt.index("--init") + 1] == str(tmp_path / "fresh")
+    assert prompt[prompt.index("--steps") + 1] == str(recipe.Recipe().fast_prompt_steps)  # not the other schedules'
+    assert {"tracker (beside the dynamics)", "depth net (beside the dynamics)",
+            "prompt start (beside the dynamics)"} <= set(timings)
+    # a recurrent reward model learns on the dynamics' own dreams: it is not trained beside them
+    runs.clear()
+    (tmp_path / "r").mkdir()
+    recipe.fast_side_job(recipe.Recipe(prompt_layouts=0, reward_kind="recurrent"), tmp_path / "r", tmp_path / "data",
+                         tmp_path / "ae", tmp_path / "fresh", {})
+    assert [r[1].endswith("finetune_depth.py") for r in runs] == [True]
+
+
+def test_the_fast_schedule_grows_the_decoder_after_the_dynamics_and_merges_every_part(recipe, tmp_path, monkeypatch):
+    runs = record_processes(recipe, monkeypatch)
+    merges = []
+    monkeypatch.setattr(recipe, "fresh_dynamics", lambda ae, dest, *a, **k: (dest.mkdir(parents=True),
+                                                                            (dest / "model.safetensors").write_text("")))
+    monkeypatch.setattr(recipe, "run_streaming", lambda stages, init, out, prefix, *a: out / f"{prefix}{len(stages)}")
+    monkeypatch.setattr(recipe, "merge_decoder_into", lambda part, model, dest: merges.append(("decoder", part, model))
+                        or dest)
+    monkeypatch.setattr(recipe, "merge_part", lambda part, model, dest, prefix, fields: merges.append(
+        (prefix, part, model, fields)))
+    monkeypatch.setattr(recipe, "merge_prompt_start", lambda part, model, dest: merges.append(("prompt", part, model)))
+    final = recipe.run_fast(recipe.Recipe(prompt_layouts=4), tmp_path, tmp_path / "data", tmp_path / "ae", {}, {})
     decoders = [r for r in runs if r[1].endswith("finetune_decoder.py")]
     assert len(decoders) == len(recipe.FAST_DECODER)
     assert decoders[0][decoders[0].index("--model") + 1] == str(tmp_path / "ae") and "--decoder-blocks" in decoders[0]
     assert decoders[1][decoders[1].index("--model") + 1] == str(tmp_path / "decoder_grown1")
     assert "--decoder-blocks" not in decoders[1] and "--object-weight" in decoders[1]
-    depth = next(r for r in runs if r[1].endswith("finetune_depth.py"))
-    assert depth[depth.index("--model") + 1] == str(tmp_path / "fresh") and depth[depth.index("--threads") + 1] == "1"
-    assert depth[depth.index("--out") + 1] == str(tmp_path / "depth")
-    prompt = runs[-1]
-    assert prompt[3:5] == ["train", "prompt"] and prompt[prompt.index("--init") + 1] == str(tmp_path / "fresh")
-    assert prompt[prompt.index("--steps") + 1] == str(recipe.Recipe().fast_prompt_steps)  # not the other schedules'
-    assert runs.index(depth) > runs.index(decoders[-1])  # one job at a time on the second core
-    assert {"decoder growth (beside the dynamics)", "depth net (beside the dynamics)"} <= set(timings)
+    assert final == tmp_path / "final_fast"
+    dynamics = tmp_path / f"fast{len(recipe.FAST_STAGES)}"
+    assert merges == [
+        ("decoder", tmp_path / f"decoder_grown{len(recipe.FAST_DECODER)}", dynamics),
+        ("frame_memory.depth.", tmp_path / "depth", tmp_path / "final", ("frame_memory_depth_width",)),
+        ("reward_model.", tmp_path / "reward", tmp_path / "final_depth", recipe.REWARD_MODEL_FIELDS),
+        ("prompt", tmp_path / "prompt", tmp_path / "final_reward")]
 
 
 def test_merge_part_takes_the_depth_net_and_its_width_and_nothing_else(recipe, tmp_path):

@@ -208,16 +208,21 @@ def test_bad_tracker_configs_are_refused(fields, match):
         WorldModelConfig.from_preset("tiny", **fields)
 
 
-def test_train_reward_kind_target_takes_the_task_from_the_data(dataset, tmp_path):
-    from neuralsim.model import WorldModel
-
-    tasked = tmp_path / "tasked"  # the data of a camera world whose env states its task (as the room's)
-    shutil.copytree(dataset, tasked)
-    manifest = json.loads((tasked / "manifest.json").read_text())
+def _tasked_data(dataset: Path, dest: Path) -> tuple[Path, dict]:
+    """A copy of ``dataset`` whose manifest states a camera world's task (as the room's): (dir, manifest)."""
+    shutil.copytree(dataset, dest)
+    manifest = json.loads((dest / "manifest.json").read_text())
     manifest["task"] = TASK
     manifest["camera"] = {"translation_speed": 0.08, "rotation_speed_deg": 4.0, "fovy_deg": 70.0, "velocity_gain": 100.0,
                           "acceleration_limit": 33.666, "frame_time": 0.05, "substeps": 5}
-    (tasked / "manifest.json").write_text(json.dumps(manifest))
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest, manifest
+
+
+def test_train_reward_kind_target_takes_the_task_from_the_data(dataset, tmp_path):
+    from neuralsim.model import WorldModel
+
+    tasked, manifest = _tasked_data(dataset, tmp_path / "tasked")
     base = train(train_config(tasked, tmp_path / "base"))
     with pytest.raises(TrainingError, match="--reward-kind target needs data whose env states"):
         train(train_config(dataset, tmp_path / "no_task", stage="reward", init=str(base), reward_kind="target"))
@@ -433,6 +438,27 @@ def test_reward_loss_checks_its_labels():
     recurrent = WorldModel(recurrent.config.replace(reward_model_channels=8, reward_model_hidden=16)).eval()
     with pytest.raises(InputError, match="offsets and places label a target tracker"):
         recurrent.reward_loss(latents, actions, rewards, done, offsets=torch.ones(2, 3, 2))
+
+
+def test_a_tracker_trains_the_same_weights_whatever_the_dynamics_holds(dataset, tmp_path):
+    """It learns on real latents alone, so the recipe's fast schedule trains it from the fresh model beside the
+    dynamics and merges it in after (examples/make_default_model.py, `tracker_beside`)."""
+    from neuralsim.model import WorldModel
+
+    tasked, _ = _tasked_data(dataset, tmp_path / "tasked")
+    trained = train(train_config(tasked, tmp_path / "base"))
+    other = WorldModel.from_pretrained(trained)
+    with torch.no_grad():  # other dynamics, the same encoder
+        for name, weight in other.named_parameters():
+            if not name.startswith(("autoencoder.", "reward_model.")):
+                weight.add_(0.1 * torch.randn_like(weight))
+    other.save_pretrained(tmp_path / "other")
+    trackers = [WorldModel.from_pretrained(train(train_config(tasked, tmp_path / f"tracker_{name}", stage="reward",
+                                                              init=str(init), reward_kind="target", steps=3)))
+                for name, init in (("trained", trained), ("other", tmp_path / "other"))]
+    first, second = (t.reward_model.state_dict() for t in trackers)
+    for name, value in first.items():
+        torch.testing.assert_close(second[name], value, rtol=0, atol=0)
 
 
 @pytest.mark.mujoco
