@@ -224,7 +224,8 @@ class Recipe:
     seed: int = 0
     policy: str = "explore"
     preset: str = "default"
-    # "parallel": the parallel dynamics stage, self-forcing, then STREAMING_STAGES; "from-start": FROM_START_STAGES only
+    # "fast": FAST_STAGES from a fresh dynamics, the parts beside them (the shipped model's); "parallel": the parallel
+    # dynamics stage, self-forcing, then STREAMING_STAGES; "from-start": FROM_START_STAGES only
     schedule: str = "fast"
     ae_steps: int = 1800
     ae_threads: int = 2  # the autoencoder stage has the machine to itself (its side jobs start after it): 14 vs 27 min
@@ -467,26 +468,35 @@ def finish(recipe: Recipe, final_dir: Path, timings: dict[str, float], t0: float
 
 
 def reward_stage(recipe: Recipe, out: Path, init: Path, steps: int, timings: dict[str, float]) -> Path:
-    """Collect the reward data (``reward_episodes`` of the room's default task) and train the reward model
-    (``reward_kind``) for ``steps`` from ``init`` into OUT/reward (returned)."""
-    from neuralsim.data import collect
-    from neuralsim.train import TrainConfig, train
-
-    reward_data, reward_dir = out / "reward_data", out / "reward"
+    """Collect the reward data and train the reward model (:func:`reward_commands`) for ``steps`` from ``init``
+    into OUT/reward (returned), each a process of its own, here in the foreground."""
     t = time.perf_counter()
-    if not (reward_data / "manifest.json").exists() or recipe.resume:
-        collect("NeuralSimRoom-v0", reward_data, episodes=recipe.reward_episodes, policy=recipe.policy,
-                workers=recipe.workers, seed=recipe.reward_seed, max_steps=recipe.max_steps,
-                resume=(reward_data / "manifest.json").exists())
-    train(TrainConfig(stage="reward", out=str(reward_dir), init=str(init), data=str(reward_data),
-                      steps=steps, lr=recipe.reward_lr, window=32, batch_size=32, warmup=100,
-                      self_forcing=recipe.reward_own_share if recipe.reward_kind == "recurrent" else 0.0,
-                      reward_kind=recipe.reward_kind, terminal_windows=recipe.reward_terminal_windows,
-                      seed=recipe.seed, dtype=recipe.dtype,
-                      latent_cache_dir=str(out / "latent_cache"),
-                      resume=recipe.resume and (reward_dir / "checkpoints" / "latest.json").exists()))
+    for command in reward_commands(recipe, out, init, steps, workers=recipe.workers, progress=True):
+        subprocess.run(command, check=True)
     timings["reward model"] = time.perf_counter() - t
-    return reward_dir
+    return out / "reward"
+
+
+def reward_commands(recipe: Recipe, out: Path, init: Path, steps: int, workers: int, progress: bool) -> list[list[str]]:
+    """The reward model's processes: collect its data into OUT/reward_data (``reward_episodes`` of the room's default
+    task; skipped once collected unless resuming), then `neuralsim train reward` (``reward_kind``) for ``steps`` from
+    ``init`` into OUT/reward, the latents cached in OUT/latent_cache."""
+    reward_data, reward_dir = out / "reward_data", out / "reward"
+    cli, quiet = [sys.executable, "-m", "neuralsim"], [] if progress else ["--no-progress"]
+    commands = []
+    if not (reward_data / "manifest.json").exists() or recipe.resume:
+        commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", "--out", str(reward_data), "--episodes",
+                               str(recipe.reward_episodes), "--policy", recipe.policy, "--workers", str(workers),
+                               "--seed", str(recipe.reward_seed), "--max-steps", str(recipe.max_steps)] + quiet
+                        + (["--resume"] if (reward_data / "manifest.json").exists() else []))
+    own_share = recipe.reward_own_share if recipe.reward_kind == "recurrent" else 0.0
+    commands.append(cli + ["train", "reward", "--init", str(init), "--data", str(reward_data), "--out", str(reward_dir),
+                           "--reward-kind", recipe.reward_kind, "--steps", str(steps), "--lr", str(recipe.reward_lr),
+                           "--window", "32", "--batch-size", "32", "--warmup", "100", "--self-forcing", str(own_share),
+                           "--terminal-windows", str(recipe.reward_terminal_windows), "--seed", str(recipe.seed),
+                           "--dtype", recipe.dtype, "--latent-cache", str(out / "latent_cache")] + quiet
+                    + (["--resume"] if recipe.resume and (reward_dir / "checkpoints" / "latest.json").exists() else []))
+    return commands
 
 
 def run_fast(recipe: Recipe, out: Path, data: Path, ae_dir: Path, common: dict[str, Any],
@@ -563,32 +573,14 @@ def fast_side_job(recipe: Recipe, out: Path, data: Path, ae_dir: Path, init: Pat
 
 
 def tracker_side_job(recipe: Recipe, out: Path, init: Path) -> bool:
-    """Collect the tracker's episodes (``reward_episodes`` of the room's default task, one worker) and train it
-    (``fast_reward_steps``) from ``init`` into OUT/reward, as :func:`reward_stage` does in-process; each a process
-    of its own, logging to OUT/reward.log. False if either failed."""
-    reward_data, reward_dir = out / "reward_data", out / "reward"
-    cli = [sys.executable, "-m", "neuralsim"]
+    """The target tracker's processes (:func:`reward_commands`: collected on one worker, ``fast_reward_steps``) from
+    ``init``, logging to OUT/reward.log. False if one failed."""
     with (out / "reward.log").open("a") as log:
-        if not (reward_data / "manifest.json").exists() or recipe.resume:
-            done = subprocess.run(
-                cli + ["collect", "--env", "NeuralSimRoom-v0", "--out", str(reward_data), "--episodes",
-                       str(recipe.reward_episodes), "--policy", recipe.policy, "--workers", "1", "--seed",
-                       str(recipe.reward_seed), "--max-steps", str(recipe.max_steps), "--no-progress"]
-                + (["--resume"] if (reward_data / "manifest.json").exists() else []), stdout=log, stderr=subprocess.STDOUT)
+        for command in reward_commands(recipe, out, init, recipe.fast_reward_steps, workers=1, progress=False):
+            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
             if done.returncode != 0:
-                log.write(f"\nthe tracker's collection exited with {done.returncode}\n")
+                log.write(f"\nthe tracker's `neuralsim {command[3]}` exited with {done.returncode}\n")
                 return False
-        done = subprocess.run(
-            cli + ["train", "reward", "--init", str(init), "--data", str(reward_data), "--out", str(reward_dir),
-                   "--reward-kind", recipe.reward_kind, "--steps", str(recipe.fast_reward_steps), "--lr",
-                   str(recipe.reward_lr), "--window", "32", "--batch-size", "32", "--warmup", "100",
-                   "--terminal-windows", str(recipe.reward_terminal_windows), "--seed", str(recipe.seed),
-                   "--dtype", recipe.dtype, "--latent-cache", str(out / "latent_cache"), "--no-progress"]
-            + (["--resume"] if recipe.resume and (reward_dir / "checkpoints" / "latest.json").exists() else []),
-            stdout=log, stderr=subprocess.STDOUT)
-        if done.returncode != 0:
-            log.write(f"\nthe tracker's training exited with {done.returncode}\n")
-            return False
     return True
 
 

@@ -116,6 +116,19 @@ def test_the_fast_side_job_trains_the_tracker_then_the_depth_net_then_the_prompt
     assert [r[1].endswith("finetune_depth.py") for r in runs] == [True]
 
 
+def test_reward_commands_collect_once_and_dream_only_for_a_recurrent_model(recipe, tmp_path):
+    first = recipe.reward_commands(recipe.Recipe(), tmp_path, tmp_path / "m", 10, workers=2, progress=True)
+    assert [c[3] for c in first] == ["collect", "train"] and "--no-progress" not in first[1]
+    assert first[0][first[0].index("--workers") + 1] == "2" and first[1][first[1].index("--steps") + 1] == "10"
+    assert first[1][first[1].index("--self-forcing") + 1] == "0.0"  # a tracker learns on real latents only
+    (tmp_path / "reward_data").mkdir()
+    (tmp_path / "reward_data" / "manifest.json").write_text("{}")
+    again = recipe.reward_commands(recipe.Recipe(reward_kind="recurrent"), tmp_path, tmp_path / "m", 10, workers=1,
+                                   progress=False)
+    assert [c[3] for c in again] == ["train"] and "--no-progress" in again[0]
+    assert again[0][again[0].index("--self-forcing") + 1] == str(recipe.Recipe().reward_own_share)
+
+
 def test_the_fast_schedule_grows_the_decoder_after_the_dynamics_and_merges_every_part(recipe, tmp_path, monkeypatch):
     runs = record_processes(recipe, monkeypatch)
     merges = []
