@@ -64,12 +64,14 @@ def parse_blocks(text: str, current: tuple[int, ...]) -> tuple[int, ...]:
     return blocks
 
 
-def grow_decoder(model: WorldModel, blocks: tuple[int, ...]) -> WorldModel:
+def grow_decoder(model: WorldModel, blocks: tuple[int, ...], seed: int = 0) -> WorldModel:
     """A copy of ``model`` whose decoder has ``blocks`` residual blocks per level: the old layers keep their weights
     (a level's upsampling conv moves behind its new blocks), each new block's last conv starts at zero, so the
-    copy decodes exactly as ``model`` does."""
+    copy decodes exactly as ``model`` does; the new blocks' other weights are drawn from ``seed``."""
     old = tuple(model.config.ae_decoder_blocks)
-    grown = WorldModel(model.config.replace(ae_decoder_blocks=list(blocks)))
+    with torch.random.fork_rng(devices=[]):  # torch seeds itself at random at start-up: the init must not
+        torch.manual_seed(seed)
+        grown = WorldModel(model.config.replace(ae_decoder_blocks=list(blocks)))
     state = {}
     for key, value in model.state_dict().items():
         parts = key.split(".")
@@ -112,7 +114,7 @@ def main() -> None:
 
     model = WorldModel.from_pretrained(args.model)
     if args.decoder_blocks is not None:
-        model = grow_decoder(model, parse_blocks(args.decoder_blocks, model.config.ae_decoder_blocks))
+        model = grow_decoder(model, parse_blocks(args.decoder_blocks, model.config.ae_decoder_blocks), seed=args.seed)
     if not args.merge_only:
         if not args.data:
             raise SystemExit("error: --data is required unless --merge-only")

@@ -528,7 +528,10 @@ def run_fast(recipe: Recipe, out: Path, data: Path, ae_dir: Path, common: dict[s
     if recipe.reward_episodes > 0 and tracker_beside(recipe):
         if not (out / "reward" / "model.safetensors").exists():
             raise SystemExit(f"the tracker's training failed: see {out / 'reward.log'}")
-        merge_part(out / "reward", final_dir, out / "final_reward", "reward_model.", REWARD_MODEL_FIELDS)
+        # the start set too: the first frames of the tracker's episodes, the task it scores (the ball room), as the
+        # foreground reward stage gives; the dynamics' data holds the rooms before the task
+        merge_part(out / "reward", final_dir, out / "final_reward", "reward_model.", REWARD_MODEL_FIELDS,
+                   start_set=out / "reward")
         final_dir = out / "final_reward"
     if recipe.prompt_layouts > 0:
         if not (out / "prompt" / "model.safetensors").exists():
@@ -584,9 +587,11 @@ def tracker_side_job(recipe: Recipe, out: Path, init: Path) -> bool:
     return True
 
 
-def merge_part(part_dir: Path, model_dir: Path, dest: Path, prefix: str, fields: tuple[str, ...]) -> None:
+def merge_part(part_dir: Path, model_dir: Path, dest: Path, prefix: str, fields: tuple[str, ...],
+               start_set: Path | None = None) -> None:
     """``model_dir`` with the weights under ``prefix`` and the config ``fields`` of ``part_dir`` written to ``dest``
-    (a part trained apart from the dynamics, e.g. the frame memory's depth net: ``"frame_memory.depth."``)."""
+    (a part trained apart from the dynamics, e.g. the frame memory's depth net: ``"frame_memory.depth."``), with the
+    start set of ``start_set`` (default: ``model_dir``'s)."""
     from neuralsim.checkpoints import read_config, read_weights
     from neuralsim.model import WorldModel
 
@@ -597,7 +602,7 @@ def merge_part(part_dir: Path, model_dir: Path, dest: Path, prefix: str, fields:
     merged = WorldModel(model.config.replace(**{f: getattr(read_config(part_dir), f) for f in fields}))
     state = {**model.state_dict(), **weights}
     merged.load_state_dict({k: v.to(merged.state_dict()[k].dtype) for k, v in state.items()})
-    publish_model(merged, model_dir, dest)
+    publish_model(merged, start_set or model_dir, dest)
 
 
 def memory_stage(recipe: Recipe, init: Path, data: Path, memory_dir: Path, depth: bool = False,

@@ -28,6 +28,22 @@ def test_grown_decoder_decodes_as_before_until_it_trains():
             script.parse_blocks(bad, (1, 1, 0, 0))
 
 
+def test_the_grown_blocks_init_depends_on_the_seed_alone():
+    """torch draws its start-up seed at random: a growth must not inherit it (the recipe's run is reproducible)."""
+    script = load_script("examples/finetune_decoder.py", "finetune_decoder_test")
+    model = make_tiny_model(frames_per_latent=1)
+    torch.manual_seed(1)
+    a = script.grow_decoder(model, (1, 1, 1, 1), seed=3).state_dict()
+    torch.manual_seed(2)
+    before = torch.random.get_rng_state()
+    b = script.grow_decoder(model, (1, 1, 1, 1), seed=3).state_dict()
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream is left as it was
+    c = script.grow_decoder(model, (1, 1, 1, 1), seed=4).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    new = [k for k in a if ".conv1." in k and k not in model.state_dict()]
+    assert new and any(not torch.equal(a[k], c[k]) for k in new)
+
+
 def test_grow_train_and_merge_into_a_dynamics_checkpoint(tmp_path, dataset):
     base = tmp_path / "base"
     make_tiny_model(frames_per_latent=1).save_pretrained(base)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -137,8 +138,8 @@ def test_the_fast_schedule_grows_the_decoder_after_the_dynamics_and_merges_every
     monkeypatch.setattr(recipe, "run_streaming", lambda stages, init, out, prefix, *a: out / f"{prefix}{len(stages)}")
     monkeypatch.setattr(recipe, "merge_decoder_into", lambda part, model, dest: merges.append(("decoder", part, model))
                         or dest)
-    monkeypatch.setattr(recipe, "merge_part", lambda part, model, dest, prefix, fields: merges.append(
-        (prefix, part, model, fields)))
+    monkeypatch.setattr(recipe, "merge_part", lambda part, model, dest, prefix, fields, start_set=None: merges.append(
+        (prefix, part, model, fields, start_set)))
     monkeypatch.setattr(recipe, "merge_prompt_start", lambda part, model, dest: merges.append(("prompt", part, model)))
     final = recipe.run_fast(recipe.Recipe(prompt_layouts=4), tmp_path, tmp_path / "data", tmp_path / "ae", {}, {})
     decoders = [r for r in runs if r[1].endswith("finetune_decoder.py")]
@@ -150,8 +151,9 @@ def test_the_fast_schedule_grows_the_decoder_after_the_dynamics_and_merges_every
     dynamics = tmp_path / f"fast{len(recipe.FAST_STAGES)}"
     assert merges == [
         ("decoder", tmp_path / f"decoder_grown{len(recipe.FAST_DECODER)}", dynamics),
-        ("frame_memory.depth.", tmp_path / "depth", tmp_path / "final", ("frame_memory_depth_width",)),
-        ("reward_model.", tmp_path / "reward", tmp_path / "final_depth", recipe.REWARD_MODEL_FIELDS),
+        ("frame_memory.depth.", tmp_path / "depth", tmp_path / "final", ("frame_memory_depth_width",), None),
+        # the tracker brings the start set of its task's episodes
+        ("reward_model.", tmp_path / "reward", tmp_path / "final_depth", recipe.REWARD_MODEL_FIELDS, tmp_path / "reward"),
         ("prompt", tmp_path / "prompt", tmp_path / "final_reward")]
 
 
@@ -176,6 +178,24 @@ def test_merge_part_takes_the_depth_net_and_its_width_and_nothing_else(recipe, t
     with pytest.raises(SystemExit, match="no weights under"):
         recipe.merge_part(tmp_path / "dream", tmp_path / "model", tmp_path / "refused", "frame_memory.depth.", ())
     assert not (tmp_path / "refused").exists()
+
+
+def test_merge_part_keeps_the_models_start_set_unless_told_whose(recipe, tmp_path):
+    """The tracker's merge brings the start set of its task's episodes; other parts keep the model's."""
+    from conftest import save_tiny_checkpoint
+    from neuralsim.checkpoints import read_start_frames, write_start_frames
+
+    save_tiny_checkpoint(tmp_path / "model")
+    save_tiny_checkpoint(tmp_path / "reward")
+    own = np.full((2, *read_start_frames(tmp_path / "reward")[0].shape[1:]), 7, dtype=np.uint8)
+    write_start_frames(tmp_path / "reward", own, ["target: the red ball", "target: the red ball"])
+    recipe.merge_part(tmp_path / "reward", tmp_path / "model", tmp_path / "kept", "autoencoder.", ())
+    recipe.merge_part(tmp_path / "reward", tmp_path / "model", tmp_path / "task", "autoencoder.", (),
+                      start_set=tmp_path / "reward")
+    kept, model = read_start_frames(tmp_path / "kept"), read_start_frames(tmp_path / "model")
+    assert np.array_equal(kept[0], model[0]) and kept[1] == model[1]
+    frames, descriptions = read_start_frames(tmp_path / "task")
+    assert np.array_equal(frames, own) and descriptions == ["target: the red ball"] * 2
 
 
 def test_run_streaming_passes_each_stage_to_train(recipe, tiny_checkpoint, tmp_path, monkeypatch):
