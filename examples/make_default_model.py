@@ -15,11 +15,9 @@ read only the encoder, each from the fresh model: the target tracker (`neuralsim
 `--fast-reward-steps` 3,000 on 1,280 episodes of the room's default task, 30 % of the windows ending at a success;
 README, "reward prediction"; `--reward-episodes 0` leaves the dynamics' heads), the depth net on the room's true
 depth (`FAST_DEPTH`) and the prompt-start generator (`neuralsim train prompt`, `--fast-prompt-steps` 1,500 on the
-first frames of 20,000 one-step episodes and their descriptions); all merged at the end (OUT/final_fast). The
-shipped model's run (150.7 min end to end) trained the tracker after the dynamics on the first core and the decoder
-on the second, and its prompt start 3,000 steps; a tracker learns the same weights from the fresh model as from the
-trained one (checked bit for bit), so this order should give the shipped weights, its stage times summing to about
-2 h 10 min (not yet run end to end).
+first frames of 20,000 one-step episodes and their descriptions); all merged at the end (OUT/final_fast, the start
+set the tracker's task's). End to end on this project's 2-core AVX2 EPYC: 109.6 min (README, "the shipped default
+model"), every part bit for bit the shipped model's but the grown decoder, whose new blocks' init was unseeded then.
 
 `--schedule parallel` is the chain that made the model shipped before 2026-12-04 (about 10 h 45 min): the dynamics
 (2,000 steps, windows of 6) → 300 self-forcing steps → twelve streaming stages (`STREAMING_STAGES`, windows of 6 to
@@ -198,7 +196,7 @@ FROM_START_STAGES = (
 # fine-tune first) with the objects weighted up last (`FAST_DECODER`). Beside them, on the second core, each part that
 # reads only the encoder: the target tracker (`fast_reward_steps`), the depth net on the room's true depth
 # (`FAST_DEPTH`) and the prompt start (`fast_prompt_steps`). End to end (README, "the shipped default model"): 14 of 16
-# fidelity gates in 150.7 min, with the tracker after the dynamics and the decoder beside them.
+# fidelity gates in 109.6 min.
 FAST_CONFIG = FROM_START_CONFIG + (("commit_from_denoise", True), ("frame_memory_width", 12),
                                    ("frame_memory_depth_width", 32), ("frame_memory_gate", "seen"))
 FAST_STAGES = (
