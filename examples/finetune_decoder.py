@@ -69,7 +69,7 @@ def grow_decoder(model: WorldModel, blocks: tuple[int, ...], seed: int = 0) -> W
     (a level's upsampling conv moves behind its new blocks), each new block's last conv starts at zero, so the
     copy decodes exactly as ``model`` does; the new blocks' other weights are drawn from ``seed``."""
     old = tuple(model.config.ae_decoder_blocks)
-    with torch.random.fork_rng(devices=[]):  # torch seeds itself at random at start-up: the init must not
+    with torch.random.fork_rng(devices=[]):  # torch's start-up seed is random: the init from ``seed`` alone
         torch.manual_seed(seed)
         grown = WorldModel(model.config.replace(ae_decoder_blocks=list(blocks)))
     state = {}

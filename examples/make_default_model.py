@@ -15,9 +15,10 @@ read only the encoder, each from the fresh model: the target tracker (`neuralsim
 `--fast-reward-steps` 3,000 on 1,280 episodes of the room's default task, 30 % of the windows ending at a success;
 README, "reward prediction"; `--reward-episodes 0` leaves the dynamics' heads), the depth net on the room's true
 depth (`FAST_DEPTH`) and the prompt-start generator (`neuralsim train prompt`, `--fast-prompt-steps` 1,500 on the
-first frames of 20,000 one-step episodes and their descriptions); all merged at the end (OUT/final_fast, the start
-set the tracker's task's). End to end on this project's 2-core AVX2 EPYC: 109.6 min (README, "the shipped default
-model"), every part bit for bit the shipped model's but the grown decoder, whose new blocks' init was unseeded then.
+first frames of 20,000 one-step episodes and their descriptions); all merged at the end (OUT/final_fast; its start
+set the first frames of the tracker's episodes, the task's). End to end on this project's 2-core AVX2 EPYC: 109.6
+min (README, "the shipped default model"), every part bit for bit the shipped model's but the grown decoder, whose
+new blocks' init was unseeded then.
 
 `--schedule parallel` is the chain that made the model shipped before 2026-12-04 (about 10 h 45 min): the dynamics
 (2,000 steps, windows of 6) → 300 self-forcing steps → twelve streaming stages (`STREAMING_STAGES`, windows of 6 to
