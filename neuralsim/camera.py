@@ -95,6 +95,22 @@ class TranslationResponse:
     substeps: int
 
 
+def servo_config_fields(camera_spec: dict | None) -> dict[str, float | int]:
+    """The ``WorldModelConfig`` fields of the velocity servo an env's ``camera_spec`` states (a dataset manifest's
+    ``"camera"``: ``velocity_gain``, ``acceleration_limit``, ``frame_time``, ``substeps``), as
+    ``camera_velocity_gain``, ...; ``{}`` when it states none (the camera moves at the commanded speed at once)."""
+    spec = camera_spec or {}
+    if not spec.get("velocity_gain"):
+        return {}
+    fields: dict[str, float | int] = {"camera_velocity_gain": float(spec["velocity_gain"])}
+    for key in ("acceleration_limit", "frame_time"):
+        if spec.get(key) is not None:
+            fields[f"camera_{key}"] = float(spec[key])
+    if spec.get("substeps") is not None:
+        fields["camera_substeps"] = int(spec["substeps"])
+    return fields
+
+
 def translation_response(velocity: torch.Tensor, action: torch.Tensor, response: TranslationResponse, *,
                          translation_speed: float, rotation_speed_deg: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One frame of the camera's translation under a :class:`TranslationResponse`.
@@ -305,5 +321,5 @@ def splat_depth(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float, fill: i
     return out
 
 
-__all__ = ["camera_step", "CameraIntegrator", "camera_intrinsics", "plucker_rays_torch", "plucker_rays",
+__all__ = ["camera_step", "CameraIntegrator", "servo_config_fields", "camera_intrinsics", "plucker_rays_torch", "plucker_rays",
            "rotation_warp_grid", "reprojection_grid", "splat_depth"]

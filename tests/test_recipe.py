@@ -141,6 +141,8 @@ def test_the_fast_schedule_grows_the_decoder_after_the_dynamics_and_merges_every
     monkeypatch.setattr(recipe, "merge_part", lambda part, model, dest, prefix, fields, start_set=None: merges.append(
         (prefix, part, model, fields, start_set)))
     monkeypatch.setattr(recipe, "merge_prompt_start", lambda part, model, dest: merges.append(("prompt", part, model)))
+    servo = []
+    monkeypatch.setattr(recipe, "set_camera_servo", lambda model, data: servo.append((model, data)) or {})
     final = recipe.run_fast(recipe.Recipe(prompt_layouts=4), tmp_path, tmp_path / "data", tmp_path / "ae", {}, {})
     decoders = [r for r in runs if r[1].endswith("finetune_decoder.py")]
     assert len(decoders) == len(recipe.FAST_DECODER)
@@ -155,6 +157,43 @@ def test_the_fast_schedule_grows_the_decoder_after_the_dynamics_and_merges_every
         # the tracker brings the start set of its task's episodes
         ("reward_model.", tmp_path / "reward", tmp_path / "final_depth", recipe.REWARD_MODEL_FIELDS, tmp_path / "reward"),
         ("prompt", tmp_path / "prompt", tmp_path / "final_reward")]
+    assert servo == [(tmp_path / "final_fast", tmp_path / "data")]  # last: the data's camera servo in its config
+
+
+def servo_dataset(path: Path, camera: dict | None) -> Path:
+    """A one-episode camera dataset whose manifest states ``camera`` (an env's ``camera_spec``), or none."""
+    import gymnasium as gym
+
+    from neuralsim.actions import space_to_spec
+    from neuralsim.data import ShardWriter
+
+    manifest = {"env_id": "synthetic", "image_size": [32, 32], "action_spec": space_to_spec(
+        gym.spaces.Box(-1, 1, (4,), np.float32)), "frames_per_step": 1, **({"camera": camera} if camera else {})}
+    with ShardWriter(path, manifest, episodes_per_shard=1) as writer:
+        writer.add_episode(np.zeros((3, 32, 32, 3), np.uint8), np.zeros((2, 4), np.float32), np.zeros(2, np.float32),
+                           np.zeros(2, bool), np.array([False, True]), "")
+    return path
+
+
+def test_set_camera_servo_takes_the_datas_servo_into_the_config_and_keeps_the_weights(recipe, tmp_path):
+    from conftest import model_weights, save_tiny_checkpoint
+    from neuralsim.checkpoints import read_config, read_start_frames
+
+    room = {"translation_speed": 0.08, "rotation_speed_deg": 4.0, "fovy_deg": 70.0, "velocity_gain": 100.0,
+            "acceleration_limit": 33.666, "frame_time": 0.05, "substeps": 5.0}  # the room's camera_spec
+    model = save_tiny_checkpoint(tmp_path / "model")
+    before, start = model_weights(model), read_start_frames(model)
+    fields = recipe.set_camera_servo(model, servo_dataset(tmp_path / "data", room))
+    assert fields == {"camera_velocity_gain": 100.0, "camera_acceleration_limit": 33.666, "camera_frame_time": 0.05,
+                      "camera_substeps": 5}
+    config = read_config(model)
+    assert (config.camera_velocity_gain, config.camera_acceleration_limit, config.camera_substeps) == (100.0, 33.666, 5)
+    after = model_weights(model)
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert np.array_equal(read_start_frames(model)[0], start[0])  # the start set travels with it
+    # data without a servo leaves the model as it is
+    assert recipe.set_camera_servo(model, servo_dataset(tmp_path / "still", None)) == {}
+    assert read_config(model).camera_velocity_gain == 100.0
 
 
 def test_merge_part_takes_the_depth_net_and_its_width_and_nothing_else(recipe, tmp_path):

@@ -132,3 +132,20 @@ def test_matches_the_real_rooms_motion():
         worst_instant = max(worst_instant, float(np.abs(np.array(a[:2]) - real).max()))
     env.close()
     assert worst < 0.05 and worst_instant > 0.3
+
+
+def test_servo_config_fields_state_an_envs_servo_as_the_models_config():
+    """A dataset manifest's "camera" (the env's camera_spec) → the config fields that turn the servo on."""
+    from neuralsim.camera import servo_config_fields
+
+    room = {"translation_speed": 0.08, "rotation_speed_deg": 4.0, "fovy_deg": 70.0, "velocity_gain": 100.0,
+            "acceleration_limit": 33.666, "frame_time": 0.05, "substeps": 5.0}
+    fields = servo_config_fields(room)
+    assert fields == {"camera_velocity_gain": 100.0, "camera_acceleration_limit": 33.666, "camera_frame_time": 0.05,
+                      "camera_substeps": 5}
+    assert isinstance(fields["camera_substeps"], int)
+    model = WorldModel(WorldModelConfig.from_preset("tiny", **fields))
+    assert model._translation_response() == ROOM
+    # no servo stated (an env that moves at the commanded speed at once, or no camera at all): nothing to set
+    assert servo_config_fields(None) == {} and servo_config_fields({"translation_speed": 0.08}) == {}
+    assert servo_config_fields({**room, "velocity_gain": 0.0}) == {}
