@@ -13,8 +13,10 @@ into each target view (``FrameMemory.warp``):
 
 Reported per protocol, warp and horizon: the pooled PSNR over the pixels each warp says it sees (``seen``: inside the
 remembered view and, with depth, not hidden) and the share of the frame seen: a warp that sees less scores only its
-own pixels, so read the two together. The depth net's own accuracy on the memory frames against MuJoCo's: AbsRel
-(mean |d - d*| / d*) and the share within 1.25× (δ < 1.25), as monocular depth is scored.
+own pixels, so read the two together; and the same PSNR over the task objects' pixels among them
+(``*_object_psnr_*``; MuJoCo's segmentation of the target frame), where a wrong depth shows first. The depth net's own accuracy on the memory frames against MuJoCo's: AbsRel
+(mean |d - d*| / d*) and the share within 1.25× (δ < 1.25), as monocular depth is scored, and the AbsRel over the
+memory frame's object pixels alone (``depth_abs_rel_objects_*``).
 
     python benchmarks/memory_warp.py [--model default] [--seeds 16] [--quick]
 
@@ -51,12 +53,14 @@ def episode(env: Any, seed: int, protocol: str) -> dict[str, Any]:
     if policy is not None:
         policy.reset(env, np.random.default_rng(seed))
     actions = sticky_actions(np.random.default_rng(seed), MEMORY_STEP + max(HORIZONS) + 1, 4)
-    out: dict[str, Any] = {"frames": {}, "poses": {}}
+    out: dict[str, Any] = {"frames": {}, "poses": {}, "masks": {}}
     for t in range(MEMORY_STEP + max(HORIZONS) + 1):
         if t == MEMORY_STEP:
-            out.update(memory=obs, depth=env.depth_map(), pose=info["pose"].astype(np.float64))
+            out.update(memory=obs, depth=env.depth_map(), pose=info["pose"].astype(np.float64),
+                       objects=env.object_mask() > 0)
         elif t - MEMORY_STEP in HORIZONS:
             out["frames"][t - MEMORY_STEP], out["poses"][t - MEMORY_STEP] = obs, info["pose"].astype(np.float64)
+            out["masks"][t - MEMORY_STEP] = env.object_mask() > 0
         a = policy.act(obs, info) if policy is not None else actions[t]
         obs, _, _, _, info = env.step(np.asarray(a, np.float32))
     return out
@@ -80,14 +84,21 @@ def run(model: Any, env: Any, seeds: Sequence[int], protocol: str) -> dict[str, 
         ratio = torch.maximum(learned / true_depth, true_depth / learned)
         metrics[f"depth_abs_rel_{protocol}"] = float(((learned - true_depth).abs() / true_depth).mean())
         metrics[f"depth_delta125_{protocol}"] = float((ratio < 1.25).float().mean())
+        objects = torch.from_numpy(np.stack([e["objects"] for e in eps]))
+        if bool(objects.any()):
+            metrics[f"depth_abs_rel_objects_{protocol}"] = float(((learned - true_depth).abs() / true_depth)[objects].mean())
     for h in HORIZONS:
         real = pixels(np.stack([e["frames"][h] for e in eps]))
+        objects = torch.from_numpy(np.stack([e["masks"][h] for e in eps]))
         rel = torch.from_numpy(np.stack([np.linalg.inv(e["pose"]) @ e["poses"][h] for e in eps]))
         for name, depth in depths.items():
             warped, seen = fm.warp(memory, rel, depth)
             seen = seen.expand_as(real)
             mse = float(((warped - real) ** 2 * 127.5 ** 2)[seen].mean()) if bool(seen.any()) else float("nan")
             metrics[f"{name}_psnr_{protocol}_t{h}"] = 10 * np.log10(255 ** 2 / max(mse, 1e-10))
+            on_objects = seen & objects[:, None].expand_as(real)
+            mse = float(((warped - real) ** 2 * 127.5 ** 2)[on_objects].mean()) if bool(on_objects.any()) else float("nan")
+            metrics[f"{name}_object_psnr_{protocol}_t{h}"] = 10 * np.log10(255 ** 2 / max(mse, 1e-10))
             metrics[f"{name}_seen_{protocol}_t{h}"] = float(seen.float().mean())
     return metrics
 
@@ -128,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for w in warps:
             print(f"{w:<10}" + "".join(f"{result[f'{w}_psnr_{protocol}_t{h}']:8.2f} /{result[f'{w}_seen_{protocol}_t{h}']:4.2f}"
                                         for h in HORIZONS))
+        print("object pixels:" + (f" learned depth AbsRel {result[f'depth_abs_rel_objects_{protocol}']:.3f} there"
+                                  if f"depth_abs_rel_objects_{protocol}" in result else ""))
+        for w in warps:
+            print(f"{w:<10}" + "".join(f"{result[f'{w}_object_psnr_{protocol}_t{h}']:14.2f}" for h in HORIZONS))
     result = rounded(result)
     write_result(result, args.results_dir / f"{args.name}.json")
     return result

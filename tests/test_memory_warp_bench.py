@@ -53,4 +53,7 @@ def test_memory_warp_script_on_a_tiny_model_with_a_depth_memory(tmp_path):
             for h in script.HORIZONS:
                 assert 0 <= result[f"{warp}_seen_{protocol}_t{h}"] <= 1
     assert result["true_psnr_explore_t1"] > result["rotation_psnr_explore_t1"]
+    # the same warps over the object pixels (the first held-out room shows objects): finite dB, the depth's AbsRel there
+    assert all(np.isfinite(result[f"{w}_object_psnr_explore_t1"]) for w in ("rotation", "learned", "true"))
+    assert result["depth_abs_rel_objects_explore"] > 0
     assert (tmp_path / "memory_warp.json").is_file()
