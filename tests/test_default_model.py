@@ -9,6 +9,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import pytest
 
 import neuralsim  # noqa: F401  (registers the envs)
 from neuralsim.checkpoints import ASSETS_DIR, shipped_models
@@ -33,6 +34,23 @@ def test_default_model_matches_the_room():
     assert gym.spaces.Box(-1, 1, (4,), np.float32) == __import__("neuralsim.actions", fromlist=["x"]).spec_to_space(
         model.config.action_spec)
     assert model.config.latent_scale != 1.0  # latent normalisation was fitted
+
+
+@pytest.mark.mujoco
+def test_default_models_camera_moves_as_the_rooms():
+    """The shipped config states the room's camera: its speeds, field of view and velocity servo (the frame memory
+    warps the last real frame by the pose this makes)."""
+    pytest.importorskip("mujoco")
+    from neuralsim.camera import servo_config_fields
+
+    config = WorldModel.from_pretrained("default").config
+    room = gym.make("NeuralSimRoom-v0").unwrapped
+    spec = room.camera_spec
+    room.close()
+    assert (config.camera_translation_speed, config.camera_rotation_speed_deg, config.camera_fovy_deg) == (
+        spec["translation_speed"], spec["rotation_speed_deg"], spec["fovy_deg"])
+    servo = servo_config_fields(spec)
+    assert servo and all(getattr(config, k) == pytest.approx(v) for k, v in servo.items())
 
 
 def test_gym_make_sanawm_runs_out_of_the_box():
