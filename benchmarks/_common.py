@@ -165,6 +165,17 @@ def prepare_model(model: str, random_weights: bool, workdir: Path, *, start_fram
     return {"path": str(path), "name": f"preset:{preset} (random weights)", "random_weights": True, "note": note}
 
 
+def load_memory_model(name: str) -> Any:
+    """``WorldModel.from_pretrained(name)`` in fp32, in eval mode, for a benchmark of its frame memory: a model
+    without one is refused naming ``--model``."""
+    from neuralsim.model import WorldModel
+
+    model = WorldModel.from_pretrained(name).float().eval()
+    if model.frame_memory is None:
+        raise SystemExit(f"--model {name!r} has no frame memory (config.frame_memory_width = 0)")
+    return model
+
+
 def room_frames(n: int, image_size: tuple[int, int], seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """``n`` first frames of the real room (seeds ``seed..seed+n-1``) and their descriptions; noise if MuJoCo is unavailable."""
     try:

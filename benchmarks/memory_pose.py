@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_standard_args, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
+from _common import add_standard_args, load_memory_model, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
 
 HORIZONS = (1, 2, 4, 8)
 SEEDS = (32, 8)  # held-out seeds: full, --quick
@@ -87,12 +87,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import fidelity
     import neuralsim  # noqa: F401  (registers the envs)
     from neuralsim.camera import servo_config_fields
-    from neuralsim.model import WorldModel
 
     t0 = time.perf_counter()
-    model = WorldModel.from_pretrained(args.model).float().eval()
-    if model.frame_memory is None:
-        raise SystemExit(f"--model {args.model!r} has no frame memory (config.frame_memory_width = 0)")
+    model = load_memory_model(args.model)
     cfg = model.config
     k = int(cfg.frames_per_latent)
     n_ctx = 1 + (fidelity.CONTEXT - 1) // k

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_standard_args, machine_info, resolve_standard_args, rounded, write_result  # noqa: E402
+from _common import add_standard_args, load_memory_model, machine_info, resolve_standard_args, rounded, write_result  # noqa: E402
 
 MEMORY_STEP = 15  # the last of fidelity.py's 16 context frames
 HORIZONS = (1, 2, 4, 8, 16)
@@ -113,12 +113,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import gymnasium as gym
 
     import neuralsim  # noqa: F401  (registers the envs)
-    from neuralsim.model import WorldModel
 
     t0 = time.perf_counter()
-    model = WorldModel.from_pretrained(args.model).eval()
-    if model.frame_memory is None:
-        raise SystemExit(f"--model {args.model!r} has no frame memory (config.frame_memory_width = 0)")
+    model = load_memory_model(args.model)
     env = gym.make("NeuralSimRoom-v0", image_size=tuple(model.config.image_size), reach_radius=1e-3,
                    **WORLD_ENV_KWARGS).unwrapped
     seeds = [args.first_seed + i for i in range(args.seeds)]

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_standard_args, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
+from _common import add_standard_args, load_memory_model, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
 
 PARTS = ("memory", "seam", "dream")
 SEEDS = (32, 8)  # held-out seeds: full, --quick
@@ -70,12 +70,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     import fidelity
     import neuralsim  # noqa: F401  (registers the envs)
-    from neuralsim.model import WorldModel
 
     t0 = time.perf_counter()
-    model = WorldModel.from_pretrained(args.model).float().eval()
-    if model.frame_memory is None:
-        raise SystemExit(f"--model {args.model!r} has no frame memory (config.frame_memory_width = 0)")
+    model = load_memory_model(args.model)
     cfg = model.config
     k = int(cfg.frames_per_latent)
     env = gym.make("NeuralSimRoom-v0", image_size=tuple(cfg.image_size), reach_radius=1e-3,
