@@ -306,7 +306,10 @@ def main() -> None:
         else:  # parallel, self-forcing, merge, streaming stages, grown decoder, reward, prompt start, frame memory
             done = memory_dirs(out) + [out / "prompt", out / "reward", out / "final_grown"] + [
                 out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [out / "final", model_dir]
-        install(next(d for d in done if (d / "config.json").exists()))
+        found = next(d for d in done if (d / "config.json").exists())
+        if recipe.schedule == "fast" and (data / "manifest.json").exists():
+            set_camera_servo(found, data)  # the recipe's last step, for a run made before it had one
+        install(found)
         return
     t0 = time.perf_counter()
 

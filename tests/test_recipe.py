@@ -349,6 +349,21 @@ def test_the_recipe_collects_the_rooms_of_the_shipped_data(recipe):
         env.close()
 
 
+def test_install_only_of_a_fast_run_sets_the_datas_servo_then_installs(recipe, tmp_path, monkeypatch):
+    """A fast run made before the servo step: --install-only sets it in the last stage's model, then installs that."""
+    out = tmp_path / "out"
+    (out / "final_fast").mkdir(parents=True)
+    (out / "final_fast" / "config.json").write_text("{}")
+    (out / "data").mkdir()
+    (out / "data" / "manifest.json").write_text("{}")
+    calls = []
+    monkeypatch.setattr(recipe, "set_camera_servo", lambda model, data: calls.append(("servo", model, data)) or {})
+    monkeypatch.setattr(recipe, "install", lambda model: calls.append(("install", model)))
+    monkeypatch.setattr(sys, "argv", ["make_default_model.py", "--out", str(out), "--install-only"])
+    recipe.main()
+    assert calls == [("servo", out / "final_fast", out / "data"), ("install", out / "final_fast")]
+
+
 def test_install_only_looks_for_every_memory_stage_last_first(recipe, tmp_path):
     dirs = recipe.memory_dirs(tmp_path)
     assert [d.name for d in dirs] == ["memory_depth_labels3", "memory_regate2", "memory_regate1", "memory_depth",
