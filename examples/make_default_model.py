@@ -16,7 +16,8 @@ read only the encoder, each from the fresh model: the target tracker (`neuralsim
 README, "reward prediction"; `--reward-episodes 0` leaves the dynamics' heads), the depth net on the room's true
 depth (`FAST_DEPTH`) and the prompt-start generator (`neuralsim train prompt`, `--fast-prompt-steps` 1,500 on the
 first frames of 20,000 one-step episodes and their descriptions); all merged at the end (OUT/final_fast; its start
-set the first frames of the tracker's episodes, the task's). End to end on this project's 2-core AVX2 EPYC: 109.6
+set the first frames of the tracker's episodes, the task's), then the data's camera servo set in its config
+(`set_camera_servo`: the frame memory's warp follows the camera as the room moves it). End to end on this project's 2-core AVX2 EPYC: 109.6
 min (README, "the shipped default model"), every part bit for bit the shipped model's but the grown decoder, whose
 new blocks' init was unseeded then.
 
@@ -196,8 +197,8 @@ FROM_START_STAGES = (
 # context is; from-start without it lost at t+16), then the decoder grown straight from the autoencoder's (no plain
 # fine-tune first) with the objects weighted up last (`FAST_DECODER`). Beside them, on the second core, each part that
 # reads only the encoder: the target tracker (`fast_reward_steps`), the depth net on the room's true depth
-# (`FAST_DEPTH`) and the prompt start (`fast_prompt_steps`). End to end (README, "the shipped default model"): 14 of 16
-# fidelity gates in 109.6 min.
+# (`FAST_DEPTH`) and the prompt start (`fast_prompt_steps`). End to end (README, "the shipped default model"): 109.6
+# min; with the camera servo set last, 15 of 16 fidelity gates.
 FAST_CONFIG = FROM_START_CONFIG + (("commit_from_denoise", True), ("frame_memory_width", 12),
                                    ("frame_memory_depth_width", 32), ("frame_memory_gate", "seen"))
 FAST_STAGES = (
