@@ -390,6 +390,36 @@ def test_unknown_or_unfit_policies(tmp_path):
         collect("CartPole-v1", tmp_path / "c", episodes=1, policy=str(saved), progress=False)
 
 
+def test_a_policy_mixture_draws_one_policy_per_episode_whatever_the_workers(tmp_path):
+    """`--policy random,sticky`: each episode acts with one of them, drawn from its own (seed, index) generator."""
+    from neuralsim.data import MixedPolicy, RandomPolicy, StickyRandomPolicy, make_policy, policy_names
+
+    assert policy_names("explore, scripted,sticky") == ["explore", "scripted", "sticky"]
+    assert policy_names("explore") == ["explore"]
+    import gymnasium as gym
+
+    env = gym.make("CartPole-v1")
+    mixed = make_policy("random,sticky", env)
+    assert isinstance(mixed, MixedPolicy) and [type(p) for p in mixed.policies] == [RandomPolicy, StickyRandomPolicy]
+    drawn = set()
+    for index in range(20):
+        mixed.reset(env, np.random.default_rng([0, index]))
+        drawn.add(type(mixed.current))
+        mixed.act(None, {})
+    assert drawn == {RandomPolicy, StickyRandomPolicy}
+    env.close()
+    kw = dict(episodes=6, policy="random,sticky", max_steps=30, seed=3, progress=False)
+    one = collect("CartPole-v1", tmp_path / "one", workers=1, **kw)
+    two = collect("CartPole-v1", tmp_path / "two", workers=2, **kw)
+    assert one["steps"] == two["steps"]
+    a, b = Dataset(tmp_path / "one"), Dataset(tmp_path / "two")
+    assert a.manifest["shards"] == b.manifest["shards"] and a.manifest["policy"] == "random,sticky"
+    with pytest.raises(ValueError, match="or several of these joined by commas"):
+        collect("CartPole-v1", tmp_path / "bad", episodes=1, policy="random,greedy", progress=False)
+    with pytest.raises(ValueError, match="policy must be one of"):
+        collect("CartPole-v1", tmp_path / "empty", episodes=1, policy="random,", progress=False)
+
+
 def test_an_env_offers_its_own_collection_policies():
     """Issue 22 #5: make_policy asks env.unwrapped.collection_policies() (POLICY_HOOK); the core imports no env."""
     import gymnasium as gym

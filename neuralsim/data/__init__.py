@@ -17,6 +17,7 @@ from neuralsim.data.collection import (
     POLICY_HOOK,
     CollectionPolicy,
     FrameRecorder,
+    MixedPolicy,
     RandomPolicy,
     SavedPolicyActor,
     StickyRandomPolicy,
@@ -25,6 +26,7 @@ from neuralsim.data.collection import (
     env_spec,
     frames_with_labels,
     make_policy,
+    policy_names,
     validate_collect,
 )
 from neuralsim.data.dataset import (
@@ -41,7 +43,7 @@ from neuralsim.images import RESIZE_MODES, resize_frame
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE", "FORMAT", "LOCK", "MANIFEST", "POLICIES", "POLICY_HOOK", "RESIZE_MODES", "VERSION",
-    "CollectionPolicy", "Dataset", "DatasetError", "FrameRecorder", "RandomPolicy", "SavedPolicyActor", "ShardWriter",
-    "StickyRandomPolicy", "collect", "env_policies", "env_spec", "frames_with_labels", "make_policy", "resize_frame",
+    "CollectionPolicy", "Dataset", "DatasetError", "FrameRecorder", "MixedPolicy", "RandomPolicy", "SavedPolicyActor", "ShardWriter",
+    "StickyRandomPolicy", "collect", "env_policies", "env_spec", "frames_with_labels", "make_policy", "policy_names", "resize_frame",
     "safetensors_bytes", "validate_collect",
 ]

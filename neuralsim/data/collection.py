@@ -6,7 +6,8 @@ and hands whole episodes to a :class:`~neuralsim.data.dataset.ShardWriter`. Epis
 
 Policies: ``random`` and ``explore`` (sticky random) work on any env; an env may offer its own ``explore`` and
 ``scripted`` policies through a ``collection_policies()`` method (:data:`~neuralsim.hooks.POLICY_HOOK`; the room
-does, from ``neuralsim.envs.room_policies``), so this module never imports an env. The hook and the policies' base,
+does, from ``neuralsim.envs.room_policies``), so this module never imports an env. Several names joined by commas
+(``"explore,scripted,sticky"``) collect a mixture: each episode draws one of them (:class:`MixedPolicy`). The hook and the policies' base,
 :class:`~neuralsim.hooks.CollectionPolicy`, live in :mod:`neuralsim.hooks`, below both (re-exported here).
 """
 
@@ -91,6 +92,33 @@ class SavedPolicyActor(CollectionPolicy):
         return self.policy.act(obs, deterministic=False, rng=self.rng)
 
 
+class MixedPolicy(CollectionPolicy):
+    """Each episode acts with one of ``policies``, drawn uniformly from the episode's generator at reset (so an
+    episode's policy, like its actions, depends only on ``(seed, index)``, not on the number of workers).
+
+    A reward model or a localizer trained on one policy's views is biased on the views another brings (a policy that
+    heads for the target sees it near far more often than one that explores); a mixture covers both."""
+
+    def __init__(self, policies: list[CollectionPolicy]) -> None:
+        if not policies:
+            raise ValueError("MixedPolicy needs at least one policy")
+        self.policies = list(policies)
+        self.current: CollectionPolicy = self.policies[0]
+
+    def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
+        super().reset(env, rng)
+        self.current = self.policies[int(rng.integers(len(self.policies)))]
+        self.current.reset(env, rng)
+
+    def act(self, obs: Any, info: dict[str, Any]) -> Any:
+        return self.current.act(obs, info)
+
+
+def policy_names(policy: str) -> list[str]:
+    """The policies a ``collect`` policy string names: one name or path, or several joined by commas."""
+    return [part.strip() for part in policy.split(",")] if "," in policy else [policy]
+
+
 def env_policies(env: gym.Env) -> dict[str, type[CollectionPolicy]]:
     """The collection policies ``env`` offers through :data:`POLICY_HOOK` (``{}`` when it offers none)."""
     offer = getattr(env.unwrapped, POLICY_HOOK, None)
@@ -104,12 +132,16 @@ def make_policy(policy: str, env: gym.Env) -> CollectionPolicy:
         policy: ``"random"`` (uniform), ``"sticky"`` (:class:`StickyRandomPolicy`: uniform actions held for a
             while), ``"explore"`` (the env's own explore policy when it offers one through
             :data:`POLICY_HOOK`, else :class:`StickyRandomPolicy`), ``"scripted"`` (only an env that offers one:
-            the room's heads for its target) or the directory of a saved policy (:class:`SavedPolicyActor`).
+            the room's heads for its target) or the directory of a saved policy (:class:`SavedPolicyActor`);
+            several of these joined by commas: a :class:`MixedPolicy` of them.
         env: the env the policy acts in.
 
     Raises:
         ValueError: an unknown policy, or ``"scripted"`` for an env that offers none.
     """
+    names = policy_names(policy)
+    if len(names) > 1:
+        return MixedPolicy([make_policy(name, env) for name in names])
     if policy == "random":
         return RandomPolicy()
     if policy == "sticky":
@@ -407,8 +439,9 @@ def validate_collect(
     _check_positive(episodes_per_shard, n("episodes_per_shard"))
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"{n('seed')} must be a non-negative integer, got {seed!r}")
-    if not isinstance(policy, str) or (policy not in POLICIES and not Path(policy).exists()):
-        raise ValueError(f"{n('policy')} must be one of {', '.join(POLICIES)} or the path of a saved policy, got {policy!r}")
+    if not isinstance(policy, str) or not all(p in POLICIES or (p and Path(p).exists()) for p in policy_names(policy)):
+        raise ValueError(f"{n('policy')} must be one of {', '.join(POLICIES)} or the path of a saved policy, or several "
+                         f"of these joined by commas (a mixture: each episode draws one), got {policy!r}")
     if env_kwargs is not None and not isinstance(env_kwargs, dict):
         raise ValueError(f"{n('env_kwargs')} must be a dict (JSON object), got {env_kwargs!r}")
     size = parse_image_size(image_size, n("image_size"))
@@ -445,9 +478,10 @@ def collect(
             (e.g. ``"ale_py:ALE/Breakout-v5"``) imports ``module`` first, exactly as ``gym.make`` does.
         out: dataset directory (empty, or an interrupted collection with ``resume=True``).
         episodes: total number of episodes the dataset should hold.
-        policy: ``"random"``, ``"explore"`` (room: coverage-oriented modes; other envs: sticky random
+        policy: ``"random"``, ``"sticky"``, ``"explore"`` (room: coverage-oriented modes; other envs: sticky random
             actions), ``"scripted"`` (room: heads for the target) or the directory of a policy saved by
-            :func:`neuralsim.policy.save_policy` (actions sampled from it, seeded per episode).
+            :func:`neuralsim.policy.save_policy` (actions sampled from it, seeded per episode); several joined by
+            commas (``"explore,scripted,sticky"``): each episode draws one of them (:class:`MixedPolicy`).
         frames_per_step: ``K``: the env is stepped ``K`` times per recorded action (action held).
         workers: processes collecting in parallel (episode ``i`` always uses env seed ``seed + i``).
         seed: base seed.
