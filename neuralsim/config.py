@@ -127,6 +127,9 @@ class WorldModelConfig:
     reward_model_kind: str = "recurrent"
     reward_task: dict | None = None
     reward_dream_trust: float = 0.0  # the tracker: weight of a dreamed frame's measurement (0: the dream only predicts)
+    # The tracker's localizer range calibrated on held-out episodes (`neuralsim train reward --calibration-data`,
+    # neuralsim.reward.fit_range_calibration): [[measured range m, true / measured], ...], ranges increasing; None = none.
+    reward_range_calibration: list | None = None
     # A generator of the first latent frame from a prompt (neuralsim.prompt_start), trained by `neuralsim train
     # prompt`; when present, a dream started from a prompt alone starts from its sample. 0 = none.
     prompt_start_channels: int = 0
@@ -277,6 +280,15 @@ class WorldModelConfig:
         v = self.reward_dream_trust
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
             raise bad("reward_dream_trust", "a number in [0, 1]")
+        v = self.reward_range_calibration
+        if v is not None:
+            ok = (isinstance(v, (list, tuple)) and len(v) >= 2
+                  and all(isinstance(k, (list, tuple)) and len(k) == 2 and all(isinstance(x, (int, float)) and not
+                          isinstance(x, bool) and math.isfinite(x) and x > 0 for x in k) for k in v)
+                  and all(a[0] < b[0] for a, b in zip(v[:-1], v[1:])))
+            if not ok:
+                raise bad("reward_range_calibration", "null or >= 2 [measured range, factor] pairs of positive numbers, "
+                          "ranges increasing (neuralsim.reward.fit_range_calibration)")
         v = self.prompt_start_channels
         if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 32:
             raise bad("prompt_start_channels", "0 (no prompt-start generator) or a positive multiple of 32")

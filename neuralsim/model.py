@@ -348,7 +348,8 @@ def _reward_model(config: WorldModelConfig) -> nn.Module | None:
                          latent_size=(H // config.spatial_stride, W // config.spatial_stride),
                          translation_speed=config.camera_translation_speed, rotation_speed_deg=config.camera_rotation_speed_deg, response=response,
                          dream_trust=config.reward_dream_trust,
-                         view_tan=math.tan(math.radians(config.camera_fovy_deg) / 2) * W / H)
+                         view_tan=math.tan(math.radians(config.camera_fovy_deg) / 2) * W / H,
+                         range_calibration=config.reward_range_calibration)
 
 
 class WorldModel(nn.Module):

@@ -120,6 +120,9 @@ class TrainConfig:
     #                                 frames) or target (a target tracker, for data whose env states its task: the room)
     terminal_windows: float = 0.0  # reward: fraction of windows drawn around a step that ends an episode (a success:
     #                                rare, about 1 step in 270 of the room's task data, and what the bonus is paid on)
+    calibration_data: str = ""  # reward, a target tracker: after training, fit its range calibration on this dataset
+    #                             (episodes it did not train on, with target positions; e.g. `collect --policy
+    #                             explore,scripted,sticky` on other seeds): the localizer reads far on views it rarely saw
     streaming: bool = False  # dynamics: train frame by frame as sampled (WorldModel.streaming_loss), not in parallel
     own_history: float = 0.0  # streaming: chance a committed frame is the model's own one-step sample (self-forcing)
     one_step_fraction: float = 0.5  # streaming: fraction of target frames at tau = 1, the level one-step sampling sees
@@ -1176,6 +1179,21 @@ def validate(cfg: TrainConfig) -> Any:
     if cfg.terminal_windows > 0 and cfg.stage == "reward" and not dataset.step_column("terminated").any():
         raise TrainingError(f"--terminal-windows: --data {cfg.data!r} has no step that ends an episode (terminated); "
                             "collect episodes that reach the task's end")
+    if cfg.calibration_data:
+        if cfg.stage != "reward" or cfg.reward_kind != "target":
+            raise TrainingError("--calibration-data fits a target tracker's range calibration: it needs `train reward "
+                                f"--reward-kind target`, got stage {cfg.stage!r} with --reward-kind {cfg.reward_kind!r}")
+        try:
+            held_out = Dataset(cfg.calibration_data)
+        except (DatasetError, FileNotFoundError, ValueError) as exc:
+            raise TrainingError(f"--calibration-data {cfg.calibration_data!r}: {exc}") from None
+        if not (held_out.has_poses and held_out.manifest.get("target_positions")):
+            raise TrainingError(f"--calibration-data {cfg.calibration_data!r} records no target positions and camera "
+                                "poses; collect it from an env whose info states them (as NeuralSimRoom-v0's does)")
+        try:
+            held_out.validate_for(tuple(dataset.manifest["image_size"]), dataset.action_spec)
+        except DatasetError as exc:
+            raise TrainingError(f"--calibration-data {cfg.calibration_data!r} does not fit --data {cfg.data!r}: {exc}") from None
     if cfg.stop_coast > 0 and list(dataset.action_spec.get("shape", ())) != [4]:
         raise TrainingError(f"--stop-coast reads camera actions [forward, strafe_right, yaw_right, pitch_up] (it lets "
                             f"translations coast and turns stop at once); --data {cfg.data!r} has actions of shape "
@@ -1223,6 +1241,44 @@ def init_reward_bonus(model: nn.Module, dataset: Any) -> float:
     with torch.no_grad():
         model.reward_model.bonus.fill_(bonus)
     return bonus
+
+
+def set_range_calibration(model: nn.Module, knots: list[list[float]] | None) -> None:
+    """Give a model's target tracker the range calibration ``knots`` (None: none), in its config and its tracker."""
+    model.config.reward_range_calibration = knots
+    model.reward_model.range_calibration = [tuple(k) for k in knots or []]
+
+
+@torch.no_grad()
+def calibrate_tracker_range(model: nn.Module, dataset: Any, max_frames: int = 32768) -> list[list[float]]:
+    """A target tracker's range calibration (:func:`neuralsim.reward.fit_range_calibration`) fitted on ``dataset``'s
+    episodes (up to ``max_frames`` latent frames, in episode order): each frame encoded, its target measured by the
+    uncalibrated localizer, against the target's true offset from the recorded pose and position; from the task's
+    reach radius out."""
+    from neuralsim.reward import fit_range_calibration, target_offsets
+
+    tracker, k = model.reward_model, model.config.frames_per_latent
+    kept, tracker.range_calibration = tracker.range_calibration, []
+    was_training = model.training
+    model.eval()
+    measured, weights, truth, frames = [], [], [], 0
+    try:
+        for i in range(dataset.num_episodes):
+            ep = dataset.episode(i)
+            latents = model.encode(torch.from_numpy(np.ascontiguousarray(ep["frames"]))[None])[0]  # (1 + n, C, h, w)
+            index = torch.arange(len(latents)) * k  # the raw frame each latent ends on (its first: frame 0)
+            position, weight = tracker.measure(latents.to(model.device).float())
+            poses = torch.as_tensor(ep["poses"])[index]
+            measured.append(position.cpu())
+            weights.append(weight.cpu())
+            truth.append(target_offsets(poses, torch.as_tensor(ep["target_positions"])[index]))
+            frames += len(latents)
+            if frames >= max_frames:
+                break
+    finally:
+        tracker.range_calibration = kept
+        model.train(was_training)
+    return fit_range_calibration(torch.cat(measured), torch.cat(weights), torch.cat(truth), min_range=tracker.reach)
 
 
 def _with_overrides(model: nn.Module, overrides: dict[str, Any]) -> nn.Module:
@@ -1370,6 +1426,11 @@ def train(cfg: TrainConfig) -> Path:
     if rank() == 0:
         save_start_frames(dataset, out, cfg.start_frames)
 
+    if stages == ("reward",) and getattr(model.reward_model, "range_calibration", None):
+        set_range_calibration(model, None)  # fitted to the localizer as it was; training changes it
+        if rank() == 0:
+            print("the tracker's range calibration is dropped (it was fitted to the localizer before this training; "
+                  "--calibration-data fits a new one)", flush=True)
     for stage in stages:
         total = cfg.steps if (stage == "dynamics" or cfg.stage != "all") else (cfg.ae_steps or max(1, cfg.steps // 2))
         if resume_from is not None and STAGES.index(resume_from["stage"]) > STAGES.index(stage):
@@ -1381,6 +1442,12 @@ def train(cfg: TrainConfig) -> Path:
         train_stage(model, dataset, cfg, stage, total, device, resume_from)
         if resume_from is not None and resume_from["stage"] == stage:
             resume_from = None
+    if rank() == 0 and cfg.calibration_data:
+        from neuralsim.data import Dataset
+
+        knots = calibrate_tracker_range(model, Dataset(cfg.calibration_data))
+        set_range_calibration(model, knots)
+        print(f"the tracker's range calibration from --calibration-data: {json.dumps(knots)}", flush=True)
     if rank() == 0:
         # The live model now carries the EMA weights; record how it was made and export it.
         run = {k: v for k, v in asdict(cfg).items() if k != "progress"}

@@ -531,3 +531,125 @@ def test_tracker_kinematics_benchmark_scores_the_room_from_the_true_start(tmp_pa
     _tracker_model().save_pretrained(tmp_path / "open")
     with pytest.raises(SystemExit, match="needs a target tracker with walls"):
         bench.main(["--model", str(tmp_path / "open"), "--episodes", "2", "--out", str(tmp_path / "x.json")])
+
+
+# ------------------------------------------------------------------------------------ range calibration
+
+
+def test_a_range_calibration_fitted_on_held_out_frames_undoes_a_readings_bias():
+    """fit_range_calibration: per bin of measured range (from min_range on), the median true / measured range."""
+    from neuralsim.reward import fit_range_calibration
+
+    rng = np.random.default_rng(0)
+    truth_range = rng.uniform(0.5, 3.5, 4000)
+    bearing = rng.uniform(-0.5, 0.5, 4000)
+    truth = torch.tensor(np.stack([truth_range * np.cos(bearing), truth_range * np.sin(bearing)], -1))
+    measured = truth * torch.tensor(np.where(truth_range < 2.0, 1.25, 1.0))[:, None]  # reads 25 % long when near
+    weight = torch.full((4000,), 0.9)
+    weight[:100] = 0.1  # unsure readings do not count
+    measured[:100] *= 5
+    knots = fit_range_calibration(measured, weight, truth, min_range=0.9)
+    assert knots[0][0] >= 0.9 and all(a[0] < b[0] for a, b in zip(knots[:-1], knots[1:]))
+    for r, factor in knots:
+        if r < 1.95:
+            assert factor == pytest.approx(0.8, abs=0.01)
+        elif r > 2.6:
+            assert factor == pytest.approx(1.0, abs=0.01)
+    with pytest.raises(ValueError, match="needs >= 20 confident readings in at least two range bins"):
+        fit_range_calibration(measured[:30], weight[:30], truth[:30])
+
+
+def test_a_calibrated_tracker_maps_its_readings_at_inference_and_keeps_its_weights(tmp_path):
+    from neuralsim.model import WorldModel
+
+    model = _tracker_model()
+    knots = [[1.0, 0.8], [2.0, 0.9], [3.0, 1.0]]
+    calibrated = WorldModel(model.config.replace(reward_range_calibration=knots))
+    calibrated.load_state_dict(model.state_dict())
+    calibrated.eval()
+    latents = torch.randn(5, *model.latent_shape)
+    with torch.no_grad():
+        raw, w = model.reward_model.measure(latents)
+        got, w2 = calibrated.reward_model.measure(latents)
+    torch.testing.assert_close(w2, w)
+    r = raw.norm(dim=-1)
+    factor = torch.tensor(np.interp(r.numpy(), [1.0, 2.0, 3.0], [0.8, 0.9, 1.0]), dtype=raw.dtype)
+    torch.testing.assert_close(got, raw * factor[:, None].clamp_min(0.27 / r[:, None]))  # then the contact clamp
+    calibrated.reward_model.train()  # training reads the localizer as it is (the calibration is fitted after)
+    with torch.no_grad():
+        torch.testing.assert_close(calibrated.reward_model.measure(latents)[0], raw)
+    calibrated.save_pretrained(tmp_path / "c")
+    again = WorldModel.from_pretrained(tmp_path / "c")
+    assert again.config.reward_range_calibration == knots
+    assert set(again.state_dict()) == set(model.state_dict())  # config, not weights
+    with torch.no_grad():
+        torch.testing.assert_close(again.reward_model.measure(latents)[0], got)
+
+
+@pytest.mark.parametrize("knots", [[[1.0, 0.8]], [[2.0, 0.8], [1.0, 0.9]], [[1.0, -0.8], [2.0, 0.9]], [[1.0, 0.8, 3.0], [2.0, 1.0]],
+                                   "0.8"])
+def test_bad_range_calibrations_are_refused(knots):
+    with pytest.raises(ValueError, match="reward_range_calibration"):
+        WorldModelConfig.from_preset("tiny", reward_range_calibration=knots)
+
+
+def _calibration_data(path: Path, size: int = 32, episodes: int = 3, steps: int = 6) -> Path:
+    """Episodes with camera poses and a target position per frame (as the room records them)."""
+    import gymnasium as gym
+
+    from neuralsim.actions import space_to_spec
+    from neuralsim.data import ShardWriter
+
+    rng = np.random.default_rng(1)
+    spec = space_to_spec(gym.spaces.Box(-1, 1, (4,), np.float32))
+    with ShardWriter(path, {"env_id": "synthetic", "image_size": [size, size], "action_spec": spec,
+                            "frames_per_step": 1}, episodes_per_shard=2) as writer:
+        for _ in range(episodes):
+            poses = np.tile(np.eye(4, dtype=np.float32), (steps + 1, 1, 1))
+            poses[:, 0, 3] = rng.uniform(-1, 1, steps + 1)  # walking sideways, looking along +z
+            target = np.tile(np.array([[0.5, 0.1, 2.0]], np.float32), (steps + 1, 1))
+            writer.add_episode(rng.integers(0, 256, (steps + 1, size, size, 3), dtype=np.uint8),
+                               rng.uniform(-1, 1, (steps, 4)).astype(np.float32), np.zeros(steps, np.float32),
+                               np.zeros(steps, bool), np.eye(steps, dtype=bool)[-1], "x", poses=poses,
+                               target_positions=target)
+    return path
+
+
+def test_train_reward_fits_the_range_calibration_on_held_out_data(dataset, tmp_path, monkeypatch):
+    from neuralsim import reward
+    from neuralsim.model import WorldModel
+    from neuralsim.reward import target_offsets
+
+    tasked, _ = _tasked_data(dataset, tmp_path / "tasked")
+    base = train(train_config(tasked, tmp_path / "base"))
+    held_out = _calibration_data(tmp_path / "held_out")
+    with pytest.raises(TrainingError, match="--calibration-data fits a target tracker's range calibration"):
+        train(train_config(tasked, tmp_path / "x", stage="reward", init=str(base), calibration_data=str(held_out)))
+    with pytest.raises(TrainingError, match="records no target positions and camera poses"):
+        train(train_config(tasked, tmp_path / "y", stage="reward", init=str(base), reward_kind="target",
+                           calibration_data=str(tasked)))
+    seen = {}
+
+    def fit(measured, weight, truth, **kw):  # an untrained localizer reads too few confident ranges to fit
+        seen.update(measured=measured, truth=truth, **kw)
+        return [[1.0, 0.9], [2.0, 1.0]]
+
+    monkeypatch.setattr(reward, "fit_range_calibration", fit)
+    kw = dict(stage="reward", init=str(base), reward_kind="target", steps=2)
+    plain = WorldModel.from_pretrained(train(train_config(tasked, tmp_path / "plain", **kw)))
+    out = train(train_config(tasked, tmp_path / "cal", calibration_data=str(held_out), **kw))
+    model = WorldModel.from_pretrained(out)
+    assert model.config.reward_range_calibration == [[1.0, 0.9], [2.0, 1.0]]
+    assert model.reward_model.range_calibration == [(1.0, 0.9), (2.0, 1.0)]
+    for name, value in plain.state_dict().items():  # the fit changes no weight
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)
+    from neuralsim.data import Dataset
+
+    ep = Dataset(held_out).episode(0)
+    expected = target_offsets(torch.as_tensor(ep["poses"]), torch.as_tensor(ep["target_positions"]))
+    assert seen["measured"].shape == (3 * 7, 2) and seen["min_range"] == TASK["reach_radius"]
+    torch.testing.assert_close(seen["truth"][:7], expected)
+    # continuing the tracker drops the calibration fitted to the localizer before (unless refitted)
+    again = WorldModel.from_pretrained(train(train_config(tasked, tmp_path / "again", stage="reward", init=str(out),
+                                                          reward_kind="target", steps=1)))
+    assert again.config.reward_range_calibration is None
