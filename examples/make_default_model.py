@@ -257,6 +257,11 @@ class Recipe:
     reward_own_share: float = 0.25  # windows whose second half the model dreams (--self-forcing of `train reward`)
     reward_kind: str = "target"  # or "recurrent": a recurrent net over the latent frames
     reward_terminal_windows: float = 0.3  # windows that end at a success (--terminal-windows): 1 in ~200 otherwise
+    # A target tracker's range calibration (`train reward --calibration-data`): episodes it never trains on, of a
+    # policy mixture whose views its own data lacks (the target near and ahead), on other seeds. 0 = none.
+    calibration_episodes: int = 192
+    calibration_seed: int = 2_500_000
+    calibration_policy: str = "explore,scripted,sticky"
     # The prompt-start generator (`neuralsim train prompt`): first frames of the room's default task and their
     # descriptions, one-step episodes of many layouts; what `reset(options={"prompt": ...})` draws the start from.
     prompt_layouts: int = 20000  # 0 = none (a prompt then only conditions the dynamics)
@@ -482,8 +487,9 @@ def reward_stage(recipe: Recipe, out: Path, init: Path, steps: int, timings: dic
 
 def reward_commands(recipe: Recipe, out: Path, init: Path, steps: int, workers: int, progress: bool) -> list[list[str]]:
     """The reward model's processes: collect its data into OUT/reward_data (``reward_episodes`` of the room's default
-    task; skipped once collected unless resuming), then `neuralsim train reward` (``reward_kind``) for ``steps`` from
-    ``init`` into OUT/reward, the latents cached in OUT/latent_cache."""
+    task; skipped once collected unless resuming) and, for a target tracker, its calibration episodes into
+    OUT/calibration_data, then `neuralsim train reward` (``reward_kind``) for ``steps`` from ``init`` into OUT/reward,
+    the latents cached in OUT/latent_cache, the tracker's range calibrated on those episodes."""
     reward_data, reward_dir = out / "reward_data", out / "reward"
     cli, quiet = [sys.executable, "-m", "neuralsim"], [] if progress else ["--no-progress"]
     commands = []
@@ -492,12 +498,21 @@ def reward_commands(recipe: Recipe, out: Path, init: Path, steps: int, workers: 
                                str(recipe.reward_episodes), "--policy", recipe.policy, "--workers", str(workers),
                                "--seed", str(recipe.reward_seed), "--max-steps", str(recipe.max_steps)] + quiet
                         + (["--resume"] if (reward_data / "manifest.json").exists() else []))
+    calibration = out / "calibration_data"
+    calibrate = recipe.reward_kind == "target" and recipe.calibration_episodes > 0
+    if calibrate and (not (calibration / "manifest.json").exists() or recipe.resume):
+        commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", "--out", str(calibration), "--episodes",
+                               str(recipe.calibration_episodes), "--policy", recipe.calibration_policy, "--workers",
+                               str(workers), "--seed", str(recipe.calibration_seed), "--max-steps",
+                               str(recipe.max_steps)] + quiet
+                        + (["--resume"] if (calibration / "manifest.json").exists() else []))
     own_share = recipe.reward_own_share if recipe.reward_kind == "recurrent" else 0.0
     commands.append(cli + ["train", "reward", "--init", str(init), "--data", str(reward_data), "--out", str(reward_dir),
                            "--reward-kind", recipe.reward_kind, "--steps", str(steps), "--lr", str(recipe.reward_lr),
                            "--window", "32", "--batch-size", "32", "--warmup", "100", "--self-forcing", str(own_share),
                            "--terminal-windows", str(recipe.reward_terminal_windows), "--seed", str(recipe.seed),
                            "--dtype", recipe.dtype, "--latent-cache", str(out / "latent_cache")] + quiet
+                    + (["--calibration-data", str(calibration)] if calibrate else [])
                     + (["--resume"] if recipe.resume and (reward_dir / "checkpoints" / "latest.json").exists() else []))
     return commands
 
@@ -567,7 +582,7 @@ def set_camera_servo(model_dir: Path, data: Path) -> dict[str, Any]:
 
 
 # What a reward model adds to a model's config (`neuralsim train reward`), merged with its weights.
-REWARD_MODEL_FIELDS = ("reward_model_channels", "reward_model_kind", "reward_task")
+REWARD_MODEL_FIELDS = ("reward_model_channels", "reward_model_kind", "reward_task", "reward_range_calibration")
 
 
 def tracker_beside(recipe: Recipe) -> bool:

@@ -95,8 +95,9 @@ def test_the_fast_side_job_trains_the_tracker_then_the_depth_net_then_the_prompt
     timings = {}
     recipe.fast_side_job(recipe.Recipe(prompt_layouts=4, reward_episodes=8), tmp_path, tmp_path / "data",
                          tmp_path / "ae", tmp_path / "fresh", timings)
-    collect, tracker, depth, prompt_collect, prompt = runs
+    collect, calibration, tracker, depth, prompt_collect, prompt = runs
     assert collect[3] == "collect" and collect[collect.index("--out") + 1] == str(tmp_path / "reward_data")
+    assert calibration[calibration.index("--out") + 1] == tracker[tracker.index("--calibration-data") + 1]
     assert collect[collect.index("--episodes") + 1] == "8" and collect[collect.index("--workers") + 1] == "1"
     assert tracker[3:5] == ["train", "reward"] and tracker[tracker.index("--init") + 1] == str(tmp_path / "fresh")
     assert tracker[tracker.index("--reward-kind") + 1] == "target"
@@ -119,14 +120,22 @@ def test_the_fast_side_job_trains_the_tracker_then_the_depth_net_then_the_prompt
 
 def test_reward_commands_collect_once_and_dream_only_for_a_recurrent_model(recipe, tmp_path):
     first = recipe.reward_commands(recipe.Recipe(), tmp_path, tmp_path / "m", 10, workers=2, progress=True)
-    assert [c[3] for c in first] == ["collect", "train"] and "--no-progress" not in first[1]
-    assert first[0][first[0].index("--workers") + 1] == "2" and first[1][first[1].index("--steps") + 1] == "10"
-    assert first[1][first[1].index("--self-forcing") + 1] == "0.0"  # a tracker learns on real latents only
-    (tmp_path / "reward_data").mkdir()
-    (tmp_path / "reward_data" / "manifest.json").write_text("{}")
+    assert [c[3] for c in first] == ["collect", "collect", "train"] and "--no-progress" not in first[2]
+    assert first[0][first[0].index("--workers") + 1] == "2" and first[2][first[2].index("--steps") + 1] == "10"
+    assert first[2][first[2].index("--self-forcing") + 1] == "0.0"  # a tracker learns on real latents only
+    # a tracker's range is calibrated on other episodes: other seeds, the policy mixture
+    calibration = first[1]
+    assert calibration[calibration.index("--policy") + 1] == "explore,scripted,sticky"
+    assert calibration[calibration.index("--seed") + 1] == "2500000" != first[0][first[0].index("--seed") + 1]
+    assert first[2][first[2].index("--calibration-data") + 1] == calibration[calibration.index("--out") + 1]
+    for name in ("reward_data", "calibration_data"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text("{}")
+    assert [c[3] for c in recipe.reward_commands(recipe.Recipe(), tmp_path, tmp_path / "m", 10, workers=1,
+                                                 progress=False)] == ["train"]
     again = recipe.reward_commands(recipe.Recipe(reward_kind="recurrent"), tmp_path, tmp_path / "m", 10, workers=1,
                                    progress=False)
-    assert [c[3] for c in again] == ["train"] and "--no-progress" in again[0]
+    assert [c[3] for c in again] == ["train"] and "--no-progress" in again[0] and "--calibration-data" not in again[0]
     assert again[0][again[0].index("--self-forcing") + 1] == str(recipe.Recipe().reward_own_share)
 
 
