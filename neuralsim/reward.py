@@ -299,7 +299,7 @@ class TargetTracker(nn.Module):
         the end knots' beyond them; 1 without a calibration."""
         if not self.range_calibration:
             return torch.ones_like(measured)
-        xs, ys = torch.tensor(self.range_calibration, dtype=measured.dtype, device=measured.device).T
+        xs, ys = torch.tensor(self.range_calibration, dtype=measured.dtype, device=measured.device).T.contiguous()
         r = measured.clamp(xs[0], xs[-1]).contiguous()
         i = torch.searchsorted(xs, r).clamp(1, len(xs) - 1)
         x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
