@@ -39,6 +39,16 @@ def default_action_spec() -> dict:
 #: How a frame memory's pixels enter (``frame_memory_gate``): weighed by its learned gate, or wherever its warp sees them.
 FRAME_MEMORY_GATES = ("learned", "seen")
 
+def valid_range_calibration(knots: Any) -> bool:
+    """Whether ``knots`` is a target tracker's range calibration: >= 2 ``[measured range, factor]`` pairs of positive
+    finite numbers, the ranges increasing (:func:`neuralsim.reward.fit_range_calibration` writes one)."""
+    return (isinstance(knots, (list, tuple)) and len(knots) >= 2
+            and all(isinstance(k, (list, tuple)) and len(k) == 2 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in k)
+                for k in knots)
+            and all(a[0] < b[0] for a, b in zip(knots[:-1], knots[1:])))
+
+
 @dataclass
 class WorldModelConfig:
     """Hyperparameters of the native latent world model (autoencoder + causal dynamics + text + heads).
@@ -280,15 +290,9 @@ class WorldModelConfig:
         v = self.reward_dream_trust
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
             raise bad("reward_dream_trust", "a number in [0, 1]")
-        v = self.reward_range_calibration
-        if v is not None:
-            ok = (isinstance(v, (list, tuple)) and len(v) >= 2
-                  and all(isinstance(k, (list, tuple)) and len(k) == 2 and all(isinstance(x, (int, float)) and not
-                          isinstance(x, bool) and math.isfinite(x) and x > 0 for x in k) for k in v)
-                  and all(a[0] < b[0] for a, b in zip(v[:-1], v[1:])))
-            if not ok:
-                raise bad("reward_range_calibration", "null or >= 2 [measured range, factor] pairs of positive numbers, "
-                          "ranges increasing (neuralsim.reward.fit_range_calibration)")
+        if self.reward_range_calibration is not None and not valid_range_calibration(self.reward_range_calibration):
+            raise bad("reward_range_calibration", "null or >= 2 [measured range, factor] pairs of positive numbers, "
+                      "ranges increasing (neuralsim.reward.fit_range_calibration)")
         v = self.prompt_start_channels
         if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 32:
             raise bad("prompt_start_channels", "0 (no prompt-start generator) or a positive multiple of 32")

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuralsim.camera import TranslationResponse, translation_response
+from neuralsim.config import valid_range_calibration
 
 TERMINAL_WEIGHT = 20.0  # BCE weight of a step that ends an episode (rare) relative to one that does not
 
@@ -247,16 +248,14 @@ class TargetTracker(nn.Module):
         )
         self.place = nn.Parameter(torch.stack([torch.full((h, w), 2.0), torch.zeros(h, w)]))  # (forward, right) per cell
         self.confidence_bias = nn.Parameter(torch.tensor(math.log(h * w)))
-        # success: within reach and in view; where "in view" starts (a floor object leaves the bottom of the view when
-        # near) and how sharp the edges are, learned
         # the localizer's range mapped through knots fitted on held-out episodes (fit_range_calibration), at inference
         # only; plain numbers from the config, not weights, so a checkpoint's weights are the same with or without it
-        knots = [tuple(float(x) for x in k) for k in (range_calibration or [])]
-        if len(knots) == 1 or any(len(k) != 2 or not k[1] > 0 for k in knots) or any(
-                a[0] >= b[0] for a, b in zip(knots[:-1], knots[1:])):
+        if range_calibration is not None and not valid_range_calibration(range_calibration):
             raise ValueError(f"range_calibration must be None or >= 2 [range, factor] knots, ranges increasing, factors "
                              f"> 0, got {range_calibration!r}")
-        self.range_calibration = knots
+        self.range_calibration = [tuple(float(x) for x in k) for k in range_calibration or []]
+        # success: within reach and in view; where "in view" starts (a floor object leaves the bottom of the view when
+        # near) and how sharp the edges are, learned
         self.near = nn.Parameter(torch.tensor(0.5))
         self.log_sharpness = nn.Parameter(torch.tensor(math.log(20.0)))
         # walls: the agent's place in a square room (x, z, heading x, heading z), read off the whole frame
