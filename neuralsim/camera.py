@@ -94,6 +94,19 @@ class TranslationResponse:
     frame_time: float
     substeps: int
 
+    #: The keys of an env's ``camera_spec`` (and of a target tracker's ``reward_task``) that state the servo.
+    SPEC_KEYS = ("velocity_gain", "acceleration_limit", "frame_time", "substeps")
+
+    @classmethod
+    def from_spec(cls, spec: dict | None) -> "TranslationResponse | None":
+        """The servo a ``camera_spec``-like dict states, or None where it lacks one of :attr:`SPEC_KEYS` or its gain
+        is 0 (the camera moves at the commanded speed at once)."""
+        spec = spec or {}
+        if not all(spec.get(k) for k in cls.SPEC_KEYS):
+            return None
+        return cls(float(spec["velocity_gain"]), float(spec["acceleration_limit"]), float(spec["frame_time"]),
+                   int(spec["substeps"]))
+
 
 def servo_config_fields(camera_spec: dict | None) -> dict[str, float | int]:
     """The ``WorldModelConfig`` fields of the velocity servo an env's ``camera_spec`` states (a dataset manifest's
@@ -102,13 +115,8 @@ def servo_config_fields(camera_spec: dict | None) -> dict[str, float | int]:
     spec = camera_spec or {}
     if not spec.get("velocity_gain"):
         return {}
-    fields: dict[str, float | int] = {"camera_velocity_gain": float(spec["velocity_gain"])}
-    for key in ("acceleration_limit", "frame_time"):
-        if spec.get(key) is not None:
-            fields[f"camera_{key}"] = float(spec[key])
-    if spec.get("substeps") is not None:
-        fields["camera_substeps"] = int(spec["substeps"])
-    return fields
+    return {f"camera_{key}": (int if key == "substeps" else float)(spec[key])
+            for key in TranslationResponse.SPEC_KEYS if spec.get(key) is not None}
 
 
 def translation_response(velocity: torch.Tensor, action: torch.Tensor, response: TranslationResponse, *,

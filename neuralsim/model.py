@@ -339,10 +339,7 @@ def _reward_model(config: WorldModelConfig) -> nn.Module | None:
     if config.reward_model_kind == "recurrent":
         return RewardModel(config.latent_channels, config.action_dim, config.reward_model_channels, config.reward_model_hidden)
     task = config.reward_task
-    servo = ("velocity_gain", "acceleration_limit", "frame_time", "substeps")
-    response = (TranslationResponse(float(task["velocity_gain"]), float(task["acceleration_limit"]),
-                                    float(task["frame_time"]), int(task["substeps"]))
-                if all(task.get(k) for k in servo) else None)
+    response = TranslationResponse.from_spec(task)
     H, W = config.image_size
     return TargetTracker(config.latent_channels, config.action_dim, config.reward_model_channels, task,
                          latent_size=(H // config.spatial_stride, W // config.spatial_stride),

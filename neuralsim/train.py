@@ -43,6 +43,7 @@ from neuralsim.actions import released
 from neuralsim.checkpoints import (WEIGHTS_NAME, atomic_save_safetensors, atomic_write, atomic_write_json,
                                    ensure_writable_dir, publish_dir, read_config, read_weights, resolve_checkpoint,
                                    write_checkpoint, write_start_frames)
+from neuralsim.camera import TranslationResponse
 from neuralsim.device import resolve_dtype
 from neuralsim.frame_memory import photometric_depth_loss, relative_pose
 from neuralsim.limits import MAX_SEED
@@ -1226,7 +1227,7 @@ def reward_kind_overrides(cfg: TrainConfig, manifest: dict) -> dict[str, Any]:
         raise TrainingError(f"--reward-kind target needs data whose env states a reach-the-target task (the manifest's "
                             f"'task', from the env's task_spec: NeuralSimRoom-v0 writes one); --data {cfg.data!r} has "
                             f"{'none' if task is None else task!r}")
-    servo = {k: (manifest.get("camera") or {}).get(k) for k in ("velocity_gain", "acceleration_limit", "frame_time", "substeps")}
+    servo = {k: (manifest.get("camera") or {}).get(k) for k in TranslationResponse.SPEC_KEYS}
     return {"reward_model_kind": "target", "reward_task": {**task, **{k: v for k, v in servo.items() if v is not None}}}
 
 

@@ -149,3 +149,10 @@ def test_servo_config_fields_state_an_envs_servo_as_the_models_config():
     # no servo stated (an env that moves at the commanded speed at once, or no camera at all): nothing to set
     assert servo_config_fields(None) == {} and servo_config_fields({"translation_speed": 0.08}) == {}
     assert servo_config_fields({**room, "velocity_gain": 0.0}) == {}
+    # the same spec read as the servo itself (what a target tracker's reward_task holds): all four keys or none
+    from neuralsim.camera import TranslationResponse
+
+    assert TranslationResponse.from_spec(room) == ROOM
+    assert TranslationResponse.from_spec({**room, "velocity_gain": 0.0}) is None
+    assert TranslationResponse.from_spec({k: v for k, v in room.items() if k != "substeps"}) is None
+    assert TranslationResponse.from_spec(None) is None
