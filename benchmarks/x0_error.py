@@ -7,7 +7,8 @@ once at a fixed noise level tau against the streaming state of the real frames b
 model's x0 estimate (normalised latents), and two estimates that use no network: the previous latent, and the
 posterior mean of the previous latent (prior variance = the measured mean squared change per step) and the noisy
 input (noise tau/(1-tau)): a model whose error at low tau is above that posterior mean ignores its input there, and
-a second denoise pass at that level cannot add detail (README, "what was tried"; DESIGN §3, posterior skip).
+a second denoise pass at that level cannot add detail (docs/experiments.md, "what was tried"; DESIGN §3, posterior
+skip).
 
     OMP_NUM_THREADS=1 python benchmarks/x0_error.py --model default --data runs/default/data --quick   # ~20 s
     OMP_NUM_THREADS=1 python benchmarks/x0_error.py --model default --data runs/default/data           # ~1 min

@@ -13,7 +13,8 @@ benchmark's held-out layouts from 500,000, the decoder fine-tune's from 520,000 
 1,000,000) with the depth of each, then trains the depth net alone on the L1 error of log depth (the warp needs
 metres, so the scale is learned too). `--width W` starts a fresh net of width W instead; `--edge-weight` and `--object-weight` weight the pixels beside a depth edge and the task
 objects' pixels (the env's `object_mask()`, collected from the same episodes) up; `--flip` mirrors half of each
-batch (tried on the shipped model, not shipped: README, "Depth for the memory"). Every other weight is copied
+batch (tried on the shipped model, not shipped: docs/experiments.md, "Depth for the memory"). Every other weight is
+copied
 unchanged; the output is written atomically by `save_pretrained`.
 """
 

@@ -28,7 +28,7 @@ network pass per env step from the ninth, the gradient through the model's own h
 decoder (`DECODER_GROWTH`) → the tracker (12,000 steps) → the prompt start → the frame memory's gate and depth
 stages (`DEPTH_LABEL_STAGES`); the decoder fine-tune runs on the second core beside it. What was tried and not
 shipped (15 % still windows in the parallel stages, 600 self-forcing steps, the `prev_frame_warp` switch, 2 denoise
-steps): README, "what was tried".
+steps): docs/experiments.md, "what was tried".
 
 `--schedule from-start` replaces everything between the autoencoder and the prompt start by streaming training from
 a fresh dynamics (`FROM_START_STAGES`: 1,200 steps on windows of 6 at lr 1e-3, then 500 on windows of 16 with mostly
@@ -102,12 +102,14 @@ BF16_WHERE_NATIVE = "bfloat16" if bf16_is_native("cpu") else "float32"
 # the changes-only refiner (zero-initialised: it starts as the model before it), the sixth repeats it on other windows
 # at a lower rate, the seventh trains 16 frames after a burn-in of 48 (windows of 64: the context a long dream has), the
 # eighth adds windows that stop partway (still windows start still; the idle test lets go of the keys while moving).
-# The shipped run measured each (README, "what was tried"); they are the steps of that run, not a tuned schedule.
+# The shipped run measured each (docs/experiments.md, "what was tried"); they are the steps of that run, not a tuned
+# schedule.
 
 # The frame memory's depth net on the room's true depth. First the views of the data's policy, then half of them
 # sticky-random (pitched, close to walls: where the photometric depth was worst), each followed by the gate; then a
 # fresh net of twice the width in its place, on four times the frames, edges and objects weighted 1 + 4, mirrored
-# (depth AbsRel explore / sticky 0.14 / 0.19 -> 0.11 / 0.16; README, "Depth for the memory"). No gate follows the last:
+# (depth AbsRel explore / sticky 0.14 / 0.19 -> 0.11 / 0.16; docs/experiments.md, "Depth for the memory"). No gate
+# follows the last:
 # the installed config's gate ("seen") does not run the net, and retraining it on this depth gave nothing with the
 # learned gate either. The steps of the shipped run, not a tuned schedule: 9,000 steps on the mix from the start, then
 # one gate, came out behind the first two on the quick benchmark.
@@ -126,7 +128,8 @@ SHIPPED_DATA_ROOM = {"target": None, "start_view_deg": None, "reach_radius": 0.5
                      "target_colour": None}
 # Set in the installed model's config, not trained: the frame memory's pixels replace the dream's wherever the warp
 # sees them (the gate's net, trained to weigh them by squared error, blends where it is unsure, which blurs what the
-# memory holds sharp: sharpness at t+16 0.62 / 0.58 -> 0.74 / 0.77 for -0.1 to -0.2 dB; README, "Depth for the memory").
+# memory holds sharp: sharpness at t+16 0.62 / 0.58 -> 0.74 / 0.77 for -0.1 to -0.2 dB; docs/experiments.md, "Depth
+# for the memory").
 INSTALL_CONFIG = {"frame_memory_gate": "seen"}
 STREAMING_STAGES = (
     StreamingStage(steps=600, window=6, batch_size=32, lr=3e-4, warmup=100, own_history=0.5, one_step_fraction=0.7,
@@ -153,8 +156,8 @@ STREAMING_STAGES = (
     StreamingStage(steps=400, window=64, batch_size=16, lr=1.5e-4, warmup=50, own_history=0.9, one_step_fraction=1.0,
                    still_windows=0.3, seed_offset=7, burn_in=48, stop_windows=0.3),
     # The gradient through the model's own committed frames (`--own-history-grad`): the trained frames are an unrolled
-    # open-loop dream, each step trained for what it does to the steps after it (README, "backpropagating through the
-    # dream": it beat the same stage without it).
+    # open-loop dream, each step trained for what it does to the steps after it (docs/experiments.md,
+    # "backpropagating through the dream": it beat the same stage without it).
     # They ran with the command line's defaults then: warmup 100 and `--dtype auto`, which then meant bf16 autocast on a
     # CPU with native bf16 (the shipped run's) and fp32 elsewhere: BF16_WHERE_NATIVE.
     StreamingStage(steps=400, window=64, batch_size=16, lr=1e-4, warmup=100, own_history=0.9, one_step_fraction=1.0,
@@ -177,7 +180,7 @@ DECODER_GROWTH = ((1500, 5e-4, 0, 0.0), (1500, 3e-4, 1, 0.0), (1500, 3e-4, 2, 8.
 # `step` samples it from its first update, first on windows of 6 at lr 1e-3 with a little of its own history, then on
 # windows of 16 with mostly its own history, still and stopping windows, then on windows of 64 whose first 48 frames
 # only build the state (the context a long dream has). Measured against the eight stages above:
-# README, "what was tried".
+# docs/experiments.md, "what was tried".
 FROM_START_CONFIG = (("refiner_channels", 32), ("refiner_reads_changes", True), ("prev_frame_warp", False),
                      ("denoise_steps", 1), ("context_window", 128))
 FROM_START_STAGES = (
@@ -411,7 +414,7 @@ def main() -> None:
         # One Euler step (+ the commit pass): measured, 2-3 fused steps sharpen the first frames but their low-noise
         # passes feed back into the history and blow up by t+16 (benchmarks/fidelity.py --denoise-steps). A context of
         # at most 128 frames: trained on windows of 16, the recurrent state drifts out of the data's range over
-        # hundreds of frames (benchmarks/fidelity.py --context-window; README, "what was tried").
+        # hundreds of frames (benchmarks/fidelity.py --context-window; docs/experiments.md, "what was tried").
         from neuralsim.model import WorldModel
 
         final = WorldModel.from_pretrained(final_dir)

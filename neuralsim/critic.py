@@ -88,7 +88,7 @@ def gradient_difference_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Te
     difference of the absolute horizontal and vertical pixel differences. A mean-square error is smallest for the
     average of the frames the history allows, whose edges are smeared; this term is smallest where each edge has the
     real frame's strength at the real frame's place, and a texture drawn where the real frame is flat pays for every
-    gradient it adds (a critic can be fooled by one; see README, "a critic against the blur")."""
+    gradient it adds (a critic can be fooled by one; see docs/experiments.md, "a critic against the blur")."""
     if fake.shape != real.shape or fake.dim() != 4:
         raise ValueError(f"fake and real must be [N, C, H, W] of one shape, got {tuple(fake.shape)}, {tuple(real.shape)}")
     fake, real = fake.float(), real.float()

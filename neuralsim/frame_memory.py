@@ -41,7 +41,8 @@ POOL = 4
 MAX_TRANSLATION_STEPS = 3.0
 #: With a depth net the warp follows the walk too (the memory's depth, forward-warped into the new view, and the
 #: depth test hiding what was passed); the gate still closes by this many full-speed steps. At 16 the cap began to
-#: fall within the fidelity benchmark's 16-step horizon and threw sharp pixels away (README, "Depth for the memory":
+#: fall within the fidelity benchmark's 16-step horizon and threw sharp pixels away (docs/experiments.md, "Depth for
+#: the memory":
 #: with the bicubic warp below, sharpness at t+16 0.50 / 0.49 -> 0.62 / 0.58, PSNR within 0.1 dB).
 DEPTH_MAX_TRANSLATION_STEPS = 24.0
 #: The gate's cap falls linearly to 0 over this many steps before the limit (the rotation-only memory: over all 3).

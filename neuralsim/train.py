@@ -60,7 +60,8 @@ MAX_STEPS = 10_000_000
 
 # The adversarial critic learns at this multiple of the dynamics' learning rate (two time-scale updates, one critic
 # step per model step): at the same rate it had not begun to tell dreamed latents from real ones after 60 steps. At 4x
-# a frame critic still stayed near chance (hinge loss 1.8-2.0) over 800 steps (README, "a critic against the blur").
+# a frame critic still stayed near chance (hinge loss 1.8-2.0) over 800 steps (docs/experiments.md, "a critic against
+# the blur").
 CRITIC_LR_SCALE = 4.0
 
 
