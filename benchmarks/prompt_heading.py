@@ -7,9 +7,9 @@ prompt-start generator (``neuralsim.prompt_start``) draw the view at a stated he
 the start into the memory. This script measures the first half on the shipped model:
 
 1. **Data**: ``--layouts`` rooms of the default task (seeds from 5,000,000, the prompt start's own range), each at its
-   start heading and at a random one: the frame and the description with a clause naming the wall the camera faces,
-   in the room's own words (``"...; the camera faces the yellow south wall"``; ``--clause compass`` names only the
-   direction, ``"...; the camera faces south"``).
+   start heading and at a random one: the frame and the room's description with ``describe_view=True``, which ends
+   with the wall the camera faces (``"...; the camera starts facing the yellow south wall"``; ``--clause compass``
+   names only the direction, ``"...; the camera starts facing south"``).
 2. **Fine-tune** a copy of the shipped prompt start on them (``--steps`` × 64, AdamW, lr 5e-4 cosine; its own loss,
    ``PromptStart.loss``, 10 % of the prompts dropped).
 3. **Score** on ``--eval`` held-out layouts (``prompt_fidelity.py``'s seeds and probe: a CNN trained on real room
@@ -47,17 +47,28 @@ import prompt_fidelity as PF  # noqa: E402  (its probe, held-out seeds and dream
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TRAIN_SEED = 5_000_000
-DIRECTIONS = ("east", "north", "west", "south")  # the room's yaw 0 faces +x (east), counter-clockwise
+VIEW = "; the camera starts facing "  # how the room's description (describe_view=True) states the start heading
 
 
-def facing_wall(yaw: float) -> str:
-    """The wall a camera at ``yaw`` (radians, the room's frame) faces, to the nearest quarter turn."""
-    return DIRECTIONS[int(round(yaw / (math.pi / 2))) % 4]
+def room(clause: str) -> Any:
+    """The room whose descriptions end with the start heading: its own clause (``wall``), or the compass direction
+    alone in place of it (``compass``, made by :func:`sentence`)."""
+    import gymnasium as gym
+
+    PF.room()  # MUJOCO_GL and the registration
+    return gym.make("NeuralSimRoom-v0", describe_view=True)
 
 
-def with_clause(text: str, yaw: float, wall_colours: dict[str, str], kind: str) -> str:
-    wall = facing_wall(yaw)
-    return f"{text}; the camera faces " + (f"the {wall_colours[wall]} {wall} wall" if kind == "wall" else wall)
+def without_view(text: str) -> str:
+    return text.split(VIEW)[0]
+
+
+def sentence(text: str, yaw: float, clause: str) -> str:
+    """The prompt of a description with the start-heading clause (``wall``: the room's own; ``compass``: the
+    direction alone, "...; the camera starts facing south")."""
+    from neuralsim.envs.room import facing_wall
+
+    return text if clause == "wall" else without_view(text) + VIEW + facing_wall(yaw)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -68,7 +79,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval", type=int, default=None, help="held-out layouts scored (128; --quick 48)")
     p.add_argument("--probe-layouts", type=int, default=None, help="probe training layouts (600; --quick 300)")
     p.add_argument("--clause", choices=("wall", "compass"), default="wall",
-                   help="what the clause names: the wall's colour and direction (default) or the direction alone")
+                   help="what the start-heading clause names: the wall's colour and direction, the room's own "
+                        "describe_view clause (default), or the direction alone")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="small sizes: about 2 minutes, not a score")
@@ -84,19 +96,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def collect(layouts: int, seed: int) -> tuple[np.ndarray, list[str], np.ndarray, list[dict[str, str]]]:
-    """Frames, descriptions, yaws and wall colours: each layout at its start heading and at a random one."""
-    env, rng = PF.room(), np.random.default_rng(seed)
-    frames, texts, yaws, walls = [], [], [], []
+def collect(layouts: int, seed: int, clause: str) -> tuple[np.ndarray, list[str]]:
+    """Frames and their prompts: each layout at its start heading and at a random one."""
+    env, rng = room(clause), np.random.default_rng(seed)
+    frames, prompts = [], []
     for i in range(layouts):
         for view in range(2):
             options = {} if view == 0 else {"agent_yaw": float(rng.uniform(-math.pi, math.pi))}
             obs, info = env.reset(seed=TRAIN_SEED + i, options=options)
-            layout = env.unwrapped.layout
-            frames.append(obs), texts.append(info["description"]), yaws.append(layout["agent_yaw"])
-            walls.append(dict(layout["wall_colours"]))
+            frames.append(obs)
+            prompts.append(sentence(info["description"], env.unwrapped.layout["agent_yaw"], clause))
     env.close()
-    return np.stack(frames), texts, np.array(yaws), walls
+    return np.stack(frames), prompts
 
 
 def fine_tune(model: Any, frames: np.ndarray, prompts: list[str], steps: int, seed: int, lr: float = 5e-4) -> float:
@@ -121,19 +132,19 @@ def fine_tune(model: Any, frames: np.ndarray, prompts: list[str], steps: int, se
     return float(np.mean(losses[-50:]))
 
 
-def held_out_views(n: int) -> dict[str, Any]:
-    """Real frames and probe labels of ``n`` held-out layouts at their start heading and the opposite one."""
-    env = PF.room()
-    out: dict[str, Any] = {"frames": {"here": [], "behind": []}, "labels": {"here": [], "behind": []},
-                           "texts": [], "yaws": [], "walls": []}
+def held_out_views(n: int, clause: str) -> dict[str, dict[str, list]]:
+    """For ``n`` held-out layouts at their start heading (``here``) and turned 180° (``behind``): the real frames,
+    their probe labels and the prompts with that heading's clause."""
+    env = room(clause)
+    out = {view: {"frames": [], "labels": [], "prompts": []} for view in ("here", "behind")}
     for i in range(n):
-        obs, info = env.reset(seed=PF.HELD_OUT_SEED + i)
-        yaw = env.unwrapped.layout["agent_yaw"]
-        out["frames"]["here"].append(obs), out["labels"]["here"].append(PF.labels_of(env))
-        out["texts"].append(info["description"]), out["yaws"].append(yaw)
-        out["walls"].append(dict(env.unwrapped.layout["wall_colours"]))
-        obs, _ = env.reset(seed=PF.HELD_OUT_SEED + i, options={"agent_yaw": math.remainder(yaw + math.pi, 2 * math.pi)})
-        out["frames"]["behind"].append(obs), out["labels"]["behind"].append(PF.labels_of(env))
+        yaw = None
+        for view in ("here", "behind"):
+            options = {} if yaw is None else {"agent_yaw": math.remainder(yaw + math.pi, 2 * math.pi)}
+            obs, info = env.reset(seed=PF.HELD_OUT_SEED + i, options=options)
+            yaw = env.unwrapped.layout["agent_yaw"] if yaw is None else yaw
+            out[view]["frames"].append(obs), out[view]["labels"].append(PF.labels_of(env))
+            out[view]["prompts"].append(sentence(info["description"], env.unwrapped.layout["agent_yaw"], clause))
     env.close()
     return out
 
@@ -146,24 +157,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from neuralsim.model import WorldModel
 
     t0 = time.perf_counter()
-    frames, texts, yaws, walls = collect(args.layouts, args.seed)
+    frames, prompts = collect(args.layouts, args.seed, args.clause)
     model = WorldModel.from_pretrained(resolve_checkpoint(args.model, "--model")).float().eval()
     if model.prompt_start is None:
         raise SystemExit(f"--model {args.model!r} has no prompt-start generator (prompt_start_channels = 0)")
-    prompts = [with_clause(t, y, w, args.clause) for t, y, w in zip(texts, yaws, walls)]
     loss = fine_tune(model, frames, prompts, args.steps, args.seed)
     t_train = time.perf_counter() - t0
 
     probe, probe_val = PF.train_probe(*PF.probe_data(args.probe_layouts, args.seed), args.seed, epochs=12)
-    data = held_out_views(args.eval)
+    data = held_out_views(args.eval, args.clause)
     res: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
-        for view, turn in (("here", 0.0), ("behind", math.pi)):
-            labels = np.array(data["labels"][view])
-            res[f"probe_real_{view}"] = float(np.mean(probe.predict(np.stack(data["frames"][view]))[:, 1] == labels[:, 1]))
-            clauses = [with_clause(t, y + turn, w, args.clause) for t, y, w in zip(data["texts"], data["yaws"], data["walls"])]
-            runs = {"": (tmp, clauses), "_plain": (tmp, data["texts"]), "_shipped": (args.model, data["texts"])}
+        for view, views in data.items():
+            labels = np.array(views["labels"])
+            res[f"probe_real_{view}"] = float(np.mean(probe.predict(np.stack(views["frames"]))[:, 1] == labels[:, 1]))
+            plain = [without_view(p) for p in views["prompts"]]
+            runs = {"": (tmp, views["prompts"]), "_plain": (tmp, plain), "_shipped": (args.model, plain)}
             for suffix, (model_dir, sentences) in runs.items():
                 start, _ = PF.dream_from_prompts(model_dir, sentences, args.seed)
                 pred = probe.predict(start)

@@ -261,6 +261,19 @@ def _build_mjcf(room_half: float, height: int, width: int, soft_body: bool = Fal
 """
 
 
+def facing_wall(yaw: float) -> str:
+    """The wall (:data:`WALLS`) a camera at ``yaw`` faces, to the nearest quarter turn (the room's frame: yaw 0 looks
+    along +x, east; counter-clockwise)."""
+    return ("east", "north", "west", "south")[int(round(yaw / (math.pi / 2))) % 4]
+
+
+def view_clause(layout: dict[str, Any]) -> str:
+    """The sentence's clause for where the camera starts (``describe_view=True``), in the room's own words:
+    ``"the camera starts facing the yellow south wall"``."""
+    wall = facing_wall(float(layout["agent_yaw"]))
+    return f"the camera starts facing the {layout['wall_colours'][wall]} {wall} wall"
+
+
 def _article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
 
@@ -415,6 +428,10 @@ class NeuralSimRoomEnv(gym.Env):
     * ``start_view_deg``: the start heading is within this many degrees (0-180) of the bearing to the
       target (default 25: the target is in view, the camera's half field of view being 35°); ``None``:
       a uniform heading. ``reset(options={"agent_yaw": ...})`` still overrides it.
+    * ``describe_view``: end the description with where the camera starts, in the room's words
+      (``"...; the camera starts facing the yellow south wall"``: the wall nearest its heading, :func:`view_clause`),
+      so a sentence also says what lies behind the camera (``benchmarks/prompt_heading.py``). Off by default: the
+      shipped model's data has no such clause.
     * ``soft_body``: add a soft cube (a MuJoCo flex: 2×2×2 vertices held by edge-length equality
       constraints) that squashes and wobbles when pushed; drawn after the rest of the layout, so a
       seed gives the same room with and without it. Off by default: the shipped model was trained
@@ -432,6 +449,7 @@ class NeuralSimRoomEnv(gym.Env):
       earlier task: ``reach_radius=0.5, success_pixels=None``. Since 2026-12-02 the target is red and the only
       red thing (``target_colour="red"``); ``target_colour=None`` gives the earlier colours. Since
       2026-12-02 ``task_spec`` also states ``walkable_half_extent`` (the dynamics are unchanged).
+      Since 2026-12-05 ``describe_view=True`` adds the start heading to the description (off by default).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1.0 / (TIMESTEP * FRAME_SKIP)))}
@@ -457,6 +475,7 @@ class NeuralSimRoomEnv(gym.Env):
         start_view_deg: float | None = 25.0,
         success_pixels: int | None = 20,
         target_colour: str | None = "red",
+        describe_view: bool = False,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -519,6 +538,9 @@ class NeuralSimRoomEnv(gym.Env):
             raise ValueError(f"target_colour must be None (drawn like every object's) or one of {list(TARGET_COLOURS)} "
                              f"(colours no floor has), got {target_colour!r}")
         self.target_colour = target_colour
+        if not isinstance(describe_view, (bool, np.bool_)):
+            raise ValueError(f"describe_view must be True or False, got {describe_view!r}")
+        self.describe_view = bool(describe_view)
         self.soft_body = bool(soft_body)
         self.model = mj.MjModel.from_xml_string(_build_mjcf(self.room_half, H, W, self.soft_body))
         self.data = mj.MjData(self.model)
@@ -805,6 +827,8 @@ class NeuralSimRoomEnv(gym.Env):
         if options:
             raise ValueError(f"options may hold 'agent_xy' and 'agent_yaw', got unknown keys {sorted(options)}")
         layout["description"] = self._describe(layout)
+        if self.describe_view:  # the start heading (options["agent_yaw"] included) in words
+            layout["description"] += "; " + view_clause(layout)
         layout["target_name"] = self._target_name(layout)
         self.layout = layout
         self._apply_layout(layout)

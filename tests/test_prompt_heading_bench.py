@@ -17,19 +17,16 @@ def bench():
     return load_script("benchmarks/prompt_heading.py", "prompt_heading_bench")
 
 
-def test_the_clause_names_the_wall_in_view(bench):
-    """From the room's centre, a camera at each quarter turn sees mostly the wall the clause names."""
-    env = bench.PF.room()
-    for yaw in (0.0, math.pi / 2, math.pi, -math.pi / 2):
-        env.reset(seed=9_000_001, options={"agent_xy": (0.0, 0.0), "agent_yaw": yaw})
-        pixels = env.unwrapped.visible_pixels()
-        seen = max(("north", "east", "south", "west"), key=lambda w: pixels[w])
-        assert bench.facing_wall(yaw) == seen, (yaw, pixels)
-    colours = dict(env.unwrapped.layout["wall_colours"])
+def test_the_prompts_carry_the_start_heading(bench):
+    env = bench.room("wall")
+    _, info = env.reset(seed=9_000_001, options={"agent_yaw": math.pi / 2})
+    colour = env.unwrapped.layout["wall_colours"]["north"]
     env.close()
-    text = bench.with_clause("a room", math.pi / 2 + 0.3, colours, "wall")
-    assert text == f"a room; the camera faces the {colours['north']} north wall"
-    assert bench.with_clause("a room", math.pi + 0.7, colours, "compass") == "a room; the camera faces west"
+    text = info["description"]
+    assert text.endswith(f"; the camera starts facing the {colour} north wall")
+    assert bench.sentence(text, math.pi / 2, "wall") == text
+    assert bench.sentence(text, math.pi / 2, "compass") == bench.without_view(text) + "; the camera starts facing north"
+    assert "camera" not in bench.without_view(text)
 
 
 def test_a_tiny_run_writes_every_figure(bench, tmp_path):

@@ -416,3 +416,22 @@ def test_target_colour_makes_the_target_the_only_thing_of_that_colour():
     for bad in ("grey", "Red", 3):  # grey: a floor colour, so it cannot be made unique
         with pytest.raises(ValueError, match="target_colour must be None"):
             make(target_colour=bad)
+
+
+def test_describe_view_states_the_wall_the_camera_starts_facing():
+    """``describe_view=True`` ends the description with the wall the camera faces at reset (an ``agent_yaw`` option
+    included); from the room's centre that wall fills most of the view at every quarter turn. Off: no clause, the
+    same room."""
+    plain, described = make(), make(describe_view=True)
+    _, info_plain = plain.reset(seed=9_000_001)
+    for yaw, wall in ((0.0, "east"), (math.pi / 2, "north"), (math.pi, "west"), (-math.pi / 2, "south")):
+        assert room_module.facing_wall(yaw + 0.3) == wall
+        obs, info = described.reset(seed=9_000_001, options={"agent_xy": (0.0, 0.0), "agent_yaw": yaw})
+        pixels = described.visible_pixels()
+        assert max(room_module.WALLS, key=lambda w: pixels[w]) == wall
+        colour = described.layout["wall_colours"][wall]
+        assert info["description"] == info_plain["description"] + f"; the camera starts facing the {colour} {wall} wall"
+    assert "camera" not in info_plain["description"]
+    with pytest.raises(ValueError, match="describe_view"):
+        make(describe_view="yes")
+    plain.close(), described.close()
