@@ -96,13 +96,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------------------------ real frames and labels
 
 
-def room():
+def room(**kwargs: Any):
+    """``NeuralSimRoom-v0`` made with ``kwargs`` (headless rendering)."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     import gymnasium as gym
 
     import neuralsim  # noqa: F401
 
-    return gym.make("NeuralSimRoom-v0")
+    return gym.make("NeuralSimRoom-v0", **kwargs)
 
 
 def labels_of(env: Any) -> tuple[int, int, int]:

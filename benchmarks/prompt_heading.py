@@ -20,7 +20,7 @@ the start into the memory. This script measures the first half on the shipped mo
    ``probe_real_*``: the probe on the real frames (its ceiling).
 
     OMP_NUM_THREADS=1 python benchmarks/prompt_heading.py --quick   # ~2 min: 1,000 layouts, 150 steps, 48 scored
-    OMP_NUM_THREADS=1 python benchmarks/prompt_heading.py           # ~12 min: 8,000 layouts, 800 steps, 128 scored
+    OMP_NUM_THREADS=1 python benchmarks/prompt_heading.py           # ~9 min: 8,000 layouts, 800 steps, 128 scored
 
 Prints a table; the last line is one JSON object, also written to ``benchmarks/results/prompt_heading.json``
 (``--quick``: ``prompt_heading_quick.json``). Nothing is installed: the fine-tuned model lives in a temporary
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -47,28 +46,26 @@ import prompt_fidelity as PF  # noqa: E402  (its probe, held-out seeds and dream
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TRAIN_SEED = 5_000_000
-VIEW = "; the camera starts facing "  # how the room's description (describe_view=True) states the start heading
 
 
-def room(clause: str) -> Any:
-    """The room whose descriptions end with the start heading: its own clause (``wall``), or the compass direction
-    alone in place of it (``compass``, made by :func:`sentence`)."""
-    import gymnasium as gym
-
-    PF.room()  # MUJOCO_GL and the registration
-    return gym.make("NeuralSimRoom-v0", describe_view=True)
+def room() -> Any:
+    """The room whose descriptions end with the start heading (``describe_view=True``)."""
+    return PF.room(describe_view=True)
 
 
 def without_view(text: str) -> str:
-    return text.split(VIEW)[0]
+    """A ``describe_view`` description without its start-heading clause."""
+    from neuralsim.envs.room import VIEW_PREFIX
+
+    return text.split("; " + VIEW_PREFIX)[0]
 
 
 def sentence(text: str, yaw: float, clause: str) -> str:
     """The prompt of a description with the start-heading clause (``wall``: the room's own; ``compass``: the
     direction alone, "...; the camera starts facing south")."""
-    from neuralsim.envs.room import facing_wall
+    from neuralsim.envs.room import VIEW_PREFIX, facing_wall
 
-    return text if clause == "wall" else without_view(text) + VIEW + facing_wall(yaw)
+    return text if clause == "wall" else f"{without_view(text)}; {VIEW_PREFIX}{facing_wall(yaw)}"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -98,7 +95,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def collect(layouts: int, seed: int, clause: str) -> tuple[np.ndarray, list[str]]:
     """Frames and their prompts: each layout at its start heading and at a random one."""
-    env, rng = room(clause), np.random.default_rng(seed)
+    env, rng = room(), np.random.default_rng(seed)
     frames, prompts = [], []
     for i in range(layouts):
         for view in range(2):
@@ -135,7 +132,7 @@ def fine_tune(model: Any, frames: np.ndarray, prompts: list[str], steps: int, se
 def held_out_views(n: int, clause: str) -> dict[str, dict[str, list]]:
     """For ``n`` held-out layouts at their start heading (``here``) and turned 180° (``behind``): the real frames,
     their probe labels and the prompts with that heading's clause."""
-    env = room(clause)
+    env = room()
     out = {view: {"frames": [], "labels": [], "prompts": []} for view in ("here", "behind")}
     for i in range(n):
         yaw = None

@@ -267,11 +267,15 @@ def facing_wall(yaw: float) -> str:
     return ("east", "north", "west", "south")[int(round(yaw / (math.pi / 2))) % 4]
 
 
+#: How a description states the start heading (``describe_view=True``): this, then the wall.
+VIEW_PREFIX = "the camera starts facing "
+
+
 def view_clause(layout: dict[str, Any]) -> str:
     """The sentence's clause for where the camera starts (``describe_view=True``), in the room's own words:
     ``"the camera starts facing the yellow south wall"``."""
     wall = facing_wall(float(layout["agent_yaw"]))
-    return f"the camera starts facing the {layout['wall_colours'][wall]} {wall} wall"
+    return f"{VIEW_PREFIX}the {layout['wall_colours'][wall]} {wall} wall"
 
 
 def _article(word: str) -> str:

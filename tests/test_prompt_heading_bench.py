@@ -18,7 +18,7 @@ def bench():
 
 
 def test_the_prompts_carry_the_start_heading(bench):
-    env = bench.room("wall")
+    env = bench.room()
     _, info = env.reset(seed=9_000_001, options={"agent_yaw": math.pi / 2})
     colour = env.unwrapped.layout["wall_colours"]["north"]
     env.close()
