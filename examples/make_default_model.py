@@ -6,11 +6,11 @@
 else are far slower.) The default schedule (`--schedule fast`, the shipped model's since 2026-12-04; README "the
 shipped default model"): collect 400 episodes of NeuralSimRoom-v0 with the `explore` policy → the 8× autoencoder
 (1,800 steps, two threads) → then on the first core a fresh dynamics with every shipped field from its first update
-(`FAST_CONFIG`: one network pass per env step, the frame memory with the "seen" gate and a depth net of width 32)
-trained by three streaming stages (`FAST_STAGES`: 600 steps on windows of 6, 300 on windows of 16, 400 on windows of
-64 after a burn-in of 48, every target frame trained as it is sampled), then the autoencoder's decoder grown
-(residual blocks at 32×32 and 64×64 pixels, `--decoder-blocks 1,0,1,1`) and fine-tuned (`FAST_DECODER`: 2,000
-steps, then 1,000 with the task objects' pixels weighted up); on the second core, one after another, the parts that
+(`FAST_CONFIG`: one network pass per env step, the frame memory with the "seen" gate, a depth net of width 32 and
+three real context frames held) trained by three streaming stages (`FAST_STAGES`: 600 steps on windows of 6, 300
+on windows of 16, 400 on windows of 64 after a burn-in of 48, every target frame trained as it is sampled), then the
+autoencoder's decoder grown (residual blocks at 32×32 and 64×64 pixels, `--decoder-blocks 1,0,1,1`) and
+fine-tuned (`FAST_DECODER`: 2,000 steps, then 1,000 with the task objects' pixels weighted up); on the second core, one after another, the parts that
 read only the encoder, each from the fresh model: the target tracker (`neuralsim train reward --reward-kind target`,
 `--fast-reward-steps` 3,000 on 1,280 episodes of the room's default task, 30 % of the windows ending at a success;
 README, "reward prediction"; `--reward-episodes 0` leaves the dynamics' heads), the depth net on the room's true
@@ -129,8 +129,10 @@ SHIPPED_DATA_ROOM = {"target": None, "start_view_deg": None, "reach_radius": 0.5
 # Set in the installed model's config, not trained: the frame memory's pixels replace the dream's wherever the warp
 # sees them (the gate's net, trained to weigh them by squared error, blends where it is unsure, which blurs what the
 # memory holds sharp: sharpness at t+16 0.62 / 0.58 -> 0.74 / 0.77 for -0.1 to -0.2 dB; docs/experiments.md, "Depth
-# for the memory").
-INSTALL_CONFIG = {"frame_memory_gate": "seen"}
+# for the memory"); and the memory holds three of the real context frames, the last, the first and one halfway
+# (`frame_memory_frames`; a turn back or a walk shows again what the last frame never saw: sharpness at explore /
+# sticky t+16 0.73 / 0.84 -> 0.82 / 0.92, explore t+16 +0.66 dB, t+1 -0.12 dB; README, "Fidelity").
+INSTALL_CONFIG = {"frame_memory_gate": "seen", "frame_memory_frames": 3}
 STREAMING_STAGES = (
     StreamingStage(steps=600, window=6, batch_size=32, lr=3e-4, warmup=100, own_history=0.5, one_step_fraction=0.7,
                    still_windows=0.0),
@@ -203,7 +205,8 @@ FROM_START_STAGES = (
 # (`FAST_DEPTH`) and the prompt start (`fast_prompt_steps`). End to end (README, "the shipped default model"): 109.6
 # min; with the camera servo set last, 15 of 16 fidelity gates.
 FAST_CONFIG = FROM_START_CONFIG + (("commit_from_denoise", True), ("frame_memory_width", 12),
-                                   ("frame_memory_depth_width", 32), ("frame_memory_gate", "seen"))
+                                   ("frame_memory_depth_width", 32), ("frame_memory_gate", "seen"),
+                                   ("frame_memory_frames", 3))
 FAST_STAGES = (
     StreamingStage(steps=600, window=6, batch_size=32, lr=1e-3, warmup=100, own_history=0.3, one_step_fraction=1.0,
                    still_windows=0.1),

@@ -154,6 +154,10 @@ class WorldModelConfig:
     # How the memory's pixels enter: "learned" (the gate's net weighs them against the dream's, pixel by pixel) or
     # "seen" (they replace the dream's wherever the warp sees them, while the camera is within the memory's range).
     frame_memory_gate: str = "learned"
+    # How many of the real context frames the memory holds: the last and the others spread evenly back through the
+    # context (what a turn or a walk shows again that the last frame never saw); where several see a pixel, the
+    # newest frame's wins. Inference only: the gate and depth nets are the same for every frame.
+    frame_memory_frames: int = 1
 
     # --- bookkeeping ------------------------------------------------------------------------
     description: str = ""
@@ -270,6 +274,10 @@ class WorldModelConfig:
                       "a positive int")
         if self.frame_memory_gate not in FRAME_MEMORY_GATES:
             raise bad("frame_memory_gate", '"learned" or "seen"')
+        k = self.frame_memory_frames
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1 or (k > 1 and not m):
+            raise bad("frame_memory_frames", "1 or, with frame_memory_width > 0, an int >= 1 (the real context "
+                      "frames the memory holds)")
         for name in ("reward_model_channels", "reward_model_hidden"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 8 or (name == "reward_model_hidden" and not v):

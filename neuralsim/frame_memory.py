@@ -22,6 +22,11 @@ It acts only where frames are decoded (``WorldModel.decode`` with the step's sta
 its state are unchanged, and an agent on latent observations does not see it. ``neuralsim train memory --init MODEL``
 adds one to a model and trains it on the model's own dreams of the data's windows (``neuralsim.train.DreamPool``);
 the memory is the last real context frame for the whole episode.
+
+With ``config.frame_memory_frames = K > 1`` it holds earlier real context frames too (:func:`memory_frame_indices`:
+the first and others spread evenly, each with its pose and depth): a decode applies them oldest first and the last
+frame after them, so where several see a pixel the newest frame's wins, and a turn back or a walk shows again what
+an earlier frame saw and the last one never did. The same nets serve every frame; only inference changes.
 """
 
 from __future__ import annotations
@@ -130,6 +135,16 @@ def photometric_depth_loss(depth_net: nn.Module, first: torch.Tensor, second: to
                                                           "smoothness": smoothness.item()}
 
 
+def memory_frame_indices(context_frames: int, memory_frames: int) -> list[int]:
+    """Which of ``context_frames`` real frames a memory of ``memory_frames`` holds besides the last, oldest first:
+    spread evenly back through the context to its first frame (16 frames, 3 held: ``[0, 7]`` beside 15). A context
+    shorter than the memory repeats frames (the shapes stay fixed; a repeat of the last frame adds nothing)."""
+    if context_frames < 1 or memory_frames < 1:
+        raise ValueError(f"context_frames and memory_frames must be >= 1, got {context_frames!r}, {memory_frames!r}")
+    last = context_frames - 1
+    return [last - round(j * last / (memory_frames - 1)) for j in range(memory_frames - 1, 0, -1)]
+
+
 def relative_pose(memory_c2w: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
     """The current camera ``c2w [B, 4, 4]`` in the frame of the remembered camera ``memory_c2w [B, 4, 4]``."""
     return torch.linalg.inv(memory_c2w.double()) @ c2w.double()
@@ -234,5 +249,5 @@ class FrameMemory(nn.Module):
         return frame + gate * (warped - frame), gate
 
 
-__all__ = ["FrameMemory", "DepthNet", "photometric_depth_loss", "relative_pose", "POOL", "MAX_TRANSLATION_STEPS",
+__all__ = ["FrameMemory", "DepthNet", "photometric_depth_loss", "relative_pose", "memory_frame_indices", "POOL", "MAX_TRANSLATION_STEPS",
            "DEPTH_MAX_TRANSLATION_STEPS", "WARP_MODE"]

@@ -42,7 +42,7 @@ from neuralsim.checkpoints import (CONFIG_NAME, WEIGHTS_NAME, count_weights, rea
                                    resolve_checkpoint, write_checkpoint)
 from neuralsim.config import WorldModelConfig
 from neuralsim.critic import adversarial_losses, gradient_difference_loss
-from neuralsim.frame_memory import FrameMemory, relative_pose
+from neuralsim.frame_memory import FrameMemory, memory_frame_indices, relative_pose
 from neuralsim.dynamics import DynamicsTransformer
 from neuralsim.limits import MAX_DENOISE_STEPS
 from neuralsim.reward import RewardModel, TargetTracker
@@ -163,6 +163,11 @@ class WorldState:
             last real context frame in [-1, 1] and ``[B, 4, 4]`` float64 its camera pose; else None.
         memory_depth: with a depth-aware memory (``config.frame_memory_depth_width``): ``[B, H, W]`` float32 that
             frame's depth, computed once; else None.
+        memory_earlier, memory_earlier_pose, memory_earlier_depth: with ``config.frame_memory_frames = K > 1``: the
+            memory's earlier real context frames ``[B, K-1, 3, H, W]`` float32, oldest first
+            (:func:`neuralsim.frame_memory.memory_frame_indices`), their cameras in the last frame's camera frame
+            ``[B, K-1, 4, 4]`` float64 (relative, so a context restart that rebases ``memory_c2w`` moves them too) and
+            their depths ``[B, K-1, H, W]`` (None without a depth net); else None.
     """
 
     cache: list[dict[str, torch.Tensor]]
@@ -180,6 +185,9 @@ class WorldState:
     memory_frame: torch.Tensor | None = None
     memory_c2w: torch.Tensor | None = None
     memory_depth: torch.Tensor | None = None
+    memory_earlier: torch.Tensor | None = None
+    memory_earlier_pose: torch.Tensor | None = None
+    memory_earlier_depth: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -620,8 +628,17 @@ class WorldModel(nn.Module):
         if (self.frame_memory is not None and isinstance(context, WorldState) and context.memory_frame is not None
                 and not first_frame and x.shape[1] == 1):  # a step's frame, with the state it was drawn in
             rel = relative_pose(context.memory_c2w, context.c2w)
+            frame = x[:, 0].clamp(-1, 1)
+            for j in range(0 if context.memory_earlier is None else context.memory_earlier.shape[1]):
+                # the earlier frames first, oldest first: each newer frame's pixels replace them where it sees them
+                pose = context.memory_earlier_pose[:, j].to(rel.device, rel.dtype)
+                if bool((pose == torch.eye(4, dtype=pose.dtype, device=pose.device)).all()):
+                    continue  # the last frame itself (a context shorter than the memory): it is applied below
+                d = None if context.memory_earlier_depth is None else context.memory_earlier_depth[:, j].to(x.device)
+                frame = self.frame_memory(frame, context.memory_earlier[:, j].to(x.device), torch.linalg.inv(pose) @ rel,
+                                          d)[0]
             depth = None if context.memory_depth is None else context.memory_depth.to(x.device)
-            x = self.frame_memory(x[:, 0].clamp(-1, 1), context.memory_frame.to(x.device), rel, depth)[0][:, None]
+            x = self.frame_memory(frame, context.memory_frame.to(x.device), rel, depth)[0][:, None]
         return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 1, 3, 4, 2).contiguous()
 
     # --- conditioning inputs ----------------------------------------------------------------
@@ -717,15 +734,16 @@ class WorldModel(nn.Module):
             return vec
         return torch.cat([effective[:, :2].to(vec.dtype), vec[:, 2:]], dim=-1)
 
-    def _sequence_conditioning(self, batch_size: int, frames: int, actions: Any, name: str
-                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None,
+    def _sequence_conditioning(self, batch_size: int, frames: int, actions: Any, name: str,
+                               frame_poses: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None,
                                           torch.Tensor | None, torch.Tensor | None, torch.Tensor | None,
                                           torch.Tensor | None]:
         """Actions between ``frames`` latent frames (``[B, frames-1, A]`` / ``[B, frames-1]``, or None) →
         ``(action [B, T, A], known [B, T], rays [B, T, S, 6k] | None, final c2w, final pitch,
         relative rays [B, T, S, 6k] | None, warp grids [B, T, h, w, 2] | None, final velocity | None)``.
         With a translation response the camera starts at rest (as an episode does) and ``action`` holds the
-        motion that results (:meth:`_conditioning_vector`)."""
+        motion that results (:meth:`_conditioning_vector`). ``frame_poses``: a list that gets each frame's camera
+        ``c2w [B, 4, 4]`` appended, in order (with ``config.camera``)."""
         cfg, B, T = self.config, batch_size, frames
         action = torch.zeros(B, T, cfg.action_dim, device=self.device)
         known = torch.zeros(B, T, dtype=torch.bool, device=self.device)
@@ -750,10 +768,13 @@ class WorldModel(nn.Module):
         # the first frame: at rest (a still command from rest leaves the velocity at zero)
         c2w, pitch, velocity = first.c2w, first.pitch, first.velocity
         rays, rels, warps = [first.rays], [first.rel_rays], [first.warp]
+        poses = [] if frame_poses is None else frame_poses
+        poses.append(c2w)
         for t in range(1, T):
             adv = self._advance_camera(c2w, pitch, None if motion is None else motion[:, t - 1], cfg.frames_per_latent,
                                        velocity)
             c2w, pitch, velocity = adv.c2w, adv.pitch, adv.velocity
+            poses.append(c2w)
             rays.append(adv.rays)
             rels.append(adv.rel_rays)
             warps.append(adv.warp)
@@ -977,7 +998,9 @@ class WorldModel(nn.Module):
         if latents.shape[0] != B:
             raise InputError(f"frames has batch {latents.shape[0]} but batch_size={B}")
         T = latents.shape[1]
-        action, known, rays, c2w, pitch, rel, warp, velocity = self._sequence_conditioning(B, T, actions, "actions")
+        frame_poses: list[torch.Tensor] = []
+        action, known, rays, c2w, pitch, rel, warp, velocity = self._sequence_conditioning(B, T, actions, "actions",
+                                                                                           frame_poses)
         tokens = self._tokens(latents)  # (B, T, S, C)
         x = add_context_noise(tokens, cfg.context_noise, generator=generator)
         prev = self._prev_tokens(tokens, generator, warp=self._base_warp(warp))[0] if cfg.prev_frame_input else None
@@ -995,15 +1018,35 @@ class WorldModel(nn.Module):
             else:
                 reward, prob = torch.zeros_like(reward), torch.zeros_like(reward)
             _check_finite(state, reward=reward, termination=prob)
-        memory_frame = None
-        if self.frame_memory is not None and c2w is not None:  # the last real frame, remembered for the episode
-            last = frames[:, -1:] if frames is not None else self.decode(latents[:, -1:], first_frame=False)
-            memory_frame = self._frames_to_float(last)[:, 0].contiguous()  # [B, 3, H, W] in [-1, 1]
-        memory_depth = None if memory_frame is None else self.frame_memory.memory_depth(memory_frame)  # once per episode
+        remembered: dict[str, torch.Tensor | None] = {}
+        if self.frame_memory is not None and c2w is not None:  # real frames of the context, remembered for the episode
+            remembered = self._remember(frames, latents, frame_poses)
         return dataclasses.replace(state, cache=cache, step=state.step + T, latent=latents[:, -1], reward=reward,
                                    termination_prob=prob, c2w=c2w, pitch=pitch, reward_memory=memory,
-                                   velocity=velocity, memory_frame=memory_frame,
-                                   memory_c2w=None if memory_frame is None else c2w.clone(), memory_depth=memory_depth)
+                                   velocity=velocity, **remembered)
+
+    def _remember(self, frames: Any, latents: torch.Tensor, frame_poses: list[torch.Tensor]) -> dict[str, Any]:
+        """The frame memory's fields of a new state (:class:`WorldState`): the last context frame, its pose and
+        depth, and with ``config.frame_memory_frames > 1`` the earlier frames it holds, with their poses relative to
+        the last frame's; each depth computed once per episode."""
+        index = memory_frame_indices(latents.shape[1], self.config.frame_memory_frames) + [latents.shape[1] - 1]
+        picked = (frames[:, index] if frames is not None  # frames: numpy or torch, [B, T, H, W, 3]
+                  else self.decode(latents[:, index], first_frame=False))
+        held = self._frames_to_float(picked).contiguous()  # [B, K, 3, H, W] in [-1, 1]
+        B, K = held.shape[:2]
+        depth = self.frame_memory.memory_depth(held.flatten(0, 1))
+        depth = None if depth is None else depth.view(B, K, *depth.shape[1:])
+        last_c2w = frame_poses[-1].clone()
+        fields = {"memory_frame": held[:, -1].contiguous(), "memory_c2w": last_c2w,
+                  "memory_depth": None if depth is None else depth[:, -1].contiguous()}
+        if K > 1:
+            to_last, last = torch.linalg.inv(last_c2w.double()), index[-1]
+            eye = torch.eye(4, dtype=torch.float64, device=last_c2w.device).expand_as(to_last)
+            # exactly the identity for a repeat of the last frame (a short context): decode skips it
+            poses = [eye if i == last else to_last @ frame_poses[i].double() for i in index[:-1]]
+            fields.update(memory_earlier=held[:, :-1].contiguous(), memory_earlier_pose=torch.stack(poses, 1),
+                          memory_earlier_depth=None if depth is None else depth[:, :-1].contiguous())
+        return fields
 
     def _check_steps(self, denoise_steps: int | None) -> int:
         steps = self.config.denoise_steps if denoise_steps is None else denoise_steps

@@ -1,0 +1,85 @@
+"""A frame memory that holds several real context frames (``config.frame_memory_frames``): a turn back shows again
+what an earlier context frame saw and the last one never did."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny_model
+from neuralsim.config import WorldModelConfig
+from neuralsim.frame_memory import memory_frame_indices
+
+TURN = np.array([0.0, 0.0, 1.0, 0.0], np.float32)  # yaw only: the rotation warp places every remembered pixel
+
+
+def test_memory_frame_indices_spread_back_through_the_context():
+    assert memory_frame_indices(16, 1) == []
+    assert memory_frame_indices(16, 3) == [0, 7]  # beside the last (15): the first and one halfway
+    assert memory_frame_indices(16, 4) == [0, 5, 10]
+    assert memory_frame_indices(1, 3) == [0, 0]  # a one-frame context repeats the last frame
+    with pytest.raises(ValueError, match="context_frames"):
+        memory_frame_indices(0, 3)
+
+
+def test_config_rejects_memory_frames_without_a_memory_or_below_one():
+    with pytest.raises(ValueError, match="frame_memory_frames"):
+        WorldModelConfig.from_preset("tiny", frame_memory_frames=2)  # no frame memory
+    with pytest.raises(ValueError, match="frame_memory_frames"):
+        WorldModelConfig.from_preset("tiny", frames_per_latent=1, frame_memory_width=4, frame_memory_frames=0)
+
+
+def _turned_context(model, steps: int = 4):
+    """A red first frame, then ``steps`` blue frames, each turned 30 degrees further (120 in all: the last frame
+    sees none of the first's view)."""
+    H, W = model.config.image_size
+    frames = np.zeros((1, 1 + steps, H, W, 3), np.uint8)
+    frames[:, 0, ..., 0] = 255
+    frames[:, 1:, ..., 2] = 255
+    return frames, np.repeat(TURN[None, None], steps, axis=1)
+
+
+def _dream_back(frames_held: int, steps: int = 4):
+    model = make_tiny_model(frames_per_latent=1, frame_memory_width=4, frame_memory_gate="seen",
+                            camera_rotation_speed_deg=30.0, frame_memory_frames=frames_held)
+    frames, actions = _turned_context(model, steps)
+    g = torch.Generator().manual_seed(0)
+    state = model.init_state(1, frames=frames, actions=actions, generator=g)
+    for _ in range(steps):  # turn back to where the first frame was taken
+        latent, state = model.step(state, -TURN[None], generator=g)
+    return model, state, model.decode(latent[:, None], first_frame=False, context=state)[0, 0].numpy()
+
+
+def test_an_earlier_context_frame_is_remembered_with_its_pose():
+    model, state, _ = _dream_back(3)
+    frames, actions = _turned_context(model)
+    assert state.memory_earlier.shape == (1, 2, 3, *model.config.image_size)
+    assert state.memory_earlier_pose.shape == (1, 2, 4, 4) and state.memory_earlier_pose.dtype == torch.float64
+    red = torch.tensor([1.0, -1.0, -1.0])[:, None, None]
+    torch.testing.assert_close(state.memory_earlier[0, 0], red.expand(3, *model.config.image_size))  # frame 0
+    # frame 2 (two turns before the last): its camera 60 degrees from the last frame's, in that frame
+    pose = state.memory_earlier_pose[0, 1]
+    assert abs(float(torch.rad2deg(torch.arccos((pose[0, 0] + pose[1, 1] + pose[2, 2] - 1) / 2))) - 60.0) < 1e-6
+    assert torch.allclose(pose[:3, 3], torch.zeros(3, dtype=pose.dtype))
+    merged = state.merge(np.array([True]), state.clone())  # every field keeps the batch first
+    torch.testing.assert_close(merged.memory_earlier, state.memory_earlier)
+
+
+def test_turning_back_shows_the_first_context_frame_again_only_when_the_memory_holds_it():
+    *_, one = _dream_back(1)
+    *_, three = _dream_back(3)
+    is_red = lambda img: (img[..., 0] > 250) & (img[..., 2] < 5)
+    assert is_red(three).mean() > 0.9  # back at the first frame's pose: its pixels, wherever the warp sees them
+    assert is_red(one).mean() < 0.05  # the last frame alone (blue, 120 degrees away) never saw that view
+
+
+def test_a_one_frame_context_dreams_as_a_one_frame_memory_does():
+    outputs = []
+    for frames_held in (1, 3):
+        model = make_tiny_model(frames_per_latent=1, frame_memory_width=4, frame_memory_gate="seen",
+                                camera_rotation_speed_deg=30.0, frame_memory_frames=frames_held)
+        frames, _ = _turned_context(model, steps=0)
+        g = torch.Generator().manual_seed(0)
+        state = model.init_state(1, frames=frames, generator=g)
+        latent, state = model.step(state, TURN[None], generator=g)
+        outputs.append(model.decode(latent[:, None], first_frame=False, context=state))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
