@@ -735,7 +735,8 @@ class WorldModel(nn.Module):
         return torch.cat([effective[:, :2].to(vec.dtype), vec[:, 2:]], dim=-1)
 
     def _sequence_conditioning(self, batch_size: int, frames: int, actions: Any, name: str,
-                               frame_poses: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None,
+                               frame_poses: list[torch.Tensor] | None = None
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None,
                                           torch.Tensor | None, torch.Tensor | None, torch.Tensor | None,
                                           torch.Tensor | None]:
         """Actions between ``frames`` latent frames (``[B, frames-1, A]`` / ``[B, frames-1]``, or None) →
