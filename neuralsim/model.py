@@ -1031,12 +1031,16 @@ class WorldModel(nn.Module):
         depth, and with ``config.frame_memory_frames > 1`` the earlier frames it holds, with their poses relative to
         the last frame's; each depth computed once per episode."""
         index = memory_frame_indices(latents.shape[1], self.config.frame_memory_frames) + [latents.shape[1] - 1]
-        picked = (frames[:, index] if frames is not None  # frames: numpy or torch, [B, T, H, W, 3]
-                  else self.decode(latents[:, index], first_frame=False))
-        held = self._frames_to_float(picked).contiguous()  # [B, K, 3, H, W] in [-1, 1]
-        B, K = held.shape[:2]
+        distinct = sorted(set(index))  # a context shorter than the memory repeats frames: decode and depth them once
+        picked = (frames[:, distinct] if frames is not None  # frames: numpy or torch, [B, T, H, W, 3]
+                  else self.decode(latents[:, distinct], first_frame=False))
+        held = self._frames_to_float(picked).contiguous()  # [B, distinct, 3, H, W] in [-1, 1]
+        B, n = held.shape[:2]
         depth = self.frame_memory.memory_depth(held.flatten(0, 1))
-        depth = None if depth is None else depth.view(B, K, *depth.shape[1:])
+        depth = None if depth is None else depth.view(B, n, *depth.shape[1:])
+        where = torch.tensor([distinct.index(i) for i in index], device=held.device)
+        held, depth = held[:, where], None if depth is None else depth[:, where.to(depth.device)]
+        K = len(index)
         last_c2w = frame_poses[-1].clone()
         fields = {"memory_frame": held[:, -1].contiguous(), "memory_c2w": last_c2w,
                   "memory_depth": None if depth is None else depth[:, -1].contiguous()}
