@@ -9,7 +9,8 @@ the start into the memory. This script measures the first half on the shipped mo
 1. **Data**: ``--layouts`` rooms of the default task (seeds from 5,000,000, the prompt start's own range), each at its
    start heading and at a random one: the frame and the room's description with ``describe_view=True``, which ends
    with the wall the camera faces (``"...; the camera starts facing the yellow south wall"``; ``--clause compass``
-   names only the direction, ``"...; the camera starts facing south"``).
+   names only the direction, ``"...; the camera starts facing south"``; ``--plain-fraction F`` leaves it out of a
+   share F of the start-heading frames' prompts, for a prompt start that serves sentences with and without it).
 2. **Fine-tune** a copy of the shipped prompt start on them (``--steps`` × 64, AdamW, lr 5e-4 cosine; its own loss,
    ``PromptStart.loss``, 10 % of the prompts dropped).
 3. **Score** on ``--eval`` held-out layouts (``prompt_fidelity.py``'s seeds and probe: a CNN trained on real room
@@ -78,6 +79,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clause", choices=("wall", "compass"), default="wall",
                    help="what the start-heading clause names: the wall's colour and direction, the room's own "
                         "describe_view clause (default), or the direction alone")
+    p.add_argument("--plain-fraction", type=float, default=0.0,
+                   help="share of the start-heading frames whose prompt leaves the clause out (0-1, default 0): a "
+                        "prompt start that must serve sentences with and without it (a sentence without the clause "
+                        "describes the start view, so only those frames get one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="small sizes: about 2 minutes, not a score")
@@ -90,19 +95,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             setattr(args, name, quick if args.quick else full)
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0.0 <= args.plain_fraction <= 1.0:
+        p.error(f"--plain-fraction must be within 0-1, got {args.plain_fraction}")
     return args
 
 
-def collect(layouts: int, seed: int, clause: str) -> tuple[np.ndarray, list[str]]:
-    """Frames and their prompts: each layout at its start heading and at a random one."""
+def collect(layouts: int, seed: int, clause: str, plain_fraction: float = 0.0) -> tuple[np.ndarray, list[str]]:
+    """Frames and their prompts: each layout at its start heading and at a random one; ``plain_fraction`` of the
+    start-heading frames' prompts (drawn per frame) without the clause: a sentence without it describes the start
+    view (given to a frame at a random heading, it would teach the generator that the sentence names no view)."""
     env, rng = room(), np.random.default_rng(seed)
+    plain_rng = np.random.default_rng([seed, 1])  # its own stream: the headings stay those of any fraction
     frames, prompts = [], []
     for i in range(layouts):
         for view in range(2):
             options = {} if view == 0 else {"agent_yaw": float(rng.uniform(-math.pi, math.pi))}
             obs, info = env.reset(seed=TRAIN_SEED + i, options=options)
             frames.append(obs)
-            prompts.append(sentence(info["description"], env.unwrapped.layout["agent_yaw"], clause))
+            text = sentence(info["description"], env.unwrapped.layout["agent_yaw"], clause)
+            plain = view == 0 and plain_rng.random() < plain_fraction
+            prompts.append(without_view(text) if plain else text)
     env.close()
     return np.stack(frames), prompts
 
@@ -154,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from neuralsim.model import WorldModel
 
     t0 = time.perf_counter()
-    frames, prompts = collect(args.layouts, args.seed, args.clause)
+    frames, prompts = collect(args.layouts, args.seed, args.clause, args.plain_fraction)
     model = WorldModel.from_pretrained(resolve_checkpoint(args.model, "--model")).float().eval()
     if model.prompt_start is None:
         raise SystemExit(f"--model {args.model!r} has no prompt-start generator (prompt_start_channels = 0)")
@@ -185,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               f"{res[f'floor_accuracy_here{suffix}']:11.3f}")
     print(f"{'the probe on the real frames (ceiling)':44s} {res['probe_real_here']:10.3f} {res['probe_real_behind']:12.3f}")
     out = {"benchmark": "prompt_heading", "model": args.model, "quick": args.quick, "clause": args.clause,
+           "plain_fraction": args.plain_fraction,
            "layouts": args.layouts, "steps": args.steps, "eval_layouts": args.eval, "final_loss": round(loss, 4),
            "probe_val_accuracy": [round(float(a), 3) for a in probe_val], **res,
            "train_seconds": round(t_train, 1), "seconds": round(time.perf_counter() - t0, 1),

@@ -37,3 +37,14 @@ def test_a_tiny_run_writes_every_figure(bench, tmp_path):
                     f"wall_accuracy_{view}_shipped", f"floor_accuracy_{view}"):
             assert 0.0 <= result[key] <= 1.0, key
     assert json.loads((tmp_path / "ph.json").read_text())["steps"] == 2
+
+
+def test_plain_fraction_leaves_the_clause_out_of_that_share_and_keeps_the_headings(bench):
+    frames, with_clause = bench.collect(3, 0, "wall", 0.0)
+    same_frames, plain = bench.collect(3, 0, "wall", 1.0)
+    assert all("camera starts facing" in p for p in with_clause)
+    # only the start-heading frames (the first of each layout's two) lose it: a plain sentence describes the start view
+    assert plain == [bench.without_view(p) if i % 2 == 0 else p for i, p in enumerate(with_clause)]
+    assert (frames == same_frames).all()  # the same headings whatever the fraction
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--plain-fraction", "1.5"])
