@@ -249,5 +249,5 @@ class FrameMemory(nn.Module):
         return frame + gate * (warped - frame), gate
 
 
-__all__ = ["FrameMemory", "DepthNet", "photometric_depth_loss", "relative_pose", "memory_frame_indices", "POOL", "MAX_TRANSLATION_STEPS",
-           "DEPTH_MAX_TRANSLATION_STEPS", "WARP_MODE"]
+__all__ = ["FrameMemory", "DepthNet", "photometric_depth_loss", "relative_pose", "memory_frame_indices", "POOL",
+           "MAX_TRANSLATION_STEPS", "DEPTH_MAX_TRANSLATION_STEPS", "WARP_MODE"]
