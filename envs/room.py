@@ -952,12 +952,12 @@ class NeuralSimRoomEnv(gym.Env):
         """The data-collection policies this world offers ``neuralsim collect`` (:data:`neuralsim.hooks.POLICY_HOOK`).
 
         Returns:
-            ``{"explore": RoomExplorePolicy, "scripted": RoomScriptedPolicy}``
-            (:mod:`neuralsim.envs.room_policies`; both steer by :meth:`privileged_state`).
+            ``{"explore": RoomExplorePolicy, "scripted": RoomScriptedPolicy, "turn": RoomTurnPolicy}``
+            (:mod:`neuralsim.envs.room_policies`; all steer by :meth:`privileged_state`).
         """
-        from neuralsim.envs.room_policies import RoomExplorePolicy, RoomScriptedPolicy
+        from neuralsim.envs.room_policies import RoomExplorePolicy, RoomScriptedPolicy, RoomTurnPolicy
 
-        return {"explore": RoomExplorePolicy, "scripted": RoomScriptedPolicy}
+        return {"explore": RoomExplorePolicy, "scripted": RoomScriptedPolicy, "turn": RoomTurnPolicy}
 
     def privileged_state(self) -> dict[str, Any]:
         """Ground truth for scripted/exploring data-collection policies (not an observation).

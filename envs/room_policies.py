@@ -57,6 +57,18 @@ class RoomScriptedPolicy(_RoomPolicy):
         return self.to_action([forward, 0.0, yaw_right, self.level_pitch(s)])
 
 
+class RoomTurnPolicy(_RoomPolicy):
+    """Turns on the spot at full speed, one way (drawn per episode) for the whole episode, the camera level: the
+    views of one place at every heading (``neuralsim train views`` pairs them by their poses)."""
+
+    def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
+        super().reset(env, rng)
+        self.direction = 1.0 if rng.random() < 0.5 else -1.0
+
+    def act(self, obs: Any, info: dict[str, Any]) -> Any:
+        return self.to_action([0.0, 0.0, self.direction, self.level_pitch(self.room.privileged_state())])
+
+
 class RoomExplorePolicy(_RoomPolicy):
     """Coverage-oriented exploration of the room: persistent random modes.
 

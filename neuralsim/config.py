@@ -145,6 +145,11 @@ class WorldModelConfig:
     prompt_start_channels: int = 0
     prompt_start_tokens: int = 96  # its own tokenizer's limit: a room's description is ~70 tokens
     prompt_start_steps: int = 8  # Euler steps of its sampler (paid once per reset)
+    # A generator of the views around the start (neuralsim.prompt_start with a reference frame), trained by
+    # `neuralsim train views`: at a reset with a prompt it draws what the start's place shows turned by each of
+    # prompt_view_yaws_deg (degrees, to the right) and the frame memory holds them below the real frames. 0 = none.
+    prompt_view_channels: int = 0
+    prompt_view_yaws_deg: tuple[float, ...] = (90.0, 180.0, -90.0)
     # A memory of the last real context frame (neuralsim.frame_memory): a learned gate puts its pixels, warped to the
     # dream's camera, into the decoded frames where it trusts them; trained by `neuralsim train memory`. 0 = none.
     frame_memory_width: int = 0
@@ -168,6 +173,8 @@ class WorldModelConfig:
         self.image_size = tuple(int(s) for s in self.image_size)  # type: ignore[assignment]
         for name in ("ae_channels", "ae_decoder_channels", "ae_blocks", "ae_decoder_blocks", "softmax_blocks"):
             setattr(self, name, tuple(int(v) for v in getattr(self, name)))
+        if isinstance(self.prompt_view_yaws_deg, (list, tuple)):
+            self.prompt_view_yaws_deg = tuple(self.prompt_view_yaws_deg)
         for name in ("latent_scale", "latent_shift"):
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
@@ -308,6 +315,15 @@ class WorldModelConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 512:
                 raise bad(name, "an int in [1, 512]")
+        v = self.prompt_view_channels
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 32 or (v and not m):
+            raise bad("prompt_view_channels", "0 (no view generator) or, with frame_memory_width > 0 (whose memory "
+                      "holds the views), a positive multiple of 32")
+        yaws = self.prompt_view_yaws_deg
+        if (not isinstance(yaws, tuple) or not 1 <= len(yaws) <= 8
+                or any(isinstance(y, bool) or not isinstance(y, (int, float)) or not math.isfinite(y)
+                       or not 0 < abs(y) <= 180 for y in yaws)):
+            raise bad("prompt_view_yaws_deg", "1 to 8 yaw angles in degrees, each in [-180, 0) or (0, 180]")
         v = self.skip_prior_var
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise bad("skip_prior_var", "a finite float >= 0 (0: x0 = previous latent + output)")
@@ -329,6 +345,8 @@ class WorldModelConfig:
                      "denoise_steps"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "an int >= 1")
+        if isinstance(self.prompt_view_yaws_deg, (list, tuple)):
+            self.prompt_view_yaws_deg = tuple(self.prompt_view_yaws_deg)
         for name in ("latent_scale", "latent_shift"):
             value = getattr(self, name)
             if isinstance(value, tuple) and len(value) != self.latent_channels:

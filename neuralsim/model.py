@@ -396,6 +396,10 @@ class WorldModel(nn.Module):
         self.prompt_start = (PromptStart(self.latent_shape, config.prompt_start_channels,
                                          max_tokens=config.prompt_start_tokens, vocab=config.text_vocab,
                                          text_hidden=config.text_hidden) if config.prompt_start_channels else None)
+        self.prompt_views = (PromptStart(self.latent_shape, config.prompt_view_channels,
+                                         max_tokens=config.prompt_start_tokens, vocab=config.text_vocab,
+                                         text_hidden=config.text_hidden, reference=True)
+                             if config.prompt_view_channels else None)
         self.frame_memory = (FrameMemory(config.frame_memory_width, config.camera_fovy_deg,
                                          config.camera_translation_speed, config.frame_memory_depth_width,
                                          gate=config.frame_memory_gate)
@@ -630,13 +634,17 @@ class WorldModel(nn.Module):
             rel = relative_pose(context.memory_c2w, context.c2w)
             frame = x[:, 0].clamp(-1, 1)
             for j in range(0 if context.memory_earlier is None else context.memory_earlier.shape[1]):
-                # the earlier frames first, oldest first: each newer frame's pixels replace them where it sees them
+                # the views drawn from a prompt and the earlier frames first, oldest first: each newer frame's pixels
+                # replace them where it sees them
                 pose = context.memory_earlier_pose[:, j].to(rel.device, rel.dtype)
-                if bool((pose == torch.eye(4, dtype=pose.dtype, device=pose.device)).all()):
+                same = (pose == torch.eye(4, dtype=pose.dtype, device=pose.device)).flatten(1).all(1)
+                if bool(same.all()):
                     continue  # the last frame itself (a context shorter than the memory): it is applied below
                 d = None if context.memory_earlier_depth is None else context.memory_earlier_depth[:, j].to(x.device)
-                frame = self.frame_memory(frame, context.memory_earlier[:, j].to(x.device), torch.linalg.inv(pose) @ rel,
-                                          d)[0]
+                new = self.frame_memory(frame, context.memory_earlier[:, j].to(x.device), torch.linalg.inv(pose) @ rel,
+                                        d)[0]
+                # rows where this slot repeats the last frame (no view drawn, a short context) keep their frame
+                frame = torch.where(same.to(x.device)[:, None, None, None], frame, new) if bool(same.any()) else new
             depth = None if context.memory_depth is None else context.memory_depth.to(x.device)
             x = self.frame_memory(frame, context.memory_frame.to(x.device), rel, depth)[0][:, None]
         return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 1, 3, 4, 2).contiguous()
@@ -1022,6 +1030,8 @@ class WorldModel(nn.Module):
         remembered: dict[str, torch.Tensor | None] = {}
         if self.frame_memory is not None and c2w is not None:  # real frames of the context, remembered for the episode
             remembered = self._remember(frames, latents, frame_poses)
+            if self.prompt_views is not None:  # and below them, the views around the start the prompt names
+                remembered = self._with_views(remembered, latents[:, -1], prompts, frame_poses[-1], pitch, generator)
         return dataclasses.replace(state, cache=cache, step=state.step + T, latent=latents[:, -1], reward=reward,
                                    termination_prob=prob, c2w=c2w, pitch=pitch, reward_memory=memory,
                                    velocity=velocity, **remembered)
@@ -1052,6 +1062,57 @@ class WorldModel(nn.Module):
             fields.update(memory_earlier=held[:, :-1].contiguous(), memory_earlier_pose=torch.stack(poses, 1),
                           memory_earlier_depth=None if depth is None else depth[:, :-1].contiguous())
         return fields
+
+    def view_poses(self, last_c2w: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
+        """The cameras of the views around a frame (``config.prompt_view_yaws_deg``) in that frame's camera frame:
+        ``[B, V, 4, 4]`` float64 for its pose ``last_c2w [B, 4, 4]`` and accumulated ``pitch [B]`` (each view is the
+        frame's camera turned by its yaw, as that many frames of the yaw key would turn it)."""
+        cfg = self.config
+        c2w, pitch = last_c2w.double(), pitch.double().to(last_c2w.device)
+        to_last = torch.linalg.inv(c2w)
+        poses = []
+        for yaw in cfg.prompt_view_yaws_deg:
+            action = torch.zeros(c2w.shape[0], 4, dtype=torch.float64, device=c2w.device)
+            action[:, 2] = yaw / cfg.camera_rotation_speed_deg
+            turned, _ = camera_step(c2w, pitch, action, translation_speed=0.0,
+                                    rotation_speed_deg=cfg.camera_rotation_speed_deg)
+            poses.append(to_last @ turned)
+        return torch.stack(poses, 1)
+
+    def _with_views(self, fields: dict[str, Any], reference: torch.Tensor, prompts: list[str | None] | None,
+                    last_c2w: torch.Tensor, pitch: torch.Tensor, generator: torch.Generator | None) -> dict[str, Any]:
+        """The frame memory's ``fields`` (:meth:`_remember`) with the views around the start prepended to its
+        earlier frames (the lowest priority: any real frame that sees a pixel replaces them). Rows with a prompt get
+        the views :attr:`prompt_views` draws from their last context latent ``reference [B, C, h, w]`` and their
+        prompt; rows without one (and every row of a model asked without prompts) hold the last frame at the
+        identity pose, which decode skips: the state's shape is the same for every reset, so rows merge."""
+        cfg, B = self.config, reference.shape[0]
+        V = len(cfg.prompt_view_yaws_deg)
+        last = fields["memory_frame"]  # [B, 3, H, W]
+        frames = last[:, None].repeat(1, V, 1, 1, 1)
+        eye = torch.eye(4, dtype=torch.float64, device=last_c2w.device)
+        poses = eye.expand(B, V, 4, 4).clone()
+        depth = None if fields["memory_depth"] is None else fields["memory_depth"][:, None].repeat(1, V, 1, 1)
+        rows = [i for i, p in enumerate(prompts or []) if p is not None]
+        if rows:
+            index = torch.tensor(rows, device=reference.device)
+            n, yaws = len(rows), torch.tensor([math.radians(y) for y in cfg.prompt_view_yaws_deg])
+            drawn = self.prompt_views.sample(
+                [prompts[i] for i in rows for _ in range(V)], generator, cfg.prompt_start_steps,
+                reference=reference.index_select(0, index).repeat_interleave(V, 0), yaw=yaws.repeat(n))
+            pixels = self._frames_to_float(self.decode(drawn[:, None], first_frame=True)).contiguous()[:, 0]
+            frames[rows] = pixels.view(n, V, *pixels.shape[1:]).to(frames.device, frames.dtype)
+            poses[rows] = self.view_poses(last_c2w[rows], pitch[rows]).to(poses.device)
+            if depth is not None:
+                view_depth = self.frame_memory.memory_depth(pixels)
+                depth[rows] = view_depth.view(n, V, *view_depth.shape[1:]).to(depth.device, depth.dtype)
+        if fields.get("memory_earlier") is not None:
+            frames = torch.cat([frames, fields["memory_earlier"]], 1)
+            poses = torch.cat([poses, fields["memory_earlier_pose"].to(poses.device)], 1)
+            if depth is not None:
+                depth = torch.cat([depth, fields["memory_earlier_depth"]], 1)
+        return {**fields, "memory_earlier": frames.contiguous(), "memory_earlier_pose": poses,
+                "memory_earlier_depth": None if depth is None else depth.contiguous()}
 
     def _check_steps(self, denoise_steps: int | None) -> int:
         steps = self.config.denoise_steps if denoise_steps is None else denoise_steps

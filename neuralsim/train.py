@@ -49,9 +49,16 @@ from neuralsim.frame_memory import photometric_depth_loss, relative_pose
 from neuralsim.limits import MAX_SEED
 from neuralsim.session import DreamSession
 
-STAGES = ("autoencoder", "dynamics", "reward", "prompt", "memory")
+STAGES = ("autoencoder", "dynamics", "reward", "prompt", "memory", "views")
 ALL_STAGES = ("autoencoder", "dynamics")  # what `train all` runs; the reward model is trained after, on its own
 DEFAULT_PROMPT_START_CHANNELS = 128  # `train prompt` on a model without a prompt-start generator adds this size
+DEFAULT_PROMPT_VIEW_CHANNELS = 128  # `train views` on a model without a view generator adds this size
+#: `train views` pairs two frames of an episode as one place at two headings when the camera moved less than this
+#: (the poses' units) and tilted less than VIEW_PAIR_MAX_TILT_DEG between them, and turned at least
+#: VIEW_PAIR_MIN_YAW_DEG.
+VIEW_PAIR_MAX_SHIFT = 0.05
+VIEW_PAIR_MAX_TILT_DEG = 3.0
+VIEW_PAIR_MIN_YAW_DEG = 20.0
 DEFAULT_FRAME_MEMORY_WIDTH = 12  # `train memory` on a model without a frame memory adds this width
 MEMORY_L1 = 0.02  # `train memory`: weight of the L1 term beside the squared error (the gates are pooled PSNR)
 DEFAULT_REWARD_MODEL_CHANNELS = 64  # `train reward` on a model without one adds this size (--set reward_model_channels=N)
@@ -141,6 +148,7 @@ class TrainConfig:
     memory_context: int = 16  # memory: real frames before each dream (the fidelity benchmark's context)
     memory_depth_frozen: bool = False  # memory: the depth net stays as it is (e.g. examples/finetune_depth.py's,
     #                                    trained on an env's true depth): only the gate trains, on that depth
+    view_pairs: int = 40  # views: pairs of frames of one place at two headings drawn per episode (all when fewer)
     critic_warmup: int = 0  # adversarial: the stage's first N steps train the critic alone (the dynamics stays as it
     #                         is), so it steers the dynamics only once it can tell dreamed frames from real ones
     gradient_difference: float = 0.0  # streaming: weight of the gradient difference loss on the decoded one-step
@@ -186,11 +194,11 @@ def lr_at(step: int, cfg: TrainConfig, total: int, stage: str = "dynamics") -> f
 
 
 def stage_parameters(model: nn.Module, stage: str) -> dict[str, nn.Parameter]:
-    """The parameters a stage trains: the autoencoder, the reward model, the prompt-start generator or the frame
-    memory alone, or everything else (the dynamics)."""
+    """The parameters a stage trains: the autoencoder, the reward model, the prompt-start generator, the frame
+    memory or the view generator alone, or everything else (the dynamics)."""
     named = dict(model.named_parameters())
     own = {"autoencoder": "autoencoder.", "reward": "reward_model.", "prompt": "prompt_start.",
-           "memory": "frame_memory."}
+           "memory": "frame_memory.", "views": "prompt_views."}
     if stage in own:
         return {k: p for k, p in named.items() if k.startswith(own[stage])}
     return {k: p for k, p in named.items() if not k.startswith(tuple(own.values()))}
@@ -309,6 +317,79 @@ def hold_from(latents: torch.Tensor, batch: dict, cut: torch.Tensor,
             arr[steps.numpy()] = value
         batch[key] = arr
     return latents, batch
+
+
+def view_pairs(poses: np.ndarray, max_pairs: int, rng: np.random.Generator) -> list[tuple[int, int, float]]:
+    """Pairs of frames of one episode that show one place at two headings: ``(i, j, yaw)``, frame ``j``'s camera
+    turned ``yaw`` radians to the right of frame ``i``'s (``poses [T, 4, 4]`` camera-to-world, OpenCV axes: +Y down;
+    within VIEW_PAIR_MAX_SHIFT and VIEW_PAIR_MAX_TILT_DEG, at least VIEW_PAIR_MIN_YAW_DEG apart); at most
+    ``max_pairs``, drawn evenly over the turn (10-degree bins of ``|yaw|`` first, then a pair in the bin: a turn on
+    the spot has far more pairs a little apart than half a turn apart)."""
+    P = np.asarray(poses, dtype=np.float64)
+    forward = P[:, :3, 2]  # the camera's forward axis in the world
+    heading = np.arctan2(forward[:, 0], forward[:, 2])  # yaw to the right about +Y (down)
+    tilt = np.degrees(np.arcsin(np.clip(-forward[:, 1], -1, 1)))
+    i, j = np.nonzero(np.ones((len(P), len(P)), dtype=bool))
+    yaw = np.remainder(heading[j] - heading[i] + np.pi, 2 * np.pi) - np.pi
+    ok = ((np.linalg.norm(P[j, :3, 3] - P[i, :3, 3], axis=1) < VIEW_PAIR_MAX_SHIFT)
+          & (np.abs(tilt[j] - tilt[i]) < VIEW_PAIR_MAX_TILT_DEG) & (np.abs(yaw) >= math.radians(VIEW_PAIR_MIN_YAW_DEG)))
+    valid = np.flatnonzero(ok)
+    if len(valid) > max_pairs:
+        bins = (np.degrees(np.abs(yaw[valid])) // 10).astype(int)
+        groups = [rng.permutation(valid[bins == b]).tolist() for b in np.unique(bins)]
+        picked = []
+        while len(picked) < max_pairs:  # round-robin over the bins in random order, each bin's pairs shuffled
+            for g in rng.permutation(len(groups)):
+                if groups[g] and len(picked) < max_pairs:
+                    picked.append(groups[g].pop())
+        valid = np.array(picked)
+    return [(int(i[k]), int(j[k]), float(yaw[k])) for k in valid]
+
+
+class ViewPool:
+    """``train views``' data: pairs of frames of one place at two headings (:func:`view_pairs`, from the data's
+    camera poses), encoded once by the frozen autoencoder, with the yaw between them and the episode's description.
+    Drawn once per run from ``seed`` (a resumed run draws the same pairs)."""
+
+    def __init__(self, model: nn.Module, dataset: Any, pairs_per_episode: int, seed: int, batch_size: int = 256):
+        rng = np.random.default_rng([seed, 8])
+        frames, ref_index, view_index, yaws, prompts = [], [], [], [], []
+        for e in range(dataset.num_episodes):
+            ep = dataset.episode(e)
+            pairs = view_pairs(ep["poses"], pairs_per_episode, rng)
+            if not pairs:
+                continue
+            used = sorted({k for i, j, _ in pairs for k in (i, j)})
+            where = {k: len(frames) + n for n, k in enumerate(used)}
+            frames.extend(ep["frames"][k] for k in used)
+            for i, j, yaw in pairs:
+                ref_index.append(where[i]), view_index.append(where[j]), yaws.append(yaw)
+                prompts.append(ep["description"] or None)
+        if not yaws:
+            raise TrainingError("train views found no two frames of one place at two headings in --data (camera "
+                                f"within {VIEW_PAIR_MAX_SHIFT} and turned >= {VIEW_PAIR_MIN_YAW_DEG} degrees): collect "
+                                "episodes that turn on the spot, e.g. `neuralsim collect --policy turn` on NeuralSimRoom-v0")
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                latents = [model.encode(torch.from_numpy(np.stack(frames[k : k + batch_size]))[:, None]).float()[:, 0].cpu()
+                           for k in range(0, len(frames), batch_size)]
+        finally:
+            model.train(was_training)
+        self.latents = torch.cat(latents)  # [N_frames, C, h, w]: each frame once, as a lone first frame
+        self.reference, self.view = torch.tensor(ref_index), torch.tensor(view_index)
+        self.yaw = torch.tensor(yaws, dtype=torch.float32)
+        self.prompts = prompts
+
+    def __len__(self) -> int:
+        return len(self.yaw)
+
+    def loss(self, views: nn.Module, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        pick = torch.randint(0, len(self), (batch_size,), generator=generator)
+        device = views.device
+        return views.loss(self.latents[self.view[pick]].to(device), [self.prompts[k] for k in pick.tolist()], generator,
+                          reference=self.latents[self.reference[pick]].to(device), yaw=self.yaw[pick].to(device))
 
 
 class DreamPool:
@@ -499,6 +580,8 @@ class StageLoss(nn.Module):
     def forward(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         if self.stage == "autoencoder":
             return self.model.autoencoder_loss(batch["frames"], generator=generator)
+        if self.stage == "views":  # pairs of frames drawn before the stage (the data batch is not used)
+            return self.pool.loss(self.model.prompt_views, len(batch["episode"]), generator)
         if self.stage == "memory":  # frames of the dreams drawn before the stage (the data batch is not used)
             return self.pool.loss(self.model.frame_memory, len(batch["episode"]), generator,
                                   train_depth=not self.memory_depth_frozen)
@@ -656,7 +739,7 @@ _RESUME_MUST_MATCH = {
     "release_weight": "--release-weight", "stop_windows": "--stop-windows", "adversarial": "--adversarial",
     "critic_reads": "--critic-reads", "critic_warmup": "--critic-warmup", "gradient_difference": "--gradient-difference",
     "memory_rollouts": "--memory-rollouts", "memory_context": "--memory-context",
-    "memory_depth_frozen": "--memory-depth-frozen",
+    "memory_depth_frozen": "--memory-depth-frozen", "view_pairs": "--view-pairs",
     "stop_coast": "--stop-coast", "release_windows": "--release-windows", "terminal_windows": "--terminal-windows",
     "reward_kind": "--reward-kind",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
@@ -733,7 +816,7 @@ def data_stream(dataset: Any, cfg: TrainConfig, stage: str, start: int) -> Itera
     # Each rank reads its own deterministic stream; batch i of rank r is a pure function of (seed, stage, r, i).
     seed = cfg.seed * 1_000 + STAGES.index(stage) * 100 + rank()
     window = 1 if stage == "autoencoder" and dataset.frames_per_step == 1 else cfg.window
-    if stage == "memory":  # its frames come from the dreams drawn before the stage: a batch only sets the batch size
+    if stage in ("memory", "views"):  # its frames come from the pool drawn before the stage: a batch sets its size
         window = 1
     focus: dict[str, Any] = {}
     if stage == "dynamics" and cfg.release_windows > 0:  # the release where the loss sees it: after the burn-in
@@ -835,6 +918,11 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
 
     cache = None
     pool = None
+    if stage == "views":
+        t0 = time.perf_counter()
+        pool = ViewPool(model, dataset, cfg.view_pairs, seed=cfg.seed)
+        if rank() == 0:
+            print(f"{len(pool)} pairs of views of one place encoded in {time.perf_counter() - t0:.0f} s", flush=True)
     if stage == "memory":
         t0 = time.perf_counter()
         pool = DreamPool(model, dataset, cfg.memory_rollouts, cfg.memory_context, cfg.window, seed=cfg.seed)
@@ -916,7 +1004,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
                     if k != "step":
                         writer.add_scalar(f"{stage}/{k}", v, done)
             bar.set_postfix(loss=f"{row['loss']:.4f}", sps=f"{rate:.0f}")
-        if rank() == 0 and cfg.sample_every and stage not in ("reward", "prompt", "memory") and (done % cfg.sample_every == 0 or done == total_steps):
+        if rank() == 0 and cfg.sample_every and stage not in ("reward", "prompt", "memory", "views") and (done % cfg.sample_every == 0 or done == total_steps):
             write_sample(model, sample_batch, stage, out / "samples" / f"{stage}-{done:07d}.gif")
         if done % cfg.checkpoint_every == 0 or done == total_steps:
             if rank() == 0:
@@ -1050,7 +1138,7 @@ def validate(cfg: TrainConfig) -> Any:
     from neuralsim.data import Dataset, DatasetError
 
     if cfg.stage not in STAGES + ("all",):
-        raise TrainingError(f"stage must be one of autoencoder, dynamics, reward, prompt, all; got {cfg.stage!r}")
+        raise TrainingError(f"stage must be one of {', '.join(STAGES)}, all; got {cfg.stage!r}")
     if cfg.dtype not in TRAIN_DTYPES:  # resolved by neuralsim.device.resolve_dtype once the device is known
         raise TrainingError(f"--dtype must be auto, float32 or bfloat16, got {cfg.dtype!r}")
     for name in ("steps", "batch_size", "window", "checkpoint_every", "log_every"):
@@ -1159,6 +1247,12 @@ def validate(cfg: TrainConfig) -> Any:
         raise TrainingError(f"train memory dreams windows of --memory-context {cfg.memory_context} real frames and "
                             f"--window {cfg.window} steps, {cfg.memory_context - 1 + cfg.window} steps in all; the "
                             f"longest episode of --data {cfg.data!r} has {int(dataset.episode_steps.max(initial=0))}")
+    if cfg.stage == "views" and not (dataset.has_poses and any(dataset.descriptions)):
+        raise TrainingError(f"--data {cfg.data!r} has no camera poses or no descriptions: `train views` pairs frames of "
+                            "one place at two headings by their poses and learns them from the env's "
+                            "info['description'] (collect an env that writes both, e.g. NeuralSimRoom-v0 with --policy turn)")
+    if isinstance(cfg.view_pairs, bool) or not isinstance(cfg.view_pairs, int) or cfg.view_pairs < 1:
+        raise TrainingError(f"--view-pairs must be an int >= 1, got {cfg.view_pairs!r}")
     if cfg.stage == "prompt" and not any(dataset.descriptions):
         raise TrainingError(f"--data {cfg.data!r} has no descriptions: `train prompt` learns first frames from the "
                             "env's info['description'] (collect an env that writes one, e.g. NeuralSimRoom-v0)")
@@ -1301,6 +1395,7 @@ def _with_overrides(model: nn.Module, overrides: dict[str, Any]) -> nn.Module:
         (k.startswith("refiner.") and model.config.refiner_channels == 0)
         or (k.startswith("reward_model.") and (model.config.reward_model_channels == 0 or "reward_task" in overrides))
         or (k.startswith("prompt_start.") and model.config.prompt_start_channels == 0)
+        or (k.startswith("prompt_views.") and model.config.prompt_view_channels == 0)
         or (k.startswith("frame_memory.") and model.config.frame_memory_width == 0)
         or (k.startswith("frame_memory.depth.") and model.config.frame_memory_depth_width == 0)))
     changed = sorted(k for k in set(mine) | set(theirs)
@@ -1308,9 +1403,9 @@ def _with_overrides(model: nn.Module, overrides: dict[str, Any]) -> nn.Module:
     if changed:
         raise TrainingError(f"{option} with --init changes the model's weights ({', '.join(changed[:3])}...); "
                             "--init continues a model, so only fields that keep every weight can change (or add a "
-                            "refiner, a reward model, a prompt-start generator, a frame memory or its depth net: refiner_channels, "
-                            "reward_model_channels, prompt_start_channels, frame_memory_width, "
-                            "frame_memory_depth_width)")
+                            "refiner, a reward model, a prompt-start generator, a view generator, a frame memory or its depth net: "
+                            "refiner_channels, reward_model_channels, prompt_start_channels, prompt_view_channels, "
+                            "frame_memory_width, frame_memory_depth_width)")
     missing, _ = rebuilt.load_state_dict(theirs, strict=False)
     assert sorted(missing) == added, (missing, added)
     return rebuilt
@@ -1368,7 +1463,7 @@ def train(cfg: TrainConfig) -> Path:
             with torch.random.fork_rng(devices=[]):  # weights it adds (refiner, reward model) follow --seed
                 torch.manual_seed(cfg.seed)
                 model = _with_overrides(model, overrides)
-    elif stages in (("dynamics",), ("reward",), ("prompt",), ("memory",)):
+    elif stages in (("dynamics",), ("reward",), ("prompt",), ("memory",), ("views",)):
         if not (out / WEIGHTS_NAME).is_file():
             raise TrainingError(f"{stages[0]} needs a trained {'autoencoder' if stages[0] == 'dynamics' else 'world model'}: "
                                 f"pass --init DIR, or run `neuralsim train {'autoencoder' if stages[0] == 'dynamics' else 'all'}` "
@@ -1419,6 +1514,16 @@ def train(cfg: TrainConfig) -> Path:
         if rank() == 0:
             print(f"added a prompt-start generator ({DEFAULT_PROMPT_START_CHANNELS} channels, "
                   f"{sum(p.numel() for p in model.prompt_start.parameters()):,} weights) to the model", flush=True)
+    if stages == ("views",) and model.prompt_views is None:  # the first views run on this model: add a generator
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            try:
+                model = _with_overrides(model, {"prompt_view_channels": DEFAULT_PROMPT_VIEW_CHANNELS})
+            except TrainingError as exc:  # the views live in the frame memory
+                raise TrainingError(f"train views: {exc}") from None
+        if rank() == 0:
+            print(f"added a view generator ({DEFAULT_PROMPT_VIEW_CHANNELS} channels, "
+                  f"{sum(p.numel() for p in model.prompt_views.parameters()):,} weights) to the model", flush=True)
     try:
         dataset.validate_for(tuple(model.config.image_size), model.config.action_spec)
     except ValueError as exc:  # DatasetError: the model being continued was trained for another world

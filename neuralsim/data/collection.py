@@ -35,7 +35,9 @@ from neuralsim.images import RESIZE_MODES, parse_image_size, resize_frame
 
 logger = logging.getLogger(__name__)
 
-POLICIES = ("random", "sticky", "explore", "scripted")
+POLICIES = ("random", "sticky", "explore", "scripted", "turn")
+#: Policies only an env offers (through POLICY_HOOK): no generic version exists.
+ENV_ONLY_POLICIES = ("scripted", "turn")
 #: ``collect``'s default stored frame size: the size of the shipped model and the ``default`` preset.
 DEFAULT_IMAGE_SIZE = (64, 64)
 
@@ -132,12 +134,13 @@ def make_policy(policy: str, env: gym.Env) -> CollectionPolicy:
         policy: ``"random"`` (uniform), ``"sticky"`` (:class:`StickyRandomPolicy`: uniform actions held for a
             while), ``"explore"`` (the env's own explore policy when it offers one through
             :data:`POLICY_HOOK`, else :class:`StickyRandomPolicy`), ``"scripted"`` (only an env that offers one:
-            the room's heads for its target) or the directory of a saved policy (:class:`SavedPolicyActor`);
+            the room's heads for its target), ``"turn"`` (only an env that offers one: the room's turns on the
+            spot, one way, the whole episode: views of one place at many headings, ``neuralsim train views``' data) or the directory of a saved policy (:class:`SavedPolicyActor`);
             several of these joined by commas: a :class:`MixedPolicy` of them.
         env: the env the policy acts in.
 
     Raises:
-        ValueError: an unknown policy, or ``"scripted"`` for an env that offers none.
+        ValueError: an unknown policy, or ``"scripted"`` / ``"turn"`` for an env that offers none.
     """
     names = policy_names(policy)
     if len(names) > 1:
@@ -148,12 +151,12 @@ def make_policy(policy: str, env: gym.Env) -> CollectionPolicy:
         return StickyRandomPolicy()
     if policy == "explore":
         return env_policies(env).get("explore", StickyRandomPolicy)()
-    if policy == "scripted":
-        scripted = env_policies(env).get("scripted")
-        if scripted is None:
-            raise ValueError(f"policy 'scripted' needs an env that offers one through {POLICY_HOOK}() (as "
+    if policy in ENV_ONLY_POLICIES:
+        offered = env_policies(env).get(policy)
+        if offered is None:
+            raise ValueError(f"policy {policy!r} needs an env that offers one through {POLICY_HOOK}() (as "
                              f"NeuralSimRoom-v0 does), got {env.spec.id if env.spec else env}")
-        return scripted()
+        return offered()
     if Path(policy).exists():
         return SavedPolicyActor(policy, env)
     raise ValueError(f"policy must be one of {', '.join(POLICIES)} or the path of a saved policy, got {policy!r}")
