@@ -29,6 +29,9 @@ Protocol.
    and in dreams started from that frame with its sentence and without: the probe reads the wall in view at the end,
    scored exactly against the real room's (``behind_wall_accuracy`` with the sentence, ``..._no_prompt`` without,
    ``..._real`` the probe on the real turned frames). The start image does not show that wall; the sentence names it.
+   A model with a view generator (``config.prompt_view_channels``, ``neuralsim train views``) draws the views around
+   the start from the sentence and its frame memory holds them: ``behind_view_accuracy`` scores the one drawn 180
+   degrees behind as drawn (null for a model without one).
 5. **Prompts outside the room's language** (typos, shuffled clauses, a colour the room never has, a one-word prompt,
    a long unrelated sentence) must give a frame, never a crash: ``odd_prompts_ok`` counts them.
 
@@ -251,6 +254,27 @@ def unconditional_starts(model: str, n: int, seed: int) -> np.ndarray:
     return session.decode(state.latent[:, None], first_frame=True)[:, -1]
 
 
+def drawn_behind_views(model: str, images: np.ndarray, prompts: list[str], seed: int) -> np.ndarray | None:
+    """The views a model with a view generator (``config.prompt_view_channels``) draws 180 degrees behind each start
+    image from its sentence, as its frame memory holds them (uint8 ``[N, H, W, 3]``); None for a model without one or
+    without a 180-degree view."""
+    from neuralsim.session import DreamSession
+
+    session = DreamSession(model)
+    cfg = session.model.config
+    if not cfg.prompt_view_channels or 180.0 not in [abs(float(y)) for y in cfg.prompt_view_yaws_deg]:
+        return None
+    j = [abs(float(y)) for y in cfg.prompt_view_yaws_deg].index(180.0)
+    out = []
+    for k in range(0, len(images), 64):
+        with torch.inference_mode(), session.autocast():
+            state = session.model.init_state(len(images[k : k + 64]), frames=images[k : k + 64, None],
+                                             prompt=prompts[k : k + 64], generator=session.generator(seed + k))
+        out.append(((state.memory_earlier[:, j].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+                   .permute(0, 2, 3, 1).cpu().numpy())
+    return np.concatenate(out)
+
+
 def swap_word(text: str, old: str, new: str, noun: str) -> str:
     """``text`` with every ``old <noun>`` (e.g. "purple floor", "red ball") made ``new <noun>``."""
     return re.sub(rf"\b{old} {noun}\b", f"{new} {noun}", text)
@@ -330,6 +354,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for name, prompts in (("prompt", data["texts"]), ("no_prompt", None)):
         behind[name] = probe.predict(dream_from_prompts(args.model, prompts, args.seed, TURN_AROUND_KEYS,
                                                         images=data["frames"])[1])[:, 1]
+    views = drawn_behind_views(args.model, data["frames"], data["texts"], args.seed)
+    if views is not None:  # the view generator's own drawing, before the memory and the dream show it
+        behind["view"] = probe.predict(views)[:, 1]
     behind_acc = {name: float(np.mean(pred == turned_labels[:, 1])) for name, pred in behind.items()}
 
     odd_ok = 0
@@ -354,7 +381,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               f"{s['object_shown']:6.3f}")
     print(f"behind the camera (real start frame, then l x{len(TURN_AROUND_KEYS)}): the wall in view is the real one in "
           f"{behind_acc['prompt']:.3f} with the sentence, {behind_acc['no_prompt']:.3f} without "
-          f"(probe on the real turned frames {behind_acc['real']:.3f})")
+          f"(probe on the real turned frames {behind_acc['real']:.3f})"
+          + (f"; the view drawn behind at the start (the memory's) shows it in {behind_acc['view']:.3f}"
+             if "view" in behind_acc else ""))
     print(f"one word changed: the probed floor follows the new floor colour in {floor_follows:.3f}; "
           f"odd prompts handled {odd_ok}/{len(ODD_PROMPTS)}")
     result = {
@@ -370,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "per_attribute": {"real": real, "generated": gen, "t16": gen_t16, "unconditional": uncond},
         "floor_swap_follows": floor_follows,
         "behind_wall_accuracy": behind_acc["prompt"], "behind_wall_accuracy_no_prompt": behind_acc["no_prompt"],
-        "behind_wall_accuracy_real": behind_acc["real"],
+        "behind_wall_accuracy_real": behind_acc["real"], "behind_view_accuracy": behind_acc.get("view"),
         "odd_prompts_ok": odd_ok, "odd_prompts": len(ODD_PROMPTS),
         "gates": {"attribute_accuracy": {"value": gen["mean"], "target": 0.8, "met": gen["mean"] >= 0.8},
                   "attribute_accuracy_t16": {"value": gen_t16["mean"], "target": 0.7, "met": gen_t16["mean"] >= 0.7}},

@@ -275,6 +275,14 @@ class Recipe:
     prompt_steps: int = 3000
     fast_prompt_steps: int = 1500  # `--schedule fast`: its steps (3,000 measured no better, README "the shipped default")
     prompt_lr: float = 1e-3
+    # The view generator (`neuralsim train views`): the views around a start that a prompt names, which the frame memory
+    # holds below the real frames (what lies behind the camera). Its data: the room turned on the spot half a turn
+    # (`--policy turn`, 45 steps), one episode per layout, pairs of frames of one place at two headings.
+    view_layouts: int = 5000  # 0 = none
+    view_seed: int = 6_000_000  # apart from the world's data, the prompt start's and the benchmarks' held-out seeds
+    view_steps: int = 3000
+    view_pairs: int = 6  # pairs per episode (each frame is encoded once: 6 pairs encode <= 12 of its 46 frames)
+    view_lr: float = 1e-3
     # The frame memory (`neuralsim train memory`), last: a gate that puts the last real context frame's pixels, warped
     # to the dream's camera, into the decoded frames; trained on the finished model's own dreams of the world's data.
     memory_steps: int = 3000  # 0 = none
@@ -560,7 +568,12 @@ def run_fast(recipe: Recipe, out: Path, data: Path, ae_dir: Path, common: dict[s
     if recipe.prompt_layouts > 0:
         if not (out / "prompt" / "model.safetensors").exists():
             raise SystemExit(f"the prompt-start stage failed: see {out / 'prompt.log'}")
-        merge_prompt_start(out / "prompt", final_dir, out / "final_fast")
+        merge_prompt_start(out / "prompt", final_dir, out / "final_prompt")
+        final_dir = out / "final_prompt"
+    if recipe.view_layouts > 0:
+        if not (out / "views" / "model.safetensors").exists():
+            raise SystemExit(f"the view generator's training failed: see {out / 'views.log'}")
+        merge_part(out / "views", final_dir, out / "final_fast", "prompt_views.", VIEW_FIELDS)
         final_dir = out / "final_fast"
     set_camera_servo(final_dir, data)
     return final_dir
@@ -589,6 +602,7 @@ def set_camera_servo(model_dir: Path, data: Path) -> dict[str, Any]:
 
 # What a reward model adds to a model's config (`neuralsim train reward`), merged with its weights.
 REWARD_MODEL_FIELDS = ("reward_model_channels", "reward_model_kind", "reward_task", "reward_range_calibration")
+VIEW_FIELDS = ("prompt_view_channels", "prompt_view_yaws_deg")  # the view generator's, merged with its weights
 
 
 def tracker_beside(recipe: Recipe) -> bool:
@@ -619,6 +633,35 @@ def fast_side_job(recipe: Recipe, out: Path, data: Path, ae_dir: Path, init: Pat
     timings["depth net (beside the dynamics)"] = time.perf_counter() - t
     if recipe.prompt_layouts > 0 and not (out / "prompt" / "model.safetensors").exists():
         prompt_side_job(recipe, out, init, None, time.perf_counter(), timings, steps=recipe.fast_prompt_steps)
+    if recipe.view_layouts > 0 and not (out / "views" / "model.safetensors").exists():
+        views_side_job(recipe, out, init, timings)
+
+
+def views_side_job(recipe: Recipe, out: Path, init: Path, timings: dict[str, float]) -> None:
+    """The view generator from ``init`` (it reads only the encoder): the room turned on the spot collected
+    (``view_layouts`` episodes of 45 steps, `--policy turn`), then `neuralsim train views`, each a process of its own,
+    logging to OUT/views.log."""
+    t = time.perf_counter()
+    view_data, view_dir = out / "view_data", out / "views"
+    with (out / "views.log").open("a") as log:
+        cli = [sys.executable, "-m", "neuralsim"]
+        if not (view_data / "manifest.json").exists() or recipe.resume:
+            collected = subprocess.run(
+                cli + ["collect", "--env", "NeuralSimRoom-v0", "--out", str(view_data), "--episodes",
+                       str(recipe.view_layouts), "--policy", "turn", "--workers", "1", "--seed", str(recipe.view_seed),
+                       "--max-steps", "45", "--episodes-per-shard", "200", "--no-progress"]
+                + (["--resume"] if (view_data / "manifest.json").exists() else []), stdout=log, stderr=subprocess.STDOUT)
+            if collected.returncode != 0:  # no generator: the merge stops the recipe with a pointer to this log
+                log.write(f"\nthe view collection exited with {collected.returncode}\n")
+                return
+        subprocess.run(
+            cli + ["train", "views", "--init", str(init), "--data", str(view_data), "--out", str(view_dir),
+                   "--steps", str(recipe.view_steps), "--lr", str(recipe.view_lr), "--view-pairs", str(recipe.view_pairs),
+                   "--window", "1", "--batch-size", "64", "--warmup", "100", "--seed", str(recipe.seed),
+                   "--dtype", recipe.dtype, "--no-progress"]
+            + (["--resume"] if recipe.resume and (view_dir / "checkpoints" / "latest.json").exists() else []),
+            stdout=log, stderr=subprocess.STDOUT)
+    timings["view generator (beside the dynamics)"] = time.perf_counter() - t
 
 
 def tracker_side_job(recipe: Recipe, out: Path, init: Path) -> bool:

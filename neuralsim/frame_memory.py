@@ -31,6 +31,8 @@ an earlier frame saw and the last one never did. The same nets serve every frame
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -225,6 +227,37 @@ class FrameMemory(nn.Module):
         mode = self.gate if gate is None else gate
         if mode not in FRAME_MEMORY_GATES:
             raise ValueError(f'gate must be "learned" or "seen", got {gate!r}')
+        see = self.may_see(rel, depth, *frame.shape[-2:]).to(frame.device)
+        if bool(see.all()):
+            return self._blend(frame, memory, rel, depth, mode)
+        if not bool(see.any()):  # no camera looks where the memory was seen: its pixels cannot land in any view
+            return frame, torch.zeros_like(frame[:, :1])
+        rows = see.nonzero()[:, 0]  # the rows that may see it, alone: the others keep their frame, exactly as a zero gate
+        out, gate_rows = self._blend(frame[rows], memory[rows], rel[rows.to(rel.device)],
+                                     None if depth is None else depth[rows.to(depth.device)], mode)
+        return frame.index_copy(0, rows, out), torch.zeros_like(frame[:, :1]).index_copy(0, rows, gate_rows)
+
+    def may_see(self, rel: torch.Tensor, depth: torch.Tensor | None, height: int, width: int) -> torch.Tensor:
+        """``[B]`` bool: whether the camera ``rel`` (in the memory's camera frame) may see any pixel of the memory.
+        False only where it cannot: the two views' axes are further apart than the two frusta's half diagonals plus
+        the parallax of the camera's shift seen at the memory's nearest depth (without depth: the rotation alone
+        moves the pixels), or the camera walked past the memory's range. A conservative test: a row it passes may
+        still see nothing."""
+        tan_y = math.tan(math.radians(self.fovy_deg) / 2)
+        half_diagonal = math.atan(tan_y * math.hypot(1.0, width / height))
+        rel = rel.double()
+        angle = torch.arccos(rel[:, 2, 2].clamp(-1, 1))  # between the two cameras' forward axes
+        allowed = torch.full_like(angle, 2 * half_diagonal + math.radians(1.0))
+        shift = rel[:, :3, 3].norm(dim=1)
+        if depth is not None or self.depth is not None:
+            nearest = (depth.flatten(1).amin(1).double().to(rel.device).clamp_min(MIN_DEPTH) if depth is not None
+                       else torch.full_like(shift, MIN_DEPTH))
+            allowed = allowed + torch.arcsin((shift / nearest).clamp(max=1.0))
+        within = shift / self.translation_speed < self.max_translation_steps
+        return (angle <= allowed) & within
+
+    def _blend(self, frame: torch.Tensor, memory: torch.Tensor, rel: torch.Tensor, depth: torch.Tensor | None,
+               mode: str) -> tuple[torch.Tensor, torch.Tensor]:
         B, _, H, W = frame.shape
         moved = rel[:, :3, 3].float().to(frame.device) / self.translation_speed  # in full-speed steps
         near = ((self.max_translation_steps - moved.norm(dim=1)) / FADE_STEPS).clamp(0, 1).to(frame.dtype)[:, None, None, None]

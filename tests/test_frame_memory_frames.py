@@ -1,6 +1,8 @@
 """A frame memory that holds several real context frames (``config.frame_memory_frames``): a turn back shows again
 what an earlier context frame saw and the last one never did."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -83,3 +85,35 @@ def test_a_one_frame_context_dreams_as_a_one_frame_memory_does():
         latent, state = model.step(state, TURN[None], generator=g)
         outputs.append(model.decode(latent[:, None], first_frame=False, context=state))
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+
+
+def _yaw_pose(deg: float, forward: float = 0.0) -> torch.Tensor:
+    a = math.radians(deg)
+    pose = torch.eye(4, dtype=torch.float64)
+    pose[:3, :3] = torch.tensor([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    pose[2, 3] = forward
+    return pose
+
+
+@pytest.mark.parametrize("depth_width", [0, 8])
+def test_rows_that_cannot_see_the_memory_are_skipped_and_the_rest_blend_as_before(depth_width):
+    from neuralsim.frame_memory import FrameMemory
+
+    torch.manual_seed(0)
+    memory = FrameMemory(8, fovy_deg=70.0, translation_speed=0.08, depth_width=depth_width, gate="seen").eval()
+    # turned 10 and 60 degrees (overlap), 120 and 180 degrees (no view in common), walked 3 m (past its range)
+    rels = torch.stack([_yaw_pose(10), _yaw_pose(60), _yaw_pose(120), _yaw_pose(180), _yaw_pose(0, forward=3.0)])
+    frame, remembered = torch.rand(5, 3, 32, 32) * 2 - 1, torch.rand(5, 3, 32, 32) * 2 - 1
+    depth = None if not depth_width else torch.full((5, 32, 32), 2.0)
+    see = memory.may_see(rels, depth, 32, 32)
+    assert see.tolist() == [True, True, False, False, False]
+    with torch.no_grad():
+        out, gate = memory(frame, remembered, rels, depth)
+        full, full_gate = memory._blend(frame, remembered, rels, depth, "seen")  # every row, as before the test
+    torch.testing.assert_close(out, full)
+    torch.testing.assert_close(gate, full_gate)
+    assert torch.equal(out[2:], frame[2:]) and float(gate[2:].abs().max()) == 0.0
+    # a shift lets a near memory be seen at a wider angle: the parallax at its nearest depth widens the test
+    near = torch.full((1, 32, 32), 0.2)
+    if depth_width:
+        assert bool(memory.may_see(_yaw_pose(120, forward=0.15)[None], near, 32, 32)[0])

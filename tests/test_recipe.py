@@ -95,7 +95,7 @@ def test_the_fast_side_job_trains_the_tracker_then_the_depth_net_then_the_prompt
     timings = {}
     recipe.fast_side_job(recipe.Recipe(prompt_layouts=4, reward_episodes=8), tmp_path, tmp_path / "data",
                          tmp_path / "ae", tmp_path / "fresh", timings)
-    collect, calibration, tracker, depth, prompt_collect, prompt = runs
+    collect, calibration, tracker, depth, prompt_collect, prompt, view_collect, views = runs
     assert collect[3] == "collect" and collect[collect.index("--out") + 1] == str(tmp_path / "reward_data")
     assert calibration[calibration.index("--out") + 1] == tracker[tracker.index("--calibration-data") + 1]
     assert collect[collect.index("--episodes") + 1] == "8" and collect[collect.index("--workers") + 1] == "1"
@@ -108,12 +108,18 @@ def test_the_fast_side_job_trains_the_tracker_then_the_depth_net_then_the_prompt
     assert prompt_collect[3] == "collect" and prompt[3:5] == ["train", "prompt"]
     assert prompt[prompt.index("--init") + 1] == str(tmp_path / "fresh")
     assert prompt[prompt.index("--steps") + 1] == str(recipe.Recipe().fast_prompt_steps)  # not the other schedules'
+    # the view generator last: the room turned on the spot, then `train views` from the fresh model
+    assert view_collect[3] == "collect" and view_collect[view_collect.index("--policy") + 1] == "turn"
+    assert view_collect[view_collect.index("--max-steps") + 1] == "45"
+    assert views[3:5] == ["train", "views"] and views[views.index("--init") + 1] == str(tmp_path / "fresh")
+    assert views[views.index("--data") + 1] == view_collect[view_collect.index("--out") + 1]
+    assert views[views.index("--view-pairs") + 1] == str(recipe.Recipe().view_pairs)
     assert {"tracker (beside the dynamics)", "depth net (beside the dynamics)",
-            "prompt start (beside the dynamics)"} <= set(timings)
+            "prompt start (beside the dynamics)", "view generator (beside the dynamics)"} <= set(timings)
     # a recurrent reward model learns on the dynamics' own dreams: it is not trained beside them
     runs.clear()
     (tmp_path / "r").mkdir()
-    recipe.fast_side_job(recipe.Recipe(prompt_layouts=0, reward_kind="recurrent"), tmp_path / "r", tmp_path / "data",
+    recipe.fast_side_job(recipe.Recipe(prompt_layouts=0, view_layouts=0, reward_kind="recurrent"), tmp_path / "r", tmp_path / "data",
                          tmp_path / "ae", tmp_path / "fresh", {})
     assert [r[1].endswith("finetune_depth.py") for r in runs] == [True]
 
@@ -165,7 +171,8 @@ def test_the_fast_schedule_grows_the_decoder_after_the_dynamics_and_merges_every
         ("frame_memory.depth.", tmp_path / "depth", tmp_path / "final", ("frame_memory_depth_width",), None),
         # the tracker brings the start set of its task's episodes
         ("reward_model.", tmp_path / "reward", tmp_path / "final_depth", recipe.REWARD_MODEL_FIELDS, tmp_path / "reward"),
-        ("prompt", tmp_path / "prompt", tmp_path / "final_reward")]
+        ("prompt", tmp_path / "prompt", tmp_path / "final_reward"),
+        ("prompt_views.", tmp_path / "views", tmp_path / "final_prompt", recipe.VIEW_FIELDS, None)]
     assert servo == [(tmp_path / "final_fast", tmp_path / "data")]  # last: the data's camera servo in its config
 
 
