@@ -167,7 +167,11 @@ class WorldState:
             memory's earlier real context frames ``[B, K-1, 3, H, W]`` float32, oldest first
             (:func:`neuralsim.frame_memory.memory_frame_indices`), their cameras in the last frame's camera frame
             ``[B, K-1, 4, 4]`` float64 (relative, so a context restart that rebases ``memory_c2w`` moves them too) and
-            their depths ``[B, K-1, H, W]`` (None without a depth net); else None.
+            their depths ``[B, K-1, H, W]`` (None without a depth net); else None. With a view generator
+            (``config.prompt_view_channels``) the views around the start come first (``V =
+            len(config.prompt_view_yaws_deg)`` more slots, ``[B, V + K-1, ...]``): drawn from the prompt, posed as the
+            last frame's camera turned by each yaw; a row started without a prompt holds the last frame there at the
+            identity pose (skipped by decode).
     """
 
     cache: list[dict[str, torch.Tensor]]

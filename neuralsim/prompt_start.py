@@ -127,6 +127,30 @@ class PromptStart(nn.Module):
     def device(self) -> torch.device:
         return self.pos.device
 
+    @torch.no_grad()
+    def init_from(self, start: "PromptStart") -> None:
+        """Start a view generator from a trained first-frame generator of the same size: every weight copied, the
+        reference's input channels and the yaw's condition features zeroed, so it first draws what ``start`` draws
+        from the sentence (a room in its colours) and learns from there what the reference and the yaw add."""
+        if not self.reference or start.reference:
+            raise ValueError("init_from starts a view generator (reference=True) from a first-frame generator")
+        mine, theirs = self.state_dict(), start.state_dict()
+        if set(mine) != set(theirs):
+            raise ValueError("init_from needs a first-frame generator of the same architecture")
+        C = self.latent_shape[0]
+        for name, value in theirs.items():
+            target = mine[name]
+            if name == "inp.weight":  # [channels, 2C, 3, 3]: the noisy frame's channels, then the reference's
+                target.zero_()[:, :C] = value
+            elif name == "cond.0.weight":  # [channels, 64 + channels + yaw]: the yaw's features last
+                target.zero_()[:, : value.shape[1]] = value
+            elif target.shape == value.shape:
+                target.copy_(value)
+            else:
+                raise ValueError(f"init_from: {name} is {tuple(value.shape)} in the first-frame generator, "
+                                 f"{tuple(target.shape)} here (another size)")
+        self.load_state_dict(mine)
+
     def encode_prompts(self, prompts: list[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt tokens ``[B, L, channels]`` and mask ``[B, L]``; ``None`` (or an empty string) is the empty prompt
         (only the start token)."""

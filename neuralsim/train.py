@@ -1518,12 +1518,17 @@ def train(cfg: TrainConfig) -> Path:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             try:
-                model = _with_overrides(model, {"prompt_view_channels": DEFAULT_PROMPT_VIEW_CHANNELS})
+                channels = model.config.prompt_start_channels or DEFAULT_PROMPT_VIEW_CHANNELS
+                model = _with_overrides(model, {"prompt_view_channels": channels})
             except TrainingError as exc:  # the views live in the frame memory
                 raise TrainingError(f"train views: {exc}") from None
+        start = model.prompt_start is not None
+        if start:  # it first draws the room the sentence names, as the prompt start does, then learns the views
+            model.prompt_views.init_from(model.prompt_start)
         if rank() == 0:
-            print(f"added a view generator ({DEFAULT_PROMPT_VIEW_CHANNELS} channels, "
-                  f"{sum(p.numel() for p in model.prompt_views.parameters()):,} weights) to the model", flush=True)
+            print(f"added a view generator ({model.config.prompt_view_channels} channels, "
+                  f"{sum(p.numel() for p in model.prompt_views.parameters()):,} weights"
+                  + (", started from the prompt start's" if start else "") + ") to the model", flush=True)
     try:
         dataset.validate_for(tuple(model.config.image_size), model.config.action_spec)
     except ValueError as exc:  # DatasetError: the model being continued was trained for another world

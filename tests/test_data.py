@@ -377,11 +377,27 @@ def test_room_policies(tmp_path, policy, action_type):
         assert ep["terminated"][-1] and ep["rewards"].sum() > 10  # reached the target
 
 
+@pytest.mark.mujoco
+@pytest.mark.parametrize("action_type", ["discrete", "continuous"])
+def test_the_room_turn_policy_turns_on_the_spot_one_way(tmp_path, action_type):
+    collect("NeuralSimRoom-v0", tmp_path / "d", episodes=2, policy="turn", max_steps=45, progress=False,
+            env_kwargs={"action_type": action_type}, seed=11)
+    data = Dataset(tmp_path / "d")
+    for e in range(2):
+        poses = data.episode(e)["poses"].astype(np.float64)
+        assert np.abs(poses[:, :3, 3] - poses[0, :3, 3]).max() < 1e-4  # one place
+        forward = poses[:, :3, 2]
+        step = np.degrees(np.diff(np.unwrap(np.arctan2(forward[:, 0], forward[:, 2]))))
+        assert np.allclose(np.abs(step), 4.0, atol=1e-3) and len(set(np.sign(step))) == 1  # full speed, one way
+
+
 def test_unknown_or_unfit_policies(tmp_path):
     with pytest.raises(ValueError, match="policy must be one of random, sticky, explore, scripted"):
         collect("CartPole-v1", tmp_path / "a", episodes=1, policy="greedy", progress=False)
     with pytest.raises(ValueError, match="policy 'scripted' needs an env that offers one through collection_policies"):
         collect("CartPole-v1", tmp_path / "b", episodes=1, policy="scripted", progress=False)
+    with pytest.raises(ValueError, match="policy 'turn' needs an env that offers one through collection_policies"):
+        collect("CartPole-v1", tmp_path / "t", episodes=1, policy="turn", progress=False)
     sticky = collect("CartPole-v1", tmp_path / "s", episodes=1, max_steps=20, policy="sticky", progress=False)
     assert sticky["collected"] == 1  # any env: uniform actions held for a while
     saved = tmp_path / "policy.safetensors"

@@ -75,6 +75,23 @@ def test_a_view_generator_needs_its_reference_and_a_start_generator_refuses_one(
     assert out.shape == (2, 4, 4, 4) and bool(torch.isfinite(out).all())
 
 
+def test_a_view_generator_started_from_a_prompt_start_first_draws_what_it_draws():
+    torch.manual_seed(0)
+    start = PromptStart((4, 4, 4), 32, max_tokens=16, vocab=512, text_hidden=32, blocks=1)
+    for p in start.parameters():  # no zero-initialised layer: every weight matters
+        torch.nn.init.normal_(p, std=0.1)
+    views = PromptStart((4, 4, 4), 32, max_tokens=16, vocab=512, text_hidden=32, blocks=1, reference=True)
+    views.init_from(start)
+    prompts = ["a red room", "a blue room"]
+    ref, yaw = torch.randn(2, 4, 4, 4), torch.tensor([math.pi, 0.5])
+    torch.testing.assert_close(views.sample(prompts, torch.Generator().manual_seed(3), 2, reference=ref, yaw=yaw),
+                               start.sample(prompts, torch.Generator().manual_seed(3), 2))
+    with pytest.raises(ValueError, match="init_from"):
+        start.init_from(views)
+    with pytest.raises(ValueError, match="size"):
+        PromptStart((4, 4, 4), 64, max_tokens=16, vocab=512, text_hidden=32, blocks=1, reference=True).init_from(start)
+
+
 def test_a_view_generator_learns_which_reference_and_yaw_draw_which_view():
     torch.manual_seed(0)
     gen = PromptStart((4, 4, 4), 32, max_tokens=16, vocab=512, text_hidden=32, blocks=2, reference=True)
@@ -187,7 +204,7 @@ def test_train_views_adds_a_generator_trains_only_it_and_logs(tmp_path):
     assert before.prompt_views is None
     out = train(train_config(data, tmp_path / "views", stage="views", init=str(base), steps=3, window=1, view_pairs=8))
     after = WorldModel.from_pretrained(out)
-    assert after.prompt_views is not None and after.config.prompt_view_channels == 128
+    assert after.prompt_views is not None and after.config.prompt_view_channels == 128  # no prompt start to copy
     kept = before.state_dict()
     for k, v in after.state_dict().items():
         if not k.startswith("prompt_views."):
