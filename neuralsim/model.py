@@ -959,7 +959,7 @@ class WorldModel(nn.Module):
     @torch.no_grad()
     def init_state(self, batch_size: int, frames: Any = None, actions: Any = None, prompt: Any = None,
                    generator: torch.Generator | None = None, denoise_steps: int | None = None, *,
-                   latents: torch.Tensor | None = None) -> WorldState:
+                   latents: torch.Tensor | None = None, views: bool = True) -> WorldState:
         """Start ``batch_size`` rollouts.
 
         Args:
@@ -974,6 +974,9 @@ class WorldModel(nn.Module):
             generator: source of all sampling noise (context noise included).
             latents: instead of ``frames``, the context as normalised latents ``[B, T_lat, C, h, w]``
                 (from :meth:`encode`; used by self-forcing training, which has them cached).
+            views: with a view generator (``config.prompt_view_channels``), draw the views around the start for
+                the rows with a prompt (False: skip them, e.g. for a dream never decoded: they only show in decoded
+                frames; the state keeps the same shape).
 
         Returns:
             The state after the context; ``state.latent`` is the last context (or generated) latent frame.
@@ -1035,7 +1038,8 @@ class WorldModel(nn.Module):
         if self.frame_memory is not None and c2w is not None:  # real frames of the context, remembered for the episode
             remembered = self._remember(frames, latents, frame_poses)
             if self.prompt_views is not None:  # and below them, the views around the start the prompt names
-                remembered = self._with_views(remembered, latents[:, -1], prompts, frame_poses[-1], pitch, generator)
+                remembered = self._with_views(remembered, latents[:, -1], prompts if views else None, frame_poses[-1],
+                                              pitch, generator)
         return dataclasses.replace(state, cache=cache, step=state.step + T, latent=latents[:, -1], reward=reward,
                                    termination_prob=prob, c2w=c2w, pitch=pitch, reward_memory=memory,
                                    velocity=velocity, **remembered)

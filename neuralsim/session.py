@@ -358,6 +358,9 @@ class DreamSession:
         if dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={str(device)!r} but CUDA is not available here; use device='cpu'")
         self.denoise_steps = self._check_denoise_steps(denoise_steps)
+        # Whether a start with a prompt draws the views around it (a model with a view generator): they only show in
+        # decoded frames, so an env that never decodes (latent observations, no render_mode) turns this off.
+        self.draw_views = True
         if not isinstance(compile, (bool, np.bool_)):
             raise TypeError(f"compile must be a bool, got {compile!r}")
         probe = dev or (model.device if isinstance(model, DreamModel) else torch.device("cpu"))
@@ -534,13 +537,15 @@ class DreamSession:
                     prompts = described if all(p.strip() for p in described) else None
             elif not self.model.can_generate_start:  # random weights, no start set: a noise picture
                 image = rng.integers(0, 256, (batch_size, 1, *self.image_size, 3), dtype=np.uint8)
+        # a model with a view generator draws the views around a prompted start unless told no (draw_views)
+        views = {"views": self.draw_views} if getattr(self.model, "prompt_views", None) is not None else {}
         with self.autocast():
             if latents is not None:
                 state = self.model.init_state(batch_size, latents=latents, prompt=prompts, generator=generator,
-                                              denoise_steps=self.denoise_steps)
+                                              denoise_steps=self.denoise_steps, **views)
             else:
                 state = self.model.init_state(batch_size, frames=image, actions=inputs.actions, prompt=prompts,
-                                              generator=generator, denoise_steps=self.denoise_steps)
+                                              generator=generator, denoise_steps=self.denoise_steps, **views)
             rgb = np.ascontiguousarray(image[:, -1]) if image is not None else \
                 None if latents is not None else self.decode(state.latent[:, None], first_frame=True)[:, -1]
         return state, rgb, {"start_index": index, "prompt": prompts or [""] * batch_size}

@@ -361,7 +361,7 @@ class ViewPool:
                 continue
             used = sorted({k for i, j, _ in pairs for k in (i, j)})
             where = {k: len(frames) + n for n, k in enumerate(used)}
-            frames.extend(ep["frames"][k] for k in used)
+            frames.extend(ep["frames"][used])  # a copy of the used frames: the episode's array is let go
             for i, j, yaw in pairs:
                 ref_index.append(where[i]), view_index.append(where[j]), yaws.append(yaw)
                 prompts.append(ep["description"] or None)

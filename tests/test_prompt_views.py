@@ -223,3 +223,16 @@ def test_train_views_refuses_data_without_poses_and_a_model_without_a_memory(dat
         train(train_config(data, tmp_path / "v2", stage="views", init=str(plain), window=1))
     with pytest.raises(TrainingError, match="--view-pairs"):
         train(train_config(data, tmp_path / "v3", stage="views", init=str(plain), window=1, view_pairs=0))
+
+
+@pytest.mark.parametrize("obs_type,render_mode,drawn", [("rgb", None, True), ("latent", None, False),
+                                                        ("latent", "rgb_array", True)])
+def test_an_env_draws_the_views_only_where_it_decodes_frames(tmp_path, obs_type, render_mode, drawn):
+    from neuralsim.envs import WorldModelEnv
+
+    _views_model().save_pretrained(tmp_path / "m")
+    env = WorldModelEnv(model=str(tmp_path / "m"), obs_type=obs_type, render_mode=render_mode)
+    env.reset(seed=0, options={"image": _start(env.session.model)[0, 0], "prompt": PROMPT})
+    poses = env._state.memory_earlier_pose[0, : len(env.session.model.config.prompt_view_yaws_deg)]
+    assert bool((poses != torch.eye(4, dtype=poses.dtype)).any()) == drawn  # else the identity: no views held
+    env.close()
