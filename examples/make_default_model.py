@@ -15,7 +15,9 @@ read only the encoder, each from the fresh model: the target tracker (`neuralsim
 `--fast-reward-steps` 3,000 on 1,280 episodes of the room's default task, 30 % of the windows ending at a success;
 README, "reward prediction"; `--reward-episodes 0` leaves the dynamics' heads), the depth net on the room's true
 depth (`FAST_DEPTH`) and the prompt-start generator (`neuralsim train prompt`, `--fast-prompt-steps` 1,500 on the
-first frames of 20,000 one-step episodes and their descriptions); all merged at the end (OUT/final_fast; its start
+first frames of 20,000 one-step episodes and their descriptions), then from the prompt start's model the view
+generator (`neuralsim train views`, `--view-steps` 5,000 on pairs of frames of 15,000 episodes of the room turned
+half a turn on the spot, `--policy turn`; since 2026-12-05, not in the 109.6-minute run below); all merged at the end (OUT/final_fast; its start
 set the first frames of the tracker's episodes, the task's), then the data's camera servo set in its config
 (`set_camera_servo`: the frame memory's warp follows the camera as the room moves it). End to end on this project's 2-core AVX2 EPYC: 109.6
 min (README, "the shipped default model"), every part bit for bit the shipped model's but the grown decoder, whose
@@ -278,9 +280,9 @@ class Recipe:
     # The view generator (`neuralsim train views`): the views around a start that a prompt names, which the frame memory
     # holds below the real frames (what lies behind the camera). Its data: the room turned on the spot half a turn
     # (`--policy turn`, 45 steps), one episode per layout, pairs of frames of one place at two headings.
-    view_layouts: int = 5000  # 0 = none
+    view_layouts: int = 15000  # 0 = none
     view_seed: int = 6_000_000  # apart from the world's data, the prompt start's and the benchmarks' held-out seeds
-    view_steps: int = 3000
+    view_steps: int = 5000
     view_pairs: int = 6  # pairs per episode (each frame is encoded once: 6 pairs encode <= 12 of its 46 frames)
     view_lr: float = 1e-3
     # The frame memory (`neuralsim train memory`), last: a gate that puts the last real context frame's pixels, warped
@@ -634,11 +636,13 @@ def fast_side_job(recipe: Recipe, out: Path, data: Path, ae_dir: Path, init: Pat
     if recipe.prompt_layouts > 0 and not (out / "prompt" / "model.safetensors").exists():
         prompt_side_job(recipe, out, init, None, time.perf_counter(), timings, steps=recipe.fast_prompt_steps)
     if recipe.view_layouts > 0 and not (out / "views" / "model.safetensors").exists():
-        views_side_job(recipe, out, init, timings)
+        # from the prompt start's model: the view generator starts from its generator (it reads only the encoder)
+        views_side_job(recipe, out, out / "prompt" if recipe.prompt_layouts > 0 else init, timings)
 
 
 def views_side_job(recipe: Recipe, out: Path, init: Path, timings: dict[str, float]) -> None:
-    """The view generator from ``init`` (it reads only the encoder): the room turned on the spot collected
+    """The view generator from ``init`` (it reads only the encoder; it starts from ``init``'s prompt start where it has
+    one): the room turned on the spot collected
     (``view_layouts`` episodes of 45 steps, `--policy turn`), then `neuralsim train views`, each a process of its own,
     logging to OUT/views.log."""
     t = time.perf_counter()

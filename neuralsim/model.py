@@ -69,6 +69,12 @@ class InputError(ValueError, TypeError):
 # ---------------------------------------------------------------------------------------------
 
 
+#: The views around a start (``config.prompt_view_channels``) are drawn only where the start's camera is this level:
+#: its generator learned from level turns on the spot, and a pitched camera's quarter-turned views overlap its own
+#: view (at 49 degrees of pitch the view turned 90 degrees filled a fifth of the next frame with a wrong drawing).
+VIEW_MAX_PITCH_DEG = 10.0
+
+
 def tree_map(fn: Callable[..., torch.Tensor], *trees: Any) -> Any:
     """``fn`` over the tensors of nested dicts/lists/tuples (a world state's parts), keeping the structure.
 
@@ -1092,8 +1098,9 @@ class WorldModel(nn.Module):
         """The frame memory's ``fields`` (:meth:`_remember`) with the views around the start prepended to its
         earlier frames (the lowest priority: any real frame that sees a pixel replaces them). Rows with a prompt get
         the views :attr:`prompt_views` draws from their last context latent ``reference [B, C, h, w]`` and their
-        prompt; rows without one (and every row of a model asked without prompts) hold the last frame at the
-        identity pose, which decode skips: the state's shape is the same for every reset, so rows merge."""
+        prompt; rows without one, rows whose camera is not level (``VIEW_MAX_PITCH_DEG``) and every row of a model
+        asked without prompts hold the last frame at the identity pose, which decode skips: the state's shape is the
+        same for every reset, so rows merge."""
         cfg, B = self.config, reference.shape[0]
         V = len(cfg.prompt_view_yaws_deg)
         last = fields["memory_frame"]  # [B, 3, H, W]
@@ -1101,7 +1108,8 @@ class WorldModel(nn.Module):
         eye = torch.eye(4, dtype=torch.float64, device=last_c2w.device)
         poses = eye.expand(B, V, 4, 4).clone()
         depth = None if fields["memory_depth"] is None else fields["memory_depth"][:, None].repeat(1, V, 1, 1)
-        rows = [i for i, p in enumerate(prompts or []) if p is not None]
+        level = (pitch.abs() <= math.radians(VIEW_MAX_PITCH_DEG)).tolist()
+        rows = [i for i, p in enumerate(prompts or []) if p is not None and level[i]]
         if rows:
             index = torch.tensor(rows, device=reference.device)
             n, yaws = len(rows), torch.tensor([math.radians(y) for y in cfg.prompt_view_yaws_deg])

@@ -236,3 +236,18 @@ def test_an_env_draws_the_views_only_where_it_decodes_frames(tmp_path, obs_type,
     poses = env._state.memory_earlier_pose[0, : len(env.session.model.config.prompt_view_yaws_deg)]
     assert bool((poses != torch.eye(4, dtype=poses.dtype)).any()) == drawn  # else the identity: no views held
     env.close()
+
+
+def test_a_pitched_start_draws_no_views():
+    model = _views_model()
+    g = torch.Generator().manual_seed(0)
+    # a one-frame context pitched up 4 steps of 30 degrees: 120 degrees, far past the level the views need
+    H, W = model.config.image_size
+    frames = np.zeros((2, 5, H, W, 3), np.uint8)
+    actions = np.zeros((2, 4, 4), np.float32)
+    actions[1, :, 3] = 0.5  # the second row pitches up 60 degrees; the first stays level
+    state = model.init_state(2, frames=frames, actions=actions, prompt=PROMPT, generator=g)
+    V = len(model.config.prompt_view_yaws_deg)
+    eye = torch.eye(4, dtype=torch.float64)
+    assert not torch.equal(state.memory_earlier_pose[0, 0], eye)
+    assert all(torch.equal(state.memory_earlier_pose[1, j], eye) for j in range(V))

@@ -111,7 +111,7 @@ def test_the_fast_side_job_trains_the_tracker_then_the_depth_net_then_the_prompt
     # the view generator last: the room turned on the spot, then `train views` from the fresh model
     assert view_collect[3] == "collect" and view_collect[view_collect.index("--policy") + 1] == "turn"
     assert view_collect[view_collect.index("--max-steps") + 1] == "45"
-    assert views[3:5] == ["train", "views"] and views[views.index("--init") + 1] == str(tmp_path / "fresh")
+    assert views[3:5] == ["train", "views"] and views[views.index("--init") + 1] == str(tmp_path / "prompt")
     assert views[views.index("--data") + 1] == view_collect[view_collect.index("--out") + 1]
     assert views[views.index("--view-pairs") + 1] == str(recipe.Recipe().view_pairs)
     assert {"tracker (beside the dynamics)", "depth net (beside the dynamics)",
