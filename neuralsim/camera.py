@@ -289,6 +289,29 @@ def _min3x3(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _project_depth(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each pixel of a previous view's ``depth [B, H, W]`` as a 3-D point projected into the new camera ``rel``:
+    ``(u, v, z, front)`` ``[B, H*W]`` (pixel coordinates, depth, in front of the camera)."""
+    B, H, W = depth.shape
+    fx, fy, cx, cy = intrinsics = camera_intrinsics(H, W, fovy_deg)
+    dirs = _pixel_directions(H, W, intrinsics, depth.device).float()  # (S, 3)
+    points = depth.reshape(B, -1, 1).float() * dirs - rel[:, None, :3, 3].float()  # previous frame, new origin
+    points = points @ rel[:, :3, :3].float()  # R^T p: into the new camera's axes
+    z = points[..., 2]
+    zc = z.clamp_min(1e-2)
+    return fx * points[..., 0] / zc + cx, fy * points[..., 1] / zc + cy, z, z > 1e-2
+
+
+def splat_lands(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float) -> torch.Tensor:
+    """``[B]`` bool: whether any point of ``depth`` lands where :func:`splat_depth` writes it (a pixel of the new
+    view, in front of the camera). Where none does, the splat is empty: nothing of that view can be seen."""
+    H, W = depth.shape[-2:]
+    u, v, _, front = _project_depth(rel, depth, fovy_deg)
+    u0, v0 = u.floor(), v.floor()  # a point writes the four pixels around it: its top-left one from -1
+    return (front & (u0 >= -1) & (u0 <= W - 1) & (v0 >= -1) & (v0 <= H - 1)).any(dim=1)
+
+
 def splat_depth(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float, fill: int = 2) -> torch.Tensor:
     """A previous view's depth seen from a new camera: the depth map of the new view, ``inf`` where nothing lands.
 
@@ -300,14 +323,7 @@ def splat_depth(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float, fill: i
     backward-warped colour: no pixel is drawn twice and no pixel is torn).
     """
     B, H, W = depth.shape
-    fx, fy, cx, cy = intrinsics = camera_intrinsics(H, W, fovy_deg)
-    dirs = _pixel_directions(H, W, intrinsics, depth.device).float()  # (S, 3)
-    points = depth.reshape(B, -1, 1).float() * dirs - rel[:, None, :3, 3].float()  # previous frame, new origin
-    points = points @ rel[:, :3, :3].float()  # R^T p: into the new camera's axes
-    z = points[..., 2]
-    front = z > 1e-2
-    zc = z.clamp_min(1e-2)
-    u, v = fx * points[..., 0] / zc + cx, fy * points[..., 1] / zc + cy
+    u, v, z, front = _project_depth(rel, depth, fovy_deg)
     miss = B * H * W
     out = torch.full((miss + 1,), math.inf, dtype=torch.float32, device=depth.device)  # the last: a bin for misses
     u0, v0 = u.floor(), v.floor()
@@ -330,4 +346,4 @@ def splat_depth(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float, fill: i
 
 
 __all__ = ["camera_step", "CameraIntegrator", "servo_config_fields", "camera_intrinsics", "plucker_rays_torch", "plucker_rays",
-           "rotation_warp_grid", "reprojection_grid", "splat_depth"]
+           "rotation_warp_grid", "reprojection_grid", "splat_depth", "splat_lands"]

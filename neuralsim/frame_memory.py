@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neuralsim.camera import reprojection_grid, rotation_warp_grid, splat_depth
+from neuralsim.camera import reprojection_grid, rotation_warp_grid, splat_depth, splat_lands
 from neuralsim.config import FRAME_MEMORY_GATES
 
 #: The gate's features are averaged over POOL x POOL pixels (its decision is per region).
@@ -239,21 +239,21 @@ class FrameMemory(nn.Module):
 
     def may_see(self, rel: torch.Tensor, depth: torch.Tensor | None, height: int, width: int) -> torch.Tensor:
         """``[B]`` bool: whether the camera ``rel`` (in the memory's camera frame) may see any pixel of the memory.
-        False only where it cannot: the two views' axes are further apart than the two frusta's half diagonals plus
-        the parallax of the camera's shift seen at the memory's nearest depth (without depth: the rotation alone
-        moves the pixels), or the camera walked past the memory's range. A conservative test: a row it passes may
-        still see nothing."""
+        False only where it cannot: the camera walked past the memory's range; or, with the memory's ``depth``, none
+        of its points lands in the view (:func:`~neuralsim.camera.splat_lands`: the depth warp would be empty);
+        without it, the two views' axes are further apart than the two frusta's half diagonals plus the parallax of
+        the camera's shift at the depth net's nearest depth (a rotation-only memory: plus nothing). A conservative
+        test: a row it passes may still see nothing."""
+        within = rel[:, :3, 3].double().norm(dim=1) / self.translation_speed < self.max_translation_steps
+        if depth is not None:
+            return within & splat_lands(rel, depth, self.fovy_deg).to(within.device)
         tan_y = math.tan(math.radians(self.fovy_deg) / 2)
         half_diagonal = math.atan(tan_y * math.hypot(1.0, width / height))
         rel = rel.double()
         angle = torch.arccos(rel[:, 2, 2].clamp(-1, 1))  # between the two cameras' forward axes
         allowed = torch.full_like(angle, 2 * half_diagonal + math.radians(1.0))
-        shift = rel[:, :3, 3].norm(dim=1)
-        if depth is not None or self.depth is not None:
-            nearest = (depth.flatten(1).amin(1).double().to(rel.device).clamp_min(MIN_DEPTH) if depth is not None
-                       else torch.full_like(shift, MIN_DEPTH))
-            allowed = allowed + torch.arcsin((shift / nearest).clamp(max=1.0))
-        within = shift / self.translation_speed < self.max_translation_steps
+        if self.depth is not None:  # its depth not given: the nearest the depth net can give
+            allowed = allowed + torch.arcsin((rel[:, :3, 3].norm(dim=1) / MIN_DEPTH).clamp(max=1.0))
         return (angle <= allowed) & within
 
     def _blend(self, frame: torch.Tensor, memory: torch.Tensor, rel: torch.Tensor, depth: torch.Tensor | None,

@@ -113,7 +113,7 @@ def test_rows_that_cannot_see_the_memory_are_skipped_and_the_rest_blend_as_befor
     torch.testing.assert_close(out, full)
     torch.testing.assert_close(gate, full_gate)
     assert torch.equal(out[2:], frame[2:]) and float(gate[2:].abs().max()) == 0.0
-    # a shift lets a near memory be seen at a wider angle: the parallax at its nearest depth widens the test
-    near = torch.full((1, 32, 32), 0.2)
-    if depth_width:
-        assert bool(memory.may_see(_yaw_pose(120, forward=0.15)[None], near, 32, 32)[0])
+    if depth_width:  # with depth the test projects the memory's points: walked past them and turned back, it sees them
+        wall = torch.full((1, 32, 32), 1.0)
+        assert bool(memory.may_see(_yaw_pose(180, forward=1.5)[None], wall, 32, 32)[0])
+        assert not bool(memory.may_see(_yaw_pose(180, forward=0.5)[None], wall, 32, 32)[0])  # still behind it
