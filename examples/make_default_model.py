@@ -642,30 +642,39 @@ def fast_side_job(recipe: Recipe, out: Path, data: Path, ae_dir: Path, init: Pat
 
 def views_side_job(recipe: Recipe, out: Path, init: Path, timings: dict[str, float]) -> None:
     """The view generator from ``init`` (it reads only the encoder; it starts from ``init``'s prompt start where it has
-    one): the room turned on the spot collected
-    (``view_layouts`` episodes of 45 steps, `--policy turn`), then `neuralsim train views`, each a process of its own,
-    logging to OUT/views.log."""
+    one): the room turned on the spot collected (``view_layouts`` episodes of 45 steps, `--policy turn`), then
+    `neuralsim train views` (:func:`collect_and_train`, logging to OUT/views.log)."""
     t = time.perf_counter()
     view_data, view_dir = out / "view_data", out / "views"
-    with (out / "views.log").open("a") as log:
-        cli = [sys.executable, "-m", "neuralsim"]
-        if not (view_data / "manifest.json").exists() or recipe.resume:
-            collected = subprocess.run(
-                cli + ["collect", "--env", "NeuralSimRoom-v0", "--out", str(view_data), "--episodes",
-                       str(recipe.view_layouts), "--policy", "turn", "--workers", "1", "--seed", str(recipe.view_seed),
-                       "--max-steps", "45", "--episodes-per-shard", "200", "--no-progress"]
-                + (["--resume"] if (view_data / "manifest.json").exists() else []), stdout=log, stderr=subprocess.STDOUT)
-            if collected.returncode != 0:  # no generator: the merge stops the recipe with a pointer to this log
-                log.write(f"\nthe view collection exited with {collected.returncode}\n")
-                return
-        subprocess.run(
-            cli + ["train", "views", "--init", str(init), "--data", str(view_data), "--out", str(view_dir),
-                   "--steps", str(recipe.view_steps), "--lr", str(recipe.view_lr), "--view-pairs", str(recipe.view_pairs),
-                   "--window", "1", "--batch-size", "64", "--warmup", "100", "--seed", str(recipe.seed),
-                   "--dtype", recipe.dtype, "--no-progress"]
-            + (["--resume"] if recipe.resume and (view_dir / "checkpoints" / "latest.json").exists() else []),
-            stdout=log, stderr=subprocess.STDOUT)
+    collect_and_train(
+        recipe, out / "views.log", "view", view_data,
+        ["--episodes", str(recipe.view_layouts), "--policy", "turn", "--seed", str(recipe.view_seed), "--max-steps", "45",
+         "--episodes-per-shard", "200"],
+        ["views", "--init", str(init), "--data", str(view_data), "--out", str(view_dir), "--steps", str(recipe.view_steps),
+         "--lr", str(recipe.view_lr), "--view-pairs", str(recipe.view_pairs), "--window", "1", "--batch-size", "64",
+         "--warmup", "100", "--seed", str(recipe.seed), "--dtype", recipe.dtype], view_dir)
     timings["view generator (beside the dynamics)"] = time.perf_counter() - t
+
+
+def collect_and_train(recipe: Recipe, log_path: Path, what: str, data: Path, collect_args: list[str],
+                      train_args: list[str], train_dir: Path) -> None:
+    """`neuralsim collect` of the room into ``data`` (``collect_args``; continued where ``data`` holds one, skipped
+    there unless ``recipe.resume``), then `neuralsim train` with ``train_args`` (continued from ``train_dir``'s last
+    checkpoint with ``recipe.resume``), each a process of its own on one worker, logging to ``log_path``. A failed
+    collection writes why and trains nothing: the merge after it stops the recipe with a pointer to the log."""
+    with log_path.open("a") as log:
+        cli = [sys.executable, "-m", "neuralsim"]
+        if not (data / "manifest.json").exists() or recipe.resume:
+            collected = subprocess.run(
+                cli + ["collect", "--env", "NeuralSimRoom-v0", "--out", str(data), "--workers", "1", *collect_args,
+                       "--no-progress"] + (["--resume"] if (data / "manifest.json").exists() else []),
+                stdout=log, stderr=subprocess.STDOUT)
+            if collected.returncode != 0:
+                log.write(f"\nthe {what} collection exited with {collected.returncode}\n")
+                return
+        subprocess.run(cli + ["train", *train_args, "--no-progress"]
+                       + (["--resume"] if recipe.resume and (train_dir / "checkpoints" / "latest.json").exists() else []),
+                       stdout=log, stderr=subprocess.STDOUT)
 
 
 def tracker_side_job(recipe: Recipe, out: Path, init: Path) -> bool:
@@ -842,31 +851,21 @@ def grow_side_job(recipe: Recipe, out: Path, data: Path, decoder_job: Any, decod
 def prompt_side_job(recipe: Recipe, out: Path, init: Path, decoder_job: Any, t_decoder: float,
                     timings: dict[str, float], steps: int | None = None) -> None:
     """After the decoder fine-tune (one job per core; its time, from ``t_decoder``, is recorded here): collect the
-    prompt-start data and train the generator from ``init`` (`neuralsim collect`, `neuralsim train prompt`, each a
-    process of its own), logging to OUT/prompt.log."""
+    prompt-start data and train the generator from ``init`` (`neuralsim collect`, `neuralsim train prompt`:
+    :func:`collect_and_train`), logging to OUT/prompt.log."""
     if decoder_job is not None:
         decoder_job.wait()
         timings["decoder (beside the dynamics)"] = time.perf_counter() - t_decoder
     t = time.perf_counter()
     prompt_data, prompt_dir = out / "prompt_data", out / "prompt"
-    with (out / "prompt.log").open("a") as log:
-        cli = [sys.executable, "-m", "neuralsim"]
-        if not (prompt_data / "manifest.json").exists() or recipe.resume:
-            collected = subprocess.run(
-                cli + ["collect", "--env", "NeuralSimRoom-v0", "--out", str(prompt_data), "--episodes",
-                       str(recipe.prompt_layouts), "--policy", "random", "--workers", "1", "--seed",
-                       str(recipe.prompt_seed), "--max-steps", "1", "--episodes-per-shard", "256", "--no-progress"]
-                + (["--resume"] if (prompt_data / "manifest.json").exists() else []), stdout=log, stderr=subprocess.STDOUT)
-            if collected.returncode != 0:  # no generator: the caller stops with a pointer to this log
-                log.write(f"\nthe prompt-start collection exited with {collected.returncode}\n")
-                return
-        subprocess.run(
-            cli + ["train", "prompt", "--init", str(init), "--data", str(prompt_data), "--out", str(prompt_dir),
-                   "--steps", str(steps or recipe.prompt_steps), "--lr", str(recipe.prompt_lr), "--window", "1",
-                   "--batch-size", "64", "--warmup", "100", "--seed", str(recipe.seed), "--dtype", recipe.dtype,
-                   "--latent-cache", str(out / "latent_cache"), "--no-progress"]
-            + (["--resume"] if recipe.resume and (prompt_dir / "checkpoints" / "latest.json").exists() else []),
-            stdout=log, stderr=subprocess.STDOUT)
+    collect_and_train(
+        recipe, out / "prompt.log", "prompt-start", prompt_data,
+        ["--episodes", str(recipe.prompt_layouts), "--policy", "random", "--seed", str(recipe.prompt_seed),
+         "--max-steps", "1", "--episodes-per-shard", "256"],
+        ["prompt", "--init", str(init), "--data", str(prompt_data), "--out", str(prompt_dir), "--steps",
+         str(steps or recipe.prompt_steps), "--lr", str(recipe.prompt_lr), "--window", "1", "--batch-size", "64",
+         "--warmup", "100", "--seed", str(recipe.seed), "--dtype", recipe.dtype, "--latent-cache",
+         str(out / "latent_cache")], prompt_dir)
     timings["prompt start (beside the dynamics)"] = time.perf_counter() - t
 
 
