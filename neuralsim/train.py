@@ -148,7 +148,8 @@ class TrainConfig:
     memory_context: int = 16  # memory: real frames before each dream (the fidelity benchmark's context)
     memory_depth_frozen: bool = False  # memory: the depth net stays as it is (e.g. examples/finetune_depth.py's,
     #                                    trained on an env's true depth): only the gate trains, on that depth
-    view_pairs: int = 40  # views: pairs of frames of one place at two headings drawn per episode (all when fewer)
+    view_pairs: int = 6  # views: pairs of frames of one place at two headings drawn per episode (all when fewer; each
+    #                      frame is encoded once, so more pairs encode more of an episode: 6 is the shipped run's)
     critic_warmup: int = 0  # adversarial: the stage's first N steps train the critic alone (the dynamics stays as it
     #                         is), so it steers the dynamics only once it can tell dreamed frames from real ones
     gradient_difference: float = 0.0  # streaming: weight of the gradient difference loss on the decoded one-step
