@@ -136,7 +136,9 @@ class WorldModelEnv(gym.Env):
     ``provenance["resize"]``: ``"pad"``, ``"crop"`` or ``"squash"``, or name the mode), ``{"prompt": str}`` generates the first
     frame from text (text-conditioned models), both together condition the image start on the
     prompt. Without either, a frame is drawn with ``self.np_random`` from the checkpoint's start
-    set (real frames, with their descriptions as prompt when the model is text-conditioned). All
+    set (real frames, with their descriptions as prompt when the model is text-conditioned). With a prompt, a
+    model with a view generator (the shipped one) also draws the views turned ±90° and 180° from the start and its
+    frame memory shows them when the camera turns there (rgb observations or a ``render_mode`` only). All
     sampling noise comes from a ``torch.Generator`` seeded from ``self.np_random`` in ``reset``:
     the same seed and actions give bit-identical frames on a CPU *at the same torch thread count*.
     Another ``num_threads`` may change a rare pixel by one level (measured: the shipped model, a
