@@ -670,6 +670,11 @@ def reward_protocol(name: str, model: Any, env: Any, seeds: Sequence[int], *, k:
         latents = model.encode(np.stack([ep["obs"] for ep in eps])[:, :, None].reshape(-1, 1, *eps[0]["obs"].shape[1:]))
         latents = latents.view(len(eps), steps + 1, *latents.shape[2:])
         rewards, probs = model.reward_model_sequence(latents, np.stack([ep["actions"] for ep in eps]))
+        if getattr(model, "termination_detector", None) is not None:  # the ending judged by the detector, as the dream's
+            obs = torch.from_numpy(np.stack([ep["obs"][1:] for ep in eps]))  # the frame after each step
+            judged = torch.sigmoid(model.termination_detector(obs.flatten(0, 1)).float()).view(probs.shape)
+            bonus = float(model.reward_model.bonus)
+            rewards, probs = rewards - bonus * probs + bonus * (judged > 0.5).float(), judged
         out["real_frames_rewards"] = rewards[:, n_ctx - 1 :].numpy()
         out["real_frames_termination"] = probs[:, n_ctx - 1 :].numpy()
     return out

@@ -229,8 +229,9 @@ class WorldModelEnv(gym.Env):
                                     compile=compile, batch_size=1)
         self.obs_type = obs_type
         self.render_mode = render_mode
-        # the views a prompt draws around the start show only in decoded frames (neuralsim.model.WorldModel.init_state)
-        self.session.draw_views = obs_type == "rgb" or render_mode is not None
+        # the views a prompt draws around the start show only in decoded frames (neuralsim.model.WorldModel.init_state),
+        # which a termination detector judges whatever the observations
+        self.session.draw_views = obs_type == "rgb" or render_mode is not None or self.session.judges_frames
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self._limit_owner: str | None = None  # "env" or "TimeLimit", decided at the first reset
         self.reward_fn = reward_fn

@@ -140,6 +140,12 @@ class WorldModelConfig:
     # The tracker's localizer range calibrated on held-out episodes (`neuralsim train reward --calibration-data`,
     # neuralsim.reward.fit_range_calibration): [[measured range m, true / measured], ...], ranges increasing; None = none.
     reward_range_calibration: list | None = None
+    # A termination detector over the decoded frames (neuralsim.reward.TerminationDetector), trained by `neuralsim train
+    # termination` on the model's own dreams of the data's episodes with their real endings: when present, the dream's
+    # termination (and the reward model's bonus) comes from whether the frame the dream draws shows the episode's end
+    # (the room's: its success), not from the reward model's own estimate. Needs a reward model (its progress term
+    # stays). 0 = none.
+    termination_detector_channels: int = 0
     # A generator of the first latent frame from a prompt (neuralsim.prompt_start), trained by `neuralsim train
     # prompt`; when present, a dream started from a prompt alone starts from its sample. 0 = none.
     prompt_start_channels: int = 0
@@ -308,6 +314,10 @@ class WorldModelConfig:
         if self.reward_range_calibration is not None and not valid_range_calibration(self.reward_range_calibration):
             raise bad("reward_range_calibration", "null or >= 2 [measured range, factor] pairs of positive numbers, "
                       "ranges increasing (neuralsim.reward.fit_range_calibration)")
+        v = self.termination_detector_channels
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 8 or (v and not self.reward_model_channels):
+            raise bad("termination_detector_channels", "0 (no termination detector) or, with reward_model_channels > 0 (whose "
+                      "progress term it completes), a positive multiple of 8")
         v = self.prompt_start_channels
         if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 32:
             raise bad("prompt_start_channels", "0 (no prompt-start generator) or a positive multiple of 32")

@@ -45,7 +45,7 @@ from neuralsim.critic import adversarial_losses, gradient_difference_loss
 from neuralsim.frame_memory import FrameMemory, memory_frame_indices, relative_pose
 from neuralsim.dynamics import DynamicsTransformer
 from neuralsim.limits import MAX_DENOISE_STEPS
-from neuralsim.reward import RewardModel, TargetTracker
+from neuralsim.reward import RewardModel, TerminationDetector, TargetTracker
 from neuralsim.sampler import (
     add_context_noise,
     add_noise,
@@ -403,6 +403,8 @@ class WorldModel(nn.Module):
         self.reward_head = _Head(config.width) if config.reward_head else None
         self.termination_head = _Head(config.width) if config.termination_head else None
         self.reward_model = _reward_model(config)
+        self.termination_detector = (TerminationDetector(config.termination_detector_channels, tuple(config.image_size))
+                                 if config.termination_detector_channels else None)
         self.prompt_start = (PromptStart(self.latent_shape, config.prompt_start_channels,
                                          max_tokens=config.prompt_start_tokens, vocab=config.text_vocab,
                                          text_hidden=config.text_hidden) if config.prompt_start_channels else None)
@@ -1171,6 +1173,24 @@ class WorldModel(nn.Module):
                    "warp": None if warp is None else warp[:, None], "velocity": adv.velocity}
         known = torch.ones(state.batch_size, 1, dtype=torch.bool, device=self.device)
         return self._generate(state, vec[:, None], known, rays, generator, steps, **cam)
+
+    @torch.no_grad()
+    def judge_termination(self, state: WorldState, frames: Any) -> WorldState:
+        """The state of a step (:meth:`step`) with its termination and bonus judged by the termination detector from the
+        frames the step decoded (``uint8 [B, F, H, W, 3]``, the last one judged): probability ``sigmoid(logit)``, and
+        the reward model's progress term plus its bonus where that probability is > 0.5 (the envs' termination rule),
+        in place of the bonus its own estimate paid. Without a termination detector, ``state`` as it is."""
+        if self.termination_detector is None:
+            return state
+        frames = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+        if frames.ndim != 5 or frames.shape[0] != state.batch_size:
+            raise InputError(f"frames must be uint8 [B={state.batch_size}, F, H, W, 3], got {tuple(frames.shape)}")
+        prob = torch.sigmoid(self.termination_detector(frames[:, -1]).float()).to(state.termination_prob.device)
+        bonus = self.reward_model.bonus.to(state.reward.device, state.reward.dtype)
+        # the reward model paid its bonus where its own probability was > 0.5: take that back, pay the detector's
+        progress = state.reward - bonus * (state.termination_prob > 0.5).to(state.reward.dtype)
+        reward = progress + bonus * (prob > 0.5).to(state.reward.dtype)
+        return dataclasses.replace(state, reward=reward, termination_prob=prob)
 
     def predict_reward_termination(self, state: WorldState) -> tuple[torch.Tensor, torch.Tensor]:
         """``(reward [B], termination probability [B])`` predicted for the last committed frame of ``state``

@@ -469,6 +469,53 @@ class TargetTracker(nn.Module):
         return loss + where + sure, logs
 
 
+class TerminationDetector(nn.Module):
+    """Whether a decoded frame ends the episode (the room's: shows its success): a small CNN over an rgb frame, one logit.
+
+    A reward model that estimates where the target is and moves that estimate with the camera (the tracker above)
+    times a success by geometry: a range biased by a few tenths of a metre near the target fires two or three steps
+    late, and a success the room also judges by what the frame shows (the room's: within reach *and* enough of the
+    target in view) it cannot see at all. The dream's decoded frames show it: the frame memory warps the real
+    target's pixels with the camera, so an approached target grows as it does in the room. This net reads those frames
+    and says "this frame ends the episode". It learns from the model's own dreams of real episodes' actions, labelled
+    with the real endings, and from the real frames (`neuralsim train termination`), so it learns what a success looks
+    like *as the dream draws it*. Four stride-2 convolutions, then a linear readout of the whole grid (where the
+    target sits in the frame matters: a near target sits low).
+
+    Args:
+        channels: width of the first two convolutions (the last two have twice as many).
+        image_size: ``(H, W)`` of the frames (each a multiple of 16).
+    """
+
+    def __init__(self, channels: int, image_size: tuple[int, int]) -> None:
+        super().__init__()
+        H, W = (int(s) for s in image_size)
+        if H % 16 or W % 16:
+            raise ValueError(f"a termination detector needs an image size that is a multiple of 16, got {image_size}")
+        c = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(3, c, 4, stride=2, padding=1), nn.SiLU(), nn.Conv2d(c, c, 4, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), nn.SiLU(), nn.Conv2d(2 * c, 2 * c, 4, stride=2, padding=1),
+            nn.SiLU(), nn.Flatten(), nn.Linear(2 * c * (H // 16) * (W // 16), 64), nn.SiLU(), nn.Linear(64, 1),
+        )
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames [N, H, W, 3]`` uint8 (or floats in [0, 255]) → logits ``[N]`` (> 0: the frame ends the episode)."""
+        first = next(self.parameters())
+        x = frames.to(first.device, first.dtype).permute(0, 3, 1, 2).div(127.5).sub(1.0)
+        return self.net(x.contiguous())[:, 0]
+
+    def loss(self, frames: torch.Tensor, labels: torch.Tensor, pos_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+        """Binary cross-entropy of ``frames [N, H, W, 3]`` against ``labels [N]`` (True: the frame ends the episode), the positives weighted by ``pos_weight``."""
+        logits = self(frames).float()
+        labels = labels.to(logits.device, logits.dtype)
+        loss = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=logits.new_tensor(pos_weight))
+        fired, truth = logits > 0, labels > 0.5
+        return loss, {"loss": loss.item(), "fired": fired.float().mean().item(),
+                      "recall": (fired & truth).sum().item() / max(truth.sum().item(), 1),
+                      "precision": (fired & truth).sum().item() / max(fired.sum().item(), 1)}
+
+
 def quarter_turns(place: torch.Tensor) -> torch.Tensor:
     """A room place ``[..., 4]`` (x, z, heading x, heading z) → ``[..., 4 turns, 4]``: the same place seen from the
     square room turned by 0, 90, 180, 270 degrees about its centre (indistinguishable but for the walls' colours)."""

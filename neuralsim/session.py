@@ -361,6 +361,9 @@ class DreamSession:
         # Whether a start with a prompt draws the views around it (a model with a view generator): they only show in
         # decoded frames, so an env that never decodes (latent observations, no render_mode) turns this off.
         self.draw_views = True
+        # Whether a model's termination detector judges each step's frame (see judges_frames); False falls back to the
+        # reward model's own ending and skips the decode where nothing else needs the frames (latent observations).
+        self.judge_frames = True
         if not isinstance(compile, (bool, np.bool_)):
             raise TypeError(f"compile must be a bool, got {compile!r}")
         probe = dev or (model.device if isinstance(model, DreamModel) else torch.device("cpu"))
@@ -396,6 +399,13 @@ class DreamSession:
     @property
     def text_conditioned(self) -> bool:
         return self.model.text_conditioned
+
+    @property
+    def judges_frames(self) -> bool:
+        """Whether the model's termination detector judges each step's decoded frame (:meth:`step` then decodes every
+        step, latent observations too: the termination and the bonus come from the frame the dream draws). Set
+        :attr:`judge_frames` False to end episodes by the reward model's own estimate instead, without decoding."""
+        return self.judge_frames and getattr(self.model, "termination_detector", None) is not None
 
     @property
     def resize_mode(self) -> str:
@@ -557,13 +567,17 @@ class DreamSession:
 
         Args:
             actions: ``[B, A]`` (Box) or ``[B]`` (Discrete), checked as :meth:`check_actions`.
-            decode: decode the step's frames. denoise_steps: this step's Euler steps (None: the session's).
+            decode: decode the step's frames (a model with a termination detector decodes them anyway:
+                :attr:`judges_frames`). denoise_steps: this step's Euler steps (None: the session's).
         """
         actions = self.check_actions(actions, state.batch_size)
         steps = self.denoise_steps if denoise_steps is None else self._check_denoise_steps(denoise_steps)
+        judge = self.judges_frames
         with self.autocast():
             latent, state = self.model.step(state, actions, generator=generator, denoise_steps=steps)
-            frames = self.decode(latent[:, None], first_frame=False, context=state) if decode else None
+            frames = self.decode(latent[:, None], first_frame=False, context=state) if decode or judge else None
+            if judge:  # the termination detector judges the frame the dream draws (decoded even for latent observations)
+                state = self.model.judge_termination(state, frames)
             reward, term = self.model.predict_reward_termination(state)
         return DreamStep(state, latent, frames, reward.float().cpu().numpy().astype(np.float32),
                          term.float().cpu().numpy().astype(np.float32))

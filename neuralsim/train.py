@@ -49,7 +49,7 @@ from neuralsim.frame_memory import photometric_depth_loss, relative_pose
 from neuralsim.limits import MAX_SEED
 from neuralsim.session import DreamSession
 
-STAGES = ("autoencoder", "dynamics", "reward", "prompt", "memory", "views")
+STAGES = ("autoencoder", "dynamics", "reward", "prompt", "memory", "views", "termination")
 ALL_STAGES = ("autoencoder", "dynamics")  # what `train all` runs; the reward model is trained after, on its own
 DEFAULT_PROMPT_START_CHANNELS = 128  # `train prompt` on a model without a prompt-start generator adds this size
 DEFAULT_PROMPT_VIEW_CHANNELS = 128  # `train views` on a model without a view generator adds this size
@@ -61,6 +61,10 @@ VIEW_PAIR_MAX_TILT_DEG = 3.0
 VIEW_PAIR_MIN_YAW_DEG = 20.0
 DEFAULT_FRAME_MEMORY_WIDTH = 12  # `train memory` on a model without a frame memory adds this width
 MEMORY_L1 = 0.02  # `train memory`: weight of the L1 term beside the squared error (the gates are pooled PSNR)
+DEFAULT_TERMINATION_DETECTOR_CHANNELS = 32  # `train termination` on a model without a detector adds this width
+#: `train termination` dreams its windows from this many real frames, in turn: a reset from one frame (the envs') and
+#: longer contexts (the fidelity benchmark's 16)
+TERMINATION_CONTEXTS = (1, 4, 16)
 DEFAULT_REWARD_MODEL_CHANNELS = 64  # `train reward` on a model without one adds this size (--set reward_model_channels=N)
 MAX_STEPS = 10_000_000
 
@@ -148,6 +152,9 @@ class TrainConfig:
     memory_context: int = 16  # memory: real frames before each dream (the fidelity benchmark's context)
     memory_depth_frozen: bool = False  # memory: the depth net stays as it is (e.g. examples/finetune_depth.py's,
     #                                    trained on an env's true depth): only the gate trains, on that depth
+    termination_windows: int = 2048  # termination: windows of the data the model dreams (1, 4 or 16 real frames, then
+    #                                  up to --window steps of the data's actions), half of them ending where an
+    #                                  episode ends, to train the termination detector on, drawn once per run
     view_pairs: int = 6  # views: pairs of frames of one place at two headings drawn per episode (all when fewer; each
     #                      frame is encoded once, so more pairs encode more of an episode: 6 is the shipped run's)
     critic_warmup: int = 0  # adversarial: the stage's first N steps train the critic alone (the dynamics stays as it
@@ -199,7 +206,7 @@ def stage_parameters(model: nn.Module, stage: str) -> dict[str, nn.Parameter]:
     memory or the view generator alone, or everything else (the dynamics)."""
     named = dict(model.named_parameters())
     own = {"autoencoder": "autoencoder.", "reward": "reward_model.", "prompt": "prompt_start.",
-           "memory": "frame_memory.", "views": "prompt_views."}
+           "memory": "frame_memory.", "views": "prompt_views.", "termination": "termination_detector."}
     if stage in own:
         return {k: p for k, p in named.items() if k.startswith(own[stage])}
     return {k: p for k, p in named.items() if not k.startswith(tuple(own.values()))}
@@ -393,6 +400,89 @@ class ViewPool:
                           reference=self.latents[self.reference[pick]].to(device), yaw=self.yaw[pick].to(device))
 
 
+class TerminationPool:
+    """``train termination``'s data: the model's own dreams of windows of the data's episodes, decoded as the envs show
+    them (the frame memory and, with a prompt, the views around the start), each dreamed frame labelled with whether
+    the real episode ended on that step; beside each the real frame, labelled alike. A window starts from 1, 4 or 16
+    real frames (:data:`TERMINATION_CONTEXTS`, in turn), then dreams up to ``horizon`` steps of the data's actions;
+    half the windows are placed so that their episode's last step falls on a uniformly drawn dreamed step (an
+    episode's end is one step in a few hundred). Drawn once per run from ``seed`` (a resumed run draws the same)."""
+
+    def __init__(self, model: nn.Module, dataset: Any, windows: int, horizon: int, seed: int, batch_size: int = 32):
+        rng = np.random.default_rng([seed, 9])
+        generator = torch.Generator().manual_seed(seed * 7919 + 9)
+        steps = np.asarray(dataset.episode_steps)
+        ended = np.flatnonzero([bool(t[-1]) if len(t) else False for t in np.split(
+            dataset.step_column("terminated"), np.cumsum(steps)[:-1])])
+        plans: dict[int, list[tuple[int, int, int]]] = {c: [] for c in TERMINATION_CONTEXTS}  # (episode, start, steps)
+        for w in range(windows):
+            c = TERMINATION_CONTEXTS[w % len(TERMINATION_CONTEXTS)]
+            if w % 2 == 0 and len(ended):  # the episode's end on dreamed step j
+                e = int(rng.choice(ended))
+                j = int(rng.integers(0, horizon))
+                start = int(steps[e]) - c - j
+                if start < 0:
+                    j, start = int(steps[e]) - c, 0
+                if j < 0:
+                    continue
+                plans[c].append((e, start, j + 1))
+            else:
+                e = int(rng.integers(0, len(steps)))
+                if steps[e] < c:
+                    continue
+                start = int(rng.integers(0, steps[e] - c + 1))
+                plans[c].append((e, start, min(horizon, int(steps[e]) - start - c + 1)))
+        dreams, reals, labels = [], [], []
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for c, plan in plans.items():
+                    for b0 in range(0, len(plan), batch_size):
+                        part = plan[b0 : b0 + batch_size]
+                        eps = [dataset.episode(e) for e, _, _ in part]
+                        n = max(m for _, _, m in part)
+                        context = np.stack([ep["frames"][s : s + c] for ep, (_, s, _) in zip(eps, part)])
+                        ctx_actions = (np.stack([ep["actions"][s : s + c - 1] for ep, (_, s, _) in zip(eps, part)])
+                                       if c > 1 else None)
+                        prompts = [ep["description"] or None for ep in eps]
+                        state = model.init_state(len(part), frames=context, actions=ctx_actions, prompt=prompts,
+                                                 generator=generator)
+                        for t in range(n):
+                            acts = np.zeros((len(part), *eps[0]["actions"].shape[1:]), eps[0]["actions"].dtype)
+                            live = [i for i, (_, _, m) in enumerate(part) if t < m]  # past a window's end: padding
+                            for i in live:
+                                acts[i] = eps[i]["actions"][part[i][1] + c - 1 + t]
+                            latent, state = model.step(state, acts, generator=generator)
+                            frames = model.decode(latent[:, None], first_frame=False, context=state)[:, -1].cpu()
+                            for i in live:
+                                ep, s = eps[i], part[i][1]
+                                dreams.append(frames[i])
+                                reals.append(torch.from_numpy(np.ascontiguousarray(ep["frames"][s + c + t])))
+                                labels.append(bool(ep["terminated"][s + c - 1 + t]))
+        finally:
+            model.train(was_training)
+        if not labels or not any(labels):
+            raise TrainingError("train termination found no episode end among the dreamed windows: --data needs "
+                                "episodes that terminate (terminated=True on their last step)")
+        self.dream, self.real = torch.stack(dreams), torch.stack(reals)  # uint8 [N, H, W, 3]
+        self.labels = torch.tensor(labels)
+        positives = float(self.labels.float().mean())
+        # positives weigh sqrt(negatives / positives): the loss neither ignores the rare endings nor fires everywhere
+        self.pos_weight = math.sqrt((1.0 - positives) / positives)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def loss(self, detector: nn.Module, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """The detector's loss on ``batch_size`` frames drawn uniformly, half dreamed and half real."""
+        i = torch.randint(0, len(self), (batch_size,), generator=generator)
+        dreamed = torch.rand((batch_size,), generator=generator) < 0.5
+        frames = torch.where(dreamed[:, None, None, None], self.dream[i], self.real[i])
+        loss, logs = detector.loss(frames, self.labels[i], self.pos_weight)
+        return loss, logs
+
+
 class DreamPool:
     """The model's own dreams of data windows, for ``train memory``: ``context`` real frames, then ``horizon``
     steps of the data's actions, decoded as the dream shows them without a memory; beside each dreamed frame the real
@@ -581,6 +671,8 @@ class StageLoss(nn.Module):
     def forward(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         if self.stage == "autoencoder":
             return self.model.autoencoder_loss(batch["frames"], generator=generator)
+        if self.stage == "termination":  # frames of the dreams drawn before the stage (the data batch is not used)
+            return self.pool.loss(self.model.termination_detector, len(batch["episode"]), generator)
         if self.stage == "views":  # pairs of frames drawn before the stage (the data batch is not used)
             return self.pool.loss(self.model.prompt_views, len(batch["episode"]), generator)
         if self.stage == "memory":  # frames of the dreams drawn before the stage (the data batch is not used)
@@ -741,6 +833,7 @@ _RESUME_MUST_MATCH = {
     "critic_reads": "--critic-reads", "critic_warmup": "--critic-warmup", "gradient_difference": "--gradient-difference",
     "memory_rollouts": "--memory-rollouts", "memory_context": "--memory-context",
     "memory_depth_frozen": "--memory-depth-frozen", "view_pairs": "--view-pairs",
+    "termination_windows": "--termination-windows",
     "stop_coast": "--stop-coast", "release_windows": "--release-windows", "terminal_windows": "--terminal-windows",
     "reward_kind": "--reward-kind",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
@@ -817,7 +910,7 @@ def data_stream(dataset: Any, cfg: TrainConfig, stage: str, start: int) -> Itera
     # Each rank reads its own deterministic stream; batch i of rank r is a pure function of (seed, stage, r, i).
     seed = cfg.seed * 1_000 + STAGES.index(stage) * 100 + rank()
     window = 1 if stage == "autoencoder" and dataset.frames_per_step == 1 else cfg.window
-    if stage in ("memory", "views"):  # its frames come from the pool drawn before the stage: a batch sets its size
+    if stage in ("memory", "views", "termination"):  # its frames come from the pool drawn before the stage: a batch sets its size
         window = 1
     focus: dict[str, Any] = {}
     if stage == "dynamics" and cfg.release_windows > 0:  # the release where the loss sees it: after the burn-in
@@ -924,6 +1017,12 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
         pool = ViewPool(model, dataset, cfg.view_pairs, seed=cfg.seed)
         if rank() == 0:
             print(f"{len(pool)} pairs of views of one place encoded in {time.perf_counter() - t0:.0f} s", flush=True)
+    if stage == "termination":
+        t0 = time.perf_counter()
+        pool = TerminationPool(model, dataset, cfg.termination_windows, cfg.window, seed=cfg.seed)
+        if rank() == 0:
+            print(f"{cfg.termination_windows} windows dreamed ({len(pool)} frames, {int(pool.labels.sum())} of them "
+                  f"episode ends) in {time.perf_counter() - t0:.0f} s", flush=True)
     if stage == "memory":
         t0 = time.perf_counter()
         pool = DreamPool(model, dataset, cfg.memory_rollouts, cfg.memory_context, cfg.window, seed=cfg.seed)
@@ -1005,7 +1104,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
                     if k != "step":
                         writer.add_scalar(f"{stage}/{k}", v, done)
             bar.set_postfix(loss=f"{row['loss']:.4f}", sps=f"{rate:.0f}")
-        if rank() == 0 and cfg.sample_every and stage not in ("reward", "prompt", "memory", "views") and (done % cfg.sample_every == 0 or done == total_steps):
+        if rank() == 0 and cfg.sample_every and stage not in ("reward", "prompt", "memory", "views", "termination") and (done % cfg.sample_every == 0 or done == total_steps):
             write_sample(model, sample_batch, stage, out / "samples" / f"{stage}-{done:07d}.gif")
         if done % cfg.checkpoint_every == 0 or done == total_steps:
             if rank() == 0:
@@ -1252,6 +1351,13 @@ def validate(cfg: TrainConfig) -> Any:
         raise TrainingError(f"--data {cfg.data!r} has no camera poses or no descriptions: `train views` pairs frames of "
                             "one place at two headings by their poses and learns them from the env's "
                             "info['description'] (collect an env that writes both, e.g. NeuralSimRoom-v0 with --policy turn)")
+    if (isinstance(cfg.termination_windows, bool) or not isinstance(cfg.termination_windows, int)
+            or cfg.termination_windows < 1):
+        raise TrainingError(f"--termination-windows must be an int >= 1, got {cfg.termination_windows!r}")
+    if cfg.stage == "termination" and not dataset.step_column("terminated").any():
+        raise TrainingError(f"--data {cfg.data!r} has no episode that terminates: `train termination` learns what the "
+                            "frame that ends an episode looks like (collect episodes that reach the env's end, e.g. "
+                            "NeuralSimRoom-v0 with --policy scripted)")
     if isinstance(cfg.view_pairs, bool) or not isinstance(cfg.view_pairs, int) or cfg.view_pairs < 1:
         raise TrainingError(f"--view-pairs must be an int >= 1, got {cfg.view_pairs!r}")
     if cfg.stage == "prompt" and not any(dataset.descriptions):
@@ -1397,6 +1503,7 @@ def _with_overrides(model: nn.Module, overrides: dict[str, Any]) -> nn.Module:
         or (k.startswith("reward_model.") and (model.config.reward_model_channels == 0 or "reward_task" in overrides))
         or (k.startswith("prompt_start.") and model.config.prompt_start_channels == 0)
         or (k.startswith("prompt_views.") and model.config.prompt_view_channels == 0)
+        or (k.startswith("termination_detector.") and model.config.termination_detector_channels == 0)
         or (k.startswith("frame_memory.") and model.config.frame_memory_width == 0)
         or (k.startswith("frame_memory.depth.") and model.config.frame_memory_depth_width == 0)))
     changed = sorted(k for k in set(mine) | set(theirs)
@@ -1464,7 +1571,7 @@ def train(cfg: TrainConfig) -> Path:
             with torch.random.fork_rng(devices=[]):  # weights it adds (refiner, reward model) follow --seed
                 torch.manual_seed(cfg.seed)
                 model = _with_overrides(model, overrides)
-    elif stages in (("dynamics",), ("reward",), ("prompt",), ("memory",), ("views",)):
+    elif stages in (("dynamics",), ("reward",), ("prompt",), ("memory",), ("views",), ("termination",)):
         if not (out / WEIGHTS_NAME).is_file():
             raise TrainingError(f"{stages[0]} needs a trained {'autoencoder' if stages[0] == 'dynamics' else 'world model'}: "
                                 f"pass --init DIR, or run `neuralsim train {'autoencoder' if stages[0] == 'dynamics' else 'all'}` "
@@ -1515,6 +1622,19 @@ def train(cfg: TrainConfig) -> Path:
         if rank() == 0:
             print(f"added a prompt-start generator ({DEFAULT_PROMPT_START_CHANNELS} channels, "
                   f"{sum(p.numel() for p in model.prompt_start.parameters()):,} weights) to the model", flush=True)
+    if stages == ("termination",) and model.reward_model is None:
+        raise TrainingError("train termination needs a model with a reward model (the detector replaces its ending "
+                            "and bonus, its progress term stays): run `neuralsim train reward` first")
+    if stages == ("termination",) and model.config.frames_per_latent != 1:
+        raise TrainingError(f"train termination judges one decoded frame per step: it needs frames_per_latent 1, the "
+                            f"model has {model.config.frames_per_latent}")
+    if stages == ("termination",) and model.termination_detector is None:  # the first run on this model: add one
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = _with_overrides(model, {"termination_detector_channels": DEFAULT_TERMINATION_DETECTOR_CHANNELS})
+        if rank() == 0:
+            print(f"added a termination detector ({DEFAULT_TERMINATION_DETECTOR_CHANNELS} channels, "
+                  f"{sum(p.numel() for p in model.termination_detector.parameters()):,} weights) to the model", flush=True)
     if stages == ("views",) and model.prompt_views is None:  # the first views run on this model: add a generator
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)

@@ -30,11 +30,14 @@ def parse_set(items: list[str]) -> dict:
 
 #: What the command line adds to TrainConfig's fields (everything else comes from the dataclass).
 OPTIONS = {
-    "stage": Option(positional=True, choices=("autoencoder", "dynamics", "reward", "prompt", "memory", "views", "all"),
+    "stage": Option(positional=True, choices=("autoencoder", "dynamics", "reward", "prompt", "memory", "views",
+                                              "termination", "all"),
                     help="what to train (all = autoencoder, then dynamics; reward: the reward model of --init; "
                          "prompt: the generator of first frames from descriptions of --init; memory: the frame memory "
                          "of --init, on its own dreams of the data; views: the generator of the views around a start "
-                         "from its description, on frames of one place at two headings, e.g. --policy turn data)"),
+                         "from its description, on frames of one place at two headings, e.g. --policy turn data; "
+                         "termination: a detector of the frame that ends an episode, on --init's own dreams of the "
+                         "data's episodes with their real endings)"),
     "reward_kind": Option(choices=("recurrent", "target")),
     "critic_reads": Option(choices=("latents", "frames")),
     "data": Option(required=True, help="dataset directory from `neuralsim collect`"),

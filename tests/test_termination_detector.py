@@ -1,0 +1,160 @@
+"""The termination detector (neuralsim.reward.TerminationDetector; config.termination_detector_channels) and
+`neuralsim train termination`: the dream's ending judged from the frame it draws."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny_model, model_weights, train_config
+from neuralsim.config import WorldModelConfig
+from neuralsim.reward import TerminationDetector
+from neuralsim.session import DreamSession
+from neuralsim.train import TrainingError, train
+
+
+def square_frames(n: int, with_square: np.ndarray, size: int = 32, seed: int = 0) -> np.ndarray:
+    """``[n, size, size, 3]`` uint8 grey frames, a red square low in the frame where ``with_square``."""
+    rng = np.random.default_rng(seed)
+    frames = np.full((n, size, size, 3), 90, np.uint8) + rng.integers(0, 30, (n, 1, 1, 1), dtype=np.uint8)
+    for i in np.flatnonzero(with_square):
+        x = int(rng.integers(0, size - 10))
+        frames[i, size - 12 : size - 2, x : x + 10] = (220, 40, 40)
+    return frames
+
+
+def test_the_detector_learns_which_frames_end_an_episode():
+    torch.manual_seed(0)
+    detector = TerminationDetector(8, (32, 32))
+    labels = np.arange(64) % 4 == 0
+    frames = torch.from_numpy(square_frames(64, labels))
+    assert detector(frames).shape == (64,)
+    opt = torch.optim.Adam(detector.parameters(), 3e-3)
+    for _ in range(150):
+        loss, logs = detector.loss(frames, torch.from_numpy(labels), pos_weight=2.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    held_out_labels = np.arange(32) % 3 == 0
+    with torch.no_grad():
+        fired = detector(torch.from_numpy(square_frames(32, held_out_labels, seed=1))).numpy() > 0
+    assert (fired == held_out_labels).all()
+    assert logs["recall"] == 1.0 and logs["precision"] == 1.0
+
+
+def test_an_image_size_the_strides_cannot_divide_is_refused():
+    with pytest.raises(ValueError, match="multiple of 16"):
+        TerminationDetector(8, (40, 40))
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"termination_detector_channels": 16}, "termination_detector_channels"),  # no reward model
+    ({"reward_model_channels": 8, "termination_detector_channels": 12}, "termination_detector_channels"),
+    ({"reward_model_channels": 8, "termination_detector_channels": True}, "termination_detector_channels"),
+])
+def test_bad_detector_configs_are_refused(fields, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        WorldModelConfig.from_preset("tiny", **fields)
+
+
+def _model_with_detector(bias: float):
+    model = make_tiny_model(reward_model_channels=8, termination_detector_channels=8).eval()
+    with torch.no_grad():
+        model.reward_model.bonus.fill_(10.0)
+        last = model.termination_detector.net[-1]
+        last.weight.zero_()
+        last.bias.fill_(bias)
+    return model
+
+
+@pytest.mark.parametrize("bias", [20.0, -20.0])
+def test_the_detector_replaces_the_reward_models_ending_and_bonus(bias):
+    model = _model_with_detector(bias)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 3, 32, 32, 3), dtype=np.uint8)
+    state = model.init_state(2, frames=frames, generator=torch.Generator().manual_seed(0))
+    latent, new = model.step(state, np.zeros((2, 4), np.float32), torch.Generator().manual_seed(1))
+    progress = new.reward - 10.0 * (new.termination_prob > 0.5).float()
+    judged = model.judge_termination(new, model.decode(latent[:, None], first_frame=False, context=new))
+    fires = bias > 0
+    torch.testing.assert_close(judged.termination_prob, torch.full((2,), 1.0 if fires else 0.0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(judged.reward, progress + (10.0 if fires else 0.0))
+    assert judged.latent is new.latent and judged.reward_memory is new.reward_memory  # the rest of the state as it was
+    plain = make_tiny_model(reward_model_channels=8)
+    assert plain.judge_termination(new, frames) is new  # no detector: nothing changes
+    with pytest.raises(ValueError, match="frames must be uint8"):
+        model.judge_termination(new, frames[0])
+
+
+def test_a_session_decodes_for_the_detector_even_without_frames_asked():
+    session = DreamSession(_model_with_detector(20.0), dtype="float32")
+    assert session.judges_frames
+    g = session.generator(0)
+    state, _, _ = session.start(2, g, image=np.zeros((2, 1, 32, 32, 3), np.uint8))
+    out = session.step(state, np.zeros((2, 4), np.float32), g, decode=False)
+    np.testing.assert_allclose(out.termination_prob, 1.0, atol=1e-6)
+    session.judge_frames = False  # opted out: the reward model's own ending, nothing decoded
+    assert not session.judges_frames
+    out = session.step(state, np.zeros((2, 4), np.float32), g, decode=False)
+    assert out.frames is None and not np.allclose(out.termination_prob, 1.0)  # the untrained reward model's
+    assert not DreamSession(make_tiny_model(reward_model_channels=8), dtype="float32").judges_frames
+
+
+def ending_dataset(path: Path, episodes: int = 8, size: int = 32, seed: int = 0) -> Path:
+    """A camera world whose episodes end (terminated) when the red square reaches the bottom rows, which the last
+    frame shows; the others run out of time."""
+    import gymnasium as gym
+
+    from neuralsim.actions import space_to_spec
+    from neuralsim.data import ShardWriter
+
+    rng = np.random.default_rng(seed)
+    spec = space_to_spec(gym.spaces.Box(-1, 1, (4,), np.float32))
+    with ShardWriter(path, {"env_id": "synthetic", "image_size": [size, size], "action_spec": spec,
+                            "frames_per_step": 1}, episodes_per_shard=4) as writer:
+        for e in range(episodes):
+            x, y = int(rng.integers(4, size - 12)), 4
+            frames, actions = [], []
+            ends = e % 2 == 0
+            for t in range(14):
+                img = np.full((size, size, 3), 60 + 10 * e, np.uint8)
+                img[y : y + 6, x : x + 6] = (230, 60, 60)
+                frames.append(img)
+                if y >= size - 8 or t == 13:
+                    break
+                a = np.array([-1.0 if ends else 0.2, 0.0, 0.0, 0.0], np.float32)
+                actions.append(a)
+                y = int(np.clip(y + (3 if ends else -1), 0, size - 6))
+            n = len(actions)
+            terminated = np.zeros(n, bool)
+            terminated[-1] = ends
+            truncated = ~terminated & (np.arange(n) == n - 1)
+            writer.add_episode(np.stack(frames), np.stack(actions), np.zeros(n, np.float32), terminated, truncated,
+                               f"a red square, episode {e}")
+    return path
+
+
+def test_train_termination_adds_a_detector_and_trains_only_it(dataset, tmp_path):
+    from neuralsim.model import WorldModel
+
+    data = ending_dataset(tmp_path / "ends")
+    base = train(train_config(data, tmp_path / "base"))
+    with pytest.raises(TrainingError, match="needs a model with a reward model"):
+        train(train_config(data, tmp_path / "no_rm", stage="termination", init=str(base)))
+    rewarded = train(train_config(data, tmp_path / "rm", stage="reward", init=str(base), steps=2))
+    with pytest.raises(TrainingError, match="has no episode that terminates"):
+        train(train_config(dataset, tmp_path / "no_ends", stage="termination", init=str(rewarded)))
+    with pytest.raises(TrainingError, match="--termination-windows must be an int >= 1"):
+        train(train_config(data, tmp_path / "bad", stage="termination", init=str(rewarded), termination_windows=0))
+    out = train(train_config(data, tmp_path / "det", stage="termination", init=str(rewarded), steps=3,
+                             termination_windows=8, window=6))
+    model = WorldModel.from_pretrained(out)
+    assert model.termination_detector is not None and model.config.termination_detector_channels == 32
+    before, after = model_weights(rewarded), model_weights(out)
+    assert set(after) - set(before) == {k for k in after if k.startswith("termination_detector.")}
+    for name, value in before.items():  # every other weight as it was
+        torch.testing.assert_close(after[name], value)
+    # the detector is what the dream's envs now end episodes by: a session of it judges every step's frame
+    assert DreamSession(model, dtype="float32").judges_frames
