@@ -19,7 +19,10 @@ first frames of 20,000 one-step episodes and their descriptions), then from the 
 generator (`neuralsim train views`, `--view-steps` 5,000 on pairs of frames of 15,000 episodes of the room turned
 half a turn on the spot, `--policy turn`; since 2026-12-05, not in the 109.6-minute run below); all merged at the end (OUT/final_fast; its start
 set the first frames of the tracker's episodes, the task's), then the data's camera servo set in its config
-(`set_camera_servo`: the frame memory's warp follows the camera as the room moves it). End to end on this project's 2-core AVX2 EPYC: 109.6
+(`set_camera_servo`: the frame memory's warp follows the camera as the room moves it); last, from that finished model,
+the termination detector (`neuralsim train termination`, `--termination-steps` 4,000 on 4,096 windows of its own
+dreams of 1,500 episodes of the room's default task under the explore, scripted and sticky-random policies, merged
+in as OUT/final_termination; since 2026-12-05, not in the run below). End to end on this project's 2-core AVX2 EPYC: 109.6
 min (README, "the shipped default model"), every part bit for bit the shipped model's but the grown decoder, whose
 new blocks' init was unseeded then.
 
@@ -285,6 +288,14 @@ class Recipe:
     view_steps: int = 5000
     view_pairs: int = 6  # pairs per episode (each frame is encoded once: 6 pairs encode <= 12 of its 46 frames)
     view_lr: float = 1e-3
+    # The termination detector (`neuralsim train termination`), after everything else: it learns what the finished
+    # model's own dreams show on the step a real episode ends (the room's success), on the room's default task under
+    # the explore, scripted and sticky-random policies, so the dream's endings (and its bonus) come from the frame it
+    # draws, not from the tracker's geometry (README, "reward prediction").
+    termination_episodes: int = 1500  # 0 = none (the tracker's own ending)
+    termination_seed: int = 7_000_000  # apart from the other data and the benchmarks' held-out seeds
+    termination_windows: int = 4096  # windows dreamed (1, 4 or 16 real frames, then up to 24 steps), half at an end
+    termination_steps: int = 4000
     # The frame memory (`neuralsim train memory`), last: a gate that puts the last real context frame's pixels, warped
     # to the dream's camera, into the decoded frames; trained on the finished model's own dreams of the world's data.
     memory_steps: int = 3000  # 0 = none
@@ -320,13 +331,14 @@ def main() -> None:
     if recipe.install_only:
         # the last stage's directory first: each later stage starts from the one before it
         if recipe.schedule == "fast":  # dynamics, then the grown decoder, depth net, tracker, prompt start merged in
-            done = [out / "final_fast", out / "final_reward", out / "final_depth", out / "final",
-                    out / f"fast{len(FAST_STAGES)}"]
+            done = [out / "final_termination", out / "final_fast", out / "final_reward", out / "final_depth",
+                    out / "final", out / f"fast{len(FAST_STAGES)}"]
         elif recipe.schedule == "from-start":  # start stages, decoder, prompt start merged in, reward, frame memory
-            done = memory_dirs(out) + [out / "reward", out / "final_prompt", out / "final",
-                                       out / f"start{len(FROM_START_STAGES)}"]
+            done = [out / "final_termination"] + memory_dirs(out) + [
+                out / "reward", out / "final_prompt", out / "final", out / f"start{len(FROM_START_STAGES)}"]
         else:  # parallel, self-forcing, merge, streaming stages, grown decoder, reward, prompt start, frame memory
-            done = memory_dirs(out) + [out / "prompt", out / "reward", out / "final_grown"] + [
+            done = [out / "final_termination"] + memory_dirs(out) + [
+                out / "prompt", out / "reward", out / "final_grown"] + [
                 out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [out / "final", model_dir]
         found = next(d for d in done if (d / "config.json").exists())
         if recipe.schedule == "fast" and (data / "manifest.json").exists():
@@ -369,7 +381,10 @@ def main() -> None:
         shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns("checkpoints", "logs", "samples"))
         publish_dir(tmp, ae_dir)
     if recipe.schedule == "fast":
-        finish(recipe, run_fast(recipe, out, data, ae_dir, common, timings), timings, t0)
+        final_dir = run_fast(recipe, out, data, ae_dir, common, timings)
+        if recipe.termination_episodes > 0:
+            final_dir = termination_stage(recipe, out, final_dir, timings)
+        finish(recipe, final_dir, timings, t0)
         return
     # The dynamics only reads the encoder's latents, so the decoder trains on alone (encoder frozen) on the second
     # core while the dynamics train: sharper frames for every step of the dream without touching the dynamics.
@@ -479,6 +494,8 @@ def main() -> None:
                     train(memory_stage(recipe, labelled, data, out / f"memory_regate{i}", regate=True))
                     final_dir = out / f"memory_regate{i}"
         timings["frame memory"] = time.perf_counter() - t
+    if recipe.termination_episodes > 0:  # last: it learns what the finished model's dreams show
+        final_dir = termination_stage(recipe, out, final_dir, timings)
     finish(recipe, final_dir, timings, t0)
 
 
@@ -489,6 +506,40 @@ def finish(recipe: Recipe, final_dir: Path, timings: dict[str, float], t0: float
     print(f"recipe done: {stages}; total {t_total / 60:.1f} min of wall clock", flush=True)
     if recipe.install:
         install(final_dir)
+
+
+def termination_stage(recipe: Recipe, out: Path, init: Path, timings: dict[str, float]) -> Path:
+    """Collect the termination detector's data and train it (:func:`termination_commands`) from the finished model
+    ``init`` into OUT/termination, each a process of its own, here in the foreground; merged into ``init`` as
+    OUT/final_termination (returned)."""
+    t = time.perf_counter()
+    for command in termination_commands(recipe, out, init, progress=True):
+        subprocess.run(command, check=True)
+    # the detector merged into ``init``, whose start set stays (the run's is its own data's first frames)
+    merge_part(out / "termination", init, out / "final_termination", "termination_detector.", TERMINATION_FIELDS)
+    timings["termination detector"] = time.perf_counter() - t
+    return out / "final_termination"
+
+
+def termination_commands(recipe: Recipe, out: Path, init: Path, progress: bool) -> list[list[str]]:
+    """The termination detector's processes: collect ``termination_episodes`` of the room's default task under the
+    explore, scripted and sticky-random policies into OUT/termination_data (continued where it holds some; skipped
+    unless ``resume``), then `neuralsim train termination` from ``init`` into OUT/termination."""
+    cli = [sys.executable, "-m", "neuralsim"]
+    quiet = [] if progress else ["--no-progress"]
+    data, train_dir = out / "termination_data", out / "termination"
+    commands = []
+    if not (data / "manifest.json").exists() or recipe.resume:
+        commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", "--out", str(data), "--episodes",
+                               str(recipe.termination_episodes), "--policy", "explore,scripted,sticky", "--workers",
+                               str(recipe.workers), "--seed", str(recipe.termination_seed), "--max-steps",
+                               str(recipe.max_steps)] + quiet + (["--resume"] if (data / "manifest.json").exists() else []))
+    commands.append(cli + ["train", "termination", "--init", str(init), "--data", str(data), "--out", str(train_dir),
+                           "--window", "24", "--termination-windows", str(recipe.termination_windows), "--steps",
+                           str(recipe.termination_steps), "--batch-size", "128", "--lr", "1e-3", "--seed",
+                           str(recipe.seed), "--dtype", recipe.dtype] + quiet
+                    + (["--resume"] if recipe.resume and (train_dir / "checkpoints" / "latest.json").exists() else []))
+    return commands
 
 
 def reward_stage(recipe: Recipe, out: Path, init: Path, steps: int, timings: dict[str, float]) -> Path:
@@ -605,6 +656,7 @@ def set_camera_servo(model_dir: Path, data: Path) -> dict[str, Any]:
 # What a reward model adds to a model's config (`neuralsim train reward`), merged with its weights.
 REWARD_MODEL_FIELDS = ("reward_model_channels", "reward_model_kind", "reward_task", "reward_range_calibration")
 VIEW_FIELDS = ("prompt_view_channels", "prompt_view_yaws_deg")  # the view generator's, merged with its weights
+TERMINATION_FIELDS = ("termination_detector_channels",)  # the termination detector's, merged with its weights
 
 
 def tracker_beside(recipe: Recipe) -> bool:

@@ -487,6 +487,8 @@ class TerminationDetector(nn.Module):
         image_size: ``(H, W)`` of the frames (each a multiple of 16).
     """
 
+    OUTPUT_BIAS = "net.11.bias"  # the logit's bias (`train termination` shifts it to its fitted threshold)
+
     def __init__(self, channels: int, image_size: tuple[int, int]) -> None:
         super().__init__()
         H, W = (int(s) for s in image_size)

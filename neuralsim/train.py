@@ -65,6 +65,8 @@ DEFAULT_TERMINATION_DETECTOR_CHANNELS = 32  # `train termination` on a model wit
 #: `train termination` dreams its windows from this many real frames, in turn: a reset from one frame (the envs') and
 #: longer contexts (the fidelity benchmark's 16)
 TERMINATION_CONTEXTS = (1, 4, 16)
+TERMINATION_HELD_OUT = 5  # every 5th of `train termination`'s windows is held out: the detector's threshold is fitted there
+TERMINATION_SHIFTS = tuple(x / 4 for x in range(-16, 17))  # the logit shifts it chooses among
 DEFAULT_REWARD_MODEL_CHANNELS = 64  # `train reward` on a model without one adds this size (--set reward_model_channels=N)
 MAX_STEPS = 10_000_000
 
@@ -414,9 +416,11 @@ class TerminationPool:
         steps = np.asarray(dataset.episode_steps)
         ended = np.flatnonzero([bool(t[-1]) if len(t) else False for t in np.split(
             dataset.step_column("terminated"), np.cumsum(steps)[:-1])])
-        plans: dict[int, list[tuple[int, int, int]]] = {c: [] for c in TERMINATION_CONTEXTS}  # (episode, start, steps)
+        # (episode, start, steps, held out): every TERMINATION_HELD_OUT-th window is where the threshold is fitted
+        plans: dict[int, list[tuple[int, int, int, bool]]] = {c: [] for c in TERMINATION_CONTEXTS}
         for w in range(windows):
             c = TERMINATION_CONTEXTS[w % len(TERMINATION_CONTEXTS)]
+            held = w // len(TERMINATION_CONTEXTS) % TERMINATION_HELD_OUT == TERMINATION_HELD_OUT - 1
             if w % 2 == 0 and len(ended):  # the episode's end on dreamed step j
                 e = int(rng.choice(ended))
                 j = int(rng.integers(0, horizon))
@@ -425,14 +429,14 @@ class TerminationPool:
                     j, start = int(steps[e]) - c, 0
                 if j < 0:
                     continue
-                plans[c].append((e, start, j + 1))
+                plans[c].append((e, start, j + 1, held))
             else:
                 e = int(rng.integers(0, len(steps)))
                 if steps[e] < c:
                     continue
                 start = int(rng.integers(0, steps[e] - c + 1))
-                plans[c].append((e, start, min(horizon, int(steps[e]) - start - c + 1)))
-        dreams, reals, labels = [], [], []
+                plans[c].append((e, start, min(horizon, int(steps[e]) - start - c + 1), held))
+        dreams, reals, labels, held_out = [], [], [], []
         was_training = model.training
         model.eval()
         try:
@@ -440,17 +444,17 @@ class TerminationPool:
                 for c, plan in plans.items():
                     for b0 in range(0, len(plan), batch_size):
                         part = plan[b0 : b0 + batch_size]
-                        eps = [dataset.episode(e) for e, _, _ in part]
-                        n = max(m for _, _, m in part)
-                        context = np.stack([ep["frames"][s : s + c] for ep, (_, s, _) in zip(eps, part)])
-                        ctx_actions = (np.stack([ep["actions"][s : s + c - 1] for ep, (_, s, _) in zip(eps, part)])
+                        eps = [dataset.episode(e) for e, *_ in part]
+                        n = max(m for _, _, m, _ in part)
+                        context = np.stack([ep["frames"][s : s + c] for ep, (_, s, *_) in zip(eps, part)])
+                        ctx_actions = (np.stack([ep["actions"][s : s + c - 1] for ep, (_, s, *_) in zip(eps, part)])
                                        if c > 1 else None)
                         prompts = [ep["description"] or None for ep in eps]
                         state = model.init_state(len(part), frames=context, actions=ctx_actions, prompt=prompts,
                                                  generator=generator)
                         for t in range(n):
                             acts = np.zeros((len(part), *eps[0]["actions"].shape[1:]), eps[0]["actions"].dtype)
-                            live = [i for i, (_, _, m) in enumerate(part) if t < m]  # past a window's end: padding
+                            live = [i for i, (_, _, m, _) in enumerate(part) if t < m]  # past a window's end: padding
                             for i in live:
                                 acts[i] = eps[i]["actions"][part[i][1] + c - 1 + t]
                             latent, state = model.step(state, acts, generator=generator)
@@ -458,21 +462,46 @@ class TerminationPool:
                             for i in live:
                                 ep, s = eps[i], part[i][1]
                                 dreams.append(frames[i])
-                                reals.append(torch.from_numpy(np.ascontiguousarray(ep["frames"][s + c + t])))
+                                reals.append(torch.from_numpy(ep["frames"][s + c + t].copy()))  # not a view: the
+                                # episode's whole array would stay alive with it
                                 labels.append(bool(ep["terminated"][s + c - 1 + t]))
+                                held_out.append(part[i][3])
         finally:
             model.train(was_training)
         if not labels or not any(labels):
             raise TrainingError("train termination found no episode end among the dreamed windows: --data needs "
                                 "episodes that terminate (terminated=True on their last step)")
-        self.dream, self.real = torch.stack(dreams), torch.stack(reals)  # uint8 [N, H, W, 3]
-        self.labels = torch.tensor(labels)
+        held = torch.tensor(held_out)
+        dream, real, every = torch.stack(dreams), torch.stack(reals), torch.tensor(labels)  # uint8 [N, H, W, 3]
+        self.dream, self.real, self.labels = dream[~held], real[~held], every[~held]
+        self.held_dream, self.held_labels = dream[held], every[held]
+        if not bool(self.labels.any()):
+            raise TrainingError("train termination found no episode end among the windows it trains on: draw more "
+                                "(--termination-windows)")
         positives = float(self.labels.float().mean())
         # positives weigh sqrt(negatives / positives): the loss neither ignores the rare endings nor fires everywhere
         self.pos_weight = math.sqrt((1.0 - positives) / positives)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @torch.no_grad()
+    def fit_threshold(self, detector: nn.Module, batch_size: int = 512) -> tuple[float, float, float]:
+        """The shift of the detector's logit (a step of :data:`TERMINATION_SHIFTS`) that makes its endings on the
+        held-out dreamed frames best (F1; the smallest shift among equals): trained with the positives weighted up, it
+        fires a step early now and then, which a dream pays as a success. Returns ``(shift, F1 before, F1 after)``."""
+        if not len(self.held_labels) or not bool(self.held_labels.any()):
+            return 0.0, float("nan"), float("nan")
+        logits = torch.cat([detector(self.held_dream[k : k + batch_size]).float().cpu()
+                            for k in range(0, len(self.held_dream), batch_size)])
+
+        def f1(shift: float) -> float:
+            fired = logits + shift > 0
+            hits = int((fired & self.held_labels).sum())
+            return 2 * hits / max(int(fired.sum()) + int(self.held_labels.sum()), 1)
+
+        best = max(TERMINATION_SHIFTS, key=lambda shift: (f1(shift), -abs(shift)))
+        return float(best), f1(0.0), f1(best)
 
     def loss(self, detector: nn.Module, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         """The detector's loss on ``batch_size`` frames drawn uniformly, half dreamed and half real."""
@@ -1021,8 +1050,9 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
         t0 = time.perf_counter()
         pool = TerminationPool(model, dataset, cfg.termination_windows, cfg.window, seed=cfg.seed)
         if rank() == 0:
-            print(f"{cfg.termination_windows} windows dreamed ({len(pool)} frames, {int(pool.labels.sum())} of them "
-                  f"episode ends) in {time.perf_counter() - t0:.0f} s", flush=True)
+            print(f"{cfg.termination_windows} windows dreamed in {time.perf_counter() - t0:.0f} s: {len(pool)} frames to "
+                  f"train on ({int(pool.labels.sum())} of them episode ends), {len(pool.held_labels)} held out "
+                  f"({int(pool.held_labels.sum())})", flush=True)
     if stage == "memory":
         t0 = time.perf_counter()
         pool = DreamPool(model, dataset, cfg.memory_rollouts, cfg.memory_context, cfg.window, seed=cfg.seed)
@@ -1106,6 +1136,13 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
             bar.set_postfix(loss=f"{row['loss']:.4f}", sps=f"{rate:.0f}")
         if rank() == 0 and cfg.sample_every and stage not in ("reward", "prompt", "memory", "views", "termination") and (done % cfg.sample_every == 0 or done == total_steps):
             write_sample(model, sample_batch, stage, out / "samples" / f"{stage}-{done:07d}.gif")
+        if stage == "termination" and done == total_steps:  # the threshold fitted on held-out dreams, then exported
+            shift, before, after = pool.fit_threshold(_with_ema(model, ema).termination_detector)
+            name = model.termination_detector.OUTPUT_BIAS
+            ema.shadow[f"termination_detector.{name}"] += shift
+            if rank() == 0:
+                print(f"the detector's threshold fitted on {len(pool.held_labels)} held-out dreamed frames: logit "
+                      f"shift {shift:+.2f}, F1 {before:.3f} -> {after:.3f}", flush=True)
         if done % cfg.checkpoint_every == 0 or done == total_steps:
             if rank() == 0:
                 save_checkpoint(out, stage, done, model, ema, opt, generator, cfg, {

@@ -365,6 +365,21 @@ def test_the_recipe_collects_the_rooms_of_the_shipped_data(recipe):
         env.close()
 
 
+def test_termination_commands_collect_the_task_under_three_policies_then_train_from_the_finished_model(recipe, tmp_path):
+    first = recipe.termination_commands(recipe.Recipe(), tmp_path, tmp_path / "m", progress=True)
+    assert [c[3] for c in first] == ["collect", "train"] and "--no-progress" not in first[1]
+    collect, train_cmd = first
+    assert collect[collect.index("--policy") + 1] == "explore,scripted,sticky"
+    assert collect[collect.index("--seed") + 1] == "7000000"  # apart from every other part's data and the benchmarks'
+    assert train_cmd[4] == "termination" and train_cmd[train_cmd.index("--init") + 1] == str(tmp_path / "m")
+    assert train_cmd[train_cmd.index("--data") + 1] == collect[collect.index("--out") + 1]
+    assert train_cmd[train_cmd.index("--termination-windows") + 1] == "4096"
+    (tmp_path / "termination_data").mkdir()
+    (tmp_path / "termination_data" / "manifest.json").write_text("{}")
+    again = recipe.termination_commands(recipe.Recipe(), tmp_path, tmp_path / "m", progress=False)
+    assert [c[3] for c in again] == ["train"] and "--no-progress" in again[0]  # collected once
+
+
 def test_install_only_of_a_fast_run_sets_the_datas_servo_then_installs(recipe, tmp_path, monkeypatch):
     """A fast run made before the servo step: --install-only sets it in the last stage's model, then installs that."""
     out = tmp_path / "out"

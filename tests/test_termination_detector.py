@@ -13,7 +13,7 @@ from conftest import make_tiny_model, model_weights, train_config
 from neuralsim.config import WorldModelConfig
 from neuralsim.reward import TerminationDetector
 from neuralsim.session import DreamSession
-from neuralsim.train import TrainingError, train
+from neuralsim.train import TerminationPool, TrainingError, train
 
 
 def square_frames(n: int, with_square: np.ndarray, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -43,6 +43,19 @@ def test_the_detector_learns_which_frames_end_an_episode():
         fired = detector(torch.from_numpy(square_frames(32, held_out_labels, seed=1))).numpy() > 0
     assert (fired == held_out_labels).all()
     assert logs["recall"] == 1.0 and logs["precision"] == 1.0
+
+
+def test_the_threshold_is_fitted_on_held_out_dreams_and_names_the_logits_bias():
+    pool = TerminationPool.__new__(TerminationPool)  # only the held-out frames matter here
+    pool.held_dream = torch.zeros(6, 32, 32, 3, dtype=torch.uint8)
+    pool.held_labels = torch.tensor([True, True, False, False, False, False])
+    logits = torch.tensor([1.0, 0.6, 0.7, -2.0, -3.0, 0.2])
+    shift, before, after = pool.fit_threshold(lambda frames: logits[: len(frames)], batch_size=64)
+    # at 0 it fires 4 times for 2 endings (F1 2/3); shifted by -0.25 to -0.5 once too often (F1 0.8: the smallest
+    # shift is taken); by -0.75 it misses one
+    assert shift == -0.25 and before == pytest.approx(2 / 3) and after == pytest.approx(0.8)
+    detector = TerminationDetector(8, (32, 32))
+    assert dict(detector.named_parameters())[TerminationDetector.OUTPUT_BIAS] is detector.net[-1].bias
 
 
 def test_an_image_size_the_strides_cannot_divide_is_refused():
