@@ -23,7 +23,7 @@ def test_default_model_is_shipped_inside_the_package():
     files = {p.name: p.stat().st_size for p in (ASSETS_DIR / "default").iterdir()}
     assert set(files) == {"config.json", "model.safetensors", "start_frames.safetensors"}
     # "a few MB": the dream's weights are 7.7 MB in fp16, the prompt-start generator 5.2 MB more, the view generator
-    # (the views around a prompted start) 5.3 MB more
+    # (the views around a prompted start) 5.3 MB more, the termination detector 0.4 MB more
     assert sum(files.values()) < 20 * 2**20
     config = json.loads((ASSETS_DIR / "default" / "config.json").read_text())
     assert config["provenance"]["env_id"] == "NeuralSimRoom-v0"
