@@ -108,9 +108,9 @@ class WorldModelVectorEnv(VectorEnv):
         self.reward_fn = reward_fn
         self.return_frames = bool(return_frames)
         # the views a prompt draws around the start show only in decoded frames (neuralsim.model.WorldModel.init_state)
-        # (a termination detector judges decoded frames whatever the observations)
-        self.session.draw_views = (self.return_frames or obs_type == "rgb" or render_mode is not None
-                                   or self.session.judges_frames)
+        # a termination detector judges the frames an env decodes anyway (latent observations: the reward model's ending)
+        self.session.draw_views = self.session.judge_frames = (self.return_frames or obs_type == "rgb"
+                                                               or render_mode is not None)
         self.single_observation_space = observation_space(self.session, obs_type)
         self.single_action_space = self.session.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)

@@ -229,9 +229,9 @@ class WorldModelEnv(gym.Env):
                                     compile=compile, batch_size=1)
         self.obs_type = obs_type
         self.render_mode = render_mode
-        # the views a prompt draws around the start show only in decoded frames (neuralsim.model.WorldModel.init_state),
-        # which a termination detector judges whatever the observations
-        self.session.draw_views = obs_type == "rgb" or render_mode is not None or self.session.judges_frames
+        # the views a prompt draws around the start show only in decoded frames (neuralsim.model.WorldModel.init_state);
+        # a termination detector judges the frames an env decodes anyway (latent observations: the reward model's ending)
+        self.session.draw_views = self.session.judge_frames = obs_type == "rgb" or render_mode is not None
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self._limit_owner: str | None = None  # "env" or "TimeLimit", decided at the first reset
         self.reward_fn = reward_fn

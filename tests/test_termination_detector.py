@@ -115,6 +115,24 @@ def test_a_session_decodes_for_the_detector_even_without_frames_asked():
     assert not DreamSession(make_tiny_model(reward_model_channels=8), dtype="float32").judges_frames
 
 
+def test_envs_judge_the_frames_they_decode_and_latent_observations_keep_the_reward_models_ending(tmp_path):
+    from conftest import save_tiny_checkpoint
+    from neuralsim.envs import WorldModelEnv, WorldModelVectorEnv
+
+    model_dir = save_tiny_checkpoint(tmp_path / "m", reward_model_channels=8, termination_detector_channels=8)
+    for obs, judged in (("rgb", True), ("latent", False)):
+        vec = WorldModelVectorEnv(2, model=str(model_dir), obs_type=obs, return_frames=False)
+        env = WorldModelEnv(model=str(model_dir), obs_type=obs)
+        assert vec.session.judges_frames == judged and env.session.judges_frames == judged
+        vec.close()
+        env.close()
+    env = WorldModelEnv(model=str(model_dir), obs_type="latent", render_mode="rgb_array")  # it decodes: it judges
+    vec = WorldModelVectorEnv(2, model=str(model_dir), obs_type="latent")  # returns the frames: decodes them anyway
+    assert env.session.judges_frames and vec.session.judges_frames
+    env.close()
+    vec.close()
+
+
 def ending_dataset(path: Path, episodes: int = 8, size: int = 32, seed: int = 0) -> Path:
     """A camera world whose episodes end (terminated) when the red square reaches the bottom rows, which the last
     frame shows; the others run out of time."""
