@@ -316,8 +316,8 @@ class WorldModelConfig:
                       "ranges increasing (neuralsim.reward.fit_range_calibration)")
         v = self.termination_detector_channels
         if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 8 or (v and not self.reward_model_channels):
-            raise bad("termination_detector_channels", "0 (no termination detector) or, with reward_model_channels > 0 (whose "
-                      "progress term it completes), a positive multiple of 8")
+            raise bad("termination_detector_channels", "0 (no termination detector) or, with reward_model_channels > 0 "
+                      "(whose progress term it completes), a positive multiple of 8")
         v = self.prompt_start_channels
         if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v % 32:
             raise bad("prompt_start_channels", "0 (no prompt-start generator) or a positive multiple of 32")

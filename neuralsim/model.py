@@ -404,7 +404,7 @@ class WorldModel(nn.Module):
         self.termination_head = _Head(config.width) if config.termination_head else None
         self.reward_model = _reward_model(config)
         self.termination_detector = (TerminationDetector(config.termination_detector_channels, tuple(config.image_size))
-                                 if config.termination_detector_channels else None)
+                                     if config.termination_detector_channels else None)
         self.prompt_start = (PromptStart(self.latent_shape, config.prompt_start_channels,
                                          max_tokens=config.prompt_start_tokens, vocab=config.text_vocab,
                                          text_hidden=config.text_hidden) if config.prompt_start_channels else None)

@@ -508,7 +508,8 @@ class TerminationDetector(nn.Module):
         return self.net(x.contiguous())[:, 0]
 
     def loss(self, frames: torch.Tensor, labels: torch.Tensor, pos_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
-        """Binary cross-entropy of ``frames [N, H, W, 3]`` against ``labels [N]`` (True: the frame ends the episode), the positives weighted by ``pos_weight``."""
+        """Binary cross-entropy of ``frames [N, H, W, 3]`` against ``labels [N]`` (True: the frame ends the episode),
+        the positives weighted by ``pos_weight``."""
         logits = self(frames).float()
         labels = labels.to(logits.device, logits.dtype)
         loss = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=logits.new_tensor(pos_weight))

@@ -403,8 +403,9 @@ class DreamSession:
     @property
     def judges_frames(self) -> bool:
         """Whether the model's termination detector judges each step's decoded frame (:meth:`step` then decodes every
-        step, latent observations too: the termination and the bonus come from the frame the dream draws). Set
-        :attr:`judge_frames` False to end episodes by the reward model's own estimate instead, without decoding."""
+        step, even where ``decode=False``: the termination and the bonus come from the frame the dream draws). Set
+        :attr:`judge_frames` False to end episodes by the reward model's own estimate instead, without decoding (the
+        envs do for latent observations)."""
         return self.judge_frames and getattr(self.model, "termination_detector", None) is not None
 
     @property
@@ -576,7 +577,7 @@ class DreamSession:
         with self.autocast():
             latent, state = self.model.step(state, actions, generator=generator, denoise_steps=steps)
             frames = self.decode(latent[:, None], first_frame=False, context=state) if decode or judge else None
-            if judge:  # the termination detector judges the frame the dream draws (decoded even for latent observations)
+            if judge:  # the termination detector judges the frame the dream draws (decoded for it if not asked for)
                 state = self.model.judge_termination(state, frames)
             reward, term = self.model.predict_reward_termination(state)
         return DreamStep(state, latent, frames, reward.float().cpu().numpy().astype(np.float32),

@@ -939,7 +939,8 @@ def data_stream(dataset: Any, cfg: TrainConfig, stage: str, start: int) -> Itera
     # Each rank reads its own deterministic stream; batch i of rank r is a pure function of (seed, stage, r, i).
     seed = cfg.seed * 1_000 + STAGES.index(stage) * 100 + rank()
     window = 1 if stage == "autoencoder" and dataset.frames_per_step == 1 else cfg.window
-    if stage in ("memory", "views", "termination"):  # its frames come from the pool drawn before the stage: a batch sets its size
+    if stage in ("memory", "views", "termination"):  # its frames come from the pool drawn before the stage: a batch
+        # sets its size
         window = 1
     focus: dict[str, Any] = {}
     if stage == "dynamics" and cfg.release_windows > 0:  # the release where the loss sees it: after the burn-in
