@@ -157,6 +157,10 @@ class TrainConfig:
     termination_windows: int = 2048  # termination: windows of the data the model dreams (1, 4 or 16 real frames, then
     #                                  up to --window steps of the data's actions), half of them ending where an
     #                                  episode ends, to train the termination detector on, drawn once per run
+    termination_reset_share: float = 0.25  # termination: the share of those windows that start as an env's reset does:
+    #                                        an episode's first frame alone, then up to --termination-reset-horizon
+    #                                        steps of its actions (a dream env's episode; the ending is far from there)
+    termination_reset_horizon: int = 64  # termination: the longest of those dreams
     view_pairs: int = 6  # views: pairs of frames of one place at two headings drawn per episode (all when fewer; each
     #                      frame is encoded once, so more pairs encode more of an episode: 6 is the shipped run's)
     critic_warmup: int = 0  # adversarial: the stage's first N steps train the critic alone (the dynamics stays as it
@@ -408,17 +412,29 @@ class TerminationPool:
     the real episode ended on that step; beside each the real frame, labelled alike. A window starts from 1, 4 or 16
     real frames (:data:`TERMINATION_CONTEXTS`, in turn), then dreams up to ``horizon`` steps of the data's actions;
     half the windows are placed so that their episode's last step falls on a uniformly drawn dreamed step (an
-    episode's end is one step in a few hundred). Drawn once per run from ``seed`` (a resumed run draws the same)."""
+    episode's end is one step in a few hundred). A ``reset_share`` of them instead start where a dream env's episode
+    starts, from an episode's first frame alone, and dream up to ``reset_horizon`` steps: the frames an agent in the
+    dream sees, long after the one real frame (the benchmarks' windows alone left the detector firing on them where
+    the room's episode went on). Drawn once per run from ``seed`` (a resumed run draws the same)."""
 
-    def __init__(self, model: nn.Module, dataset: Any, windows: int, horizon: int, seed: int, batch_size: int = 32):
+    def __init__(self, model: nn.Module, dataset: Any, windows: int, horizon: int, seed: int, batch_size: int = 32,
+                 reset_share: float = 0.0, reset_horizon: int = 64):
         rng = np.random.default_rng([seed, 9])
         generator = torch.Generator().manual_seed(seed * 7919 + 9)
         steps = np.asarray(dataset.episode_steps)
         ended = np.flatnonzero([bool(t[-1]) if len(t) else False for t in np.split(
             dataset.step_column("terminated"), np.cumsum(steps)[:-1])])
         # (episode, start, steps, held out): every TERMINATION_HELD_OUT-th window is where the threshold is fitted
-        plans: dict[int, list[tuple[int, int, int, bool]]] = {c: [] for c in TERMINATION_CONTEXTS}
-        for w in range(windows):
+        # keyed by (real frames, starts at a reset): a batch dreams as long as its longest window, so the long reset
+        # windows are batched apart
+        plans: dict[tuple[int, bool], list[tuple[int, int, int, bool]]] = {(c, False): [] for c in TERMINATION_CONTEXTS}
+        resets = round(reset_share * windows)
+        plans[(1, True)] = []
+        for w in range(resets):  # an episode's first frame, then its actions until it ends or the horizon
+            e = int(rng.integers(0, len(steps)))
+            held = w % TERMINATION_HELD_OUT == TERMINATION_HELD_OUT - 1
+            plans[(1, True)].append((e, 0, min(reset_horizon, int(steps[e])), held))
+        for w in range(windows - resets):
             c = TERMINATION_CONTEXTS[w % len(TERMINATION_CONTEXTS)]
             held = w // len(TERMINATION_CONTEXTS) % TERMINATION_HELD_OUT == TERMINATION_HELD_OUT - 1
             if w % 2 == 0 and len(ended):  # the episode's end on dreamed step j
@@ -429,19 +445,19 @@ class TerminationPool:
                     j, start = int(steps[e]) - c, 0
                 if j < 0:
                     continue
-                plans[c].append((e, start, j + 1, held))
+                plans[(c, False)].append((e, start, j + 1, held))
             else:
                 e = int(rng.integers(0, len(steps)))
                 if steps[e] < c:
                     continue
                 start = int(rng.integers(0, steps[e] - c + 1))
-                plans[c].append((e, start, min(horizon, int(steps[e]) - start - c + 1), held))
+                plans[(c, False)].append((e, start, min(horizon, int(steps[e]) - start - c + 1), held))
         dreams, reals, labels, held_out = [], [], [], []
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                for c, plan in plans.items():
+                for (c, _), plan in plans.items():
                     for b0 in range(0, len(plan), batch_size):
                         part = plan[b0 : b0 + batch_size]
                         eps = [dataset.episode(e) for e, *_ in part]
@@ -862,7 +878,8 @@ _RESUME_MUST_MATCH = {
     "critic_reads": "--critic-reads", "critic_warmup": "--critic-warmup", "gradient_difference": "--gradient-difference",
     "memory_rollouts": "--memory-rollouts", "memory_context": "--memory-context",
     "memory_depth_frozen": "--memory-depth-frozen", "view_pairs": "--view-pairs",
-    "termination_windows": "--termination-windows",
+    "termination_windows": "--termination-windows", "termination_reset_share": "--termination-reset-share",
+    "termination_reset_horizon": "--termination-reset-horizon",
     "stop_coast": "--stop-coast", "release_windows": "--release-windows", "terminal_windows": "--terminal-windows",
     "reward_kind": "--reward-kind",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
@@ -1049,7 +1066,8 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
             print(f"{len(pool)} pairs of views of one place encoded in {time.perf_counter() - t0:.0f} s", flush=True)
     if stage == "termination":
         t0 = time.perf_counter()
-        pool = TerminationPool(model, dataset, cfg.termination_windows, cfg.window, seed=cfg.seed)
+        pool = TerminationPool(model, dataset, cfg.termination_windows, cfg.window, seed=cfg.seed,
+                               reset_share=cfg.termination_reset_share, reset_horizon=cfg.termination_reset_horizon)
         if rank() == 0:
             print(f"{cfg.termination_windows} windows dreamed in {time.perf_counter() - t0:.0f} s: {len(pool)} frames to "
                   f"train on ({int(pool.labels.sum())} of them episode ends), {len(pool.held_labels)} held out "
@@ -1392,6 +1410,12 @@ def validate(cfg: TrainConfig) -> Any:
     if (isinstance(cfg.termination_windows, bool) or not isinstance(cfg.termination_windows, int)
             or cfg.termination_windows < 1):
         raise TrainingError(f"--termination-windows must be an int >= 1, got {cfg.termination_windows!r}")
+    if (isinstance(cfg.termination_reset_share, bool) or not isinstance(cfg.termination_reset_share, (int, float))
+            or not 0.0 <= cfg.termination_reset_share <= 1.0):
+        raise TrainingError(f"--termination-reset-share must be a number in [0, 1], got {cfg.termination_reset_share!r}")
+    if (isinstance(cfg.termination_reset_horizon, bool) or not isinstance(cfg.termination_reset_horizon, int)
+            or cfg.termination_reset_horizon < 1):
+        raise TrainingError(f"--termination-reset-horizon must be an int >= 1, got {cfg.termination_reset_horizon!r}")
     if cfg.stage == "termination" and not dataset.step_column("terminated").any():
         raise TrainingError(f"--data {cfg.data!r} has no episode that terminates: `train termination` learns what the "
                             "frame that ends an episode looks like (collect episodes that reach the env's end, e.g. "

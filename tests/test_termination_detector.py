@@ -179,6 +179,10 @@ def test_train_termination_adds_a_detector_and_trains_only_it(dataset, tmp_path)
         train(train_config(dataset, tmp_path / "no_ends", stage="termination", init=str(rewarded)))
     with pytest.raises(TrainingError, match="--termination-windows must be an int >= 1"):
         train(train_config(data, tmp_path / "bad", stage="termination", init=str(rewarded), termination_windows=0))
+    with pytest.raises(TrainingError, match=r"--termination-reset-share must be a number in \[0, 1\]"):
+        train(train_config(data, tmp_path / "bad", stage="termination", init=str(rewarded), termination_reset_share=1.5))
+    with pytest.raises(TrainingError, match="--termination-reset-horizon must be an int >= 1"):
+        train(train_config(data, tmp_path / "bad", stage="termination", init=str(rewarded), termination_reset_horizon=0))
     out = train(train_config(data, tmp_path / "det", stage="termination", init=str(rewarded), steps=3,
                              termination_windows=8, window=6))
     model = WorldModel.from_pretrained(out)
@@ -189,3 +193,36 @@ def test_train_termination_adds_a_detector_and_trains_only_it(dataset, tmp_path)
         torch.testing.assert_close(after[name], value)
     # the detector is what the dream's envs now end episodes by: a session of it judges every step's frame
     assert DreamSession(model, dtype="float32").judges_frames
+
+
+def test_reset_windows_dream_from_an_episodes_first_frame(tmp_path):
+    """A dream env's episode starts from one real reset frame: the pool's reset windows dream from each episode's first
+    frame for up to ``reset_horizon`` steps, each dreamed frame beside the real frame and the label of the same step;
+    every 5th window held out."""
+    from neuralsim.data import Dataset
+    from neuralsim.model import WorldModel
+
+    data = ending_dataset(tmp_path / "ends")
+    base = train(train_config(data, tmp_path / "base"))
+    model = WorldModel.from_pretrained(train(train_config(data, tmp_path / "rm", stage="reward", init=str(base),
+                                                          steps=1))).float()
+    dataset = Dataset(data)
+    rng = np.random.default_rng([0, 9])  # the pool's generator: the reset windows draw their episodes first
+    drawn = [int(rng.integers(0, dataset.num_episodes)) for _ in range(10)]
+    for reset_horizon in (100, 8):  # past every episode's end (whole episodes), and cutting the longer ones short
+        pool = TerminationPool(model, dataset, windows=10, horizon=2, seed=0, reset_share=1.0,
+                               reset_horizon=reset_horizon)
+        eps = [dataset.episode(e) for e in drawn]
+        lengths = [min(reset_horizon, len(ep["actions"])) for ep in eps]
+        real, labels, held = [], [], []
+        for t in range(max(lengths)):  # one batch, step by step, the windows still running
+            for w, ep in enumerate(eps):
+                if t < lengths[w]:
+                    real.append(ep["frames"][1 + t])
+                    labels.append(bool(ep["terminated"][t]))
+                    held.append(w % 5 == 4)
+        held = np.array(held)
+        np.testing.assert_array_equal(pool.real.numpy(), np.stack(real)[~held])
+        np.testing.assert_array_equal(pool.labels.numpy(), np.array(labels)[~held])
+        np.testing.assert_array_equal(pool.held_labels.numpy(), np.array(labels)[held])
+        assert pool.dream.shape == pool.real.shape
