@@ -97,6 +97,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--width", type=int, default=0,
                         help="start a fresh depth net of this width instead of fine-tuning the model's (default 0: keep)")
+    parser.add_argument("--refine", type=int, default=0,
+                        help="add a full-resolution correction of this width to the depth net (DepthNet's refine; "
+                             "default 0: as the net is)")
     parser.add_argument("--edge-weight", type=float, default=0.0,
                         help="extra loss weight within a pixel of a depth edge (default 0)")
     parser.add_argument("--object-weight", type=float, default=0.0,
@@ -105,9 +108,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    if args.width < 0 or not (args.edge_weight >= 0 and args.object_weight >= 0):
-        raise SystemExit(f"error: --width, --edge-weight and --object-weight must be >= 0, got {args.width}, "
-                         f"{args.edge_weight}, {args.object_weight}")
+    if args.width < 0 or args.refine < 0 or not (args.edge_weight >= 0 and args.object_weight >= 0):
+        raise SystemExit(f"error: --width, --refine, --edge-weight and --object-weight must be >= 0, got {args.width}, "
+                         f"{args.refine}, {args.edge_weight}, {args.object_weight}")
     if args.steps < 1 or args.batch_size < 1 or not (args.lr > 0 and math.isfinite(args.lr)):
         raise SystemExit(f"error: --steps and --batch-size must be >= 1 and --lr a positive number, got "
                          f"{args.steps}, {args.batch_size}, {args.lr}")
@@ -119,6 +122,9 @@ def main() -> None:
     if memory is None or memory.depth is None:
         raise SystemExit(f"error: --model needs a frame memory with a depth net (frame_memory_depth_width > 0): "
                          f"{args.model!r} has none (add one with neuralsim train memory --set frame_memory_depth_width=16)")
+    if args.refine and not args.width and model.config.frame_memory_depth_refine not in (0, args.refine):
+        raise SystemExit(f"error: --refine {args.refine}: the model's depth net has a correction of width "
+                         f"{model.config.frame_memory_depth_refine} already (give that, or 0)")
 
     t0 = time.perf_counter()
     if args.policies is not None and args.frames < len(args.policies):
@@ -139,9 +145,17 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(20_000 + args.seed)
+    refine = args.refine or model.config.frame_memory_depth_refine
     if args.width:  # a fresh net: the seed above draws its weights
-        memory.depth = DepthNet(args.width)
-        model.config = model.config.replace(frame_memory_depth_width=args.width)
+        memory.depth = DepthNet(args.width, refine)
+        model.config = model.config.replace(frame_memory_depth_width=args.width, frame_memory_depth_refine=refine)
+    elif args.refine and memory.depth.refine is None:  # the trained net, a full-resolution correction added (a no-op
+        grown = DepthNet(model.config.frame_memory_depth_width, refine)  # until it trains: its last layer is zero)
+        missing, unexpected = grown.load_state_dict(memory.depth.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith("refine.") for k in missing), (missing, unexpected)
+        memory.depth = grown
+        model.config = model.config.replace(frame_memory_depth_refine=refine)
+
     net = memory.depth
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
@@ -173,7 +187,8 @@ def main() -> None:
                 log.flush()
     net.eval()
     run = {"from": str(args.model), "data": str(args.data), "frames": args.frames, "seed_start": args.seed_start,
-           "policies": args.policies, "width": args.width or None, "edge_weight": args.edge_weight,
+           "policies": args.policies, "width": args.width or None, "refine": args.refine or None,
+           "edge_weight": args.edge_weight,
            "object_weight": args.object_weight, "flip": args.flip,
            "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
            "final_log_l1": round(error.mean().item(), 5)}

@@ -608,7 +608,8 @@ def run_fast(recipe: Recipe, out: Path, data: Path, ae_dir: Path, common: dict[s
     final_dir = merge_decoder_into(out / f"decoder_grown{len(FAST_DECODER)}", final_dir, out / "final")
     if not (out / "depth" / "config.json").exists():  # written last (atomically): a finished run
         raise SystemExit(f"the depth net's training failed: see {out / 'depth.log'}")
-    merge_part(out / "depth", final_dir, out / "final_depth", "frame_memory.depth.", ("frame_memory_depth_width",))
+    merge_part(out / "depth", final_dir, out / "final_depth", "frame_memory.depth.",
+               ("frame_memory_depth_width", "frame_memory_depth_refine"))
     final_dir = out / "final_depth"
     if recipe.reward_episodes > 0 and tracker_beside(recipe):
         if not (out / "reward" / "model.safetensors").exists():

@@ -162,6 +162,9 @@ class WorldModelConfig:
     # > 0: the memory's warp follows the walk too, by the remembered frame's depth from a DepthNet of this width
     # (trained without depth labels: the other frames warped by it must match); 0: the rotation alone moves its pixels.
     frame_memory_depth_width: int = 0
+    # > 0: the depth net ends with a full-resolution correction of this width (DepthNet's ``refine``: a small object's
+    # depth, which half resolution shares with what is behind it); 0: none.
+    frame_memory_depth_refine: int = 0
     # How the memory's pixels enter: "learned" (the gate's net weighs them against the dream's, pixel by pixel) or
     # "seen" (they replace the dream's wherever the warp sees them, while the camera is within the memory's range).
     frame_memory_gate: str = "learned"
@@ -285,6 +288,9 @@ class WorldModelConfig:
         if isinstance(d, bool) or not isinstance(d, int) or d < 0 or (d and not m):
             raise bad("frame_memory_depth_width", "0 (the warp follows the rotation alone) or, with frame_memory_width > 0, "
                       "a positive int")
+        r = self.frame_memory_depth_refine
+        if isinstance(r, bool) or not isinstance(r, int) or r < 0 or (r and not d):
+            raise bad("frame_memory_depth_refine", "0 or, with frame_memory_depth_width > 0, a positive int")
         if self.frame_memory_gate not in FRAME_MEMORY_GATES:
             raise bad("frame_memory_gate", '"learned" or "seen"')
         k = self.frame_memory_frames

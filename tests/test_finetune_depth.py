@@ -116,4 +116,45 @@ def test_finetune_depth_can_start_a_wider_net_with_weighted_mirrored_batches(tmp
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("frame_memory.depth."))
     bad = subprocess.run([sys.executable, str(SCRIPT), "--model", str(base), "--data", str(data), "--width", "-1",
                           "--out", str(tmp_path / "x")], capture_output=True, text=True)
-    assert bad.returncode != 0 and "--width, --edge-weight and --object-weight must be >= 0" in bad.stderr
+    assert bad.returncode != 0 and "--width, --refine, --edge-weight and --object-weight must be >= 0" in bad.stderr
+
+
+def test_a_full_resolution_correction_starts_as_a_no_op_and_is_validated():
+    from neuralsim.config import WorldModelConfig
+    from neuralsim.frame_memory import DepthNet
+
+    torch.manual_seed(0)
+    plain = DepthNet(4)
+    grown = DepthNet(4, refine=3)
+    missing, unexpected = grown.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and set(missing) == {"refine.0.weight", "refine.0.bias", "refine.2.weight", "refine.2.bias"}
+    frame = torch.rand(2, 3, 16, 16) * 2 - 1
+    torch.testing.assert_close(grown(frame), plain(frame))  # its last layer starts at zero
+    with torch.no_grad():
+        grown.refine[-1].bias.fill_(0.5)  # trained, it changes the depth at full resolution
+    assert grown(frame).shape == (2, 16, 16) and not torch.allclose(grown(frame), plain(frame))
+    with pytest.raises(ValueError, match="frame_memory_depth_refine"):
+        WorldModelConfig(frame_memory_depth_refine=4)  # no depth net to correct
+    with pytest.raises(ValueError, match="frame_memory_depth_refine"):
+        WorldModelConfig(camera=True, frames_per_latent=1, frame_memory_width=4, frame_memory_depth_width=4,
+                         frame_memory_depth_refine=-1)
+
+
+@pytest.mark.mujoco
+def test_finetune_depth_can_add_a_full_resolution_correction(tmp_path):
+    from neuralsim.model import WorldModel
+
+    data, base = _room_and_depth_model(tmp_path)
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, str(SCRIPT), "--model", str(base), "--data", str(data), "--frames", "32",
+                    "--steps", "30", "--batch-size", "8", "--lr", "3e-3", "--refine", "5", "--out", str(out)],
+                   check=True, capture_output=True, text=True)
+    model = WorldModel.from_pretrained(out)
+    assert model.config.frame_memory_depth_refine == 5 and model.frame_memory.depth.refine[0].out_channels == 5
+    assert json.loads((out / "config.json").read_text())["provenance"]["depth_finetune"]["refine"] == 5
+    before, after = model_weights(base), model_weights(out)
+    assert set(after) - set(before) == {k for k in after if k.startswith("frame_memory.depth.refine.")}
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("frame_memory.depth."))
+    again = subprocess.run([sys.executable, str(SCRIPT), "--model", str(out), "--data", str(data), "--refine", "7",
+                            "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert again.returncode != 0 and "has a correction of width 5 already" in again.stderr
