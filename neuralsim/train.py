@@ -452,7 +452,13 @@ class TerminationPool:
                     continue
                 start = int(rng.integers(0, steps[e] - c + 1))
                 plans[(c, False)].append((e, start, min(horizon, int(steps[e]) - start - c + 1), held))
-        dreams, reals, labels, held_out = [], [], [], []
+        # every frame written into one preallocated array: a list of a hundred thousand small frames (and the batch
+        # tensors they viewed) held the process at 10x the frames' own size, enough to run a 24 GB machine out of memory
+        total = sum(m for plan in plans.values() for _, _, m, _ in plan)
+        shape = tuple(dataset.episode(0)["frames"].shape[1:])
+        dream, real = torch.empty((total, *shape), dtype=torch.uint8), torch.empty((total, *shape), dtype=torch.uint8)
+        every, held = torch.zeros(total, dtype=torch.bool), torch.zeros(total, dtype=torch.bool)
+        k = 0
         was_training = model.training
         model.eval()
         try:
@@ -477,18 +483,15 @@ class TerminationPool:
                             frames = model.decode(latent[:, None], first_frame=False, context=state)[:, -1].cpu()
                             for i in live:
                                 ep, s = eps[i], part[i][1]
-                                dreams.append(frames[i])
-                                reals.append(torch.from_numpy(ep["frames"][s + c + t].copy()))  # not a view: the
-                                # episode's whole array would stay alive with it
-                                labels.append(bool(ep["terminated"][s + c - 1 + t]))
-                                held_out.append(part[i][3])
+                                dream[k] = frames[i]
+                                real[k] = torch.from_numpy(ep["frames"][s + c + t])
+                                every[k], held[k] = bool(ep["terminated"][s + c - 1 + t]), part[i][3]
+                                k += 1
         finally:
             model.train(was_training)
-        if not labels or not any(labels):
+        if not bool(every.any()):
             raise TrainingError("train termination found no episode end among the dreamed windows: --data needs "
                                 "episodes that terminate (terminated=True on their last step)")
-        held = torch.tensor(held_out)
-        dream, real, every = torch.stack(dreams), torch.stack(reals), torch.tensor(labels)  # uint8 [N, H, W, 3]
         self.dream, self.real, self.labels = dream[~held], real[~held], every[~held]
         self.held_dream, self.held_labels = dream[held], every[held]
         if not bool(self.labels.any()):
