@@ -294,7 +294,9 @@ class Recipe:
     # draws, not from the tracker's geometry (README, "reward prediction").
     termination_episodes: int = 1500  # 0 = none (the tracker's own ending)
     termination_seed: int = 7_000_000  # apart from the other data and the benchmarks' held-out seeds
-    termination_windows: int = 4096  # windows dreamed (1, 4 or 16 real frames, then up to 24 steps), half at an end
+    termination_windows: int = 4096  # windows dreamed (1, 4 or 16 real frames, then up to 24 steps), half at an end;
+    #                                  a quarter of them from an episode's first frame, up to 64 steps (`train
+    #                                  termination`'s --termination-reset-share / --termination-reset-horizon defaults)
     termination_steps: int = 4000
     # The frame memory (`neuralsim train memory`), last: a gate that puts the last real context frame's pixels, warped
     # to the dream's camera, into the decoded frames; trained on the finished model's own dreams of the world's data.
