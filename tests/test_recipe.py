@@ -168,7 +168,8 @@ def test_the_fast_schedule_grows_the_decoder_after_the_dynamics_and_merges_every
     dynamics = tmp_path / f"fast{len(recipe.FAST_STAGES)}"
     assert merges == [
         ("decoder", tmp_path / f"decoder_grown{len(recipe.FAST_DECODER)}", dynamics),
-        ("frame_memory.depth.", tmp_path / "depth", tmp_path / "final", ("frame_memory_depth_width",), None),
+        ("frame_memory.depth.", tmp_path / "depth", tmp_path / "final",
+         ("frame_memory_depth_width", "frame_memory_depth_refine"), None),
         # the tracker brings the start set of its task's episodes
         ("reward_model.", tmp_path / "reward", tmp_path / "final_depth", recipe.REWARD_MODEL_FIELDS, tmp_path / "reward"),
         ("prompt", tmp_path / "prompt", tmp_path / "final_reward"),
