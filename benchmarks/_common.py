@@ -250,6 +250,7 @@ def write_result(result: dict[str, Any], out: str | os.PathLike) -> None:
     line."""
     from neuralsim.checkpoints import atomic_write_json
 
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
     print(json.dumps(result))
 

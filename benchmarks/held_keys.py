@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_standard_args, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
+from fidelity import psnr_stats  # noqa: E402
 
 SEEDS = (16, 4)  # held-out layouts: full, --quick
 STEPS = (64, 32)
@@ -62,12 +63,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if bad:
         parser.error(f"--keys must be key strings over 'wsadijkl' (e.g. w l wl), got {bad}")
     return args
-
-
-def pooled_psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) of the mean squared error over all of ``a`` against ``b`` (uint8 images)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
 
 
 def gradient_energy(frames: np.ndarray) -> np.ndarray:
@@ -153,9 +148,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             real_rms = model.encode(real.reshape(-1, 1, *real.shape[2:]))[:, 0].float().pow(2).mean(dim=(1, 2, 3)).sqrt()
         real_rms = real_rms.view(len(seeds), args.steps).cpu().numpy()
         for t in horizons:
-            row = {"psnr": pooled_psnr(dream["shown"][:, t - 1], real[:, t - 1]),
-                   "raw_psnr": pooled_psnr(dream["raw"][:, t - 1], real[:, t - 1]),
-                   "copy_psnr": pooled_psnr(starts, real[:, t - 1]),
+            row = {"psnr": psnr_stats(dream["shown"][:, t - 1], real[:, t - 1])["pooled"],
+                   "raw_psnr": psnr_stats(dream["raw"][:, t - 1], real[:, t - 1])["pooled"],
+                   "copy_psnr": psnr_stats(starts, real[:, t - 1])["pooled"],
                    "gradient_ratio": float(np.median(gradient_energy(dream["shown"][:, t - 1])
                                                      / np.maximum(gradient_energy(real[:, t - 1]), 1e-3))),
                    "latent_rms_ratio": float(np.median(dream["latent_rms"][:, t - 1] / real_rms[:, t - 1]))}

@@ -19,10 +19,12 @@ first frames of 20,000 one-step episodes and their descriptions), then from the 
 generator (`neuralsim train views`, `--view-steps` 5,000 on pairs of frames of 15,000 episodes of the room turned
 half a turn on the spot, `--policy turn`; since 2026-12-05, not in the 109.6-minute run below); all merged at the end (OUT/final_fast; its start
 set the first frames of the tracker's episodes, the task's), then the data's camera servo set in its config
-(`set_camera_servo`: the frame memory's warp follows the camera as the room moves it); last, from that finished model,
-the termination detector (`neuralsim train termination`, `--termination-steps` 4,000 on 4,096 windows of its own
-dreams of 1,500 episodes of the room's default task under the explore, scripted and sticky-random policies, merged
-in as OUT/final_termination; since 2026-12-05, not in the run below). End to end on this project's 2-core AVX2 EPYC: 109.6
+(`set_camera_servo`: the frame memory's warp follows the camera as the room moves it); last, on 1,500 episodes of
+the room's default task under the explore, scripted and sticky-random policies, the dream from one frame
+(`ONE_FRAME_STAGES`: two streaming stages, 400 steps each on windows of 48 then 64 from one real frame, mostly the
+model's own history with the gradient through it; since 2026-12-05) and then, from that finished model, the
+termination detector (`neuralsim train termination`, `--termination-steps` 4,000 on 4,096 windows of its own dreams
+of those episodes, merged in as OUT/final_termination; since 2026-12-05); neither is in the run below. End to end on this project's 2-core AVX2 EPYC: 109.6
 min (README, "the shipped default model"), every part bit for bit the shipped model's but the grown decoder, whose
 new blocks' init was unseeded then.
 
@@ -222,6 +224,17 @@ FAST_STAGES = (
 )
 # (steps, lr, seed offset, object weight), as DECODER_GROWTH; the first grows the autoencoder's decoder (decoder_blocks)
 FAST_DECODER = ((2000, 1e-3, 0, 0.0), (1000, 3e-4, 1, 8.0))
+# The dream from one frame: an agent's dream starts from a single real frame and runs on its own frames. No stage
+# above trains that (their windows hold 6-64 real frames first), and from one frame a held key turned the dream to
+# noise by t+24 (benchmarks/held_keys.py). These train windows of 48, then 64, from one real frame with 90 % of the
+# history the model's own and the gradient through it, on the termination detector's data (the ball task under the
+# explore, scripted and sticky-random policies); after everything else, before the detector learns their dreams.
+ONE_FRAME_STAGES = (
+    StreamingStage(steps=400, window=48, batch_size=16, lr=1e-4, warmup=50, own_history=0.9, one_step_fraction=1.0,
+                   still_windows=0.1, seed_offset=11, own_history_grad=True),
+    StreamingStage(steps=400, window=64, batch_size=16, lr=1e-4, warmup=20, own_history=0.9, one_step_fraction=1.0,
+                   still_windows=0.1, seed_offset=12, own_history_grad=True),
+)
 FAST_DEPTH = DEPTH_LABEL_STAGES[-1]  # the shipped depth net's own stage: a fresh net, independent of the rest
 SCHEDULES = ("parallel", "from-start", "fast")
 
@@ -298,6 +311,7 @@ class Recipe:
     #                                  a quarter of them from an episode's first frame, up to 64 steps (`train
     #                                  termination`'s --termination-reset-share / --termination-reset-horizon defaults)
     termination_steps: int = 4000
+    one_frame_stages: int = len(ONE_FRAME_STAGES)  # how many of ONE_FRAME_STAGES run before the detector (0 = none)
     # The frame memory (`neuralsim train memory`), last: a gate that puts the last real context frame's pixels, warped
     # to the dream's camera, into the decoded frames; trained on the finished model's own dreams of the world's data.
     memory_steps: int = 3000  # 0 = none
@@ -515,12 +529,32 @@ def termination_stage(recipe: Recipe, out: Path, init: Path, timings: dict[str, 
     ``init`` into OUT/termination, each a process of its own, here in the foreground; merged into ``init`` as
     OUT/final_termination (returned)."""
     t = time.perf_counter()
-    for command in termination_commands(recipe, out, init, progress=True):
+    *collect_data, train_detector = termination_commands(recipe, out, init, progress=True)
+    for command in collect_data:
         subprocess.run(command, check=True)
+    if recipe.one_frame_stages > 0:
+        init = one_frame_stage(recipe, out, init, timings)
+        train_detector[train_detector.index("--init") + 1] = str(init)
+    subprocess.run(train_detector, check=True)
     # the detector merged into ``init``, whose start set stays (the run's is its own data's first frames)
     merge_part(out / "termination", init, out / "final_termination", "termination_detector.", TERMINATION_FIELDS)
     timings["termination detector"] = time.perf_counter() - t
     return out / "final_termination"
+
+
+def one_frame_stage(recipe: Recipe, out: Path, init: Path, timings: dict[str, float]) -> Path:
+    """The first ``one_frame_stages`` of ONE_FRAME_STAGES from ``init`` on OUT/termination_data, into
+    OUT/one_frame1, 2, ...; the last one's model with ``init``'s start set as OUT/final_one_frame (returned)."""
+    from neuralsim.model import WorldModel
+
+    dest = out / "final_one_frame"
+    common = dict(data=str(out / "termination_data"), preset=recipe.preset, batch_size=recipe.batch_size,
+                  window=recipe.window, seed=recipe.seed, dtype=recipe.dtype,
+                  latent_cache_dir=str(out / "latent_cache"))
+    last = run_streaming(ONE_FRAME_STAGES[: recipe.one_frame_stages], init, out, "one_frame", recipe, common, timings)
+    # the stages' own start set is their data's first frames: the finished model's (the task's) stays
+    publish_model(WorldModel.from_pretrained(last), init, dest)
+    return dest
 
 
 def termination_commands(recipe: Recipe, out: Path, init: Path, progress: bool) -> list[list[str]]:

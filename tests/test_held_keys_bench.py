@@ -15,8 +15,7 @@ def test_gradient_energy_and_psnr_tell_flat_from_noisy_frames():
     flat = np.full((2, 8, 8, 3), 100, np.uint8)
     noisy = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     assert np.allclose(script.gradient_energy(flat), 0) and (script.gradient_energy(noisy) > 50).all()
-    assert script.pooled_psnr(flat, flat) == pytest.approx(10 * np.log10(255.0**2 / 1e-10))
-    assert script.pooled_psnr(flat, flat + 10) == pytest.approx(10 * np.log10(255.0**2 / 100))
+    assert script.psnr_stats(flat, flat + 10)["pooled"] == pytest.approx(10 * np.log10(255.0**2 / 100))
 
 
 @pytest.mark.mujoco
@@ -38,3 +37,9 @@ def test_held_keys_on_a_tiny_model_writes_every_figure(tmp_path):
     with pytest.raises(SystemExit, match="frames_per_latent 1"):
         script.main(["--model", str(save_tiny_checkpoint(tmp_path / "k2")), "--seeds", "1", "--steps", "1",
                      "--results-dir", str(tmp_path)])
+
+
+def test_write_result_makes_its_directory(tmp_path):
+    common = load_script("benchmarks/_common.py", "bench_common_write")
+    common.write_result({"a": 1}, tmp_path / "new" / "deeper" / "x.json")
+    assert json.loads((tmp_path / "new" / "deeper" / "x.json").read_text()) == {"a": 1}

@@ -52,7 +52,7 @@ def test_fresh_dynamics_keeps_the_autoencoder_and_seeds_the_rest(recipe, tiny_ch
 
 
 def test_the_from_start_stages_are_valid_streaming_runs(recipe):
-    for stage in recipe.FROM_START_STAGES + recipe.STREAMING_STAGES:
+    for stage in recipe.FROM_START_STAGES + recipe.STREAMING_STAGES + recipe.ONE_FRAME_STAGES:
         assert stage.steps > 0 and stage.window >= 2 and 0 <= stage.burn_in <= stage.window - 2
         assert 0 <= stage.own_history <= 1 and 0 <= stage.still_windows < 1 and 0 <= stage.stop_windows < 1
         assert stage.own_history > 0 or not stage.own_history_grad  # train refuses a gradient through no own history
@@ -379,6 +379,51 @@ def test_termination_commands_collect_the_task_under_three_policies_then_train_f
     (tmp_path / "termination_data" / "manifest.json").write_text("{}")
     again = recipe.termination_commands(recipe.Recipe(), tmp_path, tmp_path / "m", progress=False)
     assert [c[3] for c in again] == ["train"] and "--no-progress" in again[0]  # collected once
+
+
+def test_the_one_frame_stages_train_dreams_from_one_real_frame(recipe):
+    """What an agent's dream is: one real frame, then the model's own frames, the gradient through them."""
+    assert [(s.window, s.steps) for s in recipe.ONE_FRAME_STAGES] == [(48, 400), (64, 400)]
+    for stage in recipe.ONE_FRAME_STAGES:
+        assert stage.burn_in == 0 and stage.own_history == 0.9 and stage.own_history_grad
+    assert recipe.Recipe().one_frame_stages == len(recipe.ONE_FRAME_STAGES)
+
+
+@pytest.mark.parametrize("stages", [0, 2])
+def test_the_termination_stage_trains_the_one_frame_stages_on_its_data_then_the_detector_on_them(
+        recipe, tiny_checkpoint, tmp_path, monkeypatch, stages):
+    from conftest import save_tiny_checkpoint
+    from neuralsim.checkpoints import read_start_frames, write_start_frames
+
+    init = tmp_path / "finished"
+    shutil.copytree(tiny_checkpoint, init)
+    streamed, commands = [], []
+    def fake_streaming(stage_list, start, out, prefix, rcp, common, timings):
+        streamed.append((stage_list, start, prefix, common["data"]))
+        save_tiny_checkpoint(out / "one_frame2")
+        frames = read_start_frames(out / "one_frame2")[0]  # its own start set (its data's): not the finished model's
+        write_start_frames(out / "one_frame2", np.full_like(frames, 7), ["its data"] * len(frames))
+        return out / "one_frame2"
+
+    def fake_run(command, check):
+        commands.append(command)
+        if command[3] == "train":  # the detector's run leaves its model
+            shutil.copytree(command[command.index("--init") + 1], tmp_path / "termination")
+
+    monkeypatch.setattr(recipe, "run_streaming", fake_streaming)
+    monkeypatch.setattr(recipe.subprocess, "run", fake_run)
+    monkeypatch.setattr(recipe, "TERMINATION_FIELDS", ())
+    monkeypatch.setattr(recipe, "merge_part", lambda part, model, dest, prefix, fields: shutil.copytree(model, dest))
+    final = recipe.termination_stage(recipe.Recipe(one_frame_stages=stages), tmp_path, init, {})
+    assert final == tmp_path / "final_termination" and [c[3] for c in commands] == ["collect", "train"]
+    detector_init = Path(commands[1][commands[1].index("--init") + 1])
+    if stages == 0:
+        assert streamed == [] and detector_init == init
+        return
+    assert streamed == [(recipe.ONE_FRAME_STAGES, init, "one_frame", str(tmp_path / "termination_data"))]
+    assert detector_init == tmp_path / "final_one_frame"  # the detector learns the new dynamics' dreams
+    kept, finished = read_start_frames(detector_init), read_start_frames(init)
+    assert np.array_equal(kept[0], finished[0]) and kept[1] == finished[1]  # the task's start set stays
 
 
 def test_install_only_of_a_fast_run_sets_the_datas_servo_then_installs(recipe, tmp_path, monkeypatch):
