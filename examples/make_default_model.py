@@ -21,8 +21,8 @@ half a turn on the spot, `--policy turn`; since 2026-12-05, not in the 109.6-min
 set the first frames of the tracker's episodes, the task's), then the data's camera servo set in its config
 (`set_camera_servo`: the frame memory's warp follows the camera as the room moves it); last, on 1,500 episodes of
 the room's default task under the explore, scripted and sticky-random policies, the dream from one frame
-(`ONE_FRAME_STAGES`: two streaming stages, 400 steps each on windows of 48 then 64 from one real frame, mostly the
-model's own history with the gradient through it; since 2026-12-05) and then, from that finished model, the
+(`ONE_FRAME_STAGES`: a streaming stage of 400 steps on windows of 48 from one real frame, mostly the model's own
+history with the gradient through it; since 2026-12-05) and then, from that finished model, the
 termination detector (`neuralsim train termination`, `--termination-steps` 4,000 on 4,096 windows of its own dreams
 of those episodes, merged in as OUT/final_termination; since 2026-12-05); neither is in the run below. End to end on this project's 2-core AVX2 EPYC: 109.6
 min (README, "the shipped default model"), every part bit for bit the shipped model's but the grown decoder, whose
@@ -226,14 +226,12 @@ FAST_STAGES = (
 FAST_DECODER = ((2000, 1e-3, 0, 0.0), (1000, 3e-4, 1, 8.0))
 # The dream from one frame: an agent's dream starts from a single real frame and runs on its own frames. No stage
 # above trains that (their windows hold 6-64 real frames first), and from one frame a held key turned the dream to
-# noise by t+24 (benchmarks/held_keys.py). These train windows of 48, then 64, from one real frame with 90 % of the
-# history the model's own and the gradient through it, on the termination detector's data (the ball task under the
-# explore, scripted and sticky-random policies); after everything else, before the detector learns their dreams.
+# noise by t+24 (benchmarks/held_keys.py). This trains windows of 48 from one real frame with 90 % of the history
+# the model's own and the gradient through it, on the termination detector's data (the ball task under the explore,
+# scripted and sticky-random policies); after everything else, before the detector learns its dreams.
 ONE_FRAME_STAGES = (
     StreamingStage(steps=400, window=48, batch_size=16, lr=1e-4, warmup=50, own_history=0.9, one_step_fraction=1.0,
                    still_windows=0.1, seed_offset=11, own_history_grad=True),
-    StreamingStage(steps=400, window=64, batch_size=16, lr=1e-4, warmup=20, own_history=0.9, one_step_fraction=1.0,
-                   still_windows=0.1, seed_offset=12, own_history_grad=True),
 )
 FAST_DEPTH = DEPTH_LABEL_STAGES[-1]  # the shipped depth net's own stage: a fresh net, independent of the rest
 SCHEDULES = ("parallel", "from-start", "fast")
