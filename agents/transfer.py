@@ -38,6 +38,8 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
+from neuralsim import actions as A
+
 #: Evaluation layouts are drawn from seeds at and above this one (collection and training use small seeds).
 EVAL_SEED = 500_000
 #: PPO hyper-parameters for 64×64 rgb and ~10^5 steps (SB3 Atari-style defaults, shorter rollouts).
@@ -50,7 +52,7 @@ ActFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 REWARD_STEPS = 16  # steps of every agreement episode over which the dream's reward is compared with the real one
 #: The transfer benchmark's default action set: none of pitch or strafe, which the room's task does not need.
-WALK_AND_TURN = ("w", "j", "l", "wj", "wl")
+WALK_AND_TURN = A.WALK_AND_TURN
 
 
 @dataclass
@@ -323,8 +325,6 @@ def random_policy_fn(action_space: gym.Space) -> ActFn:
 def constant_policy_fn(keys: str, action_space: gym.Space, keysets: tuple[str, ...] | None = None) -> ActFn:
     """A scripted policy holding one key combination (``"w"``: walk forward; ``"l"``: turn on the spot); ``keysets``:
     the discrete key sets the action space stands for (default: the room's ``DISCRETE_KEYSETS``)."""
-    from neuralsim import actions as A
-
     if isinstance(action_space, gym.spaces.Discrete):
         action: Any = tuple(keysets or A.DISCRETE_KEYSETS).index(keys) + action_space.start
     else:

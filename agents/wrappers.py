@@ -20,7 +20,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from neuralsim import actions as A
 
 #: Walk and turn: no strafing, no pitch, no standing still.
-WALK_AND_TURN = ("w", "j", "l", "wj", "wl")
+WALK_AND_TURN = A.WALK_AND_TURN  # re-exported: the agents' usual key sets
 
 
 def keyset_vectors(keysets: Sequence[str], action_space: gym.Space, name: str = "env") -> np.ndarray:

@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 
 import neuralsim  # noqa: F401  (registers NeuralSimRoom-v0)
-from neuralsim.actions import keys_to_vector
+from neuralsim.actions import WALK_AND_TURN, keys_to_vector
 from neuralsim.data import make_policy
 from neuralsim.envs.room import OBJECTS
 
@@ -35,7 +35,6 @@ from _common import machine_info, rounded, write_result  # noqa: E402
 TASKS = {"default": {}, "distance_0.5m": {"reach_radius": 0.5, "success_pixels": None},
          "any_heading": {"start_view_deg": None}}
 POLICIES = ("scripted", "explore", "random")
-WALK_AND_TURN = ("w", "j", "l", "wj", "wl")
 FIRST_SEED = 10_000
 
 

@@ -952,12 +952,14 @@ class NeuralSimRoomEnv(gym.Env):
         """The data-collection policies this world offers ``neuralsim collect`` (:data:`neuralsim.hooks.POLICY_HOOK`).
 
         Returns:
-            ``{"explore": RoomExplorePolicy, "scripted": RoomScriptedPolicy, "turn": RoomTurnPolicy}``
-            (:mod:`neuralsim.envs.room_policies`; all steer by :meth:`privileged_state`).
+            ``{"explore": RoomExplorePolicy, "scripted": RoomScriptedPolicy, "turn": RoomTurnPolicy, "keys":
+            RoomKeysPolicy}`` (:mod:`neuralsim.envs.room_policies`; the first three steer by :meth:`privileged_state`,
+            ``keys`` holds the walk-and-turn key sets, walls or not).
         """
-        from neuralsim.envs.room_policies import RoomExplorePolicy, RoomScriptedPolicy, RoomTurnPolicy
+        from neuralsim.envs.room_policies import RoomExplorePolicy, RoomKeysPolicy, RoomScriptedPolicy, RoomTurnPolicy
 
-        return {"explore": RoomExplorePolicy, "scripted": RoomScriptedPolicy, "turn": RoomTurnPolicy}
+        return {"explore": RoomExplorePolicy, "scripted": RoomScriptedPolicy, "turn": RoomTurnPolicy,
+                "keys": RoomKeysPolicy}
 
     def privileged_state(self) -> dict[str, Any]:
         """Ground truth for scripted/exploring data-collection policies (not an observation).

@@ -1,4 +1,5 @@
-"""The room's data-collection policies (``neuralsim collect --policy explore|scripted`` on ``NeuralSimRoom-v0``).
+"""The room's data-collection policies (``neuralsim collect --policy explore|scripted|turn|keys`` on
+``NeuralSimRoom-v0``).
 
 They read the room's ground truth (:meth:`NeuralSimRoomEnv.privileged_state`), so they live beside the room; the
 room offers them through :meth:`NeuralSimRoomEnv.collection_policies`, which :func:`neuralsim.data.make_policy`
@@ -67,6 +68,28 @@ class RoomTurnPolicy(_RoomPolicy):
 
     def act(self, obs: Any, info: dict[str, Any]) -> Any:
         return self.to_action([0.0, 0.0, self.direction, self.level_pitch(self.room.privileged_state())])
+
+
+class RoomKeysPolicy(_RoomPolicy):
+    """Holds one of the walk-and-turn key sets (``w``, ``j``, ``l``, ``wj``, ``wl``: the keys the transfer benchmark's
+    agents press) for a while, walls or not: a new one, drawn uniformly, with probability ``1 / mean_hold`` each step.
+    What a PPO agent's first policies do in the room, and what the explore policy never shows (its walks turn away
+    at a wall): walking into a wall and standing against it, circling, turning on the spot."""
+
+    def __init__(self, mean_hold: float = 48.0) -> None:
+        if not mean_hold >= 1:
+            raise ValueError(f"mean_hold must be a number of steps >= 1, got {mean_hold!r}")
+        self.mean_hold = mean_hold
+
+    def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
+        super().reset(env, rng)
+        self.held: np.ndarray | None = None
+
+    def act(self, obs: Any, info: dict[str, Any]) -> Any:
+        if self.held is None or self.rng.random() < 1.0 / self.mean_hold:
+            keys = A.WALK_AND_TURN[int(self.rng.integers(len(A.WALK_AND_TURN)))]
+            self.held = A.keys_to_vector(keys)
+        return self.to_action(self.held)
 
 
 class RoomExplorePolicy(_RoomPolicy):

@@ -42,6 +42,8 @@ MAX_ACTION_FRAMES = 100_000
 
 #: The Discrete key-set interface: index -> keys held for that step.
 DISCRETE_KEYSETS: tuple[str, ...] = ("", "w", "s", "a", "d", "j", "l", "i", "k", "wj", "wl")
+# Walk and turn: the transfer benchmark's agents' keys (and the room's "keys" collection policy's)
+WALK_AND_TURN: tuple[str, ...] = ("w", "j", "l", "wj", "wl")
 
 
 def parse_action_string(action: str) -> list[frozenset[str]]:

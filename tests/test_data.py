@@ -391,6 +391,33 @@ def test_the_room_turn_policy_turns_on_the_spot_one_way(tmp_path, action_type):
         assert np.allclose(np.abs(step), 4.0, atol=1e-3) and len(set(np.sign(step))) == 1  # full speed, one way
 
 
+@pytest.mark.mujoco
+@pytest.mark.parametrize("action_type", ["discrete", "continuous"])
+def test_the_room_keys_policy_holds_walk_and_turn_keys_into_the_walls(tmp_path, action_type):
+    from neuralsim import actions as A
+
+    collect("NeuralSimRoom-v0", tmp_path / "d", episodes=3, policy="keys", max_steps=200, progress=False,
+            env_kwargs={"action_type": action_type}, seed=3)
+    data = Dataset(tmp_path / "d")
+    table = A.keysets_to_vectors()
+    walk_and_turn = {tuple(v) for v in A.keysets_to_vectors(A.WALK_AND_TURN)}
+    stopped = 0
+    for e in range(3):
+        ep = data.episode(e)
+        vectors = table[ep["actions"]] if action_type == "discrete" else ep["actions"]
+        assert {tuple(v) for v in vectors} <= walk_and_turn  # only the agents' keys
+        changes = int((np.abs(np.diff(vectors, axis=0)).sum(axis=1) > 0).sum())
+        assert changes < len(vectors) / 10  # held a while (a new draw every 48 steps on average)
+        place = ep["poses"][:, :3, 3].astype(np.float64)
+        moved = np.linalg.norm(np.diff(place, axis=0), axis=1)  # step t's motion (poses: the first frame's, then each step's)
+        stopped += int((moved[vectors[: len(moved), 0] > 0] < 1e-4).sum())
+    assert stopped > 0  # somewhere a held w pressed against a wall and the camera stood
+    from neuralsim.envs.room_policies import RoomKeysPolicy
+
+    with pytest.raises(ValueError, match="mean_hold must be a number of steps >= 1"):
+        RoomKeysPolicy(mean_hold=0.5)
+
+
 def test_unknown_or_unfit_policies(tmp_path):
     with pytest.raises(ValueError, match="policy must be one of random, sticky, explore, scripted"):
         collect("CartPole-v1", tmp_path / "a", episodes=1, policy="greedy", progress=False)
@@ -398,6 +425,8 @@ def test_unknown_or_unfit_policies(tmp_path):
         collect("CartPole-v1", tmp_path / "b", episodes=1, policy="scripted", progress=False)
     with pytest.raises(ValueError, match="policy 'turn' needs an env that offers one through collection_policies"):
         collect("CartPole-v1", tmp_path / "t", episodes=1, policy="turn", progress=False)
+    with pytest.raises(ValueError, match="policy 'keys' needs an env that offers one through collection_policies"):
+        collect("CartPole-v1", tmp_path / "k", episodes=1, policy="keys", progress=False)
     sticky = collect("CartPole-v1", tmp_path / "s", episodes=1, max_steps=20, policy="sticky", progress=False)
     assert sticky["collected"] == 1  # any env: uniform actions held for a while
     saved = tmp_path / "policy.safetensors"
