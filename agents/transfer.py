@@ -195,11 +195,17 @@ RUN_RECORD = "run.json"  # a finished training's record in its directory (what -
 
 
 def training_key(world: str, cfg: TransferConfig, seed: int) -> dict[str, Any]:
-    """What makes two trainings the same (a run record is reused only for the same key)."""
-    return {"world": world, "seed": seed, "model": cfg.model, "timesteps": cfg.timesteps, "num_envs": cfg.num_envs,
-            "checkpoints": cfg.checkpoints, "max_episode_steps": cfg.max_episode_steps, "ppo": dict(cfg.ppo),
-            "keys": None if cfg.keys is None else list(cfg.keys), "obs": cfg.obs, "rgb_extractor": cfg.rgb_extractor,
-            "compile": cfg.compile, "real_task": dict(cfg.real_task)}
+    """What makes two trainings the same (a run record is reused only for the same key). A dream's also holds its
+    model's fingerprint: a model installed under the same name (``"default"``) is another dream."""
+    from neuralsim.checkpoints import checkpoint_fingerprint
+
+    key = {"world": world, "seed": seed, "model": cfg.model, "timesteps": cfg.timesteps, "num_envs": cfg.num_envs,
+           "checkpoints": cfg.checkpoints, "max_episode_steps": cfg.max_episode_steps, "ppo": dict(cfg.ppo),
+           "keys": None if cfg.keys is None else list(cfg.keys), "obs": cfg.obs, "rgb_extractor": cfg.rgb_extractor,
+           "compile": cfg.compile, "real_task": dict(cfg.real_task)}
+    if world == "dream":
+        key["model_fingerprint"] = checkpoint_fingerprint(cfg.model)
+    return key
 
 
 def finished_training(world: str, cfg: TransferConfig, seed: int, out_dir: Path) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ that no other module calls ``os.replace`` / ``os.rename`` / ``tempfile.mkstemp``
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -127,6 +128,21 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, argument: str = "model")
     if not (path / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{argument}={text!r}: {path} has no config.json; expected config.json + model.safetensors")
     return path
+
+
+def checkpoint_fingerprint(name_or_path: str | os.PathLike, argument: str = "model") -> str:
+    """What identifies the model a run used, whatever it was called: the SHA-256 (first 16 hex digits) of its
+    config.json, model.safetensors and start set (``"default"`` today and after an install are other models)."""
+    path = resolve_checkpoint(name_or_path, argument)
+    digest = hashlib.sha256()
+    for name in (CONFIG_NAME, WEIGHTS_NAME, START_FRAMES_NAME):
+        file = path / name
+        if file.is_file():
+            digest.update(name.encode())
+            with file.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def provenance_env(config: Any, source: str) -> tuple[str | None, dict[str, Any]]:

@@ -122,6 +122,25 @@ def test_a_finished_training_is_reused_only_with_the_same_settings(tmp_path):
         TransferConfig(resume="yes").validate()
 
 
+def test_a_dreams_training_key_names_its_models_weights_not_only_its_name(tmp_path, tiny_checkpoint):
+    """A model installed under the same name is another dream: `--resume` must not reuse the old one's policies."""
+    from neuralsim.agents.transfer import training_key
+    from neuralsim.checkpoints import checkpoint_fingerprint, read_weights, write_weights
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_checkpoint, model)
+    cfg = TransferConfig.quick_config(model=str(model), workdir=str(tmp_path))
+    before = training_key("dream", cfg, 0)
+    assert before["model_fingerprint"] == checkpoint_fingerprint(tiny_checkpoint)  # the same files, the same dream
+    assert "model_fingerprint" not in training_key("real", cfg, 0)  # the room does not read the weights
+    weights = read_weights(model)
+    name = next(iter(weights))
+    write_weights(model, {**weights, name: weights[name] + 1})
+    assert training_key("dream", cfg, 0) != before and training_key("real", cfg, 0)["model"] == str(model)
+    with pytest.raises(FileNotFoundError, match="model='nowhere'"):
+        checkpoint_fingerprint("nowhere")
+
+
 @pytest.mark.slow
 def test_quick_pipeline_end_to_end(tmp_path):
     cfg = TransferConfig.quick_config(workdir=str(tmp_path / "work"), out=str(tmp_path / "transfer.json"), timesteps=256,
