@@ -20,11 +20,11 @@ generator (`neuralsim train views`, `--view-steps` 5,000 on pairs of frames of 1
 half a turn on the spot, `--policy turn`; since 2026-12-05, not in the 109.6-minute run below); all merged at the end (OUT/final_fast; its start
 set the first frames of the tracker's episodes, the task's), then the data's camera servo set in its config
 (`set_camera_servo`: the frame memory's warp follows the camera as the room moves it); last, on 1,500 episodes of
-the room's default task under the explore, scripted and sticky-random policies, the dream from one frame
-(`ONE_FRAME_STAGES`: a streaming stage of 400 steps on windows of 48 from one real frame, mostly the model's own
-history with the gradient through it; since 2026-12-05) and then, from that finished model, the
+the room's default task under the explore, scripted and sticky-random policies, with `--one-frame-stages 1` the dream
+from one frame (`ONE_FRAME_STAGES`: a streaming stage of 400 steps on windows of 48 from one real frame, mostly the
+model's own history with the gradient through it; measured, not shipped) and then, from that finished model, the
 termination detector (`neuralsim train termination`, `--termination-steps` 4,000 on 4,096 windows of its own dreams
-of those episodes, merged in as OUT/final_termination; since 2026-12-05); neither is in the run below. End to end on this project's 2-core AVX2 EPYC: 109.6
+of those episodes, merged in as OUT/final_termination; since 2026-12-05, not in the run below). End to end on this project's 2-core AVX2 EPYC: 109.6
 min (README, "the shipped default model"), every part bit for bit the shipped model's but the grown decoder, whose
 new blocks' init was unseeded then.
 
@@ -309,7 +309,9 @@ class Recipe:
     #                                  a quarter of them from an episode's first frame, up to 64 steps (`train
     #                                  termination`'s --termination-reset-share / --termination-reset-horizon defaults)
     termination_steps: int = 4000
-    one_frame_stages: int = len(ONE_FRAME_STAGES)  # how many of ONE_FRAME_STAGES run before the detector (0 = none)
+    # how many of ONE_FRAME_STAGES run before the detector: 0, the shipped model's (the stage gained on held keys but
+    # lost on the transfer benchmark: docs/experiments.md, "The dream from one frame: trained, measured, not shipped")
+    one_frame_stages: int = 0
     # The frame memory (`neuralsim train memory`), last: a gate that puts the last real context frame's pixels, warped
     # to the dream's camera, into the decoded frames; trained on the finished model's own dreams of the world's data.
     memory_steps: int = 3000  # 0 = none

@@ -386,7 +386,7 @@ def test_the_one_frame_stages_train_dreams_from_one_real_frame(recipe):
     assert [(s.window, s.steps) for s in recipe.ONE_FRAME_STAGES] == [(48, 400)]  # runs/stream_start's
     for stage in recipe.ONE_FRAME_STAGES:
         assert stage.burn_in == 0 and stage.own_history == 0.9 and stage.own_history_grad
-    assert recipe.Recipe().one_frame_stages == len(recipe.ONE_FRAME_STAGES)
+    assert recipe.Recipe().one_frame_stages == 0  # measured, not shipped (docs/experiments.md)
 
 
 @pytest.mark.parametrize("stages", [0, 1])
