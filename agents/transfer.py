@@ -603,26 +603,9 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
     # 3. Dream-vs-real agreement over policies of varied quality (seed 0's checkpoints, random, scripted).
     agree_seeds = eval_seeds[0]
     starts, prompts = real_starts(env_id, eval_kwargs, agree_seeds)
-    candidates: list[tuple[str, ActFn]] = []
-    for world in ("dream", "real"):
-        for p in runs[world][0]["policies"]:
-            candidates.append((f"PPO in {world} @ {p['steps']:,}", saved_policy_fn(p["path"])))
-    candidates += [("random", random_policy_fn(action_space)), *scripted.items()]
-    agreement, traces, replays = [], [], []
-    for name, act in candidates:
-        log(f"agreement: {name} in the real env and in the dream...")
-        real = evaluate_real(act, env_id, eval_kwargs, agree_seeds, cfg.max_episode_steps, rng_seed=7, keysets=keys,
-                             encoder=encoder, trace=REWARD_STEPS)
-        traces.append(real["trace"])  # the reward prediction, open loop on the real episode's actions
-        replays.append(replay_in_dream(cfg.model, starts, prompts, real["trace"]["actions"], seed=7, keysets=keys))
-        dream = evaluate_dream(act, cfg.model, starts, prompts, cfg.max_episode_steps, seed=7, keysets=keys,
-                               obs_type=cfg.obs)
-        agreement.append({"policy": name, "real_return": float(np.mean(real["returns"])),
-                          "dream_return": float(np.mean(dream["returns"])),
-                          "real_success": float(np.mean(real["successes"])), "dream_success": float(np.mean(dream["successes"])),
-                          "_act": act})
-    rho = spearman([a["real_return"] for a in agreement], [a["dream_return"] for a in agreement])
-    rewards = reward_agreement(traces, replays)
+    candidates = agreement_candidates(runs["dream"][0]["policies"], runs["real"][0]["policies"], action_space, keys)
+    agreement, rho, rewards = measure_agreement(cfg, candidates, env_id, eval_kwargs, agree_seeds, starts, prompts,
+                                                encoder=encoder, log=log)
 
     # 4. Where dream and real disagree most (returns scaled by their spread), the same start in both, side by side.
     spread = lambda k: max(np.ptp([a[k] for a in agreement]), 1e-9)  # noqa: E731
@@ -654,6 +637,50 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
     }
     atomic_write_json(cfg.out, results)
     return results
+
+
+def agreement_candidates(dream_policies: list[dict[str, Any]], real_policies: list[dict[str, Any]],
+                         action_space: gym.Space, keys: tuple[str, ...] | None) -> list[tuple[str, ActFn]]:
+    """The agreement's policies of varied quality: the saved ones along a dream and a room training (``[{"path",
+    "steps"}...]``, a run record's ``policies``), random, and the scripted ones the key sets allow (always forward,
+    turning on the spot)."""
+    candidates: list[tuple[str, ActFn]] = []
+    for world, policies in (("dream", dream_policies), ("real", real_policies)):
+        for p in policies:
+            candidates.append((f"PPO in {world} @ {p['steps']:,}", saved_policy_fn(p["path"])))
+    candidates.append(("random", random_policy_fn(action_space)))
+    candidates += [(f"scripted: {name}", constant_policy_fn(k, action_space, keys))
+                   for name, k in (("forward", "w"), ("turn", "l")) if keys is None or k in keys]
+    return candidates
+
+
+def measure_agreement(cfg: TransferConfig, candidates: list[tuple[str, ActFn]], env_id: str, eval_kwargs: dict[str, Any],
+                      seeds: list[int], starts: Any, prompts: Any, encoder: Any = None,
+                      log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], float, dict[str, Any]]:
+    """Each candidate's mean return in the real env and in ``cfg.model``'s dream from the same starts (``seeds``), and
+    the dream's reward along each one's real episodes, its first ``REWARD_STEPS`` actions replayed open loop.
+
+    Returns:
+        ``(rows, spearman, reward_agreement)``: a row per candidate (``policy``, ``real_return``, ``dream_return``,
+        ``real_success``, ``dream_success``, and ``_act``, the policy, for the caller to drop), the rank correlation
+        of the two returns, and :func:`reward_agreement`'s figures.
+    """
+    keys = cfg.keys
+    agreement, traces, replays = [], [], []
+    for name, act in candidates:
+        log(f"agreement: {name} in the real env and in the dream...")
+        real = evaluate_real(act, env_id, eval_kwargs, seeds, cfg.max_episode_steps, rng_seed=7, keysets=keys,
+                             encoder=encoder, trace=REWARD_STEPS)
+        traces.append(real["trace"])  # the reward prediction, open loop on the real episode's actions
+        replays.append(replay_in_dream(cfg.model, starts, prompts, real["trace"]["actions"], seed=7, keysets=keys))
+        dream = evaluate_dream(act, cfg.model, starts, prompts, cfg.max_episode_steps, seed=7, keysets=keys,
+                               obs_type=cfg.obs)
+        agreement.append({"policy": name, "real_return": float(np.mean(real["returns"])),
+                          "dream_return": float(np.mean(dream["returns"])),
+                          "real_success": float(np.mean(real["successes"])), "dream_success": float(np.mean(dream["successes"])),
+                          "_act": act})
+    rho = spearman([a["real_return"] for a in agreement], [a["dream_return"] for a in agreement])
+    return agreement, rho, reward_agreement(traces, replays)
 
 
 def format_table(results: dict[str, Any]) -> str:

@@ -19,6 +19,8 @@ from neuralsim.agents.transfer import (TransferConfig, constant_policy_fn, evalu
                                        random_policy_fn, run_transfer_benchmark, side_by_side_gif, spearman)
 from neuralsim.cli import main
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 mujoco = pytest.importorskip("mujoco")
 
@@ -336,3 +338,31 @@ def test_ppo_observation_benchmark(tmp_path, capsys):
     for bad in (["--observations", "depth"], ["--task", "target_colour=\"grey\""]):
         with pytest.raises(SystemExit):
             ppo_observation.main(["--quick", *bad, "--out", str(tmp_path / "x.json")])
+
+
+def test_the_agreement_benchmark_refuses_a_directory_without_saved_trainings(tmp_path):
+    script = load_script("benchmarks/transfer_agreement.py", "transfer_agreement_args")
+    with pytest.raises(SystemExit):
+        script.main(["--policies", str(tmp_path), "--results-dir", str(tmp_path)])
+    (tmp_path / "dream-seed0").mkdir()
+    (tmp_path / "real-seed0").mkdir()
+    for world in ("dream", "real"):
+        (tmp_path / f"{world}-seed0" / "run.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        script.main(["--policies", str(tmp_path), "--episodes", "1", "--results-dir", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_the_agreement_benchmark_scores_a_runs_saved_policies_as_the_transfer_benchmark_does(tmp_path):
+    from neuralsim.agents.transfer import train_ppo
+
+    cfg = TransferConfig.quick_config(timesteps=256, max_episode_steps=10, workdir=str(tmp_path / "work"))
+    for world in ("dream", "real"):
+        train_ppo(world, cfg, 0, tmp_path / "work" / f"{world}-seed0")
+    script = load_script("benchmarks/transfer_agreement.py", "transfer_agreement_bench")
+    result = script.main(["--policies", str(tmp_path / "work"), "--episodes", "2", "--max-episode-steps", "10",
+                          "--results-dir", str(tmp_path)])
+    names = [row["policy"] for row in result["agreement"]]
+    assert names[-3:] == ["random", "scripted: forward", "scripted: turn"] and len(names) == 3 + 2 * cfg.checkpoints
+    assert {"spearman", "reward_corr_t1_16", "termination_f1"} <= set(result)
+    assert json.loads((tmp_path / "transfer_agreement.json").read_text())["episodes"] == 2
