@@ -20,9 +20,10 @@ generator (`neuralsim train views`, `--view-steps` 5,000 on pairs of frames of 1
 half a turn on the spot, `--policy turn`; since 2026-12-05, not in the 109.6-minute run below); all merged at the end (OUT/final_fast; its start
 set the first frames of the tracker's episodes, the task's), then the data's camera servo set in its config
 (`set_camera_servo`: the frame memory's warp follows the camera as the room moves it); last, on 1,500 episodes of
-the room's default task under the explore, scripted and sticky-random policies, with `--one-frame-stages 1` the dream
-from one frame (`ONE_FRAME_STAGES`: a streaming stage of 400 steps on windows of 48 from one real frame, mostly the
-model's own history with the gradient through it; measured, not shipped) and then, from that finished model, the
+the room's default task under the explore, scripted and sticky-random policies, with `--one-frame-stages 1` or 2 the
+dream from one frame (`ONE_FRAME_STAGES`: streaming stages of 400 steps on windows of 48 from one real frame, mostly
+the model's own history with the gradient through it, the first on those episodes, the second on 1,500 more that walk
+into walls, `--one-frame-policy explore,scripted,keys,keys`) and then, from that finished model, the
 termination detector (`neuralsim train termination`, `--termination-steps` 4,000 on 4,096 windows of its own dreams
 of those episodes, merged in as OUT/final_termination; since 2026-12-05, not in the run below). End to end on this project's 2-core AVX2 EPYC: 109.6
 min (README, "the shipped default model"), every part bit for bit the shipped model's but the grown decoder, whose
@@ -85,6 +86,7 @@ class StreamingStage:
     stop_windows: float = 0.0  # windows that stop partway: moving, then the last frame held (`--stop-windows`)
     own_history_grad: bool = False  # backpropagate through the model's own history (`--own-history-grad`)
     dtype: str | None = None  # the stage's `--dtype` (None: the recipe's)
+    data: str | None = None  # the stage's own dataset, a directory under OUT (None: the one its caller names)
 
 
 @dataclass(frozen=True)
@@ -226,12 +228,17 @@ FAST_STAGES = (
 FAST_DECODER = ((2000, 1e-3, 0, 0.0), (1000, 3e-4, 1, 8.0))
 # The dream from one frame: an agent's dream starts from a single real frame and runs on its own frames. No stage
 # above trains that (their windows hold 6-64 real frames first), and from one frame a held key turned the dream to
-# noise by t+24 (benchmarks/held_keys.py). This trains windows of 48 from one real frame with 90 % of the history
-# the model's own and the gradient through it, on the termination detector's data (the ball task under the explore,
-# scripted and sticky-random policies); after everything else, before the detector learns its dreams.
+# noise by t+24 (benchmarks/held_keys.py). These train windows of 48 from one real frame with 90 % of the history
+# the model's own and the gradient through it; after everything else, before the detector learns its dreams. The
+# first on the termination detector's data (the ball task under the explore, scripted and sticky-random policies),
+# the second on data that walks into walls as agents do (OUT/one_frame_data: `--one-frame-policy`, half of it the
+# keys policy holding a walk-and-turn key set ~48 steps, walls or not). The steps of runs/stream_start and
+# runs/stream_keys (docs/experiments.md, "The dream from one frame"), not a tuned schedule.
 ONE_FRAME_STAGES = (
     StreamingStage(steps=400, window=48, batch_size=16, lr=1e-4, warmup=50, own_history=0.9, one_step_fraction=1.0,
-                   still_windows=0.1, seed_offset=11, own_history_grad=True),
+                   still_windows=0.1, seed_offset=11, own_history_grad=True, data="termination_data"),
+    StreamingStage(steps=400, window=48, batch_size=16, lr=1e-4, warmup=50, own_history=0.9, one_step_fraction=1.0,
+                   still_windows=0.1, seed_offset=13, own_history_grad=True, data="one_frame_data"),
 )
 FAST_DEPTH = DEPTH_LABEL_STAGES[-1]  # the shipped depth net's own stage: a fresh net, independent of the rest
 SCHEDULES = ("parallel", "from-start", "fast")
@@ -312,6 +319,9 @@ class Recipe:
     # how many of ONE_FRAME_STAGES run before the detector: 0, the shipped model's (the stage gained on held keys but
     # lost on the transfer benchmark: docs/experiments.md, "The dream from one frame: trained, measured, not shipped")
     one_frame_stages: int = 0
+    one_frame_episodes: int = 1500  # the second one-frame stage's data (OUT/one_frame_data)
+    one_frame_seed: int = 8_000_000  # apart from the other data and the benchmarks' held-out seeds
+    one_frame_policy: str = "explore,scripted,keys,keys"
     # The frame memory (`neuralsim train memory`), last: a gate that puts the last real context frame's pixels, warped
     # to the dream's camera, into the decoded frames; trained on the finished model's own dreams of the world's data.
     memory_steps: int = 3000  # 0 = none
@@ -543,18 +553,35 @@ def termination_stage(recipe: Recipe, out: Path, init: Path, timings: dict[str, 
 
 
 def one_frame_stage(recipe: Recipe, out: Path, init: Path, timings: dict[str, float]) -> Path:
-    """The first ``one_frame_stages`` of ONE_FRAME_STAGES from ``init`` on OUT/termination_data, into
+    """The first ``one_frame_stages`` of ONE_FRAME_STAGES from ``init``, each on its own data under OUT (the
+    walk-into-walls data collected first where a stage needs it: :func:`one_frame_data_command`), into
     OUT/one_frame1, 2, ...; the last one's model with ``init``'s start set as OUT/final_one_frame (returned)."""
     from neuralsim.model import WorldModel
 
+    stages = ONE_FRAME_STAGES[: recipe.one_frame_stages]
+    command = one_frame_data_command(recipe, out, progress=True)
+    if command and any(stage.data == "one_frame_data" for stage in stages):
+        subprocess.run(command, check=True)
     dest = out / "final_one_frame"
     common = dict(data=str(out / "termination_data"), preset=recipe.preset, batch_size=recipe.batch_size,
                   window=recipe.window, seed=recipe.seed, dtype=recipe.dtype,
                   latent_cache_dir=str(out / "latent_cache"))
-    last = run_streaming(ONE_FRAME_STAGES[: recipe.one_frame_stages], init, out, "one_frame", recipe, common, timings)
+    last = run_streaming(stages, init, out, "one_frame", recipe, common, timings)
     # the stages' own start set is their data's first frames: the finished model's (the task's) stays
     publish_model(WorldModel.from_pretrained(last), init, dest)
     return dest
+
+
+def one_frame_data_command(recipe: Recipe, out: Path, progress: bool) -> list[str] | None:
+    """Collect ``one_frame_episodes`` of the room's default task under ``one_frame_policy`` into OUT/one_frame_data
+    (continued where it holds some); None once collected, unless ``resume``."""
+    data = out / "one_frame_data"
+    if (data / "manifest.json").exists() and not recipe.resume:
+        return None
+    return ([sys.executable, "-m", "neuralsim", "collect", "--env", "NeuralSimRoom-v0", "--out", str(data),
+             "--episodes", str(recipe.one_frame_episodes), "--policy", recipe.one_frame_policy, "--workers",
+             str(recipe.workers), "--seed", str(recipe.one_frame_seed), "--max-steps", str(recipe.max_steps)]
+            + ([] if progress else ["--no-progress"]) + (["--resume"] if (data / "manifest.json").exists() else []))
 
 
 def termination_commands(recipe: Recipe, out: Path, init: Path, progress: bool) -> list[list[str]]:
@@ -897,6 +924,7 @@ def run_streaming(stages: tuple[StreamingStage, ...], init: Path, out: Path, pre
                           own_history_grad=stage.own_history_grad,
                           resume=recipe.resume and (stage_dir / "checkpoints" / "latest.json").exists(),
                           **{**common, "window": stage.window, "batch_size": stage.batch_size,
+                             **({"data": str(out / stage.data)} if stage.data else {}),
                              "seed": recipe.seed + stage.seed_offset, "dtype": stage.dtype or common["dtype"]}))
         timings[f"{prefix} {i + 1}"] = time.perf_counter() - t
         init = stage_dir

@@ -267,15 +267,16 @@ def test_run_streaming_passes_each_stage_to_train(recipe, tiny_checkpoint, tmp_p
                                     one_step_fraction=1.0, still_windows=0.3, seed_offset=8, burn_in=4,
                                     stop_windows=0.3, own_history_grad=True, dtype="auto"),)
     stages += (recipe.StreamingStage(steps=3, window=8, batch_size=2, lr=1e-4, warmup=1, own_history=0.5,
-                                     one_step_fraction=1.0, still_windows=0.0),)
+                                     one_step_fraction=1.0, still_windows=0.0, data="own_data"),)
     last = recipe.run_streaming(stages, tiny_checkpoint, tmp_path, "s", recipe.Recipe(seed=1),
-                                {"window": 2, "dtype": "float32"}, {})
+                                {"window": 2, "dtype": "float32", "data": "common_data"}, {})
     assert last == tmp_path / "s2" and len(seen) == 2
     cfg = seen[0]
     assert cfg.streaming and cfg.own_history_grad and cfg.own_history == 0.9 and cfg.burn_in == 4
     assert cfg.window == 8 and cfg.batch_size == 2 and cfg.seed == 9 and cfg.init == str(tiny_checkpoint)
     assert cfg.dtype == "auto" and seen[1].dtype == "float32"  # a stage's own dtype, else the recipe's
     assert seen[1].init == str(tmp_path / "s1") and not seen[1].own_history_grad  # each from the last
+    assert seen[0].data == "common_data" and seen[1].data == str(tmp_path / "own_data")  # a stage's own data
 
 
 def test_an_unknown_schedule_is_refused_naming_the_flag(tmp_path):
@@ -383,13 +384,17 @@ def test_termination_commands_collect_the_task_under_three_policies_then_train_f
 
 def test_the_one_frame_stages_train_dreams_from_one_real_frame(recipe):
     """What an agent's dream is: one real frame, then the model's own frames, the gradient through them."""
-    assert [(s.window, s.steps) for s in recipe.ONE_FRAME_STAGES] == [(48, 400)]  # runs/stream_start's
+    # runs/stream_start's, then runs/stream_keys's on the data that walks into walls
+    assert [(s.window, s.steps, s.data) for s in recipe.ONE_FRAME_STAGES] == [
+        (48, 400, "termination_data"), (48, 400, "one_frame_data")]
+    assert len({s.seed_offset for s in recipe.ONE_FRAME_STAGES}) == 2  # the second draws other windows
     for stage in recipe.ONE_FRAME_STAGES:
         assert stage.burn_in == 0 and stage.own_history == 0.9 and stage.own_history_grad
+    assert "keys" in recipe.Recipe().one_frame_policy.split(",")
     assert recipe.Recipe().one_frame_stages == 0  # measured, not shipped (docs/experiments.md)
 
 
-@pytest.mark.parametrize("stages", [0, 1])
+@pytest.mark.parametrize("stages", [0, 1, 2])
 def test_the_termination_stage_trains_the_one_frame_stages_on_its_data_then_the_detector_on_them(
         recipe, tiny_checkpoint, tmp_path, monkeypatch, stages):
     from conftest import save_tiny_checkpoint
@@ -415,12 +420,19 @@ def test_the_termination_stage_trains_the_one_frame_stages_on_its_data_then_the_
     monkeypatch.setattr(recipe, "TERMINATION_FIELDS", ())
     monkeypatch.setattr(recipe, "merge_part", lambda part, model, dest, prefix, fields: shutil.copytree(model, dest))
     final = recipe.termination_stage(recipe.Recipe(one_frame_stages=stages), tmp_path, init, {})
-    assert final == tmp_path / "final_termination" and [c[3] for c in commands] == ["collect", "train"]
-    detector_init = Path(commands[1][commands[1].index("--init") + 1])
+    # the walk-into-walls data is collected only for the stage that trains on it
+    assert final == tmp_path / "final_termination"
+    assert [c[3] for c in commands] == ["collect"] * (2 if stages == 2 else 1) + ["train"]
+    if stages == 2:
+        keys = commands[1]
+        assert keys[keys.index("--out") + 1] == str(tmp_path / "one_frame_data")
+        assert keys[keys.index("--policy") + 1] == "explore,scripted,keys,keys"
+        assert keys[keys.index("--seed") + 1] == "8000000"
+    detector_init = Path(commands[-1][commands[-1].index("--init") + 1])
     if stages == 0:
         assert streamed == [] and detector_init == init
         return
-    assert streamed == [(recipe.ONE_FRAME_STAGES, init, "one_frame", str(tmp_path / "termination_data"))]
+    assert streamed == [(recipe.ONE_FRAME_STAGES[:stages], init, "one_frame", str(tmp_path / "termination_data"))]
     assert detector_init == tmp_path / "final_one_frame"  # the detector learns the new dynamics' dreams
     kept, finished = read_start_frames(detector_init), read_start_frames(init)
     assert np.array_equal(kept[0], finished[0]) and kept[1] == finished[1]  # the task's start set stays
