@@ -35,6 +35,7 @@ Usage::
     python benchmarks/throughput.py --model path/to/checkpoint              # a trained checkpoint
     python benchmarks/throughput.py --random-weights                        # the default preset, untrained
     python benchmarks/throughput.py --profile --threads 1                   # torch.profiler of one batch-64 step
+    python benchmarks/throughput.py --profile --profile-dtype bf16 --threads 1  # the same in bf16 (native where the CPU has it)
     python benchmarks/throughput.py --quick --denoise-steps 3 --dtypes fp32  # another number of Euler steps
     python benchmarks/throughput.py --quick --compile --dtypes fp32         # WorldModel.compile_streaming()
 
@@ -190,12 +191,13 @@ def measure_diamond(batch: int, dtype: str, *, min_iters: int, max_seconds: floa
 # ------------------------------------------------------------------------------------------ profile
 
 
-def profile_step(path: str, batch: int, dtype: str, steps: int, text_out: Path, denoise_steps: int | None = None) -> dict:
+def profile_step(path: str, batch: int, dtype: str, steps: int, text_out: Path, denoise_steps: int | None = None,
+                 obs_type: str = "rgb") -> dict:
     """torch.profiler (CPU) over ``steps`` env steps at ``batch``; phases labelled by forward hooks on the model's modules
     (and ``prepare_frame``, which ``step`` calls as a method, by wrapping it for the duration)."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    env = make_env(path, batch, dtype, denoise_steps=denoise_steps)
+    env = make_env(path, batch, dtype, denoise_steps=denoise_steps, obs_type=obs_type)
     model = env.model
     labels: dict[torch.nn.Module, str] = {}
     for i, block in enumerate(model.dynamics.blocks):
@@ -210,6 +212,12 @@ def profile_step(path: str, batch: int, dtype: str, steps: int, text_out: Path, 
     for name in ("reward_head", "termination_head"):
         if getattr(model, name, None) is not None:
             labels[getattr(model, name)] = "phase: heads"
+    # the parts beside the dynamics and the decoder that a step may run (each labelled only where the model has it)
+    for name, label in (("refiner", "refiner"), ("reward_model", "reward model"), ("frame_memory", "frame memory"),
+                        ("termination_detector", "termination detector"), ("encoder", "encoder")):
+        module = getattr(model.autoencoder, name, None) if name == "encoder" else getattr(model, name, None)
+        if module is not None:
+            labels[module] = f"phase: {label}"
     stack: list = []
     handles = []
     for module, label in labels.items():
@@ -263,7 +271,7 @@ def profile_step(path: str, batch: int, dtype: str, steps: int, text_out: Path, 
     print(f"\n{'op (self time)':45s} {'ms/step':>9s} {'%':>6s} {'calls':>7s}")
     for r in top_ops:
         print(f"{r['op'][:45]:45s} {r['self_ms_per_step']:9.2f} {r['pct']:6.1f} {r['calls_per_step']:7.0f}")
-    return {"batch": batch, "dtype": dtype, "steps": steps, "wall_ms_per_step": wall * 1e3,
+    return {"batch": batch, "dtype": dtype, "obs": obs_type, "steps": steps, "wall_ms_per_step": wall * 1e3,
             "profiled_ms_per_step": step_us / 1e3, "phases": phase_rows, "top_ops": top_ops}
 
 
@@ -283,8 +291,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--peak-size", type=int, default=2048, help="matmul size of the peak measurement")
     parser.add_argument("--skip", nargs="*", default=[], choices=["room", "diamond", "peak", "rollout"],
                         help="reference points to skip")
-    parser.add_argument("--profile", action="store_true", help="only profile env.step (batch --profile-batch, fp32)")
+    parser.add_argument("--profile", action="store_true",
+                        help="only profile env.step (batch --profile-batch, dtype --profile-dtype)")
     parser.add_argument("--profile-batch", type=int, default=64)
+    parser.add_argument("--profile-dtype", default="fp32", choices=list(DTYPES),
+                        help="the profiled dtype (default fp32; bf16 writes profile_step_bf16.json)")
+    parser.add_argument("--profile-obs", default="rgb", choices=["rgb", "latent"],
+                        help="the profiled observation type (latent writes profile_step[_bf16]_latent.json)")
     parser.add_argument("--denoise-steps", type=int, default=None, help="Euler steps per env step (default: the model's)")
     parser.add_argument("--compile", action="store_true", help="the dream envs with compile=True "
                         "(WorldModel.compile_streaming(); fp32 rows and a second single-env rollout; compiling "
@@ -297,9 +310,11 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model = prepare_model(args.model, args.random_weights, Path(tmp))
         if args.profile:
-            out = Path(args.out or RESULTS_DIR / "profile_step.json")
-            prof = profile_step(model["path"], args.profile_batch, "fp32", 3 if args.quick else 10, out.with_suffix(".txt"),
-                                args.denoise_steps)
+            name = "profile_step" + ("" if args.profile_dtype == "fp32" else f"_{args.profile_dtype}") \
+                + ("" if args.profile_obs == "rgb" else f"_{args.profile_obs}")
+            out = Path(args.out or RESULTS_DIR / f"{name}.json")
+            prof = profile_step(model["path"], args.profile_batch, args.profile_dtype, 3 if args.quick else 10,
+                                out.with_suffix(".txt"), args.denoise_steps, obs_type=args.profile_obs)
             result = {"benchmark": "profile_step", "model": model["name"], "quick": args.quick, **prof,
                       "threads": torch.get_num_threads(), "machine": machine_info()}
             write_result(rounded(result), out)

@@ -17,3 +17,19 @@ def test_flop_count_includes_attention_on_the_cpu():
     assert flops == 2 * (2 * 2 * 4 * 16 * 96 * 32)  # q·kᵀ and p·v, 2 FLOPs per multiply-add
     linear = torch.nn.Linear(32, 8)
     assert bench.count_flops(lambda: linear(q)) == 2 * (2 * 4 * 16) * 32 * 8
+
+
+def test_the_profile_labels_every_part_a_step_runs_and_latent_steps_decode_nothing(tmp_path):
+    """`--profile`: the phases name the decoder and the frame memory where rgb steps run them, none with latents."""
+    from conftest import save_tiny_checkpoint
+
+    bench = load_script("benchmarks/throughput.py", "throughput_under_test")
+    path = save_tiny_checkpoint(tmp_path / "m", frames_per_latent=1, frame_memory_width=4)
+    phases = {}
+    for obs in ("rgb", "latent"):
+        out = bench.profile_step(str(path), 2, "fp32", 2, tmp_path / f"{obs}.txt", obs_type=obs)
+        assert out["obs"] == obs and out["batch"] == 2 and out["dtype"] == "fp32" and out["profiled_ms_per_step"] > 0
+        assert (tmp_path / f"{obs}.txt").read_text().startswith("env.step of WorldModelVectorEnv, batch 2, fp32")
+        phases[obs] = {row["phase"] for row in out["phases"]}
+    assert {"decoder", "frame memory", "dynamics attn (gdn)"} <= phases["rgb"]
+    assert "dynamics attn (gdn)" in phases["latent"] and not {"decoder", "frame memory"} & phases["latent"]
