@@ -421,7 +421,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     width = max(len(r[0]) for r in rows)
     for label, value in rows:
         print(f"{label:<{width}}  {value:>14}")
-    args.results_dir.mkdir(parents=True, exist_ok=True)
     write_result(rounded(result), args.results_dir / f"{args.name}.json")
     return result
 

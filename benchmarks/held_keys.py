@@ -166,7 +166,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = {"benchmark": "held_keys", "model": args.model, "quick": args.quick, "seeds": args.seeds,
               "first_seed": args.first_seed, "steps": args.steps, "keys": list(args.keys), **figures,
               "seconds": time.perf_counter() - t0, "machine": machine_info()}
-    args.results_dir.mkdir(parents=True, exist_ok=True)
     result = rounded(result)
     write_result(result, args.results_dir / f"{args.name}.json")
     return result

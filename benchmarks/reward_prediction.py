@@ -99,7 +99,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "reward_corr_t1_16_true_start" in metrics:
         print(f"the tracker's motion model alone from the true start (its ceiling at trust 0): Pearson "
               f"{metrics['reward_corr_t1_16_true_start']}, F1 {metrics['termination_f1_true_start']}", file=sys.stderr)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
     result = rounded(result)
     write_result(result, args.results_dir / f"{args.name}.json")
     return result

@@ -86,7 +86,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"{tau:6.2f} {m:9.4f} {post:10.4f} {prev_mse:9.4f}", file=sys.stderr)
     result["seconds"] = time.perf_counter() - t0
     result["machine"] = machine_info()
-    args.results_dir.mkdir(parents=True, exist_ok=True)
     result = rounded(result)
     write_result(result, args.results_dir / f"{args.name}.json")
     return result
