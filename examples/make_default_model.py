@@ -242,6 +242,7 @@ ONE_FRAME_STAGES = (
 )
 FAST_DEPTH = DEPTH_LABEL_STAGES[-1]  # the shipped depth net's own stage: a fresh net, independent of the rest
 SCHEDULES = ("parallel", "from-start", "fast")
+DETECTOR_DATA = ("termination_data", "one_frame_data")  # `--termination-detector-data`: directories under OUT
 
 
 @dataclass
@@ -319,6 +320,9 @@ class Recipe:
     # how many of ONE_FRAME_STAGES run before the detector: 0, the shipped model's (the stage gained on held keys but
     # lost on the transfer benchmark: docs/experiments.md, "The dream from one frame: trained, measured, not shipped")
     one_frame_stages: int = 0
+    # the data the detector dreams, a directory under OUT: "termination_data" (the episodes above) or
+    # "one_frame_data" (the walk-into-walls episodes of the second one-frame stage, collected here if no stage did)
+    termination_detector_data: str = "termination_data"
     one_frame_episodes: int = 1500  # the second one-frame stage's data (OUT/one_frame_data)
     one_frame_seed: int = 8_000_000  # apart from the other data and the benchmarks' held-out seeds
     one_frame_policy: str = "explore,scripted,keys,keys"
@@ -352,6 +356,9 @@ def main() -> None:
     recipe = Recipe(**vars(parser.parse_args()))
     if recipe.schedule not in SCHEDULES:
         parser.error(f"--schedule must be one of {', '.join(SCHEDULES)}, got {recipe.schedule!r}")
+    if recipe.termination_detector_data not in DETECTOR_DATA:
+        parser.error(f"--termination-detector-data must be one of {', '.join(DETECTOR_DATA)}, "
+                     f"got {recipe.termination_detector_data!r}")
     out = Path(recipe.out)
     data, model_dir = out / "data", out / "model"
     if recipe.install_only:
@@ -545,6 +552,10 @@ def termination_stage(recipe: Recipe, out: Path, init: Path, timings: dict[str, 
     if recipe.one_frame_stages > 0:
         init = one_frame_stage(recipe, out, init, timings)
         train_detector[train_detector.index("--init") + 1] = str(init)
+    if recipe.termination_detector_data == "one_frame_data" and recipe.one_frame_stages < 2:  # (else that stage's)
+        command = one_frame_data_command(recipe, out, progress=True)
+        if command:
+            subprocess.run(command, check=True)
     subprocess.run(train_detector, check=True)
     # the detector merged into ``init``, whose start set stays (the run's is its own data's first frames)
     merge_part(out / "termination", init, out / "final_termination", "termination_detector.", TERMINATION_FIELDS)
@@ -587,7 +598,8 @@ def one_frame_data_command(recipe: Recipe, out: Path, progress: bool) -> list[st
 def termination_commands(recipe: Recipe, out: Path, init: Path, progress: bool) -> list[list[str]]:
     """The termination detector's processes: collect ``termination_episodes`` of the room's default task under the
     explore, scripted and sticky-random policies into OUT/termination_data (continued where it holds some; skipped
-    unless ``resume``), then `neuralsim train termination` from ``init`` into OUT/termination."""
+    unless ``resume``), then `neuralsim train termination` from ``init`` on OUT/``termination_detector_data`` into
+    OUT/termination."""
     cli = [sys.executable, "-m", "neuralsim"]
     quiet = [] if progress else ["--no-progress"]
     data, train_dir = out / "termination_data", out / "termination"
@@ -597,7 +609,8 @@ def termination_commands(recipe: Recipe, out: Path, init: Path, progress: bool) 
                                str(recipe.termination_episodes), "--policy", "explore,scripted,sticky", "--workers",
                                str(recipe.workers), "--seed", str(recipe.termination_seed), "--max-steps",
                                str(recipe.max_steps)] + quiet + (["--resume"] if (data / "manifest.json").exists() else []))
-    commands.append(cli + ["train", "termination", "--init", str(init), "--data", str(data), "--out", str(train_dir),
+    commands.append(cli + ["train", "termination", "--init", str(init), "--data",
+                           str(out / recipe.termination_detector_data), "--out", str(train_dir),
                            "--window", "24", "--termination-windows", str(recipe.termination_windows), "--steps",
                            str(recipe.termination_steps), "--batch-size", "128", "--lr", "1e-3", "--seed",
                            str(recipe.seed), "--dtype", recipe.dtype] + quiet

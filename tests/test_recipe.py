@@ -286,6 +286,15 @@ def test_an_unknown_schedule_is_refused_naming_the_flag(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_unknown_detector_data_is_refused_naming_the_flag(tmp_path):
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "make_default_model.py"),
+                          "--termination-detector-data", "data", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "--termination-detector-data must be one of termination_data, one_frame_data, got 'data'" in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_merge_prompt_start_adds_the_generator_and_refuses_other_latents(recipe, tmp_path):
     from conftest import save_tiny_checkpoint
     from neuralsim.checkpoints import read_weights
@@ -394,9 +403,11 @@ def test_the_one_frame_stages_train_dreams_from_one_real_frame(recipe):
     assert recipe.Recipe().one_frame_stages == 0  # measured, not shipped (docs/experiments.md)
 
 
-@pytest.mark.parametrize("stages", [0, 1, 2])
+@pytest.mark.parametrize("stages, detector_data", [(0, "termination_data"), (1, "termination_data"),
+                                                   (2, "termination_data"), (2, "one_frame_data"),
+                                                   (0, "one_frame_data")])
 def test_the_termination_stage_trains_the_one_frame_stages_on_its_data_then_the_detector_on_them(
-        recipe, tiny_checkpoint, tmp_path, monkeypatch, stages):
+        recipe, tiny_checkpoint, tmp_path, monkeypatch, stages, detector_data):
     from conftest import save_tiny_checkpoint
     from neuralsim.checkpoints import read_start_frames, write_start_frames
 
@@ -419,16 +430,20 @@ def test_the_termination_stage_trains_the_one_frame_stages_on_its_data_then_the_
     monkeypatch.setattr(recipe.subprocess, "run", fake_run)
     monkeypatch.setattr(recipe, "TERMINATION_FIELDS", ())
     monkeypatch.setattr(recipe, "merge_part", lambda part, model, dest, prefix, fields: shutil.copytree(model, dest))
-    final = recipe.termination_stage(recipe.Recipe(one_frame_stages=stages), tmp_path, init, {})
-    # the walk-into-walls data is collected only for the stage that trains on it
+    final = recipe.termination_stage(recipe.Recipe(one_frame_stages=stages, termination_detector_data=detector_data),
+                                     tmp_path, init, {})
+    # the walk-into-walls data is collected once, only where the second stage or the detector trains on it
     assert final == tmp_path / "final_termination"
-    assert [c[3] for c in commands] == ["collect"] * (2 if stages == 2 else 1) + ["train"]
-    if stages == 2:
+    walls = stages == 2 or detector_data == "one_frame_data"
+    assert [c[3] for c in commands] == ["collect"] * (2 if walls else 1) + ["train"]
+    if walls:
         keys = commands[1]
         assert keys[keys.index("--out") + 1] == str(tmp_path / "one_frame_data")
         assert keys[keys.index("--policy") + 1] == "explore,scripted,keys,keys"
         assert keys[keys.index("--seed") + 1] == "8000000"
-    detector_init = Path(commands[-1][commands[-1].index("--init") + 1])
+    detector = commands[-1]
+    assert detector[detector.index("--data") + 1] == str(tmp_path / detector_data)
+    detector_init = Path(detector[detector.index("--init") + 1])
     if stages == 0:
         assert streamed == [] and detector_init == init
         return
