@@ -196,15 +196,19 @@ RUN_RECORD = "run.json"  # a finished training's record in its directory (what -
 
 def training_key(world: str, cfg: TransferConfig, seed: int) -> dict[str, Any]:
     """What makes two trainings the same (a run record is reused only for the same key). A dream's also holds its
-    model's fingerprint: a model installed under the same name (``"default"``) is another dream."""
+    model's fingerprint: a model installed under the same name (``"default"``) is another dream; so does the room's
+    on latent observations (they come through the model's encoder). The room's on frames never reads the model: its
+    key names none, so another ``--model`` reuses it."""
     from neuralsim.checkpoints import checkpoint_fingerprint
 
     key = {"world": world, "seed": seed, "model": cfg.model, "timesteps": cfg.timesteps, "num_envs": cfg.num_envs,
            "checkpoints": cfg.checkpoints, "max_episode_steps": cfg.max_episode_steps, "ppo": dict(cfg.ppo),
            "keys": None if cfg.keys is None else list(cfg.keys), "obs": cfg.obs, "rgb_extractor": cfg.rgb_extractor,
            "compile": cfg.compile, "real_task": dict(cfg.real_task)}
-    if world == "dream":
+    if world == "dream" or cfg.obs == "latent":
         key["model_fingerprint"] = checkpoint_fingerprint(cfg.model)
+    else:
+        del key["model"]
     return key
 
 
@@ -217,7 +221,11 @@ def finished_training(world: str, cfg: TransferConfig, seed: int, out_dir: Path)
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("key") != json.loads(json.dumps(training_key(world, cfg, seed))):
+    key = json.loads(json.dumps(training_key(world, cfg, seed)))
+    recorded = record.get("key") if isinstance(record, dict) else None
+    if isinstance(recorded, dict) and "model" not in key:  # a record of the room on frames written when keys named it
+        recorded = {k: v for k, v in recorded.items() if k != "model"}
+    if recorded != key:
         return None
     if not all(Path(p["path"], "policy.json").is_file() for p in record.get("policies", [])):
         return None

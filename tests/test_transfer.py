@@ -138,9 +138,28 @@ def test_a_dreams_training_key_names_its_models_weights_not_only_its_name(tmp_pa
     weights = read_weights(model)
     name = next(iter(weights))
     write_weights(model, {**weights, name: weights[name] + 1})
-    assert training_key("dream", cfg, 0) != before and training_key("real", cfg, 0)["model"] == str(model)
+    assert training_key("dream", cfg, 0) != before
+    assert "model" not in training_key("real", cfg, 0)  # the room on frames never reads the model: any --model reuses it
+    latent = dataclasses.replace(cfg, obs="latent")  # ... on latents it does (the encoder)
+    assert training_key("real", latent, 0)["model_fingerprint"] == checkpoint_fingerprint(model)
     with pytest.raises(FileNotFoundError, match="model='nowhere'"):
         checkpoint_fingerprint("nowhere")
+
+
+def test_the_rooms_training_on_frames_is_reused_for_another_model_even_from_an_older_record(tmp_path):
+    """Records written when the room's key named the model (before 2026-12-06) are reused for any --model."""
+    from neuralsim.agents.transfer import RUN_RECORD, finished_training, training_key
+
+    cfg = TransferConfig.quick_config(workdir=str(tmp_path))
+    run_dir = tmp_path / "real-seed0"
+    (run_dir / "p").mkdir(parents=True)
+    (run_dir / "p" / "policy.json").write_text("{}")
+    old_key = {**training_key("real", cfg, 0), "model": "default"}
+    (run_dir / RUN_RECORD).write_text(json.dumps({"key": old_key, "run": {"wall_s": 1.0},
+                                                  "policies": [{"path": str(run_dir / "p")}]}))
+    other = dataclasses.replace(cfg, model="runs/elsewhere")
+    assert finished_training("real", other, 0, run_dir) == {"wall_s": 1.0}
+    assert finished_training("real", dataclasses.replace(cfg, timesteps=cfg.timesteps + 1), 0, run_dir) is None
 
 
 @pytest.mark.slow
