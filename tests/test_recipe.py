@@ -383,7 +383,11 @@ def test_termination_commands_collect_the_task_under_three_policies_then_train_f
     assert collect[collect.index("--policy") + 1] == "explore,scripted,sticky"
     assert collect[collect.index("--seed") + 1] == "7000000"  # apart from every other part's data and the benchmarks'
     assert train_cmd[4] == "termination" and train_cmd[train_cmd.index("--init") + 1] == str(tmp_path / "m")
-    assert train_cmd[train_cmd.index("--data") + 1] == collect[collect.index("--out") + 1]
+    # the shipped detector dreams the walk-into-walls episodes (the second one-frame stage's); the usual ones on request
+    assert train_cmd[train_cmd.index("--data") + 1] == str(tmp_path / "one_frame_data")
+    usual = recipe.termination_commands(recipe.Recipe(termination_detector_data="termination_data"), tmp_path,
+                                        tmp_path / "m", progress=True)[-1]
+    assert usual[usual.index("--data") + 1] == collect[collect.index("--out") + 1]
     assert train_cmd[train_cmd.index("--termination-windows") + 1] == "4096"
     (tmp_path / "termination_data").mkdir()
     (tmp_path / "termination_data" / "manifest.json").write_text("{}")
@@ -400,7 +404,8 @@ def test_the_one_frame_stages_train_dreams_from_one_real_frame(recipe):
     for stage in recipe.ONE_FRAME_STAGES:
         assert stage.burn_in == 0 and stage.own_history == 0.9 and stage.own_history_grad
     assert "keys" in recipe.Recipe().one_frame_policy.split(",")
-    assert recipe.Recipe().one_frame_stages == 0  # measured, not shipped (docs/experiments.md)
+    # the shipped model's: both stages, the detector on the walk-into-walls data (docs/experiments.md)
+    assert recipe.Recipe().one_frame_stages == 2 and recipe.Recipe().termination_detector_data == "one_frame_data"
 
 
 @pytest.mark.parametrize("stages, detector_data", [(0, "termination_data"), (1, "termination_data"),
