@@ -953,13 +953,15 @@ class NeuralSimRoomEnv(gym.Env):
 
         Returns:
             ``{"explore": RoomExplorePolicy, "scripted": RoomScriptedPolicy, "turn": RoomTurnPolicy, "keys":
-            RoomKeysPolicy}`` (:mod:`neuralsim.envs.room_policies`; the first three steer by :meth:`privileged_state`,
-            ``keys`` holds the walk-and-turn key sets, walls or not).
+            RoomKeysPolicy, "seek": RoomSeekPolicy}`` (:mod:`neuralsim.envs.room_policies`; ``explore``, ``scripted``,
+            ``turn`` and ``seek`` steer by :meth:`privileged_state`, ``keys`` holds the walk-and-turn key sets, walls or
+            not; ``seek`` heads for the target on those key sets, straying now and then).
         """
-        from neuralsim.envs.room_policies import RoomExplorePolicy, RoomKeysPolicy, RoomScriptedPolicy, RoomTurnPolicy
+        from neuralsim.envs.room_policies import (RoomExplorePolicy, RoomKeysPolicy, RoomScriptedPolicy,
+                                                  RoomSeekPolicy, RoomTurnPolicy)
 
         return {"explore": RoomExplorePolicy, "scripted": RoomScriptedPolicy, "turn": RoomTurnPolicy,
-                "keys": RoomKeysPolicy}
+                "keys": RoomKeysPolicy, "seek": RoomSeekPolicy}
 
     def privileged_state(self) -> dict[str, Any]:
         """Ground truth for scripted/exploring data-collection policies (not an observation).

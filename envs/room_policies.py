@@ -1,4 +1,4 @@
-"""The room's data-collection policies (``neuralsim collect --policy explore|scripted|turn|keys`` on
+"""The room's data-collection policies (``neuralsim collect --policy explore|scripted|turn|keys|seek`` on
 ``NeuralSimRoom-v0``).
 
 They read the room's ground truth (:meth:`NeuralSimRoomEnv.privileged_state`), so they live beside the room; the
@@ -90,6 +90,43 @@ class RoomKeysPolicy(_RoomPolicy):
             keys = A.WALK_AND_TURN[int(self.rng.integers(len(A.WALK_AND_TURN)))]
             self.held = A.keys_to_vector(keys)
         return self.to_action(self.held)
+
+
+class RoomSeekPolicy(_RoomPolicy):
+    """Heads for the target pressing only the walk-and-turn key sets (``w``, ``j``, ``l``, ``wj``, ``wl``), as the
+    transfer benchmark's trained agents do, and strays now and then: with probability ``1 / mean_seek`` a step it
+    holds a random key set for 4 to 24 steps, then seeks again. Its episodes end at the target far more often than
+    the other policies' (a success, the room's termination): the approaches and endings a termination detector must
+    learn to see under the agents' keys, which ``scripted`` (continuous steering) and ``keys`` (no aim) rarely show.
+
+    Steering: turn on the spot (``j`` / ``l``) while the target's bearing is off by more than ``turn_deg``, walk and
+    turn (``wj`` / ``wl``) while it is off by more than ``aim_deg``, walk straight (``w``) otherwise."""
+
+    def __init__(self, mean_seek: float = 40.0, turn_deg: float = 35.0, aim_deg: float = 8.0) -> None:
+        if not mean_seek >= 1:
+            raise ValueError(f"mean_seek must be a number of steps >= 1, got {mean_seek!r}")
+        if not 0 <= aim_deg <= turn_deg <= 180:
+            raise ValueError(f"aim_deg and turn_deg must satisfy 0 <= aim_deg <= turn_deg <= 180, got {aim_deg!r}, "
+                             f"{turn_deg!r}")
+        self.mean_seek, self.turn, self.aim = mean_seek, math.radians(turn_deg), math.radians(aim_deg)
+
+    def reset(self, env: gym.Env, rng: np.random.Generator) -> None:
+        super().reset(env, rng)
+        self.stray_left, self.held = 0, np.zeros(4, np.float32)
+
+    def act(self, obs: Any, info: dict[str, Any]) -> Any:
+        if self.stray_left == 0 and self.rng.random() < 1.0 / self.mean_seek:
+            self.stray_left = int(self.rng.integers(4, 25))
+            self.held = A.keys_to_vector(A.WALK_AND_TURN[int(self.rng.integers(len(A.WALK_AND_TURN)))])
+        if self.stray_left > 0:
+            self.stray_left -= 1
+            return self.to_action(self.held)
+        s = self.room.privileged_state()
+        delta = s["objects"][s["target"]] - s["agent_xy"]
+        err = _wrap(math.atan2(delta[1], delta[0]) - s["agent_yaw"])  # > 0: the target is on the left
+        side = "j" if err > 0 else "l"
+        keys = side if abs(err) > self.turn else ("w" + side if abs(err) > self.aim else "w")
+        return self.to_action(A.keys_to_vector(keys))
 
 
 class RoomExplorePolicy(_RoomPolicy):

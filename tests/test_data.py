@@ -418,6 +418,33 @@ def test_the_room_keys_policy_holds_walk_and_turn_keys_into_the_walls(tmp_path, 
         RoomKeysPolicy(mean_hold=0.5)
 
 
+@pytest.mark.mujoco
+@pytest.mark.parametrize("action_type", ["discrete", "continuous"])
+def test_the_room_seek_policy_reaches_the_target_on_walk_and_turn_keys(tmp_path, action_type):
+    from neuralsim import actions as A
+
+    collect("NeuralSimRoom-v0", tmp_path / "d", episodes=6, policy="seek", max_steps=200, progress=False,
+            env_kwargs={"action_type": action_type}, seed=3)
+    data = Dataset(tmp_path / "d")
+    table = A.keysets_to_vectors()
+    walk_and_turn = {tuple(v) for v in A.keysets_to_vectors(A.WALK_AND_TURN)}
+    pressed, successes = set(), 0
+    for e in range(6):
+        ep = data.episode(e)
+        vectors = table[ep["actions"]] if action_type == "discrete" else ep["actions"]
+        assert {tuple(v) for v in vectors} <= walk_and_turn  # only the agents' keys
+        pressed |= {tuple(v) for v in vectors}
+        successes += bool(ep["terminated"][-1])
+    assert successes >= 5  # it heads for the target (straying now and then)
+    assert len(pressed) >= 4  # it turns both ways, walks straight and walks turning
+    from neuralsim.envs.room_policies import RoomSeekPolicy
+
+    with pytest.raises(ValueError, match="mean_seek must be a number of steps >= 1"):
+        RoomSeekPolicy(mean_seek=0)
+    with pytest.raises(ValueError, match="aim_deg and turn_deg must satisfy"):
+        RoomSeekPolicy(turn_deg=5.0, aim_deg=10.0)
+
+
 def test_unknown_or_unfit_policies(tmp_path):
     with pytest.raises(ValueError, match="policy must be one of random, sticky, explore, scripted"):
         collect("CartPole-v1", tmp_path / "a", episodes=1, policy="greedy", progress=False)
@@ -427,6 +454,8 @@ def test_unknown_or_unfit_policies(tmp_path):
         collect("CartPole-v1", tmp_path / "t", episodes=1, policy="turn", progress=False)
     with pytest.raises(ValueError, match="policy 'keys' needs an env that offers one through collection_policies"):
         collect("CartPole-v1", tmp_path / "k", episodes=1, policy="keys", progress=False)
+    with pytest.raises(ValueError, match="policy 'seek' needs an env that offers one through collection_policies"):
+        collect("CartPole-v1", tmp_path / "e", episodes=1, policy="seek", progress=False)
     sticky = collect("CartPole-v1", tmp_path / "s", episodes=1, max_steps=20, policy="sticky", progress=False)
     assert sticky["collected"] == 1  # any env: uniform actions held for a while
     saved = tmp_path / "policy.safetensors"

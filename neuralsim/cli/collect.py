@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "gym.make does (e.g. ale_py:ALE/Breakout-v5)")
     parser.add_argument("--episodes", type=int, required=True, help="total episodes the dataset should hold")
     parser.add_argument("--out", required=True, help="dataset directory (empty, or an interrupted one with --resume)")
-    parser.add_argument("--policy", default="explore", help="random | sticky | explore | scripted | turn | keys | PATH, or several joined by commas "
+    parser.add_argument("--policy", default="explore", help="random | sticky | explore | scripted | turn | keys | seek | PATH, or several joined by commas "
                         "(e.g. explore,scripted,sticky: each episode draws one) (default: explore)")
     parser.add_argument("--frames-per-step", type=int, default=1, help="env steps (frames) per recorded action (default 1)")
     parser.add_argument("--workers", type=int, default=1, help="parallel collection processes (default 1)")

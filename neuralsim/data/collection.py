@@ -35,9 +35,9 @@ from neuralsim.images import RESIZE_MODES, parse_image_size, resize_frame
 
 logger = logging.getLogger(__name__)
 
-POLICIES = ("random", "sticky", "explore", "scripted", "turn", "keys")
+POLICIES = ("random", "sticky", "explore", "scripted", "turn", "keys", "seek")
 #: Policies only an env offers (through POLICY_HOOK): no generic version exists.
-ENV_ONLY_POLICIES = ("scripted", "turn", "keys")
+ENV_ONLY_POLICIES = ("scripted", "turn", "keys", "seek")
 #: ``collect``'s default stored frame size: the size of the shipped model and the ``default`` preset.
 DEFAULT_IMAGE_SIZE = (64, 64)
 
@@ -137,12 +137,15 @@ def make_policy(policy: str, env: gym.Env) -> CollectionPolicy:
             the room's heads for its target), ``"turn"`` (only an env that offers one: the room's turns on the
             spot, one way, the whole episode: views of one place at many headings, ``neuralsim train views``' data),
             ``"keys"`` (only an env that offers one: the room holds its walk-and-turn key sets a while each, walls or
-            not, as an agent does) or the directory of a saved policy (:class:`SavedPolicyActor`);
+            not, as an agent does), ``"seek"`` (only an env that offers one: the room's heads for its target on those
+            key sets, straying now and then, as a trained agent does) or the directory of a saved policy
+            (:class:`SavedPolicyActor`);
             several of these joined by commas: a :class:`MixedPolicy` of them.
         env: the env the policy acts in.
 
     Raises:
-        ValueError: an unknown policy, or ``"scripted"`` / ``"turn"`` / ``"keys"`` for an env that offers none.
+        ValueError: an unknown policy, or ``"scripted"`` / ``"turn"`` / ``"keys"`` / ``"seek"`` for an env that offers
+            none.
     """
     names = policy_names(policy)
     if len(names) > 1:
