@@ -117,3 +117,54 @@ def test_rows_that_cannot_see_the_memory_are_skipped_and_the_rest_blend_as_befor
         wall = torch.full((1, 32, 32), 1.0)
         assert bool(memory.may_see(_yaw_pose(180, forward=1.5)[None], wall, 32, 32)[0])
         assert not bool(memory.may_see(_yaw_pose(180, forward=0.5)[None], wall, 32, 32)[0])  # still behind it
+
+
+def test_the_depth_warps_shortcuts_give_the_reference_computation_bit_for_bit():
+    """The splat's z-buffer on the depths' int32 bits, its separable 3x3 minimum, the separable 3x3 sums of the
+    pinhole closing and the feathering, and one splat per call for both may_see and the warp: each equals the plain
+    computation it replaces."""
+    import torch.nn.functional as F
+
+    from neuralsim.camera import _min3x3, project_depth, splat_depth, splat_lands
+    from neuralsim.frame_memory import FrameMemory, _box_sum3
+
+    torch.manual_seed(0)
+    B, H, W = 6, 24, 32
+    depth = 0.5 + 3 * torch.rand(B, H, W)
+    rels = torch.stack([_yaw_pose(a, forward=f) for a, f in
+                        [(0, 0.0), (5, 0.3), (-20, 0.1), (40, -0.2), (120, 0.0), (180, 0.5)]]).float()
+    rels[:, 0, 3] = torch.linspace(-0.2, 0.2, B)
+    # the float z-buffer, as splat_depth wrote it before: the four pixels around each point, nearest wins
+    u, v, z, front = project_depth(rels, depth, 70.0)
+    miss = B * H * W
+    ref = torch.full((miss + 1,), math.inf)
+    u0, v0 = u.floor().long(), v.floor().long()
+    for dv in (0, 1):
+        for du in (0, 1):
+            ok = front & (u0 + du >= 0) & (u0 + du <= W - 1) & (v0 + dv >= 0) & (v0 + dv <= H - 1)
+            index = torch.where(ok, (v0 + dv) * W + u0 + du + (torch.arange(B) * H * W)[:, None], miss)
+            ref.scatter_reduce_(0, index.reshape(-1), z.reshape(-1), reduce="amin")
+    ref = ref[:-1].reshape(B, H, W)
+    assert torch.equal(splat_depth(rels, depth, 70.0, fill=0), ref)
+    padded = F.pad(ref[:, None], (1, 1, 1, 1), value=math.inf)[:, 0]
+    nine = torch.stack([padded[:, dy:dy + H, dx:dx + W] for dy in range(3) for dx in range(3)]).amin(0)
+    assert torch.equal(_min3x3(ref), nine)
+    assert torch.equal(torch.isfinite(ref).flatten(1).any(1), splat_lands(rels, depth, 70.0))
+    seen = (torch.rand(B, 1, H, W) < 0.6).float()
+    assert torch.equal(_box_sum3(seen) >= 5, F.avg_pool2d(seen, 3, stride=1, padding=1) >= 5 / 9)
+    gate = torch.rand(B, 1, H, W)
+    torch.testing.assert_close(_box_sum3(gate) / _box_sum3(torch.ones_like(gate[:1])),
+                               F.avg_pool2d(gate, 3, stride=1, padding=1, count_include_pad=False), rtol=1e-6, atol=1e-7)
+    memory = FrameMemory(8, fovy_deg=70.0, translation_speed=0.08, depth_width=8).eval()
+    frame, remembered = torch.rand(B, 3, H, W) * 2 - 1, torch.rand(B, 3, H, W) * 2 - 1
+    with torch.no_grad():
+        out, out_gate = memory(frame, remembered, rels, depth)
+        see = memory.may_see(rels, depth, H, W)  # the test may_see makes alone, and each row's blend alone
+        for b in range(B):
+            if see[b]:
+                one, one_gate = memory._blend(frame[b:b + 1], remembered[b:b + 1], rels[b:b + 1], depth[b:b + 1], "learned")
+            else:
+                one, one_gate = frame[b:b + 1], torch.zeros_like(frame[b:b + 1, :1])
+            torch.testing.assert_close(out[b:b + 1], one, rtol=0, atol=1e-6)
+            torch.testing.assert_close(out_gate[b:b + 1], one_gate, rtol=0, atol=1e-6)
+    assert see.tolist() != [True] * B and see.any()  # both kinds of rows
