@@ -38,8 +38,17 @@ class ResBlock(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        return x + self.conv2(F.silu(self.norm2(h)))
+        h = self.conv1(_norm_silu(self.norm1, x))
+        return x + self.conv2(_norm_silu(self.norm2, h))
+
+
+def _norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """``silu(norm(x))``. A bf16 channels-last ``x`` (the dream's decoder under bf16 autocast) is normalised in the
+    NCHW layout: the CPU's bf16 GroupNorm is about 10× slower on channels-last, and the two copies cost less
+    (the batch-64 decode 62 → 48 ms on an AMX Xeon, one thread; the same mean error against fp32)."""
+    if x.dtype == torch.bfloat16 and x.dim() == 4 and not x.is_contiguous():
+        return F.silu(norm(x.contiguous())).contiguous(memory_format=torch.channels_last)
+    return F.silu(norm(x))
 
 
 class Encoder(nn.Module):
