@@ -151,7 +151,7 @@ def photometric_depth_loss(depth_net: nn.Module, first: torch.Tensor, second: to
 
 def _box_sum3(x: torch.Tensor) -> torch.Tensor:
     """The sum over each pixel's 3×3 neighbourhood of ``x [B, 1, H, W]`` (zeros beyond the edge), separably: on a
-    CPU 4× faster than ``avg_pool2d``'s stride-1 window (exact for counts)."""
+    CPU ~5× faster than ``avg_pool2d``'s stride-1 window at batch 64 (exact for counts)."""
     H, W = x.shape[-2:]
     padded = F.pad(x, (1, 1, 1, 1))
     rows = padded[..., 0:W] + padded[..., 1:W + 1] + padded[..., 2:W + 2]
@@ -269,7 +269,6 @@ class FrameMemory(nn.Module):
                                      None if depth is None else depth[rows.to(depth.device)], mode,
                                      None if projected is None else tuple(t[rows.to(t.device)] for t in projected))
         return frame.index_copy(0, rows, out), torch.zeros_like(frame[:, :1]).index_copy(0, rows, gate_rows)
-
 
     def may_see(self, rel: torch.Tensor, depth: torch.Tensor | None, height: int, width: int,
                 projected: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
