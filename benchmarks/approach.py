@@ -38,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_standard_args, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
+from fidelity import masked_psnr, psnr_stats  # noqa: E402
 
 #: Held-out layouts of this benchmark (the transfer benchmark's are from 500,000, the fidelity benchmark's 1,000,000).
 FIRST_SEED = 1_200_000
@@ -70,12 +71,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def target_pixels(frames: np.ndarray) -> np.ndarray:
     """``[N, H, W, 3]`` uint8 → ``[N]`` pixels of the room's red target colour."""
     return (np.abs(frames.astype(np.int32) - RED).max(axis=-1) < RED_TOLERANCE).sum(axis=(1, 2))
-
-
-def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-    err = (a.astype(np.float64) - b.astype(np.float64)) ** 2
-    mse = err[mask].mean() if mask is not None else err.mean()
-    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
 
 
 def room_episode(seed: int, max_steps: int, image_size: tuple[int, int]) -> dict[str, Any]:
@@ -183,8 +178,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             dream_growth = float(dream_px[1] / max(dream_px[0], 1))
             rows.append({"seed": seed, "steps": len(ep["actions"]), "success": True, "detector_fires_real": fires_real,
                          "dream_ends": bool((dream["termination_prob"][-END_WINDOW:] > 0.5).any()),
-                         "end_psnr": psnr(dream["frames"][-1], ep["frames"][-1]),
-                         "end_object_psnr": psnr(dream["frames"][-1], ep["frames"][-1], ep["end_objects"]),
+                         "end_psnr": psnr_stats(dream["frames"][-1:], ep["frames"][-1:])["pooled"],
+                         "end_object_psnr": masked_psnr(dream["frames"][-1:], ep["frames"][-1:], ep["end_objects"][None]),
                          "target_growth_real": real_growth, "target_growth_dream": dream_growth})
             if args.strips is not None and len(strips) < 8:
                 k = min(8, len(ep["frames"]))
@@ -193,7 +188,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     finally:
         FrameMemory.memory_depth = net_depth
     ok = [r for r in rows if r["success"]]
-    mean = lambda key: float(np.mean([r[key] for r in ok])) if ok and ok[0].get(key) is not None else None  # noqa: E731
+    def mean(key: str) -> float | None:  # over the successful episodes that have the figure
+        values = [r[key] for r in ok if r.get(key) is not None]
+        return float(np.mean(values)) if values else None
+
     growth = (float(np.median([r["target_growth_dream"] / max(r["target_growth_real"], 1e-9) for r in ok]))
               if ok else None)
     result = {"benchmark": "approach", "model": args.model, "quick": args.quick, "oracle_depth": args.oracle_depth,
