@@ -323,7 +323,8 @@ def splat_depth(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float, fill: i
     magnifies the view; ``fill`` passes of a 3×3 minimum close the holes that leaves. With the result,
     :func:`reprojection_grid` finds each new pixel's place in the previous view (forward-warped depth,
     backward-warped colour: no pixel is drawn twice and no pixel is torn). ``projected``: :func:`project_depth` of
-    ``(rel, depth)`` when the caller has it.
+    ``(rel, depth)`` when the caller has it. Not differentiable (the z-buffer works on the depths' bits): nothing is
+    trained through it, the depth net learns from :func:`neuralsim.frame_memory.photometric_depth_loss`.
     """
     B, H, W = depth.shape
     u, v, z, front = project_depth(rel, depth, fovy_deg) if projected is None else projected
