@@ -172,6 +172,9 @@ class WorldModelConfig:
     # context (what a turn or a walk shows again that the last frame never saw); where several see a pixel, the
     # newest frame's wins. Inference only: the gate and depth nets are the same for every frame.
     frame_memory_frames: int = 1
+    # How far the camera may walk from a remembered frame before the memory's gate has closed, in full-speed steps of
+    # translation (the gate fades over the last 3): 0 = the memory's default (3 rotation-only, 24 with depth).
+    frame_memory_range_steps: float = 0.0
 
     # --- bookkeeping ------------------------------------------------------------------------
     description: str = ""
@@ -293,6 +296,10 @@ class WorldModelConfig:
             raise bad("frame_memory_depth_refine", "0 or, with frame_memory_depth_width > 0, a positive int")
         if self.frame_memory_gate not in FRAME_MEMORY_GATES:
             raise bad("frame_memory_gate", '"learned" or "seen"')
+        g = self.frame_memory_range_steps
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not (g == 0 or (g >= 4 and m)) or g != g:
+            raise bad("frame_memory_range_steps", "0 (the memory's default) or, with frame_memory_width > 0, a number "
+                      "of full-speed steps >= 4 (the gate fades over the last 3)")
         k = self.frame_memory_frames
         if isinstance(k, bool) or not isinstance(k, int) or k < 1 or (k > 1 and not m):
             raise bad("frame_memory_frames", "1 or, with frame_memory_width > 0, an int >= 1 (the real context "

@@ -185,10 +185,13 @@ class FrameMemory(nn.Module):
         gate: ``"learned"``: the gate's net weighs the memory's pixels against the dream's; ``"seen"``: the gate is 1
             wherever the warp sees the pixel (and 0 elsewhere), under the same cap as the camera walks away, feathered
             the same way; the net is kept but not run.
+        depth_refine: width of the depth net's full-resolution correction (0: none).
+        range_steps: full-speed steps of translation from the remembered frame by which the gate has closed (it fades
+            over the last ``FADE_STEPS``); 0: ``MAX_TRANSLATION_STEPS``, or ``DEPTH_MAX_TRANSLATION_STEPS`` with depth.
     """
 
     def __init__(self, width: int, fovy_deg: float, translation_speed: float, depth_width: int = 0,
-                 gate: str = "learned", depth_refine: int = 0):
+                 gate: str = "learned", depth_refine: int = 0, range_steps: float = 0.0):
         super().__init__()
         if width < 1 or not fovy_deg > 0 or not translation_speed > 0 or depth_width < 0:
             raise ValueError(f"width must be >= 1, fovy_deg and translation_speed > 0, depth_width >= 0, got {width!r}, "
@@ -200,7 +203,10 @@ class FrameMemory(nn.Module):
         self.gate = gate
         self.fovy_deg, self.translation_speed = float(fovy_deg), float(translation_speed)
         self.depth = DepthNet(depth_width, depth_refine) if depth_width else None
-        self.max_translation_steps = DEPTH_MAX_TRANSLATION_STEPS if depth_width else MAX_TRANSLATION_STEPS
+        if not (range_steps == 0 or range_steps >= FADE_STEPS + 1):
+            raise ValueError(f"range_steps must be 0 (the default) or >= {FADE_STEPS + 1:g}, got {range_steps!r}")
+        self.max_translation_steps = (float(range_steps) if range_steps else
+                                      DEPTH_MAX_TRANSLATION_STEPS if depth_width else MAX_TRANSLATION_STEPS)
         features = 3 + 3 + 3 + 1 + 4  # frame, warped memory, their difference, inside the view, motion
         self.net = nn.Sequential(
             nn.Conv2d(features, width, 3, padding=1), nn.SiLU(),

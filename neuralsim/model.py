@@ -414,7 +414,8 @@ class WorldModel(nn.Module):
                              if config.prompt_view_channels else None)
         self.frame_memory = (FrameMemory(config.frame_memory_width, config.camera_fovy_deg,
                                          config.camera_translation_speed, config.frame_memory_depth_width,
-                                         gate=config.frame_memory_gate, depth_refine=config.frame_memory_depth_refine)
+                                         gate=config.frame_memory_gate, depth_refine=config.frame_memory_depth_refine,
+                                         range_steps=config.frame_memory_range_steps)
                              if config.frame_memory_width else None)
         # `step` runs the per-frame fast path of the dynamics (same numbers as its reference `forward`); False
         # runs the reference, for tests and debugging.

@@ -168,3 +168,34 @@ def test_the_depth_warps_shortcuts_give_the_reference_computation_bit_for_bit():
             torch.testing.assert_close(out[b:b + 1], one, rtol=0, atol=1e-6)
             torch.testing.assert_close(out_gate[b:b + 1], one_gate, rtol=0, atol=1e-6)
     assert see.tolist() != [True] * B and see.any()  # both kinds of rows
+
+
+def test_the_memory_range_is_a_config_field_that_keeps_the_memory_longer():
+    """``frame_memory_range_steps``: 0 keeps each memory's default range; a longer one keeps a walked-away camera's
+    memory pixels (the default's gate has closed by then); bad values are refused naming the field."""
+    from neuralsim.frame_memory import DEPTH_MAX_TRANSLATION_STEPS, MAX_TRANSLATION_STEPS, FrameMemory
+
+    assert FrameMemory(4, 70.0, 0.08).max_translation_steps == MAX_TRANSLATION_STEPS
+    assert FrameMemory(4, 70.0, 0.08, depth_width=4).max_translation_steps == DEPTH_MAX_TRANSLATION_STEPS
+    torch.manual_seed(0)
+    default = FrameMemory(4, 70.0, 0.08, depth_width=4, gate="seen").eval()
+    longer = FrameMemory(4, 70.0, 0.08, depth_width=4, gate="seen", range_steps=64).eval()
+    longer.load_state_dict(default.state_dict())
+    frame, remembered = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
+    walked = _yaw_pose(0, forward=-30 * 0.08)[None].float()  # 30 full-speed steps back: the whole memory in view
+    depth = torch.full((1, 32, 32), 2.0)
+    with torch.no_grad():
+        kept, gate_default = default(frame, remembered, walked, depth)
+        _, gate_longer = longer(frame, remembered, walked, depth)
+    assert torch.equal(kept, frame) and float(gate_default.max()) == 0.0  # past the default's 24 steps
+    assert float(gate_longer.max()) == 1.0
+    with pytest.raises(ValueError, match="range_steps must be 0"):
+        FrameMemory(4, 70.0, 0.08, range_steps=2)
+    model = make_tiny_model(frames_per_latent=1, frame_memory_width=4, frame_memory_depth_width=4,
+                            frame_memory_range_steps=64.0)
+    assert model.frame_memory.max_translation_steps == 64.0
+    for bad in (2.0, -1.0, float("nan"), True):
+        with pytest.raises((TypeError, ValueError), match="frame_memory_range_steps"):
+            WorldModelConfig(frames_per_latent=1, frame_memory_width=4, frame_memory_range_steps=bad)
+    with pytest.raises(ValueError, match="frame_memory_range_steps"):
+        WorldModelConfig(frame_memory_range_steps=64.0)  # no memory
