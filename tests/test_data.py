@@ -391,21 +391,30 @@ def test_the_room_turn_policy_turns_on_the_spot_one_way(tmp_path, action_type):
         assert np.allclose(np.abs(step), 4.0, atol=1e-3) and len(set(np.sign(step))) == 1  # full speed, one way
 
 
-@pytest.mark.mujoco
-@pytest.mark.parametrize("action_type", ["discrete", "continuous"])
-def test_the_room_keys_policy_holds_walk_and_turn_keys_into_the_walls(tmp_path, action_type):
+def _walk_and_turn_episodes(path, policy: str, episodes: int, action_type: str) -> list[tuple[dict, np.ndarray]]:
+    """``episodes`` room episodes of ``policy`` collected into ``path``, each with its actions as camera vectors;
+    asserts every action is one of the walk-and-turn key sets (the transfer agents' keys)."""
     from neuralsim import actions as A
 
-    collect("NeuralSimRoom-v0", tmp_path / "d", episodes=3, policy="keys", max_steps=200, progress=False,
+    collect("NeuralSimRoom-v0", path, episodes=episodes, policy=policy, max_steps=200, progress=False,
             env_kwargs={"action_type": action_type}, seed=3)
-    data = Dataset(tmp_path / "d")
+    data = Dataset(path)
     table = A.keysets_to_vectors()
     walk_and_turn = {tuple(v) for v in A.keysets_to_vectors(A.WALK_AND_TURN)}
-    stopped = 0
-    for e in range(3):
+    out = []
+    for e in range(episodes):
         ep = data.episode(e)
         vectors = table[ep["actions"]] if action_type == "discrete" else ep["actions"]
         assert {tuple(v) for v in vectors} <= walk_and_turn  # only the agents' keys
+        out.append((ep, vectors))
+    return out
+
+
+@pytest.mark.mujoco
+@pytest.mark.parametrize("action_type", ["discrete", "continuous"])
+def test_the_room_keys_policy_holds_walk_and_turn_keys_into_the_walls(tmp_path, action_type):
+    stopped = 0
+    for ep, vectors in _walk_and_turn_episodes(tmp_path / "d", "keys", 3, action_type):
         changes = int((np.abs(np.diff(vectors, axis=0)).sum(axis=1) > 0).sum())
         assert changes < len(vectors) / 10  # held a while (a new draw every 48 steps on average)
         place = ep["poses"][:, :3, 3].astype(np.float64)
@@ -421,18 +430,8 @@ def test_the_room_keys_policy_holds_walk_and_turn_keys_into_the_walls(tmp_path, 
 @pytest.mark.mujoco
 @pytest.mark.parametrize("action_type", ["discrete", "continuous"])
 def test_the_room_seek_policy_reaches_the_target_on_walk_and_turn_keys(tmp_path, action_type):
-    from neuralsim import actions as A
-
-    collect("NeuralSimRoom-v0", tmp_path / "d", episodes=6, policy="seek", max_steps=200, progress=False,
-            env_kwargs={"action_type": action_type}, seed=3)
-    data = Dataset(tmp_path / "d")
-    table = A.keysets_to_vectors()
-    walk_and_turn = {tuple(v) for v in A.keysets_to_vectors(A.WALK_AND_TURN)}
     pressed, successes = set(), 0
-    for e in range(6):
-        ep = data.episode(e)
-        vectors = table[ep["actions"]] if action_type == "discrete" else ep["actions"]
-        assert {tuple(v) for v in vectors} <= walk_and_turn  # only the agents' keys
+    for ep, vectors in _walk_and_turn_episodes(tmp_path / "d", "seek", 6, action_type):
         pressed |= {tuple(v) for v in vectors}
         successes += bool(ep["terminated"][-1])
     assert successes >= 5  # it heads for the target (straying now and then)
