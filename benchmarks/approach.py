@@ -18,8 +18,12 @@ in a success:
 
 ``--oracle-depth`` replaces the frame memory's depth of the start frame by the room's own depth map of it (MuJoCo's
 depth buffer): what a perfect depth net would give, so the share of the gap the depth net accounts for.
+``--ball-start rest`` starts the room's ball still on the floor (the room's ``ball_start``) instead of thrown: a
+thrown ball falls and rolls on for a while at a velocity the first frame does not show, while the dream's frame
+memory holds it where the first frame has it.
 
-    OMP_NUM_THREADS=1 python benchmarks/approach.py [--model default] [--episodes 24] [--oracle-depth] [--strips PNG]
+    OMP_NUM_THREADS=1 python benchmarks/approach.py [--model default] [--episodes 24] [--oracle-depth]
+        [--ball-start thrown|rest] [--strips PNG]
 
 Prints a table; the last line is one JSON object, also written to ``benchmarks/results/approach.json`` (``--quick``:
 4 episodes, ``approach_quick.json``; ``--name``, ``--results-dir`` to change).
@@ -55,6 +59,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-episode-steps", type=int, default=200, help="episode limit (default 200)")
     parser.add_argument("--oracle-depth", action="store_true",
                         help="the frame memory's depth of the start frame from the room's depth buffer")
+    parser.add_argument("--ball-start", choices=("thrown", "rest"), default="thrown",
+                        help="the room's ball at reset: thrown (default, the room's: it falls and rolls for a while) or "
+                             "at rest on the floor")
     parser.add_argument("--strips", type=Path, default=None,
                         help="PNG of the last 8 frames, room above dream, of the first 8 successful episodes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -73,14 +80,14 @@ def target_pixels(frames: np.ndarray) -> np.ndarray:
     return (np.abs(frames.astype(np.int32) - RED).max(axis=-1) < RED_TOLERANCE).sum(axis=(1, 2))
 
 
-def room_episode(seed: int, max_steps: int, image_size: tuple[int, int]) -> dict[str, Any]:
+def room_episode(seed: int, max_steps: int, image_size: tuple[int, int], ball_start: str = "thrown") -> dict[str, Any]:
     """One ``seek`` episode of the room's ball task from ``reset(seed)`` at the model's ``image_size``: frames,
     actions, the end's object mask, the first frame's depth, its description."""
     import gymnasium as gym
 
     from neuralsim.data import make_policy
 
-    env = gym.make("NeuralSimRoom-v0", max_episode_steps=max_steps, image_size=image_size)
+    env = gym.make("NeuralSimRoom-v0", max_episode_steps=max_steps, image_size=image_size, ball_start=ball_start)
     obs, info = env.reset(seed=seed)
     room = env.unwrapped
     first_depth, description = room.depth_map().copy(), str(info.get("description", ""))
@@ -165,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         for e in range(args.episodes):
             seed = FIRST_SEED + e
-            ep = room_episode(seed, args.max_episode_steps, tuple(session.model.config.image_size))
+            ep = room_episode(seed, args.max_episode_steps, tuple(session.model.config.image_size), args.ball_start)
             if not ep["success"]:
                 rows.append({"seed": seed, "steps": len(ep["actions"]), "success": False})
                 continue
@@ -195,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     growth = (float(np.median([r["target_growth_dream"] / max(r["target_growth_real"], 1e-9) for r in ok]))
               if ok else None)
     result = {"benchmark": "approach", "model": args.model, "quick": args.quick, "oracle_depth": args.oracle_depth,
+              "ball_start": args.ball_start,
               "episodes": args.episodes, "first_seed": FIRST_SEED, "successes": len(ok),
               "mean_steps": float(np.mean([r["steps"] for r in ok])) if ok else None,
               "detector_fires_real": mean("detector_fires_real"), "dream_ends": mean("dream_ends"),
@@ -202,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               "target_growth_real": mean("target_growth_real"), "target_growth_dream": mean("target_growth_dream"),
               "target_growth_ratio_median": growth, "rows": rows,
               "seconds": time.perf_counter() - t0, "machine": machine_info()}
-    print(f"\n{args.model}{' (oracle depth)' if args.oracle_depth else ''}: {len(ok)} of {args.episodes} seek episodes "
+    print(f"\n{args.model}{' (oracle depth)' if args.oracle_depth else ''}, ball {args.ball_start}: {len(ok)} of "
+          f"{args.episodes} seek episodes "
           f"end at the target in the room", file=sys.stderr)
     print(f"{'figure':<44}{'value':>10}", file=sys.stderr)
     for key in ("detector_fires_real", "dream_ends", "end_psnr", "end_object_psnr", "target_growth_real",

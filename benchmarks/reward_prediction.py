@@ -11,6 +11,7 @@ true target offset and place (``*_true_start``: dead reckoning's ceiling, the lo
 
     OMP_NUM_THREADS=1 python benchmarks/reward_prediction.py --model DIR [--reward-dream-trust 1.0]
     OMP_NUM_THREADS=1 python benchmarks/reward_prediction.py --model DIR --quick      # 8 seeds
+    OMP_NUM_THREADS=1 python benchmarks/reward_prediction.py --model DIR --ball-start rest  # the ball still at reset
 
 Prints a table; the last line is one JSON object, also written to ``benchmarks/results/reward_prediction.json``
 (``--quick``: ``reward_prediction_quick.json``; ``--results-dir``, ``--name`` to change).
@@ -36,6 +37,9 @@ SEEDS = (32, 8)  # held-out seeds per policy: full, --quick
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="checkpoint directory or shipped name")
+    parser.add_argument("--ball-start", choices=("thrown", "rest"), default="thrown",
+                        help="the room's ball at reset: thrown (default: it falls and rolls on at a velocity the context "
+                             "shows but the dream's memory does not follow) or at rest on the floor")
     parser.add_argument("--reward-dream-trust", type=float, default=None,
                         help="a target tracker's weight of a dreamed frame's measurement, in [0, 1] (default: the model's)")
     parser.add_argument("--threads", type=int, default=None)
@@ -70,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     k = int(cfg.frames_per_latent)
     n_ctx = 1 + (fidelity.CONTEXT - 1) // k
     seeds = [args.first_seed + i for i in range(args.seeds)]
-    env = gym.make("NeuralSimRoom-v0", image_size=tuple(cfg.image_size), reach_radius=1e-3).unwrapped
+    env = gym.make("NeuralSimRoom-v0", image_size=tuple(cfg.image_size), reach_radius=1e-3,
+                   ball_start=args.ball_start).unwrapped
     reach = float(inspect.signature(type(env)).parameters["reach_radius"].default)
     with torch.no_grad():
         metrics = fidelity.reward_metrics({name: fidelity.reward_protocol(name, model, env, seeds, k=k, n_ctx=n_ctx,
@@ -78,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                            for i, name in enumerate(fidelity.REWARD_PROTOCOLS)})
     env.close()
     result: dict[str, Any] = {"benchmark": "reward_prediction", "model": args.model, "quick": args.quick,
-                              "seeds": args.seeds, "first_seed": args.first_seed, "reward_source": source,
+                              "seeds": args.seeds, "first_seed": args.first_seed, "ball_start": args.ball_start,
+                              "reward_source": source,
                               "reward_dream_trust": cfg.reward_dream_trust if cfg.reward_model_kind == "target" else None,
                               **metrics, "seconds": time.perf_counter() - t0, "machine": machine_info()}
     print(f"\nreward prediction in the dream ({source}, {args.seeds} held-out seeds per policy, model {args.model}):",

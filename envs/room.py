@@ -380,7 +380,8 @@ class NeuralSimRoomEnv(gym.Env):
     positions (apart from each other), the target object (the ball unless ``target`` says otherwise),
     the agent position (at least 1.5 m from the target) and heading: uniform, or with
     ``start_view_deg`` (default 25) within that many degrees of the bearing to the target; pitch 0. The ball starts up to 0.5 m above the floor with a small
-    horizontal velocity, so it bounces and rolls. ``reset(options={"agent_xy": (x, y), "agent_yaw":
+    horizontal velocity, so it bounces and rolls (``ball_start="thrown"``, the default); ``ball_start="rest"``: on the
+    floor, still. ``reset(options={"agent_xy": (x, y), "agent_yaw":
     radians})`` overrides the agent's start (room frame: x east, y north, origin at the centre, yaw
     counter-clockwise from east); the layout is still drawn from the seed.
 
@@ -436,6 +437,10 @@ class NeuralSimRoomEnv(gym.Env):
       (``"...; the camera starts facing the yellow south wall"``: the wall nearest its heading, :func:`view_clause`),
       so a sentence also says what lies behind the camera (``benchmarks/prompt_heading.py``). Off by default: the
       shipped model's data has no such clause.
+    * ``ball_start``: ``"thrown"`` (default: up to 0.5 m above the floor with up to 0.8 m/s horizontally, drawn per
+      layout, so the ball falls, bounces and rolls for a while: its velocity is not in the first frame) or ``"rest"``
+      (on the floor, still, until something pushes it: a world model that starts from one frame can know where it
+      goes; ``benchmarks/approach.py --ball-start rest``). The rest of the layout is the seed's either way.
     * ``soft_body``: add a soft cube (a MuJoCo flex: 2×2×2 vertices held by edge-length equality
       constraints) that squashes and wobbles when pushed; drawn after the rest of the layout, so a
       seed gives the same room with and without it. Off by default: the shipped model was trained
@@ -454,13 +459,15 @@ class NeuralSimRoomEnv(gym.Env):
       red thing (``target_colour="red"``); ``target_colour=None`` gives the earlier colours. Since
       2026-12-02 ``task_spec`` also states ``walkable_half_extent`` (the dynamics are unchanged).
       Since 2026-12-05 ``describe_view=True`` adds the start heading to the description (off by default).
+      Since 2026-12-06 ``ball_start="rest"`` starts the ball still on the floor (default ``"thrown"``, as before).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1.0 / (TIMESTEP * FRAME_SKIP)))}
     # Arguments that choose the task, not the world: a world model of the room serves any of them, and
     # `neuralsim eval transfer` drops them from a model's recorded data kwargs (the agents face the default task).
     TASK_OPTIONS = ("target", "target_colour", "start_view_deg", "reach_radius", "progress_reward_scale", "success_bonus",
-                    "success_pixels")
+                    "success_pixels", "ball_start")
+    BALL_STARTS = ("thrown", "rest")
 
     def __init__(
         self,
@@ -480,6 +487,7 @@ class NeuralSimRoomEnv(gym.Env):
         success_pixels: int | None = 20,
         target_colour: str | None = "red",
         describe_view: bool = False,
+        ball_start: str = "thrown",
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -533,6 +541,9 @@ class NeuralSimRoomEnv(gym.Env):
                                            or not 0.0 <= float(start_view_deg) <= 180.0):
             raise ValueError(f"start_view_deg must be None (uniform heading) or degrees in [0, 180], got {start_view_deg!r}")
         self.start_view_deg = None if start_view_deg is None else float(start_view_deg)
+        if ball_start not in self.BALL_STARTS:
+            raise ValueError(f"ball_start must be one of {self.BALL_STARTS}, got {ball_start!r}")
+        self.ball_start = ball_start
         if success_pixels is not None and (isinstance(success_pixels, bool) or not isinstance(success_pixels, (int, np.integer))
                                            or success_pixels < 1):
             raise ValueError(f"success_pixels must be None (distance alone) or an int >= 1 (pixels of the target in "
@@ -637,6 +648,8 @@ class NeuralSimRoomEnv(gym.Env):
             "agent_position": agent.tolist(),
             "agent_yaw": float(rng.uniform(-math.pi, math.pi)),
         }
+        if self.ball_start == "rest":  # the throw is still drawn: a seed's room is the same either way
+            layout["ball_height"], layout["ball_velocity"] = 0.0, [0.0, 0.0]
         if self.target_colour is not None:
             _make_colour_unique(layout, self.target_colour)
         if self.start_view_deg is not None:  # drawn after the layout: a seed's room is the same either way

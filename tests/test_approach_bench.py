@@ -24,10 +24,11 @@ def test_approach_on_a_tiny_model_writes_every_figure(tmp_path):
                             reward_model_channels=8, termination_detector_channels=8)
     path = save_tiny_checkpoint(tmp_path / "tiny", model=model)
     script = load_script("benchmarks/approach.py", "approach_bench")
-    for oracle in ([], ["--oracle-depth"]):
+    for oracle, ball in (([], "thrown"), (["--oracle-depth"], "rest")):
         result = script.main(["--model", str(path), "--episodes", "2", "--results-dir", str(tmp_path),
-                              "--name", "a", "--strips", str(tmp_path / "strips.png"), *oracle])
+                              "--name", "a", "--strips", str(tmp_path / "strips.png"), "--ball-start", ball, *oracle])
         assert result["successes"] == 2 and result["oracle_depth"] == bool(oracle)  # seek reaches the ball
+        assert result["ball_start"] == ball
         for key in ("detector_fires_real", "dream_ends", "end_psnr", "end_object_psnr", "target_growth_real",
                     "target_growth_dream", "target_growth_ratio_median"):
             assert result[key] is not None and np.isfinite(result[key]), key

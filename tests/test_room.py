@@ -91,6 +91,8 @@ def test_argument_errors():
         NeuralSimRoomEnv(render_mode="human")
     with pytest.raises(ValueError, match="max_episode_steps"):
         NeuralSimRoomEnv(max_episode_steps=0)
+    with pytest.raises(ValueError, match="ball_start"):
+        NeuralSimRoomEnv(ball_start="rolling")
     e = make()
     with pytest.raises(RuntimeError, match="reset"):
         e.step(np.zeros(4, np.float32))
@@ -245,6 +247,22 @@ def test_ball_moves_and_boxes_can_be_pushed():
     after = e.privileged_state()["objects"][1]
     assert np.linalg.norm(after - before) > 0.2
     e.close()
+
+
+def test_ball_start_rest_keeps_the_seeds_room_and_the_ball_still():
+    thrown, rest = make(), make(ball_start="rest")
+    _, info_thrown = thrown.reset(seed=5)
+    _, info_rest = rest.reset(seed=5)
+    assert {k: v for k, v in rest.layout.items() if not k.startswith("ball_")} == \
+        {k: v for k, v in thrown.layout.items() if not k.startswith("ball_")}  # the same room and start
+    assert info_rest["description"] == info_thrown["description"]
+    assert rest.layout["ball_height"] == 0.0 and rest.layout["ball_velocity"] == [0.0, 0.0]
+    s0 = rest.privileged_state()
+    rest.step_keys("none-20")
+    np.testing.assert_allclose(rest.privileged_state()["objects"][0], s0["objects"][0], atol=1e-3)  # the ball stays
+    assert "ball_start" in NeuralSimRoomEnv.TASK_OPTIONS  # a task option: a world model of the room serves both
+    thrown.close()
+    rest.close()
 
 
 def test_fixed_target():

@@ -471,8 +471,9 @@ def test_reward_prediction_benchmark_on_a_tiny_tracker(tiny_checkpoint, tmp_path
     bench = load_script("benchmarks/reward_prediction.py", "reward_prediction_bench")
     _tracker_model().save_pretrained(tmp_path / "tracker")
     result = bench.main(["--model", str(tmp_path / "tracker"), "--seeds", "2", "--reward-dream-trust", "0.5",
-                         "--results-dir", str(tmp_path), "--name", "rp"])
+                         "--ball-start", "rest", "--results-dir", str(tmp_path), "--name", "rp"])
     assert result["reward_source"] == "reward model (target)" and result["reward_dream_trust"] == 0.5
+    assert result["ball_start"] == "rest"
     for key in ("reward_corr_t1_16", "termination_f1", "termination_positives",
                 "reward_corr_t1_16_explore", "termination_f1_scripted", "reward_corr_t1_16_true_start",
                 "termination_f1_true_start"):
