@@ -65,7 +65,8 @@ def test_the_fast_schedule_starts_with_every_shipped_field(recipe):
     # one network pass per env step from the first update; the memory whose gate runs no net, with a depth net
     assert fields["commit_from_denoise"] and fields["denoise_steps"] == 1 and fields["context_window"] == 128
     assert fields["frame_memory_gate"] == "seen" and fields["frame_memory_depth_width"] == recipe.FAST_DEPTH.width > 0
-    assert dict(recipe.INSTALL_CONFIG).items() <= fields.items()
+    trained_with = {k: v for k, v in recipe.INSTALL_CONFIG.items() if k not in recipe.INSTALL_ONLY}
+    assert trained_with.items() <= fields.items() and set(recipe.INSTALL_ONLY) <= set(recipe.INSTALL_CONFIG)
     for stage in recipe.FAST_STAGES:  # every target frame at tau = 1: what commit_from_denoise samples
         assert stage.one_step_fraction == 1.0 and 0 <= stage.burn_in <= stage.window - 2 and not stage.config
     assert recipe.FAST_STAGES[-1].window == 64 and recipe.FAST_STAGES[-1].burn_in == 48
@@ -484,7 +485,8 @@ def test_the_installed_copy_is_fp16_with_the_install_config_set(recipe, tiny_che
 
     from neuralsim.checkpoints import read_weights
 
-    assert recipe.INSTALL_CONFIG == {"frame_memory_gate": "seen", "frame_memory_frames": 3}
+    assert recipe.INSTALL_CONFIG == {"frame_memory_gate": "seen", "frame_memory_frames": 3,
+                                     "frame_memory_range_steps": 64.0}
     dest = tmp_path / "installed"
     recipe.fp16_copy(tiny_checkpoint, dest, {"frame_memory_gate": "seen"})
     config, before = json.loads((dest / "config.json").read_text()), json.loads((tiny_checkpoint / "config.json").read_text())
