@@ -53,13 +53,15 @@ RED, RED_TOLERANCE = (np.array([200, 20, 20]), 90)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from neuralsim.envs.room import NeuralSimRoomEnv  # light: mujoco loads with the first env
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="checkpoint directory or shipped model name")
     parser.add_argument("--episodes", type=int, default=None, help="layouts (default 24; --quick 4)")
     parser.add_argument("--max-episode-steps", type=int, default=200, help="episode limit (default 200)")
     parser.add_argument("--oracle-depth", action="store_true",
                         help="the frame memory's depth of the start frame from the room's depth buffer")
-    parser.add_argument("--ball-start", choices=("thrown", "rest"), default="thrown",
+    parser.add_argument("--ball-start", choices=NeuralSimRoomEnv.BALL_STARTS, default="thrown",
                         help="the room's ball at reset: thrown (default, the room's: it falls and rolls for a while) or "
                              "at rest on the floor")
     parser.add_argument("--strips", type=Path, default=None,

@@ -35,9 +35,11 @@ SEEDS = (32, 8)  # held-out seeds per policy: full, --quick
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from neuralsim.envs.room import NeuralSimRoomEnv  # light: mujoco loads with the first env
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="checkpoint directory or shipped name")
-    parser.add_argument("--ball-start", choices=("thrown", "rest"), default="thrown",
+    parser.add_argument("--ball-start", choices=NeuralSimRoomEnv.BALL_STARTS, default="thrown",
                         help="the room's ball at reset: thrown (default: it falls and rolls on at a velocity the context "
                              "shows but the dream's memory does not follow) or at rest on the floor")
     parser.add_argument("--reward-dream-trust", type=float, default=None,
