@@ -10,6 +10,10 @@ No PPO is trained, so a new model is scored in minutes instead of an hour.
 
     OMP_NUM_THREADS=1 python benchmarks/transfer_agreement.py --policies runs/transfer --model DIR
     OMP_NUM_THREADS=1 python benchmarks/transfer_agreement.py --policies runs/transfer --quick   # 4 episodes
+    OMP_NUM_THREADS=1 python benchmarks/transfer_agreement.py --policies runs/transfer --task 'ball_start="rest"'
+
+``--task OPTION=JSON`` sets a task option of the real env (its ``TASK_OPTIONS``) for the episodes of both worlds (the
+dream starts from the real first frames, so it sees the same task); the policies stay the ones the run trained.
 
 Prints a table; the last line is one JSON object, also written to ``benchmarks/results/transfer_agreement.json``
 (``--quick``: ``transfer_agreement_quick.json``; ``--results-dir``, ``--name`` to change).
@@ -25,7 +29,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_standard_args, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
+from _common import (add_standard_args, machine_info, parse_task_options, resolve_standard_args, rounded,  # noqa: E402
+                     set_threads, write_result)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -35,10 +40,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="default", help="the world model whose dream scores them (default: default)")
     parser.add_argument("--episodes", type=int, default=None, help="held-out layouts per policy (default 20; --quick 4)")
     parser.add_argument("--max-episode-steps", type=int, default=200, help="episode limit (default 200, the benchmark's)")
+    parser.add_argument("--task", action="append", default=[], metavar="OPTION=JSON",
+                        help="a task option of the real env for both worlds' episodes (its TASK_OPTIONS), e.g. "
+                             "ball_start='\"rest\"'; repeatable (default: the env's default task)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     add_standard_args(parser, "transfer_agreement", quick_help="4 layouts per policy (a smoke run, not a score)")
     args = resolve_standard_args(parser, parser.parse_args(argv), "transfer_agreement")
     args.episodes = args.episodes if args.episodes is not None else (4 if args.quick else 20)
+    try:
+        args.task = parse_task_options(args.task)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.episodes < 2:
         parser.error(f"--episodes must be >= 2 (a rank correlation needs spread), got {args.episodes}")
     for world in ("dream", "real"):
@@ -66,12 +78,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     cfg = T.TransferConfig(model=args.model, episodes=args.episodes, max_episode_steps=args.max_episode_steps,
-                           workdir=str(args.policies))
+                           workdir=str(args.policies), real_task=args.task)
     try:
         cfg.validate(cli=True)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     env_id, env_kwargs = T.real_env_spec(cfg.model, cfg.real_task)
+    unknown = sorted(set(cfg.real_task) - set(T.env_task_options(env_id)))
+    if unknown:
+        raise SystemExit(f"--task: {env_id} has no task option {', '.join(unknown)} (its TASK_OPTIONS: "
+                         f"{', '.join(T.env_task_options(env_id)) or 'none'})")
     eval_kwargs = {**env_kwargs, "max_episode_steps": cfg.max_episode_steps} if env_id == "NeuralSimRoom-v0" else env_kwargs
     action_space = gym.spaces.Discrete(len(cfg.keys))
     seeds = [cfg.eval_seed + e for e in range(cfg.episodes)]  # the transfer benchmark's agreement layouts
@@ -91,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           f"termination F1 {rewards['termination_f1']} ({rewards['termination_positives']} real endings, "
           f"{rewards['termination_predicted']} predicted)", file=sys.stderr)
     result = {"benchmark": "transfer_agreement", "model": args.model, "policies": str(args.policies),
-              "quick": args.quick, "episodes": args.episodes, "agreement": rows,
+              "quick": args.quick, "episodes": args.episodes, "task": cfg.real_task, "agreement": rows,
               "spearman": None if not np.isfinite(rho) else rho, **rewards,
               "seconds": time.perf_counter() - t0, "machine": machine_info()}
     result = rounded(result)

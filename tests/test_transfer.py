@@ -369,6 +369,10 @@ def test_the_agreement_benchmark_refuses_a_directory_without_saved_trainings(tmp
         (tmp_path / f"{world}-seed0" / "run.json").write_text("{}")
     with pytest.raises(SystemExit):
         script.main(["--policies", str(tmp_path), "--episodes", "1", "--results-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):  # not JSON
+        script.main(["--policies", str(tmp_path), "--task", "ball_start=rest", "--results-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no task option spawn"):
+        script.main(["--policies", str(tmp_path), "--task", "spawn=1", "--results-dir", str(tmp_path)])
 
 
 @pytest.mark.slow
@@ -380,7 +384,8 @@ def test_the_agreement_benchmark_scores_a_runs_saved_policies_as_the_transfer_be
         train_ppo(world, cfg, 0, tmp_path / "work" / f"{world}-seed0")
     script = load_script("benchmarks/transfer_agreement.py", "transfer_agreement_bench")
     result = script.main(["--policies", str(tmp_path / "work"), "--episodes", "2", "--max-episode-steps", "10",
-                          "--results-dir", str(tmp_path)])
+                          "--task", 'ball_start="rest"', "--results-dir", str(tmp_path)])
+    assert result["task"] == {"ball_start": "rest"}
     names = [row["policy"] for row in result["agreement"]]
     assert names[-3:] == ["random", "scripted: forward", "scripted: turn"] and len(names) == 3 + 2 * cfg.checkpoints
     assert {"spearman", "reward_corr_t1_16", "termination_f1"} <= set(result)
