@@ -30,11 +30,11 @@ import gymnasium as gym
 import numpy as np
 
 import neuralsim  # noqa: F401  (registers the envs)
-from neuralsim.agents.transfer import (QUICK_PPO_KWARGS, TransferConfig, constant_policy_fn, env_task_options,
-                                       evaluate_real, random_policy_fn, real_env_spec, saved_policy_fn, train_ppo)
+from neuralsim.agents.transfer import (QUICK_PPO_KWARGS, TransferConfig, constant_policy_fn, evaluate_real,
+                                       random_policy_fn, real_env_spec, saved_policy_fn, train_ppo)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, parse_task_options, rounded, write_result  # noqa: E402
+from _common import check_task_options, machine_info, parse_task_options, rounded, write_result  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     env_id, env_kwargs = real_env_spec(cfg.model, task)
-    unknown = sorted(set(task) - set(env_task_options(env_id)))
-    if unknown:
-        parser.error(f"--task: {env_id} has no task option {', '.join(unknown)} (its TASK_OPTIONS: "
-                     f"{', '.join(env_task_options(env_id)) or 'none'})")
+    try:
+        check_task_options(env_id, task)
+    except ValueError as e:
+        parser.error(str(e))
     try:
         gym.make(env_id, **env_kwargs).close()
     except (ValueError, TypeError) as e:

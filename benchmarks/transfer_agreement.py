@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (add_standard_args, machine_info, parse_task_options, resolve_standard_args, rounded,  # noqa: E402
-                     set_threads, write_result)
+from _common import (add_standard_args, check_task_options, machine_info, parse_task_options,  # noqa: E402
+                     resolve_standard_args, rounded, set_threads, write_result)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -84,10 +84,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     env_id, env_kwargs = T.real_env_spec(cfg.model, cfg.real_task)
-    unknown = sorted(set(cfg.real_task) - set(T.env_task_options(env_id)))
-    if unknown:
-        raise SystemExit(f"--task: {env_id} has no task option {', '.join(unknown)} (its TASK_OPTIONS: "
-                         f"{', '.join(T.env_task_options(env_id)) or 'none'})")
+    try:
+        check_task_options(env_id, cfg.real_task)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     eval_kwargs = {**env_kwargs, "max_episode_steps": cfg.max_episode_steps} if env_id == "NeuralSimRoom-v0" else env_kwargs
     action_space = gym.spaces.Discrete(len(cfg.keys))
     seeds = [cfg.eval_seed + e for e in range(cfg.episodes)]  # the transfer benchmark's agreement layouts
