@@ -9,7 +9,9 @@ This is the benchmark behind ``neuralsim eval transfer`` and ``examples/train_pp
    (``SanaWM-v0``'s batched ``WorldModelVectorEnv``: the world model's reward and termination heads
    are the only task signal), and with the same budget directly in the real env the model learned
    (``NeuralSimRoom-v0``, read from the checkpoint's provenance), for each of ``seeds`` seeds.
-   Policies are saved along the way with :func:`neuralsim.policy.save_policy`.
+   Policies are saved along the way with :func:`neuralsim.policy.save_policy`. The task is the real env's
+   ``TRANSFER_TASK`` (the room's: the ball at rest at reset) unless ``real_task`` names one, and the dream's training
+   episodes start from first frames of that task (``dream_starts`` layouts), so both worlds' episodes start alike.
 2. Evaluate the final policies, a random policy and two scripted ones in the real env over
    ``episodes`` held-out layouts per seed: mean ± std return, success rate.
 3. Transfer score ``(dream - random) / (real - random)`` of mean real-world returns.
@@ -42,6 +44,8 @@ from neuralsim import actions as A
 
 #: Evaluation layouts are drawn from seeds at and above this one (collection and training use small seeds).
 EVAL_SEED = 500_000
+#: The dream's training starts are the real task's first frames at seeds from this one on (apart from evaluation's).
+DREAM_START_SEED = 300_000
 #: PPO hyper-parameters for 64×64 rgb and ~10^5 steps (SB3 Atari-style defaults, shorter rollouts).
 PPO_KWARGS: dict[str, Any] = dict(n_steps=128, batch_size=256, n_epochs=4, learning_rate=2.5e-4, ent_coef=0.01,
                                   gamma=0.99, gae_lambda=0.95, clip_range=0.2, vf_coef=0.5, max_grad_norm=0.5)
@@ -82,8 +86,12 @@ class TransferConfig:
     # and run record, RUN_RECORD, written with the same budget and PPO settings) is not trained again.
     resume: bool = False
     # Task options of the real env (names from its class's TASK_OPTIONS, e.g. {"start_view_deg": None}) for its training
-    # and evaluation; {}: the env's default task. The dream's task is the one its reward prediction learned.
-    real_task: dict[str, Any] = field(default_factory=dict)
+    # and evaluation; {}: the env's default task; None: the env's TRANSFER_TASK (the room's: the ball at rest, see
+    # transfer_task). The dream's task is the one its reward prediction learned, from the real task's first frames.
+    real_task: dict[str, Any] | None = None
+    # The dream's training episodes start from the first frames of this many real layouts of the task (seeds from
+    # DREAM_START_SEED on), so they start as the real ones do; 0: from the checkpoint's start set.
+    dream_starts: int = 256
     quick: bool = False
 
     @classmethod
@@ -103,11 +111,14 @@ class TransferConfig:
                                                            for k in self.keys)):
             raise ValueError(f"{opt('keys')} must be comma-separated key sets over 'wsadijkl' (e.g. w,j,l,wj,wl), "
                              f"got {list(self.keys)!r}")
+        if isinstance(self.dream_starts, bool) or not isinstance(self.dream_starts, int) or self.dream_starts < 0:
+            raise ValueError(f"{opt('dream_starts')} must be a non-negative integer, got {self.dream_starts!r}")
         for name in ("compile", "resume"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{opt(name)} must be a bool, got {getattr(self, name)!r}")
-        if not isinstance(self.real_task, dict) or not all(isinstance(k, str) for k in self.real_task):
-            raise ValueError(f"{opt('real_task')} must be a dict of the real env's task options (e.g. "
+        if self.real_task is not None and (not isinstance(self.real_task, dict)
+                                           or not all(isinstance(k, str) for k in self.real_task)):
+            raise ValueError(f"{opt('real_task')} must be None or a dict of the real env's task options (e.g. "
                              f"{{'start_view_deg': None}}), got {self.real_task!r}")
         if self.obs not in ("rgb", "latent"):
             raise ValueError(f"{opt('obs')} must be 'rgb' or 'latent', got {self.obs!r}")
@@ -130,22 +141,54 @@ def env_task_options(env_id: str) -> tuple[str, ...]:
     return tuple(getattr(env_class, "TASK_OPTIONS", ()))
 
 
+def transfer_task(env_id: str) -> dict[str, Any]:
+    """The task options the transfer benchmark gives ``env_id`` by default: its class's ``TRANSFER_TASK`` ({} where
+    it has none). The room's is ``{"ball_start": "rest"}``: a thrown ball's velocity is not in the first frame, and
+    the dream starts from one frame, so it could not know where the ball goes (docs/experiments.md "The thrown
+    ball")."""
+    entry = gym.spec(env_id).entry_point
+    env_class = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    return dict(getattr(env_class, "TRANSFER_TASK", {}))
+
+
+def parse_task_options(items: list[str], name: str = "--task") -> dict[str, Any]:
+    """``--task OPTION=JSON`` arguments (repeatable) as a dict of env task options; ``ValueError`` names a bad one."""
+    task: dict[str, Any] = {}
+    for item in items:
+        option, _, value = item.partition("=")
+        try:
+            task[option] = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"{name} must be OPTION=JSON (e.g. start_view_deg=null or ball_start=\"rest\"), "
+                             f"got {item!r}") from None
+    return task
+
+
+def check_task_options(env_id: str, task: dict[str, Any] | None, name: str = "--task") -> None:
+    """``ValueError`` (naming ``name``) where ``task`` sets an option ``env_id`` does not list in its ``TASK_OPTIONS``."""
+    options = env_task_options(env_id)
+    unknown = sorted(set(task or {}) - set(options))
+    if unknown:
+        raise ValueError(f"{name}: {env_id} has no task option {', '.join(unknown)} (its TASK_OPTIONS: "
+                         f"{', '.join(options) or 'none'})")
+
+
 def real_env_spec(model: str, task: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """The real env a world model was trained on (its checkpoint's provenance), default ``NeuralSimRoom-v0``.
 
     The world comes from the data, the task from the env: keyword arguments the env class names in ``TASK_OPTIONS``
     (the room's target and start heading: they choose the task, not the world) are dropped, so the agents face the
-    env's default task whatever task the data was collected under, unless ``task`` sets some (a
-    :attr:`TransferConfig.real_task`)."""
+    env's task whatever task the data was collected under: ``task`` (a :attr:`TransferConfig.real_task`; ``{}``: the
+    env's default task), or with None the env's transfer task (:func:`transfer_task`)."""
     from neuralsim.checkpoints import CONFIG_NAME, provenance_env, read_config, resolve_checkpoint
 
     directory = resolve_checkpoint(model)
     # never 'module:Id' from a file
     env_id, env_kwargs = provenance_env(read_config(directory), str(directory / CONFIG_NAME))
-    if env_id is None:
-        return "NeuralSimRoom-v0", dict(task or {})  # no env in the provenance: the room
+    env_id = env_id or "NeuralSimRoom-v0"  # no env in the provenance: the room
+    task = transfer_task(env_id) if task is None else task
     options = set(env_task_options(env_id))  # provenance_env checked the id is registered
-    return env_id, {**{k: v for k, v in env_kwargs.items() if k not in options}, **(task or {})}
+    return env_id, {**{k: v for k, v in env_kwargs.items() if k not in options}, **task}
 
 
 def wrap_real_env(env: gym.Env, keysets: tuple[str, ...] | None = None, encoder: Any = None) -> gym.Env:
@@ -179,13 +222,24 @@ def make_real_venv(env_id: str, env_kwargs: dict[str, Any], num_envs: int, seed:
 
 
 def make_dream_venv(model: str, num_envs: int, seed: int, max_episode_steps: int, obs_type: str = "rgb",
-                    compile: bool = False) -> Any:
+                    compile: bool = False, starts: tuple[np.ndarray, list[str]] | None = None) -> Any:
     """SB3 ``VecEnv`` over the batched dream (one model forward per step for all envs; ``obs_type="latent"``:
-    nothing decoded; ``compile``: the env's ``compile=True``)."""
+    nothing decoded; ``compile``: the env's ``compile=True``; ``starts``: ``(frames, descriptions)``, the start set
+    its resets draw from instead of the checkpoint's)."""
     from neuralsim.agents.sb3 import make_sb3_env
 
+    frames, descriptions = starts if starts is not None else (None, None)
     return make_sb3_env(model=model, num_envs=num_envs, seed=seed, max_episode_steps=max_episode_steps, obs_type=obs_type,
-                        compile=compile)
+                        compile=compile, start_frames=frames, start_descriptions=descriptions)
+
+
+def dream_start_set(cfg: TransferConfig) -> tuple[np.ndarray, list[str]] | None:
+    """The first frames and descriptions of ``cfg.dream_starts`` layouts of the real task (seeds from
+    :data:`DREAM_START_SEED`): where the dream's training episodes start; None for ``dream_starts=0``."""
+    if not cfg.dream_starts:
+        return None
+    env_id, env_kwargs = real_env_spec(cfg.model, cfg.real_task)
+    return real_starts(env_id, env_kwargs, [DREAM_START_SEED + i for i in range(cfg.dream_starts)])
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -204,7 +258,9 @@ def training_key(world: str, cfg: TransferConfig, seed: int) -> dict[str, Any]:
     key = {"world": world, "seed": seed, "model": cfg.model, "timesteps": cfg.timesteps, "num_envs": cfg.num_envs,
            "checkpoints": cfg.checkpoints, "max_episode_steps": cfg.max_episode_steps, "ppo": dict(cfg.ppo),
            "keys": None if cfg.keys is None else list(cfg.keys), "obs": cfg.obs, "rgb_extractor": cfg.rgb_extractor,
-           "compile": cfg.compile, "real_task": dict(cfg.real_task)}
+           "compile": cfg.compile, "real_env_kwargs": real_env_spec(cfg.model, cfg.real_task)[1]}
+    if world == "dream":
+        key["dream_starts"] = cfg.dream_starts
     if world == "dream" or cfg.obs == "latent":
         key["model_fingerprint"] = checkpoint_fingerprint(cfg.model)
     else:
@@ -249,7 +305,8 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path, encoder
 
     latent = cfg.obs == "latent"
     if world == "dream":
-        venv = make_dream_venv(cfg.model, cfg.num_envs, seed, cfg.max_episode_steps, obs_type=cfg.obs, compile=cfg.compile)
+        venv = make_dream_venv(cfg.model, cfg.num_envs, seed, cfg.max_episode_steps, obs_type=cfg.obs, compile=cfg.compile,
+                               starts=dream_start_set(cfg))
         if cfg.keys is not None:
             from neuralsim.agents.wrappers import KeySetVecActions
 
@@ -629,6 +686,7 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
     results = {
         "benchmark": "transfer", "quick": cfg.quick, "model": cfg.model, "real_env": env_id, "obs": cfg.obs, "compile": cfg.compile,
         "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workdir", "resume")},
+        "real_env_kwargs": env_kwargs,  # the real task as resolved (real_task None: the env's TRANSFER_TASK)
         "rows": rows, "transfer_score": None if math.isnan(score) else round(score, 3),
         "dream_vs_real_training_speed": round(rows[0]["train_env_steps_per_s"]["mean"] / rows[1]["train_env_steps_per_s"]["mean"], 3),
         "agreement": agreement, "spearman": None if math.isnan(rho) else round(rho, 3),

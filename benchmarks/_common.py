@@ -255,31 +255,6 @@ def write_result(result: dict[str, Any], out: str | os.PathLike) -> None:
     print(json.dumps(result))
 
 
-def parse_task_options(items: list[str]) -> dict[str, Any]:
-    """``--task OPTION=JSON`` arguments (repeatable) as a dict of env task options; ``ValueError`` names a bad one."""
-    task: dict[str, Any] = {}
-    for item in items:
-        name, _, value = item.partition("=")
-        try:
-            task[name] = json.loads(value)
-        except json.JSONDecodeError:
-            raise ValueError(f"--task must be OPTION=JSON (e.g. start_view_deg=null or target_colour=\"red\"), "
-                             f"got {item!r}") from None
-    return task
-
-
-def check_task_options(env_id: str, task: dict[str, Any]) -> None:
-    """``ValueError`` (naming ``--task``) where ``task`` sets an option ``env_id`` does not list in its
-    ``TASK_OPTIONS``."""
-    from neuralsim.agents.transfer import env_task_options
-
-    options = env_task_options(env_id)
-    unknown = sorted(set(task) - set(options))
-    if unknown:
-        raise ValueError(f"--task: {env_id} has no task option {', '.join(unknown)} (its TASK_OPTIONS: "
-                         f"{', '.join(options) or 'none'})")
-
-
 def rounded(value: Any, digits: int = 4) -> Any:
     """Floats rounded to ``digits`` significant digits, recursively (keeps JSON readable)."""
     if isinstance(value, float):

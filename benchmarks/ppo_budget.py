@@ -30,11 +30,12 @@ import gymnasium as gym
 import numpy as np
 
 import neuralsim  # noqa: F401  (registers the envs)
-from neuralsim.agents.transfer import (QUICK_PPO_KWARGS, TransferConfig, constant_policy_fn, evaluate_real,
-                                       random_policy_fn, real_env_spec, saved_policy_fn, train_ppo)
+from neuralsim.agents.transfer import (QUICK_PPO_KWARGS, TransferConfig, check_task_options, constant_policy_fn,
+                                       evaluate_real, parse_task_options, random_policy_fn, real_env_spec, saved_policy_fn,
+                                       train_ppo)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import check_task_options, machine_info, parse_task_options, rounded, write_result  # noqa: E402
+from _common import machine_info, rounded, write_result  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 

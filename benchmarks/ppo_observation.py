@@ -36,11 +36,11 @@ import numpy as np
 import torch
 
 import neuralsim  # noqa: F401  (registers the envs)
-from neuralsim.agents.transfer import PPO_KWARGS, QUICK_PPO_KWARGS, WALK_AND_TURN
+from neuralsim.agents.transfer import PPO_KWARGS, QUICK_PPO_KWARGS, WALK_AND_TURN, parse_task_options
 from neuralsim.agents.wrappers import KeySetActions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, machine_info, parse_task_options, rounded, write_result  # noqa: E402
+from _common import RESULTS_DIR, machine_info, rounded, write_result  # noqa: E402
 
 OBSERVATIONS = ("rgb", "rgb-impala", "bar", "state")
 

@@ -10,10 +10,11 @@ No PPO is trained, so a new model is scored in minutes instead of an hour.
 
     OMP_NUM_THREADS=1 python benchmarks/transfer_agreement.py --policies runs/transfer --model DIR
     OMP_NUM_THREADS=1 python benchmarks/transfer_agreement.py --policies runs/transfer --quick   # 4 episodes
-    OMP_NUM_THREADS=1 python benchmarks/transfer_agreement.py --policies runs/transfer --task 'ball_start="rest"'
+    OMP_NUM_THREADS=1 python benchmarks/transfer_agreement.py --policies runs/transfer --task 'ball_start="thrown"'
 
 ``--task OPTION=JSON`` sets a task option of the real env (its ``TASK_OPTIONS``) for the episodes of both worlds (the
 dream starts from the real first frames, so it sees the same task); the policies stay the ones the run trained.
+Without it, the transfer benchmark's task (the env's ``TRANSFER_TASK``: the room's ball at rest).
 
 Prints a table; the last line is one JSON object, also written to ``benchmarks/results/transfer_agreement.json``
 (``--quick``: ``transfer_agreement_quick.json``; ``--results-dir``, ``--name`` to change).
@@ -29,8 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (add_standard_args, check_task_options, machine_info, parse_task_options,  # noqa: E402
-                     resolve_standard_args, rounded, set_threads, write_result)
+from _common import add_standard_args, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -42,12 +42,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-episode-steps", type=int, default=200, help="episode limit (default 200, the benchmark's)")
     parser.add_argument("--task", action="append", default=[], metavar="OPTION=JSON",
                         help="a task option of the real env for both worlds' episodes (its TASK_OPTIONS), e.g. "
-                             "ball_start='\"rest\"'; repeatable (default: the env's default task)")
+                             "ball_start='\"thrown\"'; repeatable (default: the transfer benchmark's task, the env's TRANSFER_TASK)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     add_standard_args(parser, "transfer_agreement", quick_help="4 layouts per policy (a smoke run, not a score)")
     args = resolve_standard_args(parser, parser.parse_args(argv), "transfer_agreement")
     args.episodes = args.episodes if args.episodes is not None else (4 if args.quick else 20)
     try:
+        from neuralsim.agents.transfer import parse_task_options
+
         args.task = parse_task_options(args.task)
     except ValueError as exc:
         parser.error(str(exc))
@@ -77,15 +79,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from neuralsim.agents import transfer as T
 
     t0 = time.perf_counter()
+    # no --task: the transfer benchmark's task (the env's TRANSFER_TASK), as the run that trained the policies
     cfg = T.TransferConfig(model=args.model, episodes=args.episodes, max_episode_steps=args.max_episode_steps,
-                           workdir=str(args.policies), real_task=args.task)
+                           workdir=str(args.policies), real_task=args.task or None)
     try:
         cfg.validate(cli=True)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     env_id, env_kwargs = T.real_env_spec(cfg.model, cfg.real_task)
     try:
-        check_task_options(env_id, cfg.real_task)
+        T.check_task_options(env_id, cfg.real_task)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     eval_kwargs = {**env_kwargs, "max_episode_steps": cfg.max_episode_steps} if env_id == "NeuralSimRoom-v0" else env_kwargs
@@ -107,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           f"termination F1 {rewards['termination_f1']} ({rewards['termination_positives']} real endings, "
           f"{rewards['termination_predicted']} predicted)", file=sys.stderr)
     result = {"benchmark": "transfer_agreement", "model": args.model, "policies": str(args.policies),
-              "quick": args.quick, "episodes": args.episodes, "task": cfg.real_task, "agreement": rows,
+              "quick": args.quick, "episodes": args.episodes, "task": {k: env_kwargs[k] for k in T.env_task_options(env_id) if k in env_kwargs}, "agreement": rows,
               "spearman": None if not np.isfinite(rho) else rho, **rewards,
               "seconds": time.perf_counter() - t0, "machine": machine_info()}
     result = rounded(result)

@@ -441,6 +441,7 @@ class NeuralSimRoomEnv(gym.Env):
       layout, so the ball falls, bounces and rolls for a while: its velocity is not in the first frame) or ``"rest"``
       (on the floor, still, until something pushes it: a world model that starts from one frame can know where it
       goes; ``benchmarks/approach.py --ball-start rest``). The rest of the layout is the seed's either way.
+      ``neuralsim eval transfer`` scores agents with the ball at rest (the class's ``TRANSFER_TASK``).
     * ``soft_body``: add a soft cube (a MuJoCo flex: 2×2×2 vertices held by edge-length equality
       constraints) that squashes and wobbles when pushed; drawn after the rest of the layout, so a
       seed gives the same room with and without it. Off by default: the shipped model was trained
@@ -468,6 +469,9 @@ class NeuralSimRoomEnv(gym.Env):
     TASK_OPTIONS = ("target", "target_colour", "start_view_deg", "reach_radius", "progress_reward_scale", "success_bonus",
                     "success_pixels", "ball_start")
     BALL_STARTS = ("thrown", "rest")
+    # The task `neuralsim eval transfer` trains and scores agents on (neuralsim.agents.transfer.transfer_task): the
+    # ball at rest, since a dream started from one frame cannot see a thrown ball's velocity.
+    TRANSFER_TASK = {"ball_start": "rest"}
 
     def __init__(
         self,

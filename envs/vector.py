@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from copy import deepcopy
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -55,7 +55,8 @@ class WorldModelVectorEnv(VectorEnv):
     Args:
         num_envs: batch size N.
         model, checkpoint, obs_type, denoise_steps, max_episode_steps, reward_fn, device, dtype,
-            random_weights, num_threads, compile: as :class:`~neuralsim.envs.WorldModelEnv`.
+            random_weights, num_threads, compile, start_frames, start_descriptions: as
+            :class:`~neuralsim.envs.WorldModelEnv`.
         render_mode: ``None`` or ``"rgb_array"`` (``render()`` returns a tuple of N frames).
         return_frames: put the decoded chunks in ``info["frames"]`` (rgb obs decode them anyway).
 
@@ -88,6 +89,8 @@ class WorldModelVectorEnv(VectorEnv):
         return_frames: bool = True,
         num_threads: int | str | None = "auto",
         compile: bool = False,
+        start_frames: np.ndarray | None = None,
+        start_descriptions: Sequence[str] | None = None,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs <= 0:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -100,7 +103,8 @@ class WorldModelVectorEnv(VectorEnv):
             raise TypeError(f"reward_fn must be callable(obs, action, next_obs, info) -> float, got {type(reward_fn).__name__}")
         self.session = make_session(model, checkpoint=checkpoint, obs_type=obs_type, denoise_steps=denoise_steps,
                                     device=device, dtype=dtype, random_weights=random_weights, num_threads=num_threads,
-                                    compile=compile, batch_size=int(num_envs))
+                                    compile=compile, batch_size=int(num_envs), start_frames=start_frames,
+                                    start_descriptions=start_descriptions)
         self.obs_type = obs_type
         self.num_envs = int(num_envs)
         self.render_mode = render_mode

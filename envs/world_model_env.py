@@ -10,7 +10,7 @@ options; :class:`neuralsim.envs.vector.WorldModelVectorEnv` shares its helpers a
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -32,11 +32,18 @@ RewardFn = Callable[[np.ndarray, Any, np.ndarray, dict], float]
 # ----------------------------------------------------------------------------------------------
 
 
-def make_session(model: Any, *, obs_type: str, **kwargs: Any) -> DreamSession:
-    """The env's :class:`~neuralsim.session.DreamSession` (``obs_type`` checked first: it is the env's own)."""
+def make_session(model: Any, *, obs_type: str, start_frames: Any = None, start_descriptions: Any = None,
+                 **kwargs: Any) -> DreamSession:
+    """The env's :class:`~neuralsim.session.DreamSession` (``obs_type`` checked first: it is the env's own), its start
+    set replaced by ``start_frames`` (and ``start_descriptions``) when given."""
     if obs_type not in ("rgb", "latent"):
         raise ValueError(f"obs_type must be 'rgb' or 'latent', got {obs_type!r}")
-    return DreamSession(model, **kwargs)
+    if start_frames is None and start_descriptions is not None:
+        raise ValueError("start_descriptions describe start_frames; pass start_frames too")
+    session = DreamSession(model, **kwargs)
+    if start_frames is not None:
+        session.set_start_set(start_frames, start_descriptions)
+    return session
 
 
 def observation_space(session: DreamSession, obs_type: str) -> spaces.Box:
@@ -135,8 +142,9 @@ class WorldModelEnv(gym.Env):
     ``"resize": True`` resizes a differently sized image the way the model's training frames were,
     ``provenance["resize"]``: ``"pad"``, ``"crop"`` or ``"squash"``, or name the mode), ``{"prompt": str}`` generates the first
     frame from text (text-conditioned models), both together condition the image start on the
-    prompt. Without either, a frame is drawn with ``self.np_random`` from the checkpoint's start
-    set (real frames, with their descriptions as prompt when the model is text-conditioned). With a prompt, a
+    prompt. Without either, a frame is drawn with ``self.np_random`` from the start set: the checkpoint's
+    (real frames, with their descriptions as prompt when the model is text-conditioned), or ``start_frames``
+    when given (e.g. first frames of *your* task's env, so the dream's episodes start as the real ones). With a prompt, a
     model with a view generator (the shipped one) also draws the views turned ±90° and 180° from the start and its
     frame memory shows them when the camera turns there (rgb observations or a ``render_mode`` only). All
     sampling noise comes from a ``torch.Generator`` seeded from ``self.np_random`` in ``reset``:
@@ -176,6 +184,9 @@ class WorldModelEnv(gym.Env):
     * ``obs_type``: ``"rgb"`` or ``"latent"``.
     * ``denoise_steps``: Euler steps per latent frame (default: the model's).
     * ``max_episode_steps``: truncation limit (default 200; None: no limit).
+    * ``start_frames``: uint8 ``(N, H, W, 3)``, the start set resets draw from instead of the checkpoint's
+      (resized to the model's size if needed); ``start_descriptions``: their N descriptions (the prompts of a
+      text-conditioned model; default none).
     * ``reward_fn``: ``callable(obs, action, next_obs, info) -> float`` replacing the model's reward prediction.
     * ``render_mode``: ``None``, ``"rgb_array"`` (``render()`` returns the last frame) or
       ``"human"`` (a pygame window; needs the ``[play]`` extra).
@@ -216,6 +227,8 @@ class WorldModelEnv(gym.Env):
         random_weights: bool = False,
         num_threads: int | str | None = "auto",
         compile: bool = False,
+        start_frames: np.ndarray | None = None,
+        start_descriptions: Sequence[str] | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
@@ -226,7 +239,8 @@ class WorldModelEnv(gym.Env):
             raise TypeError(f"reward_fn must be callable(obs, action, next_obs, info) -> float, got {type(reward_fn).__name__}")
         self.session = make_session(model, checkpoint=checkpoint, obs_type=obs_type, denoise_steps=denoise_steps,
                                     device=device, dtype=dtype, random_weights=random_weights, num_threads=num_threads,
-                                    compile=compile, batch_size=1)
+                                    compile=compile, batch_size=1, start_frames=start_frames,
+                                    start_descriptions=start_descriptions)
         self.obs_type = obs_type
         self.render_mode = render_mode
         # the views a prompt draws around the start show only in decoded frames (neuralsim.model.WorldModel.init_state);

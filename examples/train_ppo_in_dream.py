@@ -22,7 +22,8 @@ from stable_baselines3 import PPO
 
 import neuralsim  # noqa: F401  (registers SanaWM-v0 and NeuralSimRoom-v0)
 from neuralsim.agents.sb3 import make_sb3_env, rgb_policy_kwargs
-from neuralsim.agents.transfer import EVAL_SEED, PPO_KWARGS, evaluate_real, random_policy_fn, real_env_spec, saved_policy_fn
+from neuralsim.agents.transfer import (DREAM_START_SEED, EVAL_SEED, PPO_KWARGS, evaluate_real, random_policy_fn,
+                                       real_env_spec, real_starts, saved_policy_fn)
 from neuralsim.policy import save_policy
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,10 +35,16 @@ p.add_argument("--seed", type=int, default=0)
 p.add_argument("--out", default="runs/ppo-in-dream", help="where the policy is saved")
 args = p.parse_args()
 
-# 1. The dream: N envs of the world model in one batched SB3 VecEnv (bf16 where the CPU/GPU has it).
-venv = make_sb3_env(model=args.model, num_envs=args.num_envs, seed=args.seed, max_episode_steps=200)
+# 1. The real task (the room's: the ball at rest) and first frames of 256 of its layouts, where the dream's episodes
+#    start (the checkpoint's own start set shows the data's thrown balls, whose flight no single frame shows).
+env_id, env_kwargs = real_env_spec(args.model)
+start_frames, descriptions = real_starts(env_id, env_kwargs, [DREAM_START_SEED + i for i in range(256)])
 
-# 2. PPO on 64x64 rgb frames (ImpalaCNN: it sees the few-pixel ball), trained only on dreamed transitions.
+# 2. The dream: N envs of the world model in one batched SB3 VecEnv (bf16 where the CPU/GPU has it).
+venv = make_sb3_env(model=args.model, num_envs=args.num_envs, seed=args.seed, max_episode_steps=200,
+                    start_frames=start_frames, start_descriptions=descriptions)
+
+# 3. PPO on 64x64 rgb frames (ImpalaCNN: it sees the few-pixel ball), trained only on dreamed transitions.
 agent = PPO("CnnPolicy", venv, seed=args.seed, device="cpu", verbose=1, policy_kwargs=rgb_policy_kwargs(), **PPO_KWARGS)
 start = time.perf_counter()
 agent.learn(args.timesteps)
@@ -46,8 +53,7 @@ path = save_policy(agent, args.out, metadata={"world": "dream", "model": args.mo
 venv.close()
 print(f"trained {agent.num_timesteps:,} dream steps in {train_s:.0f} s ({agent.num_timesteps / train_s:.0f} env-steps/s); saved {path}")
 
-# 3. The real room the model was trained on, on layouts neither the model nor the agent has seen.
-env_id, env_kwargs = real_env_spec(args.model)
+# 4. The real room the model was trained on, on layouts neither the model nor the agent has seen.
 seeds = [EVAL_SEED + i for i in range(args.episodes)]
 results = {}
 for name, act in (("PPO trained in the dream", saved_policy_fn(path)), ("random", random_policy_fn(venv.action_space))):

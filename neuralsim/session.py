@@ -388,6 +388,28 @@ class DreamSession:
         self.latent_shape: tuple[int, int, int] = tuple(int(s) for s in self.model.latent_shape)  # type: ignore[assignment]
         self.start_frames, self.start_descriptions = load_start_set(self.checkpoint_dir, self.image_size)
 
+    def set_start_set(self, frames: Any, descriptions: Sequence[str] | None = None) -> None:
+        """Replace the start set resets draw from (the checkpoint's ``start_frames.safetensors``) with ``frames``,
+        uint8 ``[N, H, W, 3]`` (resized to the model's size like the checkpoint's set), and their ``descriptions``
+        (N str, the prompts of a text-conditioned model; None: none)."""
+        if isinstance(frames, torch.Tensor):
+            frames = frames.detach().cpu().numpy()
+        expected = f"a uint8 numpy array (N, H, W, 3) of N >= 1 frames (the model's H, W = {self.image_size})"
+        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+            raise TypeError(f"start_frames must be {expected}, got "
+                            f"{getattr(frames, 'dtype', type(frames).__name__)}")
+        if frames.ndim != 4 or frames.shape[-1] != 3 or not all(frames.shape):
+            raise ValueError(f"start_frames must be {expected}, got shape {frames.shape}")
+        if descriptions is None:
+            descriptions = [""] * len(frames)
+        if isinstance(descriptions, str) or not all(isinstance(d, str) for d in descriptions) \
+                or len(descriptions) != len(frames):
+            raise ValueError(f"start_descriptions must be a list of {len(frames)} str (one per start frame), got "
+                             f"{descriptions!r:.80}")
+        if tuple(frames.shape[1:3]) != self.image_size:
+            frames = np.stack([resize_frame(f, self.image_size) for f in frames])
+        self.start_frames, self.start_descriptions = np.ascontiguousarray(frames), [str(d) for d in descriptions]
+
     @staticmethod
     def _check_denoise_steps(denoise_steps: Any, name: str = "denoise_steps") -> int | None:
         if denoise_steps is not None and (isinstance(denoise_steps, bool) or not isinstance(denoise_steps, (int, np.integer))

@@ -62,6 +62,9 @@ def test_dream_venv_with_key_sets(tiny_checkpoint):
     (["--model", "no-such-model"], "--model='no-such-model': no checkpoint directory"),
     (["--out", "results.txt"], "--out 'results.txt' must end with one of .json"),
     (["--rgb-extractor", "resnet"], "argument --rgb-extractor: invalid choice: 'resnet'"),
+    (["--task", "ball_start=rest"], "--task must be OPTION=JSON"),
+    (["--task", "spawn=1"], "--task: NeuralSimRoom-v0 has no task option spawn"),
+    (["--dream-starts", "-1"], "--dream-starts must be a non-negative integer, got -1"),
 ])
 def test_cli_bad_input(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -157,7 +160,9 @@ def test_the_rooms_training_on_frames_is_reused_for_another_model_even_from_an_o
     old_key = {**training_key("real", cfg, 0), "model": "default"}
     (run_dir / RUN_RECORD).write_text(json.dumps({"key": old_key, "run": {"wall_s": 1.0},
                                                   "policies": [{"path": str(run_dir / "p")}]}))
-    other = dataclasses.replace(cfg, model="runs/elsewhere")
+    from neuralsim.checkpoints import resolve_checkpoint
+
+    other = dataclasses.replace(cfg, model=str(resolve_checkpoint("default")))  # another name, the same room
     assert finished_training("real", other, 0, run_dir) == {"wall_s": 1.0}
     assert finished_training("real", dataclasses.replace(cfg, timesteps=cfg.timesteps + 1), 0, run_dir) is None
 
@@ -199,6 +204,10 @@ def test_quick_run_writes_nothing_into_the_working_directory(tmp_path, monkeypat
     Path(cfg.workdir).rmdir()
     full = config_from_args(parser.parse_args(["--workdir", "w"]))
     assert (full.workdir, full.out) == ("w", str(Path("w") / "transfer.json"))
+    assert (full.real_task, full.dream_starts) == (None, TransferConfig.dream_starts)  # the env's transfer task
+    task = config_from_args(parser.parse_args(["--task", 'ball_start="thrown"', "--task", "start_view_deg=null",
+                                               "--dream-starts", "0"]))
+    assert task.real_task == {"ball_start": "thrown", "start_view_deg": None} and task.dream_starts == 0
 
 
 @pytest.mark.slow
@@ -259,7 +268,38 @@ def test_real_env_spec_keeps_the_world_and_drops_the_task(tiny_checkpoint, tmp_p
     config["provenance"] = {**config.get("provenance", {}), "env_id": "NeuralSimRoom-v0",
                             "env_kwargs": {"target": None, "start_view_deg": None, "room_size": 6.0}}
     (ckpt / "config.json").write_text(json.dumps(config))
-    assert real_env_spec(str(ckpt)) == ("NeuralSimRoom-v0", {"room_size": 6.0})
+    # the task: the env's transfer task by default (the room's ball at rest), {} its default task, or the one given
+    assert real_env_spec(str(ckpt)) == ("NeuralSimRoom-v0", {"room_size": 6.0, "ball_start": "rest"})
+    assert real_env_spec(str(ckpt), {}) == ("NeuralSimRoom-v0", {"room_size": 6.0})
+    assert real_env_spec(str(ckpt), {"target": None}) == ("NeuralSimRoom-v0", {"room_size": 6.0, "target": None})
+
+
+def test_the_dream_trains_from_first_frames_of_the_real_task(tiny_checkpoint, tmp_path, monkeypatch):
+    """The dream's training episodes start from the real task's first frames (the room's ball at rest), not the
+    checkpoint's start set; dream_starts=0 keeps the checkpoint's; the dream's run record names the count."""
+    from neuralsim.agents import transfer
+    from neuralsim.agents.transfer import DREAM_START_SEED, dream_start_set, real_starts, training_key
+
+    cfg = TransferConfig.quick_config(model=str(tiny_checkpoint), dream_starts=5, workdir=str(tmp_path))
+    frames, descriptions = dream_start_set(cfg)
+    expected = real_starts("NeuralSimRoom-v0", {**transfer.real_env_spec(cfg.model)[1]},
+                           [DREAM_START_SEED + i for i in range(5)])
+    assert np.array_equal(frames, expected[0]) and descriptions == expected[1] and len(frames) == 5
+    assert dream_start_set(dataclasses.replace(cfg, dream_starts=0)) is None
+    assert training_key("dream", cfg, 0)["dream_starts"] == 5 and "dream_starts" not in training_key("real", cfg, 0)
+    assert training_key("dream", cfg, 0) != training_key("dream", dataclasses.replace(cfg, dream_starts=6), 0)
+    seen = {}
+
+    def capture(model, num_envs, seed, max_episode_steps, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(transfer, "make_dream_venv", capture)
+    with pytest.raises(RuntimeError, match="captured"):
+        transfer.train_ppo("dream", cfg, 0, tmp_path)
+    assert np.array_equal(seen["starts"][0], frames)
+    with pytest.raises(ValueError, match="dream_starts must be a non-negative integer"):
+        TransferConfig(dream_starts=-1).validate()
 
 
 def test_ppo_budget_benchmark(tmp_path, capsys):
@@ -294,7 +334,7 @@ def test_real_task_reaches_the_real_envs(tmp_path, monkeypatch):
     """TransferConfig.real_task: task options for the real env's training and evaluation, checked by validate."""
     from neuralsim.agents import transfer
 
-    with pytest.raises(ValueError, match="real_task must be a dict"):
+    with pytest.raises(ValueError, match="real_task must be None or a dict"):
         TransferConfig(real_task=[("start_view_deg", None)]).validate()
     cfg = TransferConfig(real_task={"start_view_deg": None})
     cfg.validate()
@@ -384,8 +424,8 @@ def test_the_agreement_benchmark_scores_a_runs_saved_policies_as_the_transfer_be
         train_ppo(world, cfg, 0, tmp_path / "work" / f"{world}-seed0")
     script = load_script("benchmarks/transfer_agreement.py", "transfer_agreement_bench")
     result = script.main(["--policies", str(tmp_path / "work"), "--episodes", "2", "--max-episode-steps", "10",
-                          "--task", 'ball_start="rest"', "--results-dir", str(tmp_path)])
-    assert result["task"] == {"ball_start": "rest"}
+                          "--task", 'ball_start="thrown"', "--results-dir", str(tmp_path)])
+    assert result["task"] == {"ball_start": "thrown"}
     names = [row["policy"] for row in result["agreement"]]
     assert names[-3:] == ["random", "scripted: forward", "scripted: turn"] and len(names) == 3 + 2 * cfg.checkpoints
     assert {"spearman", "reward_corr_t1_16", "termination_f1"} <= set(result)

@@ -237,3 +237,30 @@ def test_record_episode_statistics_wrapper(envs):
     for _ in range(3):
         *_, info = wrapped.step(wrapped.action_space.sample())
     assert info["_episode"].all() and info["episode"]["l"].tolist() == [3] * N
+
+
+def test_start_frames_replace_the_checkpoints_start_set(ckpt):
+    """start_frames / start_descriptions: the set resets draw from (e.g. the user's task's first frames), in both envs
+    and in autoresets; resized to the model's size; bad ones rejected with the argument's name."""
+    size = WorldModelEnv(model=str(ckpt)).session.image_size
+    frames = np.zeros((3, 48, 48, 3), np.uint8)  # another size: resized
+    frames[1], frames[2] = 255, 128
+    envs = WorldModelVectorEnv(N, model=str(ckpt), start_frames=frames, start_descriptions=["a", "b", "c"],
+                               max_episode_steps=1)
+    obs, info = envs.reset(seed=0)
+    assert obs.shape[1:3] == size and set(info["start_index"].tolist()) <= {0, 1, 2}
+    assert [int(o.mean()) for o in obs] == [(0, 255, 128)[i] for i in info["start_index"]]
+    assert envs.session.start_descriptions == ["a", "b", "c"]
+    envs.step(envs.action_space.sample())  # truncated: the next step restarts from the given set
+    obs, *_ , info = envs.step(envs.action_space.sample())
+    assert all(int(o.mean()) in (0, 255, 128) for o in obs)
+    single = gym.make("SanaWM-v0", model=str(ckpt), start_frames=frames[1:2])
+    assert single.reset(seed=1)[0].min() == 255
+    for kwargs, error, message in (
+            ({"start_frames": frames.astype(np.float32)}, TypeError, "start_frames must be a uint8 numpy array"),
+            ({"start_frames": frames[0]}, ValueError, r"start_frames must be .* got shape \(48, 48, 3\)"),
+            ({"start_frames": frames[:0]}, ValueError, r"got shape \(0, 48, 48, 3\)"),
+            ({"start_frames": frames, "start_descriptions": ["a"]}, ValueError, "start_descriptions must be a list of 3 str"),
+            ({"start_descriptions": ["a"]}, ValueError, "pass start_frames too")):
+        with pytest.raises(error, match=message):
+            WorldModelVectorEnv(2, model=str(ckpt), **kwargs)

@@ -51,6 +51,12 @@ def add_transfer_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--rgb-extractor", choices=("impala", "nature"), default=d.rgb_extractor,
                    help="the rgb policy's CNN: impala (default: neuralsim.policy.ImpalaCNN, sees a few-pixel target) "
                         "or nature (SB3's NatureCNN)")
+    t.add_argument("--task", action="append", default=[], metavar="OPTION=JSON",
+                   help="a task option of the real env (its TASK_OPTIONS) for both worlds, e.g. ball_start='\"thrown\"'; "
+                        "repeatable (default: the env's TRANSFER_TASK, the room's ball at rest)")
+    t.add_argument("--dream-starts", type=int, default=None,
+                   help=f"the dream's training episodes start from the first frames of this many real layouts of the "
+                        f"task (default {d.dream_starts}; 0: from the checkpoint's start set)")
     t.add_argument("--compile", action="store_true", help="the dream envs with compile=True (torch.compile of the "
                    "world model's step: faster after up to a minute of compiling, which the dream's wall clock counts)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --workdir: a world and seed "
@@ -62,8 +68,13 @@ def config_from_args(args: argparse.Namespace):
     """The :class:`~neuralsim.agents.transfer.TransferConfig` of parsed ``eval transfer`` options."""
     from neuralsim.agents.transfer import TransferConfig
 
-    overrides = {k: getattr(args, k) for k in ("timesteps", "seeds", "episodes", "num_envs", "checkpoints", "max_episode_steps")
+    from neuralsim.agents.transfer import parse_task_options
+
+    overrides = {k: getattr(args, k) for k in ("timesteps", "seeds", "episodes", "num_envs", "checkpoints", "max_episode_steps",
+                                               "dream_starts")
                  if getattr(args, k, None) is not None}
+    if getattr(args, "task", None):  # none given: the env's transfer task (TransferConfig.real_task None)
+        overrides["real_task"] = parse_task_options(args.task)
     workdir = args.workdir
     if workdir is None:
         workdir = tempfile.mkdtemp(prefix="neuralsim-transfer-quick-") if args.quick else TransferConfig.workdir
@@ -79,13 +90,14 @@ def config_from_args(args: argparse.Namespace):
 
 def run_transfer(args: argparse.Namespace) -> int:
     """``neuralsim eval transfer``: prints the table, then the results as one JSON line."""
-    from neuralsim.agents.transfer import format_table, run_transfer_benchmark
+    from neuralsim.agents.transfer import check_task_options, format_table, real_env_spec, run_transfer_benchmark
     from neuralsim.checkpoints import resolve_checkpoint
 
     try:
         cfg = config_from_args(args)
         cfg.validate(cli=True)
         resolve_checkpoint(cfg.model, "--model")
+        check_task_options(real_env_spec(cfg.model, {})[0], cfg.real_task)
     except FileNotFoundError as exc:  # a missing checkpoint is the user's error here (ValueError already is)
         raise CLIError(str(exc)) from None
     ensure_writable_file(cfg.out, "--out", (".json",))
