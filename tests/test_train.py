@@ -181,12 +181,20 @@ def test_ddp_two_cpu_processes_keep_replicas_identical(dataset, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     import socket
 
-    with socket.socket() as sock:  # a free port: a fixed one collides with other runs on the machine
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
-                           str(script), str(dataset), str(tmp_path / "run"), str(result_file)],
-                          capture_output=True, text=True, timeout=300, env=env)
+    for attempt in range(2):
+        with socket.socket() as sock:  # a free port: a fixed one collides with other runs on the machine
+            sock.bind(("127.0.0.1", 0))
+            port = str(sock.getsockname()[1])
+        result_file.unlink(missing_ok=True)
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                               port, str(script), str(dataset), str(tmp_path / f"run{attempt}"), str(result_file)],
+                              capture_output=True, text=True, timeout=300, env=env)
+        # Once in ~20 CI runs a rank aborted in gloo's teardown after the result was written ("terminate called
+        # without an active exception", 2026-12-06): one retry for that signature alone; any other failure fails.
+        teardown_abort = (proc.returncode != 0 and result_file.is_file()
+                          and "terminate called without an active exception" in proc.stderr)
+        if not teardown_abort:
+            break
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert result_file.read_text() == "True"
 
