@@ -25,10 +25,8 @@ the room's default task under the explore, scripted and sticky-random policies, 
 the model's own history with the gradient through it, the first on those episodes, the second on 1,500 more that walk
 into walls, `--one-frame-policy explore,scripted,keys,keys`) and then, from that finished model, the
 termination detector (`neuralsim train termination`, `--termination-steps` 4,000 on 4,096 windows of its own dreams
-of the walk-into-walls episodes, `--termination-detector-data one_frame_data`, merged in as OUT/final_termination),
-continued for 1,500 steps on the same layouts with the ball at rest, the transfer benchmark's task, dreamed at the
-installed memory range (`--detector-rest-steps`, OUT/final_termination_rest; the shipped one was continued from the
-installed model, fp16 weights) (since 2026-12-05 / 06, not in the run below). End to end on this project's 2-core AVX2 EPYC: 109.6
+of the walk-into-walls episodes, `--termination-detector-data one_frame_data`, merged in as OUT/final_termination;
+since 2026-12-05 / 06, not in the run below). End to end on this project's 2-core AVX2 EPYC: 109.6
 min (README, "the shipped default model"), every part bit for bit the shipped model's but the grown decoder, whose
 new blocks' init was unseeded then.
 
@@ -59,7 +57,6 @@ start_frames.safetensors, weights in fp16) is copied into neuralsim/assets/defau
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -336,12 +333,6 @@ class Recipe:
     one_frame_episodes: int = 1500  # the second one-frame stage's data (OUT/one_frame_data)
     one_frame_seed: int = 8_000_000  # apart from the other data and the benchmarks' held-out seeds
     one_frame_policy: str = "explore,scripted,keys,keys"
-    # Then the detector once more on the same layouts and policies with the ball at rest (`ball_start="rest"`, the
-    # transfer benchmark's task, NeuralSimRoomEnv.TRANSFER_TASK), dreamed at the installed memory range
-    # (INSTALL_ONLY): its dreams end where the room's do on that task (reward benchmark, ball at rest, 32 seeds:
-    # F1 0.744 -> 0.821; docs/experiments.md, "The transfer task").
-    detector_rest_steps: int = 1500  # 0 = none
-    detector_rest_lr: float = 3e-4
     # The frame memory (`neuralsim train memory`), last: a gate that puts the last real context frame's pixels, warped
     # to the dream's camera, into the decoded frames; trained on the finished model's own dreams of the world's data.
     memory_steps: int = 3000  # 0 = none
@@ -380,13 +371,13 @@ def main() -> None:
     if recipe.install_only:
         # the last stage's directory first: each later stage starts from the one before it
         if recipe.schedule == "fast":  # dynamics, then the grown decoder, depth net, tracker, prompt start merged in
-            done = [out / "final_termination_rest", out / "final_termination", out / "final_fast", out / "final_reward", out / "final_depth",
+            done = [out / "final_termination", out / "final_fast", out / "final_reward", out / "final_depth",
                     out / "final", out / f"fast{len(FAST_STAGES)}"]
         elif recipe.schedule == "from-start":  # start stages, decoder, prompt start merged in, reward, frame memory
-            done = [out / "final_termination_rest", out / "final_termination"] + memory_dirs(out) + [
+            done = [out / "final_termination"] + memory_dirs(out) + [
                 out / "reward", out / "final_prompt", out / "final", out / f"start{len(FROM_START_STAGES)}"]
         else:  # parallel, self-forcing, merge, streaming stages, grown decoder, reward, prompt start, frame memory
-            done = [out / "final_termination_rest", out / "final_termination"] + memory_dirs(out) + [
+            done = [out / "final_termination"] + memory_dirs(out) + [
                 out / "prompt", out / "reward", out / "final_grown"] + [
                 out / f"streaming{i}" for i in range(recipe.streaming_stages, 0, -1)] + [out / "final", model_dir]
         found = next(d for d in done if (d / "config.json").exists())
@@ -576,44 +567,7 @@ def termination_stage(recipe: Recipe, out: Path, init: Path, timings: dict[str, 
     # the detector merged into ``init``, whose start set stays (the run's is its own data's first frames)
     merge_part(out / "termination", init, out / "final_termination", "termination_detector.", TERMINATION_FIELDS)
     timings["termination detector"] = time.perf_counter() - t
-    if recipe.detector_rest_steps > 0:
-        return rest_detector_stage(recipe, out, out / "final_termination", timings)
     return out / "final_termination"
-
-
-def rest_detector_stage(recipe: Recipe, out: Path, init: Path, timings: dict[str, float]) -> Path:
-    """The detector of ``init`` trained on (:func:`rest_detector_commands`) the walk-into-walls layouts with the ball
-    at rest, merged into ``init`` as OUT/final_termination_rest (returned)."""
-    t = time.perf_counter()
-    for command in rest_detector_commands(recipe, out, init, progress=True):
-        subprocess.run(command, check=True)
-    merge_part(out / "termination_rest", init, out / "final_termination_rest", "termination_detector.",
-               TERMINATION_FIELDS)
-    timings["termination detector, ball at rest"] = time.perf_counter() - t
-    return out / "final_termination_rest"
-
-
-def rest_detector_commands(recipe: Recipe, out: Path, init: Path, progress: bool) -> list[list[str]]:
-    """Collect ``one_frame_episodes`` of ``one_frame_policy`` at the same seeds with the ball at rest into
-    OUT/rest_data (skipped once collected, unless ``resume``), then continue ``init``'s detector on that data's
-    dreams for ``detector_rest_steps`` into OUT/termination_rest, dreamed at the installed memory range."""
-    cli = [sys.executable, "-m", "neuralsim"]
-    quiet = [] if progress else ["--no-progress"]
-    data, train_dir = out / "rest_data", out / "termination_rest"
-    commands = []
-    if not (data / "manifest.json").exists() or recipe.resume:
-        commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", "--env-kwargs", json.dumps({"ball_start": "rest"}),
-                               "--out", str(data), "--episodes", str(recipe.one_frame_episodes), "--policy",
-                               recipe.one_frame_policy, "--workers", str(recipe.workers), "--seed",
-                               str(recipe.one_frame_seed), "--max-steps", str(recipe.max_steps)] + quiet
-                        + (["--resume"] if (data / "manifest.json").exists() else []))
-    installed = [f"--set={name}={json.dumps(INSTALL_CONFIG[name])}" for name in INSTALL_ONLY]
-    commands.append(cli + ["train", "termination", "--init", str(init), "--data", str(data), "--out", str(train_dir),
-                           "--window", "24", "--termination-windows", str(recipe.termination_windows), "--steps",
-                           str(recipe.detector_rest_steps), "--batch-size", "128", "--lr", str(recipe.detector_rest_lr),
-                           "--seed", str(recipe.seed), "--dtype", recipe.dtype, *installed] + quiet
-                    + (["--resume"] if recipe.resume and (train_dir / "checkpoints" / "latest.json").exists() else []))
-    return commands
 
 
 def one_frame_stage(recipe: Recipe, out: Path, init: Path, timings: dict[str, float]) -> Path:

@@ -3,7 +3,6 @@ and the option checks."""
 
 from __future__ import annotations
 
-import json
 import importlib.util
 import shutil
 import subprocess
@@ -437,8 +436,8 @@ def test_the_termination_stage_trains_the_one_frame_stages_on_its_data_then_the_
     monkeypatch.setattr(recipe.subprocess, "run", fake_run)
     monkeypatch.setattr(recipe, "TERMINATION_FIELDS", ())
     monkeypatch.setattr(recipe, "merge_part", lambda part, model, dest, prefix, fields: shutil.copytree(model, dest))
-    final = recipe.termination_stage(recipe.Recipe(one_frame_stages=stages, termination_detector_data=detector_data,
-                                                   detector_rest_steps=0), tmp_path, init, {})
+    final = recipe.termination_stage(recipe.Recipe(one_frame_stages=stages, termination_detector_data=detector_data),
+                                     tmp_path, init, {})
     # the walk-into-walls data is collected once, only where the second stage or the detector trains on it
     assert final == tmp_path / "final_termination"
     walls = stages == 2 or detector_data == "one_frame_data"
@@ -498,42 +497,3 @@ def test_the_installed_copy_is_fp16_with_the_install_config_set(recipe, tiny_che
     plain = tmp_path / "plain"
     recipe.fp16_copy(tiny_checkpoint, plain)  # the copies between stages: the config as it was
     assert (plain / "config.json").read_bytes() == (tiny_checkpoint / "config.json").read_bytes()
-
-
-def test_the_rest_detector_stage_continues_the_detector_on_the_same_layouts_with_the_ball_at_rest(recipe, tmp_path):
-    """The detector's last stage: the walk-into-walls layouts and policies (one_frame_seed, one_frame_policy) with the
-    ball at rest, dreamed at the installed memory range, continued from the finished detector."""
-    first = recipe.rest_detector_commands(recipe.Recipe(), tmp_path, tmp_path / "m", progress=False)
-    collect_cmd, train_cmd = first
-    assert collect_cmd[3] == "collect" and json.loads(collect_cmd[collect_cmd.index("--env-kwargs") + 1]) == {
-        "ball_start": "rest"}
-    assert collect_cmd[collect_cmd.index("--seed") + 1] == "8000000"
-    assert collect_cmd[collect_cmd.index("--policy") + 1] == "explore,scripted,keys,keys"
-    assert collect_cmd[collect_cmd.index("--out") + 1] == str(tmp_path / "rest_data")
-    assert train_cmd[4] == "termination" and train_cmd[train_cmd.index("--init") + 1] == str(tmp_path / "m")
-    assert train_cmd[train_cmd.index("--data") + 1] == str(tmp_path / "rest_data")
-    assert (train_cmd[train_cmd.index("--steps") + 1], train_cmd[train_cmd.index("--lr") + 1]) == ("1500", "0.0003")
-    assert "--set=frame_memory_range_steps=64.0" in train_cmd  # the range the installed model dreams at
-    (tmp_path / "rest_data").mkdir()
-    (tmp_path / "rest_data" / "manifest.json").write_text("{}")
-    again = recipe.rest_detector_commands(recipe.Recipe(), tmp_path, tmp_path / "m", progress=False)
-    assert [c[3] for c in again] == ["train"]  # collected once
-    # the CLI accepts the --set it is given
-    from neuralsim.cli.train import parse_set
-
-    assert parse_set(["frame_memory_range_steps=64.0"]) == {"frame_memory_range_steps": 64.0}
-
-
-def test_the_termination_stage_ends_with_the_rest_detector_stage(recipe, tiny_checkpoint, tmp_path, monkeypatch):
-    init = tmp_path / "finished"
-    shutil.copytree(tiny_checkpoint, init)
-    commands, merged = [], []
-    monkeypatch.setattr(recipe.subprocess, "run", lambda command, check: commands.append(command))
-    monkeypatch.setattr(recipe, "merge_part", lambda part, model, dest, prefix, fields: merged.append((part, model, dest)))
-    final = recipe.termination_stage(recipe.Recipe(one_frame_stages=0, termination_detector_data="termination_data"),
-                                     tmp_path, init, {})
-    assert final == tmp_path / "final_termination_rest"
-    assert merged == [(tmp_path / "termination", init, tmp_path / "final_termination"),
-                      (tmp_path / "termination_rest", tmp_path / "final_termination", tmp_path / "final_termination_rest")]
-    last = commands[-1]
-    assert last[4] == "termination" and last[last.index("--init") + 1] == str(tmp_path / "final_termination")
