@@ -391,7 +391,7 @@ def main() -> None:
 
     if not (data / "manifest.json").exists() or recipe.resume:
         # Only the task differs from the room's default, and `neuralsim eval transfer` drops task options
-        # (NeuralSimRoomEnv.TASK_OPTIONS) from a model's recorded kwargs, so agents still face the default task.
+        # (NeuralSimRoomEnv.TASK_OPTIONS) from a model's recorded kwargs, so agents face the env's own (transfer) task.
         summary = collect("NeuralSimRoom-v0", data, episodes=recipe.episodes, policy=recipe.policy, workers=recipe.workers,
                           seed=recipe.seed, max_steps=recipe.max_steps, resume=(data / "manifest.json").exists(),
                           env_kwargs=dict(SHIPPED_DATA_ROOM))
