@@ -465,7 +465,8 @@ class NeuralSimRoomEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1.0 / (TIMESTEP * FRAME_SKIP)))}
     # Arguments that choose the task, not the world: a world model of the room serves any of them, and
-    # `neuralsim eval transfer` drops them from a model's recorded data kwargs (the agents face the env's task, TRANSFER_TASK below).
+    # `neuralsim eval transfer` drops them from a model's recorded data kwargs (the agents face the env's task,
+    # TRANSFER_TASK below).
     TASK_OPTIONS = ("target", "target_colour", "start_view_deg", "reach_radius", "progress_reward_scale", "success_bonus",
                     "success_pixels", "ball_start")
     BALL_STARTS = ("thrown", "rest")
