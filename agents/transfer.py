@@ -133,12 +133,16 @@ class TransferConfig:
 # ---------------------------------------------------------------------------------------------- worlds
 
 
+def env_class_of(env_id: str) -> Any:
+    """The class (or creator) a registered env id makes, without making the env."""
+    entry = gym.spec(env_id).entry_point  # a registered id: code the user imported
+    return gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+
+
 def env_task_options(env_id: str) -> tuple[str, ...]:
     """The keyword arguments of a registered env that choose its task, not its world (its class's ``TASK_OPTIONS``;
     the room's target, start heading, reward and success test), without making the env."""
-    entry = gym.spec(env_id).entry_point  # a registered id: code the user imported
-    env_class = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
-    return tuple(getattr(env_class, "TASK_OPTIONS", ()))
+    return tuple(getattr(env_class_of(env_id), "TASK_OPTIONS", ()))
 
 
 def transfer_task(env_id: str) -> dict[str, Any]:
@@ -146,9 +150,7 @@ def transfer_task(env_id: str) -> dict[str, Any]:
     it has none). The room's is ``{"ball_start": "rest"}``: a thrown ball's velocity is not in the first frame, and
     the dream starts from one frame, so it could not know where the ball goes (docs/experiments.md "The thrown
     ball")."""
-    entry = gym.spec(env_id).entry_point
-    env_class = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
-    return dict(getattr(env_class, "TRANSFER_TASK", {}))
+    return dict(getattr(env_class_of(env_id), "TRANSFER_TASK", {}))
 
 
 def parse_task_options(items: list[str], name: str = "--task") -> dict[str, Any]:

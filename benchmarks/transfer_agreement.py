@@ -42,7 +42,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-episode-steps", type=int, default=200, help="episode limit (default 200, the benchmark's)")
     parser.add_argument("--task", action="append", default=[], metavar="OPTION=JSON",
                         help="a task option of the real env for both worlds' episodes (its TASK_OPTIONS), e.g. "
-                             "ball_start='\"thrown\"'; repeatable (default: the transfer benchmark's task, the env's TRANSFER_TASK)")
+                             "ball_start='\"thrown\"'; repeatable (default: the transfer benchmark's task, the "
+                             "env's TRANSFER_TASK)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     add_standard_args(parser, "transfer_agreement", quick_help="4 layouts per policy (a smoke run, not a score)")
     args = resolve_standard_args(parser, parser.parse_args(argv), "transfer_agreement")
@@ -110,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           f"termination F1 {rewards['termination_f1']} ({rewards['termination_positives']} real endings, "
           f"{rewards['termination_predicted']} predicted)", file=sys.stderr)
     result = {"benchmark": "transfer_agreement", "model": args.model, "policies": str(args.policies),
-              "quick": args.quick, "episodes": args.episodes, "task": {k: env_kwargs[k] for k in T.env_task_options(env_id) if k in env_kwargs}, "agreement": rows,
+              "quick": args.quick, "episodes": args.episodes,
+              "task": {k: env_kwargs[k] for k in T.env_task_options(env_id) if k in env_kwargs}, "agreement": rows,
               "spearman": None if not np.isfinite(rho) else rho, **rewards,
               "seconds": time.perf_counter() - t0, "machine": machine_info()}
     result = rounded(result)
