@@ -66,9 +66,7 @@ def add_transfer_arguments(t: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The :class:`~neuralsim.agents.transfer.TransferConfig` of parsed ``eval transfer`` options."""
-    from neuralsim.agents.transfer import TransferConfig
-
-    from neuralsim.agents.transfer import parse_task_options
+    from neuralsim.agents.transfer import TransferConfig, parse_task_options
 
     overrides = {k: getattr(args, k) for k in ("timesteps", "seeds", "episodes", "num_envs", "checkpoints", "max_episode_steps",
                                                "dream_starts")
