@@ -24,7 +24,9 @@ Targets (the performance issue), at batch 64 and the machine's best dtype, repor
 latent-observation dream >= 1.5x the room (``vs_room_latent``); rgb dream >= 0.5x the room (``vs_room``);
 rgb dream >= 2,000 env-steps/s on a CPU with native bf16 (``env_sps``; elsewhere reported, ``met`` null);
 MFU >= 50 % of the measured matmul peak of the dtype used (``mfu``); >= 100x DIAMOND at the same batch
-(``vs_diamond``, fp32); a single env's 1,440-frame rollout in <= 10 s (``rollout_1440_s``). The transfer
+(``vs_diamond``, fp32); a single env's 1,440-frame rollout in <= 10 s (``rollout_1440_s``). Each env-steps/s target
+also gives ``mfu_needed``: the MFU at which the model's measured FLOPs per env step would reach it on the measured
+peak (above 1: out of reach of any speed-up of the same computation; the model must do less per step). The transfer
 benchmark's ``dream_vs_real_training_speed`` (PPO env-steps/s in the dream over the room's, target >= 1) is copied
 from ``benchmarks/results/transfer.json`` when present, with that file's date (not measured here).
 
@@ -376,7 +378,7 @@ def main(argv: list[str] | None = None) -> dict:
         peak = peaks.get(d["dtype"])
         d["mfu"] = d["flops_per_env_step"] * d["env_sps"] / peak["flops_per_s"] if peak else None
 
-    targets = evaluate_targets(rows, ref, diamond, rollout, transfer_training_speed())
+    targets = evaluate_targets(rows, ref, diamond, rollout, transfer_training_speed(), peaks)
     print_table(model["name"], rows, ref, diamond, peaks, targets, rollout)
     print(f"DIAMOND-style denoiser: {diamond_params:,} parameters")
     result = {
@@ -423,9 +425,17 @@ def run_dream(path: str, args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def mfu_needed(env_sps: float, row: dict, peaks: dict | None) -> float | None:
+    """The MFU at which ``row``'s FLOPs per env step would run at ``env_sps`` on the measured matmul peak of its dtype
+    (None without that peak). Above 1 no speed-up of the same computation reaches it: the FLOPs per step must fall."""
+    peak = (peaks or {}).get(row["dtype"])
+    return env_sps * row["flops_per_env_step"] / peak["flops_per_s"] if peak else None
+
+
 def evaluate_targets(rows: list[dict], ref: dict, diamond: list[dict], rollout: dict | None,
-                     transfer: dict | None) -> dict:
-    """The performance issue's targets at batch 64 (or the largest batch measured), best dtype per observation."""
+                     transfer: dict | None, peaks: dict | None = None) -> dict:
+    """The performance issue's targets at batch 64 (or the largest batch measured), best dtype per observation.
+    Each env-steps/s target also states ``mfu_needed`` (:func:`mfu_needed`): the MFU it asks of the model as it is."""
     big = max(r["batch"] for r in rows)
 
     def best(obs: str) -> dict | None:
@@ -438,14 +448,16 @@ def evaluate_targets(rows: list[dict], ref: dict, diamond: list[dict], rollout: 
     out: dict = {"batch": big, "best_dtype": head["dtype"], "obs": head["obs"], "native_bf16": native}
     out["env_sps"] = {"value": head["env_sps"], "target": TARGETS["env_sps"], "obs": head["obs"], "dtype": head["dtype"],
                       # the target is set for CPUs with native bf16; elsewhere the figure is reported, not judged
-                      "met": head["env_sps"] >= TARGETS["env_sps"] if native else None}
+                      "met": head["env_sps"] >= TARGETS["env_sps"] if native else None,
+                      "mfu_needed": mfu_needed(TARGETS["env_sps"], head, peaks)}
     if latent is not None:
         out["env_sps_latent"] = {"value": latent["env_sps"], "dtype": latent["dtype"]}
     if "room_sps" in ref:
         for key, row in (("vs_room", rgb), ("vs_room_latent", latent)):
             if row is not None:
                 v = row["env_sps"] / ref["room_sps"]
-                out[key] = {"value": v, "target": TARGETS[key], "met": v >= TARGETS[key], "dtype": row["dtype"]}
+                out[key] = {"value": v, "target": TARGETS[key], "met": v >= TARGETS[key], "dtype": row["dtype"],
+                            "mfu_needed": mfu_needed(TARGETS[key] * ref["room_sps"], row, peaks)}
     fp32 = next((r for r in rows if r["batch"] == big and r["obs"] == head["obs"] and r["dtype"] == "fp32"), None)
     if fp32 is not None and fp32.get("vs_diamond") is not None:
         out["vs_diamond"] = {"value": fp32["vs_diamond"], "target": TARGETS["vs_diamond"],
@@ -500,8 +512,12 @@ def print_table(name: str, rows: list[dict], ref: dict, diamond: list[dict], pea
     def verdict(met):
         return "met" if met else ("not judged (no native bf16)" if met is None else "NOT met")
 
+    def needs(t):  # what the target asks of the model as it is
+        return f" (needs MFU {100 * t['mfu_needed']:.0f}%)" if t.get("mfu_needed") is not None else ""
+
     t = targets["env_sps"]
-    print(f"  {t['obs']} env-steps/s >= {t['target']:.0f} (native bf16): {t['value']:.0f} ({t['dtype']}) -> {verdict(t['met'])}")
+    print(f"  {t['obs']} env-steps/s >= {t['target']:.0f} (native bf16): {t['value']:.0f} ({t['dtype']}) -> {verdict(t['met'])}"
+          f"{needs(t)}")
     for key, label, scale, unit in (("vs_room", "the real room, rgb", 1, "x"),
                                     ("vs_room_latent", "the real room, latent obs", 1, "x"),
                                     ("vs_diamond", "DIAMOND (fp32)", 1, "x"),
@@ -509,7 +525,7 @@ def print_table(name: str, rows: list[dict], ref: dict, diamond: list[dict], pea
                                     ("dream_vs_real_training_speed", "PPO speed dream/room (transfer.json)", 1, "x")):
         if key in targets:
             t = targets[key]
-            print(f"  >= {t['target'] * scale:g}{unit} {label}: {t['value'] * scale:.2f}{unit} -> {verdict(t['met'])}")
+            print(f"  >= {t['target'] * scale:g}{unit} {label}: {t['value'] * scale:.2f}{unit} -> {verdict(t['met'])}{needs(t)}")
     if "rollout_1440_s" in targets:
         t = targets["rollout_1440_s"]
         print(f"  1,440-frame single-env rollout <= {t['target']:g} s: {t['value']:.1f} s"

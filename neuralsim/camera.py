@@ -302,6 +302,18 @@ def project_depth(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float
     return fx * points[..., 0] / zc + cx, fy * points[..., 1] / zc + cy, z, z > 1e-2
 
 
+def floor_depth(c2w: torch.Tensor, height: int, width: int, fovy_deg: float, camera_height: float) -> torch.Tensor:
+    """Where each pixel's ray meets the floor, as a depth along the optical axis: ``[B, H, W]`` float32 for poses
+    ``c2w [B, 4, 4]`` (OpenCV axes, the world's +Y pointing down, as a level start pose makes it; the floor
+    ``camera_height`` below the world's origin, the start camera), ``inf`` where the ray does not go down. Nothing
+    the camera sees lies beyond it: the floor is opaque."""
+    dirs = _pixel_directions(height, width, camera_intrinsics(height, width, fovy_deg), c2w.device)  # (S, 3), z = 1
+    down = (dirs[None] @ c2w[:, :3, :3].double().transpose(1, 2))[..., 1]  # (B, S): the ray's world-down per unit depth
+    above = camera_height - c2w[:, 1:2, 3].double()  # (B, 1): the floor's distance below each camera
+    depth = torch.where(down > 1e-9, above / down.clamp_min(1e-9), torch.full_like(down, math.inf))
+    return depth.float().view(-1, height, width)
+
+
 def splat_lands(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float,
                 projected: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
     """``[B]`` bool: whether any point of ``depth`` lands where :func:`splat_depth` writes it (a pixel of the new
@@ -354,4 +366,4 @@ def splat_depth(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float, fill: i
 
 
 __all__ = ["camera_step", "CameraIntegrator", "servo_config_fields", "camera_intrinsics", "plucker_rays_torch", "plucker_rays",
-           "rotation_warp_grid", "reprojection_grid", "project_depth", "splat_depth", "splat_lands"]
+           "rotation_warp_grid", "reprojection_grid", "project_depth", "splat_depth", "splat_lands", "floor_depth"]

@@ -175,6 +175,11 @@ class WorldModelConfig:
     # How far the camera may walk from a remembered frame before the memory's gate has closed, in full-speed steps of
     # translation (the gate fades over the last 3): 0 = the memory's default (3 rotation-only, 24 with depth).
     frame_memory_range_steps: float = 0.0
+    # > 0 (with a depth net): the camera's height above a flat floor, in the translation's units (the room's: 0.6 m);
+    # a remembered frame's depth is capped where each pixel's ray meets the floor, which is opaque (a small ball the
+    # depth net merges with the wall behind it comes back to the floor in front of that wall). The dream's world frame
+    # must be level (gravity along the start camera's +y). Inference only. 0 = no floor.
+    frame_memory_floor_height: float = 0.0
 
     # --- bookkeeping ------------------------------------------------------------------------
     description: str = ""
@@ -300,6 +305,10 @@ class WorldModelConfig:
         if isinstance(g, bool) or not isinstance(g, (int, float)) or not (g == 0 or (g >= 4 and m)) or g != g:
             raise bad("frame_memory_range_steps", "0 (the memory's default) or, with frame_memory_width > 0, a number "
                       "of full-speed steps >= 4 (the gate fades over the last 3)")
+        f = self.frame_memory_floor_height
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not (f == 0 or (0 < f < float("inf") and d)):
+            raise bad("frame_memory_floor_height", "0 (no floor) or, with frame_memory_depth_width > 0, the camera's "
+                      "height above the floor (a finite number > 0)")
         k = self.frame_memory_frames
         if isinstance(k, bool) or not isinstance(k, int) or k < 1 or (k > 1 and not m):
             raise bad("frame_memory_frames", "1 or, with frame_memory_width > 0, an int >= 1 (the real context "

@@ -415,7 +415,8 @@ class WorldModel(nn.Module):
         self.frame_memory = (FrameMemory(config.frame_memory_width, config.camera_fovy_deg,
                                          config.camera_translation_speed, config.frame_memory_depth_width,
                                          gate=config.frame_memory_gate, depth_refine=config.frame_memory_depth_refine,
-                                         range_steps=config.frame_memory_range_steps)
+                                         range_steps=config.frame_memory_range_steps,
+                                         floor_height=config.frame_memory_floor_height)
                              if config.frame_memory_width else None)
         # `step` runs the per-frame fast path of the dynamics (same numbers as its reference `forward`); False
         # runs the reference, for tests and debugging.
@@ -1063,7 +1064,8 @@ class WorldModel(nn.Module):
                   else self.decode(latents[:, distinct], first_frame=False))
         held = self._frames_to_float(picked).contiguous()  # [B, distinct, 3, H, W] in [-1, 1]
         B, n = held.shape[:2]
-        depth = self.frame_memory.memory_depth(held.flatten(0, 1))
+        poses = torch.stack([frame_poses[i] for i in distinct], 1)  # (B, distinct, 4, 4): a floor caps each depth
+        depth = self.frame_memory.memory_depth(held.flatten(0, 1), poses.flatten(0, 1))
         depth = None if depth is None else depth.view(B, n, *depth.shape[1:])
         where = torch.tensor([distinct.index(i) for i in index], device=held.device)
         held, depth = held[:, where], None if depth is None else depth[:, where.to(depth.device)]
@@ -1123,7 +1125,8 @@ class WorldModel(nn.Module):
             frames[rows] = pixels.view(n, V, *pixels.shape[1:]).to(frames.device, frames.dtype)
             poses[rows] = self.view_poses(last_c2w[rows], pitch[rows]).to(poses.device)
             if depth is not None:
-                view_depth = self.frame_memory.memory_depth(pixels)
+                view_c2w = last_c2w[rows].double()[:, None] @ poses[rows].to(last_c2w.device)  # the views' own poses
+                view_depth = self.frame_memory.memory_depth(pixels, view_c2w.flatten(0, 1))
                 depth[rows] = view_depth.view(n, V, *view_depth.shape[1:]).to(depth.device, depth.dtype)
         if fields.get("memory_earlier") is not None:
             frames = torch.cat([frames, fields["memory_earlier"]], 1)

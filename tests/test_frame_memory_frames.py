@@ -199,3 +199,80 @@ def test_the_memory_range_is_a_config_field_that_keeps_the_memory_longer():
             WorldModelConfig(frames_per_latent=1, frame_memory_width=4, frame_memory_range_steps=bad)
     with pytest.raises(ValueError, match="frame_memory_range_steps"):
         WorldModelConfig(frame_memory_range_steps=64.0)  # no memory
+
+
+def test_floor_depth_is_where_each_ray_meets_the_floor():
+    """``camera.floor_depth``: a level camera ``h`` above the floor sees it at depth ``h * fy / (v - cy)`` on row
+    ``v`` below the centre and nowhere above; looking straight down, at ``h`` in the middle; a camera lower in the
+    world (+y is down) sees it nearer."""
+    from neuralsim.camera import camera_intrinsics, floor_depth
+
+    H, W, fovy, h = 16, 16, 70.0, 0.6
+    fx, fy, cx, cy = camera_intrinsics(H, W, fovy)
+    level = torch.eye(4, dtype=torch.float64)[None]
+    d = floor_depth(level, H, W, fovy, h)
+    assert d.shape == (1, H, W) and d.dtype == torch.float32
+    for v in range(H):
+        if v > cy:
+            assert torch.allclose(d[0, v], torch.full((W,), h * fy / (v - cy)))
+        else:
+            assert torch.isinf(d[0, v]).all()
+    down = torch.eye(4, dtype=torch.float64)
+    c, s = math.cos(math.pi / 2), math.sin(math.pi / 2)  # pitched 90 degrees down: the optical axis along world +y
+    down[:3, :3] = torch.tensor([[1.0, 0, 0], [0, c, s], [0, -s, c]], dtype=torch.float64)
+    d = floor_depth(torch.stack([down, level[0]]), 17, 17, fovy, h)  # odd size: a pixel on the axis
+    assert float(d[0, 8, 8]) == pytest.approx(h)
+    lower = level.clone()
+    lower[0, 1, 3] = 0.2  # 0.2 below the start camera
+    assert torch.allclose(floor_depth(lower, H, W, fovy, h)[0, -1], floor_depth(level, H, W, fovy, h - 0.2)[0, -1])
+
+
+def test_a_floor_caps_the_remembered_depth_beyond_it_and_nothing_else():
+    """``frame_memory_floor_height``: the depth net's depth, capped where the ray meets the floor when the frame's pose
+    is given; unchanged without a floor or a pose; the field is checked, naming it."""
+    from neuralsim.camera import floor_depth
+    from neuralsim.frame_memory import FrameMemory
+
+    torch.manual_seed(0)
+    plain = FrameMemory(4, 70.0, 0.08, depth_width=4, gate="seen").eval()
+    floored = FrameMemory(4, 70.0, 0.08, depth_width=4, gate="seen", floor_height=0.6).eval()
+    floored.load_state_dict(plain.state_dict())
+    frame, pose = torch.rand(2, 3, 32, 32) * 2 - 1, torch.eye(4, dtype=torch.float64).expand(2, 4, 4)
+    with torch.no_grad():
+        free, capped = plain.memory_depth(frame), floored.memory_depth(frame, pose)
+        assert torch.equal(floored.memory_depth(frame), free)  # no pose: no cap
+        assert torch.equal(plain.memory_depth(frame, pose), free)  # no floor: no cap
+    floor = floor_depth(pose, 32, 32, 70.0, 0.6)
+    assert torch.equal(capped, torch.minimum(free, floor))
+    assert torch.equal(capped[:, :16], free[:, :16])  # above the horizon nothing changes
+    assert bool((capped < free).any())  # the net's far floor pixels come back to the floor
+    with pytest.raises(ValueError, match="floor_height"):
+        FrameMemory(4, 70.0, 0.08, floor_height=0.6)  # no depth net: no depth to cap
+    with pytest.raises(ValueError, match="floor_height"):
+        FrameMemory(4, 70.0, 0.08, depth_width=4, floor_height=-1.0)
+    for bad in (-0.5, float("nan"), float("inf"), True, "0.6"):
+        with pytest.raises((TypeError, ValueError), match="frame_memory_floor_height"):
+            WorldModelConfig(frames_per_latent=1, frame_memory_width=4, frame_memory_depth_width=4,
+                             frame_memory_floor_height=bad)
+    with pytest.raises(ValueError, match="frame_memory_floor_height"):
+        WorldModelConfig(frames_per_latent=1, frame_memory_width=4, frame_memory_floor_height=0.6)  # no depth net
+
+
+def test_a_models_remembered_frames_respect_its_floor():
+    """Through ``init_state``: every remembered frame's depth (the last and the earlier ones) lies on or before the
+    floor seen from that frame's pose, and the config round-trips the field."""
+    from neuralsim.camera import floor_depth
+
+    model = make_tiny_model(frames_per_latent=1, frame_memory_width=4, frame_memory_depth_width=4,
+                            frame_memory_gate="seen", frame_memory_frames=3, frame_memory_floor_height=0.05)
+    assert WorldModelConfig.from_dict(model.config.to_dict()).frame_memory_floor_height == 0.05
+    H, W = model.config.image_size
+    frames = np.random.default_rng(0).integers(0, 256, (1, 5, H, W, 3), dtype=np.uint8)
+    walk = np.repeat(np.array([[[1.0, 0.0, 0.5, -0.5]]], np.float32), 4, axis=1)  # forward, turning, pitching down
+    state = model.init_state(1, frames=frames, actions=walk, generator=torch.Generator().manual_seed(0))
+    fovy = model.config.camera_fovy_deg
+    last = floor_depth(state.memory_c2w, H, W, fovy, 0.05)
+    assert bool((state.memory_depth <= last).all()) and bool(torch.isfinite(last).any())
+    earlier_c2w = state.memory_c2w.double()[:, None] @ state.memory_earlier_pose  # the earlier frames' own poses
+    earlier = floor_depth(earlier_c2w.flatten(0, 1), H, W, fovy, 0.05).view_as(state.memory_earlier_depth)
+    assert bool((state.memory_earlier_depth <= earlier).all())

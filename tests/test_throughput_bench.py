@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -33,3 +34,18 @@ def test_the_profile_labels_every_part_a_step_runs_and_latent_steps_decode_nothi
         phases[obs] = {row["phase"] for row in out["phases"]}
     assert {"decoder", "frame memory", "dynamics attn (gdn)"} <= phases["rgb"]
     assert "dynamics attn (gdn)" in phases["latent"] and not {"decoder", "frame memory"} & phases["latent"]
+
+
+def test_targets_state_the_mfu_each_speed_target_needs():
+    throughput = load_script("benchmarks/throughput.py", "throughput_under_test")
+
+    rows = [{"obs": "rgb", "dtype": "bf16", "batch": 64, "env_sps": 250.0, "flops_per_env_step": 200e6, "mfu": 0.25},
+            {"obs": "latent", "dtype": "bf16", "batch": 64, "env_sps": 900.0, "flops_per_env_step": 50e6, "mfu": 0.2}]
+    peaks = {"bf16": {"size": 2048, "flops_per_s": 200e9}}
+    targets = throughput.evaluate_targets(rows, {"room_sps": 2000.0}, [], None, None, peaks)
+    # rgb at half the room: 1,000 env-steps/s x 200 MFLOP = 200 GFLOP/s, the whole peak
+    assert targets["vs_room"]["mfu_needed"] == pytest.approx(1.0)
+    assert targets["vs_room_latent"]["mfu_needed"] == pytest.approx(1.5 * 2000 * 50e6 / 200e9)
+    assert targets["env_sps"]["mfu_needed"] == pytest.approx(2000 * 200e6 / 200e9)
+    # no peak of the dtype measured: nothing claimed
+    assert throughput.evaluate_targets(rows, {"room_sps": 2000.0}, [], None, None)["vs_room"]["mfu_needed"] is None
