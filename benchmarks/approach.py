@@ -127,15 +127,16 @@ def dream_replay(session: Any, episode: dict[str, Any], seed: int) -> dict[str, 
 
 def oracle_depth(depths: dict[str, np.ndarray]) -> Any:
     """A ``FrameMemory.memory_depth`` that returns the room's depth of any frame in ``depths`` (keyed by its pixels'
-    hash) and the net's elsewhere."""
+    hash) and the net's elsewhere (capped by the model's floor where it has one, as the net's always is; the room's own
+    depth needs no cap)."""
     import torch
 
     from neuralsim.frame_memory import FrameMemory
 
     net_depth = FrameMemory.memory_depth
 
-    def memory_depth(self: Any, memory: torch.Tensor) -> torch.Tensor | None:
-        depth = net_depth(self, memory)
+    def memory_depth(self: Any, memory: torch.Tensor, c2w: torch.Tensor | None = None) -> torch.Tensor | None:
+        depth = net_depth(self, memory, c2w)
         if depth is None:
             return None
         pixels = ((memory.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
