@@ -75,7 +75,11 @@ def run(model: Any, env: Any, seeds: Sequence[int], protocol: str) -> dict[str, 
     memory = pixels(np.stack([e["memory"] for e in eps]))
     true_depth = torch.from_numpy(np.stack([e["depth"] for e in eps]))
     fm = model.frame_memory
-    learned = fm.memory_depth(memory)
+    # the memory's pose as the dream holds it (its camera at the world's origin height: the start camera's, the floor
+    # `floor_height` below), so a model with a floor caps the net's depth here as it does in a dream
+    level = torch.from_numpy(np.stack([e["pose"] for e in eps]))
+    level[:, 1, 3] = 0.0
+    learned = fm.memory_depth(memory, level)
     depths = {"rotation": None, "true": true_depth}
     if learned is not None:
         depths["learned"] = learned
