@@ -147,7 +147,7 @@ SHIPPED_DATA_ROOM = {"target": None, "start_view_deg": None, "reach_radius": 0.5
 # to the ball keeps the room's pixels; transfer score +0.18 -> +0.45; docs/experiments.md, "Why the dream underpays").
 # The range is set at install only (not in FAST_CONFIG): the termination detector learned the dreams of the default
 # range, as the shipped one did.
-# The floor (`frame_memory_floor_height`, the room's camera height; since 2026-12-06, evening): no remembered point lies
+# The floor (`frame_memory_floor_height`, the room's camera height; since 2026-12-06, night): no remembered point lies
 # beyond where its ray meets the floor, which brings back a ball the depth net merged with the wall behind it (reward
 # benchmark with the ball at rest 0.779 / 0.744 -> 0.853 / 0.833 with the detector trained on its dreams; README,
 # "reward prediction"). In FAST_CONFIG from the start, so the termination detector learns the dreams it makes.
