@@ -67,7 +67,6 @@ from pathlib import Path
 from typing import Any
 
 from neuralsim.device import bf16_is_native
-from neuralsim.envs.room import CAMERA_HEIGHT
 
 
 @dataclass(frozen=True)
@@ -147,12 +146,7 @@ SHIPPED_DATA_ROOM = {"target": None, "start_view_deg": None, "reach_radius": 0.5
 # to the ball keeps the room's pixels; transfer score +0.18 -> +0.45; docs/experiments.md, "Why the dream underpays").
 # The range is set at install only (not in FAST_CONFIG): the termination detector learned the dreams of the default
 # range, as the shipped one did.
-# The floor (`frame_memory_floor_height`, the room's camera height; since 2026-12-06, night): no remembered point lies
-# beyond where its ray meets the floor, which brings back a ball the depth net merged with the wall behind it (reward
-# benchmark with the ball at rest 0.779 / 0.744 -> 0.853 / 0.833 with the detector trained on its dreams; README,
-# "reward prediction"). In FAST_CONFIG from the start, so the termination detector learns the dreams it makes.
-INSTALL_CONFIG = {"frame_memory_gate": "seen", "frame_memory_frames": 3, "frame_memory_range_steps": 64.0,
-                  "frame_memory_floor_height": CAMERA_HEIGHT}
+INSTALL_CONFIG = {"frame_memory_gate": "seen", "frame_memory_frames": 3, "frame_memory_range_steps": 64.0}
 INSTALL_ONLY = ("frame_memory_range_steps",)
 STREAMING_STAGES = (
     StreamingStage(steps=600, window=6, batch_size=32, lr=3e-4, warmup=100, own_history=0.5, one_step_fraction=0.7,
@@ -227,7 +221,7 @@ FROM_START_STAGES = (
 # min; with the camera servo set last, 15 of 16 fidelity gates.
 FAST_CONFIG = FROM_START_CONFIG + (("commit_from_denoise", True), ("frame_memory_width", 12),
                                    ("frame_memory_depth_width", 32), ("frame_memory_gate", "seen"),
-                                   ("frame_memory_frames", 3), ("frame_memory_floor_height", CAMERA_HEIGHT))
+                                   ("frame_memory_frames", 3))
 FAST_STAGES = (
     StreamingStage(steps=600, window=6, batch_size=32, lr=1e-3, warmup=100, own_history=0.3, one_step_fraction=1.0,
                    still_windows=0.1),

@@ -486,7 +486,7 @@ def test_the_installed_copy_is_fp16_with_the_install_config_set(recipe, tiny_che
     from neuralsim.checkpoints import read_weights
 
     assert recipe.INSTALL_CONFIG == {"frame_memory_gate": "seen", "frame_memory_frames": 3,
-                                     "frame_memory_range_steps": 64.0, "frame_memory_floor_height": 0.6}
+                                     "frame_memory_range_steps": 64.0}
     dest = tmp_path / "installed"
     recipe.fp16_copy(tiny_checkpoint, dest, {"frame_memory_gate": "seen"})
     config, before = json.loads((dest / "config.json").read_text()), json.loads((tiny_checkpoint / "config.json").read_text())
