@@ -223,7 +223,8 @@ def sticky_actions(rng: np.random.Generator, n: int, dim: int, persistence: floa
 
 
 def real_episode(env: Any, seed: int, steps: int, k: int, *, reach: float, raw_frames: int,
-                 actions: np.ndarray | None = None, policy: Any = None, mask_steps: Sequence[int] = ()) -> dict[str, Any]:
+                 actions: np.ndarray | None = None, policy: Any = None, mask_steps: Sequence[int] = (),
+                 target_only: bool = False) -> dict[str, Any]:
     """Run the real room from ``reset(seed)`` for ``steps`` env steps of the world model (each = ``k`` room steps with
     the action held, as ``neuralsim.data.FrameRecorder``), driven by ``policy`` (which sees the real room) or ``actions``.
 
@@ -232,7 +233,7 @@ def real_episode(env: Any, seed: int, steps: int, k: int, *, reach: float, raw_f
         the frame after every step), ``actions [steps, 4]``, ``rewards [steps]`` (summed over the ``k`` room steps,
         plus the success bonus when the room's success test passes at ``reach``, as in the collected data),
         ``terminated [steps]`` (that test: the room runs with a tiny reach radius so it never stops),
-        ``masks`` (step → ``[H, W]`` object mask of that frame), ``description``, ``poses [1 + steps, 4, 4]`` and
+        ``masks`` (step → ``[H, W]`` object mask of that frame; ``target_only``: the target's alone), ``description``, ``poses [1 + steps, 4, 4]`` and
         ``target_positions [1 + steps, 3]`` (the camera and the target after every step, from ``info``).
     """
     obs, info = env.reset(seed=seed)
@@ -240,7 +241,7 @@ def real_episode(env: Any, seed: int, steps: int, k: int, *, reach: float, raw_f
     if policy is not None:
         policy.reset(env, np.random.default_rng(seed))
     raw, frames, acts, rewards, terminated = [obs], [obs], [], [], []
-    masks = {0: env.object_mask()} if 0 in mask_steps else {}
+    masks = {0: env.object_mask(target_only)} if 0 in mask_steps else {}
     for t in range(steps):
         a = np.asarray(policy.act(obs, info) if policy is not None else actions[t], np.float32)
         total, reached = 0.0, False
@@ -257,7 +258,7 @@ def real_episode(env: Any, seed: int, steps: int, k: int, *, reach: float, raw_f
         poses.append(info["pose"])
         targets.append(info["target_position"])
         if t + 1 in mask_steps:
-            masks[t + 1] = env.object_mask()
+            masks[t + 1] = env.object_mask(target_only)
     return {"raw": np.stack(raw), "obs": np.stack(frames), "actions": np.stack(acts) if acts else np.zeros((0, 4), np.float32),
             "rewards": np.asarray(rewards, np.float32), "terminated": np.asarray(terminated, bool), "masks": masks,
             "description": str(info.get("description", "")), "poses": np.stack(poses).astype(np.float32),
@@ -265,16 +266,16 @@ def real_episode(env: Any, seed: int, steps: int, k: int, *, reach: float, raw_f
 
 
 def named_episode(name: str, env: Any, seed: int, steps: int, k: int, *, reach: float, raw_frames: int,
-                  mask_steps: Sequence[int] = ()) -> dict[str, Any]:
+                  mask_steps: Sequence[int] = (), target_only: bool = False) -> dict[str, Any]:
     """One real episode (:func:`real_episode`) under the actions ``name`` names: ``"sticky"`` or ``"random"``,
     sticky-random actions drawn from ``seed``; else that collection policy (e.g. ``"explore"``), which sees the room."""
     from neuralsim.data import make_policy
 
+    masks = {"mask_steps": mask_steps, "target_only": target_only}
     if name in ("sticky", "random"):
-        return real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames, mask_steps=mask_steps,
+        return real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames, **masks,
                             actions=sticky_actions(np.random.default_rng(seed), steps, 4))
-    return real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames, mask_steps=mask_steps,
-                        policy=make_policy(name, env))
+    return real_episode(env, seed, steps, k, reach=reach, raw_frames=raw_frames, **masks, policy=make_policy(name, env))
 
 
 # ------------------------------------------------------------------------------------------ dream

@@ -923,9 +923,10 @@ class NeuralSimRoomEnv(gym.Env):
             return False
         return self.success_pixels is None or self.visible_pixels()[OBJECTS[self._target][0]] >= self.success_pixels
 
-    def object_mask(self) -> np.ndarray:
+    def object_mask(self, target_only: bool = False) -> np.ndarray:
         """``[H, W]`` bool: the pixels of the current frame that show a task object (the ball, the boxes, the soft
-        cube when present), from MuJoCo's segmentation render of the same camera and state.
+        cube when present; ``target_only``: the task's target alone), from MuJoCo's segmentation render of the same
+        camera and state.
 
         Computed only when called (one extra render; ``step``'s frames and speed are unchanged). Used by
         ``benchmarks/fidelity.py`` to score the objects alone.
@@ -934,8 +935,9 @@ class NeuralSimRoomEnv(gym.Env):
             raise RuntimeError("call reset() before object_mask()")
         seg = self._renderer.render_segmentation(self.model, self.data, self._scene_option)
         objtype = self._mujoco.mjtObj
-        mask = (seg[..., 1] == int(objtype.mjOBJ_GEOM)) & np.isin(seg[..., 0], self._obj_geom)
-        if self.soft_body:
+        geoms = [self._obj_geom[self._target]] if target_only else self._obj_geom
+        mask = (seg[..., 1] == int(objtype.mjOBJ_GEOM)) & np.isin(seg[..., 0], geoms)
+        if self.soft_body and not target_only:
             mask |= seg[..., 1] == int(objtype.mjOBJ_FLEX)
         return mask
 

@@ -113,7 +113,7 @@ def test_room_object_mask_marks_objects_and_leaves_frames_unchanged():
         env.object_mask()
     obs, _ = env.reset(seed=3)
     assert np.array_equal(obs, ref.reset(seed=3)[0])
-    seen = 0
+    seen = seen_target = seen_others = 0
     for _ in range(30):
         obs, *_ = env.step(np.array([0, 0, 1, 0], np.float32))
         mask = env.object_mask()
@@ -122,7 +122,11 @@ def test_room_object_mask_marks_objects_and_leaves_frames_unchanged():
         assert np.array_equal(obs, ref.step(np.array([0, 0, 1, 0], np.float32))[0])  # rendering the mask changes no frame
         if mask.any():  # object pixels carry object colours, not the floor's
             assert not np.array_equal(obs[mask].mean(0).round(), obs[~mask].mean(0).round())
-    assert seen > 0
+        target = env.object_mask(target_only=True)  # the target alone: some of the objects' pixels
+        assert target.dtype == bool and not (target & ~mask).any()
+        seen_target += int(target.sum())
+        seen_others += int((mask & ~target).sum())
+    assert seen > 0 and seen_target > 0 and seen_others > 0
     env.close()
     ref.close()
 
