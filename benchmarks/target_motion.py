@@ -200,5 +200,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     write_result(result, args.results_dir / f"{args.name}.json")
     return result
 
+
 if __name__ == "__main__":
     main()
