@@ -88,6 +88,9 @@ REVISIT_LOOP = "l-20,j-20"
 MAX_REVISIT_SEEDS = 8
 TURN_AROUND_DEG = 180.0
 REWARD_STEPS = 16
+#: The pooled reward figures' episode bootstrap (:func:`episode_bootstrap`): resamples, and the interval's coverage
+#: (the keys say 90: ``reward_corr_t1_16_ci90``, ``termination_f1_ci90``).
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_LEVEL = 1000, 0.9
 PROTOCOLS = ("explore", "sticky")
 # The reward and termination are judged on the room's default task (the ball, started in view) under these policies:
 # the collection policy, sticky-random actions, and the scripted policy that walks to the target.
@@ -725,12 +728,38 @@ def termination_delays(protocols: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "termination_missed": missed}
 
 
+def episode_bootstrap(episodes: Sequence[tuple[np.ndarray, ...]], statistic: Callable[..., float | None], *,
+                      resamples: int = BOOTSTRAP_RESAMPLES, level: float = BOOTSTRAP_LEVEL, seed: int = 0
+                      ) -> list[float] | None:
+    """The ``level`` percentile interval ``[low, high]`` of ``statistic(*columns)`` over the episodes resampled with
+    replacement (``resamples`` times, a fixed ``seed``: the same inputs give the same interval). ``episodes``: per
+    episode a tuple of columns (its scored steps); each resample's columns are the chosen episodes' concatenated.
+    Resamples where the statistic is undefined (None: no positive, a constant) are left out; None when more than half
+    are, or there are no episodes. Episodes, not steps, are resampled: an episode's steps are not independent."""
+    if not episodes:
+        return None
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        picked = [episodes[i] for i in rng.integers(0, len(episodes), len(episodes))]
+        value = statistic(*(np.concatenate(column) for column in zip(*picked)))
+        if value is not None:
+            values.append(value)
+    if len(values) < resamples / 2:
+        return None
+    tail = 100 * (1 - level) / 2
+    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+
+
 def reward_metrics(protocols: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Reward prediction: Pearson of dreamed vs real reward over dream steps 1-16; termination F1 (prob > 0.5 vs the
     real agent within reach of the target); steps after an episode's first success left out. Pooled over the
-    protocols, and per protocol."""
+    protocols, and per protocol; the pooled two with their 90 % episode-bootstrap intervals (``*_ci90``,
+    :func:`episode_bootstrap`: a few dozen endings decide the F1, and the interval says how far a new set of seeds
+    may move it)."""
     m: dict[str, Any] = {}
     pooled = {"rr": [], "dr": [], "rt": [], "dt": []}
+    episodes = []
     for name, p in protocols.items():
         valid = p.get("valid", np.ones_like(p["real_terminated"], bool))[:, :REWARD_STEPS]
         rr, dr = p["real_rewards"][:, :REWARD_STEPS][valid], p["dream_rewards"][:, :REWARD_STEPS][valid]
@@ -739,9 +768,14 @@ def reward_metrics(protocols: dict[str, dict[str, Any]]) -> dict[str, Any]:
         m[f"termination_f1_{name}"] = f1_score(dt, rt)
         for key, v in zip(pooled, (rr, dr, rt, dt)):
             pooled[key].append(v.ravel())
+        episodes += [(p["real_rewards"][b, :REWARD_STEPS][v], p["dream_rewards"][b, :REWARD_STEPS][v],
+                      p["real_terminated"][b, :REWARD_STEPS][v], p["dream_termination"][b, :REWARD_STEPS][v] > 0.5)
+                     for b, v in enumerate(valid)]
     cat = {key: np.concatenate(v) for key, v in pooled.items()}
     m["reward_corr_t1_16"] = pearson(cat["rr"], cat["dr"])
     m["termination_f1"] = f1_score(cat["dt"], cat["rt"])
+    m["reward_corr_t1_16_ci90"] = episode_bootstrap(episodes, lambda rr, dr, rt, dt: pearson(rr, dr))
+    m["termination_f1_ci90"] = episode_bootstrap(episodes, lambda rr, dr, rt, dt: f1_score(dt, rt))
     m["termination_positives"] = int(cat["rt"].sum())
     m["termination_predicted"] = int(cat["dt"].sum())
     # Where the gap is: the rewards of the steps that end neither episode (progress alone), and how many steps the
@@ -820,6 +854,11 @@ def _f(v: Any, digits: int = 2) -> str:
     return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
 
+def format_interval(interval: Sequence[float] | None) -> str:
+    """``[low–high]`` of a ``*_ci90`` interval ("" without one)."""
+    return "" if interval is None else f"[90 % CI {interval[0]:.2f}–{interval[1]:.2f}]"
+
+
 def print_report(r: dict[str, Any], horizons: Sequence[int]) -> None:
     """The human-readable table (the JSON follows as the last line)."""
     for proto in PROTOCOLS:
@@ -858,7 +897,9 @@ def print_report(r: dict[str, Any], horizons: Sequence[int]) -> None:
           f"prompt removed {_f(r['ablation_no_prompt_turn_around_psnr'])} dB (gain {_f(r['turn_around_prompt_gain_db'])} dB, "
           f"closer with it on {_f(r['turn_around_prompt_wins'])} of the seeds; "
           f"real end vs start {_f(r['turn_around_start_vs_end_real_psnr'])} dB)")
-    print(f"reward (default task) corr t1-16 {_f(r['reward_corr_t1_16'], 3)}; termination F1 {_f(r['termination_f1'], 3)} "
+    print(f"reward (default task) corr t1-16 {_f(r['reward_corr_t1_16'], 3)} "
+          f"{format_interval(r.get('reward_corr_t1_16_ci90'))}; termination F1 {_f(r['termination_f1'], 3)} "
+          f"{format_interval(r.get('termination_f1_ci90'))} "
           f"({r['termination_positives']} positives, {r['termination_predicted']} predicted); per policy: " + ", ".join(
               f"{p} {_f(r.get(f'reward_corr_t1_16_{p}'), 3)} / {_f(r.get(f'termination_f1_{p}'), 3)}" for p in REWARD_PROTOCOLS)
           + f"; on the real frames {_f(r.get('reward_corr_t1_16_real_frames'), 3)} / {_f(r.get('termination_f1_real_frames'), 3)}"

@@ -97,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         corr, f1 = metrics.get(f"reward_corr_t1_16{suffix}"), metrics.get(f"termination_f1{suffix}")
         print(f"{name or 'pooled':>10s} {'n/a' if corr is None else f'{corr:.3f}':>14s} "
               f"{'n/a' if f1 is None else f'{f1:.3f}':>11s}", file=sys.stderr)
+    interval = lambda key: fidelity.format_interval(metrics.get(key)) or "n/a"  # noqa: E731
+    print(f"episodes resampled: Pearson {interval('reward_corr_t1_16_ci90')}, F1 {interval('termination_f1_ci90')}",
+          file=sys.stderr)
     print(f"real successes {metrics['termination_positives']}, predicted {metrics['termination_predicted']}; on the real "
           f"frames: Pearson {metrics.get('reward_corr_t1_16_real_frames')}, F1 {metrics.get('termination_f1_real_frames')}",
           file=sys.stderr)

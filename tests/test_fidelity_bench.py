@@ -53,6 +53,44 @@ def test_reward_metrics_split_the_progress_from_the_timing_of_the_success():
     assert m["termination_within_1_step"] == 0.0
 
 
+def test_episode_bootstrap_brackets_the_figure_and_is_reproducible():
+    F = _load_fidelity()
+    rng = np.random.default_rng(3)
+    episodes = []
+    for _ in range(40):  # a dream that ends 30 of 40 real successes on the right step, 10 one step early
+        real = np.zeros(8, bool)
+        real[-1] = True
+        dream = real.copy() if len(episodes) < 30 else np.roll(real, -1)
+        episodes.append((rng.normal(size=8), real, dream))
+    f1 = lambda x, real, dream: F.f1_score(dream, real)  # noqa: E731
+    point = f1(*(np.concatenate(c) for c in zip(*episodes)))
+    low, high = F.episode_bootstrap(episodes, f1)
+    assert low < point < high and 0.0 <= low and high <= 1.0
+    assert F.episode_bootstrap(episodes, f1) == [low, high]  # a fixed seed
+    assert F.episode_bootstrap(episodes, f1, level=0.5)[1] - F.episode_bootstrap(episodes, f1, level=0.5)[0] < high - low
+    assert F.episode_bootstrap([], f1) is None
+    never = [(x, np.zeros(8, bool), d) for x, _, d in episodes]  # no positive: F1 undefined in every resample
+    assert F.episode_bootstrap(never, f1) is None
+
+
+def test_reward_metrics_give_the_pooled_figures_intervals():
+    F = _load_fidelity()
+    rng = np.random.default_rng(4)
+    steps = F.REWARD_STEPS
+    real_end = np.zeros((12, steps), bool)
+    real_end[np.arange(12), rng.integers(2, steps, 12)] = True
+    dream_end = np.roll(real_end, rng.integers(-1, 2), axis=1).astype(float)
+    progress = rng.normal(0, 0.3, (12, steps))
+    valid = np.cumsum(real_end, axis=1) - real_end == 0
+    m = F.reward_metrics({"scripted": {"real_rewards": progress + 10.0 * real_end,
+                                       "dream_rewards": progress + 10.0 * dream_end, "real_terminated": real_end,
+                                       "dream_termination": dream_end, "valid": valid}})
+    for key in ("reward_corr_t1_16", "termination_f1"):
+        low, high = m[f"{key}_ci90"]
+        assert low <= m[key] <= high
+    assert F.format_interval(m["termination_f1_ci90"]).startswith("[90 % CI ") and F.format_interval(None) == ""
+
+
 @pytest.mark.parametrize("true_shift", [-3.0, -1.5, 2.25])
 def test_horizontal_shift_recovers_a_known_shift(true_shift):
     F = _load_fidelity()
