@@ -40,7 +40,7 @@ return vs the real one); **reward** on the room's default task (the ball, starte
 and scripted (walk to the target) policies, 16 context frames then 16 dream steps: Pearson of the dream's predicted vs
 the real reward (``reward_corr_t1_16``; the reward model when the checkpoint has one, else the heads) and termination F1
 at probability > 0.5 vs "the real agent is within reach of the target" (``termination_f1``), steps after a first success
-left out; beside them, where the gap is: the Pearson over the steps that end neither episode
+left out, each with a 90 % interval from resampling the episodes (``*_ci90``); beside them, where the gap is: the Pearson over the steps that end neither episode
 (``reward_corr_t1_16_progress``: the progress term alone) and how far the dream's first success falls from the real one
 (``termination_delay_median`` in steps, ``termination_within_1_step``, ``termination_missed``); ``reward_gates`` holds
 the reward issue's thresholds (0.8 each); a **long
@@ -236,8 +236,9 @@ def real_episode(env: Any, seed: int, steps: int, k: int, *, reach: float, raw_f
         the frame after every step), ``actions [steps, 4]``, ``rewards [steps]`` (summed over the ``k`` room steps,
         plus the success bonus when the room's success test passes at ``reach``, as in the collected data),
         ``terminated [steps]`` (that test: the room runs with a tiny reach radius so it never stops),
-        ``masks`` (step → ``[H, W]`` object mask of that frame; ``target_only``: the target's alone), ``description``, ``poses [1 + steps, 4, 4]`` and
-        ``target_positions [1 + steps, 3]`` (the camera and the target after every step, from ``info``).
+        ``masks`` (step → ``[H, W]`` object mask of that frame; ``target_only``: the target's alone),
+        ``description``, ``poses [1 + steps, 4, 4]`` and ``target_positions [1 + steps, 3]`` (the camera and the target
+        after every step, from ``info``).
     """
     obs, info = env.reset(seed=seed)
     poses, targets = [info["pose"]], [info["target_position"]]
@@ -855,7 +856,7 @@ def _f(v: Any, digits: int = 2) -> str:
 
 
 def format_interval(interval: Sequence[float] | None) -> str:
-    """``[low–high]`` of a ``*_ci90`` interval ("" without one)."""
+    """A ``*_ci90`` interval as ``[90 % CI low–high]`` ("" without one)."""
     return "" if interval is None else f"[90 % CI {interval[0]:.2f}–{interval[1]:.2f}]"
 
 
