@@ -692,6 +692,7 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
         "rows": rows, "transfer_score": None if math.isnan(score) else round(score, 3),
         "dream_vs_real_training_speed": round(rows[0]["train_env_steps_per_s"]["mean"] / rows[1]["train_env_steps_per_s"]["mean"], 3),
         "agreement": agreement, "spearman": None if math.isnan(rho) else round(rho, 3),
+        "spearman_ci90": spearman_interval(agreement),
         # The dream's reward along the real episodes of the agreement's policies (their first REWARD_STEPS actions,
         # replayed open loop from the same real first frames): the reward model as the PPO agent meets it.
         **rewards,
@@ -730,8 +731,9 @@ def measure_agreement(cfg: TransferConfig, candidates: list[tuple[str, ActFn]], 
 
     Returns:
         ``(rows, spearman, reward_agreement)``: a row per candidate (``policy``, ``real_return``, ``dream_return``,
-        ``real_success``, ``dream_success``, and ``_act``, the policy, for the caller to drop), the rank correlation
-        of the two returns, and :func:`reward_agreement`'s figures.
+        ``real_success``, ``dream_success``, each episode's ``real_returns`` / ``dream_returns`` in start order, and
+        ``_act``, the policy, for the caller to drop), the rank correlation of the two mean returns
+        (:func:`spearman_interval` gives its interval from the rows), and :func:`reward_agreement`'s figures.
     """
     keys = cfg.keys
     agreement, traces, replays = [], [], []
@@ -746,9 +748,36 @@ def measure_agreement(cfg: TransferConfig, candidates: list[tuple[str, ActFn]], 
         agreement.append({"policy": name, "real_return": float(np.mean(real["returns"])),
                           "dream_return": float(np.mean(dream["returns"])),
                           "real_success": float(np.mean(real["successes"])), "dream_success": float(np.mean(dream["successes"])),
-                          "_act": act})
+                          "real_returns": [float(r) for r in real["returns"]],
+                          "dream_returns": [float(r) for r in dream["returns"]], "_act": act})
     rho = spearman([a["real_return"] for a in agreement], [a["dream_return"] for a in agreement])
     return agreement, rho, reward_agreement(traces, replays)
+
+
+def spearman_interval(rows: list[dict[str, Any]], *, resamples: int = 1000, level: float = 0.9, seed: int = 0
+                      ) -> list[float] | None:
+    """The ``level`` percentile interval ``[low, high]`` of the agreement's Spearman ρ over the starts resampled with
+    replacement (``rows`` as :func:`measure_agreement` returns them, with ``real_returns`` / ``dream_returns``; a fixed
+    ``seed``). Every policy is scored on the same starts in both worlds, so one draw of start indices serves all of
+    them: the interval says how far another set of starts may move ρ (policies whose returns lie close swap ranks
+    easily). None with fewer than 2 policies or where ρ is undefined in more than half the draws."""
+    if len(rows) < 2:
+        return None
+    real = [np.asarray(r["real_returns"], np.float64) for r in rows]
+    dream = [np.asarray(r["dream_returns"], np.float64) for r in rows]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        pick_real = rng.integers(0, len(real[0]), len(real[0]))
+        # the starts are shared (paired) where both worlds ran the same number of episodes
+        pick_dream = pick_real if len(dream[0]) == len(real[0]) else rng.integers(0, len(dream[0]), len(dream[0]))
+        rho = spearman([r[pick_real].mean() for r in real], [d[pick_dream].mean() for d in dream])
+        if not math.isnan(rho):
+            values.append(rho)
+    if len(values) < resamples / 2:
+        return None
+    tail = 100 * (1 - level) / 2
+    return [round(float(np.percentile(values, tail)), 3), round(float(np.percentile(values, 100 - tail)), 3)]
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -768,7 +797,9 @@ def format_table(results: dict[str, Any]) -> str:
     lines.append(f"{'policy (agreement)':<28}{'real return':>13}{'dream return':>14}")
     for a in results["agreement"]:
         lines.append(f"{a['policy']:<28}{a['real_return']:>13.2f}{a['dream_return']:>14.2f}")
-    lines.append(f"Spearman rank correlation dream vs real: {results['spearman']}")
+    interval = results.get("spearman_ci90")
+    lines.append(f"Spearman rank correlation dream vs real: {results['spearman']}"
+                 + ("" if interval is None else f" (90 % interval, the starts resampled: {interval[0]}–{interval[1]})"))
     if "reward_corr_t1_16" in results:
         lines.append(f"dream reward vs real over steps 1-{REWARD_STEPS} (the agreement policies' real actions, open loop): "
                      f"Pearson {results['reward_corr_t1_16']}, termination F1 {results['termination_f1']} "
@@ -780,5 +811,5 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["TransferConfig", "train_ppo", "evaluate_real", "evaluate_dream", "spearman", "run_transfer_benchmark",
-           "format_table"]
+__all__ = ["TransferConfig", "train_ppo", "evaluate_real", "evaluate_dream", "spearman", "spearman_interval",
+           "run_transfer_benchmark", "format_table"]

@@ -4,8 +4,9 @@ A model change is judged on the same policies: the ones a `neuralsim eval transf
 along its dream and room trainings), random keys and the scripted ones (always forward, turning on the spot), each
 for ``--episodes`` held-out layouts from the same starts in both worlds, exactly as step 3 of
 ``neuralsim.agents.transfer.run_transfer_benchmark`` (``measure_agreement``). Reported: each policy's mean return
-and success in both worlds, the Spearman rank correlation of the returns, and the dream's reward along the real
-episodes (their first 16 actions replayed open loop from the same real first frame): Pearson and termination F1.
+and success in both worlds, the Spearman rank correlation of the returns (with its 90 % interval from resampling
+the starts, ``spearman_ci90``), and the dream's reward along the real episodes (their first 16 actions replayed open
+loop from the same real first frame): Pearson and termination F1.
 No PPO is trained, so a new model is scored in minutes instead of an hour.
 
     OMP_NUM_THREADS=1 python benchmarks/transfer_agreement.py --policies runs/transfer --model DIR
@@ -107,13 +108,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for row in rows:
         print(f"{row['policy']:<26}{row['real_return']:>12.2f}{row['dream_return']:>13.2f}{row['real_success']:>13.2f}"
               f"{row['dream_success']:>14.2f}", file=sys.stderr)
-    print(f"Spearman {rho:.3f}; dream reward along the real episodes: Pearson {rewards['reward_corr_t1_16']}, "
+    interval = T.spearman_interval(rows)
+    print(f"Spearman {rho:.3f}" + ("" if interval is None else f" (90 % interval, the starts resampled: "
+                                   f"{interval[0]}–{interval[1]})")
+          + f"; dream reward along the real episodes: Pearson {rewards['reward_corr_t1_16']}, "
           f"termination F1 {rewards['termination_f1']} ({rewards['termination_positives']} real endings, "
           f"{rewards['termination_predicted']} predicted)", file=sys.stderr)
     result = {"benchmark": "transfer_agreement", "model": args.model, "policies": str(args.policies),
               "quick": args.quick, "episodes": args.episodes,
               "task": {k: env_kwargs[k] for k in T.env_task_options(env_id) if k in env_kwargs}, "agreement": rows,
-              "spearman": None if not np.isfinite(rho) else rho, **rewards,
+              "spearman": None if not np.isfinite(rho) else rho, "spearman_ci90": interval, **rewards,
               "seconds": time.perf_counter() - t0, "machine": machine_info()}
     result = rounded(result)
     write_result(result, args.results_dir / f"{args.name}.json")

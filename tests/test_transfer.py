@@ -16,7 +16,8 @@ import pytest
 
 import neuralsim  # noqa: F401
 from neuralsim.agents.transfer import (TransferConfig, constant_policy_fn, evaluate_dream, evaluate_real, format_table,
-                                       random_policy_fn, run_transfer_benchmark, side_by_side_gif, spearman)
+                                       random_policy_fn, run_transfer_benchmark, side_by_side_gif, spearman,
+                                       spearman_interval)
 from neuralsim.cli import main
 
 from conftest import load_script
@@ -30,6 +31,21 @@ def test_spearman():
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833)  # ties share their average rank
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_spearman_interval_resamples_the_shared_starts():
+    rng = np.random.default_rng(0)
+    apart = [{"real_returns": list(10 * i + rng.normal(0, 1, 20)), "dream_returns": list(10 * i + rng.normal(0, 1, 20))}
+             for i in range(5)]  # policies far apart: every draw ranks them alike
+    assert spearman_interval(apart) == [1.0, 1.0]
+    close = [{"real_returns": list(0.1 * i + rng.normal(0, 3, 20)), "dream_returns": list(0.1 * i + rng.normal(0, 3, 20))}
+             for i in range(5)]  # within their noise: ranks swap from draw to draw
+    low, high = spearman_interval(close)
+    assert -1.0 <= low < high <= 1.0 and high - low > 0.5
+    assert spearman_interval(close) == [low, high]  # a fixed seed
+    assert spearman_interval(close[:1]) is None
+    flat = [{"real_returns": [1.0] * 4, "dream_returns": [float(i)] * 4} for i in range(3)]  # ρ undefined
+    assert spearman_interval(flat) is None
 
 
 def test_config_validation_names_the_field():
@@ -175,6 +191,7 @@ def test_quick_pipeline_end_to_end(tmp_path):
     assert json.loads((tmp_path / "transfer.json").read_text()) == json.loads(json.dumps(results))
     assert [r["method"] for r in results["rows"]][:3] == ["PPO in dream", "PPO in real", "random"]
     assert len(results["agreement"]) >= 5 and (tmp_path / "work" / "disagreement.gif").stat().st_size > 0
+    assert results["spearman_ci90"] is None or len(results["spearman_ci90"]) == 2
     assert (tmp_path / "work" / "dream-seed0" / "final" / "policy.json").is_file()
     table = format_table(results)
     assert "transfer score" in table and "Spearman" in table
@@ -428,5 +445,6 @@ def test_the_agreement_benchmark_scores_a_runs_saved_policies_as_the_transfer_be
     assert result["task"] == {"ball_start": "thrown"}
     names = [row["policy"] for row in result["agreement"]]
     assert names[-3:] == ["random", "scripted: forward", "scripted: turn"] and len(names) == 3 + 2 * cfg.checkpoints
-    assert {"spearman", "reward_corr_t1_16", "termination_f1"} <= set(result)
+    assert {"spearman", "spearman_ci90", "reward_corr_t1_16", "termination_f1"} <= set(result)
+    assert all(len(row["real_returns"]) == len(row["dream_returns"]) == 2 for row in result["agreement"])
     assert json.loads((tmp_path / "transfer_agreement.json").read_text())["episodes"] == 2
