@@ -759,20 +759,17 @@ def reward_metrics(protocols: dict[str, dict[str, Any]]) -> dict[str, Any]:
     :func:`episode_bootstrap`: a few dozen endings decide the F1, and the interval says how far a new set of seeds
     may move it)."""
     m: dict[str, Any] = {}
-    pooled = {"rr": [], "dr": [], "rt": [], "dt": []}
-    episodes = []
+    episodes = []  # per episode its scored steps' (real reward, dream reward, real end, dream end)
     for name, p in protocols.items():
         valid = p.get("valid", np.ones_like(p["real_terminated"], bool))[:, :REWARD_STEPS]
-        rr, dr = p["real_rewards"][:, :REWARD_STEPS][valid], p["dream_rewards"][:, :REWARD_STEPS][valid]
-        rt, dt = p["real_terminated"][:, :REWARD_STEPS][valid], p["dream_termination"][:, :REWARD_STEPS][valid] > 0.5
+        mine = [(p["real_rewards"][b, :REWARD_STEPS][v], p["dream_rewards"][b, :REWARD_STEPS][v],
+                 p["real_terminated"][b, :REWARD_STEPS][v], p["dream_termination"][b, :REWARD_STEPS][v] > 0.5)
+                for b, v in enumerate(valid)]
+        rr, dr, rt, dt = (np.concatenate(column) for column in zip(*mine))
         m[f"reward_corr_t1_16_{name}"] = pearson(rr, dr)
         m[f"termination_f1_{name}"] = f1_score(dt, rt)
-        for key, v in zip(pooled, (rr, dr, rt, dt)):
-            pooled[key].append(v.ravel())
-        episodes += [(p["real_rewards"][b, :REWARD_STEPS][v], p["dream_rewards"][b, :REWARD_STEPS][v],
-                      p["real_terminated"][b, :REWARD_STEPS][v], p["dream_termination"][b, :REWARD_STEPS][v] > 0.5)
-                     for b, v in enumerate(valid)]
-    cat = {key: np.concatenate(v) for key, v in pooled.items()}
+        episodes += mine
+    cat = dict(zip(("rr", "dr", "rt", "dt"), (np.concatenate(column) for column in zip(*episodes))))
     m["reward_corr_t1_16"] = pearson(cat["rr"], cat["dr"])
     m["termination_f1"] = f1_score(cat["dt"], cat["rt"])
     m["reward_corr_t1_16_ci90"] = episode_bootstrap(episodes, lambda rr, dr, rt, dt: pearson(rr, dr))
