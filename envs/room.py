@@ -941,6 +941,17 @@ class NeuralSimRoomEnv(gym.Env):
             mask |= seg[..., 1] == int(objtype.mjOBJ_FLEX)
         return mask
 
+    def floor_mask(self) -> np.ndarray:
+        """``[H, W]`` bool: the pixels of the current frame that show the floor, from MuJoCo's segmentation render of
+        the same camera and state (one extra render; ``step``'s frames are unchanged). The labels
+        ``examples/finetune_floor.py`` trains the frame memory's floor net on."""
+        if self._renderer is None or self._last_frame is None:
+            raise RuntimeError("call reset() before floor_mask()")
+        seg = self._renderer.render_segmentation(self.model, self.data, self._scene_option)
+        mj = self._mujoco
+        floor = mj.mj_name2id(self.model, mj.mjtObj.mjOBJ_GEOM, "floor")
+        return (seg[..., 1] == int(mj.mjtObj.mjOBJ_GEOM)) & (seg[..., 0] == floor)
+
     def depth_map(self) -> np.ndarray:
         """``[H, W]`` float32 metres: each pixel's depth along the camera's optical axis in the current frame, from
         MuJoCo's depth buffer of the same camera and state (one extra render; ``step``'s frames are unchanged). The

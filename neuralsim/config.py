@@ -180,6 +180,14 @@ class WorldModelConfig:
     # depth net merges with the wall behind it comes back to the floor in front of that wall). The dream's world frame
     # must be level (gravity along the start camera's +y). Inference only. 0 = no floor.
     frame_memory_floor_height: float = 0.0
+    # > 0 (with a floor): a FloorNet of this width marks which pixels of a remembered frame show the floor (trained on
+    # an env's segmentation: examples/finetune_floor.py); they take the floor's depth, and every other pixel stands
+    # where its column next meets the floor below it (a ball's depth from where the floor ends under it, not the wall
+    # the depth net merges it with). Inference only. 0 = the floor's cap alone.
+    frame_memory_floor_net_width: int = 0
+    # Metres (translation units): a standing pixel nearer than this keeps the depth net's depth (a thing the agent is
+    # about to push moves with it, and a truer depth warps it as if it stood still).
+    frame_memory_stand_min_depth: float = 1.0
 
     # --- bookkeeping ------------------------------------------------------------------------
     description: str = ""
@@ -309,6 +317,12 @@ class WorldModelConfig:
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not (f == 0 or (0 < f < float("inf") and d)):
             raise bad("frame_memory_floor_height", "0 (no floor) or, with frame_memory_depth_width > 0, the camera's "
                       "height above the floor (a finite number > 0)")
+        n = self.frame_memory_floor_net_width
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0 or (n and not f):
+            raise bad("frame_memory_floor_net_width", "0 or, with frame_memory_floor_height > 0, a positive int")
+        near = self.frame_memory_stand_min_depth
+        if isinstance(near, bool) or not isinstance(near, (int, float)) or not (0 <= near < float("inf")):
+            raise bad("frame_memory_stand_min_depth", "a finite number >= 0 (metres)")
         k = self.frame_memory_frames
         if isinstance(k, bool) or not isinstance(k, int) or k < 1 or (k > 1 and not m):
             raise bad("frame_memory_frames", "1 or, with frame_memory_width > 0, an int >= 1 (the real context "

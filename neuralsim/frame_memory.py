@@ -114,6 +114,56 @@ class DepthNet(nn.Module):
         return 1 / disparity
 
 
+class FloorNet(nn.Module):
+    """Which pixels of a frame ``[B, 3, H, W]`` in [-1, 1] show the floor: logits ``[B, H, W]`` (> 0: floor), at full
+    resolution. A U-Net like :class:`DepthNet`'s (three stride-2 convolutions, a dilated one at 1/8, two upsampling
+    steps with skips) ending in a full-resolution step over its features and the frame's pixels: where the floor ends
+    under a ball a few pixels across is what :func:`standing_depth` reads. Trained on an env's segmentation
+    (``examples/finetune_floor.py``, the room's ``floor_mask()``); a floor is a large region of one colour or
+    texture, which a per-pixel class learns far better than a per-pixel depth does."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        w = width
+        self.down1 = nn.Sequential(nn.Conv2d(3, w, 3, stride=2, padding=1), nn.SiLU())  # 1/2
+        self.down2 = nn.Sequential(nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.SiLU())  # 1/4
+        self.down3 = nn.Sequential(nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.SiLU(),  # 1/8
+                                   nn.Conv2d(2 * w, 2 * w, 3, padding=2, dilation=2), nn.SiLU())
+        self.up2 = nn.Sequential(nn.Conv2d(4 * w, 2 * w, 3, padding=1), nn.SiLU())
+        self.up1 = nn.Sequential(nn.Conv2d(3 * w, w, 3, padding=1), nn.SiLU())
+        self.full = nn.Sequential(nn.Conv2d(w + 3, w, 3, padding=1), nn.SiLU(), nn.Conv2d(w, 1, 3, padding=1))
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        d1 = self.down1(frame)
+        d2 = self.down2(d1)
+        d3 = self.down3(d2)
+        u2 = self.up2(torch.cat([F.interpolate(d3, scale_factor=2.0, mode="nearest"), d2], 1))
+        u1 = self.up1(torch.cat([F.interpolate(u2, scale_factor=2.0, mode="nearest"), d1], 1))
+        x = F.interpolate(u1, size=frame.shape[-2:], mode="bilinear", align_corners=False)
+        return self.full(torch.cat([x, frame.to(x.dtype)], 1))[:, 0].float()
+
+
+def standing_depth(depth: torch.Tensor, floor: torch.Tensor, is_floor: torch.Tensor, min_depth: float) -> torch.Tensor:
+    """A frame's depth ``[B, H, W]`` in a world of a flat floor and things standing on it (a stixel world).
+
+    ``floor``: where each pixel's ray meets the floor (:func:`~neuralsim.camera.floor_depth`, ``inf`` at and above
+    the horizon); ``is_floor``: the pixels that show it (bool). A floor pixel takes the floor's depth; any other pixel
+    stands on the floor where its column next meets it below (that floor pixel's depth: a wall, a box, a ball seen
+    upright), the depth net's ``depth`` (capped at the floor) where no floor lies below it in its column or where
+    that stand is nearer than ``min_depth``. The depth net at half resolution shares a ball's depth with the wall
+    behind it; where the floor ends under the ball says how far the ball is. Near things keep the net's depth: an
+    object the agent is about to push moves with it, and a truer depth warps it as if it stood (docs/experiments.md,
+    "The floor's pixels under what stands on it")."""
+    H = depth.shape[-2]
+    is_floor = is_floor & torch.isfinite(floor)  # no floor at or above the horizon, whatever a net marks there
+    rows = torch.arange(H, device=depth.device).view(1, H, 1).expand_as(depth)
+    below = torch.where(is_floor, rows, torch.full_like(rows, H)).flip(1).cummin(1).values.flip(1)  # first floor row >= r
+    stand = floor.gather(1, below.clamp(max=H - 1))
+    capped = torch.minimum(depth, floor)
+    out = torch.where((below < H) & (stand >= min_depth), stand, capped)
+    return torch.where(is_floor, floor, out)
+
+
 def _sample(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
 
@@ -197,10 +247,14 @@ class FrameMemory(nn.Module):
         floor_height: > 0 (with a depth net): the camera's height above a flat floor, in the translation's units; a
             remembered frame's depth is capped where each ray meets the floor (:meth:`memory_depth` given the frame's
             pose). 0: no floor.
+        floor_net_width: > 0 (with a floor): a :class:`FloorNet` of this width marks the floor's pixels and the
+            remembered depth is :func:`standing_depth`'s; 0: the cap alone.
+        stand_min_depth: :func:`standing_depth`'s ``min_depth``.
     """
 
     def __init__(self, width: int, fovy_deg: float, translation_speed: float, depth_width: int = 0,
-                 gate: str = "learned", depth_refine: int = 0, range_steps: float = 0.0, floor_height: float = 0.0):
+                 gate: str = "learned", depth_refine: int = 0, range_steps: float = 0.0, floor_height: float = 0.0,
+                 floor_net_width: int = 0, stand_min_depth: float = 1.0):
         super().__init__()
         if width < 1 or not fovy_deg > 0 or not translation_speed > 0 or depth_width < 0:
             raise ValueError(f"width must be >= 1, fovy_deg and translation_speed > 0, depth_width >= 0, got {width!r}, "
@@ -211,8 +265,14 @@ class FrameMemory(nn.Module):
             raise ValueError(f'gate must be "learned" or "seen", got {gate!r}')
         if not (floor_height == 0 or (floor_height > 0 and math.isfinite(floor_height) and depth_width)):
             raise ValueError(f"floor_height must be 0 or, with depth_width > 0, a finite height > 0, got {floor_height!r}")
+        if floor_net_width < 0 or (floor_net_width and not floor_height):
+            raise ValueError(f"floor_net_width must be 0 or, with floor_height > 0, positive, got {floor_net_width!r}")
+        if not (stand_min_depth >= 0 and math.isfinite(stand_min_depth)):
+            raise ValueError(f"stand_min_depth must be a finite number >= 0, got {stand_min_depth!r}")
         self.gate = gate
         self.floor_height = float(floor_height)
+        self.floor_net = FloorNet(floor_net_width) if floor_net_width else None
+        self.stand_min_depth = float(stand_min_depth)
         self.fovy_deg, self.translation_speed = float(fovy_deg), float(translation_speed)
         self.depth = DepthNet(depth_width, depth_refine) if depth_width else None
         if not (range_steps == 0 or range_steps >= FADE_STEPS + 1):
@@ -232,13 +292,15 @@ class FrameMemory(nn.Module):
     def memory_depth(self, memory: torch.Tensor, c2w: torch.Tensor | None = None) -> torch.Tensor | None:
         """The remembered frame's depth ``[B, H, W]`` (None without a depth net): computed once per episode. With a
         ``floor_height`` and the frames' poses ``c2w [B, 4, 4]`` (the dream's world frame: a level start), capped
-        where each pixel's ray meets the floor."""
+        where each pixel's ray meets the floor; with a floor net, :func:`standing_depth` of the pixels it marks."""
         if self.depth is None:
             return None
         depth = self.depth(memory.float())
         if self.floor_height and c2w is not None:
-            floor = floor_depth(c2w.to(depth.device), *depth.shape[-2:], self.fovy_deg, self.floor_height)
-            depth = torch.minimum(depth, floor.to(depth.dtype))
+            floor = floor_depth(c2w.to(depth.device), *depth.shape[-2:], self.fovy_deg, self.floor_height).to(depth.dtype)
+            if self.floor_net is None:
+                return torch.minimum(depth, floor)
+            return standing_depth(depth, floor, self.floor_net(memory.float()) > 0, self.stand_min_depth)
         return depth
 
     def warp(self, memory: torch.Tensor, rel: torch.Tensor, depth: torch.Tensor | None,

@@ -416,7 +416,9 @@ class WorldModel(nn.Module):
                                          config.camera_translation_speed, config.frame_memory_depth_width,
                                          gate=config.frame_memory_gate, depth_refine=config.frame_memory_depth_refine,
                                          range_steps=config.frame_memory_range_steps,
-                                         floor_height=config.frame_memory_floor_height)
+                                         floor_height=config.frame_memory_floor_height,
+                                         floor_net_width=config.frame_memory_floor_net_width,
+                                         stand_min_depth=config.frame_memory_stand_min_depth)
                              if config.frame_memory_width else None)
         # `step` runs the per-frame fast path of the dynamics (same numbers as its reference `forward`); False
         # runs the reference, for tests and debugging.

@@ -1570,7 +1570,8 @@ def _with_overrides(model: nn.Module, overrides: dict[str, Any]) -> nn.Module:
         or (k.startswith("prompt_views.") and model.config.prompt_view_channels == 0)
         or (k.startswith("termination_detector.") and model.config.termination_detector_channels == 0)
         or (k.startswith("frame_memory.") and model.config.frame_memory_width == 0)
-        or (k.startswith("frame_memory.depth.") and model.config.frame_memory_depth_width == 0)))
+        or (k.startswith("frame_memory.depth.") and model.config.frame_memory_depth_width == 0)
+        or (k.startswith("frame_memory.floor_net.") and model.config.frame_memory_floor_net_width == 0)))
     changed = sorted(k for k in set(mine) | set(theirs)
                      if k not in added and (k not in mine or k not in theirs or mine[k].shape != theirs[k].shape))
     if changed:
