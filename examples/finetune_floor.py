@@ -12,10 +12,10 @@ That needs to know which pixels show the floor. This script collects `--frames` 
 its policy (or split over `--policies`; episode seeds from `--seed-start`, 560,000: none of the dataset's or the
 benchmarks') with the env's `floor_mask()` (the room's: MuJoCo's segmentation of its floor), trains a fresh
 `FloorNet` of `--width` on the per-pixel binary cross-entropy (mirrored batches with `--flip`), and writes the model
-with `frame_memory_floor_net_width` set (and `frame_memory_floor_height` from `--floor-height` where the model has
-none). Every other weight is copied unchanged; the output is written atomically by `save_pretrained`. The trained
-net's pixel accuracy and floor IoU on `--eval-frames` frames of other seeds are printed and kept in the model's
-provenance.
+with `frame_memory_floor_net_width` set (`frame_memory_floor_height` from `--floor-height` where the model has none,
+`frame_memory_stand_min_depth` from `--stand-min-depth`). Every other weight is copied unchanged; the output is
+written atomically by `save_pretrained`. The trained net's pixel accuracy and floor IoU on `--eval-frames` frames of
+other seeds are printed and kept in the model's provenance.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from neuralsim.frame_memory import FloorNet
 from neuralsim.model import WorldModel
 
 FLOOR_SEED = 560_000
-EVAL_SEED = 580_000
+EVAL_SEED = 590_000  # beyond the training seeds of three policies (560,000, 570,000, 580,000 + episodes)
 
 
 def collect(data: str, count: int, first_seed: int, policies: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +82,8 @@ def main() -> None:
     parser.add_argument("--floor-height", type=float, default=None,
                         help="the camera's height above the floor, for a model without frame_memory_floor_height "
                              "(the room's: 0.6)")
+    parser.add_argument("--stand-min-depth", type=float, default=None,
+                        help="frame_memory_stand_min_depth of the output, metres (default: the model's, 1.0 unless set)")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -98,6 +100,8 @@ def main() -> None:
         raise SystemExit(f"error: --frames must be at least --batch-size ({args.batch_size}), got {args.frames}")
     if args.floor_height is not None and not (0 < args.floor_height < math.inf):
         raise SystemExit(f"error: --floor-height must be a finite number > 0, got {args.floor_height}")
+    if args.stand_min_depth is not None and not (0 <= args.stand_min_depth < math.inf):
+        raise SystemExit(f"error: --stand-min-depth must be a finite number >= 0, got {args.stand_min_depth}")
     torch.set_num_threads(args.threads)
     model = WorldModel.from_pretrained(args.model)
     if model.frame_memory is None or model.frame_memory.depth is None:
@@ -150,9 +154,12 @@ def main() -> None:
     model.frame_memory.floor_net = net
     if not model.config.frame_memory_floor_height:
         model.frame_memory.floor_height = float(height)
-    model.config = model.config.replace(frame_memory_floor_height=float(height), frame_memory_floor_net_width=args.width)
+    near = model.config.frame_memory_stand_min_depth if args.stand_min_depth is None else float(args.stand_min_depth)
+    model.frame_memory.stand_min_depth = near
+    model.config = model.config.replace(frame_memory_floor_height=float(height), frame_memory_floor_net_width=args.width,
+                                        frame_memory_stand_min_depth=near)
     run = {"from": str(args.model), "data": str(args.data), "frames": args.frames, "seed_start": args.seed_start,
-           "policies": args.policies, "width": args.width, "floor_height": float(height), "steps": args.steps,
+           "policies": args.policies, "width": args.width, "floor_height": float(height), "stand_min_depth": near, "steps": args.steps,
            "batch_size": args.batch_size, "lr": args.lr, "flip": args.flip, "seed": args.seed,
            "held_out": {"frames": args.eval_frames, "seed_start": EVAL_SEED, **scores}}
     model.config = model.config.replace(provenance={**model.config.provenance, "floor_finetune": run})

@@ -140,7 +140,8 @@ def test_finetune_floor_trains_the_floor_net_alone_and_sets_the_config(tmp_path)
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, str(SCRIPT), "--model", str(base), "--data", str(data), "--frames", "32",
                              "--eval-frames", "8", "--width", "4", "--floor-height", "0.6", "--steps", "40",
-                             "--batch-size", "8", "--flip", "--out", str(out)], capture_output=True, text=True)
+                             "--batch-size", "8", "--flip", "--stand-min-depth", "1.2", "--out", str(out)],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     before, after = model_weights(base), model_weights(out)
     assert {k for k in before if not torch.equal(before[k], after[k])} == set()  # every weight it had, unchanged
@@ -148,6 +149,7 @@ def test_finetune_floor_trains_the_floor_net_alone_and_sets_the_config(tmp_path)
                                                           for k in after if k not in before)
     model = WorldModel.from_pretrained(out)
     assert model.config.frame_memory_floor_net_width == 4 and model.config.frame_memory_floor_height == 0.6
+    assert model.config.frame_memory_stand_min_depth == 1.2 and model.frame_memory.stand_min_depth == 1.2
     held = model.config.provenance["floor_finetune"]["held_out"]
     assert 0.5 < held["pixel_accuracy"] <= 1.0  # better than a coin on 40 steps of a tiny room
     # bad input: one message naming the option

@@ -497,3 +497,42 @@ def test_the_installed_copy_is_fp16_with_the_install_config_set(recipe, tiny_che
     plain = tmp_path / "plain"
     recipe.fp16_copy(tiny_checkpoint, plain)  # the copies between stages: the config as it was
     assert (plain / "config.json").read_bytes() == (tiny_checkpoint / "config.json").read_bytes()
+
+
+def test_the_floor_stage_trains_the_floor_net_on_the_finished_model_then_merges_it_alone(recipe, tmp_path, monkeypatch):
+    from conftest import make_tiny_model, save_tiny_checkpoint
+    from neuralsim.checkpoints import read_weights
+    from neuralsim.model import WorldModel
+
+    r = recipe.Recipe()
+    command = recipe.floor_command(r, tmp_path / "init", tmp_path / "data", tmp_path / "floor")
+    assert command[1].endswith("finetune_floor.py") and command[command.index("--model") + 1] == str(tmp_path / "init")
+    assert command[command.index("--floor-height") + 1] == str(recipe.ROOM_CAMERA_HEIGHT)
+    assert command[command.index("--stand-min-depth") + 1] == str(r.floor_stand_min_depth)
+    assert command[command.index("--policies") + 1 : command.index("--policies") + 4] == ["explore", "sticky", "scripted"]
+    save_tiny_checkpoint(tmp_path / "init", frames_per_latent=1, frame_memory_width=4, frame_memory_depth_width=4)
+    trained = make_tiny_model(frames_per_latent=1, frame_memory_width=4, frame_memory_depth_width=4,
+                              frame_memory_floor_height=0.6, frame_memory_floor_net_width=4,
+                              frame_memory_stand_min_depth=1.2)
+    calls = []
+
+    def fake_run(cmd, check):  # the script's output: the finished model with a floor net (and a depth net changed)
+        calls.append(cmd)
+        with torch.no_grad():
+            for p in trained.frame_memory.depth.parameters():
+                p.add_(0.5)
+        save_tiny_checkpoint(Path(cmd[cmd.index("--out") + 1]), model=trained)
+
+    monkeypatch.setattr(recipe.subprocess, "run", fake_run)
+    timings = {}
+    final = recipe.floor_stage(r, tmp_path, tmp_path / "data", tmp_path / "init", timings)
+    assert final == tmp_path / "final_floor" and len(calls) == 1 and "floor net" in timings
+    merged, init = read_weights(final), read_weights(tmp_path / "init")
+    assert all(torch.equal(merged[k], v) for k, v in init.items())  # the depth net and everything else: init's
+    assert {k for k in merged if k not in init} == {k for k in read_weights(tmp_path / "floor")
+                                                     if k.startswith("frame_memory.floor_net.")}
+    config = WorldModel.from_pretrained(final).config
+    assert (config.frame_memory_floor_height, config.frame_memory_floor_net_width,
+            config.frame_memory_stand_min_depth) == (0.6, 4, 1.2)
+    recipe.floor_stage(r, tmp_path, tmp_path / "data", tmp_path / "init", timings)
+    assert len(calls) == 1  # a finished floor run is not trained again (resume)
