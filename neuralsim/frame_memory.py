@@ -73,7 +73,30 @@ WARP_MODE = "bicubic"
 DEPTH_SMOOTHNESS = 1e-3
 
 
-class DepthNet(nn.Module):
+class _UNet(nn.Module):
+    """The trunk :class:`DepthNet` and :class:`FloorNet` share: three stride-2 convolutions, a dilated one at 1/8
+    resolution, one upsampling step with its skip; :meth:`half` gives the features at half resolution beside the
+    first level's skip, which each net's own ``up1`` reads."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        w = width
+        self.down1 = nn.Sequential(nn.Conv2d(3, w, 3, stride=2, padding=1), nn.SiLU())  # 1/2
+        self.down2 = nn.Sequential(nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.SiLU())  # 1/4
+        self.down3 = nn.Sequential(nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.SiLU(),  # 1/8
+                                   nn.Conv2d(2 * w, 2 * w, 3, padding=2, dilation=2), nn.SiLU())
+        self.up2 = nn.Sequential(nn.Conv2d(4 * w, 2 * w, 3, padding=1), nn.SiLU())
+
+    def half(self, frame: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` -> ``[B, 3 * width, H / 2, W / 2]``."""
+        d1 = self.down1(frame)
+        d2 = self.down2(d1)
+        d3 = self.down3(d2)
+        u2 = self.up2(torch.cat([F.interpolate(d3, scale_factor=2.0, mode="nearest"), d2], 1))
+        return torch.cat([F.interpolate(u2, scale_factor=2.0, mode="nearest"), d1], 1)
+
+
+class DepthNet(_UNet):
     """A frame's depth ``[B, H, W]`` from its pixels ``[B, 3, H, W]`` in [-1, 1]: a small U-Net (three stride-2
     convolutions, a dilated one at 1/8 resolution, two upsampling steps with skips) predicting disparity at half
     resolution, between ``1 / MAX_DEPTH`` and ``1 / MIN_DEPTH``. Trained without depth labels
@@ -86,13 +109,8 @@ class DepthNet(nn.Module):
     it: the best half-resolution map still places the room's ball 10 % too far at its start (median)."""
 
     def __init__(self, width: int, refine: int = 0):
-        super().__init__()
+        super().__init__(width)
         w = width
-        self.down1 = nn.Sequential(nn.Conv2d(3, w, 3, stride=2, padding=1), nn.SiLU())  # 1/2
-        self.down2 = nn.Sequential(nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.SiLU())  # 1/4
-        self.down3 = nn.Sequential(nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.SiLU(),  # 1/8
-                                   nn.Conv2d(2 * w, 2 * w, 3, padding=2, dilation=2), nn.SiLU())
-        self.up2 = nn.Sequential(nn.Conv2d(4 * w, 2 * w, 3, padding=1), nn.SiLU())
         self.up1 = nn.Sequential(nn.Conv2d(3 * w, w, 3, padding=1), nn.SiLU(), nn.Conv2d(w, 1, 3, padding=1))
         nn.init.constant_(self.up1[-1].bias, -3.0)  # start near 2 m everywhere (a room's scale), not at 0.2
         self.refine = None
@@ -102,19 +120,14 @@ class DepthNet(nn.Module):
             nn.init.zeros_(self.refine[-1].bias)
 
     def forward(self, frame: torch.Tensor) -> torch.Tensor:
-        d1 = self.down1(frame)
-        d2 = self.down2(d1)
-        d3 = self.down3(d2)
-        u2 = self.up2(torch.cat([F.interpolate(d3, scale_factor=2.0, mode="nearest"), d2], 1))
-        x = self.up1(torch.cat([F.interpolate(u2, scale_factor=2.0, mode="nearest"), d1], 1))
-        x = F.interpolate(x, size=frame.shape[-2:], mode="bilinear", align_corners=False)
+        x = F.interpolate(self.up1(self.half(frame)), size=frame.shape[-2:], mode="bilinear", align_corners=False)
         if self.refine is not None:
             x = x + self.refine(torch.cat([x, frame.to(x.dtype)], 1))
         disparity = 1 / MAX_DEPTH + (1 / MIN_DEPTH - 1 / MAX_DEPTH) * torch.sigmoid(x[:, 0].float())
         return 1 / disparity
 
 
-class FloorNet(nn.Module):
+class FloorNet(_UNet):
     """Which pixels of a frame ``[B, 3, H, W]`` in [-1, 1] show the floor: logits ``[B, H, W]`` (> 0: floor), at full
     resolution. A U-Net like :class:`DepthNet`'s (three stride-2 convolutions, a dilated one at 1/8, two upsampling
     steps with skips) ending in a full-resolution step over its features and the frame's pixels: where the floor ends
@@ -123,23 +136,13 @@ class FloorNet(nn.Module):
     texture, which a per-pixel class learns far better than a per-pixel depth does."""
 
     def __init__(self, width: int):
-        super().__init__()
+        super().__init__(width)
         w = width
-        self.down1 = nn.Sequential(nn.Conv2d(3, w, 3, stride=2, padding=1), nn.SiLU())  # 1/2
-        self.down2 = nn.Sequential(nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.SiLU())  # 1/4
-        self.down3 = nn.Sequential(nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.SiLU(),  # 1/8
-                                   nn.Conv2d(2 * w, 2 * w, 3, padding=2, dilation=2), nn.SiLU())
-        self.up2 = nn.Sequential(nn.Conv2d(4 * w, 2 * w, 3, padding=1), nn.SiLU())
         self.up1 = nn.Sequential(nn.Conv2d(3 * w, w, 3, padding=1), nn.SiLU())
         self.full = nn.Sequential(nn.Conv2d(w + 3, w, 3, padding=1), nn.SiLU(), nn.Conv2d(w, 1, 3, padding=1))
 
     def forward(self, frame: torch.Tensor) -> torch.Tensor:
-        d1 = self.down1(frame)
-        d2 = self.down2(d1)
-        d3 = self.down3(d2)
-        u2 = self.up2(torch.cat([F.interpolate(d3, scale_factor=2.0, mode="nearest"), d2], 1))
-        u1 = self.up1(torch.cat([F.interpolate(u2, scale_factor=2.0, mode="nearest"), d1], 1))
-        x = F.interpolate(u1, size=frame.shape[-2:], mode="bilinear", align_corners=False)
+        x = F.interpolate(self.up1(self.half(frame)), size=frame.shape[-2:], mode="bilinear", align_corners=False)
         return self.full(torch.cat([x, frame.to(x.dtype)], 1))[:, 0].float()
 
 
