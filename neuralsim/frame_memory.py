@@ -298,12 +298,13 @@ class FrameMemory(nn.Module):
         where each pixel's ray meets the floor; with a floor net, :func:`standing_depth` of the pixels it marks."""
         if self.depth is None:
             return None
-        depth = self.depth(memory.float())
+        frame = memory.float()
+        depth = self.depth(frame)
         if self.floor_height and c2w is not None:
             floor = floor_depth(c2w.to(depth.device), *depth.shape[-2:], self.fovy_deg, self.floor_height).to(depth.dtype)
             if self.floor_net is None:
                 return torch.minimum(depth, floor)
-            return standing_depth(depth, floor, self.floor_net(memory.float()) > 0, self.stand_min_depth)
+            return standing_depth(depth, floor, self.floor_net(frame) > 0, self.stand_min_depth)
         return depth
 
     def warp(self, memory: torch.Tensor, rel: torch.Tensor, depth: torch.Tensor | None,
