@@ -146,8 +146,9 @@ SHIPPED_DATA_ROOM = {"target": None, "start_view_deg": None, "reach_radius": 0.5
 # sticky t+16 0.73 / 0.84 -> 0.82 / 0.92, explore t+16 +0.66 dB, t+1 -0.12 dB; README, "Fidelity"); and the memory
 # lasts 64 full-speed steps of walking instead of 24 (`frame_memory_range_steps`, since 2026-12-06: an agent's approach
 # to the ball keeps the room's pixels; transfer score +0.18 -> +0.45; docs/experiments.md, "Why the dream underpays").
-# The range is set at install only (not in FAST_CONFIG): the termination detector learned the dreams of the default
-# range, as the shipped one did.
+# The range is set at install only (not in FAST_CONFIG): the recipe's termination detector learns the dreams of the
+# default range, as the one shipped until 2026-12-06 did; the one shipped since (with the floor net) was trained from
+# the installed model, whose range is 64.
 INSTALL_CONFIG = {"frame_memory_gate": "seen", "frame_memory_frames": 3, "frame_memory_range_steps": 64.0}
 INSTALL_ONLY = ("frame_memory_range_steps",)
 STREAMING_STAGES = (
