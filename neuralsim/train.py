@@ -161,6 +161,9 @@ class TrainConfig:
     #                                        an episode's first frame alone, then up to --termination-reset-horizon
     #                                        steps of its actions (a dream env's episode; the ending is far from there)
     termination_reset_horizon: int = 64  # termination: the longest of those dreams
+    termination_real_data: str = ""  # termination: a dataset of real episodes of the same env (`neuralsim collect`,
+    #                                  e.g. of more rooms and policies): a quarter of each batch is its frames, each
+    #                                  labelled with whether its step ended the episode
     view_pairs: int = 6  # views: pairs of frames of one place at two headings drawn per episode (all when fewer; each
     #                      frame is encoded once, so more pairs encode more of an episode: 6 is the shipped run's)
     critic_warmup: int = 0  # adversarial: the stage's first N steps train the critic alone (the dynamics stays as it
@@ -415,10 +418,15 @@ class TerminationPool:
     episode's end is one step in a few hundred). A ``reset_share`` of them instead start where a dream env's episode
     starts, from an episode's first frame alone, and dream up to ``reset_horizon`` steps: the frames an agent in the
     dream sees, long after the one real frame (the benchmarks' windows alone left the detector firing on them where
-    the room's episode went on). Drawn once per run from ``seed`` (a resumed run draws the same)."""
+    the room's episode went on). Drawn once per run from ``seed`` (a resumed run draws the same).
+
+    ``real_data``: a dataset of real episodes of the same env (``--termination-real-data``), every frame of it labelled
+    with whether its step ended the episode; a quarter of each batch is drawn from it (the dataset's own windows' real
+    frames are another quarter). Many more rooms and views than the dreamed windows hold: the detector judges the real
+    frames better, and a dream's judge is no better than that (the detector on real frames is the dream's ceiling)."""
 
     def __init__(self, model: nn.Module, dataset: Any, windows: int, horizon: int, seed: int, batch_size: int = 32,
-                 reset_share: float = 0.0, reset_horizon: int = 64):
+                 reset_share: float = 0.0, reset_horizon: int = 64, real_data: Any = None):
         rng = np.random.default_rng([seed, 9])
         generator = torch.Generator().manual_seed(seed * 7919 + 9)
         steps = np.asarray(dataset.episode_steps)
@@ -500,6 +508,23 @@ class TerminationPool:
         positives = float(self.labels.float().mean())
         # positives weigh sqrt(negatives / positives): the loss neither ignores the rare endings nor fires everywhere
         self.pos_weight = math.sqrt((1.0 - positives) / positives)
+        self.extra, self.extra_labels = (None, None) if real_data is None else self.real_frames(real_data)
+
+    @staticmethod
+    def real_frames(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every frame after a step of ``dataset`` ``[N, H, W, 3]`` uint8, and whether that step ended its episode ``[N]``."""
+        steps = np.asarray(dataset.episode_steps)
+        shape = tuple(dataset.episode(0)["frames"].shape[1:])
+        frames = torch.empty((int(steps.sum()), *shape), dtype=torch.uint8)  # one array: see the dreams' above
+        labels = torch.zeros(int(steps.sum()), dtype=torch.bool)
+        k = 0
+        for e, n in enumerate(steps):
+            if n:
+                ep = dataset.episode(e)
+                frames[k : k + n] = torch.from_numpy(np.ascontiguousarray(ep["frames"][1 : 1 + n]))
+                labels[k : k + n] = torch.from_numpy(np.asarray(ep["terminated"][:n], bool))
+                k += int(n)
+        return frames, labels
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -523,11 +548,18 @@ class TerminationPool:
         return float(best), f1(0.0), f1(best)
 
     def loss(self, detector: nn.Module, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        """The detector's loss on ``batch_size`` frames drawn uniformly, half dreamed and half real."""
+        """The detector's loss on ``batch_size`` frames drawn uniformly, half dreamed and half real (with ``real_data``,
+        half of those real frames from it)."""
         i = torch.randint(0, len(self), (batch_size,), generator=generator)
         dreamed = torch.rand((batch_size,), generator=generator) < 0.5
         frames = torch.where(dreamed[:, None, None, None], self.dream[i], self.real[i])
-        loss, logs = detector.loss(frames, self.labels[i], self.pos_weight)
+        labels = self.labels[i]
+        if self.extra is not None:
+            extra = ~dreamed & (torch.rand((batch_size,), generator=generator) < 0.5)
+            j = torch.randint(0, len(self.extra_labels), (batch_size,), generator=generator)
+            frames = torch.where(extra[:, None, None, None], self.extra[j], frames)
+            labels = torch.where(extra, self.extra_labels[j], labels)
+        loss, logs = detector.loss(frames, labels, self.pos_weight)
         return loss, logs
 
 
@@ -882,7 +914,7 @@ _RESUME_MUST_MATCH = {
     "memory_rollouts": "--memory-rollouts", "memory_context": "--memory-context",
     "memory_depth_frozen": "--memory-depth-frozen", "view_pairs": "--view-pairs",
     "termination_windows": "--termination-windows", "termination_reset_share": "--termination-reset-share",
-    "termination_reset_horizon": "--termination-reset-horizon",
+    "termination_reset_horizon": "--termination-reset-horizon", "termination_real_data": "--termination-real-data",
     "stop_coast": "--stop-coast", "release_windows": "--release-windows", "terminal_windows": "--terminal-windows",
     "reward_kind": "--reward-kind",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
@@ -1068,13 +1100,19 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
         if rank() == 0:
             print(f"{len(pool)} pairs of views of one place encoded in {time.perf_counter() - t0:.0f} s", flush=True)
     if stage == "termination":
+        from neuralsim.data import Dataset
+
         t0 = time.perf_counter()
         pool = TerminationPool(model, dataset, cfg.termination_windows, cfg.window, seed=cfg.seed,
-                               reset_share=cfg.termination_reset_share, reset_horizon=cfg.termination_reset_horizon)
+                               reset_share=cfg.termination_reset_share, reset_horizon=cfg.termination_reset_horizon,
+                               real_data=Dataset(cfg.termination_real_data) if cfg.termination_real_data else None)
         if rank() == 0:
             print(f"{cfg.termination_windows} windows dreamed in {time.perf_counter() - t0:.0f} s: {len(pool)} frames to "
                   f"train on ({int(pool.labels.sum())} of them episode ends), {len(pool.held_labels)} held out "
                   f"({int(pool.held_labels.sum())})", flush=True)
+            if pool.extra is not None:
+                print(f"--termination-real-data: {len(pool.extra_labels)} real frames ({int(pool.extra_labels.sum())} "
+                      "episode ends)", flush=True)
     if stage == "memory":
         t0 = time.perf_counter()
         pool = DreamPool(model, dataset, cfg.memory_rollouts, cfg.memory_context, cfg.window, seed=cfg.seed)
@@ -1447,6 +1485,26 @@ def validate(cfg: TrainConfig) -> Any:
     if cfg.terminal_windows > 0 and cfg.stage == "reward" and not dataset.step_column("terminated").any():
         raise TrainingError(f"--terminal-windows: --data {cfg.data!r} has no step that ends an episode (terminated); "
                             "collect episodes that reach the task's end")
+    if cfg.termination_real_data:
+        if cfg.stage != "termination":
+            raise TrainingError(f"--termination-real-data trains the termination detector: it needs `train termination`, "
+                                f"got stage {cfg.stage!r}")
+        try:
+            real_data = Dataset(cfg.termination_real_data)
+        except (DatasetError, FileNotFoundError, ValueError) as exc:
+            raise TrainingError(f"--termination-real-data {cfg.termination_real_data!r}: {exc}") from None
+        try:
+            real_data.validate_for(tuple(dataset.manifest["image_size"]), dataset.action_spec)
+        except DatasetError as exc:
+            raise TrainingError(f"--termination-real-data {cfg.termination_real_data!r} does not fit --data "
+                                f"{cfg.data!r}: {exc}") from None
+        if real_data.manifest.get("env_id") != dataset.manifest.get("env_id"):
+            raise TrainingError(f"--termination-real-data {cfg.termination_real_data!r} was collected in "
+                                f"{real_data.manifest.get('env_id')!r}, --data {cfg.data!r} in "
+                                f"{dataset.manifest.get('env_id')!r}: the detector learns one env's endings")
+        if not real_data.step_column("terminated").any():
+            raise TrainingError(f"--termination-real-data {cfg.termination_real_data!r} has no episode that "
+                                "terminates: collect episodes that reach the env's end (e.g. --policy seek,sticky)")
     if cfg.calibration_data:
         if cfg.stage != "reward" or cfg.reward_kind != "target":
             raise TrainingError("--calibration-data fits a target tracker's range calibration: it needs `train reward "

@@ -226,3 +226,56 @@ def test_reset_windows_dream_from_an_episodes_first_frame(tmp_path):
         np.testing.assert_array_equal(pool.labels.numpy(), np.array(labels)[~held])
         np.testing.assert_array_equal(pool.held_labels.numpy(), np.array(labels)[held])
         assert pool.dream.shape == pool.real.shape
+
+
+def test_real_data_adds_every_real_frame_with_its_steps_ending_and_a_quarter_of_each_batch(tmp_path):
+    """``--termination-real-data``: every frame after a step of another dataset of the env, labelled by whether that
+    step ended its episode; a quarter of each batch (half the real frames) is drawn from it; bad data is refused."""
+    from neuralsim.data import Dataset
+
+    data = ending_dataset(tmp_path / "ends")
+    extra = ending_dataset(tmp_path / "more_ends", seed=5)
+    real = Dataset(extra)
+    frames, labels = TerminationPool.real_frames(real)
+    eps = [real.episode(e) for e in range(real.num_episodes)]
+    np.testing.assert_array_equal(frames.numpy(), np.concatenate([ep["frames"][1:] for ep in eps]))
+    np.testing.assert_array_equal(labels.numpy(), np.concatenate([ep["terminated"] for ep in eps]))
+    assert labels.any() and not labels.all()
+
+    pool = TerminationPool.__new__(TerminationPool)  # the batch's draw alone: dreams black, the pool's real frames grey
+    n = 64
+    pool.dream, pool.real = torch.zeros(n, 32, 32, 3, dtype=torch.uint8), torch.full((n, 32, 32, 3), 1, dtype=torch.uint8)
+    pool.labels, pool.pos_weight = torch.zeros(n, dtype=torch.bool), 1.0
+    pool.extra, pool.extra_labels = torch.full((n, 32, 32, 3), 2, dtype=torch.uint8), torch.ones(n, dtype=torch.bool)
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def loss(self, frames, labels, pos_weight):
+            seen["frames"], seen["labels"] = frames[:, 0, 0, 0], labels
+            return torch.zeros(()), {}
+
+    pool.loss(Spy(), 4096, torch.Generator().manual_seed(0))
+    share = torch.bincount(seen["frames"].long(), minlength=3).float() / 4096
+    torch.testing.assert_close(share, torch.tensor([0.5, 0.25, 0.25]), atol=0.03, rtol=0)
+    assert torch.equal(seen["labels"], seen["frames"] == 2)  # each frame keeps its own label
+
+    base = train(train_config(data, tmp_path / "base"))
+    rewarded = train(train_config(data, tmp_path / "rm", stage="reward", init=str(base), steps=1))
+    with pytest.raises(TrainingError, match="--termination-real-data trains the termination detector"):
+        train(train_config(data, tmp_path / "bad", stage="reward", init=str(base), termination_real_data=str(extra)))
+    with pytest.raises(TrainingError, match="--termination-real-data .*missing"):
+        train(train_config(data, tmp_path / "bad", stage="termination", init=str(rewarded),
+                           termination_real_data=str(tmp_path / "missing")))
+    import json
+    import shutil
+
+    other = Path(shutil.copytree(extra, tmp_path / "other_env"))
+    manifest = json.loads((other / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps({**manifest, "env_id": "AnotherEnv-v0"}))
+    with pytest.raises(TrainingError, match="was collected in 'AnotherEnv-v0'"):
+        train(train_config(data, tmp_path / "bad", stage="termination", init=str(rewarded), termination_real_data=str(other)))
+    out = train(train_config(data, tmp_path / "det", stage="termination", init=str(rewarded), steps=2,
+                             termination_windows=8, window=6, termination_real_data=str(extra)))
+    from neuralsim.model import WorldModel
+
+    assert WorldModel.from_pretrained(out).termination_detector is not None
