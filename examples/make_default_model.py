@@ -335,7 +335,17 @@ class Recipe:
     termination_windows: int = 4096  # windows dreamed (1, 4 or 16 real frames, then up to 24 steps), half at an end;
     #                                  a quarter of them from an episode's first frame, up to 64 steps (`train
     #                                  termination`'s --termination-reset-share / --termination-reset-horizon defaults)
-    termination_steps: int = 4000
+    termination_steps: int = 5000
+    # the detector's real frames (`train termination --termination-real-data`): episodes of the room's default task,
+    # up to 64 steps each, under policies that reach the ball (scripted, seek) and that look around it (sticky-random
+    # with pitch, explore), a quarter of each batch: the detector judged the dreamed windows' own real frames of new
+    # rooms with F1 0.86 (sticky-random: 0.39, firing on a ball at the frame's corner 1.4 m away under a pitched view);
+    # a dream's ending is judged no better than that (docs/experiments.md, "The detector's real frames")
+    termination_real_episodes: int = 4000  # 0 = none (the dreamed windows' real frames alone)
+    termination_real_seed: int = 9_000_000  # apart from the other data; prompt_fidelity.py's held-out rooms, where
+    #                                         only the prompt's first frames are scored (the detector plays no part)
+    termination_real_policy: str = "sticky,scripted,seek,explore"
+    termination_real_max_steps: int = 64
     # how many of ONE_FRAME_STAGES run before the detector: both, the shipped model's (2026-12-06: the first alone
     # gained on held keys but lost on the transfer benchmark; with the second and the detector on its data, transfer
     # score +0.04 -> +0.18, Spearman 0.75 -> 0.90: docs/experiments.md, "The dream from one frame")
@@ -646,23 +656,29 @@ def one_frame_data_command(recipe: Recipe, out: Path, progress: bool) -> list[st
 
 def termination_commands(recipe: Recipe, out: Path, init: Path, progress: bool) -> list[list[str]]:
     """The termination detector's processes: collect ``termination_episodes`` of the room's default task under the
-    explore, scripted and sticky-random policies into OUT/termination_data (continued where it holds some; skipped
-    unless ``resume``), then `neuralsim train termination` from ``init`` on OUT/``termination_detector_data`` into
-    OUT/termination."""
+    explore, scripted and sticky-random policies into OUT/termination_data, and ``termination_real_episodes`` under
+    ``termination_real_policy`` into OUT/termination_real_data (each continued where it holds some; skipped once
+    collected unless ``resume``), then `neuralsim train termination` from ``init`` on OUT/``termination_detector_data``
+    (and the real frames) into OUT/termination."""
     cli = [sys.executable, "-m", "neuralsim"]
     quiet = [] if progress else ["--no-progress"]
-    data, train_dir = out / "termination_data", out / "termination"
+    data, real_data, train_dir = out / "termination_data", out / "termination_real_data", out / "termination"
     commands = []
-    if not (data / "manifest.json").exists() or recipe.resume:
-        commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", "--out", str(data), "--episodes",
-                               str(recipe.termination_episodes), "--policy", "explore,scripted,sticky", "--workers",
-                               str(recipe.workers), "--seed", str(recipe.termination_seed), "--max-steps",
-                               str(recipe.max_steps)] + quiet + (["--resume"] if (data / "manifest.json").exists() else []))
+    for dest, episodes, policy, seed, max_steps in (
+            (data, recipe.termination_episodes, "explore,scripted,sticky", recipe.termination_seed, recipe.max_steps),
+            (real_data, recipe.termination_real_episodes, recipe.termination_real_policy, recipe.termination_real_seed,
+             recipe.termination_real_max_steps)):
+        if episodes and (not (dest / "manifest.json").exists() or recipe.resume):
+            commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", "--out", str(dest), "--episodes",
+                                   str(episodes), "--policy", policy, "--workers", str(recipe.workers), "--seed",
+                                   str(seed), "--max-steps", str(max_steps)]
+                            + quiet + (["--resume"] if (dest / "manifest.json").exists() else []))
     commands.append(cli + ["train", "termination", "--init", str(init), "--data",
                            str(out / recipe.termination_detector_data), "--out", str(train_dir),
                            "--window", "24", "--termination-windows", str(recipe.termination_windows), "--steps",
                            str(recipe.termination_steps), "--batch-size", "128", "--lr", "1e-3", "--seed",
                            str(recipe.seed), "--dtype", recipe.dtype] + quiet
+                    + (["--termination-real-data", str(real_data)] if recipe.termination_real_episodes else [])
                     + (["--resume"] if recipe.resume and (train_dir / "checkpoints" / "latest.json").exists() else []))
     return commands
 

@@ -379,10 +379,18 @@ def test_the_recipe_collects_the_rooms_of_the_shipped_data(recipe):
 
 def test_termination_commands_collect_the_task_under_three_policies_then_train_from_the_finished_model(recipe, tmp_path):
     first = recipe.termination_commands(recipe.Recipe(), tmp_path, tmp_path / "m", progress=True)
-    assert [c[3] for c in first] == ["collect", "train"] and "--no-progress" not in first[1]
-    collect, train_cmd = first
+    assert [c[3] for c in first] == ["collect", "collect", "train"] and "--no-progress" not in first[-1]
+    collect, real, train_cmd = first
     assert collect[collect.index("--policy") + 1] == "explore,scripted,sticky"
     assert collect[collect.index("--seed") + 1] == "7000000"  # apart from every other part's data and the benchmarks'
+    # the detector's own real frames: policies that reach the ball and that look around it, short episodes
+    assert real[real.index("--policy") + 1] == "sticky,scripted,seek,explore"
+    assert [real[real.index(flag) + 1] for flag in ("--episodes", "--seed", "--max-steps")] == ["4000", "9000000", "64"]
+    assert train_cmd[train_cmd.index("--termination-real-data") + 1] == real[real.index("--out") + 1]
+    assert train_cmd[train_cmd.index("--steps") + 1] == "5000"
+    without = recipe.termination_commands(recipe.Recipe(termination_real_episodes=0), tmp_path, tmp_path / "m",
+                                          progress=True)
+    assert [c[3] for c in without] == ["collect", "train"] and "--termination-real-data" not in without[-1]
     assert train_cmd[4] == "termination" and train_cmd[train_cmd.index("--init") + 1] == str(tmp_path / "m")
     # the shipped detector dreams the walk-into-walls episodes (the second one-frame stage's); the usual ones on request
     assert train_cmd[train_cmd.index("--data") + 1] == str(tmp_path / "one_frame_data")
@@ -390,8 +398,9 @@ def test_termination_commands_collect_the_task_under_three_policies_then_train_f
                                         tmp_path / "m", progress=True)[-1]
     assert usual[usual.index("--data") + 1] == collect[collect.index("--out") + 1]
     assert train_cmd[train_cmd.index("--termination-windows") + 1] == "4096"
-    (tmp_path / "termination_data").mkdir()
-    (tmp_path / "termination_data" / "manifest.json").write_text("{}")
+    for name in ("termination_data", "termination_real_data"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text("{}")
     again = recipe.termination_commands(recipe.Recipe(), tmp_path, tmp_path / "m", progress=False)
     assert [c[3] for c in again] == ["train"] and "--no-progress" in again[0]  # collected once
 
@@ -441,9 +450,9 @@ def test_the_termination_stage_trains_the_one_frame_stages_on_its_data_then_the_
     # the walk-into-walls data is collected once, only where the second stage or the detector trains on it
     assert final == tmp_path / "final_termination"
     walls = stages == 2 or detector_data == "one_frame_data"
-    assert [c[3] for c in commands] == ["collect"] * (2 if walls else 1) + ["train"]
+    assert [c[3] for c in commands] == ["collect"] * (3 if walls else 2) + ["train"]
     if walls:
-        keys = commands[1]
+        keys = commands[2]
         assert keys[keys.index("--out") + 1] == str(tmp_path / "one_frame_data")
         assert keys[keys.index("--policy") + 1] == "explore,scripted,keys,keys"
         assert keys[keys.index("--seed") + 1] == "8000000"
