@@ -1498,6 +1498,10 @@ def validate(cfg: TrainConfig) -> Any:
         except DatasetError as exc:
             raise TrainingError(f"--termination-real-data {cfg.termination_real_data!r} does not fit --data "
                                 f"{cfg.data!r}: {exc}") from None
+        if real_data.manifest.get("frames_per_step", 1) != dataset.manifest.get("frames_per_step", 1):
+            raise TrainingError(f"--termination-real-data {cfg.termination_real_data!r} records "
+                                f"{real_data.manifest.get('frames_per_step', 1)} frames per step, --data {cfg.data!r} "
+                                f"{dataset.manifest.get('frames_per_step', 1)}: collect it with the same --frames-per-step")
         if real_data.manifest.get("env_id") != dataset.manifest.get("env_id"):
             raise TrainingError(f"--termination-real-data {cfg.termination_real_data!r} was collected in "
                                 f"{real_data.manifest.get('env_id')!r}, --data {cfg.data!r} in "

@@ -274,6 +274,16 @@ def test_real_data_adds_every_real_frame_with_its_steps_ending_and_a_quarter_of_
     (other / "manifest.json").write_text(json.dumps({**manifest, "env_id": "AnotherEnv-v0"}))
     with pytest.raises(TrainingError, match="was collected in 'AnotherEnv-v0'"):
         train(train_config(data, tmp_path / "bad", stage="termination", init=str(rewarded), termination_real_data=str(other)))
+    from neuralsim.data import ShardWriter
+
+    with ShardWriter(tmp_path / "two_frames", {**{k: manifest[k] for k in ("env_id", "image_size", "action_spec")},
+                                               "frames_per_step": 2}) as writer:  # two frames recorded per action
+        n = 3
+        writer.add_episode(np.zeros((1 + 2 * n, 32, 32, 3), np.uint8), np.zeros((n, 4), np.float32),
+                           np.zeros(n, np.float32), np.arange(n) == n - 1, np.zeros(n, bool), "")
+    with pytest.raises(TrainingError, match="records 2 frames per step, --data .* 1: collect it with the same"):
+        train(train_config(data, tmp_path / "bad", stage="termination", init=str(rewarded),
+                           termination_real_data=str(tmp_path / "two_frames")))
     out = train(train_config(data, tmp_path / "det", stage="termination", init=str(rewarded), steps=2,
                              termination_windows=8, window=6, termination_real_data=str(extra)))
     from neuralsim.model import WorldModel
