@@ -25,7 +25,8 @@ memory holds it where the first frame has it.
     OMP_NUM_THREADS=1 python benchmarks/approach.py [--model default] [--episodes 24] [--oracle-depth]
         [--ball-start thrown|rest] [--strips PNG]
 
-Prints a table; the last line is one JSON object, also written to ``benchmarks/results/approach.json`` (``--quick``:
+Prints a table; the last line is one JSON object, also written to ``benchmarks/results/approach.json`` (the ball at
+rest: ``approach_ball_rest.json``; ``--quick``:
 4 episodes, ``approach_quick.json``; ``--name``, ``--results-dir`` to change).
 """
 
@@ -68,7 +69,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="PNG of the last 8 frames, room above dream, of the first 8 successful episodes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     add_standard_args(parser, "approach", quick_help="4 layouts (a smoke run, not a score)")
-    args = resolve_standard_args(parser, parser.parse_args(argv), "approach")
+    args = parser.parse_args(argv)
+    # the ball at rest writes a results file of its own: in sequence, it overwrote the thrown ball's figures
+    resolve_standard_args(parser, args, "approach_ball_rest" if args.ball_start == "rest" else "approach")
     args.episodes = args.episodes if args.episodes is not None else (4 if args.quick else 24)
     if args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")

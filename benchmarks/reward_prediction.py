@@ -14,7 +14,8 @@ true target offset and place (``*_true_start``: dead reckoning's ceiling, the lo
     OMP_NUM_THREADS=1 python benchmarks/reward_prediction.py --model DIR --ball-start rest  # the ball still at reset
 
 Prints a table; the last line is one JSON object, also written to ``benchmarks/results/reward_prediction.json``
-(``--quick``: ``reward_prediction_quick.json``; ``--results-dir``, ``--name`` to change).
+(the ball at rest: ``reward_prediction_ball_rest.json``; ``--quick``: ``..._quick.json``; ``--results-dir``,
+``--name`` to change).
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_standard_args(parser, "reward_prediction", quick_help="8 seeds per policy", seeds=SEEDS,
                       seeds_what="held-out seeds per policy (fidelity.py's)")
     args = parser.parse_args(argv)
-    resolve_standard_args(parser, args, "reward_prediction", SEEDS)
+    # the ball at rest writes a results file of its own: in sequence, it overwrote the thrown ball's figures
+    resolve_standard_args(parser, args, "reward_prediction_ball_rest" if args.ball_start == "rest" else "reward_prediction",
+                          SEEDS)
     if args.reward_dream_trust is not None and not 0.0 <= args.reward_dream_trust <= 1.0:
         parser.error(f"--reward-dream-trust must be in [0, 1], got {args.reward_dream_trust}")
     return args

@@ -479,6 +479,9 @@ def test_reward_prediction_benchmark_on_a_tiny_tracker(tiny_checkpoint, tmp_path
                 "termination_f1_true_start"):
         assert key in result, key
     assert json.loads((tmp_path / "rp.json").read_text())["benchmark"] == "reward_prediction"
+    # each ball start has its own results file by default (in sequence, the rest run overwrote the thrown figures)
+    assert [bench.parse_args(ball).name for ball in ([], ["--ball-start", "rest"], ["--ball-start", "rest", "--quick"])] \
+        == ["reward_prediction", "reward_prediction_ball_rest", "reward_prediction_ball_rest_quick"]
     with pytest.raises(SystemExit, match="needs a model with a target tracker"):
         bench.main(["--model", str(tiny_checkpoint), "--seeds", "1", "--reward-dream-trust", "0.5",
                     "--results-dir", str(tmp_path)])
