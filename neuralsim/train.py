@@ -164,6 +164,9 @@ class TrainConfig:
     termination_real_data: str = ""  # termination: a dataset of real episodes of the same env (`neuralsim collect`,
     #                                  e.g. of more rooms and policies): a quarter of each batch is its frames, each
     #                                  labelled with whether its step ended the episode
+    termination_real_pretrain_steps: int = 0  # termination: the run's first N steps train on --termination-real-data's
+    #                                            frames alone, half of them mirrored (a judge of real frames first),
+    #                                            then the mix above
     view_pairs: int = 6  # views: pairs of frames of one place at two headings drawn per episode (all when fewer; each
     #                      frame is encoded once, so more pairs encode more of an episode: 6 is the shipped run's)
     critic_warmup: int = 0  # adversarial: the stage's first N steps train the critic alone (the dynamics stays as it
@@ -547,9 +550,17 @@ class TerminationPool:
         best = max(TERMINATION_SHIFTS, key=lambda shift: (f1(shift), -abs(shift)))
         return float(best), f1(0.0), f1(best)
 
-    def loss(self, detector: nn.Module, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+    def loss(self, detector: nn.Module, batch_size: int, generator: torch.Generator,
+             real_only: bool = False) -> tuple[torch.Tensor, dict]:
         """The detector's loss on ``batch_size`` frames drawn uniformly, half dreamed and half real (with ``real_data``,
-        half of those real frames from it)."""
+        half of those real frames from it). ``real_only`` (``--termination-real-pretrain-steps``): every frame from
+        ``real_data``, half of them mirrored left to right (a success does not depend on the side the target is on)."""
+        if real_only:
+            j = torch.randint(0, len(self.extra_labels), (batch_size,), generator=generator)
+            frames = self.extra[j]
+            mirrored = torch.rand((batch_size,), generator=generator) < 0.5
+            frames = torch.where(mirrored[:, None, None, None], frames.flip(2), frames)
+            return detector.loss(frames, self.extra_labels[j], self.pos_weight)
         i = torch.randint(0, len(self), (batch_size,), generator=generator)
         dreamed = torch.rand((batch_size,), generator=generator) < 0.5
         frames = torch.where(dreamed[:, None, None, None], self.dream[i], self.real[i])
@@ -651,6 +662,7 @@ class StageLoss(nn.Module):
         super().__init__()
         self.critic, self.adversarial = critic, adversarial  # a registered submodule: DDP syncs its gradients too
         self.critic_only = False  # set by the training loop while the critic warms up
+        self.real_only = False  # set by the training loop while the termination detector pre-trains on real frames
         self.gradient_difference = gradient_difference
         self.own_history_grad, self.release_weight = own_history_grad, release_weight
         self.stop_windows, self.stop_coast = stop_windows, stop_coast
@@ -752,7 +764,8 @@ class StageLoss(nn.Module):
         if self.stage == "autoencoder":
             return self.model.autoencoder_loss(batch["frames"], generator=generator)
         if self.stage == "termination":  # frames of the dreams drawn before the stage (the data batch is not used)
-            return self.pool.loss(self.model.termination_detector, len(batch["episode"]), generator)
+            return self.pool.loss(self.model.termination_detector, len(batch["episode"]), generator,
+                                  real_only=self.real_only)
         if self.stage == "views":  # pairs of frames drawn before the stage (the data batch is not used)
             return self.pool.loss(self.model.prompt_views, len(batch["episode"]), generator)
         if self.stage == "memory":  # frames of the dreams drawn before the stage (the data batch is not used)
@@ -915,6 +928,7 @@ _RESUME_MUST_MATCH = {
     "memory_depth_frozen": "--memory-depth-frozen", "view_pairs": "--view-pairs",
     "termination_windows": "--termination-windows", "termination_reset_share": "--termination-reset-share",
     "termination_reset_horizon": "--termination-reset-horizon", "termination_real_data": "--termination-real-data",
+    "termination_real_pretrain_steps": "--termination-real-pretrain-steps",
     "stop_coast": "--stop-coast", "release_windows": "--release-windows", "terminal_windows": "--terminal-windows",
     "reward_kind": "--reward-kind",
     "config_overrides": "--set", "weight_decay": "--weight-decay", "warmup": "--warmup",
@@ -1161,6 +1175,7 @@ def train_stage(model: nn.Module, dataset: Any, cfg: TrainConfig, stage: str, to
             group["lr"] = lr * CRITIC_LR_SCALE
         warming = critic is not None and step < cfg.critic_warmup  # the critic alone; the dynamics waits
         getattr(loss_module, "module", loss_module).critic_only = warming
+        getattr(loss_module, "module", loss_module).real_only = step < cfg.termination_real_pretrain_steps
         with autocast:
             loss, logs = loss_module(batch, generator)
         if not torch.isfinite(loss):
@@ -1485,6 +1500,13 @@ def validate(cfg: TrainConfig) -> Any:
     if cfg.terminal_windows > 0 and cfg.stage == "reward" and not dataset.step_column("terminated").any():
         raise TrainingError(f"--terminal-windows: --data {cfg.data!r} has no step that ends an episode (terminated); "
                             "collect episodes that reach the task's end")
+    if (isinstance(cfg.termination_real_pretrain_steps, bool) or not isinstance(cfg.termination_real_pretrain_steps, int)
+            or not 0 <= cfg.termination_real_pretrain_steps <= cfg.steps):
+        raise TrainingError(f"--termination-real-pretrain-steps must be an int in [0, --steps {cfg.steps}], got "
+                            f"{cfg.termination_real_pretrain_steps!r}")
+    if cfg.termination_real_pretrain_steps and not cfg.termination_real_data:
+        raise TrainingError("--termination-real-pretrain-steps trains on the real frames of --termination-real-data: "
+                            "give it a dataset of real episodes of the env")
     if cfg.termination_real_data:
         if cfg.stage != "termination":
             raise TrainingError(f"--termination-real-data trains the termination detector: it needs `train termination`, "

@@ -286,6 +286,42 @@ def test_real_data_adds_every_real_frame_with_its_steps_ending_and_a_quarter_of_
                            termination_real_data=str(tmp_path / "two_frames")))
     out = train(train_config(data, tmp_path / "det", stage="termination", init=str(rewarded), steps=2,
                              termination_windows=8, window=6, termination_real_data=str(extra)))
+    with pytest.raises(TrainingError, match="--termination-real-pretrain-steps trains on the real frames"):
+        train(train_config(data, tmp_path / "bad", stage="termination", init=str(rewarded), steps=2,
+                           termination_real_pretrain_steps=1))
+    for bad in (-1, 3, 1.5, True):
+        with pytest.raises(TrainingError, match=r"--termination-real-pretrain-steps must be an int in \[0, --steps 2\]"):
+            train(train_config(data, tmp_path / "bad", stage="termination", init=str(rewarded), steps=2,
+                               termination_real_data=str(extra), termination_real_pretrain_steps=bad))
+    train(train_config(data, tmp_path / "pre", stage="termination", init=str(rewarded), steps=2, termination_windows=8,
+                       window=6, termination_real_data=str(extra), termination_real_pretrain_steps=1))
     from neuralsim.model import WorldModel
 
     assert WorldModel.from_pretrained(out).termination_detector is not None
+
+
+def test_real_pretraining_draws_only_real_frames_half_of_them_mirrored():
+    """``--termination-real-pretrain-steps``: while it lasts every frame of a batch is one of ``real_data``'s, with
+    its own label, and about half are mirrored left to right."""
+    pool = TerminationPool.__new__(TerminationPool)
+    n = 64
+    pool.dream, pool.real = torch.zeros(n, 8, 8, 3, dtype=torch.uint8), torch.zeros(n, 8, 8, 3, dtype=torch.uint8)
+    pool.labels, pool.pos_weight = torch.zeros(n, dtype=torch.bool), 1.0
+    extra = torch.zeros(n, 8, 8, 3, dtype=torch.uint8)
+    extra[:, :, 0] = 100 + torch.arange(n, dtype=torch.uint8)[:, None, None]  # the left column names the frame
+    pool.extra, pool.extra_labels = extra, torch.arange(n) % 3 == 0
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def loss(self, frames, labels, pos_weight):
+            seen["frames"], seen["labels"] = frames, labels
+            return torch.zeros(()), {}
+
+    pool.loss(Spy(), 4096, torch.Generator().manual_seed(0), real_only=True)
+    frames = seen["frames"]
+    left, right = frames[:, 0, 0, 0], frames[:, 0, -1, 0]
+    mirrored = right >= 100
+    assert torch.all((left >= 100) ^ mirrored)  # every frame a real one, as it is or mirrored
+    assert 0.45 < float(mirrored.float().mean()) < 0.55
+    index = torch.where(mirrored, right, left).long() - 100
+    assert torch.equal(seen["labels"], index % 3 == 0)  # each keeps its own label
