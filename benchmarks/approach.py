@@ -18,15 +18,15 @@ in a success:
 
 ``--oracle-depth`` replaces the frame memory's depth of the start frame by the room's own depth map of it (MuJoCo's
 depth buffer): what a perfect depth net would give, so the share of the gap the depth net accounts for.
-``--ball-start rest`` starts the room's ball still on the floor (the room's ``ball_start``) instead of thrown: a
-thrown ball falls and rolls on for a while at a velocity the first frame does not show, while the dream's frame
-memory holds it where the first frame has it.
+``--ball-start`` is the room's ``ball_start``: ``rest`` (the default, the room's default task) starts its ball still on
+the floor; ``thrown`` throws it: a thrown ball falls and rolls on for a while at a velocity the first frame does not
+show, while the dream's frame memory holds it where the first frame has it.
 
     OMP_NUM_THREADS=1 python benchmarks/approach.py [--model default] [--episodes 24] [--oracle-depth]
         [--ball-start thrown|rest] [--strips PNG]
 
-Prints a table; the last line is one JSON object, also written to ``benchmarks/results/approach.json`` (the ball at
-rest: ``approach_ball_rest.json``; ``--quick``:
+Prints a table; the last line is one JSON object, also written to ``benchmarks/results/approach.json`` (the ball
+thrown: ``approach_ball_thrown.json``; ``--quick``:
 4 episodes, ``approach_quick.json``; ``--name``, ``--results-dir`` to change).
 """
 
@@ -42,7 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_standard_args, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
+from _common import add_standard_args, ball_start_name, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
 from fidelity import masked_psnr, psnr_stats  # noqa: E402
 
 #: Held-out layouts of this benchmark (the transfer benchmark's are from 500,000, the fidelity benchmark's 1,000,000).
@@ -62,16 +62,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-episode-steps", type=int, default=200, help="episode limit (default 200)")
     parser.add_argument("--oracle-depth", action="store_true",
                         help="the frame memory's depth of the start frame from the room's depth buffer")
-    parser.add_argument("--ball-start", choices=NeuralSimRoomEnv.BALL_STARTS, default="thrown",
-                        help="the room's ball at reset: thrown (default, the room's: it falls and rolls for a while) or "
-                             "at rest on the floor")
+    parser.add_argument("--ball-start", choices=NeuralSimRoomEnv.BALL_STARTS, default="rest",
+                        help="the room's ball at reset: at rest on the floor (default, the room's) or thrown (it falls "
+                             "and rolls for a while)")
     parser.add_argument("--strips", type=Path, default=None,
                         help="PNG of the last 8 frames, room above dream, of the first 8 successful episodes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     add_standard_args(parser, "approach", quick_help="4 layouts (a smoke run, not a score)")
     args = parser.parse_args(argv)
-    # the ball at rest writes a results file of its own: in sequence, it overwrote the thrown ball's figures
-    resolve_standard_args(parser, args, "approach_ball_rest" if args.ball_start == "rest" else "approach")
+    resolve_standard_args(parser, args, ball_start_name("approach", args.ball_start))
     args.episodes = args.episodes if args.episodes is not None else (4 if args.quick else 24)
     if args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
@@ -85,7 +84,7 @@ def target_pixels(frames: np.ndarray) -> np.ndarray:
     return (np.abs(frames.astype(np.int32) - RED).max(axis=-1) < RED_TOLERANCE).sum(axis=(1, 2))
 
 
-def room_episode(seed: int, max_steps: int, image_size: tuple[int, int], ball_start: str = "thrown") -> dict[str, Any]:
+def room_episode(seed: int, max_steps: int, image_size: tuple[int, int], ball_start: str = "rest") -> dict[str, Any]:
     """One ``seek`` episode of the room's ball task from ``reset(seed)`` at the model's ``image_size``: frames,
     actions, the end's object mask, the first frame's depth, its description."""
     import gymnasium as gym

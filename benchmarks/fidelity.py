@@ -36,14 +36,15 @@ one, estimated to 1/8 px by minimising the MSE over shifts of the middle rows, p
 the camera faces the other way, 180°: what the dream shows there is not in the image, only in the sentence, which names
 the four walls' colours; the end frame vs the real one, with the prompt and without: ``turn_around_psnr``,
 ``ablation_no_prompt_turn_around_psnr``, ``turn_around_prompt_gain_db``); **revisit** (yaw 20 steps right and back: the frame on
-return vs the real one); **reward** on the room's default task (the ball, started in view), under the explore, sticky-random
+return vs the real one); **reward** on the room's default task (the ball, started in view, at rest; ``reward_task``), under the explore, sticky-random
 and scripted (walk to the target) policies, 16 context frames then 16 dream steps: Pearson of the dream's predicted vs
 the real reward (``reward_corr_t1_16``; the reward model when the checkpoint has one, else the heads) and termination F1
 at probability > 0.5 vs "the real agent is within reach of the target" (``termination_f1``), steps after a first success
 left out, each with a 90 % interval from resampling the episodes (``*_ci90``); beside them, where the gap is: the Pearson over the steps that end neither episode
 (``reward_corr_t1_16_progress``: the progress term alone) and how far the dream's first success falls from the real one
 (``termination_delay_median`` in steps, ``termination_within_1_step``, ``termination_missed``); ``reward_gates`` holds
-the reward issue's thresholds (0.8 each); a **long
+the reward issue's thresholds (0.8 each); ``ball_thrown`` the pooled and per-policy figures of the same protocol with
+the ball thrown (the default task until 2026-12-07; not gated); a **long
 rollout** checked for NaN and collapse (degenerate frames — flat, black, saturated, latent out of range — at more of
 100 checkpoints than the real room shows after the same actions). ``gates`` evaluates the acceptance thresholds of the issue.
 
@@ -92,11 +93,16 @@ REWARD_STEPS = 16
 #: (the keys say 90: ``reward_corr_t1_16_ci90``, ``termination_f1_ci90``).
 BOOTSTRAP_RESAMPLES, BOOTSTRAP_LEVEL = 1000, 0.9
 PROTOCOLS = ("explore", "sticky")
-# The reward and termination are judged on the room's default task (the ball, started in view) under these policies:
+# The reward and termination are judged on the room's default task (the ball, started in view, at rest since
+# 2026-12-07; the thrown ball beside it, `ball_thrown`) under these policies:
 # the collection policy, sticky-random actions, and the scripted policy that walks to the target.
 REWARD_PROTOCOLS = ("explore", "random", "scripted")
+#: What the JSON keeps of the same protocol with the ball thrown (``ball_thrown``; not gated).
+THROWN_KEYS = ("reward_corr_t1_16", "termination_f1", "reward_corr_t1_16_ci90", "termination_f1_ci90",
+               "termination_positives", "termination_predicted",
+               *(f"{m}_{p}" for p in REWARD_PROTOCOLS for m in ("reward_corr_t1_16", "termination_f1")))
 # The world's frames are judged in the room as the model's data saw it (target drawn per layout, any start heading).
-WORLD_ENV_KWARGS = {"target": None, "start_view_deg": None}
+WORLD_ENV_KWARGS = {"target": None, "start_view_deg": None, "ball_start": "thrown"}  # the world of the model's data
 DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
 MSE_FLOOR = 1e-10  # per-image PSNR of identical images: 10*log10(255^2/1e-10) = 148 dB (finite, for JSON)
 
@@ -904,6 +910,12 @@ def print_report(r: dict[str, Any], horizons: Sequence[int]) -> None:
           + f"; progress alone {_f(r.get('reward_corr_t1_16_progress'), 3)}, the dream's first success "
           f"{_f(r.get('termination_delay_median'), 1)} steps after the real one (median; within 1 step: "
           f"{_f(r.get('termination_within_1_step'), 2)}, missed: {r.get('termination_missed')})")
+    if r.get("ball_thrown"):
+        t = r["ball_thrown"]
+        print(f"  the ball thrown instead (not gated): corr t1-16 {_f(t['reward_corr_t1_16'], 3)} "
+              f"{format_interval(t.get('reward_corr_t1_16_ci90'))}; termination F1 {_f(t['termination_f1'], 3)} "
+              f"{format_interval(t.get('termination_f1_ci90'))} ({t['termination_positives']} positives, "
+              f"{t['termination_predicted']} predicted)")
     print(f"long rollout {r['long_rollout_steps']} steps: finite={r['long_rollout_finite']} collapsed={r['long_rollout_collapsed']}")
     print(f"  degenerate checkpoints: dream {_f(r.get('long_rollout_degenerate_share'), 2)}, real room after the same "
           f"actions {_f(r.get('long_rollout_real_degenerate_share'), 2)} (collapsed: dream > real + {COLLAPSE_MARGIN})")
@@ -1021,6 +1033,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # the success bonus use the room's default radius (that of the collected data).
     env = gym.make("NeuralSimRoom-v0", image_size=tuple(cfg.image_size), reach_radius=1e-3, **WORLD_ENV_KWARGS).unwrapped
     task_env = gym.make("NeuralSimRoom-v0", image_size=tuple(cfg.image_size), reach_radius=1e-3).unwrapped
+    thrown_env = gym.make("NeuralSimRoom-v0", image_size=tuple(cfg.image_size), reach_radius=1e-3,
+                          ball_start="thrown").unwrapped
+    result_task = {"ball_start": task_env.ball_start}
     reach = float(inspect.signature(type(env)).parameters["reach_radius"].default)
     rotation_px = 0.5 * cfg.image_size[0] / math.tan(math.radians(cfg.camera_fovy_deg) / 2) * math.tan(
         math.radians(env.rotation_speed_deg))
@@ -1032,6 +1047,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               "flow_shift": cfg.flow_shift, "context_window": cfg.context_window, "device": "cpu", "dtype": str(dtype).replace("torch.", ""),
                               "reward_source": ("heads" if getattr(model, "reward_model", None) is None
                                                 else f"reward model ({cfg.reward_model_kind})"),
+                              "reward_task": result_task,
                               "cpu_capability": cpu_capability(),
                               "cpu_bf16": list(cpu_bf16_flags()),
                               "threads": torch.get_num_threads()}
@@ -1044,6 +1060,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             masks += [np.stack([ep["masks"][n_ctx - 1 + h] for ep in episodes]) for h in horizons]
         env.close()
         task_env.close()
+        thrown_env.close()
         real_all, mask_all = np.concatenate(real), np.concatenate(masks)
         with torch.no_grad(), autocast:
             result.update(autoencoder_metrics(real_all, ae_roundtrip(model, real_all), mask_all))
@@ -1077,6 +1094,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result.update(reward_metrics({name: reward_protocol(name, model, task_env, seeds, k=k, n_ctx=n_ctx, reach=reach,
                                                             dream_seed=5 + i, denoise_steps=args.denoise_steps)
                                       for i, name in enumerate(REWARD_PROTOCOLS)}))
+        # the same protocol with the ball thrown (the default task until 2026-12-07): beside the gates, not in them
+        thrown = reward_metrics({name: reward_protocol(name, model, thrown_env, seeds, k=k, n_ctx=n_ctx, reach=reach,
+                                                       dream_seed=5 + i, denoise_steps=args.denoise_steps)
+                                 for i, name in enumerate(REWARD_PROTOCOLS)})
+        result["ball_thrown"] = {key: thrown.get(key) for key in THROWN_KEYS}
         sticky = protocols["sticky"]
         real_std = float(sticky["context"].astype(np.float64).std(axis=(2, 3, 4)).mean())
         result.update(long_rollout(model, sticky["context"][0, 0], sticky["prompts"][0], args.long_steps, real_std=real_std,
@@ -1084,6 +1106,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                    reach=reach))
     env.close()
     task_env.close()
+    thrown_env.close()
 
     # 4. Strips, plot, gates, table, JSON.
     times = [t for t in STRIP_TIMES if t <= protocols["explore"]["real"].shape[1]]

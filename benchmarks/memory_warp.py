@@ -40,7 +40,7 @@ from _common import add_standard_args, load_memory_model, machine_info, resolve_
 MEMORY_STEP = 15  # the last of fidelity.py's 16 context frames
 HORIZONS = (1, 2, 4, 8, 16)
 SEEDS = (16, 4)  # held-out seeds: full, --quick
-WORLD_ENV_KWARGS = {"target": None, "start_view_deg": None}  # the rooms of the model's data (fidelity.py's)
+WORLD_ENV_KWARGS = {"target": None, "start_view_deg": None, "ball_start": "thrown"}  # the rooms of the model's data (fidelity.py's)
 
 
 def episode(env: Any, seed: int, protocol: str) -> dict[str, Any]:

@@ -11,11 +11,11 @@ true target offset and place (``*_true_start``: dead reckoning's ceiling, the lo
 
     OMP_NUM_THREADS=1 python benchmarks/reward_prediction.py --model DIR [--reward-dream-trust 1.0]
     OMP_NUM_THREADS=1 python benchmarks/reward_prediction.py --model DIR --quick      # 8 seeds
-    OMP_NUM_THREADS=1 python benchmarks/reward_prediction.py --model DIR --ball-start rest  # the ball still at reset
+    OMP_NUM_THREADS=1 python benchmarks/reward_prediction.py --model DIR --ball-start thrown  # the ball thrown at reset
 
 Prints a table; the last line is one JSON object, also written to ``benchmarks/results/reward_prediction.json``
-(the ball at rest: ``reward_prediction_ball_rest.json``; ``--quick``: ``..._quick.json``; ``--results-dir``,
-``--name`` to change).
+(the room's default task, the ball at rest; the ball thrown: ``reward_prediction_ball_thrown.json``; ``--quick``:
+``..._quick.json``; ``--results-dir``, ``--name`` to change).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_standard_args, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
+from _common import add_standard_args, ball_start_name, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
 
 SEEDS = (32, 8)  # held-out seeds per policy: full, --quick
 
@@ -40,18 +40,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="checkpoint directory or shipped name")
-    parser.add_argument("--ball-start", choices=NeuralSimRoomEnv.BALL_STARTS, default="thrown",
-                        help="the room's ball at reset: thrown (default: it falls and rolls on at a velocity the context "
-                             "shows but the dream's memory does not follow) or at rest on the floor")
+    parser.add_argument("--ball-start", choices=NeuralSimRoomEnv.BALL_STARTS, default="rest",
+                        help="the room's ball at reset: at rest on the floor (default, the room's default task) or "
+                             "thrown (it falls and rolls on at a velocity the context shows but the dream's memory does "
+                             "not follow)")
     parser.add_argument("--reward-dream-trust", type=float, default=None,
                         help="a target tracker's weight of a dreamed frame's measurement, in [0, 1] (default: the model's)")
     parser.add_argument("--threads", type=int, default=None)
     add_standard_args(parser, "reward_prediction", quick_help="8 seeds per policy", seeds=SEEDS,
                       seeds_what="held-out seeds per policy (fidelity.py's)")
     args = parser.parse_args(argv)
-    # the ball at rest writes a results file of its own: in sequence, it overwrote the thrown ball's figures
-    resolve_standard_args(parser, args, "reward_prediction_ball_rest" if args.ball_start == "rest" else "reward_prediction",
-                          SEEDS)
+    resolve_standard_args(parser, args, ball_start_name("reward_prediction", args.ball_start), SEEDS)
     if args.reward_dream_trust is not None and not 0.0 <= args.reward_dream_trust <= 1.0:
         parser.error(f"--reward-dream-trust must be in [0, 1], got {args.reward_dream_trust}")
     return args

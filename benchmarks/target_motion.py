@@ -63,7 +63,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="checkpoint directory or shipped model name")
     parser.add_argument("--ball-start", choices=NeuralSimRoomEnv.BALL_STARTS, default="thrown",
-                        help="the room's ball at reset: thrown (default, the room's default task) or at rest")
+                        help="the room's ball at reset: thrown (default: the motion this oracle follows) or at rest "
+                             "(the room's default task)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     add_standard_args(parser, "target_motion", quick_help="8 seeds per policy", seeds=SEEDS,
                       seeds_what="held-out seeds per policy (the fidelity benchmark's)")

@@ -379,9 +379,9 @@ class NeuralSimRoomEnv(gym.Env):
     Drawn from ``self.np_random``: floor and wall colours and textures, object colours, object
     positions (apart from each other), the target object (the ball unless ``target`` says otherwise),
     the agent position (at least 1.5 m from the target) and heading: uniform, or with
-    ``start_view_deg`` (default 25) within that many degrees of the bearing to the target; pitch 0. The ball starts up to 0.5 m above the floor with a small
-    horizontal velocity, so it bounces and rolls (``ball_start="thrown"``, the default); ``ball_start="rest"``: on the
-    floor, still. ``reset(options={"agent_xy": (x, y), "agent_yaw":
+    ``start_view_deg`` (default 25) within that many degrees of the bearing to the target; pitch 0. The ball starts on the floor, still, until something pushes it
+    (``ball_start="rest"``, the default); ``ball_start="thrown"``: up to 0.5 m above the floor with a small horizontal
+    velocity, so it bounces and rolls (the world of the shipped model's data). ``reset(options={"agent_xy": (x, y), "agent_yaw":
     radians})`` overrides the agent's start (room frame: x east, y north, origin at the centre, yaw
     counter-clockwise from east); the layout is still drawn from the seed.
 
@@ -437,11 +437,13 @@ class NeuralSimRoomEnv(gym.Env):
       (``"...; the camera starts facing the yellow south wall"``: the wall nearest its heading, :func:`view_clause`),
       so a sentence also says what lies behind the camera (``benchmarks/prompt_heading.py``). Off by default: the
       shipped model's data has no such clause.
-    * ``ball_start``: ``"thrown"`` (default: up to 0.5 m above the floor with up to 0.8 m/s horizontally, drawn per
-      layout, so the ball falls, bounces and rolls for a while: its velocity is not in the first frame) or ``"rest"``
-      (on the floor, still, until something pushes it: a world model that starts from one frame can know where it
-      goes; ``benchmarks/approach.py --ball-start rest``). The rest of the layout is the seed's either way.
-      ``neuralsim eval transfer`` scores agents with the ball at rest (the class's ``TRANSFER_TASK``).
+    * ``ball_start``: ``"rest"`` (default: on the floor, still, until something pushes it, so a world model that
+      starts from one frame can know where it is going) or ``"thrown"`` (up to 0.5 m above the floor with up to
+      0.8 m/s horizontally, drawn per layout, so the ball falls, bounces and rolls for a while: its velocity is not in
+      the first frame; the default until 2026-12-07, the world the shipped model was trained on). The rest of the
+      layout is the seed's either way. ``neuralsim eval transfer`` scores agents with the ball at rest (the class's
+      ``TRANSFER_TASK``). Why the default: a dream started from one frame scores the task at rest (success F1 0.85
+      on the fidelity benchmark's rooms) and not the thrown one (0.67): README, "Train agents in the dream".
     * ``soft_body``: add a soft cube (a MuJoCo flex: 2×2×2 vertices held by edge-length equality
       constraints) that squashes and wobbles when pushed; drawn after the rest of the layout, so a
       seed gives the same room with and without it. Off by default: the shipped model was trained
@@ -460,7 +462,10 @@ class NeuralSimRoomEnv(gym.Env):
       red thing (``target_colour="red"``); ``target_colour=None`` gives the earlier colours. Since
       2026-12-02 ``task_spec`` also states ``walkable_half_extent`` (the dynamics are unchanged).
       Since 2026-12-05 ``describe_view=True`` adds the start heading to the description (off by default).
-      Since 2026-12-06 ``ball_start="rest"`` starts the ball still on the floor (default ``"thrown"``, as before).
+      Since 2026-12-06 ``ball_start="rest"`` starts the ball still on the floor. Since 2026-12-07 that is the
+      default task; ``ball_start="thrown"`` gives the earlier one (the dynamics are unchanged). ``task_spec`` now
+      states ``ball_start``, so ``collect --resume`` refuses a dataset collected before (its task does not say it)
+      rather than mix two starts in one dataset: continue it in a new directory.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1.0 / (TIMESTEP * FRAME_SKIP)))}
@@ -492,7 +497,7 @@ class NeuralSimRoomEnv(gym.Env):
         success_pixels: int | None = 20,
         target_colour: str | None = "red",
         describe_view: bool = False,
-        ball_start: str = "thrown",
+        ball_start: str = "rest",
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -785,13 +790,14 @@ class NeuralSimRoomEnv(gym.Env):
         ``progress_reward_scale``, ``success_bonus``, ``reach_radius`` (metres), ``contact_distance`` (metres
         between the agent's and the target's centres when they touch: the target is pushed, not passed) and
         ``walkable_half_extent`` (metres: the agent's centre stays within that of the room's centre along both
-        horizontal axes, the walls' inner faces less its radius)."""
+        horizontal axes, the walls' inner faces less its radius) and ``ball_start`` (so a dataset states how its
+        balls started, and resuming one collected under the other start is refused)."""
         # the fixed target's half size; with targets drawn per layout, the smallest (the nearest any can be)
         target = OBJECTS[self.fixed_target][2] if self.fixed_target is not None else min(h for _, _, h in OBJECTS)
         return {"kind": "reach_target", "progress_reward_scale": self.progress_reward_scale,
                 "success_bonus": self.success_bonus, "reach_radius": self.reach_radius,
                 "contact_distance": round(AGENT_RADIUS + float(target), 6),
-                "walkable_half_extent": round(self.room_half - AGENT_RADIUS, 6)}
+                "walkable_half_extent": round(self.room_half - AGENT_RADIUS, 6), "ball_start": self.ball_start}
 
     @property
     def camera_spec(self) -> dict[str, float]:

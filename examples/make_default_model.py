@@ -59,6 +59,7 @@ start_frames.safetensors, weights in fp16) is copied into neuralsim/assets/defau
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -137,7 +138,12 @@ DEPTH_LABEL_STAGES = (
 # sets the data's length) and the colours before the red target. Without the last three the collection gives other
 # frames (61,683 steps instead of 64,084).
 SHIPPED_DATA_ROOM = {"target": None, "start_view_deg": None, "reach_radius": 0.5, "success_pixels": None,
-                     "target_colour": None}
+                     "target_colour": None, "ball_start": "thrown"}
+# The ball of every collection the recipe makes: thrown, the room's default until 2026-12-07 (the default task is now the
+# ball at rest). The shipped model's dynamics, tracker, detector and start set all learned from thrown balls, and the
+# recipe reproduces it; `neuralsim eval transfer` scores agents on the env's TRANSFER_TASK (at rest) either way.
+RECIPE_BALL = {"ball_start": "thrown"}
+RECIPE_BALL_ARGS = ["--env-kwargs", json.dumps(RECIPE_BALL)]
 # Set in the installed model's config, not trained: the frame memory's pixels replace the dream's wherever the warp
 # sees them (the gate's net, trained to weigh them by squared error, blends where it is unsure, which blurs what the
 # memory holds sharp: sharpness at t+16 0.62 / 0.58 -> 0.74 / 0.77 for -0.1 to -0.2 dB; docs/experiments.md, "Depth
@@ -536,7 +542,7 @@ def main() -> None:
         if not (prompt_data / "manifest.json").exists() or recipe.resume:
             collect("NeuralSimRoom-v0", prompt_data, episodes=recipe.prompt_layouts, policy="random",
                     workers=recipe.workers, seed=recipe.prompt_seed, max_steps=1, episodes_per_shard=256,
-                    resume=(prompt_data / "manifest.json").exists())
+                    resume=(prompt_data / "manifest.json").exists(), env_kwargs=dict(RECIPE_BALL))
         train(TrainConfig(stage="prompt", out=str(prompt_dir), init=str(final_dir), data=str(prompt_data),
                           steps=recipe.prompt_steps, lr=recipe.prompt_lr, window=1, batch_size=64, warmup=100,
                           seed=recipe.seed, dtype=recipe.dtype, latent_cache_dir=str(out / "latent_cache"),
@@ -648,7 +654,7 @@ def one_frame_data_command(recipe: Recipe, out: Path, progress: bool) -> list[st
     data = out / "one_frame_data"
     if (data / "manifest.json").exists() and not recipe.resume:
         return None
-    return ([sys.executable, "-m", "neuralsim", "collect", "--env", "NeuralSimRoom-v0", "--out", str(data),
+    return ([sys.executable, "-m", "neuralsim", "collect", "--env", "NeuralSimRoom-v0", *RECIPE_BALL_ARGS, "--out", str(data),
              "--episodes", str(recipe.one_frame_episodes), "--policy", recipe.one_frame_policy, "--workers",
              str(recipe.workers), "--seed", str(recipe.one_frame_seed), "--max-steps", str(recipe.max_steps)]
             + ([] if progress else ["--no-progress"]) + (["--resume"] if (data / "manifest.json").exists() else []))
@@ -669,7 +675,7 @@ def termination_commands(recipe: Recipe, out: Path, init: Path, progress: bool) 
             (real_data, recipe.termination_real_episodes, recipe.termination_real_policy, recipe.termination_real_seed,
              recipe.termination_real_max_steps)):
         if episodes and (not (dest / "manifest.json").exists() or recipe.resume):
-            commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", "--out", str(dest), "--episodes",
+            commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", *RECIPE_BALL_ARGS, "--out", str(dest), "--episodes",
                                    str(episodes), "--policy", policy, "--workers", str(recipe.workers), "--seed",
                                    str(seed), "--max-steps", str(max_steps)]
                             + quiet + (["--resume"] if (dest / "manifest.json").exists() else []))
@@ -702,14 +708,14 @@ def reward_commands(recipe: Recipe, out: Path, init: Path, steps: int, workers: 
     cli, quiet = [sys.executable, "-m", "neuralsim"], [] if progress else ["--no-progress"]
     commands = []
     if not (reward_data / "manifest.json").exists() or recipe.resume:
-        commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", "--out", str(reward_data), "--episodes",
+        commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", *RECIPE_BALL_ARGS, "--out", str(reward_data), "--episodes",
                                str(recipe.reward_episodes), "--policy", recipe.policy, "--workers", str(workers),
                                "--seed", str(recipe.reward_seed), "--max-steps", str(recipe.max_steps)] + quiet
                         + (["--resume"] if (reward_data / "manifest.json").exists() else []))
     calibration = out / "calibration_data"
     calibrate = recipe.reward_kind == "target" and recipe.calibration_episodes > 0
     if calibrate and (not (calibration / "manifest.json").exists() or recipe.resume):
-        commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", "--out", str(calibration), "--episodes",
+        commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", *RECIPE_BALL_ARGS, "--out", str(calibration), "--episodes",
                                str(recipe.calibration_episodes), "--policy", recipe.calibration_policy, "--workers",
                                str(workers), "--seed", str(recipe.calibration_seed), "--max-steps",
                                str(recipe.max_steps)] + quiet
@@ -860,7 +866,7 @@ def collect_and_train(recipe: Recipe, log_path: Path, what: str, data: Path, col
         cli = [sys.executable, "-m", "neuralsim"]
         if not (data / "manifest.json").exists() or recipe.resume:
             collected = subprocess.run(
-                cli + ["collect", "--env", "NeuralSimRoom-v0", "--out", str(data), "--workers", "1", *collect_args,
+                cli + ["collect", "--env", "NeuralSimRoom-v0", *RECIPE_BALL_ARGS, "--out", str(data), "--workers", "1", *collect_args,
                        "--no-progress"] + (["--resume"] if (data / "manifest.json").exists() else []),
                 stdout=log, stderr=subprocess.STDOUT)
             if collected.returncode != 0:
@@ -1128,11 +1134,39 @@ def fp16_copy(model_dir: Path, dest: Path, config_updates: dict[str, Any] | None
     publish_dir(tmp, dest)
 
 
+def redraw_start_set(model_dir: Path, first_seed: int) -> None:
+    """Replace ``model_dir``'s start set by the room's default task in the same rooms: the first frames of
+    ``NeuralSimRoom-v0`` (its defaults: since 2026-12-07 the ball at rest) at seeds ``first_seed``, ``first_seed + 1``,
+    ... The recipe's start set is the first frames of its reward episodes (``Recipe.reward_seed``), collected with the
+    ball thrown (:data:`RECIPE_BALL`); a ``SanaWM-v0`` reset should show the task it scores.
+
+    Raises:
+        ValueError: a room's description differs from the start set's (they are not those seeds' rooms)."""
+    import gymnasium as gym
+    import numpy as np
+
+    from neuralsim.checkpoints import read_start_frames, write_start_frames
+
+    frames, descriptions = read_start_frames(model_dir)
+    env = gym.make("NeuralSimRoom-v0", image_size=tuple(frames.shape[1:3]))
+    redrawn = []
+    for i, description in enumerate(descriptions):
+        obs, info = env.reset(seed=first_seed + i)
+        if info["description"] != description:
+            env.close()
+            raise ValueError(f"start frame {i} of {model_dir} is not the room of seed {first_seed + i}: its description "
+                             f"{description!r}, the room's {info['description']!r}")
+        redrawn.append(obs)
+    env.close()
+    write_start_frames(model_dir, np.stack(redrawn), list(descriptions))
+
+
 def install(model_dir: Path) -> None:
     """Copy a trained model, weights in fp16, into neuralsim/assets/default/ (what `gym.make("SanaWM-v0")` loads),
-    with ``INSTALL_CONFIG`` set."""
+    with ``INSTALL_CONFIG`` set and its start set drawn in the room's default task (:func:`redraw_start_set`)."""
     assets = Path(__file__).resolve().parent.parent / "neuralsim" / "assets" / "default"
     fp16_copy(model_dir, assets, INSTALL_CONFIG)
+    redraw_start_set(assets, Recipe.reward_seed)
     print(f"installed into {assets}")
 
 

@@ -36,7 +36,8 @@ p.add_argument("--out", default="runs/ppo-in-dream", help="where the policy is s
 args = p.parse_args()
 
 # 1. The real task (the room's: the ball at rest) and first frames of 256 of its layouts, where the dream's episodes
-#    start (the checkpoint's own start set shows the data's thrown balls, whose flight no single frame shows).
+#    start, whatever start set a checkpoint ships (one collected with the ball thrown shows balls in flight, whose
+#    motion no single frame shows).
 env_id, env_kwargs = real_env_spec(args.model)
 start_frames, descriptions = real_starts(env_id, env_kwargs, [DREAM_START_SEED + i for i in range(256)])
 

@@ -545,3 +545,25 @@ def test_the_floor_stage_trains_the_floor_net_on_the_finished_model_then_merges_
             config.frame_memory_stand_min_depth) == (0.6, 4, 1.2)
     recipe.floor_stage(r, tmp_path, tmp_path / "data", tmp_path / "init", timings)
     assert len(calls) == 1  # a finished floor run is not trained again (resume)
+
+
+@pytest.mark.mujoco
+def test_the_installed_start_set_is_redrawn_in_the_rooms_default_task(recipe, tmp_path):
+    """The recipe's start set shows thrown balls (its data's); the installed one shows the same rooms in the room's
+    default task (the ball at rest); a start set of other rooms is refused."""
+    import gymnasium as gym
+
+    from neuralsim.checkpoints import read_start_frames, write_start_frames
+
+    assert recipe.RECIPE_BALL == {"ball_start": "thrown"} and recipe.SHIPPED_DATA_ROOM["ball_start"] == "thrown"
+    thrown, rest = gym.make("NeuralSimRoom-v0", ball_start="thrown"), gym.make("NeuralSimRoom-v0")
+    shots = [(thrown.reset(seed=70 + i), rest.reset(seed=70 + i)) for i in range(2)]
+    thrown.close(), rest.close()
+    write_start_frames(tmp_path, np.stack([t[0] for t, _ in shots]), [t[1]["description"] for t, _ in shots])
+    recipe.redraw_start_set(tmp_path, 70)
+    frames, descriptions = read_start_frames(tmp_path)
+    np.testing.assert_array_equal(frames, np.stack([r[0] for _, r in shots]))
+    assert descriptions == [r[1]["description"] for _, r in shots]
+    assert not np.array_equal(frames, np.stack([t[0] for t, _ in shots]))  # the balls moved to the floor
+    with pytest.raises(ValueError, match="not the room of seed 71"):
+        recipe.redraw_start_set(tmp_path, 71)

@@ -229,12 +229,12 @@ def test_walls_block_the_agent():
 
 
 def test_ball_moves_and_boxes_can_be_pushed():
-    e = make()
+    e = make(ball_start="thrown")
     e.reset(seed=5)
     s0 = e.privileged_state()
     e.step_keys("none-20")
     s1 = e.privileged_state()
-    assert np.linalg.norm(s1["objects"][0] - s0["objects"][0]) > 0.02  # the ball rolls by itself
+    assert np.linalg.norm(s1["objects"][0] - s0["objects"][0]) > 0.02  # a thrown ball rolls by itself
     np.testing.assert_allclose(s1["objects"][1:], s0["objects"][1:], atol=1e-3)  # boxes rest
     # Walk into box 1 from 1 m away, aiming at its centre.
     box = s1["objects"][1]
@@ -250,7 +250,9 @@ def test_ball_moves_and_boxes_can_be_pushed():
 
 
 def test_ball_start_rest_keeps_the_seeds_room_and_the_ball_still():
-    thrown, rest = make(), make(ball_start="rest")
+    """The default task (since 2026-12-07) starts the ball still; ``ball_start="thrown"`` throws it in the same room."""
+    thrown, rest = make(ball_start="thrown"), make()
+    assert rest.ball_start == "rest" and thrown.ball_start == "thrown"
     _, info_thrown = thrown.reset(seed=5)
     _, info_rest = rest.reset(seed=5)
     assert {k: v for k, v in rest.layout.items() if not k.startswith("ball_")} == \
@@ -260,6 +262,7 @@ def test_ball_start_rest_keeps_the_seeds_room_and_the_ball_still():
     s0 = rest.privileged_state()
     rest.step_keys("none-20")
     np.testing.assert_allclose(rest.privileged_state()["objects"][0], s0["objects"][0], atol=1e-3)  # the ball stays
+    assert thrown.layout["ball_height"] > 0.0 or thrown.layout["ball_velocity"] != [0.0, 0.0]
     assert "ball_start" in NeuralSimRoomEnv.TASK_OPTIONS  # a task option: a world model of the room serves both
     thrown.close()
     rest.close()

@@ -262,7 +262,8 @@ def test_on_the_room_the_camera_carries_the_target_where_it_really_goes(tmp_path
     manifest = json.loads((tmp_path / "room" / "manifest.json").read_text())
     env = gym.make("NeuralSimRoom-v0").unwrapped
     assert summary["episodes"] == 1 and manifest["task"] == env.task_spec
-    assert env.task_spec == {**TASK, "contact_distance": pytest.approx(0.27), "walkable_half_extent": pytest.approx(2.35)}
+    assert env.task_spec == {**TASK, "contact_distance": pytest.approx(0.27), "walkable_half_extent": pytest.approx(2.35),
+                             "ball_start": "rest"}
     spec = env.camera_spec
     rm = TargetTracker(16, 4, 8, env.task_spec, translation_speed=spec["translation_speed"],
                        rotation_speed_deg=spec["rotation_speed_deg"],
@@ -479,9 +480,11 @@ def test_reward_prediction_benchmark_on_a_tiny_tracker(tiny_checkpoint, tmp_path
                 "termination_f1_true_start"):
         assert key in result, key
     assert json.loads((tmp_path / "rp.json").read_text())["benchmark"] == "reward_prediction"
-    # each ball start has its own results file by default (in sequence, the rest run overwrote the thrown figures)
-    assert [bench.parse_args(ball).name for ball in ([], ["--ball-start", "rest"], ["--ball-start", "rest", "--quick"])] \
-        == ["reward_prediction", "reward_prediction_ball_rest", "reward_prediction_ball_rest_quick"]
+    # each ball start has its own results file by default (in sequence, one run overwrote the other's figures); the
+    # room's default task (the ball at rest) keeps the plain name
+    assert bench.parse_args([]).ball_start == "rest"
+    assert [bench.parse_args(ball).name for ball in ([], ["--ball-start", "thrown"], ["--ball-start", "thrown", "--quick"])] \
+        == ["reward_prediction", "reward_prediction_ball_thrown", "reward_prediction_ball_thrown_quick"]
     with pytest.raises(SystemExit, match="needs a model with a target tracker"):
         bench.main(["--model", str(tiny_checkpoint), "--seeds", "1", "--reward-dream-trust", "0.5",
                     "--results-dir", str(tmp_path)])
