@@ -224,6 +224,9 @@ def test_fidelity_script_on_tiny_checkpoint(tiny_checkpoint, tmp_path):
     assert result["psnr_pooled_explore_t1"] is not None and result["seeds"] == 2
     k = result["frames_per_latent"]  # the room turns 4 degrees a room step: about 180 degrees in all
     assert abs(result["turn_around_steps"] * k * 4 - 180) <= 4 * k
+    # the reward gates judge the room's default task (the ball at rest); the thrown ball is reported beside them
+    assert result["reward_task"] == {"ball_start": "rest"} and set(result["reward_gates"]) == {"reward_corr_t1_16", "termination_f1"}
+    assert set(result["ball_thrown"]) == set(F.THROWN_KEYS) and result["ball_thrown"]["termination_positives"] >= 0
     assert set(result["gates"]) >= {"idle_drop_db_t1", "yaw_shift_ratio", "ae_psnr_pooled", "long_rollout_ok"}
     assert all(set(g) == {"value", "threshold", "pass"} for g in result["gates"].values())
     assert json.loads((tmp_path / "fid.json").read_text())["psnr_pooled_sticky_t16"] == result["psnr_pooled_sticky_t16"]
