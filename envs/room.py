@@ -379,11 +379,12 @@ class NeuralSimRoomEnv(gym.Env):
     Drawn from ``self.np_random``: floor and wall colours and textures, object colours, object
     positions (apart from each other), the target object (the ball unless ``target`` says otherwise),
     the agent position (at least 1.5 m from the target) and heading: uniform, or with
-    ``start_view_deg`` (default 25) within that many degrees of the bearing to the target; pitch 0. The ball starts on the floor, still, until something pushes it
-    (``ball_start="rest"``, the default); ``ball_start="thrown"``: up to 0.5 m above the floor with a small horizontal
-    velocity, so it bounces and rolls (the world of the shipped model's data). ``reset(options={"agent_xy": (x, y), "agent_yaw":
-    radians})`` overrides the agent's start (room frame: x east, y north, origin at the centre, yaw
-    counter-clockwise from east); the layout is still drawn from the seed.
+    ``start_view_deg`` (default 25) within that many degrees of the bearing to the target; pitch 0. The ball
+    starts on the floor, still, until something pushes it (``ball_start="rest"``, the default);
+    ``ball_start="thrown"``: up to 0.5 m above the floor with a small horizontal velocity, so it bounces and rolls
+    (the world of the shipped model's data). ``reset(options={"agent_xy": (x, y), "agent_yaw": radians})``
+    overrides the agent's start (room frame: x east, y north, origin at the centre, yaw counter-clockwise from
+    east); the layout is still drawn from the seed.
 
     ## Episode End
 

@@ -456,3 +456,21 @@ def test_describe_view_states_the_wall_the_camera_starts_facing():
     with pytest.raises(ValueError, match="describe_view"):
         make(describe_view="yes")
     plain.close(), described.close()
+
+
+def test_a_dataset_states_its_ball_start_and_resuming_one_of_the_earlier_default_is_refused(tmp_path):
+    """Datasets collected before 2026-12-07 threw the ball without saying so (their ``task`` has no ``ball_start``);
+    continuing one under today's default (the ball at rest) would mix two starts in one dataset, so it is refused."""
+    import json
+
+    from neuralsim.data import collect
+
+    out = tmp_path / "room"
+    collect("NeuralSimRoom-v0", out, episodes=1, max_steps=2, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["task"]["ball_start"] == "rest" and manifest["env_kwargs"].get("ball_start") is None
+    del manifest["task"]["ball_start"]  # as a dataset of the earlier default reads
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="collected with task="):
+        collect("NeuralSimRoom-v0", out, episodes=2, max_steps=2, progress=False, resume=True)
+    assert json.loads((out / "manifest.json").read_text())["episodes"] == 1  # nothing added
