@@ -654,8 +654,8 @@ def one_frame_data_command(recipe: Recipe, out: Path, progress: bool) -> list[st
     data = out / "one_frame_data"
     if (data / "manifest.json").exists() and not recipe.resume:
         return None
-    return ([sys.executable, "-m", "neuralsim", "collect", "--env", "NeuralSimRoom-v0", *RECIPE_BALL_ARGS, "--out", str(data),
-             "--episodes", str(recipe.one_frame_episodes), "--policy", recipe.one_frame_policy, "--workers",
+    return ([sys.executable, "-m", "neuralsim", "collect", "--env", "NeuralSimRoom-v0", *RECIPE_BALL_ARGS,
+             "--out", str(data), "--episodes", str(recipe.one_frame_episodes), "--policy", recipe.one_frame_policy, "--workers",
              str(recipe.workers), "--seed", str(recipe.one_frame_seed), "--max-steps", str(recipe.max_steps)]
             + ([] if progress else ["--no-progress"]) + (["--resume"] if (data / "manifest.json").exists() else []))
 
@@ -675,8 +675,8 @@ def termination_commands(recipe: Recipe, out: Path, init: Path, progress: bool) 
             (real_data, recipe.termination_real_episodes, recipe.termination_real_policy, recipe.termination_real_seed,
              recipe.termination_real_max_steps)):
         if episodes and (not (dest / "manifest.json").exists() or recipe.resume):
-            commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", *RECIPE_BALL_ARGS, "--out", str(dest), "--episodes",
-                                   str(episodes), "--policy", policy, "--workers", str(recipe.workers), "--seed",
+            commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", *RECIPE_BALL_ARGS, "--out", str(dest),
+                                   "--episodes", str(episodes), "--policy", policy, "--workers", str(recipe.workers), "--seed",
                                    str(seed), "--max-steps", str(max_steps)]
                             + quiet + (["--resume"] if (dest / "manifest.json").exists() else []))
     commands.append(cli + ["train", "termination", "--init", str(init), "--data",
@@ -708,15 +708,15 @@ def reward_commands(recipe: Recipe, out: Path, init: Path, steps: int, workers: 
     cli, quiet = [sys.executable, "-m", "neuralsim"], [] if progress else ["--no-progress"]
     commands = []
     if not (reward_data / "manifest.json").exists() or recipe.resume:
-        commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", *RECIPE_BALL_ARGS, "--out", str(reward_data), "--episodes",
-                               str(recipe.reward_episodes), "--policy", recipe.policy, "--workers", str(workers),
+        commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", *RECIPE_BALL_ARGS, "--out", str(reward_data),
+                               "--episodes", str(recipe.reward_episodes), "--policy", recipe.policy, "--workers", str(workers),
                                "--seed", str(recipe.reward_seed), "--max-steps", str(recipe.max_steps)] + quiet
                         + (["--resume"] if (reward_data / "manifest.json").exists() else []))
     calibration = out / "calibration_data"
     calibrate = recipe.reward_kind == "target" and recipe.calibration_episodes > 0
     if calibrate and (not (calibration / "manifest.json").exists() or recipe.resume):
-        commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", *RECIPE_BALL_ARGS, "--out", str(calibration), "--episodes",
-                               str(recipe.calibration_episodes), "--policy", recipe.calibration_policy, "--workers",
+        commands.append(cli + ["collect", "--env", "NeuralSimRoom-v0", *RECIPE_BALL_ARGS, "--out", str(calibration),
+                               "--episodes", str(recipe.calibration_episodes), "--policy", recipe.calibration_policy, "--workers",
                                str(workers), "--seed", str(recipe.calibration_seed), "--max-steps",
                                str(recipe.max_steps)] + quiet
                         + (["--resume"] if (calibration / "manifest.json").exists() else []))
@@ -866,8 +866,8 @@ def collect_and_train(recipe: Recipe, log_path: Path, what: str, data: Path, col
         cli = [sys.executable, "-m", "neuralsim"]
         if not (data / "manifest.json").exists() or recipe.resume:
             collected = subprocess.run(
-                cli + ["collect", "--env", "NeuralSimRoom-v0", *RECIPE_BALL_ARGS, "--out", str(data), "--workers", "1", *collect_args,
-                       "--no-progress"] + (["--resume"] if (data / "manifest.json").exists() else []),
+                cli + ["collect", "--env", "NeuralSimRoom-v0", *RECIPE_BALL_ARGS, "--out", str(data), "--workers", "1",
+                       *collect_args, "--no-progress"] + (["--resume"] if (data / "manifest.json").exists() else []),
                 stdout=log, stderr=subprocess.STDOUT)
             if collected.returncode != 0:
                 log.write(f"\nthe {what} collection exited with {collected.returncode}\n")
@@ -1164,9 +1164,13 @@ def redraw_start_set(model_dir: Path, first_seed: int) -> None:
 def install(model_dir: Path) -> None:
     """Copy a trained model, weights in fp16, into neuralsim/assets/default/ (what `gym.make("SanaWM-v0")` loads),
     with ``INSTALL_CONFIG`` set and its start set drawn in the room's default task (:func:`redraw_start_set`)."""
+    from neuralsim.checkpoints import publish_dir
+
     assets = Path(__file__).resolve().parent.parent / "neuralsim" / "assets" / "default"
-    fp16_copy(model_dir, assets, INSTALL_CONFIG)
-    redraw_start_set(assets, Recipe.reward_seed)
+    staged = assets.with_name(".default-install")  # the start set redrawn before the assets change
+    fp16_copy(model_dir, staged, INSTALL_CONFIG)
+    redraw_start_set(staged, Recipe.reward_seed)
+    publish_dir(staged, assets)
     print(f"installed into {assets}")
 
 
