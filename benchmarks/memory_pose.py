@@ -54,7 +54,8 @@ def object_warp_psnr(memory_module: Any, memory: torch.Tensor, rel: torch.Tensor
 
 def run_camera(model: Any, fields: dict[str, Any], episodes: list[dict], n_ctx: int, dream_seed: int) -> list[tuple]:
     """The dream of ``episodes`` with the config ``fields`` set; per dream step the frame memory's
-    ``(memory, rel, depth)``."""
+    ``(memory, rel, depth)`` of its last remembered frame (the last context frame). A memory of several frames
+    (``frame_memory_frames``) is called once per frame each step, the earlier ones first and the last one last."""
     import fidelity
 
     model.config = model.config.replace(**fields)
@@ -70,7 +71,12 @@ def run_camera(model: Any, fields: dict[str, Any], episodes: list[dict], n_ctx: 
                                dream_seed, None)
     finally:
         hook.remove()
-    return calls
+    steps = future_actions.shape[1]
+    if not calls or len(calls) % steps:
+        raise RuntimeError(f"the frame memory was called {len(calls)} times in {steps} dream steps; expected the same "
+                           "number each step")
+    per_step = len(calls) // steps
+    return calls[per_step - 1::per_step]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

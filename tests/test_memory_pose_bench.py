@@ -50,3 +50,20 @@ def test_memory_pose_script_on_a_tiny_model_with_a_depth_memory(tmp_path):
     with pytest.raises(SystemExit, match="no frame memory"):
         script.main(["--model", str(save_tiny_checkpoint(tmp_path / "plain")), "--seeds", "1",
                      "--results-dir", str(tmp_path)])
+
+
+@pytest.mark.mujoco
+def test_memory_pose_scores_the_last_remembered_frame_of_a_memory_of_several(tmp_path):
+    """A memory of three frames is called three times a dream step (the earlier frames first): the pose scored is the
+    last context frame's, so the servo's pose error stays a few millimetres, not the distance to an earlier frame
+    (the script read an earlier frame's call once the shipped memory held three frames, until 2026-12-07)."""
+    from conftest import make_tiny_model
+
+    script = load_script("benchmarks/memory_pose.py", "memory_pose_bench")
+    model = make_tiny_model(frames_per_latent=1, frame_memory_width=4, frame_memory_depth_width=4, frame_memory_frames=3,
+                            camera_translation_speed=0.08, camera_rotation_speed_deg=4.0, camera_fovy_deg=70.0)
+    path = save_tiny_checkpoint(tmp_path / "tiny3", model=model)
+    result = script.main(["--model", str(path), "--seeds", "2", "--results-dir", str(tmp_path), "--name", "mp3"])
+    for h in script.HORIZONS:
+        assert result[f"translation_error_max_servo_t{h}"] < 0.05  # the earlier frames lie 0.2-1 m away
+        assert result[f"translation_error_mean_servo_t{h}"] < result[f"room_translation_mean_t{h}"]
