@@ -245,15 +245,19 @@ def resolve_standard_args(parser: argparse.ArgumentParser, args: argparse.Namesp
     return args
 
 
-def ball_start_name(name: str, ball_start: str) -> str:
-    """A benchmark's results name for the room's ``ball_start``: ``name`` for the room's default task, else
-    ``name_ball_<ball_start>`` (each ball start keeps a file of its own: in sequence, one run overwrote the other's)."""
+def room_ball_start() -> str:
+    """The room's default ``ball_start`` (its default task's), read from its signature."""
     import inspect
 
     from neuralsim.envs.room import NeuralSimRoomEnv
 
-    default = inspect.signature(NeuralSimRoomEnv).parameters["ball_start"].default
-    return name if ball_start == default else f"{name}_ball_{ball_start}"
+    return inspect.signature(NeuralSimRoomEnv).parameters["ball_start"].default
+
+
+def ball_start_name(name: str, ball_start: str) -> str:
+    """A benchmark's results name for the room's ``ball_start``: ``name`` for the room's default task, else
+    ``name_ball_<ball_start>`` (each ball start keeps a file of its own: in sequence, one run overwrote the other's)."""
+    return name if ball_start == room_ball_start() else f"{name}_ball_{ball_start}"
 
 
 def write_result(result: dict[str, Any], out: str | os.PathLike) -> None:

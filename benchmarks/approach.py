@@ -42,7 +42,8 @@ from typing import Any, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_standard_args, ball_start_name, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
+from _common import (add_standard_args, ball_start_name, machine_info, resolve_standard_args, room_ball_start,  # noqa: E402
+                     rounded, set_threads, write_result)
 from fidelity import masked_psnr, psnr_stats  # noqa: E402
 
 #: Held-out layouts of this benchmark (the transfer benchmark's are from 500,000, the fidelity benchmark's 1,000,000).
@@ -62,7 +63,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-episode-steps", type=int, default=200, help="episode limit (default 200)")
     parser.add_argument("--oracle-depth", action="store_true",
                         help="the frame memory's depth of the start frame from the room's depth buffer")
-    parser.add_argument("--ball-start", choices=NeuralSimRoomEnv.BALL_STARTS, default="rest",
+    parser.add_argument("--ball-start", choices=NeuralSimRoomEnv.BALL_STARTS, default=room_ball_start(),
                         help="the room's ball at reset: at rest on the floor (default, the room's) or thrown (it falls "
                              "and rolls for a while)")
     parser.add_argument("--strips", type=Path, default=None,
@@ -84,7 +85,7 @@ def target_pixels(frames: np.ndarray) -> np.ndarray:
     return (np.abs(frames.astype(np.int32) - RED).max(axis=-1) < RED_TOLERANCE).sum(axis=(1, 2))
 
 
-def room_episode(seed: int, max_steps: int, image_size: tuple[int, int], ball_start: str = "rest") -> dict[str, Any]:
+def room_episode(seed: int, max_steps: int, image_size: tuple[int, int], ball_start: str) -> dict[str, Any]:
     """One ``seek`` episode of the room's ball task from ``reset(seed)`` at the model's ``image_size``: frames,
     actions, the end's object mask, the first frame's depth, its description."""
     import gymnasium as gym

@@ -40,7 +40,6 @@ from _common import add_standard_args, load_memory_model, machine_info, resolve_
 MEMORY_STEP = 15  # the last of fidelity.py's 16 context frames
 HORIZONS = (1, 2, 4, 8, 16)
 SEEDS = (16, 4)  # held-out seeds: full, --quick
-WORLD_ENV_KWARGS = {"target": None, "start_view_deg": None, "ball_start": "thrown"}  # the rooms of the model's data (fidelity.py's)
 
 
 def episode(env: Any, seed: int, protocol: str) -> dict[str, Any]:
@@ -117,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import gymnasium as gym
 
     import neuralsim  # noqa: F401  (registers the envs)
+    from fidelity import WORLD_ENV_KWARGS  # the rooms of the model's data
 
     t0 = time.perf_counter()
     model = load_memory_model(args.model)

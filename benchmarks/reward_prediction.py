@@ -30,7 +30,8 @@ from typing import Any, Sequence
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_standard_args, ball_start_name, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
+from _common import (add_standard_args, ball_start_name, machine_info, resolve_standard_args, room_ball_start,  # noqa: E402
+                     rounded, set_threads, write_result)
 
 SEEDS = (32, 8)  # held-out seeds per policy: full, --quick
 
@@ -40,7 +41,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="checkpoint directory or shipped name")
-    parser.add_argument("--ball-start", choices=NeuralSimRoomEnv.BALL_STARTS, default="rest",
+    parser.add_argument("--ball-start", choices=NeuralSimRoomEnv.BALL_STARTS, default=room_ball_start(),
                         help="the room's ball at reset: at rest on the floor (default, the room's default task) or "
                              "thrown (it falls and rolls on at a velocity the context shows but the dream's memory does "
                              "not follow)")
