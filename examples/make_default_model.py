@@ -133,17 +133,17 @@ DEPTH_LABEL_STAGES = (
                     flip=True, regate=False),
 )
 
-# The rooms of the shipped model's data, which predates the ball task (the room's version history): a target drawn
-# per layout, a uniform start heading, the success of 2026-11-30 (within 0.5 m, no view test; it ends episodes, so it
-# sets the data's length) and the colours before the red target. Without the last three the collection gives other
-# frames (61,683 steps instead of 64,084).
-SHIPPED_DATA_ROOM = {"target": None, "start_view_deg": None, "reach_radius": 0.5, "success_pixels": None,
-                     "target_colour": None, "ball_start": "thrown"}
 # The ball of every collection the recipe makes: thrown, the room's default until 2026-12-07 (the default task is now the
 # ball at rest). The shipped model's dynamics, tracker, detector and start set all learned from thrown balls, and the
 # recipe reproduces it; `neuralsim eval transfer` scores agents on the env's TRANSFER_TASK (at rest) either way.
 RECIPE_BALL = {"ball_start": "thrown"}
 RECIPE_BALL_ARGS = ["--env-kwargs", json.dumps(RECIPE_BALL)]
+# The rooms of the shipped model's data, which predates the ball task (the room's version history): a target drawn
+# per layout, a uniform start heading, the success of 2026-11-30 (within 0.5 m, no view test; it ends episodes, so it
+# sets the data's length) and the colours before the red target. Without the last three the collection gives other
+# frames (61,683 steps instead of 64,084).
+SHIPPED_DATA_ROOM = {"target": None, "start_view_deg": None, "reach_radius": 0.5, "success_pixels": None,
+                     "target_colour": None, **RECIPE_BALL}
 # Set in the installed model's config, not trained: the frame memory's pixels replace the dream's wherever the warp
 # sees them (the gate's net, trained to weigh them by squared error, blends where it is unsure, which blurs what the
 # memory holds sharp: sharpness at t+16 0.62 / 0.58 -> 0.74 / 0.77 for -0.1 to -0.2 dB; docs/experiments.md, "Depth
