@@ -263,19 +263,20 @@ def reprojection_grid(rel: torch.Tensor, depth: torch.Tensor | None, height: int
     # float64 for the rotation alone (a still camera gives the identity exactly); float32 with depth, whose own
     # precision is far coarser (and a depth warp runs on every decoded frame of a batch)
     dtype = torch.float64 if depth is None else torch.float32
-    dirs_new = _pixel_directions(height, width, intrinsics, rel.device).to(dtype)  # (S, 3)
-    points = torch.einsum("bij,sj->bsi", rel[:, :3, :3].to(dtype), dirs_new)  # (B, S, 3), directions at depth 1
-    z = torch.full_like(points[..., 2], math.inf)
+    xs, ys = _pixel_axes(height, width, intrinsics, rel.device, dtype)
+    x, y, z = _rotated_directions(rel[:, :3, :3].to(dtype), xs, ys)  # (B, H, W) each: directions at depth 1
+    far = torch.full_like(z, math.inf)
     if depth is not None:  # an infinite depth (nothing known there) moves with the rotation alone
-        depth = depth.reshape(len(rel), -1, 1).to(dtype)
+        depth = depth.reshape(z.shape).to(dtype)
         finite = torch.isfinite(depth)
-        points = torch.where(finite, points * depth.where(finite, 0) + rel[:, None, :3, 3].to(dtype), points)
-        z = torch.where(finite[..., 0], points[..., 2], z)
-    front = points[..., 2].clamp_min(1e-3)  # behind the previous camera: pushed far off-screen (border value)
-    u = (fx * points[..., 0] / front + cx) / max(width - 1, 1) * 2 - 1
-    v = (fy * points[..., 1] / front + cy) / max(height - 1, 1) * 2 - 1
-    grid = torch.stack([u, v], dim=-1).reshape(-1, height, width, 2).float()
-    return grid, z.reshape(-1, height, width).float()
+        d = depth.where(finite, 0)
+        t = rel[:, :3, 3].to(dtype)[:, :, None, None]
+        x, y, z = (torch.where(finite, torch.addcmul(t[:, k], a, d), a) for k, a in enumerate((x, y, z)))
+        far = torch.where(finite, z, far)
+    front = z.clamp_min(1e-3)  # behind the previous camera: pushed far off-screen (border value)
+    u = (fx * x / front + cx) / max(width - 1, 1) * 2 - 1
+    v = (fy * y / front + cy) / max(height - 1, 1) * 2 - 1
+    return torch.stack([u, v], dim=-1).float(), far.float()
 
 
 def _min3x3(x: torch.Tensor) -> torch.Tensor:
@@ -287,6 +288,23 @@ def _min3x3(x: torch.Tensor) -> torch.Tensor:
     return torch.minimum(torch.minimum(rows[:, 0:H], rows[:, 1:H + 1]), rows[:, 2:H + 2])
 
 
+def _pixel_axes(height: int, width: int, intrinsics: Sequence[float], device: torch.device, dtype: torch.dtype
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The x of :func:`_pixel_directions` along a row ``[1, 1, width]`` and its y down a column ``[1, height, 1]``
+    (its z is 1): a direction's x depends on its column alone and its y on its row, so a rotation of every pixel's
+    direction is a sum of a row and a column, one pass over the image instead of a (pixels × 3) @ (3 × 3) product."""
+    fx, fy, cx, cy = (float(v) for v in intrinsics)
+    xs = (torch.arange(width, dtype=torch.float64, device=device) - cx) / fx
+    ys = (torch.arange(height, dtype=torch.float64, device=device) - cy) / fy
+    return xs.to(dtype).view(1, 1, width), ys.to(dtype).view(1, height, 1)
+
+
+def _rotated_directions(rot: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> list[torch.Tensor]:
+    """``rot [B, 3, 3] @ (x, y, 1)`` for every pixel: three ``[B, H, W]`` planes (row ``k`` of ``rot`` gives plane k)."""
+    r = rot[:, :, :, None, None]  # (B, 3, 3, 1, 1)
+    return [torch.addcmul(r[:, k, 2] + r[:, k, 1] * ys, r[:, k, 0], xs) for k in range(3)]
+
+
 def project_depth(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each pixel of a previous view's ``depth [B, H, W]`` as a 3-D point projected into the new camera ``rel``:
@@ -294,12 +312,16 @@ def project_depth(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float
     :func:`splat_depth` take it as ``projected`` where a caller needs both (the projection computed once)."""
     B, H, W = depth.shape
     fx, fy, cx, cy = intrinsics = camera_intrinsics(H, W, fovy_deg)
-    dirs = _pixel_directions(H, W, intrinsics, depth.device).float()  # (S, 3)
-    points = depth.reshape(B, -1, 1).float() * dirs - rel[:, None, :3, 3].float()  # previous frame, new origin
-    points = points @ rel[:, :3, :3].float()  # R^T p: into the new camera's axes
-    z = points[..., 2]
-    zc = z.clamp_min(1e-2)
-    return fx * points[..., 0] / zc + cx, fy * points[..., 1] / zc + cy, z, z > 1e-2
+    xs, ys = _pixel_axes(H, W, intrinsics, depth.device, torch.float32)
+    # p' = R^T (d * dir - t) = d * (R^T dir) - R^T t, plane by plane (fp32, as the depth)
+    rot_t = rel[:, :3, :3].float().transpose(1, 2)
+    shift = (rot_t @ rel[:, :3, 3:].float())[:, :, :, None]  # (B, 3, 1, 1)
+    depth = depth.float()
+    x, y, z = (torch.addcmul(-shift[:, k], depth, a) for k, a in enumerate(_rotated_directions(rot_t, xs, ys)))
+    inv_z = z.clamp_min(1e-2).reciprocal_()
+    u = torch.addcmul(torch.full_like(x, cx), x, inv_z, value=fx)
+    v = torch.addcmul(torch.full_like(y, cy), y, inv_z, value=fy)
+    return u.view(B, -1), v.view(B, -1), z.view(B, -1), z.view(B, -1) > 1e-2
 
 
 def floor_depth(c2w: torch.Tensor, height: int, width: int, fovy_deg: float, camera_height: float) -> torch.Tensor:
@@ -321,8 +343,8 @@ def splat_lands(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float,
     ``projected``: :func:`project_depth` of ``(rel, depth)`` when the caller has it."""
     H, W = depth.shape[-2:]
     u, v, _, front = project_depth(rel, depth, fovy_deg) if projected is None else projected
-    u0, v0 = u.floor(), v.floor()  # a point writes the four pixels around it: its top-left one from -1
-    return (front & (u0 >= -1) & (u0 <= W - 1) & (v0 >= -1) & (v0 <= H - 1)).any(dim=1)
+    # a point writes the four pixels around it: its top-left one, floor(u), from -1 to W - 1 (so -1 <= u < W)
+    return (front & (u >= -1) & (u < W) & (v >= -1) & (v < H)).any(dim=1)
 
 
 def splat_depth(rel: torch.Tensor, depth: torch.Tensor, fovy_deg: float, fill: int = 2,

@@ -172,7 +172,8 @@ def _sample(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 
 def _inside(grid: torch.Tensor) -> torch.Tensor:
-    return (grid.abs() <= 1).all(-1)[:, None]
+    within = grid.abs() <= 1
+    return (within[..., 0] & within[..., 1])[:, None]  # (an all() over a last dim of 2 is ~10x slower on a CPU)
 
 
 def photometric_depth_loss(depth_net: nn.Module, first: torch.Tensor, second: torch.Tensor, rel: torch.Tensor,

@@ -170,6 +170,50 @@ def test_the_depth_warps_shortcuts_give_the_reference_computation_bit_for_bit():
     assert see.tolist() != [True] * B and see.any()  # both kinds of rows
 
 
+def test_the_warp_geometry_is_the_float64_projection_to_within_a_thousandth_of_a_pixel():
+    """project_depth and reprojection_grid rotate every pixel's direction as a sum of a row and a column (one pass
+    instead of a (pixels x 3) @ (3 x 3) product per camera): the same points as the plain product in float64."""
+    from neuralsim.camera import _pixel_directions, camera_intrinsics, project_depth, reprojection_grid
+
+    torch.manual_seed(1)
+    B, H, W, fovy = 5, 24, 32, 70.0
+    depth = 0.3 + 4 * torch.rand(B, H, W)
+    rels = torch.stack([_yaw_pose(a, forward=f) for a, f in [(0, 0.0), (7, 0.2), (-35, 0.1), (90, -0.3), (170, 0.4)]])
+    rels[:, 1, 3] = torch.linspace(-0.1, 0.1, B, dtype=rels.dtype)
+    fx, fy, cx, cy = intrinsics = camera_intrinsics(H, W, fovy)
+    dirs = _pixel_directions(H, W, intrinsics, torch.device("cpu"))  # (S, 3) float64
+    R, t = rels[:, :3, :3].double(), rels[:, :3, 3].double()
+    # project_depth: each remembered point, R^T (d dir - t), into the new camera's pixels
+    points = (depth.reshape(B, -1, 1).double() * dirs - t[:, None]) @ R
+    u, v, z, front = project_depth(rels, depth, fovy)
+    torch.testing.assert_close(z, points[..., 2].float(), rtol=1e-5, atol=1e-5)
+    zc = points[..., 2].clamp_min(1e-2)
+    near = points[..., 2] > 0.1  # (behind the camera the pixels lie thousands of pixels off, float32's step there)
+    assert (u - (fx * points[..., 0] / zc + cx))[near].abs().max() < 1e-3
+    assert (v - (fy * points[..., 1] / zc + cy))[near].abs().max() < 1e-3
+    assert torch.equal(front, points[..., 2] > 1e-2)
+    # reprojection_grid: each new pixel, R (d dir) + t, into the previous view's grid_sample coordinates
+    depth[0, :4] = math.inf  # unknown pixels move with the rotation alone
+    for d in (depth, None):
+        grid, far = reprojection_grid(rels, d, H, W, fovy)
+        p = torch.einsum("bij,sj->bsi", R, dirs)
+        if d is not None:
+            dd = d.reshape(B, -1, 1).double()
+            p = torch.where(torch.isfinite(dd), p * dd.nan_to_num(posinf=0) + t[:, None], p)
+        pz = p[..., 2].clamp_min(1e-3)
+        ref = torch.stack([(fx * p[..., 0] / pz + cx) / (W - 1) * 2 - 1, (fy * p[..., 1] / pz + cy) / (H - 1) * 2 - 1], -1)
+        ahead = (p[..., 2] > 0.1).reshape(B, H, W)
+        assert (grid - ref.reshape(B, H, W, 2).float())[ahead].abs().max() * (W - 1) / 2 < 1e-3  # in pixels
+        if d is not None:
+            known = torch.isfinite(d)
+            torch.testing.assert_close(far[known], p[..., 2].reshape(B, H, W)[known].float(), rtol=1e-5, atol=1e-5)
+            assert torch.isinf(far[~known]).all()
+    still = torch.eye(4, dtype=torch.float64)[None]  # a still camera sees its previous frame in place
+    grid, _ = reprojection_grid(still, None, H, W, fovy)
+    xs, ys = torch.linspace(-1, 1, W), torch.linspace(-1, 1, H)
+    torch.testing.assert_close(grid[0], torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1), rtol=0, atol=1e-6)
+
+
 def test_the_memory_range_is_a_config_field_that_keeps_the_memory_longer():
     """``frame_memory_range_steps``: 0 keeps each memory's default range; a longer one keeps a walked-away camera's
     memory pixels (the default's gate has closed by then); bad values are refused naming the field."""

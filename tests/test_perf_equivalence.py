@@ -145,6 +145,33 @@ def test_fast_step_bf16_autocast_matches_reference():
     _assert_same(fast, ref, atol=1e-3)  # the same bf16 ops, in a different order in a few places
 
 
+@pytest.mark.parametrize("sink,window", [(1, 2), (0, 3), (2, 1), (1, 0)])
+def test_the_softmax_cache_keeps_the_sink_frames_and_the_latest_window(sink, window):
+    """The cache after frames written several at a time (a context) and one at a time (streaming): the first
+    ``sink`` frames in their slots, then the latest ``window`` frames oldest first (-1 where none yet)."""
+    from neuralsim.dynamics import Attention
+
+    model = make_tiny_model(attention_sink_frames=sink, attention_window=window)
+    attn = Attention(model.config, "softmax")
+    B, S, nh, D = 2, 3, attn.heads, attn.head_dim
+    start = torch.tensor([0, 0])
+    cache = None
+    written = 0
+    for T in (3, 1, 2, 1, 1, 5, 1):  # frames written per call
+        frames = torch.arange(written, written + T, dtype=torch.float32)
+        k = frames.view(1, 1, T, 1, 1).expand(B, nh, T, S, D)  # each frame's keys hold its index
+        cache = attn._update_cache(cache or {}, k, -k, start + written)
+        written += T
+        expected = list(range(min(sink, written)))
+        expected += [-1] * (sink - len(expected))
+        later = [f for f in range(written) if f >= sink][-window:] if window else []
+        expected += [-1] * (window - len(later)) + later
+        assert cache["frame"].tolist() == [expected] * B
+        for slot, f in enumerate(expected):
+            if f >= 0:
+                assert (cache["k"][:, :, slot] == f).all() and (cache["v"][:, :, slot] == -f).all()
+
+
 def test_every_pass_is_a_module_call():
     """Forward hooks on the dynamics see each denoise pass of the fast path (profilers rely on it)."""
     model = make_tiny_model()
