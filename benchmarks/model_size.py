@@ -1,0 +1,160 @@
+"""What a smaller dynamics would buy: the dream's env-steps/s at batch 64 with the model's dynamics narrowed or made
+shallower, against the real room (the performance issue's ``vs_room_latent`` asks 1.5x, ``vs_room`` 0.5x).
+
+Each variant is the model's own config (``--model``, default the shipped one) with the dynamics' ``width`` (its
+heads keep 32 channels each, the prompt tokens the same width) or ``depth`` (its softmax block kept in the middle)
+changed, built with seeded random weights (the speed does not depend on them; the termination head set to "never",
+so episodes end by truncation only) and saved with the model's start set, then stepped in a ``WorldModelVectorEnv``
+exactly as ``benchmarks/throughput.py`` steps the shipped one. The variants are timed interleaved, best of
+``--repeats`` passes (the speed of a shared machine drifts by tens of percent within minutes), each dtype and
+observation type in turn. No variant is trained: this says what the gates ask of a model's size, not what fidelity
+a smaller model keeps.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/model_size.py --threads 1            # latent and rgb, fp32 and bf16
+    OMP_NUM_THREADS=1 python benchmarks/model_size.py --quick --threads 1    # about a minute
+
+Prints a table; the last line is one JSON object, also written to benchmarks/results/model_size.json (``--quick``:
+model_size_quick.json). The figures name the CPU (``cpu_capability``, ``cpu_bf16``) and dtype of each row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (add_standard_args, machine_info, resolve_standard_args, room_steps_per_s, rounded,  # noqa: E402
+                     set_threads, write_result)
+from throughput import make_env  # noqa: E402
+
+HEAD_DIM = 32  # channels per head, as the shipped dynamics has them (width 128, 4 heads)
+#: (name, width, depth): the dynamics sizes measured; None keeps the model's own.
+VARIANTS = (("as shipped", None, None), ("width 96", 96, None), ("width 64", 64, None), ("depth 3", None, 3),
+            ("width 64, depth 4", 64, 4))
+QUICK_VARIANTS = ("as shipped", "width 64, depth 4")
+TARGETS = {"latent": 1.5, "rgb": 0.5}  # x the room at batch 64 (vs_room_latent, vs_room)
+
+
+def variant_config(config: Any, width: int | None, depth: int | None) -> Any:
+    """``config`` with the dynamics' ``width`` (heads of :data:`HEAD_DIM` channels, prompt tokens as wide) and
+    ``depth`` (one softmax block, at the middle, as the shipped model's) replaced where given."""
+    changes: dict[str, Any] = {}
+    if width is not None:
+        changes.update(width=width, num_heads=max(1, width // HEAD_DIM), text_width=width)
+    if depth is not None:
+        changes.update(depth=depth, softmax_blocks=[depth // 2] if config.softmax_blocks else [])
+    return config.replace(**changes)
+
+
+def save_variant(model_dir: Path, config: Any, out: Path) -> int:
+    """A random-weights model of ``config`` saved to ``out`` with ``model_dir``'s start set; returns the dynamics'
+    parameter count."""
+    from neuralsim.model import WorldModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = WorldModel(config).eval()
+    if getattr(net, "termination_head", None) is not None:  # "never": an untrained head would end half the episodes
+        with torch.no_grad():
+            net.termination_head.net[-1].weight.zero_()
+            net.termination_head.net[-1].bias.fill_(-6.0)
+    net.save_pretrained(out)
+    start_set = model_dir / "start_frames.safetensors"
+    if start_set.is_file():
+        shutil.copy(start_set, out / start_set.name)
+    return sum(p.numel() for p in net.dynamics.parameters())
+
+
+def env_steps_per_s(path: Path, batch: int, dtype: str, obs_type: str, steps: int) -> float:
+    """Env-steps/s of ``batch`` dream envs over ``steps`` steps after two warm-up steps."""
+    env = make_env(str(path), batch, dtype, obs_type=obs_type)
+    try:
+        actions = [env.action_space.sample() for _ in range(steps + 2)]
+        for a in actions[:2]:
+            env.step(a)
+        t0 = time.perf_counter()
+        for a in actions[2:]:
+            env.step(a)
+        return batch * steps / (time.perf_counter() - t0)
+    finally:
+        env.close()
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="default", help="the model whose config the variants change (default: "
+                        "the shipped one)")
+    parser.add_argument("--obs", nargs="+", choices=("latent", "rgb"), default=None,
+                        help="observation types (default latent rgb; --quick latent)")
+    parser.add_argument("--dtypes", nargs="+", choices=("fp32", "bf16"), default=None,
+                        help="dtypes (default fp32 bf16; --quick fp32)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per row (default 40 latent, 12 rgb; "
+                        "--quick 15)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved passes over the variants (default 2; "
+                        "--quick 1)")
+    parser.add_argument("--threads", type=int, default=1)
+    add_standard_args(parser, "model_size", quick_help="two variants, latent, fp32, one pass (about a minute)")
+    args = parser.parse_args(argv)
+    resolve_standard_args(parser, args, "model_size")
+    obs_types = args.obs or (["latent"] if args.quick else ["latent", "rgb"])
+    dtypes = args.dtypes or (["fp32"] if args.quick else ["fp32", "bf16"])
+    repeats = args.repeats or (1 if args.quick else 2)
+    for name, value in (("--batch", args.batch), ("--repeats", repeats), ("--steps", args.steps or 1)):
+        if value < 1:
+            parser.error(f"{name} must be >= 1, got {value}")
+    set_threads(args.threads)
+    from neuralsim.checkpoints import read_config, resolve_checkpoint
+
+    t_start = time.perf_counter()
+    try:
+        model_dir = resolve_checkpoint(args.model)
+        config = read_config(model_dir)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(f"--model: {e}")
+    variants = [v for v in VARIANTS if not args.quick or v[0] in QUICK_VARIANTS]
+    room = room_steps_per_s(500 if args.quick else 2000)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        built = []
+        for name, width, depth in variants:
+            cfg = variant_config(config, width, depth)
+            path = Path(tmp) / f"variant{len(built)}"
+            built.append((name, cfg, path, save_variant(model_dir, cfg, path)))
+        for obs_type in obs_types:
+            steps = args.steps or (15 if args.quick else 40 if obs_type == "latent" else 12)
+            for dtype in dtypes:
+                best = {name: 0.0 for name, *_ in built}
+                for _ in range(repeats):
+                    for name, _, path, _ in built:
+                        best[name] = max(best[name], env_steps_per_s(path, args.batch, dtype, obs_type, steps))
+                for name, cfg, _, params in built:
+                    rows.append({"variant": name, "width": cfg.width, "depth": cfg.depth, "num_heads": cfg.num_heads,
+                                 "dynamics_parameters": params, "obs": obs_type, "dtype": dtype, "batch": args.batch,
+                                 "steps": steps, "env_sps": best[name], "vs_room": best[name] / room,
+                                 "target_vs_room": TARGETS[obs_type]})
+    print(f"dream env-steps/s at batch {args.batch}, variants of {args.model}'s dynamics (random weights), best of "
+          f"{repeats} interleaved passes; the room: {room:,.0f} steps/s (one env)")
+    print(f"{'variant':<20}{'width':>6}{'depth':>6}{'params M':>10}{'obs':>8}{'dtype':>6}{'env-steps/s':>13}"
+          f"{'x room':>8}{'gate':>6}")
+    for r in rows:
+        print(f"{r['variant']:<20}{r['width']:>6}{r['depth']:>6}{r['dynamics_parameters'] / 1e6:>10.2f}{r['obs']:>8}"
+              f"{r['dtype']:>6}{r['env_sps']:>13.1f}{r['vs_room']:>7.2f}x{r['target_vs_room']:>5.1f}x")
+    result = rounded({"benchmark": "model_size", "model": args.model, "batch": args.batch, "quick": args.quick,
+                      "repeats": repeats, "room_sps": room, "rows": rows, "seconds": time.perf_counter() - t_start,
+                      "machine": machine_info()})
+    write_result(result, args.results_dir / f"{args.name}.json")
+    return result
+
+
+if __name__ == "__main__":
+    main()
