@@ -3,9 +3,12 @@ shallower, against the real room (the performance issue's ``vs_room_latent`` ask
 
 Each variant is the model's own config (``--model``, default the shipped one) with the dynamics' ``width`` (its
 heads keep 32 channels each, the prompt tokens the same width) or ``depth`` (its softmax block kept in the middle)
-changed, built with seeded random weights (the speed does not depend on them; the termination head set to "never",
-so episodes end by truncation only) and saved with the model's start set, then stepped in a ``WorldModelVectorEnv``
-exactly as ``benchmarks/throughput.py`` steps the shipped one. The variants are timed interleaved, best of
+changed. It keeps the model's weights wherever a tensor's name and shape are unchanged (the decoder, the frame memory's
+nets, the termination detector: what an rgb step also runs, and whose cost depends on what they compute, such as which
+rows the memory warps); the rest is seeded random (the speed of the dynamics does not depend on its weights). Its
+termination head and detector say "never" (a dynamics that was not trained dreams frames that would end episodes at
+random, and resets would be timed instead of steps): episodes end by truncation only. Saved with the model's start
+set, it is stepped in a ``WorldModelVectorEnv`` exactly as ``benchmarks/throughput.py`` steps the shipped one. The variants are timed interleaved, best of
 ``--repeats`` passes (the speed of a shared machine drifts by tens of percent within minutes), each dtype and
 observation type in turn. No variant is trained: this says what the gates ask of a model's size, not what fidelity
 a smaller model keeps.
@@ -29,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,17 +60,25 @@ def variant_config(config: Any, width: int | None, depth: int | None) -> Any:
 
 
 def save_variant(model_dir: Path, config: Any, out: Path) -> int:
-    """A random-weights model of ``config`` saved to ``out`` with ``model_dir``'s start set; returns the dynamics'
-    parameter count."""
+    """A model of ``config`` saved to ``out`` with ``model_dir``'s start set: ``model_dir``'s weights wherever a
+    tensor's name and shape match, the rest seeded random; the termination head and detector set to "never".
+    Returns the dynamics' parameter count."""
+    from neuralsim.checkpoints import read_weights
     from neuralsim.model import WorldModel
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = WorldModel(config).eval()
-    if getattr(net, "termination_head", None) is not None:  # "never": an untrained head would end half the episodes
-        with torch.no_grad():
-            net.termination_head.net[-1].weight.zero_()
-            net.termination_head.net[-1].bias.fill_(-6.0)
+    own = read_weights(model_dir)
+    state = net.state_dict()
+    net.load_state_dict({k: own[k] if k in own and own[k].shape == v.shape else v for k, v in state.items()})
+    with torch.no_grad():
+        for name in ("termination_head", "termination_detector"):
+            module = getattr(net, name, None)
+            if module is not None:  # the last layer: "never" (its logit -6 whatever the input)
+                last = module.net[-1]
+                last.weight.zero_()
+                last.bias.fill_(-6.0)
     net.save_pretrained(out)
     start_set = model_dir / "start_frames.safetensors"
     if start_set.is_file():
@@ -74,17 +86,20 @@ def save_variant(model_dir: Path, config: Any, out: Path) -> int:
     return sum(p.numel() for p in net.dynamics.parameters())
 
 
-def env_steps_per_s(path: Path, batch: int, dtype: str, obs_type: str, steps: int) -> float:
-    """Env-steps/s of ``batch`` dream envs over ``steps`` steps after two warm-up steps."""
+def env_steps_per_s(path: Path, batch: int, dtype: str, obs_type: str, steps: int) -> tuple[float, int]:
+    """Env-steps/s of ``batch`` dream envs over ``steps`` steps after two warm-up steps, and the episodes that ended
+    in them (each a reset inside the timing)."""
     env = make_env(str(path), batch, dtype, obs_type=obs_type)
     try:
         actions = [env.action_space.sample() for _ in range(steps + 2)]
         for a in actions[:2]:
             env.step(a)
+        ends = 0
         t0 = time.perf_counter()
         for a in actions[2:]:
-            env.step(a)
-        return batch * steps / (time.perf_counter() - t0)
+            _, _, terminated, truncated, _ = env.step(a)
+            ends += int(np.sum(terminated | truncated))
+        return batch * steps / (time.perf_counter() - t0), ends
     finally:
         env.close()
 
@@ -133,22 +148,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for obs_type in obs_types:
             steps = args.steps or (15 if args.quick else 40 if obs_type == "latent" else 12)
             for dtype in dtypes:
-                best = {name: 0.0 for name, *_ in built}
+                best = {name: (0.0, 0) for name, *_ in built}
                 for _ in range(repeats):
                     for name, _, path, _ in built:
                         best[name] = max(best[name], env_steps_per_s(path, args.batch, dtype, obs_type, steps))
                 for name, cfg, _, params in built:
                     rows.append({"variant": name, "width": cfg.width, "depth": cfg.depth, "num_heads": cfg.num_heads,
                                  "dynamics_parameters": params, "obs": obs_type, "dtype": dtype, "batch": args.batch,
-                                 "steps": steps, "env_sps": best[name], "vs_room": best[name] / room,
+                                 "steps": steps, "env_sps": best[name][0], "episode_ends": best[name][1],
+                                 "vs_room": best[name][0] / room,
                                  "target_vs_room": TARGETS[obs_type]})
-    print(f"dream env-steps/s at batch {args.batch}, variants of {args.model}'s dynamics (random weights), best of "
+    print(f"dream env-steps/s at batch {args.batch}, variants of {args.model}'s dynamics (untrained where resized), best of "
           f"{repeats} interleaved passes; the room: {room:,.0f} steps/s (one env)")
     print(f"{'variant':<20}{'width':>6}{'depth':>6}{'params M':>10}{'obs':>8}{'dtype':>6}{'env-steps/s':>13}"
-          f"{'x room':>8}{'gate':>6}")
+          f"{'x room':>8}{'gate':>6}{'ends':>6}")
     for r in rows:
         print(f"{r['variant']:<20}{r['width']:>6}{r['depth']:>6}{r['dynamics_parameters'] / 1e6:>10.2f}{r['obs']:>8}"
-              f"{r['dtype']:>6}{r['env_sps']:>13.1f}{r['vs_room']:>7.2f}x{r['target_vs_room']:>5.1f}x")
+              f"{r['dtype']:>6}{r['env_sps']:>13.1f}{r['vs_room']:>7.2f}x{r['target_vs_room']:>5.1f}x"
+              f"{r['episode_ends']:>6}")
     result = rounded({"benchmark": "model_size", "model": args.model, "batch": args.batch, "quick": args.quick,
                       "repeats": repeats, "room_sps": room, "rows": rows, "seconds": time.perf_counter() - t_start,
                       "machine": machine_info()})
