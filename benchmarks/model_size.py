@@ -86,10 +86,11 @@ def save_variant(model_dir: Path, config: Any, out: Path) -> int:
     return sum(p.numel() for p in net.dynamics.parameters())
 
 
-def env_steps_per_s(path: Path, batch: int, dtype: str, obs_type: str, steps: int) -> tuple[float, int]:
-    """Env-steps/s of ``batch`` dream envs over ``steps`` steps after two warm-up steps, and the episodes that ended
-    in them (each a reset inside the timing)."""
-    env = make_env(str(path), batch, dtype, obs_type=obs_type)
+def env_steps_per_s(path: Path, batch: int, dtype: str, obs_type: str, steps: int, compile: bool = False
+                    ) -> tuple[float, int]:
+    """Env-steps/s of ``batch`` dream envs over ``steps`` steps after two warm-up steps (where ``compile`` compiles),
+    and the episodes that ended in them (each a reset inside the timing)."""
+    env = make_env(str(path), batch, dtype, obs_type=obs_type, compile=compile)
     try:
         actions = [env.action_space.sample() for _ in range(steps + 2)]
         for a in actions[:2]:
@@ -117,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         "--quick 15)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved passes over the variants (default 2; "
                         "--quick 1)")
+    parser.add_argument("--compile", action="store_true", help="also time each row with the env's compile=True "
+                        "(WorldModel.compile_streaming: the per-frame pass through torch.compile; rows marked compiled)")
     parser.add_argument("--threads", type=int, default=1)
     add_standard_args(parser, "model_size", quick_help="two variants, latent, fp32, one pass (about a minute)")
     args = parser.parse_args(argv)
@@ -148,24 +151,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for obs_type in obs_types:
             steps = args.steps or (15 if args.quick else 40 if obs_type == "latent" else 12)
             for dtype in dtypes:
-                best = {name: (0.0, 0) for name, *_ in built}
-                for _ in range(repeats):
+                modes = (False, True) if args.compile else (False,)
+                best = {(name, c): (0.0, 0) for name, *_ in built for c in modes}
+                for _ in range(repeats):  # eager and compiled interleaved too
                     for name, _, path, _ in built:
-                        best[name] = max(best[name], env_steps_per_s(path, args.batch, dtype, obs_type, steps))
-                for name, cfg, _, params in built:
-                    rows.append({"variant": name, "width": cfg.width, "depth": cfg.depth, "num_heads": cfg.num_heads,
-                                 "dynamics_parameters": params, "obs": obs_type, "dtype": dtype, "batch": args.batch,
-                                 "steps": steps, "env_sps": best[name][0], "episode_ends": best[name][1],
-                                 "vs_room": best[name][0] / room,
-                                 "target_vs_room": TARGETS[obs_type]})
+                        for c in modes:
+                            best[name, c] = max(best[name, c], env_steps_per_s(path, args.batch, dtype, obs_type,
+                                                                               steps, c))
+                for c in modes:
+                    for name, cfg, _, params in built:
+                        rows.append({"variant": name, "width": cfg.width, "depth": cfg.depth,
+                                     "num_heads": cfg.num_heads, "dynamics_parameters": params, "obs": obs_type,
+                                     "dtype": dtype, "compiled": c, "batch": args.batch, "steps": steps,
+                                     "env_sps": best[name, c][0], "episode_ends": best[name, c][1],
+                                     "vs_room": best[name, c][0] / room, "target_vs_room": TARGETS[obs_type]})
     print(f"dream env-steps/s at batch {args.batch}, variants of {args.model}'s dynamics (untrained where resized), best of "
           f"{repeats} interleaved passes; the room: {room:,.0f} steps/s (one env)")
     print(f"{'variant':<20}{'width':>6}{'depth':>6}{'params M':>10}{'obs':>8}{'dtype':>6}{'env-steps/s':>13}"
           f"{'x room':>8}{'gate':>6}{'ends':>6}")
+    mark = {False: "", True: " compiled"}
     for r in rows:
         print(f"{r['variant']:<20}{r['width']:>6}{r['depth']:>6}{r['dynamics_parameters'] / 1e6:>10.2f}{r['obs']:>8}"
               f"{r['dtype']:>6}{r['env_sps']:>13.1f}{r['vs_room']:>7.2f}x{r['target_vs_room']:>5.1f}x"
-              f"{r['episode_ends']:>6}")
+              f"{r['episode_ends']:>6}{mark[r['compiled']]}")
     result = rounded({"benchmark": "model_size", "model": args.model, "batch": args.batch, "quick": args.quick,
                       "repeats": repeats, "room_sps": room, "rows": rows, "seconds": time.perf_counter() - t_start,
                       "machine": machine_info()})

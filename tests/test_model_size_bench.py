@@ -39,3 +39,17 @@ def test_model_size_refuses_a_missing_model(tmp_path):
     script = load_script("benchmarks/model_size.py", "model_size_bench")
     with pytest.raises(SystemExit):
         script.main(["--model", str(tmp_path / "nowhere"), "--quick"])
+
+
+@pytest.mark.slow
+@pytest.mark.mujoco
+# inductor's own use of torch.jit.script_method warns in torch 2.13; nothing of ours calls it
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_model_size_compile_times_each_row_eager_and_compiled(tmp_path):
+    script = load_script("benchmarks/model_size.py", "model_size_bench")
+    path = save_tiny_checkpoint(tmp_path / "tiny", model=make_tiny_model(frames_per_latent=1))
+    result = script.main(["--model", str(path), "--quick", "--compile", "--batch", "2", "--steps", "2", "--threads", "1",
+                          "--results-dir", str(tmp_path), "--name", "ms"])
+    assert sorted((r["variant"], r["compiled"]) for r in result["rows"]) == sorted(
+        (v, c) for v in script.QUICK_VARIANTS for c in (False, True))
+    assert all(r["env_sps"] > 0 for r in result["rows"])
