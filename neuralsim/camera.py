@@ -194,12 +194,22 @@ def camera_intrinsics(height: int, width: int, fovy_deg: float) -> tuple[float, 
     return fy, fy, (width - 1) / 2, (height - 1) / 2
 
 
+def _pixel_axes(height: int, width: int, intrinsics: Sequence[float], device: torch.device, dtype: torch.dtype
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The camera-frame direction ``(x, y, 1)`` through every pixel centre, as its x along a row ``[1, 1, width]`` and
+    its y down a column ``[1, height, 1]``: a direction's x depends on its column alone and its y on its row, so a
+    rotation of every pixel's direction is a sum of a row and a column (:func:`_rotated_directions`), one pass over
+    the image instead of a (pixels × 3) @ (3 × 3) product."""
+    fx, fy, cx, cy = (float(v) for v in intrinsics)
+    xs = (torch.arange(width, dtype=torch.float64, device=device) - cx) / fx
+    ys = (torch.arange(height, dtype=torch.float64, device=device) - cy) / fy
+    return xs.to(dtype).view(1, 1, width), ys.to(dtype).view(1, height, 1)
+
+
 def _pixel_directions(height: int, width: int, intrinsics: Sequence[float], device: torch.device) -> torch.Tensor:
     """Camera-frame directions ``(x, y, 1)`` through every pixel centre, row-major: ``[height*width, 3]`` float64."""
-    fx, fy, cx, cy = (float(v) for v in intrinsics)
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64, device=device),
-                            torch.arange(width, dtype=torch.float64, device=device), indexing="ij")
-    return torch.stack([(xs - cx) / fx, (ys - cy) / fy, torch.ones_like(xs)], dim=-1).reshape(-1, 3)  # (S, 3)
+    xs, ys = (a.expand(1, height, width)[0] for a in _pixel_axes(height, width, intrinsics, device, torch.float64))
+    return torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(-1, 3)  # (S, 3)
 
 
 def _plucker(c2w: torch.Tensor, dirs_cam: torch.Tensor) -> torch.Tensor:
@@ -286,17 +296,6 @@ def _min3x3(x: torch.Tensor) -> torch.Tensor:
     # separable: the minimum along each row, then down each column (4 minimums instead of 8, the same values)
     rows = torch.minimum(torch.minimum(padded[:, :, 0:W], padded[:, :, 1:W + 1]), padded[:, :, 2:W + 2])
     return torch.minimum(torch.minimum(rows[:, 0:H], rows[:, 1:H + 1]), rows[:, 2:H + 2])
-
-
-def _pixel_axes(height: int, width: int, intrinsics: Sequence[float], device: torch.device, dtype: torch.dtype
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The x of :func:`_pixel_directions` along a row ``[1, 1, width]`` and its y down a column ``[1, height, 1]``
-    (its z is 1): a direction's x depends on its column alone and its y on its row, so a rotation of every pixel's
-    direction is a sum of a row and a column, one pass over the image instead of a (pixels × 3) @ (3 × 3) product."""
-    fx, fy, cx, cy = (float(v) for v in intrinsics)
-    xs = (torch.arange(width, dtype=torch.float64, device=device) - cx) / fx
-    ys = (torch.arange(height, dtype=torch.float64, device=device) - cy) / fy
-    return xs.to(dtype).view(1, 1, width), ys.to(dtype).view(1, height, 1)
 
 
 def _rotated_directions(rot: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> list[torch.Tensor]:
