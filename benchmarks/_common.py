@@ -13,7 +13,7 @@ import platform
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -124,6 +124,19 @@ def rss_bytes() -> int:
         return int(psutil.Process().memory_info().rss)
 
 
+def never_terminate(net: Any, names: Sequence[str] = ("termination_head", "termination_detector")) -> None:
+    """Set the last layer of each of ``net``'s termination modules ``names`` (those it has) to say "never" (a logit of
+    -6 whatever the input; their compute unchanged): an untrained head or a dynamics that was not trained would end
+    episodes at random, and a speed benchmark would time resets instead of steps."""
+    with torch.no_grad():
+        for name in names:
+            module = getattr(net, name, None)
+            if module is not None:
+                last = module.net[-1]
+                last.weight.zero_()
+                last.bias.fill_(-6.0)
+
+
 def prepare_model(model: str, random_weights: bool, workdir: Path, *, start_frames: int = 8) -> dict[str, Any]:
     """Resolve the world model a benchmark runs: a checkpoint dir, a shipped name, or the "default" preset with random weights.
 
@@ -153,11 +166,7 @@ def prepare_model(model: str, random_weights: bool, workdir: Path, *, start_fram
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = WorldModel(WorldModelConfig.from_preset(preset)).eval()
-    if getattr(net, "termination_head", None) is not None:
-        with torch.no_grad():
-            last = net.termination_head.net[-1]
-            last.weight.zero_()
-            last.bias.fill_(-6.0)
+    never_terminate(net, ("termination_head",))
     path = workdir / f"{preset}-random"
     net.save_pretrained(path)
     frames, descriptions = room_frames(start_frames, net.config.image_size)

@@ -32,13 +32,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (add_standard_args, machine_info, resolve_standard_args, room_steps_per_s, rounded,  # noqa: E402
-                     set_threads, write_result)
-from throughput import make_env  # noqa: E402
+from _common import (add_standard_args, machine_info, never_terminate, resolve_standard_args,  # noqa: E402
+                     room_steps_per_s, rounded, set_threads, write_result)
+from throughput import measure_dream  # noqa: E402
 
 HEAD_DIM = 32  # channels per head, as the shipped dynamics has them (width 128, 4 heads)
 #: (name, width, depth): the dynamics sizes measured; None keeps the model's own.
@@ -72,37 +71,12 @@ def save_variant(model_dir: Path, config: Any, out: Path) -> int:
     own = read_weights(model_dir)
     state = net.state_dict()
     net.load_state_dict({k: own[k] if k in own and own[k].shape == v.shape else v for k, v in state.items()})
-    with torch.no_grad():
-        for name in ("termination_head", "termination_detector"):
-            module = getattr(net, name, None)
-            if module is not None:  # the last layer: "never" (its logit -6 whatever the input)
-                last = module.net[-1]
-                last.weight.zero_()
-                last.bias.fill_(-6.0)
+    never_terminate(net)
     net.save_pretrained(out)
     start_set = model_dir / "start_frames.safetensors"
     if start_set.is_file():
         shutil.copy(start_set, out / start_set.name)
     return sum(p.numel() for p in net.dynamics.parameters())
-
-
-def env_steps_per_s(path: Path, batch: int, dtype: str, obs_type: str, steps: int, compile: bool = False
-                    ) -> tuple[float, int]:
-    """Env-steps/s of ``batch`` dream envs over ``steps`` steps after two warm-up steps (where ``compile`` compiles),
-    and the episodes that ended in them (each a reset inside the timing)."""
-    env = make_env(str(path), batch, dtype, obs_type=obs_type, compile=compile)
-    try:
-        actions = [env.action_space.sample() for _ in range(steps + 2)]
-        for a in actions[:2]:
-            env.step(a)
-        ends = 0
-        t0 = time.perf_counter()
-        for a in actions[2:]:
-            _, _, terminated, truncated, _ = env.step(a)
-            ends += int(np.sum(terminated | truncated))
-        return batch * steps / (time.perf_counter() - t0), ends
-    finally:
-        env.close()
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -152,26 +126,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             steps = args.steps or (15 if args.quick else 40 if obs_type == "latent" else 12)
             for dtype in dtypes:
                 modes = (False, True) if args.compile else (False,)
-                best = {(name, c): (0.0, 0) for name, *_ in built for c in modes}
+                best: dict[tuple[str, bool], dict[str, Any]] = {}
                 for _ in range(repeats):  # eager and compiled interleaved too
                     for name, _, path, _ in built:
                         for c in modes:
-                            best[name, c] = max(best[name, c], env_steps_per_s(path, args.batch, dtype, obs_type,
-                                                                               steps, c))
+                            run = measure_dream(str(path), args.batch, dtype, min_steps=steps, max_seconds=0,
+                                                compile=c, obs_type=obs_type)
+                            if (name, c) not in best or run["env_sps"] > best[name, c]["env_sps"]:
+                                best[name, c] = run
                 for c in modes:
                     for name, cfg, _, params in built:
+                        run = best[name, c]
                         rows.append({"variant": name, "width": cfg.width, "depth": cfg.depth,
                                      "num_heads": cfg.num_heads, "dynamics_parameters": params, "obs": obs_type,
-                                     "dtype": dtype, "compiled": c, "batch": args.batch, "steps": steps,
-                                     "env_sps": best[name, c][0], "episode_ends": best[name, c][1],
-                                     "vs_room": best[name, c][0] / room, "target_vs_room": TARGETS[obs_type]})
+                                     "dtype": dtype, "compiled": c, "batch": args.batch, "steps": run["steps"],
+                                     "env_sps": run["env_sps"], "episode_ends": run["episode_ends"],
+                                     "mflop_per_env_step": run["flops_per_env_step"] / 1e6,
+                                     "vs_room": run["env_sps"] / room, "target_vs_room": TARGETS[obs_type]})
     print(f"dream env-steps/s at batch {args.batch}, variants of {args.model}'s dynamics (untrained where resized), best of "
           f"{repeats} interleaved passes; the room: {room:,.0f} steps/s (one env)")
-    print(f"{'variant':<20}{'width':>6}{'depth':>6}{'params M':>10}{'obs':>8}{'dtype':>6}{'env-steps/s':>13}"
+    print(f"{'variant':<20}{'width':>6}{'depth':>6}{'params M':>10}{'MFLOP':>7}{'obs':>8}{'dtype':>6}{'env-steps/s':>13}"
           f"{'x room':>8}{'gate':>6}{'ends':>6}")
     mark = {False: "", True: " compiled"}
     for r in rows:
-        print(f"{r['variant']:<20}{r['width']:>6}{r['depth']:>6}{r['dynamics_parameters'] / 1e6:>10.2f}{r['obs']:>8}"
+        print(f"{r['variant']:<20}{r['width']:>6}{r['depth']:>6}{r['dynamics_parameters'] / 1e6:>10.2f}"
+              f"{r['mflop_per_env_step']:>7.1f}{r['obs']:>8}"
               f"{r['dtype']:>6}{r['env_sps']:>13.1f}{r['vs_room']:>7.2f}x{r['target_vs_room']:>5.1f}x"
               f"{r['episode_ends']:>6}{mark[r['compiled']]}")
     result = rounded({"benchmark": "model_size", "model": args.model, "batch": args.batch, "quick": args.quick,

@@ -107,14 +107,21 @@ def measure_dream(path: str, batch: int, dtype: str, *, min_steps: int, max_seco
     """Env-steps/s of ``env.step`` on a ``WorldModelVectorEnv`` of ``batch`` envs (after ``warmup_steps`` steps,
     the first of which counts the FLOPs unless ``flops`` per env step is given)."""
     env = make_env(path, batch, dtype, denoise_steps=denoise_steps, compile=compile, obs_type=obs_type)
+    pool = [env.action_space.sample() for _ in range(16)]
+    if flops is None:
+        # A compiled model's FLOPs are counted on its eager path, before it compiles: counted through the compiled
+        # step, the FLOP counter's dispatch mode left the step running eager (measured: compiled rows at eager's
+        # env-steps/s to 0.1 %, against 1.11-1.13x once counted apart; benchmarks/model_size.py --compile)
+        if compile:
+            env.model.compile_streaming(False)
+        flops = count_flops(lambda: env.step(pool[0])) / batch
+        if compile:
+            env.model.compile_streaming(True)
+        warmup_steps -= 1
     if compile:
         t0 = time.perf_counter()
         env.step(env.action_space.sample())  # compiles
         compile_s = time.perf_counter() - t0
-    pool = [env.action_space.sample() for _ in range(16)]
-    if flops is None:
-        flops = count_flops(lambda: env.step(pool[0])) / batch  # (a compiled model: counted on the eager path)
-        warmup_steps -= 1
     for i in range(warmup_steps):
         env.step(pool[i % len(pool)])
     times, resets, start = [], 0, time.perf_counter()
