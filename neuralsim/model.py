@@ -862,9 +862,11 @@ class WorldModel(nn.Module):
             compiled = self._compiled_frame if compiled_ok else None
             if compiled is not None:
                 # The compiled pass guards on its inputs' strides, and the state's tensors come with others depending
-                # on what made them (a batch-1 slice of a concatenation, inductor's buffers, a merge): one layout here
-                # keeps a batch size to one compile, whatever the path.
-                inputs["cache"] = tree_map(canonical_layout, inputs["cache"])
+                # on what made them (a batch-1 slice of a concatenation, inductor's buffers, a merge, a transpose): one
+                # layout here keeps a batch size to one compile, whatever the path (the prompt's keys/values
+                # too: before, a row's autoreset recompiled the shipped model's pass once, 6 s, mid-run).
+                for key in ("cache", "text", "text_mask"):
+                    inputs[key] = tree_map(canonical_layout, inputs[key])
             frame = self.dynamics.prepare_frame(**inputs)
 
             def net(x: torch.Tensor, tau: float, commit: bool, other: dict | None = None) -> tuple[torch.Tensor, Any, Any]:
@@ -999,7 +1001,9 @@ class WorldModel(nn.Module):
         steps = self._check_steps(denoise_steps)
         prompts = validate_prompts(prompt, B)
         tokens, mask = self._encode_text(prompts, B)
-        text_kv = [(k.float(), v.float()) for k, v in self.dynamics.text_kv(tokens)]
+        # contiguous: `text_kv` hands out transposed views, a merge (partial reset) contiguous tensors, and a compiled
+        # pass recompiles on a stride change
+        text_kv = [(k.float().contiguous(), v.float().contiguous()) for k, v in self.dynamics.text_kv(tokens)]
         state = WorldState(
             cache=self.dynamics.empty_cache(B, self.device), text_kv=text_kv, text_mask=mask, text_tokens=tokens.float(),
             step=torch.zeros(B, dtype=torch.long, device=self.device),

@@ -227,6 +227,18 @@ def test_compile_streaming_is_deterministic_and_close_to_eager():
     _assert_same(changed, eager_changed, atol=1e-4)
 
 
+@pytest.mark.parametrize("prompt", [None, "a red ball"])
+def test_a_partial_reset_keeps_the_prompt_keys_and_values_in_a_fresh_states_layout(prompt):
+    """A compiled pass guards on its inputs' strides: a state merged by a row's reset must hand it the prompt's
+    keys/values laid out as a fresh state does (they were transposed views before, contiguous after a merge, and the
+    shipped model's pass recompiled mid-run, 6 s, at the first autoreset of a 16- or 64-env dream)."""
+    model = make_tiny_model()
+    fresh = model.init_state(3, prompt=[prompt] * 3)
+    merged = fresh.merge(np.array([False, True, False]), model.init_state(1, prompt=[prompt]))
+    for a, b in zip(tree_leaves(fresh.text_kv) + [fresh.text_mask], tree_leaves(merged.text_kv) + [merged.text_mask]):
+        assert a.stride() == b.stride() and a.is_contiguous()
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_compiled_env_compiles_the_frame_pass_twice_per_batch_size():
