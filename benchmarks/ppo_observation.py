@@ -1,7 +1,7 @@
 """What holds PPO back in the real room: seeing the target, or the control problem? PPO on three observations.
 
     python benchmarks/ppo_observation.py [--quick] [--timesteps 102400] [--observations rgb,rgb-impala,bar,state]
-                                         [--task target_colour="red"] [--seed 0]
+                                         [--task target_colour="red"] [--seed 0] [--model default]
 
 PPO is trained in ``NeuralSimRoom-v0`` exactly as the transfer benchmark trains it in the real world
 (`agents.transfer`: the walk-and-turn keys, 16 envs, ``PPO_KWARGS``, SB3's ``CnnPolicy`` on 64×64 images) for
@@ -13,7 +13,12 @@ PPO is trained in ``NeuralSimRoom-v0`` exactly as the transfer benchmark trains 
 - ``bar``: an oracle image, black but for a white vertical bar at the image column of the target's centre, taller
   as the target nears (none when the centre is out of the field of view; occlusion ignored): the task's information
   with nothing to find in it;
-- ``state``: an oracle vector ``[cos, sin]`` of the target's bearing and its distance (``MlpPolicy``).
+- ``state``: an oracle vector ``[cos, sin]`` of the target's bearing and its distance (``MlpPolicy``);
+- ``latent``: the frames through the world model's encoder (``--model``; ``VecLatentObservation``), what a
+  latent-observation agent sees in the dream, with :class:`neuralsim.policy.LatentCNN` (``MlpPolicy``, the transfer
+  benchmark's ``--obs latent`` agents);
+- ``latent-per-cell``: the same latents through ``benchmarks/latent_probe.py``'s per-cell net (two 1x1 convs, then
+  two 3x3, no stride), which reads the target's column from latents better than ``LatentCNN`` there.
 
 Rewards, episodes and the policy's head are the same, so if ``bar`` and ``state`` learn where ``rgb`` does not, what
 holds PPO back is finding the target in the frames. Per observation the table gives the mean return of the
@@ -34,6 +39,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 import neuralsim  # noqa: F401  (registers the envs)
 from neuralsim.agents.transfer import PPO_KWARGS, QUICK_PPO_KWARGS, WALK_AND_TURN, parse_task_options
@@ -41,8 +47,9 @@ from neuralsim.agents.wrappers import KeySetActions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, machine_info, rounded, write_result  # noqa: E402
+from latent_probe import PerCellNet  # noqa: E402
 
-OBSERVATIONS = ("rgb", "rgb-impala", "bar", "state")
+OBSERVATIONS = ("rgb", "rgb-impala", "bar", "state", "latent", "latent-per-cell")
 
 
 def target_in_camera(info: dict[str, Any]) -> np.ndarray:
@@ -95,15 +102,26 @@ class StateObservation(_OracleObservation):
         return np.array([np.cos(bearing), np.sin(bearing), self.info["target_distance"]], np.float32)
 
 
-def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int, ppo: dict[str, Any], seed: int
-          ) -> dict[str, Any]:
+class PerCellExtractor(BaseFeaturesExtractor):
+    """SB3 features extractor: ``latent_probe.PerCellNet`` over latent observations ``[C, h, w]``."""
+
+    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 256) -> None:
+        super().__init__(observation_space, features_dim)
+        self.net = PerCellNet(*observation_space.shape, features_dim=features_dim)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.net(observations.float())
+
+
+def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int, ppo: dict[str, Any], seed: int,
+          model: str = "default") -> dict[str, Any]:
     """Train PPO on one observation; the training episodes' returns and lengths, in order."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    oracle = {"rgb": None, "rgb-impala": None, "bar": BarObservation, "state": StateObservation}[observation]
+    oracle = {"bar": BarObservation, "state": StateObservation}.get(observation)
 
     def wrap(env: gym.Env) -> gym.Env:
         env = KeySetActions(env, WALK_AND_TURN)
@@ -120,11 +138,14 @@ def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int,
                     episodes.append((self.num_timesteps, float(info["episode"]["r"]), int(info["episode"]["l"])))
             return True
 
-    from neuralsim.agents.sb3 import rgb_policy_kwargs
+    from neuralsim.agents.sb3 import VecLatentObservation, latent_policy_kwargs, rgb_policy_kwargs
 
-    policy_kwargs = rgb_policy_kwargs() if observation == "rgb-impala" else None
-    algo = PPO("MlpPolicy" if observation == "state" else "CnnPolicy", venv, seed=seed, device="cpu", verbose=0,
-               policy_kwargs=policy_kwargs, **ppo)
+    policy_kwargs = {"rgb-impala": rgb_policy_kwargs(), "latent": latent_policy_kwargs(),
+                     "latent-per-cell": {"features_extractor_class": PerCellExtractor}}.get(observation)
+    if observation.startswith("latent"):  # every env's frame through the encoder in one forward per step
+        venv = VecLatentObservation(venv, model)
+    algo = PPO("CnnPolicy" if observation in ("rgb", "rgb-impala", "bar") else "MlpPolicy", venv, seed=seed,
+               device="cpu", verbose=0, policy_kwargs=policy_kwargs, **ppo)
     t0 = time.perf_counter()
     algo.learn(timesteps, callback=Episodes())
     wall = time.perf_counter() - t0
@@ -155,6 +176,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="a task option of the room, e.g. target_colour=\"red\"; repeatable")
     parser.add_argument("--seed", type=int, default=0, help="PPO and layout seed (default 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one per heavy job)")
+    parser.add_argument("--model", default="default",
+                        help="the world model whose encoder the latent observations use (default: the shipped one)")
     parser.add_argument("--quick", action="store_true", help="tiny budget, 4 envs: the pipeline in about a minute")
     parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/ppo_observation.json)")
     args = parser.parse_args(argv)
@@ -181,11 +204,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"PPO in NeuralSimRoom-v0 {task or ''}, {timesteps:,} env steps per observation, {num_envs} envs, seed {args.seed}")
     print(f"{'observation':<12} {'first':>7} {'final':>7} {'length':>7} {'steps to +5':>12} {'steps/s':>8}")
     for observation in observations:
-        row = summarize(observation, train(observation, task, timesteps, num_envs, ppo, args.seed), window)
+        row = summarize(observation, train(observation, task, timesteps, num_envs, ppo, args.seed, args.model), window)
         rows.append(row)
         print(f"{observation:<12} {row['first_return']:>7.2f} {row['final_return']:>7.2f} {row['final_length']:>7.0f} "
               f"{str(row['steps_to_first_plus_5']):>12} {row['env_steps_per_s']:>8.0f}", flush=True)
     result = rounded({"benchmark": "ppo_observation", "quick": args.quick, "task": task, "timesteps": timesteps,
+                      **({"model": args.model} if any(o.startswith("latent") for o in observations) else {}),
                       "num_envs": num_envs, "seed": args.seed, "keys": list(WALK_AND_TURN), "ppo": ppo,
                       "window": window, "rows": rows, "seconds": time.perf_counter() - t0, "machine": machine_info()})
     out = args.out or str(RESULTS_DIR / ("ppo_observation_quick.json" if args.quick else "ppo_observation.json"))
