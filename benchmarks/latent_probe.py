@@ -6,8 +6,8 @@
 PPO learns the room's task from rgb frames (``ImpalaCNN``) but not from the model's latent frames (``LatentCNN``), in
 the dream or in the room seen through the encoder (``transfer_latent.json``; docs/performance.md). This asks whether
 the target is in the latents at all. Frames of the real room (``NeuralSimRoom-v0``'s default task at the model's
-image size; the transfer benchmark's walk-and-turn keys pressed at random, ``w`` more often so the camera also nears
-the target) are labelled with whether the target's centre is in the image and, if so, its image column. Small nets
+image size, episodes of 50 steps so the frames span many layouts; the transfer benchmark's walk-and-turn keys pressed
+at random, ``w`` more often so the camera also nears the target) are labelled with whether the target's centre is in the image and, if so, its image column. Small nets
 are then trained, supervised, to read both from:
 
 - ``latent``: the latent observations a latent agent gets (:class:`~neuralsim.envs.latent.FrameEncoder`, fp32),
@@ -41,6 +41,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_standard_args, machine_info, resolve_standard_args, rounded, set_threads, write_result  # noqa: E402
 
+#: steps per collected episode: short, so the frames span many layouts (a new one per episode) and the held-out
+#: frames many episodes
+EPISODE_STEPS = 50
+
 #: (name, what it reads, extractor): the probes, in the table's order
 PROBES = (("LatentCNN", "latent", "latent_cnn"), ("per-cell net", "latent", "per_cell"),
           ("ImpalaCNN", "decoded", "impala"), ("ImpalaCNN", "rgb", "impala"))
@@ -72,7 +76,7 @@ def collect(n: int, image_size: tuple[int, int], seed: int) -> tuple[np.ndarray,
     from neuralsim.agents.wrappers import KeySetActions
     from ppo_observation import target_in_camera
 
-    env = KeySetActions(gym.make("NeuralSimRoom-v0", image_size=tuple(image_size), max_episode_steps=200),
+    env = KeySetActions(gym.make("NeuralSimRoom-v0", image_size=tuple(image_size), max_episode_steps=EPISODE_STEPS),
                         WALK_AND_TURN)
     rng = np.random.default_rng(seed)
     walk = list(WALK_AND_TURN).index("w")

@@ -1,11 +1,13 @@
-"""What holds PPO back in the real room: seeing the target, or the control problem? PPO on three observations.
+"""What holds PPO back in the real room: seeing the target, or the control problem? PPO on six observations.
 
     python benchmarks/ppo_observation.py [--quick] [--timesteps 102400] [--observations rgb,rgb-impala,bar,state]
-                                         [--task target_colour="red"] [--seed 0] [--model default]
+                                         [--task target_colour="red"] [--seed 0] [--model default] [--out FILE]
+    python benchmarks/ppo_observation.py --observations latent,latent-per-cell \
+                                         --out benchmarks/results/ppo_observation_latent.json
 
 PPO is trained in ``NeuralSimRoom-v0`` exactly as the transfer benchmark trains it in the real world
-(`agents.transfer`: the walk-and-turn keys, 16 envs, ``PPO_KWARGS``, SB3's ``CnnPolicy`` on 64×64 images) for
-``--timesteps`` env steps, once per observation; only what the agent sees, and how, differs:
+(`agents.transfer`: the walk-and-turn keys, 16 envs, ``PPO_KWARGS``, SB3's ``CnnPolicy`` on 64×64 images, its
+``MlpPolicy`` on vectors and latents) for ``--timesteps`` env steps, once per observation; only what the agent sees, and how, differs:
 
 - ``rgb``: the camera frames through SB3's default ``NatureCNN`` (8×8 stride-4 first layer);
 - ``rgb-impala``: the camera frames through :class:`neuralsim.policy.ImpalaCNN` (3×3 filters on every pixel, then
