@@ -465,8 +465,10 @@ class WorldModel(nn.Module):
         deterministic: the same seed gives the same rollout. Only :meth:`step` runs compiled, so a batch size
         compiles once (a graph per pass kind, denoise and commit) and is never recompiled by a context restart or
         a partial reset; starting episodes (any number of reset rows) stays eager. Measured on the shipped model
-        (fp32, one thread; README "Performance"): ``step`` 2.2x faster at batch 1 (a single env's ``env.step``, with
-        decoding, 1.5x), up to 1.1x at batch 16, none at 64. The decoder is not compiled: compiled, the shipped one decoded no faster at batch 1 and slower at 16-64.
+        (one thread; README "Performance"): ``step`` 2.2x faster at batch 1 (a single env's ``env.step``, with
+        decoding, 1.5x), up to 1.1x at batch 16; at 64 a latent-observation env step 1.13x (fp32) to 1.21x (bf16),
+        an rgb one 1.01-1.05x. The decoder is not compiled: compiled, the shipped one decoded no faster at batch 1
+        and slower at 16-64.
 
         Args:
             enabled: False restores the eager path.
