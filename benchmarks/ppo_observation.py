@@ -1,9 +1,10 @@
-"""What holds PPO back in the real room: seeing the target, or the control problem? PPO on six observations.
+"""What holds PPO back in the real room: seeing the target, or the control problem? PPO on seven observations.
 
     python benchmarks/ppo_observation.py [--quick] [--timesteps 102400] [--observations rgb,rgb-impala,bar,state]
                                          [--task target_colour="red"] [--seed 0] [--model default] [--out FILE]
     python benchmarks/ppo_observation.py --observations latent,latent-per-cell \
                                          --out benchmarks/results/ppo_observation_latent.json
+    python benchmarks/ppo_observation.py --observations decoded --out benchmarks/results/ppo_observation_decoded.json
 
 PPO is trained in ``NeuralSimRoom-v0`` exactly as the transfer benchmark trains it in the real world
 (`agents.transfer`: the walk-and-turn keys, 16 envs, ``PPO_KWARGS``, SB3's ``CnnPolicy`` on 64×64 images, its
@@ -20,7 +21,9 @@ PPO is trained in ``NeuralSimRoom-v0`` exactly as the transfer benchmark trains 
   latent-observation agent sees in the dream, with :class:`neuralsim.policy.LatentCNN` (``MlpPolicy``, the transfer
   benchmark's ``--obs latent`` agents);
 - ``latent-per-cell``: the same latents through ``benchmarks/latent_probe.py``'s per-cell net (two 1x1 convs, then
-  two 3x3, no stride), which reads the target's column from latents better than ``LatentCNN`` there.
+  two 3x3, no stride), which reads the target's column from latents better than ``LatentCNN`` there;
+- ``decoded``: the frames through the model's encoder and back through its decoder (what the latents hold, as
+  pixels; no frame memory), with ``ImpalaCNN``: whether PPO could learn from what the autoencoder keeps.
 
 Rewards, episodes and the policy's head are the same, so if ``bar`` and ``state`` learn where ``rgb`` does not, what
 holds PPO back is finding the target in the frames. Per observation the table gives the mean return of the
@@ -51,7 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, machine_info, rounded, write_result  # noqa: E402
 from latent_probe import PerCellNet  # noqa: E402
 
-OBSERVATIONS = ("rgb", "rgb-impala", "bar", "state", "latent", "latent-per-cell")
+OBSERVATIONS = ("rgb", "rgb-impala", "bar", "state", "latent", "latent-per-cell", "decoded")
+#: what a run without --observations trains (the world model's observations take a model and are asked by name)
+DEFAULT_OBSERVATIONS = OBSERVATIONS[:4]
 
 
 def target_in_camera(info: dict[str, Any]) -> np.ndarray:
@@ -115,6 +120,38 @@ class PerCellExtractor(BaseFeaturesExtractor):
         return self.net(observations.float())
 
 
+def decoded_observations(venv: Any, model: str) -> Any:
+    """``venv``'s rgb frames through ``model``'s encoder and decoder (all envs in one forward per step; an ended env's
+    ``terminal_observation`` too): uint8 frames ``[H, W, 3]`` of the model's image size."""
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    from neuralsim.envs.latent import FrameEncoder
+
+    encoder = FrameEncoder(model, dtype="float32")
+
+    def round_trip(frames: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            latents = torch.from_numpy(encoder(frames))[:, None]
+            return encoder.model.decode(latents, first_frame=False)[:, 0].numpy()
+
+    class VecDecoded(VecEnvWrapper):
+        def __init__(self) -> None:  # frames of the model's image size
+            super().__init__(venv, observation_space=gym.spaces.Box(0, 255, (*encoder.image_size, 3), np.uint8))
+
+        def reset(self) -> np.ndarray:
+            return round_trip(self.venv.reset())
+
+        def step_wait(self) -> tuple:
+            obs, rewards, dones, infos = self.venv.step_wait()
+            ended = [i for i, info in enumerate(infos) if "terminal_observation" in info]
+            frames = round_trip(np.concatenate([obs, *(infos[i]["terminal_observation"][None] for i in ended)]))
+            for j, i in enumerate(ended):
+                infos[i]["terminal_observation"] = frames[self.num_envs + j]
+            return frames[: self.num_envs], rewards, dones, infos
+
+    return VecDecoded()
+
+
 def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int, ppo: dict[str, Any], seed: int,
           model: str = "default") -> dict[str, Any]:
     """Train PPO on one observation; the training episodes' returns and lengths, in order."""
@@ -143,10 +180,13 @@ def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int,
     from neuralsim.agents.sb3 import VecLatentObservation, latent_policy_kwargs, rgb_policy_kwargs
 
     policy_kwargs = {"rgb-impala": rgb_policy_kwargs(), "latent": latent_policy_kwargs(),
-                     "latent-per-cell": {"features_extractor_class": PerCellExtractor}}.get(observation)
+                     "latent-per-cell": {"features_extractor_class": PerCellExtractor},
+                     "decoded": rgb_policy_kwargs()}.get(observation)
     if observation.startswith("latent"):  # every env's frame through the encoder in one forward per step
         venv = VecLatentObservation(venv, model)
-    algo = PPO("CnnPolicy" if observation in ("rgb", "rgb-impala", "bar") else "MlpPolicy", venv, seed=seed,
+    elif observation == "decoded":
+        venv = decoded_observations(venv, model)
+    algo = PPO("CnnPolicy" if observation in ("rgb", "rgb-impala", "bar", "decoded") else "MlpPolicy", venv, seed=seed,
                device="cpu", verbose=0, policy_kwargs=policy_kwargs, **ppo)
     t0 = time.perf_counter()
     algo.learn(timesteps, callback=Episodes())
@@ -172,8 +212,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timesteps", type=int, default=None, help="PPO env steps per observation (default 102,400; "
                                                                     "--quick 2,048)")
-    parser.add_argument("--observations", default=",".join(OBSERVATIONS),
-                        help=f"comma-separated, from {', '.join(OBSERVATIONS)} (default all)")
+    parser.add_argument("--observations", default=",".join(DEFAULT_OBSERVATIONS),
+                        help=f"comma-separated, from {', '.join(OBSERVATIONS)} (default {','.join(DEFAULT_OBSERVATIONS)})")
     parser.add_argument("--task", action="append", default=[], metavar="OPTION=JSON",
                         help="a task option of the room, e.g. target_colour=\"red\"; repeatable")
     parser.add_argument("--seed", type=int, default=0, help="PPO and layout seed (default 0)")
@@ -211,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{observation:<12} {row['first_return']:>7.2f} {row['final_return']:>7.2f} {row['final_length']:>7.0f} "
               f"{str(row['steps_to_first_plus_5']):>12} {row['env_steps_per_s']:>8.0f}", flush=True)
     result = rounded({"benchmark": "ppo_observation", "quick": args.quick, "task": task, "timesteps": timesteps,
-                      **({"model": args.model} if any(o.startswith("latent") for o in observations) else {}),
+                      **({"model": args.model} if any(o.startswith("latent") or o == "decoded" for o in observations) else {}),
                       "num_envs": num_envs, "seed": args.seed, "keys": list(WALK_AND_TURN), "ppo": ppo,
                       "window": window, "rows": rows, "seconds": time.perf_counter() - t0, "machine": machine_info()})
     out = args.out or str(RESULTS_DIR / ("ppo_observation_quick.json" if args.quick else "ppo_observation.json"))
