@@ -1,14 +1,14 @@
 """Is the room's target in what a latent-observation agent sees? Supervised probes of latents, decoded latents and rgb.
 
-    OMP_NUM_THREADS=1 python benchmarks/latent_probe.py --threads 1            # 20,000 frames, 8 epochs: ~6 min
+    OMP_NUM_THREADS=1 python benchmarks/latent_probe.py --threads 1            # 20,000 frames, 8 epochs: ~10 min
     OMP_NUM_THREADS=1 python benchmarks/latent_probe.py --quick --threads 1    # about a minute
 
 PPO learns the room's task from rgb frames (``ImpalaCNN``) but not from the model's latent frames (``LatentCNN``), in
 the dream or in the room seen through the encoder (``transfer_latent.json``; docs/performance.md). This asks whether
 the target is in the latents at all. Frames of the real room (``NeuralSimRoom-v0``'s default task at the model's
 image size, episodes of 50 steps so the frames span many layouts; the transfer benchmark's walk-and-turn keys pressed
-at random, ``w`` more often so the camera also nears the target) are labelled with whether the target's centre is in the image and, if so, its image column. Small nets
-are then trained, supervised, to read both from:
+at random, ``w`` more often so the camera also nears the target) are labelled with whether the target's centre is in
+the image and, if so, its image column. Small nets are then trained, supervised, to read both from:
 
 - ``latent``: the latent observations a latent agent gets (:class:`~neuralsim.envs.latent.FrameEncoder`, fp32),
   through :class:`~neuralsim.policy.LatentCNN` (the latent agents' extractor) and through a per-cell net (two 1x1

@@ -47,6 +47,7 @@ import torch
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 import neuralsim  # noqa: F401  (registers the envs)
+from neuralsim.agents.sb3 import VecLatentObservation
 from neuralsim.agents.transfer import PPO_KWARGS, QUICK_PPO_KWARGS, WALK_AND_TURN, parse_task_options
 from neuralsim.agents.wrappers import KeySetActions
 
@@ -120,36 +121,28 @@ class PerCellExtractor(BaseFeaturesExtractor):
         return self.net(observations.float())
 
 
-def decoded_observations(venv: Any, model: str) -> Any:
-    """``venv``'s rgb frames through ``model``'s encoder and decoder (all envs in one forward per step; an ended env's
-    ``terminal_observation`` too): uint8 frames ``[H, W, 3]`` of the model's image size."""
-    from stable_baselines3.common.vec_env import VecEnvWrapper
+class VecDecodedObservation(VecLatentObservation):
+    """``VecLatentObservation``'s latents (fp32) back through the model's decoder, all envs (and an ended env's
+    ``terminal_observation``) in one forward per step: uint8 frames ``[H, W, 3]`` of the model's image size."""
 
-    from neuralsim.envs.latent import FrameEncoder
+    def __init__(self, venv: Any, model: str) -> None:
+        super().__init__(venv, model, dtype="float32")
+        self.observation_space = gym.spaces.Box(0, 255, (*self.encoder.image_size, 3), np.uint8)
 
-    encoder = FrameEncoder(model, dtype="float32")
-
-    def round_trip(frames: np.ndarray) -> np.ndarray:
+    def decode(self, latents: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            latents = torch.from_numpy(encoder(frames))[:, None]
-            return encoder.model.decode(latents, first_frame=False)[:, 0].numpy()
+            return self.encoder.model.decode(torch.from_numpy(latents)[:, None], first_frame=False)[:, 0].numpy()
 
-    class VecDecoded(VecEnvWrapper):
-        def __init__(self) -> None:  # frames of the model's image size
-            super().__init__(venv, observation_space=gym.spaces.Box(0, 255, (*encoder.image_size, 3), np.uint8))
+    def reset(self) -> np.ndarray:
+        return self.decode(super().reset())
 
-        def reset(self) -> np.ndarray:
-            return round_trip(self.venv.reset())
-
-        def step_wait(self) -> tuple:
-            obs, rewards, dones, infos = self.venv.step_wait()
-            ended = [i for i, info in enumerate(infos) if "terminal_observation" in info]
-            frames = round_trip(np.concatenate([obs, *(infos[i]["terminal_observation"][None] for i in ended)]))
-            for j, i in enumerate(ended):
-                infos[i]["terminal_observation"] = frames[self.num_envs + j]
-            return frames[: self.num_envs], rewards, dones, infos
-
-    return VecDecoded()
+    def step_wait(self) -> tuple:
+        latents, rewards, dones, infos = super().step_wait()
+        ended = [i for i, info in enumerate(infos) if "terminal_observation" in info]
+        frames = self.decode(np.concatenate([latents, *(infos[i]["terminal_observation"][None] for i in ended)]))
+        for j, i in enumerate(ended):
+            infos[i]["terminal_observation"] = frames[self.num_envs + j]
+        return frames[: self.num_envs], rewards, dones, infos
 
 
 def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int, ppo: dict[str, Any], seed: int,
@@ -177,7 +170,7 @@ def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int,
                     episodes.append((self.num_timesteps, float(info["episode"]["r"]), int(info["episode"]["l"])))
             return True
 
-    from neuralsim.agents.sb3 import VecLatentObservation, latent_policy_kwargs, rgb_policy_kwargs
+    from neuralsim.agents.sb3 import latent_policy_kwargs, rgb_policy_kwargs
 
     policy_kwargs = {"rgb-impala": rgb_policy_kwargs(), "latent": latent_policy_kwargs(),
                      "latent-per-cell": {"features_extractor_class": PerCellExtractor},
@@ -185,7 +178,7 @@ def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int,
     if observation.startswith("latent"):  # every env's frame through the encoder in one forward per step
         venv = VecLatentObservation(venv, model)
     elif observation == "decoded":
-        venv = decoded_observations(venv, model)
+        venv = VecDecodedObservation(venv, model)
     algo = PPO("CnnPolicy" if observation in ("rgb", "rgb-impala", "bar", "decoded") else "MlpPolicy", venv, seed=seed,
                device="cpu", verbose=0, policy_kwargs=policy_kwargs, **ppo)
     t0 = time.perf_counter()
@@ -219,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0, help="PPO and layout seed (default 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one per heavy job)")
     parser.add_argument("--model", default="default",
-                        help="the world model whose encoder the latent observations use (default: the shipped one)")
+                        help="the world model of the latent and decoded observations (default: the shipped one)")
     parser.add_argument("--quick", action="store_true", help="tiny budget, 4 envs: the pipeline in about a minute")
     parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/ppo_observation.json)")
     args = parser.parse_args(argv)
