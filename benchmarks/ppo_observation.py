@@ -1,9 +1,11 @@
-"""What holds PPO back in the real room: seeing the target, or the control problem? PPO on seven observations.
+"""What holds PPO back in the real room: seeing the target, or the control problem? PPO on eight observations.
 
     python benchmarks/ppo_observation.py [--quick] [--timesteps 102400] [--observations rgb,rgb-impala,bar,state]
                                          [--task target_colour="red"] [--seed 0] [--model default] [--out FILE]
     python benchmarks/ppo_observation.py --observations latent,latent-per-cell \
                                          --out benchmarks/results/ppo_observation_latent.json
+    python benchmarks/ppo_observation.py --observations latent-decoder-stem \
+                                         --out benchmarks/results/ppo_observation_decoder_stem.json
     python benchmarks/ppo_observation.py --observations decoded --out benchmarks/results/ppo_observation_decoded.json
 
 PPO is trained in ``NeuralSimRoom-v0`` exactly as the transfer benchmark trains it in the real world
@@ -22,6 +24,8 @@ PPO is trained in ``NeuralSimRoom-v0`` exactly as the transfer benchmark trains 
   benchmark's ``--obs latent`` agents);
 - ``latent-per-cell``: the same latents through ``benchmarks/latent_probe.py``'s per-cell net (two 1x1 convs, then
   two 3x3, no stride), which reads the target's column from latents better than ``LatentCNN`` there;
+- ``latent-decoder-stem``: the same latents through the model's decoder up to its first upsampling (frozen), then
+  ``ImpalaCNN`` (trained): the decoder's first features, at a third of a full decode's cost;
 - ``decoded``: the frames through the model's encoder and back through its decoder (what the latents hold, as
   pixels; no frame memory), with ``ImpalaCNN``: whether PPO could learn from what the autoencoder keeps.
 
@@ -55,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, machine_info, rounded, write_result  # noqa: E402
 from latent_probe import PerCellNet  # noqa: E402
 
-OBSERVATIONS = ("rgb", "rgb-impala", "bar", "state", "latent", "latent-per-cell", "decoded")
+OBSERVATIONS = ("rgb", "rgb-impala", "bar", "state", "latent", "latent-per-cell", "latent-decoder-stem", "decoded")
 #: what a run without --observations trains (the world model's observations take a model and are asked by name)
 DEFAULT_OBSERVATIONS = OBSERVATIONS[:4]
 
@@ -121,6 +125,33 @@ class PerCellExtractor(BaseFeaturesExtractor):
         return self.net(observations.float())
 
 
+class DecoderStemExtractor(BaseFeaturesExtractor):
+    """SB3 features extractor over latent observations ``[C, h, w]``: the world model's decoder up to its first
+    upsampling (``conv_in`` and its first level, frozen: 48 x 16 x 16 features from the shipped model's 16 x 8 x 8
+    latents), then :class:`~neuralsim.policy.ImpalaCNN` (trained)."""
+
+    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 256, model: str = "default") -> None:
+        from neuralsim.model import WorldModel
+        from neuralsim.policy import ImpalaCNN
+
+        super().__init__(observation_space, features_dim)
+        world_model = WorldModel.from_pretrained(model)
+        decoder = world_model.autoencoder.decoder
+        self.stem = torch.nn.Sequential(decoder.conv_in, decoder.levels[0]).requires_grad_(False)
+        config = world_model.config
+        # the observation's normalised latents back to the raw ones the decoder reads (as WorldModel.decode does)
+        self.register_buffer("scale", torch.as_tensor(config.latent_scale, dtype=torch.float32).reshape(-1, 1, 1))
+        self.register_buffer("shift", torch.as_tensor(config.latent_shift, dtype=torch.float32).reshape(-1, 1, 1))
+        with torch.no_grad():
+            shape = tuple(self.stem(torch.zeros(1, *observation_space.shape)).shape[1:])
+        self.head = ImpalaCNN(gym.spaces.Box(-np.inf, np.inf, shape, np.float32), features_dim)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            features = self.stem(observations.float() / self.scale + self.shift)
+        return self.head(features)
+
+
 class VecDecodedObservation(VecLatentObservation):
     """``VecLatentObservation``'s latents (fp32) back through the model's decoder, all envs (and an ended env's
     ``terminal_observation``) in one forward per step: uint8 frames ``[H, W, 3]`` of the model's image size."""
@@ -174,6 +205,8 @@ def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int,
 
     policy_kwargs = {"rgb-impala": rgb_policy_kwargs(), "latent": latent_policy_kwargs(),
                      "latent-per-cell": {"features_extractor_class": PerCellExtractor},
+                     "latent-decoder-stem": {"features_extractor_class": DecoderStemExtractor,
+                                             "features_extractor_kwargs": {"model": model}},
                      "decoded": rgb_policy_kwargs()}.get(observation)
     if observation.startswith("latent"):  # every env's frame through the encoder in one forward per step
         venv = VecLatentObservation(venv, model)

@@ -411,11 +411,12 @@ def test_ppo_observation_benchmark(tmp_path, capsys):
                                    "--task", "target_colour=\"red\"", "--out", str(out)])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(out.read_text()) == result
     assert [r["observation"] for r in result["rows"]] == ["bar", "state"] and result["task"] == {"target_colour": "red"}
-    # the latent observations: the room through a model's encoder, two extractors; and back through its decoder
-    latent = ppo_observation.main(["--quick", "--timesteps", "256", "--observations", "latent,latent-per-cell,decoded",
-                                   "--model", str(save_tiny_checkpoint(tmp_path / "tiny", model=make_tiny_model(
-                                       frames_per_latent=1))), "--out", str(tmp_path / "latent.json")])
-    assert [r["observation"] for r in latent["rows"]] == ["latent", "latent-per-cell", "decoded"]
+    # the latent observations: the room through a model's encoder, three extractors; and back through its decoder
+    tiny = save_tiny_checkpoint(tmp_path / "tiny", model=make_tiny_model(frames_per_latent=1))
+    latent = ppo_observation.main(["--quick", "--timesteps", "256", "--observations",
+                                   "latent,latent-per-cell,latent-decoder-stem,decoded", "--model", str(tiny),
+                                   "--out", str(tmp_path / "latent.json")])
+    assert [r["observation"] for r in latent["rows"]] == ["latent", "latent-per-cell", "latent-decoder-stem", "decoded"]
     assert all(r["episodes"] >= 0 and r["env_steps_per_s"] > 0 for r in latent["rows"])
     for bad in (["--observations", "depth"], ["--task", "target_colour=\"grey\""]):
         with pytest.raises(SystemExit):
