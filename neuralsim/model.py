@@ -466,7 +466,8 @@ class WorldModel(nn.Module):
         compiles once (a graph per pass kind, denoise and commit) and is never recompiled by a context restart or
         a partial reset; starting episodes (any number of reset rows) stays eager. Measured on the shipped model
         (one thread; README "Performance"): ``step`` 2.2x faster at batch 1 (a single env's ``env.step``, with
-        decoding, 1.5x), up to 1.1x at batch 16; at 64 a latent-observation env step 1.13x (fp32) to 1.21x (bf16),
+        decoding, 1.5x; with two passes per step, before the one-pass model: now its 1,440-frame rollout gains
+        1.09x), up to 1.1x at batch 16; at 64 a latent-observation env step 1.13x (fp32) to 1.21x (bf16),
         an rgb one 1.01-1.05x. The decoder is not compiled: compiled, the shipped one decoded no faster at batch 1
         and slower at 16-64.
 
