@@ -74,7 +74,7 @@ def collect(n: int, image_size: tuple[int, int], seed: int) -> tuple[np.ndarray,
     import neuralsim  # noqa: F401  (registers the envs)
     from neuralsim.agents.transfer import WALK_AND_TURN
     from neuralsim.agents.wrappers import KeySetActions
-    from ppo_observation import target_in_camera
+    from ppo_observation import target_column
 
     env = KeySetActions(gym.make("NeuralSimRoom-v0", image_size=tuple(image_size), max_episode_steps=EPISODE_STEPS),
                         WALK_AND_TURN)
@@ -83,12 +83,10 @@ def collect(n: int, image_size: tuple[int, int], seed: int) -> tuple[np.ndarray,
     frames, visible, column = [], [], []
     obs, info = env.reset(seed=seed)
     while len(frames) < n:
-        x, _, z = target_in_camera(info)
-        fx, _, cx, _ = np.asarray(info["intrinsics"], dtype=np.float64)
-        u = cx + fx * x / z if z > 0 else -1.0
+        u = target_column(info, obs.shape[1])
         frames.append(obs)
-        visible.append(bool(z > 0 and 0 <= u < obs.shape[1]))
-        column.append(u if visible[-1] else 0.0)
+        visible.append(u is not None)
+        column.append(0.0 if u is None else u)
         obs, _, terminated, truncated, info = env.step(walk if rng.random() < 0.3 else int(rng.integers(env.action_space.n)))
         if terminated or truncated:
             obs, info = env.reset()
@@ -100,9 +98,9 @@ def observations(encoder: Any, frames: np.ndarray, batch: int = 256) -> dict[str
     """What each probe reads (``encoder``: a :class:`~neuralsim.envs.latent.FrameEncoder`): ``latent``
     ``[n, C, h, w]`` (normalised), ``decoded`` and ``rgb`` ``[n, 3, H, W]`` in [0, 1]."""
     latents = np.concatenate([encoder(frames[i:i + batch]) for i in range(0, len(frames), batch)])
-    with torch.inference_mode():
-        decoded = torch.cat([encoder.model.decode(torch.from_numpy(latents[i:i + batch])[:, None], first_frame=False)[:, 0]
-                             for i in range(0, len(latents), batch)])
+    decoded = torch.from_numpy(np.concatenate([
+        encoder.session.decode(torch.from_numpy(latents[i:i + batch])[:, None], first_frame=False)[:, 0]
+        for i in range(0, len(latents), batch)]))
 
     def images(x: torch.Tensor) -> torch.Tensor:  # uint8 [n, H, W, 3] -> float [n, 3, H, W]
         return x.permute(0, 3, 1, 2).float().div(255).contiguous()

@@ -70,6 +70,15 @@ def target_in_camera(info: dict[str, Any]) -> np.ndarray:
     return pose[:3, :3].T @ (np.asarray(info["target_position"], dtype=np.float64) - pose[:3, 3])
 
 
+def target_column(info: dict[str, Any], width: int) -> float | None:
+    """The image column of the target's centre (the frame's ``intrinsics``), or None where it is behind the camera or
+    outside an image ``width`` pixels wide."""
+    x, _, z = target_in_camera(info)
+    fx, _, cx, _ = np.asarray(info["intrinsics"], dtype=np.float64)
+    u = cx + fx * x / z if z > 0 else -1.0
+    return float(u) if 0 <= u < width else None
+
+
 class _OracleObservation(gym.ObservationWrapper):
     """An observation made from the step's ``info`` (kept in ``self.info`` before ``observation`` is called)."""
 
@@ -92,9 +101,7 @@ class BarObservation(_OracleObservation):
     def observation(self, obs: np.ndarray) -> np.ndarray:
         h, w = obs.shape[:2]
         image = np.zeros_like(obs)
-        x, _, z = target_in_camera(self.info)
-        fx, _, cx, _ = np.asarray(self.info["intrinsics"], dtype=np.float64)
-        if z > 0 and 0 <= (u := cx + fx * x / z) < w:
+        if (u := target_column(self.info, w)) is not None:
             half = int(min(h, 0.6 * h / max(float(self.info["target_distance"]), 0.3))) // 2
             col = int(u)
             image[h // 2 - half: h // 2 + half + 1, max(0, col - 2): col + 3] = 255
@@ -161,8 +168,7 @@ class VecDecodedObservation(VecLatentObservation):
         self.observation_space = gym.spaces.Box(0, 255, (*self.encoder.image_size, 3), np.uint8)
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.encoder.model.decode(torch.from_numpy(latents)[:, None], first_frame=False)[:, 0].numpy()
+        return self.encoder.session.decode(torch.from_numpy(latents)[:, None], first_frame=False)[:, 0]
 
     def reset(self) -> np.ndarray:
         return self.decode(super().reset())
