@@ -29,7 +29,10 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvO
 
 from neuralsim.envs.latent import FrameEncoder, check_pixel_space, frame_encoder_for
 from neuralsim.envs.vector import WorldModelVectorEnv
-from neuralsim.policy import ImpalaCNN, LatentCNN
+from neuralsim.policy import ImpalaCNN, LatentCellCNN, LatentCNN
+
+#: the latent policies' features extractors by name (:func:`latent_policy_kwargs`)
+LATENT_EXTRACTORS = {"cnn": LatentCNN, "cells": LatentCellCNN}
 
 
 class SB3VecEnv(VecEnv):
@@ -185,8 +188,9 @@ class VecLatentObservation(VecEnvWrapper):
         return latents[: self.num_envs], rewards, dones, infos
 
 
-def latent_policy_kwargs(features_dim: int = 256, net_arch: list[int] | dict[str, list[int]] | None = None) -> dict[str, Any]:
-    """``policy_kwargs`` of an SB3 ``"MlpPolicy"`` over latent observations ``[C, h, w]`` (:class:`~neuralsim.policy.LatentCNN`).
+def latent_policy_kwargs(features_dim: int = 256, net_arch: list[int] | dict[str, list[int]] | None = None, *,
+                         extractor: str = "cnn") -> dict[str, Any]:
+    """``policy_kwargs`` of an SB3 ``"MlpPolicy"`` over latent observations ``[C, h, w]``.
 
     The same policy acts in the dream (``obs_type="latent"``) and in a real env observed through
     :class:`~neuralsim.envs.latent.LatentObservation`; :func:`neuralsim.policy.save_policy` stores it.
@@ -194,13 +198,20 @@ def latent_policy_kwargs(features_dim: int = 256, net_arch: list[int] | dict[str
     Args:
         features_dim: width of the extractor's output.
         net_arch: SB3's ``net_arch`` after the extractor (default: SB3's, ``[64, 64]`` for actor and critic).
+        extractor: ``"cnn"`` (:class:`~neuralsim.policy.LatentCNN`) or ``"cells"``
+            (:class:`~neuralsim.policy.LatentCellCNN`, every latent cell kept: with
+            :func:`neuralsim.agents.pretrain.pretrain_latent_extractor` it learns the room's task, which neither
+            learns from PPO alone).
 
     Returns:
-        ``{"features_extractor_class": LatentCNN, "features_extractor_kwargs": {"features_dim": ...}[, "net_arch": ...]}``.
+        ``{"features_extractor_class": ..., "features_extractor_kwargs": {"features_dim": ...}[, "net_arch": ...]}``.
     """
     if isinstance(features_dim, bool) or not isinstance(features_dim, int) or features_dim <= 0:
         raise ValueError(f"features_dim must be a positive int, got {features_dim!r}")
-    kwargs: dict[str, Any] = {"features_extractor_class": LatentCNN, "features_extractor_kwargs": {"features_dim": features_dim}}
+    if extractor not in LATENT_EXTRACTORS:
+        raise ValueError(f"extractor must be one of {sorted(LATENT_EXTRACTORS)}, got {extractor!r}")
+    kwargs: dict[str, Any] = {"features_extractor_class": LATENT_EXTRACTORS[extractor],
+                              "features_extractor_kwargs": {"features_dim": features_dim}}
     if net_arch is not None:
         kwargs["net_arch"] = net_arch
     return kwargs
@@ -220,5 +231,5 @@ def rgb_policy_kwargs(features_dim: int = 256, net_arch: list[int] | dict[str, l
     return kwargs
 
 
-__all__ = ["ImpalaCNN", "LatentCNN", "SB3VecEnv", "VecLatentObservation", "latent_policy_kwargs", "make_sb3_env",
+__all__ = ["ImpalaCNN", "LATENT_EXTRACTORS", "LatentCNN", "LatentCellCNN", "SB3VecEnv", "VecLatentObservation", "latent_policy_kwargs", "make_sb3_env",
            "rgb_policy_kwargs"]

@@ -59,6 +59,10 @@ REWARD_STEPS = 16  # steps of every agreement episode over which the dream's rew
 WALK_AND_TURN = A.WALK_AND_TURN
 
 
+#: TransferConfig.latent_extractor's choices
+LATENT_EXTRACTOR_CHOICES = ("pretrained", "cells", "cnn")
+
+
 @dataclass
 class TransferConfig:
     """Budgets of the transfer benchmark (``--quick``: :meth:`quick`)."""
@@ -81,6 +85,12 @@ class TransferConfig:
     # The rgb policy's features extractor: "impala" (neuralsim.policy.ImpalaCNN, sees the room's few-pixel ball) or
     # "nature" (SB3's NatureCNN, which did not learn the room's task: benchmarks/ppo_observation.py).
     rgb_extractor: str = "impala"
+    # The latent policy's features extractor (obs="latent"): "pretrained" (neuralsim.policy.LatentCellCNN taught where
+    # the dream's target is before PPO, agents.pretrain, the same in both worlds: PPO alone learns the room's task
+    # from latents with neither extractor), "cells" (LatentCellCNN, PPO alone) or "cnn" (LatentCNN, PPO alone).
+    latent_extractor: str = "pretrained"
+    pretrain_frames: int = 20_000  # dreamed latent frames the "pretrained" extractor is taught on, and its epochs
+    pretrain_epochs: int = 8
     compile: bool = False  # the dream envs with compile=True (WorldModel.compile_streaming; timed in the dream's wall_s)
     # Continue an interrupted run in the same workdir: a world and seed whose training finished there (its final policy
     # and run record, RUN_RECORD, written with the same budget and PPO settings) is not trained again.
@@ -97,13 +107,15 @@ class TransferConfig:
     @classmethod
     def quick_config(cls, **overrides: Any) -> "TransferConfig":
         base = dict(timesteps=512, seeds=1, episodes=3, num_envs=4, checkpoints=2, max_episode_steps=40,
+                    pretrain_frames=256, pretrain_epochs=1,
                     out="benchmarks/results/transfer-quick.json", ppo=dict(QUICK_PPO_KWARGS), quick=True)
         return cls(**{**base, **overrides})
 
     def validate(self, cli: bool = False) -> None:
         """Raise ``ValueError`` naming the field (``--option`` when ``cli``) for a bad budget."""
         opt = lambda name: f"--{name.replace('_', '-')}" if cli else name  # noqa: E731
-        for name in ("timesteps", "seeds", "episodes", "num_envs", "checkpoints", "max_episode_steps"):
+        for name in ("timesteps", "seeds", "episodes", "num_envs", "checkpoints", "max_episode_steps", "pretrain_frames",
+                     "pretrain_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{opt(name)} must be a positive integer, got {value!r}")
@@ -124,6 +136,9 @@ class TransferConfig:
             raise ValueError(f"{opt('obs')} must be 'rgb' or 'latent', got {self.obs!r}")
         if self.rgb_extractor not in ("impala", "nature"):
             raise ValueError(f"{opt('rgb_extractor')} must be 'impala' or 'nature', got {self.rgb_extractor!r}")
+        if self.latent_extractor not in LATENT_EXTRACTOR_CHOICES:
+            raise ValueError(f"{opt('latent_extractor')} must be one of {', '.join(LATENT_EXTRACTOR_CHOICES)}, got "
+                             f"{self.latent_extractor!r}")
         rollout = self.num_envs * int(self.ppo["n_steps"])
         if self.timesteps < rollout:
             raise ValueError(f"{opt('timesteps')} must be at least {opt('num_envs')} x n_steps = {rollout} (one PPO "
@@ -261,6 +276,10 @@ def training_key(world: str, cfg: TransferConfig, seed: int) -> dict[str, Any]:
            "checkpoints": cfg.checkpoints, "max_episode_steps": cfg.max_episode_steps, "ppo": dict(cfg.ppo),
            "keys": None if cfg.keys is None else list(cfg.keys), "obs": cfg.obs, "rgb_extractor": cfg.rgb_extractor,
            "compile": cfg.compile, "real_env_kwargs": real_env_spec(cfg.model, cfg.real_task)[1]}
+    if cfg.obs == "latent":
+        key["latent_extractor"] = cfg.latent_extractor
+        if cfg.latent_extractor == "pretrained":
+            key["pretrain"] = [cfg.pretrain_frames, cfg.pretrain_epochs]
     if world == "dream":
         key["dream_starts"] = cfg.dream_starts
     if world == "dream" or cfg.obs == "latent":
@@ -350,10 +369,18 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path, encoder
             return True
 
     callback = Along()
+    pretraining = None
     if latent:
         from neuralsim.agents.sb3 import latent_policy_kwargs
 
-        algo = PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, policy_kwargs=latent_policy_kwargs(), **cfg.ppo)
+        extractor = "cnn" if cfg.latent_extractor == "cnn" else "cells"
+        algo = PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0,
+                   policy_kwargs=latent_policy_kwargs(extractor=extractor), **cfg.ppo)
+        if cfg.latent_extractor == "pretrained":  # after PPO(...): building the policy redraws its extractor
+            from neuralsim.agents.pretrain import pretrain_latent_extractor
+
+            pretraining = pretrain_latent_extractor(algo.policy.features_extractor, cfg.model, frames=cfg.pretrain_frames,
+                                                    epochs=cfg.pretrain_epochs, seed=seed)
     else:
         from neuralsim.agents.sb3 import rgb_policy_kwargs
 
@@ -368,7 +395,7 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path, encoder
     venv.close()
     run = {"world": world, "seed": seed, "wall_s": wall, "env_steps": int(algo.num_timesteps),
            "env_steps_per_s": algo.num_timesteps / wall, "rollout_env_steps_per_s": algo.num_timesteps / max(callback.rollout_s, 1e-9),
-           "policies": saved}
+           "policies": saved, **({"pretraining": pretraining} if pretraining else {})}
     from neuralsim.checkpoints import atomic_write_json
 
     atomic_write_json(out_dir / RUN_RECORD, {"key": training_key(world, cfg, seed), "run": run, "policies": saved})

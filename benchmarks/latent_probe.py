@@ -50,23 +50,6 @@ PROBES = (("LatentCNN", "latent", "latent_cnn"), ("per-cell net", "latent", "per
           ("ImpalaCNN", "decoded", "impala"), ("ImpalaCNN", "rgb", "impala"))
 
 
-class PerCellNet(torch.nn.Module):
-    """Two 1x1 convs (a nonlinear reading of each latent cell), two 3x3, no stride, then ``features_dim`` features."""
-
-    def __init__(self, channels: int, h: int, w: int, features_dim: int = 256) -> None:
-        super().__init__()
-        self.features_dim = features_dim
-        relu = torch.nn.ReLU
-        self.cnn = torch.nn.Sequential(
-            torch.nn.Conv2d(channels, 128, 1), relu(), torch.nn.Conv2d(128, 64, 1), relu(),
-            torch.nn.Conv2d(64, 32, 3, padding=1), relu(), torch.nn.Conv2d(32, 32, 3, padding=1), relu(),
-            torch.nn.Flatten())
-        self.linear = torch.nn.Sequential(torch.nn.Linear(32 * h * w, features_dim), relu())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.cnn(x))
-
-
 def collect(n: int, image_size: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` frames of the real room (uint8 ``[n, H, W, 3]``), whether the target's centre is in each, its column."""
     import gymnasium as gym
@@ -111,12 +94,12 @@ def observations(encoder: Any, frames: np.ndarray, batch: int = 256) -> dict[str
 def make_extractor(kind: str, shape: tuple[int, ...]) -> torch.nn.Module:
     from gymnasium import spaces
 
-    from neuralsim.policy import ImpalaCNN, LatentCNN
+    from neuralsim.policy import ImpalaCNN, LatentCellCNN, LatentCNN
 
     if kind == "latent_cnn":
         return LatentCNN(spaces.Box(-1e4, 1e4, shape, np.float32))
     if kind == "per_cell":
-        return PerCellNet(*shape)
+        return LatentCellCNN(spaces.Box(-1e4, 1e4, shape, np.float32))
     return ImpalaCNN(spaces.Box(0, 255, shape, np.uint8))  # reads floats in [0, 1], as SB3 hands it images
 
 

@@ -1,9 +1,10 @@
-"""What holds PPO back in the real room: seeing the target, or the control problem? PPO on eight observations.
+"""What holds PPO back in the real room: seeing the target, or the control problem? PPO on nine observations.
 
     python benchmarks/ppo_observation.py [--quick] [--timesteps 102400] [--observations rgb,rgb-impala,bar,state]
                                          [--task target_colour="red"] [--seed 0] [--model default] [--out FILE]
     python benchmarks/ppo_observation.py --observations latent,latent-per-cell \
                                          --out benchmarks/results/ppo_observation_latent.json
+    python benchmarks/ppo_observation.py --observations latent-probed --out benchmarks/results/ppo_observation_probed.json
     python benchmarks/ppo_observation.py --observations latent-decoder-stem \
                                          --out benchmarks/results/ppo_observation_decoder_stem.json
     python benchmarks/ppo_observation.py --observations decoded --out benchmarks/results/ppo_observation_decoded.json
@@ -24,6 +25,9 @@ PPO is trained in ``NeuralSimRoom-v0`` exactly as the transfer benchmark trains 
   benchmark's ``--obs latent`` agents);
 - ``latent-per-cell``: the same latents through ``benchmarks/latent_probe.py``'s per-cell net (two 1x1 convs, then
   two 3x3, no stride), which reads the target's column from latents better than ``LatentCNN`` there;
+- ``latent-probed``: the per-cell net pretrained first, supervised, as ``latent_probe.py`` trains it (whether the
+  target is in view and its column, 20,000 real-room frames of other layouts, 8 epochs; the simulator's labels),
+  then trained on by PPO: whether PPO learns from latents once its extractor already reads the target;
 - ``latent-decoder-stem``: the same latents through the model's decoder up to its first upsampling (frozen), then
   ``ImpalaCNN`` (trained): the decoder's first features, at a third of a full decode's cost;
 - ``decoded``: the frames through the model's encoder and back through its decoder (what the latents hold, as
@@ -57,9 +61,12 @@ from neuralsim.agents.wrappers import KeySetActions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, machine_info, rounded, write_result  # noqa: E402
-from latent_probe import PerCellNet  # noqa: E402
 
-OBSERVATIONS = ("rgb", "rgb-impala", "bar", "state", "latent", "latent-per-cell", "latent-decoder-stem", "decoded")
+OBSERVATIONS = ("rgb", "rgb-impala", "bar", "state", "latent", "latent-per-cell", "latent-probed", "latent-dreamed",
+                "latent-tracker", "latent-measure",
+                "latent-decoder-stem", "decoded")
+#: frames of the real room the ``latent-probed`` extractor is pretrained on, and its epochs (``latent_probe``'s)
+PROBED_FRAMES, PROBED_EPOCHS = 20_000, 8
 #: what a run without --observations trains (the world model's observations take a model and are asked by name)
 DEFAULT_OBSERVATIONS = OBSERVATIONS[:4]
 
@@ -121,15 +128,62 @@ class StateObservation(_OracleObservation):
         return np.array([np.cos(bearing), np.sin(bearing), self.info["target_distance"]], np.float32)
 
 
-class PerCellExtractor(BaseFeaturesExtractor):
-    """SB3 features extractor: ``latent_probe.PerCellNet`` over latent observations ``[C, h, w]``."""
+def probed_per_cell(model: str, seed: int, frames: int, epochs: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A :class:`~neuralsim.policy.LatentCellCNN` trained as ``latent_probe.py`` trains it (supervised: whether the target is in view and its
+    column, from ``frames`` real-room frames through ``model``'s encoder, ``epochs`` epochs): its ``state_dict`` and
+    the probe's held-out figures. The labels are the simulator's, which a user's env need not give: this asks whether
+    an extractor that already reads the target lets PPO learn from latents, not how a user should pretrain one."""
+    from gymnasium import spaces
+    from latent_probe import collect, observations, probe
 
-    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 256) -> None:
+    from neuralsim.envs.latent import FrameEncoder
+    from neuralsim.policy import LatentCellCNN
+
+    encoder = FrameEncoder(model, dtype="float32")
+    images, visible, column = collect(frames, tuple(encoder.image_size), seed + 1)  # not PPO's first layouts
+    latents = observations(encoder, images)["latent"]
+    torch.manual_seed(seed)
+    net = LatentCellCNN(spaces.Box(-1e4, 1e4, tuple(latents.shape[1:]), np.float32))
+    figures = probe(net, latents, torch.from_numpy(visible), torch.from_numpy(column), encoder.image_size[1],
+                    epochs=epochs, seed=seed)
+    return net.state_dict(), figures
+
+
+class TrackerExtractor(BaseFeaturesExtractor):
+    """SB3 features extractor over latent observations ``[C, h, w]``: the target tracker's localizer (its ``locate``
+    net: two 3x3 convs and the 1x1 heat/offset head), its features and heat map flattened, then a linear layer."""
+
+    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 256, channels: int = 64) -> None:
         super().__init__(observation_space, features_dim)
-        self.net = PerCellNet(*observation_space.shape, features_dim=features_dim)
+        c, h, w = observation_space.shape
+        silu = torch.nn.SiLU
+        self.locate = torch.nn.Sequential(torch.nn.Conv2d(c, channels, 3, padding=1), silu(),
+                                          torch.nn.Conv2d(channels, channels, 3, padding=1), silu(),
+                                          torch.nn.Conv2d(channels, 3, 1))
+        self.linear = torch.nn.Sequential(torch.nn.Linear((channels + 3) * h * w, features_dim), torch.nn.ReLU())
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        return self.net(observations.float())
+        features = self.locate[:4](observations.float())
+        return self.linear(torch.cat([features, self.locate[4](features)], 1).flatten(1))
+
+
+class MeasureExtractor(BaseFeaturesExtractor):
+    """SB3 features extractor over latent observations ``[C, h, w]``: ``LatentCNN``'s features (trained) and the
+    world model's target tracker's measurement (frozen; ``TargetTracker.measure``: the target's (forward, right) in
+    metres / 4 and its in-view confidence), side by side. The tracker is set after the policy is built."""
+
+    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 256) -> None:
+        from neuralsim.policy import LatentCNN
+
+        super().__init__(observation_space, features_dim + 3)
+        self.cnn = LatentCNN(observation_space, features_dim)
+        self.tracker: torch.nn.Module | None = None
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            self.tracker.eval()  # its range calibration applies in eval mode
+            position, weight = self.tracker.measure(observations.float())
+        return torch.cat([self.cnn(observations), position / 4, weight[:, None]], 1)
 
 
 class DecoderStemExtractor(BaseFeaturesExtractor):
@@ -183,8 +237,9 @@ class VecDecodedObservation(VecLatentObservation):
 
 
 def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int, ppo: dict[str, Any], seed: int,
-          model: str = "default") -> dict[str, Any]:
-    """Train PPO on one observation; the training episodes' returns and lengths, in order."""
+          model: str = "default", probed: tuple[int, int] = (PROBED_FRAMES, PROBED_EPOCHS)) -> dict[str, Any]:
+    """Train PPO on one observation; the training episodes' returns and lengths, in order. ``probed``: frames and
+    epochs of the ``latent-probed`` extractor's pretraining."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
@@ -209,8 +264,17 @@ def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int,
 
     from neuralsim.agents.sb3 import latent_policy_kwargs, rgb_policy_kwargs
 
+    weights, pretraining = None, None
+    if observation == "latent-probed":
+        t0 = time.perf_counter()
+        weights, pretraining = probed_per_cell(model, seed, *probed)
+        pretraining["seconds"] = time.perf_counter() - t0
     policy_kwargs = {"rgb-impala": rgb_policy_kwargs(), "latent": latent_policy_kwargs(),
-                     "latent-per-cell": {"features_extractor_class": PerCellExtractor},
+                     "latent-per-cell": latent_policy_kwargs(extractor="cells"),
+                     "latent-probed": latent_policy_kwargs(extractor="cells"),
+                     "latent-dreamed": latent_policy_kwargs(extractor="cells"),
+                     "latent-tracker": {"features_extractor_class": TrackerExtractor},
+                     "latent-measure": {"features_extractor_class": MeasureExtractor},
                      "latent-decoder-stem": {"features_extractor_class": DecoderStemExtractor,
                                              "features_extractor_kwargs": {"model": model}},
                      "decoded": rgb_policy_kwargs()}.get(observation)
@@ -220,11 +284,29 @@ def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int,
         venv = VecDecodedObservation(venv, model)
     algo = PPO("CnnPolicy" if observation in ("rgb", "rgb-impala", "bar", "decoded") else "MlpPolicy", venv, seed=seed,
                device="cpu", verbose=0, policy_kwargs=policy_kwargs, **ppo)
+    if weights is not None:  # after the policy is built: its orthogonal init redraws every extractor layer
+        algo.policy.features_extractor.load_state_dict(weights)
+    if observation == "latent-dreamed":  # the same, taught by the world model's own dreams (the product's way)
+        from neuralsim.agents.pretrain import pretrain_latent_extractor
+
+        t0 = time.perf_counter()
+        pretraining = pretrain_latent_extractor(algo.policy.features_extractor, model, frames=probed[0], epochs=probed[1],
+                                                seed=seed)
+        pretraining["seconds"] = time.perf_counter() - t0
+    if observation == "latent-tracker":
+        from neuralsim.model import WorldModel
+
+        algo.policy.features_extractor.locate.load_state_dict(WorldModel.from_pretrained(model).reward_model.locate.state_dict())
+    if observation == "latent-measure":
+        from neuralsim.model import WorldModel
+
+        algo.policy.features_extractor.tracker = WorldModel.from_pretrained(model).reward_model.requires_grad_(False)
     t0 = time.perf_counter()
     algo.learn(timesteps, callback=Episodes())
     wall = time.perf_counter() - t0
     venv.close()
-    return {"episodes": episodes, "wall_s": wall, "env_steps": int(algo.num_timesteps)}
+    return {"episodes": episodes, "wall_s": wall, "env_steps": int(algo.num_timesteps),
+            **({"pretraining": pretraining} if pretraining else {})}
 
 
 def summarize(observation: str, run: dict[str, Any], window: int) -> dict[str, Any]:
@@ -237,7 +319,8 @@ def summarize(observation: str, run: dict[str, Any], window: int) -> dict[str, A
             "final_return": float(returns[-window:].mean()) if len(returns) else float("nan"),
             "final_length": float(lengths[-window:].mean()) if len(lengths) else float("nan"),
             "steps_to_first_plus_5": int(steps[above[0] + window - 1]) if len(above) else None,
-            "wall_s": run["wall_s"], "env_steps_per_s": run["env_steps"] / run["wall_s"]}
+            "wall_s": run["wall_s"], "env_steps_per_s": run["env_steps"] / run["wall_s"],
+            **({"pretraining": run["pretraining"]} if "pretraining" in run else {})}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -278,7 +361,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"PPO in NeuralSimRoom-v0 {task or ''}, {timesteps:,} env steps per observation, {num_envs} envs, seed {args.seed}")
     print(f"{'observation':<12} {'first':>7} {'final':>7} {'length':>7} {'steps to +5':>12} {'steps/s':>8}")
     for observation in observations:
-        row = summarize(observation, train(observation, task, timesteps, num_envs, ppo, args.seed, args.model), window)
+        run = train(observation, task, timesteps, num_envs, ppo, args.seed, args.model,
+                    probed=(1000, 1) if args.quick else (PROBED_FRAMES, PROBED_EPOCHS))
+        row = summarize(observation, run, window)
         rows.append(row)
         print(f"{observation:<12} {row['first_return']:>7.2f} {row['final_return']:>7.2f} {row['final_length']:>7.0f} "
               f"{str(row['steps_to_first_plus_5']):>12} {row['env_steps_per_s']:>8.0f}", flush=True)

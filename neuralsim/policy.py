@@ -38,7 +38,7 @@ _POLICY_CLASSES = {
     "ActorCriticPolicy": "stable_baselines3.common.policies",
     "ActorCriticCnnPolicy": "stable_baselines3.common.policies",
 }
-_FEATURE_EXTRACTORS = ("NatureCNN", "FlattenExtractor", "LatentCNN", "ImpalaCNN")
+_FEATURE_EXTRACTORS = ("NatureCNN", "FlattenExtractor", "LatentCNN", "LatentCellCNN", "ImpalaCNN")
 _ACTIVATIONS = ("Tanh", "ReLU", "ELU", "LeakyReLU", "GELU", "SiLU")
 # The ActorCriticPolicy keyword arguments a policy.json may set (SB3 2.x), with their JSON types.
 _POLICY_KWARGS = {"net_arch": (list, dict), "activation_fn": str, "ortho_init": bool, "use_sde": bool,
@@ -81,6 +81,40 @@ class LatentCNN(BaseFeaturesExtractor):
             torch.nn.Flatten(),  # (B, 64 * gh * gw)
         )
         self.linear = torch.nn.Sequential(torch.nn.Linear(64 * gh * gw, features_dim), torch.nn.ReLU())
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.cnn(observations.float()))
+
+
+class LatentCellCNN(BaseFeaturesExtractor):
+    """SB3 features extractor for latent observations ``[C, h, w]`` that keeps every latent cell: a small target
+    (the room's ball, a few pixels inside one 8x8-pixel cell) is told apart where :class:`LatentCNN`'s stride-2 layer
+    would merge it with its neighbours.
+
+    ``conv1x1(C -> 128) -> ReLU -> conv1x1(128 -> 64) -> ReLU -> conv3x3(64 -> 32) -> ReLU -> conv3x3(32 -> 32) -> ReLU
+    -> flatten -> linear(features_dim) -> ReLU`` (the 1x1 layers read each cell, the 3x3 its neighbours; no stride).
+    Trained by PPO alone it does not learn the room's task any more than :class:`LatentCNN`; taught first where the
+    dream's target is (:func:`neuralsim.agents.sb3.pretrain_latent_extractor`) it does
+    (``benchmarks/ppo_observation.py``). Use it through :func:`neuralsim.agents.sb3.latent_policy_kwargs`
+    (``extractor="cells"``) with ``"MlpPolicy"``; :func:`save_policy` / :func:`load_policy` store it by name.
+
+    Args:
+        observation_space: ``Box((C, h, w), float32)``, e.g. the dream's latent observation space.
+        features_dim: width of the output features.
+    """
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 256) -> None:
+        if not (isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 3):
+            raise ValueError(f"observation_space must be a Box of latent frames (C, h, w), got {observation_space}")
+        super().__init__(observation_space, features_dim)
+        c, h, w = (int(d) for d in observation_space.shape)
+        relu = torch.nn.ReLU
+        self.cnn = torch.nn.Sequential(
+            torch.nn.Conv2d(c, 128, 1), relu(), torch.nn.Conv2d(128, 64, 1), relu(),
+            torch.nn.Conv2d(64, 32, 3, padding=1), relu(), torch.nn.Conv2d(32, 32, 3, padding=1), relu(),
+            torch.nn.Flatten(),  # (B, 32 * h * w)
+        )
+        self.linear = torch.nn.Sequential(torch.nn.Linear(32 * h * w, features_dim), relu())
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return self.linear(self.cnn(observations.float()))
@@ -141,10 +175,12 @@ class ImpalaCNN(BaseFeaturesExtractor):
 
 
 def _extractor_class(name: str) -> type:
-    """An allow-listed features extractor by name (SB3's own, :class:`LatentCNN` or :class:`ImpalaCNN`)."""
+    """An allow-listed features extractor by name (SB3's own, :class:`LatentCNN`, :class:`LatentCellCNN` or
+    :class:`ImpalaCNN`)."""
     from stable_baselines3.common import torch_layers
 
-    return {"LatentCNN": LatentCNN, "ImpalaCNN": ImpalaCNN}.get(name) or getattr(torch_layers, name)
+    return {"LatentCNN": LatentCNN, "LatentCellCNN": LatentCellCNN, "ImpalaCNN": ImpalaCNN}.get(name) or \
+        getattr(torch_layers, name)
 
 
 def space_to_json(space: spaces.Space, name: str = "space") -> dict[str, Any]:
@@ -178,6 +214,10 @@ def _min_weights(obs: spaces.Space, action: spaces.Space, kwargs: dict[str, Any]
         _, gh, gw = _latent_cnn_grid(h, w)
         features = int((kwargs.get("features_extractor_kwargs") or {}).get("features_dim", 256))
         total += c * 64 * 9 + 64 * 64 * 9 + 64 * gh * gw * features
+    elif extractor == "LatentCellCNN" and isinstance(obs, spaces.Box) and len(obs.shape) == 3:
+        c, h, w = obs.shape
+        features = int((kwargs.get("features_extractor_kwargs") or {}).get("features_dim", 256))
+        total += c * 128 + 128 * 64 + 64 * 32 * 9 + 32 * 32 * 9 + 32 * h * w * features
     elif extractor == "ImpalaCNN" and isinstance(obs, spaces.Box) and len(obs.shape) == 3:
         c, h, w = obs.shape
         gh, gw = _impala_grid(h, w)
@@ -431,4 +471,4 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     return SavedPolicy(policy.to(device), config, root)
 
 
-__all__ = ["ImpalaCNN", "LatentCNN", "SavedPolicy", "save_policy", "load_policy", "is_saved_policy", "space_to_json", "space_from_json"]
+__all__ = ["ImpalaCNN", "LatentCNN", "LatentCellCNN", "SavedPolicy", "save_policy", "load_policy", "is_saved_policy", "space_to_json", "space_from_json"]

@@ -51,6 +51,10 @@ def add_transfer_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--rgb-extractor", choices=("impala", "nature"), default=d.rgb_extractor,
                    help="the rgb policy's CNN: impala (default: neuralsim.policy.ImpalaCNN, sees a few-pixel target) "
                         "or nature (SB3's NatureCNN)")
+    t.add_argument("--latent-extractor", choices=("pretrained", "cells", "cnn"), default=d.latent_extractor,
+                   help="with --obs latent, the policy's CNN: pretrained (default: neuralsim.policy.LatentCellCNN taught "
+                        "where the dream's target is before PPO, neuralsim.agents.pretrain; needs a model with a target "
+                        "tracker), cells (LatentCellCNN) or cnn (LatentCNN), both from PPO alone")
     t.add_argument("--task", action="append", default=[], metavar="OPTION=JSON",
                    help="a task option of the real env (its TASK_OPTIONS) for both worlds, e.g. ball_start='\"thrown\"'; "
                         "repeatable (default: the env's TRANSFER_TASK, the room's ball at rest)")
@@ -78,7 +82,8 @@ def config_from_args(args: argparse.Namespace):
         workdir = tempfile.mkdtemp(prefix="neuralsim-transfer-quick-") if args.quick else TransferConfig.workdir
     base = dict(model=args.model, workdir=workdir, obs=getattr(args, "obs", None) or "rgb",
                 compile=bool(getattr(args, "compile", False)), resume=bool(getattr(args, "resume", False)),
-                rgb_extractor=getattr(args, "rgb_extractor", None) or TransferConfig.rgb_extractor, **overrides)
+                rgb_extractor=getattr(args, "rgb_extractor", None) or TransferConfig.rgb_extractor,
+                latent_extractor=getattr(args, "latent_extractor", None) or TransferConfig.latent_extractor, **overrides)
     if getattr(args, "keys", None):
         base["keys"] = None if args.keys == "box" else tuple(args.keys.split(","))
     base["out"] = args.out if args.out is not None else str(Path(workdir) / ("transfer-quick.json" if args.quick

@@ -1,0 +1,162 @@
+"""Teach a latent policy's features extractor where the dream's target is, before RL.
+
+PPO alone does not learn the room's task from latent observations: the latents hold the target (decoded, they teach
+the same task as frames do), but a small conv net trained by PPO's gradients alone never starts reading a ball a few
+pixels across inside one latent cell (docs/performance.md, sections 11 and 12). Taught first, supervised, whether the
+target is in view and at which image column, the same net lets PPO learn it (``benchmarks/ppo_observation.py``).
+
+The labels come from the world model itself, not from the simulator: a model with a target tracker
+(:class:`neuralsim.reward.TargetTracker`, the reward model of the shipped one) keeps, in every dream, an estimate of
+where the target is in the camera's frame, and the dream's reward is computed from it. :func:`dream_target_labels`
+dreams episodes from the model's start set with random walk-and-turn keys and labels each latent frame with that
+estimate; :func:`pretrain_latent_extractor` trains an extractor on them, with a linear head it then drops:
+
+    >>> from stable_baselines3 import PPO
+    >>> from neuralsim.agents.sb3 import latent_policy_kwargs, make_sb3_env
+    >>> from neuralsim.agents.pretrain import pretrain_latent_extractor
+    >>> venv = make_sb3_env(model="default", num_envs=16, obs_type="latent")
+    >>> agent = PPO("MlpPolicy", venv, policy_kwargs=latent_policy_kwargs(extractor="cells"))
+    >>> pretrain_latent_extractor(agent.policy.features_extractor, "default")   # after PPO(...): see below
+    >>> agent.learn(100_000)
+
+Call it after the algorithm is built: SB3's policy redraws every layer of its extractor (orthogonal init) when it
+builds itself, so weights set before are lost.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+#: the keys the label dreams walk and turn with (the transfer benchmark's, ``agents.transfer.WALK_AND_TURN``)
+LABEL_KEYS = ("w", "j", "l", "wj", "wl")
+
+
+def dream_target_labels(model: Any = "default", frames: int = 20_000, *, num_envs: int = 32, episode_steps: int = 50,
+                        walk: float = 0.3, keys: Sequence[str] = LABEL_KEYS, seed: int = 0
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Latent frames of the model's own dreams, each labelled with the dream's estimate of the target.
+
+    ``num_envs`` dreams from the model's start set, ``episode_steps`` steps each, a random key of ``keys`` per step
+    (``keys[0]`` with probability ``walk``, else any), fp32, nothing decoded.
+
+    Args:
+        model: a shipped model name, a checkpoint directory or a :class:`~neuralsim.session.DreamSession`; its reward
+            model must be a target tracker.
+        frames: how many latent frames (labelled) to return.
+
+    Returns:
+        ``(latents [frames, C, h, w] float32, the dream's latent observations, visible [frames] bool, column [frames] float32)``: whether
+        the tracker's estimate is in view (:meth:`~neuralsim.reward.TargetTracker.in_view`) and its image column in
+        ``[-1, 1]`` (left edge to right edge; meaningful where visible).
+
+    Raises:
+        ValueError: a bad count or probability, or a model without a target tracker.
+    """
+    from neuralsim.actions import keys_to_vector
+    from neuralsim.envs.world_model_env import latent_obs
+    from neuralsim.reward import TargetTracker
+    from neuralsim.session import as_session
+
+    for name, value in (("frames", frames), ("num_envs", num_envs), ("episode_steps", episode_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not 0.0 <= walk <= 1.0:
+        raise ValueError(f"walk must be a probability in [0, 1], got {walk!r}")
+    if isinstance(keys, str) or not keys or any(not isinstance(k, str) or not k or set(k) - set("wsadijkl") for k in keys):
+        raise ValueError(f"keys must be a list of key sets over 'wsadijkl' (e.g. ['w', 'j', 'l']), got {keys!r}")
+    session = as_session(model, dtype="float32")
+    tracker = getattr(session.model, "reward_model", None)
+    if not isinstance(tracker, TargetTracker):
+        raise ValueError(f"model must have a target tracker (neuralsim.reward.TargetTracker) as its reward model to label "
+                         f"the target, got {type(tracker).__name__}")
+    session.judge_frames = session.draw_views = False  # nothing here reads a decoded frame
+    actions = np.stack([keys_to_vector(k) for k in keys]).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    generator = session.generator(seed)
+    latents, visible, column = [], [], []
+    collected = 0
+    while collected < frames:
+        state, _, _ = session.start(num_envs, generator, rng=rng)
+        for _ in range(episode_steps):
+            offsets = state.reward_memory[:, :2].float()  # (forward, right) of the target, metres, the camera's frame
+            latents.append(torch.from_numpy(latent_obs(state.latent)))  # what the agent is shown
+            visible.append(tracker.in_view(offsets))
+            column.append(offsets[:, 1] / (offsets[:, 0].clamp(min=1e-3) * tracker.view_tan))
+            collected += num_envs
+            if collected >= frames:
+                break
+            chosen = np.where(rng.random(num_envs) < walk, 0, rng.integers(len(keys), size=num_envs))
+            state = session.step(state, actions[chosen], generator, decode=False).state
+    return (torch.cat(latents)[:frames].contiguous(), torch.cat(visible)[:frames],
+            torch.cat(column)[:frames].clamp(-1.5, 1.5).float())
+
+
+def pretrain_latent_extractor(extractor: torch.nn.Module, model: Any = "default", *, frames: int = 20_000,
+                              epochs: int = 8, lr: float = 3e-4, batch_size: int = 128, seed: int = 0,
+                              data: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Train ``extractor`` (in place) with a linear head to tell, from a latent frame, whether the target is in view
+    and at which column (:func:`dream_target_labels`: the dream's own estimate); the head is dropped.
+
+    Args:
+        extractor: an SB3 features extractor over latents (``features_dim`` attribute), e.g.
+            ``agent.policy.features_extractor`` once the agent is built.
+        model: the world model whose dreams label the frames (as :func:`dream_target_labels`).
+        frames, epochs, lr, batch_size, seed: the data and the Adam schedule; 10 % of the frames are held out.
+        data: ``(latents, visible, column)`` already made by :func:`dream_target_labels` (then ``model`` and
+            ``frames`` are unused): one dreaming for several extractors.
+
+    Returns:
+        ``{"frames", "epochs", "visible_share", "visible_accuracy", "column_error", "label_s", "train_s"}``: the held-out
+        accuracy of "in view" and the mean column error (in half image widths) where it is in view.
+    """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    width = getattr(extractor, "features_dim", None)
+    if not isinstance(width, int) or width < 1:
+        raise ValueError(f"extractor must be a features extractor with a positive int features_dim, got "
+                         f"{type(extractor).__name__}")
+    t0 = time.perf_counter()
+    latents, visible, column = data if data is not None else dream_target_labels(model, frames, seed=seed)
+    label_s = time.perf_counter() - t0
+    if len(latents) < 10:
+        raise ValueError(f"pretraining needs at least 10 labelled frames, got {len(latents)}")
+    device = next(extractor.parameters()).device
+    latents, visible, column = latents.to(device), visible.to(device).float(), column.to(device)
+    generator = torch.Generator().manual_seed(seed)
+    head = torch.nn.Linear(width, 2).to(device)
+    with torch.no_grad():  # the head's init from the seed alone, not from torch's global state
+        bound = 1 / width ** 0.5
+        head.weight.copy_(torch.rand(head.weight.shape, generator=generator) * 2 * bound - bound)
+        head.bias.zero_()
+    optimizer = torch.optim.Adam([*extractor.parameters(), *head.parameters()], lr=lr)
+    split = max(1, int(0.9 * len(latents)))
+    was_training = extractor.training
+    extractor.train()
+    t1 = time.perf_counter()
+    with torch.enable_grad():
+        for _ in range(epochs):
+            for idx in torch.randperm(split, generator=generator).split(batch_size):
+                out, seen = head(extractor(latents[idx])), visible[idx]
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], seen) + \
+                    (seen * (out[:, 1] - column[idx]) ** 2).sum() / seen.sum().clamp(min=1)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    extractor.train(was_training)
+    with torch.no_grad():
+        out = torch.cat([head(extractor(latents[i:i + 512])) for i in range(split, len(latents), 512)])
+    seen = visible[split:].bool()
+    return {"frames": len(latents), "epochs": epochs, "visible_share": float(visible.mean()),
+            "visible_accuracy": float(((out[:, 0] > 0) == seen).float().mean()) if len(out) else None,
+            "column_error": float((out[seen, 1] - column[split:][seen]).abs().mean()) if bool(seen.any()) else None,
+            "label_s": label_s, "train_s": time.perf_counter() - t1}
+
+
+__all__ = ["LABEL_KEYS", "dream_target_labels", "pretrain_latent_extractor"]
