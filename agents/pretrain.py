@@ -25,6 +25,7 @@ builds itself, so weights set before are lost.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Sequence
 
@@ -33,6 +34,24 @@ import torch
 
 #: the keys the label dreams walk and turn with (the transfer benchmark's, ``agents.transfer.WALK_AND_TURN``)
 LABEL_KEYS = ("w", "j", "l", "wj", "wl")
+
+
+def has_target_tracker(model: Any) -> bool:
+    """Whether ``model`` (a native checkpoint's name or directory, or a loaded model or session) has a target tracker
+    as its reward model, so that :func:`dream_target_labels` can label its dreams. Reads only the config of a name or
+    directory; False for one that is not a native checkpoint."""
+    from neuralsim.reward import TargetTracker
+
+    if not isinstance(model, (str, os.PathLike)):
+        inner = getattr(model, "model", model)  # a DreamSession's model, or the model itself
+        return isinstance(getattr(inner, "reward_model", None), TargetTracker)
+    from neuralsim.checkpoints import read_config, resolve_checkpoint
+
+    try:
+        config = read_config(resolve_checkpoint(model))
+    except (ValueError, OSError):
+        return False
+    return bool(config.reward_model_channels) and config.reward_model_kind == "target"
 
 
 def dream_target_labels(model: Any = "default", frames: int = 20_000, *, num_envs: int = 32, episode_steps: int = 50,
@@ -159,4 +178,4 @@ def pretrain_latent_extractor(extractor: torch.nn.Module, model: Any = "default"
             "label_s": label_s, "train_s": time.perf_counter() - t1}
 
 
-__all__ = ["LABEL_KEYS", "dream_target_labels", "pretrain_latent_extractor"]
+__all__ = ["LABEL_KEYS", "dream_target_labels", "has_target_tracker", "pretrain_latent_extractor"]

@@ -60,7 +60,7 @@ WALK_AND_TURN = A.WALK_AND_TURN
 
 
 #: TransferConfig.latent_extractor's choices
-LATENT_EXTRACTOR_CHOICES = ("pretrained", "cells", "cnn")
+LATENT_EXTRACTOR_CHOICES = ("auto", "pretrained", "cells", "cnn")
 
 
 @dataclass
@@ -87,8 +87,9 @@ class TransferConfig:
     rgb_extractor: str = "impala"
     # The latent policy's features extractor (obs="latent"): "pretrained" (neuralsim.policy.LatentCellCNN taught where
     # the dream's target is before PPO, agents.pretrain, the same in both worlds: PPO alone learns the room's task
-    # from latents with neither extractor), "cells" (LatentCellCNN, PPO alone) or "cnn" (LatentCNN, PPO alone).
-    latent_extractor: str = "pretrained"
+    # from latents with neither extractor; needs a model with a target tracker), "cells" (LatentCellCNN, PPO alone),
+    # "cnn" (LatentCNN, PPO alone) or "auto": "pretrained" where the model has a target tracker, else "cnn".
+    latent_extractor: str = "auto"
     pretrain_frames: int = 20_000  # dreamed latent frames the "pretrained" extractor is taught on, and its epochs
     pretrain_epochs: int = 8
     compile: bool = False  # the dream envs with compile=True (WorldModel.compile_streaming; timed in the dream's wall_s)
@@ -265,6 +266,15 @@ def dream_start_set(cfg: TransferConfig) -> tuple[np.ndarray, list[str]] | None:
 RUN_RECORD = "run.json"  # a finished training's record in its directory (what --resume reuses)
 
 
+def latent_extractor_of(cfg: TransferConfig) -> str:
+    """``cfg.latent_extractor`` with ``"auto"`` resolved by the model (:func:`~neuralsim.agents.pretrain.has_target_tracker`)."""
+    if cfg.latent_extractor != "auto":
+        return cfg.latent_extractor
+    from neuralsim.agents.pretrain import has_target_tracker
+
+    return "pretrained" if has_target_tracker(cfg.model) else "cnn"
+
+
 def training_key(world: str, cfg: TransferConfig, seed: int) -> dict[str, Any]:
     """What makes two trainings the same (a run record is reused only for the same key). A dream's also holds its
     model's fingerprint: a model installed under the same name (``"default"``) is another dream; so does the room's
@@ -277,8 +287,8 @@ def training_key(world: str, cfg: TransferConfig, seed: int) -> dict[str, Any]:
            "keys": None if cfg.keys is None else list(cfg.keys), "obs": cfg.obs, "rgb_extractor": cfg.rgb_extractor,
            "compile": cfg.compile, "real_env_kwargs": real_env_spec(cfg.model, cfg.real_task)[1]}
     if cfg.obs == "latent":
-        key["latent_extractor"] = cfg.latent_extractor
-        if cfg.latent_extractor == "pretrained":
+        key["latent_extractor"] = latent_extractor_of(cfg)
+        if key["latent_extractor"] == "pretrained":
             key["pretrain"] = [cfg.pretrain_frames, cfg.pretrain_epochs]
     if world == "dream":
         key["dream_starts"] = cfg.dream_starts
@@ -373,10 +383,10 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path, encoder
     if latent:
         from neuralsim.agents.sb3 import latent_policy_kwargs
 
-        extractor = "cnn" if cfg.latent_extractor == "cnn" else "cells"
+        choice = latent_extractor_of(cfg)
         algo = PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0,
-                   policy_kwargs=latent_policy_kwargs(extractor=extractor), **cfg.ppo)
-        if cfg.latent_extractor == "pretrained":  # after PPO(...): building the policy redraws its extractor
+                   policy_kwargs=latent_policy_kwargs(extractor="cnn" if choice == "cnn" else "cells"), **cfg.ppo)
+        if choice == "pretrained":  # after PPO(...): building the policy redraws its extractor
             from neuralsim.agents.pretrain import pretrain_latent_extractor
 
             pretraining = pretrain_latent_extractor(algo.policy.features_extractor, cfg.model, frames=cfg.pretrain_frames,

@@ -418,6 +418,15 @@ def test_ppo_observation_benchmark(tmp_path, capsys):
                                    "--out", str(tmp_path / "latent.json")])
     assert [r["observation"] for r in latent["rows"]] == ["latent", "latent-per-cell", "latent-decoder-stem", "decoded"]
     assert all(r["episodes"] >= 0 and r["env_steps_per_s"] > 0 for r in latent["rows"])
+    # the extractors taught first (by the simulator's labels, by the dream's tracker) and the tracker's own readers
+    # need the shipped model's target tracker
+    taught = ppo_observation.main(["--quick", "--timesteps", "256", "--observations",
+                                   "latent-probed,latent-dreamed,latent-tracker,latent-measure",
+                                   "--out", str(tmp_path / "taught.json")])
+    rows = {r["observation"]: r for r in taught["rows"]}
+    assert list(rows) == ["latent-probed", "latent-dreamed", "latent-tracker", "latent-measure"]
+    for name in ("latent-probed", "latent-dreamed"):
+        assert 0 <= rows[name]["pretraining"]["visible_accuracy"] <= 1 and rows[name]["pretraining"]["seconds"] > 0
     for bad in (["--observations", "depth"], ["--task", "target_colour=\"grey\""]):
         with pytest.raises(SystemExit):
             ppo_observation.main(["--quick", *bad, "--out", str(tmp_path / "x.json")])

@@ -51,10 +51,11 @@ def add_transfer_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--rgb-extractor", choices=("impala", "nature"), default=d.rgb_extractor,
                    help="the rgb policy's CNN: impala (default: neuralsim.policy.ImpalaCNN, sees a few-pixel target) "
                         "or nature (SB3's NatureCNN)")
-    t.add_argument("--latent-extractor", choices=("pretrained", "cells", "cnn"), default=d.latent_extractor,
-                   help="with --obs latent, the policy's CNN: pretrained (default: neuralsim.policy.LatentCellCNN taught "
-                        "where the dream's target is before PPO, neuralsim.agents.pretrain; needs a model with a target "
-                        "tracker), cells (LatentCellCNN) or cnn (LatentCNN), both from PPO alone")
+    t.add_argument("--latent-extractor", choices=("auto", "pretrained", "cells", "cnn"), default=d.latent_extractor,
+                   help="with --obs latent, the policy's CNN: pretrained (neuralsim.policy.LatentCellCNN taught where "
+                        "the dream's target is before PPO, neuralsim.agents.pretrain; needs a model with a target "
+                        "tracker), cells (LatentCellCNN) or cnn (LatentCNN), both from PPO alone; auto (default): "
+                        "pretrained where the model has a target tracker, else cnn")
     t.add_argument("--task", action="append", default=[], metavar="OPTION=JSON",
                    help="a task option of the real env (its TASK_OPTIONS) for both worlds, e.g. ball_start='\"thrown\"'; "
                         "repeatable (default: the env's TRANSFER_TASK, the room's ball at rest)")
