@@ -1,10 +1,13 @@
-"""What holds PPO back in the real room: seeing the target, or the control problem? PPO on nine observations.
+"""What holds PPO back in the real room: seeing the target, or the control problem? PPO on twelve observations.
 
     python benchmarks/ppo_observation.py [--quick] [--timesteps 102400] [--observations rgb,rgb-impala,bar,state]
                                          [--task target_colour="red"] [--seed 0] [--model default] [--out FILE]
     python benchmarks/ppo_observation.py --observations latent,latent-per-cell \
                                          --out benchmarks/results/ppo_observation_latent.json
     python benchmarks/ppo_observation.py --observations latent-probed --out benchmarks/results/ppo_observation_probed.json
+    python benchmarks/ppo_observation.py --observations latent-dreamed --out benchmarks/results/ppo_observation_dreamed.json
+    python benchmarks/ppo_observation.py --observations latent-tracker --out benchmarks/results/ppo_observation_tracker.json
+    python benchmarks/ppo_observation.py --observations latent-measure --out benchmarks/results/ppo_observation_measure.json
     python benchmarks/ppo_observation.py --observations latent-decoder-stem \
                                          --out benchmarks/results/ppo_observation_decoder_stem.json
     python benchmarks/ppo_observation.py --observations decoded --out benchmarks/results/ppo_observation_decoded.json
@@ -25,9 +28,17 @@ PPO is trained in ``NeuralSimRoom-v0`` exactly as the transfer benchmark trains 
   benchmark's ``--obs latent`` agents);
 - ``latent-per-cell``: the same latents through ``benchmarks/latent_probe.py``'s per-cell net (two 1x1 convs, then
   two 3x3, no stride), which reads the target's column from latents better than ``LatentCNN`` there;
-- ``latent-probed``: the per-cell net pretrained first, supervised, as ``latent_probe.py`` trains it (whether the
-  target is in view and its column, 20,000 real-room frames of other layouts, 8 epochs; the simulator's labels),
-  then trained on by PPO: whether PPO learns from latents once its extractor already reads the target;
+- ``latent-probed``: the per-cell net (:class:`neuralsim.policy.LatentCellCNN`) pretrained first, supervised, as
+  ``latent_probe.py`` trains it (whether the target is in view and its column, 20,000 real-room frames of other
+  layouts, 8 epochs; the simulator's labels), then trained on by PPO: whether PPO learns from latents once its
+  extractor already reads the target;
+- ``latent-dreamed``: the same net taught the same way on labels the world model gives itself
+  (:func:`neuralsim.agents.pretrain.pretrain_latent_extractor`: 20,000 latent frames of its own dreams, each labelled
+  by the dream's target tracker), what ``neuralsim eval transfer --obs latent`` does;
+- ``latent-tracker``: the model's target tracker's localizer (its convs and heat map, trained with the model), then a
+  linear layer, all trained on by PPO;
+- ``latent-measure``: ``LatentCNN``'s features beside the tracker's frozen measurement of the target (its
+  ``(forward, right)`` and confidence);
 - ``latent-decoder-stem``: the same latents through the model's decoder up to its first upsampling (frozen), then
   ``ImpalaCNN`` (trained): the decoder's first features, at a third of a full decode's cost;
 - ``decoded``: the frames through the model's encoder and back through its decoder (what the latents hold, as
