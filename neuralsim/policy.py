@@ -56,7 +56,22 @@ def _latent_cnn_grid(h: int, w: int) -> tuple[int, int, int]:
     return stride, (h - 1) // stride + 1, (w - 1) // stride + 1
 
 
-class LatentCNN(BaseFeaturesExtractor):
+class _LatentExtractor(BaseFeaturesExtractor):
+    """What the latent extractors share: the space check, and ``linear(cnn(latents))``."""
+
+    cnn: torch.nn.Module
+    linear: torch.nn.Module
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int) -> None:
+        if not (isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 3):
+            raise ValueError(f"observation_space must be a Box of latent frames (C, h, w), got {observation_space}")
+        super().__init__(observation_space, features_dim)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.cnn(observations.float()))
+
+
+class LatentCNN(_LatentExtractor):
     """SB3 features extractor for latent observations ``[C, h, w]`` float32 (``obs_type="latent"``).
 
     ``conv3x3(C -> 64) -> ReLU -> conv3x3(64 -> 64, stride 2 on grids of at least 8x8) -> ReLU ->
@@ -70,8 +85,6 @@ class LatentCNN(BaseFeaturesExtractor):
     """
 
     def __init__(self, observation_space: spaces.Box, features_dim: int = 256) -> None:
-        if not (isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 3):
-            raise ValueError(f"observation_space must be a Box of latent frames (C, h, w), got {observation_space}")
         super().__init__(observation_space, features_dim)
         c, h, w = (int(d) for d in observation_space.shape)
         stride, gh, gw = _latent_cnn_grid(h, w)
@@ -82,11 +95,8 @@ class LatentCNN(BaseFeaturesExtractor):
         )
         self.linear = torch.nn.Sequential(torch.nn.Linear(64 * gh * gw, features_dim), torch.nn.ReLU())
 
-    def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.cnn(observations.float()))
 
-
-class LatentCellCNN(BaseFeaturesExtractor):
+class LatentCellCNN(_LatentExtractor):
     """SB3 features extractor for latent observations ``[C, h, w]`` that keeps every latent cell: a small target
     (the room's ball, a few pixels inside one 8x8-pixel cell) is told apart where :class:`LatentCNN`'s stride-2 layer
     would merge it with its neighbours.
@@ -94,7 +104,7 @@ class LatentCellCNN(BaseFeaturesExtractor):
     ``conv1x1(C -> 128) -> ReLU -> conv1x1(128 -> 64) -> ReLU -> conv3x3(64 -> 32) -> ReLU -> conv3x3(32 -> 32) -> ReLU
     -> flatten -> linear(features_dim) -> ReLU`` (the 1x1 layers read each cell, the 3x3 its neighbours; no stride).
     Trained by PPO alone it does not learn the room's task any more than :class:`LatentCNN`; taught first where the
-    dream's target is (:func:`neuralsim.agents.sb3.pretrain_latent_extractor`) it does
+    dream's target is (:func:`neuralsim.agents.pretrain.pretrain_latent_extractor`) it does
     (``benchmarks/ppo_observation.py``). Use it through :func:`neuralsim.agents.sb3.latent_policy_kwargs`
     (``extractor="cells"``) with ``"MlpPolicy"``; :func:`save_policy` / :func:`load_policy` store it by name.
 
@@ -104,8 +114,6 @@ class LatentCellCNN(BaseFeaturesExtractor):
     """
 
     def __init__(self, observation_space: spaces.Box, features_dim: int = 256) -> None:
-        if not (isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 3):
-            raise ValueError(f"observation_space must be a Box of latent frames (C, h, w), got {observation_space}")
         super().__init__(observation_space, features_dim)
         c, h, w = (int(d) for d in observation_space.shape)
         relu = torch.nn.ReLU
@@ -115,9 +123,6 @@ class LatentCellCNN(BaseFeaturesExtractor):
             torch.nn.Flatten(),  # (B, 32 * h * w)
         )
         self.linear = torch.nn.Sequential(torch.nn.Linear(32 * h * w, features_dim), relu())
-
-    def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.cnn(observations.float()))
 
 
 class _ResidualBlock(torch.nn.Module):
