@@ -382,6 +382,8 @@ def test_ppo_speed_benchmark(tmp_path, capsys):
     assert all(r["env_steps"] == 128 and r["env_steps_per_s"] > 0 for r in result["rows"])
     speed = {(r["world"], r["obs"]): r["env_steps_per_s"] for r in result["rows"]}
     assert result["dream_latent_vs_real_rgb"] == pytest.approx(speed[("dream", "latent")] / speed[("real", "rgb")], rel=1e-3)
+    latent = [r for r in result["rows"] if r["obs"] == "latent"]  # the shipped model: a tracker, so taught first
+    assert all(r["extractor"] == "pretrained" and r["pretrain_s"] > 0 for r in latent)
     with pytest.raises(SystemExit):
         ppo_speed.main(["--quick", "--timesteps", "64", "--out", str(tmp_path / "x.json")])
     assert "--timesteps must be at least" in capsys.readouterr().err
