@@ -54,6 +54,29 @@ def has_target_tracker(model: Any) -> bool:
     return bool(config.reward_model_channels) and config.reward_model_kind == "target"
 
 
+def _check_collection(frames: Any, num_envs: Any, episode_steps: Any, walk: Any, keys: Any) -> None:
+    for name, value in (("frames", frames), ("num_envs", num_envs), ("episode_steps", episode_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if isinstance(walk, bool) or not isinstance(walk, (int, float)) or not 0.0 <= walk <= 1.0:
+        raise ValueError(f"walk must be a probability in [0, 1], got {walk!r}")
+    if isinstance(keys, str) or not keys or any(not isinstance(k, str) or not k or set(k) - set("wsadijkl") for k in keys):
+        raise ValueError(f"keys must be a list of key sets over 'wsadijkl' (e.g. ['w', 'j', 'l']), got {keys!r}")
+
+
+def _tracker_session(model: Any) -> Any:
+    """A float32 :class:`~neuralsim.session.DreamSession` of ``model``, checked to have a target tracker."""
+    from neuralsim.reward import TargetTracker
+    from neuralsim.session import as_session
+
+    session = as_session(model, dtype="float32")
+    tracker = getattr(session.model, "reward_model", None)
+    if not isinstance(tracker, TargetTracker):
+        raise ValueError(f"model must have a target tracker (neuralsim.reward.TargetTracker) as its reward model to label "
+                         f"the target, got {type(tracker).__name__}")
+    return session
+
+
 def dream_target_labels(model: Any = "default", frames: int = 20_000, *, num_envs: int = 32, episode_steps: int = 50,
                         walk: float = 0.3, keys: Sequence[str] = LABEL_KEYS, seed: int = 0
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -77,21 +100,10 @@ def dream_target_labels(model: Any = "default", frames: int = 20_000, *, num_env
     """
     from neuralsim.actions import keys_to_vector
     from neuralsim.envs.world_model_env import latent_obs
-    from neuralsim.reward import TargetTracker
-    from neuralsim.session import as_session
 
-    for name, value in (("frames", frames), ("num_envs", num_envs), ("episode_steps", episode_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not 0.0 <= walk <= 1.0:
-        raise ValueError(f"walk must be a probability in [0, 1], got {walk!r}")
-    if isinstance(keys, str) or not keys or any(not isinstance(k, str) or not k or set(k) - set("wsadijkl") for k in keys):
-        raise ValueError(f"keys must be a list of key sets over 'wsadijkl' (e.g. ['w', 'j', 'l']), got {keys!r}")
-    session = as_session(model, dtype="float32")
-    tracker = getattr(session.model, "reward_model", None)
-    if not isinstance(tracker, TargetTracker):
-        raise ValueError(f"model must have a target tracker (neuralsim.reward.TargetTracker) as its reward model to label "
-                         f"the target, got {type(tracker).__name__}")
+    _check_collection(frames, num_envs, episode_steps, walk, keys)
+    session = _tracker_session(model)
+    tracker = session.model.reward_model
     session.judge_frames = session.draw_views = False  # nothing here reads a decoded frame
     actions = np.stack([keys_to_vector(k) for k in keys]).astype(np.float32)
     rng = np.random.default_rng(seed)
@@ -114,17 +126,78 @@ def dream_target_labels(model: Any = "default", frames: int = 20_000, *, num_env
             torch.cat(column)[:frames].clamp(-1.5, 1.5).float())
 
 
+def env_target_labels(model: Any, env: Any, frames: int = 20_000, *, episode_steps: int = 50, walk: float = 0.3,
+                      keys: Sequence[str] = LABEL_KEYS, seed: int = 0, env_kwargs: dict[str, Any] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Frames of a pixel env (no reward read) through the model's encoder, each labelled by the model's target tracker
+    measuring it: the labels of :func:`dream_target_labels`, read off the env's frames instead of dreamed ones.
+
+    Episodes of ``episode_steps`` steps from ``env.reset(seed=seed)`` on, a random key of ``keys`` per step (``keys[0]``
+    with probability ``walk``; the env's canonical camera actions, ``Box(4)``; any other action space is sampled).
+    A frame is labelled "in view" where the tracker is more than half confident and its estimate lies in the view.
+
+    Args:
+        model: a shipped model name, a checkpoint directory or a :class:`~neuralsim.session.DreamSession` with a
+            target tracker.
+        env: a registered env id (made with ``env_kwargs``) or a Gymnasium env of rgb frames (not closed here).
+
+    Returns:
+        ``(latents [frames, C, h, w], visible [frames] bool, column [frames] in [-1, 1])``, as :func:`dream_target_labels`.
+    """
+    import gymnasium as gym
+
+    from neuralsim.actions import keys_to_vector
+    from neuralsim.envs.latent import FrameEncoder
+
+    _check_collection(frames, 1, episode_steps, walk, keys)
+    session = _tracker_session(model)
+    tracker = session.model.reward_model
+    own = isinstance(env, str)
+    real = gym.make(env, **(env_kwargs or {})) if own else env
+    encoder = FrameEncoder(session.model, dtype="float32")
+    actions = np.stack([keys_to_vector(k) for k in keys]).astype(np.float32)
+    box4 = isinstance(real.action_space, gym.spaces.Box) and real.action_space.shape == (4,)
+    real.action_space.seed(seed)
+    rng = np.random.default_rng(seed)
+    images: list[np.ndarray] = []
+    obs, _ = real.reset(seed=seed)
+    steps = 0
+    while len(images) < frames:
+        images.append(np.asarray(obs))
+        steps += 1
+        action = actions[0 if rng.random() < walk else rng.integers(len(keys))] if box4 else real.action_space.sample()
+        obs, _, terminated, truncated, _ = real.step(action)
+        if terminated or truncated or steps % episode_steps == 0:
+            obs, _ = real.reset()
+    if own:
+        real.close()
+    latents = torch.from_numpy(np.concatenate([encoder(np.stack(images[i:i + 256])) for i in range(0, frames, 256)]))
+    with torch.no_grad():
+        was_training = tracker.training
+        position, weight = tracker.eval().measure(latents)  # its range calibration applies in eval mode
+        tracker.train(was_training)
+    visible = (weight > 0.5) & tracker.in_view(position)
+    column = (position[:, 1] / (position[:, 0].clamp(min=1e-3) * tracker.view_tan)).clamp(-1.5, 1.5).float()
+    return latents, visible, column
+
+
 def pretrain_latent_extractor(extractor: torch.nn.Module, model: Any = "default", *, frames: int = 20_000,
                               epochs: int = 8, lr: float = 3e-4, batch_size: int = 128, seed: int = 0,
+                              env: Any = None, env_kwargs: dict[str, Any] | None = None,
                               data: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
     """Train ``extractor`` (in place) with a linear head to tell, from a latent frame, whether the target is in view
-    and at which column (:func:`dream_target_labels`: the dream's own estimate); the head is dropped.
+    and at which column, as the model's target tracker says; the head is dropped.
 
     Args:
         extractor: an SB3 features extractor over latents (``features_dim`` attribute), e.g.
             ``agent.policy.features_extractor`` once the agent is built.
-        model: the world model whose dreams label the frames (as :func:`dream_target_labels`).
+        model: the world model whose tracker labels the frames.
         frames, epochs, lr, batch_size, seed: the data and the Adam schedule; 10 % of the frames are held out.
+        env: frames of this pixel env (an id, made with ``env_kwargs``, or an env), labelled by the tracker
+            (:func:`env_target_labels`), what an agent that will act there should be taught on; None: frames of the
+            model's own dreams (:func:`dream_target_labels`), no env needed. Measured in the room
+            (``benchmarks/ppo_observation.py``, one seed each): taught on the room's frames PPO learned the task
+            (``latent-measured``), taught on dreams it did in one run of two (``latent-dreamed``).
         data: ``(latents, visible, column)`` already made by :func:`dream_target_labels` (then ``model`` and
             ``frames`` are unused): one dreaming for several extractors.
 
@@ -142,7 +215,12 @@ def pretrain_latent_extractor(extractor: torch.nn.Module, model: Any = "default"
         raise ValueError(f"extractor must be a features extractor with a positive int features_dim, got "
                          f"{type(extractor).__name__}")
     t0 = time.perf_counter()
-    latents, visible, column = data if data is not None else dream_target_labels(model, frames, seed=seed)
+    if data is not None:
+        latents, visible, column = data
+    elif env is not None:
+        latents, visible, column = env_target_labels(model, env, frames, seed=seed, env_kwargs=env_kwargs)
+    else:
+        latents, visible, column = dream_target_labels(model, frames, seed=seed)
     label_s = time.perf_counter() - t0
     if len(latents) < 10:
         raise ValueError(f"pretraining needs at least 10 labelled frames, got {len(latents)}")
@@ -178,4 +256,4 @@ def pretrain_latent_extractor(extractor: torch.nn.Module, model: Any = "default"
             "label_s": label_s, "train_s": time.perf_counter() - t1}
 
 
-__all__ = ["LABEL_KEYS", "dream_target_labels", "has_target_tracker", "pretrain_latent_extractor"]
+__all__ = ["LABEL_KEYS", "dream_target_labels", "env_target_labels", "has_target_tracker", "pretrain_latent_extractor"]

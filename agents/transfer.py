@@ -59,6 +59,8 @@ REWARD_STEPS = 16  # steps of every agreement episode over which the dream's rew
 WALK_AND_TURN = A.WALK_AND_TURN
 
 
+#: the seeds of the latent extractor's teaching (real-env layouts apart from the evaluation's and the trainings')
+PRETRAIN_SEED = 700_000
 #: TransferConfig.latent_extractor's choices
 LATENT_EXTRACTOR_CHOICES = ("auto", "pretrained", "cells", "cnn")
 
@@ -90,7 +92,11 @@ class TransferConfig:
     # from latents with neither extractor; needs a model with a target tracker), "cells" (LatentCellCNN, PPO alone),
     # "cnn" (LatentCNN, PPO alone) or "auto": "pretrained" where the model has a target tracker, else "cnn".
     latent_extractor: str = "auto"
-    pretrain_frames: int = 20_000  # dreamed latent frames the "pretrained" extractor is taught on, and its epochs
+    # What the "pretrained" extractor is taught on, labelled by the model's target tracker: "real" (frames of the real
+    # env, walk-and-turn keys, no reward read: taught so, PPO learned the room's task from latents) or "dream" (the
+    # model's own dreams, no real env: in one run of two); how many frames, and the epochs.
+    pretrain_on: str = "real"
+    pretrain_frames: int = 20_000
     pretrain_epochs: int = 8
     compile: bool = False  # the dream envs with compile=True (WorldModel.compile_streaming; timed in the dream's wall_s)
     # Continue an interrupted run in the same workdir: a world and seed whose training finished there (its final policy
@@ -137,6 +143,8 @@ class TransferConfig:
             raise ValueError(f"{opt('obs')} must be 'rgb' or 'latent', got {self.obs!r}")
         if self.rgb_extractor not in ("impala", "nature"):
             raise ValueError(f"{opt('rgb_extractor')} must be 'impala' or 'nature', got {self.rgb_extractor!r}")
+        if self.pretrain_on not in ("real", "dream"):
+            raise ValueError(f"{opt('pretrain_on')} must be 'real' or 'dream', got {self.pretrain_on!r}")
         if self.latent_extractor not in LATENT_EXTRACTOR_CHOICES:
             raise ValueError(f"{opt('latent_extractor')} must be one of {', '.join(LATENT_EXTRACTOR_CHOICES)}, got "
                              f"{self.latent_extractor!r}")
@@ -289,7 +297,7 @@ def training_key(world: str, cfg: TransferConfig, seed: int) -> dict[str, Any]:
     if cfg.obs == "latent":
         key["latent_extractor"] = latent_extractor_of(cfg)
         if key["latent_extractor"] == "pretrained":
-            key["pretrain"] = [cfg.pretrain_frames, cfg.pretrain_epochs]
+            key["pretrain"] = [cfg.pretrain_on, cfg.pretrain_frames, cfg.pretrain_epochs]
     if world == "dream":
         key["dream_starts"] = cfg.dream_starts
     if world == "dream" or cfg.obs == "latent":
@@ -389,8 +397,12 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path, encoder
         if choice == "pretrained":  # after PPO(...): building the policy redraws its extractor
             from neuralsim.agents.pretrain import pretrain_latent_extractor
 
+            # the same teaching in both worlds (the same frames and seed): they differ only in where PPO runs
+            on_real = cfg.pretrain_on == "real"
             pretraining = pretrain_latent_extractor(algo.policy.features_extractor, cfg.model, frames=cfg.pretrain_frames,
-                                                    epochs=cfg.pretrain_epochs, seed=seed)
+                                                    epochs=cfg.pretrain_epochs, seed=PRETRAIN_SEED + seed,
+                                                    env=real_env_spec(cfg.model, cfg.real_task)[0] if on_real else None,
+                                                    env_kwargs=real_env_spec(cfg.model, cfg.real_task)[1] if on_real else None)
     else:
         from neuralsim.agents.sb3 import rgb_policy_kwargs
 

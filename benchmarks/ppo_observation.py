@@ -1,4 +1,4 @@
-"""What holds PPO back in the real room: seeing the target, or the control problem? PPO on twelve observations.
+"""What holds PPO back in the real room: seeing the target, or the control problem? PPO on thirteen observations.
 
     python benchmarks/ppo_observation.py [--quick] [--timesteps 102400] [--observations rgb,rgb-impala,bar,state]
                                          [--task target_colour="red"] [--seed 0] [--model default] [--out FILE]
@@ -6,6 +6,7 @@
                                          --out benchmarks/results/ppo_observation_latent.json
     python benchmarks/ppo_observation.py --observations latent-probed --out benchmarks/results/ppo_observation_probed.json
     python benchmarks/ppo_observation.py --observations latent-dreamed --out benchmarks/results/ppo_observation_dreamed.json
+    python benchmarks/ppo_observation.py --observations latent-measured --out benchmarks/results/ppo_observation_measured.json
     python benchmarks/ppo_observation.py --observations latent-tracker --out benchmarks/results/ppo_observation_tracker.json
     python benchmarks/ppo_observation.py --observations latent-measure --out benchmarks/results/ppo_observation_measure.json
     python benchmarks/ppo_observation.py --observations latent-decoder-stem \
@@ -34,7 +35,10 @@ PPO is trained in ``NeuralSimRoom-v0`` exactly as the transfer benchmark trains 
   extractor already reads the target;
 - ``latent-dreamed``: the same net taught the same way on labels the world model gives itself
   (:func:`neuralsim.agents.pretrain.pretrain_latent_extractor`: 20,000 latent frames of its own dreams, each labelled
-  by the dream's target tracker), what ``neuralsim eval transfer --obs latent`` does;
+  by the dream's target tracker), ``neuralsim eval transfer --obs latent --pretrain-on dream``;
+- ``latent-measured``: the same net taught on the room's frames (no reward read), each labelled by the model's
+  target tracker measuring it (``pretrain_latent_extractor(..., env="NeuralSimRoom-v0")``), what
+  ``neuralsim eval transfer --obs latent`` does;
 - ``latent-tracker``: the model's target tracker's localizer (its convs and heat map, trained with the model), then a
   linear layer, all trained on by PPO;
 - ``latent-measure``: ``LatentCNN``'s features beside the tracker's frozen measurement of the target (its
@@ -74,6 +78,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, machine_info, rounded, write_result  # noqa: E402
 
 OBSERVATIONS = ("rgb", "rgb-impala", "bar", "state", "latent", "latent-per-cell", "latent-probed", "latent-dreamed",
+                "latent-measured",
                 "latent-tracker", "latent-measure",
                 "latent-decoder-stem", "decoded")
 #: frames of the real room the ``latent-probed`` extractor is pretrained on, and its epochs (``latent_probe``'s)
@@ -284,6 +289,7 @@ def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int,
                      "latent-per-cell": latent_policy_kwargs(extractor="cells"),
                      "latent-probed": latent_policy_kwargs(extractor="cells"),
                      "latent-dreamed": latent_policy_kwargs(extractor="cells"),
+                     "latent-measured": latent_policy_kwargs(extractor="cells"),
                      "latent-tracker": {"features_extractor_class": TrackerExtractor},
                      "latent-measure": {"features_extractor_class": MeasureExtractor},
                      "latent-decoder-stem": {"features_extractor_class": DecoderStemExtractor,
@@ -297,12 +303,15 @@ def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int,
                device="cpu", verbose=0, policy_kwargs=policy_kwargs, **ppo)
     if weights is not None:  # after the policy is built: its orthogonal init redraws every extractor layer
         algo.policy.features_extractor.load_state_dict(weights)
-    if observation == "latent-dreamed":  # the same, taught by the world model's own dreams (the product's way)
+    if observation in ("latent-dreamed", "latent-measured"):  # taught by the world model's own labels
         from neuralsim.agents.pretrain import pretrain_latent_extractor
 
         t0 = time.perf_counter()
         pretraining = pretrain_latent_extractor(algo.policy.features_extractor, model, frames=probed[0], epochs=probed[1],
-                                                seed=seed)
+                                                # the room's frames from other layouts than PPO's first ones
+                                                seed=seed + 1 if observation == "latent-measured" else seed,
+                                                env="NeuralSimRoom-v0" if observation == "latent-measured" else None,
+                                                env_kwargs=task)
         pretraining["seconds"] = time.perf_counter() - t0
     if observation == "latent-tracker":
         from neuralsim.model import WorldModel

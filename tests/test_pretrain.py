@@ -128,5 +128,7 @@ def test_transfer_config_resolves_and_checks_the_latent_extractor(tiny_checkpoin
     with pytest.raises(ValueError, match="pretrain_frames"):
         TransferConfig(pretrain_frames=0).validate()
     key = training_key("dream", TransferConfig(obs="latent"), 0)
-    assert key["latent_extractor"] == "pretrained" and key["pretrain"] == [20_000, 8]
+    assert key["latent_extractor"] == "pretrained" and key["pretrain"] == ["real", 20_000, 8]
+    with pytest.raises(ValueError, match="--pretrain-on must be 'real' or 'dream'"):
+        TransferConfig(pretrain_on="video").validate(cli=True)
     assert "latent_extractor" not in training_key("dream", TransferConfig(), 0)  # rgb: no latent extractor

@@ -56,6 +56,9 @@ def add_transfer_arguments(t: argparse.ArgumentParser) -> None:
                         "the dream's target is before PPO, neuralsim.agents.pretrain; needs a model with a target "
                         "tracker), cells (LatentCellCNN) or cnn (LatentCNN), both from PPO alone; auto (default): "
                         "pretrained where the model has a target tracker, else cnn")
+    t.add_argument("--pretrain-on", choices=("real", "dream"), default=d.pretrain_on,
+                   help="what the pretrained latent extractor is taught on, labelled by the model's target tracker: real "
+                        "(default: frames of the real env, no reward read) or dream (the model's own dreams)")
     t.add_argument("--task", action="append", default=[], metavar="OPTION=JSON",
                    help="a task option of the real env (its TASK_OPTIONS) for both worlds, e.g. ball_start='\"thrown\"'; "
                         "repeatable (default: the env's TRANSFER_TASK, the room's ball at rest)")
@@ -84,7 +87,8 @@ def config_from_args(args: argparse.Namespace):
     base = dict(model=args.model, workdir=workdir, obs=getattr(args, "obs", None) or "rgb",
                 compile=bool(getattr(args, "compile", False)), resume=bool(getattr(args, "resume", False)),
                 rgb_extractor=getattr(args, "rgb_extractor", None) or TransferConfig.rgb_extractor,
-                latent_extractor=getattr(args, "latent_extractor", None) or TransferConfig.latent_extractor, **overrides)
+                latent_extractor=getattr(args, "latent_extractor", None) or TransferConfig.latent_extractor,
+                pretrain_on=getattr(args, "pretrain_on", None) or TransferConfig.pretrain_on, **overrides)
     if getattr(args, "keys", None):
         base["keys"] = None if args.keys == "box" else tuple(args.keys.split(","))
     base["out"] = args.out if args.out is not None else str(Path(workdir) / ("transfer-quick.json" if args.quick
