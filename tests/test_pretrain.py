@@ -132,3 +132,33 @@ def test_transfer_config_resolves_and_checks_the_latent_extractor(tiny_checkpoin
     with pytest.raises(ValueError, match="--pretrain-on must be 'real' or 'dream'"):
         TransferConfig(pretrain_on="video").validate(cli=True)
     assert "latent_extractor" not in training_key("dream", TransferConfig(), 0)  # rgb: no latent extractor
+
+
+def test_env_labels_are_the_envs_frames_encoded_and_measured_by_the_tracker():
+    pytest.importorskip("mujoco")
+    from neuralsim.agents.pretrain import env_target_labels
+    from neuralsim.envs.latent import FrameEncoder
+    from neuralsim.session import DreamSession
+
+    session = DreamSession("default", dtype="float32")
+    latents, visible, column = env_target_labels(session, "NeuralSimRoom-v0", 30, episode_steps=10, seed=2)
+    assert latents.shape == (30, *session.latent_shape) and visible.shape == column.shape == (30,)
+    assert visible.dtype == torch.bool and bool(torch.isfinite(column).all()) and float(column.abs().max()) <= 1.5
+    again = env_target_labels(session, "NeuralSimRoom-v0", 30, episode_steps=10, seed=2)
+    assert all(torch.equal(a, b) for a, b in zip((latents, visible, column), again))  # the seed alone decides
+    # the first frame: the env's reset frame through the encoder, labelled by the tracker's measurement of it
+    env = gym.make("NeuralSimRoom-v0")
+    frame, _ = env.reset(seed=2)
+    latent = torch.from_numpy(FrameEncoder(session.model, dtype="float32")(frame[None]))
+    torch.testing.assert_close(latents[:1], latent, atol=1e-5, rtol=1e-5)  # (one frame or 30 in a batch: rounding)
+    tracker = session.model.reward_model.eval()
+    with torch.no_grad():
+        position, weight = tracker.measure(latents[:1])
+    assert bool(visible[0]) == bool((weight > 0.5) & tracker.in_view(position))
+    # an env instance is used as given and left open
+    same = env_target_labels(session, env, 30, episode_steps=10, seed=2)
+    assert torch.equal(same[0], latents)
+    env.reset(seed=0)
+    env.close()
+    with pytest.raises(ValueError, match="walk"):
+        env_target_labels(session, "NeuralSimRoom-v0", 30, walk=-0.1)
