@@ -1,23 +1,24 @@
-"""Teach a latent policy's features extractor where the dream's target is, before RL.
+"""Teach a latent policy's features extractor where the target is, before RL.
 
 PPO alone does not learn the room's task from latent observations: the latents hold the target (decoded, they teach
 the same task as frames do), but a small conv net trained by PPO's gradients alone never starts reading a ball a few
-pixels across inside one latent cell (docs/performance.md, sections 11 and 12). Taught first, supervised, whether the
-target is in view and at which image column, the same net lets PPO learn it (``benchmarks/ppo_observation.py``).
+pixels across inside one latent cell (docs/performance.md, section 11). Taught first, supervised, whether the target
+is in view and at which image column, the same net lets PPO learn it (section 12, ``benchmarks/ppo_observation.py``).
 
-The labels come from the world model itself, not from the simulator: a model with a target tracker
-(:class:`neuralsim.reward.TargetTracker`, the reward model of the shipped one) keeps, in every dream, an estimate of
-where the target is in the camera's frame, and the dream's reward is computed from it. :func:`dream_target_labels`
-dreams episodes from the model's start set with random walk-and-turn keys and labels each latent frame with that
-estimate; :func:`pretrain_latent_extractor` trains an extractor on them, with a linear head it then drops:
+The labels come from the world model, not from the simulator: a model with a target tracker
+(:class:`neuralsim.reward.TargetTracker`, the reward model of the shipped one) reads the target off a latent frame.
+:func:`env_target_labels` encodes frames of a pixel env (random walk-and-turn keys, no reward read) and labels each
+with the tracker's measurement; :func:`dream_target_labels` labels frames of the model's own dreams with the tracker's
+estimate there (no env needed; it taught PPO less well, section 12). :func:`pretrain_latent_extractor` trains an
+extractor on either, with a linear head it then drops:
 
     >>> from stable_baselines3 import PPO
     >>> from neuralsim.agents.sb3 import latent_policy_kwargs, make_sb3_env
     >>> from neuralsim.agents.pretrain import pretrain_latent_extractor
-    >>> venv = make_sb3_env(model="default", num_envs=16, obs_type="latent")
-    >>> agent = PPO("MlpPolicy", venv, policy_kwargs=latent_policy_kwargs(extractor="cells"))
-    >>> pretrain_latent_extractor(agent.policy.features_extractor, "default")   # after PPO(...): see below
-    >>> agent.learn(100_000)
+    >>> venv = make_sb3_env(model="default", num_envs=16, obs_type="latent")                      # doctest: +SKIP
+    >>> agent = PPO("MlpPolicy", venv, policy_kwargs=latent_policy_kwargs(extractor="cells"))   # doctest: +SKIP
+    >>> pretrain_latent_extractor(agent.policy.features_extractor, "default", env="NeuralSimRoom-v0")  # doctest: +SKIP
+    >>> agent.learn(100_000)                                                                     # doctest: +SKIP
 
 Call it after the algorithm is built: SB3's policy redraws every layer of its extractor (orthogonal init) when it
 builds itself, so weights set before are lost.
