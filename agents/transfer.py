@@ -88,8 +88,8 @@ class TransferConfig:
     # "nature" (SB3's NatureCNN, which did not learn the room's task: benchmarks/ppo_observation.py).
     rgb_extractor: str = "impala"
     # The latent policy's features extractor (obs="latent"): "pretrained" (neuralsim.policy.LatentCellCNN taught where
-    # the dream's target is before PPO, agents.pretrain, the same in both worlds: PPO alone learns the room's task
-    # from latents with neither extractor; needs a model with a target tracker), "cells" (LatentCellCNN, PPO alone),
+    # the target is before PPO by the model's target tracker, agents.pretrain, the same in both worlds: PPO alone does
+    # not learn the room's task from latents with either extractor), "cells" (LatentCellCNN, PPO alone),
     # "cnn" (LatentCNN, PPO alone) or "auto": "pretrained" where the model has a target tracker, else "cnn".
     latent_extractor: str = "auto"
     # What the "pretrained" extractor is taught on, labelled by the model's target tracker: "real" (frames of the real
@@ -335,7 +335,9 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path, encoder
 
     Returns:
         ``{"world", "seed", "wall_s", "env_steps", "env_steps_per_s", "rollout_env_steps_per_s",
-        "policies": [{"path", "steps"}...]}`` (the last policy is the final one).
+        "policies": [{"path", "steps"}...]}`` (the last policy is the final one), and ``"pretraining"`` (what
+        :func:`~neuralsim.agents.pretrain.pretrain_latent_extractor` returned, timed apart from ``wall_s``) for a taught
+        latent extractor.
     """
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -398,11 +400,10 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path, encoder
             from neuralsim.agents.pretrain import pretrain_latent_extractor
 
             # the same teaching in both worlds (the same frames and seed): they differ only in where PPO runs
-            on_real = cfg.pretrain_on == "real"
+            env_id, env_kwargs = real_env_spec(cfg.model, cfg.real_task) if cfg.pretrain_on == "real" else (None, None)
             pretraining = pretrain_latent_extractor(algo.policy.features_extractor, cfg.model, frames=cfg.pretrain_frames,
-                                                    epochs=cfg.pretrain_epochs, seed=PRETRAIN_SEED + seed,
-                                                    env=real_env_spec(cfg.model, cfg.real_task)[0] if on_real else None,
-                                                    env_kwargs=real_env_spec(cfg.model, cfg.real_task)[1] if on_real else None)
+                                                    epochs=cfg.pretrain_epochs, seed=PRETRAIN_SEED + seed, env=env_id,
+                                                    env_kwargs=env_kwargs)
     else:
         from neuralsim.agents.sb3 import rgb_policy_kwargs
 
@@ -710,6 +711,11 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
             row.update(train_wall_s=summary([r["wall_s"] for r in runs[world]]),
                        train_env_steps_per_s=summary([r["env_steps_per_s"] for r in runs[world]]),
                        rollout_env_steps_per_s=summary([r["rollout_env_steps_per_s"] for r in runs[world]]))
+            taught = [r["pretraining"] for r in runs[world] if "pretraining" in r]
+            if taught and len(taught) == len(runs[world]):  # the extractor's teaching, before (not in) train_wall_s
+                row["pretrain_s"] = summary([p["label_s"] + p["train_s"] for p in taught])
+                if all(p["visible_accuracy"] is not None for p in taught):
+                    row["pretrain_visible_accuracy"] = summary([p["visible_accuracy"] for p in taught])
         rows.append(row)
     mean = {row["method"]: row["return"]["mean"] for row in rows}
     gap = mean["PPO in real"] - mean["random"]

@@ -162,3 +162,27 @@ def test_env_labels_are_the_envs_frames_encoded_and_measured_by_the_tracker():
     env.close()
     with pytest.raises(ValueError, match="walk"):
         env_target_labels(session, "NeuralSimRoom-v0", 30, walk=-0.1)
+
+
+def test_eval_transfer_obs_latent_teaches_the_extractor_of_a_model_with_a_tracker(tmp_path, capsys):
+    """The shipped model has a target tracker: both worlds' agents get LatentCellCNN, taught alike before PPO."""
+    pytest.importorskip("mujoco")
+    from neuralsim.cli import main
+
+    argv = ["eval", "transfer", "--quick", "--obs", "latent", "--workdir", str(tmp_path / "work"), "--timesteps", "128",
+            "--episodes", "1", "--max-episode-steps", "10"]
+    assert main(argv) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert results["config"]["latent_extractor"] == "auto" and results["config"]["pretrain_on"] == "real"
+    rows = {r["method"]: r for r in results["rows"]}
+    taught = []
+    for world, method in (("dream", "PPO in dream"), ("real", "PPO in real")):
+        assert rows[method]["pretrain_s"]["mean"] > 0
+        config = json.loads((tmp_path / "work" / f"{world}-seed0" / "final" / "policy.json").read_text())
+        assert config["policy_kwargs"]["features_extractor_class"] == "LatentCellCNN"
+        record = json.loads((tmp_path / "work" / f"{world}-seed0" / "run.json").read_text())
+        assert record["key"]["latent_extractor"] == "pretrained" and record["key"]["pretrain"] == ["real", 256, 1]
+        taught.append(record["run"]["pretraining"])
+    timings = ("label_s", "train_s")
+    assert [{k: v for k, v in t.items() if k not in timings} for t in taught][0] == \
+        {k: v for k, v in taught[1].items() if k not in timings}  # the same teaching in both worlds
