@@ -33,8 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-#: the keys the label dreams walk and turn with (the transfer benchmark's, ``agents.transfer.WALK_AND_TURN``)
-LABEL_KEYS = ("w", "j", "l", "wj", "wl")
+from neuralsim.actions import WALK_AND_TURN
 
 
 def has_target_tracker(model: Any) -> bool:
@@ -78,8 +77,13 @@ def _tracker_session(model: Any) -> Any:
     return session
 
 
+def _column(tracker: Any, offsets: torch.Tensor) -> torch.Tensor:
+    """The image column of target offsets ``[N, 2]`` (forward, right), in half image widths from the centre."""
+    return (offsets[:, 1] / (offsets[:, 0].clamp(min=1e-3) * tracker.view_tan)).clamp(-1.5, 1.5).float()
+
+
 def dream_target_labels(model: Any = "default", frames: int = 20_000, *, num_envs: int = 32, episode_steps: int = 50,
-                        walk: float = 0.3, keys: Sequence[str] = LABEL_KEYS, seed: int = 0
+                        walk: float = 0.3, keys: Sequence[str] = WALK_AND_TURN, seed: int = 0
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Latent frames of the model's own dreams, each labelled with the dream's estimate of the target.
 
@@ -92,9 +96,9 @@ def dream_target_labels(model: Any = "default", frames: int = 20_000, *, num_env
         frames: how many latent frames (labelled) to return.
 
     Returns:
-        ``(latents [frames, C, h, w] float32, the dream's latent observations, visible [frames] bool, column [frames] float32)``: whether
-        the tracker's estimate is in view (:meth:`~neuralsim.reward.TargetTracker.in_view`) and its image column in
-        ``[-1, 1]`` (left edge to right edge; meaningful where visible).
+        ``(latents [frames, C, h, w], visible [frames] bool, column [frames])``, float32: the dream's latent
+        observations, whether the tracker's estimate is in view (:meth:`~neuralsim.reward.TargetTracker.in_view`) and
+        its image column in ``[-1, 1]`` (left edge to right edge, clamped to ±1.5; meaningful where visible).
 
     Raises:
         ValueError: a bad count or probability, or a model without a target tracker.
@@ -105,30 +109,33 @@ def dream_target_labels(model: Any = "default", frames: int = 20_000, *, num_env
     _check_collection(frames, num_envs, episode_steps, walk, keys)
     session = _tracker_session(model)
     tracker = session.model.reward_model
+    flags = session.judge_frames, session.draw_views
     session.judge_frames = session.draw_views = False  # nothing here reads a decoded frame
     actions = np.stack([keys_to_vector(k) for k in keys]).astype(np.float32)
     rng = np.random.default_rng(seed)
     generator = session.generator(seed)
     latents, visible, column = [], [], []
     collected = 0
-    while collected < frames:
-        state, _, _ = session.start(num_envs, generator, rng=rng)
-        for _ in range(episode_steps):
-            offsets = state.reward_memory[:, :2].float()  # (forward, right) of the target, metres, the camera's frame
-            latents.append(torch.from_numpy(latent_obs(state.latent)))  # what the agent is shown
-            visible.append(tracker.in_view(offsets))
-            column.append(offsets[:, 1] / (offsets[:, 0].clamp(min=1e-3) * tracker.view_tan))
-            collected += num_envs
-            if collected >= frames:
-                break
-            chosen = np.where(rng.random(num_envs) < walk, 0, rng.integers(len(keys), size=num_envs))
-            state = session.step(state, actions[chosen], generator, decode=False).state
-    return (torch.cat(latents)[:frames].contiguous(), torch.cat(visible)[:frames],
-            torch.cat(column)[:frames].clamp(-1.5, 1.5).float())
+    try:
+        while collected < frames:
+            state, _, _ = session.start(num_envs, generator, rng=rng)
+            for _ in range(episode_steps):
+                offsets = state.reward_memory[:, :2].float()  # (forward, right) of the target, metres, camera frame
+                latents.append(torch.from_numpy(latent_obs(state.latent)))  # what the agent is shown
+                visible.append(tracker.in_view(offsets))
+                column.append(_column(tracker, offsets))
+                collected += num_envs
+                if collected >= frames:
+                    break
+                chosen = np.where(rng.random(num_envs) < walk, 0, rng.integers(len(keys), size=num_envs))
+                state = session.step(state, actions[chosen], generator, decode=False).state
+    finally:  # a caller's session is handed back as it came
+        session.judge_frames, session.draw_views = flags
+    return torch.cat(latents)[:frames].contiguous(), torch.cat(visible)[:frames], torch.cat(column)[:frames]
 
 
 def env_target_labels(model: Any, env: Any, frames: int = 20_000, *, episode_steps: int = 50, walk: float = 0.3,
-                      keys: Sequence[str] = LABEL_KEYS, seed: int = 0, env_kwargs: dict[str, Any] | None = None
+                      keys: Sequence[str] = WALK_AND_TURN, seed: int = 0, env_kwargs: dict[str, Any] | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Frames of a pixel env (no reward read) through the model's encoder, each labelled by the model's target tracker
     measuring it: the labels of :func:`dream_target_labels`, read off the env's frames instead of dreamed ones.
@@ -178,8 +185,7 @@ def env_target_labels(model: Any, env: Any, frames: int = 20_000, *, episode_ste
         position, weight = tracker.eval().measure(latents)  # its range calibration applies in eval mode
         tracker.train(was_training)
     visible = (weight > 0.5) & tracker.in_view(position)
-    column = (position[:, 1] / (position[:, 0].clamp(min=1e-3) * tracker.view_tan)).clamp(-1.5, 1.5).float()
-    return latents, visible, column
+    return latents, visible, _column(tracker, position)
 
 
 def pretrain_latent_extractor(extractor: torch.nn.Module, model: Any = "default", *, frames: int = 20_000,
@@ -257,4 +263,4 @@ def pretrain_latent_extractor(extractor: torch.nn.Module, model: Any = "default"
             "label_s": label_s, "train_s": time.perf_counter() - t1}
 
 
-__all__ = ["LABEL_KEYS", "dream_target_labels", "env_target_labels", "has_target_tracker", "pretrain_latent_extractor"]
+__all__ = ["dream_target_labels", "env_target_labels", "has_target_tracker", "pretrain_latent_extractor"]
