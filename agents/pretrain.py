@@ -83,12 +83,14 @@ def _column(tracker: Any, offsets: torch.Tensor) -> torch.Tensor:
 
 
 def dream_target_labels(model: Any = "default", frames: int = 20_000, *, num_envs: int = 32, episode_steps: int = 50,
-                        walk: float = 0.3, keys: Sequence[str] = WALK_AND_TURN, seed: int = 0
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        walk: float = 0.3, keys: Sequence[str] = WALK_AND_TURN, seed: int = 0,
+                        latent_source: str = "dynamics") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Latent frames of the model's own dreams, each labelled with the dream's estimate of the target.
 
     ``num_envs`` dreams from the model's start set, ``episode_steps`` steps each, a random key of ``keys`` per step
-    (``keys[0]`` with probability ``walk``, else any), fp32, nothing decoded.
+    (``keys[0]`` with probability ``walk``, else any), fp32; the latent observations as ``WorldModelEnv(obs_type=
+    "latent", latent_source=...)`` shows them: ``"dynamics"`` (nothing decoded) or ``"frames"`` (the decoded frames
+    encoded again).
 
     Args:
         model: a shipped model name, a checkpoint directory or a :class:`~neuralsim.session.DreamSession`; its reward
@@ -104,13 +106,16 @@ def dream_target_labels(model: Any = "default", frames: int = 20_000, *, num_env
         ValueError: a bad count or probability, or a model without a target tracker.
     """
     from neuralsim.actions import keys_to_vector
-    from neuralsim.envs.world_model_env import latent_obs
+    from neuralsim.envs.world_model_env import LATENT_SOURCES, observations
 
     _check_collection(frames, num_envs, episode_steps, walk, keys)
+    if latent_source not in LATENT_SOURCES:
+        raise ValueError(f"latent_source must be one of {', '.join(map(repr, LATENT_SOURCES))}, got {latent_source!r}")
     session = _tracker_session(model)
     tracker = session.model.reward_model
     flags = session.judge_frames, session.draw_views
-    session.judge_frames = session.draw_views = False  # nothing here reads a decoded frame
+    decode = latent_source == "frames"  # the dream as the env with that source runs it (its frames judged, views drawn)
+    session.judge_frames = session.draw_views = decode
     actions = np.stack([keys_to_vector(k) for k in keys]).astype(np.float32)
     rng = np.random.default_rng(seed)
     generator = session.generator(seed)
@@ -118,17 +123,19 @@ def dream_target_labels(model: Any = "default", frames: int = 20_000, *, num_env
     collected = 0
     try:
         while collected < frames:
-            state, _, _ = session.start(num_envs, generator, rng=rng)
+            state, rgb, _ = session.start(num_envs, generator, rng=rng)
             for _ in range(episode_steps):
                 offsets = state.reward_memory[:, :2].float()  # (forward, right) of the target, metres, camera frame
-                latents.append(torch.from_numpy(latent_obs(state.latent)))  # what the agent is shown
+                shown = observations("latent", latent_source, session, state.latent, rgb)  # what the agent is shown
+                latents.append(torch.from_numpy(shown))
                 visible.append(tracker.in_view(offsets))
                 column.append(_column(tracker, offsets))
                 collected += num_envs
                 if collected >= frames:
                     break
                 chosen = np.where(rng.random(num_envs) < walk, 0, rng.integers(len(keys), size=num_envs))
-                state = session.step(state, actions[chosen], generator, decode=False).state
+                out = session.step(state, actions[chosen], generator, decode=decode)
+                state, rgb = out.state, None if out.frames is None else out.frames[:, -1]
     finally:  # a caller's session is handed back as it came
         session.judge_frames, session.draw_views = flags
     return torch.cat(latents)[:frames].contiguous(), torch.cat(visible)[:frames], torch.cat(column)[:frames]
@@ -191,7 +198,8 @@ def env_target_labels(model: Any, env: Any, frames: int = 20_000, *, episode_ste
 def pretrain_latent_extractor(extractor: torch.nn.Module, model: Any = "default", *, frames: int = 20_000,
                               epochs: int = 8, lr: float = 3e-4, batch_size: int = 128, seed: int = 0,
                               env: Any = None, env_kwargs: dict[str, Any] | None = None,
-                              data: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
+                              data: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                              latent_source: str = "dynamics") -> dict[str, Any]:
     """Train ``extractor`` (in place) with a linear head to tell, from a latent frame, whether the target is in view
     and at which column, as the model's target tracker says; the head is dropped.
 
@@ -207,6 +215,7 @@ def pretrain_latent_extractor(extractor: torch.nn.Module, model: Any = "default"
             (``latent-measured``), taught on dreams it did in one run of two (``latent-dreamed``).
         data: ``(latents, visible, column)`` already made by :func:`dream_target_labels` (then ``model`` and
             ``frames`` are unused): one dreaming for several extractors.
+        latent_source: with ``env=None``, the dreams' latent observations (:func:`dream_target_labels`).
 
     Returns:
         ``{"frames", "epochs", "visible_share", "visible_accuracy", "column_error", "label_s", "train_s"}``: the held-out
@@ -227,7 +236,7 @@ def pretrain_latent_extractor(extractor: torch.nn.Module, model: Any = "default"
     elif env is not None:
         latents, visible, column = env_target_labels(model, env, frames, seed=seed, env_kwargs=env_kwargs)
     else:
-        latents, visible, column = dream_target_labels(model, frames, seed=seed)
+        latents, visible, column = dream_target_labels(model, frames, seed=seed, latent_source=latent_source)
     label_s = time.perf_counter() - t0
     if len(latents) < 10:
         raise ValueError(f"pretraining needs at least 10 labelled frames, got {len(latents)}")

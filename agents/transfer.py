@@ -96,6 +96,11 @@ class TransferConfig:
     # env, walk-and-turn keys, no reward read: taught so, PPO learned the room's task from latents) or "dream" (the
     # model's own dreams, no real env: in one run of two); how many frames, and the epochs.
     pretrain_on: str = "real"
+    # Where the dream's latent observations come from (obs="latent"; envs.world_model_env.LATENT_SOURCES): "dynamics",
+    # the latent frames the dynamics commit (nothing decoded: what the issue asked for, and the dream-trained policies
+    # did not transfer, transfer_latent_taught.json), or "frames", the dream's decoded frames with the frame memory's
+    # correction encoded again, as the real env's frames are (a decode and an encode per dream step).
+    latent_source: str = "dynamics"
     pretrain_frames: int = 20_000
     pretrain_epochs: int = 8
     compile: bool = False  # the dream envs with compile=True (WorldModel.compile_streaming; timed in the dream's wall_s)
@@ -143,6 +148,11 @@ class TransferConfig:
             raise ValueError(f"{opt('obs')} must be 'rgb' or 'latent', got {self.obs!r}")
         if self.rgb_extractor not in ("impala", "nature"):
             raise ValueError(f"{opt('rgb_extractor')} must be 'impala' or 'nature', got {self.rgb_extractor!r}")
+        from neuralsim.envs.world_model_env import LATENT_SOURCES
+
+        if self.latent_source not in LATENT_SOURCES:
+            raise ValueError(f"{opt('latent_source')} must be one of {', '.join(LATENT_SOURCES)}, got "
+                             f"{self.latent_source!r}")
         if self.pretrain_on not in ("real", "dream"):
             raise ValueError(f"{opt('pretrain_on')} must be 'real' or 'dream', got {self.pretrain_on!r}")
         if self.latent_extractor not in LATENT_EXTRACTOR_CHOICES:
@@ -248,15 +258,17 @@ def make_real_venv(env_id: str, env_kwargs: dict[str, Any], num_envs: int, seed:
 
 
 def make_dream_venv(model: str, num_envs: int, seed: int, max_episode_steps: int, obs_type: str = "rgb",
-                    compile: bool = False, starts: tuple[np.ndarray, list[str]] | None = None) -> Any:
+                    compile: bool = False, starts: tuple[np.ndarray, list[str]] | None = None,
+                    latent_source: str = "dynamics") -> Any:
     """SB3 ``VecEnv`` over the batched dream (one model forward per step for all envs; ``obs_type="latent"``:
-    nothing decoded; ``compile``: the env's ``compile=True``; ``starts``: ``(frames, descriptions)``, the start set
-    its resets draw from instead of the checkpoint's)."""
+    latent observations from ``latent_source``, ``"dynamics"``: nothing decoded; ``compile``: the env's
+    ``compile=True``; ``starts``: ``(frames, descriptions)``, the start set its resets draw from instead of the
+    checkpoint's)."""
     from neuralsim.agents.sb3 import make_sb3_env
 
     frames, descriptions = starts if starts is not None else (None, None)
     return make_sb3_env(model=model, num_envs=num_envs, seed=seed, max_episode_steps=max_episode_steps, obs_type=obs_type,
-                        compile=compile, start_frames=frames, start_descriptions=descriptions)
+                        latent_source=latent_source, compile=compile, start_frames=frames, start_descriptions=descriptions)
 
 
 def dream_start_set(cfg: TransferConfig) -> tuple[np.ndarray, list[str]] | None:
@@ -298,6 +310,9 @@ def training_key(world: str, cfg: TransferConfig, seed: int) -> dict[str, Any]:
         key["latent_extractor"] = latent_extractor_of(cfg)
         if key["latent_extractor"] == "pretrained":
             key["pretrain"] = [cfg.pretrain_on, cfg.pretrain_frames, cfg.pretrain_epochs]
+        # the room's latents are its frames encoded whatever the dream's source (unless it is taught on dreams)
+        if world == "dream" or (key["latent_extractor"] == "pretrained" and cfg.pretrain_on == "dream"):
+            key["latent_source"] = cfg.latent_source
     if world == "dream":
         key["dream_starts"] = cfg.dream_starts
     if world == "dream" or cfg.obs == "latent":
@@ -347,7 +362,7 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path, encoder
     latent = cfg.obs == "latent"
     if world == "dream":
         venv = make_dream_venv(cfg.model, cfg.num_envs, seed, cfg.max_episode_steps, obs_type=cfg.obs, compile=cfg.compile,
-                               starts=dream_start_set(cfg))
+                               starts=dream_start_set(cfg), latent_source=cfg.latent_source)
         if cfg.keys is not None:
             from neuralsim.agents.wrappers import KeySetVecActions
 
@@ -403,7 +418,7 @@ def train_ppo(world: str, cfg: TransferConfig, seed: int, out_dir: Path, encoder
             env_id, env_kwargs = real_env_spec(cfg.model, cfg.real_task) if cfg.pretrain_on == "real" else (None, None)
             pretraining = pretrain_latent_extractor(algo.policy.features_extractor, cfg.model, frames=cfg.pretrain_frames,
                                                     epochs=cfg.pretrain_epochs, seed=PRETRAIN_SEED + seed, env=env_id,
-                                                    env_kwargs=env_kwargs)
+                                                    env_kwargs=env_kwargs, latent_source=cfg.latent_source)
     else:
         from neuralsim.agents.sb3 import rgb_policy_kwargs
 
@@ -568,18 +583,19 @@ def reward_agreement(real_traces: list[dict[str, np.ndarray]], dream: list[dict[
 
 
 def evaluate_dream(act: ActFn, model: str, starts: np.ndarray, prompts: list[str], max_steps: int, seed: int = 0,
-                   record: int | None = None, keysets: tuple[str, ...] | None = None, obs_type: str = "rgb") -> dict[str, Any]:
+                   record: int | None = None, keysets: tuple[str, ...] | None = None, obs_type: str = "rgb",
+                   latent_source: str = "dynamics") -> dict[str, Any]:
     """The same episodes in the dream: every env starts from a real first frame and its description.
 
-    ``obs_type="latent"``: the policy observes latent frames and nothing is decoded, except the
-    ``record``ed episode's frames.
+    ``obs_type="latent"``: the policy observes latent frames from ``latent_source``; with ``"dynamics"`` nothing is
+    decoded, except the ``record``ed episode's frames.
     """
     from neuralsim.agents.wrappers import keyset_vectors
     from neuralsim.envs.vector import WorldModelVectorEnv
 
     n = len(starts)
     latent = obs_type == "latent"
-    venv = WorldModelVectorEnv(n, model=model, max_episode_steps=max_steps, obs_type=obs_type,
+    venv = WorldModelVectorEnv(n, model=model, max_episode_steps=max_steps, obs_type=obs_type, latent_source=latent_source,
                                return_frames=not latent or record is not None)
     vectors = None if keysets is None else keyset_vectors(keysets, venv.single_action_space, name="model")
     # Real frames of another size than the model's are resized as its dataset's were (provenance["resize"]).
@@ -735,7 +751,8 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
     real_ep = evaluate_real(worst["_act"], env_id, eval_kwargs, agree_seeds[:1], cfg.max_episode_steps, rng_seed=7, record=0,
                            keysets=keys, encoder=encoder)
     dream_ep = evaluate_dream(worst["_act"], cfg.model, starts[:1], prompts[:1], cfg.max_episode_steps, seed=7, record=0,
-                              keysets=keys, obs_type=cfg.obs)
+                              keysets=keys, obs_type=cfg.obs,
+                              latent_source=cfg.latent_source)
     gif = side_by_side_gif(workdir / "disagreement.gif", real_ep["frames"], dream_ep["frames"])
     for a in agreement:
         del a["_act"]
@@ -799,7 +816,7 @@ def measure_agreement(cfg: TransferConfig, candidates: list[tuple[str, ActFn]], 
         traces.append(real["trace"])  # the reward prediction, open loop on the real episode's actions
         replays.append(replay_in_dream(cfg.model, starts, prompts, real["trace"]["actions"], seed=7, keysets=keys))
         dream = evaluate_dream(act, cfg.model, starts, prompts, cfg.max_episode_steps, seed=7, keysets=keys,
-                               obs_type=cfg.obs)
+                               obs_type=cfg.obs, latent_source=cfg.latent_source)
         agreement.append({"policy": name, "real_return": float(np.mean(real["returns"])),
                           "dream_return": float(np.mean(dream["returns"])),
                           "real_success": float(np.mean(real["successes"])), "dream_success": float(np.mean(dream["successes"])),

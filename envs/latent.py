@@ -20,7 +20,7 @@ from gymnasium import spaces
 from gymnasium.vector import VectorEnv, VectorObservationWrapper
 from gymnasium.vector.utils import batch_space
 
-from neuralsim.envs.world_model_env import LATENT_BOUND, latent_obs
+from neuralsim.envs.world_model_env import LATENT_BOUND, encoded_obs
 from neuralsim.images import RESIZE_MODES, resize_frame
 from neuralsim.session import DreamSession
 
@@ -77,13 +77,9 @@ class FrameEncoder:
             return np.ascontiguousarray(frames)
         return np.stack([resize_frame(f, self.image_size, mode=self.resize) for f in frames])
 
-    @torch.inference_mode()
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """Encode uint8 ``[B, h', w', 3]`` frames -> float32 ``[B, C, h, w]`` latent observations."""
-        frames = self.resize_frames(frames)
-        with self.session.autocast():
-            latents = self.model.encode(torch.from_numpy(frames[:, None]))  # [B, 1, H, W, 3] -> [B, 1, C, h, w]
-        return latent_obs(latents[:, 0])
+        return encoded_obs(self.session, self.resize_frames(frames))
 
 
 def check_pixel_space(space: gym.Space, name: str) -> None:

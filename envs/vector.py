@@ -23,7 +23,8 @@ from gymnasium import logger
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from neuralsim.envs.world_model_env import RewardFn, latent_obs, make_session, observation_space, parse_options
+from neuralsim.envs.world_model_env import (RewardFn, decodes_frames, make_session, observation_space, observations,
+                                            parse_options)
 from neuralsim.session import StartInputs
 
 
@@ -54,7 +55,7 @@ class WorldModelVectorEnv(VectorEnv):
 
     Args:
         num_envs: batch size N.
-        model, checkpoint, obs_type, denoise_steps, max_episode_steps, reward_fn, device, dtype,
+        model, checkpoint, obs_type, latent_source, denoise_steps, max_episode_steps, reward_fn, device, dtype,
             random_weights, num_threads, compile, start_frames, start_descriptions: as
             :class:`~neuralsim.envs.WorldModelEnv`.
         render_mode: ``None`` or ``"rgb_array"`` (``render()`` returns a tuple of N frames).
@@ -79,6 +80,7 @@ class WorldModelVectorEnv(VectorEnv):
         *,
         checkpoint: str | os.PathLike | None = None,
         obs_type: str = "rgb",
+        latent_source: str = "dynamics",
         denoise_steps: int | None = None,
         max_episode_steps: int | None = 200,
         reward_fn: RewardFn | None = None,
@@ -101,20 +103,21 @@ class WorldModelVectorEnv(VectorEnv):
             raise ValueError(f"max_episode_steps must be a positive int or None (no limit), got {max_episode_steps!r}")
         if reward_fn is not None and not callable(reward_fn):
             raise TypeError(f"reward_fn must be callable(obs, action, next_obs, info) -> float, got {type(reward_fn).__name__}")
-        self.session = make_session(model, checkpoint=checkpoint, obs_type=obs_type, denoise_steps=denoise_steps,
-                                    device=device, dtype=dtype, random_weights=random_weights, num_threads=num_threads,
-                                    compile=compile, batch_size=int(num_envs), start_frames=start_frames,
+        self.session = make_session(model, checkpoint=checkpoint, obs_type=obs_type, latent_source=latent_source,
+                                    denoise_steps=denoise_steps, device=device, dtype=dtype,
+                                    random_weights=random_weights, num_threads=num_threads, compile=compile,
+                                    batch_size=int(num_envs), start_frames=start_frames,
                                     start_descriptions=start_descriptions)
-        self.obs_type = obs_type
+        self.obs_type, self.latent_source = obs_type, latent_source
         self.num_envs = int(num_envs)
         self.render_mode = render_mode
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.reward_fn = reward_fn
         self.return_frames = bool(return_frames)
         # the views a prompt draws around the start show only in decoded frames (neuralsim.model.WorldModel.init_state)
-        # a termination detector judges the frames an env decodes anyway (latent observations: the reward model's ending)
-        self.session.draw_views = self.session.judge_frames = (self.return_frames or obs_type == "rgb"
-                                                               or render_mode is not None)
+        # a termination detector judges the frames an env decodes anyway (dynamics latents: the reward model's ending)
+        self._decode = self.return_frames or decodes_frames(obs_type, latent_source) or render_mode is not None
+        self.session.draw_views = self.session.judge_frames = self._decode
         self.single_observation_space = observation_space(self.session, obs_type)
         self.single_action_space = self.session.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -157,7 +160,7 @@ class WorldModelVectorEnv(VectorEnv):
         else:  # a partial reset draws its noise apart, so the other envs' noise stream is untouched
             generator, start_generator = self._generator, self.session.generator(self.np_random)
         new_state, rgb, start_info = self.session.start(n, start_generator, parsed, rng=self.np_random)
-        obs = rgb if self.obs_type == "rgb" else latent_obs(new_state.latent)
+        obs = observations(self.obs_type, self.latent_source, self.session, new_state.latent, rgb)
         if full:
             self._state = new_state
             self._obs, self._frames = obs, rgb
@@ -211,11 +214,10 @@ class WorldModelVectorEnv(VectorEnv):
 
     def _step(self, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         session = self.session
-        decode = self.return_frames or self.obs_type == "rgb" or self.render_mode is not None
-        out = session.step(self._state, valid, self._generator, decode=decode)
+        out = session.step(self._state, valid, self._generator, decode=self._decode)
         state, frames = out.state, out.frames
-        obs = np.ascontiguousarray(frames[:, -1] if self.obs_type == "rgb" else latent_obs(out.latent))
         rgb = self._frames if frames is None else frames[:, -1]
+        obs = np.ascontiguousarray(observations(self.obs_type, self.latent_source, session, out.latent, rgb))
         steps = self._steps + 1
         terminated = out.termination_prob > 0.5
         truncated = steps >= self.max_episode_steps if self.max_episode_steps is not None else np.zeros_like(terminated)
@@ -244,7 +246,7 @@ class WorldModelVectorEnv(VectorEnv):
             mask = self._autoreset
             new_state, new_rgb, _ = session.start(int(mask.sum()), session.generator(self.np_random), StartInputs(),
                                                   rng=self.np_random)
-            new_obs = new_rgb if self.obs_type == "rgb" else latent_obs(new_state.latent)
+            new_obs = observations(self.obs_type, self.latent_source, session, new_state.latent, new_rgb)
             state = session.merge(state, mask, new_state)
             obs, rgb = obs.copy(), rgb.copy()
             obs[mask], rgb[mask] = new_obs, new_rgb

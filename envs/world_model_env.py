@@ -23,6 +23,12 @@ from neuralsim.session import DreamSession, StartInputs
 #: Finite bound of the latent observation Box (normalised latents are O(1); the sampler clamps far below).
 LATENT_BOUND = 1e4
 RESET_OPTION_KEYS = ("image", "prompt", "actions", "resize")
+#: Where a latent observation comes from (``obs_type="latent"``): ``"dynamics"``, the latent frame the dynamics
+#: committed (nothing decoded: the fast path); ``"frames"``, the step's decoded frame (with the frame memory's
+#: correction) encoded again, as :class:`neuralsim.envs.latent.LatentObservation` encodes a real frame (a decode and an
+#: encode per step). Policies trained on "dynamics" latents did not transfer to the room; on "frames" they rank as the
+#: room does (docs/performance.md, section 13).
+LATENT_SOURCES = ("dynamics", "frames")
 
 RewardFn = Callable[[np.ndarray, Any, np.ndarray, dict], float]
 
@@ -32,18 +38,28 @@ RewardFn = Callable[[np.ndarray, Any, np.ndarray, dict], float]
 # ----------------------------------------------------------------------------------------------
 
 
-def make_session(model: Any, *, obs_type: str, start_frames: Any = None, start_descriptions: Any = None,
-                 **kwargs: Any) -> DreamSession:
-    """The env's :class:`~neuralsim.session.DreamSession` (``obs_type`` checked first: it is the env's own), its start
-    set replaced by ``start_frames`` (and ``start_descriptions``) when given."""
+def make_session(model: Any, *, obs_type: str, latent_source: str = "dynamics", start_frames: Any = None,
+                 start_descriptions: Any = None, **kwargs: Any) -> DreamSession:
+    """The env's :class:`~neuralsim.session.DreamSession` (``obs_type`` and ``latent_source`` checked first: they are
+    the env's own), its start set replaced by ``start_frames`` (and ``start_descriptions``) when given."""
     if obs_type not in ("rgb", "latent"):
         raise ValueError(f"obs_type must be 'rgb' or 'latent', got {obs_type!r}")
+    if latent_source not in LATENT_SOURCES:
+        raise ValueError(f"latent_source must be one of {', '.join(map(repr, LATENT_SOURCES))}, got {latent_source!r}")
     if start_frames is None and start_descriptions is not None:
         raise ValueError("start_descriptions describe start_frames; pass start_frames too")
     session = DreamSession(model, **kwargs)
+    if obs_type == "latent" and latent_source == "frames" and not callable(getattr(session.model, "encode", None)):
+        raise ValueError(f"latent_source='frames' encodes the dream's frames with the model's encoder; "
+                         f"model={session.model_name!r} has none")
     if start_frames is not None:
         session.set_start_set(start_frames, start_descriptions)
     return session
+
+
+def decodes_frames(obs_type: str, latent_source: str) -> bool:
+    """Whether every step's frame is decoded for the observation (rgb, or latents encoded from the frames)."""
+    return obs_type == "rgb" or latent_source == "frames"
 
 
 def observation_space(session: DreamSession, obs_type: str) -> spaces.Box:
@@ -56,6 +72,23 @@ def observation_space(session: DreamSession, obs_type: str) -> spaces.Box:
 def latent_obs(latent: torch.Tensor) -> np.ndarray:
     """A latent observation: ``[B, C, h, w]`` float32, clipped to ``±LATENT_BOUND``."""
     return latent.float().clamp(-LATENT_BOUND, LATENT_BOUND).cpu().numpy().astype(np.float32)
+
+
+@torch.inference_mode()
+def encoded_obs(session: DreamSession, frames: np.ndarray) -> np.ndarray:
+    """Latent observations of rgb frames uint8 ``[B, H, W, 3]`` at the model's size: each frame encoded alone (the
+    first-frame latent of ``WorldModel.encode``) in the session's precision, as :func:`latent_obs` -> ``[B, C, h, w]``."""
+    with session.autocast():
+        latents = session.model.encode(torch.from_numpy(np.ascontiguousarray(frames)[:, None]).to(session.device))
+    return latent_obs(latents[:, 0])
+
+
+def observations(obs_type: str, latent_source: str, session: DreamSession, latent: torch.Tensor,
+                 rgb: np.ndarray | None) -> np.ndarray:
+    """The env's observations of a batch: the frames ``rgb``, the committed ``latent`` or the frames encoded."""
+    if obs_type == "rgb":
+        return rgb
+    return encoded_obs(session, rgb) if latent_source == "frames" else latent_obs(latent)
 
 
 def parse_options(session: DreamSession, options: dict | None, batch_size: int) -> StartInputs:
@@ -113,9 +146,13 @@ class WorldModelEnv(gym.Env):
 
     ``obs_type="rgb"`` (default): ``Box(0, 255, (H, W, 3), uint8)``, the last decoded frame of the
     step, ``(H, W) = config.image_size`` (64×64 for the default model). ``obs_type="latent"``:
-    ``Box(-1e4, 1e4, (C, h, w), float32)``, the committed latent frame
-    (``C = latent_channels``, ``h, w = H, W / spatial_stride``); nothing is decoded unless
-    ``render_mode`` is set.
+    ``Box(-1e4, 1e4, (C, h, w), float32)``, a normalised latent frame (``C = latent_channels``,
+    ``h, w = H, W / spatial_stride``): with ``latent_source="dynamics"`` (default) the latent frame the
+    dynamics committed, nothing decoded unless ``render_mode`` is set (the fast path); with
+    ``latent_source="frames"`` the step's decoded frame, with the frame memory's correction, encoded
+    again, as :class:`~neuralsim.envs.latent.LatentObservation` encodes a real env's frame (a decode and an
+    encode per step). Policies trained on the dynamics' latents did not transfer to the real room;
+    trained on the frames' they did (README, "Latent observations").
 
     ``info`` of ``step``: ``"frames"`` (uint8 ``[k, H, W, 3]``, the decoded chunk of the step, when
     decoded), ``"step"`` (int, steps since reset), ``"model"`` (str), ``"predicted_reward"`` (float,
@@ -182,6 +219,8 @@ class WorldModelEnv(gym.Env):
       ``"sana-wm-2.6b"`` (the official SANA-WM through diffusers; needs the ``[sana]`` extra).
     * ``checkpoint``: for ``model="sana-wm-2.6b"``, the directory of its diffusers-format weights.
     * ``obs_type``: ``"rgb"`` or ``"latent"``.
+    * ``latent_source``: where latent observations come from, ``"dynamics"`` (default) or ``"frames"``
+      (see Observation Space; unused with rgb observations).
     * ``denoise_steps``: Euler steps per latent frame (default: the model's).
     * ``max_episode_steps``: truncation limit (default 200; None: no limit).
     * ``start_frames``: uint8 ``(N, H, W, 3)``, the start set resets draw from instead of the checkpoint's
@@ -218,6 +257,7 @@ class WorldModelEnv(gym.Env):
         *,
         checkpoint: str | os.PathLike | None = None,
         obs_type: str = "rgb",
+        latent_source: str = "dynamics",
         denoise_steps: int | None = None,
         max_episode_steps: int | None = 200,
         reward_fn: RewardFn | None = None,
@@ -237,15 +277,16 @@ class WorldModelEnv(gym.Env):
             raise ValueError(f"max_episode_steps must be a positive int or None (no limit), got {max_episode_steps!r}")
         if reward_fn is not None and not callable(reward_fn):
             raise TypeError(f"reward_fn must be callable(obs, action, next_obs, info) -> float, got {type(reward_fn).__name__}")
-        self.session = make_session(model, checkpoint=checkpoint, obs_type=obs_type, denoise_steps=denoise_steps,
-                                    device=device, dtype=dtype, random_weights=random_weights, num_threads=num_threads,
-                                    compile=compile, batch_size=1, start_frames=start_frames,
-                                    start_descriptions=start_descriptions)
-        self.obs_type = obs_type
+        self.session = make_session(model, checkpoint=checkpoint, obs_type=obs_type, latent_source=latent_source,
+                                    denoise_steps=denoise_steps, device=device, dtype=dtype,
+                                    random_weights=random_weights, num_threads=num_threads, compile=compile,
+                                    batch_size=1, start_frames=start_frames, start_descriptions=start_descriptions)
+        self.obs_type, self.latent_source = obs_type, latent_source
         self.render_mode = render_mode
+        self._decode = decodes_frames(obs_type, latent_source) or render_mode is not None
         # the views a prompt draws around the start show only in decoded frames (neuralsim.model.WorldModel.init_state);
-        # a termination detector judges the frames an env decodes anyway (latent observations: the reward model's ending)
-        self.session.draw_views = self.session.judge_frames = obs_type == "rgb" or render_mode is not None
+        # a termination detector judges the frames an env decodes anyway (dynamics latents: the reward model's ending)
+        self.session.draw_views = self.session.judge_frames = self._decode
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self._limit_owner: str | None = None  # "env" or "TimeLimit", decided at the first reset
         self.reward_fn = reward_fn
@@ -293,7 +334,7 @@ class WorldModelEnv(gym.Env):
         generator = self.session.generator(self.np_random)
         state, rgb, start_info = self.session.start(1, generator, parsed, rng=self.np_random)
         self._state, self._generator = state, generator
-        self._obs, self._frame = (rgb if self.obs_type == "rgb" else latent_obs(state.latent))[0], rgb[0]
+        self._obs, self._frame = observations(self.obs_type, self.latent_source, self.session, state.latent, rgb)[0], rgb[0]
         self._steps, self._needs_reset, self._warned_done = 0, False, False
         if self.render_mode == "human":
             self._render_human()
@@ -302,7 +343,7 @@ class WorldModelEnv(gym.Env):
         return self._obs.copy(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        return self._step(action, decode=self.obs_type == "rgb" or self.render_mode is not None)
+        return self._step(action, decode=self._decode)
 
     def _step(self, action: Any, *, decode: bool) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._state is None:
@@ -316,7 +357,8 @@ class WorldModelEnv(gym.Env):
         gen_state = self._generator.get_state()
         try:
             out = self.session.step(self._state, actions, self._generator, decode=decode)
-            obs = np.ascontiguousarray(out.frames[0, -1] if self.obs_type == "rgb" else latent_obs(out.latent)[0])
+            frame = None if out.frames is None else out.frames[:, -1]
+            obs = np.ascontiguousarray(observations(self.obs_type, self.latent_source, self.session, out.latent, frame)[0])
             term_prob = float(out.termination_prob[0])
             info: dict[str, Any] = {"step": self._steps + 1, "model": self.session.model_name,
                                     "predicted_reward": float(out.reward[0]), "termination_prob": term_prob}

@@ -172,7 +172,10 @@ def test_eval_transfer_obs_defaults_to_rgb(capsys):
     parser = argparse.ArgumentParser()
     add_transfer_arguments(parser)
     assert config_from_args(parser.parse_args(["--workdir", "w"])).obs == "rgb"
-    assert config_from_args(parser.parse_args(["--workdir", "w", "--obs", "latent"])).obs == "latent"
+    latent = config_from_args(parser.parse_args(["--workdir", "w", "--obs", "latent"]))
+    assert latent.obs == "latent" and latent.latent_source == "dynamics"
+    assert config_from_args(parser.parse_args(["--workdir", "w", "--obs", "latent", "--latent-source", "frames"])
+                            ).latent_source == "frames"
     with pytest.raises(SystemExit):
         parser.parse_args(["--obs", "pixels"])
     assert "invalid choice" in capsys.readouterr().err
@@ -211,3 +214,64 @@ def test_sb3_vec_wrapper_encodes_the_batch_and_the_terminal_observations(encoder
     by_name = VecLatentObservation(venv.venv, model="default")  # model= builds its own encoder, as LatentObservation
     assert by_name.observation_space == by_name.encoder.observation_space and by_name.encoder is not encoder
     venv.close()
+
+
+# ---------------------------------------------------------------------------------------------- latent_source="frames"
+
+
+def test_frames_source_observes_the_decoded_frames_encoded(tiny_checkpoint):
+    """latent_source="frames": every observation (reset, step, autoreset) is the env's own decoded frame encoded, exactly
+    what LatentObservation makes of a real frame; the space is the dynamics latents'."""
+    from neuralsim.envs.vector import WorldModelVectorEnv
+
+    encoder = FrameEncoder(str(tiny_checkpoint), dtype="float32")
+    envs = WorldModelVectorEnv(3, str(tiny_checkpoint), obs_type="latent", latent_source="frames", dtype="float32",
+                               max_episode_steps=2, return_frames=False)
+    dynamics = WorldModelVectorEnv(3, str(tiny_checkpoint), obs_type="latent", dtype="float32", max_episode_steps=2,
+                                   return_frames=False)
+    assert envs.single_observation_space == dynamics.single_observation_space == encoder.observation_space
+    obs, _ = envs.reset(seed=4)
+    assert np.array_equal(obs, encoder(envs._frames))
+    assert np.array_equal(obs, dynamics.reset(seed=4)[0])  # a start frame is encoded by both
+    for t in range(3):  # the third step autoresets every env (NEXT_STEP): the new start frames, encoded
+        actions = envs.action_space.sample()
+        obs, *_ = envs.step(actions)
+        assert np.array_equal(obs, encoder(envs._frames))
+        if t == 0:  # a dreamed frame encoded again is not the latent the dynamics committed
+            assert not np.array_equal(obs, dynamics.step(actions)[0])
+
+    env = WorldModelEnv(str(tiny_checkpoint), obs_type="latent", latent_source="frames", dtype="float32")
+    obs, _ = env.reset(seed=2)
+    assert np.array_equal(obs, encoder(env._frame[None])[0])
+    obs, _, _, _, info = env.step(env.action_space.sample())
+    assert np.array_equal(obs, encoder(info["frames"][-1:])[0])  # a step decodes (info["frames"]) for its observation
+
+
+def test_frames_source_bad_input(tiny_checkpoint):
+    for bad in ("pixels", None, "Frames"):
+        with pytest.raises(ValueError, match=r"latent_source must be one of 'dynamics', 'frames', got"):
+            WorldModelEnv(str(tiny_checkpoint), obs_type="latent", latent_source=bad)
+    from neuralsim.agents.transfer import TransferConfig
+
+    with pytest.raises(ValueError, match="--latent-source must be one of dynamics, frames, got 'decoded'"):
+        TransferConfig(obs="latent", latent_source="decoded").validate(cli=True)
+
+
+def test_frames_source_on_the_default_model_through_sb3():
+    """The shipped model (a frame memory corrects its decoded frames) through SB3's same-step resets."""
+    from neuralsim.agents.sb3 import make_sb3_env
+
+    venv = make_sb3_env(model="default", num_envs=2, seed=0, obs_type="latent", latent_source="frames",
+                        max_episode_steps=4, num_threads=1)
+    dream = venv.venv.venv  # VecMonitor -> SB3VecEnv -> WorldModelVectorEnv
+    assert dream.model.frame_memory is not None
+    encoder = FrameEncoder(dream.model, dtype=dream.session.dtype)
+    venv.reset()
+    ended = 0
+    for _ in range(5):  # the 4th step truncates both: SB3 hands back the new start and the terminal observation
+        obs, _, dones, infos = venv.step(np.stack([venv.action_space.sample() for _ in range(2)]))
+        assert np.array_equal(obs, encoder(dream._frames))
+        for i in np.flatnonzero(dones):
+            assert infos[i]["terminal_observation"].shape == obs.shape[1:]
+            ended += 1
+    assert ended == 2

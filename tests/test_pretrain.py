@@ -20,10 +20,8 @@ def latent_space(shape=(16, 8, 8)) -> gym.spaces.Box:
 
 
 def test_dream_labels_are_the_dreams_latents_and_its_trackers_estimate():
-    from neuralsim.session import DreamSession
-
-    session = DreamSession("default", dtype="float32")
     from neuralsim.envs.world_model_env import latent_obs
+    from neuralsim.session import DreamSession
 
     session = DreamSession("default", dtype="float32")
     latents, visible, column = dream_target_labels(session, 100, num_envs=8, episode_steps=10, seed=5)
@@ -39,6 +37,24 @@ def test_dream_labels_are_the_dreams_latents_and_its_trackers_estimate():
     state, _, _ = session.start(8, session.generator(5), rng=np.random.default_rng(5))
     assert torch.equal(latents[:8], torch.from_numpy(latent_obs(state.latent)))
     assert torch.equal(visible[:8], session.model.reward_model.in_view(state.reward_memory[:, :2].float()))
+
+
+def test_dream_labels_from_the_dreams_frames_encoded():
+    """latent_source="frames": the latents are what WorldModelEnv(latent_source="frames") shows (the decoded frames
+    encoded again); a start frame is encoded by both sources alike."""
+    from neuralsim.session import DreamSession
+
+    session = DreamSession("default", dtype="float32")
+    flags = session.judge_frames, session.draw_views
+    dynamics = dream_target_labels(session, 24, num_envs=8, episode_steps=3, seed=5)
+    frames = dream_target_labels(session, 24, num_envs=8, episode_steps=3, seed=5, latent_source="frames")
+    assert frames[0].shape == dynamics[0].shape and frames[1].dtype == torch.bool
+    assert torch.equal(frames[0][:8], dynamics[0][:8]) and not torch.equal(frames[0][8:], dynamics[0][8:])
+    again = dream_target_labels(session, 24, num_envs=8, episode_steps=3, seed=5, latent_source="frames")
+    assert all(torch.equal(a, b) for a, b in zip(frames, again))
+    assert (session.judge_frames, session.draw_views) == flags  # the caller's session handed back as it came
+    with pytest.raises(ValueError, match="latent_source must be one of 'dynamics', 'frames', got 'rgb'"):
+        dream_target_labels(session, 8, latent_source="rgb")
 
 
 def test_labels_need_a_target_tracker_and_good_arguments(tiny_checkpoint):

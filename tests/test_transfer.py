@@ -161,6 +161,10 @@ def test_a_dreams_training_key_names_its_models_weights_not_only_its_name(tmp_pa
     assert "model" not in training_key("real", cfg, 0)  # the room on frames never reads the model: any --model reuses it
     latent = dataclasses.replace(cfg, obs="latent")  # ... on latents it does (the encoder)
     assert training_key("real", latent, 0)["model_fingerprint"] == checkpoint_fingerprint(model)
+    # where the dream's latents come from is the dream's: the room's training (its frames encoded) is the same
+    frames = dataclasses.replace(latent, latent_source="frames")
+    assert training_key("real", frames, 0) == training_key("real", latent, 0)
+    assert training_key("dream", frames, 0) != training_key("dream", latent, 0)
     with pytest.raises(FileNotFoundError, match="model='nowhere'"):
         checkpoint_fingerprint("nowhere")
 

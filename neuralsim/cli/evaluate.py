@@ -59,6 +59,11 @@ def add_transfer_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--pretrain-on", choices=("real", "dream"), default=d.pretrain_on,
                    help="what the pretrained latent extractor is taught on, labelled by the model's target tracker: real "
                         "(default: frames of the real env, no reward read) or dream (the model's own dreams)")
+    t.add_argument("--latent-source", choices=("dynamics", "frames"), default=d.latent_source,
+                   help="with --obs latent, where the dream's latent observations come from: dynamics (default: the "
+                        "latent frames the dynamics commit, nothing decoded; its agents did not transfer to the room) "
+                        "or frames (the dream's decoded frames, with the frame memory's correction, encoded again as "
+                        "the real env's are: a decode and an encode per dream step)")
     t.add_argument("--task", action="append", default=[], metavar="OPTION=JSON",
                    help="a task option of the real env (its TASK_OPTIONS) for both worlds, e.g. ball_start='\"thrown\"'; "
                         "repeatable (default: the env's TRANSFER_TASK, the room's ball at rest)")
@@ -88,7 +93,8 @@ def config_from_args(args: argparse.Namespace):
                 compile=bool(getattr(args, "compile", False)), resume=bool(getattr(args, "resume", False)),
                 rgb_extractor=getattr(args, "rgb_extractor", None) or TransferConfig.rgb_extractor,
                 latent_extractor=getattr(args, "latent_extractor", None) or TransferConfig.latent_extractor,
-                pretrain_on=getattr(args, "pretrain_on", None) or TransferConfig.pretrain_on, **overrides)
+                pretrain_on=getattr(args, "pretrain_on", None) or TransferConfig.pretrain_on,
+                latent_source=getattr(args, "latent_source", None) or TransferConfig.latent_source, **overrides)
     if getattr(args, "keys", None):
         base["keys"] = None if args.keys == "box" else tuple(args.keys.split(","))
     base["out"] = args.out if args.out is not None else str(Path(workdir) / ("transfer-quick.json" if args.quick
