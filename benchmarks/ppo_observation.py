@@ -59,6 +59,7 @@ a smoke run, not a figure); ``--task OPTION=JSON`` sets a task option of the roo
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
@@ -313,14 +314,11 @@ def train(observation: str, task: dict[str, Any], timesteps: int, num_envs: int,
                                                 env="NeuralSimRoom-v0" if observation == "latent-measured" else None,
                                                 env_kwargs=task)
         pretraining["seconds"] = time.perf_counter() - t0
+    # the encoder's world model already holds the tracker (VecLatentObservation): copied, not loaded again
     if observation == "latent-tracker":
-        from neuralsim.model import WorldModel
-
-        algo.policy.features_extractor.locate.load_state_dict(WorldModel.from_pretrained(model).reward_model.locate.state_dict())
+        algo.policy.features_extractor.locate.load_state_dict(venv.encoder.model.reward_model.locate.state_dict())
     if observation == "latent-measure":
-        from neuralsim.model import WorldModel
-
-        algo.policy.features_extractor.tracker = WorldModel.from_pretrained(model).reward_model.requires_grad_(False)
+        algo.policy.features_extractor.tracker = copy.deepcopy(venv.encoder.model.reward_model).requires_grad_(False)
     t0 = time.perf_counter()
     algo.learn(timesteps, callback=Episodes())
     wall = time.perf_counter() - t0
