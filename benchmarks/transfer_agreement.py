@@ -12,6 +12,11 @@ No PPO is trained, so a new model is scored in minutes instead of an hour.
     OMP_NUM_THREADS=1 python benchmarks/transfer_agreement.py --policies runs/transfer --model DIR
     OMP_NUM_THREADS=1 python benchmarks/transfer_agreement.py --policies runs/transfer --quick   # 4 episodes
     OMP_NUM_THREADS=1 python benchmarks/transfer_agreement.py --policies runs/transfer --task 'ball_start="thrown"'
+    OMP_NUM_THREADS=1 python benchmarks/transfer_agreement.py --policies runs/transfer_latent_taught --latent-source frames
+
+Policies trained on latent observations (``neuralsim eval transfer --obs latent``: the run record says so) observe the
+room through the model's encoder and the dream's latents from ``--latent-source`` (``dynamics``, the default, or
+``frames``: the dream's decoded frames encoded again, ``WorldModelEnv(latent_source=...)``).
 
 ``--task OPTION=JSON`` sets a task option of the real env (its ``TASK_OPTIONS``) for the episodes of both worlds (the
 dream starts from the real first frames, so it sees the same task); the policies stay the ones the run trained.
@@ -45,6 +50,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="a task option of the real env for both worlds' episodes (its TASK_OPTIONS), e.g. "
                              "ball_start='\"thrown\"'; repeatable (default: the transfer benchmark's task, the "
                              "env's TRANSFER_TASK)")
+    parser.add_argument("--latent-source", choices=("dynamics", "frames"), default="dynamics",
+                        help="for policies on latent observations, the dream's latents: dynamics (default: the "
+                             "committed latents, nothing decoded) or frames (the decoded frames encoded again)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     add_standard_args(parser, "transfer_agreement", quick_help="4 layouts per policy (a smoke run, not a score)")
     args = resolve_standard_args(parser, parser.parse_args(argv), "transfer_agreement")
@@ -62,6 +70,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--policies must be a `neuralsim eval transfer` workdir with {world}-seed0/run.json, "
                          f"got {str(args.policies)!r}")
     return args
+
+
+def run_observation(workdir: Path) -> str:
+    """What the run's policies observe, ``"rgb"`` or ``"latent"`` (its seed-0 dream training's record)."""
+    from neuralsim.agents.transfer import RUN_RECORD
+
+    record = json.loads((workdir / "dream-seed0" / RUN_RECORD).read_text())
+    return str(record.get("key", {}).get("obs", "rgb"))
 
 
 def saved_policies(workdir: Path, world: str) -> list[dict[str, Any]]:
@@ -82,8 +98,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     # no --task: the transfer benchmark's task (the env's TRANSFER_TASK), as the run that trained the policies
+    obs = run_observation(args.policies)
     cfg = T.TransferConfig(model=args.model, episodes=args.episodes, max_episode_steps=args.max_episode_steps,
-                           workdir=str(args.policies), real_task=args.task or None)
+                           workdir=str(args.policies), real_task=args.task or None, obs=obs,
+                           latent_source=args.latent_source)
     try:
         cfg.validate(cli=True)
     except ValueError as exc:
@@ -99,11 +117,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     starts, prompts = T.real_starts(env_id, eval_kwargs, seeds)
     candidates = T.agreement_candidates(saved_policies(args.policies, "dream"), saved_policies(args.policies, "real"),
                                         action_space, cfg.keys)
+    encoder = None
+    if obs == "latent":  # the room through the model's encoder, as the run trained and scored them
+        from neuralsim.envs.latent import FrameEncoder
+
+        encoder = FrameEncoder(cfg.model)
     rows, rho, rewards = T.measure_agreement(cfg, candidates, env_id, eval_kwargs, seeds, starts, prompts,
-                                             log=lambda m: print(m, file=sys.stderr, flush=True))
+                                             encoder=encoder, log=lambda m: print(m, file=sys.stderr, flush=True))
     for row in rows:
         del row["_act"]
-    print(f"\nagreement of {args.policies}'s policies, {args.episodes} layouts each, model {args.model}:", file=sys.stderr)
+    seen = obs if obs == "rgb" else f"latent ({args.latent_source} in the dream)"
+    print(f"\nagreement of {args.policies}'s policies ({seen}), {args.episodes} layouts each, model {args.model}:",
+          file=sys.stderr)
     print(f"{'policy':<26}{'real return':>12}{'dream return':>13}{'real success':>13}{'dream success':>14}", file=sys.stderr)
     for row in rows:
         print(f"{row['policy']:<26}{row['real_return']:>12.2f}{row['dream_return']:>13.2f}{row['real_success']:>13.2f}"
@@ -115,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           f"termination F1 {rewards['termination_f1']} ({rewards['termination_positives']} real endings, "
           f"{rewards['termination_predicted']} predicted)", file=sys.stderr)
     result = {"benchmark": "transfer_agreement", "model": args.model, "policies": str(args.policies),
-              "quick": args.quick, "episodes": args.episodes,
+              "quick": args.quick, "episodes": args.episodes, "obs": obs,
+              "latent_source": args.latent_source if obs == "latent" else None,
               "task": {k: env_kwargs[k] for k in T.env_task_options(env_id) if k in env_kwargs}, "agreement": rows,
               "spearman": None if not np.isfinite(rho) else rho, "spearman_ci90": interval, **rewards,
               "seconds": time.perf_counter() - t0, "machine": machine_info()}

@@ -470,3 +470,22 @@ def test_the_agreement_benchmark_scores_a_runs_saved_policies_as_the_transfer_be
     assert {"spearman", "spearman_ci90", "reward_corr_t1_16", "termination_f1"} <= set(result)
     assert all(len(row["real_returns"]) == len(row["dream_returns"]) == 2 for row in result["agreement"])
     assert json.loads((tmp_path / "transfer_agreement.json").read_text())["episodes"] == 2
+
+
+@pytest.mark.slow
+def test_the_agreement_benchmark_scores_latent_policies_with_either_latent_source(tmp_path):
+    """A run on latent observations: the room through the encoder, the dream's latents from --latent-source."""
+    from neuralsim.agents.transfer import train_ppo
+
+    cfg = TransferConfig.quick_config(timesteps=256, max_episode_steps=8, workdir=str(tmp_path / "work"), obs="latent",
+                                      latent_extractor="cells")
+    for world in ("dream", "real"):
+        train_ppo(world, cfg, 0, tmp_path / "work" / f"{world}-seed0")
+    script = load_script("benchmarks/transfer_agreement.py", "transfer_agreement_latent")
+    for source in ("dynamics", "frames"):
+        result = script.main(["--policies", str(tmp_path / "work"), "--episodes", "2", "--max-episode-steps", "8",
+                              "--latent-source", source, "--results-dir", str(tmp_path), "--name", source])
+        assert result["obs"] == "latent" and result["latent_source"] == source
+        assert all(len(row["dream_returns"]) == 2 for row in result["agreement"])
+    with pytest.raises(SystemExit):
+        script.main(["--policies", str(tmp_path / "work"), "--latent-source", "pixels", "--results-dir", str(tmp_path)])
