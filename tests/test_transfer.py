@@ -489,3 +489,25 @@ def test_the_agreement_benchmark_scores_latent_policies_with_either_latent_sourc
         assert all(len(row["dream_returns"]) == 2 for row in result["agreement"])
     with pytest.raises(SystemExit):
         script.main(["--policies", str(tmp_path / "work"), "--latent-source", "pixels", "--results-dir", str(tmp_path)])
+    # the same run's final policies in the dream under each latent source, beside the room
+    sources = load_script("benchmarks/latent_source.py", "latent_source_bench")
+    result = sources.main(["--policies", str(tmp_path / "work"), "--episodes", "2", "--max-episode-steps", "8",
+                           "--results-dir", str(tmp_path)])
+    assert [row["policy"] for row in result["rows"]] == ["dream-seed0", "real-seed0"]
+    assert result["sources"] == ["dynamics", "frames", "frames-no-memory"]
+    for source in result["sources"]:
+        assert all(0 <= row[f"{source}_success"] <= 1 for row in result["rows"]) and source in result["summary"]
+    assert json.loads((tmp_path / "latent_source.json").read_text()) == result
+    with pytest.raises(SystemExit):
+        sources.main(["--policies", str(tmp_path / "work"), "--sources", "pixels", "--results-dir", str(tmp_path)])
+
+
+def test_the_latent_source_benchmark_refuses_runs_it_cannot_score(tmp_path):
+    script = load_script("benchmarks/latent_source.py", "latent_source_args")
+    with pytest.raises(SystemExit):  # no saved policies
+        script.main(["--policies", str(tmp_path), "--results-dir", str(tmp_path)])
+    (tmp_path / "real-seed0" / "final").mkdir(parents=True)
+    (tmp_path / "real-seed0" / "final" / "policy.json").write_text("{}")
+    (tmp_path / "real-seed0" / "run.json").write_text(json.dumps({"key": {"obs": "rgb"}}))
+    with pytest.raises(SystemExit, match="2"):  # policies on rgb frames
+        script.main(["--policies", str(tmp_path), "--results-dir", str(tmp_path)])
