@@ -145,7 +145,9 @@ def make_sb3_env(model: Any = "default", num_envs: int = 16, *, monitor: bool = 
         monitor: wrap in ``VecMonitor`` so SB3 logs episode returns and lengths.
         seed: seed of the first ``reset()``.
         **env_kwargs: other ``WorldModelVectorEnv`` arguments (``denoise_steps``, ``max_episode_steps``,
-            ``obs_type="latent"``: latent observations, nothing decoded; use :func:`latent_policy_kwargs`).
+            ``obs_type="latent"``: latent observations, nothing decoded, use :func:`latent_policy_kwargs`;
+            with ``latent_source="frames"`` the decoded frames encoded again, as a real env's through
+            :class:`VecLatentObservation`).
 
     Returns:
         ``SB3VecEnv`` (inside ``VecMonitor`` when ``monitor``).
