@@ -388,6 +388,13 @@ def test_ppo_speed_benchmark(tmp_path, capsys):
     assert result["dream_latent_vs_real_rgb"] == pytest.approx(speed[("dream", "latent")] / speed[("real", "rgb")], rel=1e-3)
     latent = [r for r in result["rows"] if r["obs"] == "latent"]  # the shipped model: a tracker, so taught first
     assert all(r["extractor"] == "pretrained" and r["pretrain_s"] > 0 for r in latent)
+    # the dream's latents from its decoded frames: a dream row of its own; the real env's latents are latent's
+    frames = ppo_speed.main(["--quick", "--timesteps", "128", "--obs", "latent", "latent-frames", "--out", str(out)])
+    rows = {(r["world"], r["obs"]): r for r in frames["rows"]}
+    assert list(rows) == [("real", "latent"), ("dream", "latent"), ("real", "latent-frames"), ("dream", "latent-frames")]
+    assert rows[("real", "latent-frames")]["same_as"] == "latent"
+    assert rows[("real", "latent-frames")]["env_steps_per_s"] == rows[("real", "latent")]["env_steps_per_s"]
+    assert "dream_latent_frames_vs_real_latent_frames" in frames
     with pytest.raises(SystemExit):
         ppo_speed.main(["--quick", "--timesteps", "64", "--out", str(tmp_path / "x.json")])
     assert "--timesteps must be at least" in capsys.readouterr().err
