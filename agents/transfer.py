@@ -96,13 +96,14 @@ class TransferConfig:
     # env, walk-and-turn keys, no reward read: taught so, PPO learned the room's task from latents) or "dream" (the
     # model's own dreams, no real env: in one run of two); how many frames, and the epochs.
     pretrain_on: str = "real"
-    # Where the dream's latent observations come from (obs="latent"; envs.world_model_env.LATENT_SOURCES): "dynamics",
-    # the latent frames the dynamics commit (nothing decoded: what the issue asked for, and the dream-trained policies
-    # did not transfer, transfer_latent_taught.json), or "frames", the dream's decoded frames with the frame memory's
-    # correction encoded again, as the real env's frames are (a decode and an encode per dream step).
-    latent_source: str = "dynamics"
     pretrain_frames: int = 20_000
     pretrain_epochs: int = 8
+    # Where the dream's latent observations come from (obs="latent"; envs.world_model_env.LATENT_SOURCES): "dynamics",
+    # the latent frames the dynamics commit (nothing decoded; its dream-trained agents did not transfer,
+    # transfer_latent_taught.json), or "frames", the dream's decoded frames with the frame memory's correction encoded
+    # again, as the real env's frames are (a decode and an encode per dream step; they transfer,
+    # transfer_latent_frames.json).
+    latent_source: str = "dynamics"
     compile: bool = False  # the dream envs with compile=True (WorldModel.compile_streaming; timed in the dream's wall_s)
     # Continue an interrupted run in the same workdir: a world and seed whose training finished there (its final policy
     # and run record, RUN_RECORD, written with the same budget and PPO settings) is not trained again.
@@ -751,8 +752,7 @@ def run_transfer_benchmark(cfg: TransferConfig, log: Callable[[str], None] = pri
     real_ep = evaluate_real(worst["_act"], env_id, eval_kwargs, agree_seeds[:1], cfg.max_episode_steps, rng_seed=7, record=0,
                            keysets=keys, encoder=encoder)
     dream_ep = evaluate_dream(worst["_act"], cfg.model, starts[:1], prompts[:1], cfg.max_episode_steps, seed=7, record=0,
-                              keysets=keys, obs_type=cfg.obs,
-                              latent_source=cfg.latent_source)
+                              keysets=keys, obs_type=cfg.obs, latent_source=cfg.latent_source)
     gif = side_by_side_gif(workdir / "disagreement.gif", real_ep["frames"], dream_ep["frames"])
     for a in agreement:
         del a["_act"]

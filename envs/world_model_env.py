@@ -49,9 +49,6 @@ def make_session(model: Any, *, obs_type: str, latent_source: str = "dynamics", 
     if start_frames is None and start_descriptions is not None:
         raise ValueError("start_descriptions describe start_frames; pass start_frames too")
     session = DreamSession(model, **kwargs)
-    if obs_type == "latent" and latent_source == "frames" and not callable(getattr(session.model, "encode", None)):
-        raise ValueError(f"latent_source='frames' encodes the dream's frames with the model's encoder; "
-                         f"model={session.model_name!r} has none")
     if start_frames is not None:
         session.set_start_set(start_frames, start_descriptions)
     return session
