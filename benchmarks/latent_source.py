@@ -16,7 +16,7 @@ Every source's dream decodes its frames, so its termination detector judges them
 gives room-trained policies room-like returns; the table puts each source's returns beside the room's.
 
     OMP_NUM_THREADS=1 python benchmarks/latent_source.py --policies runs/transfer_latent_taught
-    OMP_NUM_THREADS=1 python benchmarks/latent_source.py --policies runs/transfer_latent_taught --quick  # 4 episodes
+    OMP_NUM_THREADS=1 python benchmarks/latent_source.py --policies runs/transfer_latent_taught --quick  # ~1 min
 
 Prints a table; the last line is one JSON object, also written to ``benchmarks/results/latent_source.json``
 (``--quick``: ``latent_source_quick.json``; ``--results-dir``, ``--name`` to change).
@@ -45,19 +45,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="a `neuralsim eval transfer --obs latent` workdir: its <world>-seed<N>/final policies")
     parser.add_argument("--model", default="default", help="the world model (default: default)")
     parser.add_argument("--episodes", type=int, default=None, help="held-out layouts per policy (default 20; --quick 4)")
-    parser.add_argument("--max-episode-steps", type=int, default=200, help="episode limit (default 200, the benchmark's)")
+    parser.add_argument("--max-episode-steps", type=int, default=None,
+                        help="episode limit (default 200, the benchmark's; --quick 60)")
     parser.add_argument("--sources", default=",".join(SOURCES),
                         help=f"comma-separated, of {', '.join(SOURCES)} (default: all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    add_standard_args(parser, "latent_source", quick_help="4 layouts per policy (a smoke run, not a score)")
+    add_standard_args(parser, "latent_source", quick_help="seed 0's policies only, 4 layouts, 60-step episodes "
+                      "(a smoke run, not a score)")
     args = resolve_standard_args(parser, parser.parse_args(argv), "latent_source")
     args.episodes = args.episodes if args.episodes is not None else (4 if args.quick else 20)
-    if args.episodes < 1:
-        parser.error(f"--episodes must be a positive integer, got {args.episodes}")
+    if args.max_episode_steps is None:
+        args.max_episode_steps = 60 if args.quick else 200
+    for name in ("episodes", "max_episode_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     args.sources = [s for s in args.sources.split(",") if s]
     if not args.sources or set(args.sources) - set(SOURCES):
         parser.error(f"--sources must be comma-separated names of {', '.join(SOURCES)}, got {','.join(args.sources)!r}")
-    args.finals = sorted(p.parent for p in args.policies.glob("*-seed*/final/policy.json"))
+    args.finals = sorted(p.parent for p in args.policies.glob("*-seed*/final/policy.json")
+                         if not args.quick or p.parent.parent.name.endswith("-seed0"))
     if not args.finals:
         parser.error(f"--policies must be a `neuralsim eval transfer` workdir with <world>-seed<N>/final policies, "
                      f"got {str(args.policies)!r}")
@@ -149,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     room = {w: float(np.mean([r["real_return"] for r in rows if r["trained_in"] == w]))
             for w in ("real", "dream") if any(r["trained_in"] == w for r in rows)}
     result = {"benchmark": "latent_source", "model": args.model, "policies": str(args.policies), "quick": args.quick,
-              "episodes": args.episodes, "sources": args.sources, "rows": rows, "summary": summary,
+              "episodes": args.episodes, "max_episode_steps": args.max_episode_steps, "sources": args.sources,
+              "rows": rows, "summary": summary,
               "room_return_by_training": room, "seconds": time.perf_counter() - t0, "machine": machine_info()}
     result = rounded(result)
     write_result(result, args.results_dir / f"{args.name}.json")
