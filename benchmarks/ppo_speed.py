@@ -64,10 +64,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for obs in dict.fromkeys(args.obs):  # the order given, once each
         for world in WORLDS:
             latent_source = "frames" if obs == "latent-frames" else "dynamics"
-            same = next((r for r in rows if r["world"] == "real" and r["obs"] == "latent"), None)
-            if world == "real" and obs == "latent-frames" and same is not None:  # the real env's latents are the same
-                rows.append({**same, "obs": obs, "same_as": "latent"})
-                continue
+            if world == "real" and obs == "latent-frames":  # the real env's latents do not depend on the dream's source
+                same = next((r for r in rows if r["world"] == "real" and r["obs"] == "latent"), None)
+                if same is not None:
+                    rows.append({**same, "obs": obs, "same_as": "latent"})
+                    continue
             with tempfile.TemporaryDirectory(prefix="ppo_speed_") as workdir:  # the policies are not kept
                 run = train_ppo(world, dataclasses.replace(cfg, obs=obs.split("-")[0], latent_source=latent_source),
                                 args.seed, Path(workdir))
