@@ -124,10 +124,13 @@ def long_rollout(r: dict) -> str:
                    f"{m['frames_per_latent']} frames) in {num(m['wall_s'])} s = {num(m['frames_per_s'], 0)} frames/s, "
                    f"{num(m['realtime_factor_24fps'], 2)}× real time at 24 fps.")
     if r.get("minutes"):
-        out.append(f"\nThrough `gym.make(\"SanaWM-v0\")` (`dtype=\"auto\"` picks {r.get('auto_dtype')}):\n")
-        out.append(table(["dtype", "compiled", "frames", "wall s", "ms/step", "compile s"],
-                         [[x["dtype"], "yes" if x["compiled"] else "no", num(x["frames"]), num(x["wall_s"], 2),
-                           num(x["ms_per_step"], 2), num(x["compile_s"]) if x.get("compile_s") is not None else ""]
+        out.append(f"\nThrough `gym.make(\"SanaWM-v0\")` (`dtype=\"auto\"` picks {r.get('auto_dtype')}) and through "
+                   "`neuralsim rollout`'s `dream()` (decoding on a second thread):\n")
+        paths = {"env": "gym.make env", "rollout": "neuralsim rollout"}
+        out.append(table(["path", "dtype", "compiled", "frames", "wall s", "ms/step", "compile s"],
+                         [[paths[x.get("via", "env")], x["dtype"], "yes" if x["compiled"] else "no", num(x["frames"]),
+                           num(x["wall_s"], 2), num(x["ms_per_step"], 2),
+                           num(x["compile_s"]) if x.get("compile_s") is not None else ""]
                           for x in r["minutes"]]))
     return "\n".join(out)
 

@@ -76,7 +76,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 15) -> None:
 
 
 def dream(model: Any, steps: int, *, start: np.ndarray | None = None, prompt: str | None = None,
-          actions: np.ndarray | None = None, seed: int = 0, denoise_steps: int | None = None) -> dict:
+          actions: np.ndarray | None = None, seed: int = 0, denoise_steps: int | None = None,
+          overlap: bool = True) -> dict:
     """Roll a world model out for ``steps`` env steps from one start, with the noise of
     ``torch.Generator().manual_seed(seed)`` (what ``neuralsim play`` records and ``neuralsim rollout`` replays).
 
@@ -86,6 +87,8 @@ def dream(model: Any, steps: int, *, start: np.ndarray | None = None, prompt: st
         actions: ``[steps, ...]`` actions; None = uniformly random from the action space (seeded).
         denoise_steps: Euler steps of every env step (None: the session's); a generated first frame uses the
             session's.
+        overlap: decode on a second thread while the dynamics runs on (:meth:`DreamSession.rollout`; the same
+            frames either way).
 
     Returns:
         dict with ``frames`` uint8 ``[1 + steps*k, H, W, 3]``, ``actions``, ``rewards`` ``[steps]``,
@@ -101,12 +104,7 @@ def dream(model: Any, steps: int, *, start: np.ndarray | None = None, prompt: st
     t0 = time.perf_counter()
     state, first, _ = session.start(1, generator, image=None if start is None else start[None, None],
                                     prompt=None if prompt is None else [prompt])
-    chunks, rewards, terminated = [first], [], []
-    for t in range(len(actions)):
-        out = session.step(state, actions[t : t + 1], generator, denoise_steps=denoise_steps)
-        state = out.state
-        chunks.append(out.frames[0])
-        rewards.append(float(out.reward[0]))
-        terminated.append(bool(out.termination_prob[0] > 0.5))
-    return {"frames": np.concatenate(chunks), "actions": actions, "rewards": np.asarray(rewards, np.float32),
-            "terminated": np.asarray(terminated, bool), "seconds": time.perf_counter() - t0}
+    # each step's frame is decoded on a second thread while the next ones are drawn (the same frames as stepping)
+    out = session.rollout(state, actions[None], generator, denoise_steps=denoise_steps, overlap=overlap)
+    return {"frames": np.concatenate([first, out.frames[0]]), "actions": actions, "rewards": out.rewards[0],
+            "terminated": out.termination_prob[0] > 0.5, "seconds": time.perf_counter() - t0}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
@@ -312,6 +313,26 @@ class DreamStep:
     reward: np.ndarray
     termination_prob: np.ndarray
 
+
+@dataclass
+class DreamRollout:
+    """What :meth:`DreamSession.rollout` returns for a batch of B over T steps.
+
+    Attributes:
+        state: the state after the last step (as :meth:`DreamSession.step` returns it). latents: ``[B, T, C, h, w]``
+        (torch). frames: uint8 ``[B, T*k, H, W, 3]`` or None when not decoded. rewards, termination_prob: ``[B, T]``
+        float32.
+    """
+
+    state: Any
+    latents: torch.Tensor
+    frames: np.ndarray | None
+    rewards: np.ndarray
+    termination_prob: np.ndarray
+
+
+#: Steps :meth:`DreamSession.rollout`'s decoding thread may fall behind the dynamics (each holds a state).
+_ROLLOUT_AHEAD = 16
 
 # ----------------------------------------------------------------------------------------------
 # The session
@@ -605,6 +626,64 @@ class DreamSession:
         return DreamStep(state, latent, frames, reward.float().cpu().numpy().astype(np.float32),
                          term.float().cpu().numpy().astype(np.float32))
 
+    def rollout(self, state: Any, actions: Any, generator: torch.Generator, *, decode: bool = True,
+                denoise_steps: int | None = None, overlap: bool = True) -> DreamRollout:
+        """``T`` env steps of the whole batch, each as :meth:`step` gives it (the same frames, rewards and
+        termination probabilities, bit for bit, and the same noise drawn from ``generator``).
+
+        The dynamics never reads a decoded frame (the frame memory and the termination detector only act on what
+        is shown), so with ``overlap`` each step's frames are decoded and judged on a second thread while the next
+        steps are drawn: on two cores a rollout then takes about the dynamics' time alone (``neuralsim rollout``,
+        ``benchmarks/long_rollout.py``). An env cannot do this: its agent needs each frame before the next action.
+
+        Args:
+            state: from :meth:`start` or a previous step (not modified).
+            actions: ``[B, T, A]`` (Box) or ``[B, T]`` (Discrete); step ``t`` is checked as :meth:`check_actions`
+                checks ``actions[:, t]``.
+            decode: decode the frames (a model with a termination detector decodes them anyway to judge them).
+            denoise_steps: Euler steps of every step (None: the session's).
+            overlap: decode on a second thread (False: one thread, in order).
+        """
+        arr = np.asarray(actions.detach().cpu() if isinstance(actions, torch.Tensor) else actions)
+        want = 3 if self.action_spec["type"] == "box" else 2
+        if arr.ndim != want or arr.shape[0] != state.batch_size or arr.shape[1] < 1:
+            form = "[B, T, A] (Box)" if want == 3 else "[B, T] (Discrete)"
+            raise ValueError(f"actions must be {form} with B = {state.batch_size} rows and T >= 1 steps, got shape "
+                             f"{arr.shape}")
+        steps = self.denoise_steps if denoise_steps is None else self._check_denoise_steps(denoise_steps)
+        judge, decode = self.judges_frames, decode or self.judges_frames
+        pending: list[Any] = []  # per step: its frames, reward and termination, or a future of them
+
+        def show(latent: torch.Tensor, stepped: Any) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+            # what `step` does after the dynamics; inference mode and autocast are per thread, so entered here
+            with torch.inference_mode(), self.autocast():
+                frames = self.model.decode(latent[:, None], first_frame=False, context=stepped).cpu().numpy() \
+                    if decode else None
+                if judge:
+                    stepped = self.model.judge_termination(stepped, frames)
+                reward, term = self.model.predict_reward_termination(stepped)
+            return frames, reward.float().cpu().numpy().astype(np.float32), term.float().cpu().numpy().astype(np.float32)
+
+        latents = []
+        with contextlib.ExitStack() as stack:
+            pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="neuralsim-decode")) \
+                if overlap and decode else None
+            for t in range(arr.shape[1]):
+                checked = self.check_actions(arr[:, t], state.batch_size, name=f"actions[:, {t}]")
+                with torch.inference_mode(), self.autocast():
+                    latent, state = self.model.step(state, checked, generator=generator, denoise_steps=steps)
+                latents.append(latent)
+                pending.append(pool.submit(show, latent, state) if pool is not None else show(latent, state))
+                if pool is not None and len(pending) > _ROLLOUT_AHEAD:  # bound the states held for the decoder
+                    pending[-_ROLLOUT_AHEAD - 1].result()
+            shown = [p.result() if isinstance(p, Future) else p for p in pending]
+        if judge:  # the last step's state as `step` returns it: judged
+            with torch.inference_mode(), self.autocast():
+                state = self.model.judge_termination(state, shown[-1][0])
+        frames = np.concatenate([f for f, _, _ in shown], axis=1) if decode and shown[0][0] is not None else None
+        return DreamRollout(state, torch.stack(latents, 1), frames, np.stack([r for _, r, _ in shown], 1),
+                            np.stack([p for _, _, p in shown], 1))
+
     def decode(self, latents: torch.Tensor, *, first_frame: bool = True, context: Any = None) -> np.ndarray:
         """Latents ``[B, T, C, h, w]`` -> uint8 ``[B, F, H, W, 3]`` numpy (see :meth:`DreamModel.decode`)."""
         with self.autocast():
@@ -622,5 +701,5 @@ def as_session(model: Any, **kwargs: Any) -> DreamSession:
     return model if isinstance(model, DreamSession) else DreamSession(model, **kwargs)
 
 
-__all__ = ["DreamModel", "DreamState", "DreamSession", "DreamStep", "StartInputs", "as_session", "check_image",
+__all__ = ["DreamModel", "DreamRollout", "DreamState", "DreamSession", "DreamStep", "StartInputs", "as_session", "check_image",
            "check_prompts", "known_model_names", "load_model", "load_start_set", "resize_mode_of"]

@@ -52,6 +52,9 @@ def test_dream_is_deterministic_per_seed(tiny_checkpoint):
     c = dream(model, 4, start=start, seed=2)
     assert np.array_equal(a["frames"], b["frames"])
     assert not np.array_equal(a["frames"], c["frames"])
+    serial = dream(model, 4, start=start, seed=1, overlap=False)  # decoding on one thread: the same rollout
+    assert np.array_equal(serial["frames"], a["frames"]) and np.array_equal(serial["rewards"], a["rewards"])
+    assert np.array_equal(serial["terminated"], a["terminated"]) and a["terminated"].dtype == bool
 
 
 @pytest.mark.parametrize(

@@ -121,6 +121,63 @@ def test_partial_reset_merges_only_the_masked_rows(session):
     assert session.merge(state, np.ones(3, bool), state) is state  # a full reset is the fresh state
 
 
+def _stepped(session: DreamSession, state, actions: np.ndarray, g: torch.Generator) -> tuple:
+    """``actions [B, T, ...]`` stepped one at a time: frames, rewards, terminations, latents and the last state."""
+    frames, rewards, terms, latents = [], [], [], []
+    for t in range(actions.shape[1]):
+        out = session.step(state, actions[:, t], g)
+        state = out.state
+        frames.append(out.frames), rewards.append(out.reward), terms.append(out.termination_prob)
+        latents.append(out.latent)
+    return np.concatenate(frames, 1), np.stack(rewards, 1), np.stack(terms, 1), torch.stack(latents, 1), state
+
+
+def _assert_rollout_is_stepping(session: DreamSession, state, actions: np.ndarray, seed: int) -> None:
+    frames, rewards, terms, latents, last = _stepped(session, state, actions, session.generator(seed))
+    for overlap in (True, False):
+        g = session.generator(seed)
+        out = session.rollout(state, actions, g, overlap=overlap)
+        assert np.array_equal(out.frames, frames) and np.array_equal(out.rewards, rewards)
+        assert np.array_equal(out.termination_prob, terms) and torch.equal(out.latents, latents)
+        assert torch.equal(out.state.latent, last.latent)
+        assert [torch.equal(a, b) for a, b in zip(session.model.predict_reward_termination(out.state),
+                                                  session.model.predict_reward_termination(last))] == [True, True]
+    g1, g2 = session.generator(seed), session.generator(seed)
+    session.rollout(state, actions, g1)
+    _stepped(session, state, actions, g2)
+    assert torch.equal(g1.get_state(), g2.get_state())  # the same noise drawn: a caller's generator goes on alike
+
+
+def test_native_rollout_is_stepping_bit_for_bit(session):
+    """``rollout`` decodes on a second thread while the dynamics goes on: every output is what ``step`` gives."""
+    state, _, _ = session.start(2, session.generator(0), image=_image(0, batch=2))
+    actions = np.stack([session.keys_to_actions("w-2,jw-2,l-1"), session.keys_to_actions("s-1,a-2,i-2")])
+    _assert_rollout_is_stepping(session, state, actions, seed=5)
+    quiet = session.rollout(state, actions, session.generator(5), decode=False)
+    T = actions.shape[1]
+    assert quiet.frames is None and quiet.rewards.shape == (2, T) and quiet.latents.shape == (2, T, *session.latent_shape)
+
+
+def test_default_model_rollout_is_stepping_bit_for_bit():
+    """The shipped model decodes through its frame memory and judges each frame with its termination detector."""
+    session = DreamSession("default", dtype="float32")
+    assert session.judges_frames and session.model.frame_memory is not None
+    state, _, _ = session.start(1, session.generator(0), rng=np.random.default_rng(0))
+    _assert_rollout_is_stepping(session, state, session.keys_to_actions("w-3,jw-3,l-3")[None], seed=2)
+
+
+@pytest.mark.parametrize("actions, match", [
+    (np.zeros((1, 4), np.float32), r"actions must be \[B, T, A\] \(Box\) with B = 1 rows and T >= 1"),
+    (np.zeros((2, 3, 4), np.float32), r"with B = 1 rows"),
+    (np.zeros((1, 0, 4), np.float32), r"T >= 1"),
+    (np.full((1, 3, 4), 2.0, np.float32), r"actions\[:, 0\]"),
+])
+def test_rollout_bad_actions_name_the_argument(session, actions, match):
+    state, _, _ = session.start(1, session.generator(0), image=_image())
+    with pytest.raises(ValueError, match=match):
+        session.rollout(state, actions, session.generator(0))
+
+
 @pytest.mark.parametrize("call, error, match", [
     (lambda s: s.start(1, s.generator(0), image=_image().astype(np.float32)), TypeError, "image must have dtype uint8"),
     (lambda s: s.start(1, s.generator(0), image=_image(size=(16, 16))), ValueError, r"image has size \(16, 16\)"),
@@ -209,6 +266,12 @@ def test_official_step_decode_heads_and_key_dsl(official):
     out = official.step(state, np.array([1]), g)
     assert np.array_equal(official.decode(out.latent[:, None], first_frame=False, context=out.state), out.frames)
     assert official.decode(out.latent[:, None]).shape == (1, 1, SANA_H, SANA_W, 3)  # alone: a clip's first frame
+
+
+@pytest.mark.sana
+def test_official_rollout_is_stepping_bit_for_bit(official):
+    state, _, _ = official.start(1, official.generator(0), image=_image(0, (SANA_H, SANA_W)), prompt="a red ball")
+    _assert_rollout_is_stepping(official, state, official.keys_to_actions("w-8,wl-8")[None], seed=3)
 
 
 @pytest.mark.sana
