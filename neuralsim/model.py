@@ -23,6 +23,7 @@ Mixed precision only through ``torch.autocast`` at the call site (the recurrent 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -431,6 +432,7 @@ class WorldModel(nn.Module):
         # relative), so a run measures what the ray path contributes.
         self.ablate_rays = False
         self._compiled_frame: Callable[..., Any] | None = None  # set by compile_streaming()
+        self._compiled_parts: dict[str, Callable[..., Any]] = {}  # the work around it in `step`, likewise
 
     # --- small helpers ----------------------------------------------------------------------
     @property
@@ -479,7 +481,7 @@ class WorldModel(nn.Module):
         """
         if not isinstance(enabled, bool):
             raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
-        self._compiled_frame = None
+        self._compiled_frame, self._compiled_parts = None, {}
         if enabled:
             # No guards on torch.nn's own modules: the parameters stay inputs of the graph (measured: a second model
             # of the same config reuses the code and gets its own outputs), so guarding them would only recompile.
@@ -487,7 +489,14 @@ class WorldModel(nn.Module):
             skip_inbuilt = getattr(torch.compiler, "skip_guard_on_inbuilt_nn_modules_unsafe", None)  # torch >= 2.7
             if skip_inbuilt is not None:
                 options["guard_filter_fn"] = skip_inbuilt
-            self._compiled_frame = torch.compile(self.dynamics.forward_frame, dynamic=False, options=options)
+            compiled = functools.partial(torch.compile, dynamic=False, options=options)
+            self._compiled_frame = compiled(self.dynamics.forward_frame)
+            # The eager work around the pass in `step` (the camera's poses and rays, the pass's per-frame context,
+            # the refiner, the reward model) cost as much as the compiled pass itself at batch 1 (3.5 ms): compiled
+            # too, a step took 5.6 instead of 7.4 ms (eager 10.1; docs/performance.md section 14). Starts stay eager.
+            self._compiled_parts = {"advance_camera": compiled(self._advance_camera),
+                                    "prepare_frame": compiled(self.dynamics.prepare_frame),
+                                    "refine": compiled(self._refine), "reward_step": compiled(self._reward_step)}
         return self
 
     def _latent_affine(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -849,13 +858,16 @@ class WorldModel(nn.Module):
         inputs = dict(start=state.step, action=action, action_known=known, rays=rays, text=state.text_kv,
                       text_mask=state.text_mask, cache=state.cache)
         base, refine = None, None
+        # under compile_streaming, a step's parts around the pass run compiled too (a start's stay eager)
+        parts = self._compiled_parts if compiled_ok and self.fast_streaming else {}
         if cfg.prev_frame_input:  # the last committed frame (zeros before the first), lightly noised as in training
             latent = state.latent[:, None].float()
             if self.refiner is not None:
                 prev_clean = self._tokens(latent)
+                refiner = parts.get("refine", self._refine)
 
                 def refine(x0: torch.Tensor, tau: float) -> torch.Tensor:
-                    return self._refine(x0, prev_clean, torch.full((B, 1), tau, device=self.device), action, known, warp)
+                    return refiner(x0, prev_clean, torch.full((B, 1), tau, device=self.device), action, known, warp)
             if warp is not None and cfg.prev_frame_warp:  # (B, 1, h, w, 2): the last frame as the turned camera would see it
                 latent = warp_latents(latent, warp)
             base = self._tokens(latent)  # (B, 1, S, C)
@@ -870,11 +882,12 @@ class WorldModel(nn.Module):
                 # too: before, a row's autoreset recompiled the shipped model's pass once, 6 s, mid-run).
                 for key in ("cache", "text", "text_mask"):
                     inputs[key] = tree_map(canonical_layout, inputs[key])
-            frame = self.dynamics.prepare_frame(**inputs)
+            prepare = parts.get("prepare_frame", self.dynamics.prepare_frame)
+            frame = prepare(**inputs)
 
             def net(x: torch.Tensor, tau: float, commit: bool, other: dict | None = None) -> tuple[torch.Tensor, Any, Any]:
                 tau_t = torch.full((B, 1), tau, device=self.device)
-                ctx = frame if other is None else self.dynamics.prepare_frame(**other)
+                ctx = frame if other is None else prepare(**other)
                 if compiled is not None:
                     return compiled(x, tau_t, ctx, commit=commit)
                 return self.dynamics(x, tau_t, frame=ctx, commit=commit)  # a module call: hooks see every pass
@@ -918,7 +931,8 @@ class WorldModel(nn.Module):
         step = updates.pop("step", state.step) + 1
         prob = self._prob(logit, reward)
         if self.reward_model is not None:
-            reward, prob, updates["reward_memory"] = self._reward_step(state, latent, action[:, -1] * known[:, -1, None])
+            reward_step = parts.get("reward_step", self._reward_step)
+            reward, prob, updates["reward_memory"] = reward_step(state, latent, action[:, -1] * known[:, -1, None])
         new = dataclasses.replace(state, cache=cache, step=step, latent=latent, reward=reward,
                                   termination_prob=prob, **updates)
         return latent, new
@@ -1179,7 +1193,8 @@ class WorldModel(nn.Module):
         vec, motion = self._action_inputs(self._validate_actions(actions, state.batch_size, "actions"))
         rays, cam = None, {}
         if self.config.camera:
-            adv = self._advance_camera(state.c2w, state.pitch, motion, self.config.frames_per_latent, state.velocity)
+            advance = self._compiled_parts.get("advance_camera", self._advance_camera)
+            adv = advance(state.c2w, state.pitch, motion, self.config.frames_per_latent, state.velocity)
             vec = self._conditioning_vector(vec, adv.effective)
             rays, rel, warp = adv.rays[:, None], adv.rel_rays, adv.warp
             cam = {"c2w": adv.c2w, "pitch": adv.pitch, "rel_rays": None if rel is None else rel[:, None],

@@ -188,7 +188,7 @@ def test_compile_streaming_argument_checked():
     model = make_tiny_model()
     with pytest.raises(TypeError, match="enabled"):
         model.compile_streaming("yes")
-    assert model.compile_streaming(False)._compiled_frame is None
+    assert model.compile_streaming(False)._compiled_frame is None and model._compiled_parts == {}
     from neuralsim.session import DreamSession
 
     with pytest.raises(TypeError, match="compile"):
@@ -198,8 +198,10 @@ def test_compile_streaming_argument_checked():
 @pytest.mark.slow
 # inductor's own use of torch.jit.script_method warns in torch 2.13; nothing of ours calls it
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
-def test_compile_streaming_is_deterministic_and_close_to_eager():
-    model, other = make_tiny_model(), make_tiny_model()
+@pytest.mark.parametrize("parts", [{}, {"refiner_channels": 8, "reward_model_channels": 8}])
+def test_compile_streaming_is_deterministic_and_close_to_eager(parts):
+    """With a refiner and a reward model (the shipped model's), their compiled step parts too."""
+    model, other = make_tiny_model(**parts), make_tiny_model(**parts)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():  # another model: the tiny one starts with zero output projections, so add noise
         for p in other.dynamics.parameters():
@@ -263,6 +265,9 @@ def test_compiled_env_compiles_the_frame_pass_twice_per_batch_size():
         for _ in range(3):
             env.step(env.action_space.sample())
         assert len(_debug_get_cache_entry_list(DynamicsTransformer.forward_frame.__code__)) == 2
+        # the work around the pass, compiled too: the pass's per-frame context for both kinds, the camera once
+        assert len(_debug_get_cache_entry_list(DynamicsTransformer.prepare_frame.__code__)) == 2
+        assert len(_debug_get_cache_entry_list(WorldModel._advance_camera.__code__)) == 1
     finally:
         model.compile_streaming(False)
         env.close()
