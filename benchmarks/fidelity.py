@@ -311,17 +311,13 @@ def dream_rollout(model: Any, context: np.ndarray, context_actions: np.ndarray, 
     g = session.generator(seed)
     ctx_actions = np.ascontiguousarray(context_actions, np.float32) if context_actions.shape[1] else None  # one frame: none
     state, _, _ = session.start(len(context), g, image=context, actions=ctx_actions, prompt=prompts)
-    frames, rewards, term = [], [], []
-    for t in range(actions.shape[1]):
-        out = session.step(state, np.ascontiguousarray(actions[:, t], np.float32), g, denoise_steps=denoise_steps)
-        state = out.state
-        frames.append(out.frames[:, -1])
-        rewards.append(out.reward)
-        term.append(out.termination_prob)
-    n = actions.shape[1]
-    empty = np.zeros((len(context), 0), np.float32)
-    return {"frames": np.stack(frames, 1) if n else np.zeros((len(context), 0, *context.shape[2:]), np.uint8),
-            "rewards": np.stack(rewards, 1) if n else empty, "termination": np.stack(term, 1) if n else empty}
+    n, k = actions.shape[1], session.frames_per_step
+    if not n:
+        empty = np.zeros((len(context), 0), np.float32)
+        return {"frames": np.zeros((len(context), 0, *context.shape[2:]), np.uint8), "rewards": empty, "termination": empty}
+    # each step's frames decoded on a second thread while the next are drawn: the same outputs as stepping
+    out = session.rollout(state, np.ascontiguousarray(actions, np.float32), g, denoise_steps=denoise_steps)
+    return {"frames": out.frames[:, k - 1 :: k], "rewards": out.rewards, "termination": out.termination_prob}
 
 
 # ------------------------------------------------------------------------------------------ protocols

@@ -653,10 +653,12 @@ class DreamSession:
         steps = self.denoise_steps if denoise_steps is None else self._check_denoise_steps(denoise_steps)
         judge, decode = self.judges_frames, decode or self.judges_frames
         pending: list[Any] = []  # per step: its frames, reward and termination, or a future of them
+        device = self.device.type  # a caller's own autocast (a benchmark's precision) holds for the decoding too
+        cast, casting = torch.get_autocast_dtype(device), torch.is_autocast_enabled(device)
 
         def show(latent: torch.Tensor, stepped: Any) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
             # what `step` does after the dynamics; inference mode and autocast are per thread, so entered here
-            with torch.inference_mode(), self.autocast():
+            with torch.inference_mode(), torch.autocast(device, dtype=cast, enabled=casting), self.autocast():
                 frames = self.model.decode(latent[:, None], first_frame=False, context=stepped).cpu().numpy() \
                     if decode else None
                 if judge:

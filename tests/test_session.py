@@ -158,6 +158,13 @@ def test_native_rollout_is_stepping_bit_for_bit(session):
     assert quiet.frames is None and quiet.rewards.shape == (2, T) and quiet.latents.shape == (2, T, *session.latent_shape)
 
 
+def test_rollout_decodes_under_the_callers_autocast(session):
+    """A caller's own autocast (a benchmark's precision) is per thread: the decoding thread runs under it too."""
+    state, _, _ = session.start(1, session.generator(0), image=_image())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _assert_rollout_is_stepping(session, state, session.keys_to_actions("w-2,l-2")[None], seed=1)
+
+
 def test_default_model_rollout_is_stepping_bit_for_bit():
     """The shipped model decodes through its frame memory and judges each frame with its termination detector."""
     session = DreamSession("default", dtype="float32")
