@@ -4,8 +4,9 @@ Every loop that steps a world model goes through a session: ``WorldModelEnv`` (b
 ``WorldModelVectorEnv`` (batch N, partial resets) in ``envs/``, ``neuralsim rollout`` and ``neuralsim play``,
 the trainer's sample GIFs and self-forcing rollouts, and ``benchmarks/fidelity.py``. A session loads a model
 (a name, a checkpoint directory or an instance), checks start inputs and actions naming the argument, starts
-episodes from images, prompts or the checkpoint's start set, steps them with actions or the key DSL, decodes,
-and reads the reward/termination heads. It holds no episode: states and ``torch.Generator`` s belong to the
+episodes from images, prompts or the checkpoint's start set, steps them with actions or the key DSL (or rolls
+``T`` known steps out at once, decoding on a second thread: :meth:`DreamSession.rollout`), decodes, and reads the
+reward/termination heads. It holds no episode: states and ``torch.Generator`` s belong to the
 caller, so each driver keeps its own seeding (an env's ``np_random``, ``rollout --seed``).
 
 Both model families implement :class:`DreamModel` themselves: :class:`neuralsim.model.WorldModel` (native)
