@@ -248,23 +248,10 @@ def pretrain_latent_extractor(extractor: torch.nn.Module, model: Any = "default"
         bound = 1 / width ** 0.5
         head.weight.copy_(torch.rand(head.weight.shape, generator=generator) * 2 * bound - bound)
         head.bias.zero_()
-    optimizer = torch.optim.Adam([*extractor.parameters(), *head.parameters()], lr=lr)
     split = max(1, int(0.9 * len(latents)))
-    was_training = extractor.training
-    extractor.train()
     t1 = time.perf_counter()
-    with torch.enable_grad():
-        for _ in range(epochs):
-            for idx in torch.randperm(split, generator=generator).split(batch_size):
-                out, seen = head(extractor(latents[idx])), visible[idx]
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], seen) + \
-                    (seen * (out[:, 1] - column[idx]) ** 2).sum() / seen.sum().clamp(min=1)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-    extractor.train(was_training)
-    with torch.no_grad():
-        out = torch.cat([head(extractor(latents[i:i + 512])) for i in range(split, len(latents), 512)])
+    out = fit_target_readout(extractor, head, latents, visible, column, split=split, epochs=epochs, lr=lr,
+                             batch_size=batch_size, generator=generator)
     seen = visible[split:].bool()
     return {"frames": len(latents), "epochs": epochs, "visible_share": float(visible.mean()),
             "visible_accuracy": float(((out[:, 0] > 0) == seen).float().mean()) if len(out) else None,
@@ -272,4 +259,32 @@ def pretrain_latent_extractor(extractor: torch.nn.Module, model: Any = "default"
             "label_s": label_s, "train_s": time.perf_counter() - t1}
 
 
-__all__ = ["dream_target_labels", "env_target_labels", "has_target_tracker", "pretrain_latent_extractor"]
+def fit_target_readout(extractor: torch.nn.Module, head: torch.nn.Module, inputs: torch.Tensor, visible: torch.Tensor,
+                       column: torch.Tensor, *, split: int, epochs: int, lr: float = 3e-4, batch_size: int = 128,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Train ``extractor`` and ``head`` (in place; Adam) to read, from each of the first ``split`` ``inputs``, whether
+    the target is in view (``visible``, logit ``[:, 0]``, binary cross-entropy) and its ``column`` (``[:, 1]``, squared
+    error where in view); returns the outputs ``[n - split, 2]`` on the rest, the held-out rows. ``generator``: the
+    batches' order (None: torch's global generator). Shared by :func:`pretrain_latent_extractor` and
+    ``benchmarks/latent_probe.py``."""
+    visible = visible.float()
+    optimizer = torch.optim.Adam([*extractor.parameters(), *head.parameters()], lr=lr)
+    was_training = extractor.training
+    extractor.train()
+    with torch.enable_grad():
+        for _ in range(epochs):
+            for idx in torch.randperm(split, generator=generator).split(batch_size):
+                out, seen = head(extractor(inputs[idx])), visible[idx]
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], seen) + \
+                    (seen * (out[:, 1] - column[idx]) ** 2).sum() / seen.sum().clamp(min=1)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    extractor.train(was_training)
+    with torch.no_grad():
+        rows = [head(extractor(inputs[i:i + 512])) for i in range(split, len(inputs), 512)]
+    return torch.cat(rows) if rows else inputs.new_zeros(0, 2)
+
+
+__all__ = ["dream_target_labels", "env_target_labels", "fit_target_readout", "has_target_tracker",
+           "pretrain_latent_extractor"]

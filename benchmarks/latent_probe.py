@@ -107,23 +107,14 @@ def probe(extractor: torch.nn.Module, x: torch.Tensor, visible: torch.Tensor, co
           epochs: int, seed: int) -> dict[str, Any]:
     """Train ``extractor`` + a linear head on the first 80 % of ``x``; accuracy and column error (pixels of an image
     ``width`` wide) on the rest."""
+    from neuralsim.agents.pretrain import fit_target_readout
+
     torch.manual_seed(seed)
     target = column / (width / 2) - 1  # in [-1, 1]: pixels squared would drown the visibility's loss
     head = torch.nn.Linear(extractor.features_dim, 2)
-    optimizer = torch.optim.Adam([*extractor.parameters(), *head.parameters()], lr=3e-4)
-    n = len(x)
-    split = int(0.8 * n)
+    split = int(0.8 * len(x))
     t0 = time.perf_counter()
-    for _ in range(epochs):
-        for idx in torch.randperm(split).split(128):
-            out, seen = head(extractor(x[idx])), visible[idx].float()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], seen) + \
-                (seen * (out[:, 1] - target[idx]) ** 2).sum() / seen.sum().clamp(min=1)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        out = torch.cat([head(extractor(x[i:i + 512])) for i in range(split, n, 512)])
+    out = fit_target_readout(extractor, head, x, visible, target, split=split, epochs=epochs)  # torch's generator
     seen = visible[split:]
     return {"visible_accuracy": float(((out[:, 0] > 0) == seen).float().mean()),
             "column_error_px": float((out[seen, 1] - target[split:][seen]).abs().mean() * width / 2) if seen.any() else None,
