@@ -173,6 +173,24 @@ def test_default_model_rollout_is_stepping_bit_for_bit():
     _assert_rollout_is_stepping(session, state, session.keys_to_actions("w-3,jw-3,l-3")[None], seed=2)
 
 
+@pytest.mark.parametrize("overlap", [True, False])
+def test_rollout_raises_what_the_decoding_raises(tiny_checkpoint, overlap):
+    """A decode that fails on the second thread fails the rollout (as `step` would), naming the cause."""
+    session = DreamSession(str(tiny_checkpoint), dtype="float32")
+    state, _, _ = session.start(1, session.generator(0), image=_image())
+    decode, calls = session.model.decode, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise FloatingPointError("the autoencoder produced non-finite pixels")
+        return decode(*args, **kwargs)
+
+    session.model.decode = failing
+    with pytest.raises(FloatingPointError, match="non-finite pixels"):
+        session.rollout(state, np.zeros((1, 4, 4), np.float32), session.generator(0), overlap=overlap)
+
+
 @pytest.mark.parametrize("actions, match", [
     (np.zeros((1, 4), np.float32), r"actions must be \[B, T, A\] \(Box\) with B = 1 rows and T >= 1"),
     (np.zeros((2, 3, 4), np.float32), r"with B = 1 rows"),
