@@ -494,7 +494,7 @@ class WorldModel(nn.Module):
             self._compiled_frame = compiled(self.dynamics.forward_frame)
             # The eager work around the pass in `step` (the camera's poses and rays, the pass's per-frame context,
             # the refiner, the reward model) cost as much as the compiled pass itself at batch 1 (3.5 ms): compiled
-            # too, a step took 5.6 instead of 7.4 ms (eager 10.1; docs/performance.md section 14). Starts stay eager.
+            # too, a step took 6.5 instead of 7.7 ms (eager 9.9; docs/performance.md section 14). Starts stay eager.
             self._compiled_parts = {"advance_camera": compiled(self._advance_camera),
                                     "prepare_frame": compiled(self.dynamics.prepare_frame),
                                     "refine": compiled(self._refine), "reward_step": compiled(self._reward_step)}
