@@ -617,15 +617,23 @@ class DreamSession:
         """
         actions = self.check_actions(actions, state.batch_size)
         steps = self.denoise_steps if denoise_steps is None else self._check_denoise_steps(denoise_steps)
-        judge = self.judges_frames
         with self.autocast():
             latent, state = self.model.step(state, actions, generator=generator, denoise_steps=steps)
-            frames = self.decode(latent[:, None], first_frame=False, context=state) if decode or judge else None
-            if judge:  # the termination detector judges the frame the dream draws (decoded for it if not asked for)
-                state = self.model.judge_termination(state, frames)
-            reward, term = self.model.predict_reward_termination(state)
-        return DreamStep(state, latent, frames, reward.float().cpu().numpy().astype(np.float32),
-                         term.float().cpu().numpy().astype(np.float32))
+            state, frames, reward, term = self._show(latent, state, decode)
+        return DreamStep(state, latent, frames, reward, term)
+
+    def _show(self, latent: torch.Tensor, state: Any, decode: bool
+              ) -> tuple[Any, np.ndarray | None, np.ndarray, np.ndarray]:
+        """What a step shows after the dynamics (under the caller's inference mode and autocast): ``(state judged,
+        frames or None, reward, termination probability)``. A model with a termination detector decodes anyway and
+        judges the frame the dream draws."""
+        judge = self.judges_frames
+        frames = self.model.decode(latent[:, None], first_frame=False, context=state).cpu().numpy() \
+            if decode or judge else None
+        if judge:
+            state = self.model.judge_termination(state, frames)
+        reward, term = self.model.predict_reward_termination(state)
+        return state, frames, reward.float().cpu().numpy().astype(np.float32), term.float().cpu().numpy().astype(np.float32)
 
     def rollout(self, state: Any, actions: Any, generator: torch.Generator, *, decode: bool = True,
                 denoise_steps: int | None = None, overlap: bool = True) -> DreamRollout:
@@ -661,20 +669,16 @@ class DreamSession:
             raise ValueError(f"actions must be {form} with B = {state.batch_size} rows and T >= 1 steps, got shape "
                              f"{arr.shape}")
         steps = self.denoise_steps if denoise_steps is None else self._check_denoise_steps(denoise_steps)
-        judge, decode = self.judges_frames, decode or self.judges_frames
-        pending: list[Any] = []  # per step: its frames, reward and termination, or a future of them
+        decode = decode or self.judges_frames
+        pending: list[Any] = []  # per step: (the last step's judged state, frames, reward, termination), or its future
         device = self.device.type  # a caller's own autocast (a benchmark's precision) holds for the decoding too
         cast, casting = torch.get_autocast_dtype(device), torch.is_autocast_enabled(device)
 
-        def show(latent: torch.Tensor, stepped: Any) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-            # what `step` does after the dynamics; inference mode and autocast are per thread, so entered here
+        def show(latent: torch.Tensor, stepped: Any, last: bool) -> tuple[Any, np.ndarray | None, np.ndarray, np.ndarray]:
+            # inference mode and autocast are per thread, so entered here; only the last judged state is kept
             with torch.inference_mode(), torch.autocast(device, dtype=cast, enabled=casting), self.autocast():
-                frames = self.model.decode(latent[:, None], first_frame=False, context=stepped).cpu().numpy() \
-                    if decode else None
-                if judge:
-                    stepped = self.model.judge_termination(stepped, frames)
-                reward, term = self.model.predict_reward_termination(stepped)
-            return frames, reward.float().cpu().numpy().astype(np.float32), term.float().cpu().numpy().astype(np.float32)
+                stepped, frames, reward, term = self._show(latent, stepped, decode)
+            return stepped if last else None, frames, reward, term
 
         latents = []
         with contextlib.ExitStack() as stack:
@@ -685,16 +689,14 @@ class DreamSession:
                 with torch.inference_mode(), self.autocast():
                     latent, state = self.model.step(state, checked, generator=generator, denoise_steps=steps)
                 latents.append(latent)
-                pending.append(pool.submit(show, latent, state) if pool is not None else show(latent, state))
+                last = t == arr.shape[1] - 1
+                pending.append(pool.submit(show, latent, state, last) if pool is not None else show(latent, state, last))
                 if pool is not None and len(pending) > _ROLLOUT_AHEAD:  # bound the states held for the decoder
                     pending[-_ROLLOUT_AHEAD - 1].result()
             shown = [p.result() if isinstance(p, Future) else p for p in pending]
-        if judge:  # the last step's state as `step` returns it: judged
-            with torch.inference_mode(), self.autocast():
-                state = self.model.judge_termination(state, shown[-1][0])
-        frames = np.concatenate([f for f, _, _ in shown], axis=1) if decode and shown[0][0] is not None else None
-        return DreamRollout(state, torch.stack(latents, 1), frames, np.stack([r for _, r, _ in shown], 1),
-                            np.stack([p for _, _, p in shown], 1))
+        frames = np.concatenate([f for _, f, _, _ in shown], axis=1) if decode else None
+        return DreamRollout(shown[-1][0], torch.stack(latents, 1), frames,  # the last state as `step` returns it
+                            np.stack([r for _, _, r, _ in shown], 1), np.stack([p for _, _, _, p in shown], 1))
 
     def decode(self, latents: torch.Tensor, *, first_frame: bool = True, context: Any = None) -> np.ndarray:
         """Latents ``[B, T, C, h, w]`` -> uint8 ``[B, F, H, W, 3]`` numpy (see :meth:`DreamModel.decode`)."""
