@@ -94,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         "--quick 1)")
     parser.add_argument("--compile", action="store_true", help="also time each row with the env's compile=True "
                         "(WorldModel.compile_streaming: the per-frame pass through torch.compile; rows marked compiled)")
+    parser.add_argument("--variants", nargs="+", choices=[v[0] for v in VARIANTS], default=None, metavar="NAME",
+                        help="the variants to measure, by name (default all; --quick: " + ", ".join(
+                            repr(v) for v in QUICK_VARIANTS) + "); names: " + ", ".join(repr(v[0]) for v in VARIANTS))
     parser.add_argument("--threads", type=int, default=1)
     add_standard_args(parser, "model_size", quick_help="two variants, latent, fp32, one pass (about a minute)")
     args = parser.parse_args(argv)
@@ -113,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         config = read_config(model_dir)
     except (ValueError, FileNotFoundError) as e:
         parser.error(f"--model: {e}")
-    variants = [v for v in VARIANTS if not args.quick or v[0] in QUICK_VARIANTS]
+    chosen = args.variants or (QUICK_VARIANTS if args.quick else [v[0] for v in VARIANTS])
+    variants = [v for v in VARIANTS if v[0] in chosen]
     room = room_steps_per_s(500 if args.quick else 2000)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -48,8 +48,16 @@ def test_model_size_refuses_a_missing_model(tmp_path):
 def test_model_size_compile_times_each_row_eager_and_compiled(tmp_path):
     script = load_script("benchmarks/model_size.py", "model_size_bench")
     path = save_tiny_checkpoint(tmp_path / "tiny", model=make_tiny_model(frames_per_latent=1))
+    # one variant: each compiles its own graphs (a minute or more on a 2-core CPU), and one shows the compiled path
     result = script.main(["--model", str(path), "--quick", "--compile", "--batch", "2", "--steps", "2", "--threads", "1",
-                          "--results-dir", str(tmp_path), "--name", "ms"])
-    assert sorted((r["variant"], r["compiled"]) for r in result["rows"]) == sorted(
-        (v, c) for v in script.QUICK_VARIANTS for c in (False, True))
+                          "--variants", "width 64, depth 4", "--results-dir", str(tmp_path), "--name", "ms"])
+    assert sorted((r["variant"], r["compiled"]) for r in result["rows"]) == [("width 64, depth 4", False),
+                                                                             ("width 64, depth 4", True)]
     assert all(r["env_sps"] > 0 for r in result["rows"])
+
+
+def test_model_size_refuses_an_unknown_variant(capsys):
+    script = load_script("benchmarks/model_size.py", "model_size_bench")
+    with pytest.raises(SystemExit):
+        script.main(["--variants", "width 7", "--quick"])
+    assert "--variants" in capsys.readouterr().err
