@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ import torch
 
 from neuralsim import actions as act
 from neuralsim.checkpoints import OFFICIAL_MODEL_NAME
+from neuralsim.decoding import DecodeProcess, show_step
 from neuralsim.device import resolve_dtype
 from neuralsim.images import RESIZE_MODES, resize_frame
 from neuralsim.limits import MAX_DENOISE_STEPS
@@ -409,6 +411,8 @@ class DreamSession:
         self.action_space = act.spec_to_space(self.action_spec)
         self.latent_shape: tuple[int, int, int] = tuple(int(s) for s in self.model.latent_shape)  # type: ignore[assignment]
         self.start_frames, self.start_descriptions = load_start_set(self.checkpoint_dir, self.image_size)
+        self._decoder: DecodeProcess | None = None  # rollout(overlap="process")'s child, started at the first
+        self._decoder_finalizer: weakref.finalize | None = None
 
     def set_start_set(self, frames: Any, descriptions: Sequence[str] | None = None) -> None:
         """Replace the start set resets draw from (the checkpoint's ``start_frames.safetensors``) with ``frames``,
@@ -627,24 +631,16 @@ class DreamSession:
         """What a step shows after the dynamics (under the caller's inference mode and autocast): ``(state judged,
         frames or None, reward, termination probability)``. A model with a termination detector decodes anyway and
         judges the frame the dream draws."""
-        judge = self.judges_frames
-        frames = self.model.decode(latent[:, None], first_frame=False, context=state).cpu().numpy() \
-            if decode or judge else None
-        if judge:
-            state = self.model.judge_termination(state, frames)
-        reward, term = self.model.predict_reward_termination(state)
-        return state, frames, reward.float().cpu().numpy().astype(np.float32), term.float().cpu().numpy().astype(np.float32)
+        return show_step(self.model, latent, state, decode, self.judges_frames)
 
     def rollout(self, state: Any, actions: Any, generator: torch.Generator, *, decode: bool = True,
-                denoise_steps: int | None = None, overlap: bool = True) -> DreamRollout:
+                denoise_steps: int | None = None, overlap: bool | str = True) -> DreamRollout:
         """``T`` env steps of the whole batch, each as :meth:`step` gives it (the same frames, rewards and
         termination probabilities, bit for bit, and the same noise drawn from ``generator``).
 
         The dynamics never reads a decoded frame (the frame memory and the termination detector only act on what
-        is shown), so with ``overlap`` each step's frames are decoded and judged on a second thread while the next
-        steps are drawn: the shipped model's 1,440-frame rollout 1.37x as fast as a ``gym.make`` env's on two cores
-        (``benchmarks/long_rollout.py``; not 2x: both threads spend much of their time in Python, under the GIL).
-        An env cannot do this: its agent needs each frame before it picks the next action.
+        is shown), so with ``overlap`` each step's frames are decoded and judged beside the dynamics drawing the
+        next steps. An env cannot do this: its agent needs each frame before it picks the next action.
 
         Args:
             state: from :meth:`start` or a previous step (not modified).
@@ -652,27 +648,43 @@ class DreamSession:
                 checks ``actions[:, t]``.
             decode: decode the frames (a model with a termination detector decodes them anyway to judge them).
             denoise_steps: Euler steps of every step (None: the session's).
-            overlap: decode on a second thread (False: one thread, in order).
+            overlap: where the frames are decoded and judged. ``"thread"`` (or True): on a second thread; the two
+                threads share Python's GIL, so on two cores the shipped model's 1,440-frame rollout is 1.37x as fast
+                as a ``gym.make`` env's, not 2x. ``"process"``: in a child process that the session starts at its
+                first such rollout (2-4 s) and keeps until :meth:`close` (a native model on the CPU only; its
+                weights are sent at every rollout). False: on the calling thread, in order
+                (``benchmarks/long_rollout.py``; docs/performance.md sections 14-15).
 
         Returns:
             A :class:`DreamRollout`: the state after the last step, latents ``[B, T, C, h, w]``, frames uint8
             ``[B, T*k, H, W, 3]`` (None when not decoded), rewards and termination probabilities ``[B, T]``.
 
         Raises:
-            ValueError: ``actions`` of another shape, or a step's actions outside the action space (naming it).
+            ValueError: ``actions`` of another shape, or a step's actions outside the action space (naming it);
+                ``overlap`` not one of its forms, or ``"process"`` for a model other than a native one on the CPU.
             FloatingPointError: as :meth:`step`, from the dynamics or the decoding.
         """
+        from neuralsim.model import WorldModel
+
         arr = np.asarray(actions.detach().cpu() if isinstance(actions, torch.Tensor) else actions)
         want = 3 if self.action_spec["type"] == "box" else 2
         if arr.ndim != want or arr.shape[0] != state.batch_size or arr.shape[1] < 1:
             form = "[B, T, A] (Box)" if want == 3 else "[B, T] (Discrete)"
             raise ValueError(f"actions must be {form} with B = {state.batch_size} rows and T >= 1 steps, got shape "
                              f"{arr.shape}")
+        if not (isinstance(overlap, bool) or overlap in ("thread", "process")):
+            raise ValueError(f'overlap must be True, False, "thread" or "process", got {overlap!r}')
+        mode = {True: "thread", False: None}.get(overlap, overlap) if isinstance(overlap, bool) else overlap
+        if mode == "process" and not (isinstance(self.model, WorldModel) and self.device.type == "cpu"):
+            raise ValueError(f'overlap="process" is for a native WorldModel on the CPU; this session holds a '
+                             f'{type(self.model).__name__} on {self.device.type!r} (use overlap="thread")')
         steps = self.denoise_steps if denoise_steps is None else self._check_denoise_steps(denoise_steps)
         decode = decode or self.judges_frames
-        pending: list[Any] = []  # per step: (the last step's judged state, frames, reward, termination), or its future
+        mode = mode if decode else None
         device = self.device.type  # a caller's own autocast (a benchmark's precision) holds for the decoding too
         cast, casting = torch.get_autocast_dtype(device), torch.is_autocast_enabled(device)
+        if mode == "process":
+            return self._rollout_in_process(state, arr, generator, steps, (cast, casting))
 
         def show(latent: torch.Tensor, stepped: Any, last: bool) -> tuple[Any, np.ndarray | None, np.ndarray, np.ndarray]:
             # inference mode and autocast are per thread, so entered here; only the last judged state is kept
@@ -680,23 +692,70 @@ class DreamSession:
                 stepped, frames, reward, term = self._show(latent, stepped, decode)
             return stepped if last else None, frames, reward, term
 
+        pending: list[Any] = []  # per step: (the last step's judged state, frames, reward, termination), or its future
         latents = []
         with contextlib.ExitStack() as stack:
             pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="neuralsim-decode")) \
-                if overlap and decode else None
+                if mode == "thread" else None
             for t in range(arr.shape[1]):
-                checked = self.check_actions(arr[:, t], state.batch_size, name=f"actions[:, {t}]")
-                with torch.inference_mode(), self.autocast():
-                    latent, state = self.model.step(state, checked, generator=generator, denoise_steps=steps)
+                latent, state = self._rollout_step(state, arr, t, generator, steps)
                 latents.append(latent)
                 last = t == arr.shape[1] - 1
                 pending.append(pool.submit(show, latent, state, last) if pool is not None else show(latent, state, last))
                 if pool is not None and len(pending) > _ROLLOUT_AHEAD:  # bound the states held for the decoder
                     pending[-_ROLLOUT_AHEAD - 1].result()
             shown = [p.result() if isinstance(p, Future) else p for p in pending]
+        return self._rollout_result(latents, shown, decode)
+
+    def _rollout_step(self, state: Any, arr: np.ndarray, t: int, generator: torch.Generator, steps: int | None
+                      ) -> tuple[torch.Tensor, Any]:
+        checked = self.check_actions(arr[:, t], state.batch_size, name=f"actions[:, {t}]")
+        with torch.inference_mode(), self.autocast():
+            return self.model.step(state, checked, generator=generator, denoise_steps=steps)
+
+    @staticmethod
+    def _rollout_result(latents: list[torch.Tensor], shown: list[tuple], decode: bool) -> DreamRollout:
         frames = np.concatenate([f for _, f, _, _ in shown], axis=1) if decode else None
         return DreamRollout(shown[-1][0], torch.stack(latents, 1), frames,  # the last state as `step` returns it
                             np.stack([r for _, _, r, _ in shown], 1), np.stack([p for _, _, _, p in shown], 1))
+
+    def _rollout_in_process(self, state: Any, arr: np.ndarray, generator: torch.Generator, steps: int | None,
+                            caller_cast: tuple[torch.dtype, bool]) -> DreamRollout:
+        """:meth:`rollout` with the showing in the session's child process (:class:`neuralsim.decoding.DecodeProcess`)."""
+        if getattr(self, "_decoder", None) is None or not self._decoder.alive:
+            self.close()
+            self._decoder = DecodeProcess()
+            self._decoder_finalizer = weakref.finalize(self, self._decoder.close)
+        worker = self._decoder
+        casts = [caller_cast[0]] if caller_cast[1] else []
+        if self.dtype != torch.float32 and self.model.uses_autocast:  # as self.autocast()
+            casts.append(self.dtype)
+        try:
+            worker.begin(self.model, judge=self.judges_frames, autocast=casts)
+            latents, states, shown = [], [], []
+            for t in range(arr.shape[1]):
+                latent, state = self._rollout_step(state, arr, t, generator, steps)
+                worker.submit(latent, state)
+                latents.append(latent)
+                states.append(state)
+                if len(states) - len(shown) > _ROLLOUT_AHEAD:  # bound the states held for the decoder
+                    shown.append(worker.result(states[len(shown)]))
+                    states[len(shown) - 1] = None
+            while len(shown) < len(states):
+                shown.append(worker.result(states[len(shown)]))
+        except BaseException:
+            self.close()  # its answers to the steps after an error would come out of order at the next rollout
+            raise
+        shown = [(s if i == len(shown) - 1 else None, *rest) for i, (s, *rest) in enumerate(shown)]
+        return self._rollout_result(latents, shown, True)
+
+    def close(self) -> None:
+        """End the child process of :meth:`rollout` with ``overlap="process"``, if one was started (idempotent; the
+        session stays usable and starts another when asked)."""
+        if getattr(self, "_decoder", None) is not None:
+            self._decoder_finalizer.detach()
+            self._decoder.close()
+            self._decoder = None
 
     def decode(self, latents: torch.Tensor, *, first_frame: bool = True, context: Any = None) -> np.ndarray:
         """Latents ``[B, T, C, h, w]`` -> uint8 ``[B, F, H, W, 3]`` numpy (see :meth:`DreamModel.decode`)."""

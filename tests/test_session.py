@@ -132,9 +132,10 @@ def _stepped(session: DreamSession, state, actions: np.ndarray, g: torch.Generat
     return np.concatenate(frames, 1), np.stack(rewards, 1), np.stack(terms, 1), torch.stack(latents, 1), state
 
 
-def _assert_rollout_is_stepping(session: DreamSession, state, actions: np.ndarray, seed: int) -> None:
+def _assert_rollout_is_stepping(session: DreamSession, state, actions: np.ndarray, seed: int,
+                                overlaps: tuple = (True, False, "process")) -> None:
     frames, rewards, terms, latents, last = _stepped(session, state, actions, session.generator(seed))
-    for overlap in (True, False):
+    for overlap in overlaps:
         g = session.generator(seed)
         out = session.rollout(state, actions, g, overlap=overlap)
         assert np.array_equal(out.frames, frames) and np.array_equal(out.rewards, rewards)
@@ -146,10 +147,12 @@ def _assert_rollout_is_stepping(session: DreamSession, state, actions: np.ndarra
     session.rollout(state, actions, g1)
     _stepped(session, state, actions, g2)
     assert torch.equal(g1.get_state(), g2.get_state())  # the same noise drawn: a caller's generator goes on alike
+    session.close()
 
 
 def test_native_rollout_is_stepping_bit_for_bit(session):
-    """``rollout`` decodes on a second thread while the dynamics goes on: every output is what ``step`` gives."""
+    """``rollout`` decodes on a second thread or in a child process while the dynamics goes on: every output is what
+    ``step`` gives."""
     state, _, _ = session.start(2, session.generator(0), image=_image(0, batch=2))
     actions = np.stack([session.keys_to_actions("w-2,jw-2,l-1"), session.keys_to_actions("s-1,a-2,i-2")])
     _assert_rollout_is_stepping(session, state, actions, seed=5)
@@ -163,6 +166,14 @@ def test_rollout_decodes_under_the_callers_autocast(session):
     state, _, _ = session.start(1, session.generator(0), image=_image())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _assert_rollout_is_stepping(session, state, session.keys_to_actions("w-2,l-2")[None], seed=1)
+
+
+def test_a_bf16_sessions_rollout_decodes_in_bf16_in_the_process_too(tiny_checkpoint):
+    """The session's own autocast holds in the decoding process as around `step`'s decode."""
+    session = DreamSession(str(tiny_checkpoint), dtype="bfloat16")
+    state, _, _ = session.start(1, session.generator(0), image=_image())
+    _assert_rollout_is_stepping(session, state, session.keys_to_actions("w-2,l-2")[None], seed=4,
+                                overlaps=("process",))
 
 
 def test_default_model_rollout_is_stepping_bit_for_bit():
@@ -189,6 +200,48 @@ def test_rollout_raises_what_the_decoding_raises(tiny_checkpoint, overlap):
     session.model.decode = failing
     with pytest.raises(FloatingPointError, match="non-finite pixels"):
         session.rollout(state, np.zeros((1, 4, 4), np.float32), session.generator(0), overlap=overlap)
+
+
+def test_rollout_in_a_process_raises_what_the_decoding_raises_and_decodes_with_the_weights_of_each_rollout(
+        tiny_checkpoint):
+    """The child process decodes with the weights the model has at each rollout: corrupted decoder weights fail the
+    rollout with the decoder's own error; mended, the next rollout (in a new child) is stepping again."""
+    session = DreamSession(str(tiny_checkpoint), dtype="float32")
+    state, _, _ = session.start(1, session.generator(0), image=_image())
+    actions = np.zeros((1, 3, 4), np.float32)
+    decoder = dict(session.model.autoencoder.decoder.named_parameters())
+    name, weight = next(iter(decoder.items()))
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.fill_(float("nan"))
+    try:
+        with pytest.raises(FloatingPointError, match="non-finite pixels.*in the decoding process"):
+            session.rollout(state, actions, session.generator(0), overlap="process")
+        assert session._decoder is None  # closed: its answers to the later steps must not reach the next rollout
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    _assert_rollout_is_stepping(session, state, actions, seed=0, overlaps=("process",))
+
+
+def test_rollout_in_a_process_starts_a_new_child_when_the_last_one_died(session):
+    state, _, _ = session.start(1, session.generator(0), image=_image())
+    actions = session.keys_to_actions("w-2")[None]
+    first = session.rollout(state, actions, session.generator(1), overlap="process")
+    session._decoder._process.kill()
+    session._decoder._process.wait()
+    again = session.rollout(state, actions, session.generator(1), overlap="process")
+    assert np.array_equal(first.frames, again.frames)
+    session.close()
+    session.close()  # idempotent
+    assert session._decoder is None
+
+
+@pytest.mark.parametrize("overlap", ["processes", 1, None, np.bool_(True)])
+def test_rollout_refuses_an_unknown_overlap(session, overlap):
+    state, _, _ = session.start(1, session.generator(0), image=_image())
+    with pytest.raises(ValueError, match='overlap must be True, False, "thread" or "process"'):
+        session.rollout(state, session.keys_to_actions("w-1")[None], session.generator(0), overlap=overlap)
 
 
 @pytest.mark.parametrize("actions, match", [
@@ -296,7 +349,10 @@ def test_official_step_decode_heads_and_key_dsl(official):
 @pytest.mark.sana
 def test_official_rollout_is_stepping_bit_for_bit(official):
     state, _, _ = official.start(1, official.generator(0), image=_image(0, (SANA_H, SANA_W)), prompt="a red ball")
-    _assert_rollout_is_stepping(official, state, official.keys_to_actions("w-8,wl-8")[None], seed=3)
+    _assert_rollout_is_stepping(official, state, official.keys_to_actions("w-8,wl-8")[None], seed=3,
+                                overlaps=(True, False))
+    with pytest.raises(ValueError, match='overlap="process" is for a native WorldModel on the CPU'):
+        official.rollout(state, official.keys_to_actions("w-1")[None], official.generator(0), overlap="process")
 
 
 @pytest.mark.sana

@@ -1,0 +1,246 @@
+"""Showing a dream's steps apart from drawing them: a child process that decodes and judges a native model's steps.
+
+A step's frame goes through the decoder, the frame memory and the termination detector, and none of them feeds the
+next step (:meth:`neuralsim.session.DreamSession.rollout`). When the actions are known ahead, the showing can run
+beside the dynamics. On a second *thread* the two halves share Python's GIL, and both are mostly Python-side
+per-op overhead at batch 1, so they take it in turn (1.37x, not 2x, on two cores). :class:`DecodeProcess` runs the
+showing in a second *process*, with its own interpreter: the dynamics then runs at its own speed
+(docs/performance.md section 15).
+
+Protocol (a duplex pipe; no pickles: each message is a JSON header and a safetensors blob):
+
+* ``model``: the :class:`~neuralsim.model.WorldModel`'s config and its weights, sent at every rollout (a few MB), so
+  weights changed in place between rollouts are what the child decodes with;
+* ``step``: a step's latent and the state fields the showing reads (:data:`SHOWN_FIELDS`), each sent only when it
+  changed since the last step (the frame memory's tensors change every few steps, not at each);
+* ``close``.
+
+The child answers each ``step`` with the frames, the reward and termination probability the step shows, and the
+judged state's ``reward`` and ``termination_prob`` tensors, or with the error it raised. The outputs are bit for bit
+those of the calling process: same weights, same kernels, the same torch threads, the same autocast, and every
+tensor rebuilt with the strides it had (a channels-last frame stays channels-last, so a convolution takes the same
+path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import queue
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+#: The fields of a :class:`~neuralsim.model.WorldState` that decoding and judging a step read (besides its latent).
+SHOWN_FIELDS = ("step", "reward", "termination_prob", "c2w", "memory_frame", "memory_c2w", "memory_depth",
+                "memory_earlier", "memory_earlier_pose", "memory_earlier_depth")
+
+
+def show_step(model: Any, latent: torch.Tensor, state: Any, decode: bool, judge: bool
+              ) -> tuple[Any, np.ndarray | None, np.ndarray, np.ndarray]:
+    """What a step shows after the dynamics, under the caller's inference mode and autocast: ``(state judged, frames
+    uint8 [B, k, H, W, 3] or None, reward [B], termination probability [B])``. ``judge``: the model's termination
+    detector judges the frame (decoded anyway)."""
+    frames = model.decode(latent[:, None], first_frame=False, context=state).cpu().numpy() if decode or judge else None
+    if judge:
+        state = model.judge_termination(state, frames)
+    reward, term = model.predict_reward_termination(state)
+    return state, frames, reward.float().cpu().numpy().astype(np.float32), term.float().cpu().numpy().astype(np.float32)
+
+
+# --- messages: a 4-byte header length, a JSON header, a safetensors blob ----------------------------------------------
+def _pack(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> bytes:
+    """Each tensor is stored in the order of its strides, largest first, and rebuilt with the same strides."""
+    dense, orders = {}, {}
+    for name, t in tensors.items():
+        t = t.detach()
+        order = sorted(range(t.ndim), key=lambda d: -t.stride(d)) if t.ndim else []
+        dense[name], orders[name] = t.permute(order).contiguous().cpu(), order
+    head = json.dumps({**header, "orders": orders}).encode()
+    return struct.pack("<I", len(head)) + head + (save_tensors(dense) if dense else b"")
+
+
+def _unpack(message: bytes) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    (n,) = struct.unpack_from("<I", message)
+    header = json.loads(message[4:4 + n].decode())
+    blob = message[4 + n:]
+    dense = load_tensors(blob) if blob else {}
+    return header, {name: t.permute(np.argsort(header["orders"][name]).tolist()) for name, t in dense.items()}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+# --- the child ------------------------------------------------------------------------------------------------------
+def _serve(conn: Any) -> None:
+    """The child's loop: build the model, then show each step in order until ``close`` (or the pipe ends)."""
+    from neuralsim.config import WorldModelConfig
+    from neuralsim.model import WorldModel, WorldState
+
+    model, built = None, None
+    shown: dict[str, torch.Tensor | None] = {}
+    while True:
+        try:
+            header, tensors = _unpack(conn.recv_bytes())
+        except EOFError:
+            return
+        kind = header["kind"]
+        if kind == "close":
+            return
+        try:
+            if kind == "model":
+                torch.set_num_threads(int(header["threads"]))
+                if model is None or header["config"] != built:
+                    built = header["config"]
+                    with torch.device("meta"):
+                        model = WorldModel(WorldModelConfig.from_dict(header["config"]))
+                    model = model.to_empty(device="cpu")
+                    model._rebuild_buffers()
+                model.load_state_dict(tensors, strict=True)
+                for name, value in header["attributes"].items():
+                    setattr(model, name, value)
+                model.eval()
+                shown = {}
+                casts = [getattr(torch, d) for d in header["autocast"]]
+                judge = bool(header["judge"])
+                continue
+            # a step
+            shown.update({name: tensors.get(name) for name in header["sent"]})
+            latent = tensors["latent"]
+            empty = torch.zeros(0)
+            state = WorldState(cache=[], text_kv=[], text_mask=empty, text_tokens=empty, latent=latent,
+                               **{name: shown.get(name) for name in SHOWN_FIELDS})
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(torch.inference_mode())
+                for dtype in casts:  # only those held: a disabled autocast would switch off the one around it
+                    stack.enter_context(torch.autocast("cpu", dtype=dtype))
+                judged, frames, reward, term = show_step(model, latent, state, True, judge)
+            out = {"reward": torch.from_numpy(reward), "term": torch.from_numpy(term),
+                   "judged_reward": judged.reward, "judged_termination_prob": judged.termination_prob}
+            if frames is not None:
+                out["frames"] = torch.from_numpy(frames)
+            conn.send_bytes(_pack({"kind": "shown"}, out))
+        except Exception as exc:  # raised to the caller, in the calling process
+            conn.send_bytes(_pack({"kind": "error", "type": type(exc).__name__, "message": str(exc)}, {}))
+
+
+# --- the parent -----------------------------------------------------------------------------------------------------
+class DecodeProcess:
+    """A child process that shows a native model's steps (decode, frame memory, termination detector) in order, while
+    the calling process draws the next ones. Started by :meth:`neuralsim.session.DreamSession.rollout` with
+    ``overlap="process"`` and kept by the session for its next rollouts (start: 2-4 s, importing torch); closed by
+    :meth:`close`, or when the session is collected or the interpreter exits (the child also ends when the pipe does).
+
+    Use: :meth:`begin` once per rollout, :meth:`submit` each step, :meth:`result` each step in the same order.
+    """
+
+    def __init__(self) -> None:
+        # `python -m neuralsim.decoding` over a socket pair, not multiprocessing: its "spawn" runs the caller's main
+        # script again in the child (a script without an `if __name__ == "__main__"` guard would start its rollout
+        # there), and "fork" is unsafe in a process that runs torch's thread pools.
+        ours, theirs = socket.socketpair()
+        self._process = subprocess.Popen([sys.executable, "-m", "neuralsim.decoding", str(theirs.fileno())],
+                                         pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        theirs.close()
+        self._conn = Connection(ours.detach())
+        self._answers: queue.Queue = queue.Queue()
+        # A reader thread drains the child's answers as they come (`recv_bytes` releases the GIL): were the caller
+        # blocked sending a step while the child is blocked sending an answer nobody reads, both would wait forever.
+        self._reader = threading.Thread(target=self._read, daemon=True, name="neuralsim-decode-reader")
+        self._reader.start()
+        self._sent: dict[str, torch.Tensor | None] = {}
+        self._judge = False
+
+    def _read(self) -> None:
+        while True:
+            try:
+                self._answers.put(self._conn.recv_bytes())
+            except (EOFError, OSError):
+                self._answers.put(None)
+                return
+
+    @property
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def begin(self, model: Any, *, judge: bool, autocast: list[torch.dtype]) -> None:
+        """Send ``model``'s config and weights, and how the steps are shown: ``judge`` with the termination detector,
+        under ``autocast``, the CPU autocasts the calling process holds around its own showing, outermost first
+        (the caller's, the session's)."""
+        attributes = {"channels_last_decode": bool(model.channels_last_decode), "fast_streaming": model.fast_streaming}
+        self._send({"kind": "model", "config": model.config.to_dict(), "threads": torch.get_num_threads(),
+                    "attributes": attributes, "judge": judge,
+                    "autocast": [_dtype_name(d) for d in autocast]},
+                   dict(model.state_dict()))
+        self._sent, self._judge = {}, judge
+
+    def submit(self, latent: torch.Tensor, state: Any) -> None:
+        """Send a step's latent and the fields of its state the showing reads, each only when it differs from what
+        was sent last (compared by value: a memory frame is kept for several steps)."""
+        tensors, sent = {"latent": latent}, []
+        for name in SHOWN_FIELDS:
+            value = getattr(state, name)
+            last = self._sent.get(name, ...)
+            if last is not ... and (value is None) == (last is None) and (value is None or (
+                    value.dtype == last.dtype and value.shape == last.shape and value.stride() == last.stride()
+                    and torch.equal(value, last))):
+                continue
+            self._sent[name] = None if value is None else value.clone()  # a copy: the caller may change its own
+            sent.append(name)
+            if value is not None:
+                tensors[name] = value
+        self._send({"kind": "step", "sent": sent}, tensors)
+
+    def result(self, state: Any) -> tuple[Any, np.ndarray | None, np.ndarray, np.ndarray]:
+        """The next step's ``(state judged, frames, reward, termination probability)``, as :func:`show_step` gives
+        them; ``state`` is that step's state from the dynamics."""
+        message = self._answers.get()
+        if message is None:
+            raise RuntimeError(f"the decoding process ended unexpectedly (exit code {self._process.poll()})")
+        header, out = _unpack(message)
+        if header["kind"] == "error":
+            error = {"FloatingPointError": FloatingPointError, "ValueError": ValueError}.get(header["type"], RuntimeError)
+            raise error(f"{header['message']} (in the decoding process)")
+        if self._judge:
+            device = state.termination_prob.device
+            state = dataclasses.replace(state, reward=out["judged_reward"].to(device),
+                                        termination_prob=out["judged_termination_prob"].to(device))
+        frames = out["frames"].numpy() if "frames" in out else None
+        return state, frames, out["reward"].numpy(), out["term"].numpy()
+
+    def _send(self, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        try:
+            self._conn.send_bytes(_pack(header, tensors))
+        except (BrokenPipeError, OSError) as exc:
+            raise RuntimeError(f"the decoding process ended unexpectedly (exit code {self._process.poll()})") from exc
+
+    def close(self) -> None:
+        """End the child (idempotent)."""
+        if self._conn.closed:
+            return
+        if self.alive:
+            try:
+                self._conn.send_bytes(_pack({"kind": "close"}, {}))
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._conn.close()
+
+
+if __name__ == "__main__":  # the child: python -m neuralsim.decoding FD
+    _serve(Connection(int(sys.argv[1])))
