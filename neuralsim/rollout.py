@@ -77,7 +77,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 15) -> None:
 
 def dream(model: Any, steps: int, *, start: np.ndarray | None = None, prompt: str | None = None,
           actions: np.ndarray | None = None, seed: int = 0, denoise_steps: int | None = None,
-          overlap: bool = True) -> dict:
+          overlap: bool | str = True) -> dict:
     """Roll a world model out for ``steps`` env steps from one start, with the noise of
     ``torch.Generator().manual_seed(seed)`` (what ``neuralsim play`` records and ``neuralsim rollout`` replays).
 
@@ -87,8 +87,8 @@ def dream(model: Any, steps: int, *, start: np.ndarray | None = None, prompt: st
         actions: ``[steps, ...]`` actions; None = uniformly random from the action space (seeded).
         denoise_steps: Euler steps of every env step (None: the session's); a generated first frame uses the
             session's.
-        overlap: decode on a second thread while the dynamics runs on (:meth:`DreamSession.rollout`; the same
-            frames either way).
+        overlap: where the frames are decoded while the dynamics runs on: ``"thread"`` (True), ``"process"`` (a
+            native model on the CPU) or False (in order); the same frames either way (:meth:`DreamSession.rollout`).
 
     Returns:
         dict with ``frames`` uint8 ``[1 + steps*k, H, W, 3]``, ``actions``, ``rewards`` ``[steps]``,
@@ -104,7 +104,11 @@ def dream(model: Any, steps: int, *, start: np.ndarray | None = None, prompt: st
     t0 = time.perf_counter()
     state, first, _ = session.start(1, generator, image=None if start is None else start[None, None],
                                     prompt=None if prompt is None else [prompt])
-    # each step's frame is decoded on a second thread while the next ones are drawn (the same frames as stepping)
-    out = session.rollout(state, actions[None], generator, denoise_steps=denoise_steps, overlap=overlap)
+    # each step's frame is decoded beside the dynamics drawing the next ones (the same frames as stepping)
+    try:
+        out = session.rollout(state, actions[None], generator, denoise_steps=denoise_steps, overlap=overlap)
+    finally:
+        if session is not model:  # a session made here for a bare model: end its decoding process now
+            session.close()
     return {"frames": np.concatenate([first, out.frames[0]]), "actions": actions, "rewards": out.rewards[0],
             "terminated": out.termination_prob[0] > 0.5, "seconds": time.perf_counter() - t0}

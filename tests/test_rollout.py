@@ -32,6 +32,17 @@ def test_keys_to_gif_with_stats_line(tiny_checkpoint, tmp_path):
     assert video.shape == (1 + 3 * k, 64, 64, 3)
 
 
+def test_overlap_process_and_none_write_the_same_video(tiny_checkpoint, tmp_path):
+    """Where the frames are decoded (a second thread, a child process, in order) changes nothing in the video."""
+    videos = []
+    for overlap in ("thread", "process", "none"):
+        out = tmp_path / f"{overlap}.gif"
+        result = run("--model", str(tiny_checkpoint), "--actions", "w-4,l-4", "--out", str(out), "--overlap", overlap)
+        assert result.returncode == 0, result.stderr
+        videos.append(iio.imread(out))
+    assert all(np.array_equal(v, videos[0]) for v in videos[1:])
+
+
 def test_random_episodes_to_a_dataset(tiny_checkpoint, tmp_path):
     out = tmp_path / "dream-data"
     result = run("--model", str(tiny_checkpoint), "--policy", "random", "--steps", "5", "--episodes", "2",
@@ -55,6 +66,8 @@ def test_dream_is_deterministic_per_seed(tiny_checkpoint):
     serial = dream(model, 4, start=start, seed=1, overlap=False)  # decoding on one thread: the same rollout
     assert np.array_equal(serial["frames"], a["frames"]) and np.array_equal(serial["rewards"], a["rewards"])
     assert np.array_equal(serial["terminated"], a["terminated"]) and a["terminated"].dtype == bool
+    child = dream(model, 4, start=start, seed=1, overlap="process")  # decoding in a child process: the same too
+    assert np.array_equal(child["frames"], a["frames"]) and np.array_equal(child["rewards"], a["rewards"])
 
 
 @pytest.mark.parametrize(
@@ -64,6 +77,7 @@ def test_dream_is_deterministic_per_seed(tiny_checkpoint):
         (["--steps", "-3"], "--steps must be a positive integer"),
         (["--actions", "w-4,x-2"], "unknown keys"),
         (["--image", "/nonexistent.png"], "could not be read"),
+        (["--overlap", "processes"], "--overlap: invalid choice"),
     ],
 )
 def test_bad_input_is_reported(tiny_checkpoint, tmp_path, args, message):

@@ -405,7 +405,9 @@ def test_rollout_cli_serves_the_official_model(official_dir, tmp_path, monkeypat
     assert np.array_equal(Dataset(tmp_path / "again").episode(0)["frames"], episode["frames"])
 
     for bad, message in ((["--model", "sana-wm-2.6b"], "needs --checkpoint DIR"),
-                         (["--checkpoint", str(official_dir)], "--checkpoint is for --model sana-wm-2.6b")):
+                         (["--checkpoint", str(official_dir)], "--checkpoint is for --model sana-wm-2.6b"),
+                         ([*args[1:5], "--compile"], "--compile is for a native model"),
+                         ([*args[1:5], "--overlap", "process"], "--overlap process is for a native model")):
         with pytest.raises(SystemExit) as exit_:
             main(["rollout", *bad, "--out", str(tmp_path / "x.gif")])
         assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -47,6 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--denoise-steps", type=int, default=None, help="Euler steps per frame (default: the model's)")
     p.add_argument("--fps", type=int, default=15)
     p.add_argument("--scale", type=int, default=4, help="video upscaling factor (nearest), for visibility")
+    p.add_argument("--overlap", choices=("thread", "process", "none"), default="thread",
+                   help="where each step's frame is decoded while the dynamics draws the next ones: a second thread "
+                        "(default), a child process (a native model on the CPU; 2-4 s to start; faster where both "
+                        "halves are Python-bound, e.g. with --compile), or none (in order); the same frames either way")
+    p.add_argument("--compile", action="store_true",
+                   help="run a native model's per-frame pass through torch.compile (15-80 s of compiling first; the "
+                        "frames differ from eager by float rounding; needs a C++ compiler)")
 
 
 def open_session(args: argparse.Namespace, missing_hint: str, **kwargs: Any) -> DreamSession:
@@ -120,7 +127,13 @@ def run(args: argparse.Namespace) -> int:
     to_video = Path(args.out).suffix.lower() in VIDEO_SUFFIXES
     if not to_video and Path(args.out).suffix:
         raise CLIError(f"--out {args.out!r}: expected FILE.gif, FILE.mp4 or a directory")
-    session = open_session(args, "train one with `neuralsim train all --data DIR --out DIR` and pass --model DIR")
+    from neuralsim.checkpoints import OFFICIAL_MODEL_NAME
+
+    if args.model == OFFICIAL_MODEL_NAME and (args.compile or args.overlap == "process"):
+        raise CLIError(f"--{'compile' if args.compile else 'overlap process'} is for a native model; --model "
+                       f"{OFFICIAL_MODEL_NAME} runs eagerly in this process (use --overlap thread)")
+    session = open_session(args, "train one with `neuralsim train all --data DIR --out DIR` and pass --model DIR",
+                           compile=args.compile)
     source = session.checkpoint_dir or Path(args.checkpoint)
     k = session.frames_per_step
     starts, descriptions = session.start_frames, session.start_descriptions
@@ -141,21 +154,24 @@ def run(args: argparse.Namespace) -> int:
 
     episodes = []
     rng = np.random.default_rng(args.seed)
-    for e in range(args.episodes if not to_video else 1):
-        prompt, start = args.prompt, None
-        if image is not None:
-            start = image
-        elif args.prompt is None:
-            index = args.start_index if args.start_index is not None else int(rng.integers(len(starts)))
-            start = starts[index]
-            prompt = descriptions[index] if index < len(descriptions) else None
-        try:
-            result = dream(session, steps, start=start, prompt=prompt, actions=keyed, seed=args.seed + e,
-                           denoise_steps=args.denoise_steps)
-        except FloatingPointError as exc:  # NaN/inf weights: no GIF of black frames, no exit 0
-            raise CLIError(f"--model {args.model!r}: {exc}") from None
-        result["description"] = prompt or ""
-        episodes.append(result)
+    try:
+        for e in range(args.episodes if not to_video else 1):
+            prompt, start = args.prompt, None
+            if image is not None:
+                start = image
+            elif args.prompt is None:
+                index = args.start_index if args.start_index is not None else int(rng.integers(len(starts)))
+                start = starts[index]
+                prompt = descriptions[index] if index < len(descriptions) else None
+            try:
+                result = dream(session, steps, start=start, prompt=prompt, actions=keyed, seed=args.seed + e,
+                               denoise_steps=args.denoise_steps, overlap={"none": False}.get(args.overlap, args.overlap))
+            except FloatingPointError as exc:  # NaN/inf weights: no GIF of black frames, no exit 0
+                raise CLIError(f"--model {args.model!r}: {exc}") from None
+            result["description"] = prompt or ""
+            episodes.append(result)
+    finally:
+        session.close()  # the decoding process of --overlap process, if one was started
 
     if to_video:
         frames = episodes[0]["frames"]
