@@ -125,8 +125,8 @@ def long_rollout(r: dict) -> str:
                    f"{num(m['realtime_factor_24fps'], 2)}× real time at 24 fps.")
     if r.get("minutes"):
         out.append(f"\nThrough `gym.make(\"SanaWM-v0\")` (`dtype=\"auto\"` picks {r.get('auto_dtype')}) and through "
-                   "`neuralsim rollout`'s `dream()` (decoding on a second thread):\n")
-        paths = {"env": "gym.make env", "rollout": "neuralsim rollout"}
+                   "`neuralsim rollout`'s `dream()` (decoding on a second thread, or in a child process):\n")
+        paths = {"env": "gym.make env", "rollout": "neuralsim rollout", "process": "neuralsim rollout, process"}
         out.append(table(["path", "dtype", "compiled", "frames", "wall s", "ms/step", "compile s"],
                          [[paths[x.get("via", "env")], x["dtype"], "yes" if x["compiled"] else "no", num(x["frames"]),
                            num(x["wall_s"], 2), num(x["ms_per_step"], 2),

@@ -37,6 +37,12 @@ def test_long_rollout_script_smoke(tiny_checkpoint, tmp_path, capsys):
                               "--threads", "1", "--paths", "env", "--out", str(tmp_path / "minute.json")])
     assert only_minute["long"] is None and len(only_minute["minutes"]) == 1
     assert "dream_rollout_1440_s" not in only_minute["targets"]
+    in_a_process = bench.main(["--model", str(tiny_checkpoint), "--skip-long", "--frames", "4", "--dtypes", "float32",
+                               "--threads", "1", "--paths", "env", "process", "--out", str(tmp_path / "process.json")])
+    assert [r["via"] for r in in_a_process["minutes"]] == ["env", "process"]
+    targets = in_a_process["targets"]
+    assert targets["process_rollout_le_10s"] == (targets["process_rollout_1440_s"] <= 10)
+    assert "dream_rollout_1440_s" not in targets
     with pytest.raises(SystemExit):  # the figure is the env's: it cannot be left out
         bench.main(["--model", str(tiny_checkpoint), "--skip-long", "--paths", "rollout", "--out", str(tmp_path / "x.json")])
 
