@@ -7,7 +7,7 @@ per-op overhead at batch 1, so they take it in turn (1.37x, not 2x, on two cores
 showing in a second *process*, with its own interpreter: the dynamics then runs at its own speed
 (docs/performance.md section 15).
 
-Protocol (a duplex pipe; no pickles: each message is a JSON header and a safetensors blob):
+Protocol (a socket pair; no pickles: each message is a JSON header and the raw bytes of its tensors):
 
 * ``model``: the :class:`~neuralsim.model.WorldModel`'s config and its weights, sent at every rollout (a few MB), so
   weights changed in place between rollouts are what the child decodes with;
@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import queue
 import socket
 import struct
@@ -38,8 +39,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 
 #: The fields of a :class:`~neuralsim.model.WorldState` that decoding and judging a step read (besides its latent).
 SHOWN_FIELDS = ("step", "reward", "termination_prob", "c2w", "memory_frame", "memory_c2w", "memory_depth",
@@ -58,24 +57,32 @@ def show_step(model: Any, latent: torch.Tensor, state: Any, decode: bool, judge:
     return state, frames, reward.float().cpu().numpy().astype(np.float32), term.float().cpu().numpy().astype(np.float32)
 
 
-# --- messages: a 4-byte header length, a JSON header, a safetensors blob ----------------------------------------------
+# --- messages: a 4-byte header length, a JSON header, the tensors' raw bytes -------------------------------------------
+# (safetensors' own save and load took 0.3-0.5 ms for a step's few small tensors, a tenth of the step; this is the same
+# idea, a JSON header of dtypes, shapes and offsets before the raw bytes, without the per-call overhead)
 def _pack(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> bytes:
     """Each tensor is stored in the order of its strides, largest first, and rebuilt with the same strides."""
-    dense, orders = {}, {}
+    chunks, layout, offset = [], {}, 0
     for name, t in tensors.items():
         t = t.detach()
-        order = sorted(range(t.ndim), key=lambda d: -t.stride(d)) if t.ndim else []
-        dense[name], orders[name] = t.permute(order).contiguous().cpu(), order
-    head = json.dumps({**header, "orders": orders}).encode()
-    return struct.pack("<I", len(head)) + head + (save_tensors(dense) if dense else b"")
+        order = sorted(range(t.ndim), key=lambda d: -t.stride(d))
+        data = t.permute(order).contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
+        layout[name] = [_dtype_name(t.dtype), [t.shape[d] for d in order], order, offset, len(data)]
+        chunks.append(data)
+        offset += len(data)
+    head = json.dumps({**header, "tensors": layout}).encode()
+    return b"".join([struct.pack("<I", len(head)), head, *chunks])
 
 
 def _unpack(message: bytes) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     (n,) = struct.unpack_from("<I", message)
     header = json.loads(message[4:4 + n].decode())
-    blob = message[4 + n:]
-    dense = load_tensors(blob) if blob else {}
-    return header, {name: t.permute(np.argsort(header["orders"][name]).tolist()) for name, t in dense.items()}
+    body = bytearray(message[4 + n:])  # writable: the tensors are views of it
+    tensors = {}
+    for name, (dtype, shape, order, offset, size) in header.pop("tensors").items():
+        flat = torch.frombuffer(body, dtype=torch.uint8, offset=offset, count=size) if size else torch.empty(0, dtype=torch.uint8)
+        tensors[name] = flat.view(getattr(torch, dtype)).reshape(shape).permute(np.argsort(order).tolist())
+    return header, tensors
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -149,18 +156,39 @@ class DecodeProcess:
         # `python -m neuralsim.decoding` over a socket pair, not multiprocessing: its "spawn" runs the caller's main
         # script again in the child (a script without an `if __name__ == "__main__"` guard would start its rollout
         # there), and "fork" is unsafe in a process that runs torch's thread pools.
+        # The child imports the neuralsim this process runs (its sys.path, as PYTHONPATH), and runs in a session of
+        # its own: a Ctrl-C at the terminal interrupts the caller, whose close() (or the pipe's end) ends the child.
         ours, theirs = socket.socketpair()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self._process = subprocess.Popen([sys.executable, "-m", "neuralsim.decoding", str(theirs.fileno())],
-                                         pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+                                         pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env,
+                                         start_new_session=True)
         theirs.close()
         self._conn = Connection(ours.detach())
+        # Two threads move the bytes (both release the GIL while they wait on the socket): a writer, so the caller
+        # never blocks on a full socket (the child's first seconds go to importing torch, while the dynamics goes on),
+        # and a reader that drains the child's answers as they come (were the writer blocked sending a step while the
+        # child is blocked sending an answer nobody reads, both would wait forever).
+        self._outbox: queue.Queue = queue.Queue()
         self._answers: queue.Queue = queue.Queue()
-        # A reader thread drains the child's answers as they come (`recv_bytes` releases the GIL): were the caller
-        # blocked sending a step while the child is blocked sending an answer nobody reads, both would wait forever.
+        self._broken: BaseException | None = None
+        self._writer = threading.Thread(target=self._write, daemon=True, name="neuralsim-decode-writer")
         self._reader = threading.Thread(target=self._read, daemon=True, name="neuralsim-decode-reader")
+        self._writer.start()
         self._reader.start()
-        self._sent: dict[str, torch.Tensor | None] = {}
+        self._sent: dict[str, Any] = {}
         self._judge = False
+
+    def _write(self) -> None:
+        while True:
+            message = self._outbox.get()
+            if message is None:
+                return
+            try:
+                self._conn.send_bytes(message)
+            except (OSError, ValueError) as exc:  # the child ended (BrokenPipeError), or close() closed the socket
+                self._broken = exc
+                return
 
     def _read(self) -> None:
         while True:
@@ -172,7 +200,7 @@ class DecodeProcess:
 
     @property
     def alive(self) -> bool:
-        return self._process.poll() is None
+        return self._process.poll() is None and self._broken is None
 
     def begin(self, model: Any, *, judge: bool, autocast: list[torch.dtype]) -> None:
         """Send ``model``'s config and weights, and how the steps are shown: ``judge`` with the termination detector,
@@ -180,31 +208,33 @@ class DecodeProcess:
         (the caller's, the session's)."""
         attributes = {"channels_last_decode": bool(model.channels_last_decode), "fast_streaming": model.fast_streaming}
         self._send({"kind": "model", "config": model.config.to_dict(), "threads": torch.get_num_threads(),
-                    "attributes": attributes, "judge": judge,
-                    "autocast": [_dtype_name(d) for d in autocast]},
+                    "attributes": attributes, "judge": judge, "autocast": [_dtype_name(d) for d in autocast]},
                    dict(model.state_dict()))
         self._sent, self._judge = {}, judge
 
     def submit(self, latent: torch.Tensor, state: Any) -> None:
-        """Send a step's latent and the fields of its state the showing reads, each only when it differs from what
-        was sent last (compared by value: a memory frame is kept for several steps)."""
+        """Send a step's latent and the fields of its state the showing reads, each only when it is another tensor
+        than the one sent last (the frame memory keeps its tensors for several steps). A state's tensors are never
+        changed in place (the dynamics makes new ones; a decoding thread could not read them otherwise)."""
         tensors, sent = {"latent": latent}, []
         for name in SHOWN_FIELDS:
             value = getattr(state, name)
-            last = self._sent.get(name, ...)
-            if last is not ... and (value is None) == (last is None) and (value is None or (
-                    value.dtype == last.dtype and value.shape == last.shape and value.stride() == last.stride()
-                    and torch.equal(value, last))):
+            if name in self._sent and self._sent[name] is value:
                 continue
-            self._sent[name] = None if value is None else value.clone()  # a copy: the caller may change its own
+            self._sent[name] = value  # held, so its id cannot be reused by another tensor
             sent.append(name)
             if value is not None:
                 tensors[name] = value
         self._send({"kind": "step", "sent": sent}, tensors)
 
-    def result(self, state: Any) -> tuple[Any, np.ndarray | None, np.ndarray, np.ndarray]:
+    def answered(self) -> bool:
+        """Whether an answer (or the end of the child) is in, so :meth:`result` will not wait."""
+        return not self._answers.empty()
+
+    def result(self, state: Any = None) -> tuple[Any, np.ndarray | None, np.ndarray, np.ndarray]:
         """The next step's ``(state judged, frames, reward, termination probability)``, as :func:`show_step` gives
-        them; ``state`` is that step's state from the dynamics."""
+        them; ``state`` is that step's state from the dynamics (None: the judged state is not needed, None is
+        returned in its place)."""
         message = self._answers.get()
         if message is None:
             raise RuntimeError(f"the decoding process ended unexpectedly (exit code {self._process.poll()})")
@@ -212,7 +242,7 @@ class DecodeProcess:
         if header["kind"] == "error":
             error = {"FloatingPointError": FloatingPointError, "ValueError": ValueError}.get(header["type"], RuntimeError)
             raise error(f"{header['message']} (in the decoding process)")
-        if self._judge:
+        if self._judge and state is not None:
             device = state.termination_prob.device
             state = dataclasses.replace(state, reward=out["judged_reward"].to(device),
                                         termination_prob=out["judged_termination_prob"].to(device))
@@ -220,26 +250,24 @@ class DecodeProcess:
         return state, frames, out["reward"].numpy(), out["term"].numpy()
 
     def _send(self, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        try:
-            self._conn.send_bytes(_pack(header, tensors))
-        except (BrokenPipeError, OSError) as exc:
-            raise RuntimeError(f"the decoding process ended unexpectedly (exit code {self._process.poll()})") from exc
+        if not self.alive:
+            raise RuntimeError(f"the decoding process ended unexpectedly (exit code {self._process.poll()})")
+        self._outbox.put(_pack(header, tensors))
 
     def close(self) -> None:
         """End the child (idempotent)."""
         if self._conn.closed:
             return
-        if self.alive:
-            try:
-                self._conn.send_bytes(_pack({"kind": "close"}, {}))
-            except (BrokenPipeError, OSError):
-                pass
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        self._outbox.put(_pack({"kind": "close"}, {}))
+        self._outbox.put(None)
+        self._writer.join(timeout=10)
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
         self._conn.close()
+        self._reader.join(timeout=10)
 
 
 if __name__ == "__main__":  # the child: python -m neuralsim.decoding FD

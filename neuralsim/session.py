@@ -732,21 +732,21 @@ class DreamSession:
             casts.append(self.dtype)
         try:
             worker.begin(self.model, judge=self.judges_frames, autocast=casts)
-            latents, states, shown = [], [], []
-            for t in range(arr.shape[1]):
+            # the child may run behind by any number of steps: what it is sent is a few KB per step (the states stay
+            # here, and only the last is judged again here from its answer), and its start (2-4 s) overlaps the first
+            # steps; its answers are read as they come
+            latents, shown, T = [], [], arr.shape[1]
+            for t in range(T):
                 latent, state = self._rollout_step(state, arr, t, generator, steps)
                 worker.submit(latent, state)
                 latents.append(latent)
-                states.append(state)
-                if len(states) - len(shown) > _ROLLOUT_AHEAD:  # bound the states held for the decoder
-                    shown.append(worker.result(states[len(shown)]))
-                    states[len(shown) - 1] = None
-            while len(shown) < len(states):
-                shown.append(worker.result(states[len(shown)]))
+                while worker.answered():  # those in already (an error in the child stops the rollout here)
+                    shown.append(worker.result(state if len(shown) == T - 1 else None))
+            while len(shown) < T:
+                shown.append(worker.result(state if len(shown) == T - 1 else None))
         except BaseException:
             self.close()  # its answers to the steps after an error would come out of order at the next rollout
             raise
-        shown = [(s if i == len(shown) - 1 else None, *rest) for i, (s, *rest) in enumerate(shown)]
         return self._rollout_result(latents, shown, True)
 
     def close(self) -> None:
