@@ -411,7 +411,7 @@ class DreamSession:
         self.action_space = act.spec_to_space(self.action_spec)
         self.latent_shape: tuple[int, int, int] = tuple(int(s) for s in self.model.latent_shape)  # type: ignore[assignment]
         self.start_frames, self.start_descriptions = load_start_set(self.checkpoint_dir, self.image_size)
-        self._decoder: DecodeProcess | None = None  # rollout(overlap="process")'s child, started at the first
+        self._decoder: DecodeProcess | None = None  # rollout(overlap="process")'s child, started by the first one
         self._decoder_finalizer: weakref.finalize | None = None
 
     def set_start_set(self, frames: Any, descriptions: Sequence[str] | None = None) -> None:
@@ -674,7 +674,7 @@ class DreamSession:
                              f"{arr.shape}")
         if not (isinstance(overlap, bool) or overlap in ("thread", "process")):
             raise ValueError(f'overlap must be True, False, "thread" or "process", got {overlap!r}')
-        mode = {True: "thread", False: None}.get(overlap, overlap) if isinstance(overlap, bool) else overlap
+        mode = ("thread" if overlap else None) if isinstance(overlap, bool) else overlap
         if mode == "process" and not (isinstance(self.model, WorldModel) and self.device.type == "cpu"):
             raise ValueError(f'overlap="process" is for a native WorldModel on the CPU; this session holds a '
                              f'{type(self.model).__name__} on {self.device.type!r} (use overlap="thread")')
