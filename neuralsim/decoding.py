@@ -254,10 +254,13 @@ class DecodeProcess:
             raise RuntimeError(f"the decoding process ended unexpectedly (exit code {self._process.poll()})")
         self._outbox.put(_pack(header, tensors))
 
-    def close(self) -> None:
-        """End the child (idempotent)."""
+    def close(self, *, now: bool = False) -> None:
+        """End the child (idempotent): after the steps sent so far, or ``now`` (killed: a rollout that failed or was
+        interrupted does not wait for the child to work through its backlog)."""
         if self._conn.closed:
             return
+        if now:
+            self._process.kill()
         self._outbox.put(_pack({"kind": "close"}, {}))
         self._outbox.put(None)
         self._writer.join(timeout=10)

@@ -745,16 +745,17 @@ class DreamSession:
             while len(shown) < T:
                 shown.append(worker.result(state if len(shown) == T - 1 else None))
         except BaseException:
-            self.close()  # its answers to the steps after an error would come out of order at the next rollout
+            # its answers to the steps after an error would come out of order at the next rollout: ended at once
+            self.close(now=True)
             raise
         return self._rollout_result(latents, shown, True)
 
-    def close(self) -> None:
+    def close(self, *, now: bool = False) -> None:
         """End the child process of :meth:`rollout` with ``overlap="process"``, if one was started (idempotent; the
-        session stays usable and starts another when asked)."""
+        session stays usable and starts another when asked); ``now``: kill it rather than let it finish its work."""
         if getattr(self, "_decoder", None) is not None:
             self._decoder_finalizer.detach()
-            self._decoder.close()
+            self._decoder.close(now=now)
             self._decoder = None
 
     def decode(self, latents: torch.Tensor, *, first_frame: bool = True, context: Any = None) -> np.ndarray:

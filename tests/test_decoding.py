@@ -32,3 +32,11 @@ def test_the_child_ends_when_its_pipe_closes():
     worker.close()  # idempotent
     with pytest.raises(RuntimeError, match="the decoding process ended"):
         worker.result(None)
+
+
+def test_close_now_kills_the_child():
+    from neuralsim.decoding import DecodeProcess
+
+    worker = DecodeProcess()
+    worker.close(now=True)
+    assert not worker.alive and worker._process.returncode is not None
