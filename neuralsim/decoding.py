@@ -109,12 +109,10 @@ def _serve(conn: Any) -> None:
             if kind == "model":
                 torch.set_num_threads(int(header["threads"]))
                 if model is None or header["config"] != built:
-                    built = header["config"]
-                    with torch.device("meta"):
-                        model = WorldModel(WorldModelConfig.from_dict(header["config"]))
-                    model = model.to_empty(device="cpu")
-                    model._rebuild_buffers()
-                model.load_state_dict(tensors, strict=True)
+                    config = WorldModelConfig.from_dict(header["config"])
+                    model, built = WorldModel.from_weights(config, tensors, source="the weights sent"), header["config"]
+                else:  # the same config: only the weights may have changed
+                    model.load_state_dict(tensors, strict=True)
                 for name, value in header["attributes"].items():
                     setattr(model, name, value)
                 model.eval()

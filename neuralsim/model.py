@@ -1635,21 +1635,36 @@ class WorldModel(nn.Module):
             raise ValueError(f"{directory / CONFIG_NAME} asks for {blocks} blocks (depth={config.depth}, text_layers="
                              f"{config.text_layers}, ae_blocks, ae_decoder_blocks) but {WEIGHTS_NAME} holds only "
                              f"{stored} tensors; the config does not belong to these weights")
+        tensors = read_weights(directory, device)
+        return cls.from_weights(config, tensors, device,
+                                source=str(directory / WEIGHTS_NAME), config_source=CONFIG_NAME)
+
+    @classmethod
+    def from_weights(cls, config: WorldModelConfig, tensors: dict[str, torch.Tensor],
+                     device: torch.device | str | None = None, *, source: str = "the state dict",
+                     config_source: str = "the config") -> "WorldModel":
+        """A model of ``config`` holding ``tensors`` (a full state dict), built without initialising weights first.
+
+        :meth:`from_pretrained` reads a checkpoint's files and calls this; so does the decoding process of
+        :mod:`neuralsim.decoding`, which is sent a config and tensors.
+
+        Raises:
+            ValueError: a tensor missing, of another shape than ``config`` implies, or not defined by ``config``
+                (named with expected and found shapes; ``source`` and ``config_source`` name where they came from).
+        """
         with torch.device("meta"):
             model = cls(config)
-
-        tensors = read_weights(directory, device)
         expected = model.state_dict()
         for name, t in expected.items():
             if name not in tensors:
-                raise ValueError(f"{directory / WEIGHTS_NAME} lacks tensor {name!r} (expected shape {tuple(t.shape)}) "
-                                 "that its config.json requires")
+                raise ValueError(f"{source}: no tensor {name!r} (expected shape {tuple(t.shape)}), "
+                                 f"which {config_source} requires")
             if tuple(tensors[name].shape) != tuple(t.shape):
-                raise ValueError(f"{directory / WEIGHTS_NAME}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
-                                 f"but config.json implies {tuple(t.shape)}")
+                raise ValueError(f"{source}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+                                 f"but {config_source} implies {tuple(t.shape)}")
         extra = sorted(set(tensors) - set(expected))
         if extra:
-            raise ValueError(f"{directory / WEIGHTS_NAME} has tensors the config does not define, first: {extra[0]!r}")
+            raise ValueError(f"{source}: tensors that {config_source} does not define, first: {extra[0]!r}")
         model = model.to_empty(device=device or "cpu")
         model._rebuild_buffers()
         model.load_state_dict(tensors, strict=True)

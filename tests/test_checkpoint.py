@@ -57,6 +57,20 @@ def test_tensor_config_mismatch_names_the_tensor(model, tmp_path):
         WorldModel.from_pretrained(out)
 
 
+def test_from_weights_builds_the_same_model_and_names_a_bad_tensor(model):
+    """`from_weights` (what `from_pretrained` and the decoding process build with) from a config and a state dict."""
+    tensors = model.state_dict()
+    built = WorldModel.from_weights(model.config, tensors)
+    assert not built.training and built.config == model.config
+    assert all(torch.equal(built.state_dict()[k], tensors[k]) for k in tensors)
+    assert torch.equal(_rollout(built), _rollout(model))  # RoPE tables rebuilt after the meta construction
+    missing = {k: v for k, v in tensors.items() if k != "null_text"}
+    with pytest.raises(ValueError, match=r"the weights: no tensor 'null_text' \(expected shape \(\d+,\)\), which the config requires"):
+        WorldModel.from_weights(model.config, missing, source="the weights")
+    with pytest.raises(ValueError, match=r"the state dict: tensors that the config does not define, first: 'extra'"):
+        WorldModel.from_weights(model.config, {**tensors, "extra": torch.zeros(1)})
+
+
 def test_unknown_config_key_and_wrong_class(model, tmp_path):
     out = model.save_pretrained(tmp_path / "ckpt")
     payload = json.loads((out / "config.json").read_text())
