@@ -10,7 +10,8 @@ showing in a second *process*, with its own interpreter: the dynamics then runs 
 Protocol (a socket pair; no pickles: each message is a JSON header and the raw bytes of its tensors):
 
 * ``model``: the :class:`~neuralsim.model.WorldModel`'s config and its weights, sent at every rollout (a few MB), so
-  weights changed in place between rollouts are what the child decodes with;
+  weights changed in place between rollouts are what the child decodes with; the child answers ``ready`` once it has
+  built the model (the caller shows the steps itself until then: the child's first 2-4 s go to importing torch);
 * ``step``: a step's latent and the state fields the showing reads (:data:`SHOWN_FIELDS`), each sent only when it
   changed since the last step (the frame memory's tensors change every few steps, not at each);
 * ``close``.
@@ -34,6 +35,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -89,6 +91,9 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+_READY = _pack({"kind": "ready"}, {})  # the child's answer to a model: built, and showing the steps sent from now on
+
+
 # --- the child ------------------------------------------------------------------------------------------------------
 def _serve(conn: Any) -> None:
     """The child's loop: build the model, then show each step in order until ``close`` (or the pipe ends)."""
@@ -119,6 +124,7 @@ def _serve(conn: Any) -> None:
                 shown = {}
                 casts = [getattr(torch, d) for d in header["autocast"]]
                 judge = bool(header["judge"])
+                conn.send_bytes(_READY)  # the caller shows the steps itself until this arrives
                 continue
             # a step
             shown.update({name: tensors.get(name) for name in header["sent"]})
@@ -147,7 +153,8 @@ class DecodeProcess:
     ``overlap="process"`` and kept by the session for its next rollouts (start: 2-4 s, importing torch); closed by
     :meth:`close`, or when the session is collected or the interpreter exits (the child also ends when the pipe does).
 
-    Use: :meth:`begin` once per rollout, :meth:`submit` each step, :meth:`result` each step in the same order.
+    Use: :meth:`begin` once per rollout; each step, while :meth:`ready` is False, show it in the calling process, and
+    from then on :meth:`submit` it and take its :meth:`result`, in the same order.
     """
 
     def __init__(self) -> None:
@@ -169,6 +176,8 @@ class DecodeProcess:
         # child is blocked sending an answer nobody reads, both would wait forever).
         self._outbox: queue.Queue = queue.Queue()
         self._answers: queue.Queue = queue.Queue()
+        self._readies: queue.Queue = queue.Queue()
+        self._awaited = 0  # models sent whose "ready" has not been taken yet
         self._broken: BaseException | None = None
         self._writer = threading.Thread(target=self._write, daemon=True, name="neuralsim-decode-writer")
         self._reader = threading.Thread(target=self._read, daemon=True, name="neuralsim-decode-reader")
@@ -191,10 +200,11 @@ class DecodeProcess:
     def _read(self) -> None:
         while True:
             try:
-                self._answers.put(self._conn.recv_bytes())
+                message = self._conn.recv_bytes()
             except (EOFError, OSError):
                 self._answers.put(None)
                 return
+            (self._readies if message == _READY else self._answers).put(message)
 
     @property
     def alive(self) -> bool:
@@ -209,6 +219,23 @@ class DecodeProcess:
                     "attributes": attributes, "judge": judge, "autocast": [_dtype_name(d) for d in autocast]},
                    dict(model.state_dict()))
         self._sent, self._judge = {}, judge
+        self._awaited += 1
+
+    def ready(self, timeout: float = 0.0) -> bool:
+        """Whether the child has built the model of the last :meth:`begin` and will show the steps submitted from now
+        on (waiting up to ``timeout`` seconds). Until then the caller shows the steps itself: the child's first
+        seconds go to importing torch. True as well when the child failed or ended: :meth:`result` raises why."""
+        deadline = time.monotonic() + timeout
+        while self._awaited:
+            if not self._answers.empty():  # an error (building the model) or the child's end, answered in its place
+                return True
+            try:
+                self._readies.get(timeout=min(0.05, max(0.0, deadline - time.monotonic())))
+                self._awaited -= 1
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    return False
+        return True
 
     def submit(self, latent: torch.Tensor, state: Any) -> None:
         """Send a step's latent and the fields of its state the showing reads, each only when it is another tensor

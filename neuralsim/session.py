@@ -29,7 +29,7 @@ import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -651,8 +651,9 @@ class DreamSession:
             overlap: where the frames are decoded and judged. ``"thread"`` (or True): on a second thread; the two
                 threads share Python's GIL, so on two cores the shipped model's 1,440-frame rollout is 1.37x as fast
                 as a ``gym.make`` env's, not 2x. ``"process"``: in a child process that the session starts at its
-                first such rollout (2-4 s) and keeps until :meth:`close` (a native model on the CPU only; its
-                weights are sent at every rollout). False: on the calling thread, in order
+                first such rollout and keeps until :meth:`close` (a native model on the CPU only; its weights are
+                sent at every rollout); the steps are shown here, in order, until the child is ready (its start
+                takes 2-4 s). False: on the calling thread, in order
                 (``benchmarks/long_rollout.py``; docs/performance.md sections 14-15).
 
         Returns:
@@ -683,14 +684,14 @@ class DreamSession:
         mode = mode if decode else None
         device = self.device.type  # a caller's own autocast (a benchmark's precision) holds for the decoding too
         cast, casting = torch.get_autocast_dtype(device), torch.is_autocast_enabled(device)
-        if mode == "process":
-            return self._rollout_in_process(state, arr, generator, steps, (cast, casting))
-
         def show(latent: torch.Tensor, stepped: Any, last: bool) -> tuple[Any, np.ndarray | None, np.ndarray, np.ndarray]:
             # inference mode and autocast are per thread, so entered here; only the last judged state is kept
             with torch.inference_mode(), torch.autocast(device, dtype=cast, enabled=casting), self.autocast():
                 stepped, frames, reward, term = self._show(latent, stepped, decode)
             return stepped if last else None, frames, reward, term
+
+        if mode == "process":
+            return self._rollout_in_process(state, arr, generator, steps, (cast, casting), show)
 
         pending: list[Any] = []  # per step: (the last step's judged state, frames, reward, termination), or its future
         latents = []
@@ -720,8 +721,9 @@ class DreamSession:
                             np.stack([r for _, _, r, _ in shown], 1), np.stack([p for _, _, _, p in shown], 1))
 
     def _rollout_in_process(self, state: Any, arr: np.ndarray, generator: torch.Generator, steps: int | None,
-                            caller_cast: tuple[torch.dtype, bool]) -> DreamRollout:
-        """:meth:`rollout` with the showing in the session's child process (:class:`neuralsim.decoding.DecodeProcess`)."""
+                            caller_cast: tuple[torch.dtype, bool], show: Callable) -> DreamRollout:
+        """:meth:`rollout` with the showing in the session's child process (:class:`neuralsim.decoding.DecodeProcess`);
+        ``show`` shows a step here, as the in-order path does, until the child is ready."""
         if getattr(self, "_decoder", None) is None or not self._decoder.alive:
             self.close()
             self._decoder = DecodeProcess()
@@ -732,14 +734,20 @@ class DreamSession:
             casts.append(self.dtype)
         try:
             worker.begin(self.model, judge=self.judges_frames, autocast=casts)
-            # the child may run behind by any number of steps: what it is sent is a few KB per step (the states stay
-            # here, and only the last is judged again here from its answer), and its start (2-4 s) overlaps the first
-            # steps; its answers are read as they come
+            # Until the child is ready (its start takes 2-4 s, importing torch) the steps are shown here, in order;
+            # from then on in the child, which may run behind by any number of steps: what it is sent is a few KB per
+            # step (the states stay here, and only the last is judged again here from its answer); its answers are
+            # read as they come. The same frames either way (the same show_step, weights and autocast).
             latents, shown, T = [], [], arr.shape[1]
+            handed = False
             for t in range(T):
                 latent, state = self._rollout_step(state, arr, t, generator, steps)
-                worker.submit(latent, state)
                 latents.append(latent)
+                handed = handed or worker.ready()
+                if not handed:
+                    shown.append(show(latent, state, t == T - 1))
+                    continue
+                worker.submit(latent, state)
                 while worker.answered():  # those in already (an error in the child stops the rollout here)
                     shown.append(worker.result(state if len(shown) == T - 1 else None))
             while len(shown) < T:

@@ -7,13 +7,16 @@ name the argument. ``neuralsim rollout`` and ``neuralsim play`` serve the offici
 
 from __future__ import annotations
 
+import contextlib
 import json
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import TINY_FRAMES_PER_STEP, make_tiny_model, tiny_sana_components
+from neuralsim.decoding import DecodeProcess
 from neuralsim.model import WorldModel, WorldState
 from neuralsim.session import DreamModel, DreamSession, DreamState, StartInputs
 
@@ -132,12 +135,28 @@ def _stepped(session: DreamSession, state, actions: np.ndarray, g: torch.Generat
     return np.concatenate(frames, 1), np.stack(rewards, 1), np.stack(terms, 1), torch.stack(latents, 1), state
 
 
+def _handing_off_after(steps: int):
+    """``overlap="process"`` shows the first ``steps`` steps in the calling process, then waits for its child and hands
+    it the rest (unpatched, the hand-off comes whenever the child is ready: 2-4 s, more than a test's rollout)."""
+    real, asked = DecodeProcess.ready, []
+
+    def ready(self, timeout: float = 0.0) -> bool:
+        asked.append(1)
+        return False if len(asked) <= steps else real(self, timeout=120)
+
+    return mock.patch.object(DecodeProcess, "ready", ready)
+
+
 def _assert_rollout_is_stepping(session: DreamSession, state, actions: np.ndarray, seed: int,
                                 overlaps: tuple = (True, False, "process")) -> None:
+    """Each overlap gives what stepping gives; ``"process"`` three ways: every step shown in the child, the first
+    shown here and the rest in the child, and as it comes (here until the child is ready)."""
     frames, rewards, terms, latents, last = _stepped(session, state, actions, session.generator(seed))
-    for overlap in overlaps:
+    runs = [(o, h) for o in overlaps for h in ((0, 1, None) if o == "process" else (None,))]
+    for overlap, handoff in runs:
         g = session.generator(seed)
-        out = session.rollout(state, actions, g, overlap=overlap)
+        with _handing_off_after(handoff) if handoff is not None else contextlib.nullcontext():
+            out = session.rollout(state, actions, g, overlap=overlap)
         assert np.array_equal(out.frames, frames) and np.array_equal(out.rewards, rewards)
         assert np.array_equal(out.termination_prob, terms) and torch.equal(out.latents, latents)
         assert torch.equal(out.state.latent, last.latent)
@@ -215,7 +234,7 @@ def test_rollout_in_a_process_raises_what_the_decoding_raises_and_decodes_with_t
     with torch.no_grad():
         weight.fill_(float("nan"))
     try:
-        with pytest.raises(FloatingPointError, match="non-finite pixels.*in the decoding process"):
+        with pytest.raises(FloatingPointError, match="non-finite pixels.*in the decoding process"), _handing_off_after(0):
             session.rollout(state, actions, session.generator(0), overlap="process")
         assert session._decoder is None  # closed: its answers to the later steps must not reach the next rollout
     finally:
@@ -227,10 +246,11 @@ def test_rollout_in_a_process_raises_what_the_decoding_raises_and_decodes_with_t
 def test_rollout_in_a_process_starts_a_new_child_when_the_last_one_died(session):
     state, _, _ = session.start(1, session.generator(0), image=_image())
     actions = session.keys_to_actions("w-2")[None]
-    first = session.rollout(state, actions, session.generator(1), overlap="process")
-    session._decoder._process.kill()
-    session._decoder._process.wait()
-    again = session.rollout(state, actions, session.generator(1), overlap="process")
+    with _handing_off_after(0):
+        first = session.rollout(state, actions, session.generator(1), overlap="process")
+        session._decoder._process.kill()
+        session._decoder._process.wait()
+        again = session.rollout(state, actions, session.generator(1), overlap="process")
     assert np.array_equal(first.frames, again.frames)
     session.close()
     session.close()  # idempotent
