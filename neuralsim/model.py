@@ -486,7 +486,10 @@ class WorldModel(nn.Module):
         if enabled:
             # No guards on torch.nn's own modules: the parameters stay inputs of the graph (measured: a second model
             # of the same config reuses the code and gets its own outputs), so guarding them would only recompile.
-            options: dict[str, Any] = {"freezing": True}
+            # cpp_wrapper: inductor calls the kernels of a graph from C++, not from a generated Python function that
+            # checks and reinterprets every buffer (~700 Python calls per batch-1 step); measured on the shipped model
+            # at batch 1: a step 1.16x faster, the same outputs, the same cold compile (76 vs 74 s; section 16).
+            options: dict[str, Any] = {"freezing": True, "cpp_wrapper": True}
             skip_inbuilt = getattr(torch.compiler, "skip_guard_on_inbuilt_nn_modules_unsafe", None)  # torch >= 2.7
             if skip_inbuilt is not None:
                 options["guard_filter_fn"] = skip_inbuilt

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import weakref
@@ -336,6 +337,8 @@ class DreamRollout:
 
 #: Steps :meth:`DreamSession.rollout`'s decoding thread may fall behind the dynamics (each holds a state).
 _ROLLOUT_AHEAD = 16
+# overlap="process": a step is shown in the calling process when this many steps sent to the child are unanswered
+_CHILD_BEHIND = 2
 
 # ----------------------------------------------------------------------------------------------
 # The session
@@ -738,20 +741,26 @@ class DreamSession:
             # from then on in the child, which may run behind by any number of steps: what it is sent is a few KB per
             # step (the states stay here, and only the last is judged again here from its answer); its answers are
             # read as they come. The same frames either way (the same show_step, weights and autocast).
-            latents, shown, T = [], [], arr.shape[1]
+            # A step is also shown here when the child is behind (where the showing takes longer than the dynamics):
+            # the steps' showings are independent of each other, so the two processes share them.
+            T = arr.shape[1]
+            latents, shown, in_child = [], [None] * T, collections.deque()  # in_child: steps sent, not yet answered
             handed = False
             for t in range(T):
                 latent, state = self._rollout_step(state, arr, t, generator, steps)
                 latents.append(latent)
                 handed = handed or worker.ready()
-                if not handed:
-                    shown.append(show(latent, state, t == T - 1))
+                while in_child and worker.answered():  # those in already (an error in the child stops the rollout)
+                    i = in_child.popleft()
+                    shown[i] = worker.result(state if i == T - 1 else None)
+                if not handed or len(in_child) >= _CHILD_BEHIND:
+                    shown[t] = show(latent, state, t == T - 1)
                     continue
                 worker.submit(latent, state)
-                while worker.answered():  # those in already (an error in the child stops the rollout here)
-                    shown.append(worker.result(state if len(shown) == T - 1 else None))
-            while len(shown) < T:
-                shown.append(worker.result(state if len(shown) == T - 1 else None))
+                in_child.append(t)
+            while in_child:
+                i = in_child.popleft()
+                shown[i] = worker.result(state if i == T - 1 else None)
         except BaseException:
             # its answers to the steps after an error would come out of order at the next rollout: ended at once
             self.close(now=True)

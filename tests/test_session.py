@@ -149,13 +149,16 @@ def _handing_off_after(steps: int):
 
 def _assert_rollout_is_stepping(session: DreamSession, state, actions: np.ndarray, seed: int,
                                 overlaps: tuple = (True, False, "process")) -> None:
-    """Each overlap gives what stepping gives; ``"process"`` three ways: every step shown in the child, the first
-    shown here and the rest in the child, and as it comes (here until the child is ready)."""
+    """Each overlap gives what stepping gives; ``"process"`` four ways: every step shown in the child, the first
+    shown here and the rest in the child, as it comes (here until the child is ready), and shared (a step shown here
+    whenever one sent to the child is unanswered)."""
     frames, rewards, terms, latents, last = _stepped(session, state, actions, session.generator(seed))
-    runs = [(o, h) for o in overlaps for h in ((0, 1, None) if o == "process" else (None,))]
-    for overlap, handoff in runs:
+    ways = ((0, 2), (1, 2), (None, 2), (0, 1))  # (steps shown here before the hand-off, session._CHILD_BEHIND)
+    runs = [(o, *w) for o in overlaps for w in (ways if o == "process" else ((None, 2),))]
+    for overlap, handoff, behind in runs:
         g = session.generator(seed)
-        with _handing_off_after(handoff) if handoff is not None else contextlib.nullcontext():
+        with _handing_off_after(handoff) if handoff is not None else contextlib.nullcontext(), \
+                mock.patch("neuralsim.session._CHILD_BEHIND", behind):
             out = session.rollout(state, actions, g, overlap=overlap)
         assert np.array_equal(out.frames, frames) and np.array_equal(out.rewards, rewards)
         assert np.array_equal(out.termination_prob, terms) and torch.equal(out.latents, latents)
