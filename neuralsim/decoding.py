@@ -47,6 +47,13 @@ SHOWN_FIELDS = ("step", "reward", "termination_prob", "c2w", "memory_frame", "me
                 "memory_earlier", "memory_earlier_pose", "memory_earlier_depth")
 
 
+def shown_fields(state: Any) -> Any:
+    """``state`` with only what :func:`show_step` reads (its latent and :data:`SHOWN_FIELDS`; no recurrent cache nor
+    prompt keys), as the child rebuilds it: a step waiting to be shown holds no more."""
+    empty = torch.zeros(0)
+    return dataclasses.replace(state, cache=[], text_kv=[], text_mask=empty, text_tokens=empty)
+
+
 def show_step(model: Any, latent: torch.Tensor, state: Any, decode: bool, judge: bool
               ) -> tuple[Any, np.ndarray | None, np.ndarray, np.ndarray]:
     """What a step shows after the dynamics, under the caller's inference mode and autocast: ``(state judged, frames

@@ -37,7 +37,7 @@ import torch
 
 from neuralsim import actions as act
 from neuralsim.checkpoints import OFFICIAL_MODEL_NAME
-from neuralsim.decoding import DecodeProcess, show_step
+from neuralsim.decoding import DecodeProcess, show_step, shown_fields
 from neuralsim.device import resolve_dtype
 from neuralsim.images import RESIZE_MODES, resize_frame
 from neuralsim.limits import MAX_DENOISE_STEPS
@@ -337,8 +337,9 @@ class DreamRollout:
 
 #: Steps :meth:`DreamSession.rollout`'s decoding thread may fall behind the dynamics (each holds a state).
 _ROLLOUT_AHEAD = 16
-# overlap="process": a step is shown in the calling process when this many steps sent to the child are unanswered
-_CHILD_BEHIND = 2
+#: ``overlap="process"``: steps sent ahead to the child (so it never waits for the next), the others wait for whichever
+#: process is free first.
+_CHILD_QUEUE = 4
 
 # ----------------------------------------------------------------------------------------------
 # The session
@@ -726,7 +727,7 @@ class DreamSession:
     def _rollout_in_process(self, state: Any, arr: np.ndarray, generator: torch.Generator, steps: int | None,
                             caller_cast: tuple[torch.dtype, bool], show: Callable) -> DreamRollout:
         """:meth:`rollout` with the showing in the session's child process (:class:`neuralsim.decoding.DecodeProcess`);
-        ``show`` shows a step here, as the in-order path does, until the child is ready."""
+        ``show`` shows a step here, as the in-order path does."""
         if getattr(self, "_decoder", None) is None or not self._decoder.alive:
             self.close()
             self._decoder = DecodeProcess()
@@ -737,30 +738,40 @@ class DreamSession:
             casts.append(self.dtype)
         try:
             worker.begin(self.model, judge=self.judges_frames, autocast=casts)
-            # Until the child is ready (its start takes 2-4 s, importing torch) the steps are shown here, in order;
-            # from then on in the child, which may run behind by any number of steps: what it is sent is a few KB per
-            # step (the states stay here, and only the last is judged again here from its answer); its answers are
-            # read as they come. The same frames either way (the same show_step, weights and autocast).
-            # A step is also shown here when the child is behind (where the showing takes longer than the dynamics):
-            # the steps' showings are independent of each other, so the two processes share them.
+            # The steps' showings are independent of each other, so the two processes share them. While the
+            # dynamics runs, each step waits in `waiting` and the child (once ready: its start takes 2-4 s, importing
+            # torch) is kept `_CHILD_QUEUE` steps ahead; after the last step this process shows the waiting steps
+            # from the end while the child goes on from the front. So neither core idles, whichever half is slower:
+            # where the showing is faster than the dynamics, the child catches up on its start and the rollout takes
+            # the dynamics' time. The same frames either way (the same show_step, weights and autocast). A waiting
+            # step holds only its latent and the fields the showing reads (a few KB; the frame memory's tensors are
+            # shared by several steps); the child is sent the same, and only the last state is judged whole.
             T = arr.shape[1]
-            latents, shown, in_child = [], [None] * T, collections.deque()  # in_child: steps sent, not yet answered
-            handed = False
+            latents, shown = [], [None] * T
+            waiting, in_child = collections.deque(), collections.deque()  # (t, latent, state); t sent, unanswered
+
+            def exchange(last_state: Any) -> None:
+                while in_child and worker.answered():  # those in already (an error in the child stops the rollout)
+                    t = in_child.popleft()
+                    shown[t] = worker.result(last_state if t == T - 1 else None)
+                while waiting and len(in_child) < _CHILD_QUEUE and worker.ready():
+                    t, latent, stepped = waiting.popleft()
+                    worker.submit(latent, stepped)
+                    in_child.append(t)
+
             for t in range(T):
                 latent, state = self._rollout_step(state, arr, t, generator, steps)
                 latents.append(latent)
-                handed = handed or worker.ready()
-                while in_child and worker.answered():  # those in already (an error in the child stops the rollout)
-                    i = in_child.popleft()
-                    shown[i] = worker.result(state if i == T - 1 else None)
-                if not handed or len(in_child) >= _CHILD_BEHIND:
-                    shown[t] = show(latent, state, t == T - 1)
-                    continue
-                worker.submit(latent, state)
-                in_child.append(t)
+                waiting.append((t, latent, state if t == T - 1 else shown_fields(state)))
+                exchange(state)
+            while waiting:
+                exchange(state)
+                if waiting:
+                    t, latent, stepped = waiting.pop()
+                    shown[t] = show(latent, stepped, t == T - 1)
             while in_child:
-                i = in_child.popleft()
-                shown[i] = worker.result(state if i == T - 1 else None)
+                t = in_child.popleft()
+                shown[t] = worker.result(state if t == T - 1 else None)
         except BaseException:
             # its answers to the steps after an error would come out of order at the next rollout: ended at once
             self.close(now=True)

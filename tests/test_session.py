@@ -135,30 +135,29 @@ def _stepped(session: DreamSession, state, actions: np.ndarray, g: torch.Generat
     return np.concatenate(frames, 1), np.stack(rewards, 1), np.stack(terms, 1), torch.stack(latents, 1), state
 
 
-def _handing_off_after(steps: int):
-    """``overlap="process"`` shows the first ``steps`` steps in the calling process, then waits for its child and hands
-    it the rest (unpatched, the hand-off comes whenever the child is ready: 2-4 s, more than a test's rollout)."""
+def _child_ready_after(calls: int):
+    """``overlap="process"``'s child counts as not ready for the first ``calls`` questions, then is waited for
+    (unpatched, it is ready when it is: 2-4 s, more than a test's rollout)."""
     real, asked = DecodeProcess.ready, []
 
     def ready(self, timeout: float = 0.0) -> bool:
         asked.append(1)
-        return False if len(asked) <= steps else real(self, timeout=120)
+        return False if len(asked) <= calls else real(self, timeout=120)
 
     return mock.patch.object(DecodeProcess, "ready", ready)
 
 
 def _assert_rollout_is_stepping(session: DreamSession, state, actions: np.ndarray, seed: int,
                                 overlaps: tuple = (True, False, "process")) -> None:
-    """Each overlap gives what stepping gives; ``"process"`` four ways: every step shown in the child, the first
-    shown here and the rest in the child, as it comes (here until the child is ready), and shared (a step shown here
-    whenever one sent to the child is unanswered)."""
+    """Each overlap gives what stepping gives; ``"process"`` four ways: every step shown in the child, none (never
+    ready), shared (one step sent ahead, the rest shown here from the end), and as it comes."""
     frames, rewards, terms, latents, last = _stepped(session, state, actions, session.generator(seed))
-    ways = ((0, 2), (1, 2), (None, 2), (0, 1))  # (steps shown here before the hand-off, session._CHILD_BEHIND)
-    runs = [(o, *w) for o in overlaps for w in (ways if o == "process" else ((None, 2),))]
-    for overlap, handoff, behind in runs:
+    ways = ((0, 10**6), (10**9, 4), (1, 1), (None, 4))  # (questions before the child is ready, session._CHILD_QUEUE)
+    runs = [(o, *w) for o in overlaps for w in (ways if o == "process" else ((None, 4),))]
+    for overlap, not_ready, queued in runs:
         g = session.generator(seed)
-        with _handing_off_after(handoff) if handoff is not None else contextlib.nullcontext(), \
-                mock.patch("neuralsim.session._CHILD_BEHIND", behind):
+        with _child_ready_after(not_ready) if not_ready is not None else contextlib.nullcontext(), \
+                mock.patch("neuralsim.session._CHILD_QUEUE", queued):
             out = session.rollout(state, actions, g, overlap=overlap)
         assert np.array_equal(out.frames, frames) and np.array_equal(out.rewards, rewards)
         assert np.array_equal(out.termination_prob, terms) and torch.equal(out.latents, latents)
@@ -237,7 +236,8 @@ def test_rollout_in_a_process_raises_what_the_decoding_raises_and_decodes_with_t
     with torch.no_grad():
         weight.fill_(float("nan"))
     try:
-        with pytest.raises(FloatingPointError, match="non-finite pixels.*in the decoding process"), _handing_off_after(0):
+        with pytest.raises(FloatingPointError, match="non-finite pixels.*in the decoding process"), \
+                _child_ready_after(0), mock.patch("neuralsim.session._CHILD_QUEUE", 10**6):
             session.rollout(state, actions, session.generator(0), overlap="process")
         assert session._decoder is None  # closed: its answers to the later steps must not reach the next rollout
     finally:
@@ -249,7 +249,7 @@ def test_rollout_in_a_process_raises_what_the_decoding_raises_and_decodes_with_t
 def test_rollout_in_a_process_starts_a_new_child_when_the_last_one_died(session):
     state, _, _ = session.start(1, session.generator(0), image=_image())
     actions = session.keys_to_actions("w-2")[None]
-    with _handing_off_after(0):
+    with _child_ready_after(0), mock.patch("neuralsim.session._CHILD_QUEUE", 10**6):
         first = session.rollout(state, actions, session.generator(1), overlap="process")
         session._decoder._process.kill()
         session._decoder._process.wait()
