@@ -10,8 +10,8 @@ takes: ``gym.make("SanaWM-v0", model=..., dtype=..., max_episode_steps=-1)`` + `
 ``--dtypes`` (default: fp32, and bf16 where the CPU runs it natively; rounds interleaved with ``--repeats``),
 beside what ``dtype="auto"`` picks for a single env; and the same rollout through ``neuralsim rollout``'s
 ``dream()`` (``--paths``), which knows the actions ahead and decodes each frame on a second thread while the
-dynamics draws the next (``rollout``; the same frames), or in a child process (``process``, ``neuralsim rollout
---overlap process``; its start, 2-4 s, is part of the timed rollout). ``--compile`` adds the same rollouts with
+dynamics draws the next (``rollout``; the same frames), or shared with a child process (``process``, ``neuralsim
+rollout --overlap process``; its start, 2-4 s, is part of the timed rollout). ``--compile`` adds the same rollouts with
 ``env.unwrapped.model.compile_streaming()``: the compile (the first reset + step) is timed apart
 (``compile_s``) and the rollout after it. The figure: ``minute_s`` (best dtype, eager) against the
 issue's target of 10 s (``targets``).
