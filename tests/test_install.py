@@ -126,3 +126,7 @@ def test_wheel_contains_only_the_neuralsim_package(tmp_path):
     assert "neuralsim/envs/registration.py" in names and "neuralsim/agents/__init__.py" in names
     assert "neuralsim/cli/__init__.py" in names  # a subpackage: setup.cfg lists it
     assert "neuralsim/data/collection.py" in names and "neuralsim/envs/room_policies.py" in names  # neuralsim.data too
+    # the shipped model (package_data), without a setuptools warning about its folder not being a package
+    assert {f"neuralsim/assets/default/{f}" for f in ("config.json", "model.safetensors", "start_frames.safetensors")} \
+        <= set(names)
+    assert "would be ignored" not in result.stderr + result.stdout
