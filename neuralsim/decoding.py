@@ -4,16 +4,17 @@ A step's frame goes through the decoder, the frame memory and the termination de
 next step (:meth:`neuralsim.session.DreamSession.rollout`). When the actions are known ahead, the showing can run
 beside the dynamics. On a second *thread* the two halves share Python's GIL, and both are mostly Python-side
 per-op overhead at batch 1, so they take it in turn (1.37x, not 2x, on two cores). :class:`DecodeProcess` runs the
-showing in a second *process*, with its own interpreter: the dynamics then runs at its own speed
-(docs/performance.md section 15).
+showing in a second *process*, with its own interpreter; the session shares the steps' showings between the two
+processes, so neither core idles whichever half is slower (docs/performance.md sections 15-16).
 
 Protocol (a socket pair; no pickles: each message is a JSON header and the raw bytes of its tensors):
 
 * ``model``: the :class:`~neuralsim.model.WorldModel`'s config and its weights, sent at every rollout (a few MB), so
   weights changed in place between rollouts are what the child decodes with; the child answers ``ready`` once it has
-  built the model (the caller shows the steps itself until then: the child's first 2-4 s go to importing torch);
+  built the model (the child's first 2-4 s go to importing torch; the caller keeps the steps, or shows them itself,
+  until then);
 * ``step``: a step's latent and the state fields the showing reads (:data:`SHOWN_FIELDS`), each sent only when it
-  changed since the last step (the frame memory's tensors change every few steps, not at each);
+  is another tensor than the one sent last (the frame memory's tensors change every few steps, not at each);
 * ``close``.
 
 The child answers each ``step`` with the frames, the reward and termination probability the step shows, and the
@@ -160,8 +161,9 @@ class DecodeProcess:
     ``overlap="process"`` and kept by the session for its next rollouts (start: 2-4 s, importing torch); closed by
     :meth:`close`, or when the session is collected or the interpreter exits (the child also ends when the pipe does).
 
-    Use: :meth:`begin` once per rollout; each step, while :meth:`ready` is False, show it in the calling process, and
-    from then on :meth:`submit` it and take its :meth:`result`, in the same order.
+    Use: :meth:`begin` once per rollout; once :meth:`ready`, :meth:`submit` steps and take a :meth:`result` for each, in
+    the order submitted. The steps not submitted are shown by the caller (:func:`show_step`): each step's showing
+    reads only that step's latent and state, so any of them may be shown on either side.
     """
 
     def __init__(self) -> None:
