@@ -656,9 +656,9 @@ class DreamSession:
                 threads share Python's GIL, so on two cores the shipped model's 1,440-frame rollout is 1.37x as fast
                 as a ``gym.make`` env's, not 2x. ``"process"``: in a child process that the session starts at its
                 first such rollout and keeps until :meth:`close` (a native model on the CPU only; its weights are
-                sent at every rollout); the steps are shown here, in order, until the child is ready (its start
-                takes 2-4 s). False: on the calling thread, in order
-                (``benchmarks/long_rollout.py``; docs/performance.md sections 14-15).
+                sent at every rollout): the child shows the steps it can take while the dynamics runs (its start
+                takes 2-4 s), and this process shows the others after the last step. False: on the calling
+                thread, in order (``benchmarks/long_rollout.py``; docs/performance.md sections 14-16).
 
         Returns:
             A :class:`DreamRollout`: the state after the last step, latents ``[B, T, C, h, w]``, frames uint8
