@@ -6,7 +6,6 @@ import copy
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -165,26 +164,27 @@ def test_seed_determinism_and_state_is_not_mutated(parts):
     assert backend.decode(a[:, None], first_frame=False, context=s_a).shape == (2, 8, H, W, 3)
 
 
-def test_window_is_bounded_and_step_cost_flat(parts):
+def test_window_is_bounded_and_step_work_flat(parts):
+    """From step 2 on, every step runs the same passes over the same tokens (sink + K recent + the new frame): its
+    cost cannot grow with the episode (counted, not timed: a timing bound fails on a busy machine)."""
     backend = _backend(parts, denoise_steps=1, guidance_scale=1.0, context_frames=2)
     tokens = []
     hook = backend.transformer.register_forward_pre_hook(lambda m, args: tokens.append(args[0].shape[2:]))
     try:
         state = backend.init_state(1, frames=_image(), prompt="a red ball")
         gen = torch.Generator().manual_seed(0)
-        times, shapes = [], []
+        passes, shapes = [], []
         for i in range(20):
-            t0 = time.perf_counter()
+            tokens.clear()
             _, state = backend.step(state, i % len(DISCRETE_KEYSETS), generator=gen)
-            times.append(time.perf_counter() - t0)
+            passes.append(tuple(tokens))
             shapes.append((tuple(state.latents.shape), tuple(state.raymap.shape), tuple(state.plucker.shape)))
     finally:
         hook.remove()
     assert shapes[-1] == shapes[2] and shapes[-1][0][2] == 3  # sink + K = 2 recent, from step 2 on
-    assert tokens[-1] == tokens[2] == (4, H // 32, W // 32)  # forward over sink + K + new, constant
+    assert all(p == passes[2] for p in passes[2:]) and passes[2]  # the same passes, the same token grids
+    assert all(t == (4, H // 32, W // 32) for t in passes[2])  # forward over sink + K + new, constant
     assert state.step_index == 20
-    early, late = np.median(times[3:8]), np.median(times[15:20])
-    assert late < 2.0 * early + 0.01, (early, late)
 
 
 def test_init_from_a_clip_keeps_sink_and_recent_frames(parts):
