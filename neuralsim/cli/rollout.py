@@ -49,8 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=int, default=4, help="video upscaling factor (nearest), for visibility")
     p.add_argument("--overlap", choices=("thread", "process", "none"), default="thread",
                    help="where each step's frame is decoded while the dynamics draws the next ones: a second thread "
-                        "(default), a child process (a native model on the CPU; 2-4 s to start; faster where both "
-                        "halves are Python-bound, e.g. with --compile), or none (in order); the same frames either way")
+                        "(default), shared with a child process (a native model on the CPU; 2-4 s to start; the "
+                        "fastest for long rollouts, with --compile above all), or none (in order); the same frames "
+                        "either way")
     p.add_argument("--compile", action="store_true",
                    help="run a native model's per-frame pass through torch.compile (15-80 s of compiling first; the "
                         "frames differ from eager by float rounding; needs a C++ compiler)")
