@@ -132,7 +132,7 @@ def _serve(conn: Any) -> None:
                 shown = {}
                 casts = [getattr(torch, d) for d in header["autocast"]]
                 judge = bool(header["judge"])
-                conn.send_bytes(_READY)  # the caller shows the steps itself until this arrives
+                conn.send_bytes(_READY)  # until this arrives, the caller keeps its steps (or shows them itself)
                 continue
             # a step
             shown.update({name: tensors.get(name) for name in header["sent"]})
@@ -232,8 +232,9 @@ class DecodeProcess:
 
     def ready(self, timeout: float = 0.0) -> bool:
         """Whether the child has built the model of the last :meth:`begin` and will show the steps submitted from now
-        on (waiting up to ``timeout`` seconds). Until then the caller shows the steps itself: the child's first
-        seconds go to importing torch. True as well when the child failed or ended: :meth:`result` raises why."""
+        on (waiting up to ``timeout`` seconds). Until then the caller keeps its steps, or shows them itself: the
+        child's first seconds go to importing torch. True as well when the child failed or ended: :meth:`result`
+        raises why."""
         deadline = time.monotonic() + timeout
         while self._awaited:
             if not self._answers.empty():  # an error (building the model) or the child's end, answered in its place
