@@ -464,8 +464,9 @@ class WorldModel(nn.Module):
         compiles nothing) and weights changed in place need no recompile (tested).
         The first :meth:`step` at each batch size compiles (15-80 s on a small CPU, less once inductor's on-disk
         cache holds the code; needs a C++ compiler: the kernels are called through inductor's ``cpp_wrapper``).
-        Outputs differ from eager by float rounding (~1e-6) and are deterministic: the same seed gives the same rollout. Only :meth:`step` runs compiled (the pass, and the
-        camera's rays, the pass's per-frame context, the refiner and the reward model around it), so a batch size
+        Outputs differ from eager by float rounding (~1e-6) and are deterministic: the same seed gives the same
+        rollout. Only :meth:`step` runs compiled (the pass, and the camera's rays, the pass's per-frame context, the
+        refiner and the reward model around it), so a batch size
         compiles once (a graph per pass kind, denoise and commit) and is never recompiled by a context restart or
         a partial reset; starting episodes (any number of reset rows) stays eager. Measured on the shipped model
         (one thread; README "Performance"): ``step`` 2.2x faster at batch 1 (a single env's ``env.step``, with
