@@ -48,11 +48,16 @@ SHOWN_FIELDS = ("step", "reward", "termination_prob", "c2w", "memory_frame", "me
                 "memory_earlier", "memory_earlier_pose", "memory_earlier_depth")
 
 
+def _no_context() -> dict[str, Any]:
+    """The state fields :func:`show_step` never reads (the recurrent cache, the prompt), left empty."""
+    empty = torch.zeros(0)
+    return {"cache": [], "text_kv": [], "text_mask": empty, "text_tokens": empty}
+
+
 def shown_fields(state: Any) -> Any:
     """``state`` with only what :func:`show_step` reads (its latent and :data:`SHOWN_FIELDS`; no recurrent cache nor
     prompt keys), as the child rebuilds it: a step waiting to be shown holds no more."""
-    empty = torch.zeros(0)
-    return dataclasses.replace(state, cache=[], text_kv=[], text_mask=empty, text_tokens=empty)
+    return dataclasses.replace(state, **_no_context())
 
 
 def show_step(model: Any, latent: torch.Tensor, state: Any, decode: bool, judge: bool
@@ -137,9 +142,7 @@ def _serve(conn: Any) -> None:
             # a step
             shown.update({name: tensors.get(name) for name in header["sent"]})
             latent = tensors["latent"]
-            empty = torch.zeros(0)
-            state = WorldState(cache=[], text_kv=[], text_mask=empty, text_tokens=empty, latent=latent,
-                               **{name: shown.get(name) for name in SHOWN_FIELDS})
+            state = WorldState(**_no_context(), latent=latent, **{name: shown.get(name) for name in SHOWN_FIELDS})
             with contextlib.ExitStack() as stack:
                 stack.enter_context(torch.inference_mode())
                 for dtype in casts:  # only those held: a disabled autocast would switch off the one around it
